@@ -1,0 +1,30 @@
+// The object-store seam: everything the volume needs from a backend (directory, RADOS, S3, memory).
+// Extra behaviour (retries, fault injection) wraps a store rather than living in it.
+// Names are plain strings relative to the store's root ("obj", "obj.0000002a"); see format/object_name.ts.
+
+export interface ObjectStat {
+  /** Object length in bytes. */
+  size: number;
+}
+
+export interface ObjectStore {
+  /** Human-readable location, used in messages ("file:///var/lsvd", "rados://rbd", "s3://bucket"). */
+  readonly description: string;
+  /**
+   * Store a whole object atomically: afterwards a reader sees either the old object or the new one, never a mix,
+   * and the new one is durable when the promise resolves.
+   */
+  put(name: string, data: Uint8Array): Promise<void>;
+  /** Whole object. Throws NotFoundError if absent. */
+  get(name: string): Promise<Uint8Array>;
+  /** Bytes [offset, offset+length). Throws NotFoundError if absent, CorruptionError if the object is shorter. */
+  getRange(name: string, offset: number, length: number): Promise<Uint8Array>;
+  /** Idempotent: deleting an absent object succeeds. */
+  delete(name: string): Promise<void>;
+  /** Names beginning with prefix, sorted ascending. */
+  list(prefix: string): Promise<string[]>;
+  /** null if absent. */
+  stat(name: string): Promise<ObjectStat | null>;
+  /** Release connections; outstanding calls finish first. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,27 @@
+// The cache-device seam: what the journal and read cache need from the SSD (a file or block device).
+// ffi/uring_device.ts implements it with io_uring + O_DIRECT; test/sim uses an in-memory twin that can drop
+// or tear writes not yet made durable.
+//
+// Contract (all offsets/lengths in bytes):
+// - offset and every buffer's byteLength are multiples of PAGE_BYTES (4096); buffers come from an AlignedPool
+//   (their addresses are 4096-aligned, as O_DIRECT requires).
+// - A write resolves when the data is on the device (O_DIRECT completion); it is durable across power loss only
+//   after a later fdatasync() resolves.
+// - Errors are IOError naming the operation, offset and errno.
+
+export interface CacheDevice {
+  readonly path: string;
+  readonly sizeBytes: number;
+  read(offset: number, buffer: Uint8Array): Promise<void>;
+  /** Vectored write of buffers back to back starting at offset. */
+  write(offset: number, buffers: Uint8Array[]): Promise<void>;
+  fdatasync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Page-aligned buffers, pooled so the hot path allocates nothing. */
+export interface AlignedPool {
+  /** A zero-filled? No: contents are undefined. byteLength = bytes rounded up to PAGE_BYTES. */
+  acquire(bytes: number): Uint8Array;
+  release(buffer: Uint8Array): void;
+}

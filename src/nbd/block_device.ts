@@ -1,0 +1,30 @@
+// What the NBD layer serves: a small block-device interface, never volume internals (cf. nbdkit plugins).
+// Offsets and lengths are in bytes and have been range-checked by nbd/session.ts before these are called.
+
+export interface BlockStatusExtent {
+  /** Bytes covered by this run. */
+  length: number;
+  /** Unallocated: reads as zeroes and holds no data (NBD_STATE_HOLE). */
+  hole: boolean;
+  /** Reads as zeroes (NBD_STATE_ZERO). */
+  zero: boolean;
+}
+
+export interface BlockDevice {
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** Smallest I/O the device handles without read-modify-write (>= 512). */
+  readonly blockSizeMinBytes: number;
+  readonly blockSizePreferredBytes: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Resolves when the write is acknowledged-safe (journaled); with fua, also durable. */
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
+  /** Every write acknowledged before flush() was called, on any connection, is durable when it resolves. */
+  flush(): Promise<void>;
+  trim(offset: number, length: number, fua: boolean): Promise<void>;
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+  /** Runs covering [offset, offset+length) in order; may stop early (at least one run). */
+  blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]>;
+  /** Prefetch hint. */
+  cache(offset: number, length: number): Promise<void>;
+}
