@@ -36,9 +36,26 @@ export const NBD_INFLIGHT_PER_CONNECTION_MAX = 128;
 export const NBD_OPTION_BYTES_MAX = 64 * 1024;
 export const NBD_CONNECTIONS_MAX = 64;
 export const NBD_PORT_DEFAULT = 10809;
+/** NBD: options one client may send before the server hangs up (a client looping in negotiation is a DoS). */
+export const NBD_HANDSHAKE_OPTIONS_MAX = 256;
+/** NBD: unsent reply bytes per connection before the server stops reading requests (a client not reading). */
+export const NBD_OUTPUT_QUEUED_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
+/** NBD: descriptors in one BLOCK_STATUS reply; the client asks again for the rest. */
+export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
+/** NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large. */
+export const NBD_ZERO_WRITE_BYTES_MAX = 1024 * 1024;
+/** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
+export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 
 /** io_uring: submission queue entries per ring; more requests queue in JS and wait. */
 export const URING_QUEUE_DEPTH = 128;
+/** io_uring: iovecs in one vectored op (kernel UIO_MAXIOV is 1024); longer writes become several ops. */
+export const URING_IOVECS_PER_OP_MAX = 256;
+/** io_uring: requests waiting in JS for a free ring slot. Callers bound their own work far below this; past it, fail. */
+export const URING_WAITING_MAX = 65_536;
+/** Aligned buffer pool: the largest single buffer, and the default bound on all buffers (in use + cached). */
+export const ALIGNED_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
+export const ALIGNED_POOL_BYTES_DEFAULT = 256 * 1024 * 1024;
 
 /** Journal group commit: a record carries at most this many extents (one header page) and this much data. */
 export const JOURNAL_RECORD_EXTENTS_MAX = 252;
@@ -56,6 +73,24 @@ export const BACKEND_RETRIES_MAX = 8;
 export const BACKEND_RETRY_DELAY_MS_MIN = 50;
 export const BACKEND_RETRY_DELAY_MS_MAX = 5000;
 export const BACKEND_REQUEST_TIMEOUT_MS = 30_000;
+/** Backend requests (all kinds) in flight at once through one RetryingStore; more wait their turn (FIFO). */
+export const BACKEND_REQUESTS_INFLIGHT_MAX = PUTS_INFLIGHT_MAX + GETS_INFLIGHT_MAX;
+/** Callers waiting for a backend request slot; more is a bug in the caller's own bounds. */
+export const BACKEND_REQUEST_WAITERS_MAX = 4096;
+/** Object names: bytes at most (a file store adds a temporary-name suffix, and file names stop at 255). */
+export const OBJECT_NAME_BYTES_MAX = 200;
+/** A listing that returns more names than this is refused (1 TiB of 8 MiB objects is 131072 names). */
+export const BACKEND_LIST_NAMES_MAX = 16 * 1024 * 1024;
+/** S3: keys per ListObjectsV2 page (the protocol's maximum). */
+export const S3_LIST_PAGE_KEYS = 1000;
+/** S3: requests in flight per S3Store; more wait. */
+export const S3_REQUESTS_INFLIGHT_MAX = 64;
+/** S3: bucket creation (a signed fetch of our own) gives up after this long. */
+export const S3_CREATE_BUCKET_TIMEOUT_MS = 30_000;
+/** RADOS: asynchronous librados operations in flight per RadosStore. */
+export const RADOS_OPS_INFLIGHT_MAX = 64;
+/** RADOS: librados gives up on an OSD or monitor operation after this long (ETIMEDOUT), instead of never. */
+export const RADOS_OP_TIMEOUT_MS = BACKEND_REQUEST_TIMEOUT_MS;
 
 function assert(condition: boolean, message: string): void {
   if (!condition) throw new Error(`constants: ${message}`);
@@ -70,5 +105,30 @@ assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BY
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.
 assert(NBD_REQUEST_BYTES_MAX <= BATCH_BYTES_MAX, "an NBD write fits one batch");
+// A queued-output limit below one reply would stop reading for good after a single large READ.
+assert(NBD_OUTPUT_QUEUED_BYTES_MAX > NBD_REQUEST_BYTES_MAX, "one largest reply fits the output limit");
+// The retry delay range must be a range.
+assert(BACKEND_RETRY_DELAY_MS_MIN > 0 && BACKEND_RETRY_DELAY_MS_MIN <= BACKEND_RETRY_DELAY_MS_MAX, "retry delays");
+// A RetryingStore must admit every put and get the volume keeps in flight, or the volume's own bounds deadlock on it.
+assert(BACKEND_REQUESTS_INFLIGHT_MAX >= PUTS_INFLIGHT_MAX + GETS_INFLIGHT_MAX, "backend slots cover the volume");
+// A journal record (header page + one buffer per extent) goes out as a single vectored write.
+assert(URING_IOVECS_PER_OP_MAX >= JOURNAL_RECORD_EXTENTS_MAX + 1, "a journal record fits one vectored op");
+assert(URING_IOVECS_PER_OP_MAX <= 1024, "iovecs per op within the kernel's UIO_MAXIOV");
+// The largest batch and the largest NBD request each fit one aligned buffer, and the pool holds a few of them.
+assert(ALIGNED_BUFFER_BYTES_MAX >= BATCH_BYTES_MAX && ALIGNED_BUFFER_BYTES_MAX >= NBD_REQUEST_BYTES_MAX, "big buffers fit");
+assert(ALIGNED_POOL_BYTES_DEFAULT >= 2 * ALIGNED_BUFFER_BYTES_MAX, "the pool holds at least two of the largest buffers");
 // Volume sizes are JS numbers: they must stay exact.
 assert(Number.isSafeInteger(VOLUME_BYTES_MAX), "volume bytes are safe integers");
+
+/**
+ * Backend object decoders reject headers and data areas larger than these (the v1 u32 sector fields would allow
+ * 2 TiB). A checkpoint keeps its whole map in the header area, 16 bytes per extent: 10M extents = 160 MB.
+ */
+export const OBJECT_HEADER_BYTES_MAX = 1024 ** 3;
+export const OBJECT_DATA_BYTES_MAX = 1024 ** 3;
+// Every batch we seal must decode again; v1 offsets are u32 byte counts from the start of an object.
+assert(BATCH_BYTES_MAX <= OBJECT_DATA_BYTES_MAX, "a batch fits the object data area bound");
+assert(OBJECT_HEADER_BYTES_MAX + OBJECT_DATA_BYTES_MAX <= 2 ** 32, "object offsets fit v1 u32 offset fields");
+
+/** Trims (TRIM/WRITE_ZEROES extents) one batch may carry; a batch with more is sealed early. */
+export const BATCH_TRIMS_MAX = 4096;

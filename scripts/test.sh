@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with Node/npm and root:
+# installs what is missing, type-checks, builds dist/lsvd, runs every test (the RADOS and S3 suites start their own
+# single-node Ceph on 127.0.0.1), and ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
+export PATH="$PWD/node_modules/.bin:$PATH"
+
+failed_steps=0
+echo "== typecheck"
+tsc --noEmit -p . || failed_steps=$((failed_steps + 1))
+echo "== build"
+npm run --silent build || failed_steps=$((failed_steps + 1))
+
+echo "== bun test"
+log=$(mktemp)
+bun test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+pass=$(grep -Eo '^ *[0-9]+ pass' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+fail=$(grep -Eo '^ *[0-9]+ fail' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+rm -f "$log"
+bash test/ceph/down.sh >/dev/null 2>&1 || true
+fail=$((fail + failed_steps))
+if [ "$status" != 0 ] && [ "$fail" = 0 ]; then fail=1; fi
+echo "${pass} passed, ${fail} failed"
+[ "$fail" = 0 ]

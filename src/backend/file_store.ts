@@ -1,0 +1,238 @@
+// An ObjectStore in one local directory: one file per object. The interface is in object_store.ts; URIs `/dir/obj`
+// and `file:///dir/obj` open one (backend_uri.ts).
+//
+// Atomic, durable put: write a temporary file in the same directory, fsync it, rename it over the name, fsync the
+// directory. rename(2) within a directory replaces the name atomically, so a reader (or a restart after a crash)
+// sees the old object or the new one, never a mix; the two fsyncs make the data and then the name durable before
+// put resolves. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
+// a crash left behind never shows up in a listing and never collides with an object.
+
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { assert, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
+import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
+import type { ObjectStat, ObjectStore } from "./object_store.ts";
+
+/** Marks temporary files: `.tmp.<name>.<pid>.<counter>`. */
+const TEMP_PREFIX = ".tmp.";
+
+// errno codes a retry can cure on a local file system (resource exhaustion, interruption). Everything else
+// (ENOENT of the directory, EACCES, EROFS, EIO, ENOSPC...) needs a human.
+const TRANSIENT_CODES = new Set(["EAGAIN", "EINTR", "EMFILE", "ENFILE", "ENOMEM", "EBUSY"]);
+
+function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function errnoOf(error: unknown): number | undefined {
+  const errno = (error as { errno?: unknown } | null)?.errno;
+  return typeof errno === "number" ? Math.abs(errno) : undefined;
+}
+
+export class FileStore implements ObjectStore {
+  readonly description: string;
+  private tempCounter = 0;
+  private closed = false;
+
+  /** Use FileStore.open to check (or create) the directory first. */
+  constructor(readonly root: string) {
+    assert(path.isAbsolute(root), `FileStore root must be absolute: ${root}`);
+    this.description = `file://${root}`;
+  }
+
+  /** Opens the store at directory `root`, which must exist unless `create` (then it is made, parents too). */
+  static async open(root: string, options: { create?: boolean } = {}): Promise<FileStore> {
+    if (!path.isAbsolute(root)) throw new InvalidArgumentError(`Cannot open file store ${root}: path is not absolute`);
+    if (options.create === true) {
+      try {
+        await fs.mkdir(root, { recursive: true });
+      } catch (error) {
+        throw new IOError(`Cannot create directory ${root}: ${(error as Error).message}`, false, { cause: error });
+      }
+    }
+    let stats;
+    try {
+      stats = await fs.stat(root);
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") throw new NotFoundError(`Cannot open file store ${root}: no such directory`);
+      throw new IOError(`Cannot open file store ${root}: ${(error as Error).message}`, false, { cause: error });
+    }
+    if (!stats.isDirectory()) throw new InvalidArgumentError(`Cannot open file store ${root}: not a directory`);
+    return new FileStore(root);
+  }
+
+  async put(name: string, data: Uint8Array): Promise<void> {
+    this.checkOpen();
+    checkObjectName(name);
+    this.tempCounter += 1;
+    const temp = path.join(this.root, `${TEMP_PREFIX}${name}.${process.pid}.${this.tempCounter}`);
+    const target = this.pathOf(name);
+    let renamed = false;
+    try {
+      // "wx": O_CREAT|O_EXCL, so two writers can never share a temporary file.
+      const handle = await fs.open(temp, "wx", 0o644);
+      try {
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await handle.write(data, done, data.length - done, done);
+          assert(bytesWritten > 0, "write(2) made no progress");
+          done += bytesWritten;
+        }
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(temp, target);
+      renamed = true;
+      await this.syncDirectory();
+    } catch (error) {
+      if (!renamed) await fs.rm(temp, { force: true }).catch(() => undefined);
+      throw this.ioError("write", name, error);
+    }
+  }
+
+  async get(name: string): Promise<Uint8Array> {
+    this.checkOpen();
+    checkObjectName(name);
+    try {
+      const buffer = await fs.readFile(this.pathOf(name));
+      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    } catch (error) {
+      throw this.ioError("read", name, error);
+    }
+  }
+
+  async getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
+    this.checkOpen();
+    checkObjectName(name);
+    checkRange(name, offset, length);
+    const result = new Uint8Array(length);
+    let handle;
+    try {
+      handle = await fs.open(this.pathOf(name), "r");
+    } catch (error) {
+      throw this.ioError("read", name, error);
+    }
+    try {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(result, done, length - done, offset + done);
+        if (bytesRead === 0) {
+          const { size } = await handle.stat();
+          throw shortObjectError(name, offset, length, size);
+        }
+        done += bytesRead;
+      }
+      if (length === 0) {
+        // An empty read still promises the range lies inside the object.
+        const { size } = await handle.stat();
+        if (offset > size) throw shortObjectError(name, offset, length, size);
+      }
+      return result;
+    } catch (error) {
+      if (error instanceof LsvdError) throw error;
+      throw this.ioError("read", name, error);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    this.checkOpen();
+    checkObjectName(name);
+    try {
+      await fs.unlink(this.pathOf(name));
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return;
+      throw this.ioError("delete", name, error);
+    }
+    // A delete that a crash undoes would bring back an object the caller believes gone (e.g. after GC).
+    try {
+      await this.syncDirectory();
+    } catch (error) {
+      throw this.ioError("delete", name, error);
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    this.checkOpen();
+    checkListPrefix(prefix);
+    let entries;
+    try {
+      entries = await fs.readdir(this.root, { withFileTypes: true });
+    } catch (error) {
+      throw new IOError(`Cannot list ${this.description}: ${reason(error)}`, isTransient(error), {
+        cause: error,
+        errno: errnoOf(error),
+      });
+    }
+    const names: string[] = [];
+    for (const entry of entries) {
+      // Temporary files (and anything else hidden) are not objects.
+      if (entry.name.startsWith(".") || !entry.name.startsWith(prefix) || !entry.isFile()) continue;
+      names.push(entry.name);
+    }
+    return sortNames(names);
+  }
+
+  async stat(name: string): Promise<ObjectStat | null> {
+    this.checkOpen();
+    checkObjectName(name);
+    try {
+      const stats = await fs.stat(this.pathOf(name));
+      if (!stats.isFile()) throw new IOError(`Cannot stat object ${name} in ${this.description}: not a regular file`);
+      return { size: stats.size };
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return null;
+      if (error instanceof IOError) throw error;
+      throw this.ioError("stat", name, error);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  private pathOf(name: string): string {
+    return path.join(this.root, name);
+  }
+
+  private async syncDirectory(): Promise<void> {
+    const directory = await fs.open(this.root, "r");
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+  }
+
+  /** ENOENT of the object itself is NotFound; anything else is an IOError naming the object and the reason. */
+  private ioError(verb: string, name: string, error: unknown): Error {
+    if (errorCode(error) === "ENOENT" && (verb === "read" || verb === "stat")) {
+      return new NotFoundError(`Cannot ${verb} object ${name}: not found in ${this.description}`, { cause: error });
+    }
+    return new IOError(`Cannot ${verb} object ${name} in ${this.description}: ${reason(error)}`, isTransient(error), {
+      cause: error,
+      errno: errnoOf(error),
+    });
+  }
+
+  private checkOpen(): void {
+    assert(!this.closed, `${this.description} used after close`);
+  }
+}
+
+function isTransient(error: unknown): boolean {
+  const code = errorCode(error);
+  return code !== undefined && TRANSIENT_CODES.has(code);
+}
+
+/** "ENOSPC: no space left on device" without the path node repeats after it. */
+function reason(error: unknown): string {
+  const code = errorCode(error);
+  const message = error instanceof Error ? error.message : String(error);
+  if (code === "ENOENT") return "no such file or directory (ENOENT)";
+  const short = message.split(",")[0] ?? message;
+  return code !== undefined && !short.includes(code) ? `${short} (${code})` : short;
+}

@@ -1,0 +1,324 @@
+// The write journal: a circular log of records in the cache device's journal region (format: docs/format.md,
+// "Journal records"; ordering: docs/architecture.md, "The write path").
+//
+// Journal invariants:
+// - Positions are logical byte counters that only grow; physical offset = regionStart + (position mod regionBytes).
+//   persistedTail <= tail <= head, and head - persistedTail <= regionBytes.
+// - A record never straddles the end of the region: when the next record does not fit, a Pad record covers the rest
+//   of the region first. Pad records take a sequence number like any other, so the chain of seqs has no holes.
+// - Bytes in [persistedTail, head) are never overwritten: recovery walks from the tail the cache superblock names,
+//   so that superblock is rewritten (and fdatasync'ed) before the space behind it is reused.
+// - Record seqs are consecutive. A record is reported written only when it and every earlier record are on the device,
+//   so an acknowledged write never depends on a record that recovery would stop before.
+// - Each record carries the cache superblock generation of the run that wrote it; generations never decrease along
+//   the chain, which tells recovery a stale record from an earlier run (same seq reused after a torn tail) from ours.
+
+import { JOURNAL_WRITES_INFLIGHT_MAX, PAGE_BYTES } from "../constants.ts";
+import { assert } from "../errors.ts";
+import { encodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
+import {
+  encodeJournalHeader,
+  JOURNAL_HEADER_BYTES,
+  JournalRecordType,
+  type JournalExtent,
+} from "../format/journal_record.ts";
+import type { AlignedPool, CacheDevice } from "./cache_device.ts";
+
+export interface JournalPosition {
+  /** Logical position (monotonic byte counter). */
+  position: number;
+  seq: number;
+}
+
+interface RecordSlot {
+  position: number;
+  bytes: number;
+  seq: number;
+  written: boolean;
+  buffer: Uint8Array | null;
+  waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }>;
+}
+
+export interface JournalStart {
+  /** Where the oldest still-needed record lies, and its seq (from the superblock or the replay walk). */
+  tail: JournalPosition;
+  /** Where the next record goes, and its seq (after the replay walk). */
+  head: JournalPosition;
+  /** Records found between tail and head by the replay walk, oldest first. */
+  records: Array<{ position: number; bytes: number; seq: number }>;
+}
+
+export class Journal {
+  readonly regionStartBytes: number;
+  readonly regionBytes: number;
+  private superblock: CacheSuperblock;
+  private head: number;
+  private nextSeq: number;
+  private persistedTail: number;
+  /** Live records oldest first; slots are removed from the front by release(). */
+  private readonly slots: RecordSlot[] = [];
+  private slotsFront = 0;
+  /** slots[..reportedEnd) have had their completion reported (all written, in order). */
+  private reportedEnd = 0;
+  private writesInFlight = 0;
+  private spaceWaiters: Array<() => void> = [];
+  private superblockWrite: Promise<void> | null = null;
+  private failure: unknown = null;
+
+  constructor(
+    private readonly device: CacheDevice,
+    private readonly pool: AlignedPool,
+    superblock: CacheSuperblock,
+    start: JournalStart,
+  ) {
+    this.superblock = superblock;
+    this.regionStartBytes = superblock.journalStartBytes;
+    this.regionBytes = superblock.journalBytes;
+    assert(this.regionBytes % PAGE_BYTES === 0 && this.regionBytes >= 2 * PAGE_BYTES, "journal region size");
+    this.persistedTail = start.tail.position;
+    this.head = start.head.position;
+    this.nextSeq = start.head.seq;
+    assert(this.head >= this.persistedTail && this.head - this.persistedTail <= this.regionBytes, "journal head/tail");
+    for (const record of start.records) {
+      this.slots.push({ ...record, written: true, buffer: null, waiters: [] });
+    }
+    this.reportedEnd = this.slots.length;
+  }
+
+  /** Logical position of a physical offset inside the region, for a walk that starts at the superblock's tail. */
+  static positionOf(superblock: CacheSuperblock, physicalOffsetBytes: number): number {
+    assert(physicalOffsetBytes >= superblock.journalStartBytes, "offset inside the journal region");
+    assert(physicalOffsetBytes < superblock.journalStartBytes + superblock.journalBytes, "offset inside the journal region");
+    return physicalOffsetBytes - superblock.journalStartBytes;
+  }
+
+  physicalOffset(position: number): number {
+    return this.regionStartBytes + (position % this.regionBytes);
+  }
+
+  get sequenceNext(): number {
+    return this.nextSeq;
+  }
+
+  /** Bytes between the oldest still-needed record and the head. */
+  get usedBytes(): number {
+    return this.head - this.tailPosition();
+  }
+
+  get generation(): number {
+    return this.superblock.generation;
+  }
+
+  /** Bytes a record of dataBytes takes on the device, header page included, plus a Pad if it would wrap. */
+  private bytesNeeded(recordBytes: number): number {
+    const offsetInRegion = this.head % this.regionBytes;
+    const padBytes = offsetInRegion + recordBytes > this.regionBytes ? this.regionBytes - offsetInRegion : 0;
+    return padBytes + recordBytes;
+  }
+
+  static recordBytes(dataBytes: number): number {
+    return JOURNAL_HEADER_BYTES + Math.ceil(dataBytes / PAGE_BYTES) * PAGE_BYTES;
+  }
+
+  /** Largest record the region can ever take (a pad of the rest of the region may precede it). */
+  get recordBytesMax(): number {
+    return Math.floor(this.regionBytes / 2 / PAGE_BYTES) * PAGE_BYTES;
+  }
+
+  /** True when a record of dataBytes can be written now without waiting for space or a write slot. */
+  canWrite(dataBytes: number): boolean {
+    if (this.failure) return true; // let write() throw the failure
+    if (this.writesInFlight >= JOURNAL_WRITES_INFLIGHT_MAX) return false;
+    const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
+    return this.head + needed - this.persistedTail <= this.regionBytes;
+  }
+
+  /**
+   * Waits until canWrite(dataBytes). If released space is not yet persisted, persists the tail first.
+   * Returns whether space is still short on the in-memory tail too (the caller must then let puts release some).
+   */
+  async waitForWrite(dataBytes: number): Promise<void> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.canWrite(dataBytes)) return;
+      const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
+      const fitsAfterPersist = this.head + needed - this.tailPosition() <= this.regionBytes;
+      if (this.writesInFlight < JOURNAL_WRITES_INFLIGHT_MAX && fitsAfterPersist && this.tailPosition() > this.persistedTail) {
+        await this.persistTail();
+        continue;
+      }
+      await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
+    }
+  }
+
+  /**
+   * Writes one record now (canWrite must be true). Data pieces are copied into a pooled aligned buffer, so the
+   * caller's buffers are free as soon as this returns. Returns the record's seq and a promise that resolves when it
+   * and every earlier record are on the device.
+   */
+  write(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number): { seq: number; written: Promise<void> } {
+    if (this.failure) throw this.failure;
+    assert(this.canWrite(dataBytes), "journal write without space");
+    const recordBytes = Journal.recordBytes(dataBytes);
+    const offsetInRegion = this.head % this.regionBytes;
+    if (offsetInRegion + recordBytes > this.regionBytes) this.writePad(this.regionBytes - offsetInRegion);
+    const buffer = this.pool.acquire(recordBytes);
+    let cursor = JOURNAL_HEADER_BYTES;
+    for (const piece of pieces) {
+      buffer.set(piece, cursor);
+      cursor += piece.byteLength;
+    }
+    assert(cursor === JOURNAL_HEADER_BYTES + dataBytes, "journal record data length");
+    buffer.fill(0, cursor, recordBytes);
+    const seq = this.nextSeq++;
+    encodeJournalHeader(
+      buffer.subarray(0, JOURNAL_HEADER_BYTES),
+      {
+        type: JournalRecordType.Data,
+        seq,
+        volUuid: this.superblock.volUuid,
+        cacheUuid: this.superblock.cacheUuid,
+        generation: this.superblock.generation,
+        dataPages: (recordBytes - JOURNAL_HEADER_BYTES) / PAGE_BYTES,
+        extents,
+      },
+      [buffer.subarray(JOURNAL_HEADER_BYTES, recordBytes)],
+    );
+    const slot = this.submit(seq, buffer, recordBytes);
+    const written = new Promise<void>((resolve, reject) => slot.waiters.push({ resolve, reject }));
+    return { seq, written };
+  }
+
+  private writePad(padBytes: number): void {
+    const buffer = this.pool.acquire(JOURNAL_HEADER_BYTES);
+    const seq = this.nextSeq++;
+    encodeJournalHeader(
+      buffer,
+      {
+        type: JournalRecordType.Pad,
+        seq,
+        volUuid: this.superblock.volUuid,
+        cacheUuid: this.superblock.cacheUuid,
+        generation: this.superblock.generation,
+        dataPages: padBytes / PAGE_BYTES - 1,
+        extents: [],
+      },
+      [],
+    );
+    // Only the header page of a pad is written: the pages it covers are skipped by readers.
+    this.submit(seq, buffer, padBytes, JOURNAL_HEADER_BYTES);
+  }
+
+  private submit(seq: number, buffer: Uint8Array, recordBytes: number, writeBytes = recordBytes): RecordSlot {
+    const slot: RecordSlot = { position: this.head, bytes: recordBytes, seq, written: false, buffer, waiters: [] };
+    this.slots.push(slot);
+    this.head += recordBytes;
+    this.writesInFlight += 1;
+    const offset = this.physicalOffset(slot.position);
+    this.device.write(offset, [buffer.subarray(0, writeBytes)]).then(
+      () => this.onWritten(slot),
+      (error: unknown) => this.fail(error),
+    );
+    return slot;
+  }
+
+  private onWritten(slot: RecordSlot): void {
+    this.writesInFlight -= 1;
+    slot.written = true;
+    if (slot.buffer) this.pool.release(slot.buffer);
+    slot.buffer = null;
+    // Report completions in seq order: a record counts as written only when all before it are.
+    while (this.reportedEnd < this.slots.length) {
+      const candidate = this.slots[this.reportedEnd]!;
+      if (!candidate.written) break;
+      this.reportedEnd += 1;
+      if (candidate.waiters.length > 0) {
+        for (const waiter of candidate.waiters) waiter.resolve();
+        candidate.waiters = [];
+      }
+    }
+    this.wakeSpaceWaiters();
+  }
+
+  private fail(error: unknown): void {
+    this.writesInFlight -= 1;
+    this.failure ??= error;
+    for (let index = this.slotsFront; index < this.slots.length; index++) {
+      const slot = this.slots[index]!;
+      for (const waiter of slot.waiters) waiter.reject(this.failure);
+      slot.waiters = [];
+    }
+    this.wakeSpaceWaiters();
+  }
+
+  private wakeSpaceWaiters(): void {
+    const waiters = this.spaceWaiters;
+    this.spaceWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private tailPosition(): number {
+    return this.slotsFront < this.slots.length ? this.slots[this.slotsFront]!.position : this.head;
+  }
+
+  private tailSeq(): number {
+    return this.slotsFront < this.slots.length ? this.slots[this.slotsFront]!.seq : this.nextSeq;
+  }
+
+  /** Records with seq <= seq are in the backend: their space may be reused (after the tail is persisted). */
+  release(seq: number): void {
+    while (this.slotsFront < this.slots.length) {
+      const slot = this.slots[this.slotsFront]!;
+      if (slot.seq > seq || this.slotsFront >= this.reportedEnd) break;
+      this.slotsFront += 1;
+    }
+    // Compact the slot array now and then so it stays bounded by the records in the region.
+    if (this.slotsFront > 1024 && this.slotsFront * 2 > this.slots.length) {
+      this.slots.splice(0, this.slotsFront);
+      this.reportedEnd -= this.slotsFront;
+      this.slotsFront = 0;
+    }
+    this.wakeSpaceWaiters();
+  }
+
+  /** Rewrites the cache superblock so it names the current tail; durable when this resolves. */
+  async persistTail(): Promise<void> {
+    while (this.superblockWrite) await this.superblockWrite;
+    const position = this.tailPosition();
+    const seq = this.tailSeq();
+    if (position === this.persistedTail && seq === this.superblock.replaySeq) return;
+    this.superblockWrite = this.writeSuperblock({ replayOffsetBytes: this.physicalOffset(position), replaySeq: seq });
+    try {
+      await this.superblockWrite;
+      this.persistedTail = position;
+    } finally {
+      this.superblockWrite = null;
+    }
+    this.wakeSpaceWaiters();
+  }
+
+  /** Writes the superblock with changes and a new generation, then fdatasync: durable when this resolves. */
+  async writeSuperblock(changes: Partial<CacheSuperblock>): Promise<void> {
+    const next: CacheSuperblock = { ...this.superblock, ...changes, generation: this.superblock.generation + 1 };
+    const page = this.pool.acquire(PAGE_BYTES);
+    try {
+      page.set(encodeCacheSuperblock(next));
+      await this.device.write(0, [page]);
+      await this.device.fdatasync();
+    } finally {
+      this.pool.release(page);
+    }
+    this.superblock = next;
+  }
+
+  /** Resolves when every record written so far is on the device (not yet durable: see fdatasync). */
+  async drain(): Promise<void> {
+    const last = this.slots[this.slots.length - 1];
+    if (!last || this.reportedEnd === this.slots.length) return;
+    await new Promise<void>((resolve, reject) => last.waiters.push({ resolve, reject }));
+  }
+
+  get inFlight(): number {
+    return this.writesInFlight;
+  }
+}

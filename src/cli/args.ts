@@ -1,0 +1,72 @@
+// Argument parsing shared by every command: node:util parseArgs in strict mode, with errors worded for people.
+// Each command declares its options and gets back typed values; --help is handled here.
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { InvalidArgumentError } from "../errors.ts";
+import type { BackendOptions } from "../backend/backend_uri.ts";
+
+export type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
+
+export interface Parsed {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+/** Parses argv against options; --help is always accepted. Throws InvalidArgumentError on unknown options. */
+export function parseCommandArgs(argv: string[], options: OptionSpec): Parsed & { help: boolean } {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as Parsed["values"], positionals, help: values.help === true };
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, ""));
+  }
+}
+
+export function stringOption(parsed: Parsed, name: string): string | undefined {
+  const value = parsed.values[name];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** Backend flags every command that opens a volume accepts. */
+export const BACKEND_OPTIONS: OptionSpec = {
+  "ceph-conf": { type: "string" },
+  "ceph-keyring": { type: "string" },
+  "ceph-client": { type: "string" },
+  "s3-endpoint": { type: "string" },
+  "s3-region": { type: "string" },
+  "s3-access-key": { type: "string" },
+  "s3-secret-key": { type: "string" },
+};
+
+export const BACKEND_HELP = `Backend options (VOLUME is /dir/obj, file:///dir/obj, rados://POOL/PREFIX or s3://BUCKET/PREFIX):
+  --ceph-conf PATH       ceph.conf for rados:// (default: $CEPH_CONF or /etc/ceph/ceph.conf)
+  --ceph-keyring PATH    keyring for rados://
+  --ceph-client NAME     client name for rados:// (default client.admin)
+  --s3-endpoint URL      S3 endpoint (default: $AWS_ENDPOINT_URL); path-style addressing when set
+  --s3-region REGION     (default: $AWS_REGION or us-east-1)
+  --s3-access-key KEY    (default: $AWS_ACCESS_KEY_ID)
+  --s3-secret-key KEY    (default: $AWS_SECRET_ACCESS_KEY)`;
+
+export function backendOptionsFrom(parsed: Parsed): BackendOptions {
+  return {
+    cephConf: stringOption(parsed, "ceph-conf"),
+    cephKeyring: stringOption(parsed, "ceph-keyring"),
+    cephClient: stringOption(parsed, "ceph-client"),
+    s3Endpoint: stringOption(parsed, "s3-endpoint"),
+    s3Region: stringOption(parsed, "s3-region"),
+    s3AccessKey: stringOption(parsed, "s3-access-key"),
+    s3SecretKey: stringOption(parsed, "s3-secret-key"),
+  };
+}
+
+export function requirePositional(parsed: Parsed, count: number, usage: string): string[] {
+  if (parsed.positionals.length !== count) {
+    throw new InvalidArgumentError(`expected ${count} argument(s), got ${parsed.positionals.length}. Usage: ${usage}`);
+  }
+  return parsed.positionals;
+}

@@ -1,0 +1,151 @@
+// lsvd mkcache: format a cache file or block device for a volume (layout: docs/format.md, "Cache device layout").
+
+import { existsSync } from "node:fs";
+import { randomInt } from "node:crypto";
+import { v4 as uuidv4, validate as uuidValidate } from "uuid";
+import { PAGE_BYTES } from "../../constants.ts";
+import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
+import { openBackend } from "../../backend/backend_uri.ts";
+import { computeCacheLayout } from "../../cache/cache_layout.ts";
+import { JournalWalker } from "../../cache/journal_replay.ts";
+import { encodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
+import { JournalRecordType } from "../../format/journal_record.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
+import { readSuperblock } from "../../volume/recovery.ts";
+import { readCacheSuperblock } from "../../volume/volume.ts";
+import { formatSize, parseSize } from "../../util/size.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
+import type { Command } from "./command.ts";
+import { printCacheSuperblock } from "./parse.ts";
+
+const USAGE = "lsvd mkcache (--volume VOLUME | --uuid UUID) [--size SIZE] [--write-fraction F] [--force] CACHE\n       lsvd mkcache --show [--json] CACHE";
+const HELP = `Usage: ${USAGE}
+
+Formats CACHE (a file, created with SIZE if missing, or an existing file or block device, whose size is used) as the
+SSD cache of a volume: a superblock page, a write journal region and a read cache region.
+
+Options:
+  --volume VOLUME       the volume this cache serves (its UUID is read from the superblock)
+  --uuid UUID           the volume's UUID, instead of --volume
+  --size SIZE           size of a new cache file (e.g. 1g); required when CACHE does not exist
+  --write-fraction F    share of the cache for the write journal (default 0.5; at least 32 MiB)
+  --force               format even if CACHE holds a live cache (unflushed writes are lost)
+  --show                print the cache superblock instead of formatting
+  --json                with --show: print JSON
+${BACKEND_HELP}
+`;
+
+/** Whether the journal holds records that may not be in the backend yet. */
+async function hasLiveRecords(device: Awaited<ReturnType<typeof openUringDevice>>, superblock: CacheSuperblock): Promise<boolean> {
+  const walker = new JournalWalker(device, device.pool, superblock);
+  try {
+    for (;;) {
+      const record = await walker.next();
+      if (!record) return false;
+      if (record.header.type === JournalRecordType.Data) return true;
+    }
+  } finally {
+    walker.close();
+  }
+}
+
+export const mkcacheCommand: Command = {
+  name: "mkcache",
+  summary: "format a cache file or device for a volume",
+  async run(argv) {
+    const parsed = parseCommandArgs(argv, {
+      volume: { type: "string" },
+      uuid: { type: "string" },
+      size: { type: "string" },
+      "write-fraction": { type: "string" },
+      force: { type: "boolean" },
+      show: { type: "boolean" },
+      json: { type: "boolean" },
+      ...BACKEND_OPTIONS,
+    });
+    if (parsed.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    const [cachePath] = requirePositional(parsed, 1, USAGE);
+    if (parsed.values.show === true) {
+      const device = await openUringDevice(cachePath!);
+      try {
+        printCacheSuperblock(cachePath!, await readCacheSuperblock(device, device.pool), parsed.values.json === true);
+      } finally {
+        await device.close();
+      }
+      return 0;
+    }
+    const volume = stringOption(parsed, "volume");
+    let volUuid = stringOption(parsed, "uuid");
+    if ((volume === undefined) === (volUuid === undefined)) throw new InvalidArgumentError(`give exactly one of --volume or --uuid. Usage: ${USAGE}`);
+    if (volume !== undefined) {
+      const { store, prefix } = await openBackend(volume, backendOptionsFrom(parsed));
+      try {
+        volUuid = (await readSuperblock(store, prefix)).volUuid;
+      } finally {
+        await store.close();
+      }
+    }
+    if (!uuidValidate(volUuid!)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
+    const fractionText = stringOption(parsed, "write-fraction");
+    const writeFraction = fractionText === undefined ? undefined : Number(fractionText);
+    const sizeText = stringOption(parsed, "size");
+    const exists = existsSync(cachePath!);
+    if (!exists && sizeText === undefined) throw new InvalidArgumentError(`${cachePath} does not exist: give --size to create it`);
+    const createSizeBytes = exists ? undefined : parseSize(sizeText!, "size");
+    if (createSizeBytes !== undefined && createSizeBytes % PAGE_BYTES !== 0) {
+      throw new InvalidArgumentError(`Invalid size ${sizeText}: not a multiple of 4 KiB`);
+    }
+    const device = await openUringDevice(cachePath!, { createSizeBytes });
+    try {
+      if (exists && parsed.values.force !== true) {
+        let old: CacheSuperblock | null = null;
+        try {
+          old = await readCacheSuperblock(device, device.pool);
+        } catch (error) {
+          if (!(error instanceof CorruptionError)) throw error;
+        }
+        if (old && (await hasLiveRecords(device, old))) {
+          const whose = old.volUuid === volUuid ? "this volume" : `another volume (${old.volUuid})`;
+          throw new InvalidArgumentError(
+            `${cachePath} holds a live cache of ${whose} with journal records that may not be in its backend yet; serve that volume once to flush it, or use --force to discard them`,
+          );
+        }
+      }
+      const layout = computeCacheLayout(device.sizeBytes, writeFraction);
+      const startSeq = randomInt(1, 2 ** 40);
+      const superblock: CacheSuperblock = {
+        cacheUuid: uuidv4(),
+        volUuid: volUuid!,
+        ...layout,
+        startSeq,
+        replayOffsetBytes: layout.journalStartBytes,
+        replaySeq: startSeq,
+        generation: 1,
+      };
+      const page = device.pool.acquire(PAGE_BYTES);
+      try {
+        page.set(encodeCacheSuperblock(superblock));
+        await device.write(0, [page]);
+        // The first journal page is zeroed so no record of a previous format can be taken for ours.
+        page.fill(0);
+        await device.write(layout.journalStartBytes, [page]);
+        await device.fdatasync();
+      } finally {
+        device.pool.release(page);
+      }
+      if (parsed.values.json === true) {
+        process.stdout.write(`${JSON.stringify({ cache: cachePath, ...superblock })}\n`);
+      } else {
+        process.stdout.write(
+          `formatted cache ${cachePath} (${formatSize(layout.sizeBytes)}) for volume ${volUuid}: journal ${formatSize(layout.journalBytes)}, read cache ${formatSize(layout.readCacheBytes)}, cache UUID ${superblock.cacheUuid}\n`,
+        );
+      }
+      return 0;
+    } finally {
+      await device.close();
+    }
+  },
+};

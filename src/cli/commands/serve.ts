@@ -1,0 +1,147 @@
+// lsvd serve: open a volume with its cache and serve it over NBD until SIGINT/SIGTERM, then shut down cleanly:
+// stop accepting, finish in-flight requests, put everything journaled to the backend, checkpoint, exit 0.
+
+import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../../constants.ts";
+import { InvalidArgumentError } from "../../errors.ts";
+import { openBackend } from "../../backend/backend_uri.ts";
+import { RetryingStore } from "../../backend/retrying_store.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
+import { startNbdServer } from "../../nbd/server.ts";
+import { Volume } from "../../volume/volume.ts";
+import { makeLogger } from "../../util/log.ts";
+import { formatSize, parseSize } from "../../util/size.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, stringOption } from "../args.ts";
+import type { Command } from "./command.ts";
+
+const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only]";
+const HELP = `Usage: ${USAGE}
+
+Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen, listens on TCP
+127.0.0.1:${NBD_PORT_DEFAULT}. Binding to a non-loopback address must be asked for explicitly with --listen.
+SIGINT/SIGTERM: stop accepting, finish in-flight requests, flush everything to the backend, exit 0.
+
+Options:
+  --volume VOLUME        the volume (see below)
+  --cache CACHE          its cache file or device (made by 'lsvd mkcache')
+  --socket PATH          listen on a unix socket
+  --listen HOST:PORT     listen on TCP (e.g. 127.0.0.1:10809, [::1]:10809)
+  --name EXPORT          export name (default: "", any name is accepted when empty)
+  --read-only            refuse writes from clients
+  --batch-size SIZE      backend object data size (default 8m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
+  --batch-idle-ms MS     put a partial batch after this long without writes (default 2000)
+  --quiet                log nothing but errors
+${BACKEND_HELP}
+`;
+
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 0 && port <= 65535)) throw new InvalidArgumentError(`Invalid --listen '${text}': expected HOST:PORT`);
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "serve a volume over NBD (TCP or unix socket)",
+  async run(argv) {
+    const parsed = parseCommandArgs(argv, {
+      volume: { type: "string" },
+      cache: { type: "string" },
+      socket: { type: "string" },
+      listen: { type: "string" },
+      name: { type: "string" },
+      "read-only": { type: "boolean" },
+      "batch-size": { type: "string" },
+      "batch-idle-ms": { type: "string" },
+      quiet: { type: "boolean" },
+      ...BACKEND_OPTIONS,
+    });
+    if (parsed.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${USAGE}`);
+    const volumeUri = stringOption(parsed, "volume");
+    const cachePath = stringOption(parsed, "cache");
+    if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${USAGE}`);
+    const socketPath = stringOption(parsed, "socket");
+    const listenText = stringOption(parsed, "listen");
+    const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
+    const batchBytes = parsed.values["batch-size"] === undefined ? undefined : parseSize(String(parsed.values["batch-size"]), "batch size");
+    if (batchBytes !== undefined && (batchBytes < BATCH_BYTES_MIN || batchBytes > BATCH_BYTES_MAX || batchBytes % PAGE_BYTES !== 0)) {
+      throw new InvalidArgumentError(`Invalid --batch-size: expected a multiple of 4 KiB in ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)}`);
+    }
+    const batchIdleMs = parsed.values["batch-idle-ms"] === undefined ? undefined : Number(parsed.values["batch-idle-ms"]);
+    if (batchIdleMs !== undefined && !(Number.isInteger(batchIdleMs) && batchIdleMs > 0)) throw new InvalidArgumentError("Invalid --batch-idle-ms");
+    const log = makeLogger("lsvd", false);
+    const info = parsed.values.quiet === true ? () => {} : log;
+
+    const backend = await openBackend(volumeUri, backendOptionsFrom(parsed));
+    const store = new RetryingStore(backend.store, { log: (line: string) => log(`backend: ${line}`) });
+    const device = await openUringDevice(cachePath);
+    let volume: Volume;
+    try {
+      volume = await Volume.open({
+        store,
+        prefix: backend.prefix,
+        cache: device,
+        pool: device.pool,
+        readOnly: parsed.values["read-only"] === true,
+        batchBytes,
+        batchIdleMs,
+        log: info,
+      });
+    } catch (error) {
+      await device.close();
+      await store.close();
+      throw error;
+    }
+    info(`volume ${backend.uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
+    const server = await startNbdServer({
+      device: volume,
+      exportName: stringOption(parsed, "name") ?? "",
+      description: `lsvd volume ${backend.uri}`,
+      socketPath,
+      listen,
+      log: info,
+    });
+    for (const address of server.addresses) info(`serving on ${address}`);
+    const started = Date.now();
+
+    let stopping: Promise<void> | null = null;
+    const stop = (signal: string) => {
+      if (stopping) {
+        log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
+        process.exit(130);
+      }
+      info(`${signal}: shutting down (draining requests, flushing to the backend)`);
+      stopping = (async () => {
+        await server.close();
+        await volume.close();
+        await device.close();
+        await store.close();
+      })();
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    await new Promise<void>((resolve) => {
+      const wait = setInterval(() => {
+        if (stopping) {
+          clearInterval(wait);
+          resolve();
+        }
+      }, 50);
+    });
+    try {
+      await stopping;
+    } catch (error) {
+      log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
+      return 1;
+    }
+    const stats = volume.stats();
+    info(
+      `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents`,
+    );
+    return 0;
+  },
+};

@@ -1,0 +1,321 @@
+// librados (Debian librados2, librados.so.2) through koffi: just what RadosStore (src/backend/rados_store.ts) needs.
+// C API reference: /usr/include/rados/librados.h (librados-dev).
+//
+// Never blocks the event loop:
+// - Object I/O uses the rados_aio_* calls. They return at once; librados calls our completion callback from its
+//   finisher thread, and koffi queues that call onto the JS thread, where it settles the operation's promise.
+// - Calls without an aio form (connect, ioctx_create, listing, shutdown) run through koffi's `.async` on a worker
+//   thread. Those workers are few (one per core) and shared with the rest of the process, so each such call is
+//   bounded by librados' own timeouts (client_mount_timeout, rados_mon_op_timeout, rados_osd_op_timeout), set at
+//   connect.
+//
+// Buffers: rados_aio_write_full copies the caller's bytes into a bufferlist before returning, so a JS buffer is
+// fine there. rados_aio_read and rados_aio_stat write into their buffers later, on completion; those buffers are
+// native memory (koffi.alloc) that cannot move or be collected before then, freed after completion.
+//
+// Errors: a negative return value (or completion result) becomes IOError with errno = -rv and a message naming the
+// call; the caller (RadosStore) rewords it with the object name and decides NotFound vs transient.
+
+import { assert, IOError } from "../errors.ts";
+import { koffi } from "./koffi.ts";
+
+const LIBRADOS_NAMES = ["librados.so.2", "/usr/lib/x86_64-linux-gnu/librados.so.2"];
+
+type Pointer = unknown;
+type Callback = (error: unknown, result: number) => void;
+
+interface Bindings {
+  rados_create2: KoffiAsyncFunction;
+  rados_conf_read_file: KoffiAsyncFunction;
+  rados_conf_set: KoffiAsyncFunction;
+  rados_connect: KoffiAsyncFunction;
+  rados_shutdown: KoffiAsyncFunction;
+  rados_ioctx_create: KoffiAsyncFunction;
+  rados_ioctx_destroy: KoffiAsyncFunction;
+  rados_aio_create_completion2: KoffiAsyncFunction;
+  rados_aio_release: KoffiAsyncFunction;
+  rados_aio_get_return_value: KoffiAsyncFunction;
+  rados_aio_write_full: KoffiAsyncFunction;
+  rados_aio_read: KoffiAsyncFunction;
+  rados_aio_remove: KoffiAsyncFunction;
+  rados_aio_stat: KoffiAsyncFunction;
+  rados_nobjects_list_open: KoffiAsyncFunction;
+  rados_nobjects_list_next: KoffiAsyncFunction;
+  rados_nobjects_list_close: KoffiAsyncFunction;
+  strerror: KoffiAsyncFunction;
+  completionCallback: unknown;
+}
+
+interface KoffiAsyncFunction {
+  (...args: unknown[]): unknown;
+  async: (...args: unknown[]) => void;
+}
+
+let bindings: Bindings | undefined;
+// Operations in flight, by completion address: the one registered callback routes each completion here.
+const pending = new Map<bigint, (result: number) => void>();
+
+function load(): Bindings {
+  if (bindings !== undefined) return bindings;
+  let lib: ReturnType<typeof koffi.load> | undefined;
+  const failures: string[] = [];
+  for (const name of LIBRADOS_NAMES) {
+    try {
+      lib = koffi.load(name);
+      break;
+    } catch (error) {
+      failures.push((error as Error).message);
+    }
+  }
+  if (lib === undefined) {
+    throw new IOError(`Cannot load librados.so.2 (install Debian package librados2): ${failures.join("; ")}`);
+  }
+  const libc = koffi.load("libc.so.6");
+  const f = (signature: string) => lib.func(signature) as unknown as KoffiAsyncFunction;
+  // rados_t, rados_ioctx_t, rados_completion_t and rados_list_ctx_t are opaque pointers: void * here.
+  const callbackType = koffi.proto("void lsvd_rados_callback_t(void *completion, void *arg)");
+  const completionCallback = koffi.register((completion: Pointer) => {
+    const key = koffi.address(completion);
+    const settle = pending.get(key);
+    assert(settle !== undefined, "librados completion for an unknown operation");
+    pending.delete(key);
+    settle(Number(b().rados_aio_get_return_value(completion)));
+  }, koffi.pointer(callbackType));
+  bindings = {
+    rados_create2: f("int rados_create2(_Out_ void **pcluster, const char *clustername, const char *name, uint64_t flags)"),
+    rados_conf_read_file: f("int rados_conf_read_file(void *cluster, const char *path)"),
+    rados_conf_set: f("int rados_conf_set(void *cluster, const char *option, const char *value)"),
+    rados_connect: f("int rados_connect(void *cluster)"),
+    rados_shutdown: f("void rados_shutdown(void *cluster)"),
+    rados_ioctx_create: f("int rados_ioctx_create(void *cluster, const char *pool, _Out_ void **ioctx)"),
+    rados_ioctx_destroy: f("void rados_ioctx_destroy(void *ioctx)"),
+    rados_aio_create_completion2: f(
+      "int rados_aio_create_completion2(void *arg, lsvd_rados_callback_t *complete, _Out_ void **completion)",
+    ),
+    rados_aio_release: f("void rados_aio_release(void *completion)"),
+    rados_aio_get_return_value: f("int rados_aio_get_return_value(void *completion)"),
+    rados_aio_write_full: f(
+      "int rados_aio_write_full(void *ioctx, const char *oid, void *completion, const uint8_t *buf, size_t len)",
+    ),
+    rados_aio_read: f("int rados_aio_read(void *ioctx, const char *oid, void *completion, void *buf, size_t len, uint64_t off)"),
+    rados_aio_remove: f("int rados_aio_remove(void *ioctx, const char *oid, void *completion)"),
+    rados_aio_stat: f("int rados_aio_stat(void *ioctx, const char *oid, void *completion, void *psize, void *pmtime)"),
+    rados_nobjects_list_open: f("int rados_nobjects_list_open(void *ioctx, _Out_ void **ctx)"),
+    rados_nobjects_list_next: f(
+      "int rados_nobjects_list_next(void *ctx, _Out_ const char **entry, _Out_ const char **key, _Out_ const char **nspace)",
+    ),
+    rados_nobjects_list_close: f("void rados_nobjects_list_close(void *ctx)"),
+    strerror: libc.func("const char *strerror(int errnum)") as unknown as KoffiAsyncFunction,
+    completionCallback,
+  };
+  return bindings;
+}
+
+function b(): Bindings {
+  assert(bindings !== undefined, "librados bindings not loaded");
+  return bindings;
+}
+
+/** Runs a blocking librados call on a koffi worker thread. */
+function onWorker(fn: KoffiAsyncFunction, ...args: unknown[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const callback: Callback = (error, result) => (error ? reject(error) : resolve(Number(result ?? 0)));
+    fn.async(...args, callback);
+  });
+}
+
+export function describeErrno(errno: number): string {
+  const text = load().strerror(errno) as string | null;
+  return text ?? `errno ${errno}`;
+}
+
+function check(call: string, rv: number): void {
+  if (rv < 0) throw radosError(call, -rv);
+}
+
+function radosError(call: string, errno: number): IOError {
+  return new IOError(`${call} failed: ${describeErrno(errno)} (errno ${errno})`, false, { errno });
+}
+
+export interface RadosConnectOptions {
+  confPath: string;
+  /** Overrides the conf file's keyring. */
+  keyringPath?: string;
+  /** "client.admin", "client.lsvd", ... */
+  clientName: string;
+  /** librados' own bound on every OSD and monitor operation and on connecting, in seconds; 0 = forever. */
+  opTimeoutSeconds: number;
+  /** Extra `option = value` settings (rados_conf_set), applied last. */
+  settings?: Record<string, string>;
+}
+
+/** A connected cluster handle (rados_t). */
+export class RadosCluster {
+  private shutdownStarted = false;
+
+  private constructor(private readonly handle: Pointer) {}
+
+  static async connect(options: RadosConnectOptions): Promise<RadosCluster> {
+    const lib = load();
+    const out: Pointer[] = [null];
+    check("rados_create2", Number(lib.rados_create2(out, "ceph", options.clientName, 0)));
+    const handle = out[0];
+    try {
+      // Reading a local file and setting options touch no network: fine on this thread.
+      check(`rados_conf_read_file(${options.confPath})`, Number(lib.rados_conf_read_file(handle, options.confPath)));
+      const timeout = String(options.opTimeoutSeconds);
+      const settings: Record<string, string> = {
+        client_mount_timeout: timeout,
+        rados_mon_op_timeout: timeout,
+        rados_osd_op_timeout: timeout,
+        ...(options.keyringPath !== undefined ? { keyring: options.keyringPath } : {}),
+        ...options.settings,
+      };
+      for (const [key, value] of Object.entries(settings)) {
+        check(`rados_conf_set(${key})`, Number(lib.rados_conf_set(handle, key, value)));
+      }
+      check("rados_connect", await onWorker(lib.rados_connect, handle));
+    } catch (error) {
+      // rados_shutdown is the only way to free a handle, connected or not.
+      await onWorker(lib.rados_shutdown, handle);
+      throw error;
+    }
+    return new RadosCluster(handle);
+  }
+
+  async openPool(pool: string): Promise<RadosPool> {
+    assert(!this.shutdownStarted, "rados cluster used after shutdown");
+    const out: Pointer[] = [null];
+    // May wait for an OSD map from the monitor: on a worker.
+    check(`rados_ioctx_create(${pool})`, await onWorker(b().rados_ioctx_create, this.handle, pool, out));
+    return new RadosPool(out[0]);
+  }
+
+  /** Every pool must be closed and every operation settled first: shutdown waits for librados' own threads. */
+  async shutdown(): Promise<void> {
+    if (this.shutdownStarted) return;
+    this.shutdownStarted = true;
+    await onWorker(b().rados_shutdown, this.handle);
+  }
+}
+
+/** An I/O context on one pool (rados_ioctx_t), default namespace. */
+export class RadosPool {
+  private operations = 0;
+  private closed = false;
+
+  constructor(private readonly ioctx: Pointer) {}
+
+  /** aio operations not yet completed. */
+  get inflight(): number {
+    return this.operations;
+  }
+
+  /** Replaces the whole object atomically (RADOS applies a write_full as one transaction). */
+  async writeFull(oid: string, data: Uint8Array): Promise<void> {
+    const rv = await this.aio("rados_aio_write_full", (completion) =>
+      b().rados_aio_write_full(this.ioctx, oid, completion, data, data.length),
+    );
+    check("rados_aio_write_full", rv);
+  }
+
+  /** Up to `length` bytes at `offset`; fewer if the object ends first. */
+  async read(oid: string, offset: number, length: number): Promise<Uint8Array> {
+    assert(Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(length) && length >= 0, "read range");
+    // koffi cannot allocate zero bytes; a zero-length read still proves the object exists.
+    const native = koffi.alloc("uint8_t", Math.max(length, 1));
+    try {
+      const rv = await this.aio("rados_aio_read", (completion) =>
+        b().rados_aio_read(this.ioctx, oid, completion, native, length, offset),
+      );
+      check("rados_aio_read", rv);
+      assert(rv <= length, "rados_aio_read returned more bytes than asked for");
+      return new Uint8Array(koffi.view(native, Math.max(rv, 1))).slice(0, rv);
+    } finally {
+      koffi.free(native);
+    }
+  }
+
+  /** Size in bytes. */
+  async stat(oid: string): Promise<{ sizeBytes: number }> {
+    // uint64_t size and time_t mtime, both written on completion.
+    const size = koffi.alloc("uint64_t", 1);
+    const mtime = koffi.alloc("int64_t", 1);
+    try {
+      const rv = await this.aio("rados_aio_stat", (completion) =>
+        b().rados_aio_stat(this.ioctx, oid, completion, size, mtime),
+      );
+      check("rados_aio_stat", rv);
+      const sizeBytes = new BigUint64Array(koffi.view(size, 8))[0]!;
+      assert(sizeBytes <= BigInt(Number.MAX_SAFE_INTEGER), "object size is a safe integer");
+      return { sizeBytes: Number(sizeBytes) };
+    } finally {
+      koffi.free(size);
+      koffi.free(mtime);
+    }
+  }
+
+  async remove(oid: string): Promise<void> {
+    const rv = await this.aio("rados_aio_remove", (completion) => b().rados_aio_remove(this.ioctx, oid, completion));
+    check("rados_aio_remove", rv);
+  }
+
+  /**
+   * Names of all objects in the pool's default namespace, in no particular order, each passed to `accept`; stops
+   * early (throwing its error) if `accept` throws. One worker-thread call per name.
+   */
+  async listNames(accept: (name: string) => void): Promise<void> {
+    assert(!this.closed, "rados pool used after close");
+    const lib = b();
+    const out: Pointer[] = [null];
+    check("rados_nobjects_list_open", await onWorker(lib.rados_nobjects_list_open, this.ioctx, out));
+    const context = out[0];
+    try {
+      for (;;) {
+        const entry: Array<string | null> = [null];
+        const rv = await onWorker(lib.rados_nobjects_list_next, context, entry, [null], [null]);
+        if (rv === -2) return; // -ENOENT: the end of the listing
+        check("rados_nobjects_list_next", rv);
+        assert(entry[0] !== null, "rados_nobjects_list_next gave no name");
+        accept(entry[0]);
+      }
+    } finally {
+      await onWorker(lib.rados_nobjects_list_close, context);
+    }
+  }
+
+  /** Operations must have settled. */
+  close(): void {
+    if (this.closed) return;
+    assert(this.operations === 0, "rados pool closed with operations in flight");
+    this.closed = true;
+    b().rados_ioctx_destroy(this.ioctx);
+  }
+
+  /** Starts one aio operation and resolves with its completion's return value (negative errno on failure). */
+  private aio(call: string, start: (completion: Pointer) => unknown): Promise<number> {
+    assert(call.startsWith("rados_aio_"), "aio call name");
+    assert(!this.closed, "rados pool used after close");
+    const lib = b();
+    const out: Pointer[] = [null];
+    check("rados_aio_create_completion2", Number(lib.rados_aio_create_completion2(null, lib.completionCallback, out)));
+    const completion = out[0];
+    const key = koffi.address(completion);
+    return new Promise<number>((resolve) => {
+      pending.set(key, (result) => {
+        this.operations -= 1;
+        lib.rados_aio_release(completion);
+        resolve(result);
+      });
+      this.operations += 1;
+      const rv = Number(start(completion));
+      if (rv < 0) {
+        // Not started: no callback will come.
+        pending.delete(key);
+        this.operations -= 1;
+        lib.rados_aio_release(completion);
+        resolve(rv);
+      }
+    });
+  }
+}

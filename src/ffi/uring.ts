@@ -1,0 +1,521 @@
+// One io_uring instance driven from JS: an op queue with batched submission and completion reaping, no C.
+// Spec: io_uring(7), io_uring_enter(2); ring layout in ./liburing.ts; design notes in stack-facts.md.
+//
+// How an op travels:
+//   1. read/write/readv/writev/fsync take a free slot (slot index = user_data), write a 64-byte SQE straight into
+//      the mmapped SQ (and the op's iovecs into the slot's native iovec area), and advance our copy of the SQ tail.
+//      With no free slot the op waits in a bounded FIFO (URING_WAITING_MAX) and gets a slot as completions free them.
+//   2. The first op of an event-loop turn schedules one microtask; it stores the tail into struct io_uring's
+//      sq.sqe_tail and calls io_uring_submit once for everything queued meanwhile (one FFI call per batch).
+//   3. The kernel posts CQEs and signals an eventfd registered with io_uring_register_eventfd. Bun reads that
+//      non-blocking eventfd on its own epoll (Bun.file(fd).stream()), so waiting never blocks the event loop; each
+//      wake reaps every CQE visible (bulk), settles the slot's promise and stores the new CQ head once.
+//
+// Memory ordering (why plain stores suffice for the SQ, and where Atomics are used):
+// - SQ: with no SQPOLL thread the kernel reads SQEs and the SQ tail only inside io_uring_enter, i.e. on this thread
+//   during the io_uring_submit call. Our SQE stores precede that call in program order; an FFI call is opaque to
+//   the JIT (no stores sink past it) and x86-64 does not reorder stores with stores, and the syscall itself
+//   serialises. liburing's flush then publishes the tail to *sq.ktail before entering. IORING_FEAT_SUBMIT_STABLE
+//   (5.5+) means the kernel has copied what it needs from SQEs and iovecs by the time submit returns.
+// - CQ: the kernel fills a CQE and then store-releases *cq.ktail, possibly from another CPU. We read the tail with
+//   Atomics.load (allowed on a non-shared Int32/Uint32Array; it keeps the JIT from reordering or caching the load)
+//   before reading entries, and publish the consumed head with Atomics.store after the last entry was read, so the
+//   kernel never overwrites a CQE we still read. On x86-64 (TSO) loads are not reordered with loads, nor stores
+//   with earlier loads, so these give acquire/release without fences.
+//
+// Invariants:
+// - inflight (slots taken) <= queueDepth <= SQ entries, and CQ entries = 2 x SQ entries: the SQ never overflows and
+//   the CQ cannot overflow, so no op is ever dropped or has to be retried for lack of ring space.
+// - Every slot taken has exactly one SQE written and exactly one CQE to come; its promise settles exactly once.
+// - A waiting op holds no slot. The waiting FIFO is non-empty only while every slot is taken.
+
+import { URING_IOVECS_PER_OP_MAX, URING_QUEUE_DEPTH, URING_WAITING_MAX } from "../constants.ts";
+import { assert, IOError } from "../errors.ts";
+import {
+  allocAligned,
+  closeFile,
+  describeErrno,
+  EAGAIN,
+  EBADF,
+  EBUSY,
+  EINTR,
+  freeAligned,
+  openEventfd,
+  readPointer,
+  viewMemory,
+} from "./libc.ts";
+import {
+  checkHeaderLayout,
+  checkRingLayout,
+  CQE_BYTES,
+  CqeWord,
+  IORING_FSYNC_DATASYNC,
+  IORING_OP_FSYNC,
+  IORING_OP_READ,
+  IORING_OP_READV,
+  IORING_OP_WRITE,
+  IORING_OP_WRITEV,
+  KERNEL_HEADER_PATH,
+  liburing,
+  LIBURING_HEADER_PATH,
+  RING_STRUCT_BYTES,
+  RingOffset,
+  SQE_BYTES,
+  SqeWord,
+} from "./liburing.ts";
+import { existsSync, readFileSync } from "node:fs";
+
+const IOVEC_BYTES = 16;
+const WORDS_PER_SQE = SQE_BYTES / 4;
+const WORDS_PER_CQE = CQE_BYTES / 4;
+const WORDS_PER_IOVEC = IOVEC_BYTES / 4;
+const TWO_POW_32 = 4294967296;
+/** io_uring_enter refusing for a moment (EAGAIN/EBUSY/EINTR): try the submit again after this long. */
+const SUBMIT_RETRY_DELAY_MS = 1;
+
+type Resolve = (value: void) => void;
+type Reject = (error: unknown) => void;
+
+/** An op that found every slot taken. Vectored ops keep copies of their address/length lists. */
+interface WaitingOp {
+  readonly opcode: number;
+  readonly fd: number;
+  readonly address: number;
+  readonly bytes: number;
+  readonly addresses: readonly number[] | undefined;
+  readonly lengths: readonly number[] | undefined;
+  readonly offset: number;
+  readonly opFlags: number;
+  readonly label: string;
+  readonly resolve: Resolve;
+  readonly reject: Reject;
+}
+
+let headersChecked = false;
+
+function checkHeadersOnce(): void {
+  if (headersChecked) return;
+  const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : undefined);
+  checkHeaderLayout(read(LIBURING_HEADER_PATH), read(KERNEL_HEADER_PATH));
+  headersChecked = true;
+}
+
+function operationName(opcode: number, opFlags: number): string {
+  if (opcode === IORING_OP_READ || opcode === IORING_OP_READV) return "read";
+  if (opcode === IORING_OP_WRITE || opcode === IORING_OP_WRITEV) return "write";
+  return opFlags & IORING_FSYNC_DATASYNC ? "fdatasync" : "fsync";
+}
+
+function u32View(address: number, bytes: number): Uint32Array {
+  return new Uint32Array(viewMemory(address, bytes));
+}
+
+export class Uring {
+  readonly queueDepth: number;
+
+  private readonly lib = liburing();
+  private readonly ringAddress: number;
+  private readonly ringWords: Uint32Array;
+  private readonly sqMask: number;
+  private readonly sqeWords: Uint32Array;
+  private readonly sqKhead: Uint32Array;
+  private sqTail: number;
+  private readonly cqMask: number;
+  private readonly cqeWords: Int32Array;
+  private readonly cqKtail: Uint32Array;
+  private readonly cqKhead: Uint32Array;
+  private cqHead: number;
+  private readonly iovecAddress: number;
+  private readonly iovecWords: Uint32Array;
+  private readonly eventfd: number;
+  private readonly wakeReader: { read(): Promise<{ done: boolean }>; cancel(): Promise<void> };
+  private readonly reaping: Promise<void>;
+
+  // Per-slot state of the op occupying it (parallel arrays: no object per op on the hot path).
+  private readonly slotOpcode: Uint8Array;
+  private readonly slotOpFlags: Uint8Array;
+  private readonly slotOffset: Float64Array;
+  private readonly slotBytes: Float64Array;
+  private readonly slotLabel: string[];
+  private readonly slotResolve: (Resolve | undefined)[];
+  private readonly slotReject: (Reject | undefined)[];
+  private readonly freeSlots: Int32Array;
+  private freeSlotCount: number;
+
+  private readonly waiting: (WaitingOp | undefined)[] = [];
+  private waitingHead = 0;
+  private submitScheduled = false;
+  private submitRetryTimer: ReturnType<typeof setTimeout> | undefined;
+  private broken: IOError | undefined;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+  private drained: Resolve | undefined;
+  private readonly submitBound = () => this.submitNow();
+
+  /** Sets up a ring with queueDepth slots. Throws NotSupportedError when liburing's layout is not the expected one. */
+  static open(queueDepth: number = URING_QUEUE_DEPTH): Uring {
+    assert(Number.isSafeInteger(queueDepth) && queueDepth >= 1 && queueDepth <= 4096, "queue depth in 1..4096");
+    checkHeadersOnce();
+    return new Uring(queueDepth);
+  }
+
+  private constructor(queueDepth: number) {
+    this.queueDepth = queueDepth;
+    this.ringAddress = allocAligned(RING_STRUCT_BYTES, 64);
+    const rc = this.lib.queueInit(queueDepth, this.ringAddress);
+    if (rc < 0) {
+      freeAligned(this.ringAddress);
+      throw new IOError(`Cannot set up io_uring with ${queueDepth} entries: ${describeErrno(-rc)}`, false, { errno: -rc });
+    }
+    let eventfd = -1;
+    try {
+      const ring = new DataView(viewMemory(this.ringAddress, RING_STRUCT_BYTES));
+      checkRingLayout(ring, queueDepth, (address) => u32View(address, 4)[0]!);
+      const pointer = (offset: number) => readPointer(this.ringAddress, offset);
+      this.ringWords = new Uint32Array(ring.buffer);
+      const sqEntries = ring.getUint32(RingOffset.sqRingEntries, true);
+      const cqEntries = ring.getUint32(RingOffset.cqRingEntries, true);
+      this.sqMask = sqEntries - 1;
+      this.cqMask = cqEntries - 1;
+      this.sqeWords = u32View(pointer(RingOffset.sqSqes), sqEntries * SQE_BYTES);
+      this.sqKhead = u32View(pointer(RingOffset.sqKhead), 4);
+      this.sqTail = ring.getUint32(RingOffset.sqSqeTail, true);
+      this.cqeWords = new Int32Array(viewMemory(pointer(RingOffset.cqCqes), cqEntries * CQE_BYTES));
+      this.cqKtail = u32View(pointer(RingOffset.cqKtail), 4);
+      this.cqKhead = u32View(pointer(RingOffset.cqKhead), 4);
+      this.cqHead = Atomics.load(this.cqKhead, 0);
+      assert(cqEntries >= queueDepth && sqEntries >= queueDepth, "the rings hold every op in flight");
+
+      eventfd = openEventfd();
+      const registered = this.lib.registerEventfd(this.ringAddress, eventfd);
+      if (registered < 0) {
+        throw new IOError(`Cannot register an eventfd with io_uring: ${describeErrno(-registered)}`, false, { errno: -registered });
+      }
+      this.eventfd = eventfd;
+    } catch (error) {
+      if (eventfd >= 0) closeFile(eventfd, "io_uring eventfd");
+      this.lib.queueExit(this.ringAddress);
+      freeAligned(this.ringAddress);
+      throw error;
+    }
+
+    this.iovecAddress = allocAligned(queueDepth * URING_IOVECS_PER_OP_MAX * IOVEC_BYTES, 64);
+    this.iovecWords = u32View(this.iovecAddress, queueDepth * URING_IOVECS_PER_OP_MAX * IOVEC_BYTES);
+    this.slotOpcode = new Uint8Array(queueDepth);
+    this.slotOpFlags = new Uint8Array(queueDepth);
+    this.slotOffset = new Float64Array(queueDepth);
+    this.slotBytes = new Float64Array(queueDepth);
+    this.slotLabel = new Array<string>(queueDepth).fill("");
+    this.slotResolve = new Array<Resolve | undefined>(queueDepth).fill(undefined);
+    this.slotReject = new Array<Reject | undefined>(queueDepth).fill(undefined);
+    this.freeSlots = new Int32Array(queueDepth);
+    for (let index = 0; index < queueDepth; index++) this.freeSlots[index] = queueDepth - 1 - index;
+    this.freeSlotCount = queueDepth;
+
+    this.wakeReader = Bun.file(this.eventfd).stream().getReader();
+    this.reaping = this.reapLoop();
+  }
+
+  /** Ops holding a slot (submitted or about to be). */
+  get inflight(): number {
+    return this.queueDepth - this.freeSlotCount;
+  }
+
+  /** Ops waiting in JS for a slot. */
+  get waitingCount(): number {
+    return this.waiting.length - this.waitingHead;
+  }
+
+  /** Reads `bytes` at `offset` into native memory at `address`. Resolves only when all bytes were read. */
+  read(fd: number, address: number, bytes: number, offset: number, label: string): Promise<void> {
+    return this.enqueue(IORING_OP_READ, fd, address, bytes, undefined, undefined, offset, 0, label);
+  }
+
+  /** Writes `bytes` from native memory at `address` to `offset`. Resolves only when all bytes were written. */
+  write(fd: number, address: number, bytes: number, offset: number, label: string): Promise<void> {
+    return this.enqueue(IORING_OP_WRITE, fd, address, bytes, undefined, undefined, offset, 0, label);
+  }
+
+  /** Vectored read into buffers back to back (at most URING_IOVECS_PER_OP_MAX). */
+  readv(fd: number, addresses: readonly number[], lengths: readonly number[], offset: number, label: string): Promise<void> {
+    return this.enqueue(IORING_OP_READV, fd, 0, sumOf(lengths), addresses, lengths, offset, 0, label);
+  }
+
+  /** Vectored write of buffers back to back (at most URING_IOVECS_PER_OP_MAX). */
+  writev(fd: number, addresses: readonly number[], lengths: readonly number[], offset: number, label: string): Promise<void> {
+    return this.enqueue(IORING_OP_WRITEV, fd, 0, sumOf(lengths), addresses, lengths, offset, 0, label);
+  }
+
+  /**
+   * fsync (dataOnly: fdatasync). Like fsync(2) it covers writes that completed before it was queued; io_uring does
+   * not order it after writes still in flight.
+   */
+  fsync(fd: number, dataOnly: boolean, label: string): Promise<void> {
+    return this.enqueue(IORING_OP_FSYNC, fd, 0, 0, undefined, undefined, 0, dataOnly ? IORING_FSYNC_DATASYNC : 0, label);
+  }
+
+  /**
+   * Stops taking ops, waits for every queued and in-flight op to settle, then tears the ring down and frees its
+   * memory. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.closed ??= this.drainAndClose();
+    return this.closed;
+  }
+
+  private async drainAndClose(): Promise<void> {
+    this.closing = true;
+    if (this.inflight > 0 || this.waitingCount > 0) {
+      await new Promise<void>((resolve) => {
+        this.drained = resolve;
+      });
+    }
+    assert(this.inflight === 0 && this.waitingCount === 0, "ring drained");
+    if (this.submitRetryTimer !== undefined) clearTimeout(this.submitRetryTimer);
+    await this.wakeReader.cancel();
+    await this.reaping;
+    this.lib.queueExit(this.ringAddress);
+    closeFile(this.eventfd, "io_uring eventfd");
+    // The ring's mmaps are gone: detach every view over them so a stray access reads nothing instead of faulting.
+    for (const view of [this.sqeWords, this.sqKhead, this.cqeWords, this.cqKtail, this.cqKhead, this.ringWords, this.iovecWords]) {
+      (view.buffer as ArrayBuffer).transfer(0);
+    }
+    freeAligned(this.ringAddress);
+    freeAligned(this.iovecAddress);
+  }
+
+  private enqueue(
+    opcode: number,
+    fd: number,
+    address: number,
+    bytes: number,
+    addresses: readonly number[] | undefined,
+    lengths: readonly number[] | undefined,
+    offset: number,
+    opFlags: number,
+    label: string,
+  ): Promise<void> {
+    const refusal = this.closing ? "io_uring is closed" : this.broken?.message;
+    if (refusal !== undefined) {
+      const where = opcode === IORING_OP_FSYNC ? "" : ` at offset ${offset}`;
+      return Promise.reject(
+        new IOError(`Cannot ${operationName(opcode, opFlags)} ${label}${where}: ${refusal}`, false, { errno: EBADF }),
+      );
+    }
+    assert(addresses === undefined || (addresses.length >= 1 && addresses.length <= URING_IOVECS_PER_OP_MAX), "iovec count");
+    assert(addresses === undefined || lengths!.length === addresses.length, "one length per address");
+    assert(Number.isSafeInteger(offset) && offset >= 0, "offset is a safe non-negative integer");
+    assert(bytes >= 0 && bytes < TWO_POW_32, "op length fits the SQE's 32-bit len");
+    return new Promise<void>((resolve, reject) => {
+      if (this.freeSlotCount > 0) {
+        this.start(opcode, fd, address, bytes, addresses, lengths, offset, opFlags, label, resolve, reject);
+        return;
+      }
+      if (this.waitingCount >= URING_WAITING_MAX) {
+        reject(
+          new IOError(
+            `Cannot ${operationName(opcode, opFlags)} ${label} at offset ${offset}: ${URING_WAITING_MAX} requests already waiting for io_uring`,
+            true,
+          ),
+        );
+        return;
+      }
+      this.waiting.push({
+        opcode,
+        fd,
+        address,
+        bytes,
+        addresses: addresses === undefined ? undefined : [...addresses],
+        lengths: lengths === undefined ? undefined : [...lengths],
+        offset,
+        opFlags,
+        label,
+        resolve,
+        reject,
+      });
+    });
+  }
+
+  /** Takes a slot and writes the op's SQE (and iovecs). The submit happens once per turn, in submitNow. */
+  private start(
+    opcode: number,
+    fd: number,
+    address: number,
+    bytes: number,
+    addresses: readonly number[] | undefined,
+    lengths: readonly number[] | undefined,
+    offset: number,
+    opFlags: number,
+    label: string,
+    resolve: Resolve,
+    reject: Reject,
+  ): void {
+    assert(this.freeSlotCount > 0, "a slot is free");
+    const slot = this.freeSlots[--this.freeSlotCount]!;
+    this.slotOpcode[slot] = opcode;
+    this.slotOpFlags[slot] = opFlags;
+    this.slotOffset[slot] = offset;
+    this.slotBytes[slot] = bytes;
+    this.slotLabel[slot] = label;
+    this.slotResolve[slot] = resolve;
+    this.slotReject[slot] = reject;
+
+    let length = bytes;
+    if (addresses !== undefined) {
+      // The slot's own iovec area: it stays untouched until the CQE frees the slot.
+      const iovecIndex = slot * URING_IOVECS_PER_OP_MAX;
+      const words = this.iovecWords;
+      for (let index = 0; index < addresses.length; index++) {
+        const base = (iovecIndex + index) * WORDS_PER_IOVEC;
+        const iovecAddress = addresses[index]!;
+        words[base] = iovecAddress >>> 0;
+        words[base + 1] = (iovecAddress / TWO_POW_32) >>> 0;
+        words[base + 2] = lengths![index]!;
+        words[base + 3] = 0;
+      }
+      address = this.iovecAddress + iovecIndex * IOVEC_BYTES;
+      length = addresses.length;
+    }
+
+    const words = this.sqeWords;
+    const base = (this.sqTail & this.sqMask) * WORDS_PER_SQE;
+    words[base + SqeWord.opcodeFlagsIoprio] = opcode;
+    words[base + SqeWord.fd] = fd;
+    words[base + SqeWord.offsetLow] = offset >>> 0;
+    words[base + SqeWord.offsetHigh] = (offset / TWO_POW_32) >>> 0;
+    words[base + SqeWord.addressLow] = address >>> 0;
+    words[base + SqeWord.addressHigh] = (address / TWO_POW_32) >>> 0;
+    words[base + SqeWord.length] = length;
+    words[base + SqeWord.opFlags] = opFlags;
+    words[base + SqeWord.userDataLow] = slot;
+    words[base + SqeWord.userDataHigh] = 0;
+    for (let word = 10; word < WORDS_PER_SQE; word++) words[base + word] = 0;
+    this.sqTail = (this.sqTail + 1) >>> 0;
+
+    if (!this.submitScheduled) {
+      this.submitScheduled = true;
+      queueMicrotask(this.submitBound);
+    }
+  }
+
+  /** One io_uring_submit for every SQE written since the last one. */
+  private submitNow(): void {
+    this.submitScheduled = false;
+    this.submitRetryTimer = undefined;
+    if (this.broken !== undefined) return;
+    const unconsumed = (this.sqTail - Atomics.load(this.sqKhead, 0)) >>> 0;
+    if (unconsumed === 0) return;
+    assert(unconsumed <= this.queueDepth, "SQ holds at most one SQE per slot");
+    this.ringWords[RingOffset.sqSqeTail / 4] = this.sqTail;
+    const rc = this.lib.submit(this.ringAddress);
+    if (rc < 0 && rc !== -EAGAIN && rc !== -EBUSY && rc !== -EINTR) {
+      this.breakRing(new IOError(`io_uring_submit failed: ${describeErrno(-rc)}`, false, { errno: -rc }));
+      return;
+    }
+    // A short submit leaves SQEs in the ring; liburing's next flush resubmits them from the kernel's head.
+    if (Atomics.load(this.sqKhead, 0) !== this.sqTail && this.submitRetryTimer === undefined) {
+      this.submitScheduled = true;
+      this.submitRetryTimer = setTimeout(this.submitBound, SUBMIT_RETRY_DELAY_MS);
+    }
+  }
+
+  private async reapLoop(): Promise<void> {
+    for (;;) {
+      const { done } = await this.wakeReader.read();
+      if (done) return;
+      this.reap();
+    }
+  }
+
+  /** Consumes every CQE the kernel has posted, then hands freed slots to waiting ops. */
+  private reap(): void {
+    const tail = Atomics.load(this.cqKtail, 0);
+    let head = this.cqHead;
+    if (head === tail) return;
+    const words = this.cqeWords;
+    while (head !== tail) {
+      const base = (head & this.cqMask) * WORDS_PER_CQE;
+      const slot = words[base + CqeWord.userDataLow]!;
+      const result = words[base + CqeWord.result]!;
+      head = (head + 1) >>> 0;
+      this.complete(slot, result);
+    }
+    this.cqHead = head;
+    Atomics.store(this.cqKhead, 0, head);
+    this.admitWaiting();
+    if (this.drained !== undefined && this.inflight === 0 && this.waitingCount === 0) this.drained();
+  }
+
+  private complete(slot: number, result: number): void {
+    assert(slot >= 0 && slot < this.queueDepth, "CQE user_data is a slot index");
+    const resolve = this.slotResolve[slot];
+    const reject = this.slotReject[slot];
+    assert(resolve !== undefined && reject !== undefined, "CQE for a slot in use");
+    this.slotResolve[slot] = undefined;
+    this.slotReject[slot] = undefined;
+    this.freeSlots[this.freeSlotCount++] = slot;
+    if (result === this.slotBytes[slot]) resolve();
+    else reject(this.completionError(slot, result));
+  }
+
+  private completionError(slot: number, result: number): IOError {
+    const opcode = this.slotOpcode[slot]!;
+    const name = operationName(opcode, this.slotOpFlags[slot]!);
+    const bytes = this.slotBytes[slot]!;
+    const where = opcode === IORING_OP_FSYNC ? "" : ` at offset ${this.slotOffset[slot]} (${bytes} bytes)`;
+    const subject = `Cannot ${name} ${this.slotLabel[slot]}${where}`;
+    if (result < 0) {
+      return new IOError(`${subject}: ${describeErrno(-result)}`, -result === EAGAIN || -result === EINTR, { errno: -result });
+    }
+    // A short transfer is an error, never a silent partial success: past the end of a file, or out of space.
+    return new IOError(`${subject}: short ${name} of ${result} bytes`);
+  }
+
+  private admitWaiting(): void {
+    while (this.freeSlotCount > 0 && this.waitingHead < this.waiting.length) {
+      const op = this.waiting[this.waitingHead]!;
+      this.waiting[this.waitingHead++] = undefined;
+      this.start(op.opcode, op.fd, op.address, op.bytes, op.addresses, op.lengths, op.offset, op.opFlags, op.label, op.resolve, op.reject);
+    }
+    // Compact the FIFO once it is drained or mostly consumed, so its array does not grow without bound.
+    if (this.waitingHead === this.waiting.length) {
+      this.waiting.length = 0;
+      this.waitingHead = 0;
+    } else if (this.waitingHead > 1024 && this.waitingHead * 2 > this.waiting.length) {
+      this.waiting.splice(0, this.waitingHead);
+      this.waitingHead = 0;
+    }
+  }
+
+  /**
+   * io_uring_enter failed for a reason retrying will not fix. Ops whose SQEs the kernel never consumed will not
+   * complete: fail them, fail the waiting ones, and refuse new ops. Ops the kernel did take still complete normally.
+   */
+  private breakRing(error: IOError): void {
+    this.broken = error;
+    const kernelHead = Atomics.load(this.sqKhead, 0);
+    for (let index = kernelHead; index !== this.sqTail; index = (index + 1) >>> 0) {
+      const slot = this.sqeWords[(index & this.sqMask) * WORDS_PER_SQE + SqeWord.userDataLow]!;
+      const reject = this.slotReject[slot]!;
+      this.slotResolve[slot] = undefined;
+      this.slotReject[slot] = undefined;
+      this.freeSlots[this.freeSlotCount++] = slot;
+      reject(error);
+    }
+    this.sqTail = kernelHead;
+    while (this.waitingHead < this.waiting.length) {
+      const op = this.waiting[this.waitingHead]!;
+      this.waiting[this.waitingHead++] = undefined;
+      op.reject(error);
+    }
+    this.waiting.length = 0;
+    this.waitingHead = 0;
+    if (this.drained !== undefined && this.inflight === 0) this.drained();
+  }
+}
+
+function sumOf(lengths: readonly number[]): number {
+  let total = 0;
+  for (let index = 0; index < lengths.length; index++) total += lengths[index]!;
+  return total;
+}

@@ -1,0 +1,199 @@
+// CacheDevice (src/cache/cache_device.ts) on a file or block device, through io_uring with O_DIRECT.
+// Spec: the contract in cache_device.ts; mechanics in ./uring.ts.
+//
+// Every request is checked before anything is queued, because O_DIRECT turns misalignment into EINVAL far from the
+// caller, and a read past the end into a short read: offsets and buffer lengths must be multiples of PAGE_BYTES,
+// buffers must be pool memory (alignedAddress; plain Uint8Arrays are refused rather than copied on the hot path:
+// copyToAligned in aligned_pool.ts is the explicit slow path) at a page-aligned address, and the whole range must
+// lie inside the device. Such failures are InvalidArgumentError; failures of the device itself are IOError.
+//
+// sizeBytes is the file or device size rounded down to PAGE_BYTES: a partial last page cannot be read with O_DIRECT.
+
+import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX, URING_QUEUE_DEPTH } from "../constants.ts";
+import type { CacheDevice } from "../cache/cache_device.ts";
+import { InvalidArgumentError, IOError, NotFoundError } from "../errors.ts";
+import { AlignedBufferPool, alignedAddress } from "./aligned_pool.ts";
+import {
+  closeFile,
+  EBADF,
+  ENOENT,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECT,
+  O_RDWR,
+  openFile,
+  statFile,
+  truncateFile,
+} from "./libc.ts";
+import { Uring } from "./uring.ts";
+
+export interface UringDeviceOptions {
+  /** Create the file if missing, and grow a smaller regular file to this size (never shrinks; ignored for devices). */
+  createSizeBytes?: number;
+  /** io_uring slots (ops in flight); default URING_QUEUE_DEPTH. */
+  queueDepth?: number;
+  /** Bound on the device's aligned buffer pool; default ALIGNED_POOL_BYTES_DEFAULT. */
+  poolBytesMax?: number;
+}
+
+/**
+ * Opens `path` with O_RDWR|O_DIRECT|O_CLOEXEC (plus O_CREAT when createSizeBytes is given) and sets up its ring.
+ * NotFoundError when the path does not exist and createSizeBytes is not given.
+ */
+export async function openUringDevice(path: string, options: UringDeviceOptions = {}): Promise<UringDevice> {
+  const { createSizeBytes, queueDepth = URING_QUEUE_DEPTH } = options;
+  if (createSizeBytes !== undefined && !isPageMultiple(createSizeBytes)) {
+    throw new InvalidArgumentError(`Cannot create cache device ${path}: size ${createSizeBytes} is not a positive multiple of ${PAGE_BYTES}`);
+  }
+  if (!Number.isSafeInteger(queueDepth) || queueDepth < 1 || queueDepth > 4096) {
+    throw new InvalidArgumentError(`Cannot open cache device ${path}: queue depth ${queueDepth} is not in 1..4096`);
+  }
+  let fd: number;
+  try {
+    fd = openFile(path, O_RDWR | O_DIRECT | O_CLOEXEC | (createSizeBytes === undefined ? 0 : O_CREAT), 0o600);
+  } catch (error) {
+    if (error instanceof IOError && error.errno === ENOENT) {
+      throw new NotFoundError(`Cannot open cache device ${path}: no such file or directory`, { cause: error });
+    }
+    throw error;
+  }
+  let uring: Uring | undefined;
+  try {
+    let stat = statFile(fd, path);
+    if (!stat.isRegularFile && !stat.isBlockDevice) {
+      throw new InvalidArgumentError(`Cannot use ${path} as a cache device: not a regular file or block device`);
+    }
+    if (createSizeBytes !== undefined && stat.isRegularFile && stat.sizeBytes < createSizeBytes) {
+      truncateFile(fd, createSizeBytes, path);
+      stat = statFile(fd, path);
+    }
+    const sizeBytes = Math.floor(stat.sizeBytes / PAGE_BYTES) * PAGE_BYTES;
+    if (sizeBytes === 0) throw new InvalidArgumentError(`Cannot use ${path} as a cache device: it is smaller than a page`);
+    uring = Uring.open(queueDepth);
+    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax));
+  } catch (error) {
+    if (uring !== undefined) await uring.close();
+    closeFile(fd, path);
+    throw error;
+  }
+}
+
+export class UringDevice implements CacheDevice {
+  private closing: Promise<void> | undefined;
+
+  /** Use openUringDevice. */
+  constructor(
+    readonly path: string,
+    private readonly fd: number,
+    readonly sizeBytes: number,
+    private readonly uring: Uring,
+    /** Buffers for this (or any) UringDevice; freed when the device closes. */
+    readonly pool: AlignedBufferPool,
+  ) {}
+
+  read(offset: number, buffer: Uint8Array): Promise<void> {
+    const refusal = this.checkRange("read", offset, buffer.byteLength);
+    if (refusal !== undefined) return Promise.reject(refusal);
+    const address = alignedAddress(buffer);
+    const addressRefusal = this.checkAddress("read", offset, buffer, address);
+    if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
+    if (buffer.byteLength === 0) return Promise.resolve();
+    return this.uring.read(this.fd, address!, buffer.byteLength, offset, this.path);
+  }
+
+  write(offset: number, buffers: Uint8Array[]): Promise<void> {
+    let bytes = 0;
+    for (let index = 0; index < buffers.length; index++) bytes += buffers[index]!.byteLength;
+    const refusal = this.checkRange("write", offset, bytes);
+    if (refusal !== undefined) return Promise.reject(refusal);
+    if (buffers.length === 1) {
+      const buffer = buffers[0]!;
+      const address = alignedAddress(buffer);
+      const addressRefusal = this.checkAddress("write", offset, buffer, address);
+      if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
+      if (bytes === 0) return Promise.resolve();
+      return this.uring.write(this.fd, address!, bytes, offset, this.path);
+    }
+    const addresses = new Array<number>(buffers.length);
+    const lengths = new Array<number>(buffers.length);
+    for (let index = 0; index < buffers.length; index++) {
+      const buffer = buffers[index]!;
+      const address = alignedAddress(buffer);
+      const addressRefusal = this.checkAddress("write", offset, buffer, address);
+      if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
+      addresses[index] = address!;
+      lengths[index] = buffer.byteLength;
+    }
+    if (bytes === 0) return Promise.resolve();
+    if (buffers.length <= URING_IOVECS_PER_OP_MAX) return this.uring.writev(this.fd, addresses, lengths, offset, this.path);
+    // More buffers than one op carries: consecutive ops at consecutive offsets. The write resolves when all have.
+    const parts: Promise<void>[] = [];
+    let partOffset = offset;
+    for (let start = 0; start < buffers.length; start += URING_IOVECS_PER_OP_MAX) {
+      const end = Math.min(start + URING_IOVECS_PER_OP_MAX, buffers.length);
+      const partLengths = lengths.slice(start, end);
+      parts.push(this.uring.writev(this.fd, addresses.slice(start, end), partLengths, partOffset, this.path));
+      for (const length of partLengths) partOffset += length;
+    }
+    return Promise.all(parts).then(() => undefined);
+  }
+
+  /** Makes writes that completed before this call durable (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC). */
+  fdatasync(): Promise<void> {
+    if (this.closing !== undefined) return Promise.reject(this.closedError("fdatasync", undefined));
+    return this.uring.fsync(this.fd, true, this.path);
+  }
+
+  /** Refuses new requests, lets queued and in-flight ones finish, then closes the ring, the file and the pool. */
+  close(): Promise<void> {
+    this.closing ??= this.drainAndClose();
+    return this.closing;
+  }
+
+  private async drainAndClose(): Promise<void> {
+    await this.uring.close();
+    closeFile(this.fd, this.path);
+    this.pool.close();
+  }
+
+  private checkRange(operation: string, offset: number, bytes: number): LsvdRefusal | undefined {
+    if (this.closing !== undefined) return this.closedError(operation, offset);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_BYTES !== 0) {
+      return new InvalidArgumentError(`Cannot ${operation} ${this.path} at offset ${offset}: offset is not a multiple of ${PAGE_BYTES}`);
+    }
+    if (offset + bytes > this.sizeBytes) {
+      return new InvalidArgumentError(
+        `Cannot ${operation} ${this.path} at offset ${offset} (${bytes} bytes): past the end of the device (${this.sizeBytes} bytes)`,
+      );
+    }
+    return undefined;
+  }
+
+  private checkAddress(operation: string, offset: number, buffer: Uint8Array, address: number | undefined): LsvdRefusal | undefined {
+    if (buffer.byteLength % PAGE_BYTES !== 0) {
+      return new InvalidArgumentError(
+        `Cannot ${operation} ${this.path} at offset ${offset}: buffer length ${buffer.byteLength} is not a multiple of ${PAGE_BYTES}`,
+      );
+    }
+    if (address === undefined) {
+      return new InvalidArgumentError(
+        `Cannot ${operation} ${this.path} at offset ${offset}: buffer is not from an AlignedBufferPool (use copyToAligned)`,
+      );
+    }
+    if (address % PAGE_BYTES !== 0) {
+      return new InvalidArgumentError(`Cannot ${operation} ${this.path} at offset ${offset}: buffer address is not ${PAGE_BYTES}-aligned`);
+    }
+    return undefined;
+  }
+
+  private closedError(operation: string, offset: number | undefined): IOError {
+    const where = offset === undefined ? "" : ` at offset ${offset}`;
+    return new IOError(`Cannot ${operation} ${this.path}${where}: device is closed`, false, { errno: EBADF });
+  }
+}
+
+type LsvdRefusal = InvalidArgumentError | IOError;
+
+function isPageMultiple(bytes: number): boolean {
+  return Number.isSafeInteger(bytes) && bytes > 0 && bytes % PAGE_BYTES === 0;
+}

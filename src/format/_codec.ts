@@ -1,0 +1,159 @@
+// Folder-private helpers shared by the codecs in src/format/: field tables, bounds-checked little-endian access,
+// u64 <-> JS number, UUIDs, names, CRCs over a buffer with some fields treated as zero. Spec: docs/format.md.
+
+import { parse as parseUuid, stringify as stringifyUuid, validate as validateUuid, NIL as NIL_UUID } from "uuid";
+import { EXTENT_LEN_BITS, EXTENT_SECTORS_MAX, LBA_BITS, VOLUME_SECTORS_MAX } from "../constants.ts";
+import { assert, CorruptionError } from "../errors.ts";
+import { crc32c } from "./crc32c.ts";
+
+export { NIL_UUID };
+
+export const UUID_BYTES = 16;
+export const U32_MAX = 0xffffffff;
+/** Names stored with a uint8 length prefix (clone base names, snapshot names). */
+export const SHORT_NAME_BYTES_MAX = 255;
+
+/**
+ * A packed field table: [name, size] in on-disk order. Offsets are derived, so a layout is written once and its
+ * total size (the HEADER_BYTES each module asserts on import) cannot drift from its fields.
+ */
+export type FieldTable = readonly (readonly [string, number])[];
+export type Layout<F extends FieldTable> = { readonly [K in F[number][0]]: number } & { readonly BYTES: number };
+
+export function layout<const F extends FieldTable>(fields: F, base = 0): Layout<F> {
+  const offsets: Record<string, number> = {};
+  let offset = base;
+  for (const [name, size] of fields) {
+    assert(!(name in offsets), `layout: duplicate field ${name}`);
+    assert(Number.isInteger(size) && size > 0, `layout: field ${name} has a positive size`);
+    offsets[name] = offset;
+    offset += size;
+  }
+  offsets["BYTES"] = offset - base;
+  return offsets as Layout<F>;
+}
+
+export function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
+}
+
+export function isU32(value: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
+}
+
+export function isSafeU64(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+/** The one shape of decode errors: "Cannot decode data object 42: bad header CRC32C". */
+export function corrupt(context: string, reason: string, cause?: unknown): CorruptionError {
+  return new CorruptionError(`Cannot decode ${context}: ${reason}`, cause === undefined ? undefined : { cause });
+}
+
+/** u64 field as a JS number; values above 2^53-1 cannot be ours, so they are corruption. */
+export function getU64(view: DataView, offset: number, context: string, field: string): number {
+  const value = view.getBigUint64(offset, true);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(context, `${field} ${value} is not a safe integer`);
+  return Number(value);
+}
+
+export function setU64(view: DataView, offset: number, value: number): void {
+  if (!(isSafeU64(value))) assert(false, `u64 field value ${value} is a non-negative safe integer`);
+  view.setBigUint64(offset, BigInt(value), true);
+}
+
+export function getUuid(bytes: Uint8Array, offset: number, context: string, field: string): string {
+  assert(offset >= 0 && offset + UUID_BYTES <= bytes.byteLength, "uuid field inside the buffer");
+  // uuid's stringify validates (RFC 9562 version and variant, or nil/max): 16 random bytes are corruption.
+  try {
+    return stringifyUuid(bytes, offset);
+  } catch (error) {
+    throw corrupt(context, `${field} is not a valid UUID`, error);
+  }
+}
+
+export function setUuid(bytes: Uint8Array, offset: number, uuid: string): void {
+  assert(validateUuid(uuid), `"${uuid}" is a valid UUID`);
+  bytes.set(parseUuid(uuid), offset);
+}
+
+export function isUuid(uuid: string): boolean {
+  return validateUuid(uuid);
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+export function encodeUtf8(text: string): Uint8Array {
+  return utf8Encoder.encode(text);
+}
+
+export function decodeUtf8(bytes: Uint8Array, context: string, field: string): string {
+  try {
+    return utf8Decoder.decode(bytes);
+  } catch (error) {
+    throw corrupt(context, `${field} is not valid UTF-8`, error);
+  }
+}
+
+/**
+ * Checks that [offset, offset+length) lies inside [lowest, limit) before anything reads it. Both come from the
+ * bytes under decode, so they may be anything: no arithmetic is trusted until this passes.
+ */
+export function checkSpan(
+  offset: number,
+  length: number,
+  lowest: number,
+  limit: number,
+  context: string,
+  field: string,
+): void {
+  if (length === 0) return;
+  if (offset < lowest || offset > limit || length > limit - offset) {
+    throw corrupt(context, `${field} [${offset}, +${length}) lies outside [${lowest}, ${limit})`);
+  }
+}
+
+const ZERO_WORD = new Uint8Array(4);
+
+/**
+ * CRC-32C of bytes with the 4-byte fields at `zeroOffsets` (ascending, disjoint) read as zero, without copying:
+ * a header's checksum is defined over the header with its own crc field zero.
+ */
+export function crc32cWithZeroedFields(bytes: Uint8Array, zeroOffsets: readonly number[]): number {
+  let crc = 0;
+  let position = 0;
+  for (const offset of zeroOffsets) {
+    assert(offset >= position && offset + 4 <= bytes.byteLength, "zeroed fields are ascending and inside");
+    crc = crc32c(bytes.subarray(position, offset), crc);
+    crc = crc32c(ZERO_WORD, crc);
+    position = offset + 4;
+  }
+  return crc32c(bytes.subarray(position), crc);
+}
+
+const LBA_HIGH_MULTIPLIER = 2 ** 32;
+/** data_map / ckpt_mapentry: the top 4 of lba's 36 bits sit below the 28-bit length in the high word. */
+const LEN_SHIFT_IN_HIGH_WORD = 2 ** (LBA_BITS - 32);
+assert(LBA_BITS > 32 && LBA_BITS + EXTENT_LEN_BITS === 64, "a v1 extent packs into one u64, lba in the low word and more");
+
+/**
+ * Writes one packed v1 extent (lba low 36 bits, sectors high 28 bits) as two u32 words, without BigInt.
+ * Runs once per map entry (10M for a big checkpoint): assertion messages are built only on failure.
+ */
+export function packExtent(view: DataView, offset: number, lba: number, sectors: number): void {
+  if (!(Number.isSafeInteger(lba) && lba >= 0 && lba < VOLUME_SECTORS_MAX)) assert(false, `extent lba ${lba} fits 36 bits`);
+  if (!(Number.isInteger(sectors) && sectors > 0 && sectors <= EXTENT_SECTORS_MAX)) assert(false, `extent length ${sectors} fits 28 bits`);
+  view.setUint32(offset, lba % LBA_HIGH_MULTIPLIER, true);
+  view.setUint32(offset + 4, Math.floor(lba / LBA_HIGH_MULTIPLIER) + sectors * LEN_SHIFT_IN_HIGH_WORD, true);
+}
+
+export function unpackExtent(view: DataView, offset: number): { lba: number; sectors: number } {
+  const low = view.getUint32(offset, true);
+  const high = view.getUint32(offset + 4, true);
+  return { lba: (high % LEN_SHIFT_IN_HIGH_WORD) * LBA_HIGH_MULTIPLIER + low, sectors: Math.floor(high / LEN_SHIFT_IN_HIGH_WORD) };
+}

@@ -1,0 +1,223 @@
+// The superblock object (`<prefix>`, type SUPER, seq 0): volume size, the newest checkpoints, clone base and
+// snapshots, plus our extension's next object seq. Spec: docs/format.md, "Superblock object".
+//
+// Layout we write (one 4 KiB header area unless the arrays need more; data_sectors = 0):
+//   0   common header (44)          76  extension block (28)          104  ckpts, clone_info, snaps, then zeros
+//   44  super sub-header (32)
+// The decoder also reads reference-written superblocks (no extension: nextSeq = 0).
+
+import { PAGE_BYTES, SECTOR_BYTES, VOLUME_SECTORS_MAX } from "../constants.ts";
+import { assert } from "../errors.ts";
+import {
+  SHORT_NAME_BYTES_MAX,
+  checkSpan,
+  corrupt,
+  decodeUtf8,
+  encodeUtf8,
+  getU64,
+  getUuid,
+  isSafeU64,
+  isU32,
+  isUuid,
+  layout,
+  roundUp,
+  setU64,
+  setUuid,
+  viewOf,
+} from "./_codec.ts";
+import {
+  EXT_PREAMBLE_FIELDS,
+  encodeExtensionPreamble,
+  hasExtension,
+  sealObjectHeader,
+  verifyObjectHeader,
+  type ExtensionPlace,
+} from "./_object_ext.ts";
+import { COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, encodeCommonHeader } from "./object_header.ts";
+
+export interface SuperblockObject {
+  volUuid: string;
+  volSectors: number;
+  /** Checkpoint object seqs, oldest first (newest last). */
+  checkpoints: number[];
+  /** Objects with seq <= lastSeq are read from the base volume at prefix baseName (or its own bases). */
+  clone: { baseUuid: string; lastSeq: number; baseName: string } | null;
+  snapshots: { seq: number; name: string }[];
+  /** Extension: the next object seq to allocate; 0 = unknown (plain v1 superblock). */
+  nextSeq: number;
+}
+
+const SUPER_SUB = layout(
+  [
+    ["volSectors", 8], // u64 volume size in sectors; 1 .. VOLUME_SECTORS_MAX
+    ["ckptsOffset", 4], // u32 checkpoint seqs; len % 4 == 0
+    ["ckptsLen", 4],
+    ["clonesOffset", 4], // zero or one clone_info; len == 22 + name_len
+    ["clonesLen", 4],
+    ["snapsOffset", 4], // snap_info entries back to back; must fill len exactly
+    ["snapsLen", 4],
+  ],
+  COMMON_HEADER_BYTES,
+);
+// The reference-facts note says "40 bytes", but its own field list (and the reference's packed super_hdr) add up to
+// 32: u64 vol_size and three offset/length pairs. The fields are what v1 readers parse, so 32 it is.
+export const SUPER_SUBHEADER_BYTES = 32;
+assert(SUPER_SUB.BYTES === SUPER_SUBHEADER_BYTES, "the v1 super sub-header is 32 bytes");
+
+const SUPER_EXT = layout([...EXT_PREAMBLE_FIELDS, ["nextSeq", 8]], COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES);
+export const SUPER_EXTENSION_BYTES = 28;
+assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 28 bytes");
+const EXT_PLACE: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_BYTES };
+/** Where our variable parts start: 104. */
+const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
+assert(SUPER_FIXED_BYTES === 104, "superblock fixed part is 104 bytes");
+
+// clone_info: vol_uuid[16], u32 last_seq, u8 name_len, name, NUL.
+const CLONE = layout([["baseUuid", 16], ["lastSeq", 4], ["nameLen", 1]]);
+assert(CLONE.BYTES === 21, "clone_info is 21 bytes before its name");
+// snap_info: u32 seq, u8 name_len, name.
+const SNAP = layout([["seq", 4], ["nameLen", 1]]);
+assert(SNAP.BYTES === 5, "snap_info is 5 bytes before its name");
+
+/** The header area holds the whole object; at least one page so the data area would be page aligned. */
+export const SUPERBLOCK_HEADER_SECTORS_MIN = PAGE_BYTES / SECTOR_BYTES;
+
+function checkSuperblock(s: SuperblockObject): void {
+  assert(isUuid(s.volUuid), "superblock volUuid is a UUID");
+  assert(Number.isSafeInteger(s.volSectors) && s.volSectors > 0 && s.volSectors <= VOLUME_SECTORS_MAX, "volSectors");
+  for (const seq of s.checkpoints) if (!(isU32(seq) && seq > 0)) assert(false, `checkpoint seq ${seq} is a positive uint32`);
+  if (s.clone !== null) {
+    assert(isUuid(s.clone.baseUuid), "clone baseUuid is a UUID");
+    assert(isU32(s.clone.lastSeq), "clone lastSeq is a uint32");
+  }
+  for (const snap of s.snapshots) if (!(isU32(snap.seq))) assert(false, `snapshot seq ${snap.seq} is a uint32`);
+  assert(isSafeU64(s.nextSeq) && s.nextSeq <= 2 ** 32, "nextSeq is 0 .. 2^32 (object seqs are uint32)");
+}
+
+function shortName(name: string): Uint8Array {
+  const bytes = encodeUtf8(name);
+  assert(bytes.byteLength <= SHORT_NAME_BYTES_MAX, `name "${name}" fits in ${SHORT_NAME_BYTES_MAX} UTF-8 bytes`);
+  return bytes;
+}
+
+export function encodeSuperblock(s: SuperblockObject): Uint8Array {
+  checkSuperblock(s);
+  const baseName = s.clone === null ? null : shortName(s.clone.baseName);
+  const snapNames = s.snapshots.map((snap) => shortName(snap.name));
+  const ckptsOffset = SUPER_FIXED_BYTES;
+  const ckptsLen = 4 * s.checkpoints.length;
+  const clonesOffset = ckptsOffset + ckptsLen;
+  const clonesLen = baseName === null ? 0 : CLONE.BYTES + baseName.byteLength + 1;
+  const snapsOffset = clonesOffset + clonesLen;
+  const snapsLen = snapNames.reduce((sum, name) => sum + SNAP.BYTES + name.byteLength, 0);
+  const hdrBytes = Math.max(roundUp(snapsOffset + snapsLen, PAGE_BYTES), PAGE_BYTES);
+
+  const header = new Uint8Array(hdrBytes);
+  const view = viewOf(header);
+  encodeCommonHeader(header, {
+    volUuid: s.volUuid,
+    type: ObjectType.Super,
+    seq: 0,
+    hdrSectors: hdrBytes / SECTOR_BYTES,
+    dataSectors: 0,
+  });
+  setU64(view, SUPER_SUB.volSectors, s.volSectors);
+  view.setUint32(SUPER_SUB.ckptsOffset, ckptsOffset, true);
+  view.setUint32(SUPER_SUB.ckptsLen, ckptsLen, true);
+  view.setUint32(SUPER_SUB.clonesOffset, clonesOffset, true);
+  view.setUint32(SUPER_SUB.clonesLen, clonesLen, true);
+  view.setUint32(SUPER_SUB.snapsOffset, snapsOffset, true);
+  view.setUint32(SUPER_SUB.snapsLen, snapsLen, true);
+  encodeExtensionPreamble(header, EXT_PLACE);
+  setU64(view, SUPER_EXT.nextSeq, s.nextSeq);
+
+  s.checkpoints.forEach((seq, i) => view.setUint32(ckptsOffset + 4 * i, seq, true));
+  if (s.clone !== null && baseName !== null) {
+    setUuid(header, clonesOffset + CLONE.baseUuid, s.clone.baseUuid);
+    view.setUint32(clonesOffset + CLONE.lastSeq, s.clone.lastSeq, true);
+    view.setUint8(clonesOffset + CLONE.nameLen, baseName.byteLength);
+    header.set(baseName, clonesOffset + CLONE.BYTES); // the NUL after it is already 0
+  }
+  let position = snapsOffset;
+  s.snapshots.forEach((snap, i) => {
+    const name = snapNames[i]!;
+    view.setUint32(position + SNAP.seq, snap.seq, true);
+    view.setUint8(position + SNAP.nameLen, name.byteLength);
+    header.set(name, position + SNAP.BYTES);
+    position += SNAP.BYTES + name.byteLength;
+  });
+  assert(position === snapsOffset + snapsLen, "snapshots fill snaps_len");
+  sealObjectHeader(header, EXT_PLACE, 0);
+  return header;
+}
+
+/** `bytes` is the whole superblock object (exactly hdr_sectors*512 bytes). Verifies both CRCs when present. */
+export function decodeSuperblock(bytes: Uint8Array): SuperblockObject {
+  const common = decodeCommonHeader(bytes);
+  const context = "superblock";
+  if (common.type !== ObjectType.Super) throw corrupt(context, `object type ${common.type}, expected SUPER`);
+  if (common.dataSectors !== 0) throw corrupt(context, `data_sectors ${common.dataSectors}, expected 0`);
+  const hdrBytes = common.hdrSectors * SECTOR_BYTES;
+  if (bytes.byteLength !== hdrBytes) throw corrupt(context, `length ${bytes.byteLength}, expected ${hdrBytes}`);
+  if (hdrBytes < COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES) throw corrupt(context, "header area too short");
+
+  const view = viewOf(bytes);
+  const ckpts = { offset: view.getUint32(SUPER_SUB.ckptsOffset, true), length: view.getUint32(SUPER_SUB.ckptsLen, true) };
+  const clones = { offset: view.getUint32(SUPER_SUB.clonesOffset, true), length: view.getUint32(SUPER_SUB.clonesLen, true) };
+  const snaps = { offset: view.getUint32(SUPER_SUB.snapsOffset, true), length: view.getUint32(SUPER_SUB.snapsLen, true) };
+  const extended = hasExtension(bytes, EXT_PLACE, [ckpts, clones, snaps]);
+  verifyObjectHeader(bytes, extended ? EXT_PLACE : null, context);
+
+  const lowest = extended ? SUPER_FIXED_BYTES : COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
+  checkSpan(ckpts.offset, ckpts.length, lowest, hdrBytes, context, "ckpts");
+  checkSpan(clones.offset, clones.length, lowest, hdrBytes, context, "clones");
+  checkSpan(snaps.offset, snaps.length, lowest, hdrBytes, context, "snaps");
+
+  const volSectors = getU64(view, SUPER_SUB.volSectors, context, "vol_size");
+  if (volSectors === 0 || volSectors > VOLUME_SECTORS_MAX) throw corrupt(context, `vol_size ${volSectors} out of range`);
+
+  if (ckpts.length % 4 !== 0) throw corrupt(context, `ckpts_len ${ckpts.length} is not a multiple of 4`);
+  const checkpoints: number[] = [];
+  for (let i = 0; i < ckpts.length / 4; i++) {
+    const seq = view.getUint32(ckpts.offset + 4 * i, true);
+    if (seq === 0) throw corrupt(context, "checkpoint seq 0");
+    checkpoints.push(seq);
+  }
+
+  let clone: SuperblockObject["clone"] = null;
+  if (clones.length !== 0) {
+    if (clones.length < CLONE.BYTES + 1) throw corrupt(context, `clones_len ${clones.length} too short`);
+    const nameLen = view.getUint8(clones.offset + CLONE.nameLen);
+    if (clones.length !== CLONE.BYTES + nameLen + 1) {
+      throw corrupt(context, `clones_len ${clones.length} does not hold one clone_info with a ${nameLen}-byte name`);
+    }
+    const nameStart = clones.offset + CLONE.BYTES;
+    if (bytes[nameStart + nameLen] !== 0) throw corrupt(context, "clone base name is not NUL-terminated");
+    clone = {
+      baseUuid: getUuid(bytes, clones.offset + CLONE.baseUuid, context, "clone base vol_uuid"),
+      lastSeq: view.getUint32(clones.offset + CLONE.lastSeq, true),
+      baseName: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "clone base name"),
+    };
+  }
+
+  const snapshots: SuperblockObject["snapshots"] = [];
+  const snapsEnd = snaps.offset + snaps.length;
+  let position = snaps.offset;
+  while (snaps.length !== 0 && position < snapsEnd) {
+    if (snapsEnd - position < SNAP.BYTES) throw corrupt(context, "snap_info runs past snaps_len");
+    const nameLen = view.getUint8(position + SNAP.nameLen);
+    const nameStart = position + SNAP.BYTES;
+    if (nameStart + nameLen > snapsEnd) throw corrupt(context, "snapshot name runs past snaps_len");
+    snapshots.push({
+      seq: view.getUint32(position + SNAP.seq, true),
+      name: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "snapshot name"),
+    });
+    position = nameStart + nameLen;
+  }
+
+  const nextSeq = extended ? getU64(view, SUPER_EXT.nextSeq, context, "next_seq") : 0;
+  if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
+  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq };
+  checkSuperblock(result); // pair assertion: whatever decodes would encode again
+  return result;
+}

@@ -1,0 +1,857 @@
+// The volume's LBA -> location map: ordered, non-overlapping extents (lba, sectors) -> (obj, offset).
+// Pure data structure, no I/O. Units are 512-byte sectors throughout. `offset` counts sectors from the start of the
+// object's DATA AREA (the checkpoint codec adds hdr_sectors when it writes ckpt_mapentry, see
+// /work/shared/formats/lsvd-v1-backend-objects.md). Extents are at most EXTENT_SECTORS_MAX long so each one maps
+// to exactly one ckpt_mapentry / data_map entry (28-bit len).
+//
+// Layout. Extents live in fixed-capacity chunks, each one Uint32Array holding `count` packed extents sorted by lba,
+// 4 words (16 bytes) per extent:
+//   word 0: lba bits 0..31
+//   word 1: lba bits 32..35 in bits 0..3, sectors (1..2^28-1) in bits 4..31
+//   word 2: obj (object sequence number, 1..2^32-1)
+//   word 3: offset (sectors into the object's data area; offset + sectors <= 2^32)
+// The chunks are kept in lba order in `chunks`, with two parallel typed arrays indexed by chunk position:
+// `counts` (extents in the chunk) and `firstLbas` (lba of the chunk's first extent), which is what a lookup binary
+// searches before it binary searches inside one chunk. No JS object exists per extent, so the cost is 16 bytes per
+// extent divided by the chunk fill, plus one chunk header per ~chunkExtentsMax extents.
+//
+// ExtentMap invariants (checkInvariants() verifies every one of them):
+//   1. chunks.length == chunkCount; counts and firstLbas have room for chunkCount entries.
+//   2. Every chunk holds 1..chunkExtentsMax extents (an empty chunk is removed at once), and
+//      firstLbas[c] equals the lba of chunk c's first extent.
+//   3. Every extent has 1 <= sectors <= EXTENT_SECTORS_MAX, lba + sectors <= 2^36, obj >= 1,
+//      offset + sectors <= 2^32.
+//   4. Extents are sorted and do not overlap, within a chunk and across chunk boundaries (gaps are unmapped).
+//   5. Canonical merging: no two neighbouring extents are contiguous in lba and in (obj, offset) unless their
+//      combined length exceeds EXTENT_SECTORS_MAX. So for maps whose runs are shorter than EXTENT_SECTORS_MAX the
+//      extent list depends only on the sector -> location function, not on the history that built it (tests compare
+//      it against a per-sector model). Merging keeps sequential writes to one object at one extent.
+//   6. extentCount equals the sum of counts.
+//
+// Chunk shape is a performance policy, not an invariant: a full chunk first lends extents to a neighbour with room,
+// and only splits when both neighbours are full (B*-tree style), which keeps random fills near 80% rather than the
+// ~69% of plain halving; an append to a full chunk starts a new chunk rather than halving it, so sorted loads (e.g.
+// from a checkpoint) fill chunks completely. A chunk that drops below a quarter full is merged into or rebalanced
+// with a neighbour; merging only up to three quarters full leaves room, so insert/delete at a boundary cannot thrash.
+
+import { EXTENT_LEN_BITS, EXTENT_SECTORS_MAX, LBA_BITS, VOLUME_SECTORS_MAX } from "../constants.ts";
+import { assert } from "../errors.ts";
+
+/** Default extents per chunk: 256 x 16 bytes = one 4 KiB chunk, so an insert shifts ~2 KiB on average. */
+export const MAP_CHUNK_EXTENTS_DEFAULT = 256;
+/** Chunk capacity bounds accepted by the constructor (tests use tiny chunks to force splits and merges). */
+export const MAP_CHUNK_EXTENTS_MIN = 4;
+export const MAP_CHUNK_EXTENTS_MAX = 65536;
+/** Freed chunk buffers kept for reuse, so split/merge churn at one boundary does not churn the GC. */
+const CHUNK_SPARES_MAX = 4;
+/**
+ * Estimated bytes the engine spends on one chunk's typed-array object besides its data (header, pointer, JS array
+ * slot), counted by bytesUsed(); calibrated against heap statistics in bench/map_bench.ts.
+ */
+export const MAP_CHUNK_OVERHEAD_BYTES = 96;
+
+const WORDS_PER_EXTENT = 4;
+const BYTES_PER_EXTENT = WORDS_PER_EXTENT * 4;
+const LBA_LOW_RANGE = 2 ** 32;
+const LBA_HIGH_BITS = LBA_BITS - 32;
+const LBA_HIGH_MASK = (1 << LBA_HIGH_BITS) - 1;
+const OFFSET_RANGE = 2 ** 32;
+const INDEX_CAPACITY_MIN = 16;
+
+// The packing above puts lba's high bits and the length into one 32-bit word.
+assert(LBA_HIGH_BITS === 4, "extent map packs lba bits 32..35 into 4 bits");
+assert(LBA_HIGH_BITS + EXTENT_LEN_BITS === 32, "lba high bits and extent length share one 32-bit word");
+assert(VOLUME_SECTORS_MAX === 2 ** LBA_BITS, "volume sectors match LBA bits");
+
+export type DisplacedCallback = (obj: number, sectors: number) => void;
+export type ExtentVisitor = (lba: number, sectors: number, obj: number, offset: number) => void;
+
+function extentStart(words: Uint32Array, index: number): number {
+  const base = index << 2;
+  return (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
+}
+
+function extentSectors(words: Uint32Array, index: number): number {
+  return words[(index << 2) + 1]! >>> LBA_HIGH_BITS;
+}
+
+function setExtent(words: Uint32Array, index: number, lba: number, sectors: number, obj: number, offset: number): void {
+  const base = index << 2;
+  words[base] = lba >>> 0;
+  words[base + 1] = Math.floor(lba / LBA_LOW_RANGE) | (sectors << LBA_HIGH_BITS);
+  words[base + 2] = obj;
+  words[base + 3] = offset;
+}
+
+function setExtentStart(words: Uint32Array, index: number, lba: number): void {
+  const base = index << 2;
+  words[base] = lba >>> 0;
+  words[base + 1] = (words[base + 1]! & ~LBA_HIGH_MASK) | Math.floor(lba / LBA_LOW_RANGE);
+}
+
+function setExtentSectors(words: Uint32Array, index: number, sectors: number): void {
+  const base = index << 2;
+  words[base + 1] = (words[base + 1]! & LBA_HIGH_MASK) | (sectors << LBA_HIGH_BITS);
+}
+
+// Argument checks run on every call, so the messages are built only on failure.
+function assertRange(lba: number, sectors: number): void {
+  if (!(Number.isSafeInteger(lba) && lba >= 0)) {
+    assert(false, `extent map: lba ${lba} must be a non-negative integer`);
+  }
+  if (!(Number.isSafeInteger(sectors) && sectors > 0)) {
+    assert(false, `extent map: sectors ${sectors} must be a positive integer`);
+  }
+  if (!(lba + sectors <= VOLUME_SECTORS_MAX)) {
+    assert(false, `extent map: range ${lba}+${sectors} exceeds 2^${LBA_BITS} sectors`);
+  }
+}
+
+function assertTarget(obj: number, offset: number, sectors: number): void {
+  if (!(Number.isInteger(obj) && obj >= 1 && obj < OFFSET_RANGE)) {
+    assert(false, `extent map: obj ${obj} must be in 1..2^32-1`);
+  }
+  if (!(Number.isInteger(offset) && offset >= 0)) {
+    assert(false, `extent map: offset ${offset} must be a non-negative integer`);
+  }
+  if (!(offset + sectors <= OFFSET_RANGE)) {
+    assert(false, `extent map: offset ${offset}+${sectors} exceeds 2^32 sectors`);
+  }
+}
+
+// Searches. Both levels use interpolation search: LBAs inside a chunk, and chunk first-LBAs across the map, tend to
+// be spread evenly, so the first guess usually lands within a few entries and a lookup touches ~2-3 cache lines
+// instead of the ~8 of a binary search (the map is far larger than the CPU caches; misses are the cost). A step that
+// fails to halve the candidate range is followed by a bisection, so skewed keys cost at most ~2 log2(n) probes.
+
+/** Last index in [0, count) whose firstLbas entry is <= lba, or 0 if none is. */
+function lastChunkAtOrBefore(firstLbas: Float64Array, count: number, lba: number): number {
+  let low = 0;
+  let high = count - 1;
+  if (firstLbas[high]! <= lba) return high;
+  if (firstLbas[0]! > lba) return 0;
+  // firstLbas[low] <= lba < firstLbas[high]; the answer is in [low, high).
+  let bisect = false;
+  while (high - low > 1) {
+    const width = high - low;
+    let middle: number;
+    if (bisect) {
+      middle = low + (width >>> 1);
+    } else {
+      const lowKey = firstLbas[low]!;
+      middle = low + Math.floor(((lba - lowKey) / (firstLbas[high]! - lowKey)) * width);
+      if (middle <= low) middle = low + 1;
+      else if (middle >= high) middle = high - 1;
+    }
+    if (firstLbas[middle]! <= lba) low = middle;
+    else high = middle;
+    bisect = (high - low) * 2 > width;
+  }
+  return low;
+}
+
+/** Last extent index in [0, count) of the chunk that starts at or before lba, or -1 if none does. */
+function lastExtentAtOrBefore(words: Uint32Array, count: number, lba: number): number {
+  let low = 0;
+  let high = count - 1;
+  const highKey0 = extentStart(words, high);
+  if (highKey0 <= lba) return high;
+  const lowKey0 = extentStart(words, 0);
+  if (lowKey0 > lba) return -1;
+  let lowKey = lowKey0;
+  let highKey = highKey0;
+  let bisect = false;
+  while (high - low > 1) {
+    const width = high - low;
+    let middle: number;
+    if (bisect) {
+      middle = low + (width >>> 1);
+    } else {
+      middle = low + Math.floor(((lba - lowKey) / (highKey - lowKey)) * width);
+      if (middle <= low) middle = low + 1;
+      else if (middle >= high) middle = high - 1;
+    }
+    const base = middle << 2;
+    const key = (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
+    if (key <= lba) {
+      low = middle;
+      lowKey = key;
+    } else {
+      high = middle;
+      highKey = key;
+    }
+    bisect = (high - low) * 2 > width;
+  }
+  return low;
+}
+
+export class ExtentMap {
+  private readonly chunkExtentsMax: number;
+  /** A chunk below this many extents is merged into or rebalanced with a neighbour. */
+  private readonly chunkExtentsMin: number;
+  /** Merging two chunks is allowed only up to this many extents, so the result is not split by the next insert. */
+  private readonly chunkMergeExtentsMax: number;
+  private readonly chunkWords: number;
+
+  private chunks: Uint32Array[] = [];
+  private counts: Uint32Array = new Uint32Array(INDEX_CAPACITY_MIN);
+  private firstLbas: Float64Array = new Float64Array(INDEX_CAPACITY_MIN);
+  private chunkCount = 0;
+  private extents = 0;
+  private spares: Uint32Array[] = [];
+  /**
+   * Longest extent ever stored since the last clear(). Two contiguous neighbours can only stay unmerged when one is
+   * longer than half of EXTENT_SECTORS_MAX; while this is below that, trims need not look for merges they enable.
+   */
+  private sectorsHighWater = 0;
+
+  // Result of seek(), kept in fields so lookups do not allocate.
+  private seekChunk = 0;
+  private seekIndex = 0;
+
+  constructor(options?: { chunkExtentsMax?: number }) {
+    const chunkExtentsMax = options?.chunkExtentsMax ?? MAP_CHUNK_EXTENTS_DEFAULT;
+    assert(
+      Number.isInteger(chunkExtentsMax) &&
+        chunkExtentsMax >= MAP_CHUNK_EXTENTS_MIN &&
+        chunkExtentsMax <= MAP_CHUNK_EXTENTS_MAX,
+      `extent map: chunkExtentsMax ${chunkExtentsMax} must be in ${MAP_CHUNK_EXTENTS_MIN}..${MAP_CHUNK_EXTENTS_MAX}`,
+    );
+    this.chunkExtentsMax = chunkExtentsMax;
+    this.chunkExtentsMin = Math.max(1, Math.floor(chunkExtentsMax / 4));
+    this.chunkMergeExtentsMax = chunkExtentsMax - Math.floor(chunkExtentsMax / 4);
+    this.chunkWords = chunkExtentsMax * WORDS_PER_EXTENT;
+  }
+
+  get extentCount(): number {
+    return this.extents;
+  }
+
+  /**
+   * Map [lba, lba+sectors) to (obj, offset..offset+sectors). Returns the number of sectors that were mapped before in
+   * that range; displaced(obj, sectors) is called for each overwritten piece (so callers can keep per-object live
+   * counts). Rewriting a range to the location it already has still reports it as displaced.
+   */
+  update(lba: number, sectors: number, obj: number, offset: number, displaced?: DisplacedCallback): number {
+    assertRange(lba, sectors);
+    assertTarget(obj, offset, sectors);
+    if (this.chunkCount > 0 && sectors <= EXTENT_SECTORS_MAX) {
+      // Fast path: the range is exactly one existing extent (a block rewritten with the same size), so the new
+      // location goes in place without shifting any extents.
+      this.seek(lba);
+      const chunk = this.seekChunk;
+      const index = this.seekIndex;
+      if (index >= 0) {
+        const words = this.chunks[chunk]!;
+        if (extentStart(words, index) === lba && extentSectors(words, index) === sectors) {
+          const base = index << 2;
+          displaced?.(words[base + 2]!, sectors);
+          words[base + 2] = obj;
+          words[base + 3] = offset;
+          if (this.mergeableWithNeighbours(chunk, index)) {
+            // Rare: take it out and insert it again, which merges it.
+            this.removeExtent(chunk, index);
+            this.insertExtent(lba, sectors, obj, offset);
+          }
+          return sectors;
+        }
+      }
+    }
+    const displacedSectors = this.removeRange(lba, lba + sectors, displaced);
+    this.insertPieces(lba, sectors, obj, offset);
+    return displacedSectors;
+  }
+
+  /** Unmap [lba, lba+sectors) (TRIM). Returns the sectors that were mapped; displaced as for update(). */
+  trim(lba: number, sectors: number, displaced?: DisplacedCallback): number {
+    assertRange(lba, sectors);
+    return this.removeRange(lba, lba + sectors, displaced);
+  }
+
+  /**
+   * Calls visit for each mapped piece overlapping [lba, lba+sectors), clipped to the range, in LBA order. Gaps are
+   * not visited. Allocates nothing. visit must not modify the map.
+   */
+  lookup(lba: number, sectors: number, visit: ExtentVisitor): void {
+    assertRange(lba, sectors);
+    if (this.chunkCount === 0) return;
+    const end = lba + sectors;
+    this.seek(lba);
+    let chunk = this.seekChunk;
+    let index = this.seekIndex;
+    if (index < 0) {
+      index = 0;
+    } else {
+      const words = this.chunks[chunk]!;
+      if (extentStart(words, index) + extentSectors(words, index) <= lba) index += 1;
+    }
+    const chunkCount = this.chunkCount;
+    for (; chunk < chunkCount; chunk += 1, index = 0) {
+      const words = this.chunks[chunk]!;
+      const count = this.counts[chunk]!;
+      for (; index < count; index += 1) {
+        const base = index << 2;
+        const start = (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
+        if (start >= end) return;
+        const stop = start + (words[base + 1]! >>> LBA_HIGH_BITS);
+        const from = start < lba ? lba : start;
+        const to = stop > end ? end : stop;
+        visit(from, to - from, words[base + 2]!, words[base + 3]! + (from - start));
+      }
+    }
+  }
+
+  /** All extents in LBA order (for checkpoints). visit must not modify the map. */
+  forEach(visit: ExtentVisitor): void {
+    for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {
+      const words = this.chunks[chunk]!;
+      const count = this.counts[chunk]!;
+      for (let index = 0; index < count; index += 1) {
+        const base = index << 2;
+        visit(extentStart(words, index), extentSectors(words, index), words[base + 2]!, words[base + 3]!);
+      }
+    }
+  }
+
+  /**
+   * GC relocation: within [lba, lba+sectors), every piece that still maps to (expectObj, expectOffset + (x - lba))
+   * is remapped to (obj, offset + (x - lba)); pieces that were overwritten or trimmed since are left alone.
+   * Returns the sectors remapped; displaced is called for the remapped pieces (all of them from expectObj).
+   */
+  updateIfUnchanged(
+    lba: number,
+    sectors: number,
+    expectObj: number,
+    expectOffset: number,
+    obj: number,
+    offset: number,
+    displaced?: DisplacedCallback,
+  ): number {
+    assertRange(lba, sectors);
+    assertTarget(expectObj, expectOffset, sectors);
+    assertTarget(obj, offset, sectors);
+    const end = lba + sectors;
+    // A piece matches when its offset runs in step with the expected one: offset - start == expectOffset - lba.
+    const expectDelta = expectOffset - lba;
+    let remapped = 0;
+    let cursor = lba;
+    while (cursor < end && this.chunkCount > 0) {
+      // Find the first matching piece at or after cursor. Each remap may restructure chunks, so seek afresh.
+      this.seek(cursor);
+      let chunk = this.seekChunk;
+      let index = this.seekIndex;
+      if (index < 0) {
+        index = 0;
+      } else {
+        const words = this.chunks[chunk]!;
+        if (extentStart(words, index) + extentSectors(words, index) <= cursor) index += 1;
+      }
+      let pieceStart = -1;
+      let pieceStop = -1;
+      scan: for (; chunk < this.chunkCount; chunk += 1, index = 0) {
+        const words = this.chunks[chunk]!;
+        const count = this.counts[chunk]!;
+        for (; index < count; index += 1) {
+          const start = extentStart(words, index);
+          if (start >= end) break scan;
+          const base = index << 2;
+          if (words[base + 2] === expectObj && words[base + 3]! - start === expectDelta) {
+            const stop = start + extentSectors(words, index);
+            pieceStart = start < cursor ? cursor : start;
+            pieceStop = stop > end ? end : stop;
+            break scan;
+          }
+        }
+      }
+      if (pieceStart < 0) break;
+      const pieceSectors = pieceStop - pieceStart;
+      const moved = this.update(pieceStart, pieceSectors, obj, offset + (pieceStart - lba), displaced);
+      assert(moved === pieceSectors, "extent map: a matching piece is fully mapped");
+      remapped += pieceSectors;
+      cursor = pieceStop;
+    }
+    return remapped;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.counts = new Uint32Array(INDEX_CAPACITY_MIN);
+    this.firstLbas = new Float64Array(INDEX_CAPACITY_MIN);
+    this.chunkCount = 0;
+    this.extents = 0;
+    this.spares = [];
+    this.sectorsHighWater = 0;
+  }
+
+  /** Memory held by the map: chunk data and estimated chunk object overhead, spare chunks, and the chunk index. */
+  bytesUsed(): number {
+    const chunkBytes = this.chunkWords * 4 + MAP_CHUNK_OVERHEAD_BYTES;
+    return (
+      (this.chunkCount + this.spares.length) * chunkBytes +
+      this.counts.byteLength +
+      this.firstLbas.byteLength +
+      // JS array slots for the chunk references (pointer-sized).
+      this.chunks.length * 8
+    );
+  }
+
+  /** Checks invariants 1-6 from the top of this file; throws on the first violation. */
+  checkInvariants(): void {
+    const check = (condition: boolean, message: string): void => {
+      assert(condition, `extent map invariant: ${message}`);
+    };
+    check(this.chunks.length === this.chunkCount, `chunks.length ${this.chunks.length} != ${this.chunkCount}`);
+    check(this.counts.length >= this.chunkCount, "counts has room for every chunk");
+    check(this.firstLbas.length >= this.chunkCount, "firstLbas has room for every chunk");
+    check(this.spares.length <= CHUNK_SPARES_MAX, "spare chunks are bounded");
+    let extents = 0;
+    let previousStop = 0;
+    let previousObj = 0;
+    let previousOffsetStop = -1;
+    let previousSectors = 0;
+    for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {
+      const words = this.chunks[chunk]!;
+      const count = this.counts[chunk]!;
+      check(words.length === this.chunkWords, `chunk ${chunk} has ${words.length} words`);
+      check(count >= 1 && count <= this.chunkExtentsMax, `chunk ${chunk} holds ${count} extents`);
+      check(this.firstLbas[chunk] === extentStart(words, 0), `firstLbas[${chunk}] is its first extent's lba`);
+      for (let index = 0; index < count; index += 1) {
+        const start = extentStart(words, index);
+        const sectors = extentSectors(words, index);
+        const obj = words[(index << 2) + 2]!;
+        const offset = words[(index << 2) + 3]!;
+        const where = `extent ${start}+${sectors} (chunk ${chunk} index ${index})`;
+        check(sectors >= 1 && sectors <= EXTENT_SECTORS_MAX, `${where}: length out of range`);
+        check(start + sectors <= VOLUME_SECTORS_MAX, `${where}: ends beyond 2^${LBA_BITS}`);
+        check(obj >= 1, `${where}: obj 0`);
+        check(offset + sectors <= OFFSET_RANGE, `${where}: offset ${offset} runs past 2^32`);
+        check(start >= previousStop, `${where}: overlaps or precedes the previous extent`);
+        const contiguous = extents > 0 && start === previousStop && obj === previousObj && offset === previousOffsetStop;
+        check(!(contiguous && previousSectors + sectors <= EXTENT_SECTORS_MAX), `${where}: not merged with previous`);
+        previousStop = start + sectors;
+        previousObj = obj;
+        previousOffsetStop = offset + sectors;
+        previousSectors = sectors;
+        extents += 1;
+      }
+    }
+    check(extents === this.extents, `extentCount ${this.extents} != ${extents} extents stored`);
+  }
+
+  // ---- search ----
+
+  /**
+   * Sets seekChunk to the last chunk whose first lba is <= lba (or 0), and seekIndex to the last extent in it that
+   * starts at or before lba (or -1 when lba precedes every extent, which only happens in chunk 0). Needs a chunk.
+   */
+  private seek(lba: number): void {
+    const chunk = lastChunkAtOrBefore(this.firstLbas, this.chunkCount, lba);
+    this.seekChunk = chunk;
+    this.seekIndex = lastExtentAtOrBefore(this.chunks[chunk]!, this.counts[chunk]!, lba);
+  }
+
+  // ---- removal ----
+
+  /** Unmaps [lba, end): trims the extents that straddle its edges and drops the ones inside. */
+  private removeRange(lba: number, end: number, displaced: DisplacedCallback | undefined): number {
+    if (this.chunkCount === 0) return 0;
+    this.seek(lba);
+    let chunk = this.seekChunk;
+    let index = this.seekIndex;
+    let removedSectors = 0;
+    // Outer edges of trimmed extents whose remnant may now merge with its outer neighbour (see sectorsHighWater).
+    let leftRemnantStart = -1;
+    let rightRemnantStop = -1;
+    if (index < 0) {
+      index = 0;
+    } else {
+      const words = this.chunks[chunk]!;
+      const start = extentStart(words, index);
+      const stop = start + extentSectors(words, index);
+      if (stop <= lba) {
+        index += 1;
+      } else if (start < lba) {
+        const base = index << 2;
+        const obj = words[base + 2]!;
+        const offset = words[base + 3]!;
+        if (stop > end) {
+          // The range lies inside one extent: keep [start, lba) and [end, stop).
+          removedSectors = end - lba;
+          displaced?.(obj, removedSectors);
+          setExtentSectors(words, index, lba - start);
+          this.insertAt(chunk, index + 1, end, stop - end, obj, offset + (end - start));
+          this.mergeRemnants(start, stop);
+          return removedSectors;
+        }
+        removedSectors = stop - lba;
+        displaced?.(obj, removedSectors);
+        setExtentSectors(words, index, lba - start);
+        leftRemnantStart = start;
+        index += 1;
+      }
+    }
+    // Every extent from (chunk, index) on starts at or after lba.
+    const firstChunk = chunk;
+    let lastChunk = chunk;
+    let extentsRemoved = 0;
+    for (; chunk < this.chunkCount; chunk += 1, index = 0) {
+      lastChunk = chunk;
+      const words = this.chunks[chunk]!;
+      const count = this.counts[chunk]!;
+      let stopIndex = index;
+      let stoppedInside = false;
+      while (stopIndex < count) {
+        const start = extentStart(words, stopIndex);
+        if (start >= end) {
+          stoppedInside = true;
+          break;
+        }
+        const sectors = extentSectors(words, stopIndex);
+        const stop = start + sectors;
+        const base = stopIndex << 2;
+        if (stop <= end) {
+          removedSectors += sectors;
+          displaced?.(words[base + 2]!, sectors);
+          stopIndex += 1;
+        } else {
+          const cut = end - start;
+          removedSectors += cut;
+          displaced?.(words[base + 2]!, cut);
+          setExtentStart(words, stopIndex, end);
+          setExtentSectors(words, stopIndex, sectors - cut);
+          words[base + 3] = words[base + 3]! + cut;
+          rightRemnantStop = stop;
+          stoppedInside = true;
+          break;
+        }
+      }
+      const removed = stopIndex - index;
+      if (removed > 0) {
+        words.copyWithin(index << 2, stopIndex << 2, count << 2);
+        this.counts[chunk] = count - removed;
+        this.extents -= removed;
+        extentsRemoved += removed;
+      }
+      if (index === 0 && this.counts[chunk]! > 0) this.firstLbas[chunk] = extentStart(words, 0);
+      if (stoppedInside) break;
+    }
+    // Only chunks that lost extents can be empty or newly sparse; a new chunk holding one appended extent is
+    // sparse on purpose and must not be rebalanced by a trim that removed nothing.
+    if (extentsRemoved > 0) this.dropEmptyChunks(firstChunk, lastChunk);
+    if (leftRemnantStart >= 0 || rightRemnantStop >= 0) this.mergeRemnants(leftRemnantStart, rightRemnantStop);
+    return removedSectors;
+  }
+
+  /**
+   * After a trim left remnants [leftRemnantStart, ...) and [..., rightRemnantStop), merge each with its outer
+   * neighbour if they had been kept apart only by EXTENT_SECTORS_MAX and now fit together (invariant 5).
+   */
+  private mergeRemnants(leftRemnantStart: number, rightRemnantStop: number): void {
+    if (this.sectorsHighWater * 2 <= EXTENT_SECTORS_MAX) return;
+    if (rightRemnantStop >= 0) this.mergeAt(rightRemnantStop);
+    if (leftRemnantStart >= 0) this.mergeAt(leftRemnantStart);
+  }
+
+  /** Merges the extent ending at boundary with the one starting there, if they are contiguous and fit together. */
+  private mergeAt(boundary: number): void {
+    if (boundary === 0 || this.chunkCount === 0) return;
+    this.seek(boundary - 1);
+    const chunk = this.seekChunk;
+    const index = this.seekIndex;
+    if (index < 0) return;
+    const words = this.chunks[chunk]!;
+    const sectors = extentSectors(words, index);
+    if (extentStart(words, index) + sectors !== boundary) return;
+    let nextChunk = chunk;
+    let nextIndex = index + 1;
+    if (nextIndex >= this.counts[chunk]!) {
+      nextChunk += 1;
+      nextIndex = 0;
+      if (nextChunk >= this.chunkCount) return;
+    }
+    const nextWords = this.chunks[nextChunk]!;
+    const nextSectors = extentSectors(nextWords, nextIndex);
+    if (
+      extentStart(nextWords, nextIndex) !== boundary ||
+      nextWords[(nextIndex << 2) + 2] !== words[(index << 2) + 2] ||
+      nextWords[(nextIndex << 2) + 3] !== words[(index << 2) + 3]! + sectors ||
+      sectors + nextSectors > EXTENT_SECTORS_MAX
+    ) {
+      return;
+    }
+    setExtentSectors(words, index, sectors + nextSectors);
+    this.noteSectors(sectors + nextSectors);
+    this.removeExtent(nextChunk, nextIndex);
+  }
+
+  /** True if the extent at (chunk, index) could merge with the extent before or after it. */
+  private mergeableWithNeighbours(chunk: number, index: number): boolean {
+    const words = this.chunks[chunk]!;
+    const start = extentStart(words, index);
+    const sectors = extentSectors(words, index);
+    const obj = words[(index << 2) + 2]!;
+    const offset = words[(index << 2) + 3]!;
+    let previousWords = words;
+    let previousIndex = index - 1;
+    if (previousIndex < 0 && chunk > 0) {
+      previousWords = this.chunks[chunk - 1]!;
+      previousIndex = this.counts[chunk - 1]! - 1;
+    }
+    if (previousIndex >= 0) {
+      const previousSectors = extentSectors(previousWords, previousIndex);
+      if (
+        extentStart(previousWords, previousIndex) + previousSectors === start &&
+        previousWords[(previousIndex << 2) + 2] === obj &&
+        previousWords[(previousIndex << 2) + 3]! + previousSectors === offset &&
+        previousSectors + sectors <= EXTENT_SECTORS_MAX
+      ) {
+        return true;
+      }
+    }
+    let nextWords = words;
+    let nextIndex = index + 1;
+    if (nextIndex >= this.counts[chunk]!) {
+      if (chunk + 1 >= this.chunkCount) return false;
+      nextWords = this.chunks[chunk + 1]!;
+      nextIndex = 0;
+    }
+    return (
+      extentStart(nextWords, nextIndex) === start + sectors &&
+      nextWords[(nextIndex << 2) + 2] === obj &&
+      nextWords[(nextIndex << 2) + 3] === offset + sectors &&
+      sectors + extentSectors(nextWords, nextIndex) <= EXTENT_SECTORS_MAX
+    );
+  }
+
+  /** Removes one extent, then drops its chunk if empty or rebalances it if sparse. */
+  private removeExtent(chunk: number, index: number): void {
+    const words = this.chunks[chunk]!;
+    const count = this.counts[chunk]!;
+    words.copyWithin(index << 2, (index + 1) << 2, count << 2);
+    this.counts[chunk] = count - 1;
+    this.extents -= 1;
+    if (count === 1) {
+      this.removeChunks(chunk, 1);
+      return;
+    }
+    if (index === 0) this.firstLbas[chunk] = extentStart(words, 0);
+    this.fixUnderflow(chunk);
+  }
+
+  /** Removes the empty chunks among [firstChunk, lastChunk] and rebalances the survivors there if sparse. */
+  private dropEmptyChunks(firstChunk: number, lastChunk: number): void {
+    // Only the first and last chunk of the range can keep extents; those between were wholly inside the range.
+    const firstEmpty = this.counts[firstChunk] === 0;
+    const lastEmpty = lastChunk !== firstChunk && this.counts[lastChunk] === 0;
+    const dropFrom = firstEmpty ? firstChunk : firstChunk + 1;
+    const dropTo = lastChunk !== firstChunk && !lastEmpty ? lastChunk : lastChunk + 1; // exclusive
+    if (dropTo > dropFrom) this.removeChunks(dropFrom, dropTo - dropFrom);
+    // Survivors are now at firstChunk (if kept) and the position after it (if the last chunk was kept).
+    // Fix the later one first: fixing a chunk only moves or removes chunks at or after its left neighbour.
+    if (lastChunk !== firstChunk && !lastEmpty) this.fixUnderflow(firstEmpty ? firstChunk : firstChunk + 1);
+    if (!firstEmpty && firstChunk < this.chunkCount) this.fixUnderflow(firstChunk);
+  }
+
+  /** If chunk is sparse, merge it with a neighbour or even the two out. */
+  private fixUnderflow(chunk: number): void {
+    if (this.counts[chunk]! >= this.chunkExtentsMin || this.chunkCount === 1) return;
+    const left = chunk + 1 < this.chunkCount ? chunk : chunk - 1;
+    const right = left + 1;
+    const total = this.counts[left]! + this.counts[right]!;
+    if (total <= this.chunkMergeExtentsMax) {
+      this.moveHeadToPrevious(right, this.counts[right]!);
+      this.removeChunks(right, 1);
+      return;
+    }
+    const target = Math.floor(total / 2);
+    const leftCount = this.counts[left]!;
+    if (leftCount < target) this.moveHeadToPrevious(right, target - leftCount);
+    else if (leftCount > target) this.moveTailToNext(left, leftCount - target);
+  }
+
+  // ---- insertion ----
+
+  private noteSectors(sectors: number): void {
+    if (sectors > this.sectorsHighWater) this.sectorsHighWater = sectors;
+  }
+
+  /** Inserts an unmapped range in pieces of at most EXTENT_SECTORS_MAX sectors. */
+  private insertPieces(lba: number, sectors: number, obj: number, offset: number): void {
+    const end = lba + sectors;
+    while (lba < end) {
+      const pieceSectors = Math.min(end - lba, EXTENT_SECTORS_MAX);
+      this.insertExtent(lba, pieceSectors, obj, offset);
+      lba += pieceSectors;
+      offset += pieceSectors;
+    }
+  }
+
+  /** Inserts [lba, lba+sectors), which must be unmapped, merging it with contiguous neighbours when they fit. */
+  private insertExtent(lba: number, sectors: number, obj: number, offset: number): void {
+    this.noteSectors(sectors);
+    if (this.chunkCount === 0) {
+      this.insertChunks(0, 1);
+      setExtent(this.chunks[0]!, 0, lba, sectors, obj, offset);
+      this.counts[0] = 1;
+      this.firstLbas[0] = lba;
+      this.extents += 1;
+      return;
+    }
+    this.seek(lba);
+    const chunk = this.seekChunk;
+    const index = this.seekIndex;
+    const words = this.chunks[chunk]!;
+    const end = lba + sectors;
+    let mergedSectors = -1;
+    if (index >= 0) {
+      const base = index << 2;
+      const previousSectors = extentSectors(words, index);
+      if (
+        extentStart(words, index) + previousSectors === lba &&
+        words[base + 2] === obj &&
+        words[base + 3]! + previousSectors === offset &&
+        previousSectors + sectors <= EXTENT_SECTORS_MAX
+      ) {
+        mergedSectors = previousSectors + sectors;
+        setExtentSectors(words, index, mergedSectors);
+        this.noteSectors(mergedSectors);
+      }
+    }
+    let nextChunk = chunk;
+    let nextIndex = index + 1;
+    if (nextIndex >= this.counts[chunk]!) {
+      nextChunk += 1;
+      nextIndex = 0;
+    }
+    if (nextChunk < this.chunkCount) {
+      const nextWords = this.chunks[nextChunk]!;
+      const nextBase = nextIndex << 2;
+      const nextSectors = extentSectors(nextWords, nextIndex);
+      if (extentStart(nextWords, nextIndex) === end && nextWords[nextBase + 2] === obj && nextWords[nextBase + 3] === offset + sectors) {
+        if (mergedSectors >= 0) {
+          if (mergedSectors + nextSectors <= EXTENT_SECTORS_MAX) {
+            setExtentSectors(words, index, mergedSectors + nextSectors);
+            this.noteSectors(mergedSectors + nextSectors);
+            this.removeExtent(nextChunk, nextIndex);
+          }
+        } else if (sectors + nextSectors <= EXTENT_SECTORS_MAX) {
+          setExtentStart(nextWords, nextIndex, lba);
+          setExtentSectors(nextWords, nextIndex, sectors + nextSectors);
+          nextWords[nextBase + 3] = offset;
+          this.noteSectors(sectors + nextSectors);
+          if (nextIndex === 0) this.firstLbas[nextChunk] = lba;
+          return;
+        }
+      }
+    }
+    if (mergedSectors >= 0) return;
+    this.insertAt(chunk, index + 1, lba, sectors, obj, offset);
+  }
+
+  /** Inserts an extent at position `index` of chunk (where it belongs in order), making room if the chunk is full. */
+  private insertAt(chunk: number, index: number, lba: number, sectors: number, obj: number, offset: number): void {
+    const count = this.counts[chunk]!;
+    const max = this.chunkExtentsMax;
+    if (count < max) {
+      const words = this.chunks[chunk]!;
+      if (index < count) words.copyWithin((index + 1) << 2, index << 2, count << 2);
+      setExtent(words, index, lba, sectors, obj, offset);
+      this.counts[chunk] = count + 1;
+      if (index === 0) this.firstLbas[chunk] = lba;
+      this.extents += 1;
+      return;
+    }
+    if (index === count) {
+      // Appending to a full chunk: use the next chunk's front if it has room, else start a new chunk, which keeps
+      // this one full (sorted loads fill chunks completely instead of leaving halves behind).
+      if (chunk + 1 < this.chunkCount && this.counts[chunk + 1]! < max) {
+        this.insertAt(chunk + 1, 0, lba, sectors, obj, offset);
+      } else {
+        this.insertChunks(chunk + 1, 1);
+        this.insertAt(chunk + 1, 0, lba, sectors, obj, offset);
+      }
+      return;
+    }
+    // Full, inserting inside: lend to a neighbour with room for at least two (so both keep room), else split.
+    if (chunk + 1 < this.chunkCount && this.counts[chunk + 1]! <= max - 2) {
+      this.moveTailToNext(chunk, Math.ceil((max - this.counts[chunk + 1]!) / 2));
+    } else if (chunk > 0 && this.counts[chunk - 1]! <= max - 2) {
+      this.moveHeadToPrevious(chunk, Math.ceil((max - this.counts[chunk - 1]!) / 2));
+    } else {
+      this.insertChunks(chunk + 1, 1);
+      this.moveTailToNext(chunk, count >>> 1);
+    }
+    // The extent now belongs in a chunk with room; find it again.
+    this.seek(lba);
+    const target = this.seekChunk;
+    assert(this.counts[target]! < max, "extent map: insert target has room after rebalancing");
+    this.insertAt(target, this.seekIndex + 1, lba, sectors, obj, offset);
+  }
+
+  // ---- chunk moves ----
+
+  /** Moves the last `moved` extents of chunk to the front of chunk+1. */
+  private moveTailToNext(chunk: number, moved: number): void {
+    const source = this.chunks[chunk]!;
+    const target = this.chunks[chunk + 1]!;
+    const sourceCount = this.counts[chunk]!;
+    const targetCount = this.counts[chunk + 1]!;
+    assert(moved >= 1 && moved < sourceCount && targetCount + moved <= this.chunkExtentsMax, "extent map: tail move");
+    target.copyWithin(moved << 2, 0, targetCount << 2);
+    const from = (sourceCount - moved) << 2;
+    const words = moved << 2;
+    for (let word = 0; word < words; word += 1) target[word] = source[from + word]!;
+    this.counts[chunk] = sourceCount - moved;
+    this.counts[chunk + 1] = targetCount + moved;
+    this.firstLbas[chunk + 1] = extentStart(target, 0);
+  }
+
+  /** Moves the first `moved` extents of chunk to the end of chunk-1 (all of them when merging). */
+  private moveHeadToPrevious(chunk: number, moved: number): void {
+    const source = this.chunks[chunk]!;
+    const target = this.chunks[chunk - 1]!;
+    const sourceCount = this.counts[chunk]!;
+    const targetCount = this.counts[chunk - 1]!;
+    assert(moved >= 1 && moved <= sourceCount && targetCount + moved <= this.chunkExtentsMax, "extent map: head move");
+    const to = targetCount << 2;
+    const words = moved << 2;
+    for (let word = 0; word < words; word += 1) target[to + word] = source[word]!;
+    source.copyWithin(0, words, sourceCount << 2);
+    this.counts[chunk] = sourceCount - moved;
+    this.counts[chunk - 1] = targetCount + moved;
+    if (sourceCount > moved) this.firstLbas[chunk] = extentStart(source, 0);
+  }
+
+  /** Inserts `inserted` empty chunks at position `at`; the caller fills them before the next public call returns. */
+  private insertChunks(at: number, inserted: number): void {
+    const needed = this.chunkCount + inserted;
+    if (needed > this.counts.length) {
+      const capacity = Math.max(needed, this.counts.length * 2);
+      const counts = new Uint32Array(capacity);
+      counts.set(this.counts.subarray(0, this.chunkCount));
+      const firstLbas = new Float64Array(capacity);
+      firstLbas.set(this.firstLbas.subarray(0, this.chunkCount));
+      this.counts = counts;
+      this.firstLbas = firstLbas;
+    }
+    this.counts.copyWithin(at + inserted, at, this.chunkCount);
+    this.firstLbas.copyWithin(at + inserted, at, this.chunkCount);
+    for (let i = 0; i < inserted; i += 1) {
+      this.chunks.splice(at + i, 0, this.spares.pop() ?? new Uint32Array(this.chunkWords));
+      this.counts[at + i] = 0;
+      this.firstLbas[at + i] = 0;
+    }
+    this.chunkCount = needed;
+  }
+
+  /** Removes `removed` chunks at position `at` (their extents must already be gone or moved). */
+  private removeChunks(at: number, removed: number): void {
+    const dropped = this.chunks.splice(at, removed);
+    for (const words of dropped) {
+      if (this.spares.length < CHUNK_SPARES_MAX) this.spares.push(words);
+    }
+    this.counts.copyWithin(at, at + removed, this.chunkCount);
+    this.firstLbas.copyWithin(at, at + removed, this.chunkCount);
+    this.chunkCount -= removed;
+  }
+}

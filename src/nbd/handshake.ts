@@ -1,0 +1,332 @@
+// NBD fixed newstyle negotiation (server side): greeting, client flags, then option haggling until GO or
+// EXPORT_NAME starts the transmission phase, ABORT ends the session, or the client misbehaves.
+// Spec: NetworkBlockDevice/nbd doc/proto.md, "Fixed newstyle negotiation", "Option types", "Metadata querying"
+// (cf. nbdkit server/protocol-handshake-newstyle.c). No sockets here: bytes come in through feed(), replies go out
+// through the `send` callback, so the whole negotiation is testable without a network.
+//
+// Options served: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT, SET_META_CONTEXT
+// (`base:allocation` only). Every other option (STARTTLS, EXTENDED_HEADERS, unknown numbers) gets ERR_UNSUP and
+// haggling goes on: its payload is skipped thanks to the length in the option header.
+
+import { NBD_HANDSHAKE_OPTIONS_MAX, NBD_OPTION_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../constants.ts";
+import { CorruptionError, assert } from "../errors.ts";
+import {
+  NBD_CLIENT_FLAGS_BYTES,
+  NBD_CLIENT_FLAGS_KNOWN,
+  NBD_FLAG_CAN_MULTI_CONN,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_FIXED_NEWSTYLE,
+  NBD_FLAG_HAS_FLAGS,
+  NBD_FLAG_NO_ZEROES,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_CACHE,
+  NBD_FLAG_SEND_DF,
+  NBD_FLAG_SEND_FAST_ZERO,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_INFO_BLOCK_SIZE,
+  NBD_INFO_DESCRIPTION,
+  NBD_INFO_NAME,
+  NBD_META_CONTEXT_BASE_ALLOCATION,
+  NBD_META_CONTEXT_BASE_ALLOCATION_ID,
+  NBD_OPTION_HEADER_BYTES,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_OPT_LIST_META_CONTEXT,
+  NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REP_INFO,
+  NBD_REP_META_CONTEXT,
+  NBD_REP_SERVER,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  decodeOptionHeader,
+  decodeString,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeInfoString,
+  encodeOptionReply,
+  encodeRepMetaContext,
+  encodeRepServer,
+  encodeString,
+  readU32,
+} from "./wire.ts";
+
+/** What the server exports (one export; the empty name also selects it, as the spec's "default" export). */
+export interface ExportInfo {
+  name: string;
+  description: string;
+  sizeBytes: number;
+  readOnly: boolean;
+  blockSizeMinBytes: number;
+  blockSizePreferredBytes: number;
+}
+
+/** What the client and server agreed on; the transmission phase (session.ts) runs by it. */
+export interface Negotiated {
+  structuredReplies: boolean;
+  /** base:allocation was selected with SET_META_CONTEXT: BLOCK_STATUS is allowed. */
+  baseAllocation: boolean;
+  transmissionFlags: number;
+}
+
+export type HandshakeResult =
+  | { kind: "continue" }
+  /** Hang up: an ABORT (after its ACK), or a client that broke a MUST; `reason` is for the log. */
+  | { kind: "close"; reason: string }
+  /** Negotiation finished; `leftover` is what the client sent after it (already the transmission phase). */
+  | { kind: "transmission"; negotiated: Negotiated; leftover: Uint8Array };
+
+export function transmissionFlagsFor(exportInfo: ExportInfo, structuredReplies: boolean): number {
+  let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
+  // CAN_MULTI_CONN: BlockDevice.flush() covers writes acknowledged on every connection (see block_device.ts).
+  flags |= NBD_FLAG_CAN_MULTI_CONN;
+  if (exportInfo.readOnly) {
+    flags |= NBD_FLAG_READ_ONLY;
+  } else {
+    flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+  }
+  // The spec forbids SEND_DF unless structured replies were negotiated; READ always replies in one chunk anyway.
+  if (structuredReplies) flags |= NBD_FLAG_SEND_DF;
+  return flags;
+}
+
+type Phase = "clientFlags" | "options" | "done";
+
+/** One connection's negotiation. Call start() once, then feed() with every received chunk until not "continue". */
+export class Handshake {
+  private phase: Phase = "clientFlags";
+  /** Received bytes not yet parsed: at most one partial option, since complete ones are handled at once. */
+  private buffer: Uint8Array = new Uint8Array(0);
+  private noZeroes = false;
+  private structuredReplies = false;
+  private baseAllocation = false;
+  private optionCount = 0;
+
+  constructor(
+    private readonly exportInfo: ExportInfo,
+    private readonly send: (bytes: Uint8Array) => void,
+  ) {
+    assert(exportInfo.blockSizeMinBytes >= 512, "block size minimum is at least a sector");
+    assert(exportInfo.blockSizePreferredBytes >= exportInfo.blockSizeMinBytes, "preferred >= minimum");
+    assert(exportInfo.blockSizePreferredBytes <= NBD_REQUEST_BYTES_MAX, "preferred <= maximum");
+  }
+
+  start(): void {
+    this.send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+  }
+
+  feed(chunk: Uint8Array): HandshakeResult {
+    assert(this.phase !== "done", "no input after the handshake finished");
+    this.buffer = this.buffer.length === 0 ? chunk : concat(this.buffer, chunk);
+    let offset = 0;
+    if (this.phase === "clientFlags") {
+      if (this.buffer.length < NBD_CLIENT_FLAGS_BYTES) return { kind: "continue" };
+      const clientFlags = readU32(this.buffer, 0);
+      offset = NBD_CLIENT_FLAGS_BYTES;
+      if ((clientFlags & ~NBD_CLIENT_FLAGS_KNOWN) !== 0) {
+        return this.finish({ kind: "close", reason: `unknown client flags 0x${clientFlags.toString(16)}` });
+      }
+      this.noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+      this.phase = "options";
+    }
+    while (this.buffer.length - offset >= NBD_OPTION_HEADER_BYTES) {
+      let header;
+      try {
+        header = decodeOptionHeader(this.buffer, offset);
+      } catch (error) {
+        return this.finish({ kind: "close", reason: (error as Error).message });
+      }
+      if (header.length > NBD_OPTION_BYTES_MAX) {
+        return this.finish({ kind: "close", reason: `option ${header.option} payload of ${header.length} bytes` });
+      }
+      const end = offset + NBD_OPTION_HEADER_BYTES + header.length;
+      if (this.buffer.length < end) break;
+      this.optionCount++;
+      if (this.optionCount > NBD_HANDSHAKE_OPTIONS_MAX) {
+        return this.finish({ kind: "close", reason: `more than ${NBD_HANDSHAKE_OPTIONS_MAX} options` });
+      }
+      const data = this.buffer.subarray(offset + NBD_OPTION_HEADER_BYTES, end);
+      offset = end;
+      const result = this.handleOption(header.option, data);
+      if (result.kind === "close") return this.finish(result);
+      if (result.kind === "transmission") {
+        return this.finish({ ...result, leftover: this.buffer.subarray(offset) });
+      }
+    }
+    // Keep only the unparsed tail (copied, so a large chunk is not retained for a few bytes).
+    this.buffer = this.buffer.slice(offset);
+    return { kind: "continue" };
+  }
+
+  private finish(result: HandshakeResult): HandshakeResult {
+    this.phase = "done";
+    this.buffer = new Uint8Array(0);
+    return result;
+  }
+
+  private reply(option: number, replyType: number, data?: Uint8Array): void {
+    this.send(encodeOptionReply(option, replyType, data));
+  }
+
+  private replyError(option: number, replyType: number, message: string): void {
+    this.reply(option, replyType, encodeString(message));
+  }
+
+  /** The spec reserves the empty name for the default export, which is our only one. */
+  private isKnownExport(name: string): boolean {
+    return name === "" || name === this.exportInfo.name;
+  }
+
+  private handleOption(option: number, data: Uint8Array): HandshakeResult {
+    switch (option) {
+      case NBD_OPT_EXPORT_NAME:
+        return this.handleExportName(data);
+      case NBD_OPT_ABORT:
+        // The spec asks for an ACK; the client may already be gone, which the transport tolerates.
+        this.reply(option, NBD_REP_ACK);
+        return { kind: "close", reason: "client sent NBD_OPT_ABORT" };
+      case NBD_OPT_LIST:
+        if (data.length !== 0) {
+          this.replyError(option, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+        } else {
+          this.reply(option, NBD_REP_SERVER, encodeRepServer(this.exportInfo.name, this.exportInfo.description));
+          this.reply(option, NBD_REP_ACK);
+        }
+        return { kind: "continue" };
+      case NBD_OPT_INFO:
+      case NBD_OPT_GO:
+        return this.handleInfoOrGo(option, data);
+      case NBD_OPT_STRUCTURED_REPLY:
+        if (data.length !== 0) {
+          this.replyError(option, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+        } else if (this.structuredReplies) {
+          this.replyError(option, NBD_REP_ERR_INVALID, "structured replies already negotiated");
+        } else {
+          this.structuredReplies = true;
+          this.reply(option, NBD_REP_ACK);
+        }
+        return { kind: "continue" };
+      case NBD_OPT_LIST_META_CONTEXT:
+      case NBD_OPT_SET_META_CONTEXT:
+        this.handleMetaContext(option, data);
+        return { kind: "continue" };
+      default:
+        // STARTTLS (we run NOTLS), EXTENDED_HEADERS, and anything unknown: the payload was already skipped.
+        this.replyError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
+        return { kind: "continue" };
+    }
+  }
+
+  private handleExportName(data: Uint8Array): HandshakeResult {
+    let name: string;
+    try {
+      name = decodeString(data);
+    } catch (error) {
+      return { kind: "close", reason: (error as Error).message };
+    }
+    // EXPORT_NAME cannot return an error: the spec says terminate the session.
+    if (!this.isKnownExport(name)) return { kind: "close", reason: `unknown export name "${name}"` };
+    const negotiated = this.negotiated();
+    this.send(encodeExportNameReply(this.exportInfo.sizeBytes, negotiated.transmissionFlags, this.noZeroes));
+    return { kind: "transmission", negotiated, leftover: new Uint8Array(0) };
+  }
+
+  private handleInfoOrGo(option: number, data: Uint8Array): HandshakeResult {
+    let request;
+    try {
+      request = decodeInfoRequest(data);
+    } catch (error) {
+      assert(error instanceof CorruptionError, "decoders throw CorruptionError");
+      this.replyError(option, NBD_REP_ERR_INVALID, error.message);
+      return { kind: "continue" };
+    }
+    if (!this.isKnownExport(request.exportName)) {
+      this.replyError(option, NBD_REP_ERR_UNKNOWN, `unknown export name "${request.exportName}"`);
+      return { kind: "continue" };
+    }
+    const negotiated = this.negotiated();
+    const info = this.exportInfo;
+    this.reply(option, NBD_REP_INFO, encodeInfoExport(info.sizeBytes, negotiated.transmissionFlags));
+    if (request.infoTypes.includes(NBD_INFO_NAME)) {
+      this.reply(option, NBD_REP_INFO, encodeInfoString(NBD_INFO_NAME, info.name));
+    }
+    if (request.infoTypes.includes(NBD_INFO_DESCRIPTION) && info.description !== "") {
+      this.reply(option, NBD_REP_INFO, encodeInfoString(NBD_INFO_DESCRIPTION, info.description));
+    }
+    // Sent even when not asked for: clients use it to align (qemu does read-modify-write below the minimum).
+    this.reply(
+      option,
+      NBD_REP_INFO,
+      encodeInfoBlockSize(info.blockSizeMinBytes, info.blockSizePreferredBytes, NBD_REQUEST_BYTES_MAX),
+    );
+    this.reply(option, NBD_REP_ACK);
+    if (option === NBD_OPT_INFO) return { kind: "continue" };
+    return { kind: "transmission", negotiated, leftover: new Uint8Array(0) };
+  }
+
+  private handleMetaContext(option: number, data: Uint8Array): void {
+    if (!this.structuredReplies) {
+      this.replyError(option, NBD_REP_ERR_INVALID, "meta contexts need structured replies first");
+      return;
+    }
+    let request;
+    try {
+      request = decodeMetaContextRequest(data);
+    } catch (error) {
+      assert(error instanceof CorruptionError, "decoders throw CorruptionError");
+      this.replyError(option, NBD_REP_ERR_INVALID, error.message);
+      return;
+    }
+    if (!this.isKnownExport(request.exportName)) {
+      this.replyError(option, NBD_REP_ERR_UNKNOWN, `unknown export name "${request.exportName}"`);
+      return;
+    }
+    let selected: boolean;
+    if (option === NBD_OPT_LIST_META_CONTEXT) {
+      // LIST: no query lists everything; a bare namespace ("base:") lists that namespace. Ids are reserved (0).
+      selected =
+        request.queries.length === 0 ||
+        request.queries.some((query) => query === "base:" || query === NBD_META_CONTEXT_BASE_ALLOCATION);
+      if (selected) this.reply(option, NBD_REP_META_CONTEXT, encodeRepMetaContext(0, NBD_META_CONTEXT_BASE_ALLOCATION));
+    } else {
+      // SET replaces the previous selection; only an exact name selects a context.
+      selected = request.queries.includes(NBD_META_CONTEXT_BASE_ALLOCATION);
+      this.baseAllocation = selected;
+      if (selected) {
+        this.reply(
+          option,
+          NBD_REP_META_CONTEXT,
+          encodeRepMetaContext(NBD_META_CONTEXT_BASE_ALLOCATION_ID, NBD_META_CONTEXT_BASE_ALLOCATION),
+        );
+      }
+    }
+    this.reply(option, NBD_REP_ACK);
+  }
+
+  private negotiated(): Negotiated {
+    return {
+      structuredReplies: this.structuredReplies,
+      baseAllocation: this.baseAllocation,
+      transmissionFlags: transmissionFlagsFor(this.exportInfo, this.structuredReplies),
+    };
+  }
+}
+
+function concat(first: Uint8Array, second: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(first.length + second.length);
+  bytes.set(first, 0);
+  bytes.set(second, first.length);
+  return bytes;
+}

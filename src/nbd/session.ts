@@ -1,0 +1,721 @@
+// NBD transmission phase for one connection: parse requests straight from the received chunks, validate each
+// (magic, command, flags, range, length), call the BlockDevice, and send replies out of order as they complete.
+// Spec: NetworkBlockDevice/nbd doc/proto.md, "Transmission", "Request types", "Error values"
+// (cf. nbdkit server/protocol.c: validate_request, handle_request, nbd_errno). Errors become NBD errno here only.
+//
+// Hot path choices, and why:
+// - Headers are decoded in place from the chunk Bun hands us; only a header split across two chunks is copied.
+// - A WRITE payload that lies whole in one chunk goes to the device as a subarray view, no copy. Bun gives every
+//   `data` event a fresh buffer, and this session never writes into received memory, so THE DEVICE MAY KEEP THE
+//   BUFFER it is given (and must not modify it). A payload split across chunks is assembled in a new buffer that
+//   the device may keep too. (A kept view pins its whole chunk, up to a few hundred KiB.)
+// - Each connection has at most NBD_INFLIGHT_PER_CONNECTION_MAX request slots, made once with their completion
+//   callbacks bound: no closure per request. Reaching the limit (or too many unsent reply bytes) pauses the socket
+//   and keeps the unparsed rest; completions resume it.
+// - Replies are encoded into the OutputQueue batch, which writes once per event-loop turn.
+//
+// Bad input: a request the spec lets us answer (bad range, length, flags, unknown command) gets an error reply and
+// the connection goes on. A bad request magic or a WRITE payload above NBD_REQUEST_BYTES_MAX leaves no safe way to
+// find the next request: the connection is closed. Either way, device calls already made run to completion and
+// their replies are dropped.
+
+import {
+  NBD_BLOCK_STATUS_EXTENTS_MAX,
+  NBD_INFLIGHT_PER_CONNECTION_MAX,
+  NBD_OUTPUT_QUEUED_BYTES_MAX,
+  NBD_REQUEST_BYTES_MAX,
+  NBD_ZERO_WRITE_BYTES_MAX,
+} from "../constants.ts";
+import { LsvdError, assert } from "../errors.ts";
+import type { BlockDevice, BlockStatusExtent } from "./block_device.ts";
+import type { Negotiated } from "./handshake.ts";
+import type { OutputQueue, Transport } from "./output_queue.ts";
+import {
+  NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_CACHE,
+  NBD_CMD_DISC,
+  NBD_CMD_FLAGS_KNOWN,
+  NBD_CMD_FLAG_DF,
+  NBD_CMD_FLAG_FAST_ZERO,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLAG_NO_HOLE,
+  NBD_CMD_FLAG_REQ_ONE,
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_EINVAL,
+  NBD_EIO,
+  NBD_ENOSPC,
+  NBD_ENOTSUP,
+  NBD_EPERM,
+  NBD_META_CONTEXT_BASE_ALLOCATION_ID,
+  NBD_REPLY_FLAG_DONE,
+  NBD_REPLY_TYPE_BLOCK_STATUS,
+  NBD_REPLY_TYPE_ERROR,
+  NBD_REPLY_TYPE_OFFSET_DATA,
+  NBD_REQUEST_BYTES,
+  NBD_REQUEST_MAGIC,
+  NBD_SIMPLE_REPLY_BYTES,
+  NBD_STATE_HOLE,
+  NBD_STATE_ZERO,
+  NBD_STRUCTURED_REPLY_HEADER_BYTES,
+  encodeErrorChunkPayload,
+  readU16,
+  readU32,
+  readU64,
+  writeSimpleReply,
+  writeStructuredReplyHeader,
+  writeU32,
+  writeU64,
+} from "./wire.ts";
+
+/** Counters shared by all connections of a server (plain numbers: bumping them costs nothing). */
+export interface NbdStats {
+  connectionsAccepted: number;
+  connectionsRefused: number;
+  /** Connections closed because the client broke the protocol (bad magic, oversize payload, bad handshake). */
+  protocolErrors: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  trims: number;
+  writeZeroes: number;
+  blockStatuses: number;
+  caches: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** Requests answered with an error. */
+  errorReplies: number;
+}
+
+export function newNbdStats(): NbdStats {
+  return {
+    connectionsAccepted: 0,
+    connectionsRefused: 0,
+    protocolErrors: 0,
+    reads: 0,
+    writes: 0,
+    flushes: 0,
+    trims: 0,
+    writeZeroes: 0,
+    blockStatuses: 0,
+    caches: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    errorReplies: 0,
+  };
+}
+
+/** The one place lsvd errors become NBD errno values. */
+export function nbdErrnoFor(error: unknown): number {
+  if (error instanceof LsvdError) {
+    switch (error.kind) {
+      case "InvalidArgument":
+        return NBD_EINVAL;
+      case "NoSpace":
+        return NBD_ENOSPC;
+      case "NotSupported":
+        return NBD_ENOTSUP;
+      case "IO":
+        return NBD_EIO;
+      default:
+        return NBD_EIO;
+    }
+  }
+  return NBD_EIO;
+}
+
+/** Shared, never written: NO_HOLE zeroing writes it, and the device may keep it like any write payload. */
+let zeroBuffer: Uint8Array | null = null;
+
+/** One request in flight. Pooled per session; the bound callbacks are made once per slot, not per request. */
+class RequestSlot {
+  type = 0;
+  flags = 0;
+  cookieHigh = 0;
+  cookieLow = 0;
+  offset = 0;
+  length = 0;
+  /** WRITE payload (the device may keep it; the slot only drops its reference). */
+  payload: Uint8Array | null = null;
+  /** Set when validation failed: the reply is this errno once the payload (if any) is consumed. */
+  errno = 0;
+  errorMessage = "";
+
+  readonly onDone = (): void => this.session.completeOk(this);
+  readonly onData = (data: Uint8Array): void => this.session.completeRead(this, data);
+  readonly onExtents = (extents: BlockStatusExtent[]): void => this.session.completeBlockStatus(this, extents);
+  readonly onError = (error: unknown): void => this.session.completeError(this, error);
+
+  constructor(private readonly session: NbdSession) {}
+}
+
+export interface NbdSessionOptions {
+  device: BlockDevice;
+  negotiated: Negotiated;
+  transport: Transport;
+  /** The connection's queue (the handshake's replies may still be in it: they go out first). */
+  output: OutputQueue;
+  stats: NbdStats;
+  log: (line: string) => void;
+  /** Label for log lines (e.g. the peer address). */
+  name: string;
+  /** Called once, when the connection must be closed at once (protocol error). */
+  onProtocolError: (reason: string) => void;
+  /** Called once, after DISC or close(), when nothing is in flight and all replies are handed to the socket. */
+  onDrainedForEnd: () => void;
+  /** Called once, when the session is dead and no device call is in flight any more (nothing refers to it). */
+  onSettled: () => void;
+}
+
+type SessionState =
+  /** Reading and serving requests. */
+  | "open"
+  /** DISC received or server closing: no more parsing; finish in-flight requests, send replies, then end. */
+  | "ending"
+  /** The socket is gone (or must go): replies are dropped, in-flight calls only release their slots. */
+  | "dead";
+
+export class NbdSession {
+  private state: SessionState = "open";
+  private readonly device: BlockDevice;
+  private readonly sizeBytes: number;
+  private readonly readOnly: boolean;
+  private readonly structuredReplies: boolean;
+  private readonly baseAllocation: boolean;
+  private readonly output: OutputQueue;
+  private readonly stats: NbdStats;
+
+  private readonly freeSlots: RequestSlot[] = [];
+  private slotsMade = 0;
+  inflight = 0;
+
+  /** A request header split across chunks is gathered here. */
+  private readonly headerBuffer = new Uint8Array(NBD_REQUEST_BYTES);
+  private headerFilled = 0;
+  /** A WRITE whose payload spans chunks: the buffer being filled and how much of it is. */
+  private payloadSlot: RequestSlot | null = null;
+  private payloadFilled = 0;
+  /** Bytes of a rejected WRITE's payload still to skip; `discardSlot` gets its error reply after. */
+  private discardBytes = 0;
+  private discardSlot: RequestSlot | null = null;
+  /** Chunks (or their unparsed tails) received while reading was blocked; parsed in order later. */
+  private backlog: Uint8Array[] = [];
+  private paused = false;
+  /** parse() is running: a slot released synchronously inside it must not start a nested parse. */
+  private parsing = false;
+
+  constructor(private readonly options: NbdSessionOptions) {
+    this.device = options.device;
+    this.sizeBytes = options.device.sizeBytes;
+    this.readOnly = options.device.readOnly;
+    this.structuredReplies = options.negotiated.structuredReplies;
+    this.baseAllocation = options.negotiated.baseAllocation;
+    this.stats = options.stats;
+    this.output = options.output;
+    this.output.onDrained = () => this.onOutputDrained();
+    assert(Number.isSafeInteger(this.sizeBytes) && this.sizeBytes >= 0, "export size is a safe integer");
+  }
+
+  get isDead(): boolean {
+    return this.state === "dead";
+  }
+
+  /** Bytes from the socket. */
+  feed(chunk: Uint8Array): void {
+    if (this.state !== "open" || chunk.length === 0) return;
+    if (this.backlog.length > 0) {
+      this.backlog.push(chunk);
+      return;
+    }
+    const consumed = this.parse(chunk, 0);
+    if (consumed < chunk.length && this.state === "open") this.backlog.push(chunk.subarray(consumed));
+  }
+
+  /** Socket `drain`. */
+  onDrain(): void {
+    this.output.onDrain();
+  }
+
+  /** The socket closed (peer hung up, or we ended it): drop replies; in-flight calls just release their slots. */
+  onTransportClosed(): void {
+    this.kill();
+  }
+
+  /** Server shutdown: stop reading, let in-flight requests finish and their replies go out, then end. */
+  beginEnd(): void {
+    if (this.state !== "open") return;
+    this.state = "ending";
+    this.backlog = [];
+    this.pause();
+    this.dropPartialRequest();
+    this.maybeEnded();
+  }
+
+  /** True when nothing is in flight and every reply byte went to the socket. */
+  get isIdle(): boolean {
+    return this.inflight === 0 && this.output.isEmpty;
+  }
+
+  // ---- Receive path -----------------------------------------------------------------------------------------
+
+  /** Parses requests from `chunk[start..]`; returns how far it got (less than the end when reading is blocked). */
+  private parse(chunk: Uint8Array, start: number): number {
+    assert(!this.parsing, "parse is not re-entered");
+    this.parsing = true;
+    try {
+      return this.parseRequests(chunk, start);
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private parseRequests(chunk: Uint8Array, start: number): number {
+    let offset = start;
+    const end = chunk.length;
+    while (offset < end) {
+      if (this.state !== "open") return end;
+      if (this.payloadSlot !== null) {
+        const slot = this.payloadSlot;
+        const payload = slot.payload!;
+        const take = Math.min(payload.length - this.payloadFilled, end - offset);
+        payload.set(chunk.subarray(offset, offset + take), this.payloadFilled);
+        this.payloadFilled += take;
+        offset += take;
+        if (this.payloadFilled === payload.length) {
+          this.payloadSlot = null;
+          this.payloadFilled = 0;
+          this.dispatch(slot);
+        }
+        continue;
+      }
+      if (this.discardBytes > 0) {
+        const take = Math.min(this.discardBytes, end - offset);
+        this.discardBytes -= take;
+        offset += take;
+        if (this.discardBytes === 0) {
+          const slot = this.discardSlot!;
+          this.discardSlot = null;
+          this.replyError(slot, slot.errno, slot.errorMessage);
+        }
+        continue;
+      }
+      // A new request starts here: only take it if there is room for it.
+      if (this.readBlocked()) {
+        this.pause();
+        return offset;
+      }
+      let header: Uint8Array;
+      let at: number;
+      if (this.headerFilled > 0 || end - offset < NBD_REQUEST_BYTES) {
+        const take = Math.min(NBD_REQUEST_BYTES - this.headerFilled, end - offset);
+        this.headerBuffer.set(chunk.subarray(offset, offset + take), this.headerFilled);
+        this.headerFilled += take;
+        offset += take;
+        if (this.headerFilled < NBD_REQUEST_BYTES) return offset;
+        this.headerFilled = 0;
+        header = this.headerBuffer;
+        at = 0;
+      } else {
+        header = chunk;
+        at = offset;
+        offset += NBD_REQUEST_BYTES;
+      }
+      if (readU32(header, at) !== NBD_REQUEST_MAGIC) {
+        this.protocolError(`bad request magic 0x${readU32(header, at).toString(16)}`);
+        return end;
+      }
+      const type = readU16(header, at + 6);
+      const length = readU32(header, at + 24);
+      if (type === NBD_CMD_WRITE && length > NBD_REQUEST_BYTES_MAX) {
+        // Skipping up to 4 GiB of payload from a client that ignored the advertised maximum is not worth it.
+        this.protocolError(`WRITE payload of ${length} bytes is above ${NBD_REQUEST_BYTES_MAX}`);
+        return end;
+      }
+      const slot = this.acquireSlot();
+      slot.type = type;
+      slot.flags = readU16(header, at + 4);
+      slot.cookieHigh = readU32(header, at + 8);
+      slot.cookieLow = readU32(header, at + 12);
+      slot.offset = readU64(header, at + 16);
+      slot.length = length;
+      this.validate(slot);
+      if (type === NBD_CMD_DISC) {
+        this.releaseSlot(slot);
+        this.beginEnd();
+        return end;
+      }
+      if (type !== NBD_CMD_WRITE || length === 0) {
+        this.dispatch(slot);
+        continue;
+      }
+      if (slot.errno !== 0) {
+        this.discardBytes = length;
+        this.discardSlot = slot;
+        continue;
+      }
+      if (end - offset >= length) {
+        slot.payload = chunk.subarray(offset, offset + length);
+        offset += length;
+        this.dispatch(slot);
+      } else {
+        slot.payload = new Uint8Array(length);
+        this.payloadSlot = slot;
+        this.payloadFilled = 0;
+      }
+    }
+    return offset;
+  }
+
+  private readBlocked(): boolean {
+    return this.inflight >= NBD_INFLIGHT_PER_CONNECTION_MAX || this.output.queuedBytes >= NBD_OUTPUT_QUEUED_BYTES_MAX;
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.options.transport.pause();
+  }
+
+  /** A slot was released or the socket drained: parse the backlog and resume reading if there is room now. */
+  private unblock(): void {
+    if (this.state !== "open" || this.readBlocked()) return;
+    while (this.backlog.length > 0) {
+      const chunk = this.backlog[0]!;
+      const consumed = this.parse(chunk, 0);
+      if (this.state !== "open") return;
+      if (consumed < chunk.length) {
+        this.backlog[0] = chunk.subarray(consumed);
+        return;
+      }
+      this.backlog.shift();
+    }
+    if (this.paused) {
+      this.paused = false;
+      this.options.transport.resume();
+    }
+  }
+
+  /** Sets slot.errno (and a message) if the request must be refused; the order follows nbdkit's checks. */
+  private validate(slot: RequestSlot): void {
+    const { type, flags, offset, length } = slot;
+    slot.errno = 0;
+    if (type > NBD_CMD_BLOCK_STATUS) return this.refuse(slot, NBD_EINVAL, `unknown command ${type}`);
+    if ((flags & ~NBD_CMD_FLAGS_KNOWN) !== 0) return this.refuse(slot, NBD_EINVAL, `unknown flags 0x${flags.toString(16)}`);
+    // FUA is valid on every command (the spec: "existing clients are known to set this bit on other commands").
+    if ((flags & (NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO)) !== 0 && type !== NBD_CMD_WRITE_ZEROES) {
+      return this.refuse(slot, NBD_EINVAL, "NO_HOLE and FAST_ZERO apply to WRITE_ZEROES only");
+    }
+    if ((flags & NBD_CMD_FLAG_DF) !== 0 && (type !== NBD_CMD_READ || !this.structuredReplies)) {
+      return this.refuse(slot, NBD_EINVAL, "DF applies to READ with structured replies only");
+    }
+    if ((flags & NBD_CMD_FLAG_REQ_ONE) !== 0 && type !== NBD_CMD_BLOCK_STATUS) {
+      return this.refuse(slot, NBD_EINVAL, "REQ_ONE applies to BLOCK_STATUS only");
+    }
+    switch (type) {
+      case NBD_CMD_DISC:
+        return;
+      case NBD_CMD_FLUSH:
+        if (offset !== 0 || length !== 0) return this.refuse(slot, NBD_EINVAL, "FLUSH offset and length must be 0");
+        return;
+      case NBD_CMD_WRITE:
+      case NBD_CMD_TRIM:
+      case NBD_CMD_WRITE_ZEROES:
+        if (this.readOnly) return this.refuse(slot, NBD_EPERM, "the export is read-only");
+        break;
+      case NBD_CMD_BLOCK_STATUS:
+        if (!this.baseAllocation) return this.refuse(slot, NBD_EINVAL, "no meta context was negotiated");
+        break;
+    }
+    if (length === 0) return this.refuse(slot, NBD_EINVAL, "zero length");
+    if (type === NBD_CMD_READ && length > NBD_REQUEST_BYTES_MAX) {
+      return this.refuse(slot, NBD_EINVAL, `READ of ${length} bytes is above ${NBD_REQUEST_BYTES_MAX}`);
+    }
+    if (offset > this.sizeBytes || length > this.sizeBytes - offset) {
+      // The spec: ENOSPC for writes past the end, EINVAL for the rest.
+      const writes = type === NBD_CMD_WRITE || type === NBD_CMD_TRIM || type === NBD_CMD_WRITE_ZEROES;
+      return this.refuse(slot, writes ? NBD_ENOSPC : NBD_EINVAL, "request is past the end of the export");
+    }
+  }
+
+  private refuse(slot: RequestSlot, errno: number, message: string): void {
+    slot.errno = errno;
+    slot.errorMessage = message;
+  }
+
+  /** Calls the device for a validated request (or replies with its validation error). */
+  private dispatch(slot: RequestSlot): void {
+    if (slot.errno !== 0) {
+      this.replyError(slot, slot.errno, slot.errorMessage);
+      return;
+    }
+    const device = this.device;
+    const fua = (slot.flags & NBD_CMD_FLAG_FUA) !== 0;
+    try {
+      switch (slot.type) {
+        case NBD_CMD_READ:
+          this.stats.reads++;
+          device.read(slot.offset, slot.length).then(slot.onData, slot.onError);
+          return;
+        case NBD_CMD_WRITE:
+          this.stats.writes++;
+          this.stats.bytesWritten += slot.length;
+          device.write(slot.offset, slot.payload!, fua).then(slot.onDone, slot.onError);
+          return;
+        case NBD_CMD_FLUSH:
+          this.stats.flushes++;
+          device.flush().then(slot.onDone, slot.onError);
+          return;
+        case NBD_CMD_TRIM:
+          this.stats.trims++;
+          device.trim(slot.offset, slot.length, fua).then(slot.onDone, slot.onError);
+          return;
+        case NBD_CMD_WRITE_ZEROES:
+          this.stats.writeZeroes++;
+          if ((slot.flags & NBD_CMD_FLAG_NO_HOLE) === 0) {
+            // FAST_ZERO: BlockDevice.writeZeroes records zeroes without writing data, which is what "fast" means.
+            device.writeZeroes(slot.offset, slot.length, fua).then(slot.onDone, slot.onError);
+          } else if ((slot.flags & NBD_CMD_FLAG_FAST_ZERO) !== 0) {
+            // NO_HOLE means writing real zeroes, which is not faster than the client writing them itself.
+            this.replyError(slot, NBD_ENOTSUP, "zeroing without holes is not fast");
+          } else {
+            writeZeroesAllocated(device, slot.offset, slot.length, fua).then(slot.onDone, slot.onError);
+          }
+          return;
+        case NBD_CMD_CACHE:
+          this.stats.caches++;
+          device.cache(slot.offset, slot.length).then(slot.onDone, slot.onError);
+          return;
+        case NBD_CMD_BLOCK_STATUS:
+          this.stats.blockStatuses++;
+          device.blockStatus(slot.offset, slot.length).then(slot.onExtents, slot.onError);
+          return;
+      }
+    } catch (error) {
+      // A device that throws instead of rejecting still gets a reply, not a broken connection.
+      this.completeError(slot, error);
+      return;
+    }
+    assert(false, `validated command ${slot.type} is dispatched`);
+  }
+
+  // ---- Completions and replies ------------------------------------------------------------------------------
+
+  completeOk(slot: RequestSlot): void {
+    if (this.state !== "dead") {
+      const at = this.output.reserve(NBD_SIMPLE_REPLY_BYTES);
+      writeSimpleReply(this.output.staging, at, 0, slot.cookieHigh, slot.cookieLow);
+    }
+    this.releaseSlot(slot);
+  }
+
+  completeRead(slot: RequestSlot, data: Uint8Array): void {
+    if (data.length !== slot.length) {
+      this.completeError(slot, new Error(`device read returned ${data.length} bytes, not ${slot.length}`));
+      return;
+    }
+    if (this.state !== "dead") {
+      this.stats.bytesRead += data.length;
+      const output = this.output;
+      if (this.structuredReplies) {
+        // One OFFSET_DATA chunk marked DONE: the data is complete before the header goes out, and DF is satisfied.
+        const at = output.reserve(NBD_STRUCTURED_REPLY_HEADER_BYTES + 8);
+        writeStructuredReplyHeader(
+          output.staging,
+          at,
+          NBD_REPLY_FLAG_DONE,
+          NBD_REPLY_TYPE_OFFSET_DATA,
+          slot.cookieHigh,
+          slot.cookieLow,
+          8 + data.length,
+        );
+        writeU64(output.staging, at + NBD_STRUCTURED_REPLY_HEADER_BYTES, slot.offset);
+      } else {
+        const at = output.reserve(NBD_SIMPLE_REPLY_BYTES);
+        writeSimpleReply(output.staging, at, 0, slot.cookieHigh, slot.cookieLow);
+      }
+      output.appendPayload(data);
+    }
+    this.releaseSlot(slot);
+  }
+
+  completeBlockStatus(slot: RequestSlot, extents: BlockStatusExtent[]): void {
+    if (this.state !== "dead") {
+      // Descriptors must be non-empty, stay within the request, and SHOULD differ from their neighbour: clamp and
+      // merge what the device returned; REQ_ONE keeps only the first.
+      const limit = (slot.flags & NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : NBD_BLOCK_STATUS_EXTENTS_MAX;
+      const lengths: number[] = [];
+      const states: number[] = [];
+      let remaining = slot.length;
+      for (const extent of extents) {
+        if (remaining === 0) break;
+        const length = Math.min(extent.length, remaining);
+        if (!(length > 0)) break;
+        const state = (extent.hole ? NBD_STATE_HOLE : 0) | (extent.zero ? NBD_STATE_ZERO : 0);
+        if (states.length > 0 && states[states.length - 1] === state) {
+          lengths[lengths.length - 1]! += length;
+        } else {
+          if (states.length === limit) break;
+          lengths.push(length);
+          states.push(state);
+        }
+        remaining -= length;
+      }
+      if (lengths.length === 0) {
+        this.completeError(slot, new Error("device block status returned no extent"));
+        return;
+      }
+      const payloadBytes = 4 + 8 * lengths.length;
+      const output = this.output;
+      const at = output.reserve(NBD_STRUCTURED_REPLY_HEADER_BYTES + payloadBytes);
+      const staging = output.staging;
+      writeStructuredReplyHeader(
+        staging,
+        at,
+        NBD_REPLY_FLAG_DONE,
+        NBD_REPLY_TYPE_BLOCK_STATUS,
+        slot.cookieHigh,
+        slot.cookieLow,
+        payloadBytes,
+      );
+      let position = at + NBD_STRUCTURED_REPLY_HEADER_BYTES;
+      writeU32(staging, position, NBD_META_CONTEXT_BASE_ALLOCATION_ID);
+      position += 4;
+      for (let index = 0; index < lengths.length; index++) {
+        writeU32(staging, position, lengths[index]!);
+        writeU32(staging, position + 4, states[index]!);
+        position += 8;
+      }
+    }
+    this.releaseSlot(slot);
+  }
+
+  completeError(slot: RequestSlot, error: unknown): void {
+    const errno = nbdErrnoFor(error);
+    const message = error instanceof Error ? error.message : String(error);
+    if (!(error instanceof LsvdError)) {
+      this.options.log(`nbd ${this.options.name}: command ${slot.type} failed: ${message}`);
+    }
+    this.replyError(slot, errno, message);
+  }
+
+  /** Error reply: a structured ERROR chunk (with a message) when negotiated, since READ must not get a simple one. */
+  private replyError(slot: RequestSlot, errno: number, message: string): void {
+    assert(errno !== 0, "an error reply carries an error");
+    if (this.state !== "dead") {
+      this.stats.errorReplies++;
+      const output = this.output;
+      if (this.structuredReplies) {
+        const payload = encodeErrorChunkPayload(errno, message);
+        const at = output.reserve(NBD_STRUCTURED_REPLY_HEADER_BYTES);
+        writeStructuredReplyHeader(
+          output.staging,
+          at,
+          NBD_REPLY_FLAG_DONE,
+          NBD_REPLY_TYPE_ERROR,
+          slot.cookieHigh,
+          slot.cookieLow,
+          payload.length,
+        );
+        output.appendPayload(payload);
+      } else {
+        const at = output.reserve(NBD_SIMPLE_REPLY_BYTES);
+        writeSimpleReply(output.staging, at, errno, slot.cookieHigh, slot.cookieLow);
+      }
+    }
+    this.releaseSlot(slot);
+  }
+
+  // ---- Slots and lifecycle ----------------------------------------------------------------------------------
+
+  private acquireSlot(): RequestSlot {
+    assert(this.inflight < NBD_INFLIGHT_PER_CONNECTION_MAX, "a slot is free when a request is parsed");
+    this.inflight++;
+    const slot = this.freeSlots.pop();
+    if (slot !== undefined) return slot;
+    this.slotsMade++;
+    assert(this.slotsMade <= NBD_INFLIGHT_PER_CONNECTION_MAX, "slots are bounded");
+    return new RequestSlot(this);
+  }
+
+  private releaseSlot(slot: RequestSlot): void {
+    assert(this.inflight > 0, "released slot was in flight");
+    slot.payload = null;
+    slot.errorMessage = "";
+    this.inflight--;
+    this.freeSlots.push(slot);
+    if (this.state === "open") {
+      if (this.paused && !this.parsing) this.unblock();
+    } else {
+      this.maybeEnded();
+      this.maybeSettled();
+    }
+  }
+
+  private settled = false;
+  get isSettled(): boolean {
+    return this.settled;
+  }
+
+  private maybeSettled(): void {
+    if (this.state !== "dead" || this.inflight > 0 || this.settled) return;
+    this.settled = true;
+    this.options.onSettled();
+  }
+
+  private maybeEnded(): void {
+    if (this.state !== "ending" || this.inflight > 0) return;
+    // Replies still queued go out first; if the socket is full, the drain callback brings us back here.
+    this.output.flush();
+    if (!this.output.isEmpty) return;
+    this.state = "dead";
+    this.options.onDrainedForEnd();
+    this.maybeSettled();
+  }
+
+  /** The OutputQueue emptied after a partial write. */
+  private onOutputDrained(): void {
+    if (this.state === "open") this.unblock();
+    else this.maybeEnded();
+  }
+
+  private protocolError(reason: string): void {
+    this.stats.protocolErrors++;
+    this.options.log(`nbd ${this.options.name}: closing connection: ${reason}`);
+    this.kill();
+    this.options.onProtocolError(reason);
+  }
+
+  private kill(): void {
+    if (this.state === "dead") return;
+    this.state = "dead";
+    this.backlog = [];
+    this.output.close();
+    this.dropPartialRequest();
+    this.maybeSettled();
+  }
+
+  /** A WRITE still receiving (or skipping) its payload will never be dispatched: free its slot. */
+  private dropPartialRequest(): void {
+    const slots = [this.payloadSlot, this.discardSlot];
+    this.payloadSlot = null;
+    this.discardSlot = null;
+    this.payloadFilled = 0;
+    this.discardBytes = 0;
+    this.headerFilled = 0;
+    for (const slot of slots) if (slot !== null) this.releaseSlot(slot);
+  }
+}
+
+/** WRITE_ZEROES with NO_HOLE: real zero writes (allocated), in bounded pieces, one at a time. */
+async function writeZeroesAllocated(device: BlockDevice, offset: number, length: number, fua: boolean): Promise<void> {
+  zeroBuffer ??= new Uint8Array(NBD_ZERO_WRITE_BYTES_MAX);
+  let done = 0;
+  while (done < length) {
+    const pieceBytes = Math.min(NBD_ZERO_WRITE_BYTES_MAX, length - done);
+    await device.write(offset + done, zeroBuffer.subarray(0, pieceBytes), fua);
+    done += pieceBytes;
+  }
+}

@@ -1,0 +1,45 @@
+// Per-object facts the volume keeps in memory: header size (to turn map offsets into byte offsets) and live sectors
+// (for garbage collection and checkpoints). Map offsets count from the start of an object's data area.
+
+import { assert } from "../errors.ts";
+
+export const ObjectKind = { Data: 2, Checkpoint: 3 } as const;
+
+export interface ObjectInfo {
+  kind: number;
+  hdrSectors: number;
+  dataSectors: number;
+  liveSectors: number;
+}
+
+export class ObjectTable {
+  private readonly objects = new Map<number, ObjectInfo>();
+
+  add(seq: number, info: ObjectInfo): void {
+    assert(!this.objects.has(seq), `object ${seq} added twice`);
+    this.objects.set(seq, info);
+  }
+
+  get(seq: number): ObjectInfo | undefined {
+    return this.objects.get(seq);
+  }
+
+  delete(seq: number): void {
+    this.objects.delete(seq);
+  }
+
+  /** Called by the extent map for every mapped piece that a write or trim displaces. */
+  readonly displaced = (seq: number, sectors: number): void => {
+    const info = this.objects.get(seq);
+    if (info) info.liveSectors -= sectors;
+  };
+
+  get count(): number {
+    return this.objects.size;
+  }
+
+  /** Objects in ascending seq order. */
+  entries(): Array<[number, ObjectInfo]> {
+    return [...this.objects.entries()].sort((a, b) => a[0] - b[0]);
+  }
+}

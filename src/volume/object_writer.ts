@@ -1,0 +1,100 @@
+// Puts sealed objects to the backend with a bounded number in flight, and reports them durable strictly in seq
+// order: the backend is a log, and the volume may only rely on (release journal space for, checkpoint over) a
+// prefix of it. Out-of-order completions wait for their predecessors.
+//
+// A put is never abandoned: the store below retries transient errors; an error it gives up on is logged and the put
+// is tried again after a pause, because skipping a seq would leave a gap that ends the log at recovery. Meanwhile
+// writes keep going into the journal until it is full, then wait (docs/architecture.md, "Back-pressure").
+
+import { assert } from "../errors.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import { objectName } from "../format/object_name.ts";
+import type { Clock } from "./clock.ts";
+
+const PERMANENT_ERROR_RETRY_DELAY_MS = 5000;
+
+export class ObjectWriter {
+  private inFlight = 0;
+  private slotWaiters: Array<() => void> = [];
+  private readonly completed = new Set<number>();
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+  /** Every seq <= durableSeq is in the backend. */
+  durableSeq: number;
+  puts = 0;
+  putBytes = 0;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly prefix: string,
+    private readonly inFlightMax: number,
+    private readonly clock: Clock,
+    private readonly log: (line: string) => void,
+    private readonly onDurable: (seq: number) => void,
+    durableSeq: number,
+  ) {
+    this.durableSeq = durableSeq;
+  }
+
+  /** Resolves when a put slot is free. The caller then calls start() in the same tick. */
+  async waitForSlot(): Promise<void> {
+    while (this.inFlight >= this.inFlightMax) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+  }
+
+  get hasSlot(): boolean {
+    return this.inFlight < this.inFlightMax;
+  }
+
+  /** Starts the put of object seq; its durability is reported through onDurable. */
+  start(seq: number, bytes: Uint8Array): void {
+    assert(this.inFlight < this.inFlightMax, "put slot available");
+    assert(seq > this.durableSeq && !this.completed.has(seq), `object ${seq} put twice`);
+    this.inFlight += 1;
+    void this.putUntilDone(seq, bytes);
+  }
+
+  private async putUntilDone(seq: number, bytes: Uint8Array): Promise<void> {
+    const name = objectName(this.prefix, seq);
+    for (;;) {
+      try {
+        await this.store.put(name, bytes);
+        break;
+      } catch (error) {
+        if (this.closed) return;
+        this.log(`error: put of ${name} failed, retrying in ${PERMANENT_ERROR_RETRY_DELAY_MS} ms: ${String(error)}`);
+        await this.clock.sleep(PERMANENT_ERROR_RETRY_DELAY_MS);
+      }
+    }
+    this.puts += 1;
+    this.putBytes += bytes.byteLength;
+    this.inFlight -= 1;
+    this.completed.add(seq);
+    while (this.completed.has(this.durableSeq + 1)) {
+      this.durableSeq += 1;
+      this.completed.delete(this.durableSeq);
+      this.onDurable(this.durableSeq);
+    }
+    const waiter = this.slotWaiters.shift();
+    if (waiter) waiter();
+    if (this.inFlight === 0) {
+      const idle = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const wake of idle) wake();
+    }
+  }
+
+  /** Resolves when no put is in flight. */
+  async waitIdle(): Promise<void> {
+    if (this.inFlight === 0) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  get putsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /** Stops retrying (the process is going down without a clean shutdown). */
+  abandon(): void {
+    this.closed = true;
+  }
+}

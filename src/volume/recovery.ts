@@ -1,0 +1,215 @@
+// Rebuilds the volume's state from the backend: newest valid checkpoint, then roll forward through the DATA objects
+// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery").
+//
+// Backend decision table (per object seq after the checkpoint):
+//   object missing                         -> gap: the log ends here
+//   header or data CRC bad, wrong volume   -> treated as missing (never trusted): the log ends here
+//   CKPT object                            -> counts as present (its content is already in what we rolled forward)
+//   DATA object                            -> applied: trims and extents in their recorded order
+// Objects beyond the gap are deleted (when asked) so that a later recovery cannot resurrect them: the log after a
+// gap is not a prefix of the write history.
+
+import { NIL as NIL_UUID } from "uuid";
+import { CorruptionError, NotFoundError } from "../errors.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } from "../format/checkpoint_object.ts";
+import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
+import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
+import { objectName, parseObjectName } from "../format/object_name.ts";
+import { decodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { ExtentMap } from "../map/extent_map.ts";
+import { SECTOR_BYTES } from "../constants.ts";
+import { ObjectKind, ObjectTable } from "./object_table.ts";
+
+export interface BackendState {
+  superblock: SuperblockObject;
+  map: ExtentMap;
+  objects: ObjectTable;
+  /** The first seq not in the log: the next object gets this number. */
+  nextSeq: number;
+  /** Seq of the checkpoint recovery started from (0: none). */
+  checkpointSeq: number;
+  /** The cache that wrote the newest object of the log, and the newest journal record that object holds. */
+  writerCacheUuid: string;
+  writerCacheSeqLast: number;
+  /** Objects rolled forward after the checkpoint. */
+  rolledForward: number;
+  /** Objects found beyond the gap (and deleted if deleteBeyondGap). */
+  beyondGap: number[];
+  /** What recovery decided, one line each, for the log. */
+  notes: string[];
+}
+
+export interface RecoveryOptions {
+  deleteBeyondGap: boolean;
+  /** Verify each rolled-forward object's data CRC (reads whole objects). */
+  verifyData: boolean;
+}
+
+export async function readSuperblock(store: ObjectStore, prefix: string): Promise<SuperblockObject> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await store.get(prefix);
+  } catch (error) {
+    if (error instanceof NotFoundError) throw new NotFoundError(`No volume at ${store.description}/${prefix}: superblock object '${prefix}' is missing`);
+    throw error;
+  }
+  try {
+    return decodeSuperblock(bytes);
+  } catch (error) {
+    if (error instanceof CorruptionError) throw new CorruptionError(`Cannot read superblock '${prefix}': ${error.message}`);
+    throw error;
+  }
+}
+
+export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
+  const superblock = await readSuperblock(store, prefix);
+  const notes: string[] = [];
+  const map = new ExtentMap();
+  const objects = new ObjectTable();
+  let checkpoint: CheckpointObject | null = null;
+  for (const seq of [...superblock.checkpoints].reverse()) {
+    checkpoint = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
+    if (checkpoint) break;
+  }
+  let writerCacheUuid: string = NIL_UUID;
+  let writerCacheSeqLast = 0;
+  if (checkpoint) {
+    for (const info of checkpoint.objects) {
+      objects.add(info.seq, {
+        kind: ObjectKind.Data,
+        hdrSectors: info.hdrSectors,
+        dataSectors: info.dataSectors,
+        liveSectors: info.liveSectors,
+      });
+    }
+    const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
+    const entryCount = checkpoint.mapEntries.byteLength / 16;
+    for (let index = 0; index < entryCount; index++) {
+      const entry = unpackCheckpointMapEntry(view, index);
+      const info = objects.get(entry.obj);
+      if (!info || entry.offsetSectors < info.hdrSectors) {
+        throw new CorruptionError(`Checkpoint ${objectName(prefix, checkpoint.seq)}: map entry ${index} names object ${entry.obj} it does not list`);
+      }
+      map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors - info.hdrSectors);
+    }
+    writerCacheUuid = checkpoint.cacheUuid;
+    writerCacheSeqLast = checkpoint.cacheSeqLast;
+    notes.push(`checkpoint ${objectName(prefix, checkpoint.seq)}: ${entryCount} extents, ${checkpoint.objects.length} objects`);
+  }
+  const checkpointSeq = checkpoint?.seq ?? 0;
+  if (checkpoint) objects.add(checkpointSeq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+
+  let seq = checkpointSeq + 1;
+  let rolledForward = 0;
+  for (;; seq++) {
+    const name = objectName(prefix, seq);
+    let bytes: Uint8Array;
+    try {
+      bytes = await store.get(name);
+    } catch (error) {
+      if (error instanceof NotFoundError) break;
+      throw error;
+    }
+    const applied = applyObject(bytes, seq, superblock.volUuid, options.verifyData, map, objects, notes, name);
+    if (!applied) break;
+    if (applied.kind === ObjectKind.Data) {
+      writerCacheUuid = applied.cacheUuid;
+      writerCacheSeqLast = applied.cacheSeqLast;
+    }
+    rolledForward += 1;
+  }
+  const nextSeq = seq;
+
+  const beyondGap: number[] = [];
+  for (const name of await store.list(`${prefix}.`)) {
+    const found = parseObjectName(prefix, name);
+    if (found !== null && found >= nextSeq) beyondGap.push(found);
+  }
+  if (beyondGap.length > 0) {
+    notes.push(`log ends at ${objectName(prefix, nextSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it ${options.deleteBeyondGap ? "deleted" : "left in place"}`);
+    if (options.deleteBeyondGap) {
+      // Newest first, so that a crash part way leaves a shorter tail beyond the gap, never a new gap-free run.
+      for (const found of [...beyondGap].sort((a, b) => b - a)) await store.delete(objectName(prefix, found));
+    }
+  }
+  return {
+    superblock,
+    map,
+    objects,
+    nextSeq,
+    checkpointSeq,
+    writerCacheUuid,
+    writerCacheSeqLast,
+    rolledForward,
+    beyondGap,
+    notes,
+  };
+}
+
+async function loadCheckpoint(
+  store: ObjectStore,
+  prefix: string,
+  seq: number,
+  volUuid: string,
+  notes: string[],
+): Promise<CheckpointObject | null> {
+  const name = objectName(prefix, seq);
+  try {
+    const checkpoint = decodeCheckpoint(await store.get(name));
+    if (checkpoint.seq !== seq || checkpoint.volUuid !== volUuid) throw new CorruptionError("seq or volume UUID does not match its name");
+    return checkpoint;
+  } catch (error) {
+    if (error instanceof NotFoundError || error instanceof CorruptionError) {
+      notes.push(`checkpoint ${name} unusable (${error.message}); trying an older one`);
+      return null;
+    }
+    throw error;
+  }
+}
+
+function applyObject(
+  bytes: Uint8Array,
+  seq: number,
+  volUuid: string,
+  verifyData: boolean,
+  map: ExtentMap,
+  objects: ObjectTable,
+  notes: string[],
+  name: string,
+): { kind: number; cacheUuid: string; cacheSeqLast: number } | null {
+  try {
+    const common = decodeCommonHeader(bytes);
+    if (common.seq !== seq || common.volUuid !== volUuid) throw new CorruptionError("seq or volume UUID does not match its name");
+    if (common.type === ObjectType.Checkpoint) {
+      decodeCheckpoint(bytes);
+      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: common.hdrSectors, dataSectors: common.dataSectors, liveSectors: 0 });
+      return { kind: ObjectKind.Checkpoint, cacheUuid: NIL_UUID, cacheSeqLast: 0 };
+    }
+    if (common.type !== ObjectType.Data) throw new CorruptionError(`unexpected object type ${common.type}`);
+    const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
+    const dataArea = bytes.subarray(header.hdrSectors * SECTOR_BYTES);
+    if (dataArea.byteLength < header.dataSectors * SECTOR_BYTES) throw new CorruptionError("object shorter than its header says");
+    if (verifyData) verifyDataArea(header, dataArea.subarray(0, header.dataSectors * SECTOR_BYTES));
+    objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors, liveSectors: header.dataSectors });
+    let trimIndex = 0;
+    let offset = 0;
+    const trims = header.trims;
+    header.extents.forEach((extent, index) => {
+      while (trimIndex < trims.length && trims[trimIndex]!.beforeIndex <= index) {
+        map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
+        trimIndex += 1;
+      }
+      map.update(extent.lba, extent.sectors, seq, offset, objects.displaced);
+      offset += extent.sectors;
+    });
+    for (; trimIndex < trims.length; trimIndex++) map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
+    return { kind: ObjectKind.Data, cacheUuid: header.cacheUuid, cacheSeqLast: header.cacheSeqLast };
+  } catch (error) {
+    if (error instanceof CorruptionError) {
+      notes.push(`object ${name} is invalid (${error.message}): treated as missing`);
+      return null;
+    }
+    throw error;
+  }
+}

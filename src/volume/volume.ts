@@ -1,0 +1,303 @@
+// A volume: the backend log plus the cache journal, composed, served as a BlockDevice (docs/architecture.md).
+// open() recovers (recovery.ts, then the journal decision table below), close() shuts down cleanly.
+//
+// Journal decision table, after backend recovery found the log's writer cache W and the newest journal seq L it
+// holds (from the last DATA object, or the checkpoint); T = the cache superblock's replaySeq, S = its startSeq:
+//   @A  cache belongs to another volume             -> refuse to open
+//   @B  W == this cache, T <= L+1                   -> replay records with seq > L (all acknowledged writes)
+//   @C  W == this cache, T >  L+1                   -> the backend lost objects the journal no longer holds: the
+//                                                      journal cannot bridge the hole; discard it, hand over
+//   @D  W == nil (no writer yet), T == S            -> replay every record (nothing ever reached the backend)
+//   @E  W == nil, T != S                            -> as @C
+//   @F  W == another cache                          -> the backend went on without this cache: its records are
+//                                                      stale; discard them, hand over
+// "Hand over" = put an empty DATA object naming this cache as writer with L' = the journal's next seq - 1, before
+// serving, so that the next recovery finds case @B. Discarding = tail and head at the same place with a new
+// generation, so no old record can be mistaken for a new one.
+
+import { NIL as NIL_UUID } from "uuid";
+import {
+  BATCH_BYTES_DEFAULT,
+  BATCH_IDLE_MS_DEFAULT,
+  CHECKPOINT_INTERVAL_OBJECTS,
+  PAGE_BYTES,
+  SECTOR_BYTES,
+} from "../constants.ts";
+import { InvalidArgumentError, assert, CorruptionError } from "../errors.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
+import { Journal } from "../cache/journal.ts";
+import { JournalWalker } from "../cache/journal_replay.ts";
+import { decodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
+import { JournalRecordType } from "../format/journal_record.ts";
+import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import { FlushCoordinator } from "./flush_coordinator.ts";
+import { ReadPath } from "./read_path.ts";
+import { recoverBackend, type BackendState } from "./recovery.ts";
+import { WritePath } from "./write_path.ts";
+
+export interface VolumeOptions {
+  store: ObjectStore;
+  prefix: string;
+  cache: CacheDevice;
+  pool: AlignedPool;
+  readOnly?: boolean;
+  batchBytes?: number;
+  batchIdleMs?: number;
+  checkpointIntervalObjects?: number;
+  clock?: Clock;
+  log?: (line: string) => void;
+}
+
+export interface RecoveryReport {
+  checkpointSeq: number;
+  objectsRolledForward: number;
+  objectsBeyondGapDeleted: number;
+  journalCase: string;
+  journalRecordsReplayed: number;
+  journalStop: string;
+  notes: string[];
+}
+
+export async function readCacheSuperblock(cache: CacheDevice, pool: AlignedPool): Promise<CacheSuperblock> {
+  const page = pool.acquire(PAGE_BYTES);
+  try {
+    await cache.read(0, page);
+    try {
+      return decodeCacheSuperblock(page);
+    } catch (error) {
+      if (error instanceof CorruptionError) throw new CorruptionError(`Cache ${cache.path} has no valid lsvd superblock (run 'lsvd mkcache'): ${error.message}`);
+      throw error;
+    }
+  } finally {
+    pool.release(page);
+  }
+}
+
+export class Volume implements BlockDevice {
+  readonly sizeBytes: number;
+  /** Read-only towards clients: recovery still completes (replayed writes still reach the backend). */
+  readonly readOnly: boolean;
+  readonly blockSizeMinBytes = SECTOR_BYTES;
+  readonly blockSizePreferredBytes = PAGE_BYTES;
+  private closed = false;
+
+  private constructor(
+    readonly volUuid: string,
+    readonly cacheUuid: string,
+    private readonly options: VolumeOptions,
+    private readonly state: BackendState,
+    private readonly journal: Journal,
+    private readonly writes: WritePath,
+    private readonly reads: ReadPath,
+    private readonly flusher: FlushCoordinator,
+    readonly recovery: RecoveryReport,
+  ) {
+    this.sizeBytes = state.superblock.volSectors * SECTOR_BYTES;
+    this.readOnly = options.readOnly ?? false;
+  }
+
+  static async open(options: VolumeOptions): Promise<Volume> {
+    const log = options.log ?? (() => {});
+    const clock = options.clock ?? systemClock;
+    const state = await recoverBackend(options.store, options.prefix, { deleteBeyondGap: !options.readOnly, verifyData: true });
+    const volUuid = state.superblock.volUuid;
+    const superblock = await readCacheSuperblock(options.cache, options.pool);
+    if (superblock.volUuid !== volUuid) {
+      throw new InvalidArgumentError(
+        `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
+      );
+    }
+    const L = state.writerCacheSeqLast;
+    const T = superblock.replaySeq;
+    let journalCase: string;
+    let replayAfter: number | null;
+    if (state.writerCacheUuid === superblock.cacheUuid) {
+      journalCase = T <= L + 1 ? "@B" : "@C";
+      replayAfter = T <= L + 1 ? L : null;
+    } else if (state.writerCacheUuid === NIL_UUID) {
+      journalCase = T === superblock.startSeq ? "@D" : "@E";
+      replayAfter = T === superblock.startSeq ? T - 1 : null;
+    } else {
+      journalCase = "@F";
+      replayAfter = null;
+    }
+
+    const walker = new JournalWalker(options.cache, options.pool, superblock);
+    // Walk first without applying, to find the head; apply in a second pass below (records are re-read), so that
+    // memory stays bounded by one record whatever the journal's size.
+    let head = walker.head;
+    let found = 0;
+    if (replayAfter !== null) {
+      while (await walker.next()) found += 1;
+      head = walker.head;
+    }
+    const journalStop = walker.stopReason ? `${walker.stopReason}${walker.stopDetail ? `: ${walker.stopDetail}` : ""}` : "not walked";
+    walker.close();
+
+    // Where the journal continues. Discarding cases restart at the old tail with its seq; records there are
+    // overwritten or, being of an older generation, never read again.
+    let start;
+    let needHandover = false;
+    if (replayAfter === null) {
+      needHandover = true;
+      const position = Journal.positionOf(superblock, superblock.replayOffsetBytes);
+      const seq = Math.max(T, L + 1);
+      start = { tail: { position, seq }, head: { position, seq }, records: [] };
+    } else if (head.seq <= L + 1) {
+      // Everything the journal holds is already in the backend: continue after L with an empty journal.
+      const seq = Math.max(head.seq, L + 1);
+      start = { tail: { position: head.position, seq }, head: { position: head.position, seq }, records: [] };
+      if (state.writerCacheUuid !== superblock.cacheUuid) needHandover = found > 0 || seq !== superblock.startSeq;
+    } else {
+      start = { tail: walker.tail, head, records: walker.records };
+    }
+    // A new generation, durable before any new record is written (see journal.ts invariants).
+    const journal = new Journal(options.cache, options.pool, superblock, start);
+    await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(start.tail.position), replaySeq: start.tail.seq });
+    const flusher = new FlushCoordinator(options.cache);
+    const writes = new WritePath({
+      volUuid,
+      cacheUuid: superblock.cacheUuid,
+      prefix: options.prefix,
+      store: options.store,
+      map: state.map,
+      objects: state.objects,
+      journal,
+      flusher,
+      clock,
+      log,
+      superblock: state.superblock,
+      batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
+      batchIdleMs: options.batchIdleMs ?? BATCH_IDLE_MS_DEFAULT,
+      checkpointIntervalObjects: options.checkpointIntervalObjects ?? CHECKPOINT_INTERVAL_OBJECTS,
+      nextSeq: state.nextSeq,
+      checkpointSeq: state.checkpointSeq,
+    });
+
+    let replayed = 0;
+    if (start.records.length > 0 && replayAfter !== null) {
+      const replayer = new JournalWalker(options.cache, options.pool, superblock);
+      for (;;) {
+        const record = await replayer.next();
+        if (!record || record.header.seq >= head.seq) break;
+        if (record.header.type !== JournalRecordType.Data || record.header.seq <= replayAfter) continue;
+        await writes.replayRecord(record.header.seq, record.header.extents, record.data);
+        replayed += 1;
+      }
+      replayer.close();
+      journal.release(replayAfter);
+    }
+    if (needHandover) await writes.writeHandover(journal.sequenceNext - 1);
+    const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.inMemory);
+    const recovery: RecoveryReport = {
+      checkpointSeq: state.checkpointSeq,
+      objectsRolledForward: state.rolledForward,
+      objectsBeyondGapDeleted: state.beyondGap.length,
+      journalCase,
+      journalRecordsReplayed: replayed,
+      journalStop,
+      notes: state.notes,
+    };
+    for (const note of state.notes) log(`recovery: ${note}`);
+    log(
+      `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}, walk stopped at: ${journalStop}`,
+    );
+    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery);
+  }
+
+  private check(offset: number, length: number, what: string): void {
+    if (this.closed) throw new InvalidArgumentError(`${what}: volume is closed`);
+    if (offset % SECTOR_BYTES !== 0 || length % SECTOR_BYTES !== 0) {
+      throw new InvalidArgumentError(`${what} at ${offset}+${length}: not aligned to ${SECTOR_BYTES} bytes`);
+    }
+    if (length <= 0 || offset < 0 || offset + length > this.sizeBytes) {
+      throw new InvalidArgumentError(`${what} at ${offset}+${length}: outside the volume (${this.sizeBytes} bytes)`);
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.check(offset, length, "read");
+    return this.reads.read(offset / SECTOR_BYTES, length / SECTOR_BYTES);
+  }
+
+  async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    this.check(offset, data.byteLength, "write");
+    await this.writes.write(offset / SECTOR_BYTES, data.byteLength / SECTOR_BYTES, data, fua);
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new InvalidArgumentError("flush: volume is closed");
+    // Acknowledged writes are on the device already (their records completed); make them durable.
+    await this.flusher.sync();
+  }
+
+  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+    this.check(offset, length, "trim");
+    await this.writes.write(offset / SECTOR_BYTES, length / SECTOR_BYTES, null, fua);
+  }
+
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    // Unmapped space reads as zeroes, so zeroing is a trim: it is journaled and replayed exactly like one.
+    this.check(offset, length, "write zeroes");
+    await this.writes.write(offset / SECTOR_BYTES, length / SECTOR_BYTES, null, fua);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
+    this.check(offset, length, "block status");
+    const lba = offset / SECTOR_BYTES;
+    const sectors = length / SECTOR_BYTES;
+    const runs: BlockStatusExtent[] = [];
+    let cursor = lba;
+    const push = (count: number, hole: boolean) => {
+      const last = runs[runs.length - 1];
+      if (last && last.hole === hole) last.length += count * SECTOR_BYTES;
+      else runs.push({ length: count * SECTOR_BYTES, hole, zero: hole });
+    };
+    this.state.map.lookup(lba, sectors, (pieceLba, pieceSectors) => {
+      if (pieceLba > cursor) push(pieceLba - cursor, true);
+      push(pieceSectors, false);
+      cursor = pieceLba + pieceSectors;
+    });
+    if (cursor < lba + sectors) push(lba + sectors - cursor, true);
+    assert(runs.reduce((sum, run) => sum + run.length, 0) === length, "block status covers the request");
+    return runs;
+  }
+
+  async cache(offset: number, length: number): Promise<void> {
+    this.check(offset, length, "cache");
+  }
+
+  /** Counters for logs and benchmarks. */
+  stats() {
+    return {
+      ...this.writes.stats,
+      puts: this.writes.objectWriter.puts,
+      putBytes: this.writes.objectWriter.putBytes,
+      backendReads: this.reads.backendReads,
+      backendReadBytes: this.reads.backendReadBytes,
+      syncs: this.flusher.syncs,
+      extents: this.state.map.extentCount,
+      mapBytes: this.state.map.bytesUsed(),
+      objects: this.state.objects.count,
+      journalUsedBytes: this.journal.usedBytes,
+    };
+  }
+
+  /** Clean shutdown: drain writes, put everything to the backend with a checkpoint, empty the journal. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.writes.closeClean();
+    this.closed = true;
+    this.journal.release(Number.MAX_SAFE_INTEGER);
+    await this.journal.persistTail();
+    await this.options.cache.fdatasync();
+  }
+
+  /** For tests: stop without flushing anything further, as a crash would (the process keeps running). */
+  abandon(): void {
+    this.closed = true;
+    this.writes.objectWriter.abandon();
+  }
+}

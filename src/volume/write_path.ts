@@ -1,0 +1,492 @@
+// The write path (docs/architecture.md, "The write path"): client writes -> group-committed journal records ->
+// the open batch -> sealed DATA objects -> backend puts, with checkpoints every N objects.
+//
+// Ordering, in one place:
+// 1. A write waits in `pending` until the pump forms a record from it and the writes queued with it (group commit).
+// 2. Forming a record is one synchronous step: assign the record's seq, copy the data into the journal buffer and
+//    into the open batch, update the extent map. So the batch holds whole records in seq order, and a read issued
+//    after a write is acknowledged always finds it.
+// 3. The write is acknowledged when its record and every earlier record are on the cache device (O_DIRECT); with
+//    FUA, after an fdatasync that started after that.
+// 4. Batches are sealed when full, when the journal needs space, after an idle pause, and on close; objects are put
+//    with a bounded number in flight; journal records are released only when the objects holding them are durable
+//    *in seq order* (ObjectWriter), and the journal tail is persisted before its space is reused (Journal).
+//
+// Bounds: pending writes are bounded by the NBD layer's per-connection in-flight limit; records in flight by
+// JOURNAL_WRITES_INFLIGHT_MAX; batches in memory by PUTS_INFLIGHT_MAX + 1 buffers; puts by PUTS_INFLIGHT_MAX.
+
+import {
+  CHECKPOINTS_KEPT,
+  JOURNAL_RECORD_DATA_BYTES_MAX,
+  JOURNAL_RECORD_EXTENTS_MAX,
+  PUTS_INFLIGHT_MAX,
+  SECTOR_BYTES,
+} from "../constants.ts";
+import { assert } from "../errors.ts";
+import { Journal } from "../cache/journal.ts";
+import type { JournalExtent } from "../format/journal_record.ts";
+import { encodeDataObjectHeader } from "../format/data_object.ts";
+import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { objectName } from "../format/object_name.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
+import { Batch } from "./batch.ts";
+import { buildCheckpoint } from "./checkpoint.ts";
+import type { Clock, TimerHandle } from "./clock.ts";
+import type { FlushCoordinator } from "./flush_coordinator.ts";
+import { ObjectKind, type ObjectTable } from "./object_table.ts";
+import { ObjectWriter } from "./object_writer.ts";
+
+interface WriteWaiter {
+  piecesLeft: number;
+  fua: boolean;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+interface Piece {
+  lba: number;
+  sectors: number;
+  /** null: TRIM / WRITE_ZEROES. */
+  data: Uint8Array | null;
+  waiter: WriteWaiter;
+}
+
+export interface WritePathOptions {
+  volUuid: string;
+  cacheUuid: string;
+  prefix: string;
+  store: ObjectStore;
+  map: ExtentMap;
+  objects: ObjectTable;
+  journal: Journal;
+  flusher: FlushCoordinator;
+  clock: Clock;
+  log: (line: string) => void;
+  superblock: SuperblockObject;
+  batchBytes: number;
+  batchIdleMs: number;
+  checkpointIntervalObjects: number;
+  nextSeq: number;
+  checkpointSeq: number;
+}
+
+export class WritePath {
+  private readonly pending: Piece[] = [];
+  private pendingFront = 0;
+  private pumping = false;
+  private pumpAgain = false;
+  private open: Batch | null = null;
+  private readonly freeBatches: Batch[] = [];
+  private batchesAllocated = 0;
+  private batchWaiters: Array<() => void> = [];
+  /** Sealed and open batches whose data is not yet durable in the backend, by object seq: reads come from here. */
+  readonly inMemory = new Map<number, Batch>();
+  private readonly writer: ObjectWriter;
+  private readonly sealedQueue: Array<{ seq: number; bytes: Uint8Array }> = [];
+  private nextSeq: number;
+  private lastCheckpointSeq: number;
+  private superblock: SuperblockObject;
+  private superblockUpdate: Promise<void> = Promise.resolve();
+  private idleTimer: TimerHandle | null = null;
+  private failure: unknown = null;
+  private readonly durableWaiters = new Map<number, Array<() => void>>();
+  stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, checkpoints: 0 };
+
+  constructor(private readonly options: WritePathOptions) {
+    this.nextSeq = options.nextSeq;
+    this.lastCheckpointSeq = options.checkpointSeq;
+    this.superblock = options.superblock;
+    this.writer = new ObjectWriter(
+      options.store,
+      options.prefix,
+      PUTS_INFLIGHT_MAX,
+      options.clock,
+      options.log,
+      (seq) => this.onDurable(seq),
+      options.nextSeq - 1,
+    );
+  }
+
+  get objectWriter(): ObjectWriter {
+    return this.writer;
+  }
+
+  /** Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. */
+  write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<void>((resolve, reject) => {
+      // A write larger than a journal record is split; it is acknowledged when all its pieces are.
+      const pieceSectorsMax = JOURNAL_RECORD_DATA_BYTES_MAX / SECTOR_BYTES;
+      const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
+      const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
+      if (data === null) {
+        this.pending.push({ lba, sectors, data: null, waiter });
+        this.stats.trims += 1;
+      } else {
+        for (let done = 0; done < sectors; done += pieceSectorsMax) {
+          const count = Math.min(pieceSectorsMax, sectors - done);
+          this.pending.push({ lba: lba + done, sectors: count, data: data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES), waiter });
+        }
+        this.stats.writes += 1;
+        this.stats.writeBytes += data.byteLength;
+      }
+      this.schedulePump();
+    });
+  }
+
+  private schedulePump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    // Run after the current turn: writes that arrive in the same turn go into one record (group commit).
+    queueMicrotask(() => void this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        this.pumpAgain = false;
+        while (this.pendingFront < this.pending.length) {
+          await this.formRecord();
+        }
+        this.compactPending();
+        if (!this.pumpAgain) break;
+      }
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.pumping = false;
+      if (this.pendingFront < this.pending.length && !this.failure) this.schedulePump();
+    }
+    this.armIdleTimer();
+  }
+
+  private compactPending(): void {
+    if (this.pendingFront === this.pending.length) {
+      this.pending.length = 0;
+      this.pendingFront = 0;
+    }
+  }
+
+  /** Forms one record from the front of `pending` and starts its journal write. */
+  private async formRecord(): Promise<void> {
+    const journal = this.options.journal;
+    // Choose the pieces: bounded by extents per header, bytes per record, and what one batch can take.
+    let end = this.pendingFront;
+    let dataBytes = 0;
+    let zeroCount = 0;
+    const batchBytes = this.options.batchBytes;
+    while (end < this.pending.length && end - this.pendingFront < JOURNAL_RECORD_EXTENTS_MAX) {
+      const piece = this.pending[end]!;
+      const bytes = piece.data ? piece.data.byteLength : 0;
+      if (end > this.pendingFront && (dataBytes + bytes > JOURNAL_RECORD_DATA_BYTES_MAX || dataBytes + bytes > batchBytes)) break;
+      if (Journal.recordBytes(dataBytes + bytes) > journal.recordBytesMax && end > this.pendingFront) break;
+      dataBytes += bytes;
+      if (!piece.data) zeroCount += 1;
+      end += 1;
+    }
+    // Room in the journal: if short, seal the open batch so its records can be released once put, and wait.
+    if (!journal.canWrite(dataBytes)) {
+      if (this.open && !this.open.isEmpty) await this.sealOpen();
+      await journal.waitForWrite(dataBytes);
+    }
+    // Room in the batch.
+    if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
+    if (!this.open) await this.openBatch();
+    if (!journal.canWrite(dataBytes)) return; // space went to a pad or another writer meanwhile: try again
+
+    // From here to the end: synchronous, so map, batch and journal agree on the record.
+    const batch = this.open!;
+    const extents: JournalExtent[] = [];
+    const pieces: Uint8Array[] = [];
+    const waiters: WriteWaiter[] = [];
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      extents.push({ lba: piece.lba, sectors: piece.sectors, zero: piece.data === null });
+      if (piece.data) pieces.push(piece.data);
+      waiters.push(piece.waiter);
+    }
+    const { seq, written } = journal.write(extents, pieces, dataBytes);
+    batch.beginRecord(seq);
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      this.applyPiece(batch, piece.lba, piece.sectors, piece.data);
+      this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
+    }
+    this.pendingFront = end;
+    this.stats.records += 1;
+    written.then(
+      () => this.acknowledge(waiters),
+      (error: unknown) => {
+        for (const waiter of waiters) waiter.reject(error);
+        this.fail(error);
+      },
+    );
+  }
+
+  /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
+  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null): void {
+    const { map, objects } = this.options;
+    if (data) {
+      const offset = batch.addData(lba, data);
+      map.update(lba, sectors, batch.seq, offset, objects.displaced);
+      objects.get(batch.seq)!.liveSectors += sectors;
+    } else {
+      batch.addTrim(lba, sectors);
+      map.trim(lba, sectors, objects.displaced);
+    }
+  }
+
+  private acknowledge(waiters: WriteWaiter[]): void {
+    let needSync = false;
+    for (const waiter of waiters) {
+      waiter.piecesLeft -= 1;
+      if (waiter.piecesLeft === 0 && waiter.fua) needSync = true;
+    }
+    const finish = () => {
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.resolve();
+    };
+    if (!needSync) return finish();
+    this.options.flusher.sync().then(finish, (error: unknown) => {
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.reject(error);
+    });
+  }
+
+  /** Replays one journal record into the batches (the record is already in the journal). */
+  async replayRecord(seq: number, extents: JournalExtent[], data: Uint8Array): Promise<void> {
+    const dataBytes = extents.reduce((sum, extent) => sum + (extent.zero ? 0 : extent.sectors * SECTOR_BYTES), 0);
+    const zeroCount = extents.filter((extent) => extent.zero).length;
+    if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
+    if (!this.open) await this.openBatch();
+    const batch = this.open!;
+    batch.beginRecord(seq);
+    let cursor = 0;
+    for (const extent of extents) {
+      if (extent.zero) {
+        this.applyPiece(batch, extent.lba, extent.sectors, null);
+      } else {
+        const bytes = extent.sectors * SECTOR_BYTES;
+        this.applyPiece(batch, extent.lba, extent.sectors, data.subarray(cursor, cursor + bytes));
+        cursor += bytes;
+      }
+    }
+  }
+
+  private async openBatch(): Promise<void> {
+    let batch = this.freeBatches.pop();
+    while (!batch) {
+      if (this.batchesAllocated < PUTS_INFLIGHT_MAX + 1) {
+        batch = new Batch(this.options.batchBytes);
+        this.batchesAllocated += 1;
+        break;
+      }
+      await new Promise<void>((resolve) => this.batchWaiters.push(resolve));
+      batch = this.freeBatches.pop();
+    }
+    if (this.open) {
+      // Another caller opened one while we waited.
+      this.freeBatches.push(batch);
+      return;
+    }
+    const seq = this.nextSeq++;
+    batch.open(seq);
+    this.open = batch;
+    this.inMemory.set(seq, batch);
+    this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+  }
+
+  /** Seals the open batch (if any) and queues its put, plus a checkpoint if one is due (or forced). */
+  async sealOpen(forceCheckpoint = false): Promise<void> {
+    const batch = this.open;
+    if (batch && !batch.isEmpty) {
+      this.open = null;
+      const sealed = batch.seal({ volUuid: this.options.volUuid, cacheUuid: this.options.cacheUuid });
+      const info = this.options.objects.get(sealed.seq)!;
+      info.hdrSectors = sealed.hdrSectors;
+      info.dataSectors = sealed.dataSectors;
+      this.stats.objects += 1;
+      this.sealedCacheSeqLast = sealed.cacheSeqLast;
+      this.sealedQueue.push({ seq: sealed.seq, bytes: sealed.object });
+    }
+    const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
+    if ((forceCheckpoint && sinceCheckpoint > 0 && !this.open) || sinceCheckpoint >= this.options.checkpointIntervalObjects) {
+      if (!this.open) this.queueCheckpoint();
+    }
+    await this.startPuts();
+  }
+
+  private queueCheckpoint(): void {
+    const seq = this.nextSeq++;
+    const bytes = buildCheckpoint({
+      volUuid: this.options.volUuid,
+      seq,
+      map: this.options.map,
+      objects: this.options.objects,
+      checkpoints: this.superblock.checkpoints,
+      cacheUuid: this.options.cacheUuid,
+      cacheSeqFirst: 0,
+      cacheSeqLast: this.sealedCacheSeqLast,
+    });
+    this.options.objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+    this.lastCheckpointSeq = seq;
+    this.stats.checkpoints += 1;
+    this.sealedQueue.push({ seq, bytes });
+  }
+
+  /** The newest journal record in any sealed object: what a checkpoint taken now covers. */
+  private sealedCacheSeqLast = 0;
+
+  /**
+   * An open batch that never received a record gives its seq back: putting nothing under that seq would leave a
+   * gap in the log. It is always the newest seq, since seqs are only allocated while no batch is open.
+   */
+  private discardEmptyOpen(): void {
+    const batch = this.open;
+    if (!batch || !batch.isEmpty) return;
+    assert(batch.seq === this.nextSeq - 1, "an empty open batch holds the newest seq");
+    this.open = null;
+    this.inMemory.delete(batch.seq);
+    this.options.objects.delete(batch.seq);
+    this.nextSeq -= 1;
+    batch.reset();
+    this.freeBatches.push(batch);
+  }
+
+  /** Writes an empty DATA object that names this cache as the log's writer (see recovery decision table). */
+  async writeHandover(cacheSeqLast: number): Promise<void> {
+    this.discardEmptyOpen();
+    assert(!this.open, "handover before any batch");
+    const seq = this.nextSeq++;
+    const header = encodeDataObjectHeader(
+      {
+        volUuid: this.options.volUuid,
+        seq,
+        cacheSeq: cacheSeqLast,
+        cacheSeqLast,
+        cacheUuid: this.options.cacheUuid,
+        objsCleaned: [],
+        extents: [],
+        trims: [],
+      },
+      new Uint8Array(0),
+    );
+    this.sealedCacheSeqLast = cacheSeqLast;
+    this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.byteLength / SECTOR_BYTES, dataSectors: 0, liveSectors: 0 });
+    this.sealedQueue.push({ seq, bytes: header });
+    await this.startPuts();
+    await this.waitDurable(seq);
+  }
+
+  private async startPuts(): Promise<void> {
+    while (this.sealedQueue.length > 0) {
+      if (!this.writer.hasSlot) await this.writer.waitForSlot();
+      const next = this.sealedQueue.shift();
+      if (!next) return;
+      this.writer.start(next.seq, next.bytes);
+    }
+  }
+
+  private onDurable(seq: number): void {
+    const batch = this.inMemory.get(seq);
+    if (batch) {
+      this.options.journal.release(batch.cacheSeqLast);
+      this.inMemory.delete(seq);
+      batch.reset();
+      this.freeBatches.push(batch);
+      const waiter = this.batchWaiters.shift();
+      if (waiter) waiter();
+    }
+    const info = this.options.objects.get(seq);
+    if (info?.kind === ObjectKind.Checkpoint) this.onCheckpointDurable(seq);
+    const waiters = this.durableWaiters.get(seq);
+    if (waiters) {
+      this.durableWaiters.delete(seq);
+      for (const wake of waiters) wake();
+    }
+    if (this.sealedQueue.length > 0) void this.startPuts();
+  }
+
+  /** The superblock names a checkpoint only once it and every object before it are durable. */
+  private onCheckpointDurable(seq: number): void {
+    const previous = this.superblock.checkpoints;
+    const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);
+    const dropped = previous.filter((old) => !checkpoints.includes(old));
+    const next: SuperblockObject = { ...this.superblock, checkpoints, nextSeq: this.nextSeq };
+    this.superblock = next;
+    const { store, prefix, log } = this.options;
+    this.superblockUpdate = this.superblockUpdate
+      .then(async () => {
+        await store.put(prefix, encodeSuperblock(next));
+        // Older checkpoints go only after the superblock stops naming them.
+        for (const old of dropped) {
+          await store.delete(objectName(prefix, old));
+          this.options.objects.delete(old);
+        }
+      })
+      .catch((error: unknown) => log(`error: superblock update for checkpoint ${seq} failed: ${String(error)}`));
+  }
+
+  async waitDurable(seq: number): Promise<void> {
+    if (this.writer.durableSeq >= seq) return;
+    await new Promise<void>((resolve) => {
+      const list = this.durableWaiters.get(seq) ?? [];
+      list.push(resolve);
+      this.durableWaiters.set(seq, list);
+    });
+  }
+
+  private armIdleTimer(): void {
+    if (this.idleTimer || !this.open || this.open.isEmpty || this.failure) return;
+    this.idleTimer = this.options.clock.setTimer(this.options.batchIdleMs, () => {
+      this.idleTimer = null;
+      if (this.pumping || this.pendingFront < this.pending.length) return this.armIdleTimer();
+      void this.sealOpen().catch((error: unknown) => this.fail(error));
+    });
+  }
+
+  private fail(error: unknown): void {
+    if (this.failure) return;
+    this.failure = error;
+    this.options.log(`error: write path stopped: ${String(error)}`);
+    for (let index = this.pendingFront; index < this.pending.length; index++) this.pending[index]?.waiter.reject(error);
+    this.pending.length = 0;
+    this.pendingFront = 0;
+  }
+
+  /** Waits until every queued write has been journaled. */
+  async drainWrites(): Promise<void> {
+    while (this.pumping || this.pendingFront < this.pending.length) {
+      await this.options.clock.sleep(1);
+    }
+    await this.options.journal.drain();
+  }
+
+  /** Clean shutdown: everything journaled goes to the backend, with a checkpoint, and the superblock names it. */
+  async closeClean(): Promise<void> {
+    this.idleTimer?.cancel();
+    this.idleTimer = null;
+    await this.drainWrites();
+    this.discardEmptyOpen();
+    await this.sealOpen(true);
+    const last = this.nextSeq - 1;
+    if (last > this.writer.durableSeq) await this.waitDurable(last);
+    await this.writer.waitIdle();
+    await this.superblockUpdate;
+  }
+
+  get sequenceNext(): number {
+    return this.nextSeq;
+  }
+
+  get durableSeq(): number {
+    return this.writer.durableSeq;
+  }
+
+  get failed(): unknown {
+    return this.failure;
+  }
+}
+

@@ -1,0 +1,5 @@
+// MemoryStore (src/backend/memory_store.ts) against the ObjectStore contract.
+import { MemoryStore } from "../../src/backend/memory_store.ts";
+import { objectStoreContract } from "./object_store_contract.ts";
+
+objectStoreContract("MemoryStore", async () => new MemoryStore());

@@ -1,0 +1,70 @@
+// RadosStore (src/backend/rados_store.ts, src/ffi/librados.ts) against a real single-node Ceph started by
+// test/ceph/up.sh: the ObjectStore contract, opening errors, and that the event loop keeps running during I/O.
+import { beforeAll, describe, expect, test } from "bun:test";
+import { openBackend } from "../../src/backend/backend_uri.ts";
+import { RadosStore } from "../../src/backend/rados_store.ts";
+import { IOError, NotFoundError } from "../../src/errors.ts";
+import { type CephEnv, cephUp } from "./_ceph.ts";
+import { objectStoreContract, pattern } from "./object_store_contract.ts";
+
+let env: CephEnv;
+beforeAll(() => {
+  env = cephUp();
+}, 600_000);
+
+function open(): Promise<RadosStore> {
+  return RadosStore.open({ pool: env.LSVD_CEPH_POOL!, confPath: env.CEPH_CONF, keyringPath: env.CEPH_KEYRING });
+}
+
+objectStoreContract("RadosStore", open);
+
+describe("RadosStore specifics", () => {
+  test("a pool that does not exist is NotFoundError naming it", async () => {
+    const opening = RadosStore.open({ pool: "no-such-pool", confPath: env.CEPH_CONF });
+    await expect(opening).rejects.toBeInstanceOf(NotFoundError);
+    await expect(opening).rejects.toThrow("no-such-pool");
+  });
+
+  test("a missing ceph.conf is a permanent IOError naming the file", async () => {
+    const opening = RadosStore.open({ pool: env.LSVD_CEPH_POOL!, confPath: "/nonexistent/ceph.conf" });
+    await expect(opening).rejects.toBeInstanceOf(IOError);
+    await expect(opening).rejects.toThrow("/nonexistent/ceph.conf");
+  });
+
+  test("the event loop runs while objects are written and read", async () => {
+    const store = await open();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    try {
+      const data = pattern(4 * 1024 * 1024, 1);
+      for (let i = 0; i < 5; i++) {
+        await store.put(`loop.test.${i}`, data);
+        expect(await store.getRange(`loop.test.${i}`, 4096, 4096)).toEqual(data.subarray(4096, 8192));
+      }
+      // A blocking librados call would starve the timer for the whole loop.
+      expect(ticks).toBeGreaterThan(0);
+      for (let i = 0; i < 5; i++) await store.delete(`loop.test.${i}`);
+    } finally {
+      clearInterval(timer);
+      await store.close();
+    }
+  });
+
+  test("openBackend(rados://POOL/PREFIX) opens a store on the pool", async () => {
+    const { store, prefix, uri } = await openBackend(`rados://${env.LSVD_CEPH_POOL}/vol1`, {
+      cephConf: env.CEPH_CONF,
+      cephKeyring: env.CEPH_KEYRING,
+      cephClient: env.CEPH_CLIENT_NAME,
+    });
+    try {
+      expect(prefix).toBe("vol1");
+      expect(uri).toBe(`rados://${env.LSVD_CEPH_POOL}/vol1`);
+      expect(store.description).toBe(`rados://${env.LSVD_CEPH_POOL}`);
+      await store.put("uri.test", pattern(10, 1));
+      expect(await store.get("uri.test")).toEqual(pattern(10, 1));
+      await store.delete("uri.test");
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,158 @@
+import { describe, expect, test } from "bun:test";
+import { decodeSuperblock, encodeSuperblock, type SuperblockObject } from "../../src/format/superblock_object.ts";
+import {
+  BASE_UUID,
+  ByteBuilder,
+  VOL_UUID,
+  crc32cBitwise,
+  crcWithZeroed,
+  expectCorruption,
+  expectEveryFlipDetected,
+  expectEveryTruncationRejected,
+  resealObject,
+  seededRandom,
+  setU32,
+  zlibCrc,
+} from "./_helpers.ts";
+
+const EXT_CRC_OFFSET = 76 + 12; // extension block at 76, header_crc32c 12 bytes in
+
+const value: SuperblockObject = {
+  volUuid: VOL_UUID,
+  volSectors: 2097152,
+  checkpoints: [5, 9],
+  clone: { baseUuid: BASE_UUID, lastSeq: 7, baseName: "base" },
+  snapshots: [{ seq: 3, name: "snap" }],
+  nextSeq: 12,
+};
+
+/** A superblock as the v1 reference writes it: sub-header, then the arrays, no extension. */
+function plainV1Superblock(setCrc: boolean): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0) // common header, crc later
+    .u64(2097152) // vol_size
+    .u32(76).u32(8) // ckpts
+    .u32(84).u32(26) // clones: 21 + "base" + NUL
+    .u32(110).u32(9); // snaps: 5 + "snap"
+  expect(b.length).toBe(76);
+  b.u32(5).u32(9);
+  b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
+  b.u32(3).u8(4).ascii("snap");
+  expect(b.length).toBe(119);
+  const bytes = b.padTo(4096).build();
+  if (setCrc) setU32(bytes, 40, crcWithZeroed(bytes, [40], zlibCrc));
+  return bytes;
+}
+
+/** The same superblock in our layout, byte by byte: extension block at 76, arrays from 104. */
+function ourSuperblock(): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
+    .u64(2097152)
+    .u32(104).u32(8)
+    .u32(112).u32(26)
+    .u32(138).u32(9)
+    .ascii("LSVX").u32(1).u32(28).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12);
+  expect(b.length).toBe(104);
+  b.u32(5).u32(9);
+  b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
+  b.u32(3).u8(4).ascii("snap");
+  const bytes = b.padTo(4096).build();
+  resealObject(bytes, EXT_CRC_OFFSET);
+  return bytes;
+}
+
+describe("superblock object", () => {
+  test("encoder output equals the hand-made bytes, and decodes back", () => {
+    const expected = ourSuperblock();
+    expect(encodeSuperblock(value)).toEqual(expected);
+    expect(decodeSuperblock(expected)).toEqual(value);
+  });
+
+  test("decodes a plain v1 superblock (no extension): nextSeq defaults to 0", () => {
+    expect(decodeSuperblock(plainV1Superblock(true))).toEqual({ ...value, nextSeq: 0 });
+    // v1 says crc 0 means "not set".
+    expect(decodeSuperblock(plainV1Superblock(false))).toEqual({ ...value, nextSeq: 0 });
+  });
+
+  test("randomized round trips", () => {
+    const random = seededRandom("superblock round trips");
+    for (let round = 0; round < 200; round++) {
+      const name = () => "n".repeat(random.int(256)) + (random.int(2) ? "é" : "");
+      const s: SuperblockObject = {
+        volUuid: VOL_UUID,
+        volSectors: 1 + random.int(2 ** 36),
+        checkpoints: Array.from({ length: random.int(5) }, () => 1 + random.int(2 ** 32 - 1)),
+        clone: random.int(2) ? { baseUuid: BASE_UUID, lastSeq: random.int(2 ** 32), baseName: name().slice(0, 250) } : null,
+        snapshots: Array.from({ length: random.int(40) }, () => ({ seq: random.int(2 ** 32), name: name().slice(0, 250) })),
+        nextSeq: random.int(2 ** 32),
+      };
+      const bytes = encodeSuperblock(s);
+      expect(bytes.byteLength % 4096).toBe(0);
+      expect(decodeSuperblock(bytes)).toEqual(s);
+    }
+  });
+
+  test("every single-byte corruption is detected", () => {
+    expectEveryFlipDetected(ourSuperblock(), decodeSuperblock);
+    expectEveryFlipDetected(plainV1Superblock(true), decodeSuperblock);
+  });
+
+  test("every truncation is rejected", () => {
+    expectEveryTruncationRejected(ourSuperblock(), decodeSuperblock);
+    const longer = new Uint8Array(4097);
+    longer.set(ourSuperblock());
+    expectCorruption(() => decodeSuperblock(longer));
+  });
+
+  test("absurd offsets, lengths and values are rejected (CRCs made valid again)", () => {
+    const edits: [string, (b: Uint8Array) => void][] = [
+      ["ckpts offset past the end", (b) => setU32(b, 52, 0xfffffff0)],
+      ["ckpts length past the end", (b) => setU32(b, 56, 0xfffffff0)],
+      ["ckpts inside the sub-header", (b) => setU32(b, 52, 48)],
+      ["ckpts length not a multiple of 4", (b) => setU32(b, 56, 6)],
+      ["clones length too short", (b) => setU32(b, 64, 10)],
+      ["clones length disagrees with name_len", (b) => setU32(b, 64, 27)],
+      ["clone name not NUL-terminated", (b) => (b[112 + 25] = 0x41)],
+      ["snap name runs past snaps_len", (b) => (b[138 + 4] = 200)],
+      ["snaps_len cuts an entry", (b) => setU32(b, 68, 3)],
+      ["vol_size 0", (b) => b.fill(0, 44, 52)],
+      ["vol_size past 2^36", (b) => (b[49] = 1)],
+      ["vol_size past 2^53", (b) => (b[51] = 0x80)],
+      ["checkpoint seq 0", (b) => setU32(b, 104, 0)],
+      ["clone uuid invalid", (b) => (b[112 + 6] = 0)],
+      ["snap name invalid UTF-8", (b) => (b[138 + 5] = 0xff)],
+      ["next_seq huge", (b) => (b[103] = 0x40)],
+      ["extension version 2", (b) => setU32(b, 80, 2)],
+      ["extension length wrong", (b) => setU32(b, 84, 32)],
+      ["data_sectors not 0", (b) => setU32(b, 36, 8)],
+    ];
+    for (const [name, edit] of edits) {
+      const bytes = ourSuperblock();
+      edit(bytes);
+      resealObject(bytes, EXT_CRC_OFFSET);
+      let error: Error;
+      try {
+        error = expectCorruption(() => decodeSuperblock(bytes));
+      } catch (failure) {
+        throw new Error(`${name}: ${(failure as Error).message}`);
+      }
+      expect(error.message).toContain("Cannot decode");
+    }
+  });
+
+  test("encode refuses invalid values", () => {
+    expect(() => encodeSuperblock({ ...value, volSectors: 0 })).toThrow();
+    expect(() => encodeSuperblock({ ...value, volSectors: 2 ** 36 + 1 })).toThrow();
+    expect(() => encodeSuperblock({ ...value, checkpoints: [0] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, snapshots: [{ seq: 1, name: "x".repeat(256) }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, volUuid: "not-a-uuid" })).toThrow();
+  });
+
+  test("grows past one page when the arrays need it", () => {
+    const s = { ...value, snapshots: Array.from({ length: 40 }, (_, i) => ({ seq: i, name: "s".repeat(200) })) };
+    const bytes = encodeSuperblock(s);
+    expect(bytes.byteLength).toBe(12288);
+    expect(decodeSuperblock(bytes)).toEqual(s);
+  });
+});

@@ -1,0 +1,118 @@
+// A BlockDevice in memory for the NBD tests (cf. nbdkit plugins/memory): a sparse map of 4 KiB pages.
+// Unwritten (or trimmed, or zeroed) pages are holes that read as zeroes; blockStatus reports them as hole+zero.
+// Unaligned I/O is handled page by page, as BlockDevice allows. Not the thing under test: kept obviously simple.
+
+import { PAGE_BYTES, SECTOR_BYTES } from "../../src/constants.ts";
+import { InvalidArgumentError, assert } from "../../src/errors.ts";
+import type { BlockDevice, BlockStatusExtent } from "../../src/nbd/block_device.ts";
+
+export class MemoryBlockDevice implements BlockDevice {
+  readonly blockSizeMinBytes = SECTOR_BYTES;
+  readonly blockSizePreferredBytes = PAGE_BYTES;
+  /** Page index -> page contents. */
+  readonly pages = new Map<number, Uint8Array>();
+  /** Counters the tests look at. */
+  flushCount = 0;
+  fuaCount = 0;
+  cacheCount = 0;
+  /** Every write payload the device was given, when `keepPayloads` (checks the "device may keep it" promise). */
+  keptPayloads: { data: Uint8Array; copy: Uint8Array }[] = [];
+  keepPayloads = false;
+  /** When set, every call waits for this promise first (tests of in-flight behaviour). */
+  gate: Promise<void> | null = null;
+
+  constructor(
+    readonly sizeBytes: number,
+    readonly readOnly = false,
+  ) {
+    assert(sizeBytes % PAGE_BYTES === 0, "memory device size is whole pages");
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.gate) await this.gate;
+    this.checkRange(offset, length);
+    const result = new Uint8Array(length);
+    this.forEachPage(offset, length, (page, pageOffset, resultOffset, bytes) => {
+      const data = this.pages.get(page);
+      if (data) result.set(data.subarray(pageOffset, pageOffset + bytes), resultOffset);
+    });
+    return result;
+  }
+
+  async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    if (this.gate) await this.gate;
+    this.checkRange(offset, data.length);
+    if (this.keepPayloads) this.keptPayloads.push({ data, copy: data.slice() });
+    if (fua) this.fuaCount++;
+    this.forEachPage(offset, data.length, (page, pageOffset, dataOffset, bytes) => {
+      let target = this.pages.get(page);
+      if (!target) {
+        target = new Uint8Array(PAGE_BYTES);
+        this.pages.set(page, target);
+      }
+      target.set(data.subarray(dataOffset, dataOffset + bytes), pageOffset);
+    });
+  }
+
+  async flush(): Promise<void> {
+    if (this.gate) await this.gate;
+    this.flushCount++;
+  }
+
+  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+    await this.writeZeroes(offset, length, fua);
+  }
+
+  /** Whole pages become holes; partial pages are zeroed in place. */
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    if (this.gate) await this.gate;
+    this.checkRange(offset, length);
+    if (fua) this.fuaCount++;
+    this.forEachPage(offset, length, (page, pageOffset, _dataOffset, bytes) => {
+      if (bytes === PAGE_BYTES) this.pages.delete(page);
+      else this.pages.get(page)?.fill(0, pageOffset, pageOffset + bytes);
+    });
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
+    if (this.gate) await this.gate;
+    this.checkRange(offset, length);
+    const extents: BlockStatusExtent[] = [];
+    this.forEachPage(offset, length, (page, _pageOffset, _dataOffset, bytes) => {
+      const hole = !this.pages.has(page);
+      const last = extents[extents.length - 1];
+      if (last && last.hole === hole) last.length += bytes;
+      else extents.push({ length: bytes, hole, zero: hole });
+    });
+    return extents;
+  }
+
+  async cache(offset: number, length: number): Promise<void> {
+    if (this.gate) await this.gate;
+    this.checkRange(offset, length);
+    this.cacheCount++;
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes)) {
+      throw new InvalidArgumentError(`Cannot access memory device at ${offset}+${length}: past the end`);
+    }
+  }
+
+  /** Calls `visit(page, offsetInPage, offsetInRequest, bytes)` for each page the range touches. */
+  private forEachPage(
+    offset: number,
+    length: number,
+    visit: (page: number, pageOffset: number, requestOffset: number, bytes: number) => void,
+  ): void {
+    let done = 0;
+    while (done < length) {
+      const position = offset + done;
+      const page = Math.floor(position / PAGE_BYTES);
+      const pageOffset = position % PAGE_BYTES;
+      const bytes = Math.min(PAGE_BYTES - pageOffset, length - done);
+      visit(page, pageOffset, done, bytes);
+      done += bytes;
+    }
+  }
+}
