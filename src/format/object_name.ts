@@ -11,7 +11,7 @@ const SEQ_PATTERN = /^[0-9a-f]{8}$/;
 
 export function objectName(prefix: string, seq: number): string {
   assert(prefix.length > 0, "object name prefix is not empty");
-  if (!(isU32(seq))) assert(false, `object seq ${seq} is a uint32`);
+  if (!isU32(seq)) assert(false, `object seq ${seq} is a uint32`);
   return `${prefix}.${seq.toString(16).padStart(SEQ_HEX_DIGITS, "0")}`;
 }
 

@@ -90,7 +90,7 @@ function checkSuperblock(s: SuperblockObject): void {
     assert(isUuid(s.clone.baseUuid), "clone baseUuid is a UUID");
     assert(isU32(s.clone.lastSeq), "clone lastSeq is a uint32");
   }
-  for (const snap of s.snapshots) if (!(isU32(snap.seq))) assert(false, `snapshot seq ${snap.seq} is a uint32`);
+  for (const snap of s.snapshots) if (!isU32(snap.seq)) assert(false, `snapshot seq ${snap.seq} is a uint32`);
   assert(isSafeU64(s.nextSeq) && s.nextSeq <= 2 ** 32, "nextSeq is 0 .. 2^32 (object seqs are uint32)");
 }
 

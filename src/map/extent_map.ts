@@ -4,19 +4,23 @@
 // /work/shared/formats/lsvd-v1-backend-objects.md). Extents are at most EXTENT_SECTORS_MAX long so each one maps
 // to exactly one ckpt_mapentry / data_map entry (28-bit len).
 //
-// Layout. Extents live in fixed-capacity chunks, each one Uint32Array holding `count` packed extents sorted by lba,
-// 4 words (16 bytes) per extent:
+// Layout. Extents live in fixed-capacity chunks of `chunkExtentsMax` packed extents sorted by lba, 4 words (16 bytes)
+// per extent:
 //   word 0: lba bits 0..31
 //   word 1: lba bits 32..35 in bits 0..3, sectors (1..2^28-1) in bits 4..31
 //   word 2: obj (object sequence number, 1..2^32-1)
 //   word 3: offset (sectors into the object's data area; offset + sectors <= 2^32)
-// The chunks are kept in lba order in `chunks`, with two parallel typed arrays indexed by chunk position:
-// `counts` (extents in the chunk) and `firstLbas` (lba of the chunk's first extent), which is what a lookup binary
-// searches before it binary searches inside one chunk. No JS object exists per extent, so the cost is 16 bytes per
-// extent divided by the chunk fill, plus one chunk header per ~chunkExtentsMax extents.
+// Chunks are slots in a few large Uint32Array segments (about 1 MiB each), not objects of their own: on this kind of
+// VM a dependent cache+TLB miss costs ~300 ns, and a typed-array object per chunk would add one such miss to every
+// lookup, plus ~200 bytes of engine overhead per chunk. A chunk id is (segment << segmentShift) | slot. Three
+// parallel typed arrays indexed by the chunk's position in lba order form the index: `chunkIds`, `counts` (extents
+// in the chunk) and `firstLbas` (lba of the chunk's first extent). A lookup searches firstLbas, then one chunk.
+// No JS object exists per extent or per chunk: the cost is 16 bytes per extent divided by the chunk fill, plus
+// 16 bytes of index per chunk. Slots of removed chunks go on a free list for reuse; segments are released by clear().
 //
 // ExtentMap invariants (checkInvariants() verifies every one of them):
-//   1. chunks.length == chunkCount; counts and firstLbas have room for chunkCount entries.
+//   1. chunkIds, counts and firstLbas have room for chunkCount entries; every chunk id in use is an allocated slot,
+//      used by exactly one position and not on the free list; used + free slots = allocated slots.
 //   2. Every chunk holds 1..chunkExtentsMax extents (an empty chunk is removed at once), and
 //      firstLbas[c] equals the lba of chunk c's first extent.
 //   3. Every extent has 1 <= sectors <= EXTENT_SECTORS_MAX, lba + sectors <= 2^36, obj >= 1,
@@ -29,7 +33,7 @@
 //   6. extentCount equals the sum of counts.
 //
 // Chunk shape is a performance policy, not an invariant: a full chunk first lends extents to a neighbour with room,
-// and only splits when both neighbours are full (B*-tree style), which keeps random fills near 80% rather than the
+// and only splits when both neighbours are full (B*-tree style), which keeps random fills near 85% rather than the
 // ~69% of plain halving; an append to a full chunk starts a new chunk rather than halving it, so sorted loads (e.g.
 // from a checkpoint) fill chunks completely. A chunk that drops below a quarter full is merged into or rebalanced
 // with a neighbour; merging only up to three quarters full leaves room, so insert/delete at a boundary cannot thrash.
@@ -42,59 +46,154 @@ export const MAP_CHUNK_EXTENTS_DEFAULT = 256;
 /** Chunk capacity bounds accepted by the constructor (tests use tiny chunks to force splits and merges). */
 export const MAP_CHUNK_EXTENTS_MIN = 4;
 export const MAP_CHUNK_EXTENTS_MAX = 65536;
-/** Freed chunk buffers kept for reuse, so split/merge churn at one boundary does not churn the GC. */
-const CHUNK_SPARES_MAX = 4;
+/** Chunks are allocated in segments of about this many bytes (the first segment grows up to it from small). */
+const SEGMENT_BYTES_TARGET = 1024 * 1024;
+/** Chunk slots the first segment starts with; it doubles until it is a full segment. */
+const SEGMENT_CHUNKS_INITIAL = 4;
+/** Index arrays start with room for this many chunks and double. */
+const INDEX_CAPACITY_MIN = 16;
 /**
- * Estimated bytes the engine spends on one chunk's typed-array object besides its data (header, pointer, JS array
- * slot), counted by bytesUsed(); calibrated against heap statistics in bench/map_bench.ts.
+ * Estimated bytes the engine spends per typed array besides its data (object header, allocator rounding), counted
+ * by bytesUsed(). Measured with Bun 1.4: a 4 KiB Uint32Array costs ~4.3 KB of RSS.
  */
-export const MAP_CHUNK_OVERHEAD_BYTES = 96;
+const TYPED_ARRAY_OVERHEAD_BYTES = 256;
 
 const WORDS_PER_EXTENT = 4;
-const BYTES_PER_EXTENT = WORDS_PER_EXTENT * 4;
 const LBA_LOW_RANGE = 2 ** 32;
 const LBA_HIGH_BITS = LBA_BITS - 32;
 const LBA_HIGH_MASK = (1 << LBA_HIGH_BITS) - 1;
 const OFFSET_RANGE = 2 ** 32;
-const INDEX_CAPACITY_MIN = 16;
 
 // The packing above puts lba's high bits and the length into one 32-bit word.
 assert(LBA_HIGH_BITS === 4, "extent map packs lba bits 32..35 into 4 bits");
 assert(LBA_HIGH_BITS + EXTENT_LEN_BITS === 32, "lba high bits and extent length share one 32-bit word");
 assert(VOLUME_SECTORS_MAX === 2 ** LBA_BITS, "volume sectors match LBA bits");
+// A chunk of the largest size must fit in a segment, and chunk ids (segment, slot) must fit in 32 bits.
+assert(MAP_CHUNK_EXTENTS_MAX * WORDS_PER_EXTENT * 4 <= SEGMENT_BYTES_TARGET, "a chunk fits in a segment");
 
 export type DisplacedCallback = (obj: number, sectors: number) => void;
 export type ExtentVisitor = (lba: number, sectors: number, obj: number, offset: number) => void;
 
-function extentStart(words: Uint32Array, index: number): number {
-  const base = index << 2;
+// Extent helpers take the extent's absolute position in its segment: chunk slot * chunkExtentsMax + index.
+
+function extentStart(words: Uint32Array, position: number): number {
+  const base = position << 2;
   return (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
 }
 
-function extentSectors(words: Uint32Array, index: number): number {
-  return words[(index << 2) + 1]! >>> LBA_HIGH_BITS;
+function extentSectors(words: Uint32Array, position: number): number {
+  return words[(position << 2) + 1]! >>> LBA_HIGH_BITS;
 }
 
-function setExtent(words: Uint32Array, index: number, lba: number, sectors: number, obj: number, offset: number): void {
-  const base = index << 2;
+function extentObj(words: Uint32Array, position: number): number {
+  return words[(position << 2) + 2]!;
+}
+
+function extentOffset(words: Uint32Array, position: number): number {
+  return words[(position << 2) + 3]!;
+}
+
+function setExtent(words: Uint32Array, position: number, lba: number, sectors: number, obj: number, offset: number): void {
+  const base = position << 2;
   words[base] = lba >>> 0;
   words[base + 1] = Math.floor(lba / LBA_LOW_RANGE) | (sectors << LBA_HIGH_BITS);
   words[base + 2] = obj;
   words[base + 3] = offset;
 }
 
-function setExtentStart(words: Uint32Array, index: number, lba: number): void {
-  const base = index << 2;
+function setExtentStart(words: Uint32Array, position: number, lba: number): void {
+  const base = position << 2;
   words[base] = lba >>> 0;
   words[base + 1] = (words[base + 1]! & ~LBA_HIGH_MASK) | Math.floor(lba / LBA_LOW_RANGE);
 }
 
-function setExtentSectors(words: Uint32Array, index: number, sectors: number): void {
-  const base = index << 2;
+function setExtentSectors(words: Uint32Array, position: number, sectors: number): void {
+  const base = position << 2;
   words[base + 1] = (words[base + 1]! & LBA_HIGH_MASK) | (sectors << LBA_HIGH_BITS);
 }
 
-// Argument checks run on every call, so the messages are built only on failure.
+/** True if extent b directly follows extent a in lba and in (obj, offset), and the two fit in one extent. */
+function mergeable(wordsA: Uint32Array, a: number, wordsB: Uint32Array, b: number): boolean {
+  const sectorsA = extentSectors(wordsA, a);
+  return (
+    extentStart(wordsA, a) + sectorsA === extentStart(wordsB, b) &&
+    extentObj(wordsA, a) === extentObj(wordsB, b) &&
+    extentOffset(wordsA, a) + sectorsA === extentOffset(wordsB, b) &&
+    sectorsA + extentSectors(wordsB, b) <= EXTENT_SECTORS_MAX
+  );
+}
+
+// Searches. Both levels use interpolation search: LBAs inside a chunk, and chunk first-LBAs across the map, tend to
+// be spread evenly, so the first guess usually lands within a few entries and a lookup touches ~2-3 cache lines of
+// the chunk instead of the ~8 of a binary search (the map is far larger than the CPU caches; misses are the cost).
+// A step that fails to halve the candidate range is followed by a bisection, so skewed keys cost at most about
+// 2 log2(n) probes.
+
+/** Last position in [0, count) whose firstLbas entry is <= lba, or 0 if there is none. count >= 1. */
+function lastChunkAtOrBefore(firstLbas: Float64Array, count: number, lba: number): number {
+  let low = 0;
+  let high = count - 1;
+  if (firstLbas[high]! <= lba) return high;
+  if (firstLbas[0]! > lba) return 0;
+  // firstLbas[low] <= lba < firstLbas[high]: the answer is in [low, high).
+  let bisect = false;
+  while (high - low > 1) {
+    const width = high - low;
+    let middle: number;
+    if (bisect) {
+      middle = low + (width >>> 1);
+    } else {
+      const lowKey = firstLbas[low]!;
+      middle = low + Math.floor(((lba - lowKey) / (firstLbas[high]! - lowKey)) * width);
+      if (middle <= low) middle = low + 1;
+      else if (middle >= high) middle = high - 1;
+    }
+    if (firstLbas[middle]! <= lba) low = middle;
+    else high = middle;
+    bisect = (high - low) * 2 > width;
+  }
+  return low;
+}
+
+/**
+ * Index (relative to the chunk, which starts at position `first` in words and holds count >= 1 extents) of the last
+ * extent starting at or before lba, or -1 if none does.
+ */
+function lastExtentAtOrBefore(words: Uint32Array, first: number, count: number, lba: number): number {
+  let low = first;
+  let high = first + count - 1;
+  let highKey = extentStart(words, high);
+  if (highKey <= lba) return count - 1;
+  let lowKey = extentStart(words, low);
+  if (lowKey > lba) return -1;
+  // lowKey <= lba < highKey: the answer is in [low, high).
+  let bisect = false;
+  while (high - low > 1) {
+    const width = high - low;
+    let middle: number;
+    if (bisect) {
+      middle = low + (width >>> 1);
+    } else {
+      middle = low + Math.floor(((lba - lowKey) / (highKey - lowKey)) * width);
+      if (middle <= low) middle = low + 1;
+      else if (middle >= high) middle = high - 1;
+    }
+    const base = middle << 2;
+    const key = (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
+    if (key <= lba) {
+      low = middle;
+      lowKey = key;
+    } else {
+      high = middle;
+      highKey = key;
+    }
+    bisect = (high - low) * 2 > width;
+  }
+  return low - first;
+}
+
+// Argument checks run on every call, so their messages are built only on failure.
+
 function assertRange(lba: number, sectors: number): void {
   if (!(Number.isSafeInteger(lba) && lba >= 0)) {
     assert(false, `extent map: lba ${lba} must be a non-negative integer`);
@@ -119,72 +218,6 @@ function assertTarget(obj: number, offset: number, sectors: number): void {
   }
 }
 
-// Searches. Both levels use interpolation search: LBAs inside a chunk, and chunk first-LBAs across the map, tend to
-// be spread evenly, so the first guess usually lands within a few entries and a lookup touches ~2-3 cache lines
-// instead of the ~8 of a binary search (the map is far larger than the CPU caches; misses are the cost). A step that
-// fails to halve the candidate range is followed by a bisection, so skewed keys cost at most ~2 log2(n) probes.
-
-/** Last index in [0, count) whose firstLbas entry is <= lba, or 0 if none is. */
-function lastChunkAtOrBefore(firstLbas: Float64Array, count: number, lba: number): number {
-  let low = 0;
-  let high = count - 1;
-  if (firstLbas[high]! <= lba) return high;
-  if (firstLbas[0]! > lba) return 0;
-  // firstLbas[low] <= lba < firstLbas[high]; the answer is in [low, high).
-  let bisect = false;
-  while (high - low > 1) {
-    const width = high - low;
-    let middle: number;
-    if (bisect) {
-      middle = low + (width >>> 1);
-    } else {
-      const lowKey = firstLbas[low]!;
-      middle = low + Math.floor(((lba - lowKey) / (firstLbas[high]! - lowKey)) * width);
-      if (middle <= low) middle = low + 1;
-      else if (middle >= high) middle = high - 1;
-    }
-    if (firstLbas[middle]! <= lba) low = middle;
-    else high = middle;
-    bisect = (high - low) * 2 > width;
-  }
-  return low;
-}
-
-/** Last extent index in [0, count) of the chunk that starts at or before lba, or -1 if none does. */
-function lastExtentAtOrBefore(words: Uint32Array, count: number, lba: number): number {
-  let low = 0;
-  let high = count - 1;
-  const highKey0 = extentStart(words, high);
-  if (highKey0 <= lba) return high;
-  const lowKey0 = extentStart(words, 0);
-  if (lowKey0 > lba) return -1;
-  let lowKey = lowKey0;
-  let highKey = highKey0;
-  let bisect = false;
-  while (high - low > 1) {
-    const width = high - low;
-    let middle: number;
-    if (bisect) {
-      middle = low + (width >>> 1);
-    } else {
-      middle = low + Math.floor(((lba - lowKey) / (highKey - lowKey)) * width);
-      if (middle <= low) middle = low + 1;
-      else if (middle >= high) middle = high - 1;
-    }
-    const base = middle << 2;
-    const key = (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
-    if (key <= lba) {
-      low = middle;
-      lowKey = key;
-    } else {
-      high = middle;
-      highKey = key;
-    }
-    bisect = (high - low) * 2 > width;
-  }
-  return low;
-}
-
 export class ExtentMap {
   private readonly chunkExtentsMax: number;
   /** A chunk below this many extents is merged into or rebalanced with a neighbour. */
@@ -192,13 +225,23 @@ export class ExtentMap {
   /** Merging two chunks is allowed only up to this many extents, so the result is not split by the next insert. */
   private readonly chunkMergeExtentsMax: number;
   private readonly chunkWords: number;
+  /** Chunk slots per full segment: a power of two, so a chunk id splits into (segment, slot) by shift and mask. */
+  private readonly segmentShift: number;
+  private readonly segmentMask: number;
 
-  private chunks: Uint32Array[] = [];
+  // Storage: segments[s] holds chunk slots; the first segment grows by doubling until it is full size.
+  private segments: Uint32Array[] = [];
+  /** Slots handed out so far, in id order (ids below this are either in use or on the free list). */
+  private slotsAllocated = 0;
+  private freeIds: Uint32Array = new Uint32Array(INDEX_CAPACITY_MIN);
+  private freeCount = 0;
+
+  // Index, by chunk position in lba order.
+  private chunkIds: Uint32Array = new Uint32Array(INDEX_CAPACITY_MIN);
   private counts: Uint32Array = new Uint32Array(INDEX_CAPACITY_MIN);
   private firstLbas: Float64Array = new Float64Array(INDEX_CAPACITY_MIN);
   private chunkCount = 0;
   private extents = 0;
-  private spares: Uint32Array[] = [];
   /**
    * Longest extent ever stored since the last clear(). Two contiguous neighbours can only stay unmerged when one is
    * longer than half of EXTENT_SECTORS_MAX; while this is below that, trims need not look for merges they enable.
@@ -211,16 +254,21 @@ export class ExtentMap {
 
   constructor(options?: { chunkExtentsMax?: number }) {
     const chunkExtentsMax = options?.chunkExtentsMax ?? MAP_CHUNK_EXTENTS_DEFAULT;
-    assert(
-      Number.isInteger(chunkExtentsMax) &&
+    if (
+      !(
+        Number.isInteger(chunkExtentsMax) &&
         chunkExtentsMax >= MAP_CHUNK_EXTENTS_MIN &&
-        chunkExtentsMax <= MAP_CHUNK_EXTENTS_MAX,
-      `extent map: chunkExtentsMax ${chunkExtentsMax} must be in ${MAP_CHUNK_EXTENTS_MIN}..${MAP_CHUNK_EXTENTS_MAX}`,
-    );
+        chunkExtentsMax <= MAP_CHUNK_EXTENTS_MAX
+      )
+    ) {
+      assert(false, `extent map: chunkExtentsMax ${chunkExtentsMax} must be in ${MAP_CHUNK_EXTENTS_MIN}..${MAP_CHUNK_EXTENTS_MAX}`);
+    }
     this.chunkExtentsMax = chunkExtentsMax;
     this.chunkExtentsMin = Math.max(1, Math.floor(chunkExtentsMax / 4));
     this.chunkMergeExtentsMax = chunkExtentsMax - Math.floor(chunkExtentsMax / 4);
     this.chunkWords = chunkExtentsMax * WORDS_PER_EXTENT;
+    this.segmentShift = Math.floor(Math.log2(SEGMENT_BYTES_TARGET / (this.chunkWords * 4)));
+    this.segmentMask = (1 << this.segmentShift) - 1;
   }
 
   get extentCount(): number {
@@ -242,9 +290,10 @@ export class ExtentMap {
       const chunk = this.seekChunk;
       const index = this.seekIndex;
       if (index >= 0) {
-        const words = this.chunks[chunk]!;
-        if (extentStart(words, index) === lba && extentSectors(words, index) === sectors) {
-          const base = index << 2;
+        const words = this.wordsOf(chunk);
+        const position = this.firstOf(chunk) + index;
+        if (extentStart(words, position) === lba && extentSectors(words, position) === sectors) {
+          const base = position << 2;
           displaced?.(words[base + 2]!, sectors);
           words[base + 2] = obj;
           words[base + 3] = offset;
@@ -282,15 +331,17 @@ export class ExtentMap {
     if (index < 0) {
       index = 0;
     } else {
-      const words = this.chunks[chunk]!;
-      if (extentStart(words, index) + extentSectors(words, index) <= lba) index += 1;
+      const words = this.wordsOf(chunk);
+      const position = this.firstOf(chunk) + index;
+      if (extentStart(words, position) + extentSectors(words, position) <= lba) index += 1;
     }
     const chunkCount = this.chunkCount;
     for (; chunk < chunkCount; chunk += 1, index = 0) {
-      const words = this.chunks[chunk]!;
-      const count = this.counts[chunk]!;
-      for (; index < count; index += 1) {
-        const base = index << 2;
+      const words = this.wordsOf(chunk);
+      const first = this.firstOf(chunk);
+      const stopPosition = first + this.counts[chunk]!;
+      for (let position = first + index; position < stopPosition; position += 1) {
+        const base = position << 2;
         const start = (words[base + 1]! & LBA_HIGH_MASK) * LBA_LOW_RANGE + words[base]!;
         if (start >= end) return;
         const stop = start + (words[base + 1]! >>> LBA_HIGH_BITS);
@@ -304,11 +355,16 @@ export class ExtentMap {
   /** All extents in LBA order (for checkpoints). visit must not modify the map. */
   forEach(visit: ExtentVisitor): void {
     for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {
-      const words = this.chunks[chunk]!;
-      const count = this.counts[chunk]!;
-      for (let index = 0; index < count; index += 1) {
-        const base = index << 2;
-        visit(extentStart(words, index), extentSectors(words, index), words[base + 2]!, words[base + 3]!);
+      const words = this.wordsOf(chunk);
+      const first = this.firstOf(chunk);
+      const stopPosition = first + this.counts[chunk]!;
+      for (let position = first; position < stopPosition; position += 1) {
+        visit(
+          extentStart(words, position),
+          extentSectors(words, position),
+          extentObj(words, position),
+          extentOffset(words, position),
+        );
       }
     }
   }
@@ -343,20 +399,21 @@ export class ExtentMap {
       if (index < 0) {
         index = 0;
       } else {
-        const words = this.chunks[chunk]!;
-        if (extentStart(words, index) + extentSectors(words, index) <= cursor) index += 1;
+        const words = this.wordsOf(chunk);
+        const position = this.firstOf(chunk) + index;
+        if (extentStart(words, position) + extentSectors(words, position) <= cursor) index += 1;
       }
       let pieceStart = -1;
       let pieceStop = -1;
       scan: for (; chunk < this.chunkCount; chunk += 1, index = 0) {
-        const words = this.chunks[chunk]!;
-        const count = this.counts[chunk]!;
-        for (; index < count; index += 1) {
-          const start = extentStart(words, index);
+        const words = this.wordsOf(chunk);
+        const first = this.firstOf(chunk);
+        const stopPosition = first + this.counts[chunk]!;
+        for (let position = first + index; position < stopPosition; position += 1) {
+          const start = extentStart(words, position);
           if (start >= end) break scan;
-          const base = index << 2;
-          if (words[base + 2] === expectObj && words[base + 3]! - start === expectDelta) {
-            const stop = start + extentSectors(words, index);
+          if (extentObj(words, position) === expectObj && extentOffset(words, position) - start === expectDelta) {
+            const stop = start + extentSectors(words, position);
             pieceStart = start < cursor ? cursor : start;
             pieceStop = stop > end ? end : stop;
             break scan;
@@ -374,68 +431,126 @@ export class ExtentMap {
   }
 
   clear(): void {
-    this.chunks = [];
+    this.segments = [];
+    this.slotsAllocated = 0;
+    this.freeIds = new Uint32Array(INDEX_CAPACITY_MIN);
+    this.freeCount = 0;
+    this.chunkIds = new Uint32Array(INDEX_CAPACITY_MIN);
     this.counts = new Uint32Array(INDEX_CAPACITY_MIN);
     this.firstLbas = new Float64Array(INDEX_CAPACITY_MIN);
     this.chunkCount = 0;
     this.extents = 0;
-    this.spares = [];
     this.sectorsHighWater = 0;
   }
 
-  /** Memory held by the map: chunk data and estimated chunk object overhead, spare chunks, and the chunk index. */
+  /** Memory held by the map: segments (including free slots), the index and the free list, with engine overhead. */
   bytesUsed(): number {
-    const chunkBytes = this.chunkWords * 4 + MAP_CHUNK_OVERHEAD_BYTES;
-    return (
-      (this.chunkCount + this.spares.length) * chunkBytes +
-      this.counts.byteLength +
-      this.firstLbas.byteLength +
-      // JS array slots for the chunk references (pointer-sized).
-      this.chunks.length * 8
-    );
+    let bytes = 0;
+    for (const segment of this.segments) bytes += segment.byteLength + TYPED_ARRAY_OVERHEAD_BYTES;
+    bytes += this.chunkIds.byteLength + this.counts.byteLength + this.firstLbas.byteLength + this.freeIds.byteLength;
+    return bytes + 4 * TYPED_ARRAY_OVERHEAD_BYTES;
   }
 
   /** Checks invariants 1-6 from the top of this file; throws on the first violation. */
   checkInvariants(): void {
-    const check = (condition: boolean, message: string): void => {
-      assert(condition, `extent map invariant: ${message}`);
+    const check = (condition: boolean, message: () => string): void => {
+      if (!condition) assert(false, `extent map invariant: ${message()}`);
     };
-    check(this.chunks.length === this.chunkCount, `chunks.length ${this.chunks.length} != ${this.chunkCount}`);
-    check(this.counts.length >= this.chunkCount, "counts has room for every chunk");
-    check(this.firstLbas.length >= this.chunkCount, "firstLbas has room for every chunk");
-    check(this.spares.length <= CHUNK_SPARES_MAX, "spare chunks are bounded");
-    let extents = 0;
-    let previousStop = 0;
-    let previousObj = 0;
-    let previousOffsetStop = -1;
-    let previousSectors = 0;
+    check(this.chunkIds.length >= this.chunkCount, () => "chunkIds has room for every chunk");
+    check(this.counts.length >= this.chunkCount, () => "counts has room for every chunk");
+    check(this.firstLbas.length >= this.chunkCount, () => "firstLbas has room for every chunk");
+    check(this.chunkCount + this.freeCount === this.slotsAllocated, () => "used + free slots = allocated slots");
+    const owner = new Int32Array(this.slotsAllocated).fill(-1);
     for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {
-      const words = this.chunks[chunk]!;
+      const id = this.chunkIds[chunk]!;
+      check(id < this.slotsAllocated, () => `chunk ${chunk} has unallocated id ${id}`);
+      check(owner[id] === -1, () => `chunk ${chunk} shares id ${id} with chunk ${owner[id]}`);
+      owner[id] = chunk;
+      const segment = this.segments[id >>> this.segmentShift];
+      check(
+        segment !== undefined && ((id & this.segmentMask) + 1) * this.chunkWords <= segment.length,
+        () => `chunk ${chunk} id ${id} lies outside its segment`,
+      );
+    }
+    for (let free = 0; free < this.freeCount; free += 1) {
+      const id = this.freeIds[free]!;
+      check(id < this.slotsAllocated && owner[id] === -1, () => `free id ${id} is unallocated or in use`);
+      owner[id] = -2;
+    }
+    let extents = 0;
+    let previousWords: Uint32Array | undefined;
+    let previousPosition = 0;
+    for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {
+      const words = this.wordsOf(chunk);
+      const first = this.firstOf(chunk);
       const count = this.counts[chunk]!;
-      check(words.length === this.chunkWords, `chunk ${chunk} has ${words.length} words`);
-      check(count >= 1 && count <= this.chunkExtentsMax, `chunk ${chunk} holds ${count} extents`);
-      check(this.firstLbas[chunk] === extentStart(words, 0), `firstLbas[${chunk}] is its first extent's lba`);
-      for (let index = 0; index < count; index += 1) {
-        const start = extentStart(words, index);
-        const sectors = extentSectors(words, index);
-        const obj = words[(index << 2) + 2]!;
-        const offset = words[(index << 2) + 3]!;
-        const where = `extent ${start}+${sectors} (chunk ${chunk} index ${index})`;
-        check(sectors >= 1 && sectors <= EXTENT_SECTORS_MAX, `${where}: length out of range`);
-        check(start + sectors <= VOLUME_SECTORS_MAX, `${where}: ends beyond 2^${LBA_BITS}`);
-        check(obj >= 1, `${where}: obj 0`);
-        check(offset + sectors <= OFFSET_RANGE, `${where}: offset ${offset} runs past 2^32`);
-        check(start >= previousStop, `${where}: overlaps or precedes the previous extent`);
-        const contiguous = extents > 0 && start === previousStop && obj === previousObj && offset === previousOffsetStop;
-        check(!(contiguous && previousSectors + sectors <= EXTENT_SECTORS_MAX), `${where}: not merged with previous`);
-        previousStop = start + sectors;
-        previousObj = obj;
-        previousOffsetStop = offset + sectors;
-        previousSectors = sectors;
+      check(count >= 1 && count <= this.chunkExtentsMax, () => `chunk ${chunk} holds ${count} extents`);
+      check(this.firstLbas[chunk] === extentStart(words, first), () => `firstLbas[${chunk}] is its first extent's lba`);
+      for (let position = first; position < first + count; position += 1) {
+        const start = extentStart(words, position);
+        const sectors = extentSectors(words, position);
+        const where = (): string => `extent ${start}+${sectors} (chunk ${chunk} index ${position - first})`;
+        check(sectors >= 1 && sectors <= EXTENT_SECTORS_MAX, () => `${where()}: length out of range`);
+        check(start + sectors <= VOLUME_SECTORS_MAX, () => `${where()}: ends beyond 2^${LBA_BITS}`);
+        check(extentObj(words, position) >= 1, () => `${where()}: obj 0`);
+        check(extentOffset(words, position) + sectors <= OFFSET_RANGE, () => `${where()}: offset runs past 2^32`);
+        if (previousWords !== undefined) {
+          const previousStop = extentStart(previousWords, previousPosition) + extentSectors(previousWords, previousPosition);
+          check(start >= previousStop, () => `${where()}: overlaps or precedes the previous extent`);
+          check(!mergeable(previousWords, previousPosition, words, position), () => `${where()}: not merged with previous`);
+        }
+        previousWords = words;
+        previousPosition = position;
         extents += 1;
       }
     }
-    check(extents === this.extents, `extentCount ${this.extents} != ${extents} extents stored`);
+    check(extents === this.extents, () => `extentCount ${this.extents} != ${extents} extents stored`);
+  }
+
+  // ---- storage ----
+
+  private wordsOf(chunk: number): Uint32Array {
+    return this.segments[this.chunkIds[chunk]! >>> this.segmentShift]!;
+  }
+
+  /** Position of the chunk's first extent within its segment. */
+  private firstOf(chunk: number): number {
+    return (this.chunkIds[chunk]! & this.segmentMask) * this.chunkExtentsMax;
+  }
+
+  private allocateId(): number {
+    if (this.freeCount > 0) {
+      this.freeCount -= 1;
+      return this.freeIds[this.freeCount]!;
+    }
+    const id = this.slotsAllocated;
+    const segmentIndex = id >>> this.segmentShift;
+    const slot = id & this.segmentMask;
+    const fullWords = (this.segmentMask + 1) * this.chunkWords;
+    if (segmentIndex === this.segments.length) {
+      // A later segment starts full size; the first starts small so that small maps stay small.
+      const words = segmentIndex === 0 ? Math.min(fullWords, SEGMENT_CHUNKS_INITIAL * this.chunkWords) : fullWords;
+      this.segments.push(new Uint32Array(words));
+    } else {
+      const segment = this.segments[segmentIndex]!;
+      if ((slot + 1) * this.chunkWords > segment.length) {
+        const grown = new Uint32Array(Math.min(fullWords, segment.length * 2));
+        grown.set(segment);
+        this.segments[segmentIndex] = grown;
+      }
+    }
+    this.slotsAllocated += 1;
+    return id;
+  }
+
+  private releaseId(id: number): void {
+    if (this.freeCount === this.freeIds.length) {
+      const grown = new Uint32Array(this.freeIds.length * 2);
+      grown.set(this.freeIds);
+      this.freeIds = grown;
+    }
+    this.freeIds[this.freeCount] = id;
+    this.freeCount += 1;
   }
 
   // ---- search ----
@@ -447,7 +562,7 @@ export class ExtentMap {
   private seek(lba: number): void {
     const chunk = lastChunkAtOrBefore(this.firstLbas, this.chunkCount, lba);
     this.seekChunk = chunk;
-    this.seekIndex = lastExtentAtOrBefore(this.chunks[chunk]!, this.counts[chunk]!, lba);
+    this.seekIndex = lastExtentAtOrBefore(this.wordsOf(chunk), this.firstOf(chunk), this.counts[chunk]!, lba);
   }
 
   // ---- removal ----
@@ -465,27 +580,27 @@ export class ExtentMap {
     if (index < 0) {
       index = 0;
     } else {
-      const words = this.chunks[chunk]!;
-      const start = extentStart(words, index);
-      const stop = start + extentSectors(words, index);
+      const words = this.wordsOf(chunk);
+      const position = this.firstOf(chunk) + index;
+      const start = extentStart(words, position);
+      const stop = start + extentSectors(words, position);
       if (stop <= lba) {
         index += 1;
       } else if (start < lba) {
-        const base = index << 2;
-        const obj = words[base + 2]!;
-        const offset = words[base + 3]!;
+        const obj = extentObj(words, position);
         if (stop > end) {
           // The range lies inside one extent: keep [start, lba) and [end, stop).
           removedSectors = end - lba;
           displaced?.(obj, removedSectors);
-          setExtentSectors(words, index, lba - start);
+          setExtentSectors(words, position, lba - start);
+          const offset = extentOffset(words, position);
           this.insertAt(chunk, index + 1, end, stop - end, obj, offset + (end - start));
           this.mergeRemnants(start, stop);
           return removedSectors;
         }
         removedSectors = stop - lba;
         displaced?.(obj, removedSectors);
-        setExtentSectors(words, index, lba - start);
+        setExtentSectors(words, position, lba - start);
         leftRemnantStart = start;
         index += 1;
       }
@@ -496,30 +611,31 @@ export class ExtentMap {
     let extentsRemoved = 0;
     for (; chunk < this.chunkCount; chunk += 1, index = 0) {
       lastChunk = chunk;
-      const words = this.chunks[chunk]!;
+      const words = this.wordsOf(chunk);
+      const first = this.firstOf(chunk);
       const count = this.counts[chunk]!;
       let stopIndex = index;
       let stoppedInside = false;
       while (stopIndex < count) {
-        const start = extentStart(words, stopIndex);
+        const position = first + stopIndex;
+        const start = extentStart(words, position);
         if (start >= end) {
           stoppedInside = true;
           break;
         }
-        const sectors = extentSectors(words, stopIndex);
+        const sectors = extentSectors(words, position);
         const stop = start + sectors;
-        const base = stopIndex << 2;
         if (stop <= end) {
           removedSectors += sectors;
-          displaced?.(words[base + 2]!, sectors);
+          displaced?.(extentObj(words, position), sectors);
           stopIndex += 1;
         } else {
           const cut = end - start;
           removedSectors += cut;
-          displaced?.(words[base + 2]!, cut);
-          setExtentStart(words, stopIndex, end);
-          setExtentSectors(words, stopIndex, sectors - cut);
-          words[base + 3] = words[base + 3]! + cut;
+          displaced?.(extentObj(words, position), cut);
+          setExtentStart(words, position, end);
+          setExtentSectors(words, position, sectors - cut);
+          words[(position << 2) + 3] = extentOffset(words, position) + cut;
           rightRemnantStop = stop;
           stoppedInside = true;
           break;
@@ -527,12 +643,12 @@ export class ExtentMap {
       }
       const removed = stopIndex - index;
       if (removed > 0) {
-        words.copyWithin(index << 2, stopIndex << 2, count << 2);
+        words.copyWithin((first + index) << 2, (first + stopIndex) << 2, (first + count) << 2);
         this.counts[chunk] = count - removed;
         this.extents -= removed;
         extentsRemoved += removed;
       }
-      if (index === 0 && this.counts[chunk]! > 0) this.firstLbas[chunk] = extentStart(words, 0);
+      if (index === 0 && this.counts[chunk]! > 0) this.firstLbas[chunk] = extentStart(words, first);
       if (stoppedInside) break;
     }
     // Only chunks that lost extents can be empty or newly sparse; a new chunk holding one appended extent is
@@ -559,9 +675,8 @@ export class ExtentMap {
     const chunk = this.seekChunk;
     const index = this.seekIndex;
     if (index < 0) return;
-    const words = this.chunks[chunk]!;
-    const sectors = extentSectors(words, index);
-    if (extentStart(words, index) + sectors !== boundary) return;
+    const words = this.wordsOf(chunk);
+    const position = this.firstOf(chunk) + index;
     let nextChunk = chunk;
     let nextIndex = index + 1;
     if (nextIndex >= this.counts[chunk]!) {
@@ -569,72 +684,43 @@ export class ExtentMap {
       nextIndex = 0;
       if (nextChunk >= this.chunkCount) return;
     }
-    const nextWords = this.chunks[nextChunk]!;
-    const nextSectors = extentSectors(nextWords, nextIndex);
-    if (
-      extentStart(nextWords, nextIndex) !== boundary ||
-      nextWords[(nextIndex << 2) + 2] !== words[(index << 2) + 2] ||
-      nextWords[(nextIndex << 2) + 3] !== words[(index << 2) + 3]! + sectors ||
-      sectors + nextSectors > EXTENT_SECTORS_MAX
-    ) {
-      return;
-    }
-    setExtentSectors(words, index, sectors + nextSectors);
-    this.noteSectors(sectors + nextSectors);
+    const nextWords = this.wordsOf(nextChunk);
+    const nextPosition = this.firstOf(nextChunk) + nextIndex;
+    if (!mergeable(words, position, nextWords, nextPosition)) return;
+    const sectors = extentSectors(words, position) + extentSectors(nextWords, nextPosition);
+    setExtentSectors(words, position, sectors);
+    this.noteSectors(sectors);
     this.removeExtent(nextChunk, nextIndex);
   }
 
   /** True if the extent at (chunk, index) could merge with the extent before or after it. */
   private mergeableWithNeighbours(chunk: number, index: number): boolean {
-    const words = this.chunks[chunk]!;
-    const start = extentStart(words, index);
-    const sectors = extentSectors(words, index);
-    const obj = words[(index << 2) + 2]!;
-    const offset = words[(index << 2) + 3]!;
-    let previousWords = words;
-    let previousIndex = index - 1;
-    if (previousIndex < 0 && chunk > 0) {
-      previousWords = this.chunks[chunk - 1]!;
-      previousIndex = this.counts[chunk - 1]! - 1;
+    const words = this.wordsOf(chunk);
+    const position = this.firstOf(chunk) + index;
+    if (index > 0) {
+      if (mergeable(words, position - 1, words, position)) return true;
+    } else if (chunk > 0) {
+      const previousPosition = this.firstOf(chunk - 1) + this.counts[chunk - 1]! - 1;
+      if (mergeable(this.wordsOf(chunk - 1), previousPosition, words, position)) return true;
     }
-    if (previousIndex >= 0) {
-      const previousSectors = extentSectors(previousWords, previousIndex);
-      if (
-        extentStart(previousWords, previousIndex) + previousSectors === start &&
-        previousWords[(previousIndex << 2) + 2] === obj &&
-        previousWords[(previousIndex << 2) + 3]! + previousSectors === offset &&
-        previousSectors + sectors <= EXTENT_SECTORS_MAX
-      ) {
-        return true;
-      }
-    }
-    let nextWords = words;
-    let nextIndex = index + 1;
-    if (nextIndex >= this.counts[chunk]!) {
-      if (chunk + 1 >= this.chunkCount) return false;
-      nextWords = this.chunks[chunk + 1]!;
-      nextIndex = 0;
-    }
-    return (
-      extentStart(nextWords, nextIndex) === start + sectors &&
-      nextWords[(nextIndex << 2) + 2] === obj &&
-      nextWords[(nextIndex << 2) + 3] === offset + sectors &&
-      sectors + extentSectors(nextWords, nextIndex) <= EXTENT_SECTORS_MAX
-    );
+    if (index + 1 < this.counts[chunk]!) return mergeable(words, position, words, position + 1);
+    if (chunk + 1 < this.chunkCount) return mergeable(words, position, this.wordsOf(chunk + 1), this.firstOf(chunk + 1));
+    return false;
   }
 
   /** Removes one extent, then drops its chunk if empty or rebalances it if sparse. */
   private removeExtent(chunk: number, index: number): void {
-    const words = this.chunks[chunk]!;
+    const words = this.wordsOf(chunk);
+    const first = this.firstOf(chunk);
     const count = this.counts[chunk]!;
-    words.copyWithin(index << 2, (index + 1) << 2, count << 2);
+    words.copyWithin((first + index) << 2, (first + index + 1) << 2, (first + count) << 2);
     this.counts[chunk] = count - 1;
     this.extents -= 1;
     if (count === 1) {
       this.removeChunks(chunk, 1);
       return;
     }
-    if (index === 0) this.firstLbas[chunk] = extentStart(words, 0);
+    if (index === 0) this.firstLbas[chunk] = extentStart(words, first);
     this.fixUnderflow(chunk);
   }
 
@@ -691,29 +777,26 @@ export class ExtentMap {
     this.noteSectors(sectors);
     if (this.chunkCount === 0) {
       this.insertChunks(0, 1);
-      setExtent(this.chunks[0]!, 0, lba, sectors, obj, offset);
-      this.counts[0] = 1;
-      this.firstLbas[0] = lba;
-      this.extents += 1;
+      this.insertAt(0, 0, lba, sectors, obj, offset);
       return;
     }
     this.seek(lba);
     const chunk = this.seekChunk;
     const index = this.seekIndex;
-    const words = this.chunks[chunk]!;
+    const words = this.wordsOf(chunk);
+    const position = this.firstOf(chunk) + index;
     const end = lba + sectors;
     let mergedSectors = -1;
     if (index >= 0) {
-      const base = index << 2;
-      const previousSectors = extentSectors(words, index);
+      const previousSectors = extentSectors(words, position);
       if (
-        extentStart(words, index) + previousSectors === lba &&
-        words[base + 2] === obj &&
-        words[base + 3]! + previousSectors === offset &&
+        extentStart(words, position) + previousSectors === lba &&
+        extentObj(words, position) === obj &&
+        extentOffset(words, position) + previousSectors === offset &&
         previousSectors + sectors <= EXTENT_SECTORS_MAX
       ) {
         mergedSectors = previousSectors + sectors;
-        setExtentSectors(words, index, mergedSectors);
+        setExtentSectors(words, position, mergedSectors);
         this.noteSectors(mergedSectors);
       }
     }
@@ -724,20 +807,24 @@ export class ExtentMap {
       nextIndex = 0;
     }
     if (nextChunk < this.chunkCount) {
-      const nextWords = this.chunks[nextChunk]!;
-      const nextBase = nextIndex << 2;
-      const nextSectors = extentSectors(nextWords, nextIndex);
-      if (extentStart(nextWords, nextIndex) === end && nextWords[nextBase + 2] === obj && nextWords[nextBase + 3] === offset + sectors) {
+      const nextWords = this.wordsOf(nextChunk);
+      const nextPosition = this.firstOf(nextChunk) + nextIndex;
+      const nextSectors = extentSectors(nextWords, nextPosition);
+      if (
+        extentStart(nextWords, nextPosition) === end &&
+        extentObj(nextWords, nextPosition) === obj &&
+        extentOffset(nextWords, nextPosition) === offset + sectors
+      ) {
         if (mergedSectors >= 0) {
           if (mergedSectors + nextSectors <= EXTENT_SECTORS_MAX) {
-            setExtentSectors(words, index, mergedSectors + nextSectors);
+            setExtentSectors(words, position, mergedSectors + nextSectors);
             this.noteSectors(mergedSectors + nextSectors);
             this.removeExtent(nextChunk, nextIndex);
           }
         } else if (sectors + nextSectors <= EXTENT_SECTORS_MAX) {
-          setExtentStart(nextWords, nextIndex, lba);
-          setExtentSectors(nextWords, nextIndex, sectors + nextSectors);
-          nextWords[nextBase + 3] = offset;
+          setExtentStart(nextWords, nextPosition, lba);
+          setExtentSectors(nextWords, nextPosition, sectors + nextSectors);
+          nextWords[(nextPosition << 2) + 3] = offset;
           this.noteSectors(sectors + nextSectors);
           if (nextIndex === 0) this.firstLbas[nextChunk] = lba;
           return;
@@ -748,14 +835,15 @@ export class ExtentMap {
     this.insertAt(chunk, index + 1, lba, sectors, obj, offset);
   }
 
-  /** Inserts an extent at position `index` of chunk (where it belongs in order), making room if the chunk is full. */
+  /** Inserts an extent at `index` of chunk (where it belongs in order), making room first if the chunk is full. */
   private insertAt(chunk: number, index: number, lba: number, sectors: number, obj: number, offset: number): void {
     const count = this.counts[chunk]!;
     const max = this.chunkExtentsMax;
     if (count < max) {
-      const words = this.chunks[chunk]!;
-      if (index < count) words.copyWithin((index + 1) << 2, index << 2, count << 2);
-      setExtent(words, index, lba, sectors, obj, offset);
+      const words = this.wordsOf(chunk);
+      const position = this.firstOf(chunk) + index;
+      if (index < count) words.copyWithin((position + 1) << 2, position << 2, (position - index + count) << 2);
+      setExtent(words, position, lba, sectors, obj, offset);
       this.counts[chunk] = count + 1;
       if (index === 0) this.firstLbas[chunk] = lba;
       this.extents += 1;
@@ -764,12 +852,8 @@ export class ExtentMap {
     if (index === count) {
       // Appending to a full chunk: use the next chunk's front if it has room, else start a new chunk, which keeps
       // this one full (sorted loads fill chunks completely instead of leaving halves behind).
-      if (chunk + 1 < this.chunkCount && this.counts[chunk + 1]! < max) {
-        this.insertAt(chunk + 1, 0, lba, sectors, obj, offset);
-      } else {
-        this.insertChunks(chunk + 1, 1);
-        this.insertAt(chunk + 1, 0, lba, sectors, obj, offset);
-      }
+      if (!(chunk + 1 < this.chunkCount && this.counts[chunk + 1]! < max)) this.insertChunks(chunk + 1, 1);
+      this.insertAt(chunk + 1, 0, lba, sectors, obj, offset);
       return;
     }
     // Full, inserting inside: lend to a neighbour with room for at least two (so both keep room), else split.
@@ -792,64 +876,74 @@ export class ExtentMap {
 
   /** Moves the last `moved` extents of chunk to the front of chunk+1. */
   private moveTailToNext(chunk: number, moved: number): void {
-    const source = this.chunks[chunk]!;
-    const target = this.chunks[chunk + 1]!;
     const sourceCount = this.counts[chunk]!;
     const targetCount = this.counts[chunk + 1]!;
     assert(moved >= 1 && moved < sourceCount && targetCount + moved <= this.chunkExtentsMax, "extent map: tail move");
-    target.copyWithin(moved << 2, 0, targetCount << 2);
-    const from = (sourceCount - moved) << 2;
+    const source = this.wordsOf(chunk);
+    const target = this.wordsOf(chunk + 1);
+    const sourceFirst = this.firstOf(chunk);
+    const targetFirst = this.firstOf(chunk + 1);
+    target.copyWithin((targetFirst + moved) << 2, targetFirst << 2, (targetFirst + targetCount) << 2);
+    const from = (sourceFirst + sourceCount - moved) << 2;
+    const to = targetFirst << 2;
     const words = moved << 2;
-    for (let word = 0; word < words; word += 1) target[word] = source[from + word]!;
+    if (source === target) source.copyWithin(to, from, from + words);
+    else for (let word = 0; word < words; word += 1) target[to + word] = source[from + word]!;
     this.counts[chunk] = sourceCount - moved;
     this.counts[chunk + 1] = targetCount + moved;
-    this.firstLbas[chunk + 1] = extentStart(target, 0);
+    this.firstLbas[chunk + 1] = extentStart(target, targetFirst);
   }
 
   /** Moves the first `moved` extents of chunk to the end of chunk-1 (all of them when merging). */
   private moveHeadToPrevious(chunk: number, moved: number): void {
-    const source = this.chunks[chunk]!;
-    const target = this.chunks[chunk - 1]!;
     const sourceCount = this.counts[chunk]!;
     const targetCount = this.counts[chunk - 1]!;
     assert(moved >= 1 && moved <= sourceCount && targetCount + moved <= this.chunkExtentsMax, "extent map: head move");
-    const to = targetCount << 2;
+    const source = this.wordsOf(chunk);
+    const target = this.wordsOf(chunk - 1);
+    const sourceFirst = this.firstOf(chunk);
+    const targetFirst = this.firstOf(chunk - 1);
+    const from = sourceFirst << 2;
+    const to = (targetFirst + targetCount) << 2;
     const words = moved << 2;
-    for (let word = 0; word < words; word += 1) target[to + word] = source[word]!;
-    source.copyWithin(0, words, sourceCount << 2);
+    if (source === target) source.copyWithin(to, from, from + words);
+    else for (let word = 0; word < words; word += 1) target[to + word] = source[from + word]!;
+    source.copyWithin(from, from + words, (sourceFirst + sourceCount) << 2);
     this.counts[chunk] = sourceCount - moved;
     this.counts[chunk - 1] = targetCount + moved;
-    if (sourceCount > moved) this.firstLbas[chunk] = extentStart(source, 0);
+    if (sourceCount > moved) this.firstLbas[chunk] = extentStart(source, sourceFirst);
   }
 
-  /** Inserts `inserted` empty chunks at position `at`; the caller fills them before the next public call returns. */
+  /** Inserts `inserted` empty chunks at position `at`; the caller fills them before the public call returns. */
   private insertChunks(at: number, inserted: number): void {
     const needed = this.chunkCount + inserted;
     if (needed > this.counts.length) {
       const capacity = Math.max(needed, this.counts.length * 2);
+      const chunkIds = new Uint32Array(capacity);
+      chunkIds.set(this.chunkIds.subarray(0, this.chunkCount));
       const counts = new Uint32Array(capacity);
       counts.set(this.counts.subarray(0, this.chunkCount));
       const firstLbas = new Float64Array(capacity);
       firstLbas.set(this.firstLbas.subarray(0, this.chunkCount));
+      this.chunkIds = chunkIds;
       this.counts = counts;
       this.firstLbas = firstLbas;
     }
+    this.chunkIds.copyWithin(at + inserted, at, this.chunkCount);
     this.counts.copyWithin(at + inserted, at, this.chunkCount);
     this.firstLbas.copyWithin(at + inserted, at, this.chunkCount);
-    for (let i = 0; i < inserted; i += 1) {
-      this.chunks.splice(at + i, 0, this.spares.pop() ?? new Uint32Array(this.chunkWords));
-      this.counts[at + i] = 0;
-      this.firstLbas[at + i] = 0;
+    for (let chunk = at; chunk < at + inserted; chunk += 1) {
+      this.chunkIds[chunk] = this.allocateId();
+      this.counts[chunk] = 0;
+      this.firstLbas[chunk] = 0;
     }
     this.chunkCount = needed;
   }
 
   /** Removes `removed` chunks at position `at` (their extents must already be gone or moved). */
   private removeChunks(at: number, removed: number): void {
-    const dropped = this.chunks.splice(at, removed);
-    for (const words of dropped) {
-      if (this.spares.length < CHUNK_SPARES_MAX) this.spares.push(words);
-    }
+    for (let chunk = at; chunk < at + removed; chunk += 1) this.releaseId(this.chunkIds[chunk]!);
+    this.chunkIds.copyWithin(at, at + removed, this.chunkCount);
     this.counts.copyWithin(at, at + removed, this.chunkCount);
     this.firstLbas.copyWithin(at, at + removed, this.chunkCount);
     this.chunkCount -= removed;

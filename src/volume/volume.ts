@@ -75,6 +75,24 @@ export async function readCacheSuperblock(cache: CacheDevice, pool: AlignedPool)
   }
 }
 
+/**
+ * The journal decision table above, as a pure function: which case applies, and after which seq records are replayed
+ * (null: the journal does not continue the backend's log and is discarded).
+ */
+export function decideJournalCase(
+  writerCacheUuid: string,
+  writerCacheSeqLast: number,
+  superblock: CacheSuperblock,
+): { journalCase: "@B" | "@C" | "@D" | "@E" | "@F"; replayAfter: number | null } {
+  const L = writerCacheSeqLast;
+  const T = superblock.replaySeq;
+  if (writerCacheUuid === superblock.cacheUuid) return T <= L + 1 ? { journalCase: "@B", replayAfter: L } : { journalCase: "@C", replayAfter: null };
+  if (writerCacheUuid === NIL_UUID) {
+    return T === superblock.startSeq ? { journalCase: "@D", replayAfter: T - 1 } : { journalCase: "@E", replayAfter: null };
+  }
+  return { journalCase: "@F", replayAfter: null };
+}
+
 export class Volume implements BlockDevice {
   readonly sizeBytes: number;
   /** Read-only towards clients: recovery still completes (replayed writes still reach the backend). */
@@ -109,21 +127,9 @@ export class Volume implements BlockDevice {
         `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
       );
     }
+    const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;
     const T = superblock.replaySeq;
-    let journalCase: string;
-    let replayAfter: number | null;
-    if (state.writerCacheUuid === superblock.cacheUuid) {
-      journalCase = T <= L + 1 ? "@B" : "@C";
-      replayAfter = T <= L + 1 ? L : null;
-    } else if (state.writerCacheUuid === NIL_UUID) {
-      journalCase = T === superblock.startSeq ? "@D" : "@E";
-      replayAfter = T === superblock.startSeq ? T - 1 : null;
-    } else {
-      journalCase = "@F";
-      replayAfter = null;
-    }
-
     const walker = new JournalWalker(options.cache, options.pool, superblock);
     // Walk first without applying, to find the head; apply in a second pass below (records are re-read), so that
     // memory stays bounded by one record whatever the journal's size.

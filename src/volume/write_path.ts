@@ -116,8 +116,8 @@ export class WritePath {
   write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<void>((resolve, reject) => {
-      // A write larger than a journal record is split; it is acknowledged when all its pieces are.
-      const pieceSectorsMax = JOURNAL_RECORD_DATA_BYTES_MAX / SECTOR_BYTES;
+      // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
+      const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
       const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
       const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
       if (data === null) {

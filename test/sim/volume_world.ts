@@ -10,6 +10,7 @@ import { encodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
 import { encodeSuperblock } from "../../src/format/superblock_object.ts";
 import { Volume, type VolumeOptions } from "../../src/volume/volume.ts";
 import type { Clock } from "../../src/volume/clock.ts";
+import { FencedStore } from "./fenced_store.ts";
 import { MemoryCacheDevice, MemoryPool } from "./memory_cache_device.ts";
 import { Prng } from "./prng.ts";
 
@@ -23,9 +24,14 @@ export interface World {
   volUuid: string;
   volumeBytes: number;
   logs: string[];
+  /** The store view of the current incarnation; crash() fences it. */
+  fence: FencedStore | null;
 }
 
-export async function makeWorld(seed: number, options: { volumeBytes?: number; cacheBytes?: number; store?: ObjectStore } = {}): Promise<World> {
+export async function makeWorld(
+  seed: number,
+  options: { volumeBytes?: number; cacheBytes?: number; journalBytes?: number; store?: ObjectStore } = {},
+): Promise<World> {
   const prng = new Prng(seed);
   const store = options.store ?? new MemoryStore();
   const volUuid = uuidv4();
@@ -33,12 +39,15 @@ export async function makeWorld(seed: number, options: { volumeBytes?: number; c
   await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: volumeBytes / SECTOR_BYTES, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
   const cacheBytes = options.cacheBytes ?? 40 * 1024 * 1024;
   const device = new MemoryCacheDevice(cacheBytes, prng);
-  formatCache(device, volUuid, 1000 + prng.int(1_000_000));
-  return { prng, store, device, pool: new MemoryPool(), volUuid, volumeBytes, logs: [] };
+  formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes);
+  return { prng, store, device, pool: new MemoryPool(), volUuid, volumeBytes, logs: [], fence: null };
 }
 
-export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq: number, writeFraction = 1): string {
-  const layout = computeCacheLayout(device.sizeBytes, writeFraction);
+/** Formats the cache; a journalBytes smaller than mkcache allows makes wrap-around and back-pressure frequent. */
+export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq: number, journalBytes?: number): string {
+  const layout = journalBytes
+    ? { sizeBytes: device.sizeBytes, journalStartBytes: 4096, journalBytes, readCacheStartBytes: 4096 + journalBytes, readCacheBytes: device.sizeBytes - 4096 - journalBytes }
+    : computeCacheLayout(device.sizeBytes, 1);
   const cacheUuid = uuidv4();
   device.data.set(
     encodeCacheSuperblock({
@@ -57,8 +66,9 @@ export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq
 }
 
 export async function openVolume(world: World, overrides: Partial<VolumeOptions> = {}): Promise<Volume> {
+  world.fence = new FencedStore(world.store);
   return Volume.open({
-    store: world.store,
+    store: world.fence,
     prefix: PREFIX,
     cache: world.device,
     pool: world.pool,
@@ -109,3 +119,10 @@ export const immediateClock: Clock = {
   },
   sleep: (delayMs) => new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, 5))),
 };
+
+/** The process dies: the volume stops, its store calls fail, the cache keeps what the crash model lets it keep. */
+export function crashWorld(world: World, volume: Volume, options: { powerLoss?: boolean } = {}): void {
+  volume.abandon();
+  world.fence?.fence();
+  world.device = world.device.crash(options);
+}

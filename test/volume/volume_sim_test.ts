@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { seedFromEnv } from "../sim/prng.ts";
-import { immediateClock, makeWorld, openVolume, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, immediateClock, makeWorld, openVolume, VolumeModel, type World } from "../sim/volume_world.ts";
 
 const OPS_PER_SEED = 400;
 const INFLIGHT_MAX = 24;
@@ -18,8 +18,8 @@ async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
   return out;
 }
 
-async function runWorld(seed: number, options: { crashes: boolean }): Promise<void> {
-  const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024 });
+async function runWorld(seed: number, options: { crashes: boolean; journalBytes?: number }): Promise<void> {
+  const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes });
   const { prng } = world;
   const model = new VolumeModel(world.volumeBytes);
   const inFlightSectors = new Map<number, number>();
@@ -79,8 +79,7 @@ async function runWorld(seed: number, options: { crashes: boolean }): Promise<vo
     } else if (options.crashes) {
       // Crash: the process dies; writes in flight may or may not survive.
       generation += 1;
-      volume.abandon();
-      world.device = world.device.crash();
+      crashWorld(world, volume);
       const uncertain = new Set(inFlightSectors.keys());
       inFlightSectors.clear();
       inFlight = new Set();
@@ -120,9 +119,13 @@ describe("volume simulation", () => {
   for (const seed of seeds) {
     test(`seed ${seed}: random I/O, clean reopens`, async () => {
       await runWorld(seed, { crashes: false });
-    });
+    }, 60_000);
     test(`seed ${seed}: random I/O with crashes`, async () => {
       await runWorld(seed + 1000, { crashes: true });
-    });
+    }, 60_000);
+    // A journal of a few batches: it wraps (pad records), fills up (back-pressure) and is released by puts.
+    test(`seed ${seed}: small journal, crashes`, async () => {
+      await runWorld(seed + 2000, { crashes: true, journalBytes: 640 * 1024 });
+    }, 60_000);
   }
 });
