@@ -4,8 +4,10 @@
 // Usage: bun bench/map_bench.ts [--json] [--sizes=1000000,10000000] [--chunk=256] [--ops=1000000] [--seed=1]
 // The map is built from random 4 KiB writes into every other 8-sector slot (lba = 16k), so no two extents are
 // contiguous and none merge: extentCount equals the number of writes.
+// Times are CPU time of this process (process.cpuUsage), not wall time: the bench machine is shared (2 cores), and
+// CPU time leaves out the time spent descheduled (cache interference from neighbours still shows).
 
-import { heapStats } from "bun:jsc";
+import { readFileSync } from "node:fs";
 import { ExtentMap, MAP_CHUNK_EXTENTS_DEFAULT } from "../src/map/extent_map.ts";
 
 interface Result {
@@ -13,8 +15,8 @@ interface Result {
   chunkExtentsMax: number;
   buildNsPerExtent: number;
   bytesPerExtent: number;
-  /** Engine-reported growth of heap + external memory while building, per extent (a cross-check of bytesUsed). */
-  heapBytesPerExtent: number;
+  /** Growth of the process RSS while building, per extent: a cross-check of bytesUsed (allocator-dependent). */
+  rssBytesPerExtent: number;
   lookupUs: number;
   /** update() of a whole existing extent (block rewritten in place). */
   updateOverwriteUs: number;
@@ -43,10 +45,16 @@ function makeRandom(seed: number): () => number {
   };
 }
 
-function engineBytes(): number {
+function rssBytes(): number {
   Bun.gc(true);
-  const stats = heapStats();
-  return stats.heapSize + stats.extraMemorySize;
+  const pages = Number(readFileSync("/proc/self/statm", "utf8").split(" ")[1]);
+  return pages * 4096;
+}
+
+/** CPU milliseconds used by this process so far. */
+function cpuMs(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1000;
 }
 
 const SLOT_SECTORS = 16; // one 8-sector extent, then an 8-sector gap
@@ -66,54 +74,54 @@ function run(extents: number, chunkExtentsMax: number, ops: number, seed: number
   const keys = new Uint32Array(ops);
   for (let i = 0; i < ops; i += 1) keys[i] = random() % extents;
 
-  const baseline = engineBytes();
+  const baseline = rssBytes();
   const map = new ExtentMap({ chunkExtentsMax });
-  let started = performance.now();
+  let started = cpuMs();
   for (let i = 0; i < extents; i += 1) {
     const slot = order[i]!;
     map.update(slot * SLOT_SECTORS, EXTENT_SECTORS, 1 + (slot % 4093), (slot * EXTENT_SECTORS) % 2 ** 31);
   }
-  const buildMs = performance.now() - started;
+  const buildMs = cpuMs() - started;
   if (map.extentCount !== extents) throw new Error(`expected ${extents} extents, have ${map.extentCount}`);
-  const heapBytes = engineBytes() - baseline;
+  const rssGrowthBytes = rssBytes() - baseline;
   const bytesPerExtent = map.bytesUsed() / map.extentCount;
 
   let checksum = 0;
   const visit = (lba: number, sectors: number, obj: number, offset: number): void => {
     checksum = (checksum + lba + sectors + obj + offset) % 1_000_000_007;
   };
-  started = performance.now();
+  started = cpuMs();
   for (let i = 0; i < ops; i += 1) map.lookup(keys[i]! * SLOT_SECTORS, EXTENT_SECTORS, visit);
-  const lookupUs = ((performance.now() - started) * 1000) / ops;
+  const lookupUs = ((cpuMs() - started) * 1000) / ops;
   if (checksum === 0) throw new Error("lookups found nothing");
 
-  started = performance.now();
+  started = cpuMs();
   for (let i = 0; i < ops; i += 1) map.update(keys[i]! * SLOT_SECTORS, EXTENT_SECTORS, 5000 + (i & 1023), i * 8);
-  const updateOverwriteUs = ((performance.now() - started) * 1000) / ops;
+  const updateOverwriteUs = ((cpuMs() - started) * 1000) / ops;
 
   // The remaining kinds change the extent count, so run fewer of them (at most 10% growth).
   const changeOps = Math.min(ops, Math.floor(extents / 10));
-  started = performance.now();
+  started = cpuMs();
   for (let i = 0; i < changeOps; i += 1) {
     // Slot gaps start at 16k + 8; keys repeat rarely, and a repeat is an exact overwrite, which is fine.
     map.update(keys[i]! * SLOT_SECTORS + EXTENT_SECTORS, EXTENT_SECTORS, 7000 + (i & 1023), i * 8);
   }
-  const updateInsertUs = ((performance.now() - started) * 1000) / changeOps;
+  const updateInsertUs = ((cpuMs() - started) * 1000) / changeOps;
 
-  started = performance.now();
+  started = cpuMs();
   for (let i = 0; i < changeOps; i += 1) map.update(keys[ops - 1 - i]! * SLOT_SECTORS + 2, 4, 9000, i * 4);
-  const updateSplitUs = ((performance.now() - started) * 1000) / changeOps;
+  const updateSplitUs = ((cpuMs() - started) * 1000) / changeOps;
 
-  started = performance.now();
+  started = cpuMs();
   for (let i = 0; i < changeOps; i += 1) map.trim(keys[(i * 7) % ops]! * SLOT_SECTORS, SLOT_SECTORS);
-  const trimUs = ((performance.now() - started) * 1000) / changeOps;
+  const trimUs = ((cpuMs() - started) * 1000) / changeOps;
 
   return {
     extents,
     chunkExtentsMax,
     buildNsPerExtent: (buildMs * 1e6) / extents,
     bytesPerExtent,
-    heapBytesPerExtent: heapBytes / extents,
+    rssBytesPerExtent: rssGrowthBytes / extents,
     lookupUs,
     updateOverwriteUs,
     updateInsertUs,
@@ -139,7 +147,7 @@ function main(): void {
     ["chunk", (r) => String(r.chunkExtentsMax)],
     ["build ns/ext", (r) => r.buildNsPerExtent.toFixed(0)],
     ["B/extent", (r) => r.bytesPerExtent.toFixed(2)],
-    ["heap B/ext", (r) => r.heapBytesPerExtent.toFixed(2)],
+    ["rss B/ext", (r) => r.rssBytesPerExtent.toFixed(2)],
     ["lookup us", (r) => r.lookupUs.toFixed(3)],
     ["overwrite us", (r) => r.updateOverwriteUs.toFixed(3)],
     ["insert us", (r) => r.updateInsertUs.toFixed(3)],

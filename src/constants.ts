@@ -58,7 +58,7 @@ export const ALIGNED_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
 export const ALIGNED_POOL_BYTES_DEFAULT = 256 * 1024 * 1024;
 
 /** Journal group commit: a record carries at most this many extents (one header page) and this much data. */
-export const JOURNAL_RECORD_EXTENTS_MAX = 252;
+export const JOURNAL_RECORD_EXTENTS_MAX = 251;
 export const JOURNAL_RECORD_DATA_BYTES_MAX = 4 * 1024 * 1024;
 /** Journal records being written to the cache at once. */
 export const JOURNAL_WRITES_INFLIGHT_MAX = 8;

@@ -17,7 +17,7 @@ import type { ObjectStat, ObjectStore } from "./object_store.ts";
 export type StoreOp = "put" | "get" | "getRange" | "delete" | "list" | "stat";
 export type OpSelector = StoreOp | "any";
 
-const STORE_OPS: readonly StoreOp[] = ["put", "get", "getRange", "delete", "list", "stat"];
+export const STORE_OPS: readonly StoreOp[] = ["put", "get", "getRange", "delete", "list", "stat"];
 
 interface CountedFault {
   op: OpSelector;
@@ -172,4 +172,3 @@ export class FaultyStore implements ObjectStore {
   }
 }
 
-export { STORE_OPS };

@@ -10,4 +10,4 @@ const addon = require("@koromix/koffi-linux-x64/linux_x64/koffi.node");
 // Types come from the koffi package; the value is the embedded addon.
 import type * as KoffiTypes from "koffi";
 export const koffi = addon as typeof KoffiTypes;
-export type { IKoffiLib, IKoffiCType, KoffiFunction } from "koffi";
+export type { LibraryHandle, TypeObject, KoffiFunc } from "koffi";

@@ -79,7 +79,7 @@ function load(): Bindings {
     const settle = pending.get(key);
     assert(settle !== undefined, "librados completion for an unknown operation");
     pending.delete(key);
-    settle(Number(b().rados_aio_get_return_value(completion)));
+    settle(Number(loaded().rados_aio_get_return_value(completion)));
   }, koffi.pointer(callbackType));
   bindings = {
     rados_create2: f("int rados_create2(_Out_ void **pcluster, const char *clustername, const char *name, uint64_t flags)"),
@@ -111,7 +111,7 @@ function load(): Bindings {
   return bindings;
 }
 
-function b(): Bindings {
+function loaded(): Bindings {
   assert(bindings !== undefined, "librados bindings not loaded");
   return bindings;
 }
@@ -135,6 +135,20 @@ function check(call: string, rv: number): void {
 
 function radosError(call: string, errno: number): IOError {
   return new IOError(`${call} failed: ${describeErrno(errno)} (errno ${errno})`, false, { errno });
+}
+
+/**
+ * The objecter asks the monitor for a newer OSD map only when an op has been in flight longer than objecter_timeout
+ * (default 10 s, checked every objecter_tick_interval, 5 s). With a shorter op timeout every op is cancelled before
+ * that, so a client that saw an OSD die never learns the OSD's new address after it restarts, and times out forever
+ * (seen: test/backend/ceph_fault_test.ts). Keep both well below the op timeout.
+ */
+function objecterSettings(opTimeoutSeconds: number): Record<string, string> {
+  if (opTimeoutSeconds === 0) return {};
+  return {
+    objecter_timeout: String(Math.max(0.5, Math.min(10, opTimeoutSeconds / 3))),
+    objecter_tick_interval: String(Math.max(0.25, Math.min(5, opTimeoutSeconds / 6))),
+  };
 }
 
 export interface RadosConnectOptions {
@@ -168,6 +182,7 @@ export class RadosCluster {
         client_mount_timeout: timeout,
         rados_mon_op_timeout: timeout,
         rados_osd_op_timeout: timeout,
+        ...objecterSettings(options.opTimeoutSeconds),
         ...(options.keyringPath !== undefined ? { keyring: options.keyringPath } : {}),
         ...options.settings,
       };
@@ -187,7 +202,7 @@ export class RadosCluster {
     assert(!this.shutdownStarted, "rados cluster used after shutdown");
     const out: Pointer[] = [null];
     // May wait for an OSD map from the monitor: on a worker.
-    check(`rados_ioctx_create(${pool})`, await onWorker(b().rados_ioctx_create, this.handle, pool, out));
+    check(`rados_ioctx_create(${pool})`, await onWorker(loaded().rados_ioctx_create, this.handle, pool, out));
     return new RadosPool(out[0]);
   }
 
@@ -195,7 +210,7 @@ export class RadosCluster {
   async shutdown(): Promise<void> {
     if (this.shutdownStarted) return;
     this.shutdownStarted = true;
-    await onWorker(b().rados_shutdown, this.handle);
+    await onWorker(loaded().rados_shutdown, this.handle);
   }
 }
 
@@ -214,7 +229,7 @@ export class RadosPool {
   /** Replaces the whole object atomically (RADOS applies a write_full as one transaction). */
   async writeFull(oid: string, data: Uint8Array): Promise<void> {
     const rv = await this.aio("rados_aio_write_full", (completion) =>
-      b().rados_aio_write_full(this.ioctx, oid, completion, data, data.length),
+      loaded().rados_aio_write_full(this.ioctx, oid, completion, data, data.length),
     );
     check("rados_aio_write_full", rv);
   }
@@ -226,7 +241,7 @@ export class RadosPool {
     const native = koffi.alloc("uint8_t", Math.max(length, 1));
     try {
       const rv = await this.aio("rados_aio_read", (completion) =>
-        b().rados_aio_read(this.ioctx, oid, completion, native, length, offset),
+        loaded().rados_aio_read(this.ioctx, oid, completion, native, length, offset),
       );
       check("rados_aio_read", rv);
       assert(rv <= length, "rados_aio_read returned more bytes than asked for");
@@ -243,7 +258,7 @@ export class RadosPool {
     const mtime = koffi.alloc("int64_t", 1);
     try {
       const rv = await this.aio("rados_aio_stat", (completion) =>
-        b().rados_aio_stat(this.ioctx, oid, completion, size, mtime),
+        loaded().rados_aio_stat(this.ioctx, oid, completion, size, mtime),
       );
       check("rados_aio_stat", rv);
       const sizeBytes = new BigUint64Array(koffi.view(size, 8))[0]!;
@@ -256,7 +271,7 @@ export class RadosPool {
   }
 
   async remove(oid: string): Promise<void> {
-    const rv = await this.aio("rados_aio_remove", (completion) => b().rados_aio_remove(this.ioctx, oid, completion));
+    const rv = await this.aio("rados_aio_remove", (completion) => loaded().rados_aio_remove(this.ioctx, oid, completion));
     check("rados_aio_remove", rv);
   }
 
@@ -289,7 +304,7 @@ export class RadosPool {
     if (this.closed) return;
     assert(this.operations === 0, "rados pool closed with operations in flight");
     this.closed = true;
-    b().rados_ioctx_destroy(this.ioctx);
+    loaded().rados_ioctx_destroy(this.ioctx);
   }
 
   /** Starts one aio operation and resolves with its completion's return value (negative errno on failure). */

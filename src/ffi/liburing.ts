@@ -128,7 +128,7 @@ export function liburing(): Liburing {
   const submit = lib.func("int io_uring_submit(void *ring)");
   const registerEventfd = lib.func("int io_uring_register_eventfd(void *ring, int fd)");
   loaded = {
-    queueInit: (entries, ringAddress) => queueInit(entries, ringAddress, Number(process.env.XFLAGS ?? 0)) as number,
+    queueInit: (entries, ringAddress) => queueInit(entries, ringAddress, 0) as number,
     queueExit: (ringAddress) => void queueExit(ringAddress),
     submit: (ringAddress) => submit(ringAddress) as number,
     registerEventfd: (ringAddress, fd) => registerEventfd(ringAddress, fd) as number,

@@ -110,6 +110,10 @@ function u32View(address: number, bytes: number): Uint32Array {
   return new Uint32Array(viewMemory(address, bytes));
 }
 
+/**
+ * One ring, used from the thread that opened it. While open, its eventfd reader keeps the event loop (and so the
+ * process) alive: close() it.
+ */
 export class Uring {
   readonly queueDepth: number;
 

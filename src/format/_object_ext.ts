@@ -8,7 +8,7 @@
 // part and starts with the magic; otherwise the object is a plain v1 object (reference-written), whose extension
 // fields take defaults and whose data area has no checksum.
 //
-// CRCs (encode order: header CRC32C first, then v1 CRC-32, so each is defined with the other's field as written):
+// CRCs (encode order: header_crc32c first, then the v1 crc, which therefore covers header_crc32c as written):
 // - v1 `crc` (common header offset 40): IEEE CRC-32 of the hdr_sectors*512 header bytes with `crc` read as 0.
 //   Checked whenever the extension is present, and on plain v1 objects unless 0 ("not set" in v1).
 // - ext `header_crc32c`: CRC-32C of the same bytes with both `crc` and `header_crc32c` read as 0.

@@ -4,7 +4,8 @@
 // Header page:
 //   0   magic "LSVJ"       4    version (u16)  6  type (u16)   8  header_crc32c   12  data_crc32c
 //   16  seq (u64)          24   vol_uuid (16)  40 cache_uuid (16)  56 data_pages (u32)  60 extent_count (u32)
-//   64  extents: {u64 lba, u32 sectors, u32 flags (bit 0: zero)} * extent_count, then zeros to 4096
+//   64  generation (u32)   68   reserved, zero (u32)
+//   72  extents: {u64 lba, u32 sectors, u32 flags (bit 0: zero)} * extent_count, then zeros to 4096
 // Two checksums, so the header can be trusted before the data is read (replay uses it to learn how far to read):
 // header_crc32c covers the 4096-byte header page with that field 0; data_crc32c covers dataPages*4096 bytes.
 // Data of the non-zero extents lies back to back (sectors*512 each) from the first data page, zero-padded to a page.
@@ -32,18 +33,22 @@ const RECORD = layout([
   ["cacheUuid", 16], // the cache that wrote it: a record left over from an earlier mkcache is not replayed
   ["dataPages", 4], // u32 pages after the header page (Pad: pages to skip)
   ["extentCount", 4], // u32 <= JOURNAL_RECORD_EXTENTS_MAX; 0 in Pad records
+  // The cache superblock generation of the run that wrote the record. Never decreases along the chain of seqs, so
+  // replay can tell a stale record of a crashed run (whose seq was reused after a torn tail) from the next one.
+  ["generation", 4],
+  ["reserved", 4], // zero; keeps extents 8-byte aligned
 ]);
 const EXTENT = layout([
   ["lba", 8], // u64 sectors
   ["sectors", 4], // u32 >= 1
   ["flags", 4], // bit 0: zero (TRIM / WRITE_ZEROES, no data bytes); other bits 0
 ]);
-export const JOURNAL_RECORD_FIXED_BYTES = 64;
+export const JOURNAL_RECORD_FIXED_BYTES = 72;
 export const JOURNAL_EXTENT_BYTES = 16;
 assert(RECORD.BYTES === JOURNAL_RECORD_FIXED_BYTES && EXTENT.BYTES === JOURNAL_EXTENT_BYTES, "journal layout sizes");
-// Exactly as many extents as fill the header page, and the constant the write path sizes its batches with agrees.
+// As many extents as fit the header page, and the constant the write path sizes its records with agrees.
 assert(
-  (JOURNAL_HEADER_BYTES - JOURNAL_RECORD_FIXED_BYTES) / JOURNAL_EXTENT_BYTES === JOURNAL_RECORD_EXTENTS_MAX,
+  Math.floor((JOURNAL_HEADER_BYTES - JOURNAL_RECORD_FIXED_BYTES) / JOURNAL_EXTENT_BYTES) === JOURNAL_RECORD_EXTENTS_MAX,
   "JOURNAL_RECORD_EXTENTS_MAX extents fill the header page",
 );
 assert(JOURNAL_HEADER_BYTES === PAGE_BYTES && JOURNAL_RECORD_DATA_BYTES_MAX % PAGE_BYTES === 0, "journal is page granular");
@@ -63,6 +68,8 @@ export interface JournalRecordHeader {
   seq: number;
   volUuid: string;
   cacheUuid: string;
+  /** Cache superblock generation of the run that wrote it. */
+  generation: number;
   dataPages: number;
   dataCrc32c: number;
   extents: JournalExtent[];
@@ -79,6 +86,7 @@ export function journalDataPages(extents: readonly JournalExtent[]): number {
 function recordProblem(h: Omit<JournalRecordHeader, "dataCrc32c">): string | null {
   if (!isSafeU64(h.seq)) return `seq ${h.seq} is not a safe u64`;
   if (!isU32(h.dataPages)) return `data_pages ${h.dataPages} is not a u32`;
+  if (!isU32(h.generation)) return `generation ${h.generation} is not a u32`;
   if (h.extents.length > JOURNAL_RECORD_EXTENTS_MAX) return `${h.extents.length} extents exceed ${JOURNAL_RECORD_EXTENTS_MAX}`;
   if (h.type === JournalRecordType.Pad) return h.extents.length === 0 ? null : "a pad record has extents";
   if (h.type !== JournalRecordType.Data) return `unknown record type ${h.type}`;
@@ -124,6 +132,7 @@ export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeade
   setUuid(into, RECORD.cacheUuid, h.cacheUuid);
   view.setUint32(RECORD.dataPages, h.dataPages, true);
   view.setUint32(RECORD.extentCount, h.extents.length, true);
+  view.setUint32(RECORD.generation, h.generation, true);
   h.extents.forEach((extent, i) => {
     const offset = JOURNAL_RECORD_FIXED_BYTES + JOURNAL_EXTENT_BYTES * i;
     setU64(view, offset + EXTENT.lba, extent.lba);
@@ -152,6 +161,7 @@ export function decodeJournalHeader(page: Uint8Array): JournalRecordHeader {
   const type = view.getUint16(RECORD.type, true);
   const dataPages = view.getUint32(RECORD.dataPages, true);
   const extentCount = view.getUint32(RECORD.extentCount, true);
+  if (view.getUint32(RECORD.reserved, true) !== 0) throw corrupt(context, "reserved field is not zero");
   if (extentCount > JOURNAL_RECORD_EXTENTS_MAX) throw corrupt(context, `extent count ${extentCount} exceeds ${JOURNAL_RECORD_EXTENTS_MAX}`);
   const extents: JournalExtent[] = [];
   for (let i = 0; i < extentCount; i++) {
@@ -172,6 +182,7 @@ export function decodeJournalHeader(page: Uint8Array): JournalRecordHeader {
     seq,
     volUuid: getUuid(page, RECORD.volUuid, context, "vol_uuid"),
     cacheUuid: getUuid(page, RECORD.cacheUuid, context, "cache_uuid"),
+    generation: view.getUint32(RECORD.generation, true),
     dataPages,
     dataCrc32c: view.getUint32(RECORD.dataCrc32c, true),
     extents,

@@ -93,7 +93,14 @@ function extentOffset(words: Uint32Array, position: number): number {
   return words[(position << 2) + 3]!;
 }
 
-function setExtent(words: Uint32Array, position: number, lba: number, sectors: number, obj: number, offset: number): void {
+function setExtent(
+  words: Uint32Array,
+  position: number,
+  lba: number,
+  sectors: number,
+  obj: number,
+  offset: number,
+): void {
   const base = position << 2;
   words[base] = lba >>> 0;
   words[base + 1] = Math.floor(lba / LBA_LOW_RANGE) | (sectors << LBA_HIGH_BITS);
@@ -157,15 +164,28 @@ function lastChunkAtOrBefore(firstLbas: Float64Array, count: number, lba: number
 
 /**
  * Index (relative to the chunk, which starts at position `first` in words and holds count >= 1 extents) of the last
- * extent starting at or before lba, or -1 if none does.
+ * extent starting at or before lba, or -1 if none does. firstKey is the chunk's first lba and upperKey the next
+ * chunk's (or Infinity for the last chunk): both come from the index, which is hot in cache, so the first probe into
+ * the chunk's data is already the interpolated guess.
  */
-function lastExtentAtOrBefore(words: Uint32Array, first: number, count: number, lba: number): number {
+function lastExtentAtOrBefore(
+  words: Uint32Array,
+  first: number,
+  count: number,
+  lba: number,
+  firstKey: number,
+  upperKey: number,
+): number {
+  if (firstKey > lba) return -1;
   let low = first;
-  let high = first + count - 1;
-  let highKey = extentStart(words, high);
-  if (highKey <= lba) return count - 1;
-  let lowKey = extentStart(words, low);
-  if (lowKey > lba) return -1;
+  let lowKey = firstKey;
+  let high = first + count; // one past the chunk: its key, upperKey, is above every key in the chunk
+  let highKey = upperKey;
+  if (highKey === Infinity) {
+    high -= 1;
+    highKey = extentStart(words, high);
+    if (highKey <= lba) return count - 1;
+  }
   // lowKey <= lba < highKey: the answer is in [low, high).
   let bisect = false;
   while (high - low > 1) {
@@ -261,7 +281,8 @@ export class ExtentMap {
         chunkExtentsMax <= MAP_CHUNK_EXTENTS_MAX
       )
     ) {
-      assert(false, `extent map: chunkExtentsMax ${chunkExtentsMax} must be in ${MAP_CHUNK_EXTENTS_MIN}..${MAP_CHUNK_EXTENTS_MAX}`);
+      const bounds = `${MAP_CHUNK_EXTENTS_MIN}..${MAP_CHUNK_EXTENTS_MAX}`;
+      assert(false, `extent map: chunkExtentsMax ${chunkExtentsMax} must be in ${bounds}`);
     }
     this.chunkExtentsMax = chunkExtentsMax;
     this.chunkExtentsMin = Math.max(1, Math.floor(chunkExtentsMax / 4));
@@ -283,38 +304,51 @@ export class ExtentMap {
   update(lba: number, sectors: number, obj: number, offset: number, displaced?: DisplacedCallback): number {
     assertRange(lba, sectors);
     assertTarget(obj, offset, sectors);
-    if (this.chunkCount > 0 && sectors <= EXTENT_SECTORS_MAX) {
-      // Fast path: the range is exactly one existing extent (a block rewritten with the same size), so the new
-      // location goes in place without shifting any extents.
-      this.seek(lba);
-      const chunk = this.seekChunk;
-      const index = this.seekIndex;
-      if (index >= 0) {
-        const words = this.wordsOf(chunk);
-        const position = this.firstOf(chunk) + index;
-        if (extentStart(words, position) === lba && extentSectors(words, position) === sectors) {
-          const base = position << 2;
-          displaced?.(words[base + 2]!, sectors);
-          words[base + 2] = obj;
-          words[base + 3] = offset;
-          if (this.mergeableWithNeighbours(chunk, index)) {
-            // Rare: take it out and insert it again, which merges it.
-            this.removeExtent(chunk, index);
-            this.insertExtent(lba, sectors, obj, offset);
-          }
-          return sectors;
-        }
-      }
+    if (this.chunkCount === 0 || sectors > EXTENT_SECTORS_MAX) {
+      const displacedSectors = this.removeRange(lba, lba + sectors, displaced, false);
+      this.insertPieces(lba, sectors, obj, offset);
+      return displacedSectors;
     }
-    const displacedSectors = this.removeRange(lba, lba + sectors, displaced);
-    this.insertPieces(lba, sectors, obj, offset);
+    // One seek serves the common cases, which is worth it: on a large map each seek costs a few cache misses.
+    this.seek(lba);
+    const chunk = this.seekChunk;
+    const index = this.seekIndex;
+    const words = this.wordsOf(chunk);
+    const first = this.firstOf(chunk);
+    const position = first + index;
+    if (index >= 0 && extentStart(words, position) === lba && extentSectors(words, position) === sectors) {
+      // The range is exactly one existing extent (a block rewritten with the same size): replace the location in
+      // place without shifting any extents.
+      const base = position << 2;
+      displaced?.(words[base + 2]!, sectors);
+      words[base + 2] = obj;
+      words[base + 3] = offset;
+      if (this.mergeableWithNeighbours(chunk, index)) {
+        // Rare: take it out and insert it again, which merges it.
+        this.removeExtent(chunk, index);
+        this.insertExtent(lba, sectors, obj, offset);
+      }
+      return sectors;
+    }
+    const end = lba + sectors;
+    const previousClear = index < 0 || extentStart(words, position) + extentSectors(words, position) <= lba;
+    let nextStart = Infinity;
+    if (index + 1 < this.counts[chunk]!) nextStart = extentStart(words, position + 1);
+    else if (chunk + 1 < this.chunkCount) nextStart = this.firstLbas[chunk + 1]!;
+    if (previousClear && nextStart >= end) {
+      // The range is unmapped (a first write): insert using this seek.
+      this.insertExtentAtSeek(lba, sectors, obj, offset);
+      return 0;
+    }
+    const displacedSectors = this.removeRange(lba, end, displaced, true);
+    this.insertExtent(lba, sectors, obj, offset);
     return displacedSectors;
   }
 
   /** Unmap [lba, lba+sectors) (TRIM). Returns the sectors that were mapped; displaced as for update(). */
   trim(lba: number, sectors: number, displaced?: DisplacedCallback): number {
     assertRange(lba, sectors);
-    return this.removeRange(lba, lba + sectors, displaced);
+    return this.removeRange(lba, lba + sectors, displaced, false);
   }
 
   /**
@@ -495,9 +529,11 @@ export class ExtentMap {
         check(extentObj(words, position) >= 1, () => `${where()}: obj 0`);
         check(extentOffset(words, position) + sectors <= OFFSET_RANGE, () => `${where()}: offset runs past 2^32`);
         if (previousWords !== undefined) {
-          const previousStop = extentStart(previousWords, previousPosition) + extentSectors(previousWords, previousPosition);
+          const previousStop =
+            extentStart(previousWords, previousPosition) + extentSectors(previousWords, previousPosition);
           check(start >= previousStop, () => `${where()}: overlaps or precedes the previous extent`);
-          check(!mergeable(previousWords, previousPosition, words, position), () => `${where()}: not merged with previous`);
+          const separate = !mergeable(previousWords, previousPosition, words, position);
+          check(separate, () => `${where()}: not merged with previous`);
         }
         previousWords = words;
         previousPosition = position;
@@ -562,15 +598,26 @@ export class ExtentMap {
   private seek(lba: number): void {
     const chunk = lastChunkAtOrBefore(this.firstLbas, this.chunkCount, lba);
     this.seekChunk = chunk;
-    this.seekIndex = lastExtentAtOrBefore(this.wordsOf(chunk), this.firstOf(chunk), this.counts[chunk]!, lba);
+    const upperKey = chunk + 1 < this.chunkCount ? this.firstLbas[chunk + 1]! : Infinity;
+    this.seekIndex = lastExtentAtOrBefore(
+      this.wordsOf(chunk),
+      this.firstOf(chunk),
+      this.counts[chunk]!,
+      lba,
+      this.firstLbas[chunk]!,
+      upperKey,
+    );
   }
 
   // ---- removal ----
 
-  /** Unmaps [lba, end): trims the extents that straddle its edges and drops the ones inside. */
-  private removeRange(lba: number, end: number, displaced: DisplacedCallback | undefined): number {
+  /**
+   * Unmaps [lba, end): trims the extents that straddle its edges and drops the ones inside. seeked: the caller has
+   * just run seek(lba).
+   */
+  private removeRange(lba: number, end: number, displaced: DisplacedCallback | undefined, seeked: boolean): number {
     if (this.chunkCount === 0) return 0;
-    this.seek(lba);
+    if (!seeked) this.seek(lba);
     let chunk = this.seekChunk;
     let index = this.seekIndex;
     let removedSectors = 0;
@@ -704,7 +751,9 @@ export class ExtentMap {
       if (mergeable(this.wordsOf(chunk - 1), previousPosition, words, position)) return true;
     }
     if (index + 1 < this.counts[chunk]!) return mergeable(words, position, words, position + 1);
-    if (chunk + 1 < this.chunkCount) return mergeable(words, position, this.wordsOf(chunk + 1), this.firstOf(chunk + 1));
+    if (chunk + 1 < this.chunkCount) {
+      return mergeable(words, position, this.wordsOf(chunk + 1), this.firstOf(chunk + 1));
+    }
     return false;
   }
 
@@ -781,6 +830,12 @@ export class ExtentMap {
       return;
     }
     this.seek(lba);
+    this.insertExtentAtSeek(lba, sectors, obj, offset);
+  }
+
+  /** insertExtent() for a non-empty map where seek(lba) has just run. */
+  private insertExtentAtSeek(lba: number, sectors: number, obj: number, offset: number): void {
+    this.noteSectors(sectors);
     const chunk = this.seekChunk;
     const index = this.seekIndex;
     const words = this.wordsOf(chunk);

@@ -118,7 +118,10 @@ export class Handshake {
     private readonly exportInfo: ExportInfo,
     private readonly send: (bytes: Uint8Array) => void,
   ) {
-    assert(exportInfo.blockSizeMinBytes >= 512, "block size minimum is at least a sector");
+    // The spec wants both sizes to be powers of two, the minimum at most 64 KiB.
+    assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 512, "minimum block size");
+    assert(exportInfo.blockSizeMinBytes <= 64 * 1024, "minimum block size is at most 64 KiB");
+    assert(isPowerOfTwo(exportInfo.blockSizePreferredBytes), "preferred block size is a power of two");
     assert(exportInfo.blockSizePreferredBytes >= exportInfo.blockSizeMinBytes, "preferred >= minimum");
     assert(exportInfo.blockSizePreferredBytes <= NBD_REQUEST_BYTES_MAX, "preferred <= maximum");
   }
@@ -322,6 +325,10 @@ export class Handshake {
       transmissionFlags: transmissionFlagsFor(this.exportInfo, this.structuredReplies),
     };
   }
+}
+
+function isPowerOfTwo(value: number): boolean {
+  return Number.isSafeInteger(value) && value > 0 && (value & (value - 1)) === 0;
 }
 
 function concat(first: Uint8Array, second: Uint8Array): Uint8Array {

@@ -152,6 +152,8 @@ class Server implements NbdServer {
 
   listen(options: NbdServerOptions): void {
     const handlers = {
+      // Plain Uint8Array chunks: no Buffer wrapper per data event.
+      binaryType: "uint8array" as const,
       open: (socket: BunSocket) => this.onOpen(socket),
       data: (socket: BunSocket, chunk: Uint8Array) => socket.data?.onData(chunk),
       drain: (socket: BunSocket) => socket.data?.output.onDrain(),

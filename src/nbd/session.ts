@@ -191,6 +191,8 @@ export class NbdSession {
   private readonly freeSlots: RequestSlot[] = [];
   private slotsMade = 0;
   inflight = 0;
+  /** Data bytes of READs dispatched and not completed (they become queued reply bytes). */
+  private inflightReadBytes = 0;
 
   /** A request header split across chunks is gathered here. */
   private readonly headerBuffer = new Uint8Array(NBD_REQUEST_BYTES);
@@ -217,10 +219,6 @@ export class NbdSession {
     this.output = options.output;
     this.output.onDrained = () => this.onOutputDrained();
     assert(Number.isSafeInteger(this.sizeBytes) && this.sizeBytes >= 0, "export size is a safe integer");
-  }
-
-  get isDead(): boolean {
-    return this.state === "dead";
   }
 
   /** Bytes from the socket. */
@@ -252,11 +250,6 @@ export class NbdSession {
     this.pause();
     this.dropPartialRequest();
     this.maybeEnded();
-  }
-
-  /** True when nothing is in flight and every reply byte went to the socket. */
-  get isIdle(): boolean {
-    return this.inflight === 0 && this.output.isEmpty;
   }
 
   // ---- Receive path -----------------------------------------------------------------------------------------
@@ -369,8 +362,15 @@ export class NbdSession {
     return offset;
   }
 
+  /**
+   * Reading stops at the in-flight limit, or when unsent reply bytes plus the data of READs in flight reach the
+   * output limit: without the latter, one pipelined burst of 128 large READs would hold 4 GiB of replies.
+   */
   private readBlocked(): boolean {
-    return this.inflight >= NBD_INFLIGHT_PER_CONNECTION_MAX || this.output.queuedBytes >= NBD_OUTPUT_QUEUED_BYTES_MAX;
+    return (
+      this.inflight >= NBD_INFLIGHT_PER_CONNECTION_MAX ||
+      this.output.queuedBytes + this.inflightReadBytes >= NBD_OUTPUT_QUEUED_BYTES_MAX
+    );
   }
 
   private pause(): void {
@@ -457,6 +457,7 @@ export class NbdSession {
       switch (slot.type) {
         case NBD_CMD_READ:
           this.stats.reads++;
+          this.inflightReadBytes += slot.length;
           device.read(slot.offset, slot.length).then(slot.onData, slot.onError);
           return;
         case NBD_CMD_WRITE:
@@ -642,6 +643,10 @@ export class NbdSession {
 
   private releaseSlot(slot: RequestSlot): void {
     assert(this.inflight > 0, "released slot was in flight");
+    if (slot.type === NBD_CMD_READ && slot.errno === 0) {
+      this.inflightReadBytes -= slot.length;
+      assert(this.inflightReadBytes >= 0, "in-flight read bytes balance");
+    }
     slot.payload = null;
     slot.errorMessage = "";
     this.inflight--;

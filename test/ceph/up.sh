@@ -72,7 +72,7 @@ kill_daemon() { # kill_daemon NAME SIGNAL: by pid file only, then wait (bounded)
 
 osd_up() { [ "$(ceph_ osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null)" = 1 ]; }
 rgw_up() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$RGW_PORT/"; }
-probe() { rados_ -p "$POOL" stat __lsvd_ceph_up_probe >/dev/null 2>&1; }
+probe() { timeout 5 rados --conf "$CONF" --rados-osd-op-timeout 4 -p "$POOL" stat __lsvd_ceph_up_probe >/dev/null 2>&1; }
 healthy() {
   [ -f "$ENV_FILE" ] && [ "$(cat "$DIR/params" 2>/dev/null)" = "$PARAMS" ] && ours "$(pid_of ceph-mon.a)" &&
     ours "$(pid_of ceph-osd.0)" && ours "$(pid_of ceph-client.rgw.a)" && probe && rgw_up
@@ -80,8 +80,15 @@ healthy() {
 
 start_osd() {
   ceph-osd --conf "$CONF" -i 0 >>"$DIR/log/start-osd.log" 2>&1 || die "ceph-osd did not start"
-  for _ in $(seq $WAIT_TRIES); do osd_up && break; sleep 0.2; done
-  osd_up || die "the OSD did not come up"
+  if [ -f "$ENV_FILE" ]; then
+    # A restart: the mon may still list the killed OSD as up (no peer reports it), so only a round trip through
+    # the new OSD proves it serves.
+    for _ in $(seq $WAIT_TRIES); do probe && break; sleep 0.2; done
+    probe || die "the restarted OSD does not serve pool $POOL"
+  else
+    for _ in $(seq $WAIT_TRIES); do osd_up && break; sleep 0.2; done
+    osd_up || die "the OSD did not come up"
+  fi
 }
 start_rgw() {
   radosgw --conf "$CONF" -n client.rgw.a >>"$DIR/log/start-rgw.log" 2>&1 || die "radosgw did not start"

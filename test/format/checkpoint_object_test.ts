@@ -94,7 +94,7 @@ describe("checkpoint map entries", () => {
     packCheckpointMapEntry(view, 2, 100, 8, 0x2a, 8);
     expect(unpackCheckpointMapEntry(view, 0)).toEqual({ lba: 0, sectors: 1, obj: 1, offsetSectors: 1 });
     expect(unpackCheckpointMapEntry(view, 1)).toEqual({ lba: 2 ** 36 - 1, sectors: 2 ** 28 - 1, obj: 2 ** 32 - 1, offsetSectors: 2 ** 32 - 1 });
-    expect(new Uint8Array(view.buffer, 32, 16)).toEqual(mapBytes().subarray(0, 16));
+    expect<Uint8Array>(new Uint8Array(view.buffer, 32, 16)).toEqual(mapBytes().subarray(0, 16));
     expect(new Uint8Array(view.buffer, 16, 8)).toEqual(new Uint8Array(8).fill(0xff));
     expect(() => packCheckpointMapEntry(view, 0, 2 ** 36, 1, 1, 1)).toThrow();
     expect(() => packCheckpointMapEntry(view, 0, 0, 2 ** 28, 1, 1)).toThrow();

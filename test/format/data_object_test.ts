@@ -159,6 +159,16 @@ describe("data object", () => {
     expectEveryFlipDetected(plainV1Header(), decodeDataObjectHeader);
   });
 
+  test("each header CRC is checked on its own", () => {
+    const badCrc32c = ourHeader();
+    badCrc32c[EXT_CRC_OFFSET]! ^= 1;
+    resealObject(badCrc32c, null); // a v1 CRC that matches: only header_crc32c is wrong
+    expect(expectCorruption(() => decodeDataObjectHeader(badCrc32c)).message).toContain("bad header CRC32C");
+    const badV1 = ourHeader();
+    badV1[40]! ^= 1; // outside what header_crc32c covers
+    expect(expectCorruption(() => decodeDataObjectHeader(badV1)).message).toContain("bad v1 header CRC-32");
+  });
+
   test("every truncation is rejected", () => {
     expectEveryTruncationRejected(ourHeader(), decodeDataObjectHeader);
     expectEveryTruncationRejected(plainV1Header(), decodeDataObjectHeader);
@@ -210,5 +220,33 @@ describe("data object", () => {
       encodeDataObjectHeader({ ...input, trims: [{ lba: 0, sectors: 1, beforeIndex: 2 }, { lba: 0, sectors: 1, beforeIndex: 1 }] }, DATA),
     ).toThrow();
     expect(() => encodeDataObjectHeader({ ...input, seq: 0 }, DATA)).toThrow();
+  });
+});
+
+describe("docs/format.md worked example", () => {
+  test("the data object header bytes shown in the spec", () => {
+    const header = encodeDataObjectHeader(
+      {
+        volUuid: VOL_UUID,
+        seq: 0x2a,
+        cacheSeq: 1000,
+        cacheSeqLast: 1001,
+        cacheUuid: CACHE_UUID,
+        objsCleaned: [],
+        extents: [{ lba: 0, sectors: 8 }, { lba: 2048, sectors: 8 }],
+        trims: [{ lba: 4096, sectors: 2048, beforeIndex: 1 }],
+      },
+      new Uint8Array(16 * 512).fill(0xab),
+    );
+    const shown = `
+      4c 53 56 44 01 00 00 00 6f 1c 2b 3a 4d 5e 4f 60 8a 7b 9c 0d 1e 2f 3a 4b 02 00 00 00 2a 00 00 00
+      08 00 00 00 10 00 00 00 78 df d7 a1 e8 03 00 00 00 00 00 00 78 00 00 00 00 00 00 00 78 00 00 00
+      10 00 00 00 4c 53 56 58 01 00 00 00 34 00 00 00 b3 54 46 16 d9 7b da 8e e9 03 00 00 00 00 00 00
+      0a 1b 2c 3d 4e 5f 4a 6b bc 7d 8e 9f a0 b1 c2 d3 88 00 00 00 10 00 00 00 00 00 00 00 80 00 00 00
+      00 08 00 00 80 00 00 00 00 10 00 00 00 00 00 00 00 08 00 00 01 00 00 00`;
+    const bytes = shown.trim().split(/\s+/).map((hex) => Number.parseInt(hex, 16));
+    expect(header.byteLength).toBe(4096);
+    expect(Array.from(header.subarray(0, bytes.length))).toEqual(bytes);
+    expect(header.subarray(bytes.length).every((byte) => byte === 0)).toBe(true);
   });
 });

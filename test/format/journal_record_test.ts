@@ -36,6 +36,8 @@ const DATA = (() => {
   return data;
 })();
 
+const GENERATION = 7;
+
 function reseal(page: Uint8Array): void {
   setU32(page, 8, crcWithZeroed(page, [8], crc32cBitwise));
 }
@@ -44,6 +46,7 @@ function handMadeData(): Uint8Array {
   const page = new ByteBuilder()
     .ascii("LSVJ").u16(1).u16(1).u32(0).u32(crc32cBitwise(DATA))
     .u64(SEQ).uuid(VOL_UUID).uuid(CACHE_UUID).u32(2).u32(3)
+    .u32(GENERATION).u32(0)
     .u64(100).u32(8).u32(0)
     .u64(5000).u32(1000).u32(1)
     .u64(7).u32(1).u32(0)
@@ -57,6 +60,7 @@ function handMadePad(): Uint8Array {
   const page = new ByteBuilder()
     .ascii("LSVJ").u16(1).u16(2).u32(0).u32(0)
     .u64(SEQ + 1).uuid(VOL_UUID).uuid(CACHE_UUID).u32(37).u32(0)
+    .u32(GENERATION).u32(0)
     .padTo(4096)
     .build();
   reseal(page);
@@ -68,6 +72,7 @@ const header: Omit<JournalRecordHeader, "dataCrc32c"> = {
   seq: SEQ,
   volUuid: VOL_UUID,
   cacheUuid: CACHE_UUID,
+  generation: GENERATION,
   dataPages: 2,
   extents: EXTENTS,
 };
@@ -77,7 +82,7 @@ describe("journal records", () => {
     expect(JOURNAL_HEADER_BYTES).toBe(4096);
     const page = new Uint8Array(4096).fill(0xee); // stale contents must not leak
     encodeJournalHeader(page, header, [DATA.subarray(0, 4096), DATA.subarray(4096)]);
-    expect(page).toEqual(handMadeData());
+    expect<Uint8Array>(page).toEqual(handMadeData());
     const other = new Uint8Array(4096);
     encodeJournalHeader(other, header, [DATA.subarray(0, 100), DATA.subarray(100, 5000), DATA.subarray(5000)]);
     expect(other).toEqual(page);
@@ -87,10 +92,10 @@ describe("journal records", () => {
   });
 
   test("pad records", () => {
-    const pad = { type: JournalRecordType.Pad, seq: SEQ + 1, volUuid: VOL_UUID, cacheUuid: CACHE_UUID, dataPages: 37, extents: [] };
+    const pad = { type: JournalRecordType.Pad, seq: SEQ + 1, volUuid: VOL_UUID, cacheUuid: CACHE_UUID, generation: GENERATION, dataPages: 37, extents: [] };
     const page = new Uint8Array(4096);
     encodeJournalHeader(page, pad, []);
-    expect(page).toEqual(handMadePad());
+    expect<Uint8Array>(page).toEqual(handMadePad());
     const decoded = decodeJournalHeader(page);
     expect(decoded).toEqual({ ...pad, dataCrc32c: 0 });
     verifyJournalData(decoded, new Uint8Array(0)); // nothing to check
@@ -108,7 +113,7 @@ describe("journal records", () => {
       const data = new Uint8Array(dataPages * 4096);
       const salt = random.int(256);
       for (let i = 0; i < dataBytes; i++) data[i] = (i * 31 + salt) & 0xff;
-      const h = { type: JournalRecordType.Data, seq: random.int(2 ** 53), volUuid: VOL_UUID, cacheUuid: CACHE_UUID, dataPages, extents };
+      const h = { type: JournalRecordType.Data, seq: random.int(2 ** 53), volUuid: VOL_UUID, cacheUuid: CACHE_UUID, generation: random.int(2 ** 32), dataPages, extents };
       const page = new Uint8Array(4096);
       const cut = random.int(data.length + 1);
       encodeJournalHeader(page, h, [data.subarray(0, cut), data.subarray(cut)]);
@@ -146,13 +151,13 @@ describe("journal records", () => {
       ["data pages too few", (p) => setU32(p, 56, 1)],
       ["data pages too many", (p) => setU32(p, 56, 3)],
       ["data pages huge", (p) => setU32(p, 56, 0xffffffff)],
-      ["unknown flag", (p) => setU32(p, 64 + 12, 2)],
-      ["extent length 0", (p) => setU32(p, 64 + 8, 0)],
-      ["extent past 2^36", (p) => setU32(p, 64 + 4, 16)],
+      ["unknown flag", (p) => setU32(p, 72 + 12, 2)],
+      ["extent length 0", (p) => setU32(p, 72 + 8, 0)],
+      ["extent past 2^36", (p) => setU32(p, 72 + 4, 16)],
       ["seq past 2^53", (p) => (p[23] = 0x80)],
       ["unknown type", (p) => (p[6] = 3)],
       ["pad with extents", (p) => (p[6] = 2)],
-      ["no extents", (p) => (setU32(p, 60, 0), p.fill(0, 64, 112))],
+      ["no extents", (p) => (setU32(p, 60, 0), p.fill(0, 72, 120))],
       ["cache uuid invalid", (p) => (p[40 + 8] = 0)],
       ["version 2", (p) => (p[4] = 2)],
     ];
@@ -184,5 +189,39 @@ describe("journal records", () => {
     const justEnough = tooMany.slice(1);
     encodeJournalHeader(page, { ...header, dataPages: 0, extents: justEnough }, []);
     expect(decodeJournalHeader(page).extents).toEqual(justEnough);
+  });
+});
+
+describe("docs/format.md worked example", () => {
+  test("the journal header bytes shown in the spec", () => {
+    const data = new Uint8Array(8192);
+    data.fill(0xab, 0, 4096);
+    data.fill(0xcd, 4096, 4608);
+    const page = new Uint8Array(4096);
+    encodeJournalHeader(
+      page,
+      {
+        type: JournalRecordType.Data,
+        seq: 1000,
+        volUuid: VOL_UUID,
+        cacheUuid: CACHE_UUID,
+        generation: GENERATION,
+        dataPages: 2,
+        extents: [
+          { lba: 0, sectors: 8, zero: false },
+          { lba: 4096, sectors: 2048, zero: true },
+          { lba: 2048, sectors: 1, zero: false },
+        ],
+      },
+      [data],
+    );
+    const shown = `
+      4c 53 56 4a 01 00 01 00 f2 56 3c 96 da 31 6d 58 e8 03 00 00 00 00 00 00 6f 1c 2b 3a 4d 5e 4f 60
+      8a 7b 9c 0d 1e 2f 3a 4b 0a 1b 2c 3d 4e 5f 4a 6b bc 7d 8e 9f a0 b1 c2 d3 02 00 00 00 03 00 00 00
+      07 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 08 00 00 00 00 00 00 00 00 10 00 00 00 00 00 00
+      00 08 00 00 01 00 00 00 00 08 00 00 00 00 00 00 01 00 00 00 00 00 00 00`;
+    const bytes = shown.trim().split(/\s+/).map((hex) => Number.parseInt(hex, 16));
+    expect(Array.from(page.subarray(0, bytes.length))).toEqual(bytes);
+    expect(page.subarray(bytes.length).every((byte) => byte === 0)).toBe(true);
   });
 });

@@ -66,7 +66,12 @@ test("one write per turn when the socket takes everything", async () => {
   const transport = new StingyTransport();
   transport.budget = Number.MAX_SAFE_INTEGER;
   let writes = 0;
-  const counting: Transport = { ...transport, write: (data, offset, length) => (writes++, transport.write(data, offset, length)) };
+  const counting: Transport = {
+    write: (data, offset, length) => (writes++, transport.write(data, offset, length)),
+    pause: () => {},
+    resume: () => {},
+    end: () => {},
+  };
   const queue = new OutputQueue(counting);
   for (let index = 0; index < 32; index++) {
     const at = queue.reserve(16);

@@ -483,6 +483,33 @@ describe("transmission, simple replies", () => {
     }
   });
 
+  test("a client that does not read its replies: the server stops reading at the output limit", async () => {
+    await server.close();
+    device = new MemoryBlockDevice(256 * 1024 * 1024);
+    server = await startNbdServer({ device, socketPath: join(directory, "big.sock") });
+    endpoint = { unix: join(directory, "big.sock") };
+    const client = await connect();
+    await client.negotiate();
+    const count = 8;
+    const parts: Uint8Array[] = [];
+    for (let index = 0; index < count; index++) {
+      await device.write(index * NBD_REQUEST_BYTES_MAX, new Uint8Array(4096).fill(index + 1), false);
+      parts.push(encodeRequestHeader({ flags: 0, type: NBD_CMD_READ, cookieHigh: 0, cookieLow: index, offset: index * NBD_REQUEST_BYTES_MAX, length: NBD_REQUEST_BYTES_MAX }));
+    }
+    await client.send(new Uint8Array(Buffer.concat(parts)));
+    expect(await waitFor(() => server.stats().reads >= 2)).toBe(true);
+    await Bun.sleep(50);
+    // Two 32 MiB replies fill the 64 MiB output budget; the socket buffers take a little of it at most.
+    expect(server.stats().reads).toBeLessThan(4);
+    for (let index = 0; index < count; index++) {
+      const reply = await client.readSimpleReply(NBD_REQUEST_BYTES_MAX);
+      expect(reply.cookie).toBe(index);
+      expect(reply.data[4095]).toBe(index + 1);
+      expect(reply.data[4096]).toBe(0);
+    }
+    expect(server.stats().reads).toBe(count);
+  });
+
   test("write payloads split across chunks arrive whole; the device may keep the buffers it got", async () => {
     const client = await connect();
     await client.negotiate();
