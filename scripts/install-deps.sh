@@ -8,7 +8,7 @@
 set -euo pipefail
 profile=${1:-runtime}
 
-runtime_pkgs=(liburing2 libstdc++6 ca-certificates)
+runtime_pkgs=(liburing2 libisal2 libstdc++6 ca-certificates)
 demo_pkgs=(libnbd-bin fio)
 test_pkgs=(libnbd-bin python3-libnbd nbdkit qemu-utils fio liburing-dev curl procps
            ceph-mon ceph-osd ceph-common radosgw librados2 librbd1)

@@ -132,3 +132,6 @@ assert(OBJECT_HEADER_BYTES_MAX + OBJECT_DATA_BYTES_MAX <= 2 ** 32, "object offse
 
 /** Trims (TRIM/WRITE_ZEROES extents) one batch may carry; a batch with more is sealed early. */
 export const BATCH_TRIMS_MAX = 4096;
+
+/** fsck: lists in its report (holes, objects beyond the log end, stray names) keep this many items, and count all. */
+export const FSCK_REPORT_ITEMS_MAX = 1000;

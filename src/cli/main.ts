@@ -3,6 +3,8 @@
 // exit codes (0 success, 1 error or bad input, 2 usage; fsck documents its own).
 
 import { LsvdError } from "../errors.ts";
+import { loadIsalCrc32c } from "../ffi/isal_crc32c.ts";
+import { installCrc32cAccelerator } from "../format/crc32c.ts";
 import { COMMANDS } from "./commands/index.ts";
 
 const VERSION = "0.1.0";
@@ -20,7 +22,17 @@ Sizes take units: 512m, 1g, 2t (binary). Volumes: /dir/obj, file:///dir/obj, rad
 `;
 }
 
+/** Hardware CRC-32C when ISA-L is installed (libisal2); the table loop otherwise. LSVD_CRC32C=table forces the latter. */
+function installNativeCrc32c(): void {
+  if (process.env.LSVD_CRC32C === "table") return;
+  const native = loadIsalCrc32c();
+  if (!native.crc32c || !installCrc32cAccelerator(native.crc32c)) {
+    process.stderr.write(`lsvd: note: hardware CRC-32C unavailable (${native.reason || "self-check failed"}); using the portable one\n`);
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  installNativeCrc32c();
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(usage());

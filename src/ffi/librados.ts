@@ -281,7 +281,7 @@ export class RadosPool {
    */
   async listNames(accept: (name: string) => void): Promise<void> {
     assert(!this.closed, "rados pool used after close");
-    const lib = b();
+    const lib = loaded();
     const out: Pointer[] = [null];
     check("rados_nobjects_list_open", await onWorker(lib.rados_nobjects_list_open, this.ioctx, out));
     const context = out[0];
@@ -311,7 +311,7 @@ export class RadosPool {
   private aio(call: string, start: (completion: Pointer) => unknown): Promise<number> {
     assert(call.startsWith("rados_aio_"), "aio call name");
     assert(!this.closed, "rados pool used after close");
-    const lib = b();
+    const lib = loaded();
     const out: Pointer[] = [null];
     check("rados_aio_create_completion2", Number(lib.rados_aio_create_completion2(null, lib.completionCallback, out)));
     const completion = out[0];

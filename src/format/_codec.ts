@@ -63,7 +63,9 @@ export function getU64(view: DataView, offset: number, context: string, field: s
 
 export function setU64(view: DataView, offset: number, value: number): void {
   if (!isSafeU64(value)) assert(false, `u64 field value ${value} is a non-negative safe integer`);
-  view.setBigUint64(offset, BigInt(value), true);
+  // Two 32-bit halves: exact for safe integers, and avoids a BigInt allocation per field on the hot path.
+  view.setUint32(offset, value % 0x1_0000_0000, true);
+  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
 }
 
 export function getUuid(bytes: Uint8Array, offset: number, context: string, field: string): string {
@@ -76,9 +78,22 @@ export function getUuid(bytes: Uint8Array, offset: number, context: string, fiel
   }
 }
 
+/**
+ * The last few UUIDs encoded, parsed once: every journal record carries the same two UUIDs, and parsing a UUID
+ * string costs more than the rest of the header. Bounded: a tiny map cleared when full.
+ */
+const uuidBytesCache = new Map<string, Uint8Array>();
+const UUID_CACHE_ENTRIES_MAX = 8;
+
 export function setUuid(bytes: Uint8Array, offset: number, uuid: string): void {
-  assert(validateUuid(uuid), `"${uuid}" is a valid UUID`);
-  bytes.set(parseUuid(uuid), offset);
+  let parsed = uuidBytesCache.get(uuid);
+  if (parsed === undefined) {
+    assert(validateUuid(uuid), `"${uuid}" is a valid UUID`);
+    parsed = parseUuid(uuid);
+    if (uuidBytesCache.size >= UUID_CACHE_ENTRIES_MAX) uuidBytesCache.clear();
+    uuidBytesCache.set(uuid, parsed);
+  }
+  bytes.set(parsed, offset);
 }
 
 export function isUuid(uuid: string): boolean {

@@ -42,8 +42,43 @@ const [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15] = m
 // The word loop reads bytes through an Int32Array, i.e. in platform byte order; the tables assume little-endian.
 assert(new Uint8Array(Uint32Array.of(0x01020304).buffer)[0] === 0x04, "crc32c: little-endian platform");
 
+/** A native CRC-32C with the same contract as crc32c() (same seed chaining), or null. */
+export type Crc32cFunction = (data: Uint8Array, seed: number) => number;
+let accelerated: Crc32cFunction | null = null;
+/** Below this many bytes the FFI call costs more than the table loop. */
+const ACCELERATED_BYTES_MIN = 256;
+
+/**
+ * Installs a hardware CRC-32C (src/ffi/isal_crc32c.ts: ISA-L's crc32_iscsi, SSE4.2/PCLMUL: ~10x the table loop on
+ * a 4 KiB page). format/ stays free of I/O and FFI: the caller that may load native code (the CLI) installs it.
+ * The candidate must agree with the table implementation on a check vector, or it is refused.
+ */
+export function installCrc32cAccelerator(candidate: Crc32cFunction | null): boolean {
+  if (candidate === null) {
+    accelerated = null;
+    return true;
+  }
+  const probe = new Uint8Array(1024);
+  for (let index = 0; index < probe.length; index++) probe[index] = (index * 131 + 7) & 0xff;
+  if (candidate(probe, 0) !== crc32cTable(probe, 0) || candidate(probe.subarray(3), 0x12345678) !== crc32cTable(probe.subarray(3), 0x12345678)) {
+    return false;
+  }
+  accelerated = candidate;
+  return true;
+}
+
+export function crc32cIsAccelerated(): boolean {
+  return accelerated !== null;
+}
+
 export function crc32c(data: Uint8Array, seed = 0): number {
   assert(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, "crc32c: seed is a uint32");
+  if (accelerated !== null && data.byteLength >= ACCELERATED_BYTES_MIN) return accelerated(data, seed);
+  return crc32cTable(data, seed);
+}
+
+/** The portable table-driven CRC-32C. */
+export function crc32cTable(data: Uint8Array, seed = 0): number {
   let crc = ~seed;
   const length = data.byteLength;
   let i = 0;

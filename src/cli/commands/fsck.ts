@@ -1,0 +1,121 @@
+// lsvd fsck: check a volume (and optionally its cache) the way recovery reads them; optionally repair what recovery
+// would repair. The checks and repairs live in volume/fsck.ts; this file parses arguments and prints the report.
+// Exit codes as fsck(8): 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check.
+
+import { LsvdError } from "../../errors.ts";
+import { openBackend } from "../../backend/backend_uri.ts";
+import { openUringDevice, type UringDevice } from "../../ffi/uring_device.ts";
+import type { ObjectStore } from "../../backend/object_store.ts";
+import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
+import { formatSize } from "../../util/size.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
+import type { Command } from "./command.ts";
+
+const USAGE = "lsvd fsck [--cache CACHE] [--repair] [--json] VOLUME";
+const HELP = `Usage: ${USAGE}
+
+Checks VOLUME as recovery reads it: the superblock and every checkpoint it lists, every object's header and data
+CRC, gaps in the sequence of objects and objects beyond the end of the log, and that the map recovery builds from the
+newest checkpoint equals a replay of every data object from seq 1. With --cache, also the cache's superblock and its
+journal: how many records a walk from the tail finds, why it stops, which recovery case applies and how many records
+the next open replays.
+
+Options:
+  --cache CACHE   also check this cache file or device (made by 'lsvd mkcache')
+  --repair        drop unusable checkpoints from the superblock and delete the objects at and beyond the end of the
+                  log (what the next open would do). Never while the volume is being served.
+  --json          print the report as JSON
+${BACKEND_HELP}
+
+Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check (operational error).
+`;
+
+function printReport(report: FsckReport, volume: string): void {
+  const out: string[] = [];
+  const o = report.objects;
+  out.push(`volume ${volume}: UUID ${report.volUuid ?? "?"}${report.volumeBytes !== null ? `, ${formatSize(report.volumeBytes)}` : ""}`);
+  out.push(`superblock: ${report.volUuid ? "OK" : "INVALID"}, lists checkpoints [${report.superblockCheckpoints.join(", ")}]`);
+  out.push(
+    `objects: ${o.count} (${o.data} DATA, ${o.checkpoints} CKPT, ${o.invalid} invalid), ${formatSize(o.bytes)}${o.firstSeq !== null ? `, seq ${o.firstSeq}..${o.lastSeq}` : ""}`,
+  );
+  for (const checkpoint of report.checkpoints) {
+    out.push(
+      `checkpoint ${checkpoint.seq}${checkpoint.listed ? " (listed)" : ""}: ${checkpoint.usable ? "OK" : `UNUSABLE: ${checkpoint.error}`}, ${checkpoint.mapEntries} map entries`,
+    );
+  }
+  if (report.logEndSeq !== null) {
+    const from = report.recoveryCheckpointSeq > 0 ? `checkpoint ${report.recoveryCheckpointSeq}` : "seq 1 (no checkpoint)";
+    const beyond = report.beyondLogEndCount > 0 ? `; ${report.beyondLogEndCount} object(s) at or beyond the end` : "; nothing beyond";
+    out.push(`log: recovery starts at ${from}, the log ends before seq ${report.logEndSeq}${beyond}`);
+  }
+  out.push(`map: ${report.map.extents ?? "?"} extents; ${report.map.note}`);
+  const cache = report.cache;
+  if (cache) {
+    if (!cache.superblockValid) {
+      out.push(`cache ${cache.path}: superblock INVALID`);
+    } else {
+      out.push(`cache ${cache.path}: UUID ${cache.cacheUuid}, ${cache.volumeMatches ? "same volume" : "ANOTHER VOLUME"}, generation ${cache.generation}`);
+      if (cache.volumeMatches) {
+        out.push(
+          `journal: ${cache.journalRecords} record(s) from tail seq ${cache.tailSeq} (${cache.journalDataRecords} data, ${cache.journalPadRecords} pad); walk stopped: ${cache.stopReason}${cache.stopDetail ? ` (${cache.stopDetail})` : ""}`,
+        );
+        out.push(`journal case ${cache.journalCase}: ${cache.pendingReplay} record(s) pending replay`);
+      }
+    }
+  }
+  for (const note of report.notes) out.push(`note: ${note}`);
+  for (const repair of report.repairs) out.push(`repaired: ${repair}`);
+  if (report.problems.length === 0) out.push("no problems found");
+  for (const found of report.problems) out.push(`PROBLEM${found.repaired ? " (repaired)" : ""}: ${found.message}`);
+  const summary = { 0: "clean", 1: "problems found and repaired", 4: "problems left" }[report.exitCode];
+  out.push(`fsck: ${summary} (exit ${report.exitCode})`);
+  process.stdout.write(`${out.join("\n")}\n`);
+}
+
+export const fsckCommand: Command = {
+  name: "fsck",
+  summary: "check a volume (and its cache) for consistency; --repair",
+  async run(argv) {
+    let parsed;
+    let volume: string;
+    try {
+      parsed = parseCommandArgs(argv, { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...BACKEND_OPTIONS });
+      if (parsed.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      [volume] = requirePositional(parsed, 1, USAGE) as [string];
+    } catch (error) {
+      if (!(error instanceof LsvdError)) throw error;
+      process.stderr.write(`lsvd fsck: ${error.message}\n`);
+      return FSCK_EXIT_OPERATIONAL;
+    }
+    const json = parsed.values.json === true;
+    const cachePath = stringOption(parsed, "cache");
+    let store: ObjectStore | null = null;
+    let device: UringDevice | null = null;
+    try {
+      const backend = await openBackend(volume, backendOptionsFrom(parsed));
+      store = backend.store;
+      if (cachePath !== undefined) device = await openUringDevice(cachePath);
+      const report = await fsckVolume({
+        store,
+        prefix: backend.prefix,
+        cache: device ? { device, pool: device.pool } : undefined,
+        repair: parsed.values.repair === true,
+      });
+      if (json) process.stdout.write(`${JSON.stringify({ volume: backend.uri, ...report }, null, 2)}\n`);
+      else printReport(report, backend.uri);
+      return report.exitCode;
+    } catch (error) {
+      // The store or device failed, or there is no volume: nothing was checked.
+      const message = error instanceof LsvdError ? error.message : `internal error: ${(error as Error)?.stack ?? String(error)}`;
+      if (json) process.stdout.write(`${JSON.stringify({ volume, error: message, exitCode: FSCK_EXIT_OPERATIONAL }, null, 2)}\n`);
+      process.stderr.write(`lsvd fsck: ${message}\n`);
+      return FSCK_EXIT_OPERATIONAL;
+    } finally {
+      if (device) await device.close();
+      if (store) await store.close();
+    }
+  },
+};

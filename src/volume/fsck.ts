@@ -1,0 +1,595 @@
+// fsck for a volume (and optionally its cache): reads everything recovery relies on and says whether it is sound.
+// Spec: docs/architecture.md ("Recovery": both decision tables) and docs/format.md; `lsvd fsck` prints the report.
+//
+// What is checked, in order:
+//   1. The superblock decodes; each checkpoint it lists exists, decodes, and names its own seq and the volume.
+//   2. Every object `<prefix>.%08x` is read whole: common header, per-type header CRC, data CRC, seq == name,
+//      volume UUID. Objects are read in seq order, so every checkpoint is checked against the objects before it:
+//      each map entry must name a valid DATA object and lie inside its data area, and the checkpoint's object
+//      table must agree with those objects' headers.
+//   3. The log as recovery sees it: from the newest usable listed checkpoint c, the objects c+1, c+2, ... up to the
+//      first missing or invalid one (the log end). Objects at or beyond the log end are problems (recovery would
+//      delete them); holes below c are expected (dropped checkpoints) and only noted; invalid objects below c are
+//      problems (their data cannot be read back).
+//   4. The map recovery builds (recoverBackend, nothing deleted) must equal the map obtained by replaying every
+//      DATA object from seq 1 to the log end, when object 1 exists: a checkpoint that disagrees with its own log is
+//      corruption no CRC catches.
+//   5. With a cache: its superblock decodes and names this volume; the journal walk (JournalWalker) from the tail,
+//      its stop reason, the journal decision-table case (decideJournalCase) and the records the next open replays.
+//
+// Repair (only what recovery itself would do, made durable ahead of time): drop the superblock's unusable or
+// out-of-log checkpoints (superblock rewrite first, so it never names a deleted object), re-check, then delete the
+// objects at and beyond the log end, newest first (a crash part way leaves a shorter tail, never a new log).
+// Nothing else is repaired: lost data stays reported. Never repair a volume that is being served.
+
+import { NIL as NIL_UUID } from "uuid";
+import { FSCK_REPORT_ITEMS_MAX, SECTOR_BYTES } from "../constants.ts";
+import { CorruptionError, NotFoundError } from "../errors.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
+import { JournalWalker } from "../cache/journal_replay.ts";
+import { decodeCheckpoint, unpackCheckpointMapEntry, CKPT_MAP_ENTRY_BYTES, type CheckpointObject } from "../format/checkpoint_object.ts";
+import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
+import { JournalRecordType } from "../format/journal_record.ts";
+import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
+import { objectName, parseObjectName } from "../format/object_name.ts";
+import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { ExtentMap } from "../map/extent_map.ts";
+import { readSuperblock, recoverBackend, type BackendState } from "./recovery.ts";
+import { decideJournalCase, readCacheSuperblock } from "./volume.ts";
+
+export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
+
+export interface FsckProblem {
+  kind: FsckProblemKind;
+  /** The object the problem is about, when there is one. */
+  seq: number | null;
+  message: string;
+  /** Set on the first pass's problems after a repair: gone from the final check. */
+  repaired: boolean;
+}
+
+export interface FsckCheckpointInfo {
+  seq: number;
+  listed: boolean;
+  /** Decodes, names itself, its map and object table agree with the objects. */
+  usable: boolean;
+  mapEntries: number;
+  error: string | null;
+}
+
+export interface FsckCacheReport {
+  path: string;
+  superblockValid: boolean;
+  cacheUuid: string | null;
+  volumeMatches: boolean;
+  generation: number | null;
+  tailSeq: number | null;
+  /** Records the walk from the tail found (data + pad), and where and why it stopped. */
+  journalRecords: number;
+  journalDataRecords: number;
+  journalPadRecords: number;
+  headSeq: number | null;
+  stopReason: string | null;
+  stopDetail: string;
+  journalCase: string | null;
+  /** Data records the next open replays (0 when the journal is discarded). */
+  pendingReplay: number;
+}
+
+export interface FsckReport {
+  store: string;
+  prefix: string;
+  volUuid: string | null;
+  volumeBytes: number | null;
+  superblockCheckpoints: number[];
+  objects: { count: number; data: number; checkpoints: number; invalid: number; bytes: number; firstSeq: number | null; lastSeq: number | null };
+  checkpoints: FsckCheckpointInfo[];
+  /** The checkpoint recovery starts from (0: none) and the first seq not in the log. */
+  recoveryCheckpointSeq: number;
+  logEndSeq: number | null;
+  /** Seqs missing below the recovery checkpoint (up to FSCK_REPORT_ITEMS_MAX) and how many in all. */
+  holesBeforeCheckpoint: number[];
+  holesBeforeCheckpointCount: number;
+  /** Objects at or beyond the log end (up to FSCK_REPORT_ITEMS_MAX) and how many in all. */
+  beyondLogEnd: number[];
+  beyondLogEndCount: number;
+  map: { extents: number | null; comparedWithReplay: boolean; equal: boolean | null; note: string };
+  /** Names under `<prefix>.` that are not object names. */
+  strayNames: string[];
+  cache: FsckCacheReport | null;
+  /** Problems found by the first check (with `repaired` set when a repair removed them). */
+  problems: FsckProblem[];
+  /** Problems still present at the end. */
+  remaining: FsckProblem[];
+  repairs: string[];
+  notes: string[];
+  /** fsck(8): 0 clean, 1 problems found and all repaired, 4 problems left. (8, could not check, is the CLI's.) */
+  exitCode: 0 | 1 | 4;
+}
+
+export interface FsckOptions {
+  store: ObjectStore;
+  prefix: string;
+  cache?: { device: CacheDevice; pool: AlignedPool };
+  repair?: boolean;
+}
+
+/** Passes of check-then-repair at most: superblock fix, then truncation, then the final check. */
+const FSCK_PASSES_MAX = 3;
+
+export const FSCK_EXIT_CLEAN = 0;
+export const FSCK_EXIT_REPAIRED = 1;
+export const FSCK_EXIT_PROBLEMS_LEFT = 4;
+export const FSCK_EXIT_OPERATIONAL = 8;
+
+/**
+ * Checks the volume (and cache); with repair, repairs what recovery would and checks again. Throws only for
+ * operational errors (the store or device failed, no superblock object at all): those are exit code 8.
+ */
+export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
+  const first = await checkBackend(options.store, options.prefix);
+  let current = first;
+  const repairs: string[] = [];
+  if (options.repair) {
+    for (let pass = 1; pass < FSCK_PASSES_MAX; pass++) {
+      const done = await repairOnce(options.store, options.prefix, current);
+      if (done.length === 0) break;
+      repairs.push(...done);
+      current = await checkBackend(options.store, options.prefix);
+    }
+  }
+  const cache = options.cache && current.state ? await checkCache(options.cache.device, options.cache.pool, current, options.prefix) : null;
+  if (options.cache && !current.state) current.notes.push("cache not checked: the backend could not be recovered");
+  const cacheProblems = cache?.problems ?? [];
+  const remaining = [...current.problems, ...cacheProblems];
+  const key = (problem: FsckProblem) => `${problem.kind}:${problem.seq ?? ""}`;
+  const remainingKeys = new Set(remaining.map(key));
+  const problems = repairs.length === 0
+    ? remaining
+    : [...first.problems.map((problem) => ({ ...problem, repaired: !remainingKeys.has(key(problem)) })), ...cacheProblems];
+  const exitCode = remaining.length > 0 ? FSCK_EXIT_PROBLEMS_LEFT : repairs.length > 0 ? FSCK_EXIT_REPAIRED : FSCK_EXIT_CLEAN;
+  return { ...current.report, cache: cache?.report ?? null, problems, remaining, repairs, notes: [...current.notes, ...(cache?.notes ?? [])], exitCode };
+}
+
+// ---- Backend check ---------------------------------------------------------------------------------------------
+
+interface ObjectInfo {
+  valid: boolean;
+  type: number;
+  hdrSectors: number;
+  dataSectors: number;
+  error: string | null;
+}
+
+interface BackendCheck {
+  report: Omit<FsckReport, "cache" | "problems" | "remaining" | "repairs" | "notes" | "exitCode">;
+  problems: FsckProblem[];
+  notes: string[];
+  superblock: SuperblockObject | null;
+  /** Listed checkpoints to keep; null when the superblock needs no change. */
+  checkpointsToKeep: number[] | null;
+  state: BackendState | null;
+}
+
+/** Keeps the first FSCK_REPORT_ITEMS_MAX items of a list that may be long, and counts them all. */
+class BoundedList<T> {
+  readonly items: T[] = [];
+  count = 0;
+  push(item: T): void {
+    this.count += 1;
+    if (this.items.length < FSCK_REPORT_ITEMS_MAX) this.items.push(item);
+  }
+}
+
+function problem(kind: FsckProblemKind, seq: number | null, message: string): FsckProblem {
+  return { kind, seq, message, repaired: false };
+}
+
+async function checkBackend(store: ObjectStore, prefix: string): Promise<BackendCheck> {
+  const problems: FsckProblem[] = [];
+  const notes: string[] = [];
+  const report: BackendCheck["report"] = {
+    store: store.description,
+    prefix,
+    volUuid: null,
+    volumeBytes: null,
+    superblockCheckpoints: [],
+    objects: { count: 0, data: 0, checkpoints: 0, invalid: 0, bytes: 0, firstSeq: null, lastSeq: null },
+    checkpoints: [],
+    recoveryCheckpointSeq: 0,
+    logEndSeq: null,
+    holesBeforeCheckpoint: [],
+    holesBeforeCheckpointCount: 0,
+    beyondLogEnd: [],
+    beyondLogEndCount: 0,
+    map: { extents: null, comparedWithReplay: false, equal: null, note: "not checked" },
+    strayNames: [],
+  };
+  const result: BackendCheck = { report, problems, notes, superblock: null, checkpointsToKeep: null, state: null };
+
+  // 1. Superblock. Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
+  let superblock: SuperblockObject;
+  try {
+    superblock = await readSuperblock(store, prefix);
+  } catch (error) {
+    if (error instanceof CorruptionError) {
+      problems.push(problem("superblock", 0, error.message));
+      return result;
+    }
+    throw error;
+  }
+  result.superblock = superblock;
+  report.volUuid = superblock.volUuid;
+  report.volumeBytes = superblock.volSectors * SECTOR_BYTES;
+  report.superblockCheckpoints = [...superblock.checkpoints];
+  const volUuid = superblock.volUuid;
+
+  // 2. Which objects exist.
+  const seqs: number[] = [];
+  const stray = new BoundedList<string>();
+  for (const name of await store.list(`${prefix}.`)) {
+    const seq = parseObjectName(prefix, name);
+    if (seq === null || seq === 0) stray.push(name);
+    else seqs.push(seq);
+  }
+  seqs.sort((a, b) => a - b);
+  report.strayNames = stray.items;
+  if (stray.count > 0) notes.push(`${stray.count} name(s) under '${prefix}.' are not object names (ignored): ${stray.items.slice(0, 5).join(", ")}`);
+  const present = new Set(seqs);
+  report.objects.count = seqs.length;
+  report.objects.firstSeq = seqs[0] ?? null;
+  report.objects.lastSeq = seqs[seqs.length - 1] ?? null;
+
+  // 3. The checkpoint recovery starts from: the newest listed one that decodes and names itself (as recoverBackend).
+  let startSeq = 0;
+  for (const seq of [...superblock.checkpoints].reverse()) {
+    if (!present.has(seq)) continue;
+    try {
+      const checkpoint = decodeCheckpoint(await store.get(objectName(prefix, seq)));
+      if (checkpoint.seq === seq && checkpoint.volUuid === volUuid) {
+        startSeq = seq;
+        break;
+      }
+    } catch (error) {
+      if (!(error instanceof CorruptionError || error instanceof NotFoundError)) throw error;
+    }
+  }
+  report.recoveryCheckpointSeq = startSeq;
+
+  // 4. Every object, in seq order; the replay map follows along from seq 1 to the log end.
+  const infos = new Map<number, ObjectInfo>();
+  const checkpointInfos = new Map<number, FsckCheckpointInfo>();
+  const replay = new ExtentMap();
+  const replayPossible = present.has(1);
+  let replayBroken: string | null = replayPossible ? null : "object 1 is missing (older objects were removed)";
+  let logEnd: number | null = null;
+  const holes = new BoundedList<number>();
+  let expected = 1;
+  for (const seq of seqs) {
+    for (let hole = expected; hole < seq && logEnd === null; hole++) {
+      if (hole <= startSeq) holes.push(hole);
+      else logEnd = hole;
+    }
+    expected = seq + 1;
+    const name = objectName(prefix, seq);
+    let bytes: Uint8Array;
+    try {
+      bytes = await store.get(name);
+    } catch (error) {
+      if (error instanceof NotFoundError) continue; // deleted while we looked: as if never listed
+      throw error;
+    }
+    report.objects.bytes += bytes.byteLength;
+    const info = checkObject(bytes, seq, volUuid);
+    infos.set(seq, info);
+    if (!info.valid) {
+      report.objects.invalid += 1;
+      if (seq <= startSeq) {
+        // (seq == startSeq: it decoded a moment ago; objects are immutable, so only a concurrent rewrite gets here.)
+        problems.push(problem("object", seq, `object ${name} is invalid (${info.error}): data it holds cannot be read back`));
+        replayBroken ??= `object ${name} is invalid`;
+      } else if (seq > startSeq && logEnd === null) {
+        logEnd = seq;
+      }
+      continue;
+    }
+    if (info.type === ObjectType.Data) {
+      report.objects.data += 1;
+      if (replayBroken === null && (logEnd === null || seq < logEnd)) replayDataObject(bytes, replay);
+    } else {
+      report.objects.checkpoints += 1;
+      const checkpoint = decodeCheckpoint(bytes);
+      const error = checkCheckpointAgainstObjects(checkpoint, infos);
+      checkpointInfos.set(seq, {
+        seq,
+        listed: superblock.checkpoints.includes(seq),
+        usable: error === null,
+        mapEntries: checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES,
+        error,
+      });
+    }
+  }
+  if (logEnd === null) logEnd = expected;
+  report.logEndSeq = logEnd;
+  report.holesBeforeCheckpoint = holes.items;
+  report.holesBeforeCheckpointCount = holes.count;
+  if (holes.count > 0) notes.push(`${holes.count} seq(s) missing below checkpoint ${startSeq} (dropped checkpoints, or objects no map entry needs): ${holes.items.slice(0, 10).join(", ")}${holes.count > 10 ? ", ..." : ""}`);
+
+  // Checkpoints the superblock lists: each must be present and usable.
+  const keep: number[] = [];
+  for (const seq of superblock.checkpoints) {
+    const info = checkpointInfos.get(seq);
+    const objectInfo = infos.get(seq);
+    let error: string | null = null;
+    if (!present.has(seq)) error = "missing";
+    else if (objectInfo && !objectInfo.valid) error = objectInfo.error;
+    else if (objectInfo && objectInfo.type !== ObjectType.Checkpoint) error = "not a checkpoint object";
+    else if (info && !info.usable) error = info.error;
+    else if (seq >= logEnd) error = `beyond the log end (${objectName(prefix, logEnd)})`;
+    if (error === null) {
+      keep.push(seq);
+    } else {
+      problems.push(problem("checkpoint", seq, `checkpoint ${objectName(prefix, seq)} listed by the superblock is unusable: ${error}`));
+      if (!info) checkpointInfos.set(seq, { seq, listed: true, usable: false, mapEntries: 0, error });
+    }
+  }
+  if (keep.length !== superblock.checkpoints.length) result.checkpointsToKeep = keep;
+  for (const info of checkpointInfos.values()) {
+    if (!info.listed && !info.usable && info.seq < logEnd) {
+      problems.push(problem("checkpoint", info.seq, `checkpoint ${objectName(prefix, info.seq)} (not listed) disagrees with the objects: ${info.error}`));
+    }
+  }
+  report.checkpoints = [...checkpointInfos.values()].sort((a, b) => a.seq - b.seq);
+
+  // Objects at and beyond the log end.
+  const beyond = new BoundedList<number>();
+  for (const seq of seqs) if (seq >= logEnd) beyond.push(seq);
+  report.beyondLogEnd = beyond.items;
+  report.beyondLogEndCount = beyond.count;
+  if (beyond.count > 0) {
+    const why = present.has(logEnd) ? `object ${objectName(prefix, logEnd)} is invalid (${infos.get(logEnd)?.error ?? "unreadable"})` : `object ${objectName(prefix, logEnd)} is missing`;
+    problems.push(problem("gap", logEnd, `the log ends at seq ${logEnd}: ${why}; ${beyond.count} object(s) at or beyond it (${beyond.items.slice(0, 5).join(", ")}${beyond.count > 5 ? ", ..." : ""}) are not part of the volume and would be deleted by recovery`));
+  }
+
+  // 5. The map recovery builds, against the replay from seq 1.
+  let state: BackendState;
+  try {
+    state = await recoverBackend(store, prefix, { deleteBeyondGap: false, verifyData: true });
+  } catch (error) {
+    if (!(error instanceof CorruptionError)) throw error;
+    problems.push(problem("recovery", null, `recovery fails: ${error.message}`));
+    report.map.note = "recovery failed";
+    return result;
+  }
+  result.state = state;
+  report.map.extents = state.map.extentCount;
+  if (state.nextSeq !== logEnd || state.checkpointSeq !== startSeq) {
+    problems.push(problem("recovery", null, `recovery reads the log as checkpoint ${state.checkpointSeq} .. ${state.nextSeq - 1}, fsck as ${startSeq} .. ${logEnd - 1}`));
+  }
+  if (replayBroken !== null) {
+    report.map.note = `not compared with a replay from seq 1: ${replayBroken}`;
+  } else {
+    report.map.comparedWithReplay = true;
+    const difference = compareMaps(state.map, replay);
+    report.map.equal = difference === null;
+    report.map.note = difference === null ? "equals a replay of every DATA object from seq 1" : difference;
+    if (difference !== null) {
+      problems.push(problem("map", startSeq, `the map from checkpoint ${startSeq} plus roll-forward differs from a replay of every DATA object from seq 1: ${difference}`));
+    }
+  }
+  return result;
+}
+
+/** Header, CRCs, seq and UUID of one whole object. */
+function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInfo {
+  const info: ObjectInfo = { valid: false, type: 0, hdrSectors: 0, dataSectors: 0, error: null };
+  try {
+    const common = decodeCommonHeader(bytes);
+    info.type = common.type;
+    info.hdrSectors = common.hdrSectors;
+    info.dataSectors = common.dataSectors;
+    if (common.seq !== seq) throw new CorruptionError(`its header says seq ${common.seq}`);
+    if (common.volUuid !== volUuid) throw new CorruptionError(`it belongs to volume ${common.volUuid}`);
+    if (common.type === ObjectType.Data) {
+      const header = decodeDataObjectHeader(bytes.subarray(0, Math.min(bytes.byteLength, common.hdrSectors * SECTOR_BYTES)));
+      const objectBytes = (header.hdrSectors + header.dataSectors) * SECTOR_BYTES;
+      if (bytes.byteLength !== objectBytes) throw new CorruptionError(`it is ${bytes.byteLength} bytes, its header says ${objectBytes}`);
+      verifyDataArea(header, bytes.subarray(header.hdrSectors * SECTOR_BYTES));
+    } else if (common.type === ObjectType.Checkpoint) {
+      decodeCheckpoint(bytes);
+    } else {
+      throw new CorruptionError(`unexpected object type ${common.type}`);
+    }
+    info.valid = true;
+  } catch (error) {
+    if (!(error instanceof CorruptionError)) throw error;
+    info.error = error.message;
+  }
+  return info;
+}
+
+/** Applies one (valid) DATA object to a map exactly as its writes happened: trims before the extent they preceded. */
+function replayDataObject(bytes: Uint8Array, map: ExtentMap): void {
+  const common = decodeCommonHeader(bytes);
+  const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
+  let trimIndex = 0;
+  let offset = 0;
+  for (let index = 0; index < header.extents.length; index++) {
+    for (; trimIndex < header.trims.length && header.trims[trimIndex]!.beforeIndex <= index; trimIndex++) {
+      map.trim(header.trims[trimIndex]!.lba, header.trims[trimIndex]!.sectors);
+    }
+    const extent = header.extents[index]!;
+    map.update(extent.lba, extent.sectors, header.seq, offset);
+    offset += extent.sectors;
+  }
+  for (; trimIndex < header.trims.length; trimIndex++) map.trim(header.trims[trimIndex]!.lba, header.trims[trimIndex]!.sectors);
+}
+
+/** Why the checkpoint's map or object table disagrees with the objects before it, or null. */
+function checkCheckpointAgainstObjects(checkpoint: CheckpointObject, infos: Map<number, ObjectInfo>): string | null {
+  const listed = new Map(checkpoint.objects.map((entry) => [entry.seq, entry]));
+  for (const entry of checkpoint.objects) {
+    const info = infos.get(entry.seq);
+    if (entry.seq >= checkpoint.seq) return `its object table lists object ${entry.seq}, not older than the checkpoint`;
+    if (info && info.valid && (info.hdrSectors !== entry.hdrSectors || info.dataSectors !== entry.dataSectors)) {
+      return `its object table says object ${entry.seq} has ${entry.hdrSectors}+${entry.dataSectors} sectors, the object ${info.hdrSectors}+${info.dataSectors}`;
+    }
+  }
+  const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
+  const count = checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
+  let bad = 0;
+  let firstBad = "";
+  let previousEnd = 0;
+  for (let index = 0; index < count; index++) {
+    const entry = unpackCheckpointMapEntry(view, index);
+    const info = infos.get(entry.obj);
+    let why: string | null = null;
+    if (entry.lba < previousEnd) why = "overlaps or precedes the previous entry";
+    else if (!listed.has(entry.obj)) why = `names object ${entry.obj}, which its object table does not list`;
+    else if (!info) why = `names object ${entry.obj}, which is missing`;
+    else if (!info.valid) why = `names object ${entry.obj}, which is invalid`;
+    else if (info.type !== ObjectType.Data) why = `names object ${entry.obj}, which is not a DATA object`;
+    else if (entry.offsetSectors < info.hdrSectors || entry.offsetSectors + entry.sectors > info.hdrSectors + info.dataSectors) {
+      why = `sectors ${entry.offsetSectors}..${entry.offsetSectors + entry.sectors} lie outside object ${entry.obj}'s data area (${info.hdrSectors}..${info.hdrSectors + info.dataSectors})`;
+    }
+    previousEnd = entry.lba + entry.sectors;
+    if (why !== null) {
+      if (bad === 0) firstBad = `map entry ${index} (lba ${entry.lba}, ${entry.sectors} sectors) ${why}`;
+      bad += 1;
+    }
+  }
+  return bad === 0 ? null : `${bad} bad map entr${bad === 1 ? "y" : "ies"}; first: ${firstBad}`;
+}
+
+/** null if both maps hold the same extents, else the first difference. */
+function compareMaps(recovered: ExtentMap, replayed: ExtentMap): string | null {
+  const collect = (map: ExtentMap) => {
+    const words = new Float64Array(map.extentCount * 4);
+    let index = 0;
+    map.forEach((lba, sectors, obj, offset) => {
+      words[index++] = lba;
+      words[index++] = sectors;
+      words[index++] = obj;
+      words[index++] = offset;
+    });
+    return words;
+  };
+  const a = collect(recovered);
+  const b = collect(replayed);
+  const describe = (words: Float64Array, at: number) =>
+    at < words.length ? `lba ${words[at]} +${words[at + 1]} -> object ${words[at + 2]} offset ${words[at + 3]}` : "nothing";
+  for (let at = 0; at < Math.max(a.length, b.length); at += 4) {
+    if (a[at] !== b[at] || a[at + 1] !== b[at + 1] || a[at + 2] !== b[at + 2] || a[at + 3] !== b[at + 3]) {
+      return `extent ${at / 4}: recovered ${describe(a, at)}, replayed ${describe(b, at)} (${a.length / 4} vs ${b.length / 4} extents)`;
+    }
+  }
+  return null;
+}
+
+/** One repair step; returns what was done (empty: nothing to do). */
+async function repairOnce(store: ObjectStore, prefix: string, check: BackendCheck): Promise<string[]> {
+  const { superblock, report } = check;
+  if (!superblock) return [];
+  if (check.checkpointsToKeep !== null) {
+    // First, so that the superblock never names an object the truncation below deletes.
+    const dropped = superblock.checkpoints.filter((seq) => !check.checkpointsToKeep!.includes(seq));
+    await store.put(prefix, encodeSuperblock({ ...superblock, checkpoints: check.checkpointsToKeep }));
+    return [`superblock rewritten without checkpoint(s) ${dropped.join(", ")}`];
+  }
+  if (report.beyondLogEndCount > 0 && report.logEndSeq !== null) {
+    const logEnd = report.logEndSeq;
+    const doomed: number[] = [];
+    for (const name of await store.list(`${prefix}.`)) {
+      const seq = parseObjectName(prefix, name);
+      if (seq !== null && seq >= logEnd) doomed.push(seq);
+    }
+    // Newest first: a crash part way leaves a shorter tail beyond the gap, never a gap-free run that looks valid.
+    doomed.sort((a, b) => b - a);
+    for (const seq of doomed) await store.delete(objectName(prefix, seq));
+    return [`log truncated at seq ${logEnd}: ${doomed.length} object(s) deleted (${doomed.slice(-1)[0]}..${doomed[0]})`];
+  }
+  return [];
+}
+
+// ---- Cache check -----------------------------------------------------------------------------------------------
+
+async function checkCache(
+  device: CacheDevice,
+  pool: AlignedPool,
+  backend: BackendCheck,
+  prefix: string,
+): Promise<{ report: FsckCacheReport; problems: FsckProblem[]; notes: string[] }> {
+  const problems: FsckProblem[] = [];
+  const notes: string[] = [];
+  const report: FsckCacheReport = {
+    path: device.path,
+    superblockValid: false,
+    cacheUuid: null,
+    volumeMatches: false,
+    generation: null,
+    tailSeq: null,
+    journalRecords: 0,
+    journalDataRecords: 0,
+    journalPadRecords: 0,
+    headSeq: null,
+    stopReason: null,
+    stopDetail: "",
+    journalCase: null,
+    pendingReplay: 0,
+  };
+  const state = backend.state!;
+  let superblock;
+  try {
+    superblock = await readCacheSuperblock(device, pool);
+  } catch (error) {
+    if (!(error instanceof CorruptionError)) throw error;
+    problems.push(problem("cache", null, error.message));
+    return { report, problems, notes };
+  }
+  report.superblockValid = true;
+  report.cacheUuid = superblock.cacheUuid;
+  report.generation = superblock.generation;
+  report.tailSeq = superblock.replaySeq;
+  report.volumeMatches = superblock.volUuid === state.superblock.volUuid;
+  if (!report.volumeMatches) {
+    report.journalCase = "@A";
+    problems.push(problem("cache", null, `cache ${device.path} belongs to volume ${superblock.volUuid}, not ${state.superblock.volUuid} (case @A: the volume refuses to open with it)`));
+    return { report, problems, notes };
+  }
+  const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
+  report.journalCase = journalCase;
+  const walker = new JournalWalker(device, pool, superblock);
+  try {
+    for (;;) {
+      const record = await walker.next();
+      if (!record) break;
+      report.journalRecords += 1;
+      if (record.header.type === JournalRecordType.Pad) {
+        report.journalPadRecords += 1;
+        continue;
+      }
+      report.journalDataRecords += 1;
+      if (replayAfter !== null && record.header.seq > replayAfter) report.pendingReplay += 1;
+    }
+  } finally {
+    walker.close();
+  }
+  report.headSeq = walker.head.seq;
+  report.stopReason = walker.stopReason;
+  report.stopDetail = walker.stopDetail;
+  const writer = state.writerCacheUuid === NIL_UUID ? "none yet" : state.writerCacheUuid === superblock.cacheUuid ? "this cache" : `cache ${state.writerCacheUuid}`;
+  notes.push(`log writer: ${writer}, newest journal seq in the backend ${state.writerCacheSeqLast}; journal tail seq ${superblock.replaySeq}, head seq ${walker.head.seq}`);
+  if (journalCase === "@C" || journalCase === "@E") {
+    problems.push(
+      problem(
+        "journal",
+        null,
+        `case ${journalCase}: the journal's tail (seq ${superblock.replaySeq}) is past what the backend log of ${prefix} holds (seq ${state.writerCacheSeqLast}): objects the journal had released are lost, so writes after them are gone; the next open discards ${report.journalDataRecords} journal record(s)`,
+      ),
+    );
+  } else if (journalCase === "@F") {
+    notes.push(`case @F: the backend log went on with another cache; this journal's ${report.journalDataRecords} record(s) are stale and the next open discards them`);
+  }
+  return { report, problems, notes };
+}
