@@ -92,6 +92,12 @@ cleanup() {
   local rc=$?
   set +e
   # On an abort the data is thrown away, so no clean stop: kill whatever this script started, then remove the dir.
+  # fio first gets SIGTERM, which it passes on to its job (it runs jobs as threads here, --thread, so SIGKILL would
+  # not leave a forked job behind either).
+  if [[ -n "$fio_pid" ]]; then
+    kill -TERM "$fio_pid" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$fio_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for pid in $fio_pid $lsvd_pid $nbdkit_pid; do
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
@@ -187,11 +193,12 @@ nbdkit_stop() {
 }
 
 # ---- fio ------------------------------------------------------------------------------------------------------------
-# fio runs in the background and is waited for, so Ctrl-C reaches the traps at once rather than after the run.
+# fio runs in the background and is waited for, so a signal reaches the traps at once rather than after the run.
+# --thread: the job is a thread of the fio process we started, so killing that pid ends the job too.
 fio_to() { # output-file fio-args...
   local out=$1 rc=0
   shift
-  "${pin[@]}" fio --output-format=json "$@" >"$out" 2>"$work/fio.err" &
+  "${pin[@]}" fio --thread --output-format=json "$@" >"$out" 2>"$work/fio.err" &
   fio_pid=$!
   wait "$fio_pid" || rc=$?
   fio_pid=""

@@ -60,6 +60,14 @@ export class Journal {
   private slotsFront = 0;
   /** slots[..reportedEnd) have had their completion reported (all written, in order). */
   private reportedEnd = 0;
+  /**
+   * Highest seq the backend holds. A put can become durable before the journal write of its own records completes
+   * (the record's write is still in flight to that space, so it cannot be reused yet): release() remembers the seq
+   * and onWritten() releases those records once they are written.
+   */
+  private releasableSeq = 0;
+  /** The highest seq release() was given: slots up to it leave as soon as they are reported written. */
+  private releasedSeq = 0;
   private writesInFlight = 0;
   private spaceWaiters: Array<() => void> = [];
   private superblockWrite: Promise<void> | null = null;
@@ -237,7 +245,7 @@ export class Journal {
         candidate.waiters = [];
       }
     }
-    this.wakeSpaceWaiters();
+    this.advanceTail();
   }
 
   private fail(error: unknown): void {
@@ -267,9 +275,19 @@ export class Journal {
 
   /** Records with seq <= seq are in the backend: their space may be reused (after the tail is persisted). */
   release(seq: number): void {
+    this.releasedSeq = Math.max(this.releasedSeq, seq);
+    this.advanceTail();
+  }
+
+  /**
+   * Drops released slots from the front, but only those reported written: an object holding a record can become
+   * durable before the record's own write completes (a fast store, a slow device), so onWritten calls this again,
+   * or the slot would stay live for good and its space leak until the journal is full and every write waits.
+   */
+  private advanceTail(): void {
     while (this.slotsFront < this.slots.length) {
       const slot = this.slots[this.slotsFront]!;
-      if (slot.seq > seq || this.slotsFront >= this.reportedEnd) break;
+      if (slot.seq > this.releasedSeq || this.slotsFront >= this.reportedEnd) break;
       this.slotsFront += 1;
     }
     // Compact the slot array now and then so it stays bounded by the records in the region.

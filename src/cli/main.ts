@@ -51,7 +51,8 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (error) {
     if (error instanceof LsvdError) {
-      process.stderr.write(`lsvd ${name}: ${error.message}\n`);
+      // One line per error, so scripts can grep it (messages that embed a usage text or a parseArgs hint have several).
+      process.stderr.write(`lsvd ${name}: ${error.message.replace(/\s*\n\s*/g, " ")}\n`);
       return 1;
     }
     process.stderr.write(`lsvd ${name}: internal error: ${(error as Error)?.stack ?? String(error)}\n`);

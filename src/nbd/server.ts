@@ -74,6 +74,9 @@ class Connection {
       this.end();
       return;
     }
+    this.server.log(
+      `nbd ${this.name}: connected (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""})`,
+    );
     this.session = new NbdSession({
       device: this.server.device,
       negotiated: result.negotiated,
@@ -197,6 +200,7 @@ class Server implements NbdServer {
 
   remove(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
+    if (connection.session !== null) this.log(`nbd ${connection.name}: disconnected`);
     if (this.connections.size === 0) this.connectionsGone?.();
   }
 

@@ -73,6 +73,9 @@ export interface FsckCacheReport {
   stopReason: string | null;
   stopDetail: string;
   journalCase: string | null;
+  /** The cache that wrote the backend log's newest DATA object (nil: none yet) and the newest journal seq it holds. */
+  logWriterCacheUuid: string;
+  logJournalSeqLast: number;
   /** Data records the next open replays (0 when the journal is discarded). */
   pendingReplay: number;
 }
@@ -536,6 +539,8 @@ async function checkCache(
     stopReason: null,
     stopDetail: "",
     journalCase: null,
+    logWriterCacheUuid: backend.state!.writerCacheUuid,
+    logJournalSeqLast: backend.state!.writerCacheSeqLast,
     pendingReplay: 0,
   };
   const state = backend.state!;

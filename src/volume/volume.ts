@@ -119,7 +119,7 @@ export class Volume implements BlockDevice {
   static async open(options: VolumeOptions): Promise<Volume> {
     const log = options.log ?? (() => {});
     const clock = options.clock ?? systemClock;
-    const state = await recoverBackend(options.store, options.prefix, { deleteBeyondGap: !options.readOnly, verifyData: true });
+    const state = await recoverBackend(options.store, options.prefix, { deleteBeyondGap: true, verifyData: true });
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     if (superblock.volUuid !== volUuid) {
@@ -180,6 +180,8 @@ export class Volume implements BlockDevice {
       checkpointIntervalObjects: options.checkpointIntervalObjects ?? CHECKPOINT_INTERVAL_OBJECTS,
       nextSeq: state.nextSeq,
       checkpointSeq: state.checkpointSeq,
+      writerCacheUuid: state.writerCacheUuid,
+      writerCacheSeqLast: state.writerCacheSeqLast,
     });
 
     let replayed = 0;

@@ -69,6 +69,9 @@ export interface WritePathOptions {
   checkpointIntervalObjects: number;
   nextSeq: number;
   checkpointSeq: number;
+  /** The log's writer as recovery found it: what a checkpoint records until this run seals an object. */
+  writerCacheUuid: string;
+  writerCacheSeqLast: number;
 }
 
 export class WritePath {
@@ -97,6 +100,8 @@ export class WritePath {
     this.nextSeq = options.nextSeq;
     this.lastCheckpointSeq = options.checkpointSeq;
     this.superblock = options.superblock;
+    this.writerCacheUuid = options.writerCacheUuid;
+    this.sealedCacheSeqLast = options.writerCacheSeqLast;
     this.writer = new ObjectWriter(
       options.store,
       options.prefix,
@@ -309,6 +314,7 @@ export class WritePath {
       info.dataSectors = sealed.dataSectors;
       this.stats.objects += 1;
       this.sealedCacheSeqLast = sealed.cacheSeqLast;
+      this.writerCacheUuid = this.options.cacheUuid;
       this.sealedQueue.push({ seq: sealed.seq, bytes: sealed.object });
     }
     const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
@@ -326,7 +332,7 @@ export class WritePath {
       map: this.options.map,
       objects: this.options.objects,
       checkpoints: this.superblock.checkpoints,
-      cacheUuid: this.options.cacheUuid,
+      cacheUuid: this.writerCacheUuid,
       cacheSeqFirst: 0,
       cacheSeqLast: this.sealedCacheSeqLast,
     });
@@ -336,8 +342,9 @@ export class WritePath {
     this.sealedQueue.push({ seq, bytes });
   }
 
-  /** The newest journal record in any sealed object: what a checkpoint taken now covers. */
-  private sealedCacheSeqLast = 0;
+  /** The cache that wrote the newest sealed object and the newest journal record in it: what a checkpoint records. */
+  private writerCacheUuid: string;
+  private sealedCacheSeqLast: number;
 
   /**
    * An open batch that never received a record gives its seq back: putting nothing under that seq would leave a
@@ -374,6 +381,7 @@ export class WritePath {
       new Uint8Array(0),
     );
     this.sealedCacheSeqLast = cacheSeqLast;
+    this.writerCacheUuid = this.options.cacheUuid;
     this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.byteLength / SECTOR_BYTES, dataSectors: 0, liveSectors: 0 });
     this.sealedQueue.push({ seq, bytes: header });
     await this.startPuts();

@@ -68,6 +68,10 @@ export function ensureBuilt(): Promise<string> {
 
 // ---- Processes ----------------------------------------------------------------------------------------------
 
+function signalName(signal: unknown): string | null {
+  return signal === null || signal === undefined ? null : String(signal);
+}
+
 export interface RunResult {
   exitCode: number | null;
   signalCode: string | null;
@@ -89,7 +93,7 @@ export async function run(cmd: string[], options: { cwd?: string; timeoutMs?: nu
   });
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
   const exitCode = await child.exited;
-  return { exitCode, signalCode: child.signalCode ?? null, stdout, stderr };
+  return { exitCode, signalCode: signalName(child.signalCode), stdout, stderr };
 }
 
 /** Runs and throws (with all output) unless the exit code is 0. */
@@ -165,6 +169,8 @@ export interface ServeOptions {
   /** Where the unix socket goes (a fresh name inside it). */
   dir: string;
   extraArgs?: string[];
+  /** Working directory of the server process (default: the test's). */
+  cwd?: string;
 }
 
 export interface StopResult {
@@ -205,6 +211,7 @@ export class LsvdServer {
       }
       const child = Bun.spawn({
         cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...(options.extraArgs ?? [])],
+        cwd: options.cwd,
         stdin: "ignore",
         stdout: "pipe",
         stderr: "pipe",
@@ -262,7 +269,7 @@ export class LsvdServer {
     await this.drained;
     servers.delete(this);
     if (!exited) throw new Error(`lsvd serve did not exit within ${timeoutMs} ms of ${signal}:\n${this.logText}`);
-    return { exitCode: this.process.exitCode, signalCode: this.process.signalCode ?? null, log: this.logText };
+    return { exitCode: this.process.exitCode, signalCode: signalName(this.process.signalCode), log: this.logText };
   }
 
   /** SIGKILL: a crash. Nothing is flushed beyond what the journal already holds. */
@@ -271,7 +278,7 @@ export class LsvdServer {
     await this.process.exited;
     await this.drained;
     servers.delete(this);
-    return { exitCode: this.process.exitCode, signalCode: this.process.signalCode ?? null, log: this.logText };
+    return { exitCode: this.process.exitCode, signalCode: signalName(this.process.signalCode), log: this.logText };
   }
 }
 

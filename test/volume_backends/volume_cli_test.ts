@@ -134,26 +134,54 @@ for (const kind of ["rados", "s3"] as BackendKind[]) {
       await expectContents();
     }, 120_000);
 
-    test("crash (SIGKILL) and restart: the journal replays acknowledged writes", async () => {
-      await server!.stop();
-      // Large batches that are never sealed by idleness: until shutdown nothing reaches the backend, so after the
-      // crash these writes exist only in the journal, and only replay can bring them back.
-      server = await Server.start(backend, volumeUri, cachePath, socketPath, ["--batch-size", "8m", "--batch-idle-ms", "600000"]);
+    // Large batches that are never sealed by idleness: until shutdown nothing reaches the backend, so after a crash
+    // the writes exist only in the journal, and only replay can bring them back.
+    const serveUnsealed = () =>
+      Server.start(backend, volumeUri, cachePath, socketPath, ["--batch-size", "8m", "--batch-idle-ms", "600000"]);
+
+    /** Restarts with serveUnsealed, writes less than one batch, SIGKILLs; the backend must not have changed. */
+    async function writeAndCrash(): Promise<void> {
+      expect(await server!.stop()).toBe(0);
+      server = await serveUnsealed();
       const objectsBefore = (await objectSeqs(store, prefix)).length;
-      await writeSome(100);
+      await writeSome(30); // at most 30 x 256 KiB: less than one 8 MiB batch
       await server.crash();
       server = null;
       expect((await objectSeqs(store, prefix)).length).toBe(objectsBefore);
-      server = await serve();
-      const replayed = /journal case @B, (\d+) record\(s\) replayed/.exec(server.log);
+    }
+
+    function replayedRecords(log: string): number {
+      const replayed = /journal case @B, (\d+) record\(s\) replayed/.exec(log);
       expect(replayed).not.toBeNull();
-      expect(Number(replayed![1])).toBeGreaterThan(0);
+      return Number(replayed![1]);
+    }
+
+    test("crash (SIGKILL) and restart: the journal replays acknowledged writes", async () => {
+      await writeAndCrash();
+      server = await serveUnsealed();
+      expect(replayedRecords(server.log)).toBeGreaterThan(0);
       await expectContents();
-      // And once more after a clean restart: the replayed writes were put to the backend.
+      // And after a clean restart (with other settings): the replayed writes were put to the backend.
       expect(await server.stop()).toBe(0);
       server = await serve();
+      expect(replayedRecords(server.log)).toBe(0);
       await expectContents();
     }, 120_000);
+
+    // BUG (reported to the lead): journal records are at most one batch long *at the time they are written*; replay
+    // after a crash puts each record into one batch of the *new* --batch-size, and a record larger than that trips
+    // "assertion failed: batch overflow" in Batch.addData (src/volume/write_path.ts replayRecord): the volume cannot
+    // be opened until it is served again with a larger --batch-size. test.failing: flips to a failure once fixed.
+    (kind === "rados" ? test.failing : test.skip)(
+      "crash with 8 MiB batches, restart with 64 KiB batches: replay still works",
+      async () => {
+        await writeAndCrash();
+        server = await serve();
+        expect(replayedRecords(server.log)).toBeGreaterThan(0);
+        await expectContents();
+      },
+      120_000,
+    );
 
     test("lsvd parse reads objects by URI", async () => {
       const data = await lsvd(backend, ["parse", `${volumeUri}.00000001`, ...backend.cliArgs]);

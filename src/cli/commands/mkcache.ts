@@ -98,6 +98,9 @@ export const mkcacheCommand: Command = {
     if (createSizeBytes !== undefined && createSizeBytes % PAGE_BYTES !== 0) {
       throw new InvalidArgumentError(`Invalid size ${sizeText}: not a multiple of 4 KiB`);
     }
+    // Refuse a bad size or fraction before the file is created: a refused mkcache must not leave a file behind (a
+    // later run would then take that file's size and ignore --size).
+    if (createSizeBytes !== undefined) computeCacheLayout(createSizeBytes, writeFraction);
     const device = await openUringDevice(cachePath!, { createSizeBytes });
     try {
       if (exists && parsed.values.force !== true) {

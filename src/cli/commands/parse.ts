@@ -79,6 +79,8 @@ export function printCacheSuperblock(name: string, superblock: CacheSuperblock, 
 
 export function describeObject(name: string, bytes: Uint8Array, mapLimit: number): { text: string; json: unknown } {
   const common = decodeCommonHeader(bytes);
+  // Every kind's JSON carries the common header fields the text mode prints (seq, n_hdr, n_data).
+  const commonJson = { volUuid: common.volUuid, seq: common.seq, hdrSectors: common.hdrSectors, dataSectors: common.dataSectors };
   const lines: string[] = [
     `name:      ${name}`,
     `magic:     OK`,
@@ -100,7 +102,7 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
       `snaps:          ${JSON.stringify(superblock.snapshots)}`,
       `next_seq:       ${superblock.nextSeq}`,
     );
-    return { text: lines.join("\n"), json: { name, type: "SUPER", ...superblock } };
+    return { text: lines.join("\n"), json: { name, type: "SUPER", ...commonJson, ...superblock } };
   }
   if (common.type === ObjectType.Data) {
     const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
@@ -139,7 +141,7 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
     ...more(count),
   );
   const { mapEntries: _omit, ...rest } = checkpoint;
-  return { text: lines.join("\n"), json: { name, type: "CKPT", ...rest, map: entries } };
+  return { text: lines.join("\n"), json: { name, type: "CKPT", ...commonJson, ...rest, map: entries } };
 }
 
 export const parseCommand: Command = {

@@ -2,7 +2,7 @@
 // stop accepting, finish in-flight requests, put everything journaled to the backend, checkpoint, exit 0.
 
 import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../../constants.ts";
-import { InvalidArgumentError } from "../../errors.ts";
+import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { RetryingStore } from "../../backend/retrying_store.ts";
 import { openUringDevice } from "../../ffi/uring_device.ts";
@@ -97,14 +97,26 @@ export const serveCommand: Command = {
       throw error;
     }
     info(`volume ${backend.uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
-    const server = await startNbdServer({
-      device: volume,
-      exportName: stringOption(parsed, "name") ?? "",
-      description: `lsvd volume ${backend.uri}`,
-      socketPath,
-      listen,
-      log: info,
-    });
+    let server: Awaited<ReturnType<typeof startNbdServer>>;
+    try {
+      server = await startNbdServer({
+        device: volume,
+        exportName: stringOption(parsed, "name") ?? "",
+        description: `lsvd volume ${backend.uri}`,
+        socketPath,
+        listen,
+        log: info,
+      });
+    } catch (error) {
+      // Bun.listen throws a plain Error (e.g. the port is taken): close what is open and say where, in one line.
+      await volume.close();
+      await device.close();
+      await store.close();
+      if (error instanceof LsvdError) throw error;
+      const where = [socketPath, listen && `${listen.host}:${listen.port}`].filter(Boolean).join(" and ");
+      const code = (error as NodeJS.ErrnoException)?.code;
+      throw new IOError(`Cannot listen on ${where}: ${code ?? (error as Error)?.message ?? String(error)}`);
+    }
     for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
 

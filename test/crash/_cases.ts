@@ -1,0 +1,254 @@
+// The crash cases (folder-private), shared by test/crash/crash_test.ts and bench/crash_matrix.ts. One call runs one
+// seed of one case: a fresh volume, `rounds` kill points, and after each restart a full read checked against the
+// history (see _harness.ts for the model). What each case promises comes from docs/architecture.md, "Recovery":
+//
+//   intact          SIGKILL, restart with the same cache: every acknowledged op is there (journal case @B/@D).
+//   wiped           SIGKILL, `mkcache --force` a new cache, restart: a prefix of the history (the journal is gone).
+//   objects-lost    SIGKILL, delete some of the newest backend objects (or one of them, leaving a gap), restart with
+//                   the cache: a prefix; and every acknowledged op when recovery says the journal bridged the hole
+//                   (@B/@D), since then it replays every record after the log's end.
+//   journal-torn    SIGKILL, damage one of the newest journal records (torn data, torn or zeroed header, bit flip,
+//                   cut mid-record), restart: a prefix containing at least every op stamped in the records before it.
+//   recovery-crash  Batches that stay in the journal (big batch, long idle), SIGKILL, then start and SIGKILL again
+//                   a few times while recovery replays, then restart: every acknowledged op.
+//
+// After each kill (and damage), `lsvd fsck --cache` must run (exit 0 or 4) and report only the problem kinds the
+// case can cause. At the end of each seed the server is stopped cleanly and fsck must say clean (exit 0).
+
+import { JOURNAL_RECORD_DATA_BYTES_MAX } from "../../src/constants.ts";
+import { parseSize } from "../../src/util/size.ts";
+import { Prng } from "../sim/prng.ts";
+import { NbdClient } from "./_nbd_client.ts";
+import {
+  BLOCK_BYTES,
+  WORKLOAD_DEFAULT,
+  CrashEnv,
+  History,
+  checkPrefix,
+  damageRecord,
+  readVolume,
+  runWorkload,
+  walkJournal,
+  type ServerOptions,
+  type ServerProcess,
+  type TearMode,
+} from "./_harness.ts";
+
+export const CRASH_CASES = ["intact", "wiped", "objects-lost", "journal-torn", "recovery-crash"] as const;
+export type CrashCase = (typeof CRASH_CASES)[number];
+
+export interface CrashCaseOptions {
+  /** Kill points (rounds) per seed. */
+  rounds: number;
+  volumeBytes: number;
+  /** Bounds of the random delay between the start of the writes and the SIGKILL. */
+  killDelayMsMin: number;
+  killDelayMsMax: number;
+  /** Run `lsvd fsck` after each kill and at the end. */
+  fsck: boolean;
+  /** Keep the temp dir (for a failure post-mortem). */
+  keep?: boolean;
+  log?: (line: string) => void;
+}
+
+export const CRASH_CASE_DEFAULTS: CrashCaseOptions = {
+  rounds: 2,
+  volumeBytes: 8 * 1024 * 1024,
+  killDelayMsMin: 100,
+  killDelayMsMax: 1200,
+  fsck: true,
+};
+
+export interface CrashCaseResult {
+  crashCase: CrashCase;
+  seed: number;
+  killPoints: number;
+  /** Kills that landed while a restarted server was still recovering (recovery-crash). */
+  killsDuringRecovery: number;
+  opsSent: number;
+  opsAcked: number;
+  failure: string | null;
+  /** One line per round: what happened (for the bench table and for failure reports). */
+  rounds: string[];
+  dir: string;
+}
+
+const ALLOWED_FSCK_PROBLEMS: Record<CrashCase, string[]> = {
+  intact: ["gap"],
+  wiped: ["gap"],
+  "objects-lost": ["gap", "checkpoint", "journal"],
+  "journal-torn": ["gap"],
+  "recovery-crash": ["gap"],
+};
+
+/** Server settings per case, varied by seed: small batches put objects often, big ones keep records in the journal. */
+function serverOptions(crashCase: CrashCase, prng: Prng): ServerOptions {
+  if (crashCase === "recovery-crash") return { batchSize: "16m", batchIdleMs: 600_000 };
+  const choices: ServerOptions[] = [
+    { batchSize: "64k", batchIdleMs: 20 },
+    { batchSize: "256k", batchIdleMs: 100 },
+    { batchSize: "1m", batchIdleMs: 300 },
+    { batchSize: "4m", batchIdleMs: 5000 },
+  ];
+  return choices[prng.int(choices.length)]!;
+}
+
+function cacheSize(crashCase: CrashCase): string {
+  // mkcache's journal is at least 32 MiB; recovery-crash wants room for many records before any put.
+  return crashCase === "recovery-crash" ? "160m" : "72m";
+}
+
+export async function runCrashCase(crashCase: CrashCase, seed: number, options: Partial<CrashCaseOptions> = {}): Promise<CrashCaseResult> {
+  const opts = { ...CRASH_CASE_DEFAULTS, ...options };
+  const log = opts.log ?? (() => {});
+  const prng = new Prng(seed);
+  const blocks = opts.volumeBytes / BLOCK_BYTES;
+  const env = new CrashEnv(opts.volumeBytes, cacheSize(crashCase));
+  const result: CrashCaseResult = {
+    crashCase,
+    seed,
+    killPoints: 0,
+    killsDuringRecovery: 0,
+    opsSent: 0,
+    opsAcked: 0,
+    failure: null,
+    rounds: [],
+    dir: env.dir,
+  };
+  const settings = serverOptions(crashCase, prng);
+  const history = new History(blocks, Math.min(parseSize(settings.batchSize), JOURNAL_RECORD_DATA_BYTES_MAX) / BLOCK_BYTES);
+  let server: ServerProcess | null = null;
+  let client: NbdClient | null = null;
+  const fail = (message: string) => {
+    const logs = server ? server.log().split("\n").slice(-15).join("\n") : "";
+    result.failure = `${crashCase} seed ${seed} round ${result.rounds.length}: ${message}\n  rounds so far: ${result.rounds.join(" | ")}\n  dir: ${env.dir}\n  server log tail:\n${logs}`;
+  };
+  const fsckAllows = (when: string, allowed: string[]): boolean => {
+    if (!opts.fsck) return true;
+    const fsck = env.fsck();
+    if (fsck.code !== 0 && fsck.code !== 4) {
+      fail(`fsck ${when} exited ${fsck.code}: ${fsck.stderr}`);
+      return false;
+    }
+    const unexpected = (fsck.report?.problems ?? []).filter((problem) => !allowed.includes(problem.kind));
+    if (unexpected.length > 0) {
+      fail(`fsck ${when} reports ${unexpected.map((problem) => `${problem.kind}: ${problem.message}`).join("; ")}`);
+      return false;
+    }
+    return true;
+  };
+
+  try {
+    server = env.start(settings);
+    await server.waitServing();
+    for (let round = 0; round < opts.rounds && !result.failure; round++) {
+      // 1. Writes, then SIGKILL at a random point.
+      client = await NbdClient.connect(env.socketPath);
+      // recovery-crash: longer runs of small ops at a low queue depth leave thousands of records to replay.
+      const slowFill = crashCase === "recovery-crash";
+      const killDelayMs = (slowFill ? 2 : 1) * opts.killDelayMsMin + prng.int((slowFill ? 2 : 1) * (opts.killDelayMsMax - opts.killDelayMsMin) + 1);
+      const victim: ServerProcess = server;
+      const killer = Bun.sleep(killDelayMs).then(() => victim.kill());
+      const workloadOptions = slowFill ? { ...WORKLOAD_DEFAULT, inflightMax: 2, opBlocksMax: 2 } : WORKLOAD_DEFAULT;
+      const workload = await runWorkload(client, history, prng, Date.now() + killDelayMs + 30_000, workloadOptions);
+      await killer;
+      client.terminate();
+      client = null;
+      result.killPoints += 1;
+      result.opsSent += workload.sent;
+      result.opsAcked += workload.acked;
+      if (workload.error) {
+        fail(`an op failed while the server was up: ${workload.error.message}`);
+        break;
+      }
+      let line = `kill@${killDelayMs}ms ops ${history.firstId}..${history.lastId} acked ${workload.acked}/${workload.sent}`;
+
+      // 2. What the case does to the cache or the backend, and what it then promises.
+      let lowerBound = Math.max(history.maxAcked(), history.flushedBound);
+      let journalCaseDecides = false;
+      if (crashCase === "wiped") {
+        env.formatCache();
+        lowerBound = history.firstUnit - 1;
+        line += ", cache wiped";
+      } else if (crashCase === "objects-lost") {
+        const seqs = env.objectSeqs();
+        if (seqs.length > 0) {
+          const newest = seqs.slice(-4);
+          let doomed: number[];
+          if (prng.chance(0.5)) doomed = seqs.slice(-(1 + prng.int(Math.min(3, seqs.length))));
+          else doomed = [newest[prng.int(newest.length)]!];
+          for (const seq of doomed) env.deleteObject(seq);
+          line += `, deleted objects ${doomed.join(",")} of ${seqs[0]}..${seqs[seqs.length - 1]}`;
+          journalCaseDecides = true;
+        }
+      } else if (crashCase === "journal-torn") {
+        const walk = await walkJournal(env.cachePath);
+        if (walk.records.length > 0) {
+          const candidates = walk.records.slice(-3);
+          const target = candidates[prng.int(candidates.length)]!;
+          const modes: TearMode[] = ["data", "header", "bitflip", "zero-header", "cut"];
+          const done = damageRecord(env.cachePath, target, modes[prng.int(modes.length)]!, prng);
+          const before = walk.records.filter((record) => record.seq < target.seq);
+          lowerBound = Math.max(history.firstUnit - 1, ...before.map((record) => history.throughPiece(record.maxOpId, record.maxOpBlock)));
+          line += `, journal ${walk.records.length} records, damaged ${done}`;
+        } else {
+          line += ", journal empty (nothing to damage)";
+        }
+      }
+      if (!fsckAllows("after the kill", ALLOWED_FSCK_PROBLEMS[crashCase])) break;
+
+      // 3. Restart (recovery-crash: kill it during recovery a few times first).
+      if (crashCase === "recovery-crash") {
+        const kills = 1 + prng.int(3);
+        for (let index = 0; index < kills; index++) {
+          const recovering = env.start(settings);
+          await Bun.sleep(prng.int(1000));
+          const wasServing = recovering.serving;
+          await recovering.kill();
+          result.killPoints += 1;
+          if (!wasServing) result.killsDuringRecovery += 1;
+        }
+        line += `, ${kills} kill(s) during restart`;
+      }
+      server = env.start(settings);
+      await server.waitServing();
+      const journalCase = server.journalCase();
+      line += `, recovery ${journalCase} in ${server.startMs} ms`;
+      if (journalCaseDecides) {
+        if (journalCase === "@B" || journalCase === "@D") lowerBound = Math.max(history.maxAcked(), history.flushedBound);
+        else lowerBound = history.firstUnit - 1;
+      }
+      if ((crashCase === "intact" || crashCase === "recovery-crash") && journalCase !== "@B" && journalCase !== "@D") {
+        fail(`recovery chose journal case ${journalCase} with the cache intact (expected @B or @D)`);
+        break;
+      }
+
+      // 4. Read everything back and check.
+      client = await NbdClient.connect(env.socketPath);
+      const observed = await readVolume(client, blocks);
+      client.disconnect();
+      client = null;
+      const check = checkPrefix(history, observed, lowerBound);
+      if (!check.ok) {
+        fail(check.message);
+        break;
+      }
+      line += `, state = units ..${check.kMin}${check.kMax > check.kMin ? `-${check.kMax}` : ""} of ${history.firstUnit}..${history.lastUnit} (bound ${lowerBound})`;
+      result.rounds.push(line);
+      log(`${crashCase} seed ${seed}: ${line}`);
+      history.nextRound(Int32Array.from(observed as number[]));
+    }
+    // 5. Clean stop: exit 0, and fsck finds nothing at all.
+    if (!result.failure && server) {
+      const code = await server.stop();
+      if (code !== 0) fail(`clean stop exited ${code}`);
+      else fsckAllows("after a clean stop", []);
+    }
+  } catch (error) {
+    fail(`harness error: ${(error as Error).stack ?? String(error)}`);
+  } finally {
+    client?.terminate();
+    await env.cleanup(opts.keep === true || (result.failure !== null && process.env.LSVD_KEEP === "1"));
+  }
+  return result;
+}
