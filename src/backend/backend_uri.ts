@@ -65,7 +65,8 @@ function checkPrefix(uri: string, prefix: string): void {
 export function parseBackendUri(uri: string): ParsedBackendUri {
   if (uri === "") throw malformed(uri, "empty");
   let filePath: string | undefined;
-  if (uri.startsWith("/") || uri.startsWith("./") || uri.startsWith("../")) {
+  // Anything without a scheme is a path, relative ones against the working directory, as every CLI tool does.
+  if (!uri.includes("://")) {
     filePath = path.resolve(uri);
   } else if (uri.startsWith("file://")) {
     let url: URL;
@@ -107,13 +108,13 @@ export function describeBackendUri(uri: string): string {
 /** Opens the store a URI names. The caller owns the store and must close() it. */
 export async function openBackend(
   uri: string,
-  options: BackendOptions = {},
+  options: BackendOptions & { createDirectory?: boolean } = {},
 ): Promise<{ store: ObjectStore; prefix: string; uri: string }> {
   const parsed = parseBackendUri(uri);
   let store: ObjectStore;
   switch (parsed.scheme) {
     case "file":
-      store = await FileStore.open(parsed.location);
+      store = await FileStore.open(parsed.location, { create: options.createDirectory === true });
       break;
     case "rados":
       store = await RadosStore.open({

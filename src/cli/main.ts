@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // lsvd: the command-line entry point. Each command lives in cli/commands/; this file dispatches and maps errors to
-// exit codes (0 success, 1 error or bad input, 2 usage; fsck documents its own).
+// exit codes (0 success, 1 error or bad input, 2 no or unknown command; fsck documents its own).
 
 import { LsvdError } from "../errors.ts";
 import { loadIsalCrc32c } from "../ffi/isal_crc32c.ts";

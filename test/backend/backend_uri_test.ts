@@ -35,6 +35,13 @@ describe("parseBackendUri", () => {
     expect(parseBackendUri("RADOS://Pool_1/obj").location).toBe("Pool_1");
   });
 
+  test("a path without a scheme is a file volume, relative to the working directory", () => {
+    const parsed = parseBackendUri("b/vol");
+    expect(parsed.scheme).toBe("file");
+    expect(parsed.prefix).toBe("vol");
+    expect(parsed.location).toBe(`${process.cwd()}/b`);
+  });
+
   test("malformed URIs are InvalidArgumentError saying what is wrong", () => {
     const cases: Array<[string, string]> = [
       ["", "empty"],
@@ -44,7 +51,7 @@ describe("parseBackendUri", () => {
       ["rados:///obj", "empty pool"],
       ["s3:///obj", "empty bucket"],
       ["http://host/obj", "unknown scheme"],
-      ["vol", "no scheme"],
+      ["://pool/vol", "no scheme"],
       ["/var/lsvd/", "empty prefix"],
       ["/var/lsvd/.hidden", "starts with '.'"],
       ["s3://b/" + "x".repeat(195), "prefix longer"],

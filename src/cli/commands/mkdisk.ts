@@ -52,7 +52,7 @@ export const mkdiskCommand: Command = {
     checkVolumeSize(sizeBytes);
     const volUuid = stringOption(parsed, "uuid") ?? uuidv4();
     if (!uuidValidate(volUuid)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
-    const { store, prefix, uri } = await openBackend(volume!, backendOptionsFrom(parsed));
+    const { store, prefix, uri } = await openBackend(volume!, { ...backendOptionsFrom(parsed), createDirectory: true });
     try {
       if (await store.stat(prefix)) {
         if (parsed.values.force !== true) {
