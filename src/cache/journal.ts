@@ -141,6 +141,12 @@ export class Journal {
     return this.head + needed - this.persistedTail <= this.regionBytes;
   }
 
+  /** True when the region has room for the record once released space is persisted (ignores write slots). */
+  hasSpace(dataBytes: number): boolean {
+    const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
+    return this.head + needed - this.tailPosition() <= this.regionBytes;
+  }
+
   /**
    * Waits until canWrite(dataBytes). If released space is not yet persisted, persists the tail first.
    * Returns whether space is still short on the in-memory tail too (the caller must then let puts release some).
@@ -164,7 +170,11 @@ export class Journal {
    * caller's buffers are free as soon as this returns. Returns the record's seq and a promise that resolves when it
    * and every earlier record are on the device.
    */
-  write(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number): { seq: number; written: Promise<void> } {
+  write(
+    extents: JournalExtent[],
+    pieces: Uint8Array[],
+    dataBytes: number,
+  ): { seq: number; written: Promise<void>; dataOffset: number } {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
     const recordBytes = Journal.recordBytes(dataBytes);
@@ -194,7 +204,18 @@ export class Journal {
     );
     const slot = this.submit(seq, buffer, recordBytes);
     const written = new Promise<void>((resolve, reject) => slot.waiters.push({ resolve, reject }));
-    return { seq, written };
+    return { seq, written, dataOffset: this.physicalOffset(slot.position) + JOURNAL_HEADER_BYTES };
+  }
+
+  /** Resolves when record seq (and every record before it) is on the device; at once if it already is. */
+  whenWritten(seq: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.slotsFront >= this.slots.length || seq < this.slots[this.slotsFront]!.seq) return Promise.resolve();
+    // Seqs are consecutive, so the slot's index follows from the front's.
+    const index = this.slotsFront + (seq - this.slots[this.slotsFront]!.seq);
+    assert(index < this.slots.length && this.slots[index]!.seq === seq, `record ${seq} is in the journal`);
+    if (index < this.reportedEnd) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.slots[index]!.waiters.push({ resolve, reject }));
   }
 
   private writePad(padBytes: number): void {

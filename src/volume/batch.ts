@@ -1,15 +1,25 @@
-// The open batch: journaled writes gathered in memory into the next backend DATA object (format: docs/format.md,
-// "DATA objects"). One buffer holds header room and data, so sealing writes the header in place and the put sends
-// one subarray: no copy of the data at seal time.
+// A batch: journaled writes gathered into the next backend DATA object (format: docs/format.md, "DATA objects";
+// ordering: docs/architecture.md, "The write path").
+//
+// A batch's data lives in one of two places:
+// - memory: a buffer with header room before the data, filled as writes arrive; sealing writes the header in place
+//   and the put sends one subarray of it (no copy at seal time);
+// - the journal only: when every buffer is taken (puts are slow or the backend is down), the batch records where
+//   each extent's data lies in the journal and takes no memory. Before its put it is built: a buffer is attached and
+//   the data read back from the journal. This is what lets the journal, not memory, absorb writes while the backend
+//   is away.
 //
 // Batch invariants:
 // - A batch holds whole journal records, in seq order: cacheSeqFirst..cacheSeqLast are exactly the records whose
 //   writes it holds. Recovery relies on this to know which journal records the backend already has.
 // - dataBytes == sum of extent lengths; extents and trims keep arrival order (a trim applies before
 //   extents[beforeIndex]).
-// - extentCount <= extentsMax and trimCount <= trimsMax, so the header always fits the room reserved before the data.
+// - extentCount <= capacity/512 and trimCount <= BATCH_TRIMS_MAX, so the header always fits the room reserved
+//   before the data.
+// - A batch that is not empty takes a record only if the total stays within dataBytesMax; an empty one takes any
+//   record up to its capacity (a journal written with a larger --batch-size can always be replayed).
 
-import { BATCH_TRIMS_MAX, SECTOR_BYTES } from "../constants.ts";
+import { BATCH_TRIMS_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { dataObjectHeaderBytes, encodeDataObjectHeader } from "../format/data_object.ts";
 
@@ -22,23 +32,42 @@ export interface SealedBatch {
   cacheSeqLast: number;
 }
 
+/** Reads page-aligned ranges of the cache device (the journal) into a caller's buffer. */
+export type JournalReader = (offset: number, into: Uint8Array) => Promise<void>;
+
+/** The buffer a batch of this configuration needs. */
+export function batchCapacityBytes(dataBytesMax: number): number {
+  return Math.max(dataBytesMax, JOURNAL_RECORD_DATA_BYTES_MAX);
+}
+
+export function batchHeaderRoomBytes(capacityBytes: number): number {
+  return dataObjectHeaderBytes(capacityBytes / SECTOR_BYTES, BATCH_TRIMS_MAX, 0);
+}
+
 export class Batch {
-  readonly extentsMax: number;
+  readonly capacityBytes: number;
   readonly headerRoomBytes: number;
-  readonly buffer: Uint8Array;
+  /** Memory batches from open(); journal-only batches from attachBuffer() before their put. */
+  buffer: Uint8Array | null = null;
+  /** The buffer holds the data (false while a journal-only batch is being built). */
+  dataInBuffer = false;
   seq = 0;
   dataBytes = 0;
   cacheSeqFirst = 0;
   cacheSeqLast = 0;
-  private extentLbas: number[] = [];
-  private extentSectors: number[] = [];
-  private trims: Array<{ lba: number; sectors: number; beforeIndex: number }> = [];
+  private readonly extentLbas: number[] = [];
+  private readonly extentSectors: number[] = [];
+  /** Byte offset of each extent's data in the data area. */
+  private readonly extentDataOffsets: number[] = [];
+  /** Cache device byte offset of each extent's data in the journal, and the record that holds it. */
+  private readonly extentJournalOffsets: number[] = [];
+  private readonly extentRecordSeqs: number[] = [];
+  private readonly trims: Array<{ lba: number; sectors: number; beforeIndex: number }> = [];
 
   constructor(readonly dataBytesMax: number) {
     assert(dataBytesMax % SECTOR_BYTES === 0, "batch size in sectors");
-    this.extentsMax = dataBytesMax / SECTOR_BYTES;
-    this.headerRoomBytes = dataObjectHeaderBytes(this.extentsMax, BATCH_TRIMS_MAX, 0);
-    this.buffer = new Uint8Array(this.headerRoomBytes + dataBytesMax);
+    this.capacityBytes = batchCapacityBytes(dataBytesMax);
+    this.headerRoomBytes = batchHeaderRoomBytes(this.capacityBytes);
   }
 
   get isEmpty(): boolean {
@@ -49,15 +78,24 @@ export class Batch {
     return this.extentLbas.length;
   }
 
-  /** Opens the batch as object seq. */
-  open(seq: number): void {
-    assert(this.isEmpty && this.seq === 0, "batch opened twice");
+  get trimCount(): number {
+    return this.trims.length;
+  }
+
+  /** Opens the batch as object seq, in memory (with a buffer) or journal-only (null). */
+  open(seq: number, buffer: Uint8Array | null): void {
+    assert(this.isEmpty && this.seq === 0 && this.buffer === null, "batch opened twice");
+    assert(buffer === null || buffer.byteLength === this.headerRoomBytes + this.capacityBytes, "batch buffer size");
     this.seq = seq;
+    this.buffer = buffer;
+    this.dataInBuffer = buffer !== null;
   }
 
   /** Whether a record of dataBytes with zeroCount trims still fits. */
   fits(dataBytes: number, zeroCount: number): boolean {
-    return this.dataBytes + dataBytes <= this.dataBytesMax && this.trims.length + zeroCount <= BATCH_TRIMS_MAX;
+    if (this.trims.length + zeroCount > BATCH_TRIMS_MAX) return false;
+    if (this.isEmpty) return dataBytes <= this.capacityBytes;
+    return this.dataBytes + dataBytes <= this.dataBytesMax;
   }
 
   /** Marks the start of a journal record's worth of writes. */
@@ -68,15 +106,21 @@ export class Batch {
     this.cacheSeqLast = cacheSeq;
   }
 
-  /** Appends data for [lba, lba+sectors); returns its offset in sectors from the start of the data area. */
-  addData(lba: number, data: Uint8Array): number {
+  /**
+   * Appends data for [lba, lba+sectors) whose journal copy lies at journalOffset (cache device bytes);
+   * returns its offset in sectors from the start of the data area.
+   */
+  addData(lba: number, data: Uint8Array, journalOffset: number): number {
     assert(data.byteLength % SECTOR_BYTES === 0, "data in whole sectors");
-    assert(this.dataBytes + data.byteLength <= this.dataBytesMax, "batch overflow");
+    assert(this.dataBytes + data.byteLength <= this.capacityBytes, "batch overflow");
     const offsetSectors = this.dataBytes / SECTOR_BYTES;
-    this.buffer.set(data, this.headerRoomBytes + this.dataBytes);
-    this.dataBytes += data.byteLength;
+    if (this.buffer !== null) this.buffer.set(data, this.headerRoomBytes + this.dataBytes);
     this.extentLbas.push(lba);
     this.extentSectors.push(data.byteLength / SECTOR_BYTES);
+    this.extentDataOffsets.push(this.dataBytes);
+    this.extentJournalOffsets.push(journalOffset);
+    this.extentRecordSeqs.push(this.cacheSeqLast);
+    this.dataBytes += data.byteLength;
     return offsetSectors;
   }
 
@@ -85,14 +129,83 @@ export class Batch {
     this.trims.push({ lba, sectors, beforeIndex: this.extentLbas.length });
   }
 
-  /** Bytes of the data area at [offsetSectors, +sectors). */
+  /** Bytes of the data area at [offsetSectors, +sectors), when the data is in the buffer. */
   dataView(offsetSectors: number, sectors: number): Uint8Array {
+    assert(this.dataInBuffer && this.buffer !== null, "batch data is in memory");
     const start = this.headerRoomBytes + offsetSectors * SECTOR_BYTES;
     return this.buffer.subarray(start, start + sectors * SECTOR_BYTES);
   }
 
+  /**
+   * Where the journal holds [offsetSectors, +sectors) of the data area: runs of (journal offset, bytes, record seq,
+   * target byte offset within the range), split where consecutive extents are not adjacent in the journal.
+   */
+  journalRuns(offsetSectors: number, sectors: number): Array<{ journalOffset: number; bytes: number; recordSeq: number; target: number }> {
+    const start = offsetSectors * SECTOR_BYTES;
+    const end = start + sectors * SECTOR_BYTES;
+    assert(end <= this.dataBytes, "range inside the batch data");
+    // Binary search for the extent holding `start`.
+    let low = 0;
+    let high = this.extentDataOffsets.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1;
+      if (this.extentDataOffsets[middle]! <= start) low = middle;
+      else high = middle - 1;
+    }
+    const runs: Array<{ journalOffset: number; bytes: number; recordSeq: number; target: number }> = [];
+    for (let index = low; index < this.extentDataOffsets.length; index++) {
+      const extentStart = this.extentDataOffsets[index]!;
+      if (extentStart >= end) break;
+      const extentEnd = extentStart + this.extentSectors[index]! * SECTOR_BYTES;
+      const from = Math.max(start, extentStart);
+      const to = Math.min(end, extentEnd);
+      const journalOffset = this.extentJournalOffsets[index]! + (from - extentStart);
+      const last = runs[runs.length - 1];
+      if (last && last.journalOffset + last.bytes === journalOffset && last.recordSeq === this.extentRecordSeqs[index]) {
+        last.bytes += to - from;
+      } else {
+        runs.push({ journalOffset, bytes: to - from, recordSeq: this.extentRecordSeqs[index]!, target: from - start });
+      }
+    }
+    return runs;
+  }
+
+  /** The newest journal record this batch's data depends on. */
+  get recordSeqLast(): number {
+    return this.cacheSeqLast;
+  }
+
+  /** Header sectors the sealed object will have (known before the data, for journal-only batches). */
+  get hdrSectors(): number {
+    return dataObjectHeaderBytes(this.extentLbas.length, this.trims.length, 0) / SECTOR_BYTES;
+  }
+
+  /**
+   * Builds a journal-only batch: attaches a buffer and reads the data back from the journal (whose records must be
+   * written, and are not released before this batch's put is durable).
+   */
+  async build(buffer: Uint8Array, readJournal: JournalReader, scratch: Uint8Array): Promise<void> {
+    assert(this.buffer === null && !this.dataInBuffer, "building a journal-only batch");
+    assert(buffer.byteLength === this.headerRoomBytes + this.capacityBytes, "batch buffer size");
+    assert(scratch.byteLength >= JOURNAL_RECORD_DATA_BYTES_MAX + PAGE_BYTES, "scratch holds a record");
+    this.buffer = buffer;
+    if (this.dataBytes > 0) {
+      for (const run of this.journalRuns(0, this.dataBytes / SECTOR_BYTES)) {
+        const alignedStart = Math.floor(run.journalOffset / PAGE_BYTES) * PAGE_BYTES;
+        const alignedEnd = Math.ceil((run.journalOffset + run.bytes) / PAGE_BYTES) * PAGE_BYTES;
+        assert(alignedEnd - alignedStart <= scratch.byteLength, "a run fits the scratch buffer");
+        const pages = scratch.subarray(0, alignedEnd - alignedStart);
+        await readJournal(alignedStart, pages);
+        const from = run.journalOffset - alignedStart;
+        buffer.set(pages.subarray(from, from + run.bytes), this.headerRoomBytes + run.target);
+      }
+    }
+    this.dataInBuffer = true;
+  }
+
   seal(identity: { volUuid: string; cacheUuid: string }): SealedBatch {
     assert(!this.isEmpty, "sealing an empty batch");
+    assert(this.dataInBuffer && this.buffer !== null, "sealing needs the data in memory");
     const extents = this.extentLbas.map((lba, index) => ({ lba, sectors: this.extentSectors[index]! }));
     const dataArea = this.buffer.subarray(this.headerRoomBytes, this.headerRoomBytes + this.dataBytes);
     const header = encodeDataObjectHeader(
@@ -109,6 +222,7 @@ export class Batch {
       dataArea,
     );
     assert(header.byteLength <= this.headerRoomBytes, "header fits its room");
+    assert(header.byteLength === this.hdrSectors * SECTOR_BYTES, "header size as predicted");
     const start = this.headerRoomBytes - header.byteLength;
     this.buffer.set(header, start);
     return {
@@ -120,14 +234,21 @@ export class Batch {
     };
   }
 
-  /** Empties the batch for reuse once its put is durable. */
-  reset(): void {
+  /** Empties the batch once its put is durable; returns the buffer it held, if any, for reuse. */
+  reset(): Uint8Array | null {
+    const buffer = this.buffer;
+    this.buffer = null;
+    this.dataInBuffer = false;
     this.seq = 0;
     this.dataBytes = 0;
     this.cacheSeqFirst = 0;
     this.cacheSeqLast = 0;
-    this.extentLbas = [];
-    this.extentSectors = [];
-    this.trims = [];
+    this.extentLbas.length = 0;
+    this.extentSectors.length = 0;
+    this.extentDataOffsets.length = 0;
+    this.extentJournalOffsets.length = 0;
+    this.extentRecordSeqs.length = 0;
+    this.trims.length = 0;
+    return buffer;
   }
 }

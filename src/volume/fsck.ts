@@ -163,6 +163,7 @@ interface ObjectInfo {
   hdrSectors: number;
   dataSectors: number;
   error: string | null;
+  trailingBytes: number;
 }
 
 interface BackendCheck {
@@ -297,6 +298,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
       }
       continue;
     }
+    if (info.trailingBytes > 0) notes.push(`object ${name} has ${info.trailingBytes} bytes after its data area (ignored by readers)`);
     if (info.type === ObjectType.Data) {
       report.objects.data += 1;
       if (replayBroken === null && (logEnd === null || seq < logEnd)) replayDataObject(bytes, replay);
@@ -386,7 +388,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
 
 /** Header, CRCs, seq and UUID of one whole object. */
 function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInfo {
-  const info: ObjectInfo = { valid: false, type: 0, hdrSectors: 0, dataSectors: 0, error: null };
+  const info: ObjectInfo = { valid: false, type: 0, hdrSectors: 0, dataSectors: 0, error: null, trailingBytes: 0 };
   try {
     const common = decodeCommonHeader(bytes);
     info.type = common.type;
@@ -397,8 +399,10 @@ function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInf
     if (common.type === ObjectType.Data) {
       const header = decodeDataObjectHeader(bytes.subarray(0, Math.min(bytes.byteLength, common.hdrSectors * SECTOR_BYTES)));
       const objectBytes = (header.hdrSectors + header.dataSectors) * SECTOR_BYTES;
-      if (bytes.byteLength !== objectBytes) throw new CorruptionError(`it is ${bytes.byteLength} bytes, its header says ${objectBytes}`);
-      verifyDataArea(header, bytes.subarray(header.hdrSectors * SECTOR_BYTES));
+      if (bytes.byteLength < objectBytes) throw new CorruptionError(`it is ${bytes.byteLength} bytes, its header says ${objectBytes}`);
+      // Bytes after the data area are not read by anyone (reads are ranged), as recovery does: noted, not fatal.
+      if (bytes.byteLength > objectBytes) info.trailingBytes = bytes.byteLength - objectBytes;
+      verifyDataArea(header, bytes.subarray(header.hdrSectors * SECTOR_BYTES, objectBytes));
     } else if (common.type === ObjectType.Checkpoint) {
       decodeCheckpoint(bytes);
     } else {

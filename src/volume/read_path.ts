@@ -1,13 +1,15 @@
-// The read path: each piece of a read comes from the newest place that holds it — a batch still in memory (open,
-// or sealed and not yet durable), else a ranged read of its backend object; unmapped space reads as zeroes
-// (docs/architecture.md, "The read path"). Backend reads are bounded by GETS_INFLIGHT_MAX.
+// The read path: each piece of a read comes from the newest place that holds it — a batch not yet durable in the
+// backend (from its memory buffer, or from the journal on the cache device when the batch is journal-only), else a
+// ranged read of its backend object; unmapped space reads as zeroes (docs/architecture.md, "The read path").
+// Backend reads are bounded by GETS_INFLIGHT_MAX.
 
-import { GETS_INFLIGHT_MAX, SECTOR_BYTES } from "../constants.ts";
+import { GETS_INFLIGHT_MAX, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { Batch } from "./batch.ts";
+import type { AlignedPool } from "../cache/cache_device.ts";
+import type { Batch, JournalReader } from "./batch.ts";
 import type { ObjectTable } from "./object_table.ts";
 
 interface Fetch {
@@ -29,17 +31,20 @@ export class ReadPath {
     private readonly prefix: string,
     private readonly map: ExtentMap,
     private readonly objects: ObjectTable,
-    private readonly inMemory: Map<number, Batch>,
+    private readonly unflushed: Map<number, Batch>,
+    private readonly journal: { readJournal: JournalReader; whenWritten: (seq: number) => Promise<void>; pool: AlignedPool },
   ) {}
 
   async read(lba: number, sectors: number): Promise<Uint8Array> {
     const result = new Uint8Array(sectors * SECTOR_BYTES);
     const fetches: Fetch[] = [];
+    const journalReads: Array<Promise<void>> = [];
     this.map.lookup(lba, sectors, (pieceLba, pieceSectors, obj, offset) => {
       const target = (pieceLba - lba) * SECTOR_BYTES;
-      const batch = this.inMemory.get(obj);
+      const batch = this.unflushed.get(obj);
       if (batch) {
-        result.set(batch.dataView(offset, pieceSectors), target);
+        if (batch.dataInBuffer) result.set(batch.dataView(offset, pieceSectors), target);
+        else journalReads.push(this.readFromJournal(result, target, obj, batch, offset, pieceSectors));
         return;
       }
       const last = fetches[fetches.length - 1];
@@ -50,9 +55,43 @@ export class ReadPath {
         fetches.push({ target, obj, offsetSectors: offset, sectors: pieceSectors });
       }
     });
-    if (fetches.length === 1) await this.fetch(result, fetches[0]!);
-    else if (fetches.length > 1) await Promise.all(fetches.map((fetch) => this.fetch(result, fetch)));
+    if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!);
+    else if (fetches.length + journalReads.length > 0) await Promise.all([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch))]);
     return result;
+  }
+
+  /**
+   * A piece of a journal-only batch: read from the journal pages that hold it, once their records are written. The
+   * records cannot be released meanwhile: that waits for the batch's put, which waits for its build.
+   */
+  private async readFromJournal(
+    result: Uint8Array,
+    target: number,
+    obj: number,
+    batch: Batch,
+    offsetSectors: number,
+    sectors: number,
+  ): Promise<void> {
+    const runs = batch.journalRuns(offsetSectors, sectors);
+    const { readJournal, whenWritten, pool } = this.journal;
+    for (const run of runs) {
+      await whenWritten(run.recordSeq);
+      const alignedStart = Math.floor(run.journalOffset / PAGE_BYTES) * PAGE_BYTES;
+      const alignedEnd = Math.ceil((run.journalOffset + run.bytes) / PAGE_BYTES) * PAGE_BYTES;
+      const pages = pool.acquire(alignedEnd - alignedStart);
+      try {
+        await readJournal(alignedStart, pages.subarray(0, alignedEnd - alignedStart));
+        const from = run.journalOffset - alignedStart;
+        result.set(pages.subarray(from, from + run.bytes), target + run.target);
+      } finally {
+        pool.release(pages);
+      }
+    }
+    // If the batch's object became durable meanwhile, its journal space may have been reused under the read: the
+    // object is in the backend now, so read it from there instead.
+    if (this.unflushed.get(obj) !== batch) {
+      await this.fetch(result, { target, obj, offsetSectors, sectors });
+    }
   }
 
   private async fetch(result: Uint8Array, fetch: Fetch): Promise<void> {

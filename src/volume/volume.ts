@@ -29,7 +29,7 @@ import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
 import { JournalWalker } from "../cache/journal_replay.ts";
 import { decodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
-import { JournalRecordType } from "../format/journal_record.ts";
+import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../format/journal_record.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
@@ -163,7 +163,10 @@ export class Volume implements BlockDevice {
     const journal = new Journal(options.cache, options.pool, superblock, start);
     await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(start.tail.position), replaySeq: start.tail.seq });
     const flusher = new FlushCoordinator(options.cache);
+    const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     const writes = new WritePath({
+      readJournal,
+      pool: options.pool,
       volUuid,
       cacheUuid: superblock.cacheUuid,
       prefix: options.prefix,
@@ -191,14 +194,18 @@ export class Volume implements BlockDevice {
         const record = await replayer.next();
         if (!record || record.header.seq >= head.seq) break;
         if (record.header.type !== JournalRecordType.Data || record.header.seq <= replayAfter) continue;
-        await writes.replayRecord(record.header.seq, record.header.extents, record.data);
+        await writes.replayRecord(record.header.seq, record.header.extents, record.data, journal.physicalOffset(record.position) + JOURNAL_HEADER_BYTES);
         replayed += 1;
       }
       replayer.close();
       journal.release(replayAfter);
     }
     if (needHandover) await writes.writeHandover(journal.sequenceNext - 1);
-    const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.inMemory);
+    const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.unflushed, {
+      readJournal,
+      whenWritten: (seq) => journal.whenWritten(seq),
+      pool: options.pool,
+    });
     const recovery: RecoveryReport = {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
@@ -288,7 +295,7 @@ export class Volume implements BlockDevice {
       syncs: this.flusher.syncs,
       extents: this.state.map.extentCount,
       mapBytes: this.state.map.bytesUsed(),
-      objects: this.state.objects.count,
+      objectsKnown: this.state.objects.count,
       journalUsedBytes: this.journal.usedBytes,
     };
   }

@@ -19,10 +19,12 @@ import {
   CHECKPOINTS_KEPT,
   JOURNAL_RECORD_DATA_BYTES_MAX,
   JOURNAL_RECORD_EXTENTS_MAX,
+  PAGE_BYTES,
   PUTS_INFLIGHT_MAX,
   SECTOR_BYTES,
 } from "../constants.ts";
 import { assert } from "../errors.ts";
+import type { AlignedPool } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import { encodeDataObjectHeader } from "../format/data_object.ts";
@@ -30,7 +32,7 @@ import { encodeSuperblock, type SuperblockObject } from "../format/superblock_ob
 import { objectName } from "../format/object_name.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import { Batch } from "./batch.ts";
+import { Batch, batchCapacityBytes, batchHeaderRoomBytes, type JournalReader } from "./batch.ts";
 import { buildCheckpoint } from "./checkpoint.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { FlushCoordinator } from "./flush_coordinator.ts";
@@ -60,6 +62,9 @@ export interface WritePathOptions {
   map: ExtentMap;
   objects: ObjectTable;
   journal: Journal;
+  /** Reads the journal back (journal-only batches, before their put). */
+  readJournal: JournalReader;
+  pool: AlignedPool;
   flusher: FlushCoordinator;
   clock: Clock;
   log: (line: string) => void;
@@ -80,13 +85,15 @@ export class WritePath {
   private pumping = false;
   private pumpAgain = false;
   private open: Batch | null = null;
-  private readonly freeBatches: Batch[] = [];
-  private batchesAllocated = 0;
-  private batchWaiters: Array<() => void> = [];
-  /** Sealed and open batches whose data is not yet durable in the backend, by object seq: reads come from here. */
-  readonly inMemory = new Map<number, Batch>();
+  private readonly buffers: BatchBuffers;
+  /** Open and sealed batches whose object is not yet durable in the backend, by object seq: reads come from here. */
+  readonly unflushed = new Map<number, Batch>();
   private readonly writer: ObjectWriter;
-  private readonly sealedQueue: Array<{ seq: number; bytes: Uint8Array }> = [];
+  /** Objects to put, in seq order: ready bytes, or a journal-only batch to build first. */
+  private readonly sealedQueue: Array<{ seq: number; bytes: Uint8Array | null; batch: Batch | null }> = [];
+  private startingPuts = false;
+  /** Journal-only batches sealed and waiting for a buffer to be built in. */
+  private batchesToBuild = 0;
   private nextSeq: number;
   private lastCheckpointSeq: number;
   private superblock: SuperblockObject;
@@ -102,6 +109,7 @@ export class WritePath {
     this.superblock = options.superblock;
     this.writerCacheUuid = options.writerCacheUuid;
     this.sealedCacheSeqLast = options.writerCacheSeqLast;
+    this.buffers = new BatchBuffers(batchHeaderRoomBytes(batchCapacityBytes(options.batchBytes)) + batchCapacityBytes(options.batchBytes), PUTS_INFLIGHT_MAX + 1);
     this.writer = new ObjectWriter(
       options.store,
       options.prefix,
@@ -193,9 +201,12 @@ export class WritePath {
       if (!piece.data) zeroCount += 1;
       end += 1;
     }
-    // Room in the journal: if short, seal the open batch so its records can be released once put, and wait.
+    // Room in the journal. If space is short and nothing is being put that would release some, the open batch must
+    // go (its records are what fills the journal); otherwise wait for puts in flight rather than cut a small object.
     if (!journal.canWrite(dataBytes)) {
-      if (this.open && !this.open.isEmpty) await this.sealOpen();
+      if (!journal.hasSpace(dataBytes) && this.open && !this.open.isEmpty && this.writer.putsInFlight === 0 && this.sealedQueue.length === 0) {
+        await this.sealOpen();
+      }
       await journal.waitForWrite(dataBytes);
     }
     // Room in the batch.
@@ -214,11 +225,13 @@ export class WritePath {
       if (piece.data) pieces.push(piece.data);
       waiters.push(piece.waiter);
     }
-    const { seq, written } = journal.write(extents, pieces, dataBytes);
+    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes);
     batch.beginRecord(seq);
+    let journalOffset = dataOffset;
     for (let index = this.pendingFront; index < end; index++) {
       const piece = this.pending[index]!;
-      this.applyPiece(batch, piece.lba, piece.sectors, piece.data);
+      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset);
+      if (piece.data) journalOffset += piece.data.byteLength;
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
     this.pendingFront = end;
@@ -233,10 +246,10 @@ export class WritePath {
   }
 
   /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
-  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null): void {
+  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number): void {
     const { map, objects } = this.options;
     if (data) {
-      const offset = batch.addData(lba, data);
+      const offset = batch.addData(lba, data, journalOffset);
       map.update(lba, sectors, batch.seq, offset, objects.displaced);
       objects.get(batch.seq)!.liveSectors += sectors;
     } else {
@@ -261,7 +274,7 @@ export class WritePath {
   }
 
   /** Replays one journal record into the batches (the record is already in the journal). */
-  async replayRecord(seq: number, extents: JournalExtent[], data: Uint8Array): Promise<void> {
+  async replayRecord(seq: number, extents: JournalExtent[], data: Uint8Array, dataOffset: number): Promise<void> {
     const dataBytes = extents.reduce((sum, extent) => sum + (extent.zero ? 0 : extent.sectors * SECTOR_BYTES), 0);
     const zeroCount = extents.filter((extent) => extent.zero).length;
     if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
@@ -271,35 +284,26 @@ export class WritePath {
     let cursor = 0;
     for (const extent of extents) {
       if (extent.zero) {
-        this.applyPiece(batch, extent.lba, extent.sectors, null);
+        this.applyPiece(batch, extent.lba, extent.sectors, null, 0);
       } else {
         const bytes = extent.sectors * SECTOR_BYTES;
-        this.applyPiece(batch, extent.lba, extent.sectors, data.subarray(cursor, cursor + bytes));
+        this.applyPiece(batch, extent.lba, extent.sectors, data.subarray(cursor, cursor + bytes), dataOffset + cursor);
         cursor += bytes;
       }
     }
   }
 
+  /**
+   * Opens the next batch: in memory if a buffer is free now and no journal-only batch waits for one (those are
+   * older and must be put first), else journal-only. Never waits: the journal, not memory, bounds what is absorbed.
+   */
   private async openBatch(): Promise<void> {
-    let batch = this.freeBatches.pop();
-    while (!batch) {
-      if (this.batchesAllocated < PUTS_INFLIGHT_MAX + 1) {
-        batch = new Batch(this.options.batchBytes);
-        this.batchesAllocated += 1;
-        break;
-      }
-      await new Promise<void>((resolve) => this.batchWaiters.push(resolve));
-      batch = this.freeBatches.pop();
-    }
-    if (this.open) {
-      // Another caller opened one while we waited.
-      this.freeBatches.push(batch);
-      return;
-    }
+    const batch = new Batch(this.options.batchBytes);
+    const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
     const seq = this.nextSeq++;
-    batch.open(seq);
+    batch.open(seq, buffer);
     this.open = batch;
-    this.inMemory.set(seq, batch);
+    this.unflushed.set(seq, batch);
     this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
   }
 
@@ -308,20 +312,31 @@ export class WritePath {
     const batch = this.open;
     if (batch && !batch.isEmpty) {
       this.open = null;
-      const sealed = batch.seal({ volUuid: this.options.volUuid, cacheUuid: this.options.cacheUuid });
-      const info = this.options.objects.get(sealed.seq)!;
-      info.hdrSectors = sealed.hdrSectors;
-      info.dataSectors = sealed.dataSectors;
+      const info = this.options.objects.get(batch.seq)!;
+      info.hdrSectors = batch.hdrSectors;
+      info.dataSectors = batch.dataBytes / SECTOR_BYTES;
       this.stats.objects += 1;
-      this.sealedCacheSeqLast = sealed.cacheSeqLast;
+      this.sealedCacheSeqLast = batch.cacheSeqLast;
       this.writerCacheUuid = this.options.cacheUuid;
-      this.sealedQueue.push({ seq: sealed.seq, bytes: sealed.object });
+      if (batch.dataInBuffer) {
+        const sealed = batch.seal({ volUuid: this.options.volUuid, cacheUuid: this.options.cacheUuid });
+        this.sealedQueue.push({ seq: sealed.seq, bytes: sealed.object, batch: null });
+      } else {
+        this.batchesToBuild += 1;
+        this.sealedQueue.push({ seq: batch.seq, bytes: null, batch });
+      }
     }
     const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
     if ((forceCheckpoint && sinceCheckpoint > 0 && !this.open) || sinceCheckpoint >= this.options.checkpointIntervalObjects) {
       if (!this.open) this.queueCheckpoint();
     }
-    await this.startPuts();
+    // Puts start in the background: the pump must not wait for a put slot (during an outage there may be none for
+    // a long time, and the journal is what absorbs writes then).
+    this.kickPuts();
+  }
+
+  private kickPuts(): void {
+    if (this.sealedQueue.length > 0) void this.startPuts().catch((error: unknown) => this.fail(error));
   }
 
   private queueCheckpoint(): void {
@@ -339,7 +354,7 @@ export class WritePath {
     this.options.objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
     this.lastCheckpointSeq = seq;
     this.stats.checkpoints += 1;
-    this.sealedQueue.push({ seq, bytes });
+    this.sealedQueue.push({ seq, bytes, batch: null });
   }
 
   /** The cache that wrote the newest sealed object and the newest journal record in it: what a checkpoint records. */
@@ -355,11 +370,11 @@ export class WritePath {
     if (!batch || !batch.isEmpty) return;
     assert(batch.seq === this.nextSeq - 1, "an empty open batch holds the newest seq");
     this.open = null;
-    this.inMemory.delete(batch.seq);
+    this.unflushed.delete(batch.seq);
     this.options.objects.delete(batch.seq);
     this.nextSeq -= 1;
-    batch.reset();
-    this.freeBatches.push(batch);
+    const buffer = batch.reset();
+    if (buffer) this.buffers.release(buffer);
   }
 
   /** Writes an empty DATA object that names this cache as the log's writer (see recovery decision table). */
@@ -383,29 +398,53 @@ export class WritePath {
     this.sealedCacheSeqLast = cacheSeqLast;
     this.writerCacheUuid = this.options.cacheUuid;
     this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.byteLength / SECTOR_BYTES, dataSectors: 0, liveSectors: 0 });
-    this.sealedQueue.push({ seq, bytes: header });
-    await this.startPuts();
+    this.sealedQueue.push({ seq, bytes: header, batch: null });
+    this.kickPuts();
     await this.waitDurable(seq);
   }
 
+  /** Starts puts in seq order as slots free up, building journal-only batches first. One loop at a time. */
   private async startPuts(): Promise<void> {
-    while (this.sealedQueue.length > 0) {
-      if (!this.writer.hasSlot) await this.writer.waitForSlot();
-      const next = this.sealedQueue.shift();
-      if (!next) return;
-      this.writer.start(next.seq, next.bytes);
+    if (this.startingPuts) return;
+    this.startingPuts = true;
+    try {
+      while (this.sealedQueue.length > 0) {
+        if (!this.writer.hasSlot) await this.writer.waitForSlot();
+        const next = this.sealedQueue[0]!;
+        if (next.batch !== null) {
+          await this.buildJournalBatch(next.batch);
+          const sealed = next.batch.seal({ volUuid: this.options.volUuid, cacheUuid: this.options.cacheUuid });
+          next.bytes = sealed.object;
+          next.batch = null;
+          this.batchesToBuild -= 1;
+        }
+        this.sealedQueue.shift();
+        this.writer.start(next.seq, next.bytes!);
+      }
+    } finally {
+      this.startingPuts = false;
+    }
+  }
+
+  /** Reads a journal-only batch's data back from the journal into a buffer (waiting for one to be free). */
+  private async buildJournalBatch(batch: Batch): Promise<void> {
+    const buffer = await this.buffers.acquire();
+    await this.options.journal.whenWritten(batch.recordSeqLast);
+    const scratch = this.options.pool.acquire(JOURNAL_RECORD_DATA_BYTES_MAX + PAGE_BYTES);
+    try {
+      await batch.build(buffer, this.options.readJournal, scratch);
+    } finally {
+      this.options.pool.release(scratch);
     }
   }
 
   private onDurable(seq: number): void {
-    const batch = this.inMemory.get(seq);
+    const batch = this.unflushed.get(seq);
     if (batch) {
       this.options.journal.release(batch.cacheSeqLast);
-      this.inMemory.delete(seq);
-      batch.reset();
-      this.freeBatches.push(batch);
-      const waiter = this.batchWaiters.shift();
-      if (waiter) waiter();
+      this.unflushed.delete(seq);
+      const buffer = batch.reset();
+      if (buffer) this.buffers.release(buffer);
     }
     const info = this.options.objects.get(seq);
     if (info?.kind === ObjectKind.Checkpoint) this.onCheckpointDurable(seq);
@@ -414,7 +453,7 @@ export class WritePath {
       this.durableWaiters.delete(seq);
       for (const wake of waiters) wake();
     }
-    if (this.sealedQueue.length > 0) void this.startPuts();
+    this.kickPuts();
   }
 
   /** The superblock names a checkpoint only once it and every object before it are durable. */
@@ -498,3 +537,41 @@ export class WritePath {
   }
 }
 
+
+/**
+ * The memory batches may use: PUTS_INFLIGHT_MAX + 1 buffers (one filling while the others are put), allocated on
+ * first use and reused. Waiters are served first come, first served.
+ */
+class BatchBuffers {
+  private readonly free: Uint8Array[] = [];
+  private allocated = 0;
+  private readonly waiters: Array<(buffer: Uint8Array) => void> = [];
+
+  constructor(
+    private readonly bufferBytes: number,
+    private readonly countMax: number,
+  ) {}
+
+  tryAcquire(): Uint8Array | null {
+    const buffer = this.free.pop();
+    if (buffer) return buffer;
+    if (this.allocated < this.countMax) {
+      this.allocated += 1;
+      return new Uint8Array(this.bufferBytes);
+    }
+    return null;
+  }
+
+  acquire(): Promise<Uint8Array> {
+    const buffer = this.tryAcquire();
+    if (buffer) return Promise.resolve(buffer);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(buffer: Uint8Array): void {
+    assert(buffer.byteLength === this.bufferBytes, "a batch buffer");
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(buffer);
+    else this.free.push(buffer);
+  }
+}

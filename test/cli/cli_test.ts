@@ -183,8 +183,12 @@ describe("mkdisk", () => {
     expect(existsSync(join(backendDir, "bad-uuid"))).toBe(false);
   });
 
-  test("a missing backend directory is an error, not a crash", async () => {
-    expectOneLineError(await lsvd(["mkdisk", join(dir, "no-such-dir", "vol")]), "mkdisk", /no such directory/);
+  test("a missing backend directory is created; one that cannot be is a one-line error", async () => {
+    const created = await lsvd(["mkdisk", join(dir, "new-dir", "sub", "vol")]);
+    expect(created.exitCode).toBe(0);
+    expect(existsSync(join(dir, "new-dir", "sub", "vol"))).toBe(true);
+    await Bun.write(join(dir, "a-file"), "x");
+    expectOneLineError(await lsvd(["mkdisk", join(dir, "a-file", "vol")]), "mkdisk", /Cannot create directory/);
   });
 });
 

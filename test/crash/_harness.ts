@@ -68,6 +68,13 @@ export interface ServerOptions {
   batchIdleMs: number;
 }
 
+/** Servers this process started and that have not exited: killAllServers() ends them (by pid) on an interrupt. */
+const liveServers = new Set<ServerProcess>();
+
+export async function killAllServers(): Promise<void> {
+  for (const server of [...liveServers]) await server.kill();
+}
+
 /** One lsvd serve process; its log goes to a file so it survives the kill. */
 export class ServerProcess {
   private readonly proc: ReturnType<typeof Bun.spawn>;
@@ -102,8 +109,10 @@ export class ServerProcess {
       ],
       { cwd: REPO_ROOT, stdout: log, stderr: log, env: process.env },
     );
+    liveServers.add(this);
     void this.proc.exited.then(() => {
       this.exited = true;
+      liveServers.delete(this);
     });
   }
 

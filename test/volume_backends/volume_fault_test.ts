@@ -37,13 +37,15 @@ import {
   waitForStall,
 } from "./_volume_backends.ts";
 
+// Per process (directory and ports): this cluster's daemons get killed and it is torn down at the end, so two runs of
+// this file at once (the lead's full suite and a helper's) must not share it. It is never reused, so nothing is lost.
+const FAULT_PORT_BASE = 40_000 + (process.pid % 5000) * 3;
 const FAULT_CLUSTER: CephEnv = {
-  LSVD_CEPH_DIR: `/tmp/lsvd-ceph-vfault-${process.getuid?.() ?? 0}`,
+  LSVD_CEPH_DIR: `/tmp/lsvd-ceph-vfault-${process.getuid?.() ?? 0}-${process.pid}`,
   LSVD_CEPH_OBJECTSTORE: "bluestore",
-  // Apart from the default cluster (3300/6789/7480) and test/backend's fault cluster (3330/6830/7530).
-  LSVD_CEPH_MON_PORT: "3340",
-  LSVD_CEPH_MON_V1_PORT: "6840",
-  LSVD_CEPH_RGW_PORT: "7540",
+  LSVD_CEPH_MON_PORT: String(FAULT_PORT_BASE),
+  LSVD_CEPH_MON_V1_PORT: String(FAULT_PORT_BASE + 1),
+  LSVD_CEPH_RGW_PORT: String(FAULT_PORT_BASE + 2),
 };
 
 const VOLUME_BYTES = 128 * 1024 * 1024;
