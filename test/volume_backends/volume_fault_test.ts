@@ -116,10 +116,7 @@ describe("volume while the backend daemon is killed and restarted", () => {
         console.log(
           `${kind}: ${daemon.name} down: ${ackedWhileDown} bytes acknowledged; journal ${journalUsedAtKill} -> ${journalUsedAtStall} of ${journalBytes} bytes`,
         );
-        // Acknowledged from the journal while nothing could be put (at least one batch's worth), then stalled: no
-        // more than the journal holds. Not "until the journal is full": the volume also stalls when its batch
-        // buffers (PUTS_INFLIGHT_MAX + 1, partly filled when sealed early) are all waiting for puts, which comes
-        // first here (reported; pinned by a test.failing in volume_faulty_store_test.ts).
+        // Acknowledged from the journal while nothing could be put, then stalled: no more than the journal holds.
         expect(opened.volume.stats().puts).toBe(putsAtKill);
         expect(ackedWhileDown).toBeGreaterThanOrEqual(8 * 1024 * 1024);
         expect(journalUsedAtStall).toBeGreaterThan(journalUsedAtKill);
