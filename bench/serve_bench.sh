@@ -25,6 +25,9 @@
 #        WORKLOADS  any of "randwrite seqwrite randread" (default all three)
 #        RESTART_READS=0  skip the random reads after a restart
 #        TMP_PARENT where the temp dir goes (default /var/tmp; refused if tmpfs)
+#        BACKEND_PARENT  where lsvd's file backend goes (default: inside the temp dir, on the same disk as the
+#                   cache). In production the backend is a remote store (RADOS, S3) and does not share the cache
+#                   SSD; BACKEND_PARENT=/dev/shm models that by keeping the backend off the measured disk.
 #        CPUS       pin every process to these CPUs with taskset (e.g. 0,1; default: no pinning)
 #        LSVD_SERVE_ARGS  extra arguments for `lsvd serve` (e.g. "--batch-size 4m")
 #        JSON_OUT   also write the JSON line to this file
@@ -108,13 +111,18 @@ cleanup() {
     done
   fi
   rm -rf "$work"
+  [[ -n "${BACKEND_PARENT:-}" && -n "${backend_dir:-}" ]] && rm -rf "$backend_dir"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
-backend_dir="$work/backend"
+if [[ -n "${BACKEND_PARENT:-}" ]]; then
+  backend_dir="$(mktemp -d "${BACKEND_PARENT%/}/lsvd-bench-backend.XXXXXX")"
+else
+  backend_dir="$work/backend"
+fi
 volume="$backend_dir/vol"
 cache="$work/cache"
 nbdkit_img="$work/nbdkit.img"

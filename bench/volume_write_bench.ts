@@ -2,13 +2,15 @@
 // Volume.write on a real io_uring cache file and a file backend. Prints writes/s and CPU microseconds per write, so
 // the cost of the volume can be told apart from the NBD layer's.
 //   bun bench/volume_write_bench.ts [--seconds 5] [--qd 32] [--dir /var/tmp] [--backend-dir /dev/shm]
-// --dir holds the cache file; --backend-dir the file backend (default: the same directory).
+// --dir holds the cache file; --backend-dir the file backend (default: the same directory); --memory-backend keeps
+// objects in memory, to measure the volume without any backend cost.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { v4 as uuidv4 } from "uuid";
 import { FileStore } from "../src/backend/file_store.ts";
+import { MemoryStore } from "../src/backend/memory_store.ts";
 import { computeCacheLayout } from "../src/cache/cache_layout.ts";
 import { SECTOR_BYTES } from "../src/constants.ts";
 import { loadIsalCrc32c } from "../src/ffi/isal_crc32c.ts";
@@ -18,7 +20,7 @@ import { installCrc32cAccelerator } from "../src/format/crc32c.ts";
 import { encodeSuperblock } from "../src/format/superblock_object.ts";
 import { Volume } from "../src/volume/volume.ts";
 
-const { values } = parseArgs({ options: { seconds: { type: "string" }, qd: { type: "string" }, dir: { type: "string" }, "backend-dir": { type: "string" } } });
+const { values } = parseArgs({ options: { seconds: { type: "string" }, qd: { type: "string" }, dir: { type: "string" }, "backend-dir": { type: "string" }, "memory-backend": { type: "boolean" } } });
 const seconds = Number(values.seconds ?? 5);
 const queueDepth = Number(values.qd ?? 32);
 installCrc32cAccelerator(loadIsalCrc32c().crc32c);
@@ -26,7 +28,7 @@ const dir = mkdtempSync(join(values.dir ?? "/var/tmp", "lsvd-vbench-"));
 const backendDir = values["backend-dir"] ? mkdtempSync(join(values["backend-dir"], "lsvd-vbench-")) : dir;
 try {
   const volumeBytes = 1024 ** 3;
-  const store = await FileStore.open(backendDir);
+  const store = values["memory-backend"] ? new MemoryStore() : await FileStore.open(backendDir);
   const volUuid = uuidv4();
   await store.put("vol", encodeSuperblock({ volUuid, volSectors: volumeBytes / SECTOR_BYTES, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
   const device = await openUringDevice(join(dir, "cache"), { createSizeBytes: 1024 ** 3 });
