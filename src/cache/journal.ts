@@ -60,12 +60,6 @@ export class Journal {
   private slotsFront = 0;
   /** slots[..reportedEnd) have had their completion reported (all written, in order). */
   private reportedEnd = 0;
-  /**
-   * Highest seq the backend holds. A put can become durable before the journal write of its own records completes
-   * (the record's write is still in flight to that space, so it cannot be reused yet): release() remembers the seq
-   * and onWritten() releases those records once they are written.
-   */
-  private releasableSeq = 0;
   /** The highest seq release() was given: slots up to it leave as soon as they are reported written. */
   private releasedSeq = 0;
   private writesInFlight = 0;
