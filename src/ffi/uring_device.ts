@@ -70,7 +70,7 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
     const sizeBytes = Math.floor(stat.sizeBytes / PAGE_BYTES) * PAGE_BYTES;
     if (sizeBytes === 0) throw new InvalidArgumentError(`Cannot use ${path} as a cache device: it is smaller than a page`);
     uring = Uring.open(queueDepth);
-    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax));
+    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice);
   } catch (error) {
     if (uring !== undefined) await uring.close();
     closeFile(fd, path);
@@ -89,6 +89,8 @@ export class UringDevice implements CacheDevice {
     private readonly uring: Uring,
     /** Buffers for this (or any) UringDevice; freed when the device closes. */
     readonly pool: AlignedBufferPool,
+    /** A block device rather than a regular file (files may be sparse; devices never are). */
+    readonly isBlockDevice = false,
   ) {}
 
   read(offset: number, buffer: Uint8Array): Promise<void> {
