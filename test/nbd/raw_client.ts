@@ -186,7 +186,13 @@ export class RawClient {
 
   // ---- Transmission -----------------------------------------------------------------------------------------
 
-  async request(type: number, offset: number, length: number, options: { flags?: number; cookie?: number; payload?: Uint8Array } = {}): Promise<void> {
+  /** One request header (and payload) in a single write; `magic` overrides the request magic (hostile tests). */
+  async request(
+    type: number,
+    offset: number,
+    length: number,
+    options: { flags?: number; cookie?: number; payload?: Uint8Array; magic?: number } = {},
+  ): Promise<void> {
     const header = encodeRequestHeader({
       flags: options.flags ?? 0,
       type,
@@ -195,6 +201,7 @@ export class RawClient {
       offset,
       length,
     });
+    if (options.magic !== undefined) writeU32(header, 0, options.magic);
     if (options.payload === undefined) return this.send(header);
     const bytes = new Uint8Array(header.length + options.payload.length);
     bytes.set(header, 0);

@@ -120,32 +120,28 @@ export const serveCommand: Command = {
     for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
 
-    let stopping: Promise<void> | null = null;
+    // The first SIGINT/SIGTERM starts a clean shutdown; a second one exits at once (the journal still holds every
+    // acknowledged write, so the next start replays it).
+    const stopped = Promise.withResolvers<void>();
+    let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
         log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
         process.exit(130);
       }
+      stopping = true;
       info(`${signal}: shutting down (draining requests, flushing to the backend)`);
-      stopping = (async () => {
+      (async () => {
         await server.close();
         await volume.close();
         await device.close();
         await store.close();
-      })();
+      })().then(stopped.resolve, stopped.reject);
     };
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
-    await new Promise<void>((resolve) => {
-      const wait = setInterval(() => {
-        if (stopping) {
-          clearInterval(wait);
-          resolve();
-        }
-      }, 50);
-    });
     try {
-      await stopping;
+      await stopped.promise;
     } catch (error) {
       log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
       return 1;
