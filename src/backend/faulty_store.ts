@@ -12,12 +12,15 @@
 // Injected errors are IOError, transient unless asked otherwise, with a message saying they were injected.
 
 import { assert, IOError } from "../errors.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStore } from "./object_store.ts";
+import { STORE_OPS, WrappingStore, type StoreOp } from "./wrapping_store.ts";
 
-export type StoreOp = "put" | "get" | "getRange" | "delete" | "list" | "stat";
+export { STORE_OPS, type StoreOp };
+
+
 export type OpSelector = StoreOp | "any";
 
-export const STORE_OPS: readonly StoreOp[] = ["put", "get", "getRange", "delete", "list", "stat"];
+
 
 interface CountedFault {
   op: OpSelector;
@@ -38,8 +41,7 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export class FaultyStore implements ObjectStore {
-  readonly description: string;
+export class FaultyStore extends WrappingStore {
   private readonly random: () => number;
   private outage = false;
   private counted: CountedFault[] = [];
@@ -50,12 +52,9 @@ export class FaultyStore implements ObjectStore {
   readonly calls: Record<StoreOp, number> = { put: 0, get: 0, getRange: 0, delete: 0, list: 0, stat: 0 };
   injected = 0;
 
-  constructor(
-    readonly inner: ObjectStore,
-    options: { seed?: number } = {},
-  ) {
+  constructor(inner: ObjectStore, options: { seed?: number } = {}) {
+    super(inner);
     this.random = seededRandom(options.seed ?? 1);
-    this.description = inner.description;
   }
 
   /** While on, every call fails with a transient IOError. */
@@ -106,36 +105,12 @@ export class FaultyStore implements ObjectStore {
     this.release();
   }
 
-  put(name: string, data: Uint8Array): Promise<void> {
-    return this.call("put", name, () => this.inner.put(name, data));
-  }
-
-  get(name: string): Promise<Uint8Array> {
-    return this.call("get", name, () => this.inner.get(name));
-  }
-
-  getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
-    return this.call("getRange", name, () => this.inner.getRange(name, offset, length));
-  }
-
-  delete(name: string): Promise<void> {
-    return this.call("delete", name, () => this.inner.delete(name));
-  }
-
-  list(prefix: string): Promise<string[]> {
-    return this.call("list", `${prefix}*`, () => this.inner.list(prefix));
-  }
-
-  stat(name: string): Promise<ObjectStat | null> {
-    return this.call("stat", name, () => this.inner.stat(name));
-  }
-
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     this.release();
     await this.inner.close();
   }
 
-  private async call<T>(op: StoreOp, name: string, run: () => Promise<T>): Promise<T> {
+  protected override async call<T>(op: StoreOp, name: string, run: () => Promise<T>): Promise<T> {
     this.calls[op] += 1;
     if (this.outage) throw this.injectedError(op, name, "backend outage", true);
     if (this.hanging.has(op) || this.hanging.has("any")) {

@@ -23,7 +23,8 @@ import {
   BACKEND_RETRY_DELAY_MS_MIN,
 } from "../constants.ts";
 import { assert, IOError } from "../errors.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStore } from "./object_store.ts";
+import { WrappingStore, type StoreOp } from "./wrapping_store.ts";
 import { Semaphore } from "./semaphore.ts";
 
 export interface RetryingStoreOptions {
@@ -48,8 +49,7 @@ export function isTransient(error: unknown): boolean {
 
 const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-export class RetryingStore implements ObjectStore {
-  readonly description: string;
+export class RetryingStore extends WrappingStore {
   private readonly retriesMax: number;
   private readonly delayMsMin: number;
   private readonly delayMsMax: number;
@@ -67,10 +67,8 @@ export class RetryingStore implements ObjectStore {
   /** Retries performed so far (tests, stats). */
   retries = 0;
 
-  constructor(
-    readonly inner: ObjectStore,
-    options: RetryingStoreOptions = {},
-  ) {
+  constructor(inner: ObjectStore, options: RetryingStoreOptions = {}) {
+    super(inner);
     const retriesMax = options.retriesMax ?? BACKEND_RETRIES_MAX;
     this.retriesMax = retriesMax === "forever" ? Number.POSITIVE_INFINITY : retriesMax;
     assert(retriesMax === "forever" || (Number.isSafeInteger(retriesMax) && retriesMax >= 0), "retriesMax");
@@ -83,7 +81,6 @@ export class RetryingStore implements ObjectStore {
     this.sleep = options.sleep ?? realSleep;
     this.random = options.random ?? Math.random;
     this.log = options.log ?? (() => undefined);
-    this.description = inner.description;
   }
 
   /** Attempts running in the inner store right now (tests). */
@@ -91,31 +88,7 @@ export class RetryingStore implements ObjectStore {
     return this.slots.inUse;
   }
 
-  put(name: string, data: Uint8Array): Promise<void> {
-    return this.call("put", name, () => this.inner.put(name, data));
-  }
-
-  get(name: string): Promise<Uint8Array> {
-    return this.call("get", name, () => this.inner.get(name));
-  }
-
-  getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
-    return this.call("getRange", name, () => this.inner.getRange(name, offset, length));
-  }
-
-  delete(name: string): Promise<void> {
-    return this.call("delete", name, () => this.inner.delete(name));
-  }
-
-  list(prefix: string): Promise<string[]> {
-    return this.call("list", `${prefix}*`, () => this.inner.list(prefix));
-  }
-
-  stat(name: string): Promise<ObjectStat | null> {
-    return this.call("stat", name, () => this.inner.stat(name));
-  }
-
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     this.closing = true;
     this.wakeClosing();
     while (this.inflightCalls > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
@@ -128,7 +101,7 @@ export class RetryingStore implements ObjectStore {
     return this.delayMsMin + this.random() * (ceiling - this.delayMsMin);
   }
 
-  private async call<T>(op: string, name: string, attempt: () => Promise<T>): Promise<T> {
+  protected override async call<T>(op: StoreOp, name: string, attempt: () => Promise<T>): Promise<T> {
     assert(!this.closing, `${this.description} used after close`);
     this.inflightCalls += 1;
     try {

@@ -1,0 +1,45 @@
+// The base of every store that adds behaviour around another one (retries, injected faults, crash fencing), as
+// nbdkit's filters wrap a plugin: each operation is forwarded through one `call` hook that sees the operation's name
+// and object, so a wrapper says what it adds once instead of once per method.
+
+import type { ObjectStat, ObjectStore } from "./object_store.ts";
+
+export type StoreOp = "put" | "get" | "getRange" | "delete" | "list" | "stat";
+export const STORE_OPS: readonly StoreOp[] = ["put", "get", "getRange", "delete", "list", "stat"];
+
+export abstract class WrappingStore implements ObjectStore {
+  readonly description: string;
+
+  constructor(readonly inner: ObjectStore) {
+    this.description = inner.description;
+  }
+
+  /** Runs `forward` (the inner store's operation) with this wrapper's behaviour around it. */
+  protected abstract call<T>(op: StoreOp, name: string, forward: () => Promise<T>): Promise<T>;
+
+  abstract close(): Promise<void>;
+
+  put(name: string, data: Uint8Array): Promise<void> {
+    return this.call("put", name, () => this.inner.put(name, data));
+  }
+
+  get(name: string): Promise<Uint8Array> {
+    return this.call("get", name, () => this.inner.get(name));
+  }
+
+  getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
+    return this.call("getRange", name, () => this.inner.getRange(name, offset, length));
+  }
+
+  delete(name: string): Promise<void> {
+    return this.call("delete", name, () => this.inner.delete(name));
+  }
+
+  list(prefix: string): Promise<string[]> {
+    return this.call("list", `${prefix}*`, () => this.inner.list(prefix));
+  }
+
+  stat(name: string): Promise<ObjectStat | null> {
+    return this.call("stat", name, () => this.inner.stat(name));
+  }
+}
