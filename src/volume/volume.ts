@@ -216,8 +216,9 @@ export class Volume implements BlockDevice {
       notes: state.notes,
     };
     for (const note of state.notes) log(`recovery: ${note}`);
+    const journalEnd = replayed === 0 && walker.stopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${journalStop}`;
     log(
-      `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}, walk stopped at: ${journalStop}`,
+      `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
     );
     return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery);
   }
