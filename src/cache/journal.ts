@@ -142,21 +142,27 @@ export class Journal {
   }
 
   /**
-   * Waits until canWrite(dataBytes). If released space is not yet persisted, persists the tail first.
-   * Returns whether space is still short on the in-memory tail too (the caller must then let puts release some).
+   * Waits until canWrite(dataBytes), persisting the tail when released space is not yet persisted. Callers that can
+   * free space themselves (by sealing a batch) use waitForProgress instead and re-check between wakes.
    */
   async waitForWrite(dataBytes: number): Promise<void> {
-    for (;;) {
-      if (this.failure) throw this.failure;
-      if (this.canWrite(dataBytes)) return;
-      const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
-      const fitsAfterPersist = this.head + needed - this.tailPosition() <= this.regionBytes;
-      if (this.writesInFlight < JOURNAL_WRITES_INFLIGHT_MAX && fitsAfterPersist && this.tailPosition() > this.persistedTail) {
-        await this.persistTail();
-        continue;
-      }
-      await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
+    while (!this.canWrite(dataBytes)) await this.waitForProgress(dataBytes);
+  }
+
+  /**
+   * One step towards canWrite(dataBytes): persists the tail if that is what frees the space, or waits for the next
+   * change (a write completing, records released, the tail persisted). Returns at once if it can write now.
+   */
+  async waitForProgress(dataBytes: number): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.canWrite(dataBytes)) return;
+    const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
+    const fitsAfterPersist = this.head + needed - this.tailPosition() <= this.regionBytes;
+    if (this.writesInFlight < JOURNAL_WRITES_INFLIGHT_MAX && fitsAfterPersist && this.tailPosition() > this.persistedTail) {
+      await this.persistTail();
+      return;
     }
+    await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
   }
 
   /**

@@ -202,12 +202,14 @@ export class WritePath {
       end += 1;
     }
     // Room in the journal. If space is short and nothing is being put that would release some, the open batch must
-    // go (its records are what fills the journal); otherwise wait for puts in flight rather than cut a small object.
-    if (!journal.canWrite(dataBytes)) {
+    // go (its records are what fills the journal: tiny writes can fill a journal before their batch fills);
+    // otherwise wait for the puts in flight rather than cut a small object. Re-checked after every wake, since the
+    // puts may complete and still leave the open batch holding the space.
+    while (!journal.canWrite(dataBytes)) {
       if (!journal.hasSpace(dataBytes) && this.open && !this.open.isEmpty && this.writer.putsInFlight === 0 && this.sealedQueue.length === 0) {
         await this.sealOpen();
       }
-      await journal.waitForWrite(dataBytes);
+      await journal.waitForProgress(dataBytes);
     }
     // Room in the batch.
     if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();

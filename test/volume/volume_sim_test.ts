@@ -129,3 +129,27 @@ describe("volume simulation", () => {
     }, 60_000);
   }
 });
+
+describe("journal fuller than its batch", () => {
+  // 512-byte writes one at a time: every record is a header page plus a data page, so the journal (640 KiB) fills
+  // long before the open batch (256 KiB of data) does. The write path must seal the batch to free the journal.
+  test("tiny writes seal the open batch when it alone fills the journal", async () => {
+    const world = await makeWorld(77, { volumeBytes: 4 * 1024 * 1024, journalBytes: 640 * 1024 });
+    const model = new VolumeModel(world.volumeBytes);
+    let volume = await openVolume(world, { clock: immediateClock, batchBytes: 256 * 1024, batchIdleMs: 60_000 });
+    for (let index = 0; index < 1500; index++) {
+      const data = new Uint8Array(SECTOR_BYTES);
+      world.prng.fill(data);
+      const offset = world.prng.int(world.volumeBytes / SECTOR_BYTES) * SECTOR_BYTES;
+      model.apply(offset, data, SECTOR_BYTES);
+      await volume.write(offset, data, false);
+    }
+    const problem = model.diff(0, await readAll(volume, world));
+    if (problem) throw new Error(problem);
+    await volume.close();
+    volume = await openVolume(world, { clock: immediateClock });
+    const reopened = model.diff(0, await readAll(volume, world));
+    if (reopened) throw new Error(`after reopen: ${reopened}`);
+    await volume.close();
+  }, 30_000);
+});
