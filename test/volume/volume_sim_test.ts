@@ -3,6 +3,7 @@
 // Each seed is one world; the seed is printed on failure and LSVD_SEED=<n> replays it.
 
 import { describe, expect, test } from "bun:test";
+import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { seedFromEnv } from "../sim/prng.ts";
@@ -150,6 +151,45 @@ describe("journal fuller than its batch", () => {
     volume = await openVolume(world, { clock: immediateClock });
     const reopened = model.diff(0, await readAll(volume, world));
     if (reopened) throw new Error(`after reopen: ${reopened}`);
+    await volume.close();
+  }, 30_000);
+});
+
+describe("journal held by the open batch after the puts in flight complete", () => {
+  // The case the write path once waited in for ever: a small batch is being put (slowly) while the open batch fills
+  // the journal; the next record needs more space than that small put releases. Only sealing the open batch frees
+  // enough, and the decision must be re-made after the put completes. Timers are driven by hand.
+  test("a record larger than what the completed put released still gets written", async () => {
+    const world = await makeWorld(78, { volumeBytes: 4 * 1024 * 1024, journalBytes: 640 * 1024 });
+    const faulty = new FaultyStore(world.store, { seed: 78 });
+    world.store = faulty;
+    const timers: Array<() => void> = [];
+    const clock = { ...immediateClock, setTimer: (_delayMs: number, fn: () => void) => (timers.push(fn), { cancel: () => {} }) };
+    const volume = await openVolume(world, { clock, batchBytes: 256 * 1024, batchIdleMs: 1 });
+    const model = new VolumeModel(world.volumeBytes);
+    const write = (offset: number, bytes: number) => {
+      const data = new Uint8Array(bytes);
+      world.prng.fill(data);
+      model.apply(offset, data, bytes);
+      return volume.write(offset, data, false);
+    };
+    faulty.hang("put");
+    await write(0, SECTOR_BYTES);
+    for (const fire of timers.splice(0)) fire(); // the idle timer seals the one-write batch: its put hangs
+    await Bun.sleep(5);
+    // Tiny writes until the journal has less room than the big record below needs (but some).
+    const journal = (volume as unknown as { journal: { usedBytes: number; regionBytes: number } }).journal;
+    for (let index = 1; index < 2000 && journal.regionBytes - journal.usedBytes > 40 * 1024; index++) {
+      await write(index * SECTOR_BYTES, SECTOR_BYTES);
+    }
+    const big = write(1024 * 1024, 64 * 1024); // needs 68 KiB of journal: waits, with the small put in flight
+    const early = await Promise.race([big.then(() => "done"), Bun.sleep(100).then(() => "waiting")]);
+    expect(early).toBe("waiting");
+    faulty.heal(); // the small put completes and releases its one record (8 KiB): not enough by itself
+    const outcome = await Promise.race([big.then(() => "done"), Bun.sleep(10_000).then(() => "hung")]);
+    expect(outcome).toBe("done");
+    const problem = model.diff(0, await readAll(volume, world));
+    if (problem) throw new Error(problem);
     await volume.close();
   }, 30_000);
 });
