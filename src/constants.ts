@@ -135,3 +135,6 @@ export const BATCH_TRIMS_MAX = 4096;
 
 /** fsck: lists in its report (holes, objects beyond the log end, stray names) keep this many items, and count all. */
 export const FSCK_REPORT_ITEMS_MAX = 1000;
+
+/** SSD read-cache fills (writes of backend data into the read-cache region) running at once; more are skipped. */
+export const READ_CACHE_INSERTS_INFLIGHT_MAX = 32;

@@ -3,18 +3,21 @@
 // ranged read of its backend object; unmapped space reads as zeroes (docs/architecture.md, "The read path").
 // Backend reads are bounded by GETS_INFLIGHT_MAX.
 
-import { GETS_INFLIGHT_MAX, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
+import { GETS_INFLIGHT_MAX, PAGE_BYTES, READ_CACHE_INSERTS_INFLIGHT_MAX, SECTOR_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
 import { assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { AlignedPool } from "../cache/cache_device.ts";
+import type { ReadCache } from "../cache/read_cache.ts";
 import type { Batch, JournalReader } from "./batch.ts";
 import type { ObjectTable } from "./object_table.ts";
 
 interface Fetch {
   /** Byte offset in the result. */
   target: number;
+  /** First LBA of the piece. */
+  lba: number;
   obj: number;
   offsetSectors: number;
   sectors: number;
@@ -33,10 +36,21 @@ export class ReadPath {
     private readonly objects: ObjectTable,
     private readonly unflushed: Map<number, Batch>,
     private readonly journal: { readJournal: JournalReader; whenWritten: (seq: number) => Promise<void>; pool: AlignedPool },
+    private readonly readCache: ReadCache | null = null,
   ) {}
+
+  private cacheInsertsInFlight = 0;
+
+  get readCacheStats(): { hits: number; misses: number; inserts: number; blocks: number } {
+    const cache = this.readCache;
+    return { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, inserts: cache?.inserts ?? 0, blocks: cache?.cachedBlocks ?? 0 };
+  }
 
   async read(lba: number, sectors: number): Promise<Uint8Array> {
     const result = new Uint8Array(sectors * SECTOR_BYTES);
+    // Taken before the map lookup: data fetched for this read may enter the read cache only if no write or trim
+    // came in between (read_cache.ts invariants).
+    const cacheEpoch = this.readCache?.currentEpoch ?? 0;
     const fetches: Fetch[] = [];
     const journalReads: Array<Promise<void>> = [];
     this.map.lookup(lba, sectors, (pieceLba, pieceSectors, obj, offset) => {
@@ -52,11 +66,13 @@ export class ReadPath {
       if (last && last.obj === obj && last.offsetSectors + last.sectors === offset && last.target + last.sectors * SECTOR_BYTES === target) {
         last.sectors += pieceSectors;
       } else {
-        fetches.push({ target, obj, offsetSectors: offset, sectors: pieceSectors });
+        fetches.push({ target, lba: pieceLba, obj, offsetSectors: offset, sectors: pieceSectors });
       }
     });
-    if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!);
-    else if (fetches.length + journalReads.length > 0) await Promise.all([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch))]);
+    if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!, cacheEpoch);
+    else if (fetches.length + journalReads.length > 0) {
+      await Promise.all([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch, cacheEpoch))]);
+    }
     return result;
   }
 
@@ -90,13 +106,20 @@ export class ReadPath {
     // If the batch's object became durable meanwhile, its journal space may have been reused under the read: the
     // object is in the backend now, so read it from there instead.
     if (this.unflushed.get(obj) !== batch) {
-      await this.fetch(result, { target, obj, offsetSectors, sectors });
+      await this.fetch(result, { target, lba: -1, obj, offsetSectors, sectors }, -1);
     }
   }
 
-  private async fetch(result: Uint8Array, fetch: Fetch): Promise<void> {
+  private async fetch(result: Uint8Array, fetch: Fetch, cacheEpoch: number): Promise<void> {
     const info = this.objects.get(fetch.obj);
     assert(info !== undefined, `map points at unknown object ${fetch.obj}`);
+    // Whole, aligned 4 KiB blocks go through the SSD read cache.
+    const cache = this.readCache;
+    const cacheable = cache !== null && cache.enabled && fetch.lba >= 0 && fetch.lba % SECTORS_PER_PAGE === 0 && fetch.sectors % SECTORS_PER_PAGE === 0;
+    const bytesWanted = fetch.sectors * SECTOR_BYTES;
+    if (cacheable && (await cache.read(fetch.lba / SECTORS_PER_PAGE, fetch.sectors / SECTORS_PER_PAGE, result.subarray(fetch.target, fetch.target + bytesWanted)))) {
+      return;
+    }
     while (this.inFlight >= GETS_INFLIGHT_MAX) await new Promise<void>((resolve) => this.waiters.push(resolve));
     this.inFlight += 1;
     try {
@@ -108,6 +131,11 @@ export class ReadPath {
       result.set(bytes, fetch.target);
       this.backendReads += 1;
       this.backendReadBytes += bytes.byteLength;
+      // Filling the cache does not hold up the read; a bounded number of fills run at once, the rest are skipped.
+      if (cacheable && this.cacheInsertsInFlight < READ_CACHE_INSERTS_INFLIGHT_MAX) {
+        this.cacheInsertsInFlight += 1;
+        void cache.insert(fetch.lba / SECTORS_PER_PAGE, bytes, cacheEpoch).finally(() => (this.cacheInsertsInFlight -= 1));
+      }
     } finally {
       this.inFlight -= 1;
       this.waiters.shift()?.();

@@ -28,6 +28,7 @@ import type { ObjectStore } from "../backend/object_store.ts";
 import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
 import { JournalWalker } from "../cache/journal_replay.ts";
+import { ReadCache } from "../cache/read_cache.ts";
 import { decodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
 import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../format/journal_record.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
@@ -164,7 +165,9 @@ export class Volume implements BlockDevice {
     await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(start.tail.position), replaySeq: start.tail.seq });
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
+    const readCache = new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes);
     const writes = new WritePath({
+      readCache,
       readJournal,
       pool: options.pool,
       volUuid,
@@ -205,7 +208,7 @@ export class Volume implements BlockDevice {
       readJournal,
       whenWritten: (seq) => journal.whenWritten(seq),
       pool: options.pool,
-    });
+    }, readCache);
     const recovery: RecoveryReport = {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
@@ -292,6 +295,7 @@ export class Volume implements BlockDevice {
       puts: this.writes.objectWriter.puts,
       putBytes: this.writes.objectWriter.putBytes,
       backendReads: this.reads.backendReads,
+      readCache: this.reads.readCacheStats,
       backendReadBytes: this.reads.backendReadBytes,
       syncs: this.flusher.syncs,
       extents: this.state.map.extentCount,

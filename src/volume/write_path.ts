@@ -26,6 +26,7 @@ import {
 import { assert } from "../errors.ts";
 import type { AlignedPool } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
+import type { ReadCache } from "../cache/read_cache.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import { encodeDataObjectHeader } from "../format/data_object.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
@@ -62,6 +63,8 @@ export interface WritePathOptions {
   map: ExtentMap;
   objects: ObjectTable;
   journal: Journal;
+  /** Blocks to drop whenever a write or trim lands (null: no read cache). */
+  readCache: ReadCache | null;
   /** Reads the journal back (journal-only batches, before their put). */
   readJournal: JournalReader;
   pool: AlignedPool;
@@ -250,6 +253,7 @@ export class WritePath {
   /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
   private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number): void {
     const { map, objects } = this.options;
+    this.options.readCache?.invalidate(lba, sectors);
     if (data) {
       const offset = batch.addData(lba, data, journalOffset);
       map.update(lba, sectors, batch.seq, offset, objects.displaced);

@@ -193,3 +193,44 @@ describe("journal held by the open batch after the puts in flight complete", () 
     await volume.close();
   }, 30_000);
 });
+
+describe("SSD read cache in the volume", () => {
+  test("flushed data is read from the backend once, then from the cache; writes and trims are never hidden by it", async () => {
+    const world = await makeWorld(79, { volumeBytes: 2 * 1024 * 1024, journalBytes: 1024 * 1024 });
+    const model = new VolumeModel(world.volumeBytes);
+    let volume = await openVolume(world, { clock: immediateClock });
+    for (let offset = 0; offset < world.volumeBytes; offset += 64 * 1024) {
+      const data = new Uint8Array(64 * 1024);
+      world.prng.fill(data);
+      model.apply(offset, data, data.byteLength);
+      await volume.write(offset, data, false);
+    }
+    await volume.close();
+    volume = await openVolume(world, { clock: immediateClock }); // everything is in backend objects now
+    const readBlocks = async (pauseMs = 0) => {
+      for (let block = 0; block < world.volumeBytes / 4096; block++) {
+        const problem = model.diff(block * 4096, await volume.read(block * 4096, 4096));
+        if (problem) throw new Error(problem);
+        // Cache fills run in the background, a bounded number at once (the rest are skipped): let them finish.
+        if (pauseMs > 0) await Bun.sleep(pauseMs);
+      }
+    };
+    await readBlocks(1);
+    await Bun.sleep(20);
+    const backendReads = volume.stats().backendReads;
+    await readBlocks();
+    const stats = volume.stats();
+    expect(stats.readCache.hits).toBeGreaterThan(400);
+    expect(stats.backendReads - backendReads).toBeLessThan(100);
+    // Overwrite and trim cached blocks: reads must see the new contents at once.
+    for (let block = 0; block < 64; block += 3) {
+      const data = new Uint8Array(4096).fill(block + 1);
+      model.apply(block * 4096, data, 4096);
+      await volume.write(block * 4096, data, false);
+    }
+    model.apply(100 * 4096, null, 8 * 4096);
+    await volume.trim(100 * 4096, 8 * 4096, false);
+    await readBlocks();
+    await volume.close();
+  }, 30_000);
+});
