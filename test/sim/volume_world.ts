@@ -75,6 +75,7 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     batchBytes: 64 * 1024,
     batchIdleMs: 5,
     checkpointIntervalObjects: 4,
+    readCache: true,
     log: (line) => world.logs.push(line),
     ...overrides,
   });

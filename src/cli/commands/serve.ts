@@ -27,6 +27,8 @@ Options:
   --listen HOST:PORT     listen on TCP (e.g. 127.0.0.1:10809, [::1]:10809)
   --name EXPORT          export name (default: "", any name is accepted when empty)
   --read-only            refuse writes from clients
+  --read-cache           keep blocks read from the backend in the cache's read-cache region (for remote
+                         backends; a local file backend is served faster by the page cache)
   --batch-size SIZE      backend object data size (default 8m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default 2000)
   --quiet                log nothing but errors
@@ -51,6 +53,7 @@ export const serveCommand: Command = {
       listen: { type: "string" },
       name: { type: "string" },
       "read-only": { type: "boolean" },
+      "read-cache": { type: "boolean" },
       "batch-size": { type: "string" },
       "batch-idle-ms": { type: "string" },
       quiet: { type: "boolean" },
@@ -87,6 +90,7 @@ export const serveCommand: Command = {
         cache: device,
         pool: device.pool,
         readOnly: parsed.values["read-only"] === true,
+        readCache: parsed.values["read-cache"] === true,
         batchBytes,
         batchIdleMs,
         log: info,
