@@ -145,3 +145,27 @@ export function seededRandom(label: string): { next: () => number; int: (limit: 
 export const VOL_UUID = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 export const CACHE_UUID = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
 export const BASE_UUID = "11111111-2222-4333-8444-555555555555";
+
+/**
+ * For each named edit: a fresh object from `make`, the edit, both header CRCs made valid again (so the structural
+ * check itself is what must reject it), then `decode` must throw CorruptionError. A miss names the edit.
+ */
+export function expectEachEditRejected(
+  edits: Array<[string, (bytes: Uint8Array) => unknown]>,
+  make: () => Uint8Array,
+  extCrcOffset: number | null,
+  decode: (bytes: Uint8Array) => unknown,
+): void {
+  for (const [name, edit] of edits) {
+    const bytes = make();
+    edit(bytes);
+    resealObject(bytes, extCrcOffset);
+    let error: Error;
+    try {
+      error = expectCorruption(() => decode(bytes));
+    } catch (failure) {
+      throw new Error(`${name}: ${(failure as Error).message}`);
+    }
+    expect(error.message).toContain("Cannot decode");
+  }
+}
