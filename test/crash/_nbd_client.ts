@@ -31,6 +31,7 @@ import {
   readU64,
   writeU32,
 } from "../../src/nbd/wire.ts";
+import { ByteQueue } from "../nbd/byte_queue.ts";
 
 /** Handshake reads give up after this long (the server is local; a hang is a bug). */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -64,8 +65,7 @@ interface Pending {
 }
 
 export class NbdClient {
-  private chunks: Uint8Array[] = [];
-  private buffered = 0;
+  private readonly received = new ByteQueue();
   private wake: (() => void) | null = null;
   private outgoing: Uint8Array[] = [];
   private readonly pending = new Map<number, Pending>();
@@ -105,8 +105,7 @@ export class NbdClient {
   // ---- Bytes in ------------------------------------------------------------------------------------------------
 
   private onData(data: Uint8Array): void {
-    this.chunks.push(data);
-    this.buffered += data.byteLength;
+    this.received.push(data);
     if (this.transmission) this.parseReplies();
     else this.wake?.();
   }
@@ -122,23 +121,12 @@ export class NbdClient {
 
   /** Takes exactly n buffered bytes (the caller checked that they are there). */
   private take(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.chunks[0]!;
-      const count = Math.min(chunk.byteLength, n - filled);
-      out.set(chunk.subarray(0, count), filled);
-      filled += count;
-      if (count === chunk.byteLength) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(count);
-    }
-    this.buffered -= n;
-    return out;
+    return this.received.take(n);
   }
 
   private async readExact(n: number): Promise<Uint8Array> {
     const deadline = Date.now() + HANDSHAKE_TIMEOUT_MS;
-    while (this.buffered < n) {
+    while (this.received.length < n) {
       if (this.closed) throw new NbdClosedError(`NBD connection closed in the handshake`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error("NBD handshake timed out");
@@ -158,14 +146,14 @@ export class NbdClient {
     for (;;) {
       if (this.partial) {
         const request = this.pending.get(this.partial.cookie)!;
-        if (this.buffered < request.readBytes) return;
+        if (this.received.length < request.readBytes) return;
         const data = this.take(request.readBytes);
         this.pending.delete(this.partial.cookie);
         this.partial = null;
         request.resolve(data);
         continue;
       }
-      if (this.buffered < NBD_SIMPLE_REPLY_BYTES) return;
+      if (this.received.length < NBD_SIMPLE_REPLY_BYTES) return;
       const header = this.take(NBD_SIMPLE_REPLY_BYTES);
       if (readU32(header, 0) !== NBD_SIMPLE_REPLY_MAGIC) {
         this.fatal(`unexpected reply magic 0x${readU32(header, 0).toString(16)}`);
@@ -235,7 +223,7 @@ export class NbdClient {
       if (replyType === NBD_REP_ACK) {
         if (this.sizeBytes === 0) throw new Error("NBD: GO acknowledged without NBD_INFO_EXPORT");
         this.transmission = true;
-        if (this.buffered > 0) this.parseReplies();
+        if (this.received.length > 0) this.parseReplies();
         return;
       }
       if (replyType >= 2 ** 31) throw new Error(`NBD: NBD_OPT_GO refused (reply type 0x${replyType.toString(16)})`);

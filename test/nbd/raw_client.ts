@@ -25,14 +25,14 @@ import {
   readU64,
   writeU32,
 } from "../../src/nbd/wire.ts";
+import { ByteQueue } from "./byte_queue.ts";
 
 export const READ_TIMEOUT_MS = 5000;
 
 export type Endpoint = { unix: string } | { hostname: string; port: number };
 
 export class RawClient {
-  private chunks: Uint8Array[] = [];
-  private buffered = 0;
+  private readonly received = new ByteQueue();
   private wake: (() => void) | null = null;
   closed = false;
   private socket!: import("bun").Socket<undefined>;
@@ -41,8 +41,7 @@ export class RawClient {
     const client = new RawClient();
     const handlers = {
       data: (_socket: unknown, data: Uint8Array) => {
-        client.chunks.push(new Uint8Array(data));
-        client.buffered += data.length;
+        client.received.push(new Uint8Array(data));
         client.wake?.();
       },
       close: () => {
@@ -79,10 +78,10 @@ export class RawClient {
   /** Reads exactly `length` bytes, or throws on close/timeout. */
   async read(length: number, timeoutMs = READ_TIMEOUT_MS): Promise<Uint8Array> {
     const deadline = Date.now() + timeoutMs;
-    while (this.buffered < length) {
-      if (this.closed) throw new Error(`RawClient: closed with ${this.buffered}/${length} bytes`);
+    while (this.received.length < length) {
+      if (this.closed) throw new Error(`RawClient: closed with ${this.received.length}/${length} bytes`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`RawClient: timed out with ${this.buffered}/${length} bytes`);
+      if (left <= 0) throw new Error(`RawClient: timed out with ${this.received.length}/${length} bytes`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.wake = () => {
@@ -92,18 +91,7 @@ export class RawClient {
       });
       this.wake = null;
     }
-    const result = new Uint8Array(length);
-    let filled = 0;
-    while (filled < length) {
-      const chunk = this.chunks[0]!;
-      const take = Math.min(chunk.length, length - filled);
-      result.set(chunk.subarray(0, take), filled);
-      filled += take;
-      if (take === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(take);
-    }
-    this.buffered -= length;
-    return result;
+    return this.received.take(length);
   }
 
   /** Waits for the server to close the connection (nothing else may arrive); false on timeout. */
@@ -114,7 +102,7 @@ export class RawClient {
   }
 
   get pendingBytes(): number {
-    return this.buffered;
+    return this.received.length;
   }
 
   end(): void {
