@@ -2,6 +2,7 @@
 // lsvd: the command-line entry point. Each command lives in cli/commands/; this file dispatches and maps errors to
 // exit codes (0 success, 1 error or bad input, 2 no or unknown command; fsck documents its own).
 
+import { flushOutput, writeOut } from "./output.ts";
 import { LsvdError } from "../errors.ts";
 import { loadIsalCrc32c } from "../ffi/isal_crc32c.ts";
 import { installCrc32cAccelerator } from "../format/crc32c.ts";
@@ -35,11 +36,11 @@ export async function main(argv: string[]): Promise<number> {
   installNativeCrc32c();
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
-    process.stdout.write(usage());
+    writeOut(usage());
     return name ? 0 : 2;
   }
   if (name === "--version" || name === "version") {
-    process.stdout.write(`lsvd ${VERSION}\n`);
+    writeOut(`lsvd ${VERSION}\n`);
     return 0;
   }
   const command = COMMANDS.find((candidate) => candidate.name === name);
@@ -62,5 +63,11 @@ export async function main(argv: string[]): Promise<number> {
 
 if (import.meta.main) {
   const code = await main(process.argv.slice(2));
+  try {
+    await flushOutput();
+  } catch (error) {
+    // A reader that went away (EPIPE) must not turn a success into a crash; say so when the command succeeded.
+    if (code === 0) process.stderr.write(`lsvd: cannot write standard output: ${(error as Error).message}\n`);
+  }
   process.exit(code);
 }

@@ -32,6 +32,7 @@ export const RingOffset = {
   cqKtail: 112,
   cqKringMask: 120,
   cqKringEntries: 128,
+  cqKflags: 136,
   cqKoverflow: 144,
   cqCqes: 152,
   cqRingMask: 176,
@@ -56,6 +57,7 @@ const RING_OFFSET_FIELDS: ReadonlyArray<readonly [keyof typeof RingOffset, strin
   ["cqKtail", "cq.ktail"],
   ["cqKringMask", "cq.kring_mask"],
   ["cqKringEntries", "cq.kring_entries"],
+  ["cqKflags", "cq.kflags"],
   ["cqKoverflow", "cq.koverflow"],
   ["cqCqes", "cq.cqes"],
   ["cqRingMask", "cq.ring_mask"],
@@ -91,6 +93,8 @@ export const IORING_OP_FSYNC = 3;
 export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
 export const IORING_FSYNC_DATASYNC = 1;
+/** Bit of *cq.kflags (kernel 5.8+): while set, the kernel does not signal the registered eventfd. */
+export const IORING_CQ_EVENTFD_DISABLED = 1;
 
 const OPCODE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [IORING_OP_READV, "IORING_OP_READV"],
@@ -276,7 +280,7 @@ export function checkRingLayout(ring: DataView, entriesRequested: number, readU3
   if (u32(RingOffset.sqRingMask) !== sqEntries - 1) throw layoutError(`sq.ring_mask = ${u32(RingOffset.sqRingMask)}`);
   if (cqEntries < sqEntries || (cqEntries & (cqEntries - 1)) !== 0) throw layoutError(`cq.ring_entries = ${cqEntries}`);
   if (u32(RingOffset.cqRingMask) !== cqEntries - 1) throw layoutError(`cq.ring_mask = ${u32(RingOffset.cqRingMask)}`);
-  const pointerFields = ["sqKhead", "sqKtail", "sqKringEntries", "sqArray", "sqSqes", "cqKhead", "cqKtail", "cqKringEntries", "cqCqes"] as const;
+  const pointerFields = ["sqKhead", "sqKtail", "sqKringEntries", "sqArray", "sqSqes", "cqKhead", "cqKtail", "cqKringEntries", "cqKflags", "cqCqes"] as const;
   for (const key of pointerFields) {
     const address = pointer(RingOffset[key]);
     if (address === 0 || address % 4 !== 0) throw layoutError(`${key} pointer is ${address}`);

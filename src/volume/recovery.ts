@@ -16,7 +16,7 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } fro
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
-import { decodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { decodeSuperblock, encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../constants.ts";
 import { ObjectKind, ObjectTable } from "./object_table.ts";
@@ -63,7 +63,7 @@ export async function readSuperblock(store: ObjectStore, prefix: string): Promis
 }
 
 export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
-  const superblock = await readSuperblock(store, prefix);
+  let superblock = await readSuperblock(store, prefix);
   const notes: string[] = [];
   const map = new ExtentMap();
   const objects = new ObjectTable();
@@ -120,6 +120,16 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     rolledForward += 1;
   }
   const nextSeq = seq;
+
+  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) must stop
+  // being listed before their seqs are reused for new objects: otherwise the next superblock write (which keeps the
+  // newest CHECKPOINTS_KEPT names) would go on naming a DATA object as a checkpoint.
+  const unusable = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
+  if (unusable.length > 0) {
+    superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => listed <= checkpointSeq) };
+    notes.push(`superblock no longer lists unusable checkpoint(s) ${unusable.map((listed) => objectName(prefix, listed)).join(", ")}`);
+    if (options.deleteBeyondGap) await store.put(prefix, encodeSuperblock(superblock));
+  }
 
   const beyondGap: number[] = [];
   for (const name of await store.list(`${prefix}.`)) {

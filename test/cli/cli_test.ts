@@ -6,7 +6,9 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
+import { encodeDataObjectHeader } from "../../src/format/data_object.ts";
 import { LsvdServer, cleanupAll, createVolume, ensureBuilt, lsvd, makeTempDir, runOk, type RunResult, type VolumePaths } from "../e2e/_harness.ts";
 
 const COMMAND_NAMES = ["mkdisk", "mkcache", "parse", "serve"];
@@ -229,6 +231,27 @@ describe("parse", () => {
     const cache = await lsvd(["parse", used.cache]);
     expect(cache.exitCode).toBe(0);
     expect(fields(cache.stdout)).toMatchObject({ kind: "CACHE", "volume UUID": superblock.volUuid as string });
+  });
+
+  test("a data object with 20,000 extents: --json output far beyond a pipe's 64 KiB arrives whole", async () => {
+    // process.exit() right after process.stdout.write() used to cut piped output at the pipe's 64 KiB.
+    const extentCount = 20_000;
+    const extents = Array.from({ length: extentCount }, (_, i) => ({ lba: i * 16, sectors: 8 }));
+    const dataArea = new Uint8Array(extentCount * 8 * 512);
+    const header = encodeDataObjectHeader(
+      { volUuid: randomUUID(), seq: 7, cacheSeq: 1, cacheSeqLast: 2, cacheUuid: randomUUID(), objsCleaned: [], extents, trims: [] },
+      dataArea,
+    );
+    const path = join(dir, "many-extents");
+    const object = new Uint8Array(header.length + dataArea.length);
+    object.set(header);
+    writeFileSync(path, object);
+    const result = await lsvd(["parse", "--json", path]);
+    expect({ exitCode: result.exitCode, stderr: result.stderr }).toEqual({ exitCode: 0, stderr: "" });
+    expect(result.stdout.length).toBeGreaterThan(16 * 65536);
+    const parsed = JSON.parse(result.stdout) as { extents: Array<{ lba: number; sectors: number }> };
+    expect(parsed.extents.length).toBe(extentCount);
+    expect(parsed.extents.at(-1)).toEqual(extents.at(-1)!);
   });
 
   test("truncated, corrupted, foreign and missing files: exit 1, one line", async () => {

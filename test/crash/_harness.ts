@@ -287,9 +287,40 @@ export interface Op {
 }
 
 /** Ops of one round (since the last verified state) and the state they started from. */
-export class History {
+/** What checkPrefix needs of a round: its starting state, its ops, and the units they span. */
+export interface RoundHistory {
+  readonly blocks: number;
+  readonly base: Int32Array;
+  readonly ops: readonly Op[];
+  readonly firstUnit: number;
+  readonly lastUnit: number;
+  unitOf(op: Op, block: number): number;
+}
+
+/**
+ * A finished round, capped at the newest unit the state read back at its end could have had applied: losing backend
+ * objects that were put after the round ended (say, the re-put of records it replayed) takes the volume back into it.
+ */
+export class PastRound implements RoundHistory {
+  constructor(
+    readonly blocks: number,
+    readonly pieceBlocks: number,
+    readonly base: Int32Array,
+    readonly ops: readonly Op[],
+    readonly firstUnit: number,
+    readonly lastUnit: number,
+  ) {}
+
+  unitOf(op: Op, block: number): number {
+    return op.kind === "write" ? op.firstUnit + Math.floor((block - op.block) / this.pieceBlocks) : op.firstUnit;
+  }
+}
+
+export class History implements RoundHistory {
   /** Block -> op id it read as at the start of the round (0: zero). */
   base: Int32Array;
+  /** Earlier rounds, oldest first. */
+  readonly past: PastRound[] = [];
   ops: Op[] = [];
   /** Every unit <= flushedBound was acknowledged before a FLUSH that completed. */
   flushedBound = 0;
@@ -359,8 +390,9 @@ export class History {
     return bound;
   }
 
-  /** Starts a new round from what the volume holds now. */
-  nextRound(observed: Int32Array): void {
+  /** Starts a new round from what the volume holds now; `appliedThrough`: the newest unit it may hold (check's kMax). */
+  nextRound(observed: Int32Array, appliedThrough: number = this.lastUnit): void {
+    this.past.push(new PastRound(this.blocks, this.pieceBlocks, this.base, this.ops, this.firstUnit, appliedThrough));
     this.base = observed.slice();
     this.ops = [];
     this.byId.clear();
@@ -382,7 +414,7 @@ export interface PrefixResult {
  * Checks that `observed` (per block: op id, 0, or a problem string) is the state after the round's units up to some
  * k >= lowerBound (a unit). k = firstUnit-1 means none of the round's ops.
  */
-export function checkPrefix(history: History, observed: Array<number | string>, lowerBound: number): PrefixResult {
+export function checkPrefix(history: RoundHistory, observed: Array<number | string>, lowerBound: number): PrefixResult {
   const first = history.firstUnit - 1;
   const last = history.lastUnit;
   if (lowerBound > last) return { ok: false, kMin: 0, kMax: -1, message: `lower bound ${lowerBound} beyond the last unit ${last}` };

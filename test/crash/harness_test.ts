@@ -70,6 +70,23 @@ describe("crash harness checker", () => {
     expect(checkPrefix(history, [0, 4, 0, 1, 3, 3, 0, 0], 0).ok).toBe(false);
   });
 
+  test("a finished round stays checkable, capped at the units its end state could hold", () => {
+    const history = sample();
+    // The round ended reading back k=4 (w4 lost); the next round starts there.
+    history.nextRound(Int32Array.from([1, 1, 0, 1, 3, 3, 0, 0]), 4);
+    history.add("write", 6, 2);
+    const past = history.past[0]!;
+    expect(past.lastUnit).toBe(4);
+    // Back into the past round: any of its prefixes up to k=4 ...
+    expect(checkPrefix(past, [1, 1, 1, 1, 0, 0, 0, 0], past.firstUnit - 1).ok).toBe(true);
+    expect(checkPrefix(past, [0, 0, 0, 0, 0, 0, 0, 0], past.firstUnit - 1).ok).toBe(true);
+    // ... but not w4, which that round's end state did not hold, nor anything torn.
+    expect(checkPrefix(past, [4, 4, 0, 1, 3, 3, 0, 0], past.firstUnit - 1).ok).toBe(false);
+    expect(checkPrefix(past, [1, 0, 0, 0, 0, 0, 0, 0], past.firstUnit - 1).ok).toBe(false);
+    // The current round still needs its own base.
+    expect(checkPrefix(history, [1, 1, 1, 1, 0, 0, 0, 0], 0).ok).toBe(false);
+  });
+
   test("stamps: round trip, zero, misplaced and torn blocks", () => {
     const block = new Uint8Array(BLOCK_BYTES);
     stampBlock(block, 77, 5);

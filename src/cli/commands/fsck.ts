@@ -2,6 +2,7 @@
 // would repair. The checks and repairs live in volume/fsck.ts; this file parses arguments and prints the report.
 // Exit codes as fsck(8): 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check.
 
+import { writeOut } from "../output.ts";
 import { LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { openUringDevice, type UringDevice } from "../../ffi/uring_device.ts";
@@ -69,7 +70,7 @@ function printReport(report: FsckReport, volume: string): void {
   for (const found of report.problems) out.push(`PROBLEM${found.repaired ? " (repaired)" : ""}: ${found.message}`);
   const summary = { 0: "clean", 1: "problems found and repaired", 4: "problems left" }[report.exitCode];
   out.push(`fsck: ${summary} (exit ${report.exitCode})`);
-  process.stdout.write(`${out.join("\n")}\n`);
+  writeOut(`${out.join("\n")}\n`);
 }
 
 export const fsckCommand: Command = {
@@ -81,7 +82,7 @@ export const fsckCommand: Command = {
     try {
       parsed = parseCommandArgs(argv, { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...BACKEND_OPTIONS });
       if (parsed.help) {
-        process.stdout.write(HELP);
+        writeOut(HELP);
         return 0;
       }
       [volume] = requirePositional(parsed, 1, USAGE) as [string];
@@ -104,13 +105,13 @@ export const fsckCommand: Command = {
         cache: device ? { device, pool: device.pool } : undefined,
         repair: parsed.values.repair === true,
       });
-      if (json) process.stdout.write(`${JSON.stringify({ volume: backend.uri, ...report }, null, 2)}\n`);
+      if (json) writeOut(`${JSON.stringify({ volume: backend.uri, ...report }, null, 2)}\n`);
       else printReport(report, backend.uri);
       return report.exitCode;
     } catch (error) {
       // The store or device failed, or there is no volume: nothing was checked.
       const message = error instanceof LsvdError ? error.message : `internal error: ${(error as Error)?.stack ?? String(error)}`;
-      if (json) process.stdout.write(`${JSON.stringify({ volume, error: message, exitCode: FSCK_EXIT_OPERATIONAL }, null, 2)}\n`);
+      if (json) writeOut(`${JSON.stringify({ volume, error: message, exitCode: FSCK_EXIT_OPERATIONAL }, null, 2)}\n`);
       process.stderr.write(`lsvd fsck: ${message}\n`);
       return FSCK_EXIT_OPERATIONAL;
     } finally {

@@ -1,5 +1,6 @@
 // lsvd mkcache: format a cache file or block device for a volume (layout: docs/format.md, "Cache device layout").
 
+import { writeOut } from "../output.ts";
 import { existsSync } from "node:fs";
 import { randomInt } from "node:crypto";
 import { v4 as uuidv4, validate as uuidValidate } from "uuid";
@@ -100,7 +101,7 @@ export const mkcacheCommand: Command = {
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
-      process.stdout.write(HELP);
+      writeOut(HELP);
       return 0;
     }
     const [cachePath] = requirePositional(parsed, 1, USAGE);
@@ -178,9 +179,9 @@ export const mkcacheCommand: Command = {
         device.pool.release(page);
       }
       if (parsed.values.json === true) {
-        process.stdout.write(`${JSON.stringify({ cache: cachePath, ...superblock })}\n`);
+        writeOut(`${JSON.stringify({ cache: cachePath, ...superblock })}\n`);
       } else {
-        process.stdout.write(
+        writeOut(
           `formatted cache ${cachePath} (${formatSize(layout.sizeBytes)}) for volume ${volUuid}: journal ${formatSize(layout.journalBytes)}, read cache ${formatSize(layout.readCacheBytes)}, cache UUID ${superblock.cacheUuid}\n`,
         );
       }

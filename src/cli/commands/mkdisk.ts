@@ -1,5 +1,6 @@
 // lsvd mkdisk: create a volume by writing its superblock object (format: docs/format.md, "SUPER objects").
 
+import { writeOut } from "../output.ts";
 import { v4 as uuidv4, validate as uuidValidate } from "uuid";
 import { PAGE_BYTES, SECTOR_BYTES, VOLUME_BYTES_DEFAULT, VOLUME_BYTES_MAX } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
@@ -43,7 +44,7 @@ export const mkdiskCommand: Command = {
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
-      process.stdout.write(HELP);
+      writeOut(HELP);
       return 0;
     }
     const [volume] = requirePositional(parsed, 1, USAGE);
@@ -66,9 +67,9 @@ export const mkdiskCommand: Command = {
       const volSectors = sizeBytes / SECTOR_BYTES;
       await store.put(prefix, encodeSuperblock({ volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
       if (parsed.values.json === true) {
-        process.stdout.write(`${JSON.stringify({ volume: uri, uuid: volUuid, sizeBytes })}\n`);
+        writeOut(`${JSON.stringify({ volume: uri, uuid: volUuid, sizeBytes })}\n`);
       } else {
-        process.stdout.write(`created volume ${uri}: ${formatSize(sizeBytes)}, UUID ${volUuid}\n`);
+        writeOut(`created volume ${uri}: ${formatSize(sizeBytes)}, UUID ${volUuid}\n`);
       }
       return 0;
     } finally {

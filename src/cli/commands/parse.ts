@@ -1,6 +1,7 @@
 // lsvd parse: print any backend object (superblock, data, checkpoint) or a cache device's superblock, with the
 // field names of the reference tool, or as JSON. Decoding is format/'s job; this file only prints.
 
+import { writeOut } from "../output.ts";
 import { openSync, readSync, closeSync } from "node:fs";
 import { CACHE_SUPERBLOCK_BYTES, decodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { decodeCheckpoint, unpackCheckpointMapEntry, CKPT_MAP_ENTRY_BYTES } from "../../format/checkpoint_object.ts";
@@ -57,7 +58,7 @@ const CACHE_MAGIC = [0x4c, 0x53, 0x56, 0x43]; // "LSVC"
 
 export function printCacheSuperblock(name: string, superblock: CacheSuperblock, json: boolean): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify({ name, kind: "cache", ...superblock }, null, 2)}\n`);
+    writeOut(`${JSON.stringify({ name, kind: "cache", ...superblock }, null, 2)}\n`);
     return;
   }
   const rows: Array<[string, string | number]> = [
@@ -74,7 +75,7 @@ export function printCacheSuperblock(name: string, superblock: CacheSuperblock, 
     ["replay seq", superblock.replaySeq],
     ["generation", superblock.generation],
   ];
-  for (const [key, value] of rows) process.stdout.write(`${`${key}:`.padEnd(16)}${value}\n`);
+  for (const [key, value] of rows) writeOut(`${`${key}:`.padEnd(16)}${value}\n`);
 }
 
 export function describeObject(name: string, bytes: Uint8Array, mapLimit: number): { text: string; json: unknown } {
@@ -150,7 +151,7 @@ export const parseCommand: Command = {
   async run(argv) {
     const parsed = parseCommandArgs(argv, { json: { type: "boolean" }, "map-limit": { type: "string" }, ...BACKEND_OPTIONS });
     if (parsed.help) {
-      process.stdout.write(HELP);
+      writeOut(HELP);
       return 0;
     }
     const [target] = requirePositional(parsed, 1, USAGE);
@@ -181,7 +182,7 @@ export const parseCommand: Command = {
     }
     try {
       const described = describeObject(target!, bytes, mapLimit);
-      process.stdout.write(json ? `${JSON.stringify(described.json, null, 2)}\n` : `${described.text}\n`);
+      writeOut(json ? `${JSON.stringify(described.json, null, 2)}\n` : `${described.text}\n`);
     } catch (error) {
       if (error instanceof CorruptionError) throw new CorruptionError(`Cannot parse ${target}: ${error.message}`);
       throw error;

@@ -1,6 +1,7 @@
 // lsvd serve: open a volume with its cache and serve it over NBD until SIGINT/SIGTERM, then shut down cleanly:
 // stop accepting, finish in-flight requests, put everything journaled to the backend, checkpoint, exit 0.
 
+import { writeOut } from "../output.ts";
 import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../../constants.ts";
 import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
@@ -60,7 +61,7 @@ export const serveCommand: Command = {
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
-      process.stdout.write(HELP);
+      writeOut(HELP);
       return 0;
     }
     if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${USAGE}`);
