@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { FileStore } from "../src/backend/file_store.ts";
-import { openUringDevice } from "../src/ffi/uring_device.ts";
+import { openUringDevice } from "../ffi/uring_device.ts";
 import { recoverBackend } from "../src/volume/recovery.ts";
 import { readCacheSuperblock, Volume } from "../src/volume/volume.ts";
 import { runLsvd } from "../test/crash/_harness.ts";

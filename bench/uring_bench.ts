@@ -1,4 +1,4 @@
-// Throughput of the io_uring cache-I/O layer (src/ffi/uring_device.ts): O_DIRECT writes on a preallocated file,
+// Throughput of the io_uring cache-I/O layer (ffi/uring_device.ts): O_DIRECT writes on a preallocated file,
 // the same jobs bench/uring_vs_fio.sh gives fio, printed as one JSON line.
 //
 // Usage: bun bench/uring_bench.ts --file PATH [--mode randwrite|seqwrite] [--block-bytes N] [--queue-depth N]
@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { PAGE_BYTES } from "../src/constants.ts";
-import { openUringDevice } from "../src/ffi/uring_device.ts";
+import { openUringDevice } from "../ffi/uring_device.ts";
 
 const { values } = parseArgs({
   options: {

@@ -1,4 +1,4 @@
-// An ObjectStore in a Ceph RADOS pool through librados (src/ffi/librados.ts). The interface is in object_store.ts;
+// An ObjectStore in a Ceph RADOS pool through librados (ffi/librados.ts). The interface is in object_store.ts;
 // the URI rados://POOL/PREFIX opens one (backend_uri.ts). One RADOS object per lsvd object, in the pool's default
 // namespace, named exactly as lsvd names it.
 //
@@ -10,7 +10,7 @@
 
 import { RADOS_OP_TIMEOUT_MS, RADOS_OPS_INFLIGHT_MAX, BACKEND_LIST_NAMES_MAX } from "../constants.ts";
 import { assert, IOError, LsvdError, NotFoundError } from "../errors.ts";
-import { RadosCluster, type RadosPool } from "../ffi/librados.ts";
+import { RadosCluster, type RadosPool } from "../../ffi/librados.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore } from "./object_store.ts";
 import { Semaphore } from "./semaphore.ts";

@@ -4,7 +4,7 @@
 
 import { flushOutput, writeOut } from "./output.ts";
 import { LsvdError } from "../errors.ts";
-import { loadIsalCrc32c } from "../ffi/isal_crc32c.ts";
+import { loadIsalCrc32c } from "../../ffi/isal_crc32c.ts";
 import { installCrc32cAccelerator } from "../format/crc32c.ts";
 import { COMMANDS } from "./commands/index.ts";
 

@@ -49,7 +49,7 @@ let accelerated: Crc32cFunction | null = null;
 const ACCELERATED_BYTES_MIN = 256;
 
 /**
- * Installs a hardware CRC-32C (src/ffi/isal_crc32c.ts: ISA-L's crc32_iscsi, SSE4.2/PCLMUL: ~10x the table loop on
+ * Installs a hardware CRC-32C (ffi/isal_crc32c.ts: ISA-L's crc32_iscsi, SSE4.2/PCLMUL: ~10x the table loop on
  * a 4 KiB page). format/ stays free of I/O and FFI: the caller that may load native code (the CLI) installs it.
  * The candidate must agree with the table implementation on a check vector, or it is refused.
  */

@@ -1,4 +1,4 @@
-// RadosStore (src/backend/rados_store.ts, src/ffi/librados.ts) against a real single-node Ceph started by
+// RadosStore (src/backend/rados_store.ts, ffi/librados.ts) against a real single-node Ceph started by
 // test/ceph/up.sh: the ObjectStore contract, opening errors, and that the event loop keeps running during I/O.
 import { beforeAll, describe, expect, test } from "bun:test";
 import { openBackend } from "../../src/backend/backend_uri.ts";

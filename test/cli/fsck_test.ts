@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
 import { decodeSuperblock } from "../../src/format/superblock_object.ts";
 import { objectName } from "../../src/format/object_name.ts";
-import { openUringDevice } from "../../src/ffi/uring_device.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { immediateClock, makeWorld, openVolume } from "../sim/volume_world.ts";
 import { runLsvd } from "../crash/_harness.ts";

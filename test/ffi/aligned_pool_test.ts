@@ -1,9 +1,9 @@
-// Tests for src/ffi/aligned_pool.ts: alignment, reuse by size class, the bound, and freeing on close.
+// Tests for ffi/aligned_pool.ts: alignment, reuse by size class, the bound, and freeing on close.
 
 import { expect, test } from "bun:test";
 import { PAGE_BYTES } from "../../src/constants.ts";
 import { InvalidArgumentError, NoSpaceError } from "../../src/errors.ts";
-import { AlignedBufferPool, alignedAddress, copyToAligned } from "../../src/ffi/aligned_pool.ts";
+import { AlignedBufferPool, alignedAddress, copyToAligned } from "../../ffi/aligned_pool.ts";
 
 test("buffers are page-aligned, page-rounded, and have native addresses", () => {
   const pool = new AlignedBufferPool(1024 * 1024);

@@ -1,7 +1,7 @@
 // Entry point for compiled_binary_test.ts: exercises the io_uring layer from inside a `bun build --compile` binary
 // (koffi's addon embedded, liburing loaded at run time). Prints "ok" when a vectored write reads back intact.
 
-import { openUringDevice } from "../../src/ffi/uring_device.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
 
 const path = process.argv[2];
 if (path === undefined) throw new Error("usage: compiled_uring_main PATH");

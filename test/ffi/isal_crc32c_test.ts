@@ -2,7 +2,7 @@
 // unaligned views, or the journal written with one could not be read with the other.
 
 import { describe, expect, test } from "bun:test";
-import { loadIsalCrc32c } from "../../src/ffi/isal_crc32c.ts";
+import { loadIsalCrc32c } from "../../ffi/isal_crc32c.ts";
 import { crc32c, crc32cIsAccelerated, crc32cTable, installCrc32cAccelerator } from "../../src/format/crc32c.ts";
 import { Prng } from "../sim/prng.ts";
 

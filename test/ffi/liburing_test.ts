@@ -1,4 +1,4 @@
-// Tests for src/ffi/liburing.ts: the hard-coded struct io_uring offsets and opcodes against the installed headers,
+// Tests for ffi/liburing.ts: the hard-coded struct io_uring offsets and opcodes against the installed headers,
 // and that the checks fail on a layout that moved.
 
 import { expect, test } from "bun:test";
@@ -11,7 +11,7 @@ import {
   RING_STRUCT_BYTES,
   RingOffset,
   ringLayoutFromHeader,
-} from "../../src/ffi/liburing.ts";
+} from "../../ffi/liburing.ts";
 
 const haveHeaders = existsSync(LIBURING_HEADER_PATH) && existsSync(KERNEL_HEADER_PATH);
 

@@ -1,4 +1,4 @@
-// Tests for src/ffi/uring_device.ts: real O_DIRECT I/O through io_uring on a temp file (no mocks).
+// Tests for ffi/uring_device.ts: real O_DIRECT I/O through io_uring on a temp file (no mocks).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX } from "../../src/constants.ts";
 import { InvalidArgumentError, IOError, NotFoundError } from "../../src/errors.ts";
-import { openUringDevice, type UringDevice } from "../../src/ffi/uring_device.ts";
+import { openUringDevice, type UringDevice } from "../../ffi/uring_device.ts";
 
 let directory: string;
 beforeAll(() => {

@@ -1,4 +1,4 @@
-// Tests for src/ffi/uring.ts: the ring itself, on real files, with raw fds and pool addresses.
+// Tests for ffi/uring.ts: the ring itself, on real files, with raw fds and pool addresses.
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PAGE_BYTES } from "../../src/constants.ts";
 import { IOError } from "../../src/errors.ts";
-import { AlignedBufferPool, alignedAddress } from "../../src/ffi/aligned_pool.ts";
-import { closeFile, O_CLOEXEC, O_DIRECT, O_RDWR, openFile } from "../../src/ffi/libc.ts";
-import { Uring } from "../../src/ffi/uring.ts";
+import { AlignedBufferPool, alignedAddress } from "../../ffi/aligned_pool.ts";
+import { closeFile, O_CLOEXEC, O_DIRECT, O_RDWR, openFile } from "../../ffi/libc.ts";
+import { Uring } from "../../ffi/uring.ts";
 
 let directory: string;
 let pool: AlignedBufferPool;

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { RetryingStore } from "../../src/backend/retrying_store.ts";
-import { openUringDevice } from "../../src/ffi/uring_device.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { type CephEnv, cephCommand, cephDown, cephUp } from "../backend/_ceph.ts";
 import {

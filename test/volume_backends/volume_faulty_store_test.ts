@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { RetryingStore } from "../../src/backend/retrying_store.ts";
-import { openUringDevice } from "../../src/ffi/uring_device.ts";
+import { openUringDevice } from "../../ffi/uring_device.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { type CephEnv, cephUp } from "../backend/_ceph.ts";
 import {

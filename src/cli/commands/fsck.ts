@@ -5,7 +5,7 @@
 import { writeOut } from "../output.ts";
 import { LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
-import { openUringDevice, type UringDevice } from "../../ffi/uring_device.ts";
+import { openUringDevice, type UringDevice } from "../../../ffi/uring_device.ts";
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
 import { formatSize } from "../../util/size.ts";

@@ -11,7 +11,7 @@ import { computeCacheLayout } from "../../cache/cache_layout.ts";
 import { JournalWalker } from "../../cache/journal_replay.ts";
 import { encodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { JournalRecordType } from "../../format/journal_record.ts";
-import { openUringDevice } from "../../ffi/uring_device.ts";
+import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery.ts";
 import { readCacheSuperblock } from "../../volume/volume.ts";
 import { formatSize, parseSize } from "../../util/size.ts";

@@ -6,7 +6,7 @@ import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "
 import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { RetryingStore } from "../../backend/retrying_store.ts";
-import { openUringDevice } from "../../ffi/uring_device.ts";
+import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { startNbdServer } from "../../nbd/server.ts";
 import { Volume } from "../../volume/volume.ts";
 import { makeLogger } from "../../util/log.ts";

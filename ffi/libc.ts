@@ -6,7 +6,7 @@
 // Pointers cross this module as plain numbers: x86-64 user addresses fit in 47 bits, so they are exact doubles,
 // and the hot path (filling SQEs) never has to touch a BigInt.
 
-import { assert, IOError } from "../errors.ts";
+import { assert, IOError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
 // Flag values from <asm-generic/fcntl.h> as used on x86-64 (octal, as the header writes them).

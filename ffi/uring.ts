@@ -39,8 +39,8 @@
 // - Every slot taken has exactly one SQE written and exactly one CQE to come; its promise settles exactly once.
 // - A waiting op holds no slot. The waiting FIFO is non-empty only while every slot is taken.
 
-import { URING_BACKSTOP_MS, URING_IOVECS_PER_OP_MAX, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH, URING_WAITING_MAX } from "../constants.ts";
-import { assert, IOError } from "../errors.ts";
+import { URING_BACKSTOP_MS, URING_IOVECS_PER_OP_MAX, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH, URING_WAITING_MAX } from "../src/constants.ts";
+import { assert, IOError } from "../src/errors.ts";
 import {
   allocAligned,
   closeFile,

@@ -14,9 +14,9 @@
 // - Size classes are PAGE_BYTES * 2^k up to ALIGNED_BUFFER_BYTES_MAX, so a cached buffer serves any request of its
 //   class; the waste is under 2x and buys reuse without fragmentation.
 
-import { ALIGNED_BUFFER_BYTES_MAX, ALIGNED_POOL_BYTES_DEFAULT, PAGE_BYTES } from "../constants.ts";
-import type { AlignedPool } from "../cache/cache_device.ts";
-import { assert, InvalidArgumentError, NoSpaceError } from "../errors.ts";
+import { ALIGNED_BUFFER_BYTES_MAX, ALIGNED_POOL_BYTES_DEFAULT, PAGE_BYTES } from "../src/constants.ts";
+import type { AlignedPool } from "../src/cache/cache_device.ts";
+import { assert, InvalidArgumentError, NoSpaceError } from "../src/errors.ts";
 import { allocAligned, freeAligned, viewMemory } from "./libc.ts";
 
 const SIZE_CLASS_COUNT = Math.log2(ALIGNED_BUFFER_BYTES_MAX / PAGE_BYTES) + 1;

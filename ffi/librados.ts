@@ -16,7 +16,7 @@
 // Errors: a negative return value (or completion result) becomes IOError with errno = -rv and a message naming the
 // call; the caller (RadosStore) rewords it with the object name and decides NotFound vs transient.
 
-import { assert, IOError } from "../errors.ts";
+import { assert, IOError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
 const LIBRADOS_NAMES = ["librados.so.2", "/usr/lib/x86_64-linux-gnu/librados.so.2"];

@@ -10,7 +10,7 @@
 // (checkHeaderLayout), and always against the live ring after setup (checkRingLayout), which fails loudly on a
 // liburing whose struct moved.
 
-import { NotSupportedError } from "../errors.ts";
+import { NotSupportedError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
 /** sizeof(struct io_uring) in liburing 2.3 on x86-64. */
@@ -144,7 +144,7 @@ export function liburing(): Liburing {
 function layoutError(detail: string): NotSupportedError {
   return new NotSupportedError(
     `Cannot use liburing: struct io_uring layout differs from liburing 2.3 on x86-64 (${detail}); ` +
-      "src/ffi/liburing.ts RingOffset needs updating",
+      "ffi/liburing.ts RingOffset needs updating",
   );
 }
 

@@ -9,9 +9,9 @@
 //
 // sizeBytes is the file or device size rounded down to PAGE_BYTES: a partial last page cannot be read with O_DIRECT.
 
-import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX, URING_QUEUE_DEPTH } from "../constants.ts";
-import type { CacheDevice } from "../cache/cache_device.ts";
-import { InvalidArgumentError, IOError, NotFoundError } from "../errors.ts";
+import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX, URING_QUEUE_DEPTH } from "../src/constants.ts";
+import type { CacheDevice } from "../src/cache/cache_device.ts";
+import { InvalidArgumentError, IOError, NotFoundError } from "../src/errors.ts";
 import { AlignedBufferPool, alignedAddress } from "./aligned_pool.ts";
 import {
   closeFile,

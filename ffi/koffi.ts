@@ -1,4 +1,4 @@
-// The one place koffi is loaded. Only src/ffi/ imports this module.
+// The one place koffi is loaded. Only ffi/ imports this module.
 //
 // Why the raw addon and not `import koffi from "koffi"`: koffi's JS entry resolves its native addon at run time
 // from node_modules, which a `bun build --compile` binary does not have beside it. A static require of the addon
