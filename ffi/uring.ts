@@ -6,7 +6,10 @@
 //      the mmapped SQ (and the op's iovecs into the slot's native iovec area), and advance our copy of the SQ tail.
 //      With no free slot the op waits in a bounded FIFO (URING_WAITING_MAX) and gets a slot as completions free them.
 //   2. The first op of an event-loop turn schedules one microtask; it stores the tail into struct io_uring's
-//      sq.sqe_tail and calls io_uring_submit once for everything queued meanwhile (one FFI call per batch).
+//      sq.sqe_tail and calls io_uring_submit once for everything queued meanwhile (one FFI call per batch). A turn
+//      that queues many ops submits each URING_SUBMIT_BATCH_SQES as they fill: when completions arrive in bursts
+//      (a virtualised disk completes a whole submitted batch at once) this restarts the device after a few ops
+//      instead of after the whole burst was turned around, which keeps it busy (bench/RESULTS.md).
 //   3. The kernel posts CQEs. After a submit the ring polls its CQ once per event-loop turn (setImmediate: the
 //      loop still serves sockets in between) with eventfd signals switched off (IORING_CQ_EVENTFD_DISABLED), and
 //      keeps polling while completions keep landing; after URING_POLL_IDLE_TURNS empty turns, or with nothing in
@@ -39,7 +42,14 @@
 // - Every slot taken has exactly one SQE written and exactly one CQE to come; its promise settles exactly once.
 // - A waiting op holds no slot. The waiting FIFO is non-empty only while every slot is taken.
 
-import { URING_BACKSTOP_MS, URING_IOVECS_PER_OP_MAX, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH, URING_WAITING_MAX } from "../src/constants.ts";
+import {
+  URING_BACKSTOP_MS,
+  URING_IOVECS_PER_OP_MAX,
+  URING_POLL_IDLE_TURNS,
+  URING_QUEUE_DEPTH,
+  URING_SUBMIT_BATCH_SQES,
+  URING_WAITING_MAX,
+} from "../src/constants.ts";
 import { assert, IOError } from "../src/errors.ts";
 import {
   allocAligned,
@@ -161,6 +171,8 @@ export class Uring {
   private readonly waiting: (WaitingOp | undefined)[] = [];
   private waitingHead = 0;
   private submitScheduled = false;
+  /** SQEs written since the last io_uring_submit call. */
+  private unsubmitted = 0;
   private submitRetryTimer: ReturnType<typeof setTimeout> | undefined;
   private broken: IOError | undefined;
   private closing = false;
@@ -418,18 +430,31 @@ export class Uring {
     words[base + SqeWord.userDataHigh] = 0;
     for (let word = 10; word < WORDS_PER_SQE; word++) words[base + word] = 0;
     this.sqTail = (this.sqTail + 1) >>> 0;
+    this.unsubmitted += 1;
 
+    // A full batch goes now, so the device works on it while JS prepares the rest of the turn's ops; the turn's
+    // remainder goes in the microtask (unless a short submit is waiting out its retry delay).
+    if (this.unsubmitted >= URING_SUBMIT_BATCH_SQES && this.submitRetryTimer === undefined) this.submit();
     if (!this.submitScheduled) {
       this.submitScheduled = true;
       queueMicrotask(this.submitBound);
     }
   }
 
-  /** One io_uring_submit for every SQE written since the last one. */
+  /** The turn's submit (a microtask), or a retry after a short submit (a timer). */
   private submitNow(): void {
     this.submitScheduled = false;
+    // Whichever of the two runs first does the retry's work: the other must not run after close.
+    if (this.submitRetryTimer !== undefined) clearTimeout(this.submitRetryTimer);
     this.submitRetryTimer = undefined;
+    if (this.torndown) return;
+    this.submit();
+  }
+
+  /** One io_uring_submit for every SQE written since the last one. */
+  private submit(): void {
     if (this.broken !== undefined) return;
+    this.unsubmitted = 0;
     const unconsumed = (this.sqTail - Atomics.load(this.sqKhead, 0)) >>> 0;
     if (unconsumed === 0) return;
     assert(unconsumed <= this.queueDepth, "SQ holds at most one SQE per slot");
