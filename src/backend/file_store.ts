@@ -7,6 +7,7 @@
 // put resolves. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
 // a crash left behind never shows up in a listing and never collides with an object.
 
+import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { assert, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
@@ -30,10 +31,34 @@ function errnoOf(error: unknown): number | undefined {
   return typeof errno === "number" ? Math.abs(errno) : undefined;
 }
 
+/** O_DIRECT transfers: whole 4 KiB pages (a multiple of every logical block size we meet) at aligned addresses. */
+const DIRECT_IO_ALIGN_BYTES = 4096;
+/** O_WRONLY|O_CREAT|O_EXCL|O_DIRECT: like "wx" (two writers never share a temporary file), without the page cache. */
+const DIRECT_CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
+
+/** Writes a new temporary file through the page cache and fsyncs it. */
+async function writeBuffered(temp: string, data: Uint8Array): Promise<void> {
+  // "wx": O_CREAT|O_EXCL, so two writers can never share a temporary file.
+  const handle = await fs.open(temp, "wx", 0o644);
+  try {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await handle.write(data, done, data.length - done, done);
+      assert(bytesWritten > 0, "write(2) made no progress");
+      done += bytesWritten;
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 export class FileStore implements ObjectStore {
   readonly description: string;
   private tempCounter = 0;
   private closed = false;
+  /** Cleared when the directory's file system refuses O_DIRECT (tmpfs before 6.6, some network file systems). */
+  private directIo = true;
 
   /** Use FileStore.open to check (or create) the directory first. */
   constructor(readonly root: string) {
@@ -70,19 +95,7 @@ export class FileStore implements ObjectStore {
     const target = this.pathOf(name);
     let renamed = false;
     try {
-      // "wx": O_CREAT|O_EXCL, so two writers can never share a temporary file.
-      const handle = await fs.open(temp, "wx", 0o644);
-      try {
-        let done = 0;
-        while (done < data.length) {
-          const { bytesWritten } = await handle.write(data, done, data.length - done, done);
-          assert(bytesWritten > 0, "write(2) made no progress");
-          done += bytesWritten;
-        }
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      if (!(await this.writeDirect(temp, data))) await writeBuffered(temp, data);
       await fs.rename(temp, target);
       renamed = true;
       await this.syncDirectory();
@@ -90,6 +103,44 @@ export class FileStore implements ObjectStore {
       if (!renamed) await fs.rm(temp, { force: true }).catch(() => undefined);
       throw this.ioError("write", name, error);
     }
+  }
+
+  /**
+   * Writes a new temporary file with O_DIRECT, bypassing the page cache: a put is written once and read back
+   * rarely (reads of hot data are the SSD read cache's job), and copying every object into the page cache was half
+   * the server's CPU on sequential writes (bench/RESULTS.md). O_DIRECT needs the buffer address and length aligned
+   * to the device's logical block. The volume's objects are whole pages at page offsets of their batch buffers,
+   * and Bun allocates buffers that large page-aligned (measured, not promised); anything the kernel refuses (EINVAL)
+   * is written through the page cache instead, so alignment decides speed, never correctness. Returns false when
+   * it wrote nothing.
+   */
+  private async writeDirect(temp: string, data: Uint8Array): Promise<boolean> {
+    if (!this.directIo || data.length === 0 || data.length % DIRECT_IO_ALIGN_BYTES !== 0) return false;
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(temp, DIRECT_CREATE_FLAGS, 0o644);
+    } catch (error) {
+      if (errorCode(error) !== "EINVAL") throw error;
+      this.directIo = false; // the file system does not do O_DIRECT; open(2) created nothing
+      return false;
+    }
+    let refused = false;
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await handle.write(data, done, data.length - done, done);
+        assert(bytesWritten > 0 && bytesWritten % DIRECT_IO_ALIGN_BYTES === 0, "O_DIRECT write(2) made aligned progress");
+        done += bytesWritten;
+      }
+      await handle.sync();
+    } catch (error) {
+      if (errorCode(error) !== "EINVAL") throw error;
+      refused = true; // this buffer is not aligned: the caller writes the file again through the page cache
+    } finally {
+      await handle.close();
+    }
+    if (refused) await fs.rm(temp, { force: true });
+    return !refused;
   }
 
   async get(name: string): Promise<Uint8Array> {
