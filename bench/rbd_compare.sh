@@ -69,7 +69,7 @@ cleanup() {
   timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" rm "$LSVD_CEPH_RBD_POOL/$IMAGE" >/dev/null 2>&1 || true
   # The volume: its superblock TAG and objects TAG.%08x.
   timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "^$TAG(\.[0-9a-f]{8})?$" |
-    while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm "$name" || true; done
+    while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full "$name" || true; done
   if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   [ "${STOP_CLUSTER:-0}" = 1 ] && "$REPO/test/ceph/down.sh"
   exit $rc
@@ -115,14 +115,25 @@ start_serve() {
   die "lsvd serve did not start"
 }
 
+fresh_volume() {
+  "$LSVD" mkdisk --force --size "$SIZE" "$VOLUME" --ceph-conf "$CEPH_CONF" --ceph-keyring "$CEPH_KEYRING" >/dev/null ||
+    die "mkdisk --force failed"
+  "$LSVD" mkcache --force --volume "$VOLUME" --size "$CACHE_SIZE" "$CACHE" --ceph-conf "$CEPH_CONF" \
+    --ceph-keyring "$CEPH_KEYRING" >/dev/null || die "mkcache --force failed"
+}
+
 # run_fio SYSTEM WORKLOAD RUN: one measured run; appends a JSON line to $WORK/runs.jsonl
 run_fio() {
   local system=$1 workload=$2 run=$3 out=$WORK/fio-$1-$2-$3.json before after
   local -a target
+  # lsvd has no garbage collection yet: every sequential run would add SIZE of new objects to the memstore OSD, which
+  # fills (8 GiB) by the third run and then blocks every write. Each lsvd sequential run starts on a fresh volume
+  # (mkdisk --force deletes the old objects); RBD overwrites its image in place.
+  if [ "$system" = lsvd ] && [ "$workload" = seqwrite ]; then fresh_volume; fi
   if [ "$system" = rbd ]; then target=("${RBD_TARGET[@]}"); else start_serve; target=("${NBD_TARGET[@]}"); fi
   before=$(osd_counters)
   # shellcheck disable=SC2046
-  timeout $((RUNTIME + FIO_SLACK_S)) fio "${FIO_COMMON[@]}" "${target[@]}" $(workload_args "$workload") \
+  timeout -k 10 $((RUNTIME + FIO_SLACK_S)) fio "${FIO_COMMON[@]}" "${target[@]}" $(workload_args "$workload") \
     --time_based=1 "--runtime=$RUNTIME" --randrepeat=0 "--output=$out" >/dev/null || die "fio $system $workload failed"
   # lsvd: the final flush (SIGTERM: put the open batch, checkpoint) belongs to the writes' cost.
   [ "$system" = lsvd ] && stop_serve
@@ -148,10 +159,10 @@ timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_C
 
 # Prefill the region the random reads read (both systems), not measured.
 log "prefill $PREFILL of each"
-timeout 600 fio "${FIO_COMMON[@]}" "${RBD_TARGET[@]}" --rw=write --bs=1m --iodepth=8 "--size=$PREFILL" --output=/dev/null >/dev/null ||
+timeout -k 10 600 fio "${FIO_COMMON[@]}" "${RBD_TARGET[@]}" --rw=write --bs=1m --iodepth=8 "--size=$PREFILL" --output=/dev/null >/dev/null ||
   die "prefill rbd failed"
 start_serve
-timeout 600 fio "${FIO_COMMON[@]}" "${NBD_TARGET[@]}" --rw=write --bs=1m --iodepth=8 "--size=$PREFILL" --output=/dev/null >/dev/null ||
+timeout -k 10 600 fio "${FIO_COMMON[@]}" "${NBD_TARGET[@]}" --rw=write --bs=1m --iodepth=8 "--size=$PREFILL" --output=/dev/null >/dev/null ||
   die "prefill lsvd failed"
 stop_serve
 
