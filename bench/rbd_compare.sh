@@ -17,8 +17,9 @@
 #        RUNTIME=5 RUNS=1 bench/rbd_compare.sh   (quick validation)
 # Environment: RUNTIME (s, default 10), RUNS (3), SIZE (2G: image and volume), PREFILL (512M), CACHE_SIZE (4G),
 #   BENCH_DIR (work directory parent, default /var/tmp: must be a disk, not tmpfs, O_DIRECT), LSVD_BIN (default: build
-#   one from source into the work directory), STOP_CLUSTER=1 (run test/ceph/down.sh at the end; default: leave the
-#   cluster running for the next run), plus test/ceph/up.sh's LSVD_CEPH_* variables.
+#   one from source into the work directory), STOP_CLUSTER (default 1: run test/ceph/down.sh at the end,
+#   because a run fills most of the memstore OSD and a full OSD blocks the next user, the test suite included; 0 keeps
+#   it running), plus test/ceph/up.sh's LSVD_CEPH_* variables.
 # Output: a table on stdout, then one line `RESULT {json}`; raw fio JSON and logs stay in the work directory only if
 #   KEEP=1. Cleanup (always, also on error or Ctrl-C): lsvd serve stopped, the RBD image and the lsvd volume's objects
 #   deleted, the work directory removed.
@@ -71,7 +72,7 @@ cleanup() {
   timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "^$TAG(\.[0-9a-f]{8})?$" |
     while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full "$name" || true; done
   if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  [ "${STOP_CLUSTER:-0}" = 1 ] && "$REPO/test/ceph/down.sh"
+  [ "${STOP_CLUSTER:-1}" = 1 ] && "$REPO/test/ceph/down.sh"
   exit $rc
 }
 trap cleanup EXIT

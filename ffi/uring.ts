@@ -375,7 +375,7 @@ export class Uring {
     });
   }
 
-  /** Takes a slot and writes the op's SQE (and iovecs). The submit happens once per turn, in submitNow. */
+  /** Takes a slot and writes the op's SQE (and iovecs); submits when a batch is full, else at the end of the turn. */
   private start(
     opcode: number,
     fd: number,
