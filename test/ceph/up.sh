@@ -73,9 +73,12 @@ kill_daemon() { # kill_daemon NAME SIGNAL: by pid file only, then wait (bounded)
 osd_up() { [ "$(ceph_ osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null)" = 1 ]; }
 rgw_up() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$RGW_PORT/"; }
 probe() { timeout 5 rados --conf "$CONF" --rados-osd-op-timeout 4 -p "$POOL" stat __lsvd_ceph_up_probe >/dev/null 2>&1; }
+# A full OSD still answers reads (the probe) but blocks every write: a bench that filled the memstore OSD must not
+# hand the test suite a cluster where each put times out.
+not_full() { ! timeout 10 ceph --conf "$CONF" health 2>/dev/null | grep -qi "full"; }
 healthy() {
   [ -f "$ENV_FILE" ] && [ "$(cat "$DIR/params" 2>/dev/null)" = "$PARAMS" ] && ours "$(pid_of ceph-mon.a)" &&
-    ours "$(pid_of ceph-osd.0)" && ours "$(pid_of ceph-client.rgw.a)" && probe && rgw_up
+    ours "$(pid_of ceph-osd.0)" && ours "$(pid_of ceph-client.rgw.a)" && probe && rgw_up && not_full
 }
 
 start_osd() {
