@@ -164,6 +164,8 @@ lsvd_start() {
 # Appends a server record (workload, phase) to the results.
 lsvd_stop() { # workload phase
   local pid=$lsvd_pid hwm_kib=0 value start_ms end_ms rc=0
+  # Sampled once before the signal too: a server with nothing to flush can be gone before the first loop read.
+  hwm_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
   start_ms=$(date +%s%3N)
   kill -TERM "$pid"
   local deadline=$((SECONDS + stop_timeout_s))
