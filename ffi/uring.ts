@@ -16,8 +16,8 @@
 //      flight, it switches the signals back on and waits on the eventfd registered with io_uring_register_eventfd,
 //      which Bun reads on its own epoll (Bun.file(fd).stream()), so waiting never blocks the event loop. Either
 //      way a reap takes every CQE visible (bulk), settles the slots' promises and stores the new CQ head once.
-//      Why poll: a wake through the eventfd costs 15-25 us and, under load, finds one or two completions; that
-//      made the loop wake-bound at about half of fio's IOPS (bench/RESULTS.md).
+//      Why poll: a wake through the eventfd costs 15-25 us, paid on every burst of completions; with eventfd
+//      waking alone the layer ran at about half of fio's IOPS (bench/RESULTS.md).
 //
 // Memory ordering (why plain stores suffice for the SQ, and where Atomics are used):
 // - SQ: with no SQPOLL thread the kernel reads SQEs and the SQ tail only inside io_uring_enter, i.e. on this thread

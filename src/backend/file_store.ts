@@ -36,18 +36,23 @@ const DIRECT_IO_ALIGN_BYTES = 4096;
 /** O_WRONLY|O_CREAT|O_EXCL|O_DIRECT: like "wx" (two writers never share a temporary file), without the page cache. */
 const DIRECT_CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
 
+/** Writes all of `data` from offset 0 and fsyncs. With O_DIRECT an unaligned short write makes the next one EINVAL. */
+async function writeAllAndSync(handle: fs.FileHandle, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, done);
+    assert(bytesWritten > 0, "write(2) made no progress");
+    done += bytesWritten;
+  }
+  await handle.sync();
+}
+
 /** Writes a new temporary file through the page cache and fsyncs it. */
 async function writeBuffered(temp: string, data: Uint8Array): Promise<void> {
   // "wx": O_CREAT|O_EXCL, so two writers can never share a temporary file.
   const handle = await fs.open(temp, "wx", 0o644);
   try {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await handle.write(data, done, data.length - done, done);
-      assert(bytesWritten > 0, "write(2) made no progress");
-      done += bytesWritten;
-    }
-    await handle.sync();
+    await writeAllAndSync(handle, data);
   } finally {
     await handle.close();
   }
@@ -126,13 +131,7 @@ export class FileStore implements ObjectStore {
     }
     let refused = false;
     try {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await handle.write(data, done, data.length - done, done);
-        assert(bytesWritten > 0, "write(2) made no progress"); // an unaligned short write makes the next one EINVAL
-        done += bytesWritten;
-      }
-      await handle.sync();
+      await writeAllAndSync(handle, data);
     } catch (error) {
       if (errorCode(error) !== "EINVAL") throw error;
       refused = true; // this buffer is not aligned: the caller writes the file again through the page cache

@@ -286,7 +286,6 @@ export interface Op {
   pieces: number;
 }
 
-/** Ops of one round (since the last verified state) and the state they started from. */
 /** What checkPrefix needs of a round: its starting state, its ops, and the units they span. */
 export interface RoundHistory {
   readonly blocks: number;
@@ -295,6 +294,11 @@ export interface RoundHistory {
   readonly firstUnit: number;
   readonly lastUnit: number;
   unitOf(op: Op, block: number): number;
+}
+
+/** The unit that wrote `block`: a write is journaled in pieces of `pieceBlocks` blocks, one unit each. */
+function unitOfBlock(op: Op, block: number, pieceBlocks: number): number {
+  return op.kind === "write" ? op.firstUnit + Math.floor((block - op.block) / pieceBlocks) : op.firstUnit;
 }
 
 /**
@@ -312,10 +316,11 @@ export class PastRound implements RoundHistory {
   ) {}
 
   unitOf(op: Op, block: number): number {
-    return op.kind === "write" ? op.firstUnit + Math.floor((block - op.block) / this.pieceBlocks) : op.firstUnit;
+    return unitOfBlock(op, block, this.pieceBlocks);
   }
 }
 
+/** Ops of one round (since the last verified state) and the state they started from. */
 export class History implements RoundHistory {
   /** Block -> op id it read as at the start of the round (0: zero). */
   base: Int32Array;
@@ -358,7 +363,7 @@ export class History implements RoundHistory {
 
   /** The unit of op `id` that carries `block`. */
   unitOf(op: Op, block: number): number {
-    return op.kind === "write" ? op.firstUnit + Math.floor((block - op.block) / this.pieceBlocks) : op.firstUnit;
+    return unitOfBlock(op, block, this.pieceBlocks);
   }
 
   /** Unit bound for "op `id` and everything before it" (firstUnit-1 when id is before this round). */
