@@ -27,6 +27,8 @@ export const BATCH_IDLE_MS_DEFAULT = 2000;
 export const PUTS_INFLIGHT_MAX = 4;
 /** Backend ranged reads in flight at once. */
 export const GETS_INFLIGHT_MAX = 64;
+/** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
+export const FILE_STORE_READ_HANDLES_MAX = 256;
 
 /** NBD: largest READ/WRITE payload accepted (advertised as INFO_BLOCK_SIZE maximum). */
 export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;

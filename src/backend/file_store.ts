@@ -7,12 +7,24 @@
 // put resolves. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
 // a crash left behind never shows up in a listing and never collides with an object.
 
-import { constants } from "node:fs";
+import { constants, fstat, open as openFd, read as readFd } from "node:fs";
+import { promisify } from "node:util";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import { FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import { ReadHandleCache } from "./read_handle_cache.ts";
+
+const openAsync = promisify(openFd);
+const fstatAsync = promisify(fstat);
+/** pread(2) on a descriptor: resolves to the bytes read (0 at the end of the file). */
+function readAsync(fd: number, buffer: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    readFd(fd, buffer, at, length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead)));
+  });
+}
 
 /** Marks temporary files: `.tmp.<name>.<pid>.<counter>`. */
 const TEMP_PREFIX = ".tmp.";
@@ -64,6 +76,8 @@ export class FileStore implements ObjectStore {
   private closed = false;
   /** Cleared when the directory's file system refuses O_DIRECT (tmpfs before 6.6, some network file systems). */
   private directIo = true;
+  /** Ranged reads reuse open handles; put and delete drop the name's handle before they resolve. */
+  private readonly readHandles = new ReadHandleCache(FILE_STORE_READ_HANDLES_MAX, (name) => openAsync(this.pathOf(name), "r"));
 
   /** Use FileStore.open to check (or create) the directory first. */
   constructor(readonly root: string) {
@@ -103,6 +117,7 @@ export class FileStore implements ObjectStore {
       if (!(await this.writeDirect(temp, data))) await writeBuffered(temp, data);
       await fs.rename(temp, target);
       renamed = true;
+      this.readHandles.drop(name);
       await this.syncDirectory();
     } catch (error) {
       if (!renamed) await fs.rm(temp, { force: true }).catch(() => undefined);
@@ -158,33 +173,29 @@ export class FileStore implements ObjectStore {
     checkObjectName(name);
     checkRange(name, offset, length);
     const result = new Uint8Array(length);
-    let handle;
     try {
-      handle = await fs.open(this.pathOf(name), "r");
-    } catch (error) {
-      throw this.ioError("read", name, error);
-    }
-    try {
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await handle.read(result, done, length - done, offset + done);
-        if (bytesRead === 0) {
-          const { size } = await handle.stat();
-          throw shortObjectError(name, offset, length, size);
+      await this.readHandles.withHandle(name, async (fd) => {
+        let done = 0;
+        while (done < length) {
+          const bytesRead = await readAsync(fd, result, done, length - done, offset + done);
+          if (bytesRead === 0) {
+            const { size } = await fstatAsync(fd);
+            throw shortObjectError(name, offset, length, size);
+          }
+          done += bytesRead;
         }
-        done += bytesRead;
-      }
-      if (length === 0) {
-        // An empty read still promises the range lies inside the object.
-        const { size } = await handle.stat();
-        if (offset > size) throw shortObjectError(name, offset, length, size);
-      }
+        if (length === 0) {
+          // An empty read still promises the range lies inside the object.
+          const { size } = await fstatAsync(fd);
+          if (offset > size) throw shortObjectError(name, offset, length, size);
+        }
+      });
       return result;
     } catch (error) {
       if (error instanceof LsvdError) throw error;
+      // A handle that failed a read is not trusted for the next one.
+      this.readHandles.drop(name);
       throw this.ioError("read", name, error);
-    } finally {
-      await handle.close();
     }
   }
 
@@ -194,9 +205,10 @@ export class FileStore implements ObjectStore {
     try {
       await fs.unlink(this.pathOf(name));
     } catch (error) {
-      if (errorCode(error) === "ENOENT") return;
+      if (errorCode(error) === "ENOENT") return this.readHandles.drop(name);
       throw this.ioError("delete", name, error);
     }
+    this.readHandles.drop(name);
     // A delete that a crash undoes would bring back an object the caller believes gone (e.g. after GC).
     try {
       await this.syncDirectory();
@@ -242,6 +254,12 @@ export class FileStore implements ObjectStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.readHandles.close();
+  }
+
+  /** Object files held open for reads (idle or in use). */
+  get readHandlesOpen(): number {
+    return this.readHandles.openCount;
   }
 
   private pathOf(name: string): string {

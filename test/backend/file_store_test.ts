@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
+import { FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
 import { IOError, NotFoundError } from "../../src/errors.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
 
@@ -116,5 +117,72 @@ describe("FileStore specifics", () => {
     fs.writeFileSync(path.join(root, "external"), pattern(4096, 7));
     const store = await FileStore.open(root);
     expect(await store.getRange("external", 4000, 96)).toEqual(pattern(4096, 7).slice(4000));
+  });
+});
+
+/** Descriptors of this process open on files under root (from /proc/self/fd). */
+function fdsUnder(root: string): number {
+  let count = 0;
+  for (const fd of fs.readdirSync("/proc/self/fd")) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${root}/`)) count += 1;
+    } catch {
+      // The descriptor closed while we looked (the one readdir used, say).
+    }
+  }
+  return count;
+}
+
+// Ranged reads keep the object's file open between calls (src/backend/read_handle_cache.ts). A kept handle must never
+// serve an old version of a name after put or delete resolves.
+describe("FileStore read handles", () => {
+  test("a read after a put over the same name sees the new object, not the kept handle's old file", async () => {
+    const store = await FileStore.open(tempRoot());
+    await store.put("obj.1", pattern(8192, 1));
+    expect(await store.getRange("obj.1", 4096, 4096)).toEqual(pattern(8192, 1).slice(4096));
+    expect(store.readHandlesOpen).toBe(1);
+    await store.put("obj.1", pattern(8192, 2));
+    expect(await store.getRange("obj.1", 4096, 4096)).toEqual(pattern(8192, 2).slice(4096));
+    // A shorter replacement: a stale handle would read past the new end without complaint.
+    await store.put("obj.1", pattern(4096, 3));
+    await expect(store.getRange("obj.1", 4096, 4096)).rejects.toThrow(/obj\.1/);
+    expect(await store.getRange("obj.1", 0, 4096)).toEqual(pattern(4096, 3));
+  });
+
+  test("a read after delete is NotFound even though the handle was kept", async () => {
+    const root = tempRoot();
+    const store = await FileStore.open(root);
+    await store.put("obj.2", pattern(4096, 4));
+    expect(await store.getRange("obj.2", 0, 16)).toEqual(pattern(4096, 4).slice(0, 16));
+    await store.delete("obj.2");
+    await expect(store.getRange("obj.2", 0, 16)).rejects.toBeInstanceOf(NotFoundError);
+    await Bun.sleep(10); // closes are asynchronous
+    expect(fdsUnder(root)).toBe(0);
+  });
+
+  test("idle handles are bounded, reads of many objects stay correct, and close releases every descriptor", async () => {
+    const root = tempRoot();
+    const store = await FileStore.open(root);
+    const objects = FILE_STORE_READ_HANDLES_MAX + 40;
+    await Promise.all(Array.from({ length: objects }, (_, i) => store.put(`obj.${i}`, pattern(4096, i))));
+    for (let round = 0; round < 2; round++) {
+      const reads = await Promise.all(Array.from({ length: objects }, (_, i) => store.getRange(`obj.${i}`, 100, 50)));
+      reads.forEach((bytes, i) => expect(bytes).toEqual(pattern(4096, i).slice(100, 150)));
+    }
+    await Bun.sleep(10);
+    expect(store.readHandlesOpen).toBe(FILE_STORE_READ_HANDLES_MAX);
+    expect(fdsUnder(root)).toBe(FILE_STORE_READ_HANDLES_MAX);
+    await store.close();
+    await Bun.sleep(10);
+    expect(store.readHandlesOpen).toBe(0);
+    expect(fdsUnder(root)).toBe(0);
+  });
+
+  test("a failed open keeps nothing: the object put afterwards reads back", async () => {
+    const store = await FileStore.open(tempRoot());
+    await expect(store.getRange("obj.late", 0, 8)).rejects.toBeInstanceOf(NotFoundError);
+    expect(store.readHandlesOpen).toBe(0);
+    await store.put("obj.late", pattern(64, 5));
+    expect(await store.getRange("obj.late", 8, 8)).toEqual(pattern(64, 5).slice(8, 16));
   });
 });
