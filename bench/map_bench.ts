@@ -6,6 +6,9 @@
 // contiguous and none merge: extentCount equals the number of writes.
 // Times are CPU time of this process (process.cpuUsage), not wall time: the bench machine is shared (2 cores), and
 // CPU time leaves out the time spent descheduled (cache interference from neighbours still shows).
+// Baseline, measured in the same run: the latency of one dependent random read in a buffer as large as the map's
+// extent data (a pointer chase through a random cycle of cache lines). A lookup of a random key in a map that does not
+// fit the CPU caches needs at least one such read, so `lookup / floor` says how much of a lookup is the search itself.
 
 import { readFileSync } from "node:fs";
 import { ExtentMap, MAP_CHUNK_EXTENTS_DEFAULT } from "../src/map/extent_map.ts";
@@ -18,6 +21,8 @@ interface Result {
   /** Growth of the process RSS while building, per extent: a cross-check of bytesUsed (allocator-dependent). */
   rssBytesPerExtent: number;
   lookupUs: number;
+  /** One dependent random read in a buffer of the map's size: the floor for a random lookup. */
+  memoryLatencyUs: number;
   /** update() of a whole existing extent (block rewritten in place). */
   updateOverwriteUs: number;
   /** update() into an unmapped slot: a new extent is inserted. */
@@ -55,6 +60,33 @@ function rssBytes(): number {
 function cpuMs(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1000;
+}
+
+const CACHE_LINE_WORDS = 16; // 64-byte lines of 4-byte words
+
+/**
+ * Microseconds per read when each read's address depends on the one before, over `bytes` of memory: a random cycle
+ * through all cache lines of the buffer (Sattolo's shuffle), so neither the caches nor the prefetcher can help once
+ * the buffer is larger than the caches.
+ */
+function dependentReadUs(bytes: number, reads: number, random: () => number): number {
+  const lines = Math.max(2, Math.floor(bytes / (CACHE_LINE_WORDS * 4)));
+  const cycle = new Uint32Array(lines);
+  for (let i = 0; i < lines; i += 1) cycle[i] = i;
+  for (let i = lines - 1; i > 0; i -= 1) {
+    const j = random() % i; // j < i: one cycle through every line
+    const t = cycle[i]!;
+    cycle[i] = cycle[j]!;
+    cycle[j] = t;
+  }
+  const words = new Uint32Array(lines * CACHE_LINE_WORDS);
+  for (let i = 0; i < lines; i += 1) words[i * CACHE_LINE_WORDS] = cycle[i]! * CACHE_LINE_WORDS;
+  let at = 0;
+  const started = cpuMs();
+  for (let i = 0; i < reads; i += 1) at = words[at]!;
+  const us = ((cpuMs() - started) * 1000) / reads;
+  if (at < 0) throw new Error("unreachable: keeps the chase from being optimised away");
+  return us;
 }
 
 const SLOT_SECTORS = 16; // one 8-sector extent, then an 8-sector gap
@@ -116,6 +148,8 @@ function run(extents: number, chunkExtentsMax: number, ops: number, seed: number
   for (let i = 0; i < changeOps; i += 1) map.trim(keys[(i * 7) % ops]! * SLOT_SECTORS, SLOT_SECTORS);
   const trimUs = ((cpuMs() - started) * 1000) / changeOps;
 
+  const memoryLatencyUs = dependentReadUs(map.bytesUsed(), ops, random);
+
   return {
     extents,
     chunkExtentsMax,
@@ -123,6 +157,7 @@ function run(extents: number, chunkExtentsMax: number, ops: number, seed: number
     bytesPerExtent,
     rssBytesPerExtent: rssGrowthBytes / extents,
     lookupUs,
+    memoryLatencyUs,
     updateOverwriteUs,
     updateInsertUs,
     updateSplitUs,
@@ -149,6 +184,8 @@ function main(): void {
     ["B/extent", (r) => r.bytesPerExtent.toFixed(2)],
     ["rss B/ext", (r) => r.rssBytesPerExtent.toFixed(2)],
     ["lookup us", (r) => r.lookupUs.toFixed(3)],
+    ["floor us", (r) => r.memoryLatencyUs.toFixed(3)],
+    ["lookup/floor", (r) => (r.lookupUs / r.memoryLatencyUs).toFixed(2)],
     ["overwrite us", (r) => r.updateOverwriteUs.toFixed(3)],
     ["insert us", (r) => r.updateInsertUs.toFixed(3)],
     ["split us", (r) => r.updateSplitUs.toFixed(3)],
