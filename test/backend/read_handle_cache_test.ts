@@ -28,6 +28,20 @@ function readAll(fd: number): string {
   return buffer.subarray(0, fs.readSync(fd, buffer, 0, 16, 0)).toString();
 }
 
+/** A read that holds its descriptor until `finish` is called (reading it then would be EBADF had it been closed). */
+function heldRead(cache: ReadHandleCache, name: string, gate: Promise<void>): Promise<string> {
+  return cache.withHandle(name, async (fd) => {
+    await gate;
+    return readAll(fd);
+  });
+}
+
+function makeGate(): { gate: Promise<void>; finish: () => void } {
+  let finish: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (finish = resolve));
+  return { gate, finish };
+}
+
 /** Lets the asynchronous closes run. */
 const settle = () => Bun.sleep(5);
 
@@ -64,12 +78,8 @@ describe("ReadHandleCache", () => {
 
   test("a drop during a read lets that read finish on its descriptor, then closes it; the next read opens anew", async () => {
     const { cache, opens } = countingCache(4);
-    let finish: () => void = () => {};
-    const gate = new Promise<void>((resolve) => (finish = resolve));
-    const slow = cache.withHandle("c", async (fd) => {
-      await gate;
-      return readAll(fd); // would be EBADF if the drop had closed it
-    });
+    const { gate, finish } = makeGate();
+    const slow = heldRead(cache, "c", gate);
     await settle();
     cache.drop("c");
     expect(await cache.withHandle("c", async (fd) => readAll(fd))).toBe("c");
@@ -87,14 +97,8 @@ describe("ReadHandleCache", () => {
 
   test("busy descriptors are never evicted: the bound applies to idle ones", async () => {
     const { cache } = countingCache(1);
-    let finish: () => void = () => {};
-    const gate = new Promise<void>((resolve) => (finish = resolve));
-    const reads = ["a", "b", "c"].map((name) =>
-      cache.withHandle(name, async (fd) => {
-        await gate;
-        return readAll(fd);
-      }),
-    );
+    const { gate, finish } = makeGate();
+    const reads = ["a", "b", "c"].map((name) => heldRead(cache, name, gate));
     await settle();
     expect(cache.openCount).toBe(3);
     finish();
