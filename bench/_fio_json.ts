@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 
 interface FioDirection {
+  total_ios: number;
   iops: number;
   bw: number; // KiB/s
   io_bytes: number;
@@ -58,6 +59,10 @@ for (const pair of values.set) {
 result.iops = Math.round(side.iops);
 result.mibPerSecond = Math.round((side.bw / 1024) * 10) / 10;
 result.ioBytes = side.io_bytes;
+result.ios = side.total_ios;
+// fio's own CPU (usr + sys percent of its runtime) per I/O: what the client costs the shared cores.
+result.clientCpuUsPerIo =
+  Math.round((((job.usr_cpu + job.sys_cpu) / 100) * job.job_runtime * 1000 * 10) / Math.max(1, side.total_ios)) / 10;
 result.latMeanUs = side.lat_ns === undefined ? null : Math.round(side.lat_ns.mean / 100) / 10;
 result.clatP50Us = percentileUs("50.000000");
 result.clatP99Us = percentileUs("99.000000");

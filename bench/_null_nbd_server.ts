@@ -1,0 +1,62 @@
+// Helper of bench/cpu_per_request.sh: lsvd's NBD server (src/nbd/) over a device that does nothing, so the bench can
+// tell the cost of the protocol layer and Bun's sockets from the cost of the volume below them.
+// Writes, flushes and trims resolve at once; reads return zeroes from one shared buffer.
+//
+// Usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]   (SIGTERM or SIGINT stops it, exit 0)
+
+import { NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../src/constants.ts";
+import type { BlockDevice, BlockStatusExtent } from "../src/nbd/block_device.ts";
+import { startNbdServer } from "../src/nbd/server.ts";
+
+const [socketPath, sizeText = String(1024 ** 3)] = process.argv.slice(2);
+if (socketPath === undefined) {
+  console.error("usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]");
+  process.exit(2);
+}
+const sizeBytes = Number(sizeText);
+if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_BYTES !== 0) {
+  console.error(`null server: size ${sizeText} must be a positive multiple of ${PAGE_BYTES}`);
+  process.exit(2);
+}
+
+const done = Promise.resolve();
+const zeroes = new Uint8Array(NBD_REQUEST_BYTES_MAX);
+
+class NullDevice implements BlockDevice {
+  readonly sizeBytes = sizeBytes;
+  readonly readOnly = false;
+  readonly blockSizeMinBytes = SECTOR_BYTES;
+  readonly blockSizePreferredBytes = PAGE_BYTES;
+  read(_offset: number, length: number): Promise<Uint8Array> {
+    return Promise.resolve(zeroes.subarray(0, length));
+  }
+  write(): Promise<void> {
+    return done;
+  }
+  flush(): Promise<void> {
+    return done;
+  }
+  trim(): Promise<void> {
+    return done;
+  }
+  writeZeroes(): Promise<void> {
+    return done;
+  }
+  cache(): Promise<void> {
+    return done;
+  }
+  blockStatus(_offset: number, length: number): Promise<BlockStatusExtent[]> {
+    return Promise.resolve([{ length, hole: true, zero: true }]);
+  }
+}
+
+const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)" });
+let stopping = false;
+const stop = async (): Promise<void> => {
+  if (stopping) return;
+  stopping = true;
+  await server.close();
+  process.exit(0);
+};
+process.on("SIGTERM", () => void stop());
+process.on("SIGINT", () => void stop());

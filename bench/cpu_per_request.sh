@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Where a request's CPU goes. For the same fio job against three NBD servers on one machine (runs alternating), this
+# prints the server's CPU per request (user + system of every thread of the server process, from /proc/PID/stat)
+# next to fio's own CPU per request, with IOPS:
+#   lsvd         dist/lsvd serve: cache file and file backend in one temp dir on a real disk; a fresh volume per run
+#   nbdkit       nbdkit file on a preallocated file on the same disk (its writes land in the page cache)
+#   null-device  lsvd's own NBD layer (src/nbd/) over a device that does nothing (bench/_null_nbd_server.ts, by bun)
+# lsvd minus null-device is what the volume below the protocol costs (journal, map, batches, puts); null-device against
+# nbdkit compares the protocol layers. On a machine where client and server share the cores, server CPU per request is
+# what bounds IOPS, which is why the data-path bench's ratios follow it.
+# Workloads: 4 KiB random write QD32, 64 KiB sequential write QD32. Output: a table and one JSON line on stdout
+# (the JSON line also to $JSON_OUT when set); progress on stderr.
+#
+# Usage: bench/cpu_per_request.sh
+# Env:   RUNTIME     seconds per run (default 6)
+#        RUNS        runs per engine and workload (default 3)
+#        SIZE_MIB    volume and file size (default 1024)
+#        TMP_PARENT  where the temp dir goes (default /var/tmp; tmpfs is refused)
+#        JSON_OUT    also write the JSON line to this file
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+bun="$root/node_modules/.bin/bun"
+lsvd="$root/dist/lsvd"
+runtime="${RUNTIME:-6}"
+runs="${RUNS:-3}"
+size_mib="${SIZE_MIB:-1024}"
+tmp_parent="${TMP_PARENT:-/var/tmp}"
+start_timeout_s=30
+
+log() { echo "$(date +%T) $*" >&2; }
+die() {
+  echo "cpu_per_request: $*" >&2
+  exit 1
+}
+
+for tool in fio nbdkit nbdinfo; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+[[ -x "$bun" ]] || die "bun not found at $bun (npm ci in $root)"
+[[ -x "$lsvd" ]] || die "$lsvd is missing: run 'npm run build' in $root first"
+[[ "$runtime" =~ ^[0-9]+$ && "$runtime" -ge 1 ]] || die "RUNTIME must be a whole number of seconds >= 1"
+[[ "$runs" =~ ^[0-9]+$ && "$runs" -ge 1 ]] || die "RUNS must be >= 1"
+[[ "$size_mib" =~ ^[0-9]+$ && "$size_mib" -ge 64 ]] || die "SIZE_MIB must be >= 64"
+fstype="$(df --output=fstype "$tmp_parent" | tail -1 | tr -d ' ')"
+[[ "$fstype" != tmpfs && "$fstype" != ramfs ]] || die "$tmp_parent is $fstype: put TMP_PARENT on a real disk"
+ticks_per_second="$(getconf CLK_TCK)"
+
+work="$(mktemp -d "$tmp_parent/lsvd-cpu-bench.XXXXXX")"
+server_pid=""
+fio_pid=""
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in $fio_pid $server_pid; do
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  if ((rc != 0)); then
+    for f in "$work/server.log" "$work/fio.err"; do
+      [[ -s "$f" ]] && { echo "--- last lines of $(basename "$f"):" >&2; tail -n 15 "$f" >&2; }
+    done
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM HUP
+
+volume="$work/backend/vol"
+cache="$work/cache"
+nbdkit_img="$work/nbdkit.img"
+sock="$work/server.sock"
+results="$work/results.jsonl"
+mkdir -p "$work/backend"
+: >"$results"
+log "temp dir $work ($fstype); ${runtime}s per run, $runs run(s), ${size_mib} MiB"
+dd if=/dev/zero of="$nbdkit_img" bs=1M count="$size_mib" oflag=direct status=none
+
+# ---- servers: each run starts its server and stops it after, so every run starts from the same state ---------------
+start_server() { # engine
+  rm -f "$sock"
+  case "$1" in
+    lsvd)
+      "$lsvd" mkdisk --force --size "${size_mib}m" "$volume" >/dev/null
+      "$lsvd" mkcache --force --size "${size_mib}m" --volume "$volume" "$cache" >/dev/null
+      "$lsvd" serve --volume "$volume" --cache "$cache" --socket "$sock" >>"$work/server.log" 2>&1 &
+      ;;
+    nbdkit) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" >>"$work/server.log" 2>&1 & ;;
+    null-device) "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;
+  esac
+  server_pid=$!
+  local deadline=$((SECONDS + start_timeout_s))
+  while ! nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null 2>&1; do
+    kill -0 "$server_pid" 2>/dev/null || die "$1 exited before serving (see server.log)"
+    ((SECONDS < deadline)) || die "$1 did not serve within ${start_timeout_s}s"
+    sleep 0.05
+  done
+}
+
+stop_server() {
+  local rc=0
+  kill -TERM "$server_pid"
+  wait "$server_pid" || rc=$?
+  server_pid=""
+  ((rc == 0 || rc == 143)) || die "server exited with status $rc"
+}
+
+# utime + stime of the whole process (fields 14 and 15; the comm field has no spaces for these servers).
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+
+# ---- runs -----------------------------------------------------------------------------------------------------------
+workloads=("randwrite-4k-qd32 randwrite 4k 32" "seqwrite-64k-qd32 write 64k 32")
+engines=(lsvd nbdkit null-device)
+for spec in "${workloads[@]}"; do
+  read -r workload rw bs qd <<<"$spec"
+  for ((run = 1; run <= runs; run++)); do
+    for ((turn = 0; turn < ${#engines[@]}; turn++)); do
+      engine="${engines[$(((turn + run - 1) % ${#engines[@]}))]}"
+      start_server "$engine"
+      before="$(server_ticks)"
+      fio --thread --output-format=json --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" \
+        --bs="$bs" --iodepth="$qd" --size="${size_mib}m" --time_based --runtime="$runtime" --norandommap \
+        --randrepeat=0 >"$work/fio.json" 2>"$work/fio.err" &
+      fio_pid=$!
+      wait "$fio_pid" || die "fio failed against $engine (see fio.err)"
+      fio_pid=""
+      after="$(server_ticks)"
+      stop_server
+      line="$("$bun" "$here/_fio_json.ts" --dir write --set workload="$workload" --set engine="$engine" \
+        --set run="$run" --set serverCpuSeconds="$(((after - before) * 1000 / ticks_per_second))e-3" <"$work/fio.json")"
+      echo "$line" >>"$results"
+      log "$workload run $run $engine: $line"
+    done
+  done
+done
+
+"$bun" "$here/_cpu_report.ts" "$results" "$(date -u +%FT%TZ)" | tee "$work/report.txt"
+if [[ -n "${JSON_OUT:-}" ]]; then tail -n 1 "$work/report.txt" >"$JSON_OUT"; fi
