@@ -2,8 +2,12 @@
 // C API reference: /usr/include/rados/librados.h (librados-dev).
 //
 // Never blocks the event loop:
-// - Object I/O uses the rados_aio_* calls. They return at once; librados calls our completion callback from its
-//   finisher thread, and koffi queues that call onto the JS thread, where it settles the operation's promise.
+// - Object I/O uses the rados_aio_* calls. They return at once, and the JS thread polls their completions
+//   (CompletionPoller below) instead of taking a completion callback: koffi runs a callback that comes from
+//   librados' finisher thread on the JS thread and holds the finisher thread until it has run, so every completion
+//   cost a cross-thread round trip and the completions behind it waited. Measured with 4 KiB reads at QD32 against
+//   one memstore OSD on loopback: 12-13k reads/s at 90-96 us of process CPU each with the callback, 18.6-19.7k at
+//   56 us polling.
 // - Calls without an aio form (connect, ioctx_create, listing, shutdown) run through koffi's `.async` on a worker
 //   thread. Those workers are few (one per core) and shared with the rest of the process, so each such call is
 //   bounded by librados' own timeouts (client_mount_timeout, rados_mon_op_timeout, rados_osd_op_timeout), set at
@@ -16,6 +20,7 @@
 // Errors: a negative return value (or completion result) becomes IOError with errno = -rv and a message naming the
 // call; the caller (RadosStore) rewords it with the object name and decides NotFound vs transient.
 
+import { RADOS_POLL_BUSY_MS, RADOS_POLL_IDLE_MS } from "../src/constants.ts";
 import { assert, IOError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
@@ -35,6 +40,7 @@ interface Bindings {
   rados_aio_create_completion2: KoffiAsyncFunction;
   rados_aio_release: KoffiAsyncFunction;
   rados_aio_get_return_value: KoffiAsyncFunction;
+  rados_aio_is_complete: KoffiAsyncFunction;
   rados_aio_write_full: KoffiAsyncFunction;
   rados_aio_read: KoffiAsyncFunction;
   rados_aio_remove: KoffiAsyncFunction;
@@ -43,7 +49,6 @@ interface Bindings {
   rados_nobjects_list_next: KoffiAsyncFunction;
   rados_nobjects_list_close: KoffiAsyncFunction;
   strerror: KoffiAsyncFunction;
-  completionCallback: unknown;
 }
 
 interface KoffiAsyncFunction {
@@ -52,8 +57,6 @@ interface KoffiAsyncFunction {
 }
 
 let bindings: Bindings | undefined;
-// Operations in flight, by completion address: the one registered callback routes each completion here.
-const pending = new Map<bigint, (result: number) => void>();
 
 function load(): Bindings {
   if (bindings !== undefined) return bindings;
@@ -73,14 +76,6 @@ function load(): Bindings {
   const libc = koffi.load("libc.so.6");
   const f = (signature: string) => lib.func(signature) as unknown as KoffiAsyncFunction;
   // rados_t, rados_ioctx_t, rados_completion_t and rados_list_ctx_t are opaque pointers: void * here.
-  const callbackType = koffi.proto("void lsvd_rados_callback_t(void *completion, void *arg)");
-  const completionCallback = koffi.register((completion: Pointer) => {
-    const key = koffi.address(completion);
-    const settle = pending.get(key);
-    assert(settle !== undefined, "librados completion for an unknown operation");
-    pending.delete(key);
-    settle(Number(loaded().rados_aio_get_return_value(completion)));
-  }, koffi.pointer(callbackType));
   bindings = {
     rados_create2: f("int rados_create2(_Out_ void **pcluster, const char *clustername, const char *name, uint64_t flags)"),
     rados_conf_read_file: f("int rados_conf_read_file(void *cluster, const char *path)"),
@@ -89,11 +84,11 @@ function load(): Bindings {
     rados_shutdown: f("void rados_shutdown(void *cluster)"),
     rados_ioctx_create: f("int rados_ioctx_create(void *cluster, const char *pool, _Out_ void **ioctx)"),
     rados_ioctx_destroy: f("void rados_ioctx_destroy(void *ioctx)"),
-    rados_aio_create_completion2: f(
-      "int rados_aio_create_completion2(void *arg, lsvd_rados_callback_t *complete, _Out_ void **completion)",
-    ),
+    // No callback (complete = NULL): completions are polled, see the header.
+    rados_aio_create_completion2: f("int rados_aio_create_completion2(void *arg, void *complete, _Out_ void **completion)"),
     rados_aio_release: f("void rados_aio_release(void *completion)"),
     rados_aio_get_return_value: f("int rados_aio_get_return_value(void *completion)"),
+    rados_aio_is_complete: f("int rados_aio_is_complete(void *completion)"),
     rados_aio_write_full: f(
       "int rados_aio_write_full(void *ioctx, const char *oid, void *completion, const uint8_t *buf, size_t len)",
     ),
@@ -106,7 +101,6 @@ function load(): Bindings {
     ),
     rados_nobjects_list_close: f("void rados_nobjects_list_close(void *ctx)"),
     strerror: libc.func("const char *strerror(int errnum)") as unknown as KoffiAsyncFunction,
-    completionCallback,
   };
   return bindings;
 }
@@ -313,24 +307,69 @@ export class RadosPool {
     assert(!this.closed, "rados pool used after close");
     const lib = loaded();
     const out: Pointer[] = [null];
-    check("rados_aio_create_completion2", Number(lib.rados_aio_create_completion2(null, lib.completionCallback, out)));
+    check("rados_aio_create_completion2", Number(lib.rados_aio_create_completion2(null, null, out)));
     const completion = out[0];
-    const key = koffi.address(completion);
+    this.operations += 1;
+    const rv = Number(start(completion));
+    if (rv < 0) {
+      // Not started: it will never complete.
+      this.operations -= 1;
+      lib.rados_aio_release(completion);
+      return Promise.resolve(rv);
+    }
     return new Promise<number>((resolve) => {
-      pending.set(key, (result) => {
+      completions.add(completion, (result) => {
         this.operations -= 1;
         lib.rados_aio_release(completion);
         resolve(result);
       });
-      this.operations += 1;
-      const rv = Number(start(completion));
-      if (rv < 0) {
-        // Not started: no callback will come.
-        pending.delete(key);
-        this.operations -= 1;
-        lib.rados_aio_release(completion);
-        resolve(rv);
-      }
     });
   }
 }
+
+/**
+ * The aio completions in flight, polled on the JS thread (why: see the header). While any is in flight, each
+ * event-loop turn asks librados which are complete (rados_aio_is_complete takes the completion's lock and reads a
+ * flag: no I/O, no wait). When none completed or started for RADOS_POLL_BUSY_MS, it polls every RADOS_POLL_IDLE_MS
+ * instead. Bounded by the callers' own bounds on operations in flight (RetryingStore's request slots).
+ */
+class CompletionPoller {
+  private readonly inflight: Array<{ completion: Pointer; settle: (result: number) => void }> = [];
+  private scheduled = false;
+  private lastProgressMs = 0;
+  private readonly turnBound = () => this.turn();
+
+  add(completion: Pointer, settle: (result: number) => void): void {
+    this.inflight.push({ completion, settle });
+    this.lastProgressMs = performance.now();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inflight.length === 0) return;
+    this.scheduled = true;
+    if (performance.now() - this.lastProgressMs < RADOS_POLL_BUSY_MS) setImmediate(this.turnBound);
+    else setTimeout(this.turnBound, RADOS_POLL_IDLE_MS);
+  }
+
+  private turn(): void {
+    this.scheduled = false;
+    const lib = loaded();
+    let kept = 0;
+    const done: Array<{ settle: (result: number) => void; result: number }> = [];
+    for (const entry of this.inflight) {
+      if (Number(lib.rados_aio_is_complete(entry.completion)) !== 0) {
+        done.push({ settle: entry.settle, result: Number(lib.rados_aio_get_return_value(entry.completion)) });
+      } else {
+        this.inflight[kept++] = entry;
+      }
+    }
+    this.inflight.length = kept;
+    if (done.length > 0) this.lastProgressMs = performance.now();
+    // Settled after the list is consistent: a settle may start the next operation (add) at once.
+    for (const { settle, result } of done) settle(result);
+    this.schedule();
+  }
+}
+
+const completions = new CompletionPoller();

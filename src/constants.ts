@@ -68,6 +68,13 @@ export const URING_POLL_IDLE_TURNS = 64;
 export const URING_SUBMIT_BATCH_SQES = 2;
 /** io_uring: while not polling with ops in flight, the completion queue is also checked this often (a backstop). */
 export const URING_BACKSTOP_MS = 10;
+/**
+ * librados: completions are polled once per event-loop turn while operations are in flight and one completed (or
+ * started) within this many milliseconds; past that (a long put, an OSD away) they are polled every
+ * RADOS_POLL_IDLE_MS, so a stalled cluster does not keep a core busy. See ffi/librados.ts.
+ */
+export const RADOS_POLL_BUSY_MS = 2;
+export const RADOS_POLL_IDLE_MS = 1;
 /** io_uring: iovecs in one vectored op (kernel UIO_MAXIOV is 1024); longer writes become several ops. */
 export const URING_IOVECS_PER_OP_MAX = 256;
 /** io_uring: requests waiting in JS for a free ring slot. Callers bound their own work far below this; past it, fail. */
