@@ -120,6 +120,15 @@ describe("FileStore specifics", () => {
   });
 });
 
+/**
+ * Closes complete in the thread pool, a little after the store lets go of a descriptor: waits (boundedly) until
+ * `count` descriptors are open under root, then asserts it.
+ */
+async function expectFdsUnder(root: string, count: number): Promise<void> {
+  for (let waited = 0; fdsUnder(root) !== count && waited < 5000; waited += 5) await Bun.sleep(5);
+  expect(fdsUnder(root)).toBe(count);
+}
+
 /** Descriptors of this process open on files under root (from /proc/self/fd). */
 function fdsUnder(root: string): number {
   let count = 0;
@@ -156,8 +165,7 @@ describe("FileStore read handles", () => {
     expect(await store.getRange("obj.2", 0, 16)).toEqual(pattern(4096, 4).slice(0, 16));
     await store.delete("obj.2");
     await expect(store.getRange("obj.2", 0, 16)).rejects.toBeInstanceOf(NotFoundError);
-    await Bun.sleep(10); // closes are asynchronous
-    expect(fdsUnder(root)).toBe(0);
+    await expectFdsUnder(root, 0);
   });
 
   test("idle handles are bounded, reads of many objects stay correct, and close releases every descriptor", async () => {
@@ -169,13 +177,11 @@ describe("FileStore read handles", () => {
       const reads = await Promise.all(Array.from({ length: objects }, (_, i) => store.getRange(`obj.${i}`, 100, 50)));
       reads.forEach((bytes, i) => expect(bytes).toEqual(pattern(4096, i).slice(100, 150)));
     }
-    await Bun.sleep(10);
+    await expectFdsUnder(root, FILE_STORE_READ_HANDLES_MAX);
     expect(store.readHandlesOpen).toBe(FILE_STORE_READ_HANDLES_MAX);
-    expect(fdsUnder(root)).toBe(FILE_STORE_READ_HANDLES_MAX);
     await store.close();
-    await Bun.sleep(10);
+    await expectFdsUnder(root, 0);
     expect(store.readHandlesOpen).toBe(0);
-    expect(fdsUnder(root)).toBe(0);
   });
 
   test("a failed open keeps nothing: the object put afterwards reads back", async () => {

@@ -42,8 +42,14 @@ function makeGate(): { gate: Promise<void>; finish: () => void } {
   return { gate, finish };
 }
 
-/** Lets the asynchronous closes run. */
-const settle = () => Bun.sleep(5);
+/**
+ * Opens and closes complete in the thread pool, so counts change a little later: waits (boundedly) until the cache
+ * reports `count` open descriptors, then asserts it (a slow machine delays the count; a wrong count still fails).
+ */
+async function expectOpenCount(cache: ReadHandleCache, count: number): Promise<void> {
+  for (let waited = 0; cache.openCount !== count && waited < 5000; waited += 5) await Bun.sleep(5);
+  expect(cache.openCount).toBe(count);
+}
 
 describe("ReadHandleCache", () => {
   test("a kept descriptor serves the next read without an open", async () => {
@@ -52,8 +58,7 @@ describe("ReadHandleCache", () => {
     expect(await cache.withHandle("a", async (fd) => readAll(fd))).toBe("a");
     expect(opens).toEqual(["a"]);
     cache.close();
-    await settle();
-    expect(cache.openCount).toBe(0);
+    await expectOpenCount(cache, 0);
   });
 
   test("concurrent first reads of one name share one open", async () => {
@@ -69,42 +74,35 @@ describe("ReadHandleCache", () => {
     for (const name of ["a", "b", "a", "c", "a", "b"]) await cache.withHandle(name, async (fd) => readAll(fd));
     // a stays hot; b is evicted by c, then opened again.
     expect(opens).toEqual(["a", "b", "c", "b"]);
-    await settle();
-    expect(cache.openCount).toBe(2);
+    await expectOpenCount(cache, 2);
     cache.close();
-    await settle();
-    expect(cache.openCount).toBe(0);
+    await expectOpenCount(cache, 0);
   });
 
   test("a drop during a read lets that read finish on its descriptor, then closes it; the next read opens anew", async () => {
     const { cache, opens } = countingCache(4);
     const { gate, finish } = makeGate();
     const slow = heldRead(cache, "c", gate);
-    await settle();
+    await expectOpenCount(cache, 1); // the held read has its descriptor
     cache.drop("c");
     expect(await cache.withHandle("c", async (fd) => readAll(fd))).toBe("c");
     expect(opens).toEqual(["c", "c"]);
-    await settle();
-    expect(cache.openCount).toBe(2);
+    await expectOpenCount(cache, 2);
     finish();
     expect(await slow).toBe("c");
-    await settle();
-    expect(cache.openCount).toBe(1);
+    await expectOpenCount(cache, 1);
     cache.close();
-    await settle();
-    expect(cache.openCount).toBe(0);
+    await expectOpenCount(cache, 0);
   });
 
   test("busy descriptors are never evicted: the bound applies to idle ones", async () => {
     const { cache } = countingCache(1);
     const { gate, finish } = makeGate();
     const reads = ["a", "b", "c"].map((name) => heldRead(cache, name, gate));
-    await settle();
-    expect(cache.openCount).toBe(3);
+    await expectOpenCount(cache, 3);
     finish();
     expect(await Promise.all(reads)).toEqual(["a", "b", "c"]);
-    await settle();
-    expect(cache.openCount).toBe(1);
+    await expectOpenCount(cache, 1);
     cache.close();
   });
 
