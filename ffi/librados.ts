@@ -6,8 +6,8 @@
 //   (CompletionPoller below) instead of taking a completion callback: koffi runs a callback that comes from
 //   librados' finisher thread on the JS thread and holds the finisher thread until it has run, so every completion
 //   cost a cross-thread round trip and the completions behind it waited. Measured with 4 KiB reads at QD32 against
-//   one memstore OSD on loopback: 12-13k reads/s at 90-96 us of process CPU each with the callback, 18.6-19.7k at
-//   56 us polling.
+//   one memstore OSD on loopback: 12-13k reads/s at 90-97 us of process CPU each with the callback, 20.5-21.7k at
+//   51-53 us polling (bench/RESULTS.md).
 // - Calls without an aio form (connect, ioctx_create, listing, shutdown) run through koffi's `.async` on a worker
 //   thread. Those workers are few (one per core) and shared with the rest of the process, so each such call is
 //   bounded by librados' own timeouts (client_mount_timeout, rados_mon_op_timeout, rados_osd_op_timeout), set at
