@@ -95,7 +95,8 @@ start_osd() {
 }
 start_rgw() {
   radosgw --conf "$CONF" -n client.rgw.a >>"$DIR/log/start-rgw.log" 2>&1 || die "radosgw did not start"
-  for _ in $(seq $WAIT_TRIES); do rgw_up && break; sleep 0.2; done
+  # radosgw creates its pools before it listens: on bluestore and a slow disk that has taken over 30 s.
+  for _ in $(seq $((WAIT_TRIES * 3))); do rgw_up && break; sleep 0.2; done
   rgw_up || die "radosgw did not answer on 127.0.0.1:$RGW_PORT"
 }
 require_up() { [ -f "$ENV_FILE" ] && ours "$(pid_of ceph-mon.a)" || die "no cluster from this script in $DIR"; }

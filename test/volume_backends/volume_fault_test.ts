@@ -39,7 +39,9 @@ import {
 
 // Per process (directory and ports): this cluster's daemons get killed and it is torn down at the end, so two runs of
 // this file at once (the lead's full suite and a helper's) must not share it. It is never reused, so nothing is lost.
-const FAULT_PORT_BASE = 40_000 + (process.pid % 5000) * 3;
+// The ports stay below Linux's ephemeral range (32768 and up by default): a port there can be the local end of some
+// connection at that moment, and then radosgw cannot bind it (seen once: "radosgw did not answer").
+const FAULT_PORT_BASE = 20_000 + (process.pid % 4000) * 3;
 const FAULT_CLUSTER: CephEnv = {
   LSVD_CEPH_DIR: `/tmp/lsvd-ceph-vfault-${process.getuid?.() ?? 0}-${process.pid}`,
   LSVD_CEPH_OBJECTSTORE: "bluestore",
