@@ -46,7 +46,7 @@ const TRANSIENT_ERRNOS = new Set([
   112, // EHOSTDOWN
   113, // EHOSTUNREACH
 ]);
-/** A get re-reads an object that keeps growing under it at most this often. */
+/** Reads a get makes at most, each asking for twice the bytes of the last, while larger versions replace the object. */
 const GET_ATTEMPTS_MAX = 4;
 
 export function defaultCephConfPath(): string {
@@ -107,16 +107,21 @@ export class RadosStore implements ObjectStore {
 
   async get(name: string): Promise<Uint8Array> {
     checkObjectName(name);
+    // One rados read is atomic against a write_full, so a read that returns fewer bytes than it asked for holds one
+    // whole version of the object. The stat only sizes the first read: when the object was replaced by a larger
+    // one in between, the next read asks for twice as much, so alternating overwrites cannot starve a reader.
+    let askBytes = 0;
     for (let attempt = 0; attempt < GET_ATTEMPTS_MAX; attempt++) {
       let data: Uint8Array;
-      let sizeBytes: number;
       try {
-        ({ sizeBytes } = await this.slots.run(() => this.pool.stat(name)));
-        data = await this.slots.run(() => this.pool.read(name, 0, sizeBytes + 1));
+        if (attempt === 0) askBytes = (await this.slots.run(() => this.pool.stat(name))).sizeBytes + 1;
+        const ask = askBytes;
+        data = await this.slots.run(() => this.pool.read(name, 0, ask));
       } catch (error) {
         throw this.objectError("read", name, error);
       }
-      if (data.length <= sizeBytes) return data;
+      if (data.length < askBytes) return data;
+      askBytes *= 2;
     }
     throw new IOError(`Cannot read object ${name} in ${this.description}: it kept growing while being read`, true);
   }
