@@ -4,8 +4,9 @@
 //
 // put = rados_write_full: RADOS applies it as one transaction on the primary OSD and acknowledges once every
 // replica has it, so a reader sees the old object or the new one and the new one is durable on success.
-// get = stat, then read one byte more than the size: a read is atomic, so if it returns at most `size` bytes it is
-// the whole object as of that read; more means the object grew in between and we go again.
+// get = stat, then read one byte more than the size: a read is atomic, so if it returns fewer bytes than it asked
+// for it is the whole object as of that read; a full read means a larger version replaced it in between, and the
+// next read asks for twice as much (no second stat, which a stream of alternating overwrites could outrun).
 // Nothing here blocks the event loop (see librados.ts); librados' op timeout bounds every call.
 
 import { RADOS_OP_TIMEOUT_MS, RADOS_OPS_INFLIGHT_MAX, BACKEND_LIST_NAMES_MAX } from "../constants.ts";
