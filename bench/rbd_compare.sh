@@ -142,7 +142,7 @@ run_fio() {
   elif [ "$workload" = randread ]; then
     start_serve "$READ_VOLUME" "$READ_CACHE"; target=("${NBD_TARGET[@]}")
   else
-    fresh_volume "$VOLUME" "$CACHE"; start_serve "$VOLUME" "$CACHE"; target=("${NBD_TARGET[@]}")
+    start_serve "$VOLUME" "$CACHE"; target=("${NBD_TARGET[@]}") # fresh: created empty, wiped after every write run
   fi
   before=$(osd_counters)
   # shellcheck disable=SC2046
@@ -170,9 +170,8 @@ EOF
 
 log "cluster: $ENV_FILE ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL"
 timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_CEPH_RBD_POOL/$IMAGE" || die "rbd create failed"
-"$LSVD" mkdisk --size "$SIZE" "$READ_VOLUME" --ceph-conf "$CEPH_CONF" --ceph-keyring "$CEPH_KEYRING" >/dev/null
-"$LSVD" mkcache --volume "$READ_VOLUME" --size "$CACHE_SIZE" "$READ_CACHE" --ceph-conf "$CEPH_CONF" \
-  --ceph-keyring "$CEPH_KEYRING" >/dev/null
+fresh_volume "$READ_VOLUME" "$READ_CACHE"
+fresh_volume "$VOLUME" "$CACHE"
 
 # Prefill the region the random reads read (both systems), not measured.
 log "prefill $PREFILL of each"

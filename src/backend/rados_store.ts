@@ -108,9 +108,7 @@ export class RadosStore implements ObjectStore {
 
   async get(name: string): Promise<Uint8Array> {
     checkObjectName(name);
-    // One rados read is atomic against a write_full, so a read that returns fewer bytes than it asked for holds one
-    // whole version of the object. The stat only sizes the first read: when the object was replaced by a larger
-    // one in between, the next read asks for twice as much, so alternating overwrites cannot starve a reader.
+    // Why the sizes: see the header ("get = ...").
     let askBytes = 0;
     for (let attempt = 0; attempt < GET_ATTEMPTS_MAX; attempt++) {
       let data: Uint8Array;
