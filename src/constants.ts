@@ -29,6 +29,11 @@ export const PUTS_INFLIGHT_MAX = 4;
 export const GETS_INFLIGHT_MAX = 64;
 /** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
 export const FILE_STORE_READ_HANDLES_MAX = 256;
+/**
+ * File backend: bytes per O_DIRECT write(2) of an object, written one after another, so the cache's journal writes
+ * on a shared disk queue behind at most this much (file_store.ts, writeDirect).
+ */
+export const FILE_STORE_DIRECT_WRITE_BYTES_MAX = 1024 * 1024;
 
 /** NBD: largest READ/WRITE payload accepted (advertised as INFO_BLOCK_SIZE maximum). */
 export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;
@@ -129,6 +134,8 @@ assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one e
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
 // A journal record's data can always be placed into one batch.
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
+// Every O_DIRECT write of an object but the last starts and ends on a page.
+assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_WRITE_BYTES_MAX > 0, "object writes are whole pages");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.
 assert(NBD_REQUEST_BYTES_MAX <= BATCH_BYTES_MAX, "an NBD write fits one batch");
 // A queued-output limit below one reply would stop reading for good after a single large READ.

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
-import { FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
+import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
 import { IOError, NotFoundError } from "../../src/errors.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
 
@@ -43,6 +43,8 @@ describe("FileStore specifics", () => {
       backing.set(pattern(backing.length, 7));
       const cases: Array<[string, Uint8Array]> = [
         ["obj.aligned", backing.subarray(4096, 4096 + 8 * 1024 * 1024)], // whole pages at a page offset
+        // Not a multiple of the O_DIRECT write size: the last write is a short one.
+        ["obj.chunks", backing.subarray(4096, 4096 + 2 * FILE_STORE_DIRECT_WRITE_BYTES_MAX + 5 * 4096)],
         ["obj.misaligned", backing.subarray(1, 1 + 64 * 1024)], // whole pages at an odd address: EINVAL, then buffered
         ["obj.sectors", backing.subarray(4096, 4096 + 3 * 512)], // not whole pages: buffered
         ["obj.empty", new Uint8Array(0)],
