@@ -131,8 +131,12 @@ function checkInput(h: DataObjectInput, dataBytes: number): void {
   }
 }
 
-/** The header area (hdr_sectors*512 bytes) of a data object whose data area is `dataArea`. */
-export function encodeDataObjectHeader(h: DataObjectInput, dataArea: Uint8Array): Uint8Array {
+/**
+ * The header area (hdr_sectors*512 bytes) of a data object whose data area is `dataArea`. `dataCrc` is crc32c of
+ * the data area, for a caller that has it already (a batch checksums its data record by record, so that sealing
+ * 8 MiB does not stall the event loop on one long checksum); by default it is computed here.
+ */
+export function encodeDataObjectHeader(h: DataObjectInput, dataArea: Uint8Array, dataCrc = crc32c(dataArea)): Uint8Array {
   assert(dataArea.byteLength % SECTOR_BYTES === 0, "the data area is whole sectors");
   checkInput(h, dataArea.byteLength);
   const hdrBytes = dataObjectHeaderBytes(h.extents.length, h.trims.length, h.objsCleaned.length);
@@ -171,7 +175,7 @@ export function encodeDataObjectHeader(h: DataObjectInput, dataArea: Uint8Array)
     view.setUint32(offset + TRIM.sectors, trim.sectors, true);
     view.setUint32(offset + TRIM.beforeIndex, trim.beforeIndex, true);
   });
-  sealObjectHeader(header, EXT_PLACE, crc32c(dataArea));
+  sealObjectHeader(header, EXT_PLACE, dataCrc);
   return header;
 }
 

@@ -239,6 +239,7 @@ export class WritePath {
       if (piece.data) journalOffset += piece.data.byteLength;
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
+    batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
     this.pendingFront = end;
     this.stats.records += 1;
     written.then(
