@@ -13,6 +13,7 @@
 //   (pool closed or evicted; its ArrayBuffer is detached so stale views read as empty instead of freed memory).
 // - Size classes are PAGE_BYTES * 2^k up to ALIGNED_BUFFER_BYTES_MAX, so a cached buffer serves any request of its
 //   class; the waste is under 2x and buys reuse without fragmentation.
+// - acquireExact buffers (few, long-lived: batch buffers) have no class: exactly their size, freed on release.
 
 import { ALIGNED_BUFFER_BYTES_MAX, ALIGNED_POOL_BYTES_DEFAULT, PAGE_BYTES } from "../src/constants.ts";
 import type { AlignedPool } from "../src/cache/cache_device.ts";
@@ -51,6 +52,9 @@ export function copyToAligned(pool: AlignedPool, data: Uint8Array): Uint8Array {
   buffer.fill(0, data.byteLength);
   return buffer;
 }
+
+/** The sizeClass of acquireExact buffers: freed on release, never cached. */
+const EXACT_SIZE_CLASS = -1;
 
 function sizeClassOf(bytes: number): number {
   let sizeClass = 0;
@@ -97,6 +101,17 @@ export class AlignedBufferPool implements AlignedPool {
     return new Uint8Array(allocation.arrayBuffer, 0, length);
   }
 
+  acquireExact(bytes: number): Uint8Array | null {
+    assert(!this.closed, "acquire from a closed pool");
+    assert(Number.isSafeInteger(bytes) && bytes > 0, "exact buffer size is positive");
+    const length = Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES;
+    if (!this.makeRoom(length)) return null;
+    const allocation = this.allocateBytes(EXACT_SIZE_CLASS, length);
+    allocation.inUse = true;
+    this.bytesInUseNow += allocation.bytes;
+    return new Uint8Array(allocation.arrayBuffer, 0, length);
+  }
+
   release(buffer: Uint8Array): void {
     const allocation = allocations.get(buffer.buffer as ArrayBuffer);
     assert(allocation !== undefined && allocation.pool === this, "released buffer comes from this pool");
@@ -104,7 +119,7 @@ export class AlignedBufferPool implements AlignedPool {
     assert(buffer.byteOffset === 0, "release the buffer acquire() returned, not a subarray");
     allocation.inUse = false;
     this.bytesInUseNow -= allocation.bytes;
-    if (this.closed) this.free(allocation);
+    if (this.closed || allocation.sizeClass === EXACT_SIZE_CLASS) this.free(allocation);
     else this.cached[allocation.sizeClass]!.push(allocation);
   }
 
@@ -122,16 +137,24 @@ export class AlignedBufferPool implements AlignedPool {
 
   private allocate(sizeClass: number): Allocation {
     const bytes = PAGE_BYTES * 2 ** sizeClass;
-    // Make room by dropping cached buffers of other classes, largest first: they are the likeliest to be idle.
-    for (let index = SIZE_CLASS_COUNT - 1; index >= 0 && this.bytesAllocatedNow + bytes > this.bytesMax; index--) {
-      const list = this.cached[index]!;
-      while (list.length > 0 && this.bytesAllocatedNow + bytes > this.bytesMax) this.free(list.pop()!);
-    }
-    if (this.bytesAllocatedNow + bytes > this.bytesMax) {
+    if (!this.makeRoom(bytes)) {
       throw new NoSpaceError(
         `Cannot allocate an aligned buffer of ${bytes} bytes: pool limit ${this.bytesMax} bytes reached (${this.bytesInUseNow} in use)`,
       );
     }
+    return this.allocateBytes(sizeClass, bytes);
+  }
+
+  /** Whether `bytes` more fit under the bound, after dropping cached buffers, largest first (likeliest idle). */
+  private makeRoom(bytes: number): boolean {
+    for (let index = SIZE_CLASS_COUNT - 1; index >= 0 && this.bytesAllocatedNow + bytes > this.bytesMax; index--) {
+      const list = this.cached[index]!;
+      while (list.length > 0 && this.bytesAllocatedNow + bytes > this.bytesMax) this.free(list.pop()!);
+    }
+    return this.bytesAllocatedNow + bytes <= this.bytesMax;
+  }
+
+  private allocateBytes(sizeClass: number, bytes: number): Allocation {
     const address = allocAligned(bytes, PAGE_BYTES);
     const allocation: Allocation = { pool: this, address, sizeClass, bytes, arrayBuffer: viewMemory(address, bytes), inUse: false };
     allocations.set(allocation.arrayBuffer, allocation);

@@ -23,5 +23,11 @@ export interface CacheDevice {
 export interface AlignedPool {
   /** A zero-filled? No: contents are undefined. byteLength = bytes rounded up to PAGE_BYTES. */
   acquire(bytes: number): Uint8Array;
+  /**
+   * A long-lived buffer of exactly `bytes` rounded up to PAGE_BYTES (no power-of-two size class, so an 8 MiB batch
+   * plus its header room does not take 16 MiB), or null when the pool's bound leaves no room for it. Release it
+   * with release(); it is freed then, not cached.
+   */
+  acquireExact(bytes: number): Uint8Array | null;
   release(buffer: Uint8Array): void;
 }

@@ -166,31 +166,65 @@ export class Journal {
   }
 
   /**
-   * Writes one record now (canWrite must be true). Data pieces are copied into a pooled aligned buffer, so the
-   * caller's buffers are free as soon as this returns. Returns the record's seq and a promise that resolves when it
-   * and every earlier record are on the device.
+   * The seq and data offset (cache device bytes) that write(…, dataBytes) will give its record if called next, in
+   * the same turn (a pad, when one is due, takes the seq before it). canWrite(dataBytes) must be true. Lets a
+   * caller place the data where it belongs before the record exists (WritePath puts it in the batch first, then
+   * journals it from there).
+   */
+  peekRecord(dataBytes: number): { seq: number; dataOffset: number } {
+    if (this.failure) throw this.failure;
+    assert(this.canWrite(dataBytes), "journal record peeked without space");
+    const recordBytes = Journal.recordBytes(dataBytes);
+    const offsetInRegion = this.head % this.regionBytes;
+    const padded = offsetInRegion + recordBytes > this.regionBytes;
+    const position = padded ? this.head + (this.regionBytes - offsetInRegion) : this.head;
+    return { seq: this.nextSeq + (padded ? 1 : 0), dataOffset: this.physicalOffset(position) + JOURNAL_HEADER_BYTES };
+  }
+
+  /**
+   * Writes one record now (canWrite must be true). Returns the record's seq and a promise that resolves when it and
+   * every earlier record are on the device.
+   *
+   * The data goes out one of two ways. By default the pieces are copied into a pooled aligned buffer, so the
+   * caller's buffers are free as soon as this returns. With `dataInPlace` (pool memory, page-aligned, exactly the
+   * record's data: the pieces back to back, dataBytes a whole number of pages) the record is written from there with
+   * no copy, behind a header page of its own: the caller then must not modify those pages, nor reuse their memory,
+   * until the record is reported written (isWritten / whenWritten).
    */
   write(
     extents: JournalExtent[],
     pieces: Uint8Array[],
     dataBytes: number,
+    dataInPlace: Uint8Array | null = null,
   ): { seq: number; written: Promise<void>; dataOffset: number } {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
     const recordBytes = Journal.recordBytes(dataBytes);
     const offsetInRegion = this.head % this.regionBytes;
     if (offsetInRegion + recordBytes > this.regionBytes) this.writePad(this.regionBytes - offsetInRegion);
-    const buffer = this.pool.acquire(recordBytes);
-    let cursor = JOURNAL_HEADER_BYTES;
-    for (const piece of pieces) {
-      buffer.set(piece, cursor);
-      cursor += piece.byteLength;
+    let header: Uint8Array;
+    let data: Uint8Array;
+    let owned: Uint8Array;
+    if (dataInPlace !== null) {
+      assert(dataInPlace.byteLength === dataBytes && dataBytes === recordBytes - JOURNAL_HEADER_BYTES, "in-place record data is whole pages");
+      header = this.pool.acquire(JOURNAL_HEADER_BYTES);
+      data = dataInPlace;
+      owned = header;
+    } else {
+      owned = this.pool.acquire(recordBytes);
+      let cursor = JOURNAL_HEADER_BYTES;
+      for (const piece of pieces) {
+        owned.set(piece, cursor);
+        cursor += piece.byteLength;
+      }
+      assert(cursor === JOURNAL_HEADER_BYTES + dataBytes, "journal record data length");
+      owned.fill(0, cursor, recordBytes);
+      header = owned.subarray(0, JOURNAL_HEADER_BYTES);
+      data = owned.subarray(JOURNAL_HEADER_BYTES, recordBytes);
     }
-    assert(cursor === JOURNAL_HEADER_BYTES + dataBytes, "journal record data length");
-    buffer.fill(0, cursor, recordBytes);
     const seq = this.nextSeq++;
     encodeJournalHeader(
-      buffer.subarray(0, JOURNAL_HEADER_BYTES),
+      header,
       {
         type: JournalRecordType.Data,
         seq,
@@ -200,11 +234,18 @@ export class Journal {
         dataPages: (recordBytes - JOURNAL_HEADER_BYTES) / PAGE_BYTES,
         extents,
       },
-      [buffer.subarray(JOURNAL_HEADER_BYTES, recordBytes)],
+      [data],
     );
-    const slot = this.submit(seq, buffer, recordBytes);
+    const slot = this.submit(seq, owned, recordBytes, dataInPlace === null ? [owned] : [header, dataInPlace]);
     const written = new Promise<void>((resolve, reject) => slot.waiters.push({ resolve, reject }));
     return { seq, written, dataOffset: this.physicalOffset(slot.position) + JOURNAL_HEADER_BYTES };
+  }
+
+  /** True when record seq and every record before it are on the device (or were released long ago). */
+  isWritten(seq: number): boolean {
+    if (this.slotsFront >= this.slots.length || seq < this.slots[this.slotsFront]!.seq) return seq < this.nextSeq;
+    const index = this.slotsFront + (seq - this.slots[this.slotsFront]!.seq);
+    return index < this.reportedEnd;
   }
 
   /** Resolves when record seq (and every record before it) is on the device; at once if it already is. */
@@ -235,16 +276,17 @@ export class Journal {
       [],
     );
     // Only the header page of a pad is written: the pages it covers are skipped by readers.
-    this.submit(seq, buffer, padBytes, JOURNAL_HEADER_BYTES);
+    this.submit(seq, buffer, padBytes, [buffer]);
   }
 
-  private submit(seq: number, buffer: Uint8Array, recordBytes: number, writeBytes = recordBytes): RecordSlot {
-    const slot: RecordSlot = { position: this.head, bytes: recordBytes, seq, written: false, buffer, waiters: [] };
+  /** Starts the write of `buffers` (back to back) as record seq of recordBytes; `owned` goes back to the pool after. */
+  private submit(seq: number, owned: Uint8Array, recordBytes: number, buffers: Uint8Array[]): RecordSlot {
+    const slot: RecordSlot = { position: this.head, bytes: recordBytes, seq, written: false, buffer: owned, waiters: [] };
     this.slots.push(slot);
     this.head += recordBytes;
     this.writesInFlight += 1;
     const offset = this.physicalOffset(slot.position);
-    this.device.write(offset, [buffer.subarray(0, writeBytes)]).then(
+    this.device.write(offset, buffers).then(
       () => this.onWritten(slot),
       (error: unknown) => this.fail(error),
     );

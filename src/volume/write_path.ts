@@ -3,9 +3,10 @@
 //
 // Ordering, in one place:
 // 1. A write waits in `pending` until the pump forms a record from it and the writes queued with it (group commit).
-// 2. Forming a record is one synchronous step: assign the record's seq, copy the data into the journal buffer and
-//    into the open batch, update the extent map. So the batch holds whole records in seq order, and a read issued
-//    after a write is acknowledged always finds it.
+// 2. Forming a record is one synchronous step: take the record's seq, copy the data into the open batch, update the
+//    extent map, start the journal write (from the batch's own pages when they are whole pages of device memory,
+//    else from a copy). So the batch holds whole records in seq order, and a read issued after a write is
+//    acknowledged always finds it. A batch buffer is reused only after its records are on the device.
 // 3. The write is acknowledged when its record and every earlier record are on the cache device (O_DIRECT); with
 //    FUA, after an fdatasync that started after that.
 // 4. Batches are sealed when full, when the journal needs space, after an idle pause, and on close; objects are put
@@ -112,7 +113,11 @@ export class WritePath {
     this.superblock = options.superblock;
     this.writerCacheUuid = options.writerCacheUuid;
     this.sealedCacheSeqLast = options.writerCacheSeqLast;
-    this.buffers = new BatchBuffers(batchHeaderRoomBytes(batchCapacityBytes(options.batchBytes)) + batchCapacityBytes(options.batchBytes), PUTS_INFLIGHT_MAX + 1);
+    this.buffers = new BatchBuffers(
+      batchHeaderRoomBytes(batchCapacityBytes(options.batchBytes)) + batchCapacityBytes(options.batchBytes),
+      PUTS_INFLIGHT_MAX + 1,
+      options.pool,
+    );
     this.writer = new ObjectWriter(
       options.store,
       options.prefix,
@@ -219,7 +224,9 @@ export class WritePath {
     if (!this.open) await this.openBatch();
     if (!journal.canWrite(dataBytes)) return; // space went to a pad or another writer meanwhile: try again
 
-    // From here to the end: synchronous, so map, batch and journal agree on the record.
+    // From here to the end: synchronous, so map, batch and journal agree on the record. The data goes into the
+    // batch first; the journal then writes the record straight from the batch's pages when they are whole pages of
+    // device memory (journalView), and copies the pieces otherwise.
     const batch = this.open!;
     const extents: JournalExtent[] = [];
     const pieces: Uint8Array[] = [];
@@ -230,9 +237,10 @@ export class WritePath {
       if (piece.data) pieces.push(piece.data);
       waiters.push(piece.waiter);
     }
-    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes);
-    batch.beginRecord(seq);
-    let journalOffset = dataOffset;
+    const placed = journal.peekRecord(dataBytes);
+    batch.beginRecord(placed.seq);
+    const batchStartBytes = batch.dataBytes;
+    let journalOffset = placed.dataOffset;
     for (let index = this.pendingFront; index < end; index++) {
       const piece = this.pending[index]!;
       this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset);
@@ -240,6 +248,8 @@ export class WritePath {
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
     batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
+    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes, batch.journalView(batchStartBytes, dataBytes));
+    assert(seq === placed.seq && dataOffset === placed.dataOffset, "the record went where it was peeked");
     this.pendingFront = end;
     this.stats.records += 1;
     written.then(
@@ -308,7 +318,7 @@ export class WritePath {
     const batch = new Batch(this.options.batchBytes);
     const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
     const seq = this.nextSeq++;
-    batch.open(seq, buffer);
+    batch.open(seq, buffer, buffer !== null && this.buffers.isDeviceMemory(buffer));
     this.open = batch;
     this.unflushed.set(seq, batch);
     this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
@@ -448,10 +458,11 @@ export class WritePath {
   private onDurable(seq: number): void {
     const batch = this.unflushed.get(seq);
     if (batch) {
-      this.options.journal.release(batch.cacheSeqLast);
+      const recordSeqLast = batch.cacheSeqLast;
+      this.options.journal.release(recordSeqLast);
       this.unflushed.delete(seq);
       const buffer = batch.reset();
-      if (buffer) this.buffers.release(buffer);
+      if (buffer) this.recycleBuffer(buffer, recordSeqLast);
     }
     const info = this.options.objects.get(seq);
     if (info?.kind === ObjectKind.Checkpoint) this.onCheckpointDurable(seq);
@@ -461,6 +472,21 @@ export class WritePath {
       for (const wake of waiters) wake();
     }
     this.kickPuts();
+  }
+
+  /**
+   * Returns a batch buffer for reuse once the journal has written every record of it: records may have been written
+   * straight from its pages, and an object can be durable in a fast store before its records are on a slow device.
+   * Almost always they are, and the buffer is free at once (the next batch finds it). If the journal fails, the
+   * buffer stays out: the write path has failed with it.
+   */
+  private recycleBuffer(buffer: Uint8Array, recordSeqLast: number): void {
+    const journal = this.options.journal;
+    if (recordSeqLast === 0 || journal.isWritten(recordSeqLast)) return this.buffers.release(buffer);
+    journal.whenWritten(recordSeqLast).then(
+      () => this.buffers.release(buffer),
+      () => undefined,
+    );
   }
 
   /** The superblock names a checkpoint only once it and every object before it are durable. */
@@ -547,16 +573,20 @@ export class WritePath {
 
 /**
  * The memory batches may use: PUTS_INFLIGHT_MAX + 1 buffers (one filling while the others are put), allocated on
- * first use and reused. Waiters are served first come, first served.
+ * first use and reused. Waiters are served first come, first served. Buffers come from the cache device's pool
+ * when its bound has room (then journal records are written from them without a copy), else from the JS heap
+ * (large --batch-size); pool buffers are freed with the pool when the cache device closes.
  */
 class BatchBuffers {
   private readonly free: Uint8Array[] = [];
   private allocated = 0;
   private readonly waiters: Array<(buffer: Uint8Array) => void> = [];
+  private readonly deviceMemory = new WeakSet<Uint8Array>();
 
   constructor(
     private readonly bufferBytes: number,
     private readonly countMax: number,
+    private readonly pool: AlignedPool,
   ) {}
 
   tryAcquire(): Uint8Array | null {
@@ -564,9 +594,18 @@ class BatchBuffers {
     if (buffer) return buffer;
     if (this.allocated < this.countMax) {
       this.allocated += 1;
-      return new Uint8Array(this.bufferBytes);
+      const pooled = this.pool.acquireExact(this.bufferBytes);
+      if (pooled === null) return new Uint8Array(this.bufferBytes);
+      // acquireExact rounds up to a page; a --batch-size that is not whole pages leaves a tail unused.
+      const buffer = pooled.subarray(0, this.bufferBytes);
+      this.deviceMemory.add(buffer);
+      return buffer;
     }
     return null;
+  }
+
+  isDeviceMemory(buffer: Uint8Array): boolean {
+    return this.deviceMemory.has(buffer);
   }
 
   acquire(): Promise<Uint8Array> {
@@ -576,6 +615,8 @@ class BatchBuffers {
   }
 
   release(buffer: Uint8Array): void {
+    // A pool buffer comes back empty (detached) when the cache device closed first: nothing is left to recycle.
+    if (buffer.byteLength === 0 && this.deviceMemory.has(buffer)) return;
     assert(buffer.byteLength === this.bufferBytes, "a batch buffer");
     const waiter = this.waiters.shift();
     if (waiter) waiter(buffer);

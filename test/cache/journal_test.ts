@@ -103,6 +103,35 @@ describe("journal", () => {
     expect(walker.stopReason).toBe("sequence mismatch");
   });
 
+  test("a record written in place from the caller's pages: peeked seq and offset, same bytes on the device as a copied one", async () => {
+    const { device, pool, journal } = freshJournal(5);
+    // Copied and in-place records of the same data, one after the other, with a pad between (the region wraps).
+    const data = new Uint8Array(2 * PAGE).map((_, index) => (index * 7) & 0xff);
+    const extents = [{ lba: 64, sectors: 16, zero: false }];
+    const copied = journal.write(extents, [data.subarray(0, PAGE), data.subarray(PAGE)], 2 * PAGE);
+    await copied.written;
+    for (let index = 0; index < 20; index++) {
+      await journal.write(extents, [data], 2 * PAGE).written;
+      journal.release(copied.seq + 1 + index);
+    }
+    journal.release(copied.seq);
+    await journal.persistTail();
+    await journal.waitForWrite(2 * PAGE);
+    const peeked = journal.peekRecord(2 * PAGE);
+    const inPlace = journal.write(extents, [data], 2 * PAGE, data);
+    expect({ seq: inPlace.seq, dataOffset: inPlace.dataOffset }).toEqual(peeked);
+    expect(inPlace.seq).toBe(copied.seq + 22); // the pad before it took copied.seq + 21
+    expect(journal.isWritten(inPlace.seq)).toBe(false);
+    await inPlace.written;
+    expect(journal.isWritten(inPlace.seq)).toBe(true);
+    expect(journal.isWritten(inPlace.seq + 1)).toBe(false); // not written yet: it does not exist
+    // The device holds the same header fields and data for both; only seq and CRC differ, and the walk accepts it.
+    expect(Buffer.from(device.data.subarray(inPlace.dataOffset, inPlace.dataOffset + 2 * PAGE)).equals(Buffer.from(data))).toBe(true);
+    const { seqs } = await walk(device, pool);
+    expect(seqs).toEqual([inPlace.seq - 1, inPlace.seq]);
+    expect(pool.outstanding).toBe(0); // the header page went back to the pool; the caller's pages were never the pool's
+  });
+
   test("the walk stops at torn data, and at a stale record of an older generation after a reused seq", async () => {
     const { device, pool, superblock, journal } = freshJournal(3);
     for (let index = 0; index < 4; index++) await journal.write([{ lba: index * 8, sectors: 8, zero: false }], [page(index + 1)], PAGE).written;

@@ -50,6 +50,24 @@ test("the pool never holds more than its bound; cached buffers are dropped to ma
   expect(pool.bytesAllocated).toBe(0);
 });
 
+test("acquireExact: exactly the pages asked for, counted against the bound, freed on release, null when full", () => {
+  const pool = new AlignedBufferPool(1024 * 1024);
+  const cached = pool.acquire(256 * 1024);
+  pool.release(cached); // cached, not freed: acquireExact may drop it to make room
+  const exact = pool.acquireExact(600 * 1024 + 1)!;
+  expect(exact.byteLength).toBe(151 * PAGE_BYTES); // not the 1 MiB size class
+  expect(alignedAddress(exact)! % PAGE_BYTES).toBe(0);
+  exact.fill(0xab);
+  expect(pool.bytesInUse).toBe(151 * PAGE_BYTES);
+  expect(pool.acquireExact(1024 * 1024)).toBeNull(); // over the bound: null, not an exception
+  expect(pool.bytesAllocated).toBe(151 * PAGE_BYTES); // the cached 256 KiB buffer was dropped trying
+  pool.release(exact);
+  expect(pool.bytesAllocated).toBe(0); // freed at once, never cached
+  expect(alignedAddress(exact)).toBeUndefined();
+  expect(exact.byteLength).toBe(0);
+  pool.close();
+});
+
 test("close frees buffers still in use and detaches their views", () => {
   const pool = new AlignedBufferPool(1024 * 1024);
   const buffer = pool.acquire(PAGE_BYTES);

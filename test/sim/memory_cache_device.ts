@@ -1,5 +1,6 @@
 // An in-memory CacheDevice for deterministic tests, with a crash model (cf. leveldb fault_injection_test.cc):
-// - completed writes are "on the device" (a process crash keeps them: O_DIRECT semantics);
+// - completed writes are "on the device" (a process crash keeps them: O_DIRECT semantics), with the bytes their
+//   buffers held at completion, as DMA would take them;
 // - writes still in flight when the crash happens are dropped, kept, or torn at a sector boundary, by seed;
 // - powerLoss() additionally drops or tears writes completed since the last fdatasync.
 // Completion order is shuffled by the seeded PRNG, so out-of-order completion is exercised.
@@ -11,8 +12,20 @@ import { Prng } from "./prng.ts";
 
 interface PendingWrite {
   offset: number;
-  bytes: Uint8Array;
+  /** The caller's buffers, read only when the write completes or the crash takes it (see write()). */
+  buffers: Uint8Array[];
+  length: number;
   resolve: () => void;
+}
+
+function gather(write: PendingWrite): Uint8Array {
+  const bytes = new Uint8Array(write.length);
+  let cursor = 0;
+  for (const buffer of write.buffers) {
+    bytes.set(buffer, cursor);
+    cursor += buffer.byteLength;
+  }
+  return bytes;
 }
 
 export class MemoryPool implements AlignedPool {
@@ -20,6 +33,9 @@ export class MemoryPool implements AlignedPool {
   acquire(bytes: number): Uint8Array {
     this.outstanding += 1;
     return new Uint8Array(Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES);
+  }
+  acquireExact(bytes: number): Uint8Array {
+    return this.acquire(bytes);
   }
   release(_buffer: Uint8Array): void {
     this.outstanding -= 1;
@@ -66,14 +82,10 @@ export class MemoryCacheDevice implements CacheDevice {
     this.checkRange(offset, length);
     if (this.failWritesAfter >= 0 && this.writes >= this.failWritesAfter) throw new IOError(`injected write error at ${offset}`);
     this.writes += 1;
-    const bytes = new Uint8Array(length);
-    let cursor = 0;
-    for (const buffer of buffers) {
-      bytes.set(buffer, cursor);
-      cursor += buffer.byteLength;
-    }
+    // Like DMA, the bytes are taken from the caller's buffers as late as possible: when the write completes (or the
+    // crash takes it). A caller that changes or reuses a buffer before its write completes corrupts what lands.
     await new Promise<void>((resolve) => {
-      this.inFlight.push({ offset, bytes, resolve });
+      this.inFlight.push({ offset, buffers: [...buffers], length, resolve });
       this.scheduleCompletion();
     });
   }
@@ -93,9 +105,10 @@ export class MemoryCacheDevice implements CacheDevice {
       for (let index = 0; index < pending.length; index++) {
         const write = pending[index]!;
         if (index < completeCount) {
-          const before = this.data.slice(write.offset, write.offset + write.bytes.byteLength);
-          this.data.set(write.bytes, write.offset);
-          this.unsynced.push({ offset: write.offset, bytes: write.bytes, before });
+          const bytes = gather(write);
+          const before = this.data.slice(write.offset, write.offset + bytes.byteLength);
+          this.data.set(bytes, write.offset);
+          this.unsynced.push({ offset: write.offset, bytes, before });
           write.resolve();
         } else {
           this.inFlight.push(write);
@@ -138,7 +151,7 @@ export class MemoryCacheDevice implements CacheDevice {
       for (const write of [...this.unsynced].reverse()) survivor.set(write.before, write.offset);
       for (const write of this.unsynced) tear(write.offset, write.bytes);
     }
-    for (const write of this.inFlight) tear(write.offset, write.bytes);
+    for (const write of this.inFlight) tear(write.offset, gather(write));
     this.inFlight = [];
     return new MemoryCacheDevice(this.sizeBytes, this.prng, survivor, this.path);
   }

@@ -70,8 +70,13 @@ async function runWorld(seed: number, options: { crashes: boolean; journalBytes?
     } else if (roll < 90) {
       await volume.flush();
     } else if (roll < 97) {
+      // A read may see a write that is in flight at any moment while it runs, or not see it: the sectors of writes
+      // in flight when it starts are as uncertain as those still in flight when it ends. (Reads of journal-only
+      // batches wait for the device, so writes issued before the read can complete while it is under way.)
+      const inFlightAtStart = [...inFlightSectors.keys()];
       const actual = await volume.read(offset, length);
       const saved = new Set(model.uncertain);
+      for (const sector of inFlightAtStart) model.uncertain.add(sector);
       for (const sector of inFlightSectors.keys()) model.uncertain.add(sector);
       const problem = model.diff(offset, actual);
       model.uncertain.clear();
