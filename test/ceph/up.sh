@@ -21,6 +21,10 @@
 #   LSVD_CEPH_POOL (lsvd), LSVD_CEPH_RBD_POOL (rbd), LSVD_S3_BUCKET (lsvd)
 #   LSVD_NO_APT=1          never run apt-get; fail if a package is missing
 set -euo pipefail
+# Ceph's tools and daemons read these from the environment over their own config: a shell that sourced another
+# cluster's env.sh would hand this cluster's commands that cluster's key (seen: the mon refusing every client with
+# "unexpected key" until the script gave up). This script names its own conf and keyring everywhere.
+unset CEPH_KEYRING CEPH_ARGS CEPH_CONF
 
 DIR=${LSVD_CEPH_DIR:-/tmp/lsvd-ceph-$UID}
 OBJECTSTORE=${LSVD_CEPH_OBJECTSTORE:-memstore}
