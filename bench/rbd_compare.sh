@@ -26,7 +26,8 @@
 #   BENCH_DIR (work directory parent, default /var/tmp: must be a disk, not tmpfs, O_DIRECT), LSVD_BIN (default: build
 #   one from source into the work directory), STOP_CLUSTER (default 1: run test/ceph/down.sh at the end,
 #   because a run fills most of the memstore OSD and a full OSD blocks the next user, the test suite included; 0 keeps
-#   it running), plus test/ceph/up.sh's LSVD_CEPH_* variables.
+#   it running), SERVE_ARGS (extra arguments for `lsvd serve`, e.g. "--batch-size 4m": the same object size as the
+#   RBD image's default 4 MiB objects; lsvd's own default is 8 MiB), plus test/ceph/up.sh's LSVD_CEPH_* variables.
 # Output: a table on stdout, then one line `RESULT {json}`; raw fio JSON and logs stay in the work directory only if
 #   KEEP=1. Cleanup (always, also on error or Ctrl-C): lsvd serve stopped, the RBD image and the lsvd volume's objects
 #   deleted, the work directory removed.
@@ -38,6 +39,7 @@ RUNS=${RUNS:-3}
 SIZE=${SIZE:-2G}
 PREFILL=${PREFILL:-512M}
 CACHE_SIZE=${CACHE_SIZE:-4G}
+SERVE_ARGS=${SERVE_ARGS:-}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 KEEP=${KEEP:-0}
 # Every external call is bounded.
@@ -114,8 +116,9 @@ workload_args() {
 
 start_serve() { # start_serve VOLUME CACHE
   rm -f "$SOCKET"
+  # shellcheck disable=SC2086 # SERVE_ARGS is a list of words
   "$LSVD" serve --volume "$1" --cache "$2" --socket "$SOCKET" --ceph-conf "$CEPH_CONF" \
-    --ceph-keyring "$CEPH_KEYRING" >>"$WORK/serve.log" 2>&1 &
+    --ceph-keyring "$CEPH_KEYRING" $SERVE_ARGS >>"$WORK/serve.log" 2>&1 &
   SERVE_PID=$!
   for _ in $(seq 300); do
     [ -S "$SOCKET" ] && grep -q "serving on" "$WORK/serve.log" && return 0
@@ -168,7 +171,7 @@ EOF
   log "$system $workload run $run: $(tail -n 1 "$WORK/runs.jsonl")"
 }
 
-log "cluster: $ENV_FILE ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL"
+log "cluster: $ENV_FILE ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL SERVE_ARGS=${SERVE_ARGS:-(none)}"
 timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_CEPH_RBD_POOL/$IMAGE" || die "rbd create failed"
 fresh_volume "$READ_VOLUME" "$READ_CACHE"
 fresh_volume "$VOLUME" "$CACHE"
@@ -189,7 +192,7 @@ for workload in randwrite randread seqwrite; do
   done
 done
 
-python3 - "$WORK/runs.jsonl" "$RUNTIME" "$RUNS" "$LSVD_CEPH_OBJECTSTORE" <<'EOF'
+python3 - "$WORK/runs.jsonl" "$RUNTIME" "$RUNS" "$LSVD_CEPH_OBJECTSTORE" "$SERVE_ARGS" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 runtime, runs, store = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -198,8 +201,9 @@ def med(system, workload, key):
 def per_write(system, workload, key):  # cluster cost per client write, summed over runs (ratio of sums)
     sel = [r for r in rows if r["system"] == system and r["workload"] == workload]
     return sum(r[key] for r in sel) / max(1, sum(r["ios"] for r in sel))
-result = {"runtime_s": runtime, "runs": runs, "objectstore": store, "workloads": {}}
-print(f"lsvd vs RBD, {store} OSD, {runs} run(s) x {runtime} s, medians")
+serve_args = sys.argv[5]
+result = {"runtime_s": runtime, "runs": runs, "objectstore": store, "serve_args": serve_args, "workloads": {}}
+print(f"lsvd vs RBD, {store} OSD, {runs} run(s) x {runtime} s, medians; lsvd serve extra args: {serve_args or '(none)'}")
 print(f"{'workload':<10} {'RBD IOPS':>10} {'lsvd IOPS':>10} {'lsvd/RBD':>9} {'RBD MiB/s':>10} {'lsvd MiB/s':>11}"
       f" {'RBD ops/wr':>11} {'lsvd ops/wr':>12} {'fewer ops':>10} {'RBD B/B':>8} {'lsvd B/B':>9}")
 for workload in ("randwrite", "randread", "seqwrite"):
