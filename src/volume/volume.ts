@@ -301,6 +301,8 @@ export class Volume implements BlockDevice {
     return {
       ...this.writes.stats,
       puts: this.writes.objectWriter.puts,
+      /** Every object up to this seq is durable in the backend (the log's durable prefix). */
+      durableSeq: this.writes.durableSeq,
       putBytes: this.writes.objectWriter.putBytes,
       backendReads: this.reads.backendReads,
       readCache: this.reads.readCacheStats,

@@ -27,6 +27,7 @@ import {
   uniquePrefix,
   VolumeModel,
   VolumeWriter,
+  waitFor,
   waitForStall,
 } from "./_volume_backends.ts";
 
@@ -92,6 +93,7 @@ describe("volume on a backend that fails some requests", () => {
       try {
         const model = new VolumeModel(VOLUME_BYTES, kind === "rados" ? 31 : 32);
         let opened = await openFaulty(fixture, 101);
+        const durableAtOpen = opened.volume.stats().durableSeq;
         // Set after open: recovery of a brand-new volume is not the point here (it is below).
         opened.faulty.failWithProbability("any", 0.2);
         opened.faulty.failNextAfterApply("put", 3); // the put landed, the reply was lost: the retry rewrites it
@@ -100,7 +102,10 @@ describe("volume on a backend that fails some requests", () => {
         const writer = new VolumeWriter(opened.volume, model, { workers: 4, writeBytes: 16 * 1024, totalBytes: 6 * 1024 * 1024, seed: 3 });
         await writer.done;
         expect(writer.errors).toEqual([]);
-        // Read back while running: recent data from memory, older data from the backend (through the faults).
+        // Read back while running: recent data from memory, older data from the backend (through the faults). Some
+        // objects of this run must be durable first, or every read is served from memory: puts lag behind the
+        // writes, and the permanent failure above holds the durable prefix back for the object writer's pause.
+        await waitFor("objects of this run durable", () => opened.volume.stats().durableSeq >= durableAtOpen + 4, 60_000);
         expect(firstDifference(await readVolume(opened.volume), model.bytes)).toBe(-1);
         await opened.close();
         // Counted after the close has drained the backlog: writes run ahead of puts while the journal has room.
