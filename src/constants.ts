@@ -47,6 +47,11 @@ export const NBD_PORT_DEFAULT = 10809;
 export const NBD_HANDSHAKE_OPTIONS_MAX = 256;
 /** NBD: unsent reply bytes per connection before the server stops reading requests (a client not reading). */
 export const NBD_OUTPUT_QUEUED_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
+/**
+ * NBD: WRITE payload bytes per connection received and not yet completed before the server stops reading requests
+ * (the journal being full holds writes back; without this, 128 pipelined 32 MiB writes would hold 4 GiB).
+ */
+export const NBD_INFLIGHT_WRITE_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
 /** NBD: descriptors in one BLOCK_STATUS reply; the client asks again for the rest. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
 /** NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large. */
@@ -140,6 +145,7 @@ assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT
 assert(NBD_REQUEST_BYTES_MAX <= BATCH_BYTES_MAX, "an NBD write fits one batch");
 // A queued-output limit below one reply would stop reading for good after a single large READ.
 assert(NBD_OUTPUT_QUEUED_BYTES_MAX > NBD_REQUEST_BYTES_MAX, "one largest reply fits the output limit");
+assert(NBD_INFLIGHT_WRITE_BYTES_MAX >= NBD_REQUEST_BYTES_MAX, "one largest write fits the in-flight write limit");
 // The retry delay range must be a range.
 assert(BACKEND_RETRY_DELAY_MS_MIN > 0 && BACKEND_RETRY_DELAY_MS_MIN <= BACKEND_RETRY_DELAY_MS_MAX, "retry delays");
 // A RetryingStore must admit every put and get the volume keeps in flight, or the volume's own bounds deadlock on it.

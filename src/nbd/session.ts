@@ -10,8 +10,8 @@
 //   BUFFER it is given (and must not modify it). A payload split across chunks is assembled in a new buffer that
 //   the device may keep too. (A kept view pins its whole chunk, up to a few hundred KiB.)
 // - Each connection has at most NBD_INFLIGHT_PER_CONNECTION_MAX request slots, made once with their completion
-//   callbacks bound: no closure per request. Reaching the limit (or too many unsent reply bytes) pauses the socket
-//   and keeps the unparsed rest; completions resume it.
+//   callbacks bound: no closure per request. Reaching the limit (or too many unsent reply bytes, or too many WRITE
+//   payload bytes in flight) pauses the socket and keeps the unparsed rest; completions resume it.
 // - Replies are encoded into the OutputQueue batch, which writes once per event-loop turn.
 //
 // Bad input: a request the spec lets us answer (bad range, length, flags, unknown command) gets an error reply and
@@ -22,6 +22,7 @@
 import {
   NBD_BLOCK_STATUS_EXTENTS_MAX,
   NBD_INFLIGHT_PER_CONNECTION_MAX,
+  NBD_INFLIGHT_WRITE_BYTES_MAX,
   NBD_OUTPUT_QUEUED_BYTES_MAX,
   NBD_REQUEST_BYTES_MAX,
   NBD_ZERO_WRITE_BYTES_MAX,
@@ -193,6 +194,8 @@ export class NbdSession {
   inflight = 0;
   /** Data bytes of READs dispatched and not completed (they become queued reply bytes). */
   private inflightReadBytes = 0;
+  /** Payload bytes of valid WRITEs from their header until their completion (received, or being received). */
+  private inflightWriteBytes = 0;
 
   /** A request header split across chunks is gathered here. */
   private readonly headerBuffer = new Uint8Array(NBD_REQUEST_BYTES);
@@ -349,6 +352,7 @@ export class NbdSession {
         this.discardSlot = slot;
         continue;
       }
+      this.inflightWriteBytes += length;
       if (end - offset >= length) {
         slot.payload = chunk.subarray(offset, offset + length);
         offset += length;
@@ -363,13 +367,15 @@ export class NbdSession {
   }
 
   /**
-   * Reading stops at the in-flight limit, or when unsent reply bytes plus the data of READs in flight reach the
-   * output limit: without the latter, one pipelined burst of 128 large READs would hold 4 GiB of replies.
+   * Reading stops at the in-flight limit, when unsent reply bytes plus the data of READs in flight reach the
+   * output limit, or when the payloads of WRITEs in flight reach theirs: without the byte limits, one pipelined
+   * burst of 128 large READs or WRITEs would hold 4 GiB.
    */
   private readBlocked(): boolean {
     return (
       this.inflight >= NBD_INFLIGHT_PER_CONNECTION_MAX ||
-      this.output.queuedBytes + this.inflightReadBytes >= NBD_OUTPUT_QUEUED_BYTES_MAX
+      this.output.queuedBytes + this.inflightReadBytes >= NBD_OUTPUT_QUEUED_BYTES_MAX ||
+      this.inflightWriteBytes >= NBD_INFLIGHT_WRITE_BYTES_MAX
     );
   }
 
@@ -646,6 +652,9 @@ export class NbdSession {
     if (slot.type === NBD_CMD_READ && slot.errno === 0) {
       this.inflightReadBytes -= slot.length;
       assert(this.inflightReadBytes >= 0, "in-flight read bytes balance");
+    } else if (slot.type === NBD_CMD_WRITE && slot.errno === 0 && slot.length > 0) {
+      this.inflightWriteBytes -= slot.length;
+      assert(this.inflightWriteBytes >= 0, "in-flight write bytes balance");
     }
     slot.payload = null;
     slot.errorMessage = "";

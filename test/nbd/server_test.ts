@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NBD_INFLIGHT_PER_CONNECTION_MAX, NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
+import { NBD_INFLIGHT_PER_CONNECTION_MAX, NBD_INFLIGHT_WRITE_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
 import { IOError, NoSpaceError } from "../../src/errors.ts";
 import { startNbdServer, type NbdServer } from "../../src/nbd/server.ts";
 import {
@@ -508,6 +508,38 @@ describe("transmission, simple replies", () => {
       expect(reply.data[4096]).toBe(0);
     }
     expect(server.stats().reads).toBe(count);
+  });
+
+  test("pipelined large WRITEs while the device holds them: the server stops reading at the write-bytes limit", async () => {
+    await server.close();
+    device = new MemoryBlockDevice(256 * 1024 * 1024);
+    server = await startNbdServer({ device, socketPath: join(directory, "bigw.sock") });
+    endpoint = { unix: join(directory, "bigw.sock") };
+    const client = await connect();
+    await client.negotiate();
+    const held = gate(device);
+    const count = 4;
+    const parts: Uint8Array[] = [];
+    for (let index = 0; index < count; index++) {
+      parts.push(
+        encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * NBD_REQUEST_BYTES_MAX, length: NBD_REQUEST_BYTES_MAX }),
+        new Uint8Array(NBD_REQUEST_BYTES_MAX).fill(index + 1),
+      );
+    }
+    const sending = client.send(new Uint8Array(Buffer.concat(parts)));
+    const limitWrites = NBD_INFLIGHT_WRITE_BYTES_MAX / NBD_REQUEST_BYTES_MAX;
+    expect(await waitFor(() => server.stats().writes >= limitWrites)).toBe(true);
+    // Two 32 MiB payloads fill the 64 MiB budget: the rest stays in the socket until the device lets go. (Without
+    // the limit, the other two arrive within a few hundred ms: the wait gives them a second.)
+    expect(await waitFor(() => server.stats().writes > limitWrites, 1000)).toBe(false);
+    held.open();
+    await sending;
+    for (let index = 0; index < count; index++) expect((await client.readSimpleReply()).error).toBe(0);
+    expect(server.stats().writes).toBe(count);
+    for (let index = 0; index < count; index++) {
+      const data = await device.read(index * NBD_REQUEST_BYTES_MAX + NBD_REQUEST_BYTES_MAX - 4096, 4096);
+      expect(data.every((byte) => byte === index + 1)).toBe(true);
+    }
   });
 
   test("write payloads split across chunks arrive whole; the device may keep the buffers it got", async () => {
