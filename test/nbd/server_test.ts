@@ -101,6 +101,17 @@ function pattern(length: number, seed: number): Uint8Array {
 }
 
 /** A device gate: calls wait until open() (for in-flight tests). */
+/** Replaces the server with one over a 256 MiB device (room for several 32 MiB requests) and negotiates a client. */
+async function reconnectToBigDevice(socketName: string): Promise<RawClient> {
+  await server.close();
+  device = new MemoryBlockDevice(256 * 1024 * 1024);
+  server = await startNbdServer({ device, socketPath: join(directory, socketName) });
+  endpoint = { unix: join(directory, socketName) };
+  const client = await connect();
+  await client.negotiate();
+  return client;
+}
+
 function gate(target: MemoryBlockDevice): { open: () => void } {
   let open!: () => void;
   target.gate = new Promise<void>((resolve) => (open = resolve));
@@ -484,12 +495,7 @@ describe("transmission, simple replies", () => {
   });
 
   test("a client that does not read its replies: the server stops reading at the output limit", async () => {
-    await server.close();
-    device = new MemoryBlockDevice(256 * 1024 * 1024);
-    server = await startNbdServer({ device, socketPath: join(directory, "big.sock") });
-    endpoint = { unix: join(directory, "big.sock") };
-    const client = await connect();
-    await client.negotiate();
+    const client = await reconnectToBigDevice("big.sock");
     const count = 8;
     const parts: Uint8Array[] = [];
     for (let index = 0; index < count; index++) {
@@ -511,12 +517,7 @@ describe("transmission, simple replies", () => {
   });
 
   test("pipelined large WRITEs while the device holds them: the server stops reading at the write-bytes limit", async () => {
-    await server.close();
-    device = new MemoryBlockDevice(256 * 1024 * 1024);
-    server = await startNbdServer({ device, socketPath: join(directory, "bigw.sock") });
-    endpoint = { unix: join(directory, "bigw.sock") };
-    const client = await connect();
-    await client.negotiate();
+    const client = await reconnectToBigDevice("bigw.sock");
     const held = gate(device);
     const count = 4;
     const parts: Uint8Array[] = [];
