@@ -113,9 +113,13 @@ export class Journal {
 
   /** Bytes a record of dataBytes takes on the device, header page included, plus a Pad if it would wrap. */
   private bytesNeeded(recordBytes: number): number {
+    return this.padBytesBefore(recordBytes) + recordBytes;
+  }
+
+  /** The Pad a record of recordBytes written at the head needs first: the rest of the region, or 0 if it fits. */
+  private padBytesBefore(recordBytes: number): number {
     const offsetInRegion = this.head % this.regionBytes;
-    const padBytes = offsetInRegion + recordBytes > this.regionBytes ? this.regionBytes - offsetInRegion : 0;
-    return padBytes + recordBytes;
+    return offsetInRegion + recordBytes > this.regionBytes ? this.regionBytes - offsetInRegion : 0;
   }
 
   static recordBytes(dataBytes: number): number {
@@ -174,11 +178,11 @@ export class Journal {
   peekRecord(dataBytes: number): { seq: number; dataOffset: number } {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal record peeked without space");
-    const recordBytes = Journal.recordBytes(dataBytes);
-    const offsetInRegion = this.head % this.regionBytes;
-    const padded = offsetInRegion + recordBytes > this.regionBytes;
-    const position = padded ? this.head + (this.regionBytes - offsetInRegion) : this.head;
-    return { seq: this.nextSeq + (padded ? 1 : 0), dataOffset: this.physicalOffset(position) + JOURNAL_HEADER_BYTES };
+    const padBytes = this.padBytesBefore(Journal.recordBytes(dataBytes));
+    return {
+      seq: this.nextSeq + (padBytes > 0 ? 1 : 0),
+      dataOffset: this.physicalOffset(this.head + padBytes) + JOURNAL_HEADER_BYTES,
+    };
   }
 
   /**
@@ -200,8 +204,8 @@ export class Journal {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
     const recordBytes = Journal.recordBytes(dataBytes);
-    const offsetInRegion = this.head % this.regionBytes;
-    if (offsetInRegion + recordBytes > this.regionBytes) this.writePad(this.regionBytes - offsetInRegion);
+    const padBytes = this.padBytesBefore(recordBytes);
+    if (padBytes > 0) this.writePad(padBytes);
     let header: Uint8Array;
     let data: Uint8Array;
     let owned: Uint8Array;
@@ -243,17 +247,22 @@ export class Journal {
 
   /** True when record seq and every record before it are on the device (or were released long ago). */
   isWritten(seq: number): boolean {
-    if (this.slotsFront >= this.slots.length || seq < this.slots[this.slotsFront]!.seq) return seq < this.nextSeq;
-    const index = this.slotsFront + (seq - this.slots[this.slotsFront]!.seq);
-    return index < this.reportedEnd;
+    const index = this.liveIndexOf(seq);
+    return index < 0 ? seq < this.nextSeq : index < this.reportedEnd;
+  }
+
+  /** Index in `slots` of live record seq, or -1 if seq is older than every live record (or none is live). */
+  private liveIndexOf(seq: number): number {
+    if (this.slotsFront >= this.slots.length || seq < this.slots[this.slotsFront]!.seq) return -1;
+    // Seqs are consecutive, so the slot's index follows from the front's.
+    return this.slotsFront + (seq - this.slots[this.slotsFront]!.seq);
   }
 
   /** Resolves when record seq (and every record before it) is on the device; at once if it already is. */
   whenWritten(seq: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.slotsFront >= this.slots.length || seq < this.slots[this.slotsFront]!.seq) return Promise.resolve();
-    // Seqs are consecutive, so the slot's index follows from the front's.
-    const index = this.slotsFront + (seq - this.slots[this.slotsFront]!.seq);
+    const index = this.liveIndexOf(seq);
+    if (index < 0) return Promise.resolve();
     assert(index < this.slots.length && this.slots[index]!.seq === seq, `record ${seq} is in the journal`);
     if (index < this.reportedEnd) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.slots[index]!.waiters.push({ resolve, reject }));

@@ -652,7 +652,7 @@ export class NbdSession {
     if (slot.type === NBD_CMD_READ && slot.errno === 0) {
       this.inflightReadBytes -= slot.length;
       assert(this.inflightReadBytes >= 0, "in-flight read bytes balance");
-    } else if (slot.type === NBD_CMD_WRITE && slot.errno === 0 && slot.length > 0) {
+    } else if (slot.type === NBD_CMD_WRITE && slot.errno === 0) {
       this.inflightWriteBytes -= slot.length;
       assert(this.inflightWriteBytes >= 0, "in-flight write bytes balance");
     }

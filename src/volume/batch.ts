@@ -54,8 +54,6 @@ export class Batch {
   buffer: Uint8Array | null = null;
   /** The buffer holds the data (false while a journal-only batch is being built). */
   dataInBuffer = false;
-  /** The buffer is the cache device's aligned memory, so journal records can be written straight from it. */
-  private bufferIsDeviceMemory = false;
   seq = 0;
   dataBytes = 0;
   cacheSeqFirst = 0;
@@ -90,28 +88,24 @@ export class Batch {
     return this.trims.length;
   }
 
-  /**
-   * Opens the batch as object seq, in memory (with a buffer) or journal-only (null). `deviceMemory`: the buffer
-   * comes from the cache device's AlignedPool (see journalView).
-   */
-  open(seq: number, buffer: Uint8Array | null, deviceMemory = false): void {
+  /** Opens the batch as object seq, in memory (with a buffer) or journal-only (null). */
+  open(seq: number, buffer: Uint8Array | null): void {
     assert(this.isEmpty && this.seq === 0 && this.buffer === null, "batch opened twice");
     assert(buffer === null || buffer.byteLength === this.headerRoomBytes + this.capacityBytes, "batch buffer size");
     assert(this.headerRoomBytes % PAGE_BYTES === 0, "the data area starts on a page of the buffer");
     this.seq = seq;
     this.buffer = buffer;
     this.dataInBuffer = buffer !== null;
-    this.bufferIsDeviceMemory = buffer !== null && deviceMemory;
   }
 
   /**
-   * The data area's bytes [startBytes, +bytes) as a view the journal can write a record from in place, or null when
-   * it cannot: the buffer is not device memory, or the range does not start and end on a page. Whole pages matter
-   * beyond alignment: the next record's data starts on a fresh page, so nothing writes into pages the device may
-   * still be reading.
+   * The data area's bytes [startBytes, +bytes) as a view a journal record can be written from in place (when the
+   * buffer is the cache device's memory: the caller knows), or null when the data is not in the buffer or the range
+   * does not start and end on a page. Whole pages matter beyond alignment: the next record's data starts on a fresh
+   * page, so nothing writes into pages the device may still be reading.
    */
   journalView(startBytes: number, bytes: number): Uint8Array | null {
-    if (!this.bufferIsDeviceMemory || !this.dataInBuffer || this.buffer === null) return null;
+    if (!this.dataInBuffer || this.buffer === null) return null;
     if (bytes === 0 || startBytes % PAGE_BYTES !== 0 || bytes % PAGE_BYTES !== 0) return null;
     assert(startBytes + bytes <= this.dataBytes, "journal view inside the data written");
     const start = this.headerRoomBytes + startBytes;
@@ -280,7 +274,6 @@ export class Batch {
     const buffer = this.buffer;
     this.buffer = null;
     this.dataInBuffer = false;
-    this.bufferIsDeviceMemory = false;
     this.seq = 0;
     this.dataBytes = 0;
     this.cacheSeqFirst = 0;

@@ -248,7 +248,9 @@ export class WritePath {
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
     batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
-    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes, batch.journalView(batchStartBytes, dataBytes));
+    const deviceMemory = batch.buffer !== null && this.buffers.isDeviceMemory(batch.buffer);
+    const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
+    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes, inPlace);
     assert(seq === placed.seq && dataOffset === placed.dataOffset, "the record went where it was peeked");
     this.pendingFront = end;
     this.stats.records += 1;
@@ -318,7 +320,7 @@ export class WritePath {
     const batch = new Batch(this.options.batchBytes);
     const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
     const seq = this.nextSeq++;
-    batch.open(seq, buffer, buffer !== null && this.buffers.isDeviceMemory(buffer));
+    batch.open(seq, buffer);
     this.open = batch;
     this.unflushed.set(seq, batch);
     this.options.objects.add(seq, { kind: ObjectKind.Data, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
