@@ -99,6 +99,20 @@ export const JOURNAL_RECORD_DATA_BYTES_MAX = 4 * 1024 * 1024;
 /** Journal records being written to the cache at once. */
 export const JOURNAL_WRITES_INFLIGHT_MAX = 8;
 
+/** Garbage collection: objects whose live share is below this are cleaned (lsvd serve --gc-threshold). */
+export const GC_THRESHOLD_DEFAULT = 0.5;
+/** Time between garbage collection rounds. */
+export const GC_INTERVAL_MS_DEFAULT = 1000;
+/** Retired objects wait at most this long for a checkpoint before the collector asks for one. */
+export const GC_FORCE_CHECKPOINT_MS_DEFAULT = 30_000;
+/** Victims one round cleans at most (their live data is bounded too: one batch's worth). */
+export const GC_VICTIMS_PER_ROUND_MAX = 64;
+/** Ranged reads of one victim in flight, and the largest (also the largest copy handed to the write path). */
+export const GC_READS_INFLIGHT_MAX = 4;
+export const GC_READ_BYTES_MAX = 1024 * 1024;
+/** Backend deletes per round: a backlog after a restart drains over several rounds. */
+export const GC_DELETES_PER_ROUND_MAX = 256;
+
 /** A checkpoint is written after this many data objects (and on clean shutdown). */
 export const CHECKPOINT_INTERVAL_OBJECTS = 64;
 /** The superblock keeps the newest this-many checkpoints. */

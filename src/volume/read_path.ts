@@ -40,6 +40,25 @@ export class ReadPath {
   ) {}
 
   private cacheInsertsInFlight = 0;
+  /**
+   * Backend objects that reads in flight will fetch from, with a count each. Taken in the same synchronous step as
+   * the map lookup, so garbage collection, which deletes only unpinned objects, never removes one under a read.
+   */
+  private readonly pins = new Map<number, number>();
+
+  isPinned(obj: number): boolean {
+    return this.pins.has(obj);
+  }
+
+  private pin(obj: number): void {
+    this.pins.set(obj, (this.pins.get(obj) ?? 0) + 1);
+  }
+
+  private unpin(obj: number): void {
+    const count = this.pins.get(obj)!;
+    if (count === 1) this.pins.delete(obj);
+    else this.pins.set(obj, count - 1);
+  }
 
   get readCacheStats(): { hits: number; misses: number; inserts: number; blocks: number } {
     const cache = this.readCache;
@@ -53,12 +72,18 @@ export class ReadPath {
     const cacheEpoch = this.readCache?.currentEpoch ?? 0;
     const fetches: Fetch[] = [];
     const journalReads: Array<Promise<void>> = [];
+    const pinned: number[] = [];
     this.map.lookup(lba, sectors, (pieceLba, pieceSectors, obj, offset) => {
       const target = (pieceLba - lba) * SECTOR_BYTES;
       const batch = this.unflushed.get(obj);
       if (batch) {
         if (batch.dataInBuffer) result.set(batch.dataView(offset, pieceSectors), target);
-        else journalReads.push(this.readFromJournal(result, target, obj, batch, offset, pieceSectors));
+        else {
+          // Pinned too: the batch may become durable, and its object then be read, before this read ends.
+          this.pin(obj);
+          pinned.push(obj);
+          journalReads.push(this.readFromJournal(result, target, obj, batch, offset, pieceSectors));
+        }
         return;
       }
       const last = fetches[fetches.length - 1];
@@ -69,9 +94,19 @@ export class ReadPath {
         fetches.push({ target, lba: pieceLba, obj, offsetSectors: offset, sectors: pieceSectors });
       }
     });
-    if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!, cacheEpoch);
-    else if (fetches.length + journalReads.length > 0) {
-      await Promise.all([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch, cacheEpoch))]);
+    for (const fetch of fetches) {
+      this.pin(fetch.obj);
+      pinned.push(fetch.obj);
+    }
+    try {
+      if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!, cacheEpoch);
+      else if (fetches.length + journalReads.length > 0) {
+        // allSettled: the pins go only when every part has stopped, not at the first failure.
+        const parts = await Promise.allSettled([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch, cacheEpoch))]);
+        for (const part of parts) if (part.status === "rejected") throw part.reason;
+      }
+    } finally {
+      for (const obj of pinned) this.unpin(obj);
     }
     return result;
   }

@@ -20,6 +20,9 @@ import {
   BATCH_BYTES_DEFAULT,
   BATCH_IDLE_MS_DEFAULT,
   CHECKPOINT_INTERVAL_OBJECTS,
+  GC_FORCE_CHECKPOINT_MS_DEFAULT,
+  GC_INTERVAL_MS_DEFAULT,
+  GC_THRESHOLD_DEFAULT,
   PAGE_BYTES,
   SECTOR_BYTES,
 } from "../constants.ts";
@@ -34,6 +37,7 @@ import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../format/journal_recor
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
+import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
 import { recoverBackend, type BackendState } from "./recovery.ts";
 import { WritePath } from "./write_path.ts";
@@ -53,6 +57,12 @@ export interface VolumeOptions {
   batchBytes?: number;
   batchIdleMs?: number;
   checkpointIntervalObjects?: number;
+  /** Garbage collection (default on; never on a read-only volume). */
+  gc?: boolean;
+  /** Clean objects whose live share is below this (default GC_THRESHOLD_DEFAULT; 0: only delete dead objects). */
+  gcThreshold?: number;
+  gcIntervalMs?: number;
+  gcForceCheckpointMs?: number;
   clock?: Clock;
   log?: (line: string) => void;
 }
@@ -118,6 +128,7 @@ export class Volume implements BlockDevice {
     private readonly reads: ReadPath,
     private readonly flusher: FlushCoordinator,
     readonly recovery: RecoveryReport,
+    private readonly gc: GarbageCollector | null,
   ) {
     this.sizeBytes = state.superblock.volSectors * SECTOR_BYTES;
     this.readOnly = options.readOnly ?? false;
@@ -231,7 +242,30 @@ export class Volume implements BlockDevice {
     log(
       `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
     );
-    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery);
+    const gcThreshold = options.gcThreshold ?? GC_THRESHOLD_DEFAULT;
+    if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
+    let gc: GarbageCollector | null = null;
+    if ((options.gc ?? true) && !options.readOnly) {
+      gc = new GarbageCollector({
+        store: options.store,
+        prefix: options.prefix,
+        map: state.map,
+        objects: state.objects,
+        writer: writes,
+        isPinned: (obj) => reads.isPinned(obj),
+        clock,
+        log,
+        threshold: gcThreshold,
+        intervalMs: options.gcIntervalMs ?? GC_INTERVAL_MS_DEFAULT,
+        roundCopyBytesMax: options.batchBytes ?? BATCH_BYTES_DEFAULT,
+        forceCheckpointMs: options.gcForceCheckpointMs ?? GC_FORCE_CHECKPOINT_MS_DEFAULT,
+        checkpoints: writes.persistedCheckpoints,
+      });
+      const collector = gc;
+      writes.onCheckpointsPersisted = (checkpoints) => collector.noteCheckpoints(checkpoints);
+      gc.start();
+    }
+    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery, gc);
   }
 
   private check(offset: number, length: number, what: string): void {
@@ -296,6 +330,28 @@ export class Volume implements BlockDevice {
     this.check(offset, length, "cache");
   }
 
+  /** Runs a garbage collection round now (tests; `lsvd serve` runs them on a timer). */
+  async collectGarbage(): Promise<void> {
+    await this.gc?.runRound();
+  }
+
+  /**
+   * `lsvd gc`: rounds until one changes nothing, with every object durable between rounds (open the volume with
+   * gcForceCheckpointMs 0 so that retired objects get their checkpoints at once). Returns the rounds run.
+   */
+  async collectGarbageUntilQuiet(onRound?: (round: number) => void): Promise<number> {
+    const gc = this.gc;
+    if (!gc) throw new InvalidArgumentError("garbage collection is off for this volume (read-only, or opened with gc: false)");
+    for (let round = 1; ; round++) {
+      await this.writes.settle();
+      const before = gc.progressKey;
+      await gc.runRound();
+      await this.writes.settle();
+      onRound?.(round);
+      if (gc.progressKey === before || this.writes.failed) return round;
+    }
+  }
+
   /** Counters for logs and benchmarks. */
   stats() {
     return {
@@ -312,12 +368,15 @@ export class Volume implements BlockDevice {
       mapBytes: this.state.map.bytesUsed(),
       objectsKnown: this.state.objects.count,
       journalUsedBytes: this.journal.usedBytes,
+      gc: this.gc ? { ...this.gc.stats, retiredWaiting: this.gc.retiredCount } : null,
     };
   }
 
   /** Clean shutdown: drain writes, put everything to the backend with a checkpoint, empty the journal. */
   async close(): Promise<void> {
     if (this.closed) return;
+    // The collector goes first: its copies are writes, and the drain below must see the last of them.
+    await this.gc?.stop();
     await this.writes.closeClean();
     this.closed = true;
     this.journal.release(Number.MAX_SAFE_INTEGER);
@@ -328,6 +387,7 @@ export class Volume implements BlockDevice {
   /** For tests: stop without flushing anything further, as a crash would (the process keeps running). */
   abandon(): void {
     this.closed = true;
+    void this.gc?.stop();
     this.writes.objectWriter.abandon();
   }
 }

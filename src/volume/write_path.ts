@@ -54,6 +54,13 @@ interface Piece {
   /** null: TRIM / WRITE_ZEROES. */
   data: Uint8Array | null;
   waiter: WriteWaiter;
+  /**
+   * Garbage collection's copy of live data: where the data was read from. The piece only keeps the sectors the map
+   * still points at there when its record is formed (resolveCopy); null for client writes.
+   */
+  copiedFrom: { obj: number; offset: number } | null;
+  /** A GC copy (resolved or not): same bytes as the map already shows, so the read cache keeps its blocks. */
+  isCopy: boolean;
 }
 
 export interface WritePathOptions {
@@ -105,7 +112,9 @@ export class WritePath {
   private idleTimer: TimerHandle | null = null;
   private failure: unknown = null;
   private readonly durableWaiters = new Map<number, Array<() => void>>();
-  stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, checkpoints: 0 };
+  stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, checkpoints: 0, gcCopiedSectors: 0, gcSupersededSectors: 0 };
+  /** Called after the superblock naming a new set of checkpoints is durable (garbage collection deletes by it). */
+  onCheckpointsPersisted: ((checkpoints: number[]) => void) | null = null;
 
   constructor(private readonly options: WritePathOptions) {
     this.nextSeq = options.nextSeq;
@@ -142,18 +151,64 @@ export class WritePath {
       const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
       const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
       if (data === null) {
-        this.pending.push({ lba, sectors, data: null, waiter });
+        this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false });
         this.stats.trims += 1;
       } else {
         for (let done = 0; done < sectors; done += pieceSectorsMax) {
           const count = Math.min(pieceSectorsMax, sectors - done);
-          this.pending.push({ lba: lba + done, sectors: count, data: data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES), waiter });
+          this.pending.push({ lba: lba + done, sectors: count, data: data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES), waiter, copiedFrom: null, isCopy: false });
         }
         this.stats.writes += 1;
         this.stats.writeBytes += data.byteLength;
       }
       this.schedulePump();
     });
+  }
+
+  /**
+   * Queues garbage collection's copy of [lba, lba+data/512), read from object `obj` at data-area sector `offset`.
+   * When its record is formed, only the sectors the map still points at (obj, offset) are written: anything a client
+   * wrote meanwhile is newer and wins, because it either formed its record first (so the map moved) or forms it
+   * later (so it is later in the log). Resolves when the copy is journaled (or found to be wholly superseded).
+   */
+  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const sectors = data.byteLength / SECTOR_BYTES;
+    const bytesMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes);
+    assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
+    return new Promise<void>((resolve, reject) => {
+      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, resolve, reject };
+      this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true });
+      this.schedulePump();
+    });
+  }
+
+  /**
+   * Replaces the GC copy at pending[index] by the runs of it the map still points at where it was copied from (none,
+   * one, or several). Synchronous, and only the pump changes the map, so the answer holds until the record forms.
+   */
+  private resolveCopy(index: number): void {
+    const piece = this.pending[index]!;
+    const from = piece.copiedFrom!;
+    const runs: Piece[] = [];
+    this.options.map.lookup(piece.lba, piece.sectors, (lba, sectors, obj, offset) => {
+      if (obj !== from.obj || offset !== from.offset + (lba - piece.lba)) return;
+      const last = runs[runs.length - 1];
+      if (last && last.lba + last.sectors === lba) {
+        last.sectors += sectors;
+        last.data = piece.data!.subarray((last.lba - piece.lba) * SECTOR_BYTES, (last.lba + last.sectors - piece.lba) * SECTOR_BYTES);
+        return;
+      }
+      const start = (lba - piece.lba) * SECTOR_BYTES;
+      runs.push({ lba, sectors, data: piece.data!.subarray(start, start + sectors * SECTOR_BYTES), waiter: piece.waiter, copiedFrom: null, isCopy: true });
+    });
+    let copied = 0;
+    for (const run of runs) copied += run.sectors;
+    this.stats.gcCopiedSectors += copied;
+    this.stats.gcSupersededSectors += piece.sectors - copied;
+    this.pending.splice(index, 1, ...runs);
+    piece.waiter.piecesLeft += runs.length - 1;
+    if (piece.waiter.piecesLeft === 0) piece.waiter.resolve();
   }
 
   private schedulePump(): void {
@@ -200,7 +255,16 @@ export class WritePath {
     let dataBytes = 0;
     let zeroCount = 0;
     const batchBytes = this.options.batchBytes;
+    let clientPiecesAhead = false;
     while (end < this.pending.length && end - this.pendingFront < JOURNAL_RECORD_EXTENTS_MAX) {
+      if (this.pending[end]!.copiedFrom !== null) {
+        // A copy is checked against the map only once every client write queued before it has reached the map;
+        // copies queued together never overlap (garbage_collector.ts), so copies ahead do not matter.
+        if (clientPiecesAhead) break;
+        this.resolveCopy(end);
+        continue;
+      }
+      if (!this.pending[end]!.isCopy) clientPiecesAhead = true;
       const piece = this.pending[end]!;
       const bytes = piece.data ? piece.data.byteLength : 0;
       if (end > this.pendingFront && (dataBytes + bytes > JOURNAL_RECORD_DATA_BYTES_MAX || dataBytes + bytes > batchBytes)) break;
@@ -209,6 +273,7 @@ export class WritePath {
       if (!piece.data) zeroCount += 1;
       end += 1;
     }
+    if (end === this.pendingFront) return; // only GC copies that every sector of was superseded
     // Room in the journal. If space is short and nothing is being put that would release some, the open batch must
     // go (its records are what fills the journal: tiny writes can fill a journal before their batch fills);
     // otherwise wait for the puts in flight rather than cut a small object. Re-checked after every wake, since the
@@ -243,7 +308,7 @@ export class WritePath {
     let journalOffset = placed.dataOffset;
     for (let index = this.pendingFront; index < end; index++) {
       const piece = this.pending[index]!;
-      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset);
+      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset, !piece.isCopy);
       if (piece.data) journalOffset += piece.data.byteLength;
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
@@ -264,9 +329,9 @@ export class WritePath {
   }
 
   /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
-  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number): void {
+  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number, invalidateReadCache = true): void {
     const { map, objects } = this.options;
-    this.options.readCache?.invalidate(lba, sectors);
+    if (invalidateReadCache) this.options.readCache?.invalidate(lba, sectors);
     if (data) {
       const offset = batch.addData(lba, data, journalOffset);
       map.update(lba, sectors, batch.seq, offset, objects.displaced);
@@ -507,8 +572,33 @@ export class WritePath {
           await store.delete(objectName(prefix, old));
           this.options.objects.delete(old);
         }
+        this.onCheckpointsPersisted?.(checkpoints);
       })
       .catch((error: unknown) => log(`error: superblock update for checkpoint ${seq} failed: ${String(error)}`));
+  }
+
+  /** Every queued write journaled, the open batch sealed, every object durable and the superblock up to date. */
+  async settle(): Promise<void> {
+    await this.drainWrites();
+    this.discardEmptyOpen();
+    await this.sealOpen(false);
+    const last = this.nextSeq - 1;
+    if (last > this.writer.durableSeq) await this.waitDurable(last);
+    await this.superblockUpdate;
+  }
+
+  /**
+   * Seals the open batch and writes a checkpoint, even when the newest object already is one (garbage collection
+   * needs a checkpoint newer than its retirements); false, doing nothing, while a record is being formed or writes wait.
+   */
+  async checkpointIfIdle(): Promise<boolean> {
+    if (this.failure || this.pumping || this.pendingFront < this.pending.length) return false;
+    this.discardEmptyOpen();
+    await this.sealOpen(false);
+    if (this.open) return false;
+    this.queueCheckpoint();
+    this.kickPuts();
+    return true;
   }
 
   async waitDurable(seq: number): Promise<void> {
@@ -557,6 +647,11 @@ export class WritePath {
     if (last > this.writer.durableSeq) await this.waitDurable(last);
     await this.writer.waitIdle();
     await this.superblockUpdate;
+  }
+
+  /** The checkpoints the superblock names (durable once onCheckpointsPersisted reported them; at open, as read). */
+  get persistedCheckpoints(): number[] {
+    return this.superblock.checkpoints;
   }
 
   get sequenceNext(): number {

@@ -7,7 +7,7 @@ import { describe, test } from "bun:test";
 import { JOURNAL_RECORD_DATA_BYTES_MAX } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { seedFromEnv } from "../sim/prng.ts";
-import { crashWorld, immediateClock, makeWorld, openVolume, type World } from "../sim/volume_world.ts";
+import { crashWorld, immediateClock, makeWorld, openVolume, SIM_GC, type World } from "../sim/volume_world.ts";
 import { BLOCK_BYTES, History, checkPrefix, decodeBlock, stampBlock } from "./_harness.ts";
 
 const VOLUME_BYTES = 2 * 1024 * 1024;
@@ -26,7 +26,7 @@ async function runSeed(seed: number, powerLoss: boolean, journalBytes?: number):
   const { prng } = world;
   const blocks = VOLUME_BYTES / BLOCK_BYTES;
   const history = new History(blocks, Math.min(BATCH_BYTES, JOURNAL_RECORD_DATA_BYTES_MAX) / BLOCK_BYTES);
-  let volume = await openVolume(world, { clock: immediateClock });
+  let volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
   for (let round = 0; round < ROUNDS; round++) {
     const busy = new Uint8Array(blocks);
     const inFlight = new Set<Promise<void>>();
@@ -78,7 +78,7 @@ async function runSeed(seed: number, powerLoss: boolean, journalBytes?: number):
     // Crash with whatever is in flight.
     const lowerBound = powerLoss ? history.flushedBound : Math.max(history.maxAcked(), history.flushedBound);
     crashWorld(world, volume, { powerLoss });
-    volume = await openVolume(world, { clock: immediateClock });
+    volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
     const observed = await readState(volume, blocks);
     const check = checkPrefix(history, observed, lowerBound);
     if (!check.ok) {

@@ -49,17 +49,18 @@ async function cloneStore(): Promise<MemoryStore> {
 }
 
 beforeAll(async () => {
-  // Some objects in the backend, then records that stay in the journal (big batch, long idle), then a crash.
+  // Some objects in the backend, then records that stay in the journal (big batch, long idle), then a crash. No
+  // garbage collection: its forced checkpoints would seal the open batch and put records the fixture keeps.
   world = await makeWorld(seed, { volumeBytes: VOLUME_BYTES, cacheBytes: CACHE_BYTES, journalBytes: JOURNAL_BYTES });
   const prng = world.prng;
-  let volume = await openVolume(world, { clock: immediateClock, batchBytes: 64 * 1024 });
+  let volume = await openVolume(world, { clock: immediateClock, batchBytes: 64 * 1024, gc: false });
   for (let index = 0; index < 20; index++) {
     const data = new Uint8Array(8192);
     prng.fill(data);
     await volume.write(8192 * prng.int(VOLUME_BYTES / 8192), data, false);
   }
   await volume.close();
-  volume = await openVolume(world, { clock: immediateClock, batchBytes: 1024 * 1024, batchIdleMs: 600_000 });
+  volume = await openVolume(world, { clock: immediateClock, batchBytes: 1024 * 1024, batchIdleMs: 600_000, gc: false });
   for (let index = 0; index < 40; index++) {
     const sectors = 8 * (1 + prng.int(6));
     const offset = 4096 * prng.int((VOLUME_BYTES - sectors * 512) / 4096);

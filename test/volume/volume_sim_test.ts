@@ -7,9 +7,17 @@ import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { seedFromEnv } from "../sim/prng.ts";
-import { crashWorld, immediateClock, makeWorld, openVolume, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, immediateClock, makeWorld, openVolume, SIM_GC, VolumeModel, type World } from "../sim/volume_world.ts";
 
 const OPS_PER_SEED = 400;
+/** Garbage collection work across the seeds and every incarnation: the sims must exercise it. */
+const gcTotals = { cleaned: 0, deleted: 0 };
+
+function tallyGc(volume: Volume): void {
+  const gc = volume.stats().gc!;
+  gcTotals.cleaned += gc.objectsCleaned;
+  gcTotals.deleted += gc.objectsDeleted;
+}
 const INFLIGHT_MAX = 24;
 
 async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
@@ -24,7 +32,7 @@ async function runWorld(seed: number, options: { crashes: boolean; journalBytes?
   const { prng } = world;
   const model = new VolumeModel(world.volumeBytes);
   const inFlightSectors = new Map<number, number>();
-  let volume = await openVolume(world, { clock: immediateClock });
+  let volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
   let inFlight = new Set<Promise<void>>();
   let generation = 0;
   const context = () => `seed ${seed}\n${world.logs.slice(-12).join("\n")}`;
@@ -85,11 +93,12 @@ async function runWorld(seed: number, options: { crashes: boolean; journalBytes?
     } else if (options.crashes) {
       // Crash: the process dies; writes in flight may or may not survive.
       generation += 1;
+      tallyGc(volume);
       crashWorld(world, volume);
       const uncertain = new Set(inFlightSectors.keys());
       inFlightSectors.clear();
       inFlight = new Set();
-      volume = await openVolume(world, { clock: immediateClock });
+      volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
       for (const sector of uncertain) model.uncertain.add(sector);
       const problem = model.diff(0, await readAll(volume, world));
       if (problem) throw new Error(`after crash: ${problem}\n${context()}`);
@@ -101,8 +110,9 @@ async function runWorld(seed: number, options: { crashes: boolean; journalBytes?
       model.uncertain.clear();
     } else {
       await Promise.all(inFlight);
+      tallyGc(volume);
       await volume.close();
-      volume = await openVolume(world, { clock: immediateClock });
+      volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
       const problem = model.diff(0, await readAll(volume, world));
       if (problem) throw new Error(`after clean reopen: ${problem}\n${context()}`);
     }
@@ -110,9 +120,10 @@ async function runWorld(seed: number, options: { crashes: boolean; journalBytes?
   await Promise.all(inFlight);
   const problem = model.diff(0, await readAll(volume, world));
   if (problem) throw new Error(`at end: ${problem}\n${context()}`);
+  tallyGc(volume);
   await volume.close();
   // A clean reopen recovers from the checkpoint written at close, with nothing to replay.
-  volume = await openVolume(world, { clock: immediateClock });
+  volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
   expect(volume.recovery.journalRecordsReplayed).toBe(0);
   const final = model.diff(0, await readAll(volume, world));
   if (final) throw new Error(`after final reopen: ${final}\n${context()}`);
@@ -133,6 +144,12 @@ describe("volume simulation", () => {
     test(`seed ${seed}: small journal, crashes`, async () => {
       await runWorld(seed + 2000, { crashes: true, journalBytes: 640 * 1024 });
     }, 60_000);
+  }
+  if (seeds.length > 1) {
+    test("the seeds cleaned and deleted objects (garbage collection ran against the model)", () => {
+      expect(gcTotals.cleaned).toBeGreaterThan(0);
+      expect(gcTotals.deleted).toBeGreaterThan(0);
+    });
   }
 });
 

@@ -2,9 +2,10 @@
 
 import type { Command } from "./command.ts";
 import { fsckCommand } from "./fsck.ts";
+import { gcCommand } from "./gc.ts";
 import { mkcacheCommand } from "./mkcache.ts";
 import { mkdiskCommand } from "./mkdisk.ts";
 import { parseCommand } from "./parse.ts";
 import { serveCommand } from "./serve.ts";
 
-export const COMMANDS: Command[] = [mkdiskCommand, mkcacheCommand, parseCommand, serveCommand, fsckCommand];
+export const COMMANDS: Command[] = [mkdiskCommand, mkcacheCommand, parseCommand, serveCommand, fsckCommand, gcCommand];

@@ -2,7 +2,7 @@
 // stop accepting, finish in-flight requests, put everything journaled to the backend, checkpoint, exit 0.
 
 import { writeOut } from "../output.ts";
-import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../../constants.ts";
+import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, GC_THRESHOLD_DEFAULT, NBD_PORT_DEFAULT, PAGE_BYTES, SECTOR_BYTES } from "../../constants.ts";
 import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { RetryingStore } from "../../backend/retrying_store.ts";
@@ -32,6 +32,9 @@ Options:
                          backends; a local file backend is served faster by the page cache)
   --batch-size SIZE      backend object data size (default 8m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default 2000)
+  --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
+                         (default ${GC_THRESHOLD_DEFAULT}; 0: only delete objects with no live data left)
+  --no-gc                no garbage collection: objects are never deleted
   --quiet                log nothing but errors
 ${BACKEND_HELP}
 `;
@@ -57,6 +60,8 @@ export const serveCommand: Command = {
       "read-cache": { type: "boolean" },
       "batch-size": { type: "string" },
       "batch-idle-ms": { type: "string" },
+      "gc-threshold": { type: "string" },
+      "no-gc": { type: "boolean" },
       quiet: { type: "boolean" },
       ...BACKEND_OPTIONS,
     });
@@ -77,6 +82,10 @@ export const serveCommand: Command = {
     }
     const batchIdleMs = parsed.values["batch-idle-ms"] === undefined ? undefined : Number(parsed.values["batch-idle-ms"]);
     if (batchIdleMs !== undefined && !(Number.isInteger(batchIdleMs) && batchIdleMs > 0)) throw new InvalidArgumentError("Invalid --batch-idle-ms");
+    const gcThreshold = parsed.values["gc-threshold"] === undefined ? undefined : Number(parsed.values["gc-threshold"]);
+    if (gcThreshold !== undefined && !(gcThreshold >= 0 && gcThreshold < 1)) {
+      throw new InvalidArgumentError(`Invalid --gc-threshold '${String(parsed.values["gc-threshold"])}': expected a number in [0, 1)`);
+    }
     const log = makeLogger("lsvd", false);
     const info = parsed.values.quiet === true ? () => {} : log;
 
@@ -94,6 +103,8 @@ export const serveCommand: Command = {
         readCache: parsed.values["read-cache"] === true,
         batchBytes,
         batchIdleMs,
+        gc: parsed.values["no-gc"] !== true,
+        gcThreshold,
         log: info,
       });
     } catch (error) {
@@ -153,7 +164,7 @@ export const serveCommand: Command = {
     }
     const stats = volume.stats();
     info(
-      `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents`,
+      `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : ""}`,
     );
     return 0;
   },

@@ -1,0 +1,116 @@
+// lsvd gc: garbage-collect a volume that is not being served, until there is nothing left to do. `lsvd serve` does
+// the same in the background; this is for volumes that are offline, or to reclaim space now.
+
+import { writeOut } from "../output.ts";
+import { GC_THRESHOLD_DEFAULT, SECTOR_BYTES } from "../../constants.ts";
+import { InvalidArgumentError } from "../../errors.ts";
+import { openBackend } from "../../backend/backend_uri.ts";
+import { RetryingStore } from "../../backend/retrying_store.ts";
+import { openUringDevice } from "../../../ffi/uring_device.ts";
+import { Volume } from "../../volume/volume.ts";
+import { makeLogger } from "../../util/log.ts";
+import { formatSize } from "../../util/size.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, stringOption } from "../args.ts";
+import type { Command } from "./command.ts";
+
+const USAGE = "lsvd gc --volume VOLUME --cache CACHE [--gc-threshold F] [--json]";
+const HELP = `Usage: ${USAGE}
+
+Garbage-collects VOLUME, which must not be being served: opens it with its cache (replaying the journal as serve
+would), then runs rounds until one changes nothing. A round copies the live data of the least-live objects whose
+live share is below F into new objects, and deletes objects that hold no live data once checkpoints no longer need
+them (it writes those checkpoints itself). Closes the volume cleanly.
+
+Options:
+  --volume VOLUME     the volume
+  --cache CACHE       its cache file or device
+  --gc-threshold F    clean objects whose live share is below F (default ${GC_THRESHOLD_DEFAULT}; 0: only delete dead objects)
+  --json              print the result as JSON
+${BACKEND_HELP}
+Exit status: 0 done, 1 the volume could not be opened or collected.
+`;
+
+export const gcCommand: Command = {
+  name: "gc",
+  summary: "garbage-collect a volume that is not being served",
+  async run(argv) {
+    const parsed = parseCommandArgs(argv, {
+      volume: { type: "string" },
+      cache: { type: "string" },
+      "gc-threshold": { type: "string" },
+      json: { type: "boolean" },
+      ...BACKEND_OPTIONS,
+    });
+    if (parsed.help) {
+      writeOut(HELP);
+      return 0;
+    }
+    if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${USAGE}`);
+    const volumeUri = stringOption(parsed, "volume");
+    const cachePath = stringOption(parsed, "cache");
+    if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${USAGE}`);
+    const thresholdText = stringOption(parsed, "gc-threshold");
+    const gcThreshold = thresholdText === undefined ? GC_THRESHOLD_DEFAULT : Number(thresholdText);
+    if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`Invalid --gc-threshold '${thresholdText}': expected a number in [0, 1)`);
+    const json = parsed.values.json === true;
+    const log = makeLogger("lsvd", false);
+    const backend = await openBackend(volumeUri, backendOptionsFrom(parsed));
+    const store = new RetryingStore(backend.store, { log: (line: string) => log(`backend: ${line}`) });
+    const objectsBefore = (await store.list(`${backend.prefix}.`)).length;
+    const device = await openUringDevice(cachePath);
+    const started = Date.now();
+    let volume: Volume;
+    try {
+      volume = await Volume.open({
+        store,
+        prefix: backend.prefix,
+        cache: device,
+        pool: device.pool,
+        gcThreshold,
+        // Rounds are driven below, and retired objects get their checkpoints at once.
+        gcIntervalMs: 2 ** 31 - 1,
+        gcForceCheckpointMs: 0,
+        log: json ? () => {} : log,
+      });
+    } catch (error) {
+      await device.close();
+      throw error;
+    }
+    const progress = process.stderr.isTTY === true && !json;
+    let rounds: number;
+    try {
+      rounds = await volume.collectGarbageUntilQuiet((round) => {
+        if (!progress) return;
+        const gc = volume.stats().gc!;
+        process.stderr.write(`\rlsvd gc: round ${round}: ${gc.objectsCleaned} cleaned, ${gc.objectsDeleted} deleted, ${gc.retiredWaiting} waiting`);
+      });
+      if (progress) process.stderr.write("\n");
+    } finally {
+      await volume.close();
+      await device.close();
+    }
+    const stats = volume.stats();
+    const gc = stats.gc!;
+    const objectsAfter = (await store.list(`${backend.prefix}.`)).length;
+    const result = {
+      rounds,
+      objectsCleaned: gc.objectsCleaned,
+      copiedBytes: stats.gcCopiedSectors * SECTOR_BYTES,
+      supersededBytes: stats.gcSupersededSectors * SECTOR_BYTES,
+      objectsDeleted: gc.objectsDeleted,
+      checkpointsWritten: stats.checkpoints,
+      backendObjectsBefore: objectsBefore,
+      backendObjectsAfter: objectsAfter,
+      errors: gc.errors,
+      seconds: (Date.now() - started) / 1000,
+    };
+    if (json) writeOut(`${JSON.stringify(result)}\n`);
+    else {
+      writeOut(
+        `gc: ${rounds} round(s) in ${result.seconds.toFixed(1)} s: cleaned ${result.objectsCleaned} object(s) (copied ${formatSize(result.copiedBytes)}), ` +
+          `deleted ${result.objectsDeleted}; backend objects ${objectsBefore} -> ${objectsAfter}${gc.errors > 0 ? `; ${gc.errors} round error(s), see the log` : ""}\n`,
+      );
+    }
+    return gc.errors > 0 ? 1 : 0;
+  },
+};

@@ -1,0 +1,282 @@
+// Garbage collection (docs/architecture.md, "Garbage collection"): copies the live data of mostly-dead DATA objects
+// into new objects through the write path, then deletes objects that hold nothing live once no recovery can need
+// them. The paper's greedy cleaner: the least-live objects go first.
+//
+// One round, at most every intervalMs, never two at once:
+// 1. Delete retired objects that are now safe to delete (below).
+// 2. Retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned by an earlier round).
+// 3. Pick victims: durable DATA objects whose live share is below `threshold`, least live first, until their live
+//    data reaches roundCopyBytesMax. For each: read its header, find the runs the map still points at, read those
+//    runs, and queue them as copies (WritePath.copy), which write only what is still live when their record forms.
+//    Once the copies are journaled, the victim holds no live sector, and is retired.
+//
+// Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
+// object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B;
+// and a round waits for all its copies before the next round looks at the map again.
+//
+// When a retired object may be deleted. Retiring object V when the log's next seq is R: every checkpoint that the
+// durable superblock names has seq >= R (so V < R <= each of them), and no read in flight will fetch from V
+// (ReadPath pins). Such a checkpoint was built after every live sector of V had moved, so its map does not point
+// into V; and recovery from any of them rolls forward from above V, so V's seq is never needed to continue the log.
+// Requiring all named checkpoints, not only the newest, keeps every fallback recovery (and fsck's check of each
+// named checkpoint) free of references to deleted objects.
+// Objects deleted leave holes below the checkpoints; fsck reports those as notes, not problems.
+// When retirees wait and no checkpoint has come for forceCheckpointMs, the round asks the write path for one, so
+// an idle volume's garbage is not kept forever.
+
+import { GC_DELETES_PER_ROUND_MAX, GC_READS_INFLIGHT_MAX, GC_READ_BYTES_MAX, GC_VICTIMS_PER_ROUND_MAX, SECTOR_BYTES } from "../constants.ts";
+import type { ObjectStore } from "../backend/object_store.ts";
+import { decodeDataObjectHeader } from "../format/data_object.ts";
+import { objectName } from "../format/object_name.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
+import type { Clock, TimerHandle } from "./clock.ts";
+import { ObjectKind, type ObjectTable } from "./object_table.ts";
+
+/** What the collector needs of the write path. */
+export interface GcWriter {
+  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void>;
+  readonly durableSeq: number;
+  readonly sequenceNext: number;
+  readonly unflushed: Map<number, unknown>;
+  readonly failed: unknown;
+  /** Seals what is open and writes a checkpoint, when no write is being formed; false if it could not now. */
+  checkpointIfIdle(): Promise<boolean>;
+}
+
+export interface GarbageCollectorOptions {
+  store: ObjectStore;
+  prefix: string;
+  map: ExtentMap;
+  objects: ObjectTable;
+  writer: GcWriter;
+  isPinned: (obj: number) => boolean;
+  clock: Clock;
+  log: (line: string) => void;
+  /** Objects whose live share is below this are cleaned; 0 turns cleaning off (dead objects are still deleted). */
+  threshold: number;
+  intervalMs: number;
+  /** Live bytes one round copies at most (one batch's worth keeps a round's memory to one batch). */
+  roundCopyBytesMax: number;
+  /** How long retirees may wait for a checkpoint before the collector asks for one. */
+  forceCheckpointMs: number;
+  /** The checkpoints the durable superblock names at open. */
+  checkpoints: number[];
+}
+
+interface LiveRun {
+  lba: number;
+  sectors: number;
+  /** Sectors from the start of the victim's data area. */
+  offset: number;
+}
+
+export class GarbageCollector {
+  /** Retired object -> the log's next seq when it was retired. */
+  private readonly retired = new Map<number, number>();
+  /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
+  private checkpointMin = 0;
+  private lastCheckpointMs: number;
+  private timer: TimerHandle | null = null;
+  private round: Promise<void> | null = null;
+  private stopped = false;
+  stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, bytesRead: 0, forcedCheckpoints: 0, errors: 0 };
+
+  constructor(private readonly options: GarbageCollectorOptions) {
+    this.noteCheckpoints(options.checkpoints);
+    this.lastCheckpointMs = options.clock.nowMs();
+  }
+
+  /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
+  noteCheckpoints(checkpoints: number[]): void {
+    this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
+    this.lastCheckpointMs = this.options.clock.nowMs();
+  }
+
+  /** Changes whenever a round did something: `collectGarbageUntilQuiet` stops when a round leaves it as it was. */
+  get progressKey(): string {
+    const { objectsCleaned, objectsDeleted, forcedCheckpoints } = this.stats;
+    return `${objectsCleaned}/${objectsDeleted}/${forcedCheckpoints}/${this.retired.size}`;
+  }
+
+  get retiredCount(): number {
+    return this.retired.size;
+  }
+
+  start(): void {
+    this.arm();
+  }
+
+  /** Stops scheduling rounds and waits for the one running, if any. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = null;
+    await this.round;
+  }
+
+  /** Runs one round now (tests and the timer); rounds never overlap. */
+  runRound(): Promise<void> {
+    this.round ??= this.roundBody().finally(() => (this.round = null));
+    return this.round;
+  }
+
+  private arm(): void {
+    if (this.stopped || this.timer) return;
+    this.timer = this.options.clock.setTimer(this.options.intervalMs, () => {
+      this.timer = null;
+      if (this.stopped || this.options.writer.failed) return;
+      void this.runRound().finally(() => this.arm());
+    });
+  }
+
+  private async roundBody(): Promise<void> {
+    this.stats.rounds += 1;
+    try {
+      await this.deleteRetired();
+      const victims = this.chooseVictims();
+      for (const victim of victims) {
+        if (this.stopped || this.options.writer.failed) return;
+        await this.clean(victim);
+      }
+      await this.maybeForceCheckpoint();
+    } catch (error) {
+      // A failed round leaves everything as it was (nothing is deleted that is not retired): the next one retries.
+      this.stats.errors += 1;
+      this.options.log(`gc: round failed, will retry: ${String(error)}`);
+    }
+  }
+
+  /** Retires dead objects and returns the victims of this round, least live first. */
+  private chooseVictims(): number[] {
+    const { objects, writer, threshold, roundCopyBytesMax } = this.options;
+    const candidates: Array<{ seq: number; share: number; liveBytes: number }> = [];
+    for (const [seq, info] of objects.entries()) {
+      if (info.kind !== ObjectKind.Data || seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) continue;
+      if (info.liveSectors === 0) {
+        this.retire(seq);
+        continue;
+      }
+      const share = info.dataSectors === 0 ? 1 : info.liveSectors / info.dataSectors;
+      if (share < threshold) candidates.push({ seq, share, liveBytes: info.liveSectors * SECTOR_BYTES });
+    }
+    candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
+    const victims: number[] = [];
+    let bytes = 0;
+    for (const candidate of candidates) {
+      if (victims.length >= GC_VICTIMS_PER_ROUND_MAX) break;
+      if (victims.length > 0 && bytes + candidate.liveBytes > roundCopyBytesMax) break;
+      victims.push(candidate.seq);
+      bytes += candidate.liveBytes;
+    }
+    return victims;
+  }
+
+  private retire(seq: number): void {
+    this.retired.set(seq, this.options.writer.sequenceNext);
+  }
+
+  /** Copies the live runs of one victim into the write path and retires it. */
+  private async clean(victim: number): Promise<void> {
+    const { store, prefix, objects, writer, log } = this.options;
+    const info = objects.get(victim);
+    if (!info || info.liveSectors === 0) return;
+    const name = objectName(prefix, victim);
+    const header = decodeDataObjectHeader(await store.getRange(name, 0, info.hdrSectors * SECTOR_BYTES));
+    this.stats.bytesRead += info.hdrSectors * SECTOR_BYTES;
+    const runs = this.liveRuns(victim, header.extents);
+    const copies: Array<Promise<void>> = [];
+    // Runs that lie next to each other in the object are read with one ranged read, up to GC_READ_BYTES_MAX.
+    const reads: LiveRun[][] = [];
+    for (const run of runs) {
+      const group = reads[reads.length - 1];
+      const last = group?.[group.length - 1];
+      const groupSectors = group ? last!.offset + last!.sectors - group[0]!.offset : 0;
+      if (group && last!.offset + last!.sectors === run.offset && (groupSectors + run.sectors) * SECTOR_BYTES <= GC_READ_BYTES_MAX) group.push(run);
+      else reads.push([run]);
+    }
+    let next = 0;
+    const readWorker = async () => {
+      while (next < reads.length) {
+        const group = reads[next++]!;
+        const first = group[0]!.offset;
+        const sectors = group[group.length - 1]!.offset + group[group.length - 1]!.sectors - first;
+        const bytes = await store.getRange(name, (info.hdrSectors + first) * SECTOR_BYTES, sectors * SECTOR_BYTES);
+        this.stats.bytesRead += bytes.byteLength;
+        for (const run of group) {
+          const start = (run.offset - first) * SECTOR_BYTES;
+          copies.push(writer.copy(run.lba, bytes.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
+        }
+      }
+    };
+    const workers: Array<Promise<void>> = [];
+    for (let index = 0; index < Math.min(GC_READS_INFLIGHT_MAX, reads.length); index++) workers.push(readWorker());
+    const readsDone = await Promise.allSettled(workers);
+    const copiesDone = await Promise.allSettled(copies);
+    for (const done of [...readsDone, ...copiesDone]) if (done.status === "rejected") throw done.reason;
+    const left = objects.get(victim)?.liveSectors ?? 0;
+    if (left !== 0) {
+      // Cannot happen while the map only moves LBAs to newer objects; keep the object rather than lose data.
+      log(`gc: error: ${name} still has ${left} live sector(s) after cleaning; keeping it`);
+      this.stats.errors += 1;
+      return;
+    }
+    this.stats.objectsCleaned += 1;
+    this.retire(victim);
+  }
+
+  /** The runs of the victim the map still points at, in the victim's data order, each small enough for one copy. */
+  private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>): LiveRun[] {
+    const runSectorsMax = Math.min(GC_READ_BYTES_MAX, this.options.roundCopyBytesMax) / SECTOR_BYTES;
+    const runs: LiveRun[] = [];
+    let offset = 0;
+    for (const extent of extents) {
+      const extentOffset = offset;
+      this.options.map.lookup(extent.lba, extent.sectors, (lba, sectors, obj, objOffset) => {
+        if (obj !== victim || objOffset !== extentOffset + (lba - extent.lba)) return;
+        for (let done = 0; done < sectors; ) {
+          const last = runs[runs.length - 1];
+          const adjacent = last !== undefined && last.lba + last.sectors === lba + done && last.offset + last.sectors === objOffset + done;
+          if (adjacent && last.sectors < runSectorsMax) {
+            const take = Math.min(sectors - done, runSectorsMax - last.sectors);
+            last.sectors += take;
+            done += take;
+          } else {
+            const take = Math.min(sectors - done, runSectorsMax);
+            runs.push({ lba: lba + done, sectors: take, offset: objOffset + done });
+            done += take;
+          }
+        }
+      });
+      offset += extent.sectors;
+    }
+    return runs;
+  }
+
+  /** Deletes retired objects that the rule in the header allows, oldest first, a bounded number per round. */
+  private async deleteRetired(): Promise<void> {
+    const { store, prefix, objects, isPinned, log } = this.options;
+    let deleted = 0;
+    const ready = [...this.retired.entries()].filter(([seq, retiredAt]) => this.checkpointMin >= retiredAt && !isPinned(seq));
+    ready.sort((a, b) => a[0] - b[0]);
+    for (const [seq] of ready) {
+      if (deleted >= GC_DELETES_PER_ROUND_MAX || this.stopped) break;
+      await store.delete(objectName(prefix, seq));
+      this.retired.delete(seq);
+      objects.delete(seq);
+      deleted += 1;
+    }
+    this.stats.objectsDeleted += deleted;
+    if (deleted > 0) log(`gc: deleted ${deleted} object(s) holding no live data; ${this.retired.size} more wait for a checkpoint`);
+  }
+
+  private async maybeForceCheckpoint(): Promise<void> {
+    if (this.retired.size === 0 || this.stopped) return;
+    const { clock, writer, forceCheckpointMs } = this.options;
+    const waiting = [...this.retired.values()].some((retiredAt) => this.checkpointMin < retiredAt);
+    if (!waiting || clock.nowMs() - this.lastCheckpointMs < forceCheckpointMs) return;
+    if (await writer.checkpointIfIdle()) {
+      this.stats.forcedCheckpoints += 1;
+      this.lastCheckpointMs = clock.nowMs();
+    }
+  }
+}
