@@ -24,7 +24,14 @@
 // When retirees wait and no checkpoint has come for forceCheckpointMs, the round asks the write path for one, so
 // an idle volume's garbage is not kept forever.
 
-import { GC_DELETES_PER_ROUND_MAX, GC_READS_INFLIGHT_MAX, GC_READ_BYTES_MAX, GC_VICTIMS_PER_ROUND_MAX, SECTOR_BYTES } from "../constants.ts";
+import {
+  GC_DELETES_PER_ROUND_MAX,
+  GC_READS_INFLIGHT_MAX,
+  GC_READ_BYTES_MAX,
+  GC_VICTIM_RETRY_MS,
+  GC_VICTIMS_PER_ROUND_MAX,
+  SECTOR_BYTES,
+} from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { decodeDataObjectHeader } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
@@ -73,6 +80,8 @@ interface LiveRun {
 export class GarbageCollector {
   /** Retired object -> the log's next seq when it was retired. */
   private readonly retired = new Map<number, number>();
+  /** Victims whose cleaning failed -> when to try again (at most one entry per object). */
+  private readonly skipUntil = new Map<number, number>();
   /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
   private checkpointMin = 0;
   private lastCheckpointMs: number;
@@ -136,7 +145,15 @@ export class GarbageCollector {
       const victims = this.chooseVictims();
       for (const victim of victims) {
         if (this.stopped || this.options.writer.failed) return;
-        await this.clean(victim);
+        try {
+          await this.clean(victim);
+        } catch (error) {
+          // A victim that cannot be read (damaged, or the backend is down past the store's retries) is left alone
+          // for a while rather than retried, and logged, every round.
+          this.skipUntil.set(victim, this.options.clock.nowMs() + GC_VICTIM_RETRY_MS);
+          this.stats.errors += 1;
+          this.options.log(`gc: cannot clean ${objectName(this.options.prefix, victim)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
+        }
       }
       await this.maybeForceCheckpoint();
     } catch (error) {
@@ -157,6 +174,8 @@ export class GarbageCollector {
         continue;
       }
       const share = info.dataSectors === 0 ? 1 : info.liveSectors / info.dataSectors;
+      const skipUntil = this.skipUntil.get(seq);
+      if (skipUntil !== undefined && this.options.clock.nowMs() < skipUntil) continue;
       if (share < threshold) candidates.push({ seq, share, liveBytes: info.liveSectors * SECTOR_BYTES });
     }
     candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
@@ -262,6 +281,7 @@ export class GarbageCollector {
       if (deleted >= GC_DELETES_PER_ROUND_MAX || this.stopped) break;
       await store.delete(objectName(prefix, seq));
       this.retired.delete(seq);
+      this.skipUntil.delete(seq);
       objects.delete(seq);
       deleted += 1;
     }
