@@ -167,17 +167,17 @@ export class GarbageCollector {
   private chooseVictims(): number[] {
     const { objects, writer, threshold, roundCopyBytesMax } = this.options;
     const candidates: Array<{ seq: number; share: number; liveBytes: number }> = [];
-    for (const [seq, info] of objects.entries()) {
-      if (info.kind !== ObjectKind.Data || seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) continue;
+    objects.forEach((seq, info) => {
+      if (info.kind !== ObjectKind.Data || seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) return;
       if (info.liveSectors === 0) {
         this.retire(seq);
-        continue;
+        return;
       }
       const share = info.dataSectors === 0 ? 1 : info.liveSectors / info.dataSectors;
       const skipUntil = this.skipUntil.get(seq);
-      if (skipUntil !== undefined && this.options.clock.nowMs() < skipUntil) continue;
+      if (skipUntil !== undefined && this.options.clock.nowMs() < skipUntil) return;
       if (share < threshold) candidates.push({ seq, share, liveBytes: info.liveSectors * SECTOR_BYTES });
-    }
+    });
     candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
     const victims: number[] = [];
     let bytes = 0;

@@ -38,6 +38,11 @@ export class ObjectTable {
     return this.objects.size;
   }
 
+  /** Every object, in no particular order (no sort: the collector scans the table every round). */
+  forEach(visit: (seq: number, info: ObjectInfo) => void): void {
+    for (const [seq, info] of this.objects) visit(seq, info);
+  }
+
   /** Objects in ascending seq order. */
   entries(): Array<[number, ObjectInfo]> {
     return [...this.objects.entries()].sort((a, b) => a[0] - b[0]);
