@@ -70,3 +70,21 @@ export function requirePositional(parsed: Parsed, count: number, usage: string):
   }
   return parsed.positionals;
 }
+
+/** For commands that take --volume and --cache and no positional arguments (serve, gc). */
+export function requireVolumeAndCache(parsed: Parsed, usage: string): { volumeUri: string; cachePath: string } {
+  if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${usage}`);
+  const volumeUri = stringOption(parsed, "volume");
+  const cachePath = stringOption(parsed, "cache");
+  if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${usage}`);
+  return { volumeUri, cachePath };
+}
+
+/** --gc-threshold F: a share in [0, 1), or undefined when not given. */
+export function gcThresholdOption(parsed: Parsed): number | undefined {
+  const text = stringOption(parsed, "gc-threshold");
+  if (text === undefined) return undefined;
+  const threshold = Number(text);
+  if (!(threshold >= 0 && threshold < 1)) throw new InvalidArgumentError(`Invalid --gc-threshold '${text}': expected a number in [0, 1)`);
+  return threshold;
+}

@@ -193,7 +193,9 @@ describe("backend objects", () => {
       writeFileSync(client, CLIENT_PY);
       writeFileSync(modelPath, Buffer.alloc(VOLUME_BYTES));
       // Small batches, so the writes spread over many DATA objects and trims land in several of them.
-      const serveArgs = ["--batch-size", "1m"];
+      // No garbage collection: rebuilding the image from the DATA objects alone needs every object, and the
+      // collector deletes dead ones (an object holding only trims, say). test/e2e/gc_test.ts covers it.
+      const serveArgs = ["--batch-size", "1m", "--no-gc"];
 
       let server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: serveArgs });
       await runOk(["python3", client, server.uri, modelPath, String(SEED), "400"]);

@@ -114,21 +114,29 @@ describe("garbage collection", () => {
     expect((await fsckVolume({ store: world.store, prefix: PREFIX })).problems).toEqual([]);
   }, 60_000);
 
-  test("a client write queued before a copy of the same blocks wins", async () => {
-    const world = await makeWorld(302, { volumeBytes: 1024 * 1024 });
+  /**
+   * 16 blocks written and flushed to one object; then, in one turn, a client write of new bytes to `block` and a GC
+   * copy of its old bytes from where the map says they are, queued in the order asked.
+   */
+  async function raceCopyAndWrite(seed: number, block: number, copyFirst: boolean) {
+    const world = await makeWorld(seed, { volumeBytes: 1024 * 1024 });
     const model = new VolumeModel(world.volumeBytes);
     const volume = await openVolume(world, MANUAL_GC);
-    for (let block = 0; block < 16; block++) await writeBlock(volume, world, model, block);
+    for (let index = 0; index < 16; index++) await writeBlock(volume, world, model, index);
     await settle(volume);
     const writes = (volume as unknown as { writes: { copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> } }).writes;
-    const [obj, offset] = placeOf(volume, 3);
-    const old = await volume.read(3 * BLOCK, BLOCK);
+    const [obj, offset] = placeOf(volume, block);
+    const old = await volume.read(block * BLOCK, BLOCK);
     const fresh = new Uint8Array(BLOCK).fill(0xab);
-    model.apply(3 * BLOCK, fresh, BLOCK);
-    // Same turn: the client write is queued first, the copy of the old bytes second.
-    const client = volume.write(3 * BLOCK, fresh, false);
-    const copy = writes.copy((3 * BLOCK) / SECTOR_BYTES, old, obj, offset);
-    await Promise.all([client, copy]);
+    model.apply(block * BLOCK, fresh, BLOCK);
+    const copy = () => writes.copy((block * BLOCK) / SECTOR_BYTES, old, obj, offset);
+    const client = () => volume.write(block * BLOCK, fresh, false);
+    await Promise.all(copyFirst ? [copy(), client()] : [client(), copy()]);
+    return { world, model, volume };
+  }
+
+  test("a client write queued before a copy of the same blocks wins", async () => {
+    const { world, model, volume } = await raceCopyAndWrite(302, 3, false);
     expect(volume.stats().gcSupersededSectors).toBe(BLOCK / SECTOR_BYTES);
     expect(volume.stats().gcCopiedSectors).toBe(0);
     await expectModel(volume, world, model, "after the race");
@@ -139,25 +147,13 @@ describe("garbage collection", () => {
   }, 30_000);
 
   test("a copy queued before a client write is overwritten by it, in memory and after replay", async () => {
-    const world = await makeWorld(303, { volumeBytes: 1024 * 1024 });
-    const model = new VolumeModel(world.volumeBytes);
-    let volume = await openVolume(world, MANUAL_GC);
-    for (let block = 0; block < 16; block++) await writeBlock(volume, world, model, block);
-    await settle(volume);
-    const writes = (volume as unknown as { writes: { copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> } }).writes;
-    const [obj, offset] = placeOf(volume, 5);
-    const old = await volume.read(5 * BLOCK, BLOCK);
-    const fresh = new Uint8Array(BLOCK).fill(0xcd);
-    model.apply(5 * BLOCK, fresh, BLOCK);
-    const copy = writes.copy((5 * BLOCK) / SECTOR_BYTES, old, obj, offset);
-    const client = volume.write(5 * BLOCK, fresh, false);
-    await Promise.all([client, copy]);
+    const { world, model, volume } = await raceCopyAndWrite(303, 5, true);
     expect(volume.stats().gcCopiedSectors).toBe(BLOCK / SECTOR_BYTES);
     await expectModel(volume, world, model, "after the copy and the write");
     crashWorld(world, volume); // both records are only in the journal: replay must keep their order
-    volume = await openVolume(world, MANUAL_GC);
-    await expectModel(volume, world, model, "after journal replay");
-    await volume.close();
+    const reopened = await openVolume(world, MANUAL_GC);
+    await expectModel(reopened, world, model, "after journal replay");
+    await reopened.close();
   }, 30_000);
 
   test("an object is not deleted while a read of it is in flight", async () => {

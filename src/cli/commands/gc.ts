@@ -3,14 +3,10 @@
 
 import { writeOut } from "../output.ts";
 import { GC_THRESHOLD_DEFAULT, SECTOR_BYTES } from "../../constants.ts";
-import { InvalidArgumentError } from "../../errors.ts";
-import { openBackend } from "../../backend/backend_uri.ts";
-import { RetryingStore } from "../../backend/retrying_store.ts";
-import { openUringDevice } from "../../../ffi/uring_device.ts";
-import { Volume } from "../../volume/volume.ts";
+import { openVolumeForCommand } from "../open_volume.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, stringOption } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, parseCommandArgs, requireVolumeAndCache } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd gc --volume VOLUME --cache CACHE [--gc-threshold F] [--json]";
@@ -45,39 +41,22 @@ export const gcCommand: Command = {
       writeOut(HELP);
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${USAGE}`);
-    const volumeUri = stringOption(parsed, "volume");
-    const cachePath = stringOption(parsed, "cache");
-    if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${USAGE}`);
-    const thresholdText = stringOption(parsed, "gc-threshold");
-    const gcThreshold = thresholdText === undefined ? GC_THRESHOLD_DEFAULT : Number(thresholdText);
-    if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`Invalid --gc-threshold '${thresholdText}': expected a number in [0, 1)`);
+    const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
+    const gcThreshold = gcThresholdOption(parsed) ?? GC_THRESHOLD_DEFAULT;
     const json = parsed.values.json === true;
     const log = makeLogger("lsvd", false);
-    const backend = await openBackend(volumeUri, backendOptionsFrom(parsed));
-    const store = new RetryingStore(backend.store, { log: (line: string) => log(`backend: ${line}`) });
-    const objectsBefore = (await store.list(`${backend.prefix}.`)).length;
-    const device = await openUringDevice(cachePath);
     const started = Date.now();
-    let volume: Volume;
-    try {
-      volume = await Volume.open({
-        store,
-        prefix: backend.prefix,
-        cache: device,
-        pool: device.pool,
-        gcThreshold,
-        // Rounds are driven below, and retired objects get their checkpoints at once.
-        gcIntervalMs: 2 ** 31 - 1,
-        gcForceCheckpointMs: 0,
-        log: json ? () => {} : log,
-      });
-    } catch (error) {
-      await device.close();
-      throw error;
-    }
+    const { volume, store, prefix, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, {
+      gcThreshold,
+      // Rounds are driven below, and retired objects get their checkpoints at once.
+      gcIntervalMs: 2 ** 31 - 1,
+      gcForceCheckpointMs: 0,
+      log: json ? () => {} : log,
+    });
+    const objectsBefore = (await store.list(`${prefix}.`)).length;
     const progress = process.stderr.isTTY === true && !json;
     let rounds: number;
+    let objectsAfter: number;
     try {
       rounds = await volume.collectGarbageUntilQuiet((round) => {
         if (!progress) return;
@@ -85,13 +64,13 @@ export const gcCommand: Command = {
         process.stderr.write(`\rlsvd gc: round ${round}: ${gc.objectsCleaned} cleaned, ${gc.objectsDeleted} deleted, ${gc.retiredWaiting} waiting`);
       });
       if (progress) process.stderr.write("\n");
+      await volume.close(); // idempotent: close() below then closes the device and the store
+      objectsAfter = (await store.list(`${prefix}.`)).length;
     } finally {
-      await volume.close();
-      await device.close();
+      await close();
     }
     const stats = volume.stats();
     const gc = stats.gc!;
-    const objectsAfter = (await store.list(`${backend.prefix}.`)).length;
     const result = {
       rounds,
       objectsCleaned: gc.objectsCleaned,

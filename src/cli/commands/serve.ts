@@ -4,14 +4,19 @@
 import { writeOut } from "../output.ts";
 import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, GC_THRESHOLD_DEFAULT, NBD_PORT_DEFAULT, PAGE_BYTES, SECTOR_BYTES } from "../../constants.ts";
 import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
-import { openBackend } from "../../backend/backend_uri.ts";
-import { RetryingStore } from "../../backend/retrying_store.ts";
-import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { startNbdServer } from "../../nbd/server.ts";
-import { Volume } from "../../volume/volume.ts";
+import { openVolumeForCommand } from "../open_volume.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, stringOption } from "../args.ts";
+import {
+  BACKEND_HELP,
+  BACKEND_OPTIONS,
+  backendOptionsFrom,
+  gcThresholdOption,
+  parseCommandArgs,
+  requireVolumeAndCache,
+  stringOption,
+} from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only]";
@@ -69,10 +74,7 @@ export const serveCommand: Command = {
       writeOut(HELP);
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${USAGE}`);
-    const volumeUri = stringOption(parsed, "volume");
-    const cachePath = stringOption(parsed, "cache");
-    if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${USAGE}`);
+    const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
     const socketPath = stringOption(parsed, "socket");
     const listenText = stringOption(parsed, "listen");
     const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
@@ -82,52 +84,33 @@ export const serveCommand: Command = {
     }
     const batchIdleMs = parsed.values["batch-idle-ms"] === undefined ? undefined : Number(parsed.values["batch-idle-ms"]);
     if (batchIdleMs !== undefined && !(Number.isInteger(batchIdleMs) && batchIdleMs > 0)) throw new InvalidArgumentError("Invalid --batch-idle-ms");
-    const gcThreshold = parsed.values["gc-threshold"] === undefined ? undefined : Number(parsed.values["gc-threshold"]);
-    if (gcThreshold !== undefined && !(gcThreshold >= 0 && gcThreshold < 1)) {
-      throw new InvalidArgumentError(`Invalid --gc-threshold '${String(parsed.values["gc-threshold"])}': expected a number in [0, 1)`);
-    }
+    const gcThreshold = gcThresholdOption(parsed);
     const log = makeLogger("lsvd", false);
     const info = parsed.values.quiet === true ? () => {} : log;
 
-    const backend = await openBackend(volumeUri, backendOptionsFrom(parsed));
-    const store = new RetryingStore(backend.store, { log: (line: string) => log(`backend: ${line}`) });
-    const device = await openUringDevice(cachePath);
-    let volume: Volume;
-    try {
-      volume = await Volume.open({
-        store,
-        prefix: backend.prefix,
-        cache: device,
-        pool: device.pool,
-        readOnly: parsed.values["read-only"] === true,
-        readCache: parsed.values["read-cache"] === true,
-        batchBytes,
-        batchIdleMs,
-        gc: parsed.values["no-gc"] !== true,
-        gcThreshold,
-        log: info,
-      });
-    } catch (error) {
-      await device.close();
-      await store.close();
-      throw error;
-    }
-    info(`volume ${backend.uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
+    const { volume, uri, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, {
+      readOnly: parsed.values["read-only"] === true,
+      readCache: parsed.values["read-cache"] === true,
+      batchBytes,
+      batchIdleMs,
+      gc: parsed.values["no-gc"] !== true,
+      gcThreshold,
+      log: info,
+    });
+    info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
     let server: Awaited<ReturnType<typeof startNbdServer>>;
     try {
       server = await startNbdServer({
         device: volume,
         exportName: stringOption(parsed, "name") ?? "",
-        description: `lsvd volume ${backend.uri}`,
+        description: `lsvd volume ${uri}`,
         socketPath,
         listen,
         log: info,
       });
     } catch (error) {
       // Bun.listen throws a plain Error (e.g. the port is taken): close what is open and say where, in one line.
-      await volume.close();
-      await device.close();
-      await store.close();
+      await close();
       if (error instanceof LsvdError) throw error;
       const where = [socketPath, listen && `${listen.host}:${listen.port}`].filter(Boolean).join(" and ");
       const code = (error as NodeJS.ErrnoException)?.code;
@@ -149,9 +132,7 @@ export const serveCommand: Command = {
       info(`${signal}: shutting down (draining requests, flushing to the backend)`);
       (async () => {
         await server.close();
-        await volume.close();
-        await device.close();
-        await store.close();
+        await close();
       })().then(stopped.resolve, stopped.reject);
     };
     process.on("SIGINT", () => stop("SIGINT"));
