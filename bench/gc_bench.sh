@@ -83,7 +83,7 @@ stop_server() {
   server_pid=""
 }
 
-backend_bytes() { find "$work/vol/backend" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+backend_bytes() { find "$work/vol/backend" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}'; }
 backend_objects() { find "$work/vol/backend" -type f -name 'vol.*' | wc -l; }
 
 fio_nbd() {
@@ -98,7 +98,7 @@ one_run() {
   local json
   json="$(fio_nbd --rw=randwrite --bs=4k --iodepth=32 --time_based --runtime="$runtime" | "$bun" "$here/_fio_json.ts" --dir write)"
   local hwm
-  hwm="$(awk '/VmHWM/ {print $2 * 1024}' "/proc/$server_pid/status")"
+  hwm="$(awk '/VmHWM/ {printf "%.0f\n", $2 * 1024}' "/proc/$server_pid/status")"
   stop_server
   local bytes objects stopline
   bytes="$(backend_bytes)"

@@ -105,6 +105,12 @@ export const GC_THRESHOLD_DEFAULT = 0.5;
 export const GC_INTERVAL_MS_DEFAULT = 1000;
 /** Retired objects wait at most this long for a checkpoint before the collector asks for one. */
 export const GC_FORCE_CHECKPOINT_MS_DEFAULT = 30_000;
+/**
+ * A checkpoint is asked for early when the retired objects waiting for one hold at least this many times its size
+ * (and at least GC_FORCE_CHECKPOINT_BYTES_MIN): its write then pays for itself in space freed.
+ */
+export const GC_CHECKPOINT_PAYBACK = 4;
+export const GC_FORCE_CHECKPOINT_BYTES_MIN = 64 * 1024 * 1024;
 /** Victims one round cleans at most (their live data is bounded too: one batch's worth). */
 export const GC_VICTIMS_PER_ROUND_MAX = 64;
 /** Ranged reads of one victim in flight, and the largest (also the largest copy handed to the write path). */

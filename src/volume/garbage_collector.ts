@@ -21,11 +21,13 @@
 // Requiring all named checkpoints, not only the newest, keeps every fallback recovery (and fsck's check of each
 // named checkpoint) free of references to deleted objects.
 // Objects deleted leave holes below the checkpoints; fsck reports those as notes, not problems.
-// When retirees wait and no checkpoint has come for forceCheckpointMs, the round asks the write path for one, so
-// an idle volume's garbage is not kept forever.
+// When retirees wait, the round asks the write path for a checkpoint if none has come for forceCheckpointMs (an idle
+// volume's garbage is not kept forever) or if they hold several times a checkpoint's size (maybeForceCheckpoint).
 
 import {
+  GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
+  GC_FORCE_CHECKPOINT_BYTES_MIN,
   GC_READS_INFLIGHT_MAX,
   GC_READ_BYTES_MAX,
   GC_VICTIM_RETRY_MS,
@@ -33,6 +35,7 @@ import {
   SECTOR_BYTES,
 } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
+import { CKPT_MAP_ENTRY_BYTES } from "../format/checkpoint_object.ts";
 import { decodeDataObjectHeader } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -46,8 +49,8 @@ export interface GcWriter {
   readonly sequenceNext: number;
   readonly unflushed: Map<number, unknown>;
   readonly failed: unknown;
-  /** Seals what is open and writes a checkpoint, when no write is being formed; false if it could not now. */
-  checkpointIfIdle(): Promise<boolean>;
+  /** A checkpoint now if no write is being formed, else at the next seal. */
+  requestCheckpoint(): void;
 }
 
 export interface GarbageCollectorOptions {
@@ -85,6 +88,8 @@ export class GarbageCollector {
   /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
   private checkpointMin = 0;
   private lastCheckpointMs: number;
+  /** When a checkpoint was asked for that the superblock does not name yet (null: none asked for). */
+  private checkpointRequestedMs: number | null = null;
   private timer: TimerHandle | null = null;
   private round: Promise<void> | null = null;
   private stopped = false;
@@ -99,6 +104,7 @@ export class GarbageCollector {
   noteCheckpoints(checkpoints: number[]): void {
     this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
     this.lastCheckpointMs = this.options.clock.nowMs();
+    this.checkpointRequestedMs = null;
   }
 
   /** Changes whenever a round did something: `collectGarbageUntilQuiet` stops when a round leaves it as it was. */
@@ -155,7 +161,7 @@ export class GarbageCollector {
           this.options.log(`gc: cannot clean ${objectName(this.options.prefix, victim)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
         }
       }
-      await this.maybeForceCheckpoint();
+      this.maybeForceCheckpoint();
     } catch (error) {
       // A failed round leaves everything as it was (nothing is deleted that is not retired): the next one retries.
       this.stats.errors += 1;
@@ -289,14 +295,30 @@ export class GarbageCollector {
     if (deleted > 0) log(`gc: deleted ${deleted} object(s) holding no live data; ${this.retired.size} more wait for a checkpoint`);
   }
 
-  private async maybeForceCheckpoint(): Promise<void> {
-    if (this.retired.size === 0 || this.stopped) return;
-    const { clock, writer, forceCheckpointMs } = this.options;
-    const waiting = [...this.retired.values()].some((retiredAt) => this.checkpointMin < retiredAt);
-    if (!waiting || clock.nowMs() - this.lastCheckpointMs < forceCheckpointMs) return;
-    if (await writer.checkpointIfIdle()) {
-      this.stats.forcedCheckpoints += 1;
-      this.lastCheckpointMs = clock.nowMs();
+  /**
+   * Asks for a checkpoint when retired objects wait for one and either no checkpoint has come for forceCheckpointMs
+   * (an idle volume), or what they hold is at least GC_CHECKPOINT_PAYBACK times what a checkpoint costs to write (a
+   * busy one: otherwise garbage outlives CHECKPOINTS_KEPT natural checkpoints, gigabytes of writes). One request at a
+   * time: the next waits until a checkpoint is named by the superblock.
+   */
+  private maybeForceCheckpoint(): void {
+    const { clock, writer, objects, map, forceCheckpointMs } = this.options;
+    // A request not answered within forceCheckpointMs (e.g. it waited for a seal that never came) is made again.
+    if (this.retired.size === 0 || this.stopped || (this.checkpointRequestedMs !== null && clock.nowMs() - this.checkpointRequestedMs < forceCheckpointMs)) return;
+    let waitingBytes = 0;
+    let waiting = 0;
+    for (const [seq, retiredAt] of this.retired) {
+      if (this.checkpointMin >= retiredAt) continue;
+      waiting += 1;
+      const info = objects.get(seq);
+      if (info) waitingBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
     }
+    if (waiting === 0) return;
+    const checkpointBytes = (map.extentCount + objects.count) * CKPT_MAP_ENTRY_BYTES;
+    const worthIt = waitingBytes >= GC_FORCE_CHECKPOINT_BYTES_MIN && waitingBytes >= GC_CHECKPOINT_PAYBACK * checkpointBytes;
+    if (!worthIt && clock.nowMs() - this.lastCheckpointMs < forceCheckpointMs) return;
+    this.checkpointRequestedMs = clock.nowMs();
+    this.stats.forcedCheckpoints += 1;
+    writer.requestCheckpoint();
   }
 }

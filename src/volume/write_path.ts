@@ -110,6 +110,8 @@ export class WritePath {
   private superblock: SuperblockObject;
   private superblockUpdate: Promise<void> = Promise.resolve();
   private idleTimer: TimerHandle | null = null;
+  /** Garbage collection asked for a checkpoint: the next seal writes one (requestCheckpoint). */
+  private checkpointRequested = false;
   private failure: unknown = null;
   private readonly durableWaiters = new Map<number, Array<() => void>>();
   stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, checkpoints: 0, gcCopiedSectors: 0, gcSupersededSectors: 0 };
@@ -411,7 +413,7 @@ export class WritePath {
       }
     }
     const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
-    if ((forceCheckpoint && sinceCheckpoint > 0 && !this.open) || sinceCheckpoint >= this.options.checkpointIntervalObjects) {
+    if ((forceCheckpoint && sinceCheckpoint > 0 && !this.open) || (this.checkpointRequested && !this.open) || sinceCheckpoint >= this.options.checkpointIntervalObjects) {
       if (!this.open) this.queueCheckpoint();
     }
     // Puts start in the background: the pump must not wait for a put slot (during an outage there may be none for
@@ -424,6 +426,7 @@ export class WritePath {
   }
 
   private queueCheckpoint(): void {
+    this.checkpointRequested = false;
     const seq = this.nextSeq++;
     const bytes = buildCheckpoint({
       volUuid: this.options.volUuid,
@@ -588,17 +591,23 @@ export class WritePath {
   }
 
   /**
-   * Seals the open batch and writes a checkpoint, even when the newest object already is one (garbage collection
-   * needs a checkpoint newer than its retirements); false, doing nothing, while a record is being formed or writes wait.
+   * A checkpoint soon, even when the newest object already is one (garbage collection needs checkpoints newer than
+   * its retirements): now when no write is being formed (sealing the open batch), else at the next seal.
    */
-  async checkpointIfIdle(): Promise<boolean> {
-    if (this.failure || this.pumping || this.pendingFront < this.pending.length) return false;
+  requestCheckpoint(): void {
+    if (this.failure) return;
+    if (this.pumping || this.pendingFront < this.pending.length) {
+      this.checkpointRequested = true;
+      return;
+    }
     this.discardEmptyOpen();
-    await this.sealOpen(false);
-    if (this.open) return false;
+    void this.sealOpen(false);
+    if (this.open) {
+      this.checkpointRequested = true;
+      return;
+    }
     this.queueCheckpoint();
     this.kickPuts();
-    return true;
   }
 
   async waitDurable(seq: number): Promise<void> {
