@@ -113,9 +113,10 @@ export const GC_CHECKPOINT_PAYBACK = 4;
 export const GC_FORCE_CHECKPOINT_BYTES_MIN = 64 * 1024 * 1024;
 /** Victims one round cleans at most (their live data is bounded too: one batch's worth). */
 export const GC_VICTIMS_PER_ROUND_MAX = 64;
-/** Ranged reads of one victim in flight, and the largest (also the largest copy handed to the write path). */
-export const GC_READS_INFLIGHT_MAX = 4;
-export const GC_READ_BYTES_MAX = 1024 * 1024;
+/** A GC round reads at most this many times the live data it may copy (victims are read whole). */
+export const GC_ROUND_READ_FACTOR = 4;
+/** The largest copy GC hands the write path at once (a live run longer than this goes as several). */
+export const GC_COPY_BYTES_MAX = 1024 * 1024;
 /** A victim whose cleaning failed is not tried again for this long. */
 export const GC_VICTIM_RETRY_MS = 60_000;
 /** Backend deletes per round: a backlog after a restart drains over several rounds. */
@@ -161,7 +162,7 @@ assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one e
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
 // A journal record's data can always be placed into one batch.
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
-assert(GC_READ_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
+assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
 // Every O_DIRECT write of an object but the last starts and ends on a page.
 assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_WRITE_BYTES_MAX > 0, "object writes are whole pages");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.

@@ -6,8 +6,8 @@
 // 1. Delete retired objects that are now safe to delete (below).
 // 2. Retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned by an earlier round).
 // 3. Pick victims: durable DATA objects whose live share is below `threshold`, least live first, until their live
-//    data reaches roundCopyBytesMax. For each: read its header, find the runs the map still points at, read those
-//    runs, and queue them as copies (WritePath.copy), which write only what is still live when their record forms.
+//    data reaches roundCopyBytesMax. For each: read it whole and check its CRCs, find the runs the map still points
+//    at, and queue them as copies (WritePath.copy), which write only what is still live when their record forms.
 //    Once the copies are journaled, the victim holds no live sector, and is retired.
 //
 // Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
@@ -28,15 +28,16 @@ import {
   GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
   GC_FORCE_CHECKPOINT_BYTES_MIN,
-  GC_READS_INFLIGHT_MAX,
-  GC_READ_BYTES_MAX,
+  GC_COPY_BYTES_MAX,
+  GC_ROUND_READ_FACTOR,
   GC_VICTIM_RETRY_MS,
   GC_VICTIMS_PER_ROUND_MAX,
   SECTOR_BYTES,
 } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { CKPT_MAP_ENTRY_BYTES } from "../format/checkpoint_object.ts";
-import { decodeDataObjectHeader } from "../format/data_object.ts";
+import { CorruptionError } from "../errors.ts";
+import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
@@ -185,13 +186,19 @@ export class GarbageCollector {
       if (share < threshold) candidates.push({ seq, share, liveBytes: info.liveSectors * SECTOR_BYTES });
     });
     candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
+    // A round copies at most one batch's worth and reads (whole victims) at most GC_ROUND_READ_FACTOR times that.
     const victims: number[] = [];
-    let bytes = 0;
+    let copyBytes = 0;
+    let readBytes = 0;
     for (const candidate of candidates) {
       if (victims.length >= GC_VICTIMS_PER_ROUND_MAX) break;
-      if (victims.length > 0 && bytes + candidate.liveBytes > roundCopyBytesMax) break;
+      const info = objects.get(candidate.seq)!;
+      const objectBytes = (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+      const over = copyBytes + candidate.liveBytes > roundCopyBytesMax || readBytes + objectBytes > GC_ROUND_READ_FACTOR * roundCopyBytesMax;
+      if (victims.length > 0 && over) break;
       victims.push(candidate.seq);
-      bytes += candidate.liveBytes;
+      copyBytes += candidate.liveBytes;
+      readBytes += objectBytes;
     }
     return victims;
   }
@@ -200,44 +207,30 @@ export class GarbageCollector {
     this.retired.set(seq, this.options.writer.sequenceNext);
   }
 
-  /** Copies the live runs of one victim into the write path and retires it. */
+  /**
+   * Copies the live runs of one victim into the write path and retires it. The whole object is read and its data
+   * CRC checked first: copying runs out of a damaged object would give damaged bytes a new, valid CRC.
+   */
   private async clean(victim: number): Promise<void> {
     const { store, prefix, objects, writer, log } = this.options;
     const info = objects.get(victim);
     if (!info || info.liveSectors === 0) return;
     const name = objectName(prefix, victim);
-    const header = decodeDataObjectHeader(await store.getRange(name, 0, info.hdrSectors * SECTOR_BYTES));
-    this.stats.bytesRead += info.hdrSectors * SECTOR_BYTES;
-    const runs = this.liveRuns(victim, header.extents);
-    const copies: Array<Promise<void>> = [];
-    // Runs that lie next to each other in the object are read with one ranged read, up to GC_READ_BYTES_MAX.
-    const reads: LiveRun[][] = [];
-    for (const run of runs) {
-      const group = reads[reads.length - 1];
-      const last = group?.[group.length - 1];
-      const groupSectors = group ? last!.offset + last!.sectors - group[0]!.offset : 0;
-      if (group && last!.offset + last!.sectors === run.offset && (groupSectors + run.sectors) * SECTOR_BYTES <= GC_READ_BYTES_MAX) group.push(run);
-      else reads.push([run]);
+    const bytes = await store.get(name);
+    this.stats.bytesRead += bytes.byteLength;
+    const header = decodeDataObjectHeader(bytes);
+    if (header.seq !== victim || header.hdrSectors !== info.hdrSectors || header.dataSectors !== info.dataSectors) {
+      throw new CorruptionError(`${name} is not the object the volume wrote under that name (seq ${header.seq}, ${header.hdrSectors}+${header.dataSectors} sectors)`);
     }
-    let next = 0;
-    const readWorker = async () => {
-      while (next < reads.length) {
-        const group = reads[next++]!;
-        const first = group[0]!.offset;
-        const sectors = group[group.length - 1]!.offset + group[group.length - 1]!.sectors - first;
-        const bytes = await store.getRange(name, (info.hdrSectors + first) * SECTOR_BYTES, sectors * SECTOR_BYTES);
-        this.stats.bytesRead += bytes.byteLength;
-        for (const run of group) {
-          const start = (run.offset - first) * SECTOR_BYTES;
-          copies.push(writer.copy(run.lba, bytes.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
-        }
-      }
-    };
-    const workers: Array<Promise<void>> = [];
-    for (let index = 0; index < Math.min(GC_READS_INFLIGHT_MAX, reads.length); index++) workers.push(readWorker());
-    const readsDone = await Promise.allSettled(workers);
+    const dataStart = header.hdrSectors * SECTOR_BYTES;
+    verifyDataArea(header, bytes.subarray(dataStart, dataStart + header.dataSectors * SECTOR_BYTES));
+    const copies: Array<Promise<void>> = [];
+    for (const run of this.liveRuns(victim, header.extents)) {
+      const start = dataStart + run.offset * SECTOR_BYTES;
+      copies.push(writer.copy(run.lba, bytes.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
+    }
     const copiesDone = await Promise.allSettled(copies);
-    for (const done of [...readsDone, ...copiesDone]) if (done.status === "rejected") throw done.reason;
+    for (const done of copiesDone) if (done.status === "rejected") throw done.reason;
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
       // Cannot happen while the map only moves LBAs to newer objects; keep the object rather than lose data.
@@ -251,7 +244,7 @@ export class GarbageCollector {
 
   /** The runs of the victim the map still points at, in the victim's data order, each small enough for one copy. */
   private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>): LiveRun[] {
-    const runSectorsMax = Math.min(GC_READ_BYTES_MAX, this.options.roundCopyBytesMax) / SECTOR_BYTES;
+    const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.roundCopyBytesMax) / SECTOR_BYTES;
     const runs: LiveRun[] = [];
     let offset = 0;
     for (const extent of extents) {

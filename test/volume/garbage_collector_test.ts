@@ -182,7 +182,7 @@ describe("garbage collection", () => {
     await volume.close();
   }, 30_000);
 
-  test("a victim with a damaged header is skipped (logged once), the others are cleaned, and no data changes", async () => {
+  test("victims with a damaged header or data are skipped (logged once each), the others cleaned, no data changes", async () => {
     const world = await makeWorld(306, { volumeBytes: 1024 * 1024 });
     const model = new VolumeModel(world.volumeBytes);
     const volume = await openVolume(world, MANUAL_GC);
@@ -192,17 +192,32 @@ describe("garbage collection", () => {
     // Three of every four blocks again: every first-pass object is a quarter live.
     for (let block = 0; block < blocks; block++) if (block % 4 !== 0) await writeBlock(volume, world, model, block);
     await settle(volume);
-    const [damaged] = placeOf(volume, 0);
-    const name = `${PREFIX}.${damaged.toString(16).padStart(8, "0")}`;
-    const bytes = await world.store.get(name);
-    bytes[100]! ^= 0xff; // inside the header: its CRC no longer matches; the data area is untouched
-    await world.store.put(name, bytes);
+    // One victim's header is damaged; another's data area is, in a block that is dead (no client read sees it):
+    // copying its live blocks out would give bytes from a damaged object a new, valid CRC.
+    const [headerDamaged] = placeOf(volume, 0);
+    const [dataDamaged, liveOffset] = placeOf(volume, blocks - 4);
+    // The object's blocks are consecutive: pick one of them the second pass overwrote (index % 4 != 0).
+    const firstBlock = blocks - 4 - liveOffset / (BLOCK / SECTOR_BYTES);
+    const deadIndex = (5 - (firstBlock % 4)) % 4;
+    expect(dataDamaged).not.toBe(headerDamaged);
+    const nameOf = (seq: number) => `${PREFIX}.${seq.toString(16).padStart(8, "0")}`;
+    const damage = async (seq: number, at: number) => {
+      const bytes = await world.store.get(nameOf(seq));
+      bytes[at]! ^= 0xff;
+      await world.store.put(nameOf(seq), bytes);
+    };
+    await damage(headerDamaged, 100); // inside the header: its CRC no longer matches
+    const info = (volume as unknown as { state: { objects: { get(seq: number): { hdrSectors: number } } } }).state.objects.get(dataDamaged);
+    expect((firstBlock + deadIndex) % 4).not.toBe(0);
+    await damage(dataDamaged, info.hdrSectors * SECTOR_BYTES + deadIndex * BLOCK + 7);
     for (let round = 0; round < 4; round++) await collectUntilQuiet(volume);
     const gc = volume.stats().gc!;
-    expect(gc.errors).toBe(1);
+    expect(gc.errors).toBe(2);
     expect(gc.objectsCleaned).toBeGreaterThan(0);
-    expect(world.logs.filter((line) => line.includes(`cannot clean ${name}`)).length).toBe(1);
-    expect(await world.store.stat(name)).not.toBeNull();
+    for (const seq of [headerDamaged, dataDamaged]) {
+      expect(world.logs.filter((line) => line.includes(`cannot clean ${nameOf(seq)}`)).length).toBe(1);
+      expect(await world.store.stat(nameOf(seq))).not.toBeNull();
+    }
     await expectModel(volume, world, model, "after rounds around a damaged object");
     await volume.close();
   }, 30_000);
