@@ -24,6 +24,8 @@ const STAT_BYTES = 144;
 const STAT_MODE_OFFSET = 24;
 const STAT_SIZE_OFFSET = 48;
 const S_IFMT = 0o170000;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
 export const S_IFREG = 0o100000;
 export const S_IFBLK = 0o060000;
 
@@ -34,6 +36,7 @@ const fstatNative = lib.func("int fstat(int fd, void *st)");
 const ftruncateNative = lib.func("int ftruncate(int fd, int64_t length)");
 const ioctlNative = lib.func("int ioctl(int fd, unsigned long request, ...)");
 const eventfdNative = lib.func("int eventfd(unsigned int initval, int flags)");
+const flockNative = lib.func("int flock(int fd, int operation)");
 const posixMemalignNative = lib.func("int posix_memalign(_Out_ void **memptr, size_t alignment, size_t size)");
 const freeNative = lib.func("void free(void *ptr)");
 const memsetNative = lib.func("void *memset(void *ptr, int value, size_t bytes)");
@@ -97,6 +100,17 @@ export function statFile(fd: number, what: string): FileStat {
 export function truncateFile(fd: number, sizeBytes: number, what: string): void {
   assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0, "truncate size is a safe non-negative integer");
   if ((ftruncateNative(fd, sizeBytes) as number) < 0) fail(`resize ${what} to ${sizeBytes} bytes`);
+}
+
+/**
+ * flock(2) LOCK_EX|LOCK_NB: false when another open file description holds a lock (EWOULDBLOCK), true when taken.
+ * The lock goes with the descriptor: closed, or the process killed, it is released.
+ */
+export function tryLockExclusive(fd: number, what: string): boolean {
+  if ((flockNative(fd, LOCK_EX | LOCK_NB) as number) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === EAGAIN) return false;
+  return fail(`lock ${what}`);
 }
 
 /** eventfd(2) with EFD_CLOEXEC|EFD_NONBLOCK: Bun's file reader only polls descriptors that do not block. */

@@ -16,6 +16,7 @@ import { AlignedBufferPool, alignedAddress } from "./aligned_pool.ts";
 import {
   closeFile,
   EBADF,
+  EBUSY,
   ENOENT,
   O_CLOEXEC,
   O_CREAT,
@@ -24,6 +25,7 @@ import {
   openFile,
   statFile,
   truncateFile,
+  tryLockExclusive,
 } from "./libc.ts";
 import { Uring } from "./uring.ts";
 
@@ -34,6 +36,11 @@ export interface UringDeviceOptions {
   queueDepth?: number;
   /** Bound on the device's aligned buffer pool; default ALIGNED_POOL_BYTES_DEFAULT. */
   poolBytesMax?: number;
+  /**
+   * Take an exclusive flock(2) on it, and refuse (IOError, errno EBUSY) if another process holds one: two processes
+   * writing one journal would each overwrite the other's records. serve, gc and mkcache ask for it.
+   */
+  exclusive?: boolean;
 }
 
 /**
@@ -59,6 +66,9 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
   }
   let uring: Uring | undefined;
   try {
+    if (options.exclusive === true && !tryLockExclusive(fd, path)) {
+      throw new IOError(`Cache ${path} is in use by another process (an lsvd serve or gc holds its lock): stop that first`, false, { errno: EBUSY });
+    }
     let stat = statFile(fd, path);
     if (!stat.isRegularFile && !stat.isBlockDevice) {
       throw new InvalidArgumentError(`Cannot use ${path} as a cache device: not a regular file or block device`);

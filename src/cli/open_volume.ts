@@ -27,7 +27,7 @@ export async function openVolumeForCommand(
   const store = new RetryingStore(backend.store, { log: (line: string) => log(`backend: ${line}`) });
   let device: Awaited<ReturnType<typeof openUringDevice>>;
   try {
-    device = await openUringDevice(cachePath);
+    device = await openUringDevice(cachePath, { exclusive: true });
   } catch (error) {
     await store.close();
     throw error;

@@ -83,6 +83,30 @@ describe("lsvd gc", () => {
     TEST_TIMEOUT_MS,
   );
 
+  test("a cache in use by a server is refused by gc, a second serve and mkcache; the data is untouched", async () => {
+    const paths = await createVolume("gc-lock", { size: "16m", cacheSize: "64m" });
+    const input = join(dataDir, "lock.raw");
+    writeRandomFile(input, 16 * MIB, SEED + 2);
+    const server = await LsvdServer.start({ ...paths, transport: "unix" });
+    await runOk(["nbdcopy", input, server.uri]);
+    const gc = await lsvd(["gc", "--volume", paths.volume, "--cache", paths.cache]);
+    expect(gc.exitCode).toBe(1);
+    expect(gc.stderr).toContain("in use by another process");
+    const mkcache = await lsvd(["mkcache", "--force", "--volume", paths.volume, paths.cache]);
+    expect(mkcache.exitCode).toBe(1);
+    expect(mkcache.stderr).toContain("in use by another process");
+    const second = await lsvd(["serve", "--volume", paths.volume, "--cache", paths.cache, "--socket", join(paths.dir, "second.sock")]);
+    expect(second.exitCode).toBe(1);
+    expect(second.stderr).toContain("in use by another process");
+    const output = join(dataDir, "lock.out");
+    await runOk(["nbdcopy", server.uri, output]);
+    expect(await sha256File(output)).toBe(await sha256File(input));
+    // SIGKILL releases the lock with the process: gc then opens the cache (and replays its journal).
+    await server.kill();
+    const after = await lsvd(["gc", "--json", "--volume", paths.volume, "--cache", paths.cache]);
+    expect(after.exitCode).toBe(0);
+  }, TEST_TIMEOUT_MS);
+
   test("--help, and a bad threshold is refused with exit 1", async () => {
     const help = await lsvd(["gc", "--help"]);
     expect(help.exitCode).toBe(0);

@@ -62,6 +62,20 @@ describe("openUringDevice", () => {
     await again.close();
   });
 
+  test("exclusive: a second exclusive open is refused (EBUSY) until the first closes; plain opens are not", async () => {
+    const path = join(directory, "locked.img");
+    const first = await openUringDevice(path, { createSizeBytes: 16 * PAGE_BYTES, exclusive: true });
+    const refused = await openUringDevice(path, { exclusive: true }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(IOError);
+    expect((refused as IOError).errno).toBe(16);
+    expect((refused as IOError).message).toContain("in use by another process");
+    const reader = await openUringDevice(path); // fsck and parse read without the lock
+    await reader.close();
+    await first.close();
+    const second = await openUringDevice(path, { exclusive: true });
+    await second.close();
+  });
+
   test("a missing path without createSizeBytes is NotFoundError", async () => {
     await expect(openUringDevice(join(directory, "missing.img"))).rejects.toBeInstanceOf(NotFoundError);
   });

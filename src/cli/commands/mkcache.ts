@@ -138,7 +138,7 @@ export const mkcacheCommand: Command = {
     // Refuse a bad size or fraction before the file is created: a refused mkcache must not leave a file behind (a
     // later run would then take that file's size and ignore --size).
     if (createSizeBytes !== undefined) computeCacheLayout(createSizeBytes, writeFraction);
-    const device = await openUringDevice(cachePath!, { createSizeBytes });
+    const device = await openUringDevice(cachePath!, { createSizeBytes, exclusive: true });
     try {
       if (exists && parsed.values.force !== true) {
         let old: CacheSuperblock | null = null;
