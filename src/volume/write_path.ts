@@ -601,7 +601,8 @@ export class WritePath {
       return;
     }
     this.discardEmptyOpen();
-    void this.sealOpen(false);
+    // sealOpen has no await: the batch is sealed (and its put queued) when the call returns.
+    void this.sealOpen(false).catch((error: unknown) => this.fail(error));
     if (this.open) {
       this.checkpointRequested = true;
       return;
