@@ -386,6 +386,27 @@ export class ExtentMap {
     }
   }
 
+  /**
+   * Calls visit(lba, sectors) for each maximal run of [lba, lba+sectors) that the map sends to object `obj` at
+   * `offset + (run's lba - lba)`: what of a copy of that range taken from obj at offset is still current. In LBA
+   * order; adjacent pieces that continue each other in obj form one run. visit must not modify the map.
+   */
+  runsMappedTo(lba: number, sectors: number, obj: number, offset: number, visit: (lba: number, sectors: number) => void): void {
+    let runLba = -1;
+    let runSectors = 0;
+    this.lookup(lba, sectors, (pieceLba, pieceSectors, pieceObj, pieceOffset) => {
+      if (pieceObj !== obj || pieceOffset !== offset + (pieceLba - lba)) return;
+      if (runSectors > 0 && runLba + runSectors === pieceLba) {
+        runSectors += pieceSectors;
+        return;
+      }
+      if (runSectors > 0) visit(runLba, runSectors);
+      runLba = pieceLba;
+      runSectors = pieceSectors;
+    });
+    if (runSectors > 0) visit(runLba, runSectors);
+  }
+
   /** All extents in LBA order (for checkpoints). visit must not modify the map. */
   forEach(visit: ExtentVisitor): void {
     for (let chunk = 0; chunk < this.chunkCount; chunk += 1) {

@@ -510,16 +510,9 @@ function compareMapsOneWay(recovered: ExtentMap, replayed: ExtentMap): string | 
   let difference: string | null = null;
   recovered.forEach((lba, sectors, obj, offset) => {
     if (difference !== null) return;
-    let covered = 0;
-    replayed.lookup(lba, sectors, (pieceLba, pieceSectors, pieceObj, pieceOffset) => {
-      if (difference !== null) return;
-      if (pieceLba !== lba + covered || pieceObj !== obj || pieceOffset !== offset + (pieceLba - lba)) {
-        difference = `lba ${lba} +${sectors}: recovered object ${obj} offset ${offset}, replayed lba ${pieceLba} +${pieceSectors} -> object ${pieceObj} offset ${pieceOffset}`;
-        return;
-      }
-      covered += pieceSectors;
-    });
-    if (difference === null && covered !== sectors) difference = `lba ${lba} +${sectors}: recovered object ${obj} offset ${offset}, the replay maps only ${covered} sector(s) of it`;
+    let same = 0;
+    replayed.runsMappedTo(lba, sectors, obj, offset, (_runLba, runSectors) => (same += runSectors));
+    if (same !== sectors) difference = `lba ${lba} +${sectors} -> object ${obj} offset ${offset}: the replay maps only ${same} of those sectors there`;
   });
   return difference;
 }

@@ -88,7 +88,7 @@ export class GarbageCollector {
   private readonly skipUntil = new Map<number, number>();
   /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
   private checkpointMin = 0;
-  private lastCheckpointMs: number;
+  private lastCheckpointMs = 0;
   /** When a checkpoint was asked for that the superblock does not name yet (null: none asked for). */
   private checkpointRequestedMs: number | null = null;
   private timer: TimerHandle | null = null;
@@ -98,7 +98,6 @@ export class GarbageCollector {
 
   constructor(private readonly options: GarbageCollectorOptions) {
     this.noteCheckpoints(options.checkpoints);
-    this.lastCheckpointMs = options.clock.nowMs();
   }
 
   /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
@@ -246,26 +245,15 @@ export class GarbageCollector {
   private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>): LiveRun[] {
     const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.roundCopyBytesMax) / SECTOR_BYTES;
     const runs: LiveRun[] = [];
-    let offset = 0;
+    let extentOffset = 0;
     for (const extent of extents) {
-      const extentOffset = offset;
-      this.options.map.lookup(extent.lba, extent.sectors, (lba, sectors, obj, objOffset) => {
-        if (obj !== victim || objOffset !== extentOffset + (lba - extent.lba)) return;
-        for (let done = 0; done < sectors; ) {
-          const last = runs[runs.length - 1];
-          const adjacent = last !== undefined && last.lba + last.sectors === lba + done && last.offset + last.sectors === objOffset + done;
-          if (adjacent && last.sectors < runSectorsMax) {
-            const take = Math.min(sectors - done, runSectorsMax - last.sectors);
-            last.sectors += take;
-            done += take;
-          } else {
-            const take = Math.min(sectors - done, runSectorsMax);
-            runs.push({ lba: lba + done, sectors: take, offset: objOffset + done });
-            done += take;
-          }
+      const base = extentOffset;
+      this.options.map.runsMappedTo(extent.lba, extent.sectors, victim, base, (lba, sectors) => {
+        for (let done = 0; done < sectors; done += runSectorsMax) {
+          runs.push({ lba: lba + done, sectors: Math.min(runSectorsMax, sectors - done), offset: base + (lba - extent.lba) + done });
         }
       });
-      offset += extent.sectors;
+      extentOffset += extent.sectors;
     }
     return runs;
   }

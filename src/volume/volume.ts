@@ -137,6 +137,8 @@ export class Volume implements BlockDevice {
   static async open(options: VolumeOptions): Promise<Volume> {
     const log = options.log ?? (() => {});
     const clock = options.clock ?? systemClock;
+    const gcThreshold = options.gcThreshold ?? GC_THRESHOLD_DEFAULT;
+    if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
     const state = await recoverBackend(options.store, options.prefix, { deleteBeyondGap: true, verifyData: true });
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
@@ -242,8 +244,6 @@ export class Volume implements BlockDevice {
     log(
       `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
     );
-    const gcThreshold = options.gcThreshold ?? GC_THRESHOLD_DEFAULT;
-    if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
     let gc: GarbageCollector | null = null;
     if ((options.gc ?? true) && !options.readOnly) {
       gc = new GarbageCollector({

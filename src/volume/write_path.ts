@@ -193,14 +193,7 @@ export class WritePath {
     const piece = this.pending[index]!;
     const from = piece.copiedFrom!;
     const runs: Piece[] = [];
-    this.options.map.lookup(piece.lba, piece.sectors, (lba, sectors, obj, offset) => {
-      if (obj !== from.obj || offset !== from.offset + (lba - piece.lba)) return;
-      const last = runs[runs.length - 1];
-      if (last && last.lba + last.sectors === lba) {
-        last.sectors += sectors;
-        last.data = piece.data!.subarray((last.lba - piece.lba) * SECTOR_BYTES, (last.lba + last.sectors - piece.lba) * SECTOR_BYTES);
-        return;
-      }
+    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, from.offset, (lba, sectors) => {
       const start = (lba - piece.lba) * SECTOR_BYTES;
       runs.push({ lba, sectors, data: piece.data!.subarray(start, start + sectors * SECTOR_BYTES), waiter: piece.waiter, copiedFrom: null, isCopy: true });
     });
@@ -580,13 +573,17 @@ export class WritePath {
       .catch((error: unknown) => log(`error: superblock update for checkpoint ${seq} failed: ${String(error)}`));
   }
 
-  /** Every queued write journaled, the open batch sealed, every object durable and the superblock up to date. */
-  async settle(): Promise<void> {
+  /**
+   * Every queued write journaled, the open batch sealed (with a checkpoint after it when forceCheckpoint and there is
+   * something new to cover), every object durable and the superblock up to date.
+   */
+  async settle(forceCheckpoint = false): Promise<void> {
     await this.drainWrites();
     this.discardEmptyOpen();
-    await this.sealOpen(false);
+    await this.sealOpen(forceCheckpoint);
     const last = this.nextSeq - 1;
     if (last > this.writer.durableSeq) await this.waitDurable(last);
+    await this.writer.waitIdle();
     await this.superblockUpdate;
   }
 
@@ -596,19 +593,10 @@ export class WritePath {
    */
   requestCheckpoint(): void {
     if (this.failure) return;
-    if (this.pumping || this.pendingFront < this.pending.length) {
-      this.checkpointRequested = true;
-      return;
-    }
+    this.checkpointRequested = true; // sealOpen takes it whenever no batch is left open
+    if (this.pumping || this.pendingFront < this.pending.length) return;
     this.discardEmptyOpen();
-    // sealOpen has no await: the batch is sealed (and its put queued) when the call returns.
-    void this.sealOpen(false).catch((error: unknown) => this.fail(error));
-    if (this.open) {
-      this.checkpointRequested = true;
-      return;
-    }
-    this.queueCheckpoint();
-    this.kickPuts();
+    void this.sealOpen().catch((error: unknown) => this.fail(error));
   }
 
   async waitDurable(seq: number): Promise<void> {
@@ -650,13 +638,7 @@ export class WritePath {
   async closeClean(): Promise<void> {
     this.idleTimer?.cancel();
     this.idleTimer = null;
-    await this.drainWrites();
-    this.discardEmptyOpen();
-    await this.sealOpen(true);
-    const last = this.nextSeq - 1;
-    if (last > this.writer.durableSeq) await this.waitDurable(last);
-    await this.writer.waitIdle();
-    await this.superblockUpdate;
+    await this.settle(true);
   }
 
   /** The checkpoints the superblock names (durable once onCheckpointsPersisted reported them; at open, as read). */

@@ -122,6 +122,34 @@ describe("ExtentMap basics", () => {
     map.checkInvariants();
   });
 
+  test("runsMappedTo: the runs of a range still mapped to one object at the matching offsets", () => {
+    const map = new ExtentMap();
+    map.update(100, 64, 7, 0); // a copy of lba 100..164 taken from object 7 at offset 0
+    map.update(110, 4, 9, 0); // overwritten by another object
+    map.trim(130, 2); // trimmed
+    map.update(140, 10, 7, 500); // same object, but not where the copy came from
+    map.update(150, 20, 7, 50); // continues the copy's offsets, then runs past the range
+    const runs: Array<[number, number]> = [];
+    map.runsMappedTo(100, 64, 7, 0, (lba, sectors) => runs.push([lba, sectors]));
+    expect(runs).toEqual([
+      [100, 10],
+      [114, 16],
+      [132, 8],
+      [150, 14],
+    ]);
+    // Pieces that continue each other in the object form one run even where the map keeps two extents (an extent
+    // longer than EXTENT_SECTORS_MAX is stored in pieces).
+    const split = new ExtentMap();
+    split.update(0, EXTENT_SECTORS_MAX + 8, 3, 0);
+    expect(split.extentCount).toBe(2);
+    const whole: Array<[number, number]> = [];
+    split.runsMappedTo(4, EXTENT_SECTORS_MAX, 3, 4, (lba, sectors) => whole.push([lba, sectors]));
+    expect(whole).toEqual([[4, EXTENT_SECTORS_MAX]]);
+    const none: Array<[number, number]> = [];
+    split.runsMappedTo(0, 24, 4, 0, (lba, sectors) => none.push([lba, sectors]));
+    expect(none).toEqual([]);
+  });
+
   test("contiguous writes merge; non-contiguous offsets do not", () => {
     const map = new ExtentMap();
     map.update(0, 8, 5, 0);
