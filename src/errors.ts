@@ -1,7 +1,7 @@
 // The few error kinds lsvd raises (cf. leveldb Status). Only nbd/ maps them to NBD errno, only cli/ to exit codes.
 // Messages name the thing and the reason: "Cannot read object obj.0000002a: bad CRC".
 
-export type ErrorKind = "Corruption" | "InvalidArgument" | "NotFound" | "NotSupported" | "IO" | "NoSpace";
+export type ErrorKind = "Corruption" | "InvalidArgument" | "NotFound" | "NotSupported" | "IO" | "NoSpace" | "Conflict";
 
 export class LsvdError extends Error {
   constructor(
@@ -51,6 +51,14 @@ export class IOError extends LsvdError {
     this.errno = options?.errno;
   }
   readonly errno: number | undefined;
+}
+
+/** A conditional backend write found another version than the one it was conditioned on (or an object it
+ * must not replace): someone else wrote the name. Never transient: retrying the same condition cannot succeed. */
+export class ConflictError extends LsvdError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("Conflict", message, options);
+  }
 }
 
 export class NoSpaceError extends LsvdError {

@@ -49,7 +49,17 @@ export class FaultyStore extends WrappingStore {
   private hanging = new Set<OpSelector>();
   private hungCalls: Array<() => void> = [];
   /** Calls seen per op, and faults injected (tests assert on these). */
-  readonly calls: Record<StoreOp, number> = { put: 0, get: 0, getRange: 0, delete: 0, list: 0, stat: 0 };
+  readonly calls: Record<StoreOp, number> = {
+    put: 0,
+    get: 0,
+    getRange: 0,
+    delete: 0,
+    list: 0,
+    stat: 0,
+    getVersioned: 0,
+    putIfAbsent: 0,
+    putIfVersion: 0,
+  };
   injected = 0;
 
   constructor(inner: ObjectStore, options: { seed?: number } = {}) {

@@ -14,7 +14,8 @@ import * as path from "node:path";
 import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
+import { NotSupportedError } from "../errors.ts";
 import { ReadHandleCache } from "./read_handle_cache.ts";
 
 const openAsync = promisify(openFd);
@@ -243,6 +244,19 @@ export class FileStore implements ObjectStore {
       names.push(entry.name);
     }
     return sortNames(names);
+  }
+
+  // TEMPORARY until the conditional operations land (issue 12, ownership): not callable yet.
+  async getVersioned(name: string): Promise<VersionedObject | null> {
+    throw new NotSupportedError(`getVersioned(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfAbsent(name: string, _data: Uint8Array): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfAbsent(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfVersion(name: string, _data: Uint8Array, _expected: ObjectVersion): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfVersion(${name}) is not built for ${this.description} yet`);
   }
 
   async stat(name: string): Promise<ObjectStat | null> {

@@ -1,14 +1,17 @@
 // An ObjectStore in memory, for deterministic simulation tests (test/sim/) and unit tests. The interface is in
 // object_store.ts. Data is copied on put and on get so a caller can neither change a stored object by reusing its
 // buffer nor see another caller's changes: the aliasing bugs this prevents would hide real-store bugs.
+// Versions are a counter, new for every put: two puts of equal bytes are two versions, as in RADOS.
 
-import { assert, NotFoundError } from "../errors.ts";
+import { assert, ConflictError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
 
 export class MemoryStore implements ObjectStore {
   readonly description: string;
   private readonly objects = new Map<string, Uint8Array>();
+  private readonly versions = new Map<string, ObjectVersion>();
+  private versionNext = 1;
   private closed = false;
 
   constructor(description = "memory:") {
@@ -24,6 +27,36 @@ export class MemoryStore implements ObjectStore {
     this.checkOpen();
     checkObjectName(name);
     this.objects.set(name, data.slice());
+    this.versions.set(name, String(this.versionNext++));
+  }
+
+  async getVersioned(name: string): Promise<VersionedObject | null> {
+    this.checkOpen();
+    checkObjectName(name);
+    const object = this.objects.get(name);
+    if (object === undefined) return null;
+    return { data: object.slice(), version: this.versions.get(name)! };
+  }
+
+  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+    this.checkOpen();
+    checkObjectName(name);
+    if (this.objects.has(name)) throw new ConflictError(`Cannot create object ${name}: it exists in ${this.description}`);
+    await this.put(name, data);
+    return this.versions.get(name)!;
+  }
+
+  async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
+    this.checkOpen();
+    checkObjectName(name);
+    const current = this.versions.get(name);
+    if (current !== expected) {
+      throw new ConflictError(
+        `Cannot replace object ${name}: its version is ${current ?? "absent"}, not ${expected}, in ${this.description}`,
+      );
+    }
+    await this.put(name, data);
+    return this.versions.get(name)!;
   }
 
   async get(name: string): Promise<Uint8Array> {
@@ -41,6 +74,7 @@ export class MemoryStore implements ObjectStore {
     this.checkOpen();
     checkObjectName(name);
     this.objects.delete(name);
+    this.versions.delete(name);
   }
 
   async list(prefix: string): Promise<string[]> {

@@ -7,6 +7,18 @@ export interface ObjectStat {
   size: number;
 }
 
+/**
+ * Names one stored version of an object; opaque, only compared for equality. Each store says what it is (a content
+ * digest, RADOS's object version, S3's ETag, a counter).
+ */
+export type ObjectVersion = string;
+
+export interface VersionedObject {
+  data: Uint8Array;
+  /** The version of exactly these bytes. */
+  version: ObjectVersion;
+}
+
 export interface ObjectStore {
   /** Human-readable location, used in messages ("file:///var/lsvd", "rados://rbd", "s3://bucket"). */
   readonly description: string;
@@ -25,6 +37,18 @@ export interface ObjectStore {
   list(prefix: string): Promise<string[]>;
   /** null if absent. */
   stat(name: string): Promise<ObjectStat | null>;
+  /** Whole object and the version of those bytes; null if absent. */
+  getVersioned(name: string): Promise<VersionedObject | null>;
+  /**
+   * Creates `name` only if no object has that name, atomically against every other writer of the store (other
+   * processes and hosts included); throws ConflictError if one exists. Durable when it resolves.
+   */
+  putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion>;
+  /**
+   * Replaces `name` only if its current version is `expected`, atomically against every other writer; throws
+   * ConflictError otherwise (also when the object is absent). Durable when it resolves.
+   */
+  putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion>;
   /** Release connections; outstanding calls finish first. */
   close(): Promise<void>;
 }

@@ -13,7 +13,8 @@ import { RADOS_OP_TIMEOUT_MS, RADOS_OPS_INFLIGHT_MAX, BACKEND_LIST_NAMES_MAX } f
 import { assert, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { RadosCluster, type RadosPool } from "../../ffi/librados.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
+import { NotSupportedError } from "../errors.ts";
 import { Semaphore } from "./semaphore.ts";
 
 export interface RadosStoreOptions {
@@ -174,6 +175,19 @@ export class RadosStore implements ObjectStore {
       throw rewordError(`Cannot list objects ${prefix}* in ${this.description}`, error);
     }
     return sortNames(names);
+  }
+
+  // TEMPORARY until the conditional operations land (issue 12, ownership): not callable yet.
+  async getVersioned(name: string): Promise<VersionedObject | null> {
+    throw new NotSupportedError(`getVersioned(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfAbsent(name: string, _data: Uint8Array): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfAbsent(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfVersion(name: string, _data: Uint8Array, _expected: ObjectVersion): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfVersion(${name}) is not built for ${this.description} yet`);
   }
 
   async stat(name: string): Promise<ObjectStat | null> {

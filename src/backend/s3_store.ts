@@ -14,7 +14,8 @@ import { S3Client } from "bun";
 import { BACKEND_LIST_NAMES_MAX, S3_CREATE_BUCKET_TIMEOUT_MS, S3_LIST_PAGE_KEYS, S3_REQUESTS_INFLIGHT_MAX } from "../constants.ts";
 import { assert, InvalidArgumentError, IOError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
+import { NotSupportedError } from "../errors.ts";
 import { sha256Hex, signRequest } from "./s3_sigv4.ts";
 import { Semaphore } from "./semaphore.ts";
 
@@ -224,6 +225,19 @@ export class S3Store implements ObjectStore {
       }
     }
     throw new IOError(`Cannot list ${this.description}: more than ${pagesMax} pages of objects named ${prefix}*`);
+  }
+
+  // TEMPORARY until the conditional operations land (issue 12, ownership): not callable yet.
+  async getVersioned(name: string): Promise<VersionedObject | null> {
+    throw new NotSupportedError(`getVersioned(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfAbsent(name: string, _data: Uint8Array): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfAbsent(${name}) is not built for ${this.description} yet`);
+  }
+
+  async putIfVersion(name: string, _data: Uint8Array, _expected: ObjectVersion): Promise<ObjectVersion> {
+    throw new NotSupportedError(`putIfVersion(${name}) is not built for ${this.description} yet`);
   }
 
   async stat(name: string): Promise<ObjectStat | null> {

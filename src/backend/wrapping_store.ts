@@ -2,10 +2,29 @@
 // nbdkit's filters wrap a plugin: each operation is forwarded through one `call` hook that sees the operation's name
 // and object, so a wrapper says what it adds once instead of once per method.
 
-import type { ObjectStat, ObjectStore } from "./object_store.ts";
+import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
 
-export type StoreOp = "put" | "get" | "getRange" | "delete" | "list" | "stat";
-export const STORE_OPS: readonly StoreOp[] = ["put", "get", "getRange", "delete", "list", "stat"];
+export type StoreOp =
+  | "put"
+  | "get"
+  | "getRange"
+  | "delete"
+  | "list"
+  | "stat"
+  | "getVersioned"
+  | "putIfAbsent"
+  | "putIfVersion";
+export const STORE_OPS: readonly StoreOp[] = [
+  "put",
+  "get",
+  "getRange",
+  "delete",
+  "list",
+  "stat",
+  "getVersioned",
+  "putIfAbsent",
+  "putIfVersion",
+];
 
 export abstract class WrappingStore implements ObjectStore {
   readonly description: string;
@@ -41,5 +60,17 @@ export abstract class WrappingStore implements ObjectStore {
 
   stat(name: string): Promise<ObjectStat | null> {
     return this.call("stat", name, () => this.inner.stat(name));
+  }
+
+  getVersioned(name: string): Promise<VersionedObject | null> {
+    return this.call("getVersioned", name, () => this.inner.getVersioned(name));
+  }
+
+  putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+    return this.call("putIfAbsent", name, () => this.inner.putIfAbsent(name, data));
+  }
+
+  putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
+    return this.call("putIfVersion", name, () => this.inner.putIfVersion(name, data, expected));
   }
 }
