@@ -5,6 +5,9 @@
 //   sealed, before any later write can touch the map.
 // - It becomes the recovery starting point only when the superblock names it, and the superblock is rewritten only
 //   after every object <= c is durable; so a listed checkpoint never refers to an object that may be missing.
+// - Recovery reads only checkpoints the superblock names, and rolls forward from one of them through every later seq
+//   (a CKPT object there only holds its seq's place). So once the durable superblock names checkpoints whose oldest
+//   is m, no recovery reads a CKPT object below m: it may be deleted (checkpointsUnneeded).
 
 import { CKPT_MAP_ENTRY_BYTES, encodeCheckpoint, packCheckpointMapEntry } from "../format/checkpoint_object.ts";
 import { assert } from "../errors.ts";
@@ -20,6 +23,23 @@ export interface CheckpointInput {
   cacheUuid: string;
   cacheSeqFirst: number;
   cacheSeqLast: number;
+}
+
+/**
+ * The CKPT objects the write path deletes once the superblock naming `next` is durable: those `previous` named that
+ * `next` does not, and the ones in the object table below the oldest of `next` (rolled forward by recovery after a
+ * crash that came before the superblock named them, or whose delete failed). Never one `next` names, never one at or
+ * above its oldest (a fallback recovery from that one rolls forward through them), none when `next` is empty.
+ */
+export function checkpointsUnneeded(previous: readonly number[], next: readonly number[], objects: ObjectTable): number[] {
+  if (next.length === 0) return [];
+  const oldest = Math.min(...next);
+  const unneeded = new Set(previous.filter((seq) => seq < oldest));
+  objects.forEach((seq, info) => {
+    if (info.kind === ObjectKind.Checkpoint && seq < oldest) unneeded.add(seq);
+  });
+  for (const seq of unneeded) assert(!next.includes(seq), `checkpoint ${seq} is still named`);
+  return [...unneeded].sort((a, b) => a - b);
 }
 
 export function buildCheckpoint(input: CheckpointInput): Uint8Array {

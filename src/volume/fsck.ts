@@ -8,9 +8,19 @@
 //      each map entry must name a valid DATA object and lie inside its data area, and the checkpoint's object
 //      table must agree with those objects' headers.
 //   3. The log as recovery sees it: from the newest usable listed checkpoint c, the objects c+1, c+2, ... up to the
-//      first missing or invalid one (the log end). Objects at or beyond the log end are problems (recovery would
-//      delete them); holes below c are expected (dropped checkpoints) and only noted; invalid objects below c are
-//      problems (their data cannot be read back).
+//      first missing or invalid one (the log end). Holes below c are expected (dropped checkpoints, garbage
+//      collection) and only noted; invalid objects below c are problems (their data cannot be read back).
+//
+// Left-overs of a crash are notes, not problems: a volume killed at any point is intact (with its cache), and fsck
+// must say so. They are:
+//   - objects beyond a *missing* log end: puts run in parallel and complete out of order, so a killed run leaves
+//     later objects without an earlier one; they were never durable in order, nothing relied on them, and recovery
+//     deletes them. (An *invalid* object at the log end is a problem: puts are atomic, so it was damaged after it
+//     was stored. A missing object that the journal had already released is a problem the cache check finds, @C.)
+//   - CKPT objects the superblock does not name, below the oldest one it names: recovery never reads them (killed
+//     between the superblock rewrite and their delete, or before a superblock named them; checkpoint.ts). What they
+//     name may be gone, so they are not checked against the objects. An unnamed CKPT object above the oldest named
+//     one is in the seq range a fallback recovery rolls forward through, and must agree with the objects.
 //   4. The map recovery builds (recoverBackend, nothing deleted) must equal the map obtained by replaying every
 //      DATA object from seq 1 to the log end, when object 1 exists: a checkpoint that disagrees with its own log is
 //      corruption no CRC catches.
@@ -19,8 +29,9 @@
 //
 // Repair (only what recovery itself would do, made durable ahead of time): drop the superblock's unusable or
 // out-of-log checkpoints (superblock rewrite first, so it never names a deleted object), re-check, then delete the
-// objects at and beyond the log end, newest first (a crash part way leaves a shorter tail, never a new log).
-// Nothing else is repaired: lost data stays reported. Never repair a volume that is being served.
+// objects at and beyond the log end, newest first (a crash part way leaves a shorter tail, never a new log), and the
+// left-over CKPT objects below the oldest named checkpoint. Deleting left-overs is a clean-up, not a repair: it
+// leaves the exit code 0. Nothing else is repaired: lost data stays reported. Never repair a volume being served.
 
 import { NIL as NIL_UUID } from "uuid";
 import { FSCK_REPORT_ITEMS_MAX, SECTOR_BYTES } from "../constants.ts";
@@ -97,6 +108,9 @@ export interface FsckReport {
   /** Objects at or beyond the log end (up to FSCK_REPORT_ITEMS_MAX) and how many in all. */
   beyondLogEnd: number[];
   beyondLogEndCount: number;
+  /** CKPT objects the superblock does not name, below the oldest it names (up to FSCK_REPORT_ITEMS_MAX), and how many. */
+  leftoverCheckpoints: number[];
+  leftoverCheckpointsCount: number;
   map: { extents: number | null; comparedWithReplay: boolean; equal: boolean | null; note: string };
   /** Names under `<prefix>.` that are not object names. */
   strayNames: string[];
@@ -106,6 +120,8 @@ export interface FsckReport {
   /** Problems still present at the end. */
   remaining: FsckProblem[];
   repairs: string[];
+  /** Left-overs of a crash deleted by --repair (not problems: they do not change the exit code). */
+  cleanups: string[];
   notes: string[];
   /** fsck(8): 0 clean, 1 problems found and all repaired, 4 problems left. (8, could not check, is the CLI's.) */
   exitCode: 0 | 1 | 4;
@@ -134,11 +150,12 @@ export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
   const first = await checkBackend(options.store, options.prefix);
   let current = first;
   const repairs: string[] = [];
+  const cleanups: string[] = [];
   if (options.repair) {
     for (let pass = 1; pass < FSCK_PASSES_MAX; pass++) {
       const done = await repairOnce(options.store, options.prefix, current);
       if (done.length === 0) break;
-      repairs.push(...done);
+      for (const step of done) (step.fixesProblem ? repairs : cleanups).push(step.what);
       current = await checkBackend(options.store, options.prefix);
     }
   }
@@ -152,7 +169,8 @@ export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
     ? remaining
     : [...first.problems.map((problem) => ({ ...problem, repaired: !remainingKeys.has(key(problem)) })), ...cacheProblems];
   const exitCode = remaining.length > 0 ? FSCK_EXIT_PROBLEMS_LEFT : repairs.length > 0 ? FSCK_EXIT_REPAIRED : FSCK_EXIT_CLEAN;
-  return { ...current.report, cache: cache?.report ?? null, problems, remaining, repairs, notes: [...current.notes, ...(cache?.notes ?? [])], exitCode };
+  const notes = [...current.notes, ...(cache?.notes ?? [])];
+  return { ...current.report, cache: cache?.report ?? null, problems, remaining, repairs, cleanups, notes, exitCode };
 }
 
 // ---- Backend check ---------------------------------------------------------------------------------------------
@@ -167,7 +185,7 @@ interface ObjectInfo {
 }
 
 interface BackendCheck {
-  report: Omit<FsckReport, "cache" | "problems" | "remaining" | "repairs" | "notes" | "exitCode">;
+  report: Omit<FsckReport, "cache" | "problems" | "remaining" | "repairs" | "cleanups" | "notes" | "exitCode">;
   problems: FsckProblem[];
   notes: string[];
   superblock: SuperblockObject | null;
@@ -207,6 +225,8 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     holesBeforeCheckpointCount: 0,
     beyondLogEnd: [],
     beyondLogEndCount: 0,
+    leftoverCheckpoints: [],
+    leftoverCheckpointsCount: 0,
     map: { extents: null, comparedWithReplay: false, equal: null, note: "not checked" },
     strayNames: [],
   };
@@ -340,11 +360,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     }
   }
   if (keep.length !== superblock.checkpoints.length) result.checkpointsToKeep = keep;
-  for (const info of checkpointInfos.values()) {
-    if (!info.listed && !info.usable && info.seq < logEnd) {
-      problems.push(problem("checkpoint", info.seq, `checkpoint ${objectName(prefix, info.seq)} (not listed) disagrees with the objects: ${info.error}`));
-    }
-  }
+  checkUnlistedCheckpoints(prefix, superblock.checkpoints, checkpointInfos, logEnd, result);
   report.checkpoints = [...checkpointInfos.values()].sort((a, b) => a.seq - b.seq);
 
   // Objects at and beyond the log end.
@@ -352,9 +368,14 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   for (const seq of seqs) if (seq >= logEnd) beyond.push(seq);
   report.beyondLogEnd = beyond.items;
   report.beyondLogEndCount = beyond.count;
-  if (beyond.count > 0) {
-    const why = present.has(logEnd) ? `object ${objectName(prefix, logEnd)} is invalid (${infos.get(logEnd)?.error ?? "unreadable"})` : `object ${objectName(prefix, logEnd)} is missing`;
-    problems.push(problem("gap", logEnd, `the log ends at seq ${logEnd}: ${why}; ${beyond.count} object(s) at or beyond it (${beyond.items.slice(0, 5).join(", ")}${beyond.count > 5 ? ", ..." : ""}) are not part of the volume and would be deleted by recovery`));
+  const beyondList = `${beyond.items.slice(0, 5).join(", ")}${beyond.count > 5 ? ", ..." : ""}`;
+  if (beyond.count > 0 && present.has(logEnd)) {
+    const why = `object ${objectName(prefix, logEnd)} is invalid (${infos.get(logEnd)?.error ?? "unreadable"})`;
+    problems.push(problem("gap", logEnd, `the log ends at seq ${logEnd}: ${why}; ${beyond.count} object(s) at or beyond it (${beyondList}) are not part of the volume and would be deleted by recovery`));
+  } else if (beyond.count > 0) {
+    notes.push(
+      `the log ends at seq ${logEnd} (object ${objectName(prefix, logEnd)} is missing): ${beyond.count} object(s) beyond it (${beyondList}) are left-overs of a run killed while puts were in flight, not part of the volume; the next open deletes them, and so does --repair. (Had no run been killed, object ${logEnd} was lost: check with --cache.)`,
+    );
   }
 
   // 5. The map recovery builds, against the replay from seq 1.
@@ -395,6 +416,31 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     }
   }
   return result;
+}
+
+/**
+ * Unnamed checkpoints: below the oldest named one they are left-overs (noted, deleted by --repair); at or above it,
+ * below the log end, they must agree with the objects (see the file comment).
+ */
+function checkUnlistedCheckpoints(prefix: string, listed: number[], infos: Map<number, FsckCheckpointInfo>, logEnd: number, result: BackendCheck): void {
+  const oldestListed = listed.length > 0 ? Math.min(...listed) : 0;
+  const leftovers = new BoundedList<number>();
+  for (const info of [...infos.values()].sort((a, b) => a.seq - b.seq)) {
+    if (info.listed) continue;
+    if (info.seq < oldestListed) {
+      leftovers.push(info.seq);
+    } else if (!info.usable && info.seq < logEnd) {
+      result.problems.push(problem("checkpoint", info.seq, `checkpoint ${objectName(prefix, info.seq)} (not listed) disagrees with the objects: ${info.error}`));
+    }
+  }
+  result.report.leftoverCheckpoints = leftovers.items;
+  result.report.leftoverCheckpointsCount = leftovers.count;
+  if (leftovers.count > 0) {
+    const names = `${leftovers.items.slice(0, 5).map((seq) => objectName(prefix, seq)).join(", ")}${leftovers.count > 5 ? ", ..." : ""}`;
+    result.notes.push(
+      `${leftovers.count} checkpoint(s) not named by the superblock and older than the oldest it names (${names}): left-overs of a run killed before deleting them, never read by recovery; garbage collection and --repair delete them`,
+    );
+  }
 }
 
 /** Header, CRCs, seq and UUID of one whole object. */
@@ -517,16 +563,23 @@ function compareMapsOneWay(recovered: ExtentMap, replayed: ExtentMap): string | 
   return difference;
 }
 
+interface RepairStep {
+  what: string;
+  /** It removed a problem (exit code 1), rather than left-overs of a crash (notes; exit code unchanged). */
+  fixesProblem: boolean;
+}
+
 /** One repair step; returns what was done (empty: nothing to do). */
-async function repairOnce(store: ObjectStore, prefix: string, check: BackendCheck): Promise<string[]> {
+async function repairOnce(store: ObjectStore, prefix: string, check: BackendCheck): Promise<RepairStep[]> {
   const { superblock, report } = check;
   if (!superblock) return [];
   if (check.checkpointsToKeep !== null) {
     // First, so that the superblock never names an object the truncation below deletes.
     const dropped = superblock.checkpoints.filter((seq) => !check.checkpointsToKeep!.includes(seq));
     await store.put(prefix, encodeSuperblock({ ...superblock, checkpoints: check.checkpointsToKeep }));
-    return [`superblock rewritten without checkpoint(s) ${dropped.join(", ")}`];
+    return [{ what: `superblock rewritten without checkpoint(s) ${dropped.join(", ")}`, fixesProblem: true }];
   }
+  const steps: RepairStep[] = [];
   if (report.beyondLogEndCount > 0 && report.logEndSeq !== null) {
     const logEnd = report.logEndSeq;
     const doomed: number[] = [];
@@ -537,9 +590,17 @@ async function repairOnce(store: ObjectStore, prefix: string, check: BackendChec
     // Newest first: a crash part way leaves a shorter tail beyond the gap, never a gap-free run that looks valid.
     doomed.sort((a, b) => b - a);
     for (const seq of doomed) await store.delete(objectName(prefix, seq));
-    return [`log truncated at seq ${logEnd}: ${doomed.length} object(s) deleted (${doomed.slice(-1)[0]}..${doomed[0]})`];
+    const gapIsProblem = check.problems.some((found) => found.kind === "gap");
+    steps.push({ what: `log truncated at seq ${logEnd}: ${doomed.length} object(s) deleted (${doomed.slice(-1)[0]}..${doomed[0]})`, fixesProblem: gapIsProblem });
   }
-  return [];
+  if (report.leftoverCheckpointsCount > 0) {
+    // Below the oldest checkpoint the (durable) superblock names: never read by recovery. The list is bounded, so a
+    // huge backlog takes more than one run; each run deletes FSCK_REPORT_ITEMS_MAX.
+    for (const seq of report.leftoverCheckpoints) await store.delete(objectName(prefix, seq));
+    const seqs = report.leftoverCheckpoints;
+    steps.push({ what: `deleted ${seqs.length} left-over checkpoint(s) not named by the superblock (${seqs.slice(0, 5).join(", ")}${seqs.length > 5 ? ", ..." : ""})`, fixesProblem: false });
+  }
+  return steps;
 }
 
 // ---- Cache check -----------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@
 // Requiring all named checkpoints, not only the newest, keeps every fallback recovery (and fsck's check of each
 // named checkpoint) free of references to deleted objects.
 // Objects deleted leave holes below the checkpoints; fsck reports those as notes, not problems.
+// CKPT objects that earlier runs left behind when killed are deleted by the same rule, below the oldest named
+// checkpoint (leftover_checkpoints.ts), a bounded number per round.
 // When retirees wait, the round asks the write path for a checkpoint if none has come for forceCheckpointMs (an idle
 // volume's garbage is not kept forever) or if they hold several times a checkpoint's size (maybeForceCheckpoint).
 
@@ -41,6 +43,7 @@ import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
+import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 
 /** What the collector needs of the write path. */
@@ -57,6 +60,7 @@ export interface GcWriter {
 export interface GarbageCollectorOptions {
   store: ObjectStore;
   prefix: string;
+  volUuid: string;
   map: ExtentMap;
   objects: ObjectTable;
   writer: GcWriter;
@@ -94,10 +98,13 @@ export class GarbageCollector {
   private timer: TimerHandle | null = null;
   private round: Promise<void> | null = null;
   private stopped = false;
-  stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, bytesRead: 0, forcedCheckpoints: 0, errors: 0 };
+  private readonly leftovers: LeftoverCheckpoints;
+  stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, forcedCheckpoints: 0, errors: 0 };
 
   constructor(private readonly options: GarbageCollectorOptions) {
     this.noteCheckpoints(options.checkpoints);
+    const { store, prefix, volUuid, objects, log } = options;
+    this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log });
   }
 
   /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
@@ -109,8 +116,8 @@ export class GarbageCollector {
 
   /** Changes whenever a round did something: `collectGarbageUntilQuiet` stops when a round leaves it as it was. */
   get progressKey(): string {
-    const { objectsCleaned, objectsDeleted, forcedCheckpoints } = this.stats;
-    return `${objectsCleaned}/${objectsDeleted}/${forcedCheckpoints}/${this.retired.size}`;
+    const { objectsCleaned, objectsDeleted, leftoverCheckpointsDeleted, forcedCheckpoints } = this.stats;
+    return `${objectsCleaned}/${objectsDeleted}/${leftoverCheckpointsDeleted}/${forcedCheckpoints}/${this.retired.size}`;
   }
 
   get retiredCount(): number {
@@ -148,6 +155,7 @@ export class GarbageCollector {
     this.stats.rounds += 1;
     try {
       await this.deleteRetired();
+      this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, this.options.writer.sequenceNext, () => this.stopped);
       const victims = this.chooseVictims();
       for (const victim of victims) {
         if (this.stopped || this.options.writer.failed) return;

@@ -249,6 +249,7 @@ export class Volume implements BlockDevice {
       gc = new GarbageCollector({
         store: options.store,
         prefix: options.prefix,
+        volUuid,
         map: state.map,
         objects: state.objects,
         writer: writes,

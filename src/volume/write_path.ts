@@ -35,7 +35,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { Batch, batchCapacityBytes, batchHeaderRoomBytes, type JournalReader } from "./batch.ts";
-import { buildCheckpoint } from "./checkpoint.ts";
+import { buildCheckpoint, checkpointsUnneeded } from "./checkpoint.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { FlushCoordinator } from "./flush_coordinator.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
@@ -556,17 +556,21 @@ export class WritePath {
   private onCheckpointDurable(seq: number): void {
     const previous = this.superblock.checkpoints;
     const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);
-    const dropped = previous.filter((old) => !checkpoints.includes(old));
     const next: SuperblockObject = { ...this.superblock, checkpoints, nextSeq: this.nextSeq };
     this.superblock = next;
     const { store, prefix, log } = this.options;
     this.superblockUpdate = this.superblockUpdate
       .then(async () => {
         await store.put(prefix, encodeSuperblock(next));
-        // Older checkpoints go only after the superblock stops naming them.
-        for (const old of dropped) {
-          await store.delete(objectName(prefix, old));
-          this.options.objects.delete(old);
+        // Checkpoints go only once a superblock that no longer needs them is durable (checkpointsUnneeded). One that
+        // cannot be deleted now stays in the table and is tried again at the next update (or by GC, fsck --repair).
+        for (const old of checkpointsUnneeded(previous, checkpoints, this.options.objects)) {
+          try {
+            await store.delete(objectName(prefix, old));
+            this.options.objects.delete(old);
+          } catch (error) {
+            log(`error: cannot delete checkpoint ${objectName(prefix, old)}, no longer needed: ${String(error)}`);
+          }
         }
         this.onCheckpointsPersisted?.(checkpoints);
       })

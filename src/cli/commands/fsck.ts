@@ -21,10 +21,15 @@ newest checkpoint equals a replay of every data object from seq 1. With --cache,
 journal: how many records a walk from the tail finds, why it stops, which recovery case applies and how many records
 the next open replays.
 
+What a run killed at any moment leaves behind is noted, not reported as a problem: objects beyond a missing object
+at the end of the log (puts complete out of order), and checkpoints the superblock no longer names, older than the
+ones it names. The next open (serve, gc) deletes the first, garbage collection the second, --repair both.
+
 Options:
   --cache CACHE   also check this cache file or device (made by 'lsvd mkcache')
-  --repair        drop unusable checkpoints from the superblock and delete the objects at and beyond the end of the
-                  log (what the next open would do). Never while the volume is being served.
+  --repair        drop unusable checkpoints from the superblock, delete the objects at and beyond the end of the log
+                  (what the next open would do) and the left-over checkpoints. Never while the volume is being
+                  served. Deleting left-overs alone leaves the exit status 0.
   --json          print the report as JSON
 ${BACKEND_HELP}
 
@@ -66,6 +71,7 @@ function printReport(report: FsckReport, volume: string): void {
   }
   for (const note of report.notes) out.push(`note: ${note}`);
   for (const repair of report.repairs) out.push(`repaired: ${repair}`);
+  for (const cleanup of report.cleanups) out.push(`cleaned: ${cleanup}`);
   if (report.problems.length === 0) out.push("no problems found");
   for (const found of report.problems) out.push(`PROBLEM${found.repaired ? " (repaired)" : ""}: ${found.message}`);
   const summary = { 0: "clean", 1: "problems found and repaired", 4: "problems left" }[report.exitCode];
