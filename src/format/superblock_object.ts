@@ -4,10 +4,16 @@
 // Layout we write (one 4 KiB header area unless the arrays need more; data_sectors = 0):
 //   0   common header (44)          76  extension block (28)          104  ckpts, clone_info, snaps, then zeros
 //   44  super sub-header (32)
-// The decoder also reads reference-written superblocks (no extension: nextSeq = 0).
+// The decoder also reads reference-written superblocks (no extension: nextSeq = 0), and our own superblocks after the
+// reference (lsvd-rbd) rewrote them in place, which it does at every checkpoint: it reads the superblock, sets
+// ckpts_offset to 76 (the end of its sub-header) and ckpts_len, writes its list of at most 3 checkpoint seqs at 76 and
+// writes the buffer back, leaving every other byte as it was, the v1 crc included (now stale). See
+// undoReferenceRewrite: the bytes it did not touch are verified by the CRCs we wrote; the list it wrote has no
+// checksum, so the caller must check what it names (recovery refuses a list naming a checkpoint that is missing or
+// does not decode: checkpointsChecksummed false).
 
 import { PAGE_BYTES, SECTOR_BYTES, VOLUME_SECTORS_MAX } from "../constants.ts";
-import { assert } from "../errors.ts";
+import { CorruptionError, assert } from "../errors.ts";
 import {
   SHORT_NAME_BYTES_MAX,
   checkSpan,
@@ -26,14 +32,16 @@ import {
   viewOf,
 } from "./_codec.ts";
 import {
+  EXT_MAGIC,
   EXT_PREAMBLE_FIELDS,
+  EXT_VERSION,
   encodeExtensionPreamble,
   hasExtension,
   sealObjectHeader,
   verifyObjectHeader,
   type ExtensionPlace,
 } from "./_object_ext.ts";
-import { COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, encodeCommonHeader } from "./object_header.ts";
+import { COMMON_HEADER, COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, encodeCommonHeader } from "./object_header.ts";
 
 export interface SuperblockObject {
   volUuid: string;
@@ -71,6 +79,13 @@ const EXT_PLACE: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXT
 /** Where our variable parts start: 104. */
 const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
 assert(SUPER_FIXED_BYTES === 104, "superblock fixed part is 104 bytes");
+
+/** Where the reference writes its checkpoint list when it rewrites a superblock: right after its sub-header. */
+export const REFERENCE_CKPTS_OFFSET = COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
+/** The reference keeps the newest 3 checkpoints; so its list never reaches our header_crc32c (76 + 12 = 88). */
+export const REFERENCE_CKPTS_MAX = 3;
+assert(REFERENCE_CKPTS_OFFSET === SUPER_EXT.extMagic, "the reference's list overwrites our extension preamble");
+assert(REFERENCE_CKPTS_OFFSET + 4 * REFERENCE_CKPTS_MAX <= SUPER_EXT.headerCrc32c, "the reference's list leaves header_crc32c intact");
 
 // clone_info: vol_uuid[16], u32 last_seq, u8 name_len, name, NUL.
 const CLONE = layout([["baseUuid", 16], ["lastSeq", 4], ["nameLen", 1]]);
@@ -151,8 +166,99 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
   return header;
 }
 
+export interface DecodedSuperblock {
+  superblock: SuperblockObject;
+  /**
+   * A CRC covers the checkpoint list: false for a plain v1 superblock with crc 0 and for one the reference rewrote
+   * (its list then has no checksum: each checkpoint it names must exist and decode before it is trusted).
+   */
+  checkpointsChecksummed: boolean;
+  /** The reference rewrote the checkpoint list of a superblock we wrote (undoReferenceRewrite). */
+  rewrittenByReference: boolean;
+}
+
 /** `bytes` is the whole superblock object (exactly hdr_sectors*512 bytes). Verifies both CRCs when present. */
 export function decodeSuperblock(bytes: Uint8Array): SuperblockObject {
+  return decodeSuperblockChecked(bytes).superblock;
+}
+
+/** decodeSuperblock, and whether a CRC covers the checkpoint list (see DecodedSuperblock). */
+export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
+  const undone = undoReferenceRewrite(bytes);
+  if (undone === null) {
+    const { superblock, extended } = decodeSuperblockBytes(bytes);
+    const checksummed = extended || viewOf(bytes).getUint32(COMMON_HEADER.crc, true) !== 0;
+    return { superblock, checkpointsChecksummed: checksummed, rewrittenByReference: false };
+  }
+  let original: SuperblockObject;
+  try {
+    const decoded = decodeSuperblockBytes(undone.original);
+    assert(decoded.extended, "a reconstruction carries the extension");
+    original = decoded.superblock;
+  } catch (error) {
+    if (!(error instanceof CorruptionError)) throw error;
+    throw corrupt(
+      "superblock",
+      `${error.message.replace(/^Cannot decode superblock: /, "")} (its checkpoint list sits at offset ${REFERENCE_CKPTS_OFFSET} as lsvd-rbd writes it, but the rest is not the lsvd superblock it would have rewritten)`,
+    );
+  }
+  const checkpoints = undone.checkpoints;
+  if (checkpoints.includes(0)) throw corrupt("superblock", `checkpoint list at offset ${REFERENCE_CKPTS_OFFSET} names seq 0`);
+  for (let i = 1; i < checkpoints.length; i++) {
+    if (checkpoints[i]! <= checkpoints[i - 1]!) throw corrupt("superblock", `checkpoint list at offset ${REFERENCE_CKPTS_OFFSET} is not in increasing order: ${checkpoints.join(", ")}`);
+  }
+  // next_seq is stale: the reference allocated seqs without updating it. 0 = unknown, as for plain v1.
+  const superblock: SuperblockObject = { ...original, checkpoints, nextSeq: 0 };
+  checkSuperblock(superblock);
+  return { superblock, checkpointsChecksummed: false, rewrittenByReference: true };
+}
+
+/**
+ * If `bytes` is a superblock we wrote whose checkpoint list the reference rewrote in place, returns the superblock as
+ * we wrote it (the pointer pair and the overwritten preamble bytes put back, the old list still at 104) and the list
+ * the reference wrote; else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the
+ * list replaced it), and a v1 crc that is set but does not match (the reference left ours). Our encoder puts the
+ * clone part right after our own list, so clones_offset - 104 was our ckpts_len. The caller then verifies both CRCs
+ * of the reconstruction: every byte the reference did not write must be as we wrote it.
+ */
+function undoReferenceRewrite(bytes: Uint8Array): { original: Uint8Array; checkpoints: number[] } | null {
+  if (bytes.byteLength < SUPER_FIXED_BYTES) return null;
+  const view = viewOf(bytes);
+  const ckptsOffset = view.getUint32(SUPER_SUB.ckptsOffset, true);
+  const ckptsLen = view.getUint32(SUPER_SUB.ckptsLen, true);
+  const clonesOffset = view.getUint32(SUPER_SUB.clonesOffset, true);
+  const storedCrc = view.getUint32(COMMON_HEADER.crc, true);
+  if (ckptsOffset !== REFERENCE_CKPTS_OFFSET || ckptsLen === 0 || ckptsLen % 4 !== 0 || ckptsLen > 4 * REFERENCE_CKPTS_MAX) return null;
+  if (view.getUint32(REFERENCE_CKPTS_OFFSET, true) === EXT_MAGIC || storedCrc === 0) return null;
+  if (clonesOffset < SUPER_FIXED_BYTES || (clonesOffset - SUPER_FIXED_BYTES) % 4 !== 0 || clonesOffset > bytes.byteLength) return null;
+  if (verifiesAsPlainV1(bytes)) return null;
+  const checkpoints: number[] = [];
+  for (let i = 0; i < ckptsLen / 4; i++) checkpoints.push(view.getUint32(REFERENCE_CKPTS_OFFSET + 4 * i, true));
+  const original = bytes.slice();
+  const originalView = viewOf(original);
+  originalView.setUint32(SUPER_SUB.ckptsOffset, SUPER_FIXED_BYTES, true);
+  originalView.setUint32(SUPER_SUB.ckptsLen, clonesOffset - SUPER_FIXED_BYTES, true);
+  const preamble = new Uint8Array(12);
+  const preambleView = viewOf(preamble);
+  preambleView.setUint32(0, EXT_MAGIC, true);
+  preambleView.setUint32(4, EXT_VERSION, true);
+  preambleView.setUint32(8, SUPER_EXTENSION_BYTES, true);
+  original.set(preamble.subarray(0, ckptsLen), REFERENCE_CKPTS_OFFSET); // only the bytes the list overwrote
+  return { original, checkpoints };
+}
+
+/** True if the v1 crc matches as stored (a plain v1 superblock: nothing to undo). */
+function verifiesAsPlainV1(bytes: Uint8Array): boolean {
+  try {
+    verifyObjectHeader(bytes, null, "superblock");
+    return true;
+  } catch (error) {
+    if (error instanceof CorruptionError) return false;
+    throw error;
+  }
+}
+
+function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObject; extended: boolean } {
   const common = decodeCommonHeader(bytes);
   const context = "superblock";
   if (common.type !== ObjectType.Super) throw corrupt(context, `object type ${common.type}, expected SUPER`);
@@ -219,5 +325,5 @@ export function decodeSuperblock(bytes: Uint8Array): SuperblockObject {
   if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
   const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq };
   checkSuperblock(result); // pair assertion: whatever decodes would encode again
-  return result;
+  return { superblock: result, extended };
 }

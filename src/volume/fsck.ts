@@ -46,7 +46,7 @@ import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
-import { readSuperblock, recoverBackend, type BackendState } from "./recovery.ts";
+import { readSuperblockChecked, recoverBackend, type BackendState } from "./recovery.ts";
 import { decideJournalCase, readCacheSuperblock } from "./volume.ts";
 
 export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
@@ -235,7 +235,13 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   // 1. Superblock. Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
   let superblock: SuperblockObject;
   try {
-    superblock = await readSuperblock(store, prefix);
+    const decoded = await readSuperblockChecked(store, prefix);
+    superblock = decoded.superblock;
+    if (decoded.rewrittenByReference) {
+      notes.push("superblock: lsvd-rbd rewrote its checkpoint list in place (leaving the v1 crc stale, as it does); every other byte matches lsvd's CRCs, and each checkpoint the list names must exist and decode. lsvd's next checkpoint rewrites it");
+    } else if (!decoded.checkpointsChecksummed) {
+      notes.push("superblock: plain v1 without a crc; each checkpoint it names must exist and decode");
+    }
   } catch (error) {
     if (error instanceof CorruptionError) {
       problems.push(problem("superblock", 0, error.message));

@@ -16,7 +16,7 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } fro
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
-import { decodeSuperblock, encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { decodeSuperblockChecked, encodeSuperblock, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../constants.ts";
 import { ObjectKind, ObjectTable } from "./object_table.ts";
@@ -47,6 +47,11 @@ export interface RecoveryOptions {
 }
 
 export async function readSuperblock(store: ObjectStore, prefix: string): Promise<SuperblockObject> {
+  return (await readSuperblockChecked(store, prefix)).superblock;
+}
+
+/** readSuperblock, and whether a CRC covers its checkpoint list (DecodedSuperblock). */
+export async function readSuperblockChecked(store: ObjectStore, prefix: string): Promise<DecodedSuperblock> {
   let bytes: Uint8Array;
   try {
     bytes = await store.get(prefix);
@@ -55,7 +60,7 @@ export async function readSuperblock(store: ObjectStore, prefix: string): Promis
     throw error;
   }
   try {
-    return decodeSuperblock(bytes);
+    return decodeSuperblockChecked(bytes);
   } catch (error) {
     if (error instanceof CorruptionError) throw new CorruptionError(`Cannot read superblock '${prefix}': ${error.message}`);
     throw error;
@@ -63,14 +68,23 @@ export async function readSuperblock(store: ObjectStore, prefix: string): Promis
 }
 
 export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
-  let superblock = await readSuperblock(store, prefix);
+  const decoded = await readSuperblockChecked(store, prefix);
+  let superblock = decoded.superblock;
   const notes: string[] = [];
   const map = new ExtentMap();
   const objects = new ObjectTable();
   let checkpoint: CheckpointObject | null = null;
   for (const seq of [...superblock.checkpoints].reverse()) {
-    checkpoint = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
-    if (checkpoint) break;
+    const loaded = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
+    // A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with crc 0) is trusted only if every checkpoint it
+    // names exists and decodes: a damaged entry must not send recovery to an older checkpoint, or to seq 1.
+    if (loaded === null && !decoded.checkpointsChecksummed) {
+      throw new CorruptionError(
+        `Superblock '${prefix}': its checkpoint list has no checksum (${decoded.rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, seq)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
+      );
+    }
+    checkpoint ??= loaded;
+    if (checkpoint && decoded.checkpointsChecksummed) break;
   }
   let writerCacheUuid: string = NIL_UUID;
   let writerCacheSeqLast = 0;

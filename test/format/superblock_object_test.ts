@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decodeSuperblock, encodeSuperblock, type SuperblockObject } from "../../src/format/superblock_object.ts";
+import { decodeSuperblock, decodeSuperblockChecked, encodeSuperblock, type SuperblockObject } from "../../src/format/superblock_object.ts";
 import {
   BASE_UUID,
   ByteBuilder,
@@ -10,6 +10,7 @@ import {
   expectEachEditRejected,
   expectEveryFlipDetected,
   expectEveryTruncationRejected,
+  getU32,
   resealObject,
   seededRandom,
   setU32,
@@ -144,5 +145,75 @@ describe("superblock object", () => {
     const bytes = encodeSuperblock(s);
     expect(bytes.byteLength).toBe(12288);
     expect(decodeSuperblock(bytes)).toEqual(s);
+  });
+
+  /**
+   * What lsvd-rbd does to a superblock when it takes a checkpoint (docs/format.md, "Superblock object"): it sets
+   * ckpts_offset to 76 (the end of the v1 sub-header) and ckpts_len, writes its list (at most 3 seqs) at 76 over
+   * whatever is there, and writes the buffer back as it read it otherwise: the v1 crc is not updated.
+   */
+  function referenceRewrite(bytes: Uint8Array, checkpoints: number[]): Uint8Array {
+    const out = bytes.slice();
+    setU32(out, 52, 76);
+    setU32(out, 56, 4 * checkpoints.length);
+    checkpoints.forEach((seq, i) => setU32(out, 76 + 4 * i, seq));
+    return out;
+  }
+
+  describe("rewritten in place by lsvd-rbd", () => {
+    test("decodes with the reference's checkpoint list, the rest as lsvd wrote it; next_seq unknown; the list has no checksum", () => {
+      for (const list of [[20], [20, 21], [20, 21, 22]]) {
+        const rewritten = referenceRewrite(ourSuperblock(), list);
+        expect(getU32(rewritten, 40)).toBe(getU32(ourSuperblock(), 40)); // the stale v1 crc
+        const decoded = decodeSuperblockChecked(rewritten);
+        expect(decoded.superblock).toEqual({ ...value, checkpoints: list, nextSeq: 0 });
+        expect(decoded.checkpointsChecksummed).toBe(false);
+        expect(decoded.rewrittenByReference).toBe(true);
+        // Opened by the reference again: rewritten over its own rewrite.
+        expect(decodeSuperblock(referenceRewrite(rewritten, [30, 31, 32]))).toEqual({ ...value, checkpoints: [30, 31, 32], nextSeq: 0 });
+      }
+      const ours = decodeSuperblockChecked(ourSuperblock());
+      expect(ours).toEqual({ superblock: value, checkpointsChecksummed: true, rewrittenByReference: false });
+      expect(decodeSuperblockChecked(plainV1Superblock(true)).checkpointsChecksummed).toBe(true);
+      expect(decodeSuperblockChecked(plainV1Superblock(false)).checkpointsChecksummed).toBe(false);
+    });
+
+    test("a corrupted byte anywhere it did not write is refused (every byte, three flips each)", () => {
+      for (const list of [[20], [20, 21, 22]]) {
+        const rewritten = referenceRewrite(ourSuperblock(), list);
+        const written = (i: number) => (i >= 52 && i < 60) || (i >= 76 && i < 76 + 4 * list.length);
+        for (let i = 0; i < rewritten.byteLength; i++) {
+          if (written(i)) continue;
+          for (const flip of [0x01, 0x80, 0xff]) {
+            const corrupted = rewritten.slice();
+            corrupted[i]! ^= flip;
+            try {
+              expectCorruption(() => decodeSuperblock(corrupted));
+            } catch (error) {
+              throw new Error(`list ${list}, byte ${i} ^ 0x${flip.toString(16)}: ${(error as Error).message}`);
+            }
+          }
+        }
+      }
+      const corrupted = referenceRewrite(ourSuperblock(), [20, 21, 22]);
+      corrupted[200]! ^= 1;
+      const error = expectCorruption(() => decodeSuperblock(corrupted));
+      expect(error.message).toContain("bad v1 header CRC-32");
+      expect(error.message).toContain("lsvd-rbd");
+    });
+
+    test("what it wrote is checked for shape: no seq 0, increasing, at most 3; and our own superblock never passes for a rewrite", () => {
+      expectCorruption(() => decodeSuperblock(referenceRewrite(ourSuperblock(), [20, 0])));
+      expectCorruption(() => decodeSuperblock(referenceRewrite(ourSuperblock(), [21, 20])));
+      expectCorruption(() => decodeSuperblock(referenceRewrite(ourSuperblock(), [20, 21, 22, 23])));
+      // ckpts_offset damaged to 76 in our own superblock: the extension magic is still at 76, so it is no rewrite.
+      for (const checkpoints of [[5], [5, 9]]) {
+        const ours = encodeSuperblock({ ...value, checkpoints });
+        setU32(ours, 52, 76);
+        expectCorruption(() => decodeSuperblock(ours));
+      }
+      // A plain v1 superblock (crc set and matching) with its list at 76 is what it says, not a rewrite.
+      expect(decodeSuperblockChecked(plainV1Superblock(true)).rewrittenByReference).toBe(false);
+    });
   });
 });
