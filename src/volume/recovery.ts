@@ -73,19 +73,7 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const notes: string[] = [];
   const map = new ExtentMap();
   const objects = new ObjectTable();
-  let checkpoint: CheckpointObject | null = null;
-  for (const seq of [...superblock.checkpoints].reverse()) {
-    const loaded = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
-    // A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with crc 0) is trusted only if every checkpoint it
-    // names exists and decodes: a damaged entry must not send recovery to an older checkpoint, or to seq 1.
-    if (loaded === null && !decoded.checkpointsChecksummed) {
-      throw new CorruptionError(
-        `Superblock '${prefix}': its checkpoint list has no checksum (${decoded.rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, seq)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
-      );
-    }
-    checkpoint ??= loaded;
-    if (checkpoint && decoded.checkpointsChecksummed) break;
-  }
+  const checkpoint = await chooseCheckpoint(store, prefix, decoded, notes);
   let writerCacheUuid: string = NIL_UUID;
   let writerCacheSeqLast = 0;
   if (checkpoint) {
@@ -169,6 +157,27 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     beyondGap,
     notes,
   };
+}
+
+/**
+ * The newest listed checkpoint that loads (null: none). A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with
+ * crc 0) is trusted only if every checkpoint it names loads: a damaged entry must not send recovery to an older
+ * checkpoint, or to seq 1 (which deletes everything after the first hole).
+ */
+async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: DecodedSuperblock, notes: string[]): Promise<CheckpointObject | null> {
+  const { superblock, checkpointsChecksummed, rewrittenByReference } = decoded;
+  let checkpoint: CheckpointObject | null = null;
+  for (const seq of [...superblock.checkpoints].reverse()) {
+    const loaded = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
+    if (loaded === null && !checkpointsChecksummed) {
+      throw new CorruptionError(
+        `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, seq)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
+      );
+    }
+    checkpoint ??= loaded;
+    if (checkpoint && checkpointsChecksummed) break;
+  }
+  return checkpoint;
 }
 
 async function loadCheckpoint(

@@ -15,7 +15,7 @@ const HELP = `Usage: ${USAGE}
 Garbage-collects VOLUME, which must not be being served: opens it with its cache (replaying the journal as serve
 would), then runs rounds until one changes nothing. A round copies the live data of the least-live objects whose
 live share is below F into new objects, and deletes objects that hold no live data once checkpoints no longer need
-them (it writes those checkpoints itself). Closes the volume cleanly.
+them (it writes those checkpoints itself), and checkpoints that killed runs left behind. Closes the volume cleanly.
 
 Options:
   --volume VOLUME     the volume
@@ -77,6 +77,7 @@ export const gcCommand: Command = {
       copiedBytes: stats.gcCopiedSectors * SECTOR_BYTES,
       supersededBytes: stats.gcSupersededSectors * SECTOR_BYTES,
       objectsDeleted: gc.objectsDeleted,
+      leftoverCheckpointsDeleted: gc.leftoverCheckpointsDeleted,
       checkpointsWritten: stats.checkpoints,
       backendObjectsBefore: objectsBefore,
       backendObjectsAfter: objectsAfter,
@@ -87,7 +88,7 @@ export const gcCommand: Command = {
     else {
       writeOut(
         `gc: ${rounds} round(s) in ${result.seconds.toFixed(1)} s: cleaned ${result.objectsCleaned} object(s) (copied ${formatSize(result.copiedBytes)}), ` +
-          `deleted ${result.objectsDeleted}; backend objects ${objectsBefore} -> ${objectsAfter}${gc.errors > 0 ? `; ${gc.errors} round error(s), see the log` : ""}\n`,
+          `deleted ${result.objectsDeleted}${result.leftoverCheckpointsDeleted > 0 ? ` and ${result.leftoverCheckpointsDeleted} left-over checkpoint(s)` : ""}; backend objects ${objectsBefore} -> ${objectsAfter}${gc.errors > 0 ? `; ${gc.errors} round error(s), see the log` : ""}\n`,
       );
     }
     return gc.errors > 0 ? 1 : 0;
