@@ -416,7 +416,7 @@ function bindOrExplain(where: string, bind: () => BunListener): BunListener {
     return bind();
   } catch (error) {
     const code = (error as NodeJS.ErrnoException)?.code;
-    const reason = code === "EADDRINUSE" ? "address in use (EADDRINUSE)" : (code ?? (error as Error)?.message ?? String(error));
+    const reason = code === "EADDRINUSE" ? "EADDRINUSE (address in use)" : (code ?? (error as Error)?.message ?? String(error));
     throw new IOError(`Cannot listen on ${where}: ${reason}`);
   }
 }

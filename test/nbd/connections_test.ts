@@ -320,7 +320,7 @@ describe("listeners", () => {
     try {
       const socketPath = join(directory, "both.sock");
       await expect(listenNbd({ socketPath, listen: { host: "127.0.0.1", port: busy.port } })).rejects.toThrow(
-        `Cannot listen on 127.0.0.1:${busy.port}: address in use (EADDRINUSE)`,
+        `Cannot listen on 127.0.0.1:${busy.port}: EADDRINUSE (address in use)`,
       );
       expect(existsSync(socketPath)).toBe(false);
     } finally {
