@@ -41,7 +41,18 @@ export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;
 export const NBD_INFLIGHT_PER_CONNECTION_MAX = 128;
 /** NBD: option payloads larger than this close the connection (hostile handshake). */
 export const NBD_OPTION_BYTES_MAX = 64 * 1024;
+/** NBD: connections at once (negotiating or established); more are refused (closed at accept). */
 export const NBD_CONNECTIONS_MAX = 64;
+/**
+ * NBD: connections still negotiating (or waiting for the greeting while the volume recovers); more are refused, so
+ * clients that connect and say nothing cannot hold the slots established clients need (qemu CVE-2024-7409). Half of
+ * all: a burst of this many clients connecting in the same instant (fio numjobs=32) is still served.
+ */
+export const NBD_NEGOTIATING_MAX = 32;
+/** NBD: a client must finish negotiating this long after its greeting, or it is disconnected (qemu's default too). */
+export const NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT = 10_000;
+/** NBD: failed requests (and refused connections) logged per second; the rest are summed up per kind. */
+export const NBD_ERROR_LOG_LINES_PER_SECOND = 10;
 export const NBD_PORT_DEFAULT = 10809;
 /** NBD: options one client may send before the server hangs up (a client looping in negotiation is a DoS). */
 export const NBD_HANDSHAKE_OPTIONS_MAX = 256;
@@ -165,6 +176,8 @@ assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record 
 assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
 // Every O_DIRECT write of an object but the last starts and ends on a page.
 assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_WRITE_BYTES_MAX > 0, "object writes are whole pages");
+// Established clients always keep some slots: negotiating ones cannot take them all.
+assert(NBD_NEGOTIATING_MAX < NBD_CONNECTIONS_MAX, "negotiating clients are a fraction of all connections");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.
 assert(NBD_REQUEST_BYTES_MAX <= BATCH_BYTES_MAX, "an NBD write fits one batch");
 // A queued-output limit below one reply would stop reading for good after a single large READ.

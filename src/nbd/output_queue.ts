@@ -8,6 +8,10 @@
 // - `queuedBytes` counts every byte appended and not yet accepted by the transport.
 // - While `blocked` (a partial write happened, waiting for drain), nothing is written.
 // - Appended payloads are never modified by this queue; large ones are queued by reference, not copied.
+// - Once closed (the owner closed it, or a write failed), it holds nothing and takes nothing: appends are dropped and
+//   `isEmpty` stays true. A failed write is reported through `onFailed`, once: the transport will not tell us (Bun
+//   delivers no close event for a paused socket whose write failed), and a session waiting for its replies to drain
+//   before it ends would otherwise wait for ever.
 
 import { assert } from "../errors.ts";
 
@@ -39,12 +43,16 @@ export class OutputQueue {
 
   /** Called when the transport took everything after a partial write (the session may resume reading). */
   onDrained: () => void = () => {};
+  /** Called once, when a write fails (the peer is gone): the queue is closed; the owner must close the socket. */
+  onFailed: () => void = () => {};
 
   constructor(private readonly transport: Transport) {}
 
   /** Reserves `length` bytes at the end of the batch; the caller writes them at `this.staging[offset...]`. */
   reserve(length: number): number {
     assert(length <= STAGING_BYTES, "reserved header fits the batch");
+    // Closed: the caller may still fill the bytes it asked for, but they are never counted or sent.
+    if (this.closed) return 0;
     if (this.stagingUsed + length > this.staging.length) this.rotateStaging();
     const offset = this.stagingUsed;
     this.stagingUsed += length;
@@ -62,7 +70,7 @@ export class OutputQueue {
 
   /** Appends a payload. The queue may keep a reference to it until sent: the caller must not modify it. */
   appendPayload(payload: Uint8Array): void {
-    if (payload.length === 0) return;
+    if (payload.length === 0 || this.closed) return;
     if (payload.length <= COPY_PAYLOAD_BYTES_MAX) {
       const offset = this.reserve(payload.length);
       this.staging.set(payload, offset);
@@ -81,7 +89,7 @@ export class OutputQueue {
     while (this.pending.length > 0) {
       const segment = this.pending[0]!;
       const written = this.transport.write(segment);
-      if (written < 0) return this.close();
+      if (written < 0) return this.fail();
       this.queuedBytes -= written;
       if (written < segment.length) {
         this.pending[0] = segment.subarray(written);
@@ -92,7 +100,7 @@ export class OutputQueue {
     }
     if (this.stagingUsed === 0) return;
     const written = this.transport.write(this.staging, 0, this.stagingUsed);
-    if (written < 0) return this.close();
+    if (written < 0) return this.fail();
     this.queuedBytes -= written;
     if (written === this.stagingUsed) {
       this.stagingUsed = 0; // The kernel has the bytes: the batch buffer is free again.
@@ -123,6 +131,12 @@ export class OutputQueue {
     this.pending = [];
     this.stagingUsed = 0;
     this.queuedBytes = 0;
+  }
+
+  /** A write failed: drop everything and tell the owner (after the close, so it sees a closed, empty queue). */
+  private fail(): void {
+    this.close();
+    this.onFailed();
   }
 
   get isClosed(): boolean {

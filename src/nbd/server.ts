@@ -1,38 +1,77 @@
 // NBD server: Bun.listen on TCP and/or a unix socket, one Connection per client (handshake, then a session),
-// and the connection lifecycle: accept (bounded by NBD_CONNECTIONS_MAX), close on protocol errors, clean close().
+// and the connection lifecycle: accept (bounded), close on protocol errors and handshake timeouts, clean close().
 // Spec: NetworkBlockDevice/nbd doc/proto.md; URIs per the NBD URI spec (nbd://host:port/name,
 // nbd+unix:///name?socket=PATH). Wire details live in wire.ts, negotiation in handshake.ts, requests in session.ts.
+// Rules in docs/architecture.md, "Connections".
+//
+// Two steps, so that a command can bind before it does anything irreversible: listenNbd() binds every listener (a
+// unix socket path where a server answers is refused, a stale one replaced; a port in use fails) and holds the
+// clients that connect; serve() attaches the device and greets them. startNbdServer() does both.
+//
+// Limits: NBD_CONNECTIONS_MAX connections at once, of which at most NBD_NEGOTIATING_MAX have not finished
+// negotiating (clients held before serve() count as negotiating); a client must finish negotiating within the
+// handshake timeout of its greeting. So clients that connect and say nothing cannot lock anyone out (qemu learnt
+// this as CVE-2024-7409 and drops them after 10 s too).
 //
 // A connection is counted from accept until its socket is closed AND none of its device calls is in flight, so
 // connectionCount() returning to 0 means nothing of it is left, and close() resolves only when the device is no
 // longer being called on anyone's behalf.
 
-import { existsSync, lstatSync, unlinkSync } from "node:fs";
-import { NBD_CLOSE_DRAIN_MS_MAX, NBD_CONNECTIONS_MAX } from "../constants.ts";
-import { InvalidArgumentError, assert } from "../errors.ts";
+import { lstatSync, unlinkSync } from "node:fs";
+import {
+  NBD_CLOSE_DRAIN_MS_MAX,
+  NBD_CONNECTIONS_MAX,
+  NBD_ERROR_LOG_LINES_PER_SECOND,
+  NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+  NBD_NEGOTIATING_MAX,
+} from "../constants.ts";
+import { IOError, InvalidArgumentError, assert } from "../errors.ts";
 import type { BlockDevice } from "./block_device.ts";
 import { Handshake, type ExportInfo } from "./handshake.ts";
+import { LogLimiter } from "./log_limiter.ts";
 import { OutputQueue } from "./output_queue.ts";
 import { NbdSession, newNbdStats, type NbdStats } from "./session.ts";
 
-export interface NbdServerOptions {
+export interface NbdListenOptions {
+  socketPath?: string;
+  listen?: { host: string; port: number };
+  log?: (line: string) => void;
+  /**
+   * Failures clients cause (failed requests, protocol errors, refused and timed-out connections), rate-limited;
+   * default `log`. `lsvd serve --quiet` keeps these.
+   */
+  errorLog?: (line: string) => void;
+  /** A client must finish negotiating this long after its greeting (default NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT). */
+  handshakeTimeoutMs?: number;
+}
+
+export interface NbdExportOptions {
   device: BlockDevice;
   /** Default "". The empty name always selects the export too (the spec's default export). */
   exportName?: string;
   description?: string;
-  socketPath?: string;
-  listen?: { host: string; port: number };
-  log?: (line: string) => void;
+}
+
+export type NbdServerOptions = NbdListenOptions & NbdExportOptions;
+
+export interface NbdServerStats extends NbdStats {
+  connections: number;
+  /** Connections that have not finished negotiating (or wait for serve()). */
+  negotiating: number;
+  /** Requests parsed and not yet answered, over all connections. */
+  requestsInFlight: number;
 }
 
 export interface NbdServer {
   /** One URI per listener: nbd://127.0.0.1:10809 (port resolved when 0 was asked), nbd+unix:///?socket=PATH. */
   readonly addresses: string[];
+  /** Starts serving `device`: clients held since listenNbd() get their greeting now. Once only. */
+  serve(options: NbdExportOptions): void;
   /** Connections accepted and not finished (socket open, or device calls still in flight for it). */
   connectionCount(): number;
   /** Stops accepting, lets in-flight requests finish and their replies go out, ends connections. */
   close(): Promise<void>;
-  stats(): NbdStats & { connections: number };
+  stats(): NbdServerStats;
 }
 
 type BunSocket = import("bun").Socket<Connection | undefined>;
@@ -40,10 +79,11 @@ type BunListener = import("bun").TCPSocketListener<Connection | undefined> | imp
 
 class Connection {
   readonly output: OutputQueue;
-  handshake: Handshake | null;
+  handshake: Handshake | null = null;
   session: NbdSession | null = null;
   socketClosed = false;
   ending = false;
+  private handshakeTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly server: Server,
@@ -51,20 +91,35 @@ class Connection {
     readonly name: string,
   ) {
     this.output = new OutputQueue(socket);
-    this.handshake = new Handshake(server.exportInfo, (bytes) => this.output.appendCopy(bytes));
+    // A failed write means the peer is gone; Bun gives no close event for a paused socket, so close it ourselves.
+    this.output.onFailed = () => this.onTransportFailed();
+  }
+
+  get negotiating(): boolean {
+    return this.session === null && !this.ending && !this.socketClosed;
+  }
+
+  /** Sends the greeting (once the server has a device) and starts the handshake clock. */
+  greet(exportInfo: ExportInfo): void {
+    assert(this.handshake === null && this.session === null, "a connection is greeted once");
+    if (this.ending || this.socketClosed) return;
+    this.handshake = new Handshake(exportInfo, (bytes) => this.output.appendCopy(bytes));
     this.handshake.start();
+    this.handshakeTimer = setTimeout(() => this.onHandshakeTimeout(), this.server.handshakeTimeoutMs);
   }
 
   onData(chunk: Uint8Array): void {
     if (this.session !== null) return this.session.feed(chunk);
+    // Before the greeting a client has nothing to say; whatever it sends is dropped with the connection later.
     if (this.handshake === null || this.ending) return;
     const result = this.handshake.feed(chunk);
     if (result.kind === "continue") return;
     this.handshake = null;
+    this.clearHandshakeTimer();
     if (result.kind === "close") {
       if (result.reason !== "client sent NBD_OPT_ABORT") {
         this.server.counters.protocolErrors++;
-        this.server.log(`nbd ${this.name}: closing connection during handshake: ${result.reason}`);
+        this.server.limitedLog("handshake", `nbd ${this.name}: closing connection during handshake: ${result.reason}`);
       }
       this.end();
       return;
@@ -78,12 +133,12 @@ class Connection {
       `nbd ${this.name}: connected (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""})`,
     );
     this.session = new NbdSession({
-      device: this.server.device,
+      device: this.server.device!,
       negotiated: result.negotiated,
       transport: this.socket,
       output: this.output,
       stats: this.server.counters,
-      log: this.server.log,
+      logFailure: (kind, line) => this.server.limitedLog(kind, line),
       name: this.name,
       onProtocolError: () => this.end(),
       onDrainedForEnd: () => this.end(),
@@ -92,16 +147,38 @@ class Connection {
     if (result.leftover.length > 0) this.session.feed(result.leftover);
   }
 
+  private onHandshakeTimeout(): void {
+    this.handshakeTimer = null;
+    if (this.session !== null || this.ending || this.socketClosed) return;
+    this.server.counters.handshakeTimeouts++;
+    this.server.limitedLog("handshake timeout", `nbd ${this.name}: closing connection: no transmission within ${this.server.handshakeTimeoutMs} ms of the greeting`);
+    this.handshake = null;
+    this.end();
+  }
+
+  private clearHandshakeTimer(): void {
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+  }
+
   /** Ends the socket after handing queued bytes to it (a graceful FIN; replies already dropped on errors). */
   end(): void {
     if (this.ending || this.socketClosed) return;
     this.ending = true;
+    this.clearHandshakeTimer();
     this.output.flush();
     this.socket.end();
   }
 
+  /** The output queue could not write: the peer is gone. Same as a close, but we must close the socket too. */
+  private onTransportFailed(): void {
+    this.session?.onTransportClosed();
+    this.terminate();
+  }
+
   onClose(): void {
     this.socketClosed = true;
+    this.clearHandshakeTimer();
     this.output.close();
     this.session?.onTransportClosed();
     this.maybeGone();
@@ -125,35 +202,45 @@ class Connection {
 }
 
 class Server implements NbdServer {
-  readonly addresses: string[] = [];
   readonly counters = newNbdStats();
-  readonly exportInfo: ExportInfo;
   readonly log: (line: string) => void;
-  readonly listeners: BunListener[] = [];
+  private readonly errorLog: (line: string) => void;
+  /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
+  private readonly limiter: LogLimiter;
+  readonly handshakeTimeoutMs: number;
+  private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
+  device: BlockDevice | null = null;
+  private exportInfo: ExportInfo | null = null;
   closing = false;
   private closed: Promise<void> | null = null;
-  private socketPath: string | null = null;
+  /** The inode of the socket file we bound: close() unlinks the path only while it is still ours. */
+  private socketInode: number | null = null;
 
-  constructor(
-    readonly device: BlockDevice,
-    exportName: string,
-    description: string,
-    log: (line: string) => void,
-  ) {
-    this.log = log;
-    this.exportInfo = {
-      name: exportName,
-      description,
-      sizeBytes: device.sizeBytes,
-      readOnly: device.readOnly,
-      blockSizeMinBytes: device.blockSizeMinBytes,
-      blockSizePreferredBytes: device.blockSizePreferredBytes,
-    };
+  constructor(options: NbdListenOptions) {
+    this.log = options.log ?? (() => {});
+    this.errorLog = options.errorLog ?? this.log;
+    this.limiter = new LogLimiter({ log: this.errorLog, linesPerWindow: NBD_ERROR_LOG_LINES_PER_SECOND, windowMs: 1000 });
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT;
+    assert(Number.isSafeInteger(this.handshakeTimeoutMs) && this.handshakeTimeoutMs > 0, "handshake timeout is a positive integer");
   }
 
-  listen(options: NbdServerOptions): void {
+  limitedLog(kind: string, line: string): void {
+    this.limiter.line(kind, line);
+  }
+
+  get addresses(): string[] {
+    const name = this.exportInfo?.name ?? "";
+    const nameSuffix = name === "" ? "" : encodeURIComponent(name);
+    return this.listeners.map(({ listener, unixPath, host }) => {
+      if (unixPath !== null) return `nbd+unix:///${nameSuffix}?socket=${unixPath}`;
+      const hostPart = host!.includes(":") ? `[${host}]` : host!;
+      return `nbd://${hostPart}:${(listener as import("bun").TCPSocketListener<Connection | undefined>).port}${nameSuffix === "" ? "" : `/${nameSuffix}`}`;
+    });
+  }
+
+  async listen(options: NbdListenOptions): Promise<void> {
     const handlers = {
       // Plain Uint8Array chunks: no Buffer wrapper per data event.
       binaryType: "uint8array" as const,
@@ -161,30 +248,51 @@ class Server implements NbdServer {
       data: (socket: BunSocket, chunk: Uint8Array) => socket.data?.onData(chunk),
       drain: (socket: BunSocket) => socket.data?.output.onDrain(),
       close: (socket: BunSocket) => socket.data?.onClose(),
-      error: (socket: BunSocket, error: Error) => this.log(`nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`),
+      error: (socket: BunSocket, error: Error) => this.limitedLog("socket error", `nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`),
     };
-    const nameSuffix = this.exportInfo.name === "" ? "" : encodeURIComponent(this.exportInfo.name);
     if (options.socketPath !== undefined) {
       const path = options.socketPath;
-      // A socket file left by a crashed server blocks bind(); replace it, but never a regular file.
-      if (existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
-      const listener = Bun.listen<Connection | undefined>({ unix: path, data: undefined, socket: handlers });
-      this.listeners.push(listener);
-      this.socketPath = path;
-      this.addresses.push(`nbd+unix:///${nameSuffix}?socket=${path}`);
+      await claimUnixSocketPath(path);
+      const listener = bindOrExplain(path, () => Bun.listen<Connection | undefined>({ unix: path, data: undefined, socket: handlers }));
+      this.listeners.push({ listener, unixPath: path, host: null });
+      this.socketInode = lstatSync(path).ino;
     }
     if (options.listen !== undefined) {
       const { host, port } = options.listen;
-      const listener = Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers });
-      this.listeners.push(listener);
-      const hostPart = host.includes(":") ? `[${host}]` : host;
-      this.addresses.push(`nbd://${hostPart}:${listener.port}${nameSuffix === "" ? "" : `/${nameSuffix}`}`);
+      const listener = bindOrExplain(`${host}:${port}`, () =>
+        Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers }),
+      );
+      this.listeners.push({ listener, unixPath: null, host });
     }
   }
 
+  serve(options: NbdExportOptions): void {
+    assert(this.device === null, "serve() is called once");
+    if (this.closing) return;
+    const device = options.device;
+    this.device = device;
+    this.exportInfo = {
+      name: options.exportName ?? "",
+      description: options.description ?? "",
+      sizeBytes: device.sizeBytes,
+      readOnly: device.readOnly,
+      blockSizeMinBytes: device.blockSizeMinBytes,
+      blockSizePreferredBytes: device.blockSizePreferredBytes,
+    };
+    for (const connection of this.connections) connection.greet(this.exportInfo);
+  }
+
   private onOpen(socket: BunSocket): void {
-    if (this.closing || this.connections.size >= NBD_CONNECTIONS_MAX) {
+    const refusal = this.closing
+      ? "the server is closing"
+      : this.connections.size >= NBD_CONNECTIONS_MAX
+        ? `${NBD_CONNECTIONS_MAX} connections are open`
+        : this.negotiatingCount() >= NBD_NEGOTIATING_MAX
+          ? `${NBD_NEGOTIATING_MAX} clients are still negotiating`
+          : null;
+    if (refusal !== null) {
       this.counters.connectionsRefused++;
+      this.limiter.line("refused", `nbd: refused a connection: ${refusal}`);
       socket.data = undefined;
       socket.end();
       return;
@@ -196,6 +304,13 @@ class Server implements NbdServer {
     const connection = new Connection(this, socket, name);
     socket.data = connection;
     this.connections.add(connection);
+    if (this.exportInfo !== null) connection.greet(this.exportInfo);
+  }
+
+  private negotiatingCount(): number {
+    let count = 0;
+    for (const connection of this.connections) if (connection.negotiating) count++;
+    return count;
   }
 
   remove(connection: Connection): void {
@@ -208,8 +323,10 @@ class Server implements NbdServer {
     return this.connections.size;
   }
 
-  stats(): NbdStats & { connections: number } {
-    return { ...this.counters, connections: this.connections.size };
+  stats(): NbdServerStats {
+    let requestsInFlight = 0;
+    for (const connection of this.connections) requestsInFlight += connection.session?.inflight ?? 0;
+    return { ...this.counters, connections: this.connections.size, negotiating: this.negotiatingCount(), requestsInFlight };
   }
 
   close(): Promise<void> {
@@ -219,35 +336,109 @@ class Server implements NbdServer {
 
   private async closeOnce(): Promise<void> {
     this.closing = true;
-    for (const listener of this.listeners) listener.stop(false);
-    if (this.socketPath !== null && existsSync(this.socketPath)) unlinkSync(this.socketPath);
+    for (const { listener } of this.listeners) listener.stop(false);
+    this.unlinkOwnSocket();
     for (const connection of this.connections) connection.beginEnd();
-    if (this.connections.size === 0) return;
-    const gone = new Promise<void>((resolve) => (this.connectionsGone = resolve));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), NBD_CLOSE_DRAIN_MS_MAX)));
-    const late = await Promise.race([gone.then(() => false), timedOut]);
-    clearTimeout(timer);
-    if (late) {
-      // Clients that do not read their replies do not hold the server hostage; device calls still finish.
-      this.log(`nbd: ${this.connections.size} connection(s) did not finish in ${NBD_CLOSE_DRAIN_MS_MAX} ms`);
-      for (const connection of this.connections) connection.terminate();
-      await gone;
+    if (this.connections.size > 0) {
+      const gone = new Promise<void>((resolve) => (this.connectionsGone = resolve));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), NBD_CLOSE_DRAIN_MS_MAX)));
+      const late = await Promise.race([gone.then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (late) {
+        // Clients that do not read their replies do not hold the server hostage; device calls still finish.
+        this.errorLog(`nbd: ${this.connections.size} connection(s) did not finish in ${NBD_CLOSE_DRAIN_MS_MAX} ms`);
+        for (const connection of this.connections) connection.terminate();
+        await gone;
+      }
     }
     assert(this.connections.size === 0, "every connection is gone after close");
+    this.limiter.flush();
+  }
+
+  /** Removes our socket file, but never one another server bound at the path since (Bun may have removed ours). */
+  private unlinkOwnSocket(): void {
+    const entry = this.listeners.find((candidate) => candidate.unixPath !== null);
+    if (entry === undefined || this.socketInode === null) return;
+    try {
+      if (lstatSync(entry.unixPath!).ino === this.socketInode) unlinkSync(entry.unixPath!);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
   }
 }
 
-export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
+/**
+ * Makes a unix socket path free to bind, or refuses: nothing there is fine; a socket where a server answers is in
+ * use and is left alone; a socket nobody answers on (ECONNREFUSED: its server died without removing it) is stale
+ * and removed; anything that is not a socket is never touched.
+ */
+async function claimUnixSocketPath(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new IOError(`Cannot listen on ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  if (!isSocket) throw new InvalidArgumentError(`Cannot listen on ${path}: it exists and is not a socket`);
+  if (await socketAnswers(path)) throw new IOError(`socket ${path} is in use by a running server; not replacing it`);
+  unlinkSync(path);
+}
+
+/** How long a probe of an existing socket may take; a server too busy to accept in that time is still a server. */
+const SOCKET_PROBE_TIMEOUT_MS = 2000;
+
+/** True when something accepts connections on the unix socket `path`; false only when the connection is refused. */
+async function socketAnswers(path: string): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), SOCKET_PROBE_TIMEOUT_MS)));
+  const probe = Bun.connect({ unix: path, socket: { data() {} } }).then(
+    (socket) => {
+      socket.end();
+      return "answered" as const;
+    },
+    (error: NodeJS.ErrnoException) => error,
+  );
+  const outcome = await Promise.race([probe, timedOut]);
+  clearTimeout(timer);
+  if (outcome === "answered" || outcome === "timeout") return true;
+  // ECONNREFUSED: bound by nobody. ENOENT: removed meanwhile (its server stopped). Either way nothing is served.
+  if (outcome.code === "ECONNREFUSED" || outcome.code === "ENOENT") return false;
+  // EAGAIN: a listener whose backlog is full; EACCES and the rest: we cannot tell, so we do not take it.
+  if (outcome.code === "EAGAIN") return true;
+  throw new IOError(`Cannot listen on ${path}: cannot tell whether a server uses it: ${outcome.code ?? outcome.message}`);
+}
+
+/** Bun.listen throws a plain Error (EADDRINUSE, EACCES): one line naming the address instead. */
+function bindOrExplain(where: string, bind: () => BunListener): BunListener {
+  try {
+    return bind();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException)?.code;
+    const reason = code === "EADDRINUSE" ? "EADDRINUSE (address in use)" : (code ?? (error as Error)?.message ?? String(error));
+    throw new IOError(`Cannot listen on ${where}: ${reason}`);
+  }
+}
+
+/** Binds every listener; clients that connect are held (not greeted) until serve(). Closes what it bound on failure. */
+export async function listenNbd(options: NbdListenOptions): Promise<NbdServer> {
   if (options.socketPath === undefined && options.listen === undefined) {
     throw new InvalidArgumentError("Cannot start NBD server: neither socketPath nor listen given");
   }
-  const server = new Server(options.device, options.exportName ?? "", options.description ?? "", options.log ?? (() => {}));
+  const server = new Server(options);
   try {
-    server.listen(options);
+    await server.listen(options);
   } catch (error) {
     await server.close();
     throw error;
   }
+  return server;
+}
+
+/** listenNbd() then serve(): for servers whose device is ready before they bind (tests, benchmarks). */
+export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
+  const server = await listenNbd(options);
+  server.serve(options);
   return server;
 }

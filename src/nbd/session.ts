@@ -14,6 +14,9 @@
 //   payload bytes in flight) pauses the socket and keeps the unparsed rest; completions resume it.
 // - Replies are encoded into the OutputQueue batch, which writes once per event-loop turn.
 //
+// Every error reply is logged (command, offset, length, errno and cause) through `logFailure`, which the server
+// rate-limits: the operator sees why clients get errors, and a client cannot flood the log.
+//
 // Bad input: a request the spec lets us answer (bad range, length, flags, unknown command) gets an error reply and
 // the connection goes on. A bad request magic or a WRITE payload above NBD_REQUEST_BYTES_MAX leaves no safe way to
 // find the next request: the connection is closed. Either way, device calls already made run to completion and
@@ -62,7 +65,9 @@ import {
   NBD_STATE_HOLE,
   NBD_STATE_ZERO,
   NBD_STRUCTURED_REPLY_HEADER_BYTES,
+  commandName,
   encodeErrorChunkPayload,
+  errnoName,
   readU16,
   readU32,
   readU64,
@@ -78,6 +83,8 @@ export interface NbdStats {
   connectionsRefused: number;
   /** Connections closed because the client broke the protocol (bad magic, oversize payload, bad handshake). */
   protocolErrors: number;
+  /** Connections closed because the client did not finish negotiating in time. */
+  handshakeTimeouts: number;
   reads: number;
   writes: number;
   flushes: number;
@@ -96,6 +103,7 @@ export function newNbdStats(): NbdStats {
     connectionsAccepted: 0,
     connectionsRefused: 0,
     protocolErrors: 0,
+    handshakeTimeouts: 0,
     reads: 0,
     writes: 0,
     flushes: 0,
@@ -160,7 +168,8 @@ export interface NbdSessionOptions {
   /** The connection's queue (the handshake's replies may still be in it: they go out first). */
   output: OutputQueue;
   stats: NbdStats;
-  log: (line: string) => void;
+  /** Logs a failed request or a protocol error; `kind` groups similar lines for rate limiting (the server's LogLimiter). */
+  logFailure: (kind: string, line: string) => void;
   /** Label for log lines (e.g. the peer address). */
   name: string;
   /** Called once, when the connection must be closed at once (protocol error). */
@@ -601,16 +610,22 @@ export class NbdSession {
 
   completeError(slot: RequestSlot, error: unknown): void {
     const errno = nbdErrnoFor(error);
-    const message = error instanceof Error ? error.message : String(error);
-    if (!(error instanceof LsvdError)) {
-      this.options.log(`nbd ${this.options.name}: command ${slot.type} failed: ${message}`);
-    }
+    // Anything but an LsvdError is a bug somewhere below: say what it was, not only its message.
+    const message = error instanceof LsvdError ? error.message : error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     this.replyError(slot, errno, message);
   }
 
-  /** Error reply: a structured ERROR chunk (with a message) when negotiated, since READ must not get a simple one. */
+  /**
+   * Error reply: a structured ERROR chunk (with a message) when negotiated, since READ must not get a simple one.
+   * Logged even when the client is gone: the failure happened all the same.
+   */
   private replyError(slot: RequestSlot, errno: number, message: string): void {
     assert(errno !== 0, "an error reply carries an error");
+    const command = commandName(slot.type);
+    this.options.logFailure(
+      `${command} ${errno}`,
+      `nbd ${this.options.name}: ${command} at ${slot.offset} length ${slot.length} failed: ${errnoName(errno)} (${message})`,
+    );
     if (this.state !== "dead") {
       this.stats.errorReplies++;
       const output = this.output;
@@ -681,9 +696,10 @@ export class NbdSession {
 
   private maybeEnded(): void {
     if (this.state !== "ending" || this.inflight > 0) return;
-    // Replies still queued go out first; if the socket is full, the drain callback brings us back here.
+    // Replies still queued go out first; if the socket is full, the drain callback brings us back here. A write that
+    // fails closes the queue and, through the connection, kills this session: nothing is left to wait for then.
     this.output.flush();
-    if (!this.output.isEmpty) return;
+    if (this.state !== "ending" || !this.output.isEmpty) return;
     this.state = "dead";
     this.options.onDrainedForEnd();
     this.maybeSettled();
@@ -697,7 +713,7 @@ export class NbdSession {
 
   private protocolError(reason: string): void {
     this.stats.protocolErrors++;
-    this.options.log(`nbd ${this.options.name}: closing connection: ${reason}`);
+    this.options.logFailure("protocol error", `nbd ${this.options.name}: closing connection: ${reason}`);
     this.kill();
     this.options.onProtocolError(reason);
   }

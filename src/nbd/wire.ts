@@ -135,6 +135,37 @@ export const NBD_EOVERFLOW = 75;
 export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
 
+const COMMAND_NAMES = new Map<number, string>([
+  [NBD_CMD_READ, "READ"],
+  [NBD_CMD_WRITE, "WRITE"],
+  [NBD_CMD_DISC, "DISC"],
+  [NBD_CMD_FLUSH, "FLUSH"],
+  [NBD_CMD_TRIM, "TRIM"],
+  [NBD_CMD_CACHE, "CACHE"],
+  [NBD_CMD_WRITE_ZEROES, "WRITE_ZEROES"],
+  [NBD_CMD_BLOCK_STATUS, "BLOCK_STATUS"],
+]);
+const ERRNO_NAMES = new Map<number, string>([
+  [NBD_EPERM, "EPERM"],
+  [NBD_EIO, "EIO"],
+  [NBD_ENOMEM, "ENOMEM"],
+  [NBD_EINVAL, "EINVAL"],
+  [NBD_ENOSPC, "ENOSPC"],
+  [NBD_EOVERFLOW, "EOVERFLOW"],
+  [NBD_ENOTSUP, "ENOTSUP"],
+  [NBD_ESHUTDOWN, "ESHUTDOWN"],
+]);
+
+/** "WRITE", or "command 9" for a number the spec does not define (for logs). */
+export function commandName(type: number): string {
+  return COMMAND_NAMES.get(type) ?? `command ${type}`;
+}
+
+/** "EPERM", or "errno 7" for a value the spec does not define (for logs). */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+}
+
 /** A structured error chunk carries a u16 message length; we keep messages short and ASCII. */
 export const NBD_ERROR_MESSAGE_BYTES_MAX = 256;
 

@@ -373,6 +373,22 @@ export class Volume implements BlockDevice {
     };
   }
 
+  /**
+   * Objects not yet durable in the backend (sealed, being put, or the open batch) and their size as far as known (a
+   * checkpoint's is not recorded): what a clean close still waits for. `lsvd serve` reports it while it waits.
+   */
+  backendBacklog(): { objects: number; bytes: number } {
+    let objects = 0;
+    let bytes = 0;
+    for (let seq = this.writes.durableSeq + 1; seq < this.writes.sequenceNext; seq++) {
+      const info = this.state.objects.get(seq);
+      if (info === undefined) continue;
+      objects += 1;
+      bytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+    }
+    return { objects, bytes };
+  }
+
   /** Clean shutdown: drain writes, put everything to the backend with a checkpoint, empty the journal. */
   async close(): Promise<void> {
     if (this.closed) return;

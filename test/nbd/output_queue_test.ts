@@ -93,3 +93,41 @@ test("a closed transport drops the queue", () => {
   expect(queue.isClosed).toBe(true);
   expect(queue.isEmpty).toBe(true);
 });
+
+test("a failed write reports once, and the closed queue takes nothing more (it stays empty)", () => {
+  const transport = new StingyTransport();
+  transport.budget = 1 << 20;
+  const queue = new OutputQueue(transport);
+  let failures = 0;
+  queue.onFailed = () => failures++;
+  queue.appendPayload(new Uint8Array(100));
+  queue.flush();
+  expect(transport.received.length).toBe(100);
+  transport.closed = true;
+  queue.appendPayload(new Uint8Array(10));
+  queue.flush();
+  expect(failures).toBe(1);
+  // Replies of requests still in flight complete after the failure: a session waiting for the queue to empty
+  // before it ends must see it empty, or the connection is never closed (issue 12, item 10).
+  const at = queue.reserve(16);
+  queue.staging.fill(7, at, at + 16);
+  queue.appendPayload(new Uint8Array(100_000));
+  queue.appendCopy(new Uint8Array(10));
+  queue.flush();
+  expect(queue.isEmpty).toBe(true);
+  expect(queue.queuedBytes).toBe(0);
+  expect(failures).toBe(1);
+  expect(transport.received.length).toBe(100);
+});
+
+test("a queue closed by its owner does not report a failure", () => {
+  const transport = new StingyTransport();
+  const queue = new OutputQueue(transport);
+  let failures = 0;
+  queue.onFailed = () => failures++;
+  queue.close();
+  queue.appendPayload(new Uint8Array(10));
+  queue.flush();
+  expect(queue.isEmpty).toBe(true);
+  expect(failures).toBe(0);
+});

@@ -460,7 +460,28 @@ describe("transmission, simple replies", () => {
       await client.request(NBD_CMD_WRITE, index * 4096, 512, { payload: pattern(512, index) });
       expect((await client.readSimpleReply()).error).toBe(expected[index]!);
     }
-    expect(logLines.filter((line) => line.includes("bug")).length).toBe(1);
+    // Every failure is logged with command, offset, length, errno and cause; a bug below says what it was.
+    expect(logLines.filter((line) => line.includes("failed:"))).toEqual([
+      "nbd unix#1: WRITE at 0 length 512 failed: ENOSPC (Cannot write: full)",
+      "nbd unix#1: WRITE at 4096 length 512 failed: EIO (Cannot write: disk on fire)",
+      "nbd unix#1: WRITE at 8192 length 512 failed: EIO (TypeError: bug)",
+    ]);
+  });
+
+  test("refused requests are logged too, and a flood of them is rate-limited with a count of what was left out", async () => {
+    const client = await connect();
+    await client.negotiate();
+    const count = 500;
+    for (let index = 0; index < count; index++) await client.request(NBD_CMD_READ, SIZE_BYTES, 4096, { cookie: index });
+    for (let index = 0; index < count; index++) expect((await client.readSimpleReply()).error).toBe(NBD_EINVAL);
+    await server.close(); // flushes the summaries of the window
+    const failed = logLines.filter((line) => line.includes(" failed: "));
+    const summaries = logLines.filter((line) => line.startsWith("nbd: suppressed "));
+    expect(failed[0]).toBe(`nbd unix#1: READ at ${SIZE_BYTES} length 4096 failed: EINVAL (request is past the end of the export)`);
+    expect(failed.length).toBeLessThan(count / 5);
+    // Nothing is lost from the count: lines written plus lines summed up is every failure.
+    const suppressed = summaries.reduce((sum, line) => sum + Number(/suppressed (\d+) similar/.exec(line)![1]), 0);
+    expect(failed.length - summaries.length + suppressed).toBe(count);
   });
 
   test("pipelined requests beyond the in-flight limit: back-pressure, then every reply, out of order allowed", async () => {

@@ -1,12 +1,33 @@
 // lsvd serve: open a volume with its cache and serve it over NBD until SIGINT/SIGTERM, then shut down cleanly:
 // stop accepting, finish in-flight requests, put everything journaled to the backend, checkpoint, exit 0.
+//
+// Start-up order (docs/architecture.md, "Connections"):
+//   1. bind every listener: a unix socket where a server answers is refused, a stale one replaced, a port in use
+//      fails; clients that connect from here on wait for their greeting;
+//   2. open the volume: recovery, which may delete objects beyond a gap, so it runs only once we know we can serve;
+//   3. serve: greet the waiting clients;
+//   4. on SIGINT/SIGTERM: drain connections, close the volume, saying every few seconds what is still awaited.
 
+import { dirname } from "node:path";
+import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../../ffi/libc.ts";
 import { writeOut } from "../output.ts";
-import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, GC_THRESHOLD_DEFAULT, NBD_PORT_DEFAULT, PAGE_BYTES, SECTOR_BYTES } from "../../constants.ts";
-import { IOError, InvalidArgumentError, LsvdError } from "../../errors.ts";
-import { startNbdServer } from "../../nbd/server.ts";
-import { openVolumeForCommand } from "../open_volume.ts";
-import { makeLogger } from "../../util/log.ts";
+import {
+  BATCH_BYTES_MAX,
+  BATCH_BYTES_MIN,
+  GC_THRESHOLD_DEFAULT,
+  NBD_CLOSE_DRAIN_MS_MAX,
+  NBD_CONNECTIONS_MAX,
+  NBD_ERROR_LOG_LINES_PER_SECOND,
+  NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+  NBD_NEGOTIATING_MAX,
+  NBD_PORT_DEFAULT,
+  PAGE_BYTES,
+  SECTOR_BYTES,
+} from "../../constants.ts";
+import { IOError, InvalidArgumentError } from "../../errors.ts";
+import { listenNbd, type NbdServer } from "../../nbd/server.ts";
+import { openVolumeForCommand, type OpenedVolume } from "../open_volume.ts";
+import { makeLogger, type LogFn } from "../../util/log.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import {
   BACKEND_HELP,
@@ -16,15 +37,32 @@ import {
   parseCommandArgs,
   requireVolumeAndCache,
   stringOption,
+  type Parsed,
 } from "../args.ts";
 import type { Command } from "./command.ts";
+
+/** While a clean shutdown waits, it says what for this often. */
+const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
+/** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
+const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
 
 const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only]";
 const HELP = `Usage: ${USAGE}
 
 Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen, listens on TCP
 127.0.0.1:${NBD_PORT_DEFAULT}. Binding to a non-loopback address must be asked for explicitly with --listen.
-SIGINT/SIGTERM: stop accepting, finish in-flight requests, flush everything to the backend, exit 0.
+Every listener is bound before the volume is opened (recovery can delete objects, so it runs only when the
+server can serve): a --socket PATH where a server answers is refused (exit 1) and left alone, a stale one (its
+server died) is replaced; a port in use fails at once (exit 1). Clients that connect during recovery are greeted
+when it ends.
+SIGINT/SIGTERM: stop accepting, finish in-flight requests, flush everything to the backend, exit 0; while that
+waits (e.g. for an unreachable backend), a line every ${SHUTDOWN_REPORT_INTERVAL_MS / 1000} s says what for. A second signal exits at once
+(the journal keeps every acknowledged write).
+
+Connections: at most ${NBD_CONNECTIONS_MAX}, of which at most ${NBD_NEGOTIATING_MAX} still negotiating; more are refused. A
+client must finish negotiating within --handshake-timeout-ms of its greeting or is disconnected. Failed
+requests are logged with command, offset, length and cause (${NBD_ERROR_LOG_LINES_PER_SECOND} lines a second at most, the rest
+counted in a summary), also with --quiet.
 
 Options:
   --volume VOLUME        the volume (see below)
@@ -40,6 +78,9 @@ Options:
   --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
                          (default ${GC_THRESHOLD_DEFAULT}; 0: only delete objects with no live data left)
   --no-gc                no garbage collection: objects are never deleted
+  --handshake-timeout-ms MS
+                         a client must finish negotiating this long after its greeting, or it is
+                         disconnected (default ${NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT})
   --quiet                log nothing but errors
 ${BACKEND_HELP}
 `;
@@ -49,6 +90,118 @@ export function parseListen(text: string): { host: string; port: number } {
   const port = match ? Number(match[3]) : NaN;
   if (!match || !(port >= 0 && port <= 65535)) throw new InvalidArgumentError(`Invalid --listen '${text}': expected HOST:PORT`);
   return { host: (match[1] ?? match[2])!, port };
+}
+
+function positiveIntegerOption(parsed: Parsed, name: string): number | undefined {
+  const text = parsed.values[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!(Number.isSafeInteger(value) && value > 0)) throw new InvalidArgumentError(`Invalid --${name} '${String(text)}': expected a positive integer`);
+  return value;
+}
+
+function batchSizeOption(parsed: Parsed): number | undefined {
+  if (parsed.values["batch-size"] === undefined) return undefined;
+  const batchBytes = parseSize(String(parsed.values["batch-size"]), "batch size");
+  if (batchBytes < BATCH_BYTES_MIN || batchBytes > BATCH_BYTES_MAX || batchBytes % PAGE_BYTES !== 0) {
+    throw new InvalidArgumentError(`Invalid --batch-size: expected a multiple of 4 KiB in ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)}`);
+  }
+  return batchBytes;
+}
+
+/**
+ * Runs `bind` holding an exclusive flock on the socket's directory, so that two servers starting at once cannot
+ * both find one stale socket, and the second remove the first's fresh one. The lock is held for milliseconds.
+ */
+async function withSocketDirectoryLock<T>(socketPath: string, bind: () => Promise<T>): Promise<T> {
+  const directory = dirname(socketPath);
+  const fd = openFile(directory, O_CLOEXEC, 0); // O_RDONLY is 0
+  try {
+    const deadline = Date.now() + SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX;
+    while (!tryLockExclusive(fd, directory)) {
+      if (Date.now() > deadline) throw new IOError(`Cannot listen on ${socketPath}: another process holds the lock on ${directory}`);
+      await Bun.sleep(10);
+    }
+    return await bind();
+  } finally {
+    closeFile(fd, directory);
+  }
+}
+
+/** Step 1: bind every listener, before anything irreversible happens. */
+async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn): Promise<NbdServer> {
+  const socketPath = stringOption(parsed, "socket");
+  const listenText = stringOption(parsed, "listen");
+  const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
+  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms") });
+  return socketPath === undefined ? bind() : withSocketDirectoryLock(socketPath, bind);
+}
+
+/**
+ * The last complaint about the backend or the volume: the store's retry reports and the volume's `error:` lines (a
+ * put the store gave up on is retried by the volume, which says so). Shutdown reports quote it.
+ */
+class LastError {
+  line: string | null = null;
+  atMs = 0;
+
+  wrap(log: LogFn, everyLine: boolean): LogFn {
+    return (line) => {
+      if (everyLine || line.startsWith("error:")) {
+        this.line = line;
+        this.atMs = Date.now();
+      }
+      log(line);
+    };
+  }
+
+  describe(): string {
+    if (this.line === null) return "";
+    return `; last error ${((Date.now() - this.atMs) / 1000).toFixed(0)} s ago: ${this.line.replace(/^error: /, "")}`;
+  }
+}
+
+/** What a waiting shutdown waits for: connections first, then the volume's objects. */
+function shutdownWaitLine(phase: "connections" | "volume", server: NbdServer, opened: OpenedVolume, lastError: LastError): string {
+  if (phase === "connections") {
+    const stats = server.stats();
+    return `waiting for ${stats.connections} connection(s) to finish ${stats.requestsInFlight} request(s) in flight and take their replies (at most ${NBD_CLOSE_DRAIN_MS_MAX / 1000} s)`;
+  }
+  const { objects, bytes } = opened.volume.backendBacklog();
+  const durableSeq = opened.volume.stats().durableSeq;
+  if (objects === 0) return `waiting for the volume to finish closing (superblock update, journal tail)${lastError.describe()}`;
+  return `waiting for ${objects} object(s) (${formatSize(bytes)}) to reach the backend (durable up to seq ${durableSeq})${lastError.describe()}`;
+}
+
+/** Step 4: drain the server, close the volume, and say periodically what is still awaited. */
+async function shutDown(server: NbdServer, opened: OpenedVolume, lastError: LastError, log: LogFn): Promise<void> {
+  let phase: "connections" | "volume" = "connections";
+  const timer = setInterval(() => log(shutdownWaitLine(phase, server, opened, lastError)), SHUTDOWN_REPORT_INTERVAL_MS);
+  try {
+    await server.close();
+    phase = "volume";
+    await opened.close();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. */
+function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>): Promise<void> {
+  const stopped = Promise.withResolvers<void>();
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
+      process.exit(130);
+    }
+    stopping = true;
+    info(`${signal}: shutting down (draining requests, flushing to the backend)`);
+    shutDownNow().then(stopped.resolve, stopped.reject);
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  return stopped.promise;
 }
 
 export const serveCommand: Command = {
@@ -67,6 +220,7 @@ export const serveCommand: Command = {
       "batch-idle-ms": { type: "string" },
       "gc-threshold": { type: "string" },
       "no-gc": { type: "boolean" },
+      "handshake-timeout-ms": { type: "string" },
       quiet: { type: "boolean" },
       ...BACKEND_OPTIONS,
     });
@@ -75,70 +229,37 @@ export const serveCommand: Command = {
       return 0;
     }
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
-    const socketPath = stringOption(parsed, "socket");
-    const listenText = stringOption(parsed, "listen");
-    const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
-    const batchBytes = parsed.values["batch-size"] === undefined ? undefined : parseSize(String(parsed.values["batch-size"]), "batch size");
-    if (batchBytes !== undefined && (batchBytes < BATCH_BYTES_MIN || batchBytes > BATCH_BYTES_MAX || batchBytes % PAGE_BYTES !== 0)) {
-      throw new InvalidArgumentError(`Invalid --batch-size: expected a multiple of 4 KiB in ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)}`);
-    }
-    const batchIdleMs = parsed.values["batch-idle-ms"] === undefined ? undefined : Number(parsed.values["batch-idle-ms"]);
-    if (batchIdleMs !== undefined && !(Number.isInteger(batchIdleMs) && batchIdleMs > 0)) throw new InvalidArgumentError("Invalid --batch-idle-ms");
+    const batchBytes = batchSizeOption(parsed);
+    const batchIdleMs = positiveIntegerOption(parsed, "batch-idle-ms");
     const gcThreshold = gcThresholdOption(parsed);
     const log = makeLogger("lsvd", false);
     const info = parsed.values.quiet === true ? () => {} : log;
+    const lastError = new LastError();
 
-    const { volume, uri, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, {
-      readOnly: parsed.values["read-only"] === true,
-      readCache: parsed.values["read-cache"] === true,
-      batchBytes,
-      batchIdleMs,
-      gc: parsed.values["no-gc"] !== true,
-      gcThreshold,
-      log: info,
-    });
-    info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
-    let server: Awaited<ReturnType<typeof startNbdServer>>;
+    const server = await bindListeners(parsed, info, log);
+    // (Ownership of the volume is taken here, between binding and recovery.)
+    let opened: OpenedVolume;
     try {
-      server = await startNbdServer({
-        device: volume,
-        exportName: stringOption(parsed, "name") ?? "",
-        description: `lsvd volume ${uri}`,
-        socketPath,
-        listen,
-        log: info,
+      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(log, true), {
+        readOnly: parsed.values["read-only"] === true,
+        readCache: parsed.values["read-cache"] === true,
+        batchBytes,
+        batchIdleMs,
+        gc: parsed.values["no-gc"] !== true,
+        gcThreshold,
+        log: lastError.wrap(info, false),
       });
     } catch (error) {
-      // Bun.listen throws a plain Error (e.g. the port is taken): close what is open and say where, in one line.
-      await close();
-      if (error instanceof LsvdError) throw error;
-      const where = [socketPath, listen && `${listen.host}:${listen.port}`].filter(Boolean).join(" and ");
-      const code = (error as NodeJS.ErrnoException)?.code;
-      throw new IOError(`Cannot listen on ${where}: ${code ?? (error as Error)?.message ?? String(error)}`);
+      await server.close();
+      throw error;
     }
+    const { volume, uri } = opened;
+    info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
+    server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
     for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
-
-    // The first SIGINT/SIGTERM starts a clean shutdown; a second one exits at once (the journal still holds every
-    // acknowledged write, so the next start replays it).
-    const stopped = Promise.withResolvers<void>();
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
-        process.exit(130);
-      }
-      stopping = true;
-      info(`${signal}: shutting down (draining requests, flushing to the backend)`);
-      (async () => {
-        await server.close();
-        await close();
-      })().then(stopped.resolve, stopped.reject);
-    };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
     try {
-      await stopped.promise;
+      await untilSignal(log, info, () => shutDown(server, opened, lastError, log));
     } catch (error) {
       log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
       return 1;
