@@ -34,6 +34,12 @@ export const FILE_STORE_READ_HANDLES_MAX = 256;
  * on a shared disk queue behind at most this much (file_store.ts, writeDirect).
  */
 export const FILE_STORE_DIRECT_WRITE_BYTES_MAX = 1024 * 1024;
+/**
+ * File backend: a name-changing step (rename, unlink, compare-and-rename) waits at most this long for the store's
+ * lock file held by another process (a holder that is killed releases it; one that is stopped holds it), then fails
+ * with a transient IOError.
+ */
+export const FILE_STORE_LOCK_WAIT_MS_MAX = 10_000;
 
 /** NBD: largest READ/WRITE payload accepted (advertised as INFO_BLOCK_SIZE maximum). */
 export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;

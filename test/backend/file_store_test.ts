@@ -19,7 +19,15 @@ afterAll(() => {
   for (const root of roots) fs.rmSync(root, { recursive: true, force: true });
 });
 
-objectStoreContract("FileStore", () => FileStore.open(tempRoot()), { manyObjects: 1100 });
+/** The store's lock file (file_store.ts): made by the first put or delete, never an object. */
+const LOCK_FILE = ".lsvd-store.lock";
+/** Files in root other than the lock file. */
+function filesIn(root: string): string[] {
+  return fs.readdirSync(root).filter((name) => name !== LOCK_FILE);
+}
+
+const contractRoot = tempRoot();
+objectStoreContract("FileStore", () => FileStore.open(contractRoot), { manyObjects: 1100 });
 
 describe("FileStore specifics", () => {
   test("put leaves no temporary files behind, only the objects", async () => {
@@ -28,7 +36,7 @@ describe("FileStore specifics", () => {
     await Promise.all(Array.from({ length: 20 }, (_, i) => store.put(`obj.${i}`, pattern(5000, i))));
     await store.put("obj.3", pattern(10, 99)); // an overwrite too
     const files = fs.readdirSync(root).sort();
-    expect(files).toEqual(Array.from({ length: 20 }, (_, i) => `obj.${i}`).sort());
+    expect(files).toEqual([LOCK_FILE, ...Array.from({ length: 20 }, (_, i) => `obj.${i}`)].sort());
     expect(fs.readFileSync(path.join(root, "obj.3"))).toEqual(Buffer.from(pattern(10, 99)));
   });
 
@@ -51,7 +59,7 @@ describe("FileStore specifics", () => {
       ];
       for (const [name, data] of cases) await store.put(name, data);
       for (const [name, data] of cases) expect({ name, same: Buffer.from(await store.get(name)).equals(Buffer.from(data)) }).toEqual({ name, same: true });
-      expect(fs.readdirSync(root).sort()).toEqual(cases.map(([name]) => name).sort());
+      expect(filesIn(root).sort()).toEqual(cases.map(([name]) => name).sort());
     });
   }
 
@@ -85,7 +93,7 @@ describe("FileStore specifics", () => {
     expect(caught).toBeInstanceOf(IOError);
     expect((caught as IOError).message).toContain("obj.dir");
     expect((caught as IOError).transient).toBe(false);
-    expect(fs.readdirSync(root)).toEqual(["obj.dir"]);
+    expect(filesIn(root)).toEqual(["obj.dir"]);
     // A directory is not an object.
     expect(await store.list("obj")).toEqual([]);
   });
@@ -111,7 +119,7 @@ describe("FileStore specifics", () => {
     await expect(FileStore.open(root)).rejects.toBeInstanceOf(NotFoundError);
     const store = await FileStore.open(root, { create: true });
     await store.put("x", pattern(3, 1));
-    expect(fs.readdirSync(root)).toEqual(["x"]);
+    expect(filesIn(root)).toEqual(["x"]);
   });
 
   test("objects are plain files: a file written by another tool reads back", async () => {
@@ -120,6 +128,118 @@ describe("FileStore specifics", () => {
     const store = await FileStore.open(root);
     expect(await store.getRange("external", 4000, 96)).toEqual(pattern(4096, 7).slice(4000));
   });
+});
+
+// Between processes (what ownership relies on: two lsvd commands on one volume directory), with real processes.
+describe("FileStore conditional operations between processes", () => {
+  const RACERS = 4;
+  const RACER = path.join(import.meta.dir, "_file_store_racer.ts");
+
+  /** Starts RACERS processes in `mode`, releases them together, returns each one's JSON report. */
+  async function runRacers(root: string, mode: string, count: number): Promise<Array<Record<string, unknown>>> {
+    const barrier = path.join(tempRoot(), "barrier");
+    const children = Array.from({ length: RACERS }, (_, id) =>
+      Bun.spawn(["timeout", "60", process.execPath, RACER, root, barrier, String(id), mode, String(count)], {
+        stdout: "pipe",
+        stderr: "pipe",
+      }),
+    );
+    try {
+      for (let waited = 0; filesReady(barrier) < RACERS && waited < 30_000; waited += 5) await Bun.sleep(5);
+      expect(filesReady(barrier)).toBe(RACERS);
+      fs.writeFileSync(`${barrier}.go`, "");
+      return await Promise.all(
+        children.map(async (child, id) => {
+          const [exitCode, stdout, stderr] = await Promise.all([
+            child.exited,
+            new Response(child.stdout).text(),
+            new Response(child.stderr).text(),
+          ]);
+          expect({ id, exitCode, stderr }).toEqual({ id, exitCode: 0, stderr: "" });
+          return JSON.parse(stdout) as Record<string, unknown>;
+        }),
+      );
+    } finally {
+      for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  }
+
+  function filesReady(barrier: string): number {
+    const dir = path.dirname(barrier);
+    return fs.readdirSync(dir).filter((name) => name.startsWith(`${path.basename(barrier)}.ready.`)).length;
+  }
+
+  test("a process holding the store lock makes changes wait, then fail transiently; killing it releases the lock", async () => {
+    const root = tempRoot();
+    const store = await FileStore.open(root, { lockWaitMsMax: 300 });
+    await store.put("obj", pattern(10, 1));
+    const version = (await store.getVersioned("obj"))!.version;
+    // Another process takes the lock the way the store does (flock(2), exclusive), says so, and holds it until killed.
+    const libc = path.resolve(import.meta.dir, "../../ffi/libc.ts");
+    const script = `
+      import { openFile, tryLockExclusive, O_RDWR, O_CREAT } from ${JSON.stringify(libc)};
+      const fd = openFile(${JSON.stringify(path.join(root, LOCK_FILE))}, O_RDWR | O_CREAT, 0o644);
+      if (!tryLockExclusive(fd, "lock")) process.exit(3);
+      console.log("locked");
+      setInterval(() => undefined, 1000);`;
+    const holder = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "inherit" });
+    try {
+      const reader = holder.stdout.getReader();
+      const first = await reader.read();
+      expect(new TextDecoder().decode(first.value)).toContain("locked");
+      for (const change of [
+        () => store.put("obj", pattern(10, 2)),
+        () => store.delete("obj"),
+        () => store.putIfVersion("obj", pattern(10, 3), version),
+      ]) {
+        const error = await change().then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        expect(error).toBeInstanceOf(IOError);
+        expect((error as IOError).transient).toBe(true);
+        expect((error as IOError).message).toContain(LOCK_FILE);
+      }
+      expect(await store.get("obj")).toEqual(pattern(10, 1));
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.exited;
+    }
+    // The holder died: the kernel released its lock.
+    const replaced = await store.putIfVersion("obj", pattern(10, 3), version);
+    expect(await store.getVersioned("obj")).toEqual({ data: pattern(10, 3), version: replaced });
+  }, 30_000);
+
+  test(`${RACERS} processes putIfAbsent the same 200 names: each name has exactly one winner, holding its bytes`, async () => {
+    const root = tempRoot();
+    const slots = 200;
+    const reports = await runRacers(root, "create", slots);
+    const winnerOf = new Map<number, number>();
+    reports.forEach((report, id) => {
+      for (const slot of report.won as number[]) {
+        expect(winnerOf.has(slot)).toBe(false);
+        winnerOf.set(slot, id);
+      }
+    });
+    expect(winnerOf.size).toBe(slots);
+    const store = await FileStore.open(root);
+    for (const [slot, id] of winnerOf) expect(new TextDecoder().decode(await store.get(`slot.${slot}`))).toBe(`${id} ${slot}`);
+    // Every racer won some: they really ran at the same time.
+    expect(reports.filter((report) => (report.won as number[]).length > 0).length).toBeGreaterThan(1);
+  }, 90_000);
+
+  test(`${RACERS} processes increment one counter with getVersioned + putIfVersion: no update is lost`, async () => {
+    const root = tempRoot();
+    const each = 50;
+    const store = await FileStore.open(root);
+    await store.putIfAbsent("counter", new TextEncoder().encode("0"));
+    const reports = await runRacers(root, "counter", each);
+    expect(new TextDecoder().decode(await store.get("counter"))).toBe(String(RACERS * each));
+    // Each value 1..N was written by exactly one process.
+    const written = reports.flatMap((report) => report.wrote as number[]).sort((a, b) => a - b);
+    expect(written).toEqual(Array.from({ length: RACERS * each }, (_, i) => i + 1));
+    expect(reports.reduce((sum, report) => sum + (report.conflicts as number), 0)).toBeGreaterThan(0);
+  }, 90_000);
 });
 
 /**

@@ -3,14 +3,18 @@
 // test (a RADOS pool, an S3 bucket) can be shared between runs; the suite deletes what it wrote.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { ObjectStore } from "../../src/backend/object_store.ts";
-import { CorruptionError, InvalidArgumentError, NotFoundError } from "../../src/errors.ts";
+import type { ObjectStore, ObjectVersion } from "../../src/backend/object_store.ts";
+import { ConflictError, CorruptionError, InvalidArgumentError, NotFoundError } from "../../src/errors.ts";
 
 export interface ContractOptions {
   /** Objects in the "many objects" test; above 1000 it crosses an S3 listing page. */
   manyObjects?: number;
   /** Per-test timeout (ms) for stores over a network. */
   timeoutMs?: number;
+  /** Concurrent callers in the race tests (default 8). */
+  racers?: number;
+  /** Another client of the same store, for races between clients (default: openStore() again). */
+  openSecondClient?: (first: ObjectStore) => Promise<ObjectStore>;
 }
 
 const MIB = 1024 * 1024;
@@ -40,6 +44,23 @@ export async function forEachLimited<T>(items: T[], limit: number, task: (item: 
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** Settles every racer; returns the index of each winner and every loser's error. */
+async function race<T>(racers: Array<() => Promise<T>>): Promise<{ winners: number[]; values: T[]; errors: unknown[] }> {
+  const results = await Promise.allSettled(racers.map((run) => run()));
+  const winners: number[] = [];
+  const values: T[] = [];
+  const errors: unknown[] = [];
+  results.forEach((result, i) => {
+    if (result.status === "fulfilled") {
+      winners.push(i);
+      values.push(result.value);
+    } else {
+      errors.push(result.reason);
+    }
+  });
+  return { winners, values, errors };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
@@ -218,7 +239,182 @@ export function objectStoreContract(
         expect(await rejection(store.put(bad, new Uint8Array(1)))).toBeInstanceOf(InvalidArgumentError);
         expect(await rejection(store.get(bad))).toBeInstanceOf(InvalidArgumentError);
         expect(await rejection(store.stat(bad))).toBeInstanceOf(InvalidArgumentError);
+        expect(await rejection(store.getVersioned(bad))).toBeInstanceOf(InvalidArgumentError);
+        expect(await rejection(store.putIfAbsent(bad, new Uint8Array(1)))).toBeInstanceOf(InvalidArgumentError);
+        expect(await rejection(store.putIfVersion(bad, new Uint8Array(1), "1"))).toBeInstanceOf(InvalidArgumentError);
       }
     }, timeoutMs);
+
+    const openSecondClient = options.openSecondClient ?? (() => openStore());
+    conditionalContract(() => store, () => openSecondClient(store), ns, { racers: options.racers ?? 8, timeoutMs });
+  });
+}
+
+/** The conditional operations (getVersioned, putIfAbsent, putIfVersion): what ownership and fencing rely on. */
+function conditionalContract(
+  current: () => ObjectStore,
+  openSecondClient: () => Promise<ObjectStore>,
+  ns: string,
+  options: { racers: number; timeoutMs: number },
+): void {
+  const { racers, timeoutMs } = options;
+  describe("conditional operations", () => {
+    // A second store (its own connection, handles and lock descriptor): racers alternate between the two, so the
+    // races are between clients, not only between calls of one client.
+    let other: ObjectStore;
+    beforeAll(async () => {
+      other = await openSecondClient();
+    }, 120_000);
+    afterAll(async () => {
+      if (other !== undefined && other !== current()) await other.close();
+    }, 120_000);
+    const storeOf = (i: number) => (i % 2 === 0 ? current() : other);
+
+    test("getVersioned of a missing object is null; of an object, its bytes and the version putIfAbsent gave", async () => {
+      const store = current();
+      expect(await store.getVersioned(`${ns}.v.missing`)).toBeNull();
+      const data = pattern(5000, 20);
+      const version = await store.putIfAbsent(`${ns}.v.a`, data);
+      expect(typeof version).toBe("string");
+      const read = await store.getVersioned(`${ns}.v.a`);
+      expect(read).not.toBeNull();
+      expect(read!.data).toEqual(data);
+      expect(read!.version).toBe(version);
+      expect(await store.get(`${ns}.v.a`)).toEqual(data);
+      // Also the empty object.
+      const emptyVersion = await store.putIfAbsent(`${ns}.v.empty`, new Uint8Array(0));
+      expect(await store.getVersioned(`${ns}.v.empty`)).toEqual({ data: new Uint8Array(0), version: emptyVersion });
+    }, timeoutMs);
+
+    test("putIfAbsent on an existing object is ConflictError naming it, and changes nothing", async () => {
+      const store = current();
+      const name = `${ns}.v.exists`;
+      await store.put(name, pattern(100, 21));
+      const before = await store.getVersioned(name);
+      const error = await rejection(store.putIfAbsent(name, pattern(200, 22)));
+      expect(error).toBeInstanceOf(ConflictError);
+      expect(error.message).toContain(name);
+      expect(await store.getVersioned(name)).toEqual(before);
+      // Created with putIfAbsent, too.
+      expect(await rejection(other.putIfAbsent(`${ns}.v.a`, pattern(1, 1)))).toBeInstanceOf(ConflictError);
+    }, timeoutMs);
+
+    test("putIfVersion replaces only at the expected version; a stale version is ConflictError and changes nothing", async () => {
+      const store = current();
+      const name = `${ns}.v.cas`;
+      const v1 = await store.putIfAbsent(name, pattern(300, 23));
+      const v2 = await store.putIfVersion(name, pattern(400, 24), v1);
+      expect(v2).not.toBe(v1);
+      expect(await store.getVersioned(name)).toEqual({ data: pattern(400, 24), version: v2 });
+      const stale = await rejection(other.putIfVersion(name, pattern(500, 25), v1));
+      expect(stale).toBeInstanceOf(ConflictError);
+      expect(stale.message).toContain(name);
+      expect(await store.getVersioned(name)).toEqual({ data: pattern(400, 24), version: v2 });
+      // The other client, at the right version, succeeds.
+      const v3 = await other.putIfVersion(name, pattern(500, 25), v2);
+      expect(await store.getVersioned(name)).toEqual({ data: pattern(500, 25), version: v3 });
+    }, timeoutMs);
+
+    test("putIfVersion of a missing object is ConflictError (also at a version the name once had)", async () => {
+      const store = current();
+      const name = `${ns}.v.gone`;
+      const version = await store.putIfAbsent(name, pattern(100, 26));
+      await store.delete(name);
+      const error = await rejection(store.putIfVersion(name, pattern(100, 27), version));
+      expect(error).toBeInstanceOf(ConflictError);
+      expect(error.message).toContain(name);
+      expect(await store.getVersioned(name)).toBeNull();
+      expect(await rejection(store.putIfVersion(`${ns}.v.never`, pattern(1, 1), version))).toBeInstanceOf(ConflictError);
+      expect(await store.stat(`${ns}.v.never`)).toBeNull();
+      // After a delete the name can be created again.
+      const again = await store.putIfAbsent(name, pattern(100, 28));
+      expect(await store.getVersioned(name)).toEqual({ data: pattern(100, 28), version: again });
+    }, timeoutMs);
+
+    test("every write of new bytes gives a new version (put, putIfAbsent, putIfVersion)", async () => {
+      const store = current();
+      const name = `${ns}.v.seq`;
+      const seen = new Set<ObjectVersion>();
+      let version = await store.putIfAbsent(name, pattern(64, 30));
+      seen.add(version);
+      for (let i = 1; i <= 6; i++) {
+        const data = pattern(64 + (i % 3), 30 + i);
+        if (i % 2 === 0) {
+          await store.put(name, data);
+          version = (await store.getVersioned(name))!.version;
+        } else {
+          version = await store.putIfVersion(name, data, version);
+        }
+        expect(seen.has(version)).toBe(false);
+        seen.add(version);
+        expect(await store.getVersioned(name)).toEqual({ data, version });
+      }
+    }, timeoutMs);
+
+    test("a plain put or a delete after getVersioned invalidates the version", async () => {
+      const store = current();
+      const name = `${ns}.v.inval`;
+      await store.put(name, pattern(100, 40));
+      const read = (await store.getVersioned(name))!;
+      await other.put(name, pattern(100, 41));
+      expect(await rejection(store.putIfVersion(name, pattern(100, 42), read.version))).toBeInstanceOf(ConflictError);
+      expect(await store.get(name)).toEqual(pattern(100, 41));
+      const again = (await store.getVersioned(name))!;
+      await other.delete(name);
+      expect(await rejection(store.putIfVersion(name, pattern(100, 43), again.version))).toBeInstanceOf(ConflictError);
+      expect(await store.stat(name)).toBeNull();
+    }, timeoutMs);
+
+    test(`${racers} concurrent putIfAbsent of one name: exactly one wins, the others are ConflictError`, async () => {
+      for (let round = 0; round < 5; round++) {
+        const name = `${ns}.race.create.${round}`;
+        const datas = Array.from({ length: racers }, (_, i) => pattern(1000 + i, 100 * round + i));
+        const { winners, values, errors } = await race(datas.map((data, i) => () => storeOf(i).putIfAbsent(name, data)));
+        expect({ round, winners: winners.length }).toEqual({ round, winners: 1 });
+        for (const error of errors) expect(error).toBeInstanceOf(ConflictError);
+        expect(await current().getVersioned(name)).toEqual({ data: datas[winners[0]!]!, version: values[0]! });
+      }
+    }, timeoutMs * 2);
+
+    test(`${racers} concurrent putIfVersion from one version: exactly one wins, the others are ConflictError`, async () => {
+      const name = `${ns}.race.cas`;
+      let version = await current().putIfAbsent(name, pattern(10, 1));
+      for (let round = 0; round < 5; round++) {
+        const from = version;
+        const datas = Array.from({ length: racers }, (_, i) => pattern(2000 + i, 1000 * round + i));
+        const { winners, values, errors } = await race(datas.map((data, i) => () => storeOf(i).putIfVersion(name, data, from)));
+        expect({ round, winners: winners.length }).toEqual({ round, winners: 1 });
+        for (const error of errors) expect(error).toBeInstanceOf(ConflictError);
+        version = values[0]!;
+        expect(await current().getVersioned(name)).toEqual({ data: datas[winners[0]!]!, version });
+      }
+    }, timeoutMs * 2);
+
+    test(`${racers} clients increment a counter with read + putIfVersion: no update is lost`, async () => {
+      const name = `${ns}.race.counter`;
+      const encode = (n: number) => new TextEncoder().encode(String(n).padStart(8, "0"));
+      await current().putIfAbsent(name, encode(0));
+      const incrementsEach = 4;
+      let conflicts = 0;
+      await Promise.all(
+        Array.from({ length: racers }, async (_, i) => {
+          const store = storeOf(i);
+          for (let done = 0; done < incrementsEach; ) {
+            const read = (await store.getVersioned(name))!;
+            const value = Number(new TextDecoder().decode(read.data));
+            try {
+              await store.putIfVersion(name, encode(value + 1), read.version);
+              done += 1;
+            } catch (error) {
+              if (!(error instanceof ConflictError)) throw error;
+              conflicts += 1;
+            }
+          }
+        }),
+      );
+      expect(new TextDecoder().decode(await current().get(name))).toBe(String(racers * incrementsEach).padStart(8, "0"));
+      // Some attempts met another's write (otherwise this test proved nothing about races).
+      expect(conflicts).toBeGreaterThan(0);
+    }, timeoutMs * 4);
   });
 }
