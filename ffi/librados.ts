@@ -25,6 +25,8 @@ import { assert, IOError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
 const LIBRADOS_NAMES = ["librados.so.2", "/usr/lib/x86_64-linux-gnu/librados.so.2"];
+/** rados_write_op_create: fail with -EEXIST if the object exists. */
+const LIBRADOS_CREATE_EXCLUSIVE = 1;
 
 type Pointer = unknown;
 type Callback = (error: unknown, result: number) => void;
@@ -45,6 +47,18 @@ interface Bindings {
   rados_aio_read: KoffiAsyncFunction;
   rados_aio_remove: KoffiAsyncFunction;
   rados_aio_stat: KoffiAsyncFunction;
+  rados_aio_get_version: KoffiAsyncFunction;
+  rados_create_read_op: KoffiAsyncFunction;
+  rados_release_read_op: KoffiAsyncFunction;
+  rados_read_op_stat: KoffiAsyncFunction;
+  rados_read_op_read: KoffiAsyncFunction;
+  rados_aio_read_op_operate: KoffiAsyncFunction;
+  rados_create_write_op: KoffiAsyncFunction;
+  rados_release_write_op: KoffiAsyncFunction;
+  rados_write_op_create: KoffiAsyncFunction;
+  rados_write_op_assert_version: KoffiAsyncFunction;
+  rados_write_op_write_full: KoffiAsyncFunction;
+  rados_aio_write_op_operate: KoffiAsyncFunction;
   rados_nobjects_list_open: KoffiAsyncFunction;
   rados_nobjects_list_next: KoffiAsyncFunction;
   rados_nobjects_list_close: KoffiAsyncFunction;
@@ -95,6 +109,27 @@ function load(): Bindings {
     rados_aio_read: f("int rados_aio_read(void *ioctx, const char *oid, void *completion, void *buf, size_t len, uint64_t off)"),
     rados_aio_remove: f("int rados_aio_remove(void *ioctx, const char *oid, void *completion)"),
     rados_aio_stat: f("int rados_aio_stat(void *ioctx, const char *oid, void *completion, void *psize, void *pmtime)"),
+    // The object version (user_version) the completed operation read or wrote.
+    rados_aio_get_version: f("uint64_t rados_aio_get_version(void *completion)"),
+    // Compound operations, applied atomically by the primary OSD. rados_read_op_t and rados_write_op_t: void *.
+    rados_create_read_op: f("void *rados_create_read_op()"),
+    rados_release_read_op: f("void rados_release_read_op(void *read_op)"),
+    rados_read_op_stat: f("void rados_read_op_stat(void *read_op, void *psize, void *pmtime, void *prval)"),
+    rados_read_op_read: f(
+      "void rados_read_op_read(void *read_op, uint64_t offset, size_t len, void *buffer, void *bytes_read, void *prval)",
+    ),
+    rados_aio_read_op_operate: f(
+      "int rados_aio_read_op_operate(void *read_op, void *ioctx, void *completion, const char *oid, int flags)",
+    ),
+    rados_create_write_op: f("void *rados_create_write_op()"),
+    rados_release_write_op: f("void rados_release_write_op(void *write_op)"),
+    rados_write_op_create: f("void rados_write_op_create(void *write_op, int exclusive, const char *category)"),
+    rados_write_op_assert_version: f("void rados_write_op_assert_version(void *write_op, uint64_t ver)"),
+    // Copies the buffer into the operation's bufferlist before it returns (like rados_aio_write_full).
+    rados_write_op_write_full: f("void rados_write_op_write_full(void *write_op, const uint8_t *buffer, size_t len)"),
+    rados_aio_write_op_operate: f(
+      "int rados_aio_write_op_operate(void *write_op, void *ioctx, void *completion, const char *oid, void *mtime, int flags)",
+    ),
     rados_nobjects_list_open: f("int rados_nobjects_list_open(void *ioctx, _Out_ void **ctx)"),
     rados_nobjects_list_next: f(
       "int rados_nobjects_list_next(void *ctx, _Out_ const char **entry, _Out_ const char **key, _Out_ const char **nspace)",
@@ -264,6 +299,66 @@ export class RadosPool {
     }
   }
 
+  /**
+   * The object's first `lengthMax` bytes, its size and its version (user_version), from one read operation (stat +
+   * read, applied atomically by the primary OSD, so the three describe one version). Throws IOError errno ENOENT if
+   * absent.
+   */
+  async readVersioned(oid: string, lengthMax: number): Promise<{ data: Uint8Array; sizeBytes: number; version: bigint }> {
+    assert(Number.isSafeInteger(lengthMax) && lengthMax >= 0, "read length");
+    const lib = loaded();
+    const buffer = koffi.alloc("uint8_t", Math.max(lengthMax, 1));
+    const size = koffi.alloc("uint64_t", 1);
+    const mtime = koffi.alloc("int64_t", 1);
+    const bytesRead = koffi.alloc("size_t", 1);
+    const statRvNative = koffi.alloc("int", 1);
+    const readRvNative = koffi.alloc("int", 1);
+    const op = lib.rados_create_read_op();
+    assert(op !== null, "rados_create_read_op returned NULL");
+    try {
+      lib.rados_read_op_stat(op, size, mtime, statRvNative);
+      lib.rados_read_op_read(op, 0, lengthMax, buffer, bytesRead, readRvNative);
+      const { rv, version } = await this.aioVersioned("rados_aio_read_op_operate", (completion) =>
+        lib.rados_aio_read_op_operate(op, this.ioctx, completion, oid, 0),
+      );
+      check("rados_aio_read_op_operate", rv);
+      check("rados_read_op_stat", new Int32Array(koffi.view(statRvNative, 4))[0]!);
+      check("rados_read_op_read", new Int32Array(koffi.view(readRvNative, 4))[0]!);
+      const sizeBytes = new BigUint64Array(koffi.view(size, 8))[0]!;
+      const read = Number(new BigUint64Array(koffi.view(bytesRead, 8))[0]!);
+      assert(sizeBytes <= BigInt(Number.MAX_SAFE_INTEGER), "object size is a safe integer");
+      assert(read <= lengthMax, "rados_read_op_read returned more bytes than asked for");
+      const data = new Uint8Array(koffi.view(buffer, Math.max(read, 1))).slice(0, read);
+      return { data, sizeBytes: Number(sizeBytes), version };
+    } finally {
+      lib.rados_release_read_op(op);
+      for (const native of [buffer, size, mtime, bytesRead, statRvNative, readRvNative]) koffi.free(native);
+    }
+  }
+
+  /**
+   * write_full under a condition, in one write operation (all or nothing): `{ exclusive: true }` creates the object
+   * only if it does not exist (else -EEXIST); `{ version }` replaces it only if its version is exactly that (else
+   * -ERANGE when it is newer, -EOVERFLOW when older; -ENOENT when absent). Resolves with the new version.
+   */
+  async writeFullIf(oid: string, data: Uint8Array, condition: { exclusive: true } | { version: bigint }): Promise<bigint> {
+    const lib = loaded();
+    const op = lib.rados_create_write_op();
+    assert(op !== null, "rados_create_write_op returned NULL");
+    try {
+      if ("exclusive" in condition) lib.rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, null);
+      else lib.rados_write_op_assert_version(op, condition.version);
+      lib.rados_write_op_write_full(op, data, data.length);
+      const { rv, version } = await this.aioVersioned("rados_aio_write_op_operate", (completion) =>
+        lib.rados_aio_write_op_operate(op, this.ioctx, completion, oid, null, 0),
+      );
+      check("rados_aio_write_op_operate", rv);
+      return version;
+    } finally {
+      lib.rados_release_write_op(op);
+    }
+  }
+
   async remove(oid: string): Promise<void> {
     const rv = await this.aio("rados_aio_remove", (completion) => loaded().rados_aio_remove(this.ioctx, oid, completion));
     check("rados_aio_remove", rv);
@@ -302,7 +397,12 @@ export class RadosPool {
   }
 
   /** Starts one aio operation and resolves with its completion's return value (negative errno on failure). */
-  private aio(call: string, start: (completion: Pointer) => unknown): Promise<number> {
+  private async aio(call: string, start: (completion: Pointer) => unknown): Promise<number> {
+    return (await this.aioVersioned(call, start)).rv;
+  }
+
+  /** aio, also giving the object version the completed operation saw or made (0 if it failed). */
+  private aioVersioned(call: string, start: (completion: Pointer) => unknown): Promise<{ rv: number; version: bigint }> {
     assert(call.startsWith("rados_aio_"), "aio call name");
     assert(!this.closed, "rados pool used after close");
     const lib = loaded();
@@ -315,13 +415,14 @@ export class RadosPool {
       // Not started: it will never complete.
       this.operations -= 1;
       lib.rados_aio_release(completion);
-      return Promise.resolve(rv);
+      return Promise.resolve({ rv, version: 0n });
     }
-    return new Promise<number>((resolve) => {
+    return new Promise((resolve) => {
       completions.add(completion, (result) => {
         this.operations -= 1;
+        const version = result < 0 ? 0n : BigInt(lib.rados_aio_get_version(completion) as number | bigint);
         lib.rados_aio_release(completion);
-        resolve(result);
+        resolve({ rv: result, version });
       });
     });
   }

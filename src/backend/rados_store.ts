@@ -8,13 +8,24 @@
 // for it is the whole object as of that read; a full read means a larger version replaced it in between, and the
 // next read asks for twice as much (no second stat, which a stream of alternating overwrites could outrun).
 // Nothing here blocks the event loop (see librados.ts); librados' op timeout bounds every call.
+//
+// Conditional operations: the version is RADOS's object version (user_version), which the OSD raises on every write
+// and never gives a name twice (it is the placement group's log position, which only grows; a deleted and
+// recreated object gets a new, higher one). Equal bytes written twice are two versions.
+// - getVersioned: one read operation holding stat + read, so the size, bytes and version (rados_aio_get_version of
+//   the completion) describe the same object version.
+// - putIfAbsent: one write operation holding create(LIBRADOS_CREATE_EXCLUSIVE) + write_full: -EEXIST is ConflictError.
+// - putIfVersion: one write operation holding assert_version(expected) + write_full: -ERANGE (the object is newer),
+//   -EOVERFLOW (older) and -ENOENT (absent) are ConflictError.
+// The OSD applies a write operation as one transaction: the condition and the write cannot be separated by another
+// client's write. An operation that timed out (ETIMEDOUT, transient) may still be applied by the OSD later; a
+// conditional one then only lands if its condition still holds (RetryingStore reads back after a retry's conflict).
 
 import { RADOS_OP_TIMEOUT_MS, RADOS_OPS_INFLIGHT_MAX, BACKEND_LIST_NAMES_MAX } from "../constants.ts";
-import { assert, IOError, LsvdError, NotFoundError } from "../errors.ts";
+import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { RadosCluster, type RadosPool } from "../../ffi/librados.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
-import { NotSupportedError } from "../errors.ts";
 import { Semaphore } from "./semaphore.ts";
 
 export interface RadosStoreOptions {
@@ -32,6 +43,9 @@ export interface RadosStoreOptions {
 }
 
 const ENOENT = 2;
+const EEXIST = 17;
+const ERANGE = 34;
+const EOVERFLOW = 75;
 // errno values a retry can cure: the cluster is unreachable, busy, restarting, or slow.
 const TRANSIENT_ERRNOS = new Set([
   4, // EINTR
@@ -50,6 +64,8 @@ const TRANSIENT_ERRNOS = new Set([
 ]);
 /** Reads a get makes at most, each asking for twice the bytes of the last, while larger versions replace the object. */
 const GET_ATTEMPTS_MAX = 4;
+/** getVersioned's first read asks for this much: leases and superblocks fit, larger objects take a second read. */
+const VERSIONED_READ_BYTES_FIRST = 64 * 1024;
 
 export function defaultCephConfPath(): string {
   return process.env.CEPH_CONF ?? "/etc/ceph/ceph.conf";
@@ -177,17 +193,59 @@ export class RadosStore implements ObjectStore {
     return sortNames(names);
   }
 
-  // TEMPORARY until the conditional operations land (issue 12, ownership): not callable yet.
   async getVersioned(name: string): Promise<VersionedObject | null> {
-    throw new NotSupportedError(`getVersioned(${name}) is not built for ${this.description} yet`);
+    checkObjectName(name);
+    let askBytes = VERSIONED_READ_BYTES_FIRST;
+    for (let attempt = 0; attempt < GET_ATTEMPTS_MAX; attempt++) {
+      let result: { data: Uint8Array; sizeBytes: number; version: bigint };
+      try {
+        const ask = askBytes;
+        result = await this.slots.run(() => this.pool.readVersioned(name, ask));
+      } catch (error) {
+        if ((error as IOError).errno === ENOENT) return null;
+        throw this.objectError("read", name, error);
+      }
+      // stat and read ran in one operation: a whole object when it was no larger than the read.
+      if (result.sizeBytes <= askBytes) {
+        assert(result.data.length === result.sizeBytes, `rados read of ${name}: ${result.data.length} of ${result.sizeBytes} bytes`);
+        return { data: result.data, version: result.version.toString() };
+      }
+      askBytes = result.sizeBytes;
+    }
+    throw new IOError(`Cannot read object ${name} in ${this.description}: it kept growing while being read`, true);
   }
 
-  async putIfAbsent(name: string, _data: Uint8Array): Promise<ObjectVersion> {
-    throw new NotSupportedError(`putIfAbsent(${name}) is not built for ${this.description} yet`);
+  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+    checkObjectName(name);
+    try {
+      const version = await this.slots.run(() => this.pool.writeFullIf(name, data, { exclusive: true }));
+      return version.toString();
+    } catch (error) {
+      if ((error as IOError).errno === EEXIST) {
+        throw new ConflictError(`Cannot create object ${name}: it exists in ${this.description}`, { cause: error });
+      }
+      throw this.objectError("write", name, error);
+    }
   }
 
-  async putIfVersion(name: string, _data: Uint8Array, _expected: ObjectVersion): Promise<ObjectVersion> {
-    throw new NotSupportedError(`putIfVersion(${name}) is not built for ${this.description} yet`);
+  async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
+    checkObjectName(name);
+    // Versions come from getVersioned/putIf* of a RADOS store; the OSD refuses version 0 (EINVAL).
+    if (!/^[1-9][0-9]{0,19}$/.test(expected) || BigInt(expected) >= 2n ** 64n) {
+      throw new InvalidArgumentError(`Cannot replace object ${name} in ${this.description}: ${expected} is not a RADOS version`);
+    }
+    try {
+      const version = await this.slots.run(() => this.pool.writeFullIf(name, data, { version: BigInt(expected) }));
+      return version.toString();
+    } catch (error) {
+      const errno = (error as IOError).errno;
+      if (errno === ERANGE || errno === EOVERFLOW || errno === ENOENT) {
+        // The OSD compares with the object's version; an absent object has version 0, so absent is -EOVERFLOW too.
+        const why = errno === ERANGE ? `it changed after version ${expected}` : `it is absent or older than version ${expected}`;
+        throw new ConflictError(`Cannot replace object ${name}: ${why} in ${this.description}`, { cause: error });
+      }
+      throw this.objectError("write", name, error);
+    }
   }
 
   async stat(name: string): Promise<ObjectStat | null> {

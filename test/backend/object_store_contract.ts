@@ -286,6 +286,15 @@ function conditionalContract(
       expect(await store.getVersioned(`${ns}.v.empty`)).toEqual({ data: new Uint8Array(0), version: emptyVersion });
     }, timeoutMs);
 
+    test("getVersioned reads a large object whole (1 MiB + 1 byte)", async () => {
+      const store = current();
+      const data = pattern(MIB + 1, 29);
+      const version = await store.putIfAbsent(`${ns}.v.large`, data);
+      const read = await other.getVersioned(`${ns}.v.large`);
+      expect(read?.version).toBe(version);
+      expect(Buffer.compare(read!.data, data)).toBe(0);
+    }, timeoutMs);
+
     test("putIfAbsent on an existing object is ConflictError naming it, and changes nothing", async () => {
       const store = current();
       const name = `${ns}.v.exists`;

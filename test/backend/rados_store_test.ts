@@ -3,7 +3,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { openBackend } from "../../src/backend/backend_uri.ts";
 import { RadosStore } from "../../src/backend/rados_store.ts";
-import { IOError, NotFoundError } from "../../src/errors.ts";
+import { ConflictError, InvalidArgumentError, IOError, NotFoundError } from "../../src/errors.ts";
 import { type CephEnv, cephUp } from "./_ceph.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
 
@@ -29,6 +29,27 @@ describe("RadosStore specifics", () => {
     const opening = RadosStore.open({ pool: env.LSVD_CEPH_POOL!, confPath: "/nonexistent/ceph.conf" });
     await expect(opening).rejects.toBeInstanceOf(IOError);
     await expect(opening).rejects.toThrow("/nonexistent/ceph.conf");
+  });
+
+  test("versions are RADOS object versions: the same bytes written twice are two versions", async () => {
+    const store = await open();
+    const name = `version.test.${Date.now().toString(36)}`;
+    try {
+      const first = await store.putIfAbsent(name, pattern(100, 1));
+      await store.put(name, pattern(100, 1));
+      const second = (await store.getVersioned(name))!.version;
+      expect(second).not.toBe(first);
+      expect(BigInt(second) > BigInt(first)).toBe(true);
+      // The older version no longer names the object, though its bytes are the same.
+      await expect(store.putIfVersion(name, pattern(100, 2), first)).rejects.toBeInstanceOf(ConflictError);
+      // Not a RADOS version at all: the caller's mistake, not a conflict.
+      await expect(store.putIfVersion(name, pattern(100, 2), "0")).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(store.putIfVersion(name, pattern(100, 2), "12:ab")).rejects.toBeInstanceOf(InvalidArgumentError);
+      expect(await store.get(name)).toEqual(pattern(100, 1));
+    } finally {
+      await store.delete(name);
+      await store.close();
+    }
   });
 
   test("the event loop runs while objects are written and read", async () => {
