@@ -163,6 +163,11 @@ export const S3_LIST_PAGE_KEYS = 1000;
 export const S3_REQUESTS_INFLIGHT_MAX = 64;
 /** S3: bucket creation (a signed fetch of our own) gives up after this long. */
 export const S3_CREATE_BUCKET_TIMEOUT_MS = 30_000;
+/**
+ * S3: a PUT, DELETE or versioned GET (signed fetches of our own) is aborted after this long, so an attempt that
+ * RetryingStore abandoned settles in bounded time (retrying_store.ts waits for it before the next attempt).
+ */
+export const S3_REQUEST_TIMEOUT_MS = BACKEND_REQUEST_TIMEOUT_MS;
 /** RADOS: asynchronous librados operations in flight per RadosStore. */
 export const RADOS_OPS_INFLIGHT_MAX = 64;
 /** RADOS: librados gives up on an OSD or monitor operation after this long (ETIMEDOUT), instead of never. */

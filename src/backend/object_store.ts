@@ -9,7 +9,13 @@ export interface ObjectStat {
 
 /**
  * Names one stored version of an object; opaque, only compared for equality. Each store says what it is (a content
- * digest, RADOS's object version, S3's ETag, a counter).
+ * digest, RADOS's object version, S3's ETag, a counter). Writes of different bytes always give different versions;
+ * equal bytes may share one (file: digest; S3: the ETag is the MD5 of the bytes), which keeps compare-and-swap safe
+ * as long as the bytes are the object's whole state.
+ *
+ * Competing writers of one name must write different bytes (the lease names its holder and a random cookie): when
+ * the answer to a conditional write is lost or unclear (S3's 5xx, a timeout), the store or RetryingStore decides
+ * whether it landed by reading the object back and comparing the bytes, and cannot tell two equal writes apart.
  */
 export type ObjectVersion = string;
 

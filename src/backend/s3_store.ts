@@ -1,21 +1,53 @@
-// An ObjectStore in an S3 bucket through Bun's built-in S3Client. The interface is in object_store.ts; the URI
-// s3://BUCKET/PREFIX opens one (backend_uri.ts). One S3 object per lsvd object, keyed by its name at the bucket root.
+// An ObjectStore in an S3 bucket. The interface is in object_store.ts; the URI s3://BUCKET/PREFIX opens one
+// (backend_uri.ts). One S3 object per lsvd object, keyed by its name at the bucket root.
 //
 // An S3 PUT replaces an object atomically and is durable when acknowledged; reads after it see it (S3 and radosgw
 // are read-after-write consistent). With a custom endpoint (radosgw, MinIO) requests are path-style
-// (http://host:port/bucket/key), which is Bun's default (virtualHostedStyle: false): a test gateway on 127.0.0.1
-// has no DNS name for bucket.host.
+// (http://host:port/bucket/key) by default: a test gateway on 127.0.0.1 has no DNS name for bucket.host.
 //
-// Errors: Bun reports S3 failures as S3Error with a `code` but without the HTTP status; a 5xx or 429 without an XML
-// body arrives as "UnknownError". Transient: network failures, throttling codes, 5xx codes, and UnknownError (real
-// S3 and radosgw give 4xx errors an XML code, so an UnknownError is most likely a proxy's 5xx).
+// Two ways to the service: reads and listings go through Bun's built-in S3Client; every request that changes an
+// object (PUT, DELETE) and the versioned GET are SigV4-signed fetches of our own (s3_sigv4.ts), because S3Client can
+// neither send If-Match / If-None-Match nor return an object's ETag with its bytes, and has no timeout: ours are
+// aborted after S3_REQUEST_TIMEOUT_MS, which bounds how long RetryingStore waits for an abandoned attempt.
+//
+// Conditional operations (version = the object's ETag without quotes; radosgw and S3 give a single-part PUT the MD5 of
+// its bytes, so equal bytes are one version, which is safe for compare-and-swap because the bytes are the whole
+// state):
+// - putIfAbsent = PUT with `If-None-Match: *`; putIfVersion = PUT with `If-Match: ETAG`; 412 is ConflictError.
+// - What Debian 12's radosgw (Ceph 16.2.15) does, measured against test/ceph/up.sh's gateway (s3_store_test.ts):
+//   `If-None-Match: *` on PUT is honoured, also by concurrent racers (exactly one 200, the rest 412).
+//   `If-Match` on PUT is honoured only with the bare ETag: radosgw compares the header with the stored ETag, which
+//   has no quotes, so the quoted form it returns in the ETag header (and that RFC 7232 prescribes) never matches and
+//   every such PUT is refused with 412; it compares only the stored ETag's length of the header (a longer value that
+//   starts with the ETag matches). An absent object fails If-Match (412). Concurrent If-Match racers from one ETag:
+//   exactly one 200; a loser gets 412 or, when it lost inside radosgw between its check and its write (ECANCELED),
+//   500 UnknownError, having written nothing.
+//   So this store sends the bare ETag first; if a 412 comes back while a read shows the object still has exactly that
+//   ETag, the endpoint wants the other form: the store switches to quoted and tries once more, and remembers.
+// - An answer that does not say whether the write happened (5xx, 409, no answer, an aborted request) is resolved by
+//   reading the object back: our bytes -> it landed (success, its version); unchanged (still absent / still at the
+//   expected ETag) -> a transient IOError (nothing landed; a retry may go ahead); anything else -> ConflictError
+//   (another writer got there; if ours landed first it was replaced, so it lost either way).
+// - Not guaranteed: a conditional PUT that was aborted here may still reach radosgw later; it then lands only if its
+//   condition still holds. Plain PUT and DELETE carry no condition: a late one lands whatever happened meanwhile
+//   (which is why the names lsvd writes more than once go through the conditional operations).
+//
+// Errors: Bun reports S3Client failures as S3Error with a `code` but without the HTTP status; a 5xx or 429 without an
+// XML body arrives as "UnknownError". Transient: network failures, throttling codes, 5xx codes, and UnknownError
+// (real S3 and radosgw give 4xx errors an XML code, so an UnknownError is most likely a proxy's 5xx). Our own
+// fetches see the status: 5xx and 429 are transient.
 
 import { S3Client } from "bun";
-import { BACKEND_LIST_NAMES_MAX, S3_CREATE_BUCKET_TIMEOUT_MS, S3_LIST_PAGE_KEYS, S3_REQUESTS_INFLIGHT_MAX } from "../constants.ts";
-import { assert, InvalidArgumentError, IOError, NotFoundError } from "../errors.ts";
+import {
+  BACKEND_LIST_NAMES_MAX,
+  S3_CREATE_BUCKET_TIMEOUT_MS,
+  S3_LIST_PAGE_KEYS,
+  S3_REQUEST_TIMEOUT_MS,
+  S3_REQUESTS_INFLIGHT_MAX,
+} from "../constants.ts";
+import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
-import { NotSupportedError } from "../errors.ts";
 import { sha256Hex, signRequest } from "./s3_sigv4.ts";
 import { Semaphore } from "./semaphore.ts";
 
@@ -35,6 +67,8 @@ export interface S3StoreOptions {
   virtualHostedStyle?: boolean;
   /** Requests in flight; more wait. Default S3_REQUESTS_INFLIGHT_MAX. */
   inflightMax?: number;
+  /** Our own requests (PUT, DELETE, versioned GET) are aborted after this long. Default S3_REQUEST_TIMEOUT_MS. */
+  requestTimeoutMs?: number;
 }
 
 interface ResolvedS3Options {
@@ -107,15 +141,50 @@ function resolveOptions(options: S3StoreOptions): ResolvedS3Options {
   };
 }
 
+/** The URL of the bucket (key undefined) or of one object in it. */
+function s3Url(resolved: ResolvedS3Options, key?: string): URL {
+  const base = new URL(resolved.endpoint ?? `https://s3.${resolved.region}.amazonaws.com`);
+  const path = key === undefined ? "" : `/${encodeURIComponent(key)}`;
+  if (resolved.virtualHostedStyle) return new URL(`${base.protocol}//${resolved.bucket}.${base.host}${path || "/"}`);
+  return new URL(`${base.origin}${base.pathname.replace(/\/$/, "")}/${encodeURIComponent(resolved.bucket)}${path}`);
+}
+
+/** One answer of the service to our own request: status, the error code of an XML error body, the ETag. */
+interface S3Answer {
+  status: number;
+  code: string | undefined;
+  /** Without quotes (and without a weak prefix): the form a version takes. */
+  etag: string | undefined;
+  body: Uint8Array;
+}
+
+function bareEtag(header: string | null): string | undefined {
+  if (header === null || header === "") return undefined;
+  return header.replace(/^W\//, "").replace(/^"(.*)"$/, "$1");
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
+type PutCondition = { absent: true } | { version: ObjectVersion };
+
 export class S3Store implements ObjectStore {
   readonly description: string;
   readonly bucket: string;
   private readonly client: S3Client;
   private readonly slots: Semaphore;
+  private readonly resolved: ResolvedS3Options;
+  private readonly requestTimeoutMs: number;
+  /** If-Match carries the ETag bare (radosgw) until the endpoint shows it wants the quoted form (see the header). */
+  private ifMatchQuoted = false;
   private closed = false;
 
   constructor(options: S3StoreOptions) {
     const resolved = resolveOptions(options);
+    this.resolved = resolved;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? S3_REQUEST_TIMEOUT_MS;
+    assert(this.requestTimeoutMs > 0, "S3 request timeout");
     this.bucket = resolved.bucket;
     this.description = `s3://${resolved.bucket}`;
     this.client = new S3Client({
@@ -135,14 +204,8 @@ export class S3Store implements ObjectStore {
   async put(name: string, data: Uint8Array): Promise<void> {
     this.checkOpen();
     checkObjectName(name);
-    try {
-      const written = await this.slots.run(() => this.client.write(name, data, { type: "application/octet-stream" }));
-      if (written !== data.length) {
-        throw new IOError(`Cannot write object ${name} in ${this.description}: wrote ${written} of ${data.length} bytes`, true);
-      }
-    } catch (error) {
-      throw this.objectError("write", name, error);
-    }
+    const answer = await this.request("PUT", name, "write", { body: data });
+    if (answer.status !== 200) throw this.answerError("write", name, answer);
   }
 
   async get(name: string): Promise<Uint8Array> {
@@ -188,12 +251,10 @@ export class S3Store implements ObjectStore {
   async delete(name: string): Promise<void> {
     this.checkOpen();
     checkObjectName(name);
-    try {
-      await this.slots.run(() => this.client.delete(name));
-    } catch (error) {
-      if (errorCode(error) === "NoSuchKey") return;
-      throw this.objectError("delete", name, error);
-    }
+    const answer = await this.request("DELETE", name, "delete");
+    // S3 answers 204 whether or not the key existed; some gateways say NoSuchKey instead.
+    if (answer.status === 204 || answer.status === 200 || answer.code === "NoSuchKey") return;
+    throw this.answerError("delete", name, answer);
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -227,17 +288,125 @@ export class S3Store implements ObjectStore {
     throw new IOError(`Cannot list ${this.description}: more than ${pagesMax} pages of objects named ${prefix}*`);
   }
 
-  // TEMPORARY until the conditional operations land (issue 12, ownership): not callable yet.
   async getVersioned(name: string): Promise<VersionedObject | null> {
-    throw new NotSupportedError(`getVersioned(${name}) is not built for ${this.description} yet`);
+    this.checkOpen();
+    checkObjectName(name);
+    const answer = await this.request("GET", name, "read");
+    if (answer.status === 404 && answer.code === "NoSuchKey") return null;
+    if (answer.status !== 200) throw this.answerError("read", name, answer);
+    if (answer.etag === undefined) {
+      throw new IOError(`Cannot read object ${name} in ${this.description}: the answer has no ETag`);
+    }
+    return { data: answer.body, version: answer.etag };
   }
 
-  async putIfAbsent(name: string, _data: Uint8Array): Promise<ObjectVersion> {
-    throw new NotSupportedError(`putIfAbsent(${name}) is not built for ${this.description} yet`);
+  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+    this.checkOpen();
+    checkObjectName(name);
+    return this.conditionalPut(name, data, { absent: true });
   }
 
-  async putIfVersion(name: string, _data: Uint8Array, _expected: ObjectVersion): Promise<ObjectVersion> {
-    throw new NotSupportedError(`putIfVersion(${name}) is not built for ${this.description} yet`);
+  async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
+    this.checkOpen();
+    checkObjectName(name);
+    return this.conditionalPut(name, data, { version: expected });
+  }
+
+  /** PUT under a condition; see the header for what each answer means. */
+  private async conditionalPut(name: string, data: Uint8Array, condition: PutCondition, formRetry = false): Promise<ObjectVersion> {
+    const headers: Record<string, string> =
+      "absent" in condition
+        ? { "if-none-match": "*" }
+        : { "if-match": this.ifMatchQuoted ? `"${condition.version}"` : condition.version };
+    let answer: S3Answer;
+    try {
+      answer = await this.request("PUT", name, "write", { body: data, headers });
+    } catch (error) {
+      if (error instanceof IOError && error.transient) return this.resolveUnclearPut(name, data, condition, error);
+      throw error;
+    }
+    if (answer.status === 200 && answer.etag !== undefined) return answer.etag;
+    if (answer.status === 412) {
+      if ("absent" in condition) throw new ConflictError(`Cannot create object ${name}: it exists in ${this.description}`);
+      const current = await this.getVersioned(name);
+      if (current?.version !== condition.version) {
+        throw new ConflictError(
+          `Cannot replace object ${name}: its version is ${current?.version ?? "absent"}, not ${condition.version}, in ${this.description}`,
+        );
+      }
+      // Refused although the object has exactly this ETag: the endpoint wants the other form of If-Match.
+      if (formRetry) {
+        throw new IOError(`Cannot replace object ${name} in ${this.description}: the endpoint refuses If-Match with the object's own ETag, quoted or not`);
+      }
+      this.ifMatchQuoted = !this.ifMatchQuoted;
+      return this.conditionalPut(name, data, condition, true);
+    }
+    const error = answer.status === 200 ? new IOError(`Cannot write object ${name} in ${this.description}: the answer has no ETag`, true) : this.answerError("write", name, answer);
+    if (error.transient || answer.status === 409) return this.resolveUnclearPut(name, data, condition, error);
+    throw error;
+  }
+
+  /**
+   * A conditional PUT whose answer does not say whether it was applied: read the object back. Our bytes: it landed.
+   * Unchanged: nothing landed, `error` (transient) stands. Anything else: another writer won.
+   */
+  private async resolveUnclearPut(name: string, data: Uint8Array, condition: PutCondition, error: IOError): Promise<ObjectVersion> {
+    const current = await this.getVersioned(name);
+    if (current !== null && sameBytes(current.data, data)) return current.version;
+    const unchanged = "absent" in condition ? current === null : current?.version === condition.version;
+    if (unchanged) throw new IOError(error.message, true, { cause: error });
+    throw new ConflictError(`Cannot write object ${name} in ${this.description}: another writer changed it (${error.message})`, {
+      cause: error,
+    });
+  }
+
+  /**
+   * One signed request of our own, aborted after requestTimeoutMs, holding a slot until its body is read. No answer
+   * (refused, reset, aborted) is a transient IOError; any answer is returned for the caller to judge.
+   */
+  private async request(
+    method: "GET" | "PUT" | "DELETE",
+    name: string,
+    verb: string,
+    options: { body?: Uint8Array; headers?: Record<string, string> } = {},
+  ): Promise<S3Answer> {
+    const url = s3Url(this.resolved, name);
+    try {
+      return await this.slots.run(async () => {
+        const headers = signRequest({
+          method,
+          url,
+          headers: options.body === undefined ? options.headers : { "content-type": "application/octet-stream", ...options.headers },
+          payloadSha256: sha256Hex(options.body ?? ""),
+          region: this.resolved.region,
+          service: "s3",
+          accessKeyId: this.resolved.accessKeyId,
+          secretAccessKey: this.resolved.secretAccessKey,
+          sessionToken: this.resolved.sessionToken,
+          now: new Date(),
+        });
+        const response = await fetch(url, {
+          method,
+          headers,
+          body: options.body,
+          signal: AbortSignal.timeout(this.requestTimeoutMs),
+        });
+        const body = new Uint8Array(await response.arrayBuffer());
+        const code =
+          response.ok || body.length === 0 ? undefined : /<Code>([^<]*)<\/Code>/.exec(new TextDecoder().decode(body.subarray(0, 4096)))?.[1];
+        return { status: response.status, code, etag: bareEtag(response.headers.get("etag")), body };
+      });
+    } catch (error) {
+      const reason = (error as Error)?.name === "TimeoutError" ? `no answer in ${this.requestTimeoutMs} ms` : ((error as Error)?.message ?? String(error));
+      throw new IOError(`Cannot ${verb} object ${name} in ${this.description}: ${reason}`, true, { cause: error });
+    }
+  }
+
+  /** An answer that is not a success, as an IOError naming the object, the status and the code. */
+  private answerError(verb: string, name: string, answer: S3Answer): IOError {
+    const transient = answer.status >= 500 || answer.status === 429 || (answer.code !== undefined && TRANSIENT_CODES.has(answer.code));
+    const what = `HTTP ${answer.status}${answer.code !== undefined ? ` ${answer.code}` : ""}`;
+    return new IOError(`Cannot ${verb} object ${name} in ${this.description}: ${what}`, transient);
   }
 
   async stat(name: string): Promise<ObjectStat | null> {
@@ -287,10 +456,7 @@ export class S3Store implements ObjectStore {
  */
 export async function createBucket(options: S3StoreOptions): Promise<void> {
   const resolved = resolveOptions(options);
-  const base = new URL(resolved.endpoint ?? `https://s3.${resolved.region}.amazonaws.com`);
-  const url = resolved.virtualHostedStyle
-    ? new URL(`${base.protocol}//${resolved.bucket}.${base.host}/`)
-    : new URL(`${base.origin}${base.pathname.replace(/\/$/, "")}/${encodeURIComponent(resolved.bucket)}`);
+  const url = s3Url(resolved);
   // Outside us-east-1 the region goes in the body; in us-east-1 a body naming it is an error.
   const body =
     resolved.region === "us-east-1"
