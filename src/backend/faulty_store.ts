@@ -4,6 +4,10 @@
 //
 // Faults, checked in this order for each call:
 // 1. outage on: the call fails with a transient IOError (the backend is unreachable).
+// 1b. holdNext(op, n): the next n calls wait until releaseHeld(), then go to the inner store and nowhere else (a
+//    request that travels for a long time and lands late: RetryingStore's timeout fires first, a test does
+//    something with the name meanwhile, then lets the late request land and sees what it does), or, released with
+//    `fail`, end in a transient error without reaching it (a request lost on the way). Later calls pass.
 // 2. hang(op): the call waits until release(), then proceeds (a stuck request; RetryingStore's timeout fires first).
 // 3. failNext(op, n): the next n calls fail without touching the inner store.
 // 4. failNextAfterApply(op, n): the next n calls reach the inner store and succeed there, then fail anyway (the
@@ -17,10 +21,7 @@ import { STORE_OPS, WrappingStore, type StoreOp } from "./wrapping_store.ts";
 
 export { STORE_OPS, type StoreOp };
 
-
 export type OpSelector = StoreOp | "any";
-
-
 
 interface CountedFault {
   op: OpSelector;
@@ -48,6 +49,8 @@ export class FaultyStore extends WrappingStore {
   private probability = new Map<OpSelector, { p: number; transient: boolean }>();
   private hanging = new Set<OpSelector>();
   private hungCalls: Array<() => void> = [];
+  private holds: Array<{ op: OpSelector; remaining: number }> = [];
+  private heldCalls: Array<{ release: (fail: boolean) => void; settled: Promise<void> }> = [];
   /** Calls seen per op, and faults injected (tests assert on these). */
   readonly calls: Record<StoreOp, number> = {
     put: 0,
@@ -91,6 +94,27 @@ export class FaultyStore extends WrappingStore {
     else this.probability.set(op, { p, transient: options.transient ?? true });
   }
 
+  /** The next `count` calls of `op` wait until releaseHeld(), then reach the inner store (see the header). */
+  holdNext(op: OpSelector, count = 1): void {
+    assert(Number.isSafeInteger(count) && count >= 0, "holdNext count");
+    this.holds.push({ op, remaining: count });
+  }
+
+  /** Calls held by holdNext right now. */
+  get heldCount(): number {
+    return this.heldCalls.length;
+  }
+
+  /**
+   * Lets every held call go on to the inner store (or, with `fail`, fail with a transient IOError without reaching
+   * it: the request was lost); resolves once each has settled.
+   */
+  async releaseHeld(options: { fail?: boolean } = {}): Promise<void> {
+    const held = this.heldCalls.splice(0);
+    for (const call of held) call.release(options.fail === true);
+    await Promise.all(held.map((call) => call.settled));
+  }
+
   /** Calls of `op` from now on wait until release(). */
   hang(op: OpSelector): void {
     this.hanging.add(op);
@@ -112,17 +136,21 @@ export class FaultyStore extends WrappingStore {
     this.outage = false;
     this.counted = [];
     this.probability.clear();
+    this.holds = [];
     this.release();
+    void this.releaseHeld();
   }
 
   override async close(): Promise<void> {
     this.release();
+    await this.releaseHeld();
     await this.inner.close();
   }
 
   protected override async call<T>(op: StoreOp, name: string, run: () => Promise<T>): Promise<T> {
     this.calls[op] += 1;
     if (this.outage) throw this.injectedError(op, name, "backend outage", true);
+    if (this.takeHold(op)) return this.held(op, name, run);
     if (this.hanging.has(op) || this.hanging.has("any")) {
       await new Promise<void>((resolve) => this.hungCalls.push(resolve));
     }
@@ -138,6 +166,30 @@ export class FaultyStore extends WrappingStore {
     const result = await run();
     if (fault !== undefined) throw this.injectedError(op, name, "lost reply after success", true);
     return result;
+  }
+
+  private takeHold(op: StoreOp): boolean {
+    const hold = this.holds.find((h) => h.remaining > 0 && (h.op === op || h.op === "any"));
+    if (hold === undefined) return false;
+    hold.remaining -= 1;
+    if (hold.remaining === 0) this.holds = this.holds.filter((h) => h !== hold);
+    return true;
+  }
+
+  /** Waits for releaseHeld(), then runs the call in the inner store (or fails it). */
+  private async held<T>(op: StoreOp, name: string, run: () => Promise<T>): Promise<T> {
+    let release: (fail: boolean) => void = () => undefined;
+    const gate = new Promise<boolean>((resolve) => (release = resolve));
+    let settle: () => void = () => undefined;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    this.heldCalls.push({ release, settled });
+    const fail = await gate;
+    try {
+      if (fail) throw this.injectedError(op, name, "loss of a held request", true);
+      return await run();
+    } finally {
+      settle();
+    }
   }
 
   private takeCounted(op: StoreOp): CountedFault | undefined {

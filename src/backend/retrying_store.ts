@@ -4,16 +4,35 @@
 //
 // Policy:
 // - Only IOError with transient === true is retried (network trouble, timeouts, throttling). NotFound, Corruption,
-//   InvalidArgument and permanent IOErrors (EACCES, bad credentials, no such bucket) go straight to the caller.
-// - An attempt that has not settled after requestTimeoutMs counts as a transient failure. Its promise is abandoned
-//   (the inner store bounds its own work: RadosStore's op timeout, fetch's socket); an abandoned put may still land
-//   later, which is harmless because a retry writes the same bytes under the same name.
+//   InvalidArgument, Conflict and permanent IOErrors (EACCES, bad credentials, no such bucket) go to the caller.
+// - An attempt that has not settled after requestTimeoutMs counts as a transient failure (logged).
 // - Delay before retry k (k = 0, 1, ...): "full jitter" over [delayMsMin, min(delayMsMax, delayMsMin * 2^(k+1))],
 //   so clients that failed together do not retry together.
 // - retriesMax: "forever" is for the volume's put path, which has acknowledged the data and cannot drop it.
-// - inflightMax attempts run at once (Semaphore, FIFO); a caller backing off holds no slot.
-// - close() stops further retries (calls in backoff fail with their last error), waits for attempts in flight,
-//   then closes the inner store.
+// - inflightMax attempts run at once (Semaphore, FIFO); a caller backing off or waiting for its turn holds no slot.
+// - close() stops further retries (calls in backoff, or waiting as below, fail with their last error), waits for
+//   calls in flight, then closes the inner store (which waits for its own operations).
+//
+// Nothing late can land (issue 12): the rule for operations that change a name (put, delete, putIfAbsent,
+// putIfVersion) is that an attempt at a name starts only once every earlier attempt at that name, of any call
+// through this store, has settled in the inner store. A timed-out attempt is not abandoned: its call waits for it to
+// end (logging that it waits) and takes its outcome (it landed: done; it failed: retry as usual). So no retry and no
+// later call's write to the name can be overtaken by an earlier attempt still travelling, and a later plain put or
+// delete of a name always lands after the earlier one. The wait is bounded by the inner store's own bound on an
+// operation: RadosStore's librados op timeout, S3Store's request timeout (it aborts its fetch); a FileStore's are
+// local system calls. Reads are not ordered: a late read changes nothing.
+//
+// What a store cannot promise and this rule therefore cannot either: that a request the inner store gave up on
+// (librados ETIMEDOUT, an aborted HTTP request) does not still reach the server later. Writes that could then do harm
+// are made harmless by construction (docs/architecture.md, ownership and fencing): names that are written more than
+// once (the lease, the superblock) only ever change with putIfVersion, which a late attempt fails once anyone else
+// wrote; every other name is created once with putIfAbsent and never reused.
+//
+// Conditional operations are retried safely: once an attempt of putIfAbsent or putIfVersion failed in a way that may
+// have applied it (any transient error: a lost reply, a timeout), a later ConflictError may be that attempt's own
+// doing. The call then reads the object back: exactly our bytes -> our write landed, the call succeeds with the
+// object's current version; other bytes (or none) -> ConflictError. (Competing writers write different bytes:
+// object_store.ts.)
 
 import {
   BACKEND_REQUEST_TIMEOUT_MS,
@@ -22,8 +41,8 @@ import {
   BACKEND_RETRY_DELAY_MS_MAX,
   BACKEND_RETRY_DELAY_MS_MIN,
 } from "../constants.ts";
-import { assert, IOError } from "../errors.ts";
-import type { ObjectStore } from "./object_store.ts";
+import { assert, ConflictError, IOError } from "../errors.ts";
+import type { ObjectStore, ObjectVersion } from "./object_store.ts";
 import { WrappingStore, type StoreOp } from "./wrapping_store.ts";
 import { Semaphore } from "./semaphore.ts";
 
@@ -49,6 +68,25 @@ export function isTransient(error: unknown): boolean {
 
 const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Operations that change a name: their attempts at one name run one after another (see the header). */
+const CHANGING_OPS: ReadonlySet<StoreOp> = new Set<StoreOp>(["put", "delete", "putIfAbsent", "putIfVersion"]);
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** An attempt that did not answer in time; `outcome` settles when the inner store's operation does. */
+class AttemptTimeoutError<T> extends IOError {
+  constructor(
+    message: string,
+    readonly outcome: Promise<Outcome<T>>,
+  ) {
+    super(message, true);
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
 export class RetryingStore extends WrappingStore {
   private readonly retriesMax: number;
   private readonly delayMsMin: number;
@@ -64,8 +102,12 @@ export class RetryingStore extends WrappingStore {
   private readonly closingSignal = new Promise<void>((resolve) => (this.wakeClosing = resolve));
   private inflightCalls = 0;
   private idleWaiters: Array<() => void> = [];
+  /** Per name with a changing attempt running or waiting: settles when the last of them has settled. */
+  private readonly nameTails = new Map<string, Promise<void>>();
   /** Retries performed so far (tests, stats). */
   retries = 0;
+  /** Attempts that did not answer within requestTimeoutMs (tests, stats). */
+  timeouts = 0;
 
   constructor(inner: ObjectStore, options: RetryingStoreOptions = {}) {
     super(inner);
@@ -101,22 +143,41 @@ export class RetryingStore extends WrappingStore {
     return this.delayMsMin + this.random() * (ceiling - this.delayMsMin);
   }
 
-  protected override async call<T>(op: StoreOp, name: string, attempt: () => Promise<T>): Promise<T> {
+  protected override async call<T>(op: StoreOp, name: string, attempt: () => Promise<T>, data?: Uint8Array): Promise<T> {
     assert(!this.closing, `${this.description} used after close`);
+    const changing = CHANGING_OPS.has(op);
     this.inflightCalls += 1;
+    // An earlier attempt of this call failed in a way that may have applied it.
+    let mayHaveLanded = false;
     try {
       for (let retry = 0; ; retry++) {
+        let error: unknown;
         try {
           return await this.attemptOnce(op, name, attempt);
-        } catch (error) {
-          if (!isTransient(error) || retry >= this.retriesMax || this.closing) throw error;
-          const delayMs = this.delayMs(retry);
-          this.retries += 1;
-          const limit = this.retriesMax === Number.POSITIVE_INFINITY ? "(retrying forever)" : `of ${this.retriesMax}`;
-          this.log(`${op} ${name}: ${(error as Error).message}; retry ${retry + 1} ${limit} in ${Math.round(delayMs)} ms`);
-          await Promise.race([this.sleep(delayMs), this.closingSignal]);
-          if (this.closing) throw error;
+        } catch (caught) {
+          error = caught;
         }
+        const retryable = (failure: unknown) => isTransient(failure) && retry < this.retriesMax && !this.closing;
+        if (error instanceof AttemptTimeoutError && changing && retryable(error)) {
+          // Not abandoned: wait for it and take its outcome (see the header).
+          this.log(`${op} ${name}: ${error.message}; waiting for that attempt to end before trying again`);
+          const outcome = await Promise.race([error.outcome as Promise<Outcome<T>>, this.closingSignal.then(() => undefined)]);
+          if (outcome === undefined) throw error; // closing
+          if (outcome.ok) return outcome.value;
+          error = outcome.error;
+        }
+        if (error instanceof ConflictError && mayHaveLanded && (op === "putIfAbsent" || op === "putIfVersion")) {
+          assert(data !== undefined, `${op} passes its bytes`);
+          return (await this.readBackAfterConflict(op, name, data, error)) as T;
+        }
+        if (changing && isTransient(error)) mayHaveLanded = true;
+        if (!retryable(error)) throw error;
+        const delayMs = this.delayMs(retry);
+        this.retries += 1;
+        const limit = this.retriesMax === Number.POSITIVE_INFINITY ? "(retrying forever)" : `of ${this.retriesMax}`;
+        this.log(`${op} ${name}: ${(error as Error).message}; retry ${retry + 1} ${limit} in ${Math.round(delayMs)} ms`);
+        await Promise.race([this.sleep(delayMs), this.closingSignal]);
+        if (this.closing) throw error;
       }
     } finally {
       this.inflightCalls -= 1;
@@ -124,19 +185,64 @@ export class RetryingStore extends WrappingStore {
     }
   }
 
-  private async attemptOnce<T>(op: string, name: string, attempt: () => Promise<T>): Promise<T> {
+  /**
+   * A retried conditional write met ConflictError: an earlier attempt of the same call may be what it conflicts
+   * with. Exactly our bytes in the object -> that attempt landed; anything else -> the conflict stands.
+   */
+  private async readBackAfterConflict(op: StoreOp, name: string, data: Uint8Array, conflict: ConflictError): Promise<ObjectVersion> {
+    if (this.closing) throw conflict;
+    const current = await this.getVersioned(name);
+    if (current === null || !sameBytes(current.data, data)) throw conflict;
+    this.log(`${op} ${name}: ${conflict.message}; the object holds exactly our bytes: an earlier attempt landed`);
+    return current.version;
+  }
+
+  /**
+   * One attempt in the inner store. A changing attempt first waits for its turn at the name (the name's tail), then
+   * for a slot. Bounded by requestTimeoutMs: past it, AttemptTimeoutError carries the attempt's future outcome.
+   */
+  private async attemptOnce<T>(op: StoreOp, name: string, attempt: () => Promise<T>): Promise<T> {
+    let ended: () => void = () => undefined;
+    if (CHANGING_OPS.has(op)) {
+      const previous = this.nameTails.get(name) ?? Promise.resolve();
+      const mine = new Promise<void>((resolve) => (ended = resolve));
+      // The next attempt at this name waits for the earlier ones and for this one.
+      const tail = previous.then(() => mine);
+      this.nameTails.set(name, tail);
+      void tail.then(() => {
+        if (this.nameTails.get(name) === tail) this.nameTails.delete(name);
+      });
+      const turn = await Promise.race([previous.then(() => true), this.closingSignal.then(() => false)]);
+      if (!turn) {
+        ended(); // the tail still waits for `previous`
+        throw new IOError(`Cannot ${op} object ${name} in ${this.description}: the store is closing`, true);
+      }
+    }
+    let running: Promise<T>;
     await this.slots.acquire();
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const running = attempt();
+      running = attempt();
+    } catch (error) {
+      this.slots.release();
+      ended();
+      throw error;
+    }
+    const outcome: Promise<Outcome<T>> = running.then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    void outcome.then(ended);
+    try {
       if (this.requestTimeoutMs === 0) return await running;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          reject(new IOError(`Cannot ${op} object ${name} in ${this.description}: no answer in ${this.requestTimeoutMs} ms`, true));
+          this.timeouts += 1;
+          reject(
+            new AttemptTimeoutError(`Cannot ${op} object ${name} in ${this.description}: no answer in ${this.requestTimeoutMs} ms`, outcome),
+          );
         }, this.requestTimeoutMs);
       });
-      // The abandoned attempt may still fail later: observe it so it is not an unhandled rejection.
-      running.catch(() => undefined);
       return await Promise.race([running, timeout]);
     } finally {
       if (timer !== undefined) clearTimeout(timer);

@@ -33,13 +33,16 @@ export abstract class WrappingStore implements ObjectStore {
     this.description = inner.description;
   }
 
-  /** Runs `forward` (the inner store's operation) with this wrapper's behaviour around it. */
-  protected abstract call<T>(op: StoreOp, name: string, forward: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `forward` (the inner store's operation) with this wrapper's behaviour around it. `data`: the bytes a put,
+   * putIfAbsent or putIfVersion writes.
+   */
+  protected abstract call<T>(op: StoreOp, name: string, forward: () => Promise<T>, data?: Uint8Array): Promise<T>;
 
   abstract close(): Promise<void>;
 
   put(name: string, data: Uint8Array): Promise<void> {
-    return this.call("put", name, () => this.inner.put(name, data));
+    return this.call("put", name, () => this.inner.put(name, data), data);
   }
 
   get(name: string): Promise<Uint8Array> {
@@ -67,10 +70,10 @@ export abstract class WrappingStore implements ObjectStore {
   }
 
   putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
-    return this.call("putIfAbsent", name, () => this.inner.putIfAbsent(name, data));
+    return this.call("putIfAbsent", name, () => this.inner.putIfAbsent(name, data), data);
   }
 
   putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
-    return this.call("putIfVersion", name, () => this.inner.putIfVersion(name, data, expected));
+    return this.call("putIfVersion", name, () => this.inner.putIfVersion(name, data, expected), data);
   }
 }

@@ -78,6 +78,30 @@ describe("FaultyStore", () => {
     expect(await memory.get("a")).toEqual(new Uint8Array([3]));
   });
 
+  test("holdNext holds only the next n calls, until releaseHeld, which resolves once they landed", async () => {
+    const memory = new MemoryStore();
+    const store = new FaultyStore(memory);
+    store.holdNext("put", 1);
+    const held = store.put("a", new Uint8Array([1]));
+    // Later calls pass, even to the same name.
+    await store.put("a", new Uint8Array([2]));
+    await store.delete("b");
+    expect(store.heldCount).toBe(1);
+    expect(await memory.get("a")).toEqual(new Uint8Array([2]));
+    await store.releaseHeld();
+    // The held put landed late, over the later one: what a late request does to an unguarded name.
+    expect(await memory.get("a")).toEqual(new Uint8Array([1]));
+    await held;
+    expect(store.heldCount).toBe(0);
+    expect(store.calls.put).toBe(2);
+    // Released with `fail`: the request is lost, the inner store never sees it.
+    store.holdNext("put", 1);
+    const lost = outcome(store.put("a", new Uint8Array([3])));
+    await store.releaseHeld({ fail: true });
+    expect(await lost).toBe("transient");
+    expect(await memory.get("a")).toEqual(new Uint8Array([1]));
+  });
+
   test("probability faults follow the seed: same seed, same failures; another seed, others", async () => {
     async function pattern(seed: number): Promise<string> {
       const store = new FaultyStore(new MemoryStore(), { seed });

@@ -1,12 +1,14 @@
 // RetryingStore (src/backend/retrying_store.ts): what is retried and what is not, give-up and "forever", per-attempt
-// timeouts, the in-flight bound, backoff bounds, close(). Faults come from FaultyStore over a MemoryStore; the
-// backoff sleep is injected, so no test waits on real delays.
+// timeouts, the in-flight bound, backoff bounds, close(), and "nothing late can land": a timed-out attempt that is
+// held (FaultyStore.holdNext) while the test writes the name, then released, must not undo the newer write;
+// conditional retries that meet their own landed attempt succeed. Faults come from FaultyStore over a MemoryStore;
+// the backoff sleep is injected, so no test waits on real delays.
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
 import { RetryingStore, type RetryingStoreOptions } from "../../src/backend/retrying_store.ts";
 import { BACKEND_RETRY_DELAY_MS_MAX, BACKEND_RETRY_DELAY_MS_MIN } from "../../src/constants.ts";
-import { IOError, NotFoundError } from "../../src/errors.ts";
+import { ConflictError, IOError, NotFoundError } from "../../src/errors.ts";
 
 function setup(options: RetryingStoreOptions = {}) {
   const memory = new MemoryStore();
@@ -200,3 +202,139 @@ describe("RetryingStore", () => {
     expect((await rejection(memory.get("obj.1"))).message).toContain("after close");
   });
 });
+
+const bytes = (...values: number[]) => new Uint8Array(values);
+
+/** A RetryingStore whose attempts time out quickly (held ones do), retrying forever like the volume's put path. */
+function lateSetup() {
+  return setup({ requestTimeoutMs: 20, retriesMax: "forever" });
+}
+
+describe("RetryingStore: nothing late can land", () => {
+  test("a plain put held past its timeout is waited for, not retried over, and a newer put of the name lands last", async () => {
+    const { faulty, store, memory, logs } = lateSetup();
+    faulty.holdNext("put", 1);
+    const first = store.put("sb", bytes(1));
+    await settleLong(() => store.timeouts === 1 && logs.some((line) => line.includes("waiting for that attempt")));
+    // The call waits for its attempt: no second attempt was started.
+    expect(faulty.calls.put).toBe(1);
+    // A newer write of the name, issued while the old attempt is still travelling.
+    const second = store.put("sb", bytes(2));
+    await settleLong(() => faulty.heldCount === 1);
+    expect(faulty.calls.put).toBe(1); // the newer put waits its turn too
+    await faulty.releaseHeld();
+    await Promise.all([first, second]);
+    // The late attempt landed first, then the newer one: the newer write is what stays.
+    expect(await memory.get("sb")).toEqual(bytes(2));
+    expect(faulty.calls.put).toBe(2); // the held attempt landed, so its call did not put again
+  });
+
+  test("a delete held past its timeout cannot remove an object written after it", async () => {
+    const { faulty, store, memory } = lateSetup();
+    await memory.put("obj", bytes(1));
+    faulty.holdNext("delete", 1);
+    const deleting = store.delete("obj");
+    await settleLong(() => store.timeouts === 1);
+    const rewriting = store.put("obj", bytes(2));
+    await faulty.releaseHeld();
+    await Promise.all([deleting, rewriting]);
+    expect(await memory.get("obj")).toEqual(bytes(2));
+  });
+
+  test("a held attempt that fails after its timeout is retried only then", async () => {
+    const { faulty, store, memory } = lateSetup();
+    faulty.holdNext("put", 1);
+    const putting = store.put("obj", bytes(3));
+    await settleLong(() => store.timeouts === 1);
+    expect(faulty.calls.put).toBe(1);
+    expect(store.retries).toBe(0);
+    // The held attempt is lost: a transient failure, and only now a retry, which lands.
+    await faulty.releaseHeld({ fail: true });
+    await putting;
+    expect(store.retries).toBe(1);
+    expect(faulty.calls.put).toBe(2);
+    expect(await memory.get("obj")).toEqual(bytes(3));
+  });
+
+  test("a late putIfAbsent that lands after another writer created the name changes nothing and reports Conflict", async () => {
+    const { faulty, store, memory } = lateSetup();
+    faulty.holdNext("putIfAbsent", 1);
+    const creating = store.putIfAbsent("vol.00000010", bytes(1, 1));
+    await settleLong(() => store.timeouts === 1);
+    // The new owner reuses the name meanwhile (behind this store's back, as another process would).
+    const theirs = await memory.putIfAbsent("vol.00000010", bytes(2, 2));
+    await faulty.releaseHeld();
+    expect(await rejection(creating)).toBeInstanceOf(ConflictError);
+    expect(await memory.getVersioned("vol.00000010")).toEqual({ data: bytes(2, 2), version: theirs });
+  });
+
+  test("a late putIfVersion (CAS) is refused once another writer replaced the object", async () => {
+    const { faulty, store, memory } = lateSetup();
+    const v1 = await memory.putIfAbsent("vol.lease", bytes(1));
+    faulty.holdNext("putIfVersion", 1);
+    const renewing = store.putIfVersion("vol.lease", bytes(1, 1), v1);
+    await settleLong(() => store.timeouts === 1);
+    const taken = await memory.putIfVersion("vol.lease", bytes(2), v1);
+    await faulty.releaseHeld();
+    expect(await rejection(renewing)).toBeInstanceOf(ConflictError);
+    expect(await memory.getVersioned("vol.lease")).toEqual({ data: bytes(2), version: taken });
+  });
+
+  test("a retried putIfAbsent whose first attempt landed (reply lost) reads back its own bytes and succeeds", async () => {
+    const { faulty, store, memory, logs } = setup();
+    faulty.failNextAfterApply("putIfAbsent", 1);
+    const version = await store.putIfAbsent("obj", bytes(7));
+    expect(await memory.getVersioned("obj")).toEqual({ data: bytes(7), version });
+    expect(faulty.calls.putIfAbsent).toBe(2);
+    expect(logs.some((line) => line.includes("an earlier attempt landed"))).toBe(true);
+  });
+
+  test("a retried putIfVersion whose first attempt landed (reply lost) returns the current version", async () => {
+    const { faulty, store, memory } = setup();
+    const v1 = await memory.putIfAbsent("obj", bytes(1));
+    faulty.failNextAfterApply("putIfVersion", 1);
+    const version = await store.putIfVersion("obj", bytes(2), v1);
+    expect(await memory.getVersioned("obj")).toEqual({ data: bytes(2), version });
+  });
+
+  test("a retried conditional write that meets another writer's bytes is Conflict", async () => {
+    const memory = new MemoryStore();
+    const faulty = new FaultyStore(memory);
+    // The first attempt fails (transient, nothing applied); during the backoff another writer creates the name.
+    const store = new RetryingStore(faulty, { sleep: async () => void (await memory.putIfAbsent("obj", bytes(9))) });
+    faulty.failNext("putIfAbsent", 1);
+    expect(await rejection(store.putIfAbsent("obj", bytes(7)))).toBeInstanceOf(ConflictError);
+    expect(await memory.get("obj")).toEqual(bytes(9));
+    // The same for CAS: our version was taken by someone else during the backoff.
+    const v = (await memory.getVersioned("obj"))!.version;
+    const cas = new RetryingStore(faulty, { sleep: async () => void (await memory.put("obj", bytes(8))) });
+    faulty.failNext("putIfVersion", 1);
+    expect(await rejection(cas.putIfVersion("obj", bytes(7), v))).toBeInstanceOf(ConflictError);
+    expect(await memory.get("obj")).toEqual(bytes(8));
+  });
+
+  test("a first-attempt Conflict is final: no read-back, no retry", async () => {
+    const { faulty, store, memory } = setup();
+    await memory.put("obj", bytes(7));
+    // Even though the object holds exactly our bytes: nothing of ours can have landed.
+    expect(await rejection(store.putIfAbsent("obj", bytes(7)))).toBeInstanceOf(ConflictError);
+    expect(faulty.calls.putIfAbsent).toBe(1);
+    expect(faulty.calls.getVersioned).toBe(0);
+  });
+
+  test("close() ends a call waiting for its held attempt", async () => {
+    const { faulty, store } = lateSetup();
+    faulty.holdNext("put", 1);
+    const putting = rejection(store.put("obj", bytes(1)));
+    await settleLong(() => store.timeouts === 1);
+    const closing = store.close();
+    expect(await putting).toBeInstanceOf(IOError);
+    await closing; // FaultyStore.close released the held call
+  });
+});
+
+/** Waits (bounded, real time: the attempt timeouts are real timers) for a condition. */
+async function settleLong(condition: () => boolean): Promise<void> {
+  for (let waited = 0; waited < 10_000 && !condition(); waited += 2) await Bun.sleep(2);
+  expect(condition()).toBe(true);
+}
