@@ -15,12 +15,18 @@ npm run --silent build || failed_steps=$((failed_steps + 1))
 
 echo "== bun test"
 log=$(mktemp)
+# The Ceph clusters the tests start live under this run's own directory (test/backend/_ceph.ts) and are stopped at
+# the end, even if the run fails or is interrupted; nothing else running on the machine is reused or stopped.
+LSVD_TEST_CEPH_ROOT=$(mktemp -d /tmp/lsvd-ceph-run.XXXXXX)
+export LSVD_TEST_CEPH_ROOT
+trap 'bash test/ceph/reap.sh --now "$LSVD_TEST_CEPH_ROOT" >/dev/null 2>&1' EXIT
+trap 'exit 130' INT TERM
 bun test "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 fail=$(grep -Eo '^ *[0-9]+ fail' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 rm -f "$log"
-bash test/ceph/down.sh >/dev/null 2>&1 || true
+bash test/ceph/reap.sh --now "$LSVD_TEST_CEPH_ROOT" >/dev/null 2>&1 || true
 fail=$((fail + failed_steps))
 if [ "$status" != 0 ] && [ "$fail" = 0 ]; then fail=1; fi
 echo "${pass} passed, ${fail} failed"

@@ -2,10 +2,11 @@
 // killed, its writes stall (they are retried, none completes), and once the daemon is back every write completes
 // and every object (written before, during and after the outage) reads back intact.
 //
-// The cluster: a second one from test/ceph/up.sh (FAULT_CLUSTER: own directory and ports), so killing its daemons
-// cannot disturb other tests using the default cluster, and with bluestore on a sparse file instead of memstore:
-// a memstore OSD loses every object when it stops, which is not the crash-and-restart we mean to test (it would
-// also take the pool's placement groups with it). It is torn down afterwards.
+// The cluster: a second one from test/ceph/up.sh (FAULT_CLUSTER: own directory, free ports picked by up.sh), so
+// killing its daemons cannot disturb other tests using the default cluster, and with bluestore on a sparse file
+// instead of memstore: a memstore OSD loses every object when it stops, which is not the crash-and-restart we mean
+// to test (it would also take the pool's placement groups with it). It is torn down in afterAll, and by _ceph.ts's
+// reaper if this process dies first.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RadosStore } from "../../src/backend/rados_store.ts";
 import { RetryingStore } from "../../src/backend/retrying_store.ts";

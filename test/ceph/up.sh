@@ -17,7 +17,9 @@
 #   LSVD_CEPH_DIR          state directory (default /tmp/lsvd-ceph-$UID)
 #   LSVD_CEPH_OBJECTSTORE  memstore (default: RAM, fast, objects LOST when the OSD stops) or bluestore (a sparse file
 #                          in the state directory: objects survive an OSD crash; use it to test OSD restarts)
-#   LSVD_CEPH_MON_PORT, LSVD_CEPH_MON_V1_PORT, LSVD_CEPH_RGW_PORT   (defaults 3300, 6789, 7480)
+#   LSVD_CEPH_MON_PORT, LSVD_CEPH_MON_V1_PORT, LSVD_CEPH_RGW_PORT   fixed ports; default: three free ports picked at
+#                          start (random, below the ephemeral range, each with no socket on it), recorded in the
+#                          state directory and env.sh, so a cluster never depends on what else runs on the machine
 #   LSVD_CEPH_POOL (lsvd), LSVD_CEPH_RBD_POOL (rbd), LSVD_S3_BUCKET (lsvd)
 #   LSVD_NO_APT=1          never run apt-get; fail if a package is missing
 set -euo pipefail
@@ -28,9 +30,18 @@ unset CEPH_KEYRING CEPH_ARGS CEPH_CONF
 
 DIR=${LSVD_CEPH_DIR:-/tmp/lsvd-ceph-$UID}
 OBJECTSTORE=${LSVD_CEPH_OBJECTSTORE:-memstore}
-MON_PORT=${LSVD_CEPH_MON_PORT:-3300}
-MON_V1_PORT=${LSVD_CEPH_MON_V1_PORT:-6789}
-RGW_PORT=${LSVD_CEPH_RGW_PORT:-7480}
+MON_PORT=${LSVD_CEPH_MON_PORT:-}
+MON_V1_PORT=${LSVD_CEPH_MON_V1_PORT:-}
+RGW_PORT=${LSVD_CEPH_RGW_PORT:-}
+if [ -n "$MON_PORT$MON_V1_PORT$RGW_PORT" ]; then
+  [ -n "$MON_PORT" ] && [ -n "$MON_V1_PORT" ] && [ -n "$RGW_PORT" ] ||
+    { echo "test/ceph/up.sh: set all of LSVD_CEPH_MON_PORT, LSVD_CEPH_MON_V1_PORT, LSVD_CEPH_RGW_PORT or none" >&2; exit 2; }
+  PORTS=fixed
+else
+  PORTS=auto
+  # A cluster this script started here records the ports it picked: reuse, kill-osd, start-rgw... need them.
+  if [ -f "$DIR/ports" ]; then read -r MON_PORT MON_V1_PORT RGW_PORT <"$DIR/ports" || true; fi
+fi
 POOL=${LSVD_CEPH_POOL:-lsvd}
 RBD_POOL=${LSVD_CEPH_RBD_POOL:-rbd}
 BUCKET=${LSVD_S3_BUCKET:-lsvd}
@@ -49,13 +60,34 @@ WAIT_TRIES=150 # x 0.2 s
 CONF=$DIR/ceph.conf
 KEYRING=$DIR/keyring
 ENV_FILE=$DIR/env.sh
-PARAMS="objectstore=$OBJECTSTORE ports=$MON_PORT,$MON_V1_PORT,$RGW_PORT pool=$POOL rbd=$RBD_POOL bucket=$BUCKET"
+if [ "$PORTS" = auto ]; then PORT_PARAM=auto; else PORT_PARAM=$MON_PORT,$MON_V1_PORT,$RGW_PORT; fi
+PARAMS="objectstore=$OBJECTSTORE ports=$PORT_PARAM pool=$POOL rbd=$RBD_POOL bucket=$BUCKET"
 T0=$(date +%s%N)
 log() { echo "[lsvd ceph up $(( ($(date +%s%N) - T0) / 1000000 )) ms] $*" >&2; }
+# Set once a fresh start begins: a failure from then on stops every daemon this run started (the logs stay).
+FRESH_START=0
 die() {
   log "ERROR: $*"
   for f in "$DIR"/log/*.log; do [ -f "$f" ] && { echo "== tail $f" >&2; tail -n 10 "$f" >&2; }; done
+  if [ "$FRESH_START" = 1 ]; then
+    LSVD_CEPH_DIR=$DIR LSVD_CEPH_KEEP=1 "$(dirname "$0")/down.sh" || true
+    log "stopped what this run started; logs kept in $DIR/log"
+  fi
   exit 1
+}
+port_busy() { ss -tanH "sport = :$1" | grep -q .; }
+# Three free TCP ports in a row at a random place in 20000..32767: below Linux's ephemeral range (a port there can be
+# the local end of some connection at any moment) and away from the well-known ones. Bounded tries.
+pick_ports() {
+  local base
+  for _ in $(seq 200); do
+    base=$((20000 + (RANDOM % 4255) * 3))
+    if ! port_busy "$base" && ! port_busy $((base + 1)) && ! port_busy $((base + 2)); then
+      MON_PORT=$base MON_V1_PORT=$((base + 1)) RGW_PORT=$((base + 2))
+      return 0
+    fi
+  done
+  die "found no three free ports in 20000..32767"
 }
 ceph_() { timeout "$CEPH_CALL_TIMEOUT_S" ceph --conf "$CONF" --connect-timeout 10 "$@"; }
 rados_() { timeout "$CEPH_CALL_TIMEOUT_S" rados --conf "$CONF" "$@"; }
@@ -149,10 +181,16 @@ fi
 # Leftovers of an earlier run (ours by pid file and command line): stop them and wipe the directory.
 for d in ceph-client.rgw.a ceph-osd.0 ceph-mon.a; do kill_daemon "$d" KILL; done
 rm -rf "$DIR"
-for p in "$MON_PORT" "$MON_V1_PORT" "$RGW_PORT"; do
-  ss -ltnH "sport = :$p" | grep -q . && die "port $p on 127.0.0.1 is in use (another cluster? set LSVD_CEPH_*_PORT)"
-done
+if [ "$PORTS" = auto ]; then
+  pick_ports
+else
+  for p in "$MON_PORT" "$MON_V1_PORT" "$RGW_PORT"; do
+    port_busy "$p" && die "port $p on 127.0.0.1 is in use (another cluster? leave LSVD_CEPH_*_PORT unset to pick free ones)"
+  done
+fi
 mkdir -p "$DIR"/{run,log,mon,osd,rgw,tmp,crash}
+FRESH_START=1
+echo "$MON_PORT $MON_V1_PORT $RGW_PORT" >"$DIR/ports"
 FSID=$(cat /proc/sys/kernel/random/uuid)
 
 if [ "$OBJECTSTORE" = memstore ]; then
