@@ -204,18 +204,21 @@ export class RetryingStore extends WrappingStore {
   private async attemptOnce<T>(op: StoreOp, name: string, attempt: () => Promise<T>): Promise<T> {
     let ended: () => void = () => undefined;
     if (CHANGING_OPS.has(op)) {
-      const previous = this.nameTails.get(name) ?? Promise.resolve();
+      const previous = this.nameTails.get(name);
       const mine = new Promise<void>((resolve) => (ended = resolve));
       // The next attempt at this name waits for the earlier ones and for this one.
-      const tail = previous.then(() => mine);
+      const tail = previous === undefined ? mine : previous.then(() => mine);
       this.nameTails.set(name, tail);
       void tail.then(() => {
         if (this.nameTails.get(name) === tail) this.nameTails.delete(name);
       });
-      const turn = await Promise.race([previous.then(() => true), this.closingSignal.then(() => false)]);
-      if (!turn) {
-        ended(); // the tail still waits for `previous`
-        throw new IOError(`Cannot ${op} object ${name} in ${this.description}: the store is closing`, true);
+      // Only when attempts at one name overlap (rare): every race leaves a reaction on closingSignal until close.
+      if (previous !== undefined) {
+        const turn = await Promise.race([previous.then(() => true), this.closingSignal.then(() => false)]);
+        if (!turn) {
+          ended(); // the tail still waits for `previous`
+          throw new IOError(`Cannot ${op} object ${name} in ${this.description}: the store is closing`, true);
+        }
       }
     }
     let running: Promise<T>;
