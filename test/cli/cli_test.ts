@@ -158,7 +158,8 @@ describe("mkdisk", () => {
 
       const replaced = await lsvd(["mkdisk", "--force", "--size", "128m", paths.volume]);
       expect(replaced.exitCode).toBe(0);
-      expect(readdirSync(paths.backendDir)).toEqual(["vol"]);
+      // Besides the new superblock only the file store's lock file (src/backend/file_store.ts) is left.
+      expect(readdirSync(paths.backendDir).sort()).toEqual([".lsvd-store.lock", "vol"]);
       const after = await parseJson(paths.volume);
       expect(after.volUuid).not.toBe(before.volUuid);
       expect(after).toMatchObject({ volSectors: (128 * 1024 ** 2) / 512, checkpoints: [], nextSeq: 1 });
