@@ -395,7 +395,12 @@ export class FileStore implements ObjectStore {
     let fd = -1;
     try {
       const lockPath = path.join(this.root, LOCK_FILE_NAME);
-      fd = openFile(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644);
+      try {
+        fd = openFile(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644);
+      } catch (error) {
+        const cause = error as IOError;
+        throw new IOError(`Cannot lock ${this.description}: ${cause.message}`, cause.transient, { cause, errno: cause.errno });
+      }
       const startMs = performance.now();
       for (let pollMs = LOCK_POLL_MS_MIN; !tryLockExclusive(fd, lockPath); pollMs = Math.min(pollMs * 2, LOCK_POLL_MS_MAX)) {
         if (performance.now() - startMs > this.lockWaitMsMax) {
