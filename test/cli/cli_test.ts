@@ -275,7 +275,7 @@ describe("parse", () => {
       expectOneLineError(result, "parse", pattern);
       expectOneLineError(await lsvd(["parse", "--json", path]), "parse", pattern);
     }
-  });
+  }, 30_000); // a dozen CLI processes: slow on a loaded machine
 });
 
 function withByteFlipped(bytes: Uint8Array, offset: number): Uint8Array {

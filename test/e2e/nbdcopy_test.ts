@@ -58,7 +58,7 @@ beforeAll(async () => {
   writeRandomFile(smallInput, SMALL_BYTES, SEED + 1);
   bigHash = await sha256File(bigInput);
   smallHash = await sha256File(smallInput);
-});
+}, 60_000); // builds the binary when it is missing and writes the inputs: slow on a loaded machine
 
 afterAll(cleanupAll);
 

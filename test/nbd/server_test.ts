@@ -550,7 +550,7 @@ describe("transmission, simple replies", () => {
     }
     const sending = client.send(new Uint8Array(Buffer.concat(parts)));
     const limitWrites = NBD_INFLIGHT_WRITE_BYTES_MAX / NBD_REQUEST_BYTES_MAX;
-    expect(await waitFor(() => server.stats().writes >= limitWrites)).toBe(true);
+    expect(await waitFor(() => server.stats().writes >= limitWrites, 30_000)).toBe(true);
     // Two 32 MiB payloads fill the 64 MiB budget: the rest stays in the socket until the device lets go. (Without
     // the limit, the other two arrive within a few hundred ms: the wait gives them a second.)
     expect(await waitFor(() => server.stats().writes > limitWrites, 1000)).toBe(false);
@@ -562,7 +562,7 @@ describe("transmission, simple replies", () => {
       const data = await device.read(index * NBD_REQUEST_BYTES_MAX + NBD_REQUEST_BYTES_MAX - 4096, 4096);
       expect(data.every((byte) => byte === index + 1)).toBe(true);
     }
-  });
+  }, 60_000);
 
   test("write payloads split across chunks arrive whole; the device may keep the buffers it got", async () => {
     const client = await connect();
