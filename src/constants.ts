@@ -118,26 +118,56 @@ export const JOURNAL_WRITES_INFLIGHT_MAX = 8;
 
 /** Garbage collection: objects whose live share is below this are cleaned (lsvd serve --gc-threshold). */
 export const GC_THRESHOLD_DEFAULT = 0.5;
-/** Time between garbage collection rounds. */
+/**
+ * Time between garbage collection rounds when garbage comes slowly. Rounds come sooner, down to this over
+ * GC_ROUND_SPEEDUP_MAX, when the garbage made since the previous round's start would reach GC_ROUND_GARBAGE_SHARE of
+ * the live data before then (volume/gc_pace.ts): a 32 MiB volume overwritten at 40 MB/s needs a round every 50 ms.
+ */
 export const GC_INTERVAL_MS_DEFAULT = 1000;
+export const GC_ROUND_SPEEDUP_MAX = 100;
+export const GC_ROUND_GARBAGE_SHARE = 1 / 16;
+/**
+ * A round reclaims (in dead bytes of its victims) the garbage clients made since the previous round, plus a share of
+ * the reclaimable backlog: 1/GC_CATCH_UP_ROUNDS of it when garbage is scarce, rising with garbage / live data to all
+ * of it once the garbage equals the live data.
+ */
+export const GC_CATCH_UP_ROUNDS = 8;
+/** Pacing treats a volume as holding at least this much live data (an empty volume would otherwise get no slack). */
+export const GC_LIVE_BYTES_FLOOR = 1024 * 1024;
 /** Retired objects wait at most this long for a checkpoint before the collector asks for one. */
 export const GC_FORCE_CHECKPOINT_MS_DEFAULT = 30_000;
 /**
- * A checkpoint is asked for early when the retired objects waiting for one hold at least this many times its size
- * (and at least GC_FORCE_CHECKPOINT_BYTES_MIN): its write then pays for itself in space freed.
+ * A checkpoint is asked for early when the retired objects waiting for one hold at least this many times its size,
+ * GC_WAITING_LIVE_SHARE of the live data and GC_FORCE_CHECKPOINT_BYTES_MIN: its write then pays for itself in space
+ * freed, and the garbage waiting stays a small share of the backend (volume/gc_pace.ts, gcCheckpointDue).
  */
 export const GC_CHECKPOINT_PAYBACK = 4;
-export const GC_FORCE_CHECKPOINT_BYTES_MIN = 64 * 1024 * 1024;
-/** Victims one round cleans at most (their live data is bounded too: one batch's worth). */
-export const GC_VICTIMS_PER_ROUND_MAX = 64;
-/** A GC round reads at most this many times the live data it may copy (victims are read whole). */
+export const GC_WAITING_LIVE_SHARE = 1 / 8;
+export const GC_FORCE_CHECKPOINT_BYTES_MIN = 1024 * 1024;
+/**
+ * A GC round reads (victims are read whole) at most this many times the dead bytes it is to reclaim, and at most
+ * GC_ROUND_READ_BYTES_MAX (the first victim is always read): a round's length stays bounded; more comes next round.
+ */
 export const GC_ROUND_READ_FACTOR = 4;
+export const GC_ROUND_READ_BYTES_MAX = 256 * 1024 * 1024;
+/** Victims being read and copied at once: at most this many bytes (but always one victim) and this many objects. */
+export const GC_READ_INFLIGHT_BYTES_MAX = 16 * 1024 * 1024;
+export const GC_VICTIMS_INFLIGHT_MAX = 16;
 /** The largest copy GC hands the write path at once (a live run longer than this goes as several). */
 export const GC_COPY_BYTES_MAX = 1024 * 1024;
 /** A victim whose cleaning failed is not tried again for this long. */
 export const GC_VICTIM_RETRY_MS = 60_000;
-/** Backend deletes per round: a backlog after a restart drains over several rounds. */
-export const GC_DELETES_PER_ROUND_MAX = 256;
+/**
+ * Backend deletes per round: GC_DELETES_RATE_FACTOR times the objects the log gained since the previous round (every
+ * object made needs one delete some day; the factor drains a backlog), at least GC_DELETES_PER_ROUND_MIN, at most
+ * GC_DELETES_PER_ROUND_MAX; GC_DELETES_INFLIGHT_MAX at once.
+ */
+export const GC_DELETES_RATE_FACTOR = 2;
+export const GC_DELETES_PER_ROUND_MIN = 256;
+export const GC_DELETES_PER_ROUND_MAX = 16_384;
+export const GC_DELETES_INFLIGHT_MAX = 8;
+/** The collector logs what it deleted at most this often. */
+export const GC_LOG_INTERVAL_MS = 10_000;
 
 /** A checkpoint is written after this many data objects (and on clean shutdown). */
 export const CHECKPOINT_INTERVAL_OBJECTS = 64;
@@ -185,6 +215,12 @@ assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BY
 // A journal record's data can always be placed into one batch.
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
 assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
+// GC pacing: the backlog share is a share, a round may always read at least one largest object, deletes keep up.
+assert(GC_CATCH_UP_ROUNDS >= 1 && GC_ROUND_GARBAGE_SHARE > 0 && GC_ROUND_GARBAGE_SHARE <= 1 && GC_WAITING_LIVE_SHARE > 0, "gc shares");
+assert(GC_ROUND_READ_BYTES_MAX >= BATCH_BYTES_MAX && GC_READ_INFLIGHT_BYTES_MAX <= GC_ROUND_READ_BYTES_MAX, "a gc round reads a whole batch");
+assert(GC_DELETES_RATE_FACTOR > 1 && GC_DELETES_PER_ROUND_MIN <= GC_DELETES_PER_ROUND_MAX, "gc deletes outpace objects made");
+// A round's deletes, reads and copies go through one RetryingStore: they must leave room for the write path.
+assert(GC_DELETES_INFLIGHT_MAX + GC_VICTIMS_INFLIGHT_MAX <= BACKEND_REQUESTS_INFLIGHT_MAX - PUTS_INFLIGHT_MAX, "gc leaves backend slots");
 // Every O_DIRECT write of an object but the last starts and ends on a page.
 assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_WRITE_BYTES_MAX > 0, "object writes are whole pages");
 // Established clients always keep some slots: negotiating ones cannot take them all.

@@ -2,17 +2,24 @@
 // into new objects through the write path, then deletes objects that hold nothing live once no recovery can need
 // them. The paper's greedy cleaner: the least-live objects go first.
 //
-// One round, at most every intervalMs, never two at once:
-// 1. Delete retired objects that are now safe to delete (below).
-// 2. Retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned by an earlier round).
-// 3. Pick victims: durable DATA objects whose live share is below `threshold`, least live first, until their live
-//    data reaches roundCopyBytesMax. For each: read it whole and check its CRCs, find the runs the map still points
-//    at, and queue them as copies (WritePath.copy), which write only what is still live when their record forms.
-//    Once the copies are journaled, the victim holds no live sector, and is retired.
+// Rounds never overlap. They come every intervalMs when garbage comes slowly and sooner when it comes fast (pacing,
+// volume/gc_pace.ts: the budget of a round is counted in garbage bytes, not in batches). One round:
+// 1. Scan the object table: retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned
+//    by an earlier round); measure the garbage clients made since the previous round, the garbage in the backend, the
+//    live data, and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that
+//    into this round's budget.
+// 2. Delete retired objects that are now safe to delete (below), oldest first, as many as the budget allows, a few
+//    at a time.
+// 3. Clean victims, least live first, until their dead bytes reach the budget (their whole size bounded too), a few
+//    at a time: read each whole and check its CRCs, find the runs the map still points at, and queue them as copies
+//    (WritePath.copy), which write only what is still live when their record forms. Once a victim's copies are
+//    journaled it holds no live sector, and is retired.
+// 4. Ask for a checkpoint if retirees wait and one is due (gcCheckpointDue); again whenever one is named.
 //
 // Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
-// object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B;
-// and a round waits for all its copies before the next round looks at the map again.
+// object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B (both
+// durable, older than every object a copy goes to); and a round waits for all its copies before the next round looks
+// at the map again.
 //
 // When a retired object may be deleted. Retiring object V when the log's next seq is R: every checkpoint that the
 // durable superblock names has seq >= R (so V < R <= each of them), and no read in flight will fetch from V
@@ -23,17 +30,14 @@
 // Objects deleted leave holes below the checkpoints; fsck reports those as notes, not problems.
 // CKPT objects that earlier runs left behind when killed are deleted by the same rule, below the oldest named
 // checkpoint (leftover_checkpoints.ts), a bounded number per round.
-// When retirees wait, the round asks the write path for a checkpoint if none has come for forceCheckpointMs (an idle
-// volume's garbage is not kept forever) or if they hold several times a checkpoint's size (maybeForceCheckpoint).
 
 import {
-  GC_CHECKPOINT_PAYBACK,
-  GC_DELETES_PER_ROUND_MAX,
-  GC_FORCE_CHECKPOINT_BYTES_MIN,
   GC_COPY_BYTES_MAX,
-  GC_ROUND_READ_FACTOR,
+  GC_DELETES_INFLIGHT_MAX,
+  GC_LOG_INTERVAL_MS,
+  GC_READ_INFLIGHT_BYTES_MAX,
   GC_VICTIM_RETRY_MS,
-  GC_VICTIMS_PER_ROUND_MAX,
+  GC_VICTIMS_INFLIGHT_MAX,
   SECTOR_BYTES,
 } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
@@ -44,6 +48,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
+import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 
 /** What the collector needs of the write path. */
@@ -53,6 +58,8 @@ export interface GcWriter {
   readonly sequenceNext: number;
   readonly unflushed: Map<number, unknown>;
   readonly failed: unknown;
+  /** Sectors GC copies wrote (each displaced the same sector of a victim: garbage the collector made, not clients). */
+  readonly stats: { readonly gcCopiedSectors: number };
   /** A checkpoint now if no write is being formed, else at the next seal. */
   requestCheckpoint(): void;
 }
@@ -69,9 +76,10 @@ export interface GarbageCollectorOptions {
   log: (line: string) => void;
   /** Objects whose live share is below this are cleaned; 0 turns cleaning off (dead objects are still deleted). */
   threshold: number;
+  /** Time between rounds when garbage comes slowly (sooner when it comes fast: gcNextRoundDelayMs). */
   intervalMs: number;
-  /** Live bytes one round copies at most (one batch's worth keeps a round's memory to one batch). */
-  roundCopyBytesMax: number;
+  /** The volume's batch size: no single copy is larger (a copy must fit one batch). */
+  batchBytes: number;
   /** How long retirees may wait for a checkpoint before the collector asks for one. */
   forceCheckpointMs: number;
   /** The checkpoints the durable superblock names at open. */
@@ -85,6 +93,30 @@ interface LiveRun {
   offset: number;
 }
 
+interface Candidate {
+  seq: number;
+  share: number;
+  deadBytes: number;
+  /** Header and data: a victim is read whole. */
+  objectBytes: number;
+}
+
+/** What one scan of the object table found (step 1 of a round). */
+interface Scan {
+  candidates: Candidate[];
+  reclaimableBytes: number;
+  garbageBytes: number;
+  liveBytes: number;
+}
+
+/** Counters at the start of a round: the rate of garbage is measured between two of them. */
+interface Mark {
+  atMs: number;
+  displacedSectors: number;
+  copiedSectors: number;
+  sequenceNext: number;
+}
+
 export class GarbageCollector {
   /** Retired object -> the log's next seq when it was retired. */
   private readonly retired = new Map<number, number>();
@@ -92,17 +124,28 @@ export class GarbageCollector {
   private readonly skipUntil = new Map<number, number>();
   /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
   private checkpointMin = 0;
-  private lastCheckpointMs = 0;
+  private lastCheckpointMs: number;
   /** When a checkpoint was asked for that the superblock does not name yet (null: none asked for). */
   private checkpointRequestedMs: number | null = null;
+  private mark: Mark;
+  /** Live bytes at the last scan (checkpoint requests between rounds use it). */
+  private liveBytes = 0;
+  private nextDelayMs: number;
+  private deletedSinceLog = 0;
+  private lastLogMs: number;
   private timer: TimerHandle | null = null;
   private round: Promise<void> | null = null;
   private stopped = false;
   private readonly leftovers: LeftoverCheckpoints;
-  stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, forcedCheckpoints: 0, errors: 0 };
+  stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
   constructor(private readonly options: GarbageCollectorOptions) {
-    this.noteCheckpoints(options.checkpoints);
+    const { clock, checkpoints, intervalMs } = options;
+    this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
+    this.lastCheckpointMs = clock.nowMs();
+    this.lastLogMs = clock.nowMs();
+    this.mark = this.takeMark();
+    this.nextDelayMs = intervalMs;
     const { store, prefix, volUuid, objects, log } = options;
     this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log });
   }
@@ -112,6 +155,8 @@ export class GarbageCollector {
     this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
     this.lastCheckpointMs = this.options.clock.nowMs();
     this.checkpointRequestedMs = null;
+    // Retirees need CHECKPOINTS_KEPT checkpoints newer than they are: ask for the next one now, not a round later.
+    this.maybeForceCheckpoint();
   }
 
   /** Changes whenever a round did something: `collectGarbageUntilQuiet` stops when a round leaves it as it was. */
@@ -136,92 +181,127 @@ export class GarbageCollector {
     await this.round;
   }
 
-  /** Runs one round now (tests and the timer); rounds never overlap. */
-  runRound(): Promise<void> {
-    this.round ??= this.roundBody().finally(() => (this.round = null));
+  /**
+   * Runs one round now (tests, `lsvd gc` and the timer); rounds never overlap. `drain` (`lsvd gc`) takes every
+   * reclaimable byte, up to the round's read bound, instead of the paced share.
+   */
+  runRound(drain = false): Promise<void> {
+    this.round ??= this.roundBody(drain).finally(() => (this.round = null));
     return this.round;
   }
 
   private arm(): void {
     if (this.stopped || this.timer) return;
-    this.timer = this.options.clock.setTimer(this.options.intervalMs, () => {
+    this.timer = this.options.clock.setTimer(this.nextDelayMs, () => {
       this.timer = null;
-      if (this.stopped || this.options.writer.failed) return;
+      if (this.halted) return;
       void this.runRound().finally(() => this.arm());
     });
   }
 
-  private async roundBody(): Promise<void> {
+  private get halted(): boolean {
+    return this.stopped || Boolean(this.options.writer.failed);
+  }
+
+  private takeMark(): Mark {
+    const { clock, objects, writer } = this.options;
+    return { atMs: clock.nowMs(), displacedSectors: objects.displacedSectors, copiedSectors: writer.stats.gcCopiedSectors, sequenceNext: writer.sequenceNext };
+  }
+
+  private async roundBody(drain: boolean): Promise<void> {
     this.stats.rounds += 1;
+    const previous = this.mark;
+    const mark = (this.mark = this.takeMark());
+    // Garbage clients made: every sector displaced, less those GC's copies displaced in their victims.
+    const madeSectors = mark.displacedSectors - previous.displacedSectors - (mark.copiedSectors - previous.copiedSectors);
+    const madeBytes = Math.max(0, madeSectors) * SECTOR_BYTES;
+    let boundHit = false;
     try {
-      await this.deleteRetired();
-      this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, this.options.writer.sequenceNext, () => this.stopped);
-      const victims = this.chooseVictims();
-      for (const victim of victims) {
-        if (this.stopped || this.options.writer.failed) return;
-        try {
-          await this.clean(victim);
-        } catch (error) {
-          // A victim that cannot be read (damaged, or the backend is down past the store's retries) is left alone
-          // for a while rather than retried, and logged, every round.
-          this.skipUntil.set(victim, this.options.clock.nowMs() + GC_VICTIM_RETRY_MS);
-          this.stats.errors += 1;
-          this.options.log(`gc: cannot clean ${objectName(this.options.prefix, victim)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
-        }
-      }
+      const scan = this.scan();
+      this.liveBytes = scan.liveBytes;
+      const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...scan });
+      await this.deleteRetired(budget.deletesMax);
+      this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
+      const victims = this.chooseVictims(scan.candidates, budget);
+      boundHit = victims.boundHit;
+      const limits = { countMax: GC_VICTIMS_INFLIGHT_MAX, weightMax: GC_READ_INFLIGHT_BYTES_MAX, halted: () => this.halted };
+      await forEachBounded(victims.chosen, limits, (victim) => victim.objectBytes, (victim) => this.cleanOrSkip(victim));
       this.maybeForceCheckpoint();
     } catch (error) {
       // A failed round leaves everything as it was (nothing is deleted that is not retired): the next one retries.
       this.stats.errors += 1;
       this.options.log(`gc: round failed, will retry: ${String(error)}`);
     }
+    const elapsedMs = Math.max(0, mark.atMs - previous.atMs);
+    this.nextDelayMs = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes: this.liveBytes, intervalMs: this.options.intervalMs, boundHit });
   }
 
-  /** Retires dead objects and returns the victims of this round, least live first. */
-  private chooseVictims(): number[] {
-    const { objects, writer, threshold, roundCopyBytesMax } = this.options;
-    const candidates: Array<{ seq: number; share: number; liveBytes: number }> = [];
+  /** Retires dead objects; measures garbage and live data, and lists the candidates for cleaning, least live first. */
+  private scan(): Scan {
+    const { objects, writer, threshold, clock } = this.options;
+    const result: Scan = { candidates: [], reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0 };
+    const nowMs = clock.nowMs();
     objects.forEach((seq, info) => {
-      if (info.kind !== ObjectKind.Data || seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) return;
+      if (info.kind !== ObjectKind.Data) return;
+      result.liveBytes += info.liveSectors * SECTOR_BYTES;
+      if (info.dataSectors === 0) return; // the open batch (sealing sets its size), or an object with trims only
+      const deadBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
+      result.garbageBytes += deadBytes;
+      if (seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) return;
       if (info.liveSectors === 0) {
         this.retire(seq);
         return;
       }
-      const share = info.dataSectors === 0 ? 1 : info.liveSectors / info.dataSectors;
+      const share = info.liveSectors / info.dataSectors;
       const skipUntil = this.skipUntil.get(seq);
-      if (skipUntil !== undefined && this.options.clock.nowMs() < skipUntil) return;
-      if (share < threshold) candidates.push({ seq, share, liveBytes: info.liveSectors * SECTOR_BYTES });
+      if ((skipUntil !== undefined && nowMs < skipUntil) || share >= threshold) return;
+      result.candidates.push({ seq, share, deadBytes, objectBytes: (info.hdrSectors + info.dataSectors) * SECTOR_BYTES });
+      result.reclaimableBytes += deadBytes;
     });
-    candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
-    // A round copies at most one batch's worth and reads (whole victims) at most GC_ROUND_READ_FACTOR times that.
-    const victims: number[] = [];
-    let copyBytes = 0;
+    result.candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
+    return result;
+  }
+
+  /** This round's victims: least live first, until their dead bytes reach the budget, or their size its bound. */
+  private chooseVictims(candidates: Candidate[], budget: GcBudget): { chosen: Candidate[]; boundHit: boolean } {
+    const chosen: Candidate[] = [];
+    let deadBytes = 0;
     let readBytes = 0;
     for (const candidate of candidates) {
-      if (victims.length >= GC_VICTIMS_PER_ROUND_MAX) break;
-      const info = objects.get(candidate.seq)!;
-      const objectBytes = (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
-      const over = copyBytes + candidate.liveBytes > roundCopyBytesMax || readBytes + objectBytes > GC_ROUND_READ_FACTOR * roundCopyBytesMax;
-      if (victims.length > 0 && over) break;
-      victims.push(candidate.seq);
-      copyBytes += candidate.liveBytes;
-      readBytes += objectBytes;
+      if (deadBytes >= budget.reclaimBytes) break;
+      if (chosen.length > 0 && readBytes + candidate.objectBytes > budget.readBytesMax) return { chosen, boundHit: true };
+      chosen.push(candidate);
+      deadBytes += candidate.deadBytes;
+      readBytes += candidate.objectBytes;
     }
-    return victims;
+    return { chosen, boundHit: false };
   }
 
   private retire(seq: number): void {
     this.retired.set(seq, this.options.writer.sequenceNext);
   }
 
+  /** Cleans one victim; one that cannot be read (damaged, or the backend down past retries) is left alone a while. */
+  private async cleanOrSkip(victim: Candidate): Promise<void> {
+    if (this.halted) return;
+    try {
+      if (await this.clean(victim.seq)) this.stats.reclaimedBytes += victim.deadBytes;
+    } catch (error) {
+      this.skipUntil.set(victim.seq, this.options.clock.nowMs() + GC_VICTIM_RETRY_MS);
+      this.stats.errors += 1;
+      this.options.log(`gc: cannot clean ${objectName(this.options.prefix, victim.seq)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
+    }
+  }
+
   /**
-   * Copies the live runs of one victim into the write path and retires it. The whole object is read and its data
-   * CRC checked first: copying runs out of a damaged object would give damaged bytes a new, valid CRC.
+   * Copies the live runs of one victim into the write path and retires it (returns whether it did). The whole object
+   * is read and its data CRC checked first: copying runs out of a damaged object would give damaged bytes a new,
+   * valid CRC.
    */
-  private async clean(victim: number): Promise<void> {
+  private async clean(victim: number): Promise<boolean> {
     const { store, prefix, objects, writer, log } = this.options;
     const info = objects.get(victim);
-    if (!info || info.liveSectors === 0) return;
+    if (!info || info.liveSectors === 0) return false;
     const name = objectName(prefix, victim);
     const bytes = await store.get(name);
     this.stats.bytesRead += bytes.byteLength;
@@ -243,15 +323,16 @@ export class GarbageCollector {
       // Cannot happen while the map only moves LBAs to newer objects; keep the object rather than lose data.
       log(`gc: error: ${name} still has ${left} live sector(s) after cleaning; keeping it`);
       this.stats.errors += 1;
-      return;
+      return false;
     }
     this.stats.objectsCleaned += 1;
     this.retire(victim);
+    return true;
   }
 
   /** The runs of the victim the map still points at, in the victim's data order, each small enough for one copy. */
   private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>): LiveRun[] {
-    const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.roundCopyBytesMax) / SECTOR_BYTES;
+    const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
     const runs: LiveRun[] = [];
     let extentOffset = 0;
     for (const extent of extents) {
@@ -266,48 +347,83 @@ export class GarbageCollector {
     return runs;
   }
 
-  /** Deletes retired objects that the rule in the header allows, oldest first, a bounded number per round. */
-  private async deleteRetired(): Promise<void> {
-    const { store, prefix, objects, isPinned, log } = this.options;
-    let deleted = 0;
-    const ready = [...this.retired.entries()].filter(([seq, retiredAt]) => this.checkpointMin >= retiredAt && !isPinned(seq));
-    ready.sort((a, b) => a[0] - b[0]);
-    for (const [seq] of ready) {
-      if (deleted >= GC_DELETES_PER_ROUND_MAX || this.stopped) break;
+  /** Deletes retired objects that the rule in the header allows, oldest first, at most deletesMax, a few at once. */
+  private async deleteRetired(deletesMax: number): Promise<void> {
+    const { store, prefix, objects, isPinned, clock, log } = this.options;
+    const ready: number[] = [];
+    for (const [seq, retiredAt] of this.retired) if (this.checkpointMin >= retiredAt && !isPinned(seq)) ready.push(seq);
+    ready.sort((a, b) => a - b);
+    const limits = { countMax: GC_DELETES_INFLIGHT_MAX, weightMax: GC_DELETES_INFLIGHT_MAX, halted: () => this.stopped };
+    await forEachBounded(ready.slice(0, deletesMax), limits, () => 1, async (seq) => {
       await store.delete(objectName(prefix, seq));
       this.retired.delete(seq);
       this.skipUntil.delete(seq);
       objects.delete(seq);
-      deleted += 1;
+      this.stats.objectsDeleted += 1;
+      this.deletedSinceLog += 1;
+    });
+    const nowMs = clock.nowMs();
+    if (this.deletedSinceLog > 0 && nowMs - this.lastLogMs >= GC_LOG_INTERVAL_MS) {
+      log(`gc: deleted ${this.deletedSinceLog} object(s) holding no live data in ${((nowMs - this.lastLogMs) / 1000).toFixed(0)} s; ${this.retired.size} more wait for a checkpoint`);
+      this.deletedSinceLog = 0;
+      this.lastLogMs = nowMs;
     }
-    this.stats.objectsDeleted += deleted;
-    if (deleted > 0) log(`gc: deleted ${deleted} object(s) holding no live data; ${this.retired.size} more wait for a checkpoint`);
   }
 
   /**
-   * Asks for a checkpoint when retired objects wait for one and either no checkpoint has come for forceCheckpointMs
-   * (an idle volume), or what they hold is at least GC_CHECKPOINT_PAYBACK times what a checkpoint costs to write (a
-   * busy one: otherwise garbage outlives CHECKPOINTS_KEPT natural checkpoints, gigabytes of writes). One request at a
-   * time: the next waits until a checkpoint is named by the superblock.
+   * Asks the write path for a checkpoint when retired objects wait for one and gcCheckpointDue says it is worth it
+   * (or none has come for forceCheckpointMs). One request at a time: the next waits until a checkpoint is named by
+   * the superblock (noteCheckpoints asks again at once), or is made again after forceCheckpointMs.
    */
   private maybeForceCheckpoint(): void {
     const { clock, writer, objects, map, forceCheckpointMs } = this.options;
-    // A request not answered within forceCheckpointMs (e.g. it waited for a seal that never came) is made again.
-    if (this.retired.size === 0 || this.stopped || (this.checkpointRequestedMs !== null && clock.nowMs() - this.checkpointRequestedMs < forceCheckpointMs)) return;
+    const nowMs = clock.nowMs();
+    if (this.retired.size === 0 || this.halted || (this.checkpointRequestedMs !== null && nowMs - this.checkpointRequestedMs < forceCheckpointMs)) return;
     let waitingBytes = 0;
-    let waiting = 0;
     for (const [seq, retiredAt] of this.retired) {
       if (this.checkpointMin >= retiredAt) continue;
-      waiting += 1;
       const info = objects.get(seq);
-      if (info) waitingBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+      // An object with no data (trims only) still waits: count its header, and at least one sector.
+      if (info) waitingBytes += Math.max(1, info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
     }
-    if (waiting === 0) return;
     const checkpointBytes = (map.extentCount + objects.count) * CKPT_MAP_ENTRY_BYTES;
-    const worthIt = waitingBytes >= GC_FORCE_CHECKPOINT_BYTES_MIN && waitingBytes >= GC_CHECKPOINT_PAYBACK * checkpointBytes;
-    if (!worthIt && clock.nowMs() - this.lastCheckpointMs < forceCheckpointMs) return;
-    this.checkpointRequestedMs = clock.nowMs();
+    const sinceCheckpointMs = nowMs - this.lastCheckpointMs;
+    if (!gcCheckpointDue({ waitingBytes, checkpointBytes, liveBytes: this.liveBytes, sinceCheckpointMs, forceCheckpointMs })) return;
+    this.checkpointRequestedMs = nowMs;
     this.stats.forcedCheckpoints += 1;
     writer.requestCheckpoint();
   }
+}
+
+/**
+ * Runs work(item) for each item in order, at most limits.countMax at once and at most limits.weightMax of weight at
+ * once (but always one). Stops starting new ones when limits.halted() or one has failed; waits for those started;
+ * then throws the first failure.
+ */
+async function forEachBounded<T>(
+  items: T[],
+  limits: { countMax: number; weightMax: number; halted: () => boolean },
+  weight: (item: T) => number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  const running = new Set<Promise<void>>();
+  let weightRunning = 0;
+  let failure: { error: unknown } | null = null;
+  for (const item of items) {
+    const itemWeight = weight(item);
+    while (running.size > 0 && (running.size >= limits.countMax || weightRunning + itemWeight > limits.weightMax)) await Promise.race(running);
+    if (failure || limits.halted()) break;
+    weightRunning += itemWeight;
+    const done: Promise<void> = work(item)
+      .catch((error: unknown) => {
+        failure ??= { error };
+      })
+      .finally(() => {
+        weightRunning -= itemWeight;
+        running.delete(done);
+      });
+    running.add(done);
+  }
+  await Promise.all(running);
+  if (failure) throw (failure as { error: unknown }).error;
 }

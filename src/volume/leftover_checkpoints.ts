@@ -16,7 +16,7 @@
 // Candidates come from one listing of the backend at the first round; seqs the run allocates later are in the object
 // table, so one listing finds every left-over.
 
-import { GC_DELETES_PER_ROUND_MAX } from "../constants.ts";
+import { GC_DELETES_PER_ROUND_MIN } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { CorruptionError, NotFoundError } from "../errors.ts";
 import { COMMON_HEADER_BYTES, decodeCommonHeader, ObjectType } from "../format/object_header.ts";
@@ -38,7 +38,7 @@ export class LeftoverCheckpoints {
   constructor(private readonly options: LeftoverCheckpointsOptions) {}
 
   /**
-   * Deletes, oldest first and at most GC_DELETES_PER_ROUND_MAX, the left-over CKPT objects below checkpointMin (the
+   * Deletes, oldest first and at most GC_DELETES_PER_ROUND_MIN, the left-over CKPT objects below checkpointMin (the
    * oldest checkpoint the durable superblock names; 0: none, then nothing is deleted). Returns how many it deleted.
    */
   async collect(checkpointMin: number, sequenceNext: number, stopped: () => boolean): Promise<number> {
@@ -47,7 +47,7 @@ export class LeftoverCheckpoints {
     if (this.candidates === null) this.candidates = await this.list(sequenceNext);
     let deleted = 0;
     while (this.candidates.length > 0 && this.candidates[0]! < checkpointMin) {
-      if (deleted >= GC_DELETES_PER_ROUND_MAX || stopped()) break;
+      if (deleted >= GC_DELETES_PER_ROUND_MIN || stopped()) break;
       const seq = this.candidates[0]!;
       if (objects.get(seq) === undefined && (await this.isOurCheckpoint(seq))) {
         await store.delete(objectName(prefix, seq));

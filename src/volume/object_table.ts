@@ -28,8 +28,12 @@ export class ObjectTable {
     this.objects.delete(seq);
   }
 
+  /** Sectors displaced since the table was made: garbage made, by clients and GC copies alike (GC paces by it). */
+  displacedSectors = 0;
+
   /** Called by the extent map for every mapped piece that a write or trim displaces. */
   readonly displaced = (seq: number, sectors: number): void => {
+    this.displacedSectors += sectors;
     const info = this.objects.get(seq);
     if (info) info.liveSectors -= sectors;
   };

@@ -258,7 +258,7 @@ export class Volume implements BlockDevice {
         log,
         threshold: gcThreshold,
         intervalMs: options.gcIntervalMs ?? GC_INTERVAL_MS_DEFAULT,
-        roundCopyBytesMax: options.batchBytes ?? BATCH_BYTES_DEFAULT,
+        batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
         forceCheckpointMs: options.gcForceCheckpointMs ?? GC_FORCE_CHECKPOINT_MS_DEFAULT,
         checkpoints: writes.persistedCheckpoints,
       });
@@ -346,7 +346,7 @@ export class Volume implements BlockDevice {
     for (let round = 1; ; round++) {
       await this.writes.settle();
       const before = gc.progressKey;
-      await gc.runRound();
+      await gc.runRound(true); // drain: every reclaimable byte, not a paced share
       await this.writes.settle();
       onRound?.(round);
       if (gc.progressKey === before || this.writes.failed) return round;

@@ -1,0 +1,105 @@
+// Garbage collection pacing (docs/architecture.md, "Garbage collection"): pure functions from what the collector
+// observed to what one round may do. No I/O, no clock: the collector measures, these decide, tests check them over
+// grids of inputs.
+//
+// The collector must reclaim space as fast as clients turn data into garbage, whatever the batch size: a budget of
+// "one batch's worth per round" cleans 64 KiB a second at --batch-size 64k while clients overwrite tens of MB. So a
+// round's budget is counted in garbage bytes: what was made since the previous round (keeping up with the rate),
+// plus a share of the reclaimable backlog (catching up), all of it once the garbage is as large as the live data
+// (the backend at twice the live data). Rounds come sooner when garbage is made fast relative to the live data.
+
+import {
+  GC_CATCH_UP_ROUNDS,
+  GC_CHECKPOINT_PAYBACK,
+  GC_DELETES_PER_ROUND_MAX,
+  GC_DELETES_PER_ROUND_MIN,
+  GC_DELETES_RATE_FACTOR,
+  GC_FORCE_CHECKPOINT_BYTES_MIN,
+  GC_LIVE_BYTES_FLOOR,
+  GC_ROUND_GARBAGE_SHARE,
+  GC_ROUND_READ_BYTES_MAX,
+  GC_ROUND_READ_FACTOR,
+  GC_ROUND_SPEEDUP_MAX,
+  GC_WAITING_LIVE_SHARE,
+} from "../constants.ts";
+import { assert } from "../errors.ts";
+
+/** What the collector saw at the start of a round (bytes are data-area bytes of DATA objects). */
+export interface GcObservation {
+  /** Sectors clients overwrote or trimmed since the previous round, in bytes (the collector's own copies excluded). */
+  madeBytes: number;
+  /** Dead bytes in the objects cleaning may take now: durable, not retired, live share below the threshold. */
+  reclaimableBytes: number;
+  /** Dead bytes in every sealed DATA object still in the backend (retired ones included). */
+  garbageBytes: number;
+  /** Live bytes: what the volume's map points at. */
+  liveBytes: number;
+  /** Objects the log gained since the previous round (each will need one delete some day). */
+  objectsMade: number;
+  /** `lsvd gc`: take every reclaimable byte (subject to the read bound), not a paced share. */
+  drain: boolean;
+}
+
+export interface GcBudget {
+  /** Victims are taken, least live first, until their dead bytes reach this (0: no cleaning this round). */
+  reclaimBytes: number;
+  /** Victims are read whole: their bytes together stay below this, except that the first one is always taken. */
+  readBytesMax: number;
+  /** Retired objects this round may delete. */
+  deletesMax: number;
+}
+
+function checkBytes(value: number, what: string): void {
+  assert(Number.isSafeInteger(value) && value >= 0, `gc pacing: ${what} is ${value}, not a byte count`);
+}
+
+/** This round's budget. */
+export function gcRoundBudget(seen: GcObservation): GcBudget {
+  const { madeBytes, reclaimableBytes, garbageBytes, liveBytes, objectsMade, drain } = seen;
+  for (const [value, what] of [[madeBytes, "made"], [reclaimableBytes, "reclaimable"], [garbageBytes, "garbage"], [liveBytes, "live"], [objectsMade, "objects made"]] as const) {
+    checkBytes(value, what);
+  }
+  // The share of the backlog taken grows with the garbage: 1/GC_CATCH_UP_ROUNDS when there is little, all of it
+  // once the garbage equals the live data.
+  const live = Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
+  const share = drain ? 1 : Math.min(1, Math.max(1 / GC_CATCH_UP_ROUNDS, garbageBytes / live));
+  const wanted = madeBytes + Math.ceil(reclaimableBytes * share);
+  const reclaimBytes = Math.min(reclaimableBytes, wanted);
+  const readBytesMax = Math.min(GC_ROUND_READ_BYTES_MAX, GC_ROUND_READ_FACTOR * reclaimBytes);
+  const deletesMax = Math.min(GC_DELETES_PER_ROUND_MAX, Math.max(GC_DELETES_PER_ROUND_MIN, GC_DELETES_RATE_FACTOR * objectsMade));
+  return { reclaimBytes, readBytesMax, deletesMax };
+}
+
+/**
+ * How long until the next round: intervalMs when garbage comes slowly, sooner when the rate seen over the last
+ * elapsedMs would make GC_ROUND_GARBAGE_SHARE of the live data garbage before then, never below
+ * intervalMs / GC_ROUND_SPEEDUP_MAX; that floor too when the round stopped at its read bound with work left.
+ */
+export function gcNextRoundDelayMs(input: { madeBytes: number; elapsedMs: number; liveBytes: number; intervalMs: number; boundHit: boolean }): number {
+  const { madeBytes, elapsedMs, liveBytes, intervalMs, boundHit } = input;
+  checkBytes(madeBytes, "made");
+  checkBytes(liveBytes, "live");
+  assert(elapsedMs >= 0 && intervalMs >= 0, "gc pacing: times are not negative");
+  const floor = intervalMs / GC_ROUND_SPEEDUP_MAX;
+  if (boundHit) return floor;
+  if (madeBytes === 0) return intervalMs;
+  const untilShare = (GC_ROUND_GARBAGE_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) * elapsedMs) / madeBytes;
+  return Math.min(intervalMs, Math.max(floor, untilShare));
+}
+
+/**
+ * Whether to ask the write path for a checkpoint now. Retired objects are deleted only once every checkpoint the
+ * superblock names is newer than their retirement (CHECKPOINTS_KEPT of them), so what waits is freed by at most that
+ * many checkpoints. Ask when it is worth it: what waits holds at least GC_CHECKPOINT_PAYBACK times a checkpoint's
+ * size, GC_WAITING_LIVE_SHARE of the live data and GC_FORCE_CHECKPOINT_BYTES_MIN (so garbage waiting stays a small
+ * share of the backend at every batch size); or when no checkpoint has come for forceCheckpointMs (an idle volume).
+ */
+export function gcCheckpointDue(input: { waitingBytes: number; checkpointBytes: number; liveBytes: number; sinceCheckpointMs: number; forceCheckpointMs: number }): boolean {
+  const { waitingBytes, checkpointBytes, liveBytes, sinceCheckpointMs, forceCheckpointMs } = input;
+  checkBytes(waitingBytes, "waiting");
+  checkBytes(checkpointBytes, "checkpoint");
+  checkBytes(liveBytes, "live");
+  if (waitingBytes === 0) return false;
+  if (sinceCheckpointMs >= forceCheckpointMs) return true;
+  return waitingBytes >= Math.max(GC_CHECKPOINT_PAYBACK * checkpointBytes, GC_WAITING_LIVE_SHARE * liveBytes, GC_FORCE_CHECKPOINT_BYTES_MIN);
+}

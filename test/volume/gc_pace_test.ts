@@ -1,0 +1,158 @@
+// Garbage collection pacing (src/volume/gc_pace.ts): the pure functions that turn what the collector saw into what a
+// round may do, checked over grids of inputs from nothing to a terabyte, for the properties the collector relies on.
+
+import { describe, expect, test } from "bun:test";
+import {
+  GC_CATCH_UP_ROUNDS,
+  GC_CHECKPOINT_PAYBACK,
+  GC_DELETES_PER_ROUND_MAX,
+  GC_DELETES_PER_ROUND_MIN,
+  GC_DELETES_RATE_FACTOR,
+  GC_FORCE_CHECKPOINT_BYTES_MIN,
+  GC_LIVE_BYTES_FLOOR,
+  GC_ROUND_GARBAGE_SHARE,
+  GC_ROUND_READ_BYTES_MAX,
+  GC_ROUND_READ_FACTOR,
+  GC_ROUND_SPEEDUP_MAX,
+  GC_THRESHOLD_DEFAULT,
+  GC_WAITING_LIVE_SHARE,
+} from "../../src/constants.ts";
+import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcObservation } from "../../src/volume/gc_pace.ts";
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const GIB = 1024 * MIB;
+const BYTES = [0, 1, 4 * KIB, 64 * KIB, MIB - 1, MIB, 3 * MIB, 16 * MIB, 64 * MIB, 200 * MIB, GIB, 64 * GIB, 1024 * GIB];
+const COUNTS = [0, 1, 7, 128, 8191, 8192, 100_000, 10_000_000];
+const TIMES = [0, 1, 10, 999, 1000, 30_000, 3_600_000];
+const INTERVALS = [0, 2, 1000, 3_600_000, 2 ** 31 - 1];
+
+function* observations(): Generator<GcObservation> {
+  for (const madeBytes of BYTES)
+    for (const reclaimableBytes of BYTES)
+      for (const garbageExtra of [0, MIB, 64 * GIB]) {
+        // Reclaimable garbage is part of all garbage.
+        const garbageBytes = reclaimableBytes + garbageExtra;
+        for (const liveBytes of BYTES)
+          for (const objectsMade of COUNTS) for (const drain of [false, true]) yield { madeBytes, reclaimableBytes, garbageBytes, liveBytes, objectsMade, drain };
+      }
+}
+
+describe("gcRoundBudget", () => {
+  test("reclaims what was made and a share of the backlog, never more than there is; reads and deletes bounded", () => {
+    let checked = 0;
+    for (const seen of observations()) {
+      const { reclaimBytes, readBytesMax, deletesMax } = gcRoundBudget(seen);
+      const { madeBytes, reclaimableBytes, garbageBytes, liveBytes, objectsMade, drain } = seen;
+      const where = JSON.stringify(seen);
+      const fail = (what: string) => {
+        throw new Error(`${what} for ${where}: ${JSON.stringify({ reclaimBytes, readBytesMax, deletesMax })}`);
+      };
+      if (!Number.isSafeInteger(reclaimBytes) || reclaimBytes < 0 || reclaimBytes > reclaimableBytes) fail("reclaim outside [0, reclaimable]");
+      // Keeps up with the rate garbage is made, as far as there is anything to take.
+      if (reclaimBytes < Math.min(reclaimableBytes, madeBytes)) fail("reclaims less than was made");
+      // Catches up on a backlog: at least 1/GC_CATCH_UP_ROUNDS of it each round, all of it when the garbage is as
+      // large as the live data (the backend at 2x) or when draining.
+      if (reclaimBytes < Math.ceil(reclaimableBytes / GC_CATCH_UP_ROUNDS)) fail("backlog share too small");
+      if ((drain || garbageBytes >= Math.max(liveBytes, GC_LIVE_BYTES_FLOOR)) && reclaimBytes !== reclaimableBytes) fail("not all of the backlog at 2x");
+      // Paced, not greedy, when the garbage is scarce: what was made plus its share of the backlog.
+      if (!drain && garbageBytes * GC_CATCH_UP_ROUNDS <= Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) && reclaimBytes > madeBytes + Math.ceil(reclaimableBytes / GC_CATCH_UP_ROUNDS)) {
+        fail("more than paced while garbage is scarce");
+      }
+      // Reads: bounded, and enough for the reclaim target whenever victims are below the default threshold.
+      if (readBytesMax > GC_ROUND_READ_BYTES_MAX) fail("reads over the round bound");
+      if (readBytesMax < Math.min(GC_ROUND_READ_BYTES_MAX, reclaimBytes / (1 - GC_THRESHOLD_DEFAULT))) fail("reads too few for the target");
+      // Deletes: bounded, at least the floor, and ahead of the rate objects are made.
+      if (deletesMax > GC_DELETES_PER_ROUND_MAX || deletesMax < GC_DELETES_PER_ROUND_MIN) fail("deletes outside [min, max]");
+      if (deletesMax < Math.min(GC_DELETES_PER_ROUND_MAX, GC_DELETES_RATE_FACTOR * objectsMade)) fail("deletes fall behind the objects made");
+      checked += 1;
+    }
+    expect(checked).toBe(BYTES.length ** 3 * 3 * COUNTS.length * 2);
+  });
+
+  test("more garbage made, more backlog or more garbage never means a smaller budget", () => {
+    const base: GcObservation = { madeBytes: 0, reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0, objectsMade: 0, drain: false };
+    for (const liveBytes of BYTES)
+      for (const madeBytes of BYTES)
+        for (const reclaimableBytes of BYTES)
+          for (const garbageExtra of [0, MIB, GIB]) {
+            const seen = { ...base, liveBytes, madeBytes, reclaimableBytes, garbageBytes: reclaimableBytes + garbageExtra };
+            const reclaim = gcRoundBudget(seen).reclaimBytes;
+            for (const more of [{ madeBytes: madeBytes * 2 + 1 }, { garbageBytes: seen.garbageBytes * 2 + 1 }, { reclaimableBytes: reclaimableBytes + 1, garbageBytes: seen.garbageBytes + 1 }]) {
+              const bigger = gcRoundBudget({ ...seen, ...more }).reclaimBytes;
+              if (bigger < reclaim) throw new Error(`${JSON.stringify(seen)} + ${JSON.stringify(more)}: ${reclaim} -> ${bigger}`);
+            }
+          }
+  });
+
+  test("the read bound allows the default threshold's victims; inputs that are not byte counts are refused", () => {
+    expect(GC_ROUND_READ_FACTOR).toBeGreaterThanOrEqual(1 / (1 - GC_THRESHOLD_DEFAULT));
+    const seen: GcObservation = { madeBytes: 0, reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0, objectsMade: 0, drain: false };
+    for (const bad of [-1, 0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      for (const key of ["madeBytes", "reclaimableBytes", "garbageBytes", "liveBytes", "objectsMade"] as const) {
+        expect(() => gcRoundBudget({ ...seen, [key]: bad })).toThrow("gc pacing");
+      }
+    }
+  });
+});
+
+describe("gcNextRoundDelayMs", () => {
+  test("sooner as garbage comes faster, so a round comes before GC_ROUND_GARBAGE_SHARE of the live data is made", () => {
+    for (const madeBytes of BYTES)
+      for (const elapsedMs of TIMES)
+        for (const liveBytes of BYTES)
+          for (const intervalMs of INTERVALS)
+            for (const boundHit of [false, true]) {
+              const delay = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes, intervalMs, boundHit });
+              const where = JSON.stringify({ madeBytes, elapsedMs, liveBytes, intervalMs, boundHit, delay });
+              const floor = intervalMs / GC_ROUND_SPEEDUP_MAX;
+              if (!(delay >= floor && delay <= intervalMs)) throw new Error(`delay outside [interval/${GC_ROUND_SPEEDUP_MAX}, interval]: ${where}`);
+              if (boundHit && delay !== floor) throw new Error(`a round cut short by its bound is not followed at once: ${where}`);
+              if (!boundHit && madeBytes === 0 && delay !== intervalMs) throw new Error(`no garbage, yet sooner than the interval: ${where}`);
+              // At the rate just seen, the garbage made until the next round stays within the share of the live
+              // data, unless the delay is already at its floor.
+              if (madeBytes > 0 && delay > floor) {
+                const madeUntilNext = (madeBytes * delay) / Math.max(elapsedMs, Number.MIN_VALUE);
+                if (madeUntilNext > GC_ROUND_GARBAGE_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) * (1 + 1e-9)) throw new Error(`garbage outruns the rounds: ${where}`);
+              }
+              // Faster garbage never means a later round.
+              const faster = gcNextRoundDelayMs({ madeBytes: madeBytes * 2 + 1, elapsedMs, liveBytes, intervalMs, boundHit });
+              if (faster > delay) throw new Error(`more garbage, later round (${faster}): ${where}`);
+            }
+  });
+});
+
+describe("gcCheckpointDue", () => {
+  test("asks when what waits pays for the checkpoint and is a share of the live data, or when none came for long", () => {
+    for (const waitingBytes of BYTES)
+      for (const checkpointBytes of BYTES)
+        for (const liveBytes of BYTES)
+          for (const sinceCheckpointMs of TIMES)
+            for (const forceCheckpointMs of [0, 30_000, 3_600_000]) {
+              const input = { waitingBytes, checkpointBytes, liveBytes, sinceCheckpointMs, forceCheckpointMs };
+              const due = gcCheckpointDue(input);
+              const where = JSON.stringify({ ...input, due });
+              if (waitingBytes === 0) {
+                if (due) throw new Error(`a checkpoint with nothing waiting: ${where}`);
+                continue;
+              }
+              if (sinceCheckpointMs >= forceCheckpointMs) {
+                if (!due) throw new Error(`garbage kept past forceCheckpointMs: ${where}`);
+                continue;
+              }
+              const worthIt = waitingBytes >= GC_CHECKPOINT_PAYBACK * checkpointBytes && waitingBytes >= GC_FORCE_CHECKPOINT_BYTES_MIN;
+              const tooMuchWaits = waitingBytes >= GC_WAITING_LIVE_SHARE * liveBytes;
+              if (due !== (worthIt && tooMuchWaits)) throw new Error(`wrong answer: ${where}`);
+            }
+  });
+
+  test("what waits for a checkpoint is bounded by a share of the live data wherever checkpoints are cheap", () => {
+    // A checkpoint maps at most one extent per 4 KiB block plus its objects: 16 bytes per entry. Then the share of
+    // the live data, not the payback, decides, once the volume holds more than a few MiB.
+    for (const liveBytes of [16 * MIB, 64 * MIB, GIB, 1024 * GIB]) {
+      const checkpointBytes = (liveBytes / 4096) * 16 * 2;
+      const waitingBytes = Math.ceil(GC_WAITING_LIVE_SHARE * liveBytes);
+      expect(gcCheckpointDue({ waitingBytes, checkpointBytes, liveBytes, sinceCheckpointMs: 0, forceCheckpointMs: 30_000 })).toBe(true);
+    }
+  });
+});
