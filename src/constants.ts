@@ -127,11 +127,12 @@ export const GC_INTERVAL_MS_DEFAULT = 1000;
 export const GC_ROUND_SPEEDUP_MAX = 100;
 export const GC_ROUND_GARBAGE_SHARE = 1 / 16;
 /**
- * A round reclaims (in dead bytes of its victims) the garbage clients made since the previous round, plus a share of
- * the reclaimable backlog: 1/GC_CATCH_UP_ROUNDS of it when garbage is scarce, rising with garbage / live data to all
- * of it once the garbage equals the live data.
+ * GC holds the garbage in the backend's objects (not yet retired) near this share of the live data: a round reclaims
+ * (in dead bytes of its victims) what is above it plus what was made since the previous round, and nothing while the
+ * garbage stays below it. With the garbage waiting for checkpoints and made between rounds, the backend stays within
+ * twice the live data.
  */
-export const GC_CATCH_UP_ROUNDS = 8;
+export const GC_GARBAGE_TARGET_SHARE = 1 / 2;
 /** Pacing treats a volume as holding at least this much live data (an empty volume would otherwise get no slack). */
 export const GC_LIVE_BYTES_FLOOR = 1024 * 1024;
 /** Retired objects wait at most this long for a checkpoint before the collector asks for one. */
@@ -216,7 +217,7 @@ assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BY
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
 assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
 // GC pacing: the backlog share is a share, a round may always read at least one largest object, deletes keep up.
-assert(GC_CATCH_UP_ROUNDS >= 1 && GC_ROUND_GARBAGE_SHARE > 0 && GC_ROUND_GARBAGE_SHARE <= 1 && GC_WAITING_LIVE_SHARE > 0, "gc shares");
+assert(GC_GARBAGE_TARGET_SHARE > 0 && GC_GARBAGE_TARGET_SHARE < 1 && GC_ROUND_GARBAGE_SHARE > 0 && GC_ROUND_GARBAGE_SHARE <= 1 && GC_WAITING_LIVE_SHARE > 0, "gc shares");
 assert(GC_ROUND_READ_BYTES_MAX >= BATCH_BYTES_MAX && GC_READ_INFLIGHT_BYTES_MAX <= GC_ROUND_READ_BYTES_MAX, "a gc round reads a whole batch");
 assert(GC_DELETES_RATE_FACTOR > 1 && GC_DELETES_PER_ROUND_MIN <= GC_DELETES_PER_ROUND_MAX, "gc deletes outpace objects made");
 // A round's deletes, reads and copies go through one RetryingStore: they must leave room for the write path.

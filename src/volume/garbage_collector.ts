@@ -122,8 +122,9 @@ export class GarbageCollector {
   private readonly retired = new Map<number, number>();
   /** Victims whose cleaning failed -> when to try again (at most one entry per object). */
   private readonly skipUntil = new Map<number, number>();
-  /** The oldest checkpoint the durable superblock names (0: none, then nothing is deleted). */
+  /** The oldest and the newest checkpoint the durable superblock names (0: none, then nothing is deleted). */
   private checkpointMin = 0;
+  private checkpointNamedMax = 0;
   private lastCheckpointMs: number;
   /** When a checkpoint was asked for that the superblock does not name yet (null: none asked for). */
   private checkpointRequestedMs: number | null = null;
@@ -142,6 +143,7 @@ export class GarbageCollector {
   constructor(private readonly options: GarbageCollectorOptions) {
     const { clock, checkpoints, intervalMs } = options;
     this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
+    this.checkpointNamedMax = checkpoints.length > 0 ? Math.max(...checkpoints) : 0;
     this.lastCheckpointMs = clock.nowMs();
     this.lastLogMs = clock.nowMs();
     this.mark = this.takeMark();
@@ -153,6 +155,7 @@ export class GarbageCollector {
   /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
   noteCheckpoints(checkpoints: number[]): void {
     this.checkpointMin = checkpoints.length > 0 ? Math.min(...checkpoints) : 0;
+    this.checkpointNamedMax = checkpoints.length > 0 ? Math.max(...checkpoints) : 0;
     this.lastCheckpointMs = this.options.clock.nowMs();
     this.checkpointRequestedMs = null;
     // Retirees need CHECKPOINTS_KEPT checkpoints newer than they are: ask for the next one now, not a round later.
@@ -244,10 +247,10 @@ export class GarbageCollector {
     objects.forEach((seq, info) => {
       if (info.kind !== ObjectKind.Data) return;
       result.liveBytes += info.liveSectors * SECTOR_BYTES;
-      if (info.dataSectors === 0) return; // the open batch (sealing sets its size), or an object with trims only
+      if (info.dataSectors === 0 || this.retired.has(seq)) return; // the open batch (sealing sets its size), trims only
       const deadBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
       result.garbageBytes += deadBytes;
-      if (seq > writer.durableSeq || writer.unflushed.has(seq) || this.retired.has(seq)) return;
+      if (seq > writer.durableSeq || writer.unflushed.has(seq)) return;
       if (info.liveSectors === 0) {
         this.retire(seq);
         return;
@@ -372,13 +375,17 @@ export class GarbageCollector {
 
   /**
    * Asks the write path for a checkpoint when retired objects wait for one and gcCheckpointDue says it is worth it
-   * (or none has come for forceCheckpointMs). One request at a time: the next waits until a checkpoint is named by
-   * the superblock (noteCheckpoints asks again at once), or is made again after forceCheckpointMs.
+   * (or none has come for forceCheckpointMs). One checkpoint in flight at a time, the write path's own included: a
+   * second one queued behind the same puts would free nothing sooner (when puts lag, the write path's own checkpoints
+   * are enough). The next is asked for as soon as one is named (noteCheckpoints); a request not answered within
+   * forceCheckpointMs, or a checkpoint not named within it, does not hold back another.
    */
   private maybeForceCheckpoint(): void {
     const { clock, writer, objects, map, forceCheckpointMs } = this.options;
     const nowMs = clock.nowMs();
-    if (this.retired.size === 0 || this.halted || (this.checkpointRequestedMs !== null && nowMs - this.checkpointRequestedMs < forceCheckpointMs)) return;
+    if (this.retired.size === 0 || this.halted) return;
+    const inFlightSinceMs = this.checkpointRequestedMs ?? (this.unnamedCheckpoint() ? this.lastCheckpointMs : null);
+    if (inFlightSinceMs !== null && nowMs - inFlightSinceMs < forceCheckpointMs) return;
     let waitingBytes = 0;
     for (const [seq, retiredAt] of this.retired) {
       if (this.checkpointMin >= retiredAt) continue;
@@ -392,6 +399,15 @@ export class GarbageCollector {
     this.checkpointRequestedMs = nowMs;
     this.stats.forcedCheckpoints += 1;
     writer.requestCheckpoint();
+  }
+
+  /** Whether the log holds a checkpoint the superblock does not name yet (queued, or being put). */
+  private unnamedCheckpoint(): boolean {
+    let found = false;
+    this.options.objects.forEach((seq, info) => {
+      if (info.kind === ObjectKind.Checkpoint && seq > this.checkpointNamedMax) found = true;
+    });
+    return found;
   }
 }
 

@@ -4,17 +4,19 @@
 //
 // The collector must reclaim space as fast as clients turn data into garbage, whatever the batch size: a budget of
 // "one batch's worth per round" cleans 64 KiB a second at --batch-size 64k while clients overwrite tens of MB. So a
-// round's budget is counted in garbage bytes: what was made since the previous round (keeping up with the rate),
-// plus a share of the reclaimable backlog (catching up), all of it once the garbage is as large as the live data
-// (the backend at twice the live data). Rounds come sooner when garbage is made fast relative to the live data.
+// round's budget is counted in garbage bytes. It holds the garbage in the backend's objects near a target share of
+// the live data (GC_GARBAGE_TARGET_SHARE): everything above the target, plus what was made since the previous round
+// (the rate, fed forward); nothing while the garbage stays below the target, so objects that clients empty
+// anyway are not copied first (every byte copied is a byte written twice). Rounds come sooner when garbage is made
+// fast relative to the live data.
 
 import {
-  GC_CATCH_UP_ROUNDS,
   GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
   GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_RATE_FACTOR,
   GC_FORCE_CHECKPOINT_BYTES_MIN,
+  GC_GARBAGE_TARGET_SHARE,
   GC_LIVE_BYTES_FLOOR,
   GC_ROUND_GARBAGE_SHARE,
   GC_ROUND_READ_BYTES_MAX,
@@ -30,7 +32,7 @@ export interface GcObservation {
   madeBytes: number;
   /** Dead bytes in the objects cleaning may take now: durable, not retired, live share below the threshold. */
   reclaimableBytes: number;
-  /** Dead bytes in every sealed DATA object still in the backend (retired ones included). */
+  /** Dead bytes in every sealed DATA object not yet retired, durable or not (what cleaning works on). */
   garbageBytes: number;
   /** Live bytes: what the volume's map points at. */
   liveBytes: number;
@@ -59,12 +61,10 @@ export function gcRoundBudget(seen: GcObservation): GcBudget {
   for (const [value, what] of [[madeBytes, "made"], [reclaimableBytes, "reclaimable"], [garbageBytes, "garbage"], [liveBytes, "live"], [objectsMade, "objects made"]] as const) {
     checkBytes(value, what);
   }
-  // The share of the backlog taken grows with the garbage: 1/GC_CATCH_UP_ROUNDS when there is little, all of it
-  // once the garbage equals the live data.
-  const live = Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
-  const share = drain ? 1 : Math.min(1, Math.max(1 / GC_CATCH_UP_ROUNDS, garbageBytes / live));
-  const wanted = madeBytes + Math.ceil(reclaimableBytes * share);
-  const reclaimBytes = Math.min(reclaimableBytes, wanted);
+  // Where the garbage would be at the next round without cleaning (at the rate just seen), over the target.
+  const targetBytes = Math.floor(GC_GARBAGE_TARGET_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR));
+  const excessBytes = Math.max(0, garbageBytes + madeBytes - targetBytes);
+  const reclaimBytes = drain ? reclaimableBytes : Math.min(reclaimableBytes, excessBytes);
   const readBytesMax = Math.min(GC_ROUND_READ_BYTES_MAX, GC_ROUND_READ_FACTOR * reclaimBytes);
   const deletesMax = Math.min(GC_DELETES_PER_ROUND_MAX, Math.max(GC_DELETES_PER_ROUND_MIN, GC_DELETES_RATE_FACTOR * objectsMade));
   return { reclaimBytes, readBytesMax, deletesMax };

@@ -3,12 +3,12 @@
 
 import { describe, expect, test } from "bun:test";
 import {
-  GC_CATCH_UP_ROUNDS,
   GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
   GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_RATE_FACTOR,
   GC_FORCE_CHECKPOINT_BYTES_MIN,
+  GC_GARBAGE_TARGET_SHARE,
   GC_LIVE_BYTES_FLOOR,
   GC_ROUND_GARBAGE_SHARE,
   GC_ROUND_READ_BYTES_MAX,
@@ -39,7 +39,7 @@ function* observations(): Generator<GcObservation> {
 }
 
 describe("gcRoundBudget", () => {
-  test("reclaims what was made and a share of the backlog, never more than there is; reads and deletes bounded", () => {
+  test("holds the garbage at its target: reclaims the excess and the rate, nothing below it; reads and deletes bounded", () => {
     let checked = 0;
     for (const seen of observations()) {
       const { reclaimBytes, readBytesMax, deletesMax } = gcRoundBudget(seen);
@@ -49,16 +49,16 @@ describe("gcRoundBudget", () => {
         throw new Error(`${what} for ${where}: ${JSON.stringify({ reclaimBytes, readBytesMax, deletesMax })}`);
       };
       if (!Number.isSafeInteger(reclaimBytes) || reclaimBytes < 0 || reclaimBytes > reclaimableBytes) fail("reclaim outside [0, reclaimable]");
-      // Keeps up with the rate garbage is made, as far as there is anything to take.
-      if (reclaimBytes < Math.min(reclaimableBytes, madeBytes)) fail("reclaims less than was made");
-      // Catches up on a backlog: at least 1/GC_CATCH_UP_ROUNDS of it each round, all of it when the garbage is as
-      // large as the live data (the backend at 2x) or when draining.
-      if (reclaimBytes < Math.ceil(reclaimableBytes / GC_CATCH_UP_ROUNDS)) fail("backlog share too small");
-      if ((drain || garbageBytes >= Math.max(liveBytes, GC_LIVE_BYTES_FLOOR)) && reclaimBytes !== reclaimableBytes) fail("not all of the backlog at 2x");
-      // Paced, not greedy, when the garbage is scarce: what was made plus its share of the backlog.
-      if (!drain && garbageBytes * GC_CATCH_UP_ROUNDS <= Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) && reclaimBytes > madeBytes + Math.ceil(reclaimableBytes / GC_CATCH_UP_ROUNDS)) {
-        fail("more than paced while garbage is scarce");
-      }
+      const targetBytes = GC_GARBAGE_TARGET_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
+      // Above the target: everything above it, and what clients made (the rate), as far as there is anything to
+      // take. So garbage never grows past the target while there are candidates to clean.
+      if (reclaimBytes < Math.min(reclaimableBytes, garbageBytes + madeBytes - targetBytes - 1)) fail("reclaims less than the excess and the rate");
+      if (garbageBytes >= targetBytes && reclaimBytes < Math.min(reclaimableBytes, madeBytes)) fail("falls behind the rate above the target");
+      // Below the target (with what the rate adds by the next round): nothing is copied, so objects that clients
+      // empty on their own are not copied first. Draining (lsvd gc) takes everything.
+      if (drain && reclaimBytes !== reclaimableBytes) fail("drain leaves reclaimable garbage");
+      if (!drain && garbageBytes + madeBytes <= targetBytes && reclaimBytes !== 0) fail("copies while the garbage is below the target");
+      if (!drain && reclaimBytes > Math.max(0, garbageBytes + madeBytes - targetBytes + 1)) fail("reclaims more than the excess and the rate");
       // Reads: bounded, and enough for the reclaim target whenever victims are below the default threshold.
       if (readBytesMax > GC_ROUND_READ_BYTES_MAX) fail("reads over the round bound");
       if (readBytesMax < Math.min(GC_ROUND_READ_BYTES_MAX, reclaimBytes / (1 - GC_THRESHOLD_DEFAULT))) fail("reads too few for the target");
@@ -70,7 +70,7 @@ describe("gcRoundBudget", () => {
     expect(checked).toBe(BYTES.length ** 3 * 3 * COUNTS.length * 2);
   });
 
-  test("more garbage made, more backlog or more garbage never means a smaller budget", () => {
+  test("more garbage made, more reclaimable or more garbage never means a smaller budget", () => {
     const base: GcObservation = { madeBytes: 0, reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0, objectsMade: 0, drain: false };
     for (const liveBytes of BYTES)
       for (const madeBytes of BYTES)
