@@ -247,14 +247,14 @@ export class GarbageCollector {
     objects.forEach((seq, info) => {
       if (info.kind !== ObjectKind.Data) return;
       result.liveBytes += info.liveSectors * SECTOR_BYTES;
-      if (info.dataSectors === 0 || this.retired.has(seq)) return; // the open batch (sealing sets its size), trims only
-      const deadBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
-      result.garbageBytes += deadBytes;
-      if (seq > writer.durableSeq || writer.unflushed.has(seq)) return;
+      // Only durable objects are in the backend, and only they may be cleaned or retired.
+      if (info.dataSectors === 0 || this.retired.has(seq) || seq > writer.durableSeq || writer.unflushed.has(seq)) return;
       if (info.liveSectors === 0) {
         this.retire(seq);
         return;
       }
+      const deadBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
+      result.garbageBytes += deadBytes;
       const share = info.liveSectors / info.dataSectors;
       const skipUntil = this.skipUntil.get(seq);
       if ((skipUntil !== undefined && nowMs < skipUntil) || share >= threshold) return;

@@ -32,7 +32,7 @@ export interface GcObservation {
   madeBytes: number;
   /** Dead bytes in the objects cleaning may take now: durable, not retired, live share below the threshold. */
   reclaimableBytes: number;
-  /** Dead bytes in every sealed DATA object not yet retired, durable or not (what cleaning works on). */
+  /** Dead bytes in every durable DATA object not retired (what cleaning works on, candidate or not). */
   garbageBytes: number;
   /** Live bytes: what the volume's map points at. */
   liveBytes: number;
