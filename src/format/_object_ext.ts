@@ -6,7 +6,9 @@
 // there: a 20-byte preamble (magic "LSVX", version, block length, header CRC32C, data CRC32C) and then fields
 // specific to the object type. Our decoders treat the block as present only if it fits before every non-empty v1
 // part and starts with the magic; otherwise the object is a plain v1 object (reference-written), whose extension
-// fields take defaults and whose data area has no checksum.
+// fields take defaults and whose data area has no checksum. A type's block may grow by fields appended at its end
+// (ext_bytes says which length was written); decoders accept every length the type ever had, older ones with the
+// appended fields at their defaults (extensionPlaceOf).
 //
 // CRCs (encode order: header_crc32c first, then the v1 crc, which therefore covers header_crc32c as written):
 // - v1 `crc` (common header offset 40): IEEE CRC-32 of the hdr_sectors*512 header bytes with `crc` read as 0.
@@ -56,6 +58,21 @@ export function hasExtension(header: Uint8Array, place: ExtensionPlace, v1Parts:
     if (part.length > 0 && part.offset < end) return false;
   }
   return viewOf(header).getUint32(place.offset + PREAMBLE.extMagic, true) === EXT_MAGIC;
+}
+
+/**
+ * For a type whose block grew (a field appended: DATA's `flags`), the place of the block this header declares:
+ * the one of `places` (same offset, oldest first) whose length the stored ext_bytes names, else the newest. The
+ * presence test and verifyObjectHeader then run on that place, so an older block is found where it ends, and a
+ * length that is neither is reported by verifyObjectHeader ("extension block length ...").
+ */
+export function extensionPlaceOf(header: Uint8Array, places: readonly ExtensionPlace[]): ExtensionPlace {
+  assert(places.length > 0 && places.every((place) => place.offset === places[0]!.offset), "places of one block");
+  const newest = places[places.length - 1]!;
+  const lengthAt = newest.offset + PREAMBLE.extBytes;
+  if (lengthAt + 4 > header.byteLength) return newest;
+  const declared = viewOf(header).getUint32(lengthAt, true);
+  return places.find((place) => place.bytes === declared) ?? newest;
 }
 
 /** Writes the preamble except the CRCs (see sealObjectHeader). */

@@ -3,11 +3,13 @@
 // data_map order. Spec: docs/format.md, "Data object".
 //
 // Layout we write (hdr_sectors a multiple of 8, so the data area starts page aligned):
-//   0   common header (44)      68  extension block (52)      120  objs_cleaned (8 each), data_map (8 each),
+//   0   common header (44)      68  extension block (56)      124  objs_cleaned (8 each), data_map (8 each),
 //   44  data sub-header (24)                                        trims (16 each), zeros up to hdr_sectors*512
+// Objects written before the extension had `flags` carry a 52-byte block (parts from 120); they decode with
+// writeContinues false, so recovery treats them as it always did (docs/format.md, "Data object").
 // Invariants of a decoded header: every extent has 1 .. EXTENT_SECTORS_MAX sectors and ends at or below
 // VOLUME_SECTORS_MAX; with the extension, the extents sum to data_sectors exactly (plain v1: at most), trims are in
-// before_index order with before_index <= extents.length, and cacheSeq <= cacheSeqLast.
+// before_index order with before_index <= extents.length, cacheSeq <= cacheSeqLast, and flags has no unknown bit.
 
 import { PAGE_BYTES, SECTOR_BYTES, VOLUME_SECTORS_MAX } from "../constants.ts";
 import { assert } from "../errors.ts";
@@ -33,6 +35,7 @@ import {
   EXT_PREAMBLE_FIELDS,
   dataCrcMismatch,
   encodeExtensionPreamble,
+  extensionPlaceOf,
   hasExtension,
   sealObjectHeader,
   verifyObjectHeader,
@@ -57,6 +60,12 @@ export interface DataObjectHeader {
   extents: { lba: number; sectors: number }[];
   /** Extension: apply this trim before extents[beforeIndex] (beforeIndex === extents.length: after all). */
   trims: { lba: number; sectors: number; beforeIndex: number }[];
+  /**
+   * Extension flag WRITE_CONTINUES: a client write this object holds a piece of goes on in the next object, so the
+   * object does not end on a write boundary and the log must not end after it once the cache is lost (recovery.ts).
+   * false on plain v1 objects and on objects whose extension predates the flag.
+   */
+  writeContinues: boolean;
   /** CRC32C of the data area, or DATA_CRC_ABSENT on a plain v1 object (then verifyDataArea checks only its length). */
   dataCrc32c: number;
 }
@@ -84,14 +93,22 @@ const DATA_EXT = layout(
     ["cacheUuid", 16],
     ["trimsOffset", 4], // trims {u64 lba, u32 sectors, u32 before_index}; len % 16 == 0
     ["trimsLen", 4],
+    ["flags", 4], // DATA_FLAG_*; absent from blocks of DATA_EXTENSION_BYTES_LEGACY (read as 0)
   ],
   COMMON_HEADER_BYTES + DATA_SUBHEADER_BYTES,
 );
-export const DATA_EXTENSION_BYTES = 52;
-assert(DATA_EXT.BYTES === DATA_EXTENSION_BYTES, "the data extension block is 52 bytes");
+export const DATA_EXTENSION_BYTES = 56;
+/** The block as written before `flags` existed: every field up to trims_len; still decoded. */
+export const DATA_EXTENSION_BYTES_LEGACY = 52;
+assert(DATA_EXT.BYTES === DATA_EXTENSION_BYTES, "the data extension block is 56 bytes");
+assert(DATA_EXT.flags - DATA_EXT.extMagic === DATA_EXTENSION_BYTES_LEGACY, "flags is the one field the legacy block lacks");
+/** flags bit 0: a client write this object holds a piece of continues in the next object (writeContinues). */
+export const DATA_FLAG_WRITE_CONTINUES = 1;
+const DATA_FLAGS_KNOWN = DATA_FLAG_WRITE_CONTINUES;
 const EXT_PLACE: ExtensionPlace = { offset: DATA_EXT.extMagic, bytes: DATA_EXTENSION_BYTES };
+const EXT_PLACE_LEGACY: ExtensionPlace = { offset: DATA_EXT.extMagic, bytes: DATA_EXTENSION_BYTES_LEGACY };
 const DATA_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
-assert(DATA_FIXED_BYTES === 120, "data object fixed part is 120 bytes");
+assert(DATA_FIXED_BYTES === 124, "data object fixed part is 124 bytes");
 
 const CLEANED = layout([["seq", 4], ["wasDeleted", 4]]);
 const DATA_MAP_ENTRY_BYTES = 8;
@@ -163,6 +180,7 @@ export function encodeDataObjectHeader(h: DataObjectInput, dataArea: Uint8Array,
   setUuid(header, DATA_EXT.cacheUuid, h.cacheUuid);
   view.setUint32(DATA_EXT.trimsOffset, trimsOffset, true);
   view.setUint32(DATA_EXT.trimsLen, TRIM.BYTES * h.trims.length, true);
+  view.setUint32(DATA_EXT.flags, h.writeContinues ? DATA_FLAG_WRITE_CONTINUES : 0, true);
 
   h.objsCleaned.forEach((cleaned, i) => {
     view.setUint32(cleanedOffset + CLEANED.BYTES * i + CLEANED.seq, cleaned.seq, true);
@@ -195,13 +213,14 @@ export function decodeDataObjectHeader(headerArea: Uint8Array): DataObjectHeader
 
   const cleanedPart = { offset: view.getUint32(DATA_SUB.cleanedOffset, true), length: view.getUint32(DATA_SUB.cleanedLen, true) };
   const mapPart = { offset: view.getUint32(DATA_SUB.mapOffset, true), length: view.getUint32(DATA_SUB.mapLen, true) };
-  const extended = hasExtension(header, EXT_PLACE, [cleanedPart, mapPart]);
-  const dataCrc32c = verifyObjectHeader(header, extended ? EXT_PLACE : null, context);
+  const place = extensionPlaceOf(header, [EXT_PLACE_LEGACY, EXT_PLACE]);
+  const extended = hasExtension(header, place, [cleanedPart, mapPart]);
+  const dataCrc32c = verifyObjectHeader(header, extended ? place : null, context);
   const trimsPart = extended
     ? { offset: view.getUint32(DATA_EXT.trimsOffset, true), length: view.getUint32(DATA_EXT.trimsLen, true) }
     : { offset: 0, length: 0 };
 
-  const lowest = extended ? DATA_FIXED_BYTES : COMMON_HEADER_BYTES + DATA_SUBHEADER_BYTES;
+  const lowest = extended ? place.offset + place.bytes : COMMON_HEADER_BYTES + DATA_SUBHEADER_BYTES;
   checkSpan(cleanedPart.offset, cleanedPart.length, lowest, hdrBytes, context, "objs_cleaned");
   checkSpan(mapPart.offset, mapPart.length, lowest, hdrBytes, context, "data_map");
   checkSpan(trimsPart.offset, trimsPart.length, lowest, hdrBytes, context, "trims");
@@ -251,6 +270,8 @@ export function decodeDataObjectHeader(headerArea: Uint8Array): DataObjectHeader
   const cacheSeqLast = extended ? getU64(view, DATA_EXT.cacheSeqLast, context, "cache_seq_last") : 0;
   if (extended && cacheSeqLast < cacheSeq) throw corrupt(context, `cache_seq_last ${cacheSeqLast} < cache_seq ${cacheSeq}`);
   const cacheUuid = extended ? getUuid(header, DATA_EXT.cacheUuid, context, "cache_uuid") : NIL_UUID;
+  const flags = extended && place.bytes > DATA_EXTENSION_BYTES_LEGACY ? view.getUint32(DATA_EXT.flags, true) : 0;
+  if ((flags & ~DATA_FLAGS_KNOWN) !== 0) throw corrupt(context, `unknown flags 0x${flags.toString(16)}`);
   return {
     volUuid: common.volUuid,
     seq: common.seq,
@@ -262,6 +283,7 @@ export function decodeDataObjectHeader(headerArea: Uint8Array): DataObjectHeader
     objsCleaned,
     extents,
     trims,
+    writeContinues: (flags & DATA_FLAG_WRITE_CONTINUES) !== 0,
     dataCrc32c,
   };
 }

@@ -20,6 +20,9 @@
 //   record up to its capacity (a journal written with a larger --batch-size can always be replayed).
 // - dataCrc is crc32c of the data area's first dataCrcBytes bytes (dataCrcBytes <= dataBytes). The data area only
 //   grows at its end until reset(), so bytes once checksummed never change and the running CRC stays true.
+// - endsInsideWrite says whether the newest record ends inside a client write (a piece of it comes later); sealed,
+//   it is the object's WRITE_CONTINUES flag, so it must never be false while a piece is still to come (recovery
+//   may end the log after an object without it). startsInsideWrite says the first record continued such a write.
 
 import { BATCH_TRIMS_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
@@ -58,6 +61,9 @@ export class Batch {
   dataBytes = 0;
   cacheSeqFirst = 0;
   cacheSeqLast = 0;
+  /** See the invariants above; set by beginRecord and endRecord. */
+  startsInsideWrite = false;
+  endsInsideWrite = false;
   private readonly extentLbas: number[] = [];
   private readonly extentSectors: number[] = [];
   /** Byte offset of each extent's data in the data area. */
@@ -119,12 +125,24 @@ export class Batch {
     return this.dataBytes + dataBytes <= this.dataBytesMax;
   }
 
-  /** Marks the start of a journal record's worth of writes. */
-  beginRecord(cacheSeq: number): void {
+  /**
+   * Marks the start of a journal record's worth of writes; `continuesWrite`: its first piece belongs to a client
+   * write whose earlier pieces are in earlier records.
+   */
+  beginRecord(cacheSeq: number, continuesWrite: boolean): void {
     assert(this.seq !== 0, "batch is open");
     assert(cacheSeq > this.cacheSeqLast, "records in seq order");
-    if (this.cacheSeqFirst === 0) this.cacheSeqFirst = cacheSeq;
+    if (this.cacheSeqFirst === 0) {
+      this.cacheSeqFirst = cacheSeq;
+      this.startsInsideWrite = continuesWrite;
+    }
     this.cacheSeqLast = cacheSeq;
+  }
+
+  /** Marks the end of the record begun last: `insideWrite` when a client write it holds a piece of goes on. */
+  endRecord(insideWrite: boolean): void {
+    assert(!this.isEmpty, "a record was begun");
+    this.endsInsideWrite = insideWrite;
   }
 
   /**
@@ -252,6 +270,7 @@ export class Batch {
         objsCleaned: [],
         extents,
         trims: this.trims,
+        writeContinues: this.endsInsideWrite,
       },
       dataArea,
       this.dataCrc,
@@ -278,6 +297,8 @@ export class Batch {
     this.dataBytes = 0;
     this.cacheSeqFirst = 0;
     this.cacheSeqLast = 0;
+    this.startsInsideWrite = false;
+    this.endsInsideWrite = false;
     this.extentLbas.length = 0;
     this.extentSectors.length = 0;
     this.extentDataOffsets.length = 0;

@@ -46,7 +46,7 @@ import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
-import { readSuperblockChecked, recoverBackend, type BackendState } from "./recovery.ts";
+import { keepUnfinishedTail, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery.ts";
 import { decideJournalCase, readCacheSuperblock } from "./volume.ts";
 
 export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
@@ -192,6 +192,8 @@ interface BackendCheck {
   /** Listed checkpoints to keep; null when the superblock needs no change. */
   checkpointsToKeep: number[] | null;
   state: BackendState | null;
+  /** The log's unfinished tail (recovery.ts), kept in `state`, and the log's writer before it (checkCache). */
+  unfinished: { tail: UnfinishedTail; writerCacheUuid: string; writerCacheSeqLast: number } | null;
 }
 
 /** Keeps the first FSCK_REPORT_ITEMS_MAX items of a list that may be long, and counts them all. */
@@ -230,7 +232,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     map: { extents: null, comparedWithReplay: false, equal: null, note: "not checked" },
     strayNames: [],
   };
-  const result: BackendCheck = { report, problems, notes, superblock: null, checkpointsToKeep: null, state: null };
+  const result: BackendCheck = { report, problems, notes, superblock: null, checkpointsToKeep: null, state: null, unfinished: null };
 
   // 1. Superblock. Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
   let superblock: SuperblockObject;
@@ -395,6 +397,14 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     return result;
   }
   result.state = state;
+  if (state.unfinished) {
+    // Read as a restart with the cache that wrote it would (the journal holds the rest of the write); checkCache says
+    // when the cache given does not, and the next open would drop it.
+    result.unfinished = { tail: state.unfinished, writerCacheUuid: state.writerCacheUuid, writerCacheSeqLast: state.writerCacheSeqLast };
+    const objects = state.unfinished.objects;
+    keepUnfinishedTail(prefix, state);
+    notes.push(`${objects.length} object(s) from ${objectName(prefix, objects[0]!.seq)} end inside a client write: part of the log while the journal of the cache that wrote them holds its rest; without that cache, recovery ends the log before them`);
+  }
   report.map.extents = state.map.extentCount;
   if (state.nextSeq !== logEnd || state.checkpointSeq !== startSeq) {
     problems.push(problem("recovery", null, `recovery reads the log as checkpoint ${state.checkpointSeq} .. ${state.nextSeq - 1}, fsck as ${startSeq} .. ${logEnd - 1}`));
@@ -656,7 +666,18 @@ async function checkCache(
     problems.push(problem("cache", null, `cache ${device.path} belongs to volume ${superblock.volUuid}, not ${state.superblock.volUuid} (case @A: the volume refuses to open with it)`));
     return { report, problems, notes };
   }
-  const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
+  let writer = { uuid: state.writerCacheUuid, seqLast: state.writerCacheSeqLast };
+  const unfinished = backend.unfinished;
+  if (unfinished && decideJournalCase(writer.uuid, writer.seqLast, superblock).replayAfter === null) {
+    // As Volume.open decides: this journal does not hold the rest of the tail's write, so the log ends before it.
+    const first = unfinished.tail.objects[0]!.seq;
+    const count = unfinished.tail.objects.length;
+    problems.push(problem("gap", first, `the log ends at seq ${first} for this cache: ${count} object(s) from ${objectName(prefix, first)} end inside a client write whose rest this journal does not hold, and the next open deletes them`));
+    writer = { uuid: unfinished.writerCacheUuid, seqLast: unfinished.writerCacheSeqLast };
+    report.logWriterCacheUuid = writer.uuid;
+    report.logJournalSeqLast = writer.seqLast;
+  }
+  const { journalCase, replayAfter } = decideJournalCase(writer.uuid, writer.seqLast, superblock);
   report.journalCase = journalCase;
   const walker = new JournalWalker(device, pool, superblock);
   try {
@@ -677,14 +698,14 @@ async function checkCache(
   report.headSeq = walker.head.seq;
   report.stopReason = walker.stopReason;
   report.stopDetail = walker.stopDetail;
-  const writer = state.writerCacheUuid === NIL_UUID ? "none yet" : state.writerCacheUuid === superblock.cacheUuid ? "this cache" : `cache ${state.writerCacheUuid}`;
-  notes.push(`log writer: ${writer}, newest journal seq in the backend ${state.writerCacheSeqLast}; journal tail seq ${superblock.replaySeq}, head seq ${walker.head.seq}`);
+  const writerName = writer.uuid === NIL_UUID ? "none yet" : writer.uuid === superblock.cacheUuid ? "this cache" : `cache ${writer.uuid}`;
+  notes.push(`log writer: ${writerName}, newest journal seq in the backend ${writer.seqLast}; journal tail seq ${superblock.replaySeq}, head seq ${walker.head.seq}`);
   if (journalCase === "@C" || journalCase === "@E") {
     problems.push(
       problem(
         "journal",
         null,
-        `case ${journalCase}: the journal's tail (seq ${superblock.replaySeq}) is past what the backend log of ${prefix} holds (seq ${state.writerCacheSeqLast}): objects the journal had released are lost, so writes after them are gone; the next open discards ${report.journalDataRecords} journal record(s)`,
+        `case ${journalCase}: the journal's tail (seq ${superblock.replaySeq}) is past what the backend log of ${prefix} holds (seq ${writer.seqLast}): objects the journal had released are lost, so writes after them are gone; the next open discards ${report.journalDataRecords} journal record(s)`,
       ),
     );
   } else if (journalCase === "@F") {

@@ -5,15 +5,23 @@
 //   object missing                         -> gap: the log ends here
 //   header or data CRC bad, wrong volume   -> treated as missing (never trusted): the log ends here
 //   CKPT object                            -> counts as present (its content is already in what we rolled forward)
-//   DATA object                            -> applied: trims and extents in their recorded order
+//   DATA object, WRITE_CONTINUES clear     -> applied: trims and extents in their recorded order, after the held
+//                                             objects before it (they end inside a write that this one finishes)
+//   DATA object, WRITE_CONTINUES set       -> held: it ends inside a client write, the rest of which is later
 // Objects beyond the gap are deleted (when asked) so that a later recovery cannot resurrect them: the log after a
 // gap is not a prefix of the write history.
+//
+// Objects still held at the gap are the *unfinished tail*: pieces of one client write whose end never reached the
+// backend. Only the cache's journal can finish that write, so the caller decides (volume.ts, with the journal
+// decision table): keepUnfinishedTail when the journal continues the log after the tail's newest object (case @B),
+// dropUnfinishedTail otherwise, which ends the log at the last write boundary and deletes the tail. Either way the
+// image is a prefix of the client writes, not of their pieces: a client write is in the backend whole or not at all.
 
 import { NIL as NIL_UUID } from "uuid";
-import { CorruptionError, NotFoundError } from "../errors.ts";
+import { CorruptionError, NotFoundError, assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } from "../format/checkpoint_object.ts";
-import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
+import { decodeDataObjectHeader, verifyDataArea, type DataObjectHeader } from "../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { decodeSuperblockChecked, encodeSuperblock, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
@@ -34,10 +42,20 @@ export interface BackendState {
   writerCacheSeqLast: number;
   /** Objects rolled forward after the checkpoint. */
   rolledForward: number;
+  /** DATA objects after the log's last write boundary, not applied: see the file comment. null: none. */
+  unfinished: UnfinishedTail | null;
   /** Objects found beyond the gap (and deleted if deleteBeyondGap). */
   beyondGap: number[];
   /** What recovery decided, one line each, for the log. */
   notes: string[];
+}
+
+export interface UnfinishedTail {
+  /** Oldest first; each decoded and checked (CRCs, seq, volume), none applied to the map. */
+  objects: Array<{ seq: number; header: DataObjectHeader }>;
+  /** The cache that wrote the newest of them, and the newest journal record that object holds. */
+  writerCacheUuid: string;
+  writerCacheSeqLast: number;
 }
 
 export interface RecoveryOptions {
@@ -104,6 +122,8 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
 
   let seq = checkpointSeq + 1;
   let rolledForward = 0;
+  /** DATA objects ending inside a client write, since the last write boundary: applied once a boundary follows. */
+  let held: UnfinishedTail["objects"] = [];
   for (;; seq++) {
     const name = objectName(prefix, seq);
     let bytes: Uint8Array;
@@ -113,15 +133,27 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
       if (error instanceof NotFoundError) break;
       throw error;
     }
-    const applied = applyObject(bytes, seq, superblock.volUuid, options.verifyData, map, objects, notes, name);
-    if (!applied) break;
-    if (applied.kind === ObjectKind.Data) {
-      writerCacheUuid = applied.cacheUuid;
-      writerCacheSeqLast = applied.cacheSeqLast;
+    const found = checkLogObject(bytes, seq, superblock.volUuid, options.verifyData, notes, name);
+    if (!found) break;
+    if (found.header?.writeContinues) {
+      held.push({ seq, header: found.header });
+      continue;
     }
-    rolledForward += 1;
+    for (const object of held) applyDataObject(object.header, map, objects);
+    rolledForward += held.length + 1;
+    held = [];
+    if (found.header) {
+      applyDataObject(found.header, map, objects);
+      writerCacheUuid = found.header.cacheUuid;
+      writerCacheSeqLast = found.header.cacheSeqLast;
+    } else {
+      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: found.hdrSectors, dataSectors: found.dataSectors, liveSectors: 0 });
+    }
   }
-  const nextSeq = seq;
+  const logEndSeq = seq;
+  const nextSeq = held.length > 0 ? held[0]!.seq : logEndSeq;
+  const newest = held[held.length - 1]?.header;
+  const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast } : null;
 
   // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) must stop
   // being listed before their seqs are reused for new objects: otherwise the next superblock write (which keeps the
@@ -136,10 +168,10 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const beyondGap: number[] = [];
   for (const name of await store.list(`${prefix}.`)) {
     const found = parseObjectName(prefix, name);
-    if (found !== null && found >= nextSeq) beyondGap.push(found);
+    if (found !== null && found >= logEndSeq) beyondGap.push(found);
   }
   if (beyondGap.length > 0) {
-    notes.push(`log ends at ${objectName(prefix, nextSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it ${options.deleteBeyondGap ? "deleted" : "left in place"}`);
+    notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it ${options.deleteBeyondGap ? "deleted" : "left in place"}`);
     if (options.deleteBeyondGap) {
       // Newest first, so that a crash part way leaves a shorter tail beyond the gap, never a new gap-free run.
       for (const found of [...beyondGap].sort((a, b) => b - a)) await store.delete(objectName(prefix, found));
@@ -154,6 +186,7 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     writerCacheUuid,
     writerCacheSeqLast,
     rolledForward,
+    unfinished,
     beyondGap,
     notes,
   };
@@ -180,6 +213,46 @@ async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: Dec
   return checkpoint;
 }
 
+function describeTail(prefix: string, tail: UnfinishedTail): string {
+  const first = tail.objects[0]!.seq;
+  const last = tail.objects[tail.objects.length - 1]!.seq;
+  return `object(s) ${objectName(prefix, first)}..${objectName(prefix, last)} end inside a client write`;
+}
+
+/**
+ * The journal continues the log after the unfinished tail's newest object (it holds the rest of the write): the tail
+ * is part of the log, as it was before any write boundary was recorded.
+ */
+export function keepUnfinishedTail(prefix: string, state: BackendState): void {
+  const tail = state.unfinished;
+  if (!tail) return;
+  for (const object of tail.objects) applyDataObject(object.header, state.map, state.objects);
+  state.nextSeq = tail.objects[tail.objects.length - 1]!.seq + 1;
+  state.writerCacheUuid = tail.writerCacheUuid;
+  state.writerCacheSeqLast = tail.writerCacheSeqLast;
+  state.rolledForward += tail.objects.length;
+  state.unfinished = null;
+  state.notes.push(`${describeTail(prefix, tail)}: kept, the journal holds the rest of it`);
+}
+
+/**
+ * Nothing can finish the unfinished tail's write (the cache that holds its rest is lost, or is not the one given):
+ * the log ends at the last write boundary, and the tail's objects are deleted, newest first, so that a crash part
+ * way leaves a shorter tail that the next recovery drops the same way, and their seqs can be reused.
+ */
+export async function dropUnfinishedTail(store: ObjectStore, prefix: string, state: BackendState, deleteObjects: boolean): Promise<void> {
+  const tail = state.unfinished;
+  if (!tail) return;
+  assert(state.nextSeq === tail.objects[0]!.seq, "the log ends right before its unfinished tail");
+  state.unfinished = null;
+  const seqs = tail.objects.map((object) => object.seq);
+  state.beyondGap.push(...seqs);
+  state.notes.push(`${describeTail(prefix, tail)}, whose rest no journal holds: the log ends at ${objectName(prefix, state.nextSeq)}; ${seqs.length} object(s) ${deleteObjects ? "deleted" : "left in place"}`);
+  if (deleteObjects) {
+    for (const seq of [...seqs].reverse()) await store.delete(objectName(prefix, seq));
+  }
+}
+
 async function loadCheckpoint(
   store: ObjectStore,
   prefix: string,
@@ -201,43 +274,28 @@ async function loadCheckpoint(
   }
 }
 
-function applyObject(
-  bytes: Uint8Array,
-  seq: number,
-  volUuid: string,
-  verifyData: boolean,
-  map: ExtentMap,
-  objects: ObjectTable,
-  notes: string[],
-  name: string,
-): { kind: number; cacheUuid: string; cacheSeqLast: number } | null {
+/** A log object that decoded and checked: a DATA object's header, or a CKPT object's sizes. */
+interface LogObject {
+  header: DataObjectHeader | null;
+  hdrSectors: number;
+  dataSectors: number;
+}
+
+/** Decodes and checks object `seq` of the log; null (with a note) when it must be treated as missing. */
+function checkLogObject(bytes: Uint8Array, seq: number, volUuid: string, verifyData: boolean, notes: string[], name: string): LogObject | null {
   try {
     const common = decodeCommonHeader(bytes);
     if (common.seq !== seq || common.volUuid !== volUuid) throw new CorruptionError("seq or volume UUID does not match its name");
     if (common.type === ObjectType.Checkpoint) {
       decodeCheckpoint(bytes);
-      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: common.hdrSectors, dataSectors: common.dataSectors, liveSectors: 0 });
-      return { kind: ObjectKind.Checkpoint, cacheUuid: NIL_UUID, cacheSeqLast: 0 };
+      return { header: null, hdrSectors: common.hdrSectors, dataSectors: common.dataSectors };
     }
     if (common.type !== ObjectType.Data) throw new CorruptionError(`unexpected object type ${common.type}`);
     const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
     const dataArea = bytes.subarray(header.hdrSectors * SECTOR_BYTES);
     if (dataArea.byteLength < header.dataSectors * SECTOR_BYTES) throw new CorruptionError("object shorter than its header says");
     if (verifyData) verifyDataArea(header, dataArea.subarray(0, header.dataSectors * SECTOR_BYTES));
-    objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors, liveSectors: header.dataSectors });
-    let trimIndex = 0;
-    let offset = 0;
-    const trims = header.trims;
-    header.extents.forEach((extent, index) => {
-      while (trimIndex < trims.length && trims[trimIndex]!.beforeIndex <= index) {
-        map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
-        trimIndex += 1;
-      }
-      map.update(extent.lba, extent.sectors, seq, offset, objects.displaced);
-      offset += extent.sectors;
-    });
-    for (; trimIndex < trims.length; trimIndex++) map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
-    return { kind: ObjectKind.Data, cacheUuid: header.cacheUuid, cacheSeqLast: header.cacheSeqLast };
+    return { header, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors };
   } catch (error) {
     if (error instanceof CorruptionError) {
       notes.push(`object ${name} is invalid (${error.message}): treated as missing`);
@@ -245,4 +303,22 @@ function applyObject(
     }
     throw error;
   }
+}
+
+/** Applies a DATA object to the map and the object table: its trims and extents in their recorded order. */
+function applyDataObject(header: DataObjectHeader, map: ExtentMap, objects: ObjectTable): void {
+  const seq = header.seq;
+  objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors, liveSectors: header.dataSectors });
+  let trimIndex = 0;
+  let offset = 0;
+  const trims = header.trims;
+  header.extents.forEach((extent, index) => {
+    while (trimIndex < trims.length && trims[trimIndex]!.beforeIndex <= index) {
+      map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
+      trimIndex += 1;
+    }
+    map.update(extent.lba, extent.sectors, seq, offset, objects.displaced);
+    offset += extent.sectors;
+  });
+  for (; trimIndex < trims.length; trimIndex++) map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
 }

@@ -39,7 +39,7 @@ import { systemClock, type Clock } from "./clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
-import { recoverBackend, type BackendState } from "./recovery.ts";
+import { dropUnfinishedTail, keepUnfinishedTail, recoverBackend, type BackendState } from "./recovery.ts";
 import { WritePath } from "./write_path.ts";
 
 export interface VolumeOptions {
@@ -110,6 +110,18 @@ export function decideJournalCase(
   return { journalCase: "@F", replayAfter: null };
 }
 
+/**
+ * Backend objects after the log's last write boundary (recovery.ts, "unfinished tail") stay in the log only when this
+ * cache's journal continues the log after the newest of them (a replaying case of the table above, in practice @B):
+ * it holds the rest of their write. Otherwise the log ends before them and they are deleted.
+ */
+async function settleUnfinishedTail(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock): Promise<void> {
+  const tail = state.unfinished;
+  if (!tail) return;
+  if (decideJournalCase(tail.writerCacheUuid, tail.writerCacheSeqLast, superblock).replayAfter !== null) keepUnfinishedTail(options.prefix, state);
+  else await dropUnfinishedTail(options.store, options.prefix, state, true);
+}
+
 export class Volume implements BlockDevice {
   readonly sizeBytes: number;
   /** Read-only towards clients: recovery still completes (replayed writes still reach the backend). */
@@ -147,6 +159,7 @@ export class Volume implements BlockDevice {
         `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
       );
     }
+    await settleUnfinishedTail(options, state, superblock);
     const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;
     const T = superblock.replaySeq;
@@ -224,6 +237,7 @@ export class Volume implements BlockDevice {
       replayer.close();
       journal.release(replayAfter);
     }
+    writes.endReplay();
     if (needHandover) await writes.writeHandover(journal.sequenceNext - 1);
     const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.unflushed, {
       readJournal,

@@ -61,6 +61,21 @@ interface Piece {
   copiedFrom: { obj: number; offset: number } | null;
   /** A GC copy (resolved or not): same bytes as the map already shows, so the read cache keeps its blocks. */
   isCopy: boolean;
+  /**
+   * Data bytes of the pieces of the same client write that come after this one (they follow it in `pending`): 0 for
+   * a write's last piece, a trim and a copy. A piece with bytesAfter > 0 leaves its write unfinished.
+   */
+  bytesAfter: number;
+}
+
+/** How a record's pieces sit in the client writes they belong to (recordShape). */
+interface RecordShape {
+  /** Its first piece continues a write begun in an earlier record. */
+  continuesWrite: boolean;
+  /** Its last piece leaves a write unfinished (the next record continues it). */
+  endsInsideWrite: boolean;
+  /** A write longer than one piece starts in it: its data bytes plus the record's before it (else 0). */
+  startsLongWriteBytes: number;
 }
 
 export interface WritePathOptions {
@@ -114,7 +129,12 @@ export class WritePath {
   private checkpointRequested = false;
   private failure: unknown = null;
   private readonly durableWaiters = new Map<number, Array<() => void>>();
-  stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, checkpoints: 0, gcCopiedSectors: 0, gcSupersededSectors: 0 };
+  /**
+   * The newest record formed (or replayed) ends inside a client write: its next piece is still in `pending` (or,
+   * while the journal is replayed, unknown). A batch sealed now is marked WRITE_CONTINUES and no checkpoint is taken.
+   */
+  private writeOpen = false;
+  stats = { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, objectsEndingInsideWrite: 0, checkpoints: 0, gcCopiedSectors: 0, gcSupersededSectors: 0 };
   /** Called after the superblock naming a new set of checkpoints is durable (garbage collection deletes by it). */
   onCheckpointsPersisted: ((checkpoints: number[]) => void) | null = null;
 
@@ -153,12 +173,15 @@ export class WritePath {
       const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
       const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
       if (data === null) {
-        this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false });
+        this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
         this.stats.trims += 1;
       } else {
+        // All pieces are queued in this one step, so a write's pieces are contiguous in `pending` and in the journal.
         for (let done = 0; done < sectors; done += pieceSectorsMax) {
           const count = Math.min(pieceSectorsMax, sectors - done);
-          this.pending.push({ lba: lba + done, sectors: count, data: data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES), waiter, copiedFrom: null, isCopy: false });
+          const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
+          const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
+          this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
         }
         this.stats.writes += 1;
         this.stats.writeBytes += data.byteLength;
@@ -180,7 +203,7 @@ export class WritePath {
     assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
     return new Promise<void>((resolve, reject) => {
       const waiter: WriteWaiter = { piecesLeft: 1, fua: false, resolve, reject };
-      this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true });
+      this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
       this.schedulePump();
     });
   }
@@ -195,7 +218,8 @@ export class WritePath {
     const runs: Piece[] = [];
     this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, from.offset, (lba, sectors) => {
       const start = (lba - piece.lba) * SECTOR_BYTES;
-      runs.push({ lba, sectors, data: piece.data!.subarray(start, start + sectors * SECTOR_BYTES), waiter: piece.waiter, copiedFrom: null, isCopy: true });
+      const data = piece.data!.subarray(start, start + sectors * SECTOR_BYTES);
+      runs.push({ lba, sectors, data, waiter: piece.waiter, copiedFrom: null, isCopy: true, bytesAfter: 0 });
     });
     let copied = 0;
     for (const run of runs) copied += run.sectors;
@@ -226,6 +250,7 @@ export class WritePath {
         this.compactPending();
         if (!this.pumpAgain) break;
       }
+      assert(!this.writeOpen, "a write's pieces are queued together, so none is left unfinished when the queue is empty");
     } catch (error) {
       this.fail(error);
     } finally {
@@ -279,8 +304,9 @@ export class WritePath {
       }
       await journal.waitForProgress(dataBytes);
     }
-    // Room in the batch.
-    if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
+    // Room in the batch, and a write boundary before a long write that should not share it (sealsBeforeRecord).
+    const shape = this.recordShape(end);
+    if (this.open && (!this.open.fits(dataBytes, zeroCount) || this.sealsBeforeRecord(this.open, shape, zeroCount))) await this.sealOpen();
     if (!this.open) await this.openBatch();
     if (!journal.canWrite(dataBytes)) return; // space went to a pad or another writer meanwhile: try again
 
@@ -298,7 +324,7 @@ export class WritePath {
       waiters.push(piece.waiter);
     }
     const placed = journal.peekRecord(dataBytes);
-    batch.beginRecord(placed.seq);
+    batch.beginRecord(placed.seq, shape.continuesWrite);
     const batchStartBytes = batch.dataBytes;
     let journalOffset = placed.dataOffset;
     for (let index = this.pendingFront; index < end; index++) {
@@ -307,6 +333,8 @@ export class WritePath {
       if (piece.data) journalOffset += piece.data.byteLength;
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
+    batch.endRecord(shape.endsInsideWrite);
+    this.writeOpen = shape.endsInsideWrite;
     batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
     const deviceMemory = batch.buffer !== null && this.buffers.isDeviceMemory(batch.buffer);
     const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
@@ -321,6 +349,34 @@ export class WritePath {
         this.fail(error);
       },
     );
+  }
+
+  /** Where the record of pending[pendingFront, end) starts and ends relative to the client writes it holds pieces of. */
+  private recordShape(end: number): RecordShape {
+    let insideWrite = this.writeOpen;
+    let bytesBefore = 0;
+    let startsLongWriteBytes = 0;
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      const bytes = piece.data ? piece.data.byteLength : 0;
+      if (!insideWrite && piece.bytesAfter > 0) startsLongWriteBytes = bytesBefore + bytes + piece.bytesAfter;
+      insideWrite = piece.bytesAfter > 0;
+      bytesBefore += bytes;
+    }
+    return { continuesWrite: this.writeOpen, endsInsideWrite: insideWrite, startsLongWriteBytes };
+  }
+
+  /**
+   * Whether the open batch is sealed (on a write boundary) before a record that starts a write longer than a piece:
+   * when the batch cannot hold all of it, and when the batch itself began inside a write. Either way the long write
+   * starts a new object. This bounds the run of objects that end inside a write (the objects recovery drops after
+   * the cache is lost) to the objects holding pieces of one write: every object that ends inside a write W began on
+   * a boundary and took W's start, or began inside W and holds nothing but W's pieces; an object that began inside
+   * W and holds W's end takes no further long write, so it ends on a boundary.
+   */
+  private sealsBeforeRecord(open: Batch, shape: RecordShape, zeroCount: number): boolean {
+    if (open.isEmpty || shape.startsLongWriteBytes === 0) return false;
+    return open.startsInsideWrite || !open.fits(shape.startsLongWriteBytes, zeroCount);
   }
 
   /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
@@ -356,10 +412,15 @@ export class WritePath {
   async replayRecord(seq: number, extents: JournalExtent[], data: Uint8Array, dataOffset: number): Promise<void> {
     const dataBytes = extents.reduce((sum, extent) => sum + (extent.zero ? 0 : extent.sectors * SECTOR_BYTES), 0);
     const zeroCount = extents.filter((extent) => extent.zero).length;
+    // Journal records do not say where client writes end, so replayed records count as ending inside one until the
+    // replay is over (endReplay): after the cache is lost, recovery ends the log before them, never inside a write,
+    // and no checkpoint is taken among them.
+    this.writeOpen = true;
     if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
     if (!this.open) await this.openBatch();
     const batch = this.open!;
-    batch.beginRecord(seq);
+    batch.beginRecord(seq, true);
+    batch.endRecord(true);
     let cursor = 0;
     for (const extent of extents) {
       if (extent.zero) {
@@ -370,6 +431,16 @@ export class WritePath {
         cursor += bytes;
       }
     }
+  }
+
+  /**
+   * The journal replay is over: what it replayed is the history the volume goes on from (a write it holds only part
+   * of was never acknowledged, and nothing will complete it), so the log ends on a write boundary here.
+   */
+  endReplay(): void {
+    this.writeOpen = false;
+    if (this.open && !this.open.isEmpty) this.open.endRecord(false);
+    this.armIdleTimer();
   }
 
   /**
@@ -397,6 +468,7 @@ export class WritePath {
       this.stats.objects += 1;
       this.sealedCacheSeqLast = batch.cacheSeqLast;
       this.writerCacheUuid = this.options.cacheUuid;
+      if (batch.endsInsideWrite) this.stats.objectsEndingInsideWrite += 1;
       if (batch.dataInBuffer) {
         const sealed = batch.seal({ volUuid: this.options.volUuid, cacheUuid: this.options.cacheUuid });
         this.sealedQueue.push({ seq: sealed.seq, bytes: sealed.object, batch: null });
@@ -406,9 +478,10 @@ export class WritePath {
       }
     }
     const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
-    if ((forceCheckpoint && sinceCheckpoint > 0 && !this.open) || (this.checkpointRequested && !this.open) || sinceCheckpoint >= this.options.checkpointIntervalObjects) {
-      if (!this.open) this.queueCheckpoint();
-    }
+    const due = (forceCheckpoint && sinceCheckpoint > 0) || this.checkpointRequested || sinceCheckpoint >= this.options.checkpointIntervalObjects;
+    // Recovery starts from a checkpoint even without the cache, so one is taken only where the log ends on a write
+    // boundary: never while a client write has pieces still to come (it stays due until the next seal that is).
+    if (due && !this.open && !this.writeOpen) this.queueCheckpoint();
     // Puts start in the background: the pump must not wait for a put slot (during an outage there may be none for
     // a long time, and the journal is what absorbs writes then).
     this.kickPuts();
@@ -461,6 +534,7 @@ export class WritePath {
   async writeHandover(cacheSeqLast: number): Promise<void> {
     this.discardEmptyOpen();
     assert(!this.open, "handover before any batch");
+    assert(!this.writeOpen, "handover on a write boundary");
     const seq = this.nextSeq++;
     const header = encodeDataObjectHeader(
       {
@@ -472,6 +546,7 @@ export class WritePath {
         objsCleaned: [],
         extents: [],
         trims: [],
+        writeContinues: false, // it holds no write: a boundary (handover happens before any write is formed)
       },
       new Uint8Array(0),
     );

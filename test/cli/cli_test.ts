@@ -240,7 +240,7 @@ describe("parse", () => {
     const extents = Array.from({ length: extentCount }, (_, i) => ({ lba: i * 16, sectors: 8 }));
     const dataArea = new Uint8Array(extentCount * 8 * 512);
     const header = encodeDataObjectHeader(
-      { volUuid: randomUUID(), seq: 7, cacheSeq: 1, cacheSeqLast: 2, cacheUuid: randomUUID(), objsCleaned: [], extents, trims: [] },
+      { volUuid: randomUUID(), seq: 7, cacheSeq: 1, cacheSeqLast: 2, cacheUuid: randomUUID(), objsCleaned: [], extents, trims: [], writeContinues: false },
       dataArea,
     );
     const path = join(dir, "many-extents");

@@ -3,10 +3,14 @@
 // history (see _harness.ts for the model). What each case promises comes from docs/architecture.md, "Recovery":
 //
 //   intact          SIGKILL, restart with the same cache: every acknowledged op is there (journal case @B/@D).
-//   wiped           SIGKILL, `mkcache --force` a new cache, restart: a prefix of the history (the journal is gone).
+//   wiped           SIGKILL, `mkcache --force` a new cache, restart: a prefix of the history (the journal is gone),
+//                   ending on an op boundary: every write wholly present or wholly absent.
+//   wiped-large     As wiped, on a 64 MiB volume with writes up to 32 MiB (the NBD maximum) at 64 KiB, 1 MiB and
+//                   8 MiB batches, so most writes span several objects; the cache file is deleted or zeroed first.
 //   objects-lost    SIGKILL, delete some of the newest backend objects (or one of them, leaving a gap), restart with
 //                   the cache: a prefix; and every acknowledged op when recovery says the journal bridged the hole
-//                   (@B/@D), since then it replays every record after the log's end.
+//                   (@B/@D), since then it replays every record after the log's end; when it did not, a prefix of
+//                   whole ops.
 //   journal-torn    SIGKILL, damage one of the newest journal records (torn data, torn or zeroed header, bit flip,
 //                   cut mid-record), restart: a prefix containing at least every op stamped in the records before it.
 //   recovery-crash  Batches that stay in the journal (big batch, long idle), SIGKILL, then start and SIGKILL again
@@ -15,7 +19,8 @@
 // After each kill (and damage), `lsvd fsck --cache` must run (exit 0 or 4) and report only the problem kinds the
 // case can cause. At the end of each seed the server is stopped cleanly and fsck must say clean (exit 0).
 
-import { JOURNAL_RECORD_DATA_BYTES_MAX } from "../../src/constants.ts";
+import { rmSync, statSync, writeFileSync } from "node:fs";
+import { JOURNAL_RECORD_DATA_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
 import { parseSize } from "../../src/util/size.ts";
 import { Prng } from "../sim/prng.ts";
 import { NbdClient } from "./_nbd_client.ts";
@@ -34,7 +39,7 @@ import {
   type TearMode,
 } from "./_harness.ts";
 
-export const CRASH_CASES = ["intact", "wiped", "objects-lost", "journal-torn", "recovery-crash"] as const;
+export const CRASH_CASES = ["intact", "wiped", "wiped-large", "objects-lost", "journal-torn", "recovery-crash"] as const;
 export type CrashCase = (typeof CRASH_CASES)[number];
 
 export interface CrashCaseOptions {
@@ -50,6 +55,10 @@ export interface CrashCaseOptions {
   keep?: boolean;
   log?: (line: string) => void;
 }
+
+/** wiped-large: a volume that holds two of the largest writes, and a workload of large writes. */
+const LARGE_VOLUME_BYTES = 64 * 1024 * 1024;
+const LARGE_WORKLOAD = { ...WORKLOAD_DEFAULT, inflightMax: 8, opBlocksMax: NBD_REQUEST_BYTES_MAX / BLOCK_BYTES, largeOpFraction: 0.3 };
 
 export const CRASH_CASE_DEFAULTS: CrashCaseOptions = {
   rounds: 2,
@@ -77,6 +86,7 @@ export interface CrashCaseResult {
 const ALLOWED_FSCK_PROBLEMS: Record<CrashCase, string[]> = {
   intact: [],
   wiped: [],
+  "wiped-large": [],
   "objects-lost": ["gap", "checkpoint", "journal"],
   "journal-torn": [],
   "recovery-crash": [],
@@ -85,6 +95,14 @@ const ALLOWED_FSCK_PROBLEMS: Record<CrashCase, string[]> = {
 /** Server settings per case, varied by seed: small batches put objects often, big ones keep records in the journal. */
 function serverOptions(crashCase: CrashCase, prng: Prng): ServerOptions {
   if (crashCase === "recovery-crash") return { batchSize: "16m", batchIdleMs: 600_000 };
+  if (crashCase === "wiped-large") {
+    const large: ServerOptions[] = [
+      { batchSize: "64k", batchIdleMs: 20 },
+      { batchSize: "1m", batchIdleMs: 100 },
+      { batchSize: "8m", batchIdleMs: 300 },
+    ];
+    return large[prng.int(large.length)]!;
+  }
   const choices: ServerOptions[] = [
     { batchSize: "64k", batchIdleMs: 20 },
     { batchSize: "256k", batchIdleMs: 100 },
@@ -95,16 +113,18 @@ function serverOptions(crashCase: CrashCase, prng: Prng): ServerOptions {
 }
 
 function cacheSize(crashCase: CrashCase): string {
-  // mkcache's journal is at least 32 MiB; recovery-crash wants room for many records before any put.
-  return crashCase === "recovery-crash" ? "160m" : "72m";
+  // mkcache's journal is at least 32 MiB; recovery-crash wants room for many records before any put, wiped-large
+  // for several 32 MiB writes in flight.
+  return crashCase === "recovery-crash" || crashCase === "wiped-large" ? "160m" : "72m";
 }
 
 export async function runCrashCase(crashCase: CrashCase, seed: number, options: Partial<CrashCaseOptions> = {}): Promise<CrashCaseResult> {
   const opts = { ...CRASH_CASE_DEFAULTS, ...options };
   const log = opts.log ?? (() => {});
   const prng = new Prng(seed);
-  const blocks = opts.volumeBytes / BLOCK_BYTES;
-  const env = new CrashEnv(opts.volumeBytes, cacheSize(crashCase));
+  const volumeBytes = crashCase === "wiped-large" ? Math.max(opts.volumeBytes, LARGE_VOLUME_BYTES) : opts.volumeBytes;
+  const blocks = volumeBytes / BLOCK_BYTES;
+  const env = new CrashEnv(volumeBytes, cacheSize(crashCase));
   const result: CrashCaseResult = {
     crashCase,
     seed,
@@ -152,7 +172,7 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
       const killDelayMs = (slowFill ? 2 : 1) * opts.killDelayMsMin + prng.int((slowFill ? 2 : 1) * (opts.killDelayMsMax - opts.killDelayMsMin) + 1);
       const victim: ServerProcess = server;
       const killer = Bun.sleep(killDelayMs).then(() => victim.kill());
-      const workloadOptions = slowFill ? { ...WORKLOAD_DEFAULT, inflightMax: 2, opBlocksMax: 2 } : WORKLOAD_DEFAULT;
+      const workloadOptions = slowFill ? { ...WORKLOAD_DEFAULT, inflightMax: 2, opBlocksMax: 2 } : crashCase === "wiped-large" ? LARGE_WORKLOAD : WORKLOAD_DEFAULT;
       const workload = await runWorkload(client, history, prng, Date.now() + killDelayMs + 30_000, workloadOptions);
       await killer;
       client.terminate();
@@ -169,10 +189,15 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
       // 2. What the case does to the cache or the backend, and what it then promises.
       let lowerBound = Math.max(history.maxAcked(), history.flushedBound);
       let journalCaseDecides = false;
-      if (crashCase === "wiped") {
+      let cacheLost = false;
+      if (crashCase === "wiped" || crashCase === "wiped-large") {
+        const how = crashCase === "wiped" ? "wiped" : prng.chance(0.5) ? "deleted" : "zeroed";
+        if (how === "deleted") rmSync(env.cachePath);
+        if (how === "zeroed") writeFileSync(env.cachePath, new Uint8Array(statSync(env.cachePath).size));
         env.formatCache();
         lowerBound = history.firstUnit - 1;
-        line += ", cache wiped";
+        cacheLost = true;
+        line += `, cache ${how}`;
       } else if (crashCase === "objects-lost") {
         const seqs = env.objectSeqs();
         if (seqs.length > 0) {
@@ -220,6 +245,7 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
       if (journalCaseDecides) {
         if (journalCase === "@B" || journalCase === "@D") lowerBound = Math.max(history.maxAcked(), history.flushedBound);
         else lowerBound = history.firstUnit - 1;
+        cacheLost = lowerBound === history.firstUnit - 1;
       }
       if ((crashCase === "intact" || crashCase === "recovery-crash") && journalCase !== "@B" && journalCase !== "@D") {
         fail(`recovery chose journal case ${journalCase} with the cache intact (expected @B or @D)`);
@@ -231,14 +257,15 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
       const observed = await readVolume(client, blocks);
       client.disconnect();
       client = null;
-      let check = checkPrefix(history, observed, lowerBound);
+      // Without the journal, the volume is the backend's prefix of whole ops (recovery ends the log on a write boundary).
+      let check = checkPrefix(history, observed, lowerBound, cacheLost);
       let appliedThrough = check.kMax;
       if (!check.ok && journalCaseDecides && lowerBound === history.firstUnit - 1) {
         // The journal did not bridge the loss, so the volume is the backend's prefix, and that may end before this
         // round began: objects put during this round can hold earlier rounds' records (replayed at the last restart).
         for (let index = history.past.length - 1; index >= 0; index--) {
           const past = history.past[index]!;
-          const earlier = checkPrefix(past, observed, past.firstUnit - 1);
+          const earlier = checkPrefix(past, observed, past.firstUnit - 1, true);
           if (earlier.ok) {
             line += `, rolled back into round ${index + 1}`;
             check = { ...earlier, kMin: history.firstUnit - 1, kMax: history.firstUnit - 1 };

@@ -417,9 +417,11 @@ export interface PrefixResult {
 
 /**
  * Checks that `observed` (per block: op id, 0, or a problem string) is the state after the round's units up to some
- * k >= lowerBound (a unit). k = firstUnit-1 means none of the round's ops.
+ * k >= lowerBound (a unit). k = firstUnit-1 means none of the round's ops. With `wholeOps`, k must also end on an op
+ * boundary (every op wholly present or wholly absent: what the backend alone must hold once the cache is lost), or be
+ * the round's last unit (for a past round: where the state read back at its end stood).
  */
-export function checkPrefix(history: RoundHistory, observed: Array<number | string>, lowerBound: number): PrefixResult {
+export function checkPrefix(history: RoundHistory, observed: Array<number | string>, lowerBound: number, wholeOps = false): PrefixResult {
   const first = history.firstUnit - 1;
   const last = history.lastUnit;
   if (lowerBound > last) return { ok: false, kMin: 0, kMax: -1, message: `lower bound ${lowerBound} beyond the last unit ${last}` };
@@ -464,7 +466,20 @@ export function checkPrefix(history: RoundHistory, observed: Array<number | stri
     }
     candidates = next;
   }
+  if (wholeOps) return keepWholeOps(history, candidates);
   return { ok: true, kMin: candidates[0]![0], kMax: candidates[candidates.length - 1]![1], message: "" };
+}
+
+/** The k of `candidates` (sorted intervals) that end on an op boundary; a failure naming the op cut otherwise. */
+function keepWholeOps(history: RoundHistory, candidates: Array<[number, number]>): PrefixResult {
+  const ends = [history.firstUnit - 1, ...history.ops.map((op) => op.firstUnit + op.pieces - 1), history.lastUnit];
+  const kept = ends.filter((k) => candidates.some(([lo, hi]) => lo <= k && k <= hi)).sort((a, b) => a - b);
+  if (kept.length > 0) return { ok: true, kMin: kept[0]!, kMax: kept[kept.length - 1]!, message: "" };
+  const [lo, hi] = candidates[0]!;
+  const cut = history.ops.find((op) => op.firstUnit <= lo && hi < op.firstUnit + op.pieces - 1);
+  const what = cut ? `op ${cut.id} (${cut.kind}, ${cut.count} blocks, units ${cut.firstUnit}..${cut.firstUnit + cut.pieces - 1}${cut.acked ? ", acknowledged" : ""})` : "an op";
+  const range = candidates.map(([a, b]) => `${a}..${b}`).join(", ");
+  return { ok: false, kMin: 0, kMax: -1, message: `torn op: the state is the history up to a unit in {${range}}, inside ${what}; not a prefix of whole ops` };
 }
 
 // ---- Workload ------------------------------------------------------------------------------------------------
@@ -474,13 +489,23 @@ export interface WorkloadOptions {
   inflightMax: number;
   /** Largest op in blocks (occasionally). */
   opBlocksMax: number;
+  /** Share of ops between 33 blocks and opBlocksMax (the rest: 70:25 of 1-4 and 5-32 blocks). */
+  largeOpFraction: number;
   trimFraction: number;
   zeroFraction: number;
   flushFraction: number;
   fuaFraction: number;
 }
 
-export const WORKLOAD_DEFAULT: WorkloadOptions = { inflightMax: 32, opBlocksMax: 128, trimFraction: 0.08, zeroFraction: 0.08, flushFraction: 0.03, fuaFraction: 0.05 };
+export const WORKLOAD_DEFAULT: WorkloadOptions = {
+  inflightMax: 32,
+  opBlocksMax: 128,
+  largeOpFraction: 0.05,
+  trimFraction: 0.08,
+  zeroFraction: 0.08,
+  flushFraction: 0.03,
+  fuaFraction: 0.05,
+};
 
 export interface WorkloadResult {
   sent: number;
@@ -508,10 +533,11 @@ export async function runWorkload(client: NbdClient, history: History, prng: Prn
   };
   const pickCount = () => {
     if (options.opBlocksMax <= 4) return 1 + prng.int(options.opBlocksMax);
+    // One roll of 100, as before largeOpFraction existed: the default's seeds replay the same ops.
     const roll = prng.int(100);
-    if (roll < 70) return 1 + prng.int(4);
-    if (roll < 95) return 5 + prng.int(28);
-    return Math.min(options.opBlocksMax, 33 + prng.int(Math.max(1, options.opBlocksMax - 32)));
+    const largeFrom = 100 - Math.round(100 * options.largeOpFraction);
+    if (roll >= largeFrom) return Math.min(options.opBlocksMax, 33 + prng.int(Math.max(1, options.opBlocksMax - 32)));
+    return roll < (largeFrom * 70) / 95 ? 1 + prng.int(4) : 5 + prng.int(28);
   };
   while (!client.closed && Date.now() < untilMs && result.error === null) {
     while (inFlight.size >= options.inflightMax) await Promise.race(inFlight);

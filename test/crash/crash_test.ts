@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { CRASH_CASES, runCrashCase, type CrashCase } from "./_cases.ts";
 
-const SEEDS_PER_CASE: Record<CrashCase, number> = { intact: 3, wiped: 3, "objects-lost": 3, "journal-torn": 3, "recovery-crash": 2 };
+const SEEDS_PER_CASE: Record<CrashCase, number> = { intact: 3, wiped: 3, "wiped-large": 3, "objects-lost": 3, "journal-torn": 3, "recovery-crash": 2 };
 const CASE_TIMEOUT_MS = 120_000;
 
 function seedsFor(crashCase: CrashCase): number[] {

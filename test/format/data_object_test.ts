@@ -45,6 +45,7 @@ const input: Omit<DataObjectHeader, "hdrSectors" | "dataSectors" | "dataCrc32c">
     { lba: LBA_LAST, sectors: 16 },
   ],
   trims: [{ lba: 50, sectors: 4, beforeIndex: 1 }],
+  writeContinues: true,
 };
 const decoded: DataObjectHeader = { ...input, hdrSectors: 8, dataSectors: 24, dataCrc32c: crc32cBitwise(DATA) };
 
@@ -53,13 +54,32 @@ function packed(lba: number, sectors: number): bigint {
   return BigInt(lba) | (BigInt(sectors) << 36n);
 }
 
-/** Our layout, byte by byte. */
+/** Our layout, byte by byte: the 56-byte extension block, flags WRITE_CONTINUES. */
 function ourHeader(): Uint8Array {
   const b = new ByteBuilder()
     .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(2).u32(0x2a).u32(8).u32(24).u32(0)
     .u64(1000) // cache_seq
-    .u32(120).u32(8) // objs_cleaned
-    .u32(128).u32(16) // data_map
+    .u32(124).u32(8) // objs_cleaned
+    .u32(132).u32(16) // data_map
+    .ascii("LSVX").u32(1).u32(56).u32(0).u32(crc32cBitwise(DATA))
+    .u64(1010).uuid(CACHE_UUID).u32(148).u32(16)
+    .u32(1); // flags: WRITE_CONTINUES
+  expect(b.length).toBe(124);
+  b.u32(3).u32(1);
+  b.u64(packed(100, 8)).u64(packed(LBA_LAST, 16));
+  b.u64(50).u32(4).u32(1);
+  const bytes = b.padTo(4096).build();
+  resealObject(bytes, EXT_CRC_OFFSET);
+  return bytes;
+}
+
+/** As lsvd wrote it before the extension had flags: a 52-byte block, the parts from 120. */
+function legacyHeader(): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(2).u32(0x2a).u32(8).u32(24).u32(0)
+    .u64(1000)
+    .u32(120).u32(8)
+    .u32(128).u32(16)
     .ascii("LSVX").u32(1).u32(52).u32(0).u32(crc32cBitwise(DATA))
     .u64(1010).uuid(CACHE_UUID).u32(144).u32(16);
   expect(b.length).toBe(120);
@@ -109,6 +129,7 @@ describe("data object", () => {
       cacheSeqLast: 0,
       cacheUuid: NIL_UUID,
       trims: [],
+      writeContinues: false,
       dataCrc32c: DATA_CRC_ABSENT,
     };
     expect(decodeDataObjectHeader(plainV1Header())).toEqual(plain);
@@ -116,6 +137,20 @@ describe("data object", () => {
     expect(decodeDataObjectHeader(plainV1Header(4))).toEqual(plain);
     verifyDataArea(plain, dataArea(24, 99)); // no checksum to check...
     expectCorruption(() => verifyDataArea(plain, dataArea(23, 1))); // ...but the length still is
+  });
+
+  test("decodes the 52-byte extension block written before flags existed: every field, writeContinues false", () => {
+    expect(decodeDataObjectHeader(legacyHeader())).toEqual({ ...decoded, writeContinues: false });
+    expectEveryFlipDetected(legacyHeader(), decodeDataObjectHeader);
+    expectEveryTruncationRejected(legacyHeader(), decodeDataObjectHeader);
+  });
+
+  test("the WRITE_CONTINUES flag round-trips both ways and is bit 0 of flags at offset 120", () => {
+    for (const writeContinues of [false, true]) {
+      const header = encodeDataObjectHeader({ ...input, writeContinues }, DATA);
+      expect(new DataView(header.buffer).getUint32(120, true)).toBe(writeContinues ? 1 : 0);
+      expect(decodeDataObjectHeader(header).writeContinues).toBe(writeContinues);
+    }
   });
 
   test("verifyDataArea detects any corrupt or short data area, naming the object", () => {
@@ -144,6 +179,7 @@ describe("data object", () => {
         objsCleaned: Array.from({ length: random.int(10) }, () => ({ seq: 1 + random.int(1000), wasDeleted: random.int(2) === 1 })),
         extents,
         trims: trimIndexes.map((beforeIndex) => ({ lba: random.int(2 ** 35), sectors: 1 + random.int(2 ** 32 - 1), beforeIndex })),
+        writeContinues: random.int(2) === 1,
       };
       h.cacheSeqLast = h.cacheSeq + random.int(1000);
       const data = dataArea(sectors, round);
@@ -184,14 +220,17 @@ describe("data object", () => {
       ["objs_cleaned past the end", (b) => setU32(b, 52, 4095)],
       ["trims offset into the extension block", (b) => setU32(b, 112, 100)],
       ["trims length huge", (b) => setU32(b, 116, 0x7ffffff0)],
-      ["was_deleted 2", (b) => setU32(b, 124, 2)],
-      ["cleaned seq 0", (b) => setU32(b, 120, 0)],
-      ["extent length 0", (b) => setU32(b, 132, 0)],
-      ["extent past 2^36", (b) => (setU32(b, 128, 0xffffffff), setU32(b, 132, 8 * 16 + 15))],
+      ["was_deleted 2", (b) => setU32(b, 128, 2)],
+      ["cleaned seq 0", (b) => setU32(b, 124, 0)],
+      ["extent length 0", (b) => setU32(b, 136, 0)],
+      ["extent past 2^36", (b) => (setU32(b, 132, 0xffffffff), setU32(b, 136, 8 * 16 + 15))],
       ["extents disagree with data_sectors", (b) => setU32(b, 36, 25)],
-      ["trim length 0", (b) => setU32(b, 152, 0)],
-      ["trim before_index past the extents", (b) => setU32(b, 156, 3)],
-      ["trim lba huge", (b) => setU32(b, 148, 0x00100000)],
+      ["trim length 0", (b) => setU32(b, 156, 0)],
+      ["trim before_index past the extents", (b) => setU32(b, 160, 3)],
+      ["trim lba huge", (b) => setU32(b, 152, 0x00100000)],
+      ["unknown flag bit", (b) => setU32(b, 120, 3)],
+      ["extension length neither 52 nor 56", (b) => setU32(b, 76, 60)],
+      ["a 52-byte block overlapping the parts", (b) => (setU32(b, 76, 52), setU32(b, 52, 118))],
       ["cache_seq_last < cache_seq", (b) => b.fill(0, 88, 96)],
       ["cache_seq past 2^53", (b) => (b[51] = 0x80)],
       ["cache uuid invalid", (b) => (b[96 + 8] = 0)],
@@ -225,15 +264,16 @@ describe("docs/format.md worked example", () => {
         objsCleaned: [],
         extents: [{ lba: 0, sectors: 8 }, { lba: 2048, sectors: 8 }],
         trims: [{ lba: 4096, sectors: 2048, beforeIndex: 1 }],
+        writeContinues: false,
       },
       new Uint8Array(16 * 512).fill(0xab),
     );
     const shown = `
       4c 53 56 44 01 00 00 00 6f 1c 2b 3a 4d 5e 4f 60 8a 7b 9c 0d 1e 2f 3a 4b 02 00 00 00 2a 00 00 00
-      08 00 00 00 10 00 00 00 78 df d7 a1 e8 03 00 00 00 00 00 00 78 00 00 00 00 00 00 00 78 00 00 00
-      10 00 00 00 4c 53 56 58 01 00 00 00 34 00 00 00 b3 54 46 16 d9 7b da 8e e9 03 00 00 00 00 00 00
-      0a 1b 2c 3d 4e 5f 4a 6b bc 7d 8e 9f a0 b1 c2 d3 88 00 00 00 10 00 00 00 00 00 00 00 80 00 00 00
-      00 08 00 00 80 00 00 00 00 10 00 00 00 00 00 00 00 08 00 00 01 00 00 00`;
+      08 00 00 00 10 00 00 00 ee a1 eb d5 e8 03 00 00 00 00 00 00 7c 00 00 00 00 00 00 00 7c 00 00 00
+      10 00 00 00 4c 53 56 58 01 00 00 00 38 00 00 00 6b 41 38 89 d9 7b da 8e e9 03 00 00 00 00 00 00
+      0a 1b 2c 3d 4e 5f 4a 6b bc 7d 8e 9f a0 b1 c2 d3 8c 00 00 00 10 00 00 00 00 00 00 00 00 00 00 00
+      80 00 00 00 00 08 00 00 80 00 00 00 00 10 00 00 00 00 00 00 00 08 00 00 01 00 00 00`;
     const bytes = shown.trim().split(/\s+/).map((hex) => Number.parseInt(hex, 16));
     expect(header.byteLength).toBe(4096);
     expect(Array.from(header.subarray(0, bytes.length))).toEqual(bytes);

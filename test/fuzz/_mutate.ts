@@ -20,7 +20,7 @@ export interface Mutation {
 // Backend objects: where each type's extension block sits (docs/format.md, "Extension block").
 const OBJECT_EXT_PLACE: Record<number, { offset: number; bytes: number }> = {
   1: { offset: 76, bytes: 28 }, // SUPER
-  2: { offset: 68, bytes: 52 }, // DATA
+  2: { offset: 68, bytes: 56 }, // DATA (52 before flags; resealing needs only where the CRCs are)
   3: { offset: 84, bytes: 44 }, // CKPT
 };
 const EXT_MAGIC = 0x5856534c;

@@ -38,7 +38,7 @@ function verifySealed(object: Uint8Array) {
 function fill(batch: Batch, random: () => number, records: number, firstSeq: number, checksumAfter: (record: number) => boolean): Uint8Array {
   const pieces: Uint8Array[] = [];
   for (let record = 0; record < records; record++) {
-    batch.beginRecord(firstSeq + record);
+    batch.beginRecord(firstSeq + record, false);
     const writes = 1 + Math.floor(random() * 3);
     for (let w = 0; w < writes; w++) {
       const sectors = random() < 0.5 ? 1 + Math.floor(random() * 7) : 8 * (1 + Math.floor(random() * 16));
@@ -76,6 +76,7 @@ describe("Batch data checksum", () => {
           objsCleaned: [],
           extents: header.extents,
           trims: [],
+          writeContinues: false,
         },
         dataArea,
       );
@@ -85,7 +86,7 @@ describe("Batch data checksum", () => {
 
   test("a batch with only trims seals the checksum of an empty data area", () => {
     const batch = newMemoryBatch(3);
-    batch.beginRecord(1);
+    batch.beginRecord(1, false);
     batch.addTrim(0, 8);
     batch.checksumNewData();
     const { header, dataArea } = verifySealed(batch.seal(identity).object);
@@ -112,7 +113,8 @@ describe("Batch data checksum", () => {
     batch.open(4, null);
     const pieces: Uint8Array[] = [];
     for (let record = 0; record < 8; record++) {
-      batch.beginRecord(50 + record);
+      batch.beginRecord(50 + record, false);
+      batch.endRecord(record % 2 === 0); // the last record (7) ends on a write boundary
       const journalOffset = (1 + record * 4) * PAGE + SECTOR * record;
       const data = journal.subarray(journalOffset, journalOffset + 3 * SECTOR);
       batch.addData(record * 64, data, journalOffset);
@@ -125,6 +127,7 @@ describe("Batch data checksum", () => {
     await batch.build(new Uint8Array(batch.headerRoomBytes + batch.capacityBytes), readJournal, new Uint8Array(4 * 1024 * 1024 + PAGE));
     const { header } = verifySealed(batch.seal(identity).object);
     expect(header.dataCrc32c).toBe(crc32c(Buffer.concat(pieces)));
+    expect(header.writeContinues).toBe(false);
   });
 
   test("the checksum covers what was added: a checksummed byte changed before the seal fails verification", () => {
@@ -134,5 +137,35 @@ describe("Batch data checksum", () => {
     batch.dataView(0, 1)[0]! ^= 0xff; // the data area must only grow; this breaks that on purpose
     const sealed = batch.seal(identity);
     expect(() => verifySealed(sealed.object)).toThrow(CorruptionError);
+  });
+});
+
+describe("Batch write boundary", () => {
+  // The sealed object's WRITE_CONTINUES flag is what the batch's newest record said: recovery ends the log only
+  // after an object without it (src/volume/recovery.ts), so a wrong "no" tears a client write after cache loss.
+  test("the flag is the newest record's, also for a journal-only batch sealed later; reset clears it", async () => {
+    for (const endsInside of [true, false, true]) {
+      const batch = newMemoryBatch(5);
+      batch.beginRecord(10, true);
+      batch.addData(0, new Uint8Array(SECTOR), PAGE);
+      batch.endRecord(!endsInside);
+      batch.beginRecord(11, !endsInside);
+      batch.addData(8, new Uint8Array(SECTOR), 3 * PAGE);
+      batch.endRecord(endsInside);
+      expect(batch.startsInsideWrite).toBe(true);
+      expect(verifySealed(batch.seal(identity).object).header.writeContinues).toBe(endsInside);
+      batch.reset();
+      expect([batch.startsInsideWrite, batch.endsInsideWrite]).toEqual([false, false]);
+    }
+    const journal = new Uint8Array(8 * PAGE);
+    const batch = new Batch(1024 * 1024);
+    batch.open(6, null);
+    batch.beginRecord(20, false);
+    batch.addData(0, journal.subarray(PAGE, PAGE + SECTOR), PAGE);
+    batch.endRecord(true);
+    expect(batch.startsInsideWrite).toBe(false);
+    const readJournal = async (offset: number, into: Uint8Array) => into.set(journal.subarray(offset, offset + into.byteLength));
+    await batch.build(new Uint8Array(batch.headerRoomBytes + batch.capacityBytes), readJournal, new Uint8Array(4 * 1024 * 1024 + PAGE));
+    expect(verifySealed(batch.seal(identity).object).header.writeContinues).toBe(true);
   });
 });

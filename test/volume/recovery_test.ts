@@ -1,13 +1,24 @@
 // Backend recovery when the newest objects are lost (an SSD-less restart after a backend rollback, or a crash between
 // a checkpoint's put and the superblock's): a checkpoint the superblock lists but recovery could not use must stop
-// being listed before its seq is reused, or a later superblock would name a DATA object as a checkpoint.
+// being listed before its seq is reused, or a later superblock would name a DATA object as a checkpoint. And the
+// roll-forward rule for client writes split over several objects: the log ends at the last write boundary unless the
+// journal holds the rest of the write.
 
-import { expect, test } from "bun:test";
-import { parseObjectName } from "../../src/format/object_name.ts";
+import { describe, expect, test } from "bun:test";
+import { randomUUID } from "node:crypto";
+import { FaultyStore } from "../../src/backend/faulty_store.ts";
+import { MemoryStore } from "../../src/backend/memory_store.ts";
+import { WrappingStore, type StoreOp } from "../../src/backend/wrapping_store.ts";
+import { SECTOR_BYTES } from "../../src/constants.ts";
+import { encodeDataObjectHeader } from "../../src/format/data_object.ts";
+import { objectName, parseObjectName } from "../../src/format/object_name.ts";
+import { encodeSuperblock } from "../../src/format/superblock_object.ts";
+import type { ExtentMap } from "../../src/map/extent_map.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
-import { readSuperblock } from "../../src/volume/recovery.ts";
+import { dropUnfinishedTail, keepUnfinishedTail, readSuperblock, recoverBackend } from "../../src/volume/recovery.ts";
+import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
-import { immediateClock, makeWorld, openVolume, PREFIX } from "../sim/volume_world.ts";
+import { crashWorld, formatCache, immediateClock, makeWorld, openVolume, PREFIX, type World } from "../sim/volume_world.ts";
 
 const MIB = 1024 * 1024;
 
@@ -52,4 +63,180 @@ test("a lost newest checkpoint is dropped from the superblock; its seq is reused
   expect(await volume.read(0, MIB)).toEqual(first);
   expect(await volume.read(2 * MIB, MIB)).toEqual(second);
   await volume.close();
+});
+
+// ---- The roll-forward rule for write boundaries (recovery.ts: "unfinished tail") -----------------------------------
+
+/** A DATA object of one extent of `sectors` sectors at `lba`, filled with `fill`, flagged as asked. */
+function dataObject(volUuid: string, seq: number, lba: number, sectors: number, fill: number, writeContinues: boolean): Uint8Array {
+  const data = new Uint8Array(sectors * SECTOR_BYTES).fill(fill);
+  const header = encodeDataObjectHeader(
+    { volUuid, seq, cacheSeq: 100 + seq, cacheSeqLast: 100 + seq, cacheUuid: WRITER_CACHE, objsCleaned: [], extents: [{ lba, sectors }], trims: [], writeContinues },
+    data,
+  );
+  const object = new Uint8Array(header.byteLength + data.byteLength);
+  object.set(header);
+  object.set(data, header.byteLength);
+  return object;
+}
+
+const WRITER_CACHE = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
+
+/** A store with a superblock and DATA objects 1.. as listed ("c": WRITE_CONTINUES, "b": ends on a boundary, null: missing). */
+async function logOf(flags: Array<"c" | "b" | null>): Promise<{ store: MemoryStore; volUuid: string }> {
+  const store = new MemoryStore();
+  const volUuid = randomUUID();
+  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: 2048, checkpoints: [], clone: null, snapshots: [], nextSeq: 0 }));
+  for (const [index, flag] of flags.entries()) {
+    const seq = index + 1;
+    if (flag !== null) await store.put(objectName(PREFIX, seq), dataObject(volUuid, seq, seq * 8, 8, seq, flag === "c"));
+  }
+  return { store, volUuid };
+}
+
+/** Which objects the map points at (one extent per object at lba seq*8). */
+function mappedObjects(map: ExtentMap): number[] {
+  const seqs: number[] = [];
+  map.forEach((_lba, _sectors, obj) => seqs.push(obj));
+  return seqs;
+}
+
+describe("roll-forward ends at the last write boundary", () => {
+  test("objects ending inside a write are held, then applied when an object ending on a boundary follows", async () => {
+    const { store } = await logOf(["c", "c", "b", "c", "b"]);
+    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    expect(state.unfinished).toBeNull();
+    expect(state.nextSeq).toBe(6);
+    expect(mappedObjects(state.map)).toEqual([1, 2, 3, 4, 5]);
+    expect(state.rolledForward).toBe(5);
+    expect(state.writerCacheSeqLast).toBe(105);
+  });
+
+  test("a tail of objects ending inside a write is not applied: the log ends before it, the caller decides", async () => {
+    const { store } = await logOf(["b", "c", "b", "c", "c"]);
+    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    expect(state.nextSeq).toBe(4);
+    expect(mappedObjects(state.map)).toEqual([1, 2, 3]);
+    expect(state.rolledForward).toBe(3);
+    expect(state.writerCacheSeqLast).toBe(103);
+    expect(state.unfinished?.objects.map((object) => object.seq)).toEqual([4, 5]);
+    expect(state.unfinished?.writerCacheSeqLast).toBe(105);
+    expect(state.unfinished?.writerCacheUuid).toBe(WRITER_CACHE);
+    // Nothing is deleted yet: only the journal decision says whether the tail stays.
+    expect(await store.stat(objectName(PREFIX, 5))).not.toBeNull();
+  });
+
+  test("keepUnfinishedTail applies the tail as the log's end (the journal holds the rest of its write)", async () => {
+    const { store } = await logOf(["b", "c", "c"]);
+    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    keepUnfinishedTail(PREFIX, state);
+    expect(state.unfinished).toBeNull();
+    expect(state.nextSeq).toBe(4);
+    expect(mappedObjects(state.map)).toEqual([1, 2, 3]);
+    expect([state.rolledForward, state.writerCacheSeqLast]).toEqual([3, 103]);
+    expect(state.objects.get(3)?.liveSectors).toBe(8);
+  });
+
+  test("dropUnfinishedTail deletes the tail newest first and leaves the log at the last boundary", async () => {
+    const { store } = await logOf(["b", "c", "c", "c"]);
+    const deleted: string[] = [];
+    const recording = new (class extends WrappingStore {
+      protected override async call<T>(op: StoreOp, name: string, forward: () => Promise<T>): Promise<T> {
+        if (op === "delete") deleted.push(name);
+        return forward();
+      }
+      override async close(): Promise<void> {}
+    })(store);
+    const state = await recoverBackend(recording, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    await dropUnfinishedTail(recording, PREFIX, state, true);
+    expect(deleted).toEqual([4, 3, 2].map((seq) => objectName(PREFIX, seq)));
+    expect([state.nextSeq, state.unfinished, state.beyondGap]).toEqual([2, null, [2, 3, 4]]);
+    expect(mappedObjects(state.map)).toEqual([1]);
+    // A second recovery finds a log that ends on a boundary.
+    const again = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    expect([again.nextSeq, again.unfinished]).toEqual([2, null]);
+  });
+
+  test("a gap ends the log first: held objects before it are the tail, objects beyond it are deleted", async () => {
+    const { store } = await logOf(["b", "c", null, "b"]);
+    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    expect(state.unfinished?.objects.map((object) => object.seq)).toEqual([2]);
+    expect(state.beyondGap).toEqual([4]);
+    expect(await store.stat(objectName(PREFIX, 4))).toBeNull();
+    expect(state.nextSeq).toBe(2);
+  });
+});
+
+describe("a client write larger than a batch, after a crash", () => {
+  // 1 MiB at 64 KiB batches: 16 pieces in 16 objects; a long idle time keeps the last one open, so at the crash the
+  // backend holds 15 objects that end inside the write and the journal holds all of it. A checkpoint is due every 4
+  // objects: none may be taken inside the write.
+  async function crashInsideWrite(seed: number): Promise<{ world: World; old: Uint8Array; next: Uint8Array }> {
+    const world = await makeWorld(seed, { volumeBytes: 4 * MIB });
+    const old = new Uint8Array(MIB).fill(0x55);
+    const next = new Uint8Array(MIB).fill(0xaa);
+    let volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    await volume.write(0, old, false);
+    await volume.close();
+    volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    await volume.write(0, next, true);
+    await Bun.sleep(20); // the 15 sealed objects' puts complete
+    expect(volume.stats().objectsEndingInsideWrite).toBe(15);
+    expect(volume.stats().checkpoints).toBe(0);
+    // Their records are released; with the tail persisted, only the tail's objects bridge the journal to the log.
+    await (volume as unknown as { journal: { persistTail(): Promise<void> } }).journal.persistTail();
+    crashWorld(world, volume);
+    return { world, old, next };
+  }
+
+  test("with the cache: the journal finishes the write (tail kept, replayed), nothing acknowledged is lost", async () => {
+    const { world, next } = await crashInsideWrite(31);
+    const volume = await openVolume(world, { clock: immediateClock });
+    expect(volume.recovery.journalCase).toBe("@B");
+    expect(world.logs.some((line) => line.includes("end inside a client write: kept"))).toBe(true);
+    expect(await volume.read(0, MIB)).toEqual(next);
+    await volume.close();
+  });
+
+  test("without the cache: the write is wholly absent, its objects are deleted, and fsck is clean after the open", async () => {
+    const { world, old } = await crashInsideWrite(32);
+    world.device = new MemoryCacheDevice(world.device.sizeBytes, world.prng);
+    formatCache(world.device, world.volUuid, 5000);
+    const report = await fsckVolume({ store: world.store, prefix: PREFIX, cache: { device: world.device, pool: world.pool } });
+    expect(report.remaining.map((problem) => problem.kind)).toEqual(["gap"]);
+    const volume = await openVolume(world, { clock: immediateClock });
+    expect(world.logs.some((line) => line.includes("whose rest no journal holds"))).toBe(true);
+    expect(await volume.read(0, MIB)).toEqual(old);
+    await volume.close();
+    expect((await fsckVolume({ store: world.store, prefix: PREFIX })).problems).toEqual([]);
+  });
+
+  test("replayed records count as inside a write until the replay ends: losing the cache after a replay tears nothing", async () => {
+    // Journal records do not say where writes end. A crash while every put hangs leaves the whole write in the
+    // journal only; the restart replays its 16 records into 16 objects and puts 15 of them; then the cache is lost.
+    const world = await makeWorld(33, { volumeBytes: 4 * MIB });
+    const old = new Uint8Array(MIB).fill(0x55);
+    let volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    await volume.write(0, old, false);
+    await volume.close();
+    const healthy = world.store;
+    const faulty = new FaultyStore(healthy, { seed: 33 });
+    faulty.hang("put");
+    world.store = faulty;
+    volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    await volume.write(0, new Uint8Array(MIB).fill(0xaa), true);
+    crashWorld(world, volume);
+    world.store = healthy;
+    volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    expect(volume.recovery.journalRecordsReplayed).toBe(16);
+    await Bun.sleep(20);
+    expect(volume.stats().durableSeq).toBeGreaterThanOrEqual(volume.stats().puts);
+    expect(volume.stats().objectsEndingInsideWrite).toBe(15);
+    crashWorld(world, volume);
+    world.device = new MemoryCacheDevice(world.device.sizeBytes, world.prng);
+    formatCache(world.device, world.volUuid, 9000);
+    volume = await openVolume(world, { clock: immediateClock });
+    expect(await volume.read(0, MIB)).toEqual(old);
+    await volume.close();
+  });
 });

@@ -114,6 +114,7 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
       `cache_seq:      ${header.cacheSeq}`,
       `cache_seq_last: ${header.cacheSeqLast}`,
       `cache_uuid:     ${header.cacheUuid}`,
+      `write_continues: ${header.writeContinues ? "yes (a client write goes on in the next object)" : "no"}`,
       `data_crc32c:    ${header.dataCrc32c.toString(16).padStart(8, "0")} (OK)`,
       `objs_cleaned:   ${JSON.stringify(header.objsCleaned)}`,
       `data_map:       ${header.extents.length} extents (lba len, sectors)`,
