@@ -670,9 +670,10 @@ async function checkCache(
   const unfinished = backend.unfinished;
   if (unfinished && decideJournalCase(writer.uuid, writer.seqLast, superblock).replayAfter === null) {
     // As Volume.open decides: this journal does not hold the rest of the tail's write, so the log ends before it.
+    // Nothing is damaged (the backend is a prefix of whole writes either way), so it is a note, as case @F is.
     const first = unfinished.tail.objects[0]!.seq;
     const count = unfinished.tail.objects.length;
-    problems.push(problem("gap", first, `the log ends at seq ${first} for this cache: ${count} object(s) from ${objectName(prefix, first)} end inside a client write whose rest this journal does not hold, and the next open deletes them`));
+    notes.push(`the log ends at seq ${first} with this cache: ${count} object(s) from ${objectName(prefix, first)} end inside a client write whose rest only the journal of cache ${writer.uuid} holds; the next open with this cache deletes them`);
     writer = { uuid: unfinished.writerCacheUuid, seqLast: unfinished.writerCacheSeqLast };
     report.logWriterCacheUuid = writer.uuid;
     report.logJournalSeqLast = writer.seqLast;
