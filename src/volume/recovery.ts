@@ -120,40 +120,12 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const checkpointSeq = checkpoint?.seq ?? 0;
   if (checkpoint) objects.add(checkpointSeq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
 
-  let seq = checkpointSeq + 1;
-  let rolledForward = 0;
-  /** DATA objects ending inside a client write, since the last write boundary: applied once a boundary follows. */
-  let held: UnfinishedTail["objects"] = [];
-  for (;; seq++) {
-    const name = objectName(prefix, seq);
-    let bytes: Uint8Array;
-    try {
-      bytes = await store.get(name);
-    } catch (error) {
-      if (error instanceof NotFoundError) break;
-      throw error;
-    }
-    const found = checkLogObject(bytes, seq, superblock.volUuid, options.verifyData, notes, name);
-    if (!found) break;
-    if (found.header?.writeContinues) {
-      held.push({ seq, header: found.header });
-      continue;
-    }
-    for (const object of held) applyDataObject(object.header, map, objects);
-    rolledForward += held.length + 1;
-    held = [];
-    if (found.header) {
-      applyDataObject(found.header, map, objects);
-      writerCacheUuid = found.header.cacheUuid;
-      writerCacheSeqLast = found.header.cacheSeqLast;
-    } else {
-      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: found.hdrSectors, dataSectors: found.dataSectors, liveSectors: 0 });
-    }
+  const log = await rollForward(store, prefix, superblock.volUuid, checkpointSeq + 1, options.verifyData, map, objects, notes);
+  if (log.writer) {
+    writerCacheUuid = log.writer.cacheUuid;
+    writerCacheSeqLast = log.writer.cacheSeqLast;
   }
-  const logEndSeq = seq;
-  const nextSeq = held.length > 0 ? held[0]!.seq : logEndSeq;
-  const newest = held[held.length - 1]?.header;
-  const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast } : null;
+  const { logEndSeq, nextSeq, rolledForward, unfinished } = log;
 
   // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) must stop
   // being listed before their seqs are reused for new objects: otherwise the next superblock write (which keeps the
@@ -211,6 +183,65 @@ async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: Dec
     if (checkpoint && checkpointsChecksummed) break;
   }
   return checkpoint;
+}
+
+/** What the roll-forward found: where the log ends, where it ends on a write boundary, and the tail between. */
+interface RolledForward {
+  /** The first seq not read (missing or invalid). */
+  logEndSeq: number;
+  /** The first seq after the last write boundary: logEndSeq, or the unfinished tail's first seq. */
+  nextSeq: number;
+  /** Objects applied. */
+  rolledForward: number;
+  /** The header of the newest DATA object applied (null: none). */
+  writer: DataObjectHeader | null;
+  unfinished: UnfinishedTail | null;
+}
+
+/** The backend decision table above, from object `from` on: applies objects to `map` and `objects`, holds the rest. */
+async function rollForward(
+  store: ObjectStore,
+  prefix: string,
+  volUuid: string,
+  from: number,
+  verifyData: boolean,
+  map: ExtentMap,
+  objects: ObjectTable,
+  notes: string[],
+): Promise<RolledForward> {
+  let seq = from;
+  let rolledForward = 0;
+  let writer: DataObjectHeader | null = null;
+  /** DATA objects ending inside a client write, since the last write boundary: applied once a boundary follows. */
+  let held: UnfinishedTail["objects"] = [];
+  for (;; seq++) {
+    const name = objectName(prefix, seq);
+    let bytes: Uint8Array;
+    try {
+      bytes = await store.get(name);
+    } catch (error) {
+      if (error instanceof NotFoundError) break;
+      throw error;
+    }
+    const found = checkLogObject(bytes, seq, volUuid, verifyData, notes, name);
+    if (!found) break;
+    if (found.header?.writeContinues) {
+      held.push({ seq, header: found.header });
+      continue;
+    }
+    for (const object of held) applyDataObject(object.header, map, objects);
+    rolledForward += held.length + 1;
+    held = [];
+    if (found.header) {
+      applyDataObject(found.header, map, objects);
+      writer = found.header;
+    } else {
+      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: found.hdrSectors, dataSectors: found.dataSectors, liveSectors: 0 });
+    }
+  }
+  const newest = held[held.length - 1]?.header;
+  const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast } : null;
+  return { logEndSeq: seq, nextSeq: held.length > 0 ? held[0]!.seq : seq, rolledForward, writer, unfinished };
 }
 
 function describeTail(prefix: string, tail: UnfinishedTail): string {
