@@ -7,7 +7,7 @@ import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { computeCacheLayout } from "../../src/cache/cache_layout.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import { encodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
-import { encodeSuperblock } from "../../src/format/superblock_object.ts";
+import { encodeSuperblock, newSuperblock } from "../../src/format/superblock_object.ts";
 import { Volume, type VolumeOptions } from "../../src/volume/volume.ts";
 import type { Clock } from "../../src/volume/clock.ts";
 import { FencedStore } from "./fenced_store.ts";
@@ -36,7 +36,7 @@ export async function makeWorld(
   const store = options.store ?? new MemoryStore();
   const volUuid = uuidv4();
   const volumeBytes = options.volumeBytes ?? 16 * 1024 * 1024;
-  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: volumeBytes / SECTOR_BYTES, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
+  await store.put(PREFIX, encodeSuperblock(newSuperblock(volUuid, volumeBytes / SECTOR_BYTES)));
   const cacheBytes = options.cacheBytes ?? 40 * 1024 * 1024;
   const device = new MemoryCacheDevice(cacheBytes, prng);
   formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes);

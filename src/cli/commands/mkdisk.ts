@@ -5,7 +5,7 @@ import { v4 as uuidv4, validate as uuidValidate } from "uuid";
 import { PAGE_BYTES, SECTOR_BYTES, VOLUME_BYTES_DEFAULT, VOLUME_BYTES_MAX } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
-import { encodeSuperblock } from "../../format/superblock_object.ts";
+import { encodeSuperblock, newSuperblock } from "../../format/superblock_object.ts";
 import { parseObjectName } from "../../format/object_name.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
@@ -65,7 +65,7 @@ export const mkdiskCommand: Command = {
         }
       }
       const volSectors = sizeBytes / SECTOR_BYTES;
-      await store.put(prefix, encodeSuperblock({ volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
+      await store.put(prefix, encodeSuperblock(newSuperblock(volUuid, volSectors)));
       if (parsed.values.json === true) {
         writeOut(`${JSON.stringify({ volume: uri, uuid: volUuid, sizeBytes })}\n`);
       } else {
