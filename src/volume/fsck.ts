@@ -387,7 +387,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   // 5. The map recovery builds, against the replay from seq 1.
   let state: BackendState;
   try {
-    state = await recoverBackend(store, prefix, { deleteBeyondGap: false, verifyData: true });
+    state = await recoverBackend(store, prefix, { verifyData: true });
   } catch (error) {
     if (!(error instanceof CorruptionError)) throw error;
     problems.push(problem("recovery", null, `recovery fails: ${error.message}`));

@@ -5,8 +5,12 @@
 // A put is never abandoned: the store below retries transient errors; an error it gives up on is logged and the put
 // is tried again after a pause, because skipping a seq would leave a gap that ends the log at recovery. Meanwhile
 // writes keep going into the journal until it is full, then wait (docs/architecture.md, "Back-pressure").
+// Except one kind: a ConflictError is final. Every put is putIfAbsent (names are never written twice, see
+// "Ownership and fencing"), and the store below already turned a conflict with our own earlier attempt into success,
+// so a conflict means this process lost the volume (FencedError) or another writer's object holds the name: either
+// way nothing more may be put, and onFatal stops the volume.
 
-import { assert } from "../errors.ts";
+import { assert, ConflictError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import type { Clock } from "./clock.ts";
@@ -32,6 +36,8 @@ export class ObjectWriter {
     private readonly log: (line: string) => void,
     private readonly onDurable: (seq: number) => void,
     durableSeq: number,
+    /** A put failed for good (ConflictError): the writer has stopped. */
+    private readonly onFatal: (error: unknown) => void = () => {},
   ) {
     this.durableSeq = durableSeq;
   }
@@ -57,10 +63,15 @@ export class ObjectWriter {
     const name = objectName(this.prefix, seq);
     for (;;) {
       try {
-        await this.store.put(name, bytes);
+        await this.store.putIfAbsent(name, bytes);
         break;
       } catch (error) {
         if (this.closed) return;
+        if (error instanceof ConflictError) {
+          this.closed = true;
+          this.onFatal(error);
+          return;
+        }
         this.log(`error: put of ${name} failed, retrying in ${PERMANENT_ERROR_RETRY_DELAY_MS} ms: ${String(error)}`);
         await this.clock.sleep(PERMANENT_ERROR_RETRY_DELAY_MS);
       }

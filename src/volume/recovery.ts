@@ -1,13 +1,15 @@
 // Rebuilds the volume's state from the backend: newest valid checkpoint, then roll forward through the DATA objects
-// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery").
+// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery"). Reads only: what the new owner
+// writes (skipped ranges, the superblock) is decided from what this returns (ownership.ts, planLogStart).
 //
 // Backend decision table (per object seq after the checkpoint):
-//   object missing                         -> gap: the log ends here
-//   header or data CRC bad, wrong volume   -> treated as missing (never trusted): the log ends here
-//   CKPT object                            -> counts as present (its content is already in what we rolled forward)
-//   DATA object                            -> applied: trims and extents in their recorded order
-// Objects beyond the gap are deleted (when asked) so that a later recovery cannot resurrect them: the log after a
-// gap is not a prefix of the write history.
+//   seq in a skipped range of the superblock  -> not part of the log, whatever is there: continue after the range
+//   object missing                            -> gap: the log ends here
+//   header or data CRC bad, wrong volume      -> treated as missing (never trusted): the log ends here
+//   CKPT object                               -> counts as present (its content is already in what we rolled forward)
+//   DATA object                               -> applied: trims and extents in their recorded order
+// Objects beyond the gap are reported, not deleted: the next owner starts above them and records them as skipped, so
+// their names are never written again and a late landing of a stale writer cannot join the log.
 
 import { NIL as NIL_UUID } from "uuid";
 import { CorruptionError, NotFoundError } from "../errors.ts";
@@ -16,7 +18,7 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } fro
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
-import { decodeSuperblockChecked, encodeSuperblock, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { decodeSuperblockChecked, skippedRangeOf, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../constants.ts";
 import { ObjectKind, ObjectTable } from "./object_table.ts";
@@ -34,16 +36,23 @@ export interface BackendState {
   writerCacheSeqLast: number;
   /** Objects rolled forward after the checkpoint. */
   rolledForward: number;
-  /** Objects found beyond the gap (and deleted if deleteBeyondGap). */
+  /** Objects found beyond the gap (not in a skipped range): not part of the volume. */
   beyondGap: number[];
+  /** Objects inside the superblock's skipped ranges (late landings, left-overs): never part of the volume. */
+  skippedObjects: number[];
+  /** The highest seq name in the backend (0: none). */
+  highestSeq: number;
+  /** Listed checkpoints recovery could not use, which `superblock` no longer lists. */
+  checkpointsDropped: number[];
   /** What recovery decided, one line each, for the log. */
   notes: string[];
 }
 
 export interface RecoveryOptions {
-  deleteBeyondGap: boolean;
   /** Verify each rolled-forward object's data CRC (reads whole objects). */
   verifyData: boolean;
+  /** The superblock as its owner read it (SuperblockStore); read from the store when absent. */
+  superblock?: DecodedSuperblock;
 }
 
 export async function readSuperblock(store: ObjectStore, prefix: string): Promise<SuperblockObject> {
@@ -68,7 +77,7 @@ export async function readSuperblockChecked(store: ObjectStore, prefix: string):
 }
 
 export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
-  const decoded = await readSuperblockChecked(store, prefix);
+  const decoded = options.superblock ?? (await readSuperblockChecked(store, prefix));
   let superblock = decoded.superblock;
   const notes: string[] = [];
   const map = new ExtentMap();
@@ -105,6 +114,12 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   let seq = checkpointSeq + 1;
   let rolledForward = 0;
   for (;; seq++) {
+    const skipped = skippedRangeOf(superblock.skipped, seq);
+    if (skipped !== null) {
+      seq = skipped.last; // the loop's seq++ continues after the range
+      continue;
+    }
+    if (seq > 0xffffffff) break;
     const name = objectName(prefix, seq);
     let bytes: Uint8Array;
     try {
@@ -123,27 +138,26 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   }
   const nextSeq = seq;
 
-  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) must stop
-  // being listed before their seqs are reused for new objects: otherwise the next superblock write (which keeps the
-  // newest CHECKPOINTS_KEPT names) would go on naming a DATA object as a checkpoint.
-  const unusable = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
-  if (unusable.length > 0) {
+  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) stop being
+  // listed: the new owner's superblock must never name an object that is not a usable checkpoint.
+  const checkpointsDropped = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
+  if (checkpointsDropped.length > 0) {
     superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => listed <= checkpointSeq) };
-    notes.push(`superblock no longer lists unusable checkpoint(s) ${unusable.map((listed) => objectName(prefix, listed)).join(", ")}`);
-    if (options.deleteBeyondGap) await store.put(prefix, encodeSuperblock(superblock));
+    notes.push(`superblock no longer lists unusable checkpoint(s) ${checkpointsDropped.map((listed) => objectName(prefix, listed)).join(", ")}`);
   }
 
   const beyondGap: number[] = [];
+  const skippedObjects: number[] = [];
+  let highestSeq = 0;
   for (const name of await store.list(`${prefix}.`)) {
     const found = parseObjectName(prefix, name);
-    if (found !== null && found >= nextSeq) beyondGap.push(found);
+    if (found === null || found === 0) continue;
+    highestSeq = Math.max(highestSeq, found);
+    if (skippedRangeOf(superblock.skipped, found) !== null) skippedObjects.push(found);
+    else if (found >= nextSeq) beyondGap.push(found);
   }
   if (beyondGap.length > 0) {
-    notes.push(`log ends at ${objectName(prefix, nextSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it ${options.deleteBeyondGap ? "deleted" : "left in place"}`);
-    if (options.deleteBeyondGap) {
-      // Newest first, so that a crash part way leaves a shorter tail beyond the gap, never a new gap-free run.
-      for (const found of [...beyondGap].sort((a, b) => b - a)) await store.delete(objectName(prefix, found));
-    }
+    notes.push(`log ends at ${objectName(prefix, nextSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it are not part of the volume`);
   }
   return {
     superblock,
@@ -155,6 +169,9 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     writerCacheSeqLast,
     rolledForward,
     beyondGap,
+    skippedObjects,
+    highestSeq,
+    checkpointsDropped,
     notes,
   };
 }
@@ -162,7 +179,7 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
 /**
  * The newest listed checkpoint that loads (null: none). A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with
  * crc 0) is trusted only if every checkpoint it names loads: a damaged entry must not send recovery to an older
- * checkpoint, or to seq 1 (which deletes everything after the first hole).
+ * checkpoint, or to seq 1 (where the log would end at the first hole).
  */
 async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: DecodedSuperblock, notes: string[]): Promise<CheckpointObject | null> {
   const { superblock, checkpointsChecksummed, rewrittenByReference } = decoded;
