@@ -111,6 +111,8 @@ export const systemLeaseClock: LeaseClock = {
   monotonicMs: () => performance.now(),
   setTimer(delayMs, fn) {
     const timer = setTimeout(fn, delayMs);
+    // Renewals alone do not keep a process alive: whatever holds the lease (a server, a command) does.
+    timer.unref?.();
     return { cancel: () => clearTimeout(timer) };
   },
   sleep: (delayMs) => new Promise((resolve) => setTimeout(resolve, delayMs)),

@@ -4,10 +4,10 @@
 // so that names are never written twice and late landings of an earlier owner are harmless.
 
 import { SKIPPED_RANGES_MAX, STALE_SEQ_MARGIN, SUPERBLOCK_CAS_ATTEMPTS_MAX } from "../constants.ts";
-import { assert, ConflictError, NoSpaceError, NotFoundError } from "../errors.ts";
+import { assert, ConflictError, InvalidArgumentError, NoSpaceError, NotFoundError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
-import { objectName } from "../format/object_name.ts";
-import { encodeSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
+import { objectName, parseObjectName } from "../format/object_name.ts";
+import { encodeSuperblock, newSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
 import type { BackendState } from "./recovery.ts";
 import { FencedError, Lease, type Fence, type LeaseOptions } from "./lease.ts";
 import { decodeVolumeSuperblock, SuperblockStore } from "./superblock_store.ts";
@@ -102,16 +102,16 @@ export interface LogStart {
  * A new ownership writes above every name that may exist (rule 6): above the log end, the highest seq name in the
  * backend and the superblock's next_seq, plus STALE_SEQ_MARGIN when the previous holder did not release its lease
  * (puts it had started may still land). Seqs between the log end and the new start are recorded as skipped: no owner
- * ever writes them, and recovery and fsck ignore whatever lands there. Ranges below the oldest listed checkpoint are
- * no longer needed (recovery starts at a checkpoint) and are dropped.
+ * ever writes them, and recovery and fsck ignore whatever lands there.
  */
 export function planLogStart(logEnd: number, highestSeq: number, superblock: SuperblockObject, previousClean: boolean): LogStart {
   assert(Number.isSafeInteger(logEnd) && logEnd >= 1 && Number.isSafeInteger(highestSeq) && highestSeq >= 0, "log end and highest seq");
   let nextSeq = Math.max(logEnd, highestSeq + 1, superblock.nextSeq);
   if (!previousClean) nextSeq += STALE_SEQ_MARGIN;
   if (nextSeq > 0xffffffff) throw new NoSpaceError(`Volume has no object seqs left (the next would be ${nextSeq}, above 2^32 - 1)`);
-  const oldest = superblock.checkpoints[0] ?? 0;
-  let skipped = superblock.skipped.filter((range) => range.last >= oldest && range.last < logEnd);
+  // Ranges beyond the log end lie inside the one added below; the others are kept, also below the oldest checkpoint,
+  // where recovery no longer needs them: they tell left-overs landing there late from objects of the log.
+  let skipped = superblock.skipped.filter((range) => range.last < logEnd);
   for (const range of superblock.skipped) assert(!(range.first < logEnd && range.last >= logEnd), "the log never ends inside a skipped range");
   let added: SeqRange | null = null;
   if (nextSeq > logEnd) {
@@ -120,17 +120,12 @@ export function planLogStart(logEnd: number, highestSeq: number, superblock: Sup
     added = { first: merge ? newest.first : logEnd, last: nextSeq - 1 };
     skipped = [...(merge ? skipped.slice(0, -1) : skipped), added];
   }
-  // More ranges than a superblock holds takes a crash before every takeover checkpoint, many times over: the oldest go
-  // (only a recovery from the oldest listed checkpoint would cross them).
+  // More ranges than a superblock holds: the oldest go (they lie below every checkpoint after this many takeovers, each
+  // of which wrote one; only left-overs in them would no longer be recognised).
   if (skipped.length > SKIPPED_RANGES_MAX) skipped = skipped.slice(-SKIPPED_RANGES_MAX);
   return { nextSeq, skipped, added };
 }
 
-/** The skipped ranges a superblock listing `checkpoints` still needs: those not wholly below its oldest checkpoint. */
-export function trimSkipped(skipped: SeqRange[], checkpoints: number[]): SeqRange[] {
-  const oldest = checkpoints[0] ?? 0;
-  return skipped.every((range) => range.last >= oldest) ? skipped : skipped.filter((range) => range.last >= oldest);
-}
 
 /**
  * Makes the new ownership's log start durable before anything is written at or above it: one superblock
@@ -163,4 +158,73 @@ export async function beginLog(
   for (const seq of doomed.sort((a, b) => b - a)) await store.delete(objectName(prefix, seq));
   if (doomed.length > 0) log(`recovery: deleted ${doomed.length} object(s) in skipped ranges (beyond a gap, or landed after their writer lost the volume)`);
   return plan;
+}
+
+export interface CreateVolumeOptions {
+  /** Unguarded (the lease is written through it), usually a RetryingStore. */
+  store: ObjectStore;
+  prefix: string;
+  volUuid: string;
+  volSectors: number;
+  /** Replace a volume that exists at the prefix (mkdisk --force); otherwise one that exists is refused. */
+  replace: boolean;
+  /** Lease options for the time of the creation (command "mkdisk"). */
+  lease: Omit<LeaseOptions, "store" | "prefix" | "volumeMayBeAbsent">;
+}
+
+/**
+ * `lsvd mkdisk`: under the lease (refused while anyone owns the prefix), writes a new superblock whose log starts
+ * above every name that exists at the prefix (objects of a replaced or deleted volume, plus the margin when their
+ * writer did not release its lease), with those names skipped, then deletes the old objects and releases the lease.
+ * The superblock goes first (compare-and-swap over the old one, or create-exclusive): a crash before the deletes
+ * leaves objects in a skipped range, which the next open deletes.
+ */
+export async function createVolume(options: CreateVolumeOptions): Promise<{ epoch: number; nextSeq: number; deleted: number }> {
+  const { store, prefix } = options;
+  const lease = await Lease.acquire({ ...options.lease, store, prefix, volumeMayBeAbsent: true });
+  try {
+    const existing = await store.getVersioned(prefix);
+    if (existing !== null && !options.replace) {
+      throw new InvalidArgumentError(`A volume already exists at ${store.description}/${prefix} (use --force to replace it and delete its objects)`);
+    }
+    const old: number[] = [];
+    for (const name of await store.list(`${prefix}.`)) {
+      const seq = parseObjectName(prefix, name);
+      if (seq !== null && seq !== 0) old.push(seq);
+    }
+    const previousNextSeq = existing === null ? 0 : superblockNextSeq(prefix, existing.data);
+    let nextSeq = Math.max(1, ...old.map((seq) => seq + 1), previousNextSeq);
+    const anythingBefore = existing !== null || old.length > 0 || lease.taken.previous !== null;
+    if (!lease.taken.clean && anythingBefore) nextSeq += STALE_SEQ_MARGIN;
+    if (nextSeq > 0xffffffff) throw new NoSpaceError(`Volume prefix ${prefix} has no object seqs left`);
+    const superblock: SuperblockObject = {
+      ...newSuperblock(options.volUuid, options.volSectors),
+      nextSeq,
+      ownerEpoch: lease.epoch,
+      skipped: nextSeq > 1 ? [{ first: 1, last: nextSeq - 1 }] : [],
+    };
+    lease.check();
+    const bytes = encodeSuperblock(superblock);
+    if (existing === null) await store.putIfAbsent(prefix, bytes);
+    else await store.putIfVersion(prefix, bytes, existing.version);
+    for (const seq of old.sort((a, b) => b - a)) {
+      lease.check();
+      await store.delete(objectName(prefix, seq));
+    }
+    await lease.release();
+    return { epoch: lease.epoch, nextSeq, deleted: old.length };
+  } catch (error) {
+    // Nothing of ours can land late (every call above completed), so the lease is given back clean.
+    await lease.release();
+    throw error;
+  }
+}
+
+/** The next_seq of a superblock being replaced (0 if it does not decode: its objects are listed anyway). */
+function superblockNextSeq(prefix: string, bytes: Uint8Array): number {
+  try {
+    return decodeVolumeSuperblock(prefix, bytes).superblock.nextSeq;
+  } catch {
+    return 0;
+  }
 }

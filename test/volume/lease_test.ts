@@ -96,7 +96,8 @@ describe("acquisition decision table", () => {
           const nowMs = 1000 + DURATION_MS + (expired ? 0 : -1);
           const decision = decideAcquisition(found, nowMs, liveness);
           const want = expected(kind, liveness, expired);
-          expect({ case: decision.case, action: decision.action, ...(decision.action === "take" ? { clean: decision.clean } : {}) }).toEqual(want);
+          const got: Expected = { case: decision.case, action: decision.action, ...(decision.action === "take" ? { clean: decision.clean } : {}) };
+          expect(got).toEqual(want);
           if (decision.action === "wait") expect(decision.untilMs).toBe(1000 + DURATION_MS);
           cases.add(decision.case);
           combinations += 1;
