@@ -235,7 +235,7 @@ export class Lease implements Fence {
       const previous = found.kind === "lease" ? found.lease : null;
       const epoch = Math.max(previous?.epoch ?? 0, epochOfSuperblock ?? 0) + 1;
       const sentAtMs = clock.monotonicMs();
-      const wallMs = clock.wallMs();
+      const wallMs = Math.floor(clock.wallMs());
       const record: LeaseRecord = {
         state: LeaseState.Held,
         epoch,
@@ -335,7 +335,7 @@ export class Lease implements Fence {
       return;
     }
     const sentAtMs = clock.monotonicMs();
-    const record = { ...this.record, renewedAtMs: Math.max(clock.wallMs(), this.record.acquiredAtMs) };
+    const record = { ...this.record, renewedAtMs: Math.max(Math.floor(clock.wallMs()), this.record.acquiredAtMs) };
     try {
       const version = await store.putIfVersion(leaseName(prefix), encodeLease(record), this.version);
       if (this.reason !== null) return; // fenced meanwhile (deadline): fencing is final
@@ -345,6 +345,10 @@ export class Lease implements Fence {
       this.renewals += 1;
       if (!this.stopped) this.armTimers(sentAtMs);
     } catch (error) {
+      if (error instanceof ConflictError && (await this.adoptOwnWrite())) {
+        this.renewTimer = clock.setTimer(0, () => this.startRenewal());
+        return;
+      }
       if (error instanceof ConflictError) {
         this.fence(`lease epoch ${this.record.epoch} was taken over: ${await this.describeSuccessor()}`);
         return;
@@ -352,6 +356,26 @@ export class Lease implements Fence {
       if (this.reason !== null || this.stopped) return;
       log(`lease of ${prefix}: renewal failed (${error instanceof LsvdError ? error.message : String(error)}); retrying until ${((this.deadlineMs - clock.monotonicMs()) / 1000).toFixed(1)} s from now`);
       this.renewTimer = clock.setTimer(renewRetryMs(this.record.durationMs), () => this.startRenewal());
+    }
+  }
+
+  /**
+   * After a conflict: if the lease still is ours (our cookie and epoch, held), an earlier renewal of ours landed though
+   * its caller saw it fail; take its version and renew again. Its deadline is not taken: we do not know when it was
+   * sent, so the last confirmed one stands.
+   */
+  private async adoptOwnWrite(): Promise<boolean> {
+    try {
+      const { found, version } = await readLease(this.options.store, this.options.prefix);
+      if (found.kind !== "lease" || version === null) return false;
+      const lease = found.lease;
+      if (lease.cookie !== this.record.cookie || lease.epoch !== this.record.epoch || lease.state !== LeaseState.Held) return false;
+      if (version === this.version || this.reason !== null) return false;
+      this.version = version;
+      this.record = lease;
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -376,7 +400,7 @@ export class Lease implements Fence {
     if (this.reason !== null) return;
     const { clock, store, prefix, log } = this.options;
     if (clock.monotonicMs() >= this.deadlineMs) return this.expireLocally();
-    const record = { ...this.record, state: LeaseState.Released, renewedAtMs: Math.max(clock.wallMs(), this.record.acquiredAtMs) };
+    const record = { ...this.record, state: LeaseState.Released, renewedAtMs: Math.max(Math.floor(clock.wallMs()), this.record.acquiredAtMs) };
     try {
       this.version = await store.putIfVersion(leaseName(prefix), encodeLease(record), this.version);
       this.record = record;

@@ -281,6 +281,20 @@ describe("lease on a memory store", () => {
     expect((await storedLease(memory)).state).toBe(LeaseState.Released);
   });
 
+  test("a renewal that landed though its caller saw it fail (no retrying store) is adopted at the next renewal", async () => {
+    const memory = await volumeStore();
+    const faulty = new FaultyStore(memory);
+    const clock = new VirtualLeaseClock();
+    const lease = await Lease.acquire(options(faulty, clock, HOST_A, runningOn(HOST_A)));
+    faulty.failNextAfterApply("putIfVersion", 1); // lands, then reports a failure: the lease keeps the old version
+    await clock.advance(DURATION_MS / LEASE_RENEW_DIVISOR + 1);
+    expect(faulty.injected).toBe(1);
+    await clock.advance(DURATION_MS);
+    expect(lease.fencedReason).toBeNull();
+    expect(lease.renewals).toBeGreaterThan(2);
+    lease.abandon();
+  });
+
   test("a broken lease is waited for until its holder has certainly stopped, then taken (unclean)", async () => {
     const store = await volumeStore();
     const clock = new VirtualLeaseClock();

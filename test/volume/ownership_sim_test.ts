@@ -255,6 +255,26 @@ describe("puts of a holder that lost the volume, held in the store and landing l
   }
 });
 
+describe("our own puts are not someone else's", () => {
+  test("a put that landed though the store reported a failure is found at the retry: no fencing, nothing lost", async () => {
+    const world = await makeWorld(506, { volumeBytes: 2 * MIB });
+    const clock = new VirtualLeaseClock();
+    const owner = await openAs(world, "a", 1, world.device, clock);
+    owner.faulty.failNextAfterApply("putIfAbsent", 3); // no RetryingStore here: the object writer itself retries
+    const model = new VolumeModel(world.volumeBytes);
+    model.bytes.set(await readAll(owner.volume, world.volumeBytes));
+    await writeBlocks(owner.volume, world, model, 40);
+    await owner.volume.close();
+    expect(owner.faulty.injected).toBeGreaterThanOrEqual(1);
+    expect(owner.lease.fencedReason).toBeNull();
+    expect(owner.logs.some((line) => line.includes("retrying"))).toBe(true);
+    await owner.lease.release();
+    const again = await openVolume(world);
+    expect(Buffer.from(await readAll(again, world.volumeBytes)).equals(Buffer.from(model.bytes))).toBe(true);
+    await again.close();
+  }, 30_000);
+});
+
 describe("someone else writes under a running owner", () => {
   test("a superblock rewritten by another writer fences the owner at its next superblock write", async () => {
     const world = await makeWorld(504, { volumeBytes: 2 * MIB });
