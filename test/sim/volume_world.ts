@@ -13,6 +13,7 @@ import { FencedStore } from "./fenced_store.ts";
 import { GuardedStore } from "../../src/backend/guarded_store.ts";
 import type { Lease } from "../../src/volume/lease.ts";
 import { createVolume, takeOwnership } from "../../src/volume/ownership.ts";
+import { fsckVolume, type FsckReport } from "../../src/volume/fsck.ts";
 import { MemoryCacheDevice, MemoryPool } from "./memory_cache_device.ts";
 import { Prng } from "./prng.ts";
 
@@ -118,6 +119,29 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     ...overrides,
   });
   return world.volume;
+}
+
+/**
+ * `lsvd fsck --repair` as another process would run it: the volume's lease first (the previous incarnation released
+ * it if it closed cleanly, else it is dead and its lease is taken over), repairs through the lease-guarded store,
+ * then the lease released.
+ */
+export async function fsckRepair(world: World): Promise<FsckReport> {
+  const previous = world.volume as unknown as { closed: boolean } | null;
+  if (world.lease !== null && previous?.closed === true) await world.lease.release();
+  world.lease?.abandon();
+  world.lease = null;
+  world.incarnation += 1;
+  let lease: Lease | null = null;
+  const store = new GuardedStore(world.store, () => lease!.check());
+  const taken = await takeOwnership(
+    { store: world.store, prefix: PREFIX, command: "fsck --repair", identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 }, processRuns: () => false },
+    store,
+  );
+  lease = taken.lease;
+  const report = await fsckVolume({ store, prefix: PREFIX, repair: true, owner: taken.owner });
+  await lease.release();
+  return report;
 }
 
 /** Garbage collection all the time: a round every 2 ms, a checkpoint forced for retired objects after 20 ms. */
