@@ -74,18 +74,20 @@ export async function openVolumeForCommand(
     volume = await Volume.open({ ...options, owner: taken.owner, store, prefix: backend.prefix, cache: device, pool: device.pool });
   } catch (error) {
     // Recovery may have started puts (a journal replay, a handover): the lease expires instead of being released.
+    // The store first: closing it waits for the puts in flight, whose bytes may live in the device's buffer pool.
     taken.lease.abandon();
-    await device.close();
     await backend.close();
+    await device.close();
     throw error;
   }
   const close = async () => {
     try {
       await volume.close();
     } catch (error) {
+      // Not clean (fenced, or the backend failed): puts may still be in flight, from the device's buffers.
       taken.lease.abandon();
-      await device.close();
       await backend.close();
+      await device.close();
       throw error;
     }
     await device.close();

@@ -248,12 +248,14 @@ test(
     const setup = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
     const a = await pwrite(setup.uri, 0, 8 * MIB, SEED + 3);
     expect((await setup.stop()).exitCode).toBe(0);
-    // C: acknowledged by the holder (journal, flushed) but still in its open batch when it is stopped.
+    // C: acknowledged by the holder (journal, flushed) but still in its open batch when it is stopped. Its idle seal
+    // (1.5 s after the write) comes due while it is stopped, before its lease timers (it renews every 2 s and stops
+    // 5 s after a renewal): when it runs again, it first tries to put C, and the guard must refuse that put.
     const holder = await LsvdServer.start({
       ...paths,
       transport: "unix",
       dir: paths.dir,
-      extraArgs: ["--lease-seconds", "2", "--batch-idle-ms", "600000", "--no-gc"],
+      extraArgs: ["--lease-seconds", "6", "--batch-idle-ms", "1500", "--no-gc"],
     });
     await pwrite(holder.uri, 8 * MIB, 2 * MIB, SEED + 4);
     holder.process.kill("SIGSTOP");
@@ -271,6 +273,7 @@ test(
       const before = backendListing(paths);
 
       // SIGCONT: the holder runs again, finds its lease gone, and goes, having put nothing.
+      // (The successor could only take over once the lease ran out: at least 4 s after the stop, past the idle seal.)
       holder.process.kill("SIGCONT");
       expect(await holder.waitFor(/exiting: volume .* was lost/, 60_000)).toBe("found");
       const resumed = await holder.stop("SIGTERM");
