@@ -615,9 +615,9 @@ async function repairOnce(store: ObjectStore, prefix: string, check: BackendChec
     const state = await recoverBackend(store, prefix, { verifyData: true, superblock: superblocks.decoded });
     const plan = await beginLog(store, state, superblocks, owner, () => undefined);
     const deleted = state.beyondGap.length + state.skippedObjects.length;
-    const range = plan.added === null ? "" : `; seqs ${plan.added.first}..${plan.added.last} are skipped for good, the log continues at ${plan.nextSeq}`;
+    const range = plan.added === null ? "" : `, seqs ${plan.added.first}..${plan.added.last} skipped for good (the log continues at ${plan.nextSeq})`;
     const gapIsProblem = check.problems.some((found) => found.kind === "gap");
-    steps.push({ what: `log ends at seq ${state.nextSeq}: ${deleted} object(s) beyond it or in skipped ranges deleted${range}`, fixesProblem: gapIsProblem });
+    steps.push({ what: `log truncated at seq ${state.nextSeq}: ${deleted} object(s) deleted${range}`, fixesProblem: gapIsProblem });
   }
   if (report.leftoverCheckpointsCount > 0) {
     // Below the oldest checkpoint the (durable) superblock names: never read by recovery. The list is bounded, so a
