@@ -85,7 +85,7 @@ async function measure(datasetDir: string, runDir: string): Promise<{ openMs: nu
   cpSync(datasetDir, runDir, { recursive: true });
   const store = await FileStore.open(path.join(runDir, "b"));
   const backendStarted = performance.now();
-  const state = await recoverBackend(store, "vol", { deleteBeyondGap: false, verifyData: true });
+  const state = await recoverBackend(store, "vol", { verifyData: true });
   const backendMs = performance.now() - backendStarted;
   const device = await openUringDevice(path.join(runDir, "cache"));
   const started = performance.now();

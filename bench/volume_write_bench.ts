@@ -17,7 +17,7 @@ import { loadIsalCrc32c } from "../ffi/isal_crc32c.ts";
 import { openUringDevice } from "../ffi/uring_device.ts";
 import { encodeCacheSuperblock } from "../src/format/cache_superblock.ts";
 import { installCrc32cAccelerator } from "../src/format/crc32c.ts";
-import { encodeSuperblock } from "../src/format/superblock_object.ts";
+import { encodeSuperblock, newSuperblock } from "../src/format/superblock_object.ts";
 import { Volume } from "../src/volume/volume.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string" }, qd: { type: "string" }, dir: { type: "string" }, "backend-dir": { type: "string" }, "memory-backend": { type: "boolean" } } });
@@ -30,7 +30,7 @@ try {
   const volumeBytes = 1024 ** 3;
   const store = values["memory-backend"] ? new MemoryStore() : await FileStore.open(backendDir);
   const volUuid = uuidv4();
-  await store.put("vol", encodeSuperblock({ volUuid, volSectors: volumeBytes / SECTOR_BYTES, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
+  await store.put("vol", encodeSuperblock(newSuperblock(volUuid, volumeBytes / SECTOR_BYTES)));
   const device = await openUringDevice(join(dir, "cache"), { createSizeBytes: 1024 ** 3 });
   const layout = computeCacheLayout(device.sizeBytes);
   const page = device.pool.acquire(4096);

@@ -262,3 +262,35 @@ export const FSCK_REPORT_ITEMS_MAX = 1000;
 
 /** SSD read-cache fills (writes of backend data into the read-cache region) running at once; more are skipped. */
 export const READ_CACHE_INSERTS_INFLIGHT_MAX = 32;
+
+// ---- Ownership and fencing (docs/architecture.md, "Ownership and fencing") ----------------------------------------
+
+/** How long a lease holds without renewal (`--lease-seconds` changes it, for tests). */
+export const LEASE_DURATION_MS_DEFAULT = 30_000;
+/** The holder renews every duration / LEASE_RENEW_DIVISOR, so two renewals may fail before it is fenced. */
+export const LEASE_RENEW_DIVISOR = 3;
+/**
+ * The holder stops (fences itself) at duration - duration / LEASE_MARGIN_DIVISOR after it sent its last successful
+ * renewal, by its monotonic clock; others may take the lease at duration after that renewal's wall-clock time. The
+ * gap is what wall clocks of two hosts may disagree by (5 s at the default duration).
+ */
+export const LEASE_MARGIN_DIVISOR = 6;
+/** Shortest lease `--lease-seconds` accepts. */
+export const LEASE_DURATION_MS_MIN = 1000;
+/**
+ * Seqs a new ownership leaves unused above every name that exists when the previous holder did not release its lease
+ * cleanly: a writer that lost its lease may still land puts it had started, at seqs no higher than the highest name
+ * that exists plus the puts it had in flight (PUTS_INFLIGHT_MAX). Seqs are uint32: a margin per unclean takeover costs
+ * nothing that matters.
+ */
+export const STALE_SEQ_MARGIN = 1024;
+/** Skipped seq ranges a superblock may carry (docs/format.md); a takeover checkpoint keeps the count near 3. */
+export const SKIPPED_RANGES_MAX = 64;
+/** Attempts at the superblock rewrite that records a new owner's epoch while a stale holder's last write lands. */
+export const SUPERBLOCK_CAS_ATTEMPTS_MAX = 8;
+
+// A stale writer's late puts land at most PUTS_INFLIGHT_MAX seqs above the highest existing name.
+assert(STALE_SEQ_MARGIN > PUTS_INFLIGHT_MAX + 1, "the stale-seq margin covers every put a writer has in flight");
+// Two renewals fit before the local deadline, and the deadline comes before anyone else may take the lease.
+assert(1 - 1 / LEASE_MARGIN_DIVISOR > 2 / LEASE_RENEW_DIVISOR, "two renewals come before the local deadline");
+assert(LEASE_DURATION_MS_DEFAULT >= LEASE_DURATION_MS_MIN, "default lease duration");

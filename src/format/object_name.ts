@@ -15,6 +15,17 @@ export function objectName(prefix: string, seq: number): string {
   return `${prefix}.${seq.toString(16).padStart(SEQ_HEX_DIGITS, "0")}`;
 }
 
+/**
+ * The lease object of the volume at `prefix` (docs/format.md, "Lease object"): not a seq name, so parseObjectName
+ * returns null for it and nothing that walks the log ever reads it.
+ */
+export function leaseName(prefix: string): string {
+  assert(prefix.length > 0, "object name prefix is not empty");
+  return `${prefix}${LEASE_SUFFIX}`;
+}
+
+export const LEASE_SUFFIX = ".lease";
+
 /** The sequence number named by `name`, or null if `name` is not `<prefix>.<8 lowercase hex digits>`. */
 export function parseObjectName(prefix: string, name: string): number | null {
   assert(prefix.length > 0, "object name prefix is not empty");

@@ -2,8 +2,12 @@
 // snapshots, plus our extension's next object seq. Spec: docs/format.md, "Superblock object".
 //
 // Layout we write (one 4 KiB header area unless the arrays need more; data_sectors = 0):
-//   0   common header (44)          76  extension block (28)          104  ckpts, clone_info, snaps, then zeros
+//   0   common header (44)          76  extension block (44)          120  ckpts, clone_info, snaps, skips, zeros
 //   44  super sub-header (32)
+// Ownership fields (docs/architecture.md, "Ownership and fencing"): owner_epoch, the lease epoch of the owner that
+// wrote this superblock, and the skipped ranges: seqs no owner ever writes (a new ownership starts its log above
+// every name that may exist), sorted, disjoint, each below next_seq. Earlier lsvd versions wrote a 28-byte
+// extension block (next_seq only, arrays from 104): it decodes with ownerEpoch 0 and no skipped ranges.
 // The decoder also reads reference-written superblocks (no extension: nextSeq = 0), and our own superblocks after the
 // reference (lsvd-rbd) rewrote them in place, which it does at every checkpoint: it reads the superblock, sets
 // ckpts_offset to 76 (the end of its sub-header) and ckpts_len, writes its list of at most 3 checkpoint seqs at 76 and
@@ -12,7 +16,7 @@
 // checksum, so the caller must check what it names (recovery refuses a list naming a checkpoint that is missing or
 // does not decode: checkpointsChecksummed false).
 
-import { PAGE_BYTES, SECTOR_BYTES, VOLUME_SECTORS_MAX } from "../constants.ts";
+import { PAGE_BYTES, SECTOR_BYTES, SKIPPED_RANGES_MAX, VOLUME_SECTORS_MAX } from "../constants.ts";
 import { CorruptionError, assert } from "../errors.ts";
 import {
   SHORT_NAME_BYTES_MAX,
@@ -53,6 +57,27 @@ export interface SuperblockObject {
   snapshots: { seq: number; name: string }[];
   /** Extension: the next object seq to allocate; 0 = unknown (plain v1 superblock). */
   nextSeq: number;
+  /** Extension: the lease epoch of the owner that wrote this superblock; 0 = none yet (or an older superblock). */
+  ownerEpoch: number;
+  /** Extension: seqs first..last (inclusive) that no owner ever writes; ascending, disjoint. */
+  skipped: SeqRange[];
+}
+
+/** Object seqs first..last, inclusive. */
+export interface SeqRange {
+  first: number;
+  last: number;
+}
+
+/** A new volume's superblock: no checkpoint, no owner yet, the log starts at seq 1. */
+export function newSuperblock(volUuid: string, volSectors: number): SuperblockObject {
+  return { volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1, ownerEpoch: 0, skipped: [] };
+}
+
+/** The range holding seq, or null. */
+export function skippedRangeOf(skipped: readonly SeqRange[], seq: number): SeqRange | null {
+  for (const range of skipped) if (range.first <= seq && seq <= range.last) return range;
+  return null;
 }
 
 const SUPER_SUB = layout(
@@ -72,13 +97,27 @@ const SUPER_SUB = layout(
 export const SUPER_SUBHEADER_BYTES = 32;
 assert(SUPER_SUB.BYTES === SUPER_SUBHEADER_BYTES, "the v1 super sub-header is 32 bytes");
 
-const SUPER_EXT = layout([...EXT_PREAMBLE_FIELDS, ["nextSeq", 8]], COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES);
-export const SUPER_EXTENSION_BYTES = 28;
-assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 28 bytes");
+const SUPER_EXT = layout(
+  [
+    ...EXT_PREAMBLE_FIELDS,
+    ["nextSeq", 8], // u64 <= 2^32
+    ["ownerEpoch", 8], // u64 (from here on: absent in the 28-byte block of earlier versions)
+    ["skipsOffset", 4], // seq_range {u32 first, u32 last} entries; len % 8 == 0
+    ["skipsLen", 4],
+  ],
+  COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES,
+);
+export const SUPER_EXTENSION_BYTES = 44;
+assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 44 bytes");
 const EXT_PLACE: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_BYTES };
-/** Where our variable parts start: 104. */
+/** The block earlier lsvd versions wrote: preamble and next_seq. Decoded, never written. */
+export const SUPER_EXTENSION_V1_BYTES = 28;
+const EXT_PLACE_V1: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_V1_BYTES };
+assert(SUPER_EXT.ownerEpoch === EXT_PLACE_V1.offset + SUPER_EXTENSION_V1_BYTES, "the ownership fields follow the earlier block");
+/** Where our variable parts start: 120 (104 in superblocks of earlier versions). */
 const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
-assert(SUPER_FIXED_BYTES === 104, "superblock fixed part is 104 bytes");
+assert(SUPER_FIXED_BYTES === 120, "superblock fixed part is 120 bytes");
+const SEQ_RANGE_BYTES = 8;
 
 /** Where the reference writes its checkpoint list when it rewrites a superblock: right after its sub-header. */
 export const REFERENCE_CKPTS_OFFSET = COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
@@ -107,6 +146,23 @@ function checkSuperblock(s: SuperblockObject): void {
   }
   for (const snap of s.snapshots) if (!isU32(snap.seq)) assert(false, `snapshot seq ${snap.seq} is a uint32`);
   assert(isSafeU64(s.nextSeq) && s.nextSeq <= 2 ** 32, "nextSeq is 0 .. 2^32 (object seqs are uint32)");
+  assert(isSafeU64(s.ownerEpoch), "ownerEpoch is a u64");
+  const problem = skippedProblem(s);
+  assert(problem === null, `superblock skipped ranges: ${problem}`);
+}
+
+/** Why the skipped ranges are not well formed (see the file comment), or null. Shared by encode and decode. */
+function skippedProblem(s: SuperblockObject): string | null {
+  if (s.skipped.length > SKIPPED_RANGES_MAX) return `${s.skipped.length} ranges, more than ${SKIPPED_RANGES_MAX}`;
+  let previousLast = 0;
+  for (const { first, last } of s.skipped) {
+    if (!(isU32(first) && isU32(last) && first >= 1 && first <= last)) return `range ${first}..${last} is not 1 <= first <= last < 2^32`;
+    if (first <= previousLast) return `range ${first}..${last} is not above the previous one`;
+    if (s.nextSeq !== 0 && last >= s.nextSeq) return `range ${first}..${last} reaches next_seq ${s.nextSeq}`;
+    previousLast = last;
+  }
+  for (const seq of s.checkpoints) if (skippedRangeOf(s.skipped, seq) !== null) return `checkpoint ${seq} lies in a skipped range`;
+  return null;
 }
 
 function shortName(name: string): Uint8Array {
@@ -125,7 +181,9 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
   const clonesLen = baseName === null ? 0 : CLONE.BYTES + baseName.byteLength + 1;
   const snapsOffset = clonesOffset + clonesLen;
   const snapsLen = snapNames.reduce((sum, name) => sum + SNAP.BYTES + name.byteLength, 0);
-  const hdrBytes = Math.max(roundUp(snapsOffset + snapsLen, PAGE_BYTES), PAGE_BYTES);
+  const skipsOffset = snapsOffset + snapsLen;
+  const skipsLen = SEQ_RANGE_BYTES * s.skipped.length;
+  const hdrBytes = Math.max(roundUp(skipsOffset + skipsLen, PAGE_BYTES), PAGE_BYTES);
 
   const header = new Uint8Array(hdrBytes);
   const view = viewOf(header);
@@ -145,6 +203,13 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
   view.setUint32(SUPER_SUB.snapsLen, snapsLen, true);
   encodeExtensionPreamble(header, EXT_PLACE);
   setU64(view, SUPER_EXT.nextSeq, s.nextSeq);
+  setU64(view, SUPER_EXT.ownerEpoch, s.ownerEpoch);
+  view.setUint32(SUPER_EXT.skipsOffset, skipsOffset, true);
+  view.setUint32(SUPER_EXT.skipsLen, skipsLen, true);
+  s.skipped.forEach((range, i) => {
+    view.setUint32(skipsOffset + SEQ_RANGE_BYTES * i, range.first, true);
+    view.setUint32(skipsOffset + SEQ_RANGE_BYTES * i + 4, range.last, true);
+  });
 
   s.checkpoints.forEach((seq, i) => view.setUint32(ckptsOffset + 4 * i, seq, true));
   if (s.clone !== null && baseName !== null) {
@@ -184,22 +249,33 @@ export function decodeSuperblock(bytes: Uint8Array): SuperblockObject {
 
 /** decodeSuperblock, and whether a CRC covers the checkpoint list (see DecodedSuperblock). */
 export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
-  const undone = undoReferenceRewrite(bytes);
-  if (undone === null) {
+  // Our superblock as the reference left it, in the current layout or in that of earlier versions (whose extension
+  // block was 28 bytes long and whose arrays started at 104): the first whose CRCs verify.
+  let undone: { original: Uint8Array; checkpoints: number[] } | null = null;
+  let original: SuperblockObject | null = null;
+  let failure: CorruptionError | null = null;
+  for (const place of [EXT_PLACE, EXT_PLACE_V1]) {
+    undone = undoReferenceRewrite(bytes, place);
+    if (undone === null) continue;
+    try {
+      const decoded = decodeSuperblockBytes(undone.original);
+      assert(decoded.extended, "a reconstruction carries the extension");
+      original = decoded.superblock;
+      break;
+    } catch (error) {
+      if (!(error instanceof CorruptionError)) throw error;
+      failure ??= error;
+    }
+  }
+  if (undone === null && failure === null) {
     const { superblock, extended } = decodeSuperblockBytes(bytes);
     const checksummed = extended || viewOf(bytes).getUint32(COMMON_HEADER.crc, true) !== 0;
     return { superblock, checkpointsChecksummed: checksummed, rewrittenByReference: false };
   }
-  let original: SuperblockObject;
-  try {
-    const decoded = decodeSuperblockBytes(undone.original);
-    assert(decoded.extended, "a reconstruction carries the extension");
-    original = decoded.superblock;
-  } catch (error) {
-    if (!(error instanceof CorruptionError)) throw error;
+  if (original === null || undone === null) {
     throw corrupt(
       "superblock",
-      `${error.message.replace(/^Cannot decode superblock: /, "")} (its checkpoint list sits at offset ${REFERENCE_CKPTS_OFFSET} as lsvd-rbd writes it, but the rest is not the lsvd superblock it would have rewritten)`,
+      `${failure!.message.replace(/^Cannot decode superblock: /, "")} (its checkpoint list sits at offset ${REFERENCE_CKPTS_OFFSET} as lsvd-rbd writes it, but the rest is not the lsvd superblock it would have rewritten)`,
     );
   }
   const checkpoints = undone.checkpoints;
@@ -207,22 +283,26 @@ export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
   for (let i = 1; i < checkpoints.length; i++) {
     if (checkpoints[i]! <= checkpoints[i - 1]!) throw corrupt("superblock", `checkpoint list at offset ${REFERENCE_CKPTS_OFFSET} is not in increasing order: ${checkpoints.join(", ")}`);
   }
-  // next_seq is stale: the reference allocated seqs without updating it. 0 = unknown, as for plain v1.
-  const superblock: SuperblockObject = { ...original, checkpoints, nextSeq: 0 };
+  // next_seq is stale: the reference allocated seqs without updating it. 0 = unknown, as for plain v1. Skipped ranges
+  // above the reference's newest checkpoint are dropped: knowing nothing of them, it may have written there.
+  const newest = checkpoints[checkpoints.length - 1]!;
+  const superblock: SuperblockObject = { ...original, checkpoints, nextSeq: 0, skipped: original.skipped.filter((range) => range.last < newest) };
   checkSuperblock(superblock);
   return { superblock, checkpointsChecksummed: false, rewrittenByReference: true };
 }
 
 /**
- * If `bytes` is a superblock we wrote whose checkpoint list the reference rewrote in place, returns the superblock as
- * we wrote it (the pointer pair and the overwritten preamble bytes put back, the old list still at 104) and the list
- * the reference wrote; else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the
- * list replaced it), and a v1 crc that is set but does not match (the reference left ours). Our encoder puts the
- * clone part right after our own list, so clones_offset - 104 was our ckpts_len. The caller then verifies both CRCs
- * of the reconstruction: every byte the reference did not write must be as we wrote it.
+ * If `bytes` is a superblock we wrote (with its extension block at `place`) whose checkpoint list the reference
+ * rewrote in place, returns the superblock as we wrote it (the pointer pair and the overwritten preamble bytes put
+ * back, the old list still right after the block: 120, or 104 for earlier versions) and the list the reference wrote;
+ * else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the list replaced it), and a
+ * v1 crc that is set but does not match (the reference left ours). Our encoder puts the clone part right after our
+ * own list, so clones_offset - (end of the block) was our ckpts_len. The caller then verifies both CRCs of the
+ * reconstruction: every byte the reference did not write must be as we wrote it.
  */
-function undoReferenceRewrite(bytes: Uint8Array): { original: Uint8Array; checkpoints: number[] } | null {
-  if (bytes.byteLength < SUPER_FIXED_BYTES) return null;
+function undoReferenceRewrite(bytes: Uint8Array, place: ExtensionPlace): { original: Uint8Array; checkpoints: number[] } | null {
+  const fixedBytes = place.offset + place.bytes;
+  if (bytes.byteLength < fixedBytes) return null;
   const view = viewOf(bytes);
   const ckptsOffset = view.getUint32(SUPER_SUB.ckptsOffset, true);
   const ckptsLen = view.getUint32(SUPER_SUB.ckptsLen, true);
@@ -230,19 +310,19 @@ function undoReferenceRewrite(bytes: Uint8Array): { original: Uint8Array; checkp
   const storedCrc = view.getUint32(COMMON_HEADER.crc, true);
   if (ckptsOffset !== REFERENCE_CKPTS_OFFSET || ckptsLen === 0 || ckptsLen % 4 !== 0 || ckptsLen > 4 * REFERENCE_CKPTS_MAX) return null;
   if (view.getUint32(REFERENCE_CKPTS_OFFSET, true) === EXT_MAGIC || storedCrc === 0) return null;
-  if (clonesOffset < SUPER_FIXED_BYTES || (clonesOffset - SUPER_FIXED_BYTES) % 4 !== 0 || clonesOffset > bytes.byteLength) return null;
+  if (clonesOffset < fixedBytes || (clonesOffset - fixedBytes) % 4 !== 0 || clonesOffset > bytes.byteLength) return null;
   if (verifiesAsPlainV1(bytes)) return null;
   const checkpoints: number[] = [];
   for (let i = 0; i < ckptsLen / 4; i++) checkpoints.push(view.getUint32(REFERENCE_CKPTS_OFFSET + 4 * i, true));
   const original = bytes.slice();
   const originalView = viewOf(original);
-  originalView.setUint32(SUPER_SUB.ckptsOffset, SUPER_FIXED_BYTES, true);
-  originalView.setUint32(SUPER_SUB.ckptsLen, clonesOffset - SUPER_FIXED_BYTES, true);
+  originalView.setUint32(SUPER_SUB.ckptsOffset, fixedBytes, true);
+  originalView.setUint32(SUPER_SUB.ckptsLen, clonesOffset - fixedBytes, true);
   const preamble = new Uint8Array(12);
   const preambleView = viewOf(preamble);
   preambleView.setUint32(0, EXT_MAGIC, true);
   preambleView.setUint32(4, EXT_VERSION, true);
-  preambleView.setUint32(8, SUPER_EXTENSION_BYTES, true);
+  preambleView.setUint32(8, place.bytes, true);
   original.set(preamble.subarray(0, ckptsLen), REFERENCE_CKPTS_OFFSET); // only the bytes the list overwrote
   return { original, checkpoints };
 }
@@ -271,10 +351,12 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   const ckpts = { offset: view.getUint32(SUPER_SUB.ckptsOffset, true), length: view.getUint32(SUPER_SUB.ckptsLen, true) };
   const clones = { offset: view.getUint32(SUPER_SUB.clonesOffset, true), length: view.getUint32(SUPER_SUB.clonesLen, true) };
   const snaps = { offset: view.getUint32(SUPER_SUB.snapsOffset, true), length: view.getUint32(SUPER_SUB.snapsLen, true) };
-  const extended = hasExtension(bytes, EXT_PLACE, [ckpts, clones, snaps]);
-  verifyObjectHeader(bytes, extended ? EXT_PLACE : null, context);
+  const place = extensionPlaceOf(bytes);
+  const extended = hasExtension(bytes, place, [ckpts, clones, snaps]);
+  verifyObjectHeader(bytes, extended ? place : null, context);
+  const current = extended && place === EXT_PLACE;
 
-  const lowest = extended ? SUPER_FIXED_BYTES : COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
+  const lowest = extended ? place.offset + place.bytes : COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
   checkSpan(ckpts.offset, ckpts.length, lowest, hdrBytes, context, "ckpts");
   checkSpan(clones.offset, clones.length, lowest, hdrBytes, context, "clones");
   checkSpan(snaps.offset, snaps.length, lowest, hdrBytes, context, "snaps");
@@ -323,7 +405,33 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
 
   const nextSeq = extended ? getU64(view, SUPER_EXT.nextSeq, context, "next_seq") : 0;
   if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
-  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq };
+  const ownerEpoch = current ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
+  const skipped = current ? decodeSkipped(bytes, lowest, hdrBytes) : [];
+  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped };
+  const problem = skippedProblem(result);
+  if (problem !== null) throw corrupt(context, `skipped ranges: ${problem}`);
   checkSuperblock(result); // pair assertion: whatever decodes would encode again
   return { superblock: result, extended };
+}
+
+/** The extension block's place: the current 44-byte block, or the 28-byte one of earlier versions (by ext_bytes). */
+function extensionPlaceOf(bytes: Uint8Array): ExtensionPlace {
+  const extBytesAt = EXT_PLACE.offset + 8;
+  if (bytes.byteLength < extBytesAt + 4) return EXT_PLACE;
+  return viewOf(bytes).getUint32(extBytesAt, true) === SUPER_EXTENSION_V1_BYTES ? EXT_PLACE_V1 : EXT_PLACE;
+}
+
+function decodeSkipped(bytes: Uint8Array, lowest: number, hdrBytes: number): SeqRange[] {
+  const context = "superblock";
+  const view = viewOf(bytes);
+  const offset = view.getUint32(SUPER_EXT.skipsOffset, true);
+  const length = view.getUint32(SUPER_EXT.skipsLen, true);
+  checkSpan(offset, length, lowest, hdrBytes, context, "skips");
+  if (length % SEQ_RANGE_BYTES !== 0) throw corrupt(context, `skips_len ${length} is not a multiple of ${SEQ_RANGE_BYTES}`);
+  if (length / SEQ_RANGE_BYTES > SKIPPED_RANGES_MAX) throw corrupt(context, `${length / SEQ_RANGE_BYTES} skipped ranges, more than ${SKIPPED_RANGES_MAX}`);
+  const skipped: SeqRange[] = [];
+  for (let at = offset; at < offset + length; at += SEQ_RANGE_BYTES) {
+    skipped.push({ first: view.getUint32(at, true), last: view.getUint32(at + 4, true) });
+  }
+  return skipped;
 }

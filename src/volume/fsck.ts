@@ -27,15 +27,18 @@
 //   5. With a cache: its superblock decodes and names this volume; the journal walk (JournalWalker) from the tail,
 //      its stop reason, the journal decision-table case (decideJournalCase) and the records the next open replays.
 //
-// Repair (only what recovery itself would do, made durable ahead of time): drop the superblock's unusable or
-// out-of-log checkpoints (superblock rewrite first, so it never names a deleted object), re-check, then delete the
-// objects at and beyond the log end, newest first (a crash part way leaves a shorter tail, never a new log), and the
-// left-over CKPT objects below the oldest named checkpoint. Deleting left-overs is a clean-up, not a repair: it
-// leaves the exit code 0. Nothing else is repaired: lost data stays reported. Never repair a volume being served.
+// Repair (only what recovery itself would do, made durable ahead of time), under the volume's lease (the caller
+// takes it: a served volume is refused): drop the superblock's unusable or out-of-log checkpoints (superblock rewrite
+// first, so it never names a deleted object), re-check, then start the log above the objects at and beyond its end
+// as an open would (ownership.ts, beginLog: a skipped range in the superblock, then the objects there deleted), and
+// delete the left-over CKPT objects below the oldest named checkpoint. Deleting left-overs is a clean-up, not a
+// repair: it leaves the exit code 0. Nothing else is repaired: lost data stays reported.
+// Skipped ranges (docs/architecture.md, "Ownership and fencing"): seqs no owner writes; the log goes on after them,
+// and objects found in them (late landings of a writer that lost the volume) are left-overs: noted, not problems.
 
 import { NIL as NIL_UUID } from "uuid";
 import { FSCK_REPORT_ITEMS_MAX, SECTOR_BYTES } from "../constants.ts";
-import { CorruptionError, NotFoundError } from "../errors.ts";
+import { assert, CorruptionError, NotFoundError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { JournalWalker } from "../cache/journal_replay.ts";
@@ -43,10 +46,12 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, CKPT_MAP_ENTRY_BYTES, type 
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { JournalRecordType } from "../format/journal_record.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
-import { objectName, parseObjectName } from "../format/object_name.ts";
-import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { leaseName, objectName, parseObjectName } from "../format/object_name.ts";
+import { skippedRangeOf, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import { keepUnfinishedTail, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery.ts";
+import { beginLog, type VolumeOwner } from "./ownership.ts";
+import { SuperblockStore } from "./superblock_store.ts";
 import { decideJournalCase, readCacheSuperblock } from "./volume.ts";
 
 export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
@@ -112,8 +117,10 @@ export interface FsckReport {
   leftoverCheckpoints: number[];
   leftoverCheckpointsCount: number;
   map: { extents: number | null; comparedWithReplay: boolean; equal: boolean | null; note: string };
-  /** Names under `<prefix>.` that are not object names. */
+  /** Names under `<prefix>.` that are not object names (the lease object is not counted). */
   strayNames: string[];
+  /** Objects inside the superblock's skipped ranges. */
+  skippedObjects: number;
   cache: FsckCacheReport | null;
   /** Problems found by the first check (with `repaired` set when a repair removed them). */
   problems: FsckProblem[];
@@ -132,6 +139,8 @@ export interface FsckOptions {
   prefix: string;
   cache?: { device: CacheDevice; pool: AlignedPool };
   repair?: boolean;
+  /** Required to repair: the lease the caller took (takeOwnership); superblock rewrites go through its store. */
+  owner?: VolumeOwner;
 }
 
 /** Passes of check-then-repair at most: superblock fix, then truncation, then the final check. */
@@ -153,7 +162,9 @@ export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
   const cleanups: string[] = [];
   if (options.repair) {
     for (let pass = 1; pass < FSCK_PASSES_MAX; pass++) {
-      const done = await repairOnce(options.store, options.prefix, current);
+      const owner = options.owner;
+      assert(owner !== undefined, "fsck repairs only under the volume's lease");
+      const done = await repairOnce(options.store, options.prefix, current, owner);
       if (done.length === 0) break;
       for (const step of done) (step.fixesProblem ? repairs : cleanups).push(step.what);
       current = await checkBackend(options.store, options.prefix);
@@ -231,6 +242,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     leftoverCheckpointsCount: 0,
     map: { extents: null, comparedWithReplay: false, equal: null, note: "not checked" },
     strayNames: [],
+    skippedObjects: 0,
   };
   const result: BackendCheck = { report, problems, notes, superblock: null, checkpointsToKeep: null, state: null, unfinished: null };
 
@@ -260,12 +272,19 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   // 2. Which objects exist.
   const seqs: number[] = [];
   const stray = new BoundedList<string>();
+  const skippedSeqs: number[] = [];
   for (const name of await store.list(`${prefix}.`)) {
     const seq = parseObjectName(prefix, name);
+    if (name === leaseName(prefix)) continue;
     if (seq === null || seq === 0) stray.push(name);
+    else if (skippedRangeOf(superblock.skipped, seq) !== null) skippedSeqs.push(seq);
     else seqs.push(seq);
   }
   seqs.sort((a, b) => a - b);
+  report.skippedObjects = skippedSeqs.length;
+  if (skippedSeqs.length > 0) {
+    notes.push(`${skippedSeqs.length} object(s) in skipped seq ranges (landed after their writer lost the volume, or beyond a gap; not part of the volume, deleted by the next open or --repair): ${skippedSeqs.slice(0, 5).join(", ")}`);
+  }
   report.strayNames = stray.items;
   if (stray.count > 0) notes.push(`${stray.count} name(s) under '${prefix}.' are not object names (ignored): ${stray.items.slice(0, 5).join(", ")}`);
   const present = new Set(seqs);
@@ -300,7 +319,9 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   let expected = 1;
   for (const seq of seqs) {
     for (let hole = expected; hole < seq && logEnd === null; hole++) {
-      if (hole <= startSeq) holes.push(hole);
+      const skipped = skippedRangeOf(superblock.skipped, hole);
+      if (skipped !== null) hole = skipped.last; // never written: not a hole
+      else if (hole <= startSeq) holes.push(hole);
       else logEnd = hole;
     }
     expected = seq + 1;
@@ -344,6 +365,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
     }
   }
   if (logEnd === null) logEnd = expected;
+  for (let range = skippedRangeOf(superblock.skipped, logEnd); range !== null; range = skippedRangeOf(superblock.skipped, logEnd)) logEnd = range.last + 1;
   report.logEndSeq = logEnd;
   report.holesBeforeCheckpoint = holes.items;
   report.holesBeforeCheckpointCount = holes.count;
@@ -389,7 +411,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   // 5. The map recovery builds, against the replay from seq 1.
   let state: BackendState;
   try {
-    state = await recoverBackend(store, prefix, { deleteBeyondGap: false, verifyData: true });
+    state = await recoverBackend(store, prefix, { verifyData: true });
   } catch (error) {
     if (!(error instanceof CorruptionError)) throw error;
     problems.push(problem("recovery", null, `recovery fails: ${error.message}`));
@@ -586,28 +608,26 @@ interface RepairStep {
 }
 
 /** One repair step; returns what was done (empty: nothing to do). */
-async function repairOnce(store: ObjectStore, prefix: string, check: BackendCheck): Promise<RepairStep[]> {
+async function repairOnce(store: ObjectStore, prefix: string, check: BackendCheck, owner: VolumeOwner): Promise<RepairStep[]> {
   const { superblock, report } = check;
   if (!superblock) return [];
+  // The superblock as it is now, with its version: every rewrite below is a compare-and-swap on it.
+  const superblocks = await SuperblockStore.read(store, prefix, owner.fence);
   if (check.checkpointsToKeep !== null) {
-    // First, so that the superblock never names an object the truncation below deletes.
-    const dropped = superblock.checkpoints.filter((seq) => !check.checkpointsToKeep!.includes(seq));
-    await store.put(prefix, encodeSuperblock({ ...superblock, checkpoints: check.checkpointsToKeep }));
+    // First, so that the superblock never names an object the step below deletes.
+    const dropped = superblocks.superblock.checkpoints.filter((seq) => !check.checkpointsToKeep!.includes(seq));
+    await superblocks.write({ ...superblocks.superblock, checkpoints: check.checkpointsToKeep });
     return [{ what: `superblock rewritten without checkpoint(s) ${dropped.join(", ")}`, fixesProblem: true }];
   }
   const steps: RepairStep[] = [];
-  if (report.beyondLogEndCount > 0 && report.logEndSeq !== null) {
-    const logEnd = report.logEndSeq;
-    const doomed: number[] = [];
-    for (const name of await store.list(`${prefix}.`)) {
-      const seq = parseObjectName(prefix, name);
-      if (seq !== null && seq >= logEnd) doomed.push(seq);
-    }
-    // Newest first: a crash part way leaves a shorter tail beyond the gap, never a gap-free run that looks valid.
-    doomed.sort((a, b) => b - a);
-    for (const seq of doomed) await store.delete(objectName(prefix, seq));
+  if ((report.beyondLogEndCount > 0 && report.logEndSeq !== null) || report.skippedObjects > 0) {
+    // What the next open does: the log continues above every name there is (skipped for good), then those go.
+    const state = await recoverBackend(store, prefix, { verifyData: true, superblock: superblocks.decoded });
+    const plan = await beginLog(store, state, superblocks, owner, () => undefined);
+    const deleted = state.beyondGap.length + state.skippedObjects.length;
+    const range = plan.added === null ? "" : `, seqs ${plan.added.first}..${plan.added.last} skipped for good (the log continues at ${plan.nextSeq})`;
     const gapIsProblem = check.problems.some((found) => found.kind === "gap");
-    steps.push({ what: `log truncated at seq ${logEnd}: ${doomed.length} object(s) deleted (${doomed.slice(-1)[0]}..${doomed[0]})`, fixesProblem: gapIsProblem });
+    steps.push({ what: `log truncated at seq ${state.nextSeq}: ${deleted} object(s) deleted${range}`, fixesProblem: gapIsProblem });
   }
   if (report.leftoverCheckpointsCount > 0) {
     // Below the oldest checkpoint the (durable) superblock names: never read by recovery. The list is bounded, so a

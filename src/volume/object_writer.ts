@@ -5,8 +5,13 @@
 // A put is never abandoned: the store below retries transient errors; an error it gives up on is logged and the put
 // is tried again after a pause, because skipping a seq would leave a gap that ends the log at recovery. Meanwhile
 // writes keep going into the journal until it is full, then wait (docs/architecture.md, "Back-pressure").
+// Except one kind: a ConflictError is final. Every put is putIfAbsent (names are never written twice, see
+// "Ownership and fencing"); a conflict means this process lost the volume (FencedError), or the name is taken: by an
+// earlier call of ours that landed after all (its reply lost: the object holds exactly our bytes, so the put is done)
+// or by another writer's object. Then nothing more may be put, and onFatal stops the volume.
 
-import { assert } from "../errors.ts";
+import { assert, ConflictError } from "../errors.ts";
+import { FencedError } from "./lease.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import type { Clock } from "./clock.ts";
@@ -32,6 +37,8 @@ export class ObjectWriter {
     private readonly log: (line: string) => void,
     private readonly onDurable: (seq: number) => void,
     durableSeq: number,
+    /** A put failed for good (ConflictError): the writer has stopped. */
+    private readonly onFatal: (error: unknown) => void = () => {},
   ) {
     this.durableSeq = durableSeq;
   }
@@ -57,10 +64,17 @@ export class ObjectWriter {
     const name = objectName(this.prefix, seq);
     for (;;) {
       try {
-        await this.store.put(name, bytes);
+        await this.store.putIfAbsent(name, bytes);
         break;
       } catch (error) {
         if (this.closed) return;
+        // The name is taken: by our own earlier call that landed after all (its reply lost), or by someone else.
+        if (error instanceof FencedError || (error instanceof ConflictError && !(await this.holdsExactly(name, bytes)))) {
+          this.closed = true;
+          this.onFatal(error);
+          return;
+        }
+        if (error instanceof ConflictError) break;
         this.log(`error: put of ${name} failed, retrying in ${PERMANENT_ERROR_RETRY_DELAY_MS} ms: ${String(error)}`);
         await this.clock.sleep(PERMANENT_ERROR_RETRY_DELAY_MS);
       }
@@ -80,6 +94,16 @@ export class ObjectWriter {
       const idle = this.idleWaiters;
       this.idleWaiters = [];
       for (const wake of idle) wake();
+    }
+  }
+
+  /** True if `name` holds exactly `bytes` (an earlier attempt of ours landed); false if not, or if it cannot be read. */
+  private async holdsExactly(name: string, bytes: Uint8Array): Promise<boolean> {
+    try {
+      const stored = await this.store.get(name);
+      return stored.byteLength === bytes.byteLength && Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).equals(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    } catch {
+      return false;
     }
   }
 

@@ -1,21 +1,24 @@
 // Rebuilds the volume's state from the backend: newest valid checkpoint, then roll forward through the DATA objects
-// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery").
+// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery"). Reads only: what the new owner
+// writes (skipped ranges, the superblock) is decided from what this returns (ownership.ts, planLogStart).
 //
 // Backend decision table (per object seq after the checkpoint):
-//   object missing                         -> gap: the log ends here
-//   header or data CRC bad, wrong volume   -> treated as missing (never trusted): the log ends here
-//   CKPT object                            -> counts as present (its content is already in what we rolled forward)
-//   DATA object, WRITE_CONTINUES clear     -> applied: trims and extents in their recorded order, after the held
-//                                             objects before it (they end inside a write that this one finishes)
-//   DATA object, WRITE_CONTINUES set       -> held: it ends inside a client write, the rest of which is later
-// Objects beyond the gap are deleted (when asked) so that a later recovery cannot resurrect them: the log after a
-// gap is not a prefix of the write history.
+//   seq in a skipped range of the superblock  -> not part of the log, whatever is there: continue after the range
+//   object missing                            -> gap: the log ends here
+//   header or data CRC bad, wrong volume      -> treated as missing (never trusted): the log ends here
+//   CKPT object                               -> counts as present (its content is already in what we rolled forward)
+//   DATA object, WRITE_CONTINUES clear        -> applied: trims and extents in their recorded order, after the held
+//                                                objects before it (they end inside a write that this one finishes)
+//   DATA object, WRITE_CONTINUES set          -> held: it ends inside a client write, the rest of which is later
+// Objects beyond the gap are reported, not deleted: the next owner starts above them and records them as skipped, so
+// their names are never written again and a late landing of a stale writer cannot join the log.
 //
 // Objects still held at the gap are the *unfinished tail*: pieces of one client write whose end never reached the
 // backend. Only the cache's journal can finish that write, so the caller decides (volume.ts, with the journal
 // decision table): keepUnfinishedTail when the journal continues the log after the tail's newest object (case @B),
-// dropUnfinishedTail otherwise, which ends the log at the last write boundary and deletes the tail. Either way the
-// image is a prefix of the client writes, not of their pieces: a client write is in the backend whole or not at all.
+// dropUnfinishedTail otherwise, which ends the log at the last write boundary (the tail's names are then skipped by
+// the next owner like any object beyond the log end). Either way the image is a prefix of the client writes, not of
+// their pieces: a client write is in the backend whole or not at all.
 
 import { NIL as NIL_UUID } from "uuid";
 import { CorruptionError, NotFoundError, assert } from "../errors.ts";
@@ -24,7 +27,7 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } fro
 import { decodeDataObjectHeader, verifyDataArea, type DataObjectHeader } from "../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
-import { decodeSuperblockChecked, encodeSuperblock, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { decodeSuperblockChecked, skippedRangeOf, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../constants.ts";
 import { ObjectKind, ObjectTable } from "./object_table.ts";
@@ -44,8 +47,14 @@ export interface BackendState {
   rolledForward: number;
   /** DATA objects after the log's last write boundary, not applied: see the file comment. null: none. */
   unfinished: UnfinishedTail | null;
-  /** Objects found beyond the gap (and deleted if deleteBeyondGap). */
+  /** Objects found beyond the gap (not in a skipped range): not part of the volume. */
   beyondGap: number[];
+  /** Objects inside the superblock's skipped ranges (late landings, left-overs): never part of the volume. */
+  skippedObjects: number[];
+  /** The highest seq name in the backend (0: none). */
+  highestSeq: number;
+  /** Listed checkpoints recovery could not use, which `superblock` no longer lists. */
+  checkpointsDropped: number[];
   /** What recovery decided, one line each, for the log. */
   notes: string[];
 }
@@ -59,9 +68,10 @@ export interface UnfinishedTail {
 }
 
 export interface RecoveryOptions {
-  deleteBeyondGap: boolean;
   /** Verify each rolled-forward object's data CRC (reads whole objects). */
   verifyData: boolean;
+  /** The superblock as its owner read it (SuperblockStore); read from the store when absent. */
+  superblock?: DecodedSuperblock;
 }
 
 export async function readSuperblock(store: ObjectStore, prefix: string): Promise<SuperblockObject> {
@@ -86,7 +96,7 @@ export async function readSuperblockChecked(store: ObjectStore, prefix: string):
 }
 
 export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
-  const decoded = await readSuperblockChecked(store, prefix);
+  const decoded = options.superblock ?? (await readSuperblockChecked(store, prefix));
   let superblock = decoded.superblock;
   const notes: string[] = [];
   const map = new ExtentMap();
@@ -120,34 +130,33 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const checkpointSeq = checkpoint?.seq ?? 0;
   if (checkpoint) objects.add(checkpointSeq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
 
-  const log = await rollForward(store, prefix, superblock.volUuid, checkpointSeq + 1, options.verifyData, map, objects, notes);
+  const log = await rollForward(store, prefix, superblock, checkpointSeq + 1, options.verifyData, map, objects, notes);
   if (log.writer) {
     writerCacheUuid = log.writer.cacheUuid;
     writerCacheSeqLast = log.writer.cacheSeqLast;
   }
   const { logEndSeq, nextSeq, rolledForward, unfinished } = log;
 
-  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) must stop
-  // being listed before their seqs are reused for new objects: otherwise the next superblock write (which keeps the
-  // newest CHECKPOINTS_KEPT names) would go on naming a DATA object as a checkpoint.
-  const unusable = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
-  if (unusable.length > 0) {
+  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) stop being
+  // listed: the new owner's superblock must never name an object that is not a usable checkpoint.
+  const checkpointsDropped = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
+  if (checkpointsDropped.length > 0) {
     superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => listed <= checkpointSeq) };
-    notes.push(`superblock no longer lists unusable checkpoint(s) ${unusable.map((listed) => objectName(prefix, listed)).join(", ")}`);
-    if (options.deleteBeyondGap) await store.put(prefix, encodeSuperblock(superblock));
+    notes.push(`superblock no longer lists unusable checkpoint(s) ${checkpointsDropped.map((listed) => objectName(prefix, listed)).join(", ")}`);
   }
 
   const beyondGap: number[] = [];
+  const skippedObjects: number[] = [];
+  let highestSeq = 0;
   for (const name of await store.list(`${prefix}.`)) {
     const found = parseObjectName(prefix, name);
-    if (found !== null && found >= logEndSeq) beyondGap.push(found);
+    if (found === null || found === 0) continue;
+    highestSeq = Math.max(highestSeq, found);
+    if (skippedRangeOf(superblock.skipped, found) !== null) skippedObjects.push(found);
+    else if (found >= logEndSeq) beyondGap.push(found);
   }
   if (beyondGap.length > 0) {
-    notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it ${options.deleteBeyondGap ? "deleted" : "left in place"}`);
-    if (options.deleteBeyondGap) {
-      // Newest first, so that a crash part way leaves a shorter tail beyond the gap, never a new gap-free run.
-      for (const found of [...beyondGap].sort((a, b) => b - a)) await store.delete(objectName(prefix, found));
-    }
+    notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it are not part of the volume`);
   }
   return {
     superblock,
@@ -160,6 +169,9 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     rolledForward,
     unfinished,
     beyondGap,
+    skippedObjects,
+    highestSeq,
+    checkpointsDropped,
     notes,
   };
 }
@@ -167,7 +179,7 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
 /**
  * The newest listed checkpoint that loads (null: none). A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with
  * crc 0) is trusted only if every checkpoint it names loads: a damaged entry must not send recovery to an older
- * checkpoint, or to seq 1 (which deletes everything after the first hole).
+ * checkpoint, or to seq 1 (where the log would end at the first hole).
  */
 async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: DecodedSuperblock, notes: string[]): Promise<CheckpointObject | null> {
   const { superblock, checkpointsChecksummed, rewrittenByReference } = decoded;
@@ -202,7 +214,7 @@ interface RolledForward {
 async function rollForward(
   store: ObjectStore,
   prefix: string,
-  volUuid: string,
+  superblock: SuperblockObject,
   from: number,
   verifyData: boolean,
   map: ExtentMap,
@@ -215,6 +227,12 @@ async function rollForward(
   /** DATA objects ending inside a client write, since the last write boundary: applied once a boundary follows. */
   let held: UnfinishedTail["objects"] = [];
   for (;; seq++) {
+    const skipped = skippedRangeOf(superblock.skipped, seq);
+    if (skipped !== null) {
+      seq = skipped.last; // the loop's seq++ continues after the range
+      continue;
+    }
+    if (seq > 0xffffffff) break;
     const name = objectName(prefix, seq);
     let bytes: Uint8Array;
     try {
@@ -223,7 +241,7 @@ async function rollForward(
       if (error instanceof NotFoundError) break;
       throw error;
     }
-    const found = checkLogObject(bytes, seq, volUuid, verifyData, notes, name);
+    const found = checkLogObject(bytes, seq, superblock.volUuid, verifyData, notes, name);
     if (!found) break;
     if (found.header?.writeContinues) {
       held.push({ seq, header: found.header });
@@ -268,20 +286,19 @@ export function keepUnfinishedTail(prefix: string, state: BackendState): void {
 
 /**
  * Nothing can finish the unfinished tail's write (the cache that holds its rest is lost, or is not the one given):
- * the log ends at the last write boundary, and the tail's objects are deleted, newest first, so that a crash part
- * way leaves a shorter tail that the next recovery drops the same way, and their seqs can be reused.
+ * the log ends at the last write boundary. The tail's objects are left where they are, beyond the log end: the next
+ * owner starts its log above them and records their seqs as skipped (ownership.ts, planLogStart), so no recovery
+ * applies them again and their names are never written twice.
  */
-export async function dropUnfinishedTail(store: ObjectStore, prefix: string, state: BackendState, deleteObjects: boolean): Promise<void> {
+export function dropUnfinishedTail(prefix: string, state: BackendState): void {
   const tail = state.unfinished;
   if (!tail) return;
   assert(state.nextSeq === tail.objects[0]!.seq, "the log ends right before its unfinished tail");
   state.unfinished = null;
   const seqs = tail.objects.map((object) => object.seq);
   state.beyondGap.push(...seqs);
-  state.notes.push(`${describeTail(prefix, tail)}, whose rest no journal holds: the log ends at ${objectName(prefix, state.nextSeq)}; ${seqs.length} object(s) ${deleteObjects ? "deleted" : "left in place"}`);
-  if (deleteObjects) {
-    for (const seq of [...seqs].reverse()) await store.delete(objectName(prefix, seq));
-  }
+  state.beyondGap.sort((a, b) => a - b);
+  state.notes.push(`${describeTail(prefix, tail)}, whose rest no journal holds: the log ends at ${objectName(prefix, state.nextSeq)}; ${seqs.length} object(s) left beyond it`);
 }
 
 async function loadCheckpoint(

@@ -40,6 +40,10 @@ import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
 import { dropUnfinishedTail, keepUnfinishedTail, recoverBackend, type BackendState } from "./recovery.ts";
+import { beginLog, LocalFence, type VolumeOwner } from "./ownership.ts";
+import type { Fence } from "./lease.ts";
+import { SuperblockStore } from "./superblock_store.ts";
+import type { SeqRange } from "../format/superblock_object.ts";
 import { WritePath } from "./write_path.ts";
 
 export interface VolumeOptions {
@@ -65,12 +69,21 @@ export interface VolumeOptions {
   gcForceCheckpointMs?: number;
   clock?: Clock;
   log?: (line: string) => void;
+  /**
+   * Who owns the volume (ownership.ts): its lease as a fence, its epoch, whether the previous owner left cleanly.
+   * Without one (tests, tools), the volume runs on a fence that only closes when told to, keeps the superblock's
+   * epoch and assumes the previous owner left cleanly.
+   */
+  owner?: VolumeOwner;
 }
 
 export interface RecoveryReport {
   checkpointSeq: number;
   objectsRolledForward: number;
   objectsBeyondGapDeleted: number;
+  /** The first seq this ownership writes, and the seqs it skipped (null: it continues right after the log). */
+  logStartSeq: number;
+  skippedRange: SeqRange | null;
   journalCase: string;
   journalRecordsReplayed: number;
   journalStop: string;
@@ -113,13 +126,13 @@ export function decideJournalCase(
 /**
  * Backend objects after the log's last write boundary (recovery.ts, "unfinished tail") stay in the log only when this
  * cache's journal continues the log after the newest of them (a replaying case of the table above, in practice @B):
- * it holds the rest of their write. Otherwise the log ends before them and they are deleted.
+ * it holds the rest of their write. Otherwise the log ends before them (they are skipped by the new log start).
  */
 async function settleUnfinishedTail(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock): Promise<void> {
   const tail = state.unfinished;
   if (!tail) return;
   if (decideJournalCase(tail.writerCacheUuid, tail.writerCacheSeqLast, superblock).replayAfter !== null) keepUnfinishedTail(options.prefix, state);
-  else await dropUnfinishedTail(options.store, options.prefix, state, true);
+  else dropUnfinishedTail(options.prefix, state);
 }
 
 export class Volume implements BlockDevice {
@@ -141,9 +154,12 @@ export class Volume implements BlockDevice {
     private readonly flusher: FlushCoordinator,
     readonly recovery: RecoveryReport,
     private readonly gc: GarbageCollector | null,
+    /** Closed when this process no longer owns the volume: every request fails from then on. */
+    readonly fence: Fence,
   ) {
     this.sizeBytes = state.superblock.volSectors * SECTOR_BYTES;
     this.readOnly = options.readOnly ?? false;
+    fence.onFenced(() => void this.gc?.stop());
   }
 
   static async open(options: VolumeOptions): Promise<Volume> {
@@ -151,7 +167,11 @@ export class Volume implements BlockDevice {
     const clock = options.clock ?? systemClock;
     const gcThreshold = options.gcThreshold ?? GC_THRESHOLD_DEFAULT;
     if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
-    const state = await recoverBackend(options.store, options.prefix, { deleteBeyondGap: true, verifyData: true });
+    const fence = options.owner?.fence ?? new LocalFence();
+    const superblocks = options.owner?.superblocks ?? (await SuperblockStore.read(options.store, options.prefix, fence));
+    const state = await recoverBackend(options.store, options.prefix, { verifyData: true, superblock: superblocks.decoded });
+    const owner = { epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch, previousClean: options.owner?.previousClean ?? true };
+    const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     if (superblock.volUuid !== volUuid) {
@@ -214,16 +234,20 @@ export class Volume implements BlockDevice {
       flusher,
       clock,
       log,
-      superblock: state.superblock,
+      superblocks,
+      fence,
       batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
       batchIdleMs: options.batchIdleMs ?? BATCH_IDLE_MS_DEFAULT,
       checkpointIntervalObjects: options.checkpointIntervalObjects ?? CHECKPOINT_INTERVAL_OBJECTS,
-      nextSeq: state.nextSeq,
+      nextSeq: logStart.nextSeq,
       checkpointSeq: state.checkpointSeq,
       writerCacheUuid: state.writerCacheUuid,
       writerCacheSeqLast: state.writerCacheSeqLast,
     });
 
+    // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a
+    // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md).
+    if (logStart.added !== null) await writes.sealOpen(true);
     let replayed = 0;
     if (start.records.length > 0 && replayAfter !== null) {
       const replayer = new JournalWalker(options.cache, options.pool, superblock);
@@ -248,6 +272,8 @@ export class Volume implements BlockDevice {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
       objectsBeyondGapDeleted: state.beyondGap.length,
+      logStartSeq: logStart.nextSeq,
+      skippedRange: logStart.added,
       journalCase,
       journalRecordsReplayed: replayed,
       journalStop,
@@ -280,11 +306,12 @@ export class Volume implements BlockDevice {
       writes.onCheckpointsPersisted = (checkpoints) => collector.noteCheckpoints(checkpoints);
       gc.start();
     }
-    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery, gc);
+    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery, gc, fence);
   }
 
   private check(offset: number, length: number, what: string): void {
     if (this.closed) throw new InvalidArgumentError(`${what}: volume is closed`);
+    this.fence.check(); // a fenced owner's view may be stale: it answers nothing
     if (offset % SECTOR_BYTES !== 0 || length % SECTOR_BYTES !== 0) {
       throw new InvalidArgumentError(`${what} at ${offset}+${length}: not aligned to ${SECTOR_BYTES} bytes`);
     }
@@ -305,6 +332,7 @@ export class Volume implements BlockDevice {
 
   async flush(): Promise<void> {
     if (this.closed) throw new InvalidArgumentError("flush: volume is closed");
+    this.fence.check();
     // Acknowledged writes are on the device already (their records completed); make them durable.
     await this.flusher.sync();
   }
@@ -408,6 +436,7 @@ export class Volume implements BlockDevice {
     if (this.closed) return;
     // The collector goes first: its copies are writes, and the drain below must see the last of them.
     await this.gc?.stop();
+    this.fence.check(); // a fenced owner puts nothing more: its close cannot be clean
     await this.writes.closeClean();
     this.closed = true;
     this.journal.release(Number.MAX_SAFE_INTEGER);

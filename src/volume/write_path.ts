@@ -30,7 +30,7 @@ import { Journal } from "../cache/journal.ts";
 import type { ReadCache } from "../cache/read_cache.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import { encodeDataObjectHeader } from "../format/data_object.ts";
-import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import type { SuperblockObject } from "../format/superblock_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -40,6 +40,8 @@ import type { Clock, TimerHandle } from "./clock.ts";
 import type { FlushCoordinator } from "./flush_coordinator.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 import { ObjectWriter } from "./object_writer.ts";
+import { FencedError, type Fence } from "./lease.ts";
+import type { SuperblockStore } from "./superblock_store.ts";
 
 interface WriteWaiter {
   piecesLeft: number;
@@ -94,7 +96,10 @@ export interface WritePathOptions {
   flusher: FlushCoordinator;
   clock: Clock;
   log: (line: string) => void;
-  superblock: SuperblockObject;
+  /** The superblock, rewritten (compare-and-swap) when a checkpoint is durable. */
+  superblocks: SuperblockStore;
+  /** Closed when this process may no longer change the volume: nothing more is acknowledged or put. */
+  fence: Fence;
   batchBytes: number;
   batchIdleMs: number;
   checkpointIntervalObjects: number;
@@ -128,6 +133,8 @@ export class WritePath {
   /** Garbage collection asked for a checkpoint: the next seal writes one (requestCheckpoint). */
   private checkpointRequested = false;
   private failure: unknown = null;
+  /** Rejected with the failure when the write path fails: waits for durability end with it. */
+  private readonly failureSignal = Promise.withResolvers<never>();
   private readonly durableWaiters = new Map<number, Array<() => void>>();
   /**
    * The newest record formed (or replayed) ends inside a client write: its next piece is still in `pending` (or,
@@ -141,7 +148,8 @@ export class WritePath {
   constructor(private readonly options: WritePathOptions) {
     this.nextSeq = options.nextSeq;
     this.lastCheckpointSeq = options.checkpointSeq;
-    this.superblock = options.superblock;
+    this.superblock = options.superblocks.superblock;
+    this.failureSignal.promise.catch(() => undefined); // observed by whoever waits; never an unhandled rejection
     this.writerCacheUuid = options.writerCacheUuid;
     this.sealedCacheSeqLast = options.writerCacheSeqLast;
     this.buffers = new BatchBuffers(
@@ -157,7 +165,15 @@ export class WritePath {
       options.log,
       (seq) => this.onDurable(seq),
       options.nextSeq - 1,
+      (error) => this.failOwnership(error),
     );
+    options.fence.onFenced((reason) => this.fail(new FencedError(`Volume ${options.prefix}: this process no longer owns it (${reason})`)));
+  }
+
+  /** A put hit a ConflictError: the volume was lost (FencedError), or another writer holds one of our names. */
+  private failOwnership(error: unknown): void {
+    if (!(error instanceof FencedError)) this.options.fence.fence(`another writer's object holds a name this owner writes: ${String(error)}`);
+    this.fail(error);
   }
 
   get objectWriter(): ObjectWriter {
@@ -394,6 +410,14 @@ export class WritePath {
   }
 
   private acknowledge(waiters: WriteWaiter[]): void {
+    // A holder that was paused past its lease must not acknowledge what it journaled: its successor never sees it.
+    try {
+      this.options.fence.check();
+    } catch (error) {
+      for (const waiter of waiters) waiter.reject(error);
+      this.fail(error);
+      return;
+    }
     let needSync = false;
     for (const waiter of waiters) {
       waiter.piecesLeft -= 1;
@@ -636,7 +660,7 @@ export class WritePath {
     const { store, prefix, log } = this.options;
     this.superblockUpdate = this.superblockUpdate
       .then(async () => {
-        await store.put(prefix, encodeSuperblock(next));
+        await this.options.superblocks.write(next);
         // Checkpoints go only once a superblock that no longer needs them is durable (checkpointsUnneeded). One that
         // cannot be deleted now stays in the table and is tried again at the next update (or by GC, fsck --repair).
         for (const old of checkpointsUnneeded(previous, checkpoints, this.options.objects)) {
@@ -657,13 +681,21 @@ export class WritePath {
    * something new to cover), every object durable and the superblock up to date.
    */
   async settle(forceCheckpoint = false): Promise<void> {
+    this.throwIfFailed();
     await this.drainWrites();
+    this.throwIfFailed();
     this.discardEmptyOpen();
     await this.sealOpen(forceCheckpoint);
     const last = this.nextSeq - 1;
     if (last > this.writer.durableSeq) await this.waitDurable(last);
-    await this.writer.waitIdle();
+    await Promise.race([this.writer.waitIdle(), this.failureSignal.promise]);
     await this.superblockUpdate;
+    this.throwIfFailed();
+  }
+
+  /** A failed write path (fenced, journal error) settles nothing: puts have stopped. */
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
   }
 
   /**
@@ -678,13 +710,16 @@ export class WritePath {
     void this.sealOpen().catch((error: unknown) => this.fail(error));
   }
 
+  /** Resolves when every object up to seq is durable; rejects if the write path fails first. */
   async waitDurable(seq: number): Promise<void> {
     if (this.writer.durableSeq >= seq) return;
-    await new Promise<void>((resolve) => {
+    this.throwIfFailed();
+    const durable = new Promise<void>((resolve) => {
       const list = this.durableWaiters.get(seq) ?? [];
       list.push(resolve);
       this.durableWaiters.set(seq, list);
     });
+    await Promise.race([durable, this.failureSignal.promise]);
   }
 
   private armIdleTimer(): void {
@@ -699,6 +734,7 @@ export class WritePath {
   private fail(error: unknown): void {
     if (this.failure) return;
     this.failure = error;
+    this.failureSignal.reject(error);
     this.options.log(`error: write path stopped: ${String(error)}`);
     for (let index = this.pendingFront; index < this.pending.length; index++) this.pending[index]?.waiter.reject(error);
     this.pending.length = 0;

@@ -158,11 +158,15 @@ describe("mkdisk", () => {
 
       const replaced = await lsvd(["mkdisk", "--force", "--size", "128m", paths.volume]);
       expect(replaced.exitCode).toBe(0);
-      // Besides the new superblock only the file store's lock file (src/backend/file_store.ts) is left.
-      expect(readdirSync(paths.backendDir).sort()).toEqual([".lsvd-store.lock", "vol"]);
+      // Besides the new superblock only the file store's lock file (src/backend/file_store.ts) and the lease are left.
+      expect(readdirSync(paths.backendDir).sort()).toEqual([".lsvd-store.lock", "vol", "vol.lease"]);
       const after = await parseJson(paths.volume);
       expect(after.volUuid).not.toBe(before.volUuid);
-      expect(after).toMatchObject({ volSectors: (128 * 1024 ** 2) / 512, checkpoints: [], nextSeq: 1 });
+      expect(after).toMatchObject({ volSectors: (128 * 1024 ** 2) / 512, checkpoints: [] });
+      // The new volume's log starts above every name the old one used, which are skipped for good.
+      const nextSeq = Number(after.nextSeq);
+      expect(nextSeq).toBeGreaterThanOrEqual(Number(before.nextSeq));
+      expect(after.skipped).toEqual([{ first: 1, last: nextSeq - 1 }]);
 
       // The old cache belongs to the old UUID; its journal was flushed by the clean stop, so no --force is needed.
       expect((await lsvd(["mkcache", "--volume", paths.volume, paths.cache])).exitCode).toBe(0);
@@ -178,7 +182,7 @@ describe("mkdisk", () => {
     const volume = join(backendDir, "with-uuid");
     const created = await lsvd(["mkdisk", "--uuid", uuid, "--size", "8m", "--json", volume]);
     expect(created.exitCode).toBe(0);
-    expect(JSON.parse(created.stdout)).toEqual({ volume: `file://${volume}`, uuid, sizeBytes: 8 * 1024 ** 2 });
+    expect(JSON.parse(created.stdout)).toEqual({ volume: `file://${volume}`, uuid, sizeBytes: 8 * 1024 ** 2, epoch: 1, firstSeq: 1, objectsDeleted: 0 });
     expect((await parseJson(volume)).volUuid).toBe(uuid);
     for (const bad of ["nope", "0b3a4c5d-6e7f-4a8b-9c0d", "0b3a4c5d6e7f4a8b9c0d1e2f3a4b5c6d0"]) {
       expectOneLineError(await lsvd(["mkdisk", "--uuid", bad, join(backendDir, "bad-uuid")]), "mkdisk", /Invalid UUID/);

@@ -9,7 +9,12 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
 import { decodeSuperblock } from "../../src/format/superblock_object.ts";
-import { objectName } from "../../src/format/object_name.ts";
+import { leaseName, objectName, parseObjectName } from "../../src/format/object_name.ts";
+import { decodeLease, encodeLease, LeaseState } from "../../src/format/lease_object.ts";
+import { thisProcess } from "../../src/util/process_identity.ts";
+
+/** A pid above the kernel's pid_max (4194304 at most): never a running process. */
+const DEAD_PID = 4_194_305;
 import { openUringDevice } from "../../ffi/uring_device.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { immediateClock, makeWorld, openVolume } from "../sim/volume_world.ts";
@@ -60,11 +65,19 @@ beforeAll(async () => {
   for (let tries = 0; tries < 200 && volume.stats().journalUsedBytes > 200_000; tries++) await Bun.sleep(5);
   volume.abandon();
   world.fence?.fence();
+  world.lease?.abandon();
+  // The crashed run held the lease: make it a process of this host that is gone (as after kill -9 here), so that
+  // fsck --repair takes it over at once instead of waiting for it to expire.
+  const leasePath = path.join(pristine, leaseName("vol"));
+  const held = decodeLease(readFileSync(leasePath));
+  expect(held.state).toBe(LeaseState.Held);
+  const here = thisProcess();
+  writeFileSync(leasePath, encodeLease({ ...held, host: here.host, bootId: here.bootId, pid: DEAD_PID, processStartTicks: 1 }));
   cacheFile = path.join(dir, "cache.pristine");
   writeFileSync(cacheFile, world.device.data);
   const superblock = decodeSuperblock(readFileSync(path.join(pristine, "vol")));
   checkpointSeq = superblock.checkpoints[superblock.checkpoints.length - 1] ?? 0;
-  const seqs = (await store.list("vol.")).map((name) => Number.parseInt(name.slice(4), 16));
+  const seqs = (await store.list("vol.")).map((name) => parseObjectName("vol", name)).filter((seq): seq is number => seq !== null);
   lastSeq = Math.max(...seqs);
   expect(checkpointSeq).toBeGreaterThan(0);
   expect(lastSeq).toBeGreaterThan(checkpointSeq + 2);

@@ -96,8 +96,9 @@ async function parseAll(paths: VolumePaths): Promise<{ superblock: SuperJson; da
   expect(superblock.volSectors).toBe(VOLUME_BYTES / SECTOR_BYTES);
   const data: DataJson[] = [];
   const checkpoints: CheckpointJson[] = [];
-  // The file store's lock file (src/backend/file_store.ts) is the one file besides the objects.
-  const objectNames = names.filter((name) => name !== "vol" && name !== ".lsvd-store.lock");
+  // The file store's lock file (src/backend/file_store.ts) and the volume's lease are the files besides the objects.
+  const objectNames = names.filter((name) => name !== "vol" && name !== ".lsvd-store.lock" && name !== "vol.lease");
+  expect(names).toContain("vol.lease");
   // Only numbered objects: no temporary files left by puts.
   for (const name of objectNames) expect(name).toMatch(/^vol\.[0-9a-f]{8}$/);
   const parsedObjects: ParsedObject[] = [];

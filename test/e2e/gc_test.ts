@@ -89,19 +89,22 @@ describe("lsvd gc", () => {
     writeRandomFile(input, 16 * MIB, SEED + 2);
     const server = await LsvdServer.start({ ...paths, transport: "unix" });
     await runOk(["nbdcopy", input, server.uri]);
+    // gc and a second serve are refused by the volume's lease before they reach the cache (its lock is the second
+    // line of defence: ownership_test.ts); mkcache takes no lease and meets the cache lock.
     const gc = await lsvd(["gc", "--volume", paths.volume, "--cache", paths.cache]);
     expect(gc.exitCode).toBe(1);
-    expect(gc.stderr).toContain("in use by another process");
+    expect(gc.stderr).toContain(`is owned by serve pid ${server.process.pid}`);
     const mkcache = await lsvd(["mkcache", "--force", "--volume", paths.volume, paths.cache]);
     expect(mkcache.exitCode).toBe(1);
     expect(mkcache.stderr).toContain("in use by another process");
     const second = await lsvd(["serve", "--volume", paths.volume, "--cache", paths.cache, "--socket", join(paths.dir, "second.sock")]);
     expect(second.exitCode).toBe(1);
-    expect(second.stderr).toContain("in use by another process");
+    expect(second.stderr).toContain(`is owned by serve pid ${server.process.pid}`);
     const output = join(dataDir, "lock.out");
     await runOk(["nbdcopy", server.uri, output]);
     expect(await sha256File(output)).toBe(await sha256File(input));
-    // SIGKILL releases the lock with the process: gc then opens the cache (and replays its journal).
+    // SIGKILL releases the lock with the process, and gc takes the dead server's lease over at once: it then opens
+    // the cache (and replays its journal).
     await server.kill();
     const after = await lsvd(["gc", "--json", "--volume", paths.volume, "--cache", paths.cache]);
     expect(after.exitCode).toBe(0);

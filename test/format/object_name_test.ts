@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { objectName, parseObjectName } from "../../src/format/object_name.ts";
+import { leaseName, objectName, parseObjectName } from "../../src/format/object_name.ts";
 
 describe("object names", () => {
   test("eight lowercase hex digits after the prefix", () => {
@@ -19,6 +19,12 @@ describe("object names", () => {
       "xobj.0000001a", "obj.0000001g", "obj.+000001a", "obj. 000001a", "other.0000001a"]) {
       expect(parseObjectName("obj", name)).toBeNull();
     }
+  });
+
+  test("the lease object is named apart from every seq name", () => {
+    expect(leaseName("obj")).toBe("obj.lease");
+    expect(parseObjectName("obj", leaseName("obj"))).toBeNull();
+    expect(leaseName("obj").startsWith("obj.")).toBe(true); // listed with the objects; parse tells them apart
   });
 
   test("sequence numbers are uint32", () => {

@@ -26,6 +26,8 @@ const value: SuperblockObject = {
   clone: { baseUuid: BASE_UUID, lastSeq: 7, baseName: "base" },
   snapshots: [{ seq: 3, name: "snap" }],
   nextSeq: 12,
+  ownerEpoch: 4,
+  skipped: [{ first: 10, last: 11 }],
 };
 
 /** A superblock as the v1 reference writes it: sub-header, then the arrays, no extension. */
@@ -46,8 +48,28 @@ function plainV1Superblock(setCrc: boolean): Uint8Array {
   return bytes;
 }
 
-/** The same superblock in our layout, byte by byte: extension block at 76, arrays from 104. */
+/** The same superblock in our layout, byte by byte: extension block at 76, arrays from 120. */
 function ourSuperblock(): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
+    .u64(2097152)
+    .u32(120).u32(8)
+    .u32(128).u32(26)
+    .u32(154).u32(9)
+    .ascii("LSVX").u32(1).u32(44).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12)
+    .u64(4).u32(163).u32(8); // owner_epoch, skips
+  expect(b.length).toBe(120);
+  b.u32(5).u32(9);
+  b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
+  b.u32(3).u8(4).ascii("snap");
+  b.u32(10).u32(11);
+  const bytes = b.padTo(4096).build();
+  resealObject(bytes, EXT_CRC_OFFSET);
+  return bytes;
+}
+
+/** As earlier lsvd versions wrote it: a 28-byte extension block (next_seq only), arrays from 104. */
+function earlierSuperblock(): Uint8Array {
   const b = new ByteBuilder()
     .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
     .u64(2097152)
@@ -71,10 +93,16 @@ describe("superblock object", () => {
     expect(decodeSuperblock(expected)).toEqual(value);
   });
 
-  test("decodes a plain v1 superblock (no extension): nextSeq defaults to 0", () => {
-    expect(decodeSuperblock(plainV1Superblock(true))).toEqual({ ...value, nextSeq: 0 });
+  test("decodes a plain v1 superblock (no extension): nextSeq defaults to 0, no owner, nothing skipped", () => {
+    const plain = { ...value, nextSeq: 0, ownerEpoch: 0, skipped: [] };
+    expect(decodeSuperblock(plainV1Superblock(true))).toEqual(plain);
     // v1 says crc 0 means "not set".
-    expect(decodeSuperblock(plainV1Superblock(false))).toEqual({ ...value, nextSeq: 0 });
+    expect(decodeSuperblock(plainV1Superblock(false))).toEqual(plain);
+  });
+
+  test("decodes an earlier version's 28-byte extension: no owner epoch, nothing skipped", () => {
+    expect(decodeSuperblock(earlierSuperblock())).toEqual({ ...value, ownerEpoch: 0, skipped: [] });
+    expectEveryFlipDetected(earlierSuperblock(), decodeSuperblock);
   });
 
   test("randomized round trips", () => {
@@ -87,8 +115,18 @@ describe("superblock object", () => {
         checkpoints: Array.from({ length: random.int(5) }, () => 1 + random.int(2 ** 32 - 1)),
         clone: random.int(2) ? { baseUuid: BASE_UUID, lastSeq: random.int(2 ** 32), baseName: name().slice(0, 250) } : null,
         snapshots: Array.from({ length: random.int(40) }, () => ({ seq: random.int(2 ** 32), name: name().slice(0, 250) })),
-        nextSeq: random.int(2 ** 32),
+        nextSeq: 0,
+        ownerEpoch: random.int(2 ** 53),
+        skipped: [],
       };
+      // Skipped ranges ascending below next_seq, and no listed checkpoint inside one.
+      s.nextSeq = random.int(2) ? 0 : 2 + random.int(2 ** 32 - 2);
+      for (let first = 1 + random.int(1000); first < (s.nextSeq || 2 ** 32) - 1 && s.skipped.length < 64 && random.int(4); ) {
+        const last = first + random.int(Math.min(5000, (s.nextSeq || 2 ** 32) - 1 - first));
+        s.skipped.push({ first, last });
+        first = last + 2 + random.int(100_000);
+      }
+      s.checkpoints = s.checkpoints.filter((seq) => !s.skipped.some((r) => r.first <= seq && seq <= r.last));
       const bytes = encodeSuperblock(s);
       expect(bytes.byteLength % 4096).toBe(0);
       expect(decodeSuperblock(bytes)).toEqual(s);
@@ -115,16 +153,25 @@ describe("superblock object", () => {
       ["ckpts length not a multiple of 4", (b) => setU32(b, 56, 6)],
       ["clones length too short", (b) => setU32(b, 64, 10)],
       ["clones length disagrees with name_len", (b) => setU32(b, 64, 27)],
-      ["clone name not NUL-terminated", (b) => (b[112 + 25] = 0x41)],
-      ["snap name runs past snaps_len", (b) => (b[138 + 4] = 200)],
+      ["clone name not NUL-terminated", (b) => (b[128 + 25] = 0x41)],
+      ["snap name runs past snaps_len", (b) => (b[154 + 4] = 200)],
       ["snaps_len cuts an entry", (b) => setU32(b, 68, 3)],
       ["vol_size 0", (b) => b.fill(0, 44, 52)],
       ["vol_size past 2^36", (b) => (b[49] = 1)],
       ["vol_size past 2^53", (b) => (b[51] = 0x80)],
-      ["checkpoint seq 0", (b) => setU32(b, 104, 0)],
-      ["clone uuid invalid", (b) => (b[112 + 6] = 0)],
-      ["snap name invalid UTF-8", (b) => (b[138 + 5] = 0xff)],
+      ["checkpoint seq 0", (b) => setU32(b, 120, 0)],
+      ["checkpoint in a skipped range", (b) => setU32(b, 124, 10)],
+      ["clone uuid invalid", (b) => (b[128 + 6] = 0)],
+      ["snap name invalid UTF-8", (b) => (b[154 + 5] = 0xff)],
       ["next_seq huge", (b) => (b[103] = 0x40)],
+      ["owner_epoch past 2^53", (b) => (b[111] = 0x80)],
+      ["skips offset past the end", (b) => setU32(b, 112, 0xfffffff0)],
+      ["skips inside the extension", (b) => setU32(b, 112, 100)],
+      ["skips length not a multiple of 8", (b) => setU32(b, 116, 4)],
+      ["skipped range starting at 0", (b) => setU32(b, 163, 0)],
+      ["skipped range first > last", (b) => setU32(b, 163, 12)],
+      ["skipped range reaching next_seq", (b) => setU32(b, 167, 12)],
+      ["skipped ranges out of order", (b) => { setU32(b, 116, 16); setU32(b, 171, 3); setU32(b, 175, 4); }],
       ["extension version 2", (b) => setU32(b, 80, 2)],
       ["extension length wrong", (b) => setU32(b, 84, 32)],
       ["data_sectors not 0", (b) => setU32(b, 36, 8)],
@@ -138,6 +185,12 @@ describe("superblock object", () => {
     expect(() => encodeSuperblock({ ...value, checkpoints: [0] })).toThrow();
     expect(() => encodeSuperblock({ ...value, snapshots: [{ seq: 1, name: "x".repeat(256) }] })).toThrow();
     expect(() => encodeSuperblock({ ...value, volUuid: "not-a-uuid" })).toThrow();
+    expect(() => encodeSuperblock({ ...value, skipped: [{ first: 0, last: 3 }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, skipped: [{ first: 4, last: 3 }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, skipped: [{ first: 10, last: 12 }] })).toThrow(); // reaches next_seq
+    expect(() => encodeSuperblock({ ...value, skipped: [{ first: 3, last: 4 }, { first: 2, last: 2 }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, skipped: [{ first: 9, last: 9 }] })).toThrow(); // holds checkpoint 9
+    expect(() => encodeSuperblock({ ...value, skipped: Array.from({ length: 65 }, (_, i) => ({ first: 100 + 2 * i, last: 100 + 2 * i })), nextSeq: 0 })).toThrow();
   });
 
   test("grows past one page when the arrays need it", () => {
@@ -176,6 +229,17 @@ describe("superblock object", () => {
       expect(ours).toEqual({ superblock: value, checkpointsChecksummed: true, rewrittenByReference: false });
       expect(decodeSuperblockChecked(plainV1Superblock(true)).checkpointsChecksummed).toBe(true);
       expect(decodeSuperblockChecked(plainV1Superblock(false)).checkpointsChecksummed).toBe(false);
+    });
+
+    test("an earlier version's superblock (28-byte extension) rewritten by it decodes too; ranges above its newest checkpoint go", () => {
+      for (const list of [[20], [20, 21, 22]]) {
+        const decoded = decodeSuperblockChecked(referenceRewrite(earlierSuperblock(), list));
+        expect(decoded.superblock).toEqual({ ...value, checkpoints: list, nextSeq: 0, ownerEpoch: 0, skipped: [] });
+        expect(decoded.rewrittenByReference).toBe(true);
+      }
+      // It may have written inside a skipped range it knows nothing of, above its own newest checkpoint.
+      expect(decodeSuperblock(referenceRewrite(ourSuperblock(), [6])).skipped).toEqual([]);
+      expect(decodeSuperblock(referenceRewrite(ourSuperblock(), [12])).skipped).toEqual([{ first: 10, last: 11 }]);
     });
 
     test("a corrupted byte anywhere it did not write is refused (every byte, three flips each)", () => {

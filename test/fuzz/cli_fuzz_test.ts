@@ -11,6 +11,7 @@ import { Prng, seedFromEnv } from "../sim/prng.ts";
 import { immediateClock, makeWorld, openVolume } from "../sim/volume_world.ts";
 import { runLsvd } from "../crash/_harness.ts";
 import { mutate, resealObject } from "./_mutate.ts";
+import { parseObjectName } from "../../src/format/object_name.ts";
 
 const PARSE_RUNS = 24;
 const FSCK_RUNS = 8;
@@ -60,7 +61,9 @@ describe("fuzz: the CLI on damaged objects", () => {
       const copy = path.join(dir, `v${index}`);
       mkdirSync(copy);
       for (const name of names) writeFileSync(path.join(copy, name), readFileSync(path.join(backend, name)));
-      const name = names[prng.int(names.length)]!;
+      // The volume's objects: not the lease (which fsck does not check: it is not the volume's data) nor a lock file.
+      const objects = names.filter((candidate) => candidate === "vol" || parseObjectName("vol", candidate) !== null);
+      const name = objects[prng.int(objects.length)]!;
       const mutation = mutate(readFileSync(path.join(copy, name)), prng, 512, null);
       writeFileSync(path.join(copy, name), mutation.bytes);
       const result = runLsvd(["fsck", "--json", path.join(copy, "vol")]);

@@ -85,7 +85,8 @@ beforeAll(async () => {
   world.fence?.fence();
   const store = world.store as MemoryStore;
   samples = [];
-  for (const name of [PREFIX, ...(await store.list(`${PREFIX}.`))]) {
+  // Backend objects only: the lease (`vol.lease`) is not one (its codec has its own corruption tests).
+  for (const name of [PREFIX, ...(await store.list(`${PREFIX}.`)).filter((name) => parseObjectName(PREFIX, name) !== null)]) {
     const bytes = await store.get(name);
     samples.push({ name, seq: name === PREFIX ? 0 : parseObjectName(PREFIX, name)!, type: decodeCommonHeader(bytes).type, bytes });
   }

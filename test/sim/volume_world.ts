@@ -7,10 +7,13 @@ import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { computeCacheLayout } from "../../src/cache/cache_layout.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import { encodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
-import { encodeSuperblock } from "../../src/format/superblock_object.ts";
 import { Volume, type VolumeOptions } from "../../src/volume/volume.ts";
 import type { Clock } from "../../src/volume/clock.ts";
 import { FencedStore } from "./fenced_store.ts";
+import { GuardedStore } from "../../src/backend/guarded_store.ts";
+import type { Lease } from "../../src/volume/lease.ts";
+import { createVolume, takeOwnership } from "../../src/volume/ownership.ts";
+import { fsckVolume, type FsckReport } from "../../src/volume/fsck.ts";
 import { MemoryCacheDevice, MemoryPool } from "./memory_cache_device.ts";
 import { Prng } from "./prng.ts";
 
@@ -26,7 +29,14 @@ export interface World {
   logs: string[];
   /** The store view of the current incarnation; crash() fences it. */
   fence: FencedStore | null;
+  /** The lease of the current incarnation (each incarnation is a process of its own, pid = its number). */
+  lease: Lease | null;
+  incarnation: number;
+  volume: Volume | null;
 }
+
+/** The simulated host: every incarnation runs here, and a previous one is never running any more. */
+const SIM_HOST = { host: "sim", bootId: "5e1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b" };
 
 export async function makeWorld(
   seed: number,
@@ -36,11 +46,19 @@ export async function makeWorld(
   const store = options.store ?? new MemoryStore();
   const volUuid = uuidv4();
   const volumeBytes = options.volumeBytes ?? 16 * 1024 * 1024;
-  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: volumeBytes / SECTOR_BYTES, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
+  // As `lsvd mkdisk` does: the superblock under the lease, which is then released.
+  await createVolume({
+    store,
+    prefix: PREFIX,
+    volUuid,
+    volSectors: volumeBytes / SECTOR_BYTES,
+    replace: false,
+    lease: { command: "mkdisk", identity: { ...SIM_HOST, pid: 0, processStartTicks: 1 }, processRuns: () => false },
+  });
   const cacheBytes = options.cacheBytes ?? 40 * 1024 * 1024;
   const device = new MemoryCacheDevice(cacheBytes, prng);
   formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes);
-  return { prng, store, device, pool: new MemoryPool(), volUuid, volumeBytes, logs: [], fence: null };
+  return { prng, store, device, pool: new MemoryPool(), volUuid, volumeBytes, logs: [], fence: null, lease: null, incarnation: 0, volume: null };
 }
 
 /** Formats the cache; a journalBytes smaller than mkcache allows makes wrap-around and back-pressure frequent. */
@@ -65,10 +83,29 @@ export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq
   return cacheUuid;
 }
 
+/**
+ * Opens the volume as a new process would: takes the lease (a previous incarnation that closed cleanly released it;
+ * one that crashed is dead, so its lease is taken over at once), then opens through the lease-guarded store.
+ */
 export async function openVolume(world: World, overrides: Partial<VolumeOptions> = {}): Promise<Volume> {
+  const previous = world.volume as unknown as { closed: boolean } | null;
+  if (world.lease !== null && previous?.closed === true) await world.lease.release();
+  world.lease?.abandon();
   world.fence = new FencedStore(world.store);
-  return Volume.open({
+  world.incarnation += 1;
+  const { lease, owner } = await takeOwnership({
     store: world.fence,
+    prefix: PREFIX,
+    command: "serve",
+    identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
+    processRuns: () => false,
+    log: (line) => world.logs.push(line),
+  });
+  world.lease = lease;
+  const store = new GuardedStore(world.fence, () => lease.check());
+  world.volume = await Volume.open({
+    owner,
+    store,
     prefix: PREFIX,
     cache: world.device,
     pool: world.pool,
@@ -81,6 +118,30 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     log: (line) => world.logs.push(line),
     ...overrides,
   });
+  return world.volume;
+}
+
+/**
+ * `lsvd fsck --repair` as another process would run it: the volume's lease first (the previous incarnation released
+ * it if it closed cleanly, else it is dead and its lease is taken over), repairs through the lease-guarded store,
+ * then the lease released.
+ */
+export async function fsckRepair(world: World): Promise<FsckReport> {
+  const previous = world.volume as unknown as { closed: boolean } | null;
+  if (world.lease !== null && previous?.closed === true) await world.lease.release();
+  world.lease?.abandon();
+  world.lease = null;
+  world.incarnation += 1;
+  let lease: Lease | null = null;
+  const store = new GuardedStore(world.store, () => lease!.check());
+  const taken = await takeOwnership(
+    { store: world.store, prefix: PREFIX, command: "fsck --repair", identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 }, processRuns: () => false },
+    store,
+  );
+  lease = taken.lease;
+  const report = await fsckVolume({ store, prefix: PREFIX, repair: true, owner: taken.owner });
+  await lease.release();
+  return report;
 }
 
 /** Garbage collection all the time: a round every 2 ms, a checkpoint forced for retired objects after 20 ms. */
@@ -129,6 +190,8 @@ export const immediateClock: Clock = {
 /** The process dies: the volume stops, its store calls fail, the cache keeps what the crash model lets it keep. */
 export function crashWorld(world: World, volume: Volume, options: { powerLoss?: boolean } = {}): void {
   volume.abandon();
+  world.lease?.abandon();
+  world.lease = null;
   world.fence?.fence();
   world.device = world.device.crash(options);
 }

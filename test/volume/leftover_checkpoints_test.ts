@@ -9,11 +9,11 @@ import { MemoryStore } from "../../src/backend/memory_store.ts";
 import { NIL as NIL_UUID } from "uuid";
 import { encodeCheckpoint } from "../../src/format/checkpoint_object.ts";
 import { decodeCommonHeader, ObjectType } from "../../src/format/object_header.ts";
-import { objectName } from "../../src/format/object_name.ts";
+import { objectName, parseObjectName } from "../../src/format/object_name.ts";
 import { decodeSuperblock, encodeSuperblock } from "../../src/format/superblock_object.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
-import { immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 
@@ -21,7 +21,7 @@ const BLOCK = 4096;
 class RecordingStore extends MemoryStore {
   readonly checkpoints = new Map<number, Uint8Array>();
   override async put(name: string, data: Uint8Array): Promise<void> {
-    if (name !== PREFIX && decodeCommonHeader(data).type === ObjectType.Checkpoint) this.checkpoints.set(decodeCommonHeader(data).seq, data.slice());
+    if (parseObjectName(PREFIX, name) !== null && decodeCommonHeader(data).type === ObjectType.Checkpoint) this.checkpoints.set(decodeCommonHeader(data).seq, data.slice());
     return super.put(name, data);
   }
 }
@@ -146,7 +146,7 @@ describe("left-over checkpoints", () => {
 
   test("fsck --repair deletes left-overs as a clean-up (exit 0) and keeps the named checkpoints and the one above the oldest", async () => {
     const { world, m, a } = await killedTwice(403);
-    const repaired = await fsckVolume({ store: world.store, prefix: PREFIX, repair: true });
+    const repaired = await fsckRepair(world);
     expect(repaired.exitCode).toBe(0);
     expect(repaired.problems).toEqual([]);
     expect(repaired.repairs).toEqual([]);
@@ -154,7 +154,7 @@ describe("left-over checkpoints", () => {
     expect(await exists(world, m)).toBe(false);
     expect(await exists(world, a)).toBe(true);
     for (const seq of await named(world)) expect(await exists(world, seq)).toBe(true);
-    expect((await fsckVolume({ store: world.store, prefix: PREFIX, repair: true })).cleanups).toEqual([]);
+    expect((await fsckRepair(world)).cleanups).toEqual([]);
   }, 30_000);
 
   test("an unnamed checkpoint that disagrees with the objects: a note below the oldest named one, a problem above it", async () => {

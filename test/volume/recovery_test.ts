@@ -8,7 +8,6 @@ import { describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
-import { WrappingStore, type StoreOp } from "../../src/backend/wrapping_store.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import { encodeDataObjectHeader } from "../../src/format/data_object.ts";
 import { objectName, parseObjectName } from "../../src/format/object_name.ts";
@@ -86,7 +85,7 @@ const WRITER_CACHE = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
 async function logOf(flags: Array<"c" | "b" | null>): Promise<{ store: MemoryStore; volUuid: string }> {
   const store = new MemoryStore();
   const volUuid = randomUUID();
-  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: 2048, checkpoints: [], clone: null, snapshots: [], nextSeq: 0 }));
+  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: 2048, checkpoints: [], clone: null, snapshots: [], nextSeq: 0, ownerEpoch: 0, skipped: [] }));
   for (const [index, flag] of flags.entries()) {
     const seq = index + 1;
     if (flag !== null) await store.put(objectName(PREFIX, seq), dataObject(volUuid, seq, seq * 8, 8, seq, flag === "c"));
@@ -104,7 +103,7 @@ function mappedObjects(map: ExtentMap): number[] {
 describe("roll-forward ends at the last write boundary", () => {
   test("objects ending inside a write are held, then applied when an object ending on a boundary follows", async () => {
     const { store } = await logOf(["c", "c", "b", "c", "b"]);
-    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
     expect(state.unfinished).toBeNull();
     expect(state.nextSeq).toBe(6);
     expect(mappedObjects(state.map)).toEqual([1, 2, 3, 4, 5]);
@@ -114,7 +113,7 @@ describe("roll-forward ends at the last write boundary", () => {
 
   test("a tail of objects ending inside a write is not applied: the log ends before it, the caller decides", async () => {
     const { store } = await logOf(["b", "c", "b", "c", "c"]);
-    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
     expect(state.nextSeq).toBe(4);
     expect(mappedObjects(state.map)).toEqual([1, 2, 3]);
     expect(state.rolledForward).toBe(3);
@@ -128,7 +127,7 @@ describe("roll-forward ends at the last write boundary", () => {
 
   test("keepUnfinishedTail applies the tail as the log's end (the journal holds the rest of its write)", async () => {
     const { store } = await logOf(["b", "c", "c"]);
-    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
     keepUnfinishedTail(PREFIX, state);
     expect(state.unfinished).toBeNull();
     expect(state.nextSeq).toBe(4);
@@ -137,32 +136,26 @@ describe("roll-forward ends at the last write boundary", () => {
     expect(state.objects.get(3)?.liveSectors).toBe(8);
   });
 
-  test("dropUnfinishedTail deletes the tail newest first and leaves the log at the last boundary", async () => {
+  test("dropUnfinishedTail ends the log at the last boundary and leaves the tail beyond it, undeleted", async () => {
     const { store } = await logOf(["b", "c", "c", "c"]);
-    const deleted: string[] = [];
-    const recording = new (class extends WrappingStore {
-      protected override async call<T>(op: StoreOp, name: string, forward: () => Promise<T>): Promise<T> {
-        if (op === "delete") deleted.push(name);
-        return forward();
-      }
-      override async close(): Promise<void> {}
-    })(store);
-    const state = await recoverBackend(recording, PREFIX, { deleteBeyondGap: true, verifyData: true });
-    await dropUnfinishedTail(recording, PREFIX, state, true);
-    expect(deleted).toEqual([4, 3, 2].map((seq) => objectName(PREFIX, seq)));
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
+    dropUnfinishedTail(PREFIX, state);
     expect([state.nextSeq, state.unfinished, state.beyondGap]).toEqual([2, null, [2, 3, 4]]);
     expect(mappedObjects(state.map)).toEqual([1]);
-    // A second recovery finds a log that ends on a boundary.
-    const again = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
-    expect([again.nextSeq, again.unfinished]).toEqual([2, null]);
+    // Names are never written twice: the tail stays until the new log start skips it (ownership.ts, beginLog).
+    for (const seq of [2, 3, 4]) expect(await store.stat(objectName(PREFIX, seq))).not.toBeNull();
+    // A second recovery decides the same way.
+    const again = await recoverBackend(store, PREFIX, { verifyData: true });
+    expect(again.unfinished?.objects.map((object) => object.seq)).toEqual([2, 3, 4]);
+    expect(again.nextSeq).toBe(2);
   });
 
-  test("a gap ends the log first: held objects before it are the tail, objects beyond it are deleted", async () => {
+  test("a gap ends the log first: held objects before it are the tail, objects beyond it are reported", async () => {
     const { store } = await logOf(["b", "c", null, "b"]);
-    const state = await recoverBackend(store, PREFIX, { deleteBeyondGap: true, verifyData: true });
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
     expect(state.unfinished?.objects.map((object) => object.seq)).toEqual([2]);
     expect(state.beyondGap).toEqual([4]);
-    expect(await store.stat(objectName(PREFIX, 4))).toBeNull();
+    expect(await store.stat(objectName(PREFIX, 4))).not.toBeNull();
     expect(state.nextSeq).toBe(2);
   });
 });

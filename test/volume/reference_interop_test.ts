@@ -14,7 +14,7 @@ import { ExtentMap } from "../../src/map/extent_map.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import { ByteBuilder, crcWithZeroed, setU32, zlibCrc } from "../format/_helpers.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
-import { formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 const OPTIONS = { clock: immediateClock, checkpointIntervalObjects: 3 };
@@ -167,7 +167,7 @@ describe("a volume lsvd-rbd opened and closed", () => {
 
     const found = await fsckVolume({ store: world.store, prefix: PREFIX });
     expect(found.exitCode).toBe(4);
-    const repaired = await fsckVolume({ store: world.store, prefix: PREFIX, repair: true });
+    const repaired = await fsckRepair(world);
     expect(repaired.exitCode).toBe(1);
     expect(decodeSuperblock(await world.store.get(PREFIX)).checkpoints).toEqual(listed.slice(1));
     const volume = await openVolume(world, OPTIONS);

@@ -195,7 +195,7 @@ describe("journal held by the open batch after the puts in flight complete", () 
       model.apply(offset, data, bytes);
       return volume.write(offset, data, false);
     };
-    faulty.hang("put");
+    faulty.hang("putIfAbsent");
     await write(0, SECTOR_BYTES);
     for (const fire of timers.splice(0)) fire(); // the idle timer seals the one-write batch: its put hangs
     await Bun.sleep(5);

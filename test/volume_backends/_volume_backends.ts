@@ -9,7 +9,7 @@ import * as path from "node:path";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { RadosStore } from "../../src/backend/rados_store.ts";
 import { S3Store } from "../../src/backend/s3_store.ts";
-import { parseObjectName } from "../../src/format/object_name.ts";
+import { leaseName, parseObjectName } from "../../src/format/object_name.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import type { CephEnv } from "../backend/_ceph.ts";
 import { Prng } from "../sim/prng.ts";
@@ -170,7 +170,8 @@ export class Server {
     await this.wait();
   }
 
-  private async wait(): Promise<number> {
+  /** Waits (bounded) for the server to exit by itself; resolves with the exit code. */
+  async wait(): Promise<number> {
     const timer = setTimeout(() => this.child.kill("SIGKILL"), CHILD_TIMEOUT_MS);
     const code = await this.child.exited;
     clearTimeout(timer);
@@ -267,10 +268,10 @@ export async function objectSeqs(store: ObjectStore, prefix: string): Promise<nu
   return seqs.sort((a, b) => a - b);
 }
 
-/** Deletes a volume's superblock and objects (tests share the pool and bucket). */
+/** Deletes a volume's superblock, objects and lease (tests share the pool and bucket). */
 export async function deleteVolume(store: ObjectStore, prefix: string): Promise<void> {
   for (const name of await store.list(prefix)) {
-    if (name === prefix || parseObjectName(prefix, name) !== null) await store.delete(name);
+    if (name === prefix || name === leaseName(prefix) || parseObjectName(prefix, name) !== null) await store.delete(name);
   }
 }
 

@@ -96,9 +96,10 @@ describe("volume on a backend that fails some requests", () => {
         const durableAtOpen = opened.volume.stats().durableSeq;
         // Set after open: recovery of a brand-new volume is not the point here (it is below).
         opened.faulty.failWithProbability("any", 0.2);
-        opened.faulty.failNextAfterApply("put", 3); // the put landed, the reply was lost: the retry rewrites it
+        // The put landed, the reply was lost: the retry finds the name taken, by our own bytes (read back: success).
+        opened.faulty.failNextAfterApply("putIfAbsent", 3);
         // A permanent error: RetryingStore gives up at once, the object writer logs it and tries again later.
-        opened.faulty.failNext("put", 1, { transient: false });
+        opened.faulty.failNext("putIfAbsent", 1, { transient: false });
         const writer = new VolumeWriter(opened.volume, model, { workers: 4, writeBytes: 16 * 1024, totalBytes: 6 * 1024 * 1024, seed: 3 });
         await writer.done;
         expect(writer.errors).toEqual([]);

@@ -4,7 +4,9 @@
 
 import { writeOut } from "../output.ts";
 import { LsvdError } from "../../errors.ts";
-import { openBackend } from "../../backend/backend_uri.ts";
+import type { Lease } from "../../volume/lease.ts";
+import { takeOwnership, type VolumeOwner } from "../../volume/ownership.ts";
+import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend, type OwnedBackend } from "../ownership.ts";
 import { openUringDevice, type UringDevice } from "../../../ffi/uring_device.ts";
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
@@ -27,13 +29,16 @@ ones it names. The next open (serve, gc) deletes the first, garbage collection t
 
 Options:
   --cache CACHE   also check this cache file or device (made by 'lsvd mkcache')
-  --repair        drop unusable checkpoints from the superblock, delete the objects at and beyond the end of the log
-                  (what the next open would do) and the left-over checkpoints. Never while the volume is being
-                  served. Deleting left-overs alone leaves the exit status 0.
+  --repair        drop unusable checkpoints from the superblock, start the log above the objects at and beyond its
+                  end, which are then deleted (what the next open would do), and delete the left-over checkpoints.
+                  Takes the volume's lease first: refused while the volume is served or otherwise owned (see
+                  'lsvd lock show'). Deleting left-overs alone leaves the exit status 0.
   --json          print the report as JSON
+${LEASE_HELP}
 ${BACKEND_HELP}
 
-Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check (operational error).
+Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check (operational error, or
+--repair refused because another process owns the volume).
 `;
 
 function printReport(report: FsckReport, volume: string): void {
@@ -86,7 +91,7 @@ export const fsckCommand: Command = {
     let parsed;
     let volume: string;
     try {
-      parsed = parseCommandArgs(argv, { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...BACKEND_OPTIONS });
+      parsed = parseCommandArgs(argv, { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...LEASE_OPTIONS, ...BACKEND_OPTIONS });
       if (parsed.help) {
         writeOut(HELP);
         return 0;
@@ -99,18 +104,32 @@ export const fsckCommand: Command = {
     }
     const json = parsed.values.json === true;
     const cachePath = stringOption(parsed, "cache");
-    let store: ObjectStore | null = null;
+    const repair = parsed.values.repair === true;
+    let backend: OwnedBackend | null = null;
+    let lease: Lease | null = null;
     let device: UringDevice | null = null;
     try {
-      const backend = await openBackend(volume, backendOptionsFrom(parsed));
-      store = backend.store;
+      const durationMs = leaseDurationFrom(parsed);
+      backend = await openOwnedBackend(volume, backendOptionsFrom(parsed), () => undefined, durationMs);
+      // Checking reads only; repairing changes the volume, so it takes the lease (a served volume is refused).
+      let owner: VolumeOwner | undefined;
+      let store: ObjectStore = backend.leaseStore;
+      if (repair) {
+        store = backend.ownerStore(() => lease!);
+        const taken = await takeOwnership({ store: backend.leaseStore, prefix: backend.prefix, command: "fsck --repair", durationMs }, store);
+        lease = taken.lease;
+        owner = taken.owner;
+      }
       if (cachePath !== undefined) device = await openUringDevice(cachePath);
       const report = await fsckVolume({
         store,
         prefix: backend.prefix,
         cache: device ? { device, pool: device.pool } : undefined,
-        repair: parsed.values.repair === true,
+        repair,
+        owner,
       });
+      await lease?.release();
+      lease = null;
       if (json) writeOut(`${JSON.stringify({ volume: backend.uri, ...report }, null, 2)}\n`);
       else printReport(report, backend.uri);
       return report.exitCode;
@@ -121,8 +140,9 @@ export const fsckCommand: Command = {
       process.stderr.write(`lsvd fsck: ${message}\n`);
       return FSCK_EXIT_OPERATIONAL;
     } finally {
+      lease?.abandon(); // a repair that failed part way: the lease expires rather than being given back clean
       if (device) await device.close();
-      if (store) await store.close();
+      if (backend) await backend.close();
     }
   },
 };

@@ -4,10 +4,12 @@
 import { writeOut } from "../output.ts";
 import { GC_THRESHOLD_DEFAULT, SECTOR_BYTES } from "../../constants.ts";
 import { openVolumeForCommand } from "../open_volume.ts";
+import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, parseCommandArgs, requireVolumeAndCache } from "../args.ts";
 import type { Command } from "./command.ts";
+import { parseObjectName } from "../../format/object_name.ts";
 
 const USAGE = "lsvd gc --volume VOLUME --cache CACHE [--gc-threshold F] [--json]";
 const HELP = `Usage: ${USAGE}
@@ -22,8 +24,10 @@ Options:
   --cache CACHE       its cache file or device
   --gc-threshold F    clean objects whose live share is below F (default ${GC_THRESHOLD_DEFAULT}; 0: only delete dead objects)
   --json              print the result as JSON
+${LEASE_HELP}
 ${BACKEND_HELP}
-Exit status: 0 done, 1 the volume could not be opened or collected.
+gc takes the volume's lease (see 'lsvd lock show'): a volume being served, or otherwise owned, is refused at once.
+Exit status: 0 done, 1 the volume could not be opened (owned by another process) or collected.
 `;
 
 export const gcCommand: Command = {
@@ -35,6 +39,7 @@ export const gcCommand: Command = {
       cache: { type: "string" },
       "gc-threshold": { type: "string" },
       json: { type: "boolean" },
+      ...LEASE_OPTIONS,
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
@@ -46,14 +51,16 @@ export const gcCommand: Command = {
     const json = parsed.values.json === true;
     const log = makeLogger("lsvd", false);
     const started = Date.now();
-    const { volume, store, prefix, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, {
+    const holder = { command: "gc", leaseDurationMs: leaseDurationFrom(parsed) };
+    const { volume, store, prefix, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, holder, {
       gcThreshold,
       // Rounds are driven below, and retired objects get their checkpoints at once.
       gcIntervalMs: 2 ** 31 - 1,
       gcForceCheckpointMs: 0,
       log: json ? () => {} : log,
     });
-    const objectsBefore = (await store.list(`${prefix}.`)).length;
+    const countObjects = async () => (await store.list(`${prefix}.`)).filter((name) => parseObjectName(prefix, name) !== null).length;
+    const objectsBefore = await countObjects();
     const progress = process.stderr.isTTY === true && !json;
     let rounds: number;
     let objectsAfter: number;
@@ -65,7 +72,7 @@ export const gcCommand: Command = {
       });
       if (progress) process.stderr.write("\n");
       await volume.close(); // idempotent: close() below then closes the device and the store
-      objectsAfter = (await store.list(`${prefix}.`)).length;
+      objectsAfter = await countObjects();
     } finally {
       await close();
     }

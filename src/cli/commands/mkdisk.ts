@@ -4,9 +4,9 @@ import { writeOut } from "../output.ts";
 import { v4 as uuidv4, validate as uuidValidate } from "uuid";
 import { PAGE_BYTES, SECTOR_BYTES, VOLUME_BYTES_DEFAULT, VOLUME_BYTES_MAX } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
-import { openBackend } from "../../backend/backend_uri.ts";
-import { encodeSuperblock } from "../../format/superblock_object.ts";
-import { parseObjectName } from "../../format/object_name.ts";
+import { createVolume } from "../../volume/ownership.ts";
+import { makeLogger } from "../../util/log.ts";
+import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
 import type { Command } from "./command.ts";
@@ -19,9 +19,14 @@ Creates a volume: writes its superblock object. The volume's data objects (PREFI
 Options:
   --size SIZE   volume size (default 1g); a multiple of 4 KiB, at most ${formatSize(VOLUME_BYTES_MAX)}
   --uuid UUID   volume UUID (default: a new random one)
-  --force       replace an existing volume at VOLUME (its objects are deleted)
+  --force       replace an existing volume at VOLUME (its objects are deleted); refused while the volume is owned
+                (served, or held by another command: see 'lsvd lock show')
   --json        print the result as JSON
+${LEASE_HELP}
 ${BACKEND_HELP}
+
+The new volume's objects start above every object name that exists at VOLUME, so that nothing written for an
+earlier volume there can ever be taken for part of the new one.
 `;
 
 export function checkVolumeSize(bytes: number): void {
@@ -41,6 +46,7 @@ export const mkdiskCommand: Command = {
       uuid: { type: "string" },
       force: { type: "boolean" },
       json: { type: "boolean" },
+      ...LEASE_OPTIONS,
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
@@ -52,28 +58,32 @@ export const mkdiskCommand: Command = {
     const sizeBytes = sizeText === undefined ? VOLUME_BYTES_DEFAULT : parseSize(sizeText, "size");
     checkVolumeSize(sizeBytes);
     const volUuid = stringOption(parsed, "uuid") ?? uuidv4();
+    const log = makeLogger("lsvd", true);
     if (!uuidValidate(volUuid)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
-    const { store, prefix, uri } = await openBackend(volume!, { ...backendOptionsFrom(parsed), createDirectory: true });
+    const backend = await openOwnedBackend(volume!, { ...backendOptionsFrom(parsed), createDirectory: true }, log, leaseDurationFrom(parsed));
     try {
-      if (await store.stat(prefix)) {
-        if (parsed.values.force !== true) {
-          throw new InvalidArgumentError(`A volume already exists at ${uri} (use --force to replace it and delete its objects)`);
-        }
-        // Old data objects must go: a new superblock over old objects would mix two volumes' logs.
-        for (const name of await store.list(`${prefix}.`)) {
-          if (parseObjectName(prefix, name) !== null) await store.delete(name);
-        }
+      const { leaseStore: store, prefix, uri } = backend;
+      // Said first, without touching the lease: the usual mistake is a missing --force.
+      if (parsed.values.force !== true && (await store.stat(prefix))) {
+        throw new InvalidArgumentError(`A volume already exists at ${uri} (use --force to replace it and delete its objects)`);
       }
-      const volSectors = sizeBytes / SECTOR_BYTES;
-      await store.put(prefix, encodeSuperblock({ volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1 }));
+      const created = await createVolume({
+        store,
+        prefix,
+        volUuid,
+        volSectors: sizeBytes / SECTOR_BYTES,
+        replace: parsed.values.force === true,
+        lease: { command: "mkdisk", durationMs: leaseDurationFrom(parsed), log },
+      });
       if (parsed.values.json === true) {
-        writeOut(`${JSON.stringify({ volume: uri, uuid: volUuid, sizeBytes })}\n`);
+        writeOut(`${JSON.stringify({ volume: uri, uuid: volUuid, sizeBytes, epoch: created.epoch, firstSeq: created.nextSeq, objectsDeleted: created.deleted })}\n`);
       } else {
-        writeOut(`created volume ${uri}: ${formatSize(sizeBytes)}, UUID ${volUuid}\n`);
+        const replaced = created.deleted > 0 ? `; ${created.deleted} object(s) of the volume it replaces deleted` : "";
+        writeOut(`created volume ${uri}: ${formatSize(sizeBytes)}, UUID ${volUuid}${replaced}\n`);
       }
       return 0;
     } finally {
-      await store.close();
+      await backend.close();
     }
   },
 };

@@ -8,6 +8,7 @@ import { decodeCheckpoint, unpackCheckpointMapEntry, CKPT_MAP_ENTRY_BYTES } from
 import { decodeDataObjectHeader, verifyDataArea } from "../../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../../format/object_header.ts";
 import { decodeSuperblock } from "../../format/superblock_object.ts";
+import { decodeLease, LeaseState } from "../../format/lease_object.ts";
 import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { SECTOR_BYTES } from "../../constants.ts";
@@ -17,8 +18,8 @@ import type { Command } from "./command.ts";
 const USAGE = "lsvd parse [--json] [--map-limit N] OBJECT";
 const HELP = `Usage: ${USAGE}
 
-Prints a backend object (a volume's superblock PREFIX, a data or checkpoint object PREFIX.%08x) or the superblock of
-a cache file. OBJECT is a path or URI: /dir/obj.0000002a, rados://POOL/obj, s3://BUCKET/obj.00000001.
+Prints a backend object (a volume's superblock PREFIX, a data or checkpoint object PREFIX.%08x, its lease
+PREFIX.lease) or the superblock of a cache file. OBJECT is a path or URI: /dir/obj.0000002a, rados://POOL/obj, s3://BUCKET/obj.00000001.
 A truncated, corrupted or foreign object is reported with the reason (exit 1).
 
 Options:
@@ -55,6 +56,26 @@ function readLocalPrefix(path: string, bytes: number): Uint8Array {
 }
 
 const CACHE_MAGIC = [0x4c, 0x53, 0x56, 0x43]; // "LSVC"
+const LEASE_MAGIC_BYTES = [0x4c, 0x53, 0x56, 0x4c]; // "LSVL": a volume's lease object, PREFIX.lease
+
+/** A lease object (docs/format.md, "Lease object"). */
+function describeLease(name: string, bytes: Uint8Array): { text: string; json: unknown } {
+  const lease = decodeLease(bytes);
+  const state = { [LeaseState.Held]: "held", [LeaseState.Released]: "released", [LeaseState.Broken]: "broken" }[lease.state];
+  const lines = [
+    `name:      ${name}`,
+    `kind:      lease`,
+    `state:     ${state}`,
+    `epoch:     ${lease.epoch}`,
+    `holder:    ${lease.command} pid ${lease.pid} (start ticks ${lease.processStartTicks}) on host ${lease.host}, boot ${lease.bootId}`,
+    `addresses: ${lease.addresses.join(", ") || "(none)"}`,
+    `acquired:  ${new Date(lease.acquiredAtMs).toISOString()}`,
+    `renewed:   ${new Date(lease.renewedAtMs).toISOString()}`,
+    `duration:  ${lease.durationMs} ms`,
+    `cookie:    ${lease.cookie}`,
+  ];
+  return { text: lines.join("\n"), json: { name, kind: "lease", ...lease, state } };
+}
 
 export function printCacheSuperblock(name: string, superblock: CacheSuperblock, json: boolean): void {
   if (json) {
@@ -79,6 +100,7 @@ export function printCacheSuperblock(name: string, superblock: CacheSuperblock, 
 }
 
 export function describeObject(name: string, bytes: Uint8Array, mapLimit: number): { text: string; json: unknown } {
+  if (bytes.byteLength >= 4 && LEASE_MAGIC_BYTES.every((byte, index) => bytes[index] === byte)) return describeLease(name, bytes);
   const common = decodeCommonHeader(bytes);
   // Every kind's JSON carries the common header fields the text mode prints (seq, n_hdr, n_data).
   const commonJson = { volUuid: common.volUuid, seq: common.seq, hdrSectors: common.hdrSectors, dataSectors: common.dataSectors };
@@ -102,6 +124,8 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
       `clones:         ${superblock.clone ? JSON.stringify(superblock.clone) : "[]"}`,
       `snaps:          ${JSON.stringify(superblock.snapshots)}`,
       `next_seq:       ${superblock.nextSeq}`,
+      `owner_epoch:    ${superblock.ownerEpoch}`,
+      `skipped:        [${superblock.skipped.map((range) => `${range.first}..${range.last}`).join(", ")}]`,
     );
     return { text: lines.join("\n"), json: { name, type: "SUPER", ...commonJson, ...superblock } };
   }

@@ -4,7 +4,9 @@
 // Start-up order (docs/architecture.md, "Connections"):
 //   1. bind every listener: a unix socket where a server answers is refused, a stale one replaced, a port in use
 //      fails; clients that connect from here on wait for their greeting;
-//   2. open the volume: recovery, which may delete objects beyond a gap, so it runs only once we know we can serve;
+//   2. take the volume's lease (refused at once, naming the holder, if another process owns it: the lease records the
+//      addresses bound in step 1), then open the volume: recovery, which may delete objects beyond a gap, so it runs
+//      only once we know we can serve;
 //   3. serve: greet the waiting clients;
 //   4. on SIGINT/SIGTERM: drain connections, close the volume, saying every few seconds what is still awaited.
 
@@ -27,6 +29,7 @@ import {
 import { IOError, InvalidArgumentError } from "../../errors.ts";
 import { listenNbd, type NbdServer } from "../../nbd/server.ts";
 import { openVolumeForCommand, type OpenedVolume } from "../open_volume.ts";
+import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { makeLogger, type LogFn } from "../../util/log.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import {
@@ -82,7 +85,13 @@ Options:
                          a client must finish negotiating this long after its greeting, or it is
                          disconnected (default ${NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT})
   --quiet                log nothing but errors
+${LEASE_HELP}
 ${BACKEND_HELP}
+
+Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
+another process owns is refused at once (exit 1), naming the holder (see 'lsvd lock show'). A server that loses the
+lease (it could not renew it in time, or another process took the volume over) answers every request with an error,
+says so in its log and exits 1.
 `;
 
 export function parseListen(text: string): { host: string; port: number } {
@@ -186,8 +195,11 @@ async function shutDown(server: NbdServer, opened: OpenedVolume, lastError: Last
   }
 }
 
-/** Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. */
-function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>): Promise<void> {
+/**
+ * Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. `stopOn` may start the
+ * shutdown too (the lease was lost).
+ */
+function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
   const stopped = Promise.withResolvers<void>();
   let stopping = false;
   const stop = (signal: string) => {
@@ -201,6 +213,9 @@ function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>):
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  stopOn((why) => {
+    if (!stopping) stop(why);
+  });
   return stopped.promise;
 }
 
@@ -222,6 +237,7 @@ export const serveCommand: Command = {
       "no-gc": { type: "boolean" },
       "handshake-timeout-ms": { type: "string" },
       quiet: { type: "boolean" },
+      ...LEASE_OPTIONS,
       ...BACKEND_OPTIONS,
     });
     if (parsed.help) {
@@ -237,10 +253,11 @@ export const serveCommand: Command = {
     const lastError = new LastError();
 
     const server = await bindListeners(parsed, info, log);
-    // (Ownership of the volume is taken here, between binding and recovery.)
+    // Ownership of the volume is taken here, between binding and recovery; the lease says where it is served.
+    const holder = { command: "serve", addresses: server.addresses, leaseDurationMs: leaseDurationFrom(parsed) };
     let opened: OpenedVolume;
     try {
-      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(log, true), {
+      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(log, true), holder, {
         readOnly: parsed.values["read-only"] === true,
         readCache: parsed.values["read-cache"] === true,
         batchBytes,
@@ -258,12 +275,25 @@ export const serveCommand: Command = {
     server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
     for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
+    // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
+    let lostReason: string | null = null;
+    const onLost = (stop: (why: string) => void) =>
+      opened.lease.onFenced((reason) => {
+        lostReason = reason;
+        log(`error: this server no longer owns volume ${uri}: ${reason}. It answers every request with an error, puts nothing more, and exits (acknowledged writes not yet in the backend reach the volume only if it is served again with cache ${cachePath} before anyone else writes it)`);
+        stop("lost ownership");
+      });
     try {
-      await untilSignal(log, info, () => shutDown(server, opened, lastError, log));
+      await untilSignal(log, info, () => shutDown(server, opened, lastError, log), onLost);
     } catch (error) {
+      if (lostReason !== null) {
+        log(`exiting: volume ${uri} was lost (${lostReason})`);
+        return 1;
+      }
       log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
       return 1;
     }
+    if (lostReason !== null) return 1;
     const stats = volume.stats();
     info(
       `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : ""}`,
