@@ -220,7 +220,7 @@ describe("a client write larger than a batch, after a crash", () => {
     await volume.close();
     const healthy = world.store;
     const faulty = new FaultyStore(healthy, { seed: 33 });
-    faulty.hang("put");
+    faulty.hang("putIfAbsent"); // log objects are created, never overwritten
     world.store = faulty;
     volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
     await volume.write(0, new Uint8Array(MIB).fill(0xaa), true);

@@ -13,7 +13,7 @@ const MIB = 1024 * 1024;
 
 /** WRITE_CONTINUES of every DATA object in the backend, in seq order. */
 async function continuesFlags(world: World): Promise<boolean[]> {
-  const seqs = (await world.store.list(`${PREFIX}.`)).map((name) => parseObjectName(PREFIX, name)!).sort((a, b) => a - b);
+  const seqs = (await world.store.list(`${PREFIX}.`)).map((name) => parseObjectName(PREFIX, name)).filter((seq): seq is number => seq !== null).sort((a, b) => a - b);
   const flags: boolean[] = [];
   for (const seq of seqs) {
     const bytes = await world.store.get(`${PREFIX}.${seq.toString(16).padStart(8, "0")}`);
