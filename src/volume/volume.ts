@@ -170,7 +170,11 @@ export class Volume implements BlockDevice {
     const fence = options.owner?.fence ?? new LocalFence();
     const superblocks = options.owner?.superblocks ?? (await SuperblockStore.read(options.store, options.prefix, fence));
     const state = await recoverBackend(options.store, options.prefix, { verifyData: true, superblock: superblocks.decoded });
-    const owner = { epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch, previousClean: options.owner?.previousClean ?? true };
+    const owner = {
+      epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch,
+      previousClean: options.owner?.previousClean ?? true,
+      logStarted: options.owner?.logStarted,
+    };
     const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
