@@ -13,7 +13,9 @@
 //    check() throws FencedError from then on; listeners are told once. Every backend put, delete and superblock
 //    write checks first (GuardedStore), and the volume checks before it acknowledges a write.
 // 4. Release (clean exit only, every put landed): the record is rewritten as Released with the same epoch, so the
-//    next owner knows no stale writer can be left. A fenced or crashed holder never releases.
+//    next owner knows no stale writer can be left. A fenced or crashed holder never releases. Nor does one that took
+//    the lease from an unclean holder and did not move the log start above that holder's possible late puts
+//    (markSettled): it leaves the lease to expire, so the next owner guards against them in turn.
 //
 // Acquisition decision table (liveness: "dead" only for a holder on this host and boot whose process is gone):
 //   @A  no lease object                                 -> take (unclean: who wrote last is unknown)
@@ -188,6 +190,8 @@ export class Lease implements Fence {
   private deadlineTimer: TimerHandle | null = null;
   private renewing: Promise<void> | null = null;
   private stopped = false;
+  /** No late write of an earlier holder can land where it matters (taken clean, or the log start moved above them). */
+  private settled: boolean;
   /** Renewals written (tests, logs). */
   renewals = 0;
 
@@ -202,6 +206,7 @@ export class Lease implements Fence {
     this.version = version;
     this.deadlineMs = sentAtMs + localValidityMs(record.durationMs);
     this.taken = taken;
+    this.settled = taken.clean;
     this.armTimers(sentAtMs);
   }
 
@@ -400,6 +405,10 @@ export class Lease implements Fence {
     if (this.reason !== null) return;
     const { clock, store, prefix, log } = this.options;
     if (clock.monotonicMs() >= this.deadlineMs) return this.expireLocally();
+    if (!this.settled) {
+      log(`lease of ${prefix}: left to expire, not released: it was taken from a holder that did not release it, and late writes of that holder are not yet fenced off`);
+      return;
+    }
     const record = { ...this.record, state: LeaseState.Released, renewedAtMs: Math.max(Math.floor(clock.wallMs()), this.record.acquiredAtMs) };
     try {
       this.version = await store.putIfVersion(leaseName(prefix), encodeLease(record), this.version);
@@ -408,6 +417,11 @@ export class Lease implements Fence {
     } catch (error) {
       log(`error: lease of ${prefix} could not be released: ${String(error)} (the next owner takes it over as after a crash)`);
     }
+  }
+
+  /** This owner's log now starts above whatever an earlier, unclean holder may still land (see rule 4). */
+  markSettled(): void {
+    this.settled = true;
   }
 
   /** Stops renewing without releasing: a command that failed leaves the lease to expire (or to its successor). */

@@ -19,6 +19,11 @@ export interface VolumeOwner {
   epoch: number;
   /** The previous owner released its lease cleanly: no late puts of a stale writer can come. */
   previousClean: boolean;
+  /**
+   * Called once this owner's log start is durable (beginLog): from then on a stale writer's late puts land only where
+   * nobody reads, so this owner may release the lease as clean even if it took it from an unclean holder.
+   */
+  logStarted?: () => void;
   /** The superblock as the owner wrote it when it took the volume (else the volume reads it). */
   superblocks?: SuperblockStore;
 }
@@ -58,7 +63,8 @@ export async function takeOwnership(options: LeaseOptions, writeStore: ObjectSto
   const lease = await Lease.acquire(options);
   try {
     const superblocks = await recordEpoch(options.store, writeStore, options.prefix, lease);
-    return { lease, owner: { fence: lease, epoch: lease.epoch, previousClean: lease.taken.clean, superblocks } };
+    const owner: VolumeOwner = { fence: lease, epoch: lease.epoch, previousClean: lease.taken.clean, superblocks, logStarted: () => lease.markSettled() };
+    return { lease, owner };
   } catch (error) {
     await lease.release();
     throw error;
@@ -136,7 +142,7 @@ export async function beginLog(
   store: ObjectStore,
   state: BackendState,
   superblocks: SuperblockStore,
-  owner: { epoch: number; previousClean: boolean },
+  owner: Pick<VolumeOwner, "epoch" | "previousClean" | "logStarted">,
   log: (line: string) => void,
 ): Promise<LogStart> {
   const plan = planLogStart(state.nextSeq, state.highestSeq, state.superblock, owner.previousClean);
@@ -147,6 +153,7 @@ export async function beginLog(
     skipped: plan.skipped,
   };
   if (JSON.stringify(next) !== JSON.stringify(superblocks.superblock)) await superblocks.write(next);
+  owner.logStarted?.();
   const prefix = superblocks.prefix;
   if (plan.added !== null) {
     const why = owner.previousClean ? "" : ` (${STALE_SEQ_MARGIN} seqs of margin: the previous holder did not release the volume cleanly)`;
@@ -207,6 +214,7 @@ export async function createVolume(options: CreateVolumeOptions): Promise<{ epoc
     const bytes = encodeSuperblock(superblock);
     if (existing === null) await store.putIfAbsent(prefix, bytes);
     else await store.putIfVersion(prefix, bytes, existing.version);
+    lease.markSettled(); // the new log starts above everything a stale writer may still land
     for (const seq of old.sort((a, b) => b - a)) {
       lease.check();
       await store.delete(objectName(prefix, seq));

@@ -180,7 +180,11 @@ export class Volume implements BlockDevice {
     // Where the log ends depends on the unfinished tail, which only the journal can settle; the new log start (which
     // skips, and deletes, everything above the log end) must come after that.
     await settleUnfinishedTail(options, state, superblock);
-    const owner = { epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch, previousClean: options.owner?.previousClean ?? true };
+    const owner = {
+      epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch,
+      previousClean: options.owner?.previousClean ?? true,
+      logStarted: options.owner?.logStarted,
+    };
     const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;

@@ -57,6 +57,7 @@ describe("lock show", () => {
     expect(seen.expiresInMs!).toBeLessThan(0);
     running.add(100);
     const next = await Lease.acquire(leaseOptions(HOLDER));
+    next.markSettled();
     await next.release();
     expect((await inspectLease(store, PREFIX, context())).status).toBe("released");
     await store.put(leaseName(PREFIX), new Uint8Array(10));
@@ -109,6 +110,7 @@ describe("lock break", () => {
     // Broken, holder gone on this host: the next owner here takes it at once.
     const next = await Lease.acquire(leaseOptions(ADMIN));
     expect(next.taken.case).toBe("@D");
+    next.markSettled();
     await next.release();
     expect((await breakLease(store, PREFIX, false, context())).message).toContain("nothing to break");
     // A holder on another host cannot be looked up: breaking it needs no --force.

@@ -145,13 +145,21 @@ describe("lease on a memory store", () => {
     expect(lease.renewals).toBe(1 + 10 * LEASE_RENEW_DIVISOR);
     expect(lease.fencedReason).toBeNull();
     lease.check();
+    // Taken from no lease at all (unclean: who wrote last is unknown): not released until the log start is settled.
     await lease.release();
-    expect(await storedLease(store)).toMatchObject({ state: LeaseState.Released, epoch: 7 });
+    expect(await storedLease(store)).toMatchObject({ state: LeaseState.Held, epoch: 7 });
+    const again = await Lease.acquire(options(store, clock, HOST_A, runningOn()));
+    expect(again.taken).toMatchObject({ case: "@D", clean: false });
+    again.markSettled(); // (what an owner does once its log starts above every name: ownership.ts, beginLog)
+    await again.release();
+    expect(await storedLease(store)).toMatchObject({ state: LeaseState.Released, epoch: 8 });
     // Released: the next owner takes it cleanly, one epoch up.
     const next = await Lease.acquire(options(store, clock, HOST_B, runningOn()));
     expect(next.taken).toMatchObject({ case: "@C", clean: true });
-    expect(next.epoch).toBe(8);
-    next.abandon();
+    expect(next.epoch).toBe(9);
+    // Taken clean: released clean without further ado.
+    await next.release();
+    expect(await storedLease(store)).toMatchObject({ state: LeaseState.Released, epoch: 9 });
   });
 
   test("a held lease refuses others at once, naming the holder; a dead holder on this host is taken over at once", async () => {
@@ -277,6 +285,7 @@ describe("lease on a memory store", () => {
     expect(lease.fencedReason).toBeNull();
     await clock.advance(DURATION_MS);
     expect(lease.fencedReason).toBeNull();
+    lease.markSettled();
     await lease.release();
     expect((await storedLease(memory)).state).toBe(LeaseState.Released);
   });

@@ -10,7 +10,7 @@
 //   3. serve: greet the waiting clients;
 //   4. on SIGINT/SIGTERM: drain connections, close the volume, saying every few seconds what is still awaited.
 
-import { dirname } from "node:path";
+import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../../ffi/libc.ts";
 import { writeOut } from "../output.ts";
 import {
@@ -137,6 +137,12 @@ async function withSocketDirectoryLock<T>(socketPath: string, bind: () => Promis
   }
 }
 
+/** An NBD URI with its unix socket path made absolute: the lease tells other processes (other directories) where. */
+function absoluteSocket(uri: string): string {
+  const match = /^nbd\+unix:\/\/\/\?socket=(.*)$/.exec(uri);
+  return match === null ? uri : `nbd+unix:///?socket=${resolvePath(match[1]!)}`;
+}
+
 /** Step 1: bind every listener, before anything irreversible happens. */
 async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn): Promise<NbdServer> {
   const socketPath = stringOption(parsed, "socket");
@@ -254,7 +260,7 @@ export const serveCommand: Command = {
 
     const server = await bindListeners(parsed, info, log);
     // Ownership of the volume is taken here, between binding and recovery; the lease says where it is served.
-    const holder = { command: "serve", addresses: server.addresses, leaseDurationMs: leaseDurationFrom(parsed) };
+    const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
     let opened: OpenedVolume;
     try {
       opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(log, true), holder, {
