@@ -170,8 +170,6 @@ export class Volume implements BlockDevice {
     const fence = options.owner?.fence ?? new LocalFence();
     const superblocks = options.owner?.superblocks ?? (await SuperblockStore.read(options.store, options.prefix, fence));
     const state = await recoverBackend(options.store, options.prefix, { verifyData: true, superblock: superblocks.decoded });
-    const owner = { epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch, previousClean: options.owner?.previousClean ?? true };
-    const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     if (superblock.volUuid !== volUuid) {
@@ -179,7 +177,11 @@ export class Volume implements BlockDevice {
         `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
       );
     }
+    // Where the log ends depends on the journal (an unfinished tail it continues is part of the log), and the new
+    // log start is planned from that end: decided first, so that no object the map points at is ever skipped.
     await settleUnfinishedTail(options, state, superblock);
+    const owner = { epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch, previousClean: options.owner?.previousClean ?? true };
+    const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;
     const T = superblock.replaySeq;
