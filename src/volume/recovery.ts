@@ -65,6 +65,11 @@ export interface UnfinishedTail {
   /** The cache that wrote the newest of them, and the newest journal record that object holds. */
   writerCacheUuid: string;
   writerCacheSeqLast: number;
+  /**
+   * Where the roll-forward stopped (missing or invalid): the log's end if the tail is kept. Above the tail's newest
+   * seq when a skipped range lies between them (a takeover's log start, after a tail the journal finished).
+   */
+  logEndSeq: number;
 }
 
 export interface RecoveryOptions {
@@ -258,7 +263,7 @@ async function rollForward(
     }
   }
   const newest = held[held.length - 1]?.header;
-  const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast } : null;
+  const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast, logEndSeq: seq } : null;
   return { logEndSeq: seq, nextSeq: held.length > 0 ? held[0]!.seq : seq, rolledForward, writer, unfinished };
 }
 
@@ -276,7 +281,7 @@ export function keepUnfinishedTail(prefix: string, state: BackendState): void {
   const tail = state.unfinished;
   if (!tail) return;
   for (const object of tail.objects) applyDataObject(object.header, state.map, state.objects);
-  state.nextSeq = tail.objects[tail.objects.length - 1]!.seq + 1;
+  state.nextSeq = tail.logEndSeq;
   state.writerCacheUuid = tail.writerCacheUuid;
   state.writerCacheSeqLast = tail.writerCacheSeqLast;
   state.rolledForward += tail.objects.length;
