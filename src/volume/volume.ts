@@ -175,7 +175,6 @@ export class Volume implements BlockDevice {
       previousClean: options.owner?.previousClean ?? true,
       logStarted: options.owner?.logStarted,
     };
-    const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     if (superblock.volUuid !== volUuid) {
@@ -183,7 +182,10 @@ export class Volume implements BlockDevice {
         `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
       );
     }
+    // Where the log ends depends on whether this cache finishes its unfinished tail: settled first, so that the new
+    // log start (and the range it skips) is above a kept tail and covers a dropped one.
     await settleUnfinishedTail(options, state, superblock);
+    const logStart = await beginLog(options.store, state, superblocks, owner, log);
     const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;
     const T = superblock.replaySeq;
