@@ -128,11 +128,13 @@ export function decideJournalCase(
  * cache's journal continues the log after the newest of them (a replaying case of the table above, in practice @B):
  * it holds the rest of their write. Otherwise the log ends before them (they are skipped by the new log start).
  */
-async function settleUnfinishedTail(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock): Promise<void> {
+async function settleUnfinishedTail(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock): Promise<boolean> {
   const tail = state.unfinished;
-  if (!tail) return;
-  if (decideJournalCase(tail.writerCacheUuid, tail.writerCacheSeqLast, superblock).replayAfter !== null) keepUnfinishedTail(options.prefix, state);
+  if (!tail) return false;
+  const kept = decideJournalCase(tail.writerCacheUuid, tail.writerCacheSeqLast, superblock).replayAfter !== null;
+  if (kept) keepUnfinishedTail(options.prefix, state);
   else dropUnfinishedTail(options.prefix, state);
+  return kept;
 }
 
 export class Volume implements BlockDevice {
@@ -177,9 +179,10 @@ export class Volume implements BlockDevice {
         `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
       );
     }
-    // Where the log ends depends on the unfinished tail, which only the journal can settle; the new log start (which
-    // skips, and deletes, everything above the log end) must come after that.
-    await settleUnfinishedTail(options, state, superblock);
+    // Where the log ends depends on the journal (an unfinished tail it continues is part of the log), and the new
+    // log start (which skips, and deletes, everything above the log end) is planned from that end: decided first, so
+    // that no object the map points at is ever skipped.
+    const logEndsInsideWrite = await settleUnfinishedTail(options, state, superblock);
     const owner = {
       epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch,
       previousClean: options.owner?.previousClean ?? true,
@@ -249,10 +252,12 @@ export class Volume implements BlockDevice {
       checkpointSeq: state.checkpointSeq,
       writerCacheUuid: state.writerCacheUuid,
       writerCacheSeqLast: state.writerCacheSeqLast,
+      logEndsInsideWrite,
     });
 
     // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a
-    // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md).
+    // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md). When the log ends
+    // inside a write (a kept unfinished tail), it waits for the replay to finish that write (sealOpen).
     if (logStart.added !== null) await writes.sealOpen(true);
     let replayed = 0;
     if (start.records.length > 0 && replayAfter !== null) {

@@ -108,6 +108,11 @@ export interface WritePathOptions {
   /** The log's writer as recovery found it: what a checkpoint records until this run seals an object. */
   writerCacheUuid: string;
   writerCacheSeqLast: number;
+  /**
+   * The log ends inside a client write whose rest the journal replay brings (recovery kept an unfinished tail): no
+   * checkpoint until the replay is over (endReplay).
+   */
+  logEndsInsideWrite: boolean;
 }
 
 export class WritePath {
@@ -146,6 +151,7 @@ export class WritePath {
   onCheckpointsPersisted: ((checkpoints: number[]) => void) | null = null;
 
   constructor(private readonly options: WritePathOptions) {
+    this.writeOpen = options.logEndsInsideWrite;
     this.nextSeq = options.nextSeq;
     this.lastCheckpointSeq = options.checkpointSeq;
     this.superblock = options.superblocks.superblock;
@@ -502,9 +508,11 @@ export class WritePath {
       }
     }
     const sinceCheckpoint = this.nextSeq - 1 - this.lastCheckpointSeq;
-    const due = (forceCheckpoint && sinceCheckpoint > 0) || this.checkpointRequested || sinceCheckpoint >= this.options.checkpointIntervalObjects;
     // Recovery starts from a checkpoint even without the cache, so one is taken only where the log ends on a write
-    // boundary: never while a client write has pieces still to come (it stays due until the next seal that is).
+    // boundary: never while a client write has pieces still to come. A due one (forced ones too: the takeover
+    // checkpoint before a replay that finishes a kept tail) waits for the next seal that is on a boundary.
+    if (forceCheckpoint && sinceCheckpoint > 0) this.checkpointRequested = true;
+    const due = this.checkpointRequested || sinceCheckpoint >= this.options.checkpointIntervalObjects;
     if (due && !this.open && !this.writeOpen) this.queueCheckpoint();
     // Puts start in the background: the pump must not wait for a put slot (during an outage there may be none for
     // a long time, and the journal is what absorbs writes then).

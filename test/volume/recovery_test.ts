@@ -203,6 +203,35 @@ describe("a client write larger than a batch, after a crash", () => {
     expect((await fsckVolume({ store: world.store, prefix: PREFIX })).problems).toEqual([]);
   });
 
+  test("the takeover after a crash inside a write takes its checkpoint only once the replay has finished the write", async () => {
+    // The reopen takes the lease over (the crashed holder never released it), so its log start skips a margin and
+    // it wants a checkpoint right there: before the replay, that would hold 15 of the write's 16 pieces. Then the
+    // reopened volume dies before the replayed piece is put, and the cache is lost.
+    const { world, old, next } = await crashInsideWrite(35);
+    let volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 60_000 });
+    expect(volume.recovery.skippedRange).not.toBeNull();
+    expect(await volume.read(0, MIB)).toEqual(next);
+    await Bun.sleep(20);
+    crashWorld(world, volume);
+    world.device = new MemoryCacheDevice(world.device.sizeBytes, world.prng);
+    formatCache(world.device, world.volUuid, 7000);
+    volume = await openVolume(world, { clock: immediateClock });
+    const image = Buffer.from(await volume.read(0, MIB));
+    expect(image.equals(old) || image.equals(next)).toBe(true);
+    await volume.close();
+  });
+
+  test("the takeover checkpoint deferred by a kept tail comes at the first seal after the replay", async () => {
+    const { world, next } = await crashInsideWrite(36);
+    // (The interval is far above the seqs the takeover skips, so only the deferred request can bring a checkpoint.)
+    const volume = await openVolume(world, { clock: immediateClock, batchIdleMs: 5, checkpointIntervalObjects: 1_000_000 });
+    expect(volume.recovery.skippedRange).not.toBeNull();
+    await Bun.sleep(50); // the idle timer seals the replayed piece's batch: a boundary
+    expect(volume.stats().checkpoints).toBe(1);
+    expect(await volume.read(0, MIB)).toEqual(next);
+    await volume.close();
+  });
+
   test("fsck --repair without the cache leaves the tail in the log: the cache still finishes the write", async () => {
     const { world, next } = await crashInsideWrite(34);
     // Something beyond a gap, so that the repair truncates the log (it plans the new log start as an open does).
