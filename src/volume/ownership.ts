@@ -145,6 +145,8 @@ export async function beginLog(
   owner: Pick<VolumeOwner, "epoch" | "previousClean" | "logStarted">,
   log: (line: string) => void,
 ): Promise<LogStart> {
+  // Whether an unfinished tail is part of the log decides where the log ends: settled before (volume.ts).
+  assert(state.unfinished === null, "the unfinished tail is kept or dropped before the log start is planned");
   const plan = planLogStart(state.nextSeq, state.highestSeq, state.superblock, owner.previousClean);
   const next: SuperblockObject = {
     ...state.superblock,

@@ -11,7 +11,8 @@ import { STALE_SEQ_MARGIN } from "../../src/constants.ts";
 import { NoSpaceError } from "../../src/errors.ts";
 import { encodeDataObjectHeader } from "../../src/format/data_object.ts";
 import { objectName } from "../../src/format/object_name.ts";
-import { decodeSuperblock, encodeSuperblock, newSuperblock, type SuperblockObject } from "../../src/format/superblock_object.ts";
+import { decodeSuperblock, encodeSuperblock, newSuperblock, skippedRangeOf, type SuperblockObject } from "../../src/format/superblock_object.ts";
+import { fsckRepair, makeWorld } from "../sim/volume_world.ts";
 import { FencedError } from "../../src/volume/lease.ts";
 import { LocalFence, planLogStart, takeOwnership } from "../../src/volume/ownership.ts";
 import { recoverBackend } from "../../src/volume/recovery.ts";
@@ -143,20 +144,36 @@ describe("taking the volume: the epoch goes into the superblock", () => {
   });
 });
 
-describe("recovery over skipped ranges", () => {
-  /** A DATA object writing `fill` to 8 sectors at lba. */
-  function dataObject(seq: number, lba: number, fill: number): Uint8Array {
-    const data = new Uint8Array(4096).fill(fill);
-    const header = encodeDataObjectHeader(
-      { volUuid: VOL, seq, cacheSeq: seq, cacheSeqLast: seq, cacheUuid: uuidv4(), objsCleaned: [], extents: [{ lba, sectors: 8 }], trims: [], writeContinues: false },
-      data,
-    );
-    const object = new Uint8Array(header.byteLength + data.byteLength);
-    object.set(header);
-    object.set(data, header.byteLength);
-    return object;
-  }
+/** A DATA object writing `fill` to 8 sectors at lba (of volume `volUuid`); `continues`: its write goes on in the next. */
+function dataObject(seq: number, lba: number, fill: number, volUuid = VOL, continues = false): Uint8Array {
+  const data = new Uint8Array(4096).fill(fill);
+  const header = encodeDataObjectHeader(
+    { volUuid, seq, cacheSeq: seq, cacheSeqLast: seq, cacheUuid: uuidv4(), objsCleaned: [], extents: [{ lba, sectors: 8 }], trims: [], writeContinues: continues },
+    data,
+  );
+  const object = new Uint8Array(header.byteLength + data.byteLength);
+  object.set(header);
+  object.set(data, header.byteLength);
+  return object;
+}
 
+describe("fsck --repair and an unfinished tail", () => {
+  test("the tail stays in the log (the journal that wrote it may finish it); only what lies beyond the gap is skipped", async () => {
+    const world = await makeWorld(601, { volumeBytes: 1024 * 1024 });
+    await world.store.put(objectName(PREFIX, 1), dataObject(1, 0, 1, world.volUuid));
+    await world.store.put(objectName(PREFIX, 2), dataObject(2, 8, 2, world.volUuid, true)); // its write goes on in 3
+    await world.store.put(objectName(PREFIX, 4), dataObject(4, 16, 4, world.volUuid)); // beyond the missing 3
+    const report = await fsckRepair(world);
+    expect([...report.repairs, ...report.cleanups].join(" ")).toContain("log truncated at seq 3");
+    expect(await world.store.stat(objectName(PREFIX, 2))).not.toBeNull();
+    expect(await world.store.stat(objectName(PREFIX, 4))).toBeNull();
+    const skipped = decodeSuperblock(await world.store.get(PREFIX)).skipped;
+    expect(skippedRangeOf(skipped, 2)).toBeNull();
+    expect(skippedRangeOf(skipped, 4)).not.toBeNull();
+  });
+});
+
+describe("recovery over skipped ranges", () => {
   test("objects in a skipped range are not part of the log, and the log goes on after the range", async () => {
     const store = new MemoryStore();
     await store.put(objectName(PREFIX, 1), dataObject(1, 0, 1));
