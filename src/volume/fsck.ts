@@ -623,8 +623,8 @@ async function repairOnce(store: ObjectStore, prefix: string, check: BackendChec
   if ((report.beyondLogEndCount > 0 && report.logEndSeq !== null) || report.skippedObjects > 0) {
     // What the next open does: the log continues above every name there is (skipped for good), then those go.
     const state = await recoverBackend(store, prefix, { verifyData: true, superblock: superblocks.decoded });
-    // An unfinished tail stays in the log, as fsck reads it (checkBackend): only the journal of the cache that wrote
-    // it can say it is not, and the next open with a cache that does not continue it drops it then.
+    // An unfinished tail stays in the log (as fsck reads it): the journal of the cache that wrote it may finish it at
+    // the next open, which drops it otherwise. Skipping it here could lose writes that journal acknowledged.
     keepUnfinishedTail(prefix, state);
     const plan = await beginLog(store, state, superblocks, owner, () => undefined);
     const deleted = state.beyondGap.length + state.skippedObjects.length;
