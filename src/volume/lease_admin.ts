@@ -69,7 +69,23 @@ export interface BreakResult {
  * Breaks the lease of `prefix`. Refused (LeaseHeldError) for a holder on this host whose process runs and whose lease
  * has not run out, unless `force`; an unreadable lease object is replaced only with `force`.
  */
+/** The lease's version changed between our read and our write (a running holder renewed it): decide again. */
+class LeaseChangedError extends LeaseHeldError {}
+
+/** Reads and decides again this many times when a holder's renewal races the break. */
+const BREAK_ATTEMPTS_MAX = 3;
+
 export async function breakLease(store: ObjectStore, prefix: string, force: boolean, context: LeaseAdminContext): Promise<BreakResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await breakLeaseOnce(store, prefix, force, context);
+    } catch (error) {
+      if (!(error instanceof LeaseChangedError) || attempt >= BREAK_ATTEMPTS_MAX) throw error;
+    }
+  }
+}
+
+async function breakLeaseOnce(store: ObjectStore, prefix: string, force: boolean, context: LeaseAdminContext): Promise<BreakResult> {
   const before = await inspectLease(store, prefix, context);
   if (before.status === "absent" || before.status === "released") {
     return { broke: false, before, after: null, message: `nothing to break: the lease of ${prefix} is ${before.status === "absent" ? "absent (nobody has taken it)" : "released"}` };
@@ -106,7 +122,7 @@ export async function breakLease(store: ObjectStore, prefix: string, force: bool
   try {
     await store.putIfVersion(leaseName(prefix), encodeLease(after), before.version!);
   } catch (error) {
-    if (error instanceof ConflictError) throw new LeaseHeldError(`The lease of ${prefix} changed while it was being broken; look again with 'lsvd lock show'`);
+    if (error instanceof ConflictError) throw new LeaseChangedError(`The lease of ${prefix} changed while it was being broken; look again with 'lsvd lock show'`);
     throw error;
   }
   return { broke: true, before, after, message: breakMessage(prefix, before, after, context.nowMs) };

@@ -135,10 +135,11 @@ describe("volume while the backend daemon is killed and restarted", () => {
         expect(firstDifference(await readVolume(opened.volume), model.bytes)).toBe(-1);
         await opened.close();
 
-        // The object log is gap-free up to the end (superseded checkpoints aside, none here: < 64 objects).
+        // Objects reached the backend. (The log is not gap-free by premise any more: GC deletes dead objects, and a
+        // new ownership starts its log above a skipped range; the byte-for-byte check above is what proves nothing
+        // was lost.)
         const seqs = await objectSeqs(admin, prefix);
         expect(seqs.length).toBeGreaterThan(8);
-        expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
 
         // After a restart of the volume: everything from the backend and the (now empty) journal.
         opened = await openVolume(backend, prefix, cachePath, logs);
