@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { ObjectStore, ObjectVersion } from "../../src/backend/object_store.ts";
 import { ConflictError, CorruptionError, InvalidArgumentError, NotFoundError } from "../../src/errors.ts";
+import { rejection } from "../_support/rejection.ts";
 
 export interface ContractOptions {
   /** Objects in the "many objects" test; above 1000 it crosses an S3 listing page. */
@@ -61,15 +62,6 @@ async function race<T>(racers: Array<() => Promise<T>>): Promise<{ winners: numb
     }
   });
   return { winners, values, errors };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection, got success");
 }
 
 export function objectStoreContract(

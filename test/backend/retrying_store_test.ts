@@ -9,6 +9,7 @@ import { MemoryStore } from "../../src/backend/memory_store.ts";
 import { RetryingStore, type RetryingStoreOptions } from "../../src/backend/retrying_store.ts";
 import { BACKEND_RETRY_DELAY_MS_MAX, BACKEND_RETRY_DELAY_MS_MIN } from "../../src/constants.ts";
 import { ConflictError, IOError, NotFoundError } from "../../src/errors.ts";
+import { rejection } from "../_support/rejection.ts";
 
 function setup(options: RetryingStoreOptions = {}) {
   const memory = new MemoryStore();
@@ -23,15 +24,6 @@ function setup(options: RetryingStoreOptions = {}) {
     ...options,
   });
   return { memory, faulty, store, delays, logs };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 /** Lets pending promise callbacks run (bounded). */

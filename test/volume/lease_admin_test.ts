@@ -12,6 +12,7 @@ import { FencedError, Lease, LeaseHeldError, type LeaseOptions } from "../../src
 import { breakLease, inspectLease, type LeaseAdminContext } from "../../src/volume/lease_admin.ts";
 import type { ProcessIdentity } from "../../src/util/process_identity.ts";
 import { VirtualLeaseClock } from "../sim/virtual_lease_clock.ts";
+import { rejection } from "../_support/rejection.ts";
 
 const PREFIX = "vol";
 const DURATION_MS = 10_000;
@@ -27,15 +28,6 @@ async function setup(running: Set<number>) {
   const leaseOptions = (identity: ProcessIdentity): LeaseOptions => ({ store, prefix: PREFIX, command: "serve", durationMs: DURATION_MS, clock, identity, processRuns: runs });
   const context = (): LeaseAdminContext => ({ nowMs: clock.wallMs(), identity: ADMIN, processRuns: runs });
   return { store, clock, leaseOptions, context };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("lock show", () => {

@@ -23,6 +23,7 @@ import {
 } from "../../src/volume/lease.ts";
 import type { ProcessIdentity } from "../../src/util/process_identity.ts";
 import { settleMicrotasks, VirtualLeaseClock } from "../sim/virtual_lease_clock.ts";
+import { rejection } from "../_support/rejection.ts";
 
 const PREFIX = "vol";
 const DURATION_MS = 30_000;
@@ -60,15 +61,6 @@ function options(store: LeaseOptions["store"], clock: VirtualLeaseClock, identit
 
 async function storedLease(store: MemoryStore): Promise<LeaseRecord> {
   return decodeLease(await store.get(leaseName(PREFIX)));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("acquisition decision table", () => {

@@ -19,6 +19,7 @@ import { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
 import { VirtualLeaseClock } from "../sim/virtual_lease_clock.ts";
 import { formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { rejection } from "../_support/rejection.ts";
 
 const MIB = 1024 * 1024;
 const DURATION_MS = 30_000;
@@ -91,15 +92,6 @@ async function snapshot(store: ObjectStore): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const name of await store.list("")) out.set(name, Buffer.from(await store.get(name)).toString("base64"));
   return out;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 async function waitUntil(what: string, condition: () => boolean): Promise<void> {

@@ -19,6 +19,7 @@ import { recoverBackend } from "../../src/volume/recovery.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import { SuperblockStore } from "../../src/volume/superblock_store.ts";
 import { VirtualLeaseClock } from "../sim/virtual_lease_clock.ts";
+import { rejection } from "../_support/rejection.ts";
 
 const PREFIX = "vol";
 const VOL = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
@@ -26,15 +27,6 @@ const IDENTITY = { host: "a", bootId: "3f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", pi
 
 function superblock(overrides: Partial<SuperblockObject> = {}): SuperblockObject {
   return { ...newSuperblock(VOL, 2048), ...overrides };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("planLogStart", () => {
