@@ -10,10 +10,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { NBD_CMD_DISC, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_WRITE, NBD_EPERM, NBD_GREETING_BYTES, encodeRequestHeader } from "../../src/nbd/wire.ts";
+import { NBD_CMD_DISC, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_WRITE, NBD_EPERM, NBD_GREETING_BYTES } from "../../src/nbd/wire.ts";
 import { RawClient } from "../nbd/raw_client.ts";
 import { LsvdServer, REPO_ROOT, TRANSPORTS, cleanupAll, createVolume, ensureBuilt, makeTempDir, run, runOk, sha256File, writeRandomFile } from "./_harness.ts";
 import { endpointOf } from "./_raw_nbd.ts";
+import { concat, requestHeader, waitFor } from "../_support/pipelined.ts";
 
 const MIB = 1024 * 1024;
 const TEST_TIMEOUT_MS = 180_000;
@@ -35,26 +36,6 @@ function openSockets(pid: number): number {
     }
   }
   return count;
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await Bun.sleep(20);
-  return condition();
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
-}
-
-function header(type: number, cookie: number, offset: number, length: number): Uint8Array {
-  return encodeRequestHeader({ flags: 0, type, cookieHigh: 0, cookieLow: cookie, offset, length });
 }
 
 function countLines(log: string, pattern: RegExp): number {
@@ -104,10 +85,10 @@ test(
 function burstThenDisc(): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let index = 0; index < 16; index++) {
-    if (index % 2 === 0) parts.push(header(NBD_CMD_WRITE, index, index * 4096, 4096), new Uint8Array(4096).fill(index + 1));
-    else parts.push(header(NBD_CMD_READ, index, index * 4096, index % 5 === 0 ? MIB : 4096));
+    if (index % 2 === 0) parts.push(requestHeader(NBD_CMD_WRITE, index, index * 4096, 4096), new Uint8Array(4096).fill(index + 1));
+    else parts.push(requestHeader(NBD_CMD_READ, index, index * 4096, index % 5 === 0 ? MIB : 4096));
   }
-  parts.push(header(NBD_CMD_FLUSH, 100, 0, 0), header(NBD_CMD_DISC, 101, 0, 0));
+  parts.push(requestHeader(NBD_CMD_FLUSH, 100, 0, 0), requestHeader(NBD_CMD_DISC, 101, 0, 0));
   return concat(parts);
 }
 

@@ -17,10 +17,10 @@ import {
   NBD_EPERM,
   NBD_GREETING_BYTES,
   NBD_OPT_LIST,
-  encodeRequestHeader,
 } from "../../src/nbd/wire.ts";
 import { MemoryBlockDevice } from "./memory_block_device.ts";
 import { RawClient, type Endpoint } from "./raw_client.ts";
+import { concat, requestHeader, waitFor } from "../_support/pipelined.ts";
 
 const SIZE_BYTES = 16 * 1024 * 1024;
 
@@ -63,34 +63,14 @@ async function connect(endpoint: Endpoint): Promise<RawClient> {
   return client;
 }
 
-async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await Bun.sleep(5);
-  return condition();
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
-}
-
-function header(type: number, cookie: number, offset: number, length: number): Uint8Array {
-  return encodeRequestHeader({ flags: 0, type, cookieHigh: 0, cookieLow: cookie, offset, length });
-}
-
 /** Pipelined reads (small and 1 MiB), writes and a flush, then DISC: all in one send. */
 function burstThenDisc(): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let index = 0; index < 16; index++) {
-    if (index % 2 === 0) parts.push(header(NBD_CMD_WRITE, index, index * 4096, 4096), new Uint8Array(4096).fill(index));
-    else parts.push(header(NBD_CMD_READ, index, index * 4096, index % 5 === 0 ? 1 << 20 : 4096));
+    if (index % 2 === 0) parts.push(requestHeader(NBD_CMD_WRITE, index, index * 4096, 4096), new Uint8Array(4096).fill(index));
+    else parts.push(requestHeader(NBD_CMD_READ, index, index * 4096, index % 5 === 0 ? 1 << 20 : 4096));
   }
-  parts.push(header(NBD_CMD_FLUSH, 100, 0, 0), header(NBD_CMD_DISC, 101, 0, 0));
+  parts.push(requestHeader(NBD_CMD_FLUSH, 100, 0, 0), requestHeader(NBD_CMD_DISC, 101, 0, 0));
   return concat(parts);
 }
 
@@ -142,7 +122,7 @@ describe("DISC with replies pending, then the client hangs up", () => {
     const { endpoint } = await start({ readOnly: true });
     const client = await connect(endpoint);
     await client.negotiate();
-    await client.send(concat([header(NBD_CMD_WRITE, 1, 0, 512), new Uint8Array(512), header(NBD_CMD_READ, 2, 0, 512), header(NBD_CMD_DISC, 3, 0, 0)]));
+    await client.send(concat([requestHeader(NBD_CMD_WRITE, 1, 0, 512), new Uint8Array(512), requestHeader(NBD_CMD_READ, 2, 0, 512), requestHeader(NBD_CMD_DISC, 3, 0, 0)]));
     const replies = [await client.readSimpleReply(), await client.readSimpleReply(512)];
     expect(replies.map((reply) => [reply.cookie, reply.error]).sort()).toEqual([
       [1, NBD_EPERM],

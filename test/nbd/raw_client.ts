@@ -61,9 +61,9 @@ export class RawClient {
   }
 
   /** Writes all bytes (tests send little; a partial write is retried until done). */
-  async send(bytes: Uint8Array): Promise<void> {
+  async send(bytes: Uint8Array, timeoutMs = READ_TIMEOUT_MS): Promise<void> {
     let offset = 0;
-    const deadline = Date.now() + READ_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
     while (offset < bytes.length) {
       const written = this.socket.write(bytes.subarray(offset));
       if (written < 0) throw new Error("RawClient: socket closed while sending");

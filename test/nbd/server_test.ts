@@ -72,6 +72,7 @@ import {
 } from "../../src/nbd/wire.ts";
 import { MemoryBlockDevice } from "./memory_block_device.ts";
 import { RawClient, type Endpoint } from "./raw_client.ts";
+import { waitFor } from "../_support/pipelined.ts";
 
 const SIZE_BYTES = 16 * 1024 * 1024;
 
@@ -86,12 +87,6 @@ async function connect(): Promise<RawClient> {
   const client = await RawClient.connect(endpoint);
   clients.push(client);
   return client;
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition() && Date.now() < deadline) await Bun.sleep(5);
-  return condition();
 }
 
 function pattern(length: number, seed: number): Uint8Array {
@@ -535,7 +530,7 @@ describe("transmission, simple replies", () => {
       expect(reply.data[4096]).toBe(0);
     }
     expect(server.stats().reads).toBe(count);
-  });
+  }, 60_000);
 
   test("pipelined large WRITEs while the device holds them: the server stops reading at the write-bytes limit", async () => {
     const client = await reconnectToBigDevice("bigw.sock");
@@ -548,7 +543,8 @@ describe("transmission, simple replies", () => {
         new Uint8Array(NBD_REQUEST_BYTES_MAX).fill(index + 1),
       );
     }
-    const sending = client.send(new Uint8Array(Buffer.concat(parts)));
+    // The send waits on the held device by design: give it the test's whole budget, not the default 5 s.
+    const sending = client.send(new Uint8Array(Buffer.concat(parts)), 50_000);
     const limitWrites = NBD_INFLIGHT_WRITE_BYTES_MAX / NBD_REQUEST_BYTES_MAX;
     expect(await waitFor(() => server.stats().writes >= limitWrites, 30_000)).toBe(true);
     // Two 32 MiB payloads fill the 64 MiB budget: the rest stays in the socket until the device lets go. (Without
