@@ -27,7 +27,6 @@ import {
   NBD_NEGOTIATING_MAX,
 } from "../constants.ts";
 import { IOError, InvalidArgumentError, assert } from "../errors.ts";
-import type { SocketAddress } from "../ops/socket_address.ts";
 import type { BlockDevice } from "./block_device.ts";
 import { Handshake, type ExportInfo } from "./handshake.ts";
 import { LogLimiter } from "./log_limiter.ts";
@@ -41,7 +40,7 @@ export interface NbdListenOptions {
    * Listening sockets bound by someone else (systemd socket activation), with their addresses. They are served
    * as they are; close() stops serving them but never unlinks a unix socket path of theirs.
    */
-  inherited?: Array<{ fd: number; address: SocketAddress }>;
+  inherited?: Array<{ fd: number; address: { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number } }>;
   log?: (line: string) => void;
   /**
    * Failures clients cause (failed requests, protocol errors, refused and timed-out connections), rate-limited;
