@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { InvalidArgumentError } from "../../src/errors.ts";
 import { PidFile, parsePidFileText, processAlive } from "../../src/ops/pid_file.ts";
 import { decodeSocketAddress } from "../../src/ops/socket_address.ts";
-import { LISTEN_FDS_MAX, inheritedListeners, notifyMessage, parseListenFds } from "../../src/ops/systemd.ts";
+import { LISTEN_FDS_MAX, ServiceNotifier, inheritedListeners, notifyMessage, parseListenFds } from "../../src/ops/systemd.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lsvd-systemd-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -72,6 +72,46 @@ describe("parseListenFds", () => {
 
 test("notifyMessage: KEY=VALUE lines, newlines inside a value flattened", () => {
   expect(notifyMessage([["READY", "1"], ["STATUS", "serving\nnow"]])).toBe("READY=1\nSTATUS=serving now");
+});
+
+/** A python3 process bound to a unix datagram socket (a leading "@": abstract) that prints each datagram as JSON. */
+async function receive(name: string, send: () => void): Promise<string> {
+  const script = "import json,socket,sys\nn=sys.argv[1]\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind('\\0'+n[1:] if n.startswith('@') else n)\nprint('bound',flush=True)\nprint(json.dumps(s.recv(65536).decode()),flush=True)";
+  const child = Bun.spawn({ cmd: ["python3", "-c", script, name], stdout: "pipe", stderr: "inherit", timeout: 20_000, killSignal: "SIGKILL" });
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("bound\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`receiver exited: ${text}`);
+    text += new TextDecoder().decode(value);
+  }
+  send();
+  while (text.split("\n").length < 3) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  child.kill("SIGKILL");
+  return JSON.parse(text.split("\n")[1]!) as string;
+}
+
+describe("ServiceNotifier", () => {
+  test("sends one datagram to a socket path and to an abstract name", async () => {
+    const path = join(dir, "notify.sock");
+    expect(await receive(path, () => new ServiceNotifier(path, () => {}).ready("serving x"))).toBe("READY=1\nSTATUS=serving x");
+    const abstract = `@lsvd-test-notify-${process.pid}`;
+    expect(await receive(abstract, () => new ServiceNotifier(abstract, () => {}).stopping("bye"))).toBe("STOPPING=1\nSTATUS=bye");
+  }, 60_000);
+
+  test("without NOTIFY_SOCKET nothing is sent; a failed send is logged once and does not throw", () => {
+    expect(ServiceNotifier.fromEnvironment(() => {}, {}).socketPath).toBeNull();
+    const lines: string[] = [];
+    const notifier = new ServiceNotifier(join(dir, "nobody-listens.sock"), (line) => lines.push(line));
+    notifier.status("a");
+    notifier.status("b");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^warning: cannot notify the service manager at NOTIFY_SOCKET=.*ENOENT/);
+  });
 });
 
 describe("PidFile", () => {
