@@ -3,7 +3,8 @@
 // (src/ops/pid_file.ts).
 //   before binding   : claim the pid file (a live holder refuses the start), take the inherited sockets;
 //   before recovery  : STATUS=recovering;
-//   serving          : write the pid file (the lease is held and every listener bound), READY=1;
+//   serving          : write the pid file (the lease is held and every listener bound), READY=1, then the
+//                      "serving on" log lines (whoever waits for those finds the pid file written);
 //   shutdown         : STOPPING=1, then STATUS= for every line saying what the shutdown waits for;
 //   exit             : remove the pid file (not after a second signal's immediate exit: it is stale then).
 

@@ -291,8 +291,9 @@ export const serveCommand: Command = {
     const { volume, uri } = opened;
     info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
     server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
-    for (const address of server.addresses) info(`serving on ${address}`);
+    // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
     service.serving(uri, server.addresses);
+    for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
     // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
     let lostReason: string | null = null;
