@@ -1,5 +1,6 @@
-// NBD server: Bun.listen on TCP and/or a unix socket, one Connection per client (handshake, then a session),
-// and the connection lifecycle: accept (bounded), close on protocol errors and handshake timeouts, clean close().
+// NBD server: Bun.listen on TCP and/or a unix socket (or on sockets systemd passed), one Connection per client
+// (handshake, then a session), and the connection lifecycle: accept (bounded), close on protocol errors and
+// handshake timeouts, clean close().
 // Spec: NetworkBlockDevice/nbd doc/proto.md; URIs per the NBD URI spec (nbd://host:port/name,
 // nbd+unix:///name?socket=PATH). Wire details live in wire.ts, negotiation in handshake.ts, requests in session.ts.
 // Rules in docs/architecture.md, "Connections".
@@ -35,6 +36,11 @@ import { NbdSession, newNbdStats, type NbdStats } from "./session.ts";
 export interface NbdListenOptions {
   socketPath?: string;
   listen?: { host: string; port: number };
+  /**
+   * Listening sockets bound by someone else (systemd socket activation), with their addresses. They are served
+   * as they are; close() stops serving them but never unlinks a unix socket path of theirs.
+   */
+  inherited?: Array<{ fd: number; address: { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number } }>;
   log?: (line: string) => void;
   /**
    * Failures clients cause (failed requests, protocol errors, refused and timed-out connections), rate-limited;
@@ -208,7 +214,7 @@ class Server implements NbdServer {
   /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
   private readonly limiter: LogLimiter;
   readonly handshakeTimeoutMs: number;
-  private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null }> = [];
+  private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
   device: BlockDevice | null = null;
@@ -233,10 +239,10 @@ class Server implements NbdServer {
   get addresses(): string[] {
     const name = this.exportInfo?.name ?? "";
     const nameSuffix = name === "" ? "" : encodeURIComponent(name);
-    return this.listeners.map(({ listener, unixPath, host }) => {
+    return this.listeners.map(({ listener, unixPath, host, port }) => {
       if (unixPath !== null) return `nbd+unix:///${nameSuffix}?socket=${unixPath}`;
       const hostPart = host!.includes(":") ? `[${host}]` : host!;
-      return `nbd://${hostPart}:${(listener as import("bun").TCPSocketListener<Connection | undefined>).port}${nameSuffix === "" ? "" : `/${nameSuffix}`}`;
+      return `nbd://${hostPart}:${port ?? (listener as import("bun").TCPSocketListener<Connection | undefined>).port}${nameSuffix === "" ? "" : `/${nameSuffix}`}`;
     });
   }
 
@@ -254,7 +260,7 @@ class Server implements NbdServer {
       const path = options.socketPath;
       await claimUnixSocketPath(path);
       const listener = bindOrExplain(path, () => Bun.listen<Connection | undefined>({ unix: path, data: undefined, socket: handlers }));
-      this.listeners.push({ listener, unixPath: path, host: null });
+      this.listeners.push({ listener, unixPath: path, host: null, port: null, owned: true });
       this.socketInode = lstatSync(path).ino;
     }
     if (options.listen !== undefined) {
@@ -262,7 +268,15 @@ class Server implements NbdServer {
       const listener = bindOrExplain(`${host}:${port}`, () =>
         Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers }),
       );
-      this.listeners.push({ listener, unixPath: null, host });
+      this.listeners.push({ listener, unixPath: null, host, port: null, owned: true });
+    }
+    for (const { fd, address } of options.inherited ?? []) {
+      const where = address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
+      // Bun.listen({ fd }) serves a descriptor that is already listening (bun-types lack the overload).
+      const listen = Bun.listen as unknown as (options: { fd: number; data: undefined; socket: typeof handlers }) => BunListener;
+      const listener = bindOrExplain(`inherited descriptor ${fd} (${where})`, () => listen({ fd, data: undefined, socket: handlers }));
+      if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
+      else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
     }
   }
 
@@ -358,7 +372,7 @@ class Server implements NbdServer {
 
   /** Removes our socket file, but never one another server bound at the path since (Bun may have removed ours). */
   private unlinkOwnSocket(): void {
-    const entry = this.listeners.find((candidate) => candidate.unixPath !== null);
+    const entry = this.listeners.find((candidate) => candidate.unixPath !== null && candidate.owned);
     if (entry === undefined || this.socketInode === null) return;
     try {
       if (lstatSync(entry.unixPath!).ino === this.socketInode) unlinkSync(entry.unixPath!);
@@ -423,8 +437,8 @@ function bindOrExplain(where: string, bind: () => BunListener): BunListener {
 
 /** Binds every listener; clients that connect are held (not greeted) until serve(). Closes what it bound on failure. */
 export async function listenNbd(options: NbdListenOptions): Promise<NbdServer> {
-  if (options.socketPath === undefined && options.listen === undefined) {
-    throw new InvalidArgumentError("Cannot start NBD server: neither socketPath nor listen given");
+  if (options.socketPath === undefined && options.listen === undefined && (options.inherited ?? []).length === 0) {
+    throw new InvalidArgumentError("Cannot start NBD server: neither socketPath, listen nor inherited sockets given");
   }
   const server = new Server(options);
   try {

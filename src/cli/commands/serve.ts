@@ -43,17 +43,19 @@ import {
   type Parsed,
 } from "../args.ts";
 import type { Command } from "./command.ts";
+import { SERVICE_HELP, ServeService } from "../serve_service.ts";
+import type { InheritedListener } from "../../ops/systemd.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
 const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
 /** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
 const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
 
-const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only]";
+const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--pid-file PATH]";
 const HELP = `Usage: ${USAGE}
 
-Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen, listens on TCP
-127.0.0.1:${NBD_PORT_DEFAULT}. Binding to a non-loopback address must be asked for explicitly with --listen.
+Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen (nor sockets passed by
+systemd, see below), listens on TCP 127.0.0.1:${NBD_PORT_DEFAULT}. Binding to a non-loopback address must be asked for explicitly with --listen.
 Every listener is bound before the volume is opened (recovery can delete objects, so it runs only when the
 server can serve): a --socket PATH where a server answers is refused (exit 1) and left alone, a stale one (its
 server died) is replaced; a port in use fails at once (exit 1). Clients that connect during recovery are greeted
@@ -87,6 +89,7 @@ Options:
   --quiet                log nothing but errors
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${SERVICE_HELP}
 
 Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
 another process owns is refused at once (exit 1), naming the holder (see 'lsvd lock show'). A server that loses the
@@ -144,7 +147,10 @@ function absoluteSocket(uri: string): string {
 }
 
 /** Step 1: bind every listener, before anything irreversible happens. */
-async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn): Promise<NbdServer> {
+async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[]): Promise<NbdServer> {
+  if (inherited.length > 0) {
+    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms") });
+  }
   const socketPath = stringOption(parsed, "socket");
   const listenText = stringOption(parsed, "listen");
   const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
@@ -205,7 +211,7 @@ async function shutDown(server: NbdServer, opened: OpenedVolume, lastError: Last
  * Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. `stopOn` may start the
  * shutdown too (the lease was lost).
  */
-function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
+function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
   const stopped = Promise.withResolvers<void>();
   let stopping = false;
   const stop = (signal: string) => {
@@ -215,7 +221,7 @@ function untilSignal(log: LogFn, info: LogFn, shutDownNow: () => Promise<void>, 
     }
     stopping = true;
     info(`${signal}: shutting down (draining requests, flushing to the backend)`);
-    shutDownNow().then(stopped.resolve, stopped.reject);
+    shutDownNow(signal).then(stopped.resolve, stopped.reject);
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
@@ -243,6 +249,7 @@ export const serveCommand: Command = {
       "no-gc": { type: "boolean" },
       "handshake-timeout-ms": { type: "string" },
       quiet: { type: "boolean" },
+      "pid-file": { type: "string" },
       ...LEASE_OPTIONS,
       ...BACKEND_OPTIONS,
     });
@@ -258,7 +265,12 @@ export const serveCommand: Command = {
     const info = parsed.values.quiet === true ? () => {} : log;
     const lastError = new LastError();
 
-    const server = await bindListeners(parsed, info, log);
+    const service = ServeService.begin(
+      { pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") },
+      log,
+    );
+    const server = await bindListeners(parsed, info, log, service.inherited);
+    service.recovering(volumeUri);
     // Ownership of the volume is taken here, between binding and recovery; the lease says where it is served.
     const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
     let opened: OpenedVolume;
@@ -279,6 +291,8 @@ export const serveCommand: Command = {
     const { volume, uri } = opened;
     info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
     server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
+    // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
+    service.serving(uri, server.addresses);
     for (const address of server.addresses) info(`serving on ${address}`);
     const started = Date.now();
     // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
@@ -289,8 +303,12 @@ export const serveCommand: Command = {
         log(`error: this server no longer owns volume ${uri}: ${reason}. It answers every request with an error, puts nothing more, and exits (acknowledged writes not yet in the backend reach the volume only if it is served again with cache ${cachePath} before anyone else writes it)`);
         stop("lost ownership");
       });
+    const shutDownNow = (why: string) => {
+      service.stopping(why);
+      return shutDown(server, opened, lastError, service.statusLog(log));
+    };
     try {
-      await untilSignal(log, info, () => shutDown(server, opened, lastError, log), onLost);
+      await untilSignal(log, info, shutDownNow, onLost);
     } catch (error) {
       if (lostReason !== null) {
         log(`exiting: volume ${uri} was lost (${lostReason})`);
@@ -298,6 +316,8 @@ export const serveCommand: Command = {
       }
       log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
       return 1;
+    } finally {
+      service.exiting();
     }
     if (lostReason !== null) return 1;
     const stats = volume.stats();

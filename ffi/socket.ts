@@ -1,0 +1,82 @@
+// The socket calls systemd integration needs and Bun does not offer (glibc 2.36, x86-64 Linux), bound with koffi:
+// what a descriptor inherited from the service manager is (getsockname, getsockopt SO_ACCEPTCONN/SO_TYPE), and one
+// AF_UNIX datagram to $NOTIFY_SOCKET (Bun and node:dgram have no unix datagram sockets).
+// Spec: man 2 socket / sendto / getsockname / getsockopt, man 7 unix, man 3 sd_notify (its "Notes": the protocol).
+//
+// Socket addresses cross this module as raw bytes; src/ops/socket_address.ts decodes them (pure).
+
+import { assert, IOError } from "../src/errors.ts";
+import { describeErrno } from "./libc.ts";
+import { koffi } from "./koffi.ts";
+
+const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_TYPE = 3;
+const SO_ACCEPTCONN = 30;
+/** No SIGPIPE if the receiver is gone: an error instead. */
+const MSG_NOSIGNAL = 0x4000;
+export const SOCK_STREAM = 1;
+/** struct sockaddr_storage: large enough for every family. */
+const SOCKADDR_STORAGE_BYTES = 128;
+/** struct sockaddr_un: sun_family (u16) then sun_path[108]. */
+const SUN_PATH_OFFSET = 2;
+const SUN_PATH_BYTES = 108;
+
+const lib = koffi.load("libc.so.6");
+const socketNative = lib.func("int socket(int domain, int type, int protocol)");
+const closeNative = lib.func("int close(int fd)");
+const sendtoNative = lib.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)");
+const getsocknameNative = lib.func("int getsockname(int fd, void *addr, void *addrlen)");
+const getsockoptNative = lib.func("int getsockopt(int fd, int level, int name, void *value, void *valuelen)");
+
+function fail(what: string): never {
+  const errno = koffi.errno();
+  throw new IOError(`Cannot ${what}: ${describeErrno(errno)}`, false, { errno });
+}
+
+/** getsockname(2): the raw address bytes (sockaddr_storage cut to the length the kernel reports). */
+export function socketNameBytes(fd: number): Uint8Array {
+  const address = new Uint8Array(SOCKADDR_STORAGE_BYTES);
+  const length = new Uint32Array([SOCKADDR_STORAGE_BYTES]);
+  if ((getsocknameNative(fd, address, length) as number) < 0) fail(`get the address of descriptor ${fd}`);
+  assert(length[0]! <= SOCKADDR_STORAGE_BYTES, "getsockname fits sockaddr_storage");
+  return address.subarray(0, length[0]!);
+}
+
+function intOption(fd: number, name: number, what: string): number {
+  const value = new Int32Array(1);
+  const length = new Uint32Array([4]);
+  if ((getsockoptNative(fd, SOL_SOCKET, name, value, length) as number) < 0) fail(`read ${what} of descriptor ${fd}`);
+  return value[0]!;
+}
+
+/** SO_TYPE (SOCK_STREAM, SOCK_DGRAM, ...) and SO_ACCEPTCONN (listen() was called) of a socket descriptor. */
+export function socketKind(fd: number): { type: number; listening: boolean } {
+  return { type: intOption(fd, SO_TYPE, "SO_TYPE"), listening: intOption(fd, SO_ACCEPTCONN, "SO_ACCEPTCONN") !== 0 };
+}
+
+/**
+ * Sends `message` as one datagram to the AF_UNIX socket `path`; a path starting with "@" names an abstract socket
+ * (sd_notify's convention). Opens and closes its own socket.
+ */
+export function sendUnixDatagram(path: string, message: Uint8Array): void {
+  const abstract = path.startsWith("@");
+  const pathBytes = new TextEncoder().encode(abstract ? path.slice(1) : path);
+  // A filesystem path needs its NUL inside sun_path; an abstract name starts with NUL and has none at the end.
+  if (pathBytes.length + 1 > SUN_PATH_BYTES) throw new IOError(`Cannot notify ${path}: a unix socket path is at most ${SUN_PATH_BYTES - 1} bytes`);
+  const address = new Uint8Array(SUN_PATH_OFFSET + SUN_PATH_BYTES);
+  new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+  address.set(pathBytes, SUN_PATH_OFFSET + (abstract ? 1 : 0));
+  const addressBytes = SUN_PATH_OFFSET + pathBytes.length + 1;
+  const fd = socketNative(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail("create a unix datagram socket");
+  try {
+    const sent = Number(sendtoNative(fd, message, message.length, MSG_NOSIGNAL, address, addressBytes));
+    if (sent < 0) fail(`send to ${path}`);
+    assert(sent === message.length, "a datagram is sent whole");
+  } finally {
+    closeNative(fd);
+  }
+}
