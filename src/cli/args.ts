@@ -45,7 +45,7 @@ export function stringOption(parsed: Parsed, name: string): string | undefined {
 export const BACKEND_OPTIONS: OptionSpec = {
   "ceph-conf": { type: "string" },
   "ceph-keyring": { type: "string" },
-  "ceph-client": { type: "string" },
+  "ceph-client": { type: "string", default: "client.admin" },
   "s3-endpoint": { type: "string" },
   "s3-region": { type: "string" },
   "s3-access-key": { type: "string" },

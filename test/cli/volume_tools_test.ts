@@ -50,7 +50,7 @@ beforeAll(async () => {
   dir = makeTempDir("tools");
   backend = join(dir, "backend"); // not created: import creates it, as mkdisk does
   volume = join(backend, "vol");
-});
+}, TEST_TIMEOUT_MS); // ensureBuilt may compile
 
 afterAll(cleanupAll);
 
