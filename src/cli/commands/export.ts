@@ -2,7 +2,7 @@
 // Writes nothing to the backend (no lease, no recovery writes): volume/image_export.ts.
 
 import { existsSync, statSync } from "node:fs";
-import { open as openFile } from "node:fs/promises";
+import { open as openFile, rm } from "node:fs/promises";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { RetryingStore } from "../../backend/retrying_store.ts";
 import { InvalidArgumentError } from "../../errors.ts";
@@ -30,7 +30,7 @@ const HELP = `Usage: ${USAGE}
 
 Writes VOLUME's image to FILE, a new raw image file as large as the volume (missing directories are created).
 Reads the volume through its map straight from the backend: no cache, and nothing is written to the backend.
-Unwritten, trimmed and all-zero 4 KiB blocks stay holes in FILE (it is sparse).
+Unwritten, trimmed and all-zero 4 KiB blocks stay holes in FILE (it is sparse). A failed export deletes FILE.
 
 A volume someone owns (being served, or held by another command: 'lsvd lock show') is refused: its newest writes
 may be only in that holder's cache, and garbage collection may delete objects while they are read.
@@ -102,6 +102,10 @@ export const exportCommand: Command = {
         );
       }
       return 0;
+    } catch (error) {
+      // A partial image must not pass for a whole one.
+      if (handle !== null) await rm(file!, { force: true });
+      throw error;
     } finally {
       progress.clear();
       await (handle as Awaited<ReturnType<typeof openFile>> | null)?.close();
