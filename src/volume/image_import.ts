@@ -42,7 +42,7 @@ export interface ImportOptions {
   /** Data bytes per DATA object (a multiple of 4 KiB). */
   objectBytes: number;
   log: (line: string) => void;
-  /** Called after each object is durable, and once per step. */
+  /** Called after each chunk read and each object durable ("data"), and once per other step. */
   progress?: (event: ImportProgress) => void;
 }
 
@@ -154,6 +154,7 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
   let dataBytes = 0;
   for await (const { offset, page } of pagesOf(source, options.objectBytes)) {
     counts.bytesRead = offset + page.byteLength;
+    if (offset % options.objectBytes === 0) report("data"); // a chunk was read
     if (isZeroPage(page)) continue;
     pending.add(offset / SECTOR_BYTES, page);
     dataBytes += page.byteLength;

@@ -89,7 +89,14 @@ describe("import and export", () => {
   test("import into a volume that holds data replaces it: what the new image has as zeroes reads as zeroes", async () => {
     // Zeroes where image1 has data, data where it has zeroes.
     image2 = makeImage(join(dir, "image2"), IMAGE_BYTES, [[3_000_000, 1_000_000], [12_000_000, 4096]]);
-    const imported = JSON.parse(ok(await lsvd(["import", "--json", join(dir, "image2"), "--volume", volume]), "import").stdout);
+    const run2 = ok(await lsvd(["import", "--json", "--progress", join(dir, "image2"), "--volume", volume]), "import");
+    const imported = JSON.parse(run2.stdout);
+    // Not a terminal: a line per step, and lines for the reading in between.
+    const lines = run2.stderr.split("\n").filter((line) => line.startsWith("import: "));
+    expect(lines[0]).toBe("import: volume taken, log started");
+    expect(lines.at(-1)).toMatch(/^import: \d+ data object\(s\) stored; checkpoint written, superblock names it$/);
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const line of lines.slice(1, -1)) expect(line).toMatch(/^import: read [\d.]+ \S+ of 19.1 MiB \(\d+%\)$/);
     expect({ created: imported.created, trimmedOldData: imported.trimmedOldData }).toEqual({ created: false, trimmedOldData: true });
     const out = join(dir, "image2.raw");
     ok(await lsvd(["export", "--volume", volume, out]), "export");
