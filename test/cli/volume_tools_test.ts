@@ -32,10 +32,14 @@ function padded(image: Buffer, bytes: number): Buffer {
   return Buffer.concat([image, Buffer.alloc(bytes - image.byteLength)]);
 }
 
-/** Names and content digests of every file in a directory: what "unchanged" means for a file backend. */
+/** Name, inode, mtime and content digest of every file in a directory: "unchanged" for a file backend, rewrites of equal bytes included. */
 function snapshot(directory: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of readdirSync(directory).sort()) out[name] = createHash("sha256").update(readFileSync(join(directory, name))).digest("hex");
+  for (const name of readdirSync(directory).sort()) {
+    const path = join(directory, name);
+    const { ino, mtimeMs } = statSync(path);
+    out[name] = `${ino} ${mtimeMs} ${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
+  }
   return out;
 }
 
