@@ -19,7 +19,8 @@ Usage: lsvd <command> [options]   (lsvd help <command>, or lsvd <command> --help
 Commands:
 ${lines.join("\n")}
 
-Sizes take units, binary and case-insensitive: 512m, 1g, 1GiB, 1gb, 2t. VOLUME may also be given as --volume VOLUME. Volumes: /dir/obj, file:///dir/obj, rados://POOL/PREFIX, s3://BUCKET/PREFIX.
+Sizes take binary units, in any case: 512m, 1g, 1gb, 1GiB, 2t. VOLUME may also be given as --volume VOLUME.
+Volumes: /dir/obj, file:///dir/obj, rados://POOL/PREFIX, s3://BUCKET/PREFIX.
 `;
 }
 
