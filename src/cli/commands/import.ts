@@ -90,8 +90,10 @@ export const importCommand: Command = {
     const volumeBytes = Math.ceil(fileBytes / PAGE_BYTES) * PAGE_BYTES;
     checkVolumeSize(volumeBytes);
     const durationMs = leaseDurationFrom(parsed);
-    // Lease and recovery lines only with --progress (like mkdisk, a quiet command otherwise); errors are thrown.
-    const log = makeLogger("lsvd", parsed.values.progress !== true);
+    // Lease and recovery lines only with --progress (a quiet command otherwise, like mkdisk); a backend that keeps
+    // failing (retries) is said either way, so that a slow import does not look like a hang.
+    const logAll = makeLogger("lsvd");
+    const log = parsed.values.progress === true ? logAll : (line: string) => (/^(backend|error)/.test(line) ? logAll(line) : undefined);
     const progress = new Progress("import", parsed.values.progress === true);
     const started = Date.now();
     const backend = await openOwnedBackend(volume!, { ...backendOptionsFrom(parsed), createDirectory: true }, log, durationMs);
