@@ -9,6 +9,7 @@
 // A prefix is one object name (no '/', no leading '.', short enough for the ".%08x" suffix): a malformed URI is an
 // InvalidArgumentError that says what is wrong with it.
 
+import { statSync } from "node:fs";
 import * as path from "node:path";
 import { OBJECT_NAME_BYTES_MAX } from "../constants.ts";
 import { InvalidArgumentError } from "../errors.ts";
@@ -111,8 +112,50 @@ export async function openBackend(
   options: BackendOptions & { createDirectory?: boolean } = {},
 ): Promise<{ store: ObjectStore; prefix: string; uri: string }> {
   const parsed = parseBackendUri(uri);
+  const store = await openStore(parsed.scheme, parsed.location, options);
+  return { store, prefix: parsed.prefix, uri: parsed.uri };
+}
+
+/**
+ * A place that holds volumes (`lsvd ls`): a directory (/dir, file:///dir), a pool (rados://POOL) or a bucket
+ * (s3://BUCKET), optionally followed by the start of the names wanted (/dir/vm-, rados://POOL/vm-; for a path, only
+ * when it is not a directory). The caller owns the store.
+ */
+export async function openBackendLocation(
+  uri: string,
+  options: BackendOptions = {},
+): Promise<{ store: ObjectStore; namePrefix: string; uriOf(name: string): string }> {
+  if (uri === "") throw malformed(uri, "empty");
+  if (!uri.includes("://") || uri.startsWith("file://")) {
+    let filePath = uri.startsWith("file://") ? decodeURIComponent(new URL(uri).pathname) : path.resolve(uri);
+    let namePrefix = "";
+    if (!uri.endsWith("/") && !isDirectory(filePath)) {
+      namePrefix = path.basename(filePath);
+      filePath = path.dirname(filePath);
+    }
+    const store = await openStore("file", filePath, options);
+    return { store, namePrefix, uriOf: (name) => `file://${path.join(filePath, name)}` };
+  }
+  const match = /^(rados|s3):\/\/([^/?#@:\s]+)(?:\/(.*))?$/i.exec(uri);
+  if (match === null) throw malformed(uri, "expected a directory, rados://POOL[/NAME-START] or s3://BUCKET[/NAME-START]");
+  const scheme = match[1]!.toLowerCase() as BackendScheme;
+  const location = match[2]!;
+  const store = await openStore(scheme, location, options);
+  return { store, namePrefix: match[3] ?? "", uriOf: (name) => `${scheme}://${location}/${name}` };
+}
+
+function isDirectory(filePath: string): boolean {
+  try {
+    return statSync(filePath).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function openStore(scheme: BackendScheme, location: string, options: BackendOptions & { createDirectory?: boolean }): Promise<ObjectStore> {
   let store: ObjectStore;
-  switch (parsed.scheme) {
+  const parsed = { location };
+  switch (scheme) {
     case "file":
       store = await FileStore.open(parsed.location, { create: options.createDirectory === true });
       break;
@@ -134,5 +177,5 @@ export async function openBackend(
       });
       break;
   }
-  return { store, prefix: parsed.prefix, uri: parsed.uri };
+  return store;
 }

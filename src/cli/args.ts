@@ -12,7 +12,7 @@ export interface Parsed {
   positionals: string[];
 }
 
-/** Parses argv against options; --help is always accepted. Throws InvalidArgumentError on unknown options. */
+/** Parses argv against options; --help is always accepted. Throws InvalidArgumentError on unknown options, listing the valid ones. */
 export function parseCommandArgs(argv: string[], options: OptionSpec): Parsed & { help: boolean } {
   try {
     const { values, positionals } = parseArgs({
@@ -23,8 +23,17 @@ export function parseCommandArgs(argv: string[], options: OptionSpec): Parsed & 
     });
     return { values: values as Parsed["values"], positionals, help: values.help === true };
   } catch (error) {
-    throw new InvalidArgumentError((error as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, ""));
+    const message = (error as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, "");
+    // parseArgs's hint for an unknown option ("To specify a positional argument ... use '--'") helps less than a list.
+    const unknown = /^Unknown option '([^']*)'/.exec(message);
+    if (unknown) throw new InvalidArgumentError(`unknown option '${unknown[1]}'; valid options: ${optionList(options)}`);
+    throw new InvalidArgumentError(`${message}; valid options: ${optionList(options)}`);
   }
+}
+
+/** "--a, --b VALUE, ..., --help" */
+export function optionList(options: OptionSpec): string {
+  return [...Object.entries(options).map(([name, spec]) => (spec.type === "string" ? `--${name} VALUE` : `--${name}`)), "--help"].join(", ");
 }
 
 export function stringOption(parsed: Parsed, name: string): string | undefined {
@@ -36,7 +45,7 @@ export function stringOption(parsed: Parsed, name: string): string | undefined {
 export const BACKEND_OPTIONS: OptionSpec = {
   "ceph-conf": { type: "string" },
   "ceph-keyring": { type: "string" },
-  "ceph-client": { type: "string" },
+  "ceph-client": { type: "string", default: "client.admin" },
   "s3-endpoint": { type: "string" },
   "s3-region": { type: "string" },
   "s3-access-key": { type: "string" },
@@ -71,13 +80,35 @@ export function requirePositional(parsed: Parsed, count: number, usage: string):
   return parsed.positionals;
 }
 
-/** For commands that take --volume and --cache and no positional arguments (serve, gc). */
+export const VOLUME_HELP = "  --volume VOLUME        the volume, instead of the VOLUME argument";
+
+/** The --volume option every command that names one volume accepts, instead of the positional VOLUME. */
+export const VOLUME_OPTIONS: OptionSpec = { volume: { type: "string" } };
+
+/**
+ * The positional arguments named in `names` (one of them "VOLUME"), with VOLUME given either in its place or as
+ * --volume (then the others shift up). Throws InvalidArgumentError with the usage when the count is wrong.
+ */
+export function namedArguments(parsed: Parsed, names: string[], usage: string): Record<string, string> {
+  const volume = stringOption(parsed, "volume");
+  const expected = volume === undefined ? names : names.filter((name) => name !== "VOLUME");
+  if (parsed.positionals.length !== expected.length) {
+    const given = parsed.positionals.length === 0 ? "none" : parsed.positionals.map((text) => `'${text}'`).join(" ");
+    const volumeNote = volume === undefined ? "" : " (VOLUME given with --volume)";
+    throw new InvalidArgumentError(`expected ${expected.join(" ") || "no arguments"}${volumeNote}, got ${given}. Usage: ${usage}`);
+  }
+  const result: Record<string, string> = {};
+  expected.forEach((name, index) => (result[name] = parsed.positionals[index]!));
+  if (volume !== undefined) result.VOLUME = volume;
+  return result;
+}
+
+/** For commands that take a volume and --cache (serve, gc): VOLUME positional or --volume. */
 export function requireVolumeAndCache(parsed: Parsed, usage: string): { volumeUri: string; cachePath: string } {
-  if (parsed.positionals.length > 0) throw new InvalidArgumentError(`unexpected argument '${parsed.positionals[0]}'. Usage: ${usage}`);
-  const volumeUri = stringOption(parsed, "volume");
+  const { VOLUME: volumeUri } = namedArguments(parsed, ["VOLUME"], usage);
   const cachePath = stringOption(parsed, "cache");
-  if (!volumeUri || !cachePath) throw new InvalidArgumentError(`--volume and --cache are required. Usage: ${usage}`);
-  return { volumeUri, cachePath };
+  if (!cachePath) throw new InvalidArgumentError(`--cache is required. Usage: ${usage}`);
+  return { volumeUri: volumeUri!, cachePath };
 }
 
 /** --gc-threshold F: a share in [0, 1), or undefined when not given. */

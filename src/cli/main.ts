@@ -14,12 +14,13 @@ function usage(): string {
   const lines = COMMANDS.map((command) => `  ${command.name.padEnd(9)} ${command.summary}`);
   return `lsvd ${VERSION}: log-structured virtual disk (SSD journal + object-store backend, served over NBD)
 
-Usage: lsvd <command> [options]   (lsvd <command> --help for each)
+Usage: lsvd <command> [options]   (lsvd help <command>, or lsvd <command> --help, for each)
 
 Commands:
 ${lines.join("\n")}
 
-Sizes take units: 512m, 1g, 2t (binary). Volumes: /dir/obj, file:///dir/obj, rados://POOL/PREFIX, s3://BUCKET/PREFIX.
+Sizes take binary units, in any case: 512m, 1g, 1gb, 1GiB, 2t. VOLUME may also be given as --volume VOLUME.
+Volumes: /dir/obj, file:///dir/obj, rados://POOL/PREFIX, s3://BUCKET/PREFIX.
 `;
 }
 
@@ -32,9 +33,21 @@ function installNativeCrc32c(): void {
   }
 }
 
+/** `lsvd help CMD`: the command's --help. */
+function helpFor(names: string[]): number {
+  const command = COMMANDS.find((candidate) => candidate.name === names[0]);
+  if (!command || names.length > 1) {
+    process.stderr.write(`lsvd help: unknown command '${names.join(" ")}' (commands: ${COMMANDS.map((each) => each.name).join(", ")})\n`);
+    return 2;
+  }
+  writeOut(command.help);
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   installNativeCrc32c();
   const [name, ...rest] = argv;
+  if (name === "help" && rest.length > 0) return helpFor(rest);
   if (!name || name === "--help" || name === "-h" || name === "help") {
     writeOut(usage());
     return name ? 0 : 2;

@@ -13,7 +13,7 @@ import { LEASE_DURATION_MS_MAX } from "../format/lease_object.ts";
 import type { Fence } from "../volume/lease.ts";
 import { stringOption, type OptionSpec, type Parsed } from "./args.ts";
 
-export const LEASE_OPTIONS: OptionSpec = { "lease-seconds": { type: "string" } };
+export const LEASE_OPTIONS: OptionSpec = { "lease-seconds": { type: "string", default: String(LEASE_DURATION_MS_DEFAULT / 1000) } };
 
 export const LEASE_HELP = `  --lease-seconds S      (advanced) how long the volume's lease holds without renewal (default
                          ${LEASE_DURATION_MS_DEFAULT / 1000}); the holder renews it every S/3 and stops writing when it cannot`;

@@ -1,4 +1,5 @@
-// Human sizes for the CLI: "512m", "1g", "2t", "4096", "64k", "1.5g". Binary units (k = 1024), as dd and qemu-img use.
+// Human sizes for the CLI: "512m", "1g", "1gb", "1GiB", "2t", "4096", "64k", "1.5g". Binary units (k = 1024), as dd and
+// qemu-img use, case-insensitive.
 
 import { InvalidArgumentError } from "../errors.ts";
 
@@ -14,8 +15,9 @@ const UNIT_BYTES: Record<string, number> = {
 
 /** Parses a size; throws InvalidArgumentError naming what was wrong. The result is a whole, safe integer of bytes. */
 export function parseSize(text: string, what = "size"): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$/i.exec(text);
-  if (!match) throw new InvalidArgumentError(`Invalid ${what} '${text}': expected a number with an optional unit (k, m, g, t)`);
+  // A unit letter may be followed by "b" or "ib" (1g = 1gb = 1GiB); a bare "b" means bytes.
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$/i.exec(text);
+  if (!match) throw new InvalidArgumentError(`Invalid ${what} '${text}': expected a number with an optional binary unit (k, m, g, t; also kb, KiB, ...)`);
   const unit = (match[2] ?? "").toLowerCase();
   const bytes = Number(match[1]) * UNIT_BYTES[unit]!;
   if (!Number.isSafeInteger(bytes)) {

@@ -11,10 +11,11 @@ import { openUringDevice, type UringDevice } from "../../../ffi/uring_device.ts"
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
 import { formatSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd fsck [--cache CACHE] [--repair] [--json] VOLUME";
+const OPTIONS: OptionSpec = { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...LEASE_OPTIONS, ...BACKEND_OPTIONS };
 const HELP = `Usage: ${USAGE}
 
 Checks VOLUME as recovery reads it: the superblock and every checkpoint it lists, every object's header and data
@@ -34,6 +35,7 @@ Options:
                   Takes the volume's lease first: refused while the volume is served or otherwise owned (see
                   'lsvd lock show'). Deleting left-overs alone leaves the exit status 0.
   --json          print the report as JSON
+${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
 
@@ -87,16 +89,18 @@ function printReport(report: FsckReport, volume: string): void {
 export const fsckCommand: Command = {
   name: "fsck",
   summary: "check a volume (and its cache) for consistency; --repair",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
     let parsed;
     let volume: string;
     try {
-      parsed = parseCommandArgs(argv, { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...LEASE_OPTIONS, ...BACKEND_OPTIONS });
+      parsed = parseCommandArgs(argv, OPTIONS);
       if (parsed.help) {
         writeOut(HELP);
         return 0;
       }
-      [volume] = requirePositional(parsed, 1, USAGE) as [string];
+      volume = namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!;
     } catch (error) {
       if (!(error instanceof LsvdError)) throw error;
       process.stderr.write(`lsvd fsck: ${error.message}\n`);

@@ -7,11 +7,19 @@ import { openVolumeForCommand } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, parseCommandArgs, requireVolumeAndCache } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, parseCommandArgs, requireVolumeAndCache, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 import { parseObjectName } from "../../format/object_name.ts";
 
-const USAGE = "lsvd gc --volume VOLUME --cache CACHE [--gc-threshold F] [--json]";
+const USAGE = "lsvd gc --cache CACHE [--gc-threshold F] [--json] VOLUME";
+const OPTIONS: OptionSpec = {
+  volume: { type: "string" },
+  cache: { type: "string" },
+  "gc-threshold": { type: "string", default: String(GC_THRESHOLD_DEFAULT) },
+  json: { type: "boolean" },
+  ...LEASE_OPTIONS,
+  ...BACKEND_OPTIONS,
+};
 const HELP = `Usage: ${USAGE}
 
 Garbage-collects VOLUME, which must not be being served: opens it with its cache (replaying the journal as serve
@@ -20,7 +28,7 @@ live share is below F into new objects, and deletes objects that hold no live da
 them (it writes those checkpoints itself), and checkpoints that killed runs left behind. Closes the volume cleanly.
 
 Options:
-  --volume VOLUME     the volume
+  --volume VOLUME     the volume, instead of the VOLUME argument
   --cache CACHE       its cache file or device
   --gc-threshold F    clean objects whose live share is below F (default ${GC_THRESHOLD_DEFAULT}; 0: only delete dead objects)
   --json              print the result as JSON
@@ -33,21 +41,16 @@ Exit status: 0 done, 1 the volume could not be opened (owned by another process)
 export const gcCommand: Command = {
   name: "gc",
   summary: "garbage-collect a volume that is not being served",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, {
-      volume: { type: "string" },
-      cache: { type: "string" },
-      "gc-threshold": { type: "string" },
-      json: { type: "boolean" },
-      ...LEASE_OPTIONS,
-      ...BACKEND_OPTIONS,
-    });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
     }
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
-    const gcThreshold = gcThresholdOption(parsed) ?? GC_THRESHOLD_DEFAULT;
+    const gcThreshold = gcThresholdOption(parsed)!;
     const json = parsed.values.json === true;
     const log = makeLogger("lsvd", false);
     const started = Date.now();

@@ -8,5 +8,23 @@ import { mkcacheCommand } from "./mkcache.ts";
 import { mkdiskCommand } from "./mkdisk.ts";
 import { parseCommand } from "./parse.ts";
 import { serveCommand } from "./serve.ts";
+import { importCommand } from "./import.ts";
+import { exportCommand } from "./export.ts";
+import { lsCommand } from "./ls.ts";
+import { rmCommand } from "./rm.ts";
+import { resizeCommand } from "./resize.ts";
 
-export const COMMANDS: Command[] = [mkdiskCommand, mkcacheCommand, parseCommand, serveCommand, fsckCommand, gcCommand, lockCommand];
+export const COMMANDS: Command[] = [
+  mkdiskCommand,
+  mkcacheCommand,
+  parseCommand,
+  serveCommand,
+  fsckCommand,
+  gcCommand,
+  lockCommand,
+  importCommand,
+  exportCommand,
+  lsCommand,
+  rmCommand,
+  resizeCommand,
+];

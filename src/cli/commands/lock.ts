@@ -7,11 +7,12 @@ import { LeaseState } from "../../format/lease_object.ts";
 import { processRuns, thisProcess } from "../../util/process_identity.ts";
 import { describeHolder } from "../../volume/lease.ts";
 import { breakLease, inspectLease, type LeaseAdminContext, type LeaseInspection } from "../../volume/lease_admin.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import { openOwnedBackend } from "../ownership.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd lock show [--json] VOLUME | lsvd lock break [--force] [--json] VOLUME";
+const OPTIONS: OptionSpec = { force: { type: "boolean" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...BACKEND_OPTIONS };
 const HELP = `Usage: ${USAGE}
 
 A volume has one owner at a time: serve, gc, mkdisk and fsck --repair take its lease (the object VOLUME.lease) and
@@ -30,6 +31,7 @@ renew it while they run. A holder that cannot renew in time stops writing.
 Options:
   --force   break a lease whose holder runs on this host; replace a lease object that cannot be read
   --json    print the result as JSON
+${VOLUME_HELP}
 ${BACKEND_HELP}
 
 Exit status: 0 shown or broken (or nothing to break), 1 refused or failed.
@@ -78,13 +80,15 @@ function asJson(uri: string, inspection: LeaseInspection, extra: Record<string, 
 export const lockCommand: Command = {
   name: "lock",
   summary: "show or break a volume's lease (who owns it)",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, { force: { type: "boolean" }, json: { type: "boolean" }, ...BACKEND_OPTIONS });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
     }
-    const [action, volume] = requirePositional(parsed, 2, USAGE);
+    const { ACTION: action, VOLUME: volume } = namedArguments(parsed, ["ACTION", "VOLUME"], USAGE);
     if (action !== "show" && action !== "break") throw new InvalidArgumentError(`unknown lock action '${action}'. Usage: ${USAGE}`);
     if (action === "show" && parsed.values.force === true) throw new InvalidArgumentError("--force is for 'lsvd lock break'");
     const json = parsed.values.json === true;

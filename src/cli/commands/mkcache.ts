@@ -7,7 +7,7 @@ import { v4 as uuidv4, validate as uuidValidate } from "uuid";
 import { PAGE_BYTES } from "../../constants.ts";
 import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
-import { computeCacheLayout } from "../../cache/cache_layout.ts";
+import { computeCacheLayout, WRITE_FRACTION_DEFAULT } from "../../cache/cache_layout.ts";
 import { JournalWalker } from "../../cache/journal_replay.ts";
 import { encodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { JournalRecordType } from "../../format/journal_record.ts";
@@ -15,11 +15,22 @@ import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery.ts";
 import { readCacheSuperblock } from "../../volume/volume.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption, type OptionSpec } from "../args.ts";
+import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
 import { printCacheSuperblock } from "./parse.ts";
 
 const USAGE = "lsvd mkcache (--volume VOLUME | --uuid UUID) [--size SIZE] [--write-fraction F] [--force] CACHE\n       lsvd mkcache --show [--json] CACHE";
+const OPTIONS: OptionSpec = {
+  volume: { type: "string" },
+  uuid: { type: "string" },
+  size: { type: "string" },
+  "write-fraction": { type: "string", default: String(WRITE_FRACTION_DEFAULT) },
+  force: { type: "boolean" },
+  show: { type: "boolean" },
+  json: { type: "boolean" },
+  ...BACKEND_OPTIONS,
+};
 const HELP = `Usage: ${USAGE}
 
 Formats CACHE (a file, created with SIZE if missing, or an existing file or block device, whose size is used) as the
@@ -89,17 +100,10 @@ async function hasLiveRecords(device: Awaited<ReturnType<typeof openUringDevice>
 export const mkcacheCommand: Command = {
   name: "mkcache",
   summary: "format a cache file or device for a volume",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, {
-      volume: { type: "string" },
-      uuid: { type: "string" },
-      size: { type: "string" },
-      "write-fraction": { type: "string" },
-      force: { type: "boolean" },
-      show: { type: "boolean" },
-      json: { type: "boolean" },
-      ...BACKEND_OPTIONS,
-    });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
@@ -127,7 +131,7 @@ export const mkcacheCommand: Command = {
     }
     if (!uuidValidate(volUuid!)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
     const fractionText = stringOption(parsed, "write-fraction");
-    const writeFraction = fractionText === undefined ? undefined : Number(fractionText);
+    const writeFraction = Number(fractionText);
     const sizeText = stringOption(parsed, "size");
     const exists = existsSync(cachePath!);
     if (!exists && sizeText === undefined) throw new InvalidArgumentError(`${cachePath} does not exist: give --size to create it`);
@@ -137,7 +141,10 @@ export const mkcacheCommand: Command = {
     }
     // Refuse a bad size or fraction before the file is created: a refused mkcache must not leave a file behind (a
     // later run would then take that file's size and ignore --size).
-    if (createSizeBytes !== undefined) computeCacheLayout(createSizeBytes, writeFraction);
+    if (createSizeBytes !== undefined) {
+      computeCacheLayout(createSizeBytes, writeFraction);
+      prepareParentDirectory(cachePath!, "cache file");
+    }
     const device = await openUringDevice(cachePath!, { createSizeBytes, exclusive: true });
     try {
       if (exists && parsed.values.force !== true) {

@@ -2,16 +2,25 @@
 
 import { writeOut } from "../output.ts";
 import { v4 as uuidv4, validate as uuidValidate } from "uuid";
-import { PAGE_BYTES, SECTOR_BYTES, VOLUME_BYTES_DEFAULT, VOLUME_BYTES_MAX } from "../../constants.ts";
+import { PAGE_BYTES, SECTOR_BYTES, VOLUME_BYTES_MAX } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
 import { createVolume } from "../../volume/ownership.ts";
 import { makeLogger } from "../../util/log.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd mkdisk [--size SIZE] [--uuid UUID] [--force] [--json] VOLUME";
+const OPTIONS: OptionSpec = {
+  size: { type: "string", default: "1g" },
+  uuid: { type: "string" },
+  force: { type: "boolean" },
+  json: { type: "boolean" },
+  ...VOLUME_OPTIONS,
+  ...LEASE_OPTIONS,
+  ...BACKEND_OPTIONS,
+};
 const HELP = `Usage: ${USAGE}
 
 Creates a volume: writes its superblock object. The volume's data objects (PREFIX.00000001, ...) appear as it is used.
@@ -22,6 +31,7 @@ Options:
   --force       replace an existing volume at VOLUME (its objects are deleted); refused while the volume is owned
                 (served, or held by another command: see 'lsvd lock show')
   --json        print the result as JSON
+${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
 
@@ -40,22 +50,16 @@ export function checkVolumeSize(bytes: number): void {
 export const mkdiskCommand: Command = {
   name: "mkdisk",
   summary: "create a volume (its superblock object)",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, {
-      size: { type: "string" },
-      uuid: { type: "string" },
-      force: { type: "boolean" },
-      json: { type: "boolean" },
-      ...LEASE_OPTIONS,
-      ...BACKEND_OPTIONS,
-    });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
     }
-    const [volume] = requirePositional(parsed, 1, USAGE);
-    const sizeText = stringOption(parsed, "size");
-    const sizeBytes = sizeText === undefined ? VOLUME_BYTES_DEFAULT : parseSize(sizeText, "size");
+    const { VOLUME: volume } = namedArguments(parsed, ["VOLUME"], USAGE);
+    const sizeBytes = parseSize(stringOption(parsed, "size")!, "size");
     checkVolumeSize(sizeBytes);
     const volUuid = stringOption(parsed, "uuid") ?? uuidv4();
     const log = makeLogger("lsvd", true);

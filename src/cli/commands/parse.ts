@@ -12,10 +12,11 @@ import { decodeLease, LeaseState } from "../../format/lease_object.ts";
 import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { SECTOR_BYTES } from "../../constants.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd parse [--json] [--map-limit N] OBJECT";
+const OPTIONS: OptionSpec = { json: { type: "boolean" }, "map-limit": { type: "string", default: "64" }, ...BACKEND_OPTIONS };
 const HELP = `Usage: ${USAGE}
 
 Prints a backend object (a volume's superblock PREFIX, a data or checkpoint object PREFIX.%08x, its lease
@@ -173,15 +174,17 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
 export const parseCommand: Command = {
   name: "parse",
   summary: "print a backend object or a cache superblock",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, { json: { type: "boolean" }, "map-limit": { type: "string" }, ...BACKEND_OPTIONS });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
     }
     const [target] = requirePositional(parsed, 1, USAGE);
     const json = parsed.values.json === true;
-    const mapLimit = parsed.values["map-limit"] === undefined ? 64 : Number(parsed.values["map-limit"]);
+    const mapLimit = Number(parsed.values["map-limit"]);
     if (!Number.isInteger(mapLimit) || mapLimit < 0) throw new InvalidArgumentError(`Invalid --map-limit '${parsed.values["map-limit"]}'`);
     let bytes: Uint8Array;
     if (isLocalPath(target!)) {

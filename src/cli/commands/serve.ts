@@ -14,7 +14,9 @@ import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../../ffi/libc.ts";
 import { writeOut } from "../output.ts";
 import {
+  BATCH_BYTES_DEFAULT,
   BATCH_BYTES_MAX,
+  BATCH_IDLE_MS_DEFAULT,
   BATCH_BYTES_MIN,
   GC_THRESHOLD_DEFAULT,
   NBD_CLOSE_DRAIN_MS_MAX,
@@ -40,6 +42,7 @@ import {
   parseCommandArgs,
   requireVolumeAndCache,
   stringOption,
+  type OptionSpec,
   type Parsed,
 } from "../args.ts";
 import type { Command } from "./command.ts";
@@ -51,7 +54,7 @@ const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
 /** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
 const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
 
-const USAGE = "lsvd serve --volume VOLUME --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--pid-file PATH]";
+const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--pid-file PATH] VOLUME";
 const HELP = `Usage: ${USAGE}
 
 Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen (nor sockets passed by
@@ -70,16 +73,17 @@ requests are logged with command, offset, length and cause (${NBD_ERROR_LOG_LINE
 counted in a summary), also with --quiet.
 
 Options:
-  --volume VOLUME        the volume (see below)
+  --volume VOLUME        the volume, instead of the VOLUME argument (see below)
   --cache CACHE          its cache file or device (made by 'lsvd mkcache')
   --socket PATH          listen on a unix socket
   --listen HOST:PORT     listen on TCP (e.g. 127.0.0.1:10809, [::1]:10809)
-  --name EXPORT          export name (default: "", any name is accepted when empty)
+  --name EXPORT          export name (default ""); clients may ask for it or for the default export "",
+                         any other name is refused
   --read-only            refuse writes from clients
   --read-cache           keep blocks read from the backend in the cache's read-cache region (for remote
                          backends; a local file backend is served faster by the page cache)
-  --batch-size SIZE      backend object data size (default 8m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
-  --batch-idle-ms MS     put a partial batch after this long without writes (default 2000)
+  --batch-size SIZE      backend object data size (default ${BATCH_BYTES_DEFAULT / 1024 / 1024}m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
+  --batch-idle-ms MS     put a partial batch after this long without writes (default ${BATCH_IDLE_MS_DEFAULT})
   --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
                          (default ${GC_THRESHOLD_DEFAULT}; 0: only delete objects with no live data left)
   --no-gc                no garbage collection: objects are never deleted
@@ -231,28 +235,32 @@ function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Prom
   return stopped.promise;
 }
 
+const OPTIONS: OptionSpec = {
+  volume: { type: "string" },
+  cache: { type: "string" },
+  socket: { type: "string" },
+  listen: { type: "string" },
+  name: { type: "string", default: "" },
+  "read-only": { type: "boolean" },
+  "read-cache": { type: "boolean" },
+  "batch-size": { type: "string", default: `${BATCH_BYTES_DEFAULT / 1024 / 1024}m` },
+  "batch-idle-ms": { type: "string", default: String(BATCH_IDLE_MS_DEFAULT) },
+  "gc-threshold": { type: "string", default: String(GC_THRESHOLD_DEFAULT) },
+  "no-gc": { type: "boolean" },
+  "handshake-timeout-ms": { type: "string", default: String(NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT) },
+  quiet: { type: "boolean" },
+  "pid-file": { type: "string" },
+  ...LEASE_OPTIONS,
+  ...BACKEND_OPTIONS,
+};
+
 export const serveCommand: Command = {
   name: "serve",
   summary: "serve a volume over NBD (TCP or unix socket)",
+  options: OPTIONS,
+  help: HELP,
   async run(argv) {
-    const parsed = parseCommandArgs(argv, {
-      volume: { type: "string" },
-      cache: { type: "string" },
-      socket: { type: "string" },
-      listen: { type: "string" },
-      name: { type: "string" },
-      "read-only": { type: "boolean" },
-      "read-cache": { type: "boolean" },
-      "batch-size": { type: "string" },
-      "batch-idle-ms": { type: "string" },
-      "gc-threshold": { type: "string" },
-      "no-gc": { type: "boolean" },
-      "handshake-timeout-ms": { type: "string" },
-      quiet: { type: "boolean" },
-      "pid-file": { type: "string" },
-      ...LEASE_OPTIONS,
-      ...BACKEND_OPTIONS,
-    });
+    const parsed = parseCommandArgs(argv, OPTIONS);
     if (parsed.help) {
       writeOut(HELP);
       return 0;
