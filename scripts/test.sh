@@ -21,7 +21,8 @@ LSVD_TEST_CEPH_ROOT=$(mktemp -d /tmp/lsvd-ceph-run.XXXXXX)
 export LSVD_TEST_CEPH_ROOT
 trap 'bash test/ceph/reap.sh --now "$LSVD_TEST_CEPH_ROOT" >/dev/null 2>&1' EXIT
 trap 'exit 130' INT TERM
-bun test "$@" 2>&1 | tee "$log"
+# A test without its own timeout gets 30 s, not bun's 5 s: CI machines are shared, and a test that hangs still ends.
+bun test --timeout 30000 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 fail=$(grep -Eo '^ *[0-9]+ fail' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
