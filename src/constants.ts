@@ -25,6 +25,18 @@ export const BATCH_BYTES_MAX = 64 * 1024 * 1024;
 export const BATCH_IDLE_MS_DEFAULT = 2000;
 /** Backend puts in flight at once; more sealed batches wait (bounded memory: this many batch buffers). */
 export const PUTS_INFLIGHT_MAX = 4;
+/**
+ * Objects sealed (DATA and checkpoints) but not yet durable in the backend, at most: the write path waits before it
+ * opens another batch. Without it the journal alone bounds how far writes run ahead of the backend, and at small
+ * batches puts are paced by objects, not bytes: at 64 KiB a 128 MiB journal held ~2,000 objects the backend had not
+ * seen, garbage collection's copies and checkpoints queued behind them, and retired objects waited seconds for the
+ * checkpoints that let them be deleted (the backend held 4.4x the live data). 32 (8x PUTS_INFLIGHT_MAX) keeps every
+ * put slot fed while a checkpoint sealed now is at most that many puts from durable; measured at 64 KiB batches, 256
+ * left 2.2x and 32 2.0x (bench/RESULTS.md). The cost: at small batches the journal absorbs only this many objects of
+ * writes while the backend is unreachable (2 MiB at 64 KiB); at the default 8 MiB that is 256 MiB, so the journal
+ * binds first.
+ */
+export const SEALED_OBJECTS_AHEAD_MAX = 32;
 /** Backend ranged reads in flight at once. */
 export const GETS_INFLIGHT_MAX = 64;
 /** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
@@ -212,6 +224,7 @@ function assert(condition: boolean, message: string): void {
 assert(PAGE_BYTES % SECTOR_BYTES === 0, "a page is a whole number of sectors");
 // A batch must be describable by one data_map entry length field and must fit the format's object size.
 assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one extent length");
+assert(SEALED_OBJECTS_AHEAD_MAX > PUTS_INFLIGHT_MAX + 1, "sealed objects wait for every put slot and a checkpoint");
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
 // A journal record's data can always be placed into one batch.
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
