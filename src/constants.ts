@@ -83,8 +83,11 @@ export const NBD_OUTPUT_QUEUED_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
 export const NBD_INFLIGHT_WRITE_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
 /** NBD: descriptors in one BLOCK_STATUS reply; the client asks again for the rest. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
-/** NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large. */
-export const NBD_ZERO_WRITE_BYTES_MAX = 1024 * 1024;
+/**
+ * NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large: the largest client WRITE, so
+ * that a zeroing a client may send as one request is one volume write (whole after cache loss, like a WRITE).
+ */
+export const NBD_ZERO_WRITE_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
 /** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 
