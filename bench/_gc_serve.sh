@@ -2,12 +2,12 @@
 # served by `lsvd serve` on a unix socket in a temp dir on a real disk, driven with fio's nbd engine.
 # The sourcing script sets, before it sources this: bench_name (for messages) and tmp_parent; and before calling
 # these: lsvd (the binary), size_mib, work (from gc_make_workdir). Sets socket and server_pid.
-# Env:   LSVD  the lsvd binary to run (default: this checkout's dist/lsvd)
+# Env:   LSVD_BIN  the lsvd binary to run (default: this checkout's dist/lsvd)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bun="$root/node_modules/.bin/bun"
-lsvd="${LSVD:-$root/dist/lsvd}"
+lsvd="${LSVD_BIN:-$root/dist/lsvd}"
 start_timeout_s=30
 stop_timeout_s=300
 server_pid=""

@@ -16,7 +16,7 @@
 #        RUNS      runs per mode (default 3)
 #        SIZE_MIB  volume size (default 512)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; refused if tmpfs)
-#        LSVD      the lsvd binary (default: dist/lsvd)
+#        LSVD_BIN  the lsvd binary (default: dist/lsvd)
 set -euo pipefail
 
 bench_name=gc-bench

@@ -21,7 +21,7 @@
 #        RATE_IOPS  cap on the random writes' IOPS (default: none, as fast as the server takes them)
 #        CACHE_MIB  cache size (default 256; the write journal is half of it)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; refused if tmpfs)
-#        VARIANTS  binaries to compare, alternated run by run: "NAME=PATH ..." (default "current=" LSVD or dist/lsvd)
+#        VARIANTS  binaries to compare, alternated run by run: "NAME=PATH ..." (default "current=" LSVD_BIN or dist/lsvd)
 set -euo pipefail
 
 bench_name=gc-pace
