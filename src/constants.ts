@@ -30,13 +30,13 @@ export const PUTS_INFLIGHT_MAX = 4;
  * opens another batch. Without it the journal alone bounds how far writes run ahead of the backend, and at small
  * batches puts are paced by objects, not bytes: at 64 KiB a 128 MiB journal held ~2,000 objects the backend had not
  * seen, garbage collection's copies and checkpoints queued behind them, and retired objects waited seconds for the
- * checkpoints that let them be deleted (the backend held 4.4x the live data). 32 (8x PUTS_INFLIGHT_MAX) keeps every
- * put slot fed while a checkpoint sealed now is at most that many puts from durable; measured at 64 KiB batches, 256
- * left 2.2x and 32 2.0x (bench/RESULTS.md). The cost: at small batches the journal absorbs only this many objects of
- * writes while the backend is unreachable (2 MiB at 64 KiB); at the default 8 MiB that is 256 MiB, so the journal
- * binds first.
+ * checkpoints that let them be deleted (the backend held 4.4x the live data). 16 (4x PUTS_INFLIGHT_MAX) keeps every
+ * put slot fed while a checkpoint sealed now is at most 16 puts from durable (each retired object waits for
+ * CHECKPOINTS_KEPT of them); bench/RESULTS.md compares 16, 32 and no bound. The cost: at small batches the journal
+ * absorbs only this many objects of writes while the backend is unreachable (1 MiB at 64 KiB batches); at the
+ * default 8 MiB that is 128 MiB, and a journal of that size or less binds first.
  */
-export const SEALED_OBJECTS_AHEAD_MAX = 32;
+export const SEALED_OBJECTS_AHEAD_MAX = 16;
 /** Backend ranged reads in flight at once. */
 export const GETS_INFLIGHT_MAX = 64;
 /** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
