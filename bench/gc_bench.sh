@@ -16,34 +16,20 @@
 #        RUNS      runs per mode (default 3)
 #        SIZE_MIB  volume size (default 512)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; refused if tmpfs)
+#        LSVD_BIN  the lsvd binary (default: dist/lsvd)
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bun="$root/node_modules/.bin/bun"
-lsvd="$root/dist/lsvd"
+bench_name=gc-bench
 runtime="${RUNTIME:-30}"
 runs="${RUNS:-3}"
 size_mib="${SIZE_MIB:-512}"
 tmp_parent="${TMP_PARENT:-/var/tmp}"
-start_timeout_s=30
-stop_timeout_s=300
+source "$(dirname "$0")/_gc_serve.sh"
 
-log() { echo "$(date +%T) $*" >&2; }
-die() {
-  echo "gc_bench: $*" >&2
-  exit 1
-}
-
-for tool in fio python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
-[[ -x "$lsvd" ]] || die "$lsvd is missing: run 'npm run build' in $root first"
 [[ "$runtime" =~ ^[0-9]+$ && "$runtime" -ge 1 ]] || die "RUNTIME must be a whole number of seconds >= 1"
 [[ "$runs" =~ ^[0-9]+$ && "$runs" -ge 1 ]] || die "RUNS must be >= 1"
 [[ "$size_mib" =~ ^[0-9]+$ && "$size_mib" -ge 64 ]] || die "SIZE_MIB must be >= 64"
-[[ "$(stat -f -c %T "$tmp_parent")" != tmpfs ]] || die "$tmp_parent is tmpfs: O_DIRECT needs a real disk"
-
-work="$(mktemp -d "$tmp_parent/lsvd-gc-bench.XXXXXX")"
-server_pid=""
+gc_make_workdir
 cleanup() {
   if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -52,58 +38,24 @@ trap cleanup EXIT
 results="$work/results.jsonl"
 : >"$results"
 
-# Starts `lsvd serve` on a fresh volume; sets server_pid and socket.
-start_fresh() {
-  local mode="$1"
-  rm -rf "$work/vol" && mkdir -p "$work/vol/backend"
-  "$lsvd" mkdisk --size "${size_mib}m" "$work/vol/backend/vol" >/dev/null
-  "$lsvd" mkcache --volume "$work/vol/backend/vol" --size "$((size_mib * 2))m" "$work/vol/cache" >/dev/null
-  socket="$work/vol/nbd.sock"
-  local extra=()
-  if [[ "$mode" == no-gc ]]; then extra=(--no-gc); fi
-  "$lsvd" serve --volume "$work/vol/backend/vol" --cache "$work/vol/cache" --socket "$socket" "${extra[@]}" 2>"$work/vol/serve.log" &
-  server_pid=$!
-  for _ in $(seq $((start_timeout_s * 10))); do
-    grep -q "serving on" "$work/vol/serve.log" && return 0
-    kill -0 "$server_pid" 2>/dev/null || die "serve exited: $(tail -3 "$work/vol/serve.log")"
-    sleep 0.1
-  done
-  die "serve did not start in ${start_timeout_s} s"
-}
-
-stop_server() {
-  kill -TERM "$server_pid"
-  local waited=0
-  while kill -0 "$server_pid" 2>/dev/null; do
-    sleep 0.2
-    waited=$((waited + 1))
-    [[ "$waited" -lt $((stop_timeout_s * 5)) ]] || die "serve did not stop in ${stop_timeout_s} s"
-  done
-  wait "$server_pid" || die "serve exited with $?: $(tail -3 "$work/vol/serve.log")"
-  server_pid=""
-}
-
-backend_bytes() { find "$work/vol/backend" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}'; }
 backend_objects() { find "$work/vol/backend" -type f -name 'vol.*' | wc -l; }
-
-fio_nbd() {
-  fio --name=gc --ioengine=nbd --uri="nbd+unix:///?socket=$socket" --size="${size_mib}m" --output-format=json "$@"
-}
 
 one_run() {
   local mode="$1" run="$2"
   log "$mode run $run: fill ${size_mib} MiB, then ${runtime} s of 4 KiB random writes"
-  start_fresh "$mode"
-  fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null
+  local extra=()
+  if [[ "$mode" == no-gc ]]; then extra=(--no-gc); fi
+  gc_start_fresh "$((size_mib * 2))" "${extra[@]}"
+  gc_fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null
   local json
-  json="$(fio_nbd --rw=randwrite --bs=4k --iodepth=32 --time_based --runtime="$runtime" | "$bun" "$here/_fio_json.ts" --dir write)"
+  json="$(gc_fio_nbd --rw=randwrite --bs=4k --iodepth=32 --time_based --runtime="$runtime" | "$bun" "$here/_fio_json.ts" --dir write)"
   local hwm
   hwm="$(awk '/VmHWM/ {printf "%.0f\n", $2 * 1024}' "/proc/$server_pid/status")"
-  stop_server
+  gc_stop_server
   local bytes objects stopline
-  bytes="$(backend_bytes)"
+  bytes="$(gc_backend_bytes)"
   objects="$(backend_objects)"
-  stopline="$(grep "stopped after" "$work/vol/serve.log" | tail -1)"
+  stopline="$(gc_stop_line)"
   local offline="null"
   if [[ "$mode" == no-gc ]]; then
     local started_ns ended_ns
@@ -111,7 +63,7 @@ one_run() {
     offline="$("$lsvd" gc --json --volume "$work/vol/backend/vol" --cache "$work/vol/cache" 2>/dev/null)"
     ended_ns="$(date +%s%N)"
     offline="$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["wall_s"]=int(sys.argv[2])/1e9; d["backend_bytes_after"]=int(sys.argv[3]); print(json.dumps(d))' \
-      "$offline" "$((ended_ns - started_ns))" "$(backend_bytes)")"
+      "$offline" "$((ended_ns - started_ns))" "$(gc_backend_bytes)")"
   fi
   python3 - "$mode" "$run" "$json" "$bytes" "$objects" "$hwm" "$stopline" "$offline" "$size_mib" >>"$results" <<'PY'
 import json, re, sys

@@ -25,6 +25,18 @@ export const BATCH_BYTES_MAX = 64 * 1024 * 1024;
 export const BATCH_IDLE_MS_DEFAULT = 2000;
 /** Backend puts in flight at once; more sealed batches wait (bounded memory: this many batch buffers). */
 export const PUTS_INFLIGHT_MAX = 4;
+/**
+ * Objects sealed (DATA and checkpoints) but not yet durable in the backend, at most: the write path waits before it
+ * opens another batch. Without it the journal alone bounds how far writes run ahead of the backend, and at small
+ * batches puts are paced by objects, not bytes: at 64 KiB a 128 MiB journal held ~2,000 objects the backend had not
+ * seen, garbage collection's copies and checkpoints queued behind them, and retired objects waited seconds for the
+ * checkpoints that let them be deleted (the backend held 4.4x the live data). 16 (4x PUTS_INFLIGHT_MAX) keeps every
+ * put slot fed while a checkpoint sealed now is at most 16 puts from durable (each retired object waits for
+ * CHECKPOINTS_KEPT of them); bench/RESULTS.md compares 16, 32 and no bound. The cost: at small batches the journal
+ * absorbs only this many objects of writes while the backend is unreachable (1 MiB at 64 KiB batches); at the
+ * default 8 MiB that is 128 MiB, and a journal of that size or less binds first.
+ */
+export const SEALED_OBJECTS_AHEAD_MAX = 16;
 /** Backend ranged reads in flight at once. */
 export const GETS_INFLIGHT_MAX = 64;
 /** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
@@ -71,8 +83,11 @@ export const NBD_OUTPUT_QUEUED_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
 export const NBD_INFLIGHT_WRITE_BYTES_MAX = 2 * NBD_REQUEST_BYTES_MAX;
 /** NBD: descriptors in one BLOCK_STATUS reply; the client asks again for the rest. */
 export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
-/** NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large. */
-export const NBD_ZERO_WRITE_BYTES_MAX = 1024 * 1024;
+/**
+ * NBD: WRITE_ZEROES with NO_HOLE is done as writes of a shared zero buffer this large: the largest client WRITE, so
+ * that a zeroing a client may send as one request is one volume write (whole after cache loss, like a WRITE).
+ */
+export const NBD_ZERO_WRITE_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
 /** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 
@@ -212,6 +227,7 @@ function assert(condition: boolean, message: string): void {
 assert(PAGE_BYTES % SECTOR_BYTES === 0, "a page is a whole number of sectors");
 // A batch must be describable by one data_map entry length field and must fit the format's object size.
 assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one extent length");
+assert(SEALED_OBJECTS_AHEAD_MAX > PUTS_INFLIGHT_MAX + 1, "sealed objects wait for every put slot and a checkpoint");
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
 // A journal record's data can always be placed into one batch.
 assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");

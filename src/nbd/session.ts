@@ -739,7 +739,11 @@ export class NbdSession {
   }
 }
 
-/** WRITE_ZEROES with NO_HOLE: real zero writes (allocated), in bounded pieces, one at a time. */
+/**
+ * WRITE_ZEROES with NO_HOLE: real zero writes (allocated). Up to NBD_ZERO_WRITE_BYTES_MAX (the largest client WRITE)
+ * it is one volume write, so after the cache is lost it is wholly present or wholly absent like any write; a longer
+ * one (the spec puts no bound on WRITE_ZEROES) is written as such whole writes one after another.
+ */
 async function writeZeroesAllocated(device: BlockDevice, offset: number, length: number, fua: boolean): Promise<void> {
   zeroBuffer ??= new Uint8Array(NBD_ZERO_WRITE_BYTES_MAX);
   let done = 0;

@@ -61,6 +61,8 @@ export interface VolumeOptions {
   batchBytes?: number;
   batchIdleMs?: number;
   checkpointIntervalObjects?: number;
+  /** Objects sealed and not yet durable before writes wait (default SEALED_OBJECTS_AHEAD_MAX; tests lower it). */
+  sealedObjectsAheadMax?: number;
   /** Garbage collection (default on; never on a read-only volume). */
   gc?: boolean;
   /** Clean objects whose live share is below this (default GC_THRESHOLD_DEFAULT; 0: only delete dead objects). */
@@ -253,6 +255,7 @@ export class Volume implements BlockDevice {
       writerCacheUuid: state.writerCacheUuid,
       writerCacheSeqLast: state.writerCacheSeqLast,
       logEndsInsideWrite,
+      sealedObjectsAheadMax: options.sealedObjectsAheadMax,
     });
 
     // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a

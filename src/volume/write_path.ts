@@ -14,7 +14,8 @@
 //    *in seq order* (ObjectWriter), and the journal tail is persisted before its space is reused (Journal).
 //
 // Bounds: pending writes are bounded by the NBD layer's per-connection in-flight limit; records in flight by
-// JOURNAL_WRITES_INFLIGHT_MAX; batches in memory by PUTS_INFLIGHT_MAX + 1 buffers; puts by PUTS_INFLIGHT_MAX.
+// JOURNAL_WRITES_INFLIGHT_MAX; batches in memory by PUTS_INFLIGHT_MAX + 1 buffers; puts by PUTS_INFLIGHT_MAX;
+// objects sealed and not yet durable by SEALED_OBJECTS_AHEAD_MAX (no batch opens beyond it: waitAheadRoom).
 
 import {
   CHECKPOINTS_KEPT,
@@ -22,6 +23,7 @@ import {
   JOURNAL_RECORD_EXTENTS_MAX,
   PAGE_BYTES,
   PUTS_INFLIGHT_MAX,
+  SEALED_OBJECTS_AHEAD_MAX,
   SECTOR_BYTES,
 } from "../constants.ts";
 import { assert } from "../errors.ts";
@@ -113,6 +115,8 @@ export interface WritePathOptions {
    * checkpoint until the replay is over (endReplay).
    */
   logEndsInsideWrite: boolean;
+  /** Objects sealed and not yet durable before a new batch waits (default SEALED_OBJECTS_AHEAD_MAX; tests lower it). */
+  sealedObjectsAheadMax?: number;
 }
 
 export class WritePath {
@@ -141,6 +145,9 @@ export class WritePath {
   /** Rejected with the failure when the write path fails: waits for durability end with it. */
   private readonly failureSignal = Promise.withResolvers<never>();
   private readonly durableWaiters = new Map<number, Array<() => void>>();
+  /** The pump waits here for room ahead of the backend (waitAheadRoom); onDurable wakes it. */
+  private aheadRoomWaiter: (() => void) | null = null;
+  private readonly sealedObjectsAheadMax: number;
   /**
    * The newest record formed (or replayed) ends inside a client write: its next piece is still in `pending` (or,
    * while the journal is replayed, unknown). A batch sealed now is marked WRITE_CONTINUES and no checkpoint is taken.
@@ -152,6 +159,8 @@ export class WritePath {
 
   constructor(private readonly options: WritePathOptions) {
     this.writeOpen = options.logEndsInsideWrite;
+    this.sealedObjectsAheadMax = options.sealedObjectsAheadMax ?? SEALED_OBJECTS_AHEAD_MAX;
+    assert(this.sealedObjectsAheadMax > PUTS_INFLIGHT_MAX, "sealed objects keep every put slot busy");
     this.nextSeq = options.nextSeq;
     this.lastCheckpointSeq = options.checkpointSeq;
     this.superblock = options.superblocks.superblock;
@@ -329,6 +338,7 @@ export class WritePath {
     // Room in the batch, and a write boundary before a long write that should not share it (sealsBeforeRecord).
     const shape = this.recordShape(end);
     if (this.open && (!this.open.fits(dataBytes, zeroCount) || this.sealsBeforeRecord(this.open, shape, zeroCount))) await this.sealOpen();
+    if (!this.open) await this.waitAheadRoom();
     if (!this.open) await this.openBatch();
     if (!journal.canWrite(dataBytes)) return; // space went to a pad or another writer meanwhile: try again
 
@@ -371,6 +381,30 @@ export class WritePath {
         this.fail(error);
       },
     );
+  }
+
+  /** Objects allocated and not yet durable: with no batch open, the sealed ones (DATA and checkpoints) not yet put. */
+  get objectsAhead(): number {
+    return this.nextSeq - 1 - this.writer.durableSeq;
+  }
+
+  /**
+   * Back-pressure from the backend: no batch opens while SEALED_OBJECTS_AHEAD_MAX objects are sealed and not durable,
+   * so new writes wait (in `pending`, then in the NBD layer) until puts complete. Objects not durable are thus at most
+   * the limit counting the open batch, plus the checkpoint its seal may queue. Only the pump (or the journal replay)
+   * waits, one at a time; onDurable wakes it, a failure ends the wait.
+   */
+  private async waitAheadRoom(): Promise<void> {
+    while (this.objectsAhead >= this.sealedObjectsAheadMax) {
+      this.throwIfFailed();
+      assert(this.aheadRoomWaiter === null, "one pump waits for room ahead of the backend");
+      const room = new Promise<void>((resolve) => (this.aheadRoomWaiter = resolve));
+      try {
+        await Promise.race([room, this.failureSignal.promise]);
+      } finally {
+        this.aheadRoomWaiter = null;
+      }
+    }
   }
 
   /** Where the record of pending[pendingFront, end) starts and ends relative to the client writes it holds pieces of. */
@@ -447,6 +481,7 @@ export class WritePath {
     // and no checkpoint is taken among them.
     this.writeOpen = true;
     if (this.open && !this.open.fits(dataBytes, zeroCount)) await this.sealOpen();
+    if (!this.open) await this.waitAheadRoom();
     if (!this.open) await this.openBatch();
     const batch = this.open!;
     batch.beginRecord(seq, true);
@@ -478,6 +513,7 @@ export class WritePath {
    * older and must be put first), else journal-only. Never waits: the journal, not memory, bounds what is absorbed.
    */
   private async openBatch(): Promise<void> {
+    assert(this.objectsAhead < this.sealedObjectsAheadMax, "a batch opens only with room ahead of the backend");
     const batch = new Batch(this.options.batchBytes);
     const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
     const seq = this.nextSeq++;
@@ -636,6 +672,7 @@ export class WritePath {
     }
     const info = this.options.objects.get(seq);
     if (info?.kind === ObjectKind.Checkpoint) this.onCheckpointDurable(seq);
+    if (this.aheadRoomWaiter !== null && this.objectsAhead < this.sealedObjectsAheadMax) this.aheadRoomWaiter();
     const waiters = this.durableWaiters.get(seq);
     if (waiters) {
       this.durableWaiters.delete(seq);

@@ -56,6 +56,9 @@ async function openAs(world: World, host: string, pid: number, device: CacheDevi
     batchBytes: 64 * 1024,
     batchIdleMs: 5,
     checkpointIntervalObjects: 4,
+    // Puts held in the store must not stop the writes here (at 64 KiB batches the bound on objects ahead of the
+    // backend would): the journal absorbs them, as at large batches.
+    sealedObjectsAheadMax: 1024,
     gc: false,
     clock: volumeClock,
     log: (line) => logs.push(line),

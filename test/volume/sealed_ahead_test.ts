@@ -1,0 +1,104 @@
+// Back-pressure from the backend (docs/architecture.md, "Back-pressure and bounds"): the write path never has more
+// than its limit of objects sealed and not yet durable (counting the open batch, plus the checkpoint a seal may
+// queue); new writes wait while it is reached, and resume when puts complete. Puts of log objects are held at a gate
+// the test opens; the journal has room for many more objects than the limit, so only the bound stops the writes.
+
+import { describe, expect, test } from "bun:test";
+import { PUTS_INFLIGHT_MAX } from "../../src/constants.ts";
+import type { ObjectStore } from "../../src/backend/object_store.ts";
+import { WrappingStore, type StoreOp } from "../../src/backend/wrapping_store.ts";
+import { parseObjectName } from "../../src/format/object_name.ts";
+import type { Volume } from "../../src/volume/volume.ts";
+import { immediateClock, makeWorld, openVolume, PREFIX, VolumeModel } from "../sim/volume_world.ts";
+
+const AHEAD_MAX = 8;
+const WRITE_BYTES = 64 * 1024; // one 64 KiB batch each (the sim's --batch-size)
+const WRITES = 64; // 4 MiB: the 16 MiB journal takes them all without the bound
+
+/** Holds puts of log objects (numbered names) while closed; the rest passes. Calls `onPut` as each put arrives. */
+class GatedStore extends WrappingStore {
+  private open = true;
+  private held: Array<() => void> = [];
+  private heldWaiter: (() => void) | null = null;
+  onPut: () => void = () => {};
+
+  constructor(inner: ObjectStore) {
+    super(inner);
+  }
+
+  protected override async call<T>(op: StoreOp, name: string, forward: () => Promise<T>): Promise<T> {
+    if (op === "putIfAbsent" && parseObjectName(PREFIX, name) !== null) {
+      this.onPut();
+      if (!this.open) {
+        await new Promise<void>((resolve) => {
+          this.held.push(resolve);
+          this.heldWaiter?.();
+        });
+      }
+    }
+    return forward();
+  }
+
+  shut(): void {
+    this.open = false;
+  }
+
+  release(): void {
+    this.open = true;
+    for (const wake of this.held.splice(0)) wake();
+  }
+
+  /** Resolves once `count` puts are held at the gate. */
+  async heldAtLeast(count: number): Promise<void> {
+    while (this.held.length < count) await new Promise<void>((resolve) => (this.heldWaiter = resolve));
+    this.heldWaiter = null;
+  }
+
+  override async close(): Promise<void> {}
+}
+
+describe("objects sealed ahead of the backend", () => {
+  test("never exceed the limit; writes wait while it is reached and resume when puts complete", async () => {
+    const world = await makeWorld(7, { volumeBytes: 8 * 1024 * 1024, journalBytes: 16 * 1024 * 1024 });
+    const gated = new GatedStore(world.store);
+    world.store = gated;
+    const volume: Volume = await openVolume(world, { clock: immediateClock, sealedObjectsAheadMax: AHEAD_MAX, batchIdleMs: 1 });
+    let aheadMax = 0;
+    const sample = () => (aheadMax = Math.max(aheadMax, volume.backendBacklog().objects));
+    gated.onPut = sample;
+    const model = new VolumeModel(world.volumeBytes);
+
+    gated.shut();
+    let acked = 0;
+    const writes: Array<Promise<void>> = [];
+    for (let index = 0; index < WRITES; index++) {
+      const data = new Uint8Array(WRITE_BYTES);
+      world.prng.fill(data);
+      const offset = (index * WRITE_BYTES) % world.volumeBytes;
+      model.apply(offset, data, WRITE_BYTES);
+      writes.push(
+        volume.write(offset, data, false).then(() => {
+          acked += 1;
+          sample();
+        }),
+      );
+    }
+    // Every put slot is taken by a held put; then give the write path time to run as far ahead as it would.
+    await gated.heldAtLeast(PUTS_INFLIGHT_MAX);
+    for (let turn = 0; turn < 50; turn++) await immediateClock.sleep(2);
+    sample();
+    // Each write fills one object: at most AHEAD_MAX are journaled (and acknowledged) while no put completes.
+    expect(acked).toBeLessThanOrEqual(AHEAD_MAX);
+    expect(acked).toBeGreaterThan(0);
+    expect(aheadMax).toBeLessThanOrEqual(AHEAD_MAX + 1);
+
+    gated.release();
+    await Promise.all(writes);
+    expect(acked).toBe(WRITES);
+    expect(aheadMax).toBeLessThanOrEqual(AHEAD_MAX + 1);
+    for (let offset = 0; offset < world.volumeBytes; offset += WRITE_BYTES) {
+      expect(model.diff(offset, await volume.read(offset, WRITE_BYTES))).toBeNull();
+    }
+    await volume.close();
+  });
+});
