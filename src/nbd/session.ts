@@ -776,10 +776,16 @@ export class NbdSession {
     this.maybeSettled();
   }
 
-  /** The OutputQueue emptied after a partial write. */
+  /**
+   * The OutputQueue sent bytes (after a drain, or in a flush that may run inside parse() when a batch fills up):
+   * resume reading if the output limit was what held it.
+   */
   private onOutputDrained(): void {
-    if (this.state === "open") this.unblock();
-    else this.maybeEnded();
+    if (this.state === "open") {
+      if (this.paused && !this.parsing) this.unblock();
+    } else {
+      this.maybeEnded();
+    }
   }
 
   private protocolError(reason: string): void {

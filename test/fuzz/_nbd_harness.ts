@@ -27,8 +27,10 @@ export interface Conditions {
   partialWriteShare: number;
   /** Bytes one socket write takes at most (a slow reader); a write that takes less owes a drain. */
   takeMaxBytes: number;
-  /** Chance that a step may complete a device call (a slow device lets requests pile up). */
+  /** Chance that a step may complete device calls (a slow device lets requests pile up). */
   completionShare: number;
+  /** Device calls one step completes at most, in the same turn (a device finishing a batch at once). */
+  completionBurstMax: number;
   /** Share of socket writes that fail (the peer is gone). */
   failedWriteShare: number;
   /** Share of device calls that reject with an IOError, and that throw instead of returning a promise. */
@@ -138,11 +140,12 @@ class SteppedDevice implements BlockDevice {
     });
   }
 
-  /** Completes one held call, chosen at random. */
-  completeOne(): void {
-    const index = this.prng.int(this.held.length);
-    const [run] = this.held.splice(index, 1);
-    run!();
+  /** Completes up to `count` held calls (at least one), chosen at random, in this turn. */
+  complete(count: number): void {
+    for (let left = Math.max(1, count); left > 0 && this.held.length > 0; left--) {
+      const [run] = this.held.splice(this.prng.int(this.held.length), 1);
+      run!();
+    }
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
@@ -269,7 +272,7 @@ export async function runStream(stream: Uint8Array, prng: Prng, conditions: Cond
       });
     }
     const completing = actions.length === 0 || prng.chance(conditions.completionShare);
-    if (device.held.length > 0 && completing) actions.push(() => device.completeOne());
+    if (device.held.length > 0 && completing) actions.push(() => device.complete(1 + prng.int(conditions.completionBurstMax)));
     if (transport.drainOwed && end === null) {
       actions.push(() => {
         transport.drainOwed = false;
@@ -301,7 +304,7 @@ export async function runStream(stream: Uint8Array, prng: Prng, conditions: Cond
   output.close();
   openSession?.onTransportClosed();
   while (device.held.length > 0) {
-    device.completeOne();
+    device.complete(1 + prng.int(conditions.completionBurstMax));
     await settle();
     check();
     steps += 1;

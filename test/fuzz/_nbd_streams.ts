@@ -134,7 +134,9 @@ export function validStream(prng: Prng, readOnly: boolean, shape: StreamShape): 
   for (const part of optionParts) push(part);
   const transmissionAt = length;
   const requests: ValidRequest[] = [];
-  const count = shape === "bulk" ? 24 + prng.int(24) : shape === "tiny" ? 1 + prng.int(8) : 1 + prng.int(60);
+  // Sometimes more requests than a connection may have in flight (NBD_INFLIGHT_PER_CONNECTION_MAX = 128).
+  const normalCount = prng.chance(0.25) ? 129 + prng.int(200) : 1 + prng.int(60);
+  const count = shape === "bulk" ? 24 + prng.int(24) : shape === "tiny" ? 1 + prng.int(8) : normalCount;
   for (let index = 0; index < count; index++) {
     const { type, flags, offset, length: bytes } = request(prng, structured, meta, readOnly, shape);
     const cookieLow = index + 1;

@@ -9,13 +9,15 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { NBD_INFLIGHT_WRITE_BYTES_MAX, NBD_OUTPUT_QUEUED_BYTES_MAX } from "../../src/constants.ts";
+import { NBD_INFLIGHT_WRITE_BYTES_MAX, NBD_OPTION_BYTES_MAX, NBD_OUTPUT_QUEUED_BYTES_MAX } from "../../src/constants.ts";
 import {
   NBD_CMD_READ,
   NBD_CMD_WRITE_ZEROES,
   NBD_REPLY_FLAG_DONE,
   NBD_SIMPLE_REPLY_BYTES,
   decodeReplyHeader,
+  encodeOption,
+  writeU32,
 } from "../../src/nbd/wire.ts";
 import { NBD_SESSION_OUTPUT_BYTES_BOUND, NBD_SESSION_WRITE_BYTES_BOUND } from "../../src/nbd/session.ts";
 import { Prng, seedFromEnv } from "../sim/prng.ts";
@@ -38,10 +40,11 @@ function calm(prng: Prng): Conditions {
     partialWriteShare: prng.chance(0.5) ? 0 : 0.3,
     takeMaxBytes: prng.chance(0.8) ? Infinity : 1 + prng.int(65536),
     completionShare: prng.chance(0.5) ? 1 : 0.2,
+    completionBurstMax: prng.chance(0.5) ? 1 : 8,
     failedWriteShare: 0,
     deviceFailShare: 0,
     deviceThrowShare: 0,
-    chunkAfterPause: false,
+    chunkAfterPause: prng.chance(0.5),
     readOnly: prng.chance(0.15),
   };
 }
@@ -171,10 +174,17 @@ describe("NBD stream fuzz", () => {
       await runCase("random streams", index, async (prng) => {
         const conditions = prng.chance(0.5) ? calm(prng) : hostile(prng);
         // Mostly short noise; sometimes more than an option may hold (the handshake must not buffer it).
-        const noise = new Uint8Array(1 + prng.int(prng.chance(0.9) ? 4096 : 256 * 1024));
+        const noise = new Uint8Array(1 + prng.int(prng.chance(0.8) ? 4096 : 256 * 1024));
         prng.fill(noise);
         let bytes: Uint8Array = noise;
-        if (prng.chance(0.7)) {
+        if (prng.chance(0.2)) {
+          // Negotiation up to an option, then an option header claiming a length of its own, and the noise.
+          const stream = validStream(prng, conditions);
+          const header = encodeOption(prng.int(12));
+          writeU32(header, 12, prng.chance(0.5) ? prng.nextU32() : prng.int(2 * NBD_OPTION_BYTES_MAX));
+          const cut = stream.optionsAt[prng.int(stream.optionsAt.length)]!;
+          bytes = new Uint8Array(Buffer.concat([stream.bytes.subarray(0, cut), header, noise]));
+        } else if (prng.chance(0.7)) {
           const stream = validStream(prng, conditions);
           const cut = stream.transmissionAt + (prng.chance(0.5) ? 0 : prng.int(stream.bytes.length - stream.transmissionAt));
           bytes = new Uint8Array(Buffer.concat([stream.bytes.subarray(0, cut), noise]));
@@ -187,10 +197,13 @@ describe("NBD stream fuzz", () => {
   test("large requests and a client that does not read: reply and WRITE bytes reach their limits and stay bounded", async () => {
     let peakReplyBytes = 0;
     let peakWriteBytes = 0;
-    for (let index = 0; index < 4 * SCALE; index++) {
+    for (let index = 0; index < 6 * SCALE; index++) {
       await runCase("large requests", index, async (prng) => {
         const readOnly = index % 2 === 0;
-        const conditions: Conditions = { ...calm(prng), chunkMax: 1 << 20, takeMaxBytes: 256 * 1024, completionShare: 0.05, readOnly };
+        // Half the runs have a slow reader; the others a reader that takes every byte, and a device finishing in bursts.
+        const takeMaxBytes = index % 4 < 2 ? 256 * 1024 : Infinity;
+        const completionShare = index % 4 === 3 ? 0 : 0.05;
+        const conditions: Conditions = { ...calm(prng), chunkMax: 1 << 20, takeMaxBytes, partialWriteShare: 0, completionShare, completionBurstMax: 8, readOnly };
         const stream = makeStream(prng, readOnly, "bulk");
         const outcome = await runStream(stream.bytes, prng, conditions);
         peakReplyBytes = Math.max(peakReplyBytes, outcome.peakReplyBytes);
@@ -205,6 +218,27 @@ describe("NBD stream fuzz", () => {
       console.log(`nbd fuzz: peak reply bytes ${peakReplyBytes}, peak WRITE bytes ${peakWriteBytes}`);
     }
   }, 300_000 * SCALE);
+
+  test("regression: replies that cross the output limit and then go out whole resume reading (no drain event)", async () => {
+    // Large READs fill the output limit; the device completes them all in one turn; the socket takes every byte in
+    // the microtask flush, so no drain event comes. Reading used to stay paused with nothing in flight: a hang.
+    for (let index = 1; index <= 5; index++) {
+      const prng = new Prng(100 + index);
+      const stream = makeStream(prng, true, "bulk");
+      const conditions: Conditions = {
+        ...calm(new Prng(index)),
+        chunkMax: 1 << 20,
+        takeMaxBytes: Infinity,
+        partialWriteShare: 0,
+        completionShare: 0,
+        completionBurstMax: 16,
+        readOnly: true,
+      };
+      const outcome = await runStream(stream.bytes, prng, conditions);
+      expect(outcome.peakReplyBytes).toBeGreaterThanOrEqual(NBD_OUTPUT_QUEUED_BYTES_MAX);
+      expect(outcome.end).toBe(stream.disc ? "disconnected" : "waiting");
+    }
+  }, 120_000);
 
   test("a seed replays the same run: same steps, counters and bytes sent", async () => {
     const digest = async (): Promise<string> => {
