@@ -22,6 +22,7 @@ import {
   NBD_INFO_DESCRIPTION,
   NBD_INFO_NAME,
   NBD_META_CONTEXT_BASE_ALLOCATION,
+  NBD_OPT_ABORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
   NBD_OPT_INFO,
@@ -33,9 +34,13 @@ import {
   encodeMetaContextRequest,
   encodeOption,
   encodeRequestHeader,
+  readU16,
+  readU32,
   writeU16,
   writeU32,
 } from "../../src/nbd/wire.ts";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Prng } from "../sim/prng.ts";
 import { DEVICE_BYTES, EXPORT } from "./_nbd_harness.ts";
 
@@ -186,4 +191,48 @@ export function mutateField(stream: ValidStream, bytes: Uint8Array, prng: Prng):
   if (target + offset + 4 > bytes.length) return "nothing (field past the end)";
   writeU32(bytes, target + offset, value);
   return `option at ${target} ${name} set to 0x${value.toString(16)}`;
+}
+
+/**
+ * The options and requests of a client stream (a recorded one: test/fuzz/nbd_streams/, from record_nbd_streams.ts),
+ * for aimed mutations. Walks option headers to GO/EXPORT_NAME (or ABORT), then request headers and WRITE payloads.
+ */
+export function parseClientStream(bytes: Uint8Array): ValidStream {
+  const optionsAt: number[] = [];
+  const requests: ValidRequest[] = [];
+  let offset = 4;
+  let transmissionAt = bytes.length;
+  let structured = false;
+  while (offset + 16 <= bytes.length) {
+    optionsAt.push(offset);
+    const option = readU32(bytes, offset + 8);
+    offset += 16 + readU32(bytes, offset + 12);
+    if (option === NBD_OPT_STRUCTURED_REPLY) structured = true;
+    if (option === NBD_OPT_GO || option === NBD_OPT_EXPORT_NAME) {
+      transmissionAt = offset;
+      break;
+    }
+    if (option === NBD_OPT_ABORT) break;
+  }
+  let disc = false;
+  for (offset = transmissionAt; offset + 28 <= bytes.length; ) {
+    const type = readU16(bytes, offset + 6);
+    const length = readU32(bytes, offset + 24);
+    if (type === NBD_CMD_DISC) {
+      disc = true;
+      break;
+    }
+    requests.push({ type, cookieLow: readU32(bytes, offset + 12), length, at: offset });
+    offset += 28 + (type === NBD_CMD_WRITE ? length : 0);
+  }
+  return { bytes, optionsAt, transmissionAt, requests, structured, disc };
+}
+
+/** The recorded client streams, by name. */
+export function recordedStreams(): Array<{ name: string; stream: ValidStream }> {
+  const directory = join(import.meta.dir, "nbd_streams");
+  return readdirSync(directory)
+    .filter((name) => name.endsWith(".bin"))
+    .sort()
+    .map((name) => ({ name, stream: parseClientStream(new Uint8Array(readFileSync(join(directory, name)))) }));
 }
