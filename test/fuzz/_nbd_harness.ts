@@ -184,145 +184,172 @@ export function watchEscapes(): () => void {
   return () => process.off("unhandledRejection", onUnhandled);
 }
 
-/** One connection fed `stream` under `conditions`; throws FuzzFinding (or the escaped error) on a violation. */
-export async function runStream(stream: Uint8Array, prng: Prng, conditions: Conditions, keepSent = false): Promise<Outcome> {
-  escaped.length = 0;
-  const transport = new FuzzTransport(prng, conditions, keepSent);
-  const output = new OutputQueue(transport);
-  const stats = newNbdStats();
-  const device = new SteppedDevice(new MemoryBlockDevice(DEVICE_BYTES, conditions.readOnly), prng, conditions);
-  const exportInfo = { ...EXPORT, readOnly: conditions.readOnly };
-  let handshake: Handshake | null = new Handshake(exportInfo, (bytes) => output.appendCopy(bytes));
-  let session: NbdSession | null = null;
-  let sessionRepliesFrom = -1;
-  let end: string | null = null;
-  let socketClosed = false;
-  let settledCount = 0;
-  const endConnection = (why: string): void => {
-    if (end !== null) return;
-    end = why;
-    output.flush();
-    transport.end();
-  };
-  output.onFailed = () => {
-    session?.onTransportClosed();
-    endConnection("socket write failed");
-  };
-  const onData = (chunk: Uint8Array): void => {
-    if (session !== null) return session.feed(chunk);
-    if (handshake === null || end !== null) return;
-    const result = handshake.feed(chunk);
+/** One connection as src/nbd/server.ts's Connection wires it: the handshake, then a session, over one output queue. */
+class FuzzConnection {
+  readonly transport: FuzzTransport;
+  readonly output: OutputQueue;
+  readonly stats: NbdStats = newNbdStats();
+  readonly device: SteppedDevice;
+  handshake: Handshake | null;
+  session: NbdSession | null = null;
+  sessionRepliesFrom = -1;
+  /** Why the connection was ended (null: still open). */
+  end: string | null = null;
+  settledCount = 0;
+  peakReplyBytes = 0;
+  peakWriteBytes = 0;
+
+  constructor(
+    prng: Prng,
+    private readonly conditions: Conditions,
+    keepSent: boolean,
+  ) {
+    this.transport = new FuzzTransport(prng, conditions, keepSent);
+    this.output = new OutputQueue(this.transport);
+    this.device = new SteppedDevice(new MemoryBlockDevice(DEVICE_BYTES, conditions.readOnly), prng, conditions);
+    this.output.onFailed = () => {
+      this.session?.onTransportClosed();
+      this.endConnection("socket write failed");
+    };
+    this.handshake = new Handshake({ ...EXPORT, readOnly: conditions.readOnly }, (bytes) => this.output.appendCopy(bytes));
+    this.handshake.start();
+  }
+
+  endConnection(why: string): void {
+    if (this.end !== null) return;
+    this.end = why;
+    this.output.flush();
+    this.transport.end();
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.session !== null) return this.session.feed(chunk);
+    if (this.handshake === null || this.end !== null) return;
+    const result = this.handshake.feed(chunk);
     if (result.kind === "continue") return;
-    handshake = null;
-    if (result.kind === "close") return endConnection(`handshake: ${result.reason}`);
-    sessionRepliesFrom = transport.sentBytes + output.queuedBytes;
-    session = new NbdSession({
-      device,
+    this.handshake = null;
+    if (result.kind === "close") return this.endConnection(`handshake: ${result.reason}`);
+    this.sessionRepliesFrom = this.transport.sentBytes + this.output.queuedBytes;
+    this.session = new NbdSession({
+      device: this.device,
       negotiated: result.negotiated,
-      transport,
-      output,
-      stats,
+      transport: this.transport,
+      output: this.output,
+      stats: this.stats,
       logFailure: () => {},
       name: "fuzz",
-      onProtocolError: (reason) => endConnection(`protocol error: ${reason}`),
-      onDrainedForEnd: () => endConnection("disconnected"),
-      onSettled: () => void (settledCount += 1),
+      onProtocolError: (reason) => this.endConnection(`protocol error: ${reason}`),
+      onDrainedForEnd: () => this.endConnection("disconnected"),
+      onSettled: () => void (this.settledCount += 1),
     });
-    if (result.leftover.length > 0) session.feed(result.leftover);
-  };
-  let peakReplyBytes = 0;
-  let peakWriteBytes = 0;
-  const check = (): void => {
+    if (result.leftover.length > 0) this.session.feed(result.leftover);
+  }
+
+  /** The bounds, after every step. */
+  check(): void {
     if (escaped.length > 0) throw escaped[0];
+    const output = this.output;
     if (output.queuedBytes >= NBD_SESSION_OUTPUT_BYTES_BOUND) throw new FuzzFinding(`${output.queuedBytes} reply bytes queued`);
     const handshakeBytesMax = NBD_OPTION_HEADER_BYTES + NBD_OPTION_BYTES_MAX;
-    if (handshake !== null && handshake.bufferedBytes > handshakeBytesMax) {
-      throw new FuzzFinding(`the handshake buffers ${handshake.bufferedBytes} bytes (bound ${handshakeBytesMax})`);
+    if (this.handshake !== null && this.handshake.bufferedBytes > handshakeBytesMax) {
+      throw new FuzzFinding(`the handshake buffers ${this.handshake.bufferedBytes} bytes (bound ${handshakeBytesMax})`);
     }
+    const session = this.session;
     if (session === null) return;
     session.checkInvariants();
     const inflight = session.inflightBytes;
-    peakReplyBytes = Math.max(peakReplyBytes, output.queuedBytes + inflight.reads);
-    peakWriteBytes = Math.max(peakWriteBytes, inflight.writes);
+    this.peakReplyBytes = Math.max(this.peakReplyBytes, output.queuedBytes + inflight.reads);
+    this.peakWriteBytes = Math.max(this.peakWriteBytes, inflight.writes);
     // The backlog holds at most the chunk that hit the limit and the one allowed after the pause.
-    const bufferedMax = 2 * conditions.chunkMax + NBD_REQUEST_BYTES_MAX;
+    const bufferedMax = 2 * this.conditions.chunkMax + NBD_REQUEST_BYTES_MAX;
     if (session.bufferedBytes > bufferedMax) throw new FuzzFinding(`session buffers ${session.bufferedBytes} bytes (bound ${bufferedMax})`);
-  };
+  }
 
-  handshake.start();
+  /** Nothing can happen any more: the connection must be closed, or open and waiting for bytes. */
+  checkQuiescent(): void {
+    if (this.end !== null) return;
+    const session = this.session;
+    if (session !== null) {
+      // Open and reading; in flight at most the WRITE whose payload the rest of the stream would have carried.
+      const waiting = session.inflight === (session.receivingPayload ? 1 : 0);
+      if (session.phase !== "open" || session.readingPaused || !waiting) {
+        throw new FuzzFinding(`stuck: session ${session.phase}, paused ${session.readingPaused}, ${session.inflight} in flight, ${this.output.queuedBytes} bytes queued`);
+      }
+    } else if (this.handshake === null) {
+      throw new FuzzFinding("stuck: neither negotiating nor in transmission, and not closed");
+    }
+    if (!this.output.isEmpty) throw new FuzzFinding(`stuck: ${this.output.queuedBytes} reply bytes never sent`);
+  }
+
+  /** The peer hangs up (or the socket closes after our end()); every call finishes; the session must settle. */
+  async hangUp(prng: Prng): Promise<number> {
+    let steps = 0;
+    this.output.close();
+    this.session?.onTransportClosed();
+    while (this.device.held.length > 0) {
+      this.device.complete(1 + prng.int(this.conditions.completionBurstMax));
+      await settle();
+      this.check();
+      steps += 1;
+    }
+    await settle();
+    this.check();
+    const session = this.session;
+    if (session !== null && (!session.isSettled || this.settledCount !== 1 || session.inflight !== 0)) {
+      throw new FuzzFinding(`not settled after the socket closed: settled ${this.settledCount} times, ${session.inflight} in flight`);
+    }
+    return steps;
+  }
+}
+
+/** One connection fed `stream` under `conditions`; throws FuzzFinding (or the escaped error) on a violation. */
+export async function runStream(stream: Uint8Array, prng: Prng, conditions: Conditions, keepSent = false): Promise<Outcome> {
+  escaped.length = 0;
+  const connection = new FuzzConnection(prng, conditions, keepSent);
+  const { transport, device } = connection;
   let cursor = 0;
   let chunkAfterPauseUsed = false;
   let steps = 0;
   for (;;) {
     await settle();
-    check();
+    connection.check();
     if (++steps > STEPS_MAX) throw new FuzzFinding(`no end after ${STEPS_MAX} steps`);
     if (!transport.paused) chunkAfterPauseUsed = false;
-    const canFeed =
-      end === null && cursor < stream.length && (!transport.paused || (conditions.chunkAfterPause && !chunkAfterPauseUsed));
+    const open = connection.end === null;
+    const canFeed = open && cursor < stream.length && (!transport.paused || (conditions.chunkAfterPause && !chunkAfterPauseUsed));
     const actions: Array<() => void> = [];
     if (canFeed) {
       actions.push(() => {
         if (transport.paused) chunkAfterPauseUsed = true;
         const length = 1 + prng.int(Math.min(conditions.chunkMax, stream.length - cursor));
         // A fresh buffer per chunk, as Bun gives every data event (the session may keep views of it).
-        const chunk = stream.slice(cursor, cursor + length);
+        connection.onData(stream.slice(cursor, cursor + length));
         cursor += length;
-        onData(chunk);
       });
     }
     const completing = actions.length === 0 || prng.chance(conditions.completionShare);
     if (device.held.length > 0 && completing) actions.push(() => device.complete(1 + prng.int(conditions.completionBurstMax)));
-    if (transport.drainOwed && end === null) {
+    if (transport.drainOwed && open) {
       actions.push(() => {
         transport.drainOwed = false;
-        if (session !== null) session.onDrain();
-        else output.onDrain();
+        if (connection.session !== null) connection.session.onDrain();
+        else connection.output.onDrain();
       });
     }
     if (actions.length === 0) break;
     actions[prng.int(actions.length)]!();
   }
-  // Nothing can happen any more: closed, or waiting for bytes.
-  const openSession = session as NbdSession | null;
-  if (end === null) {
-    if (openSession !== null) {
-      // Open and reading; in flight at most the WRITE whose payload the rest of the stream would have carried.
-      const waiting = openSession.inflight === (openSession.receivingPayload ? 1 : 0);
-      if (openSession.phase !== "open" || openSession.readingPaused || !waiting) {
-        throw new FuzzFinding(
-          `stuck: session ${openSession.phase}, paused ${openSession.readingPaused}, ${openSession.inflight} in flight, ${output.queuedBytes} bytes queued`,
-        );
-      }
-    } else if (handshake === null) {
-      throw new FuzzFinding("stuck: neither negotiating nor in transmission, and not closed");
-    }
-    if (!output.isEmpty) throw new FuzzFinding(`stuck: ${output.queuedBytes} reply bytes never sent`);
-  }
-  // The peer hangs up (or the socket closes after our end()): the session must settle.
-  socketClosed = true;
-  output.close();
-  openSession?.onTransportClosed();
-  while (device.held.length > 0) {
-    device.complete(1 + prng.int(conditions.completionBurstMax));
-    await settle();
-    check();
-    steps += 1;
-  }
-  await settle();
-  check();
-  const finalSession = session as NbdSession | null;
-  if (finalSession !== null && (!finalSession.isSettled || settledCount !== 1 || finalSession.inflight !== 0)) {
-    throw new FuzzFinding(`not settled after the socket closed: settled ${settledCount} times, ${finalSession.inflight} in flight`);
-  }
+  connection.checkQuiescent();
+  const end = connection.end ?? "waiting";
+  steps += await connection.hangUp(prng);
   return {
-    end: end ?? (socketClosed ? "waiting" : "?"),
+    end,
     steps,
-    stats,
+    stats: connection.stats,
     deviceCalls: device.calls,
     sent: transport.sentStream(),
-    sessionRepliesFrom,
-    peakReplyBytes,
-    peakWriteBytes,
+    sessionRepliesFrom: connection.sessionRepliesFrom,
+    peakReplyBytes: connection.peakReplyBytes,
+    peakWriteBytes: connection.peakWriteBytes,
   };
 }
