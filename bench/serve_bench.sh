@@ -4,7 +4,7 @@
 #   lsvd    fio --ioengine=nbd over a unix socket to `dist/lsvd serve` (file backend, cache file, both in one temp
 #           dir on a real disk); a fresh volume and cache per write run.
 #   nbdkit  fio --ioengine=nbd over a unix socket to `nbdkit file` serving a preallocated file on the same disk, with
-#           the plugin's defaults (page cache), as the baseline in /work/shared/notes/stack-facts.md.
+#           the plugin's defaults (page cache), as the baseline in docs/platform.md, "NBD baselines".
 #   raw     fio --ioengine=io_uring --direct=1 on the lsvd cache file itself (preallocated), while no server uses it.
 # Workloads: 4 KiB random write QD32, 64 KiB sequential write QD8, 4 KiB random read QD32 of written data.
 # Random reads: each engine's region is first filled with 1 MiB sequential writes. For lsvd the data then sits in

@@ -1,6 +1,6 @@
 // koffi bindings to liburing 2.3 (Debian liburing2, liburing.so.2) and the memory layout JS reads and writes directly.
 // Spec: /usr/include/liburing.h (struct io_uring, io_uring_sq, io_uring_cq), /usr/include/linux/io_uring.h
-// (struct io_uring_sqe / io_uring_cqe, enum io_uring_op); notes in /work/shared/notes/stack-facts.md.
+// (struct io_uring_sqe / io_uring_cqe, enum io_uring_op); what is exported and the offsets: docs/platform.md, "liburing".
 //
 // Why JS touches ring memory at all: every io_uring_prep_* helper, io_uring_cqe_seen and io_uring_cq_advance are
 // static inline in liburing.h, so they are not in the .so. liburing sets the ring up (io_uring_queue_init: setup,

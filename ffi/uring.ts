@@ -1,5 +1,5 @@
 // One io_uring instance driven from JS: an op queue with batched submission and completion reaping, no C.
-// Spec: io_uring(7), io_uring_enter(2); ring layout in ./liburing.ts; design notes in stack-facts.md.
+// Spec: io_uring(7), io_uring_enter(2); ring layout in ./liburing.ts; design facts in docs/platform.md, "liburing".
 //
 // How an op travels:
 //   1. read/write/readv/writev/fsync take a free slot (slot index = user_data), write a 64-byte SQE straight into

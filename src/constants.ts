@@ -229,8 +229,13 @@ assert(PAGE_BYTES % SECTOR_BYTES === 0, "a page is a whole number of sectors");
 assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one extent length");
 assert(SEALED_OBJECTS_AHEAD_MAX > PUTS_INFLIGHT_MAX + 1, "sealed objects wait for every put slot and a checkpoint");
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
-// A journal record's data can always be placed into one batch.
-assert(JOURNAL_RECORD_DATA_BYTES_MAX <= BATCH_BYTES_MIN * 64, "a journal record fits a batch");
+// A journal record carries at most min(JOURNAL_RECORD_DATA_BYTES_MAX, batch size) data bytes: the write path splits
+// writes into pieces that size (write_path.ts), GC copies no more (garbage_collector.ts), and a batch's buffer holds
+// max(batch size, JOURNAL_RECORD_DATA_BYTES_MAX) (batch.ts batchCapacityBytes). At every batch size those pieces must
+// be non-empty whole pages (the journal is page granular), and the buffer must be one aligned buffer.
+assert(BATCH_BYTES_MIN >= PAGE_BYTES && BATCH_BYTES_MIN % PAGE_BYTES === 0 && BATCH_BYTES_MAX % PAGE_BYTES === 0, "batch sizes are whole pages");
+assert(JOURNAL_RECORD_DATA_BYTES_MAX >= PAGE_BYTES && JOURNAL_RECORD_DATA_BYTES_MAX % PAGE_BYTES === 0, "a record's data is whole pages");
+assert(Math.max(BATCH_BYTES_MAX, JOURNAL_RECORD_DATA_BYTES_MAX) <= ALIGNED_BUFFER_BYTES_MAX, "a batch buffer holds the largest record");
 assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
 // GC pacing: the backlog share is a share, a round may always read at least one largest object, deletes keep up.
 assert(GC_GARBAGE_TARGET_SHARE > 0 && GC_GARBAGE_TARGET_SHARE < 1 && GC_ROUND_GARBAGE_SHARE > 0 && GC_ROUND_GARBAGE_SHARE <= 1 && GC_WAITING_LIVE_SHARE > 0, "gc shares");

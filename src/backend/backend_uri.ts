@@ -1,6 +1,6 @@
 // Backend URIs: where a volume's objects live, and the store that reaches them. A volume is a prefix in a store;
 // its superblock is the object named by the prefix and every other object is `<prefix>.%08x`
-// (/work/shared/formats/lsvd-v1-backend-objects.md, "Names").
+// (docs/format.md, "Object names").
 //
 //   /dir/obj, ./dir/obj, file:///dir/obj    FileStore rooted at /dir (must exist), prefix "obj"
 //   rados://POOL/PREFIX                     RadosStore on pool POOL (ceph.conf from options or $CEPH_CONF)

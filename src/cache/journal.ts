@@ -4,6 +4,12 @@
 // Journal invariants:
 // - Positions are logical byte counters that only grow; physical offset = regionStart + (position mod regionBytes).
 //   persistedTail <= tail <= head, and head - persistedTail <= regionBytes.
+// - The live records (from the tail) lie back to back: consecutive seqs and positions, the last one ending at head
+//   with seq nextSeq - 1; slotsFront <= reportedEnd <= slots; records before reportedEnd are written; the writes in
+//   flight are the unwritten records, at most JOURNAL_WRITES_INFLIGHT_MAX; the front record is not both released and
+//   reported (advanceTail would have dropped it).
+// checkOrder() asserts the O(1) part (tail/head order, counts) after every move of head, tail, persisted tail or
+// reported end; checkInvariants() walks every live record too (tests and the simulator call it after each step).
 // - A record never straddles the end of the region: when the next record does not fit, a Pad record covers the rest
 //   of the region first. Pad records take a sequence number like any other, so the chain of seqs has no holes.
 // - Bytes in [persistedTail, head) are never overwritten: recovery walks from the tail the cache superblock names,
@@ -85,6 +91,45 @@ export class Journal {
       this.slots.push({ ...record, written: true, buffer: null, waiters: [] });
     }
     this.reportedEnd = this.slots.length;
+    this.checkInvariants();
+  }
+
+  /** The O(1) invariants (see the top of this file): run after every move of head, tail, persisted tail, reports. */
+  private checkOrder(): void {
+    const tail = this.tailPosition();
+    const live = this.slots.length - this.slotsFront;
+    assert(this.persistedTail <= tail && tail <= this.head, "journal: persistedTail <= tail <= head");
+    assert(this.head - this.persistedTail <= this.regionBytes, "journal: head - persistedTail <= region");
+    assert(this.slotsFront <= this.reportedEnd && this.reportedEnd <= this.slots.length, "journal: front <= reported <= slots");
+    assert(this.writesInFlight >= 0 && this.writesInFlight <= JOURNAL_WRITES_INFLIGHT_MAX, "journal: writes in flight bounded");
+    assert(this.tailSeq() + live === this.nextSeq, "journal: live seqs run from the tail to nextSeq - 1");
+    if (live > 0) {
+      const last = this.slots[this.slots.length - 1]!;
+      assert(last.position + last.bytes === this.head, "journal: the last record ends at head");
+    }
+  }
+
+  /** Checks every invariant at the top of this file, walking all live records; throws on the first violation. */
+  checkInvariants(): void {
+    this.checkOrder();
+    let position = this.tailPosition();
+    let unwritten = 0;
+    for (let index = this.slotsFront; index < this.slots.length; index++) {
+      const slot = this.slots[index]!;
+      const where = `journal record ${slot.seq} at ${slot.position}`;
+      assert(slot.seq === this.tailSeq() + index - this.slotsFront, `${where}: seqs are consecutive`);
+      assert(slot.position === position && slot.bytes >= JOURNAL_HEADER_BYTES && slot.bytes % PAGE_BYTES === 0, `${where}: records lie back to back, whole pages`);
+      assert((slot.position % this.regionBytes) + slot.bytes <= this.regionBytes, `${where}: does not straddle the region end`);
+      assert(index >= this.reportedEnd || slot.written, `${where}: reported records are written`);
+      assert(index >= this.reportedEnd || slot.waiters.length === 0, `${where}: reported records have no waiters`);
+      assert(slot.written === (slot.buffer === null), `${where}: a written record's buffer went back to the pool`);
+      if (!slot.written) unwritten += 1;
+      position += slot.bytes;
+    }
+    assert(this.reportedEnd === this.slots.length || !this.slots[this.reportedEnd]!.written || this.failure !== null, "journal: reports stop at the first unwritten record");
+    assert(this.failure !== null || unwritten === this.writesInFlight, "journal: writes in flight are the unwritten records");
+    const front = this.slots[this.slotsFront];
+    assert(front === undefined || front.seq > this.releasedSeq || this.slotsFront >= this.reportedEnd, "journal: a released, reported front record is dropped");
   }
 
   /** Logical position of a physical offset inside the region, for a walk that starts at the superblock's tail. */
@@ -134,8 +179,11 @@ export class Journal {
   /** True when a record of dataBytes can be written now without waiting for space or a write slot. */
   canWrite(dataBytes: number): boolean {
     if (this.failure) return true; // let write() throw the failure
-    if (this.writesInFlight >= JOURNAL_WRITES_INFLIGHT_MAX) return false;
-    const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
+    // A record that needs a Pad first takes two write slots (docs/architecture.md: at most the maximum in flight).
+    const recordBytes = Journal.recordBytes(dataBytes);
+    const writes = this.padBytesBefore(recordBytes) > 0 ? 2 : 1;
+    if (this.writesInFlight + writes > JOURNAL_WRITES_INFLIGHT_MAX) return false;
+    const needed = this.bytesNeeded(recordBytes);
     return this.head + needed - this.persistedTail <= this.regionBytes;
   }
 
@@ -294,6 +342,7 @@ export class Journal {
     this.slots.push(slot);
     this.head += recordBytes;
     this.writesInFlight += 1;
+    this.checkOrder();
     const offset = this.physicalOffset(slot.position);
     this.device.write(offset, buffers).then(
       () => this.onWritten(slot),
@@ -317,6 +366,7 @@ export class Journal {
         candidate.waiters = [];
       }
     }
+    this.checkOrder();
     this.advanceTail();
   }
 
@@ -368,6 +418,7 @@ export class Journal {
       this.reportedEnd -= this.slotsFront;
       this.slotsFront = 0;
     }
+    this.checkOrder();
     this.wakeSpaceWaiters();
   }
 
@@ -380,7 +431,9 @@ export class Journal {
     this.superblockWrite = this.writeSuperblock({ replayOffsetBytes: this.physicalOffset(position), replaySeq: seq });
     try {
       await this.superblockWrite;
+      assert(position >= this.persistedTail, "journal: the persisted tail only moves forward");
       this.persistedTail = position;
+      this.checkOrder();
     } finally {
       this.superblockWrite = null;
     }

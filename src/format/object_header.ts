@@ -1,5 +1,5 @@
 // The LSVD v1 common header: the first 44 bytes of every backend object (superblock, data, checkpoint).
-// Spec: docs/format.md, "Backend objects" (reference facts: /work/shared/formats/lsvd-v1-backend-objects.md).
+// Spec: docs/format.md, "Backend objects" (the reference implementation's v1 layout: "Where the v1 layout comes from").
 //
 // decodeCommonHeader checks only what a reader needs before fetching the rest of the header (magic, version, type,
 // UUID, sane sizes). The CRCs cover the whole header area, so they are checked by the per-type decoders once the

@@ -92,8 +92,9 @@ const SUPER_SUB = layout(
   ],
   COMMON_HEADER_BYTES,
 );
-// The reference-facts note says "40 bytes", but its own field list (and the reference's packed super_hdr) add up to
-// 32: u64 vol_size and three offset/length pairs. The fields are what v1 readers parse, so 32 it is.
+// A description of the reference's format says "40 bytes", but its field list (and the reference's packed super_hdr)
+// add up to 32: u64 vol_size and three offset/length pairs. The fields are what v1 readers parse, so 32 it is
+// (docs/format.md, "Superblock object").
 export const SUPER_SUBHEADER_BYTES = 32;
 assert(SUPER_SUB.BYTES === SUPER_SUBHEADER_BYTES, "the v1 super sub-header is 32 bytes");
 

@@ -1,7 +1,7 @@
 // The volume's LBA -> location map: ordered, non-overlapping extents (lba, sectors) -> (obj, offset).
 // Pure data structure, no I/O. Units are 512-byte sectors throughout. `offset` counts sectors from the start of the
-// object's DATA AREA (the checkpoint codec adds hdr_sectors when it writes ckpt_mapentry, see
-// /work/shared/formats/lsvd-v1-backend-objects.md). Extents are at most EXTENT_SECTORS_MAX long so each one maps
+// object's DATA AREA (the checkpoint codec adds hdr_sectors when it writes ckpt_mapentry, see docs/format.md,
+// "Checkpoint object"). Extents are at most EXTENT_SECTORS_MAX long so each one maps
 // to exactly one ckpt_mapentry / data_map entry (28-bit len).
 //
 // Layout. Extents live in fixed-capacity chunks of `chunkExtentsMax` packed extents sorted by lba, 4 words (16 bytes)

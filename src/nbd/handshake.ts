@@ -126,6 +126,11 @@ export class Handshake {
     assert(exportInfo.blockSizePreferredBytes <= NBD_REQUEST_BYTES_MAX, "preferred <= maximum");
   }
 
+  /** Received bytes not parsed yet: after each feed(), at most one partial option (header + NBD_OPTION_BYTES_MAX). */
+  get bufferedBytes(): number {
+    return this.buffer.length;
+  }
+
   start(): void {
     this.send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
   }

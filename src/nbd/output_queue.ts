@@ -41,7 +41,12 @@ export class OutputQueue {
   queuedBytes = 0;
   private readonly flushBound = () => this.flush();
 
-  /** Called when the transport took everything after a partial write (the session may resume reading). */
+  /**
+   * Called after a flush that took bytes off the queue and is not waiting for a drain: queued bytes went down, so a
+   * session paused on the output limit may resume reading. Not only after a partial write: replies that push the
+   * queue over the limit and then go out whole in the microtask flush bring no drain event, and a session paused with
+   * nothing left in flight would wait for ever (found by the NBD stream fuzzer).
+   */
   onDrained: () => void = () => {};
   /** Called once, when a write fails (the peer is gone): the queue is closed; the owner must close the socket. */
   onFailed: () => void = () => {};
@@ -82,10 +87,16 @@ export class OutputQueue {
     this.scheduleFlush();
   }
 
-  /** Writes out everything now if the socket takes it (also called from the microtask). */
+  /** Writes out everything now if the socket takes it (also called from the microtask); then tells the owner. */
   flush(): void {
     this.flushScheduled = false;
     if (this.closed || this.blocked) return;
+    const queuedBefore = this.queuedBytes;
+    this.writeOut();
+    if (!this.closed && !this.blocked && this.queuedBytes < queuedBefore) this.onDrained();
+  }
+
+  private writeOut(): void {
     while (this.pending.length > 0) {
       const segment = this.pending[0]!;
       const written = this.transport.write(segment);
@@ -113,12 +124,11 @@ export class OutputQueue {
     this.blocked = true;
   }
 
-  /** Socket `drain`: it can take more. */
+  /** Socket `drain`: it can take more (flush() tells the owner if the rest went out). */
   onDrain(): void {
     if (!this.blocked) return;
     this.blocked = false;
     this.flush();
-    if (!this.blocked) this.onDrained();
   }
 
   get isEmpty(): boolean {

@@ -17,6 +17,16 @@
 // Every error reply is logged (command, offset, length, errno and cause) through `logFailure`, which the server
 // rate-limits: the operator sees why clients get errors, and a client cannot flood the log.
 //
+// Bounds (checkInvariants() asserts them; the NBD stream fuzzer runs it after every step):
+// - requests in flight <= NBD_INFLIGHT_PER_CONNECTION_MAX, each in one of at most that many slots;
+// - payload bytes of WRITEs in flight < NBD_INFLIGHT_WRITE_BYTES_MAX + NBD_REQUEST_BYTES_MAX (a request is admitted
+//   below the limit, and may be one largest WRITE);
+// - unsent reply bytes + data of READs in flight < NBD_OUTPUT_QUEUED_BYTES_MAX + NBD_REQUEST_BYTES_MAX + one largest
+//   non-READ reply per slot + the handshake's replies (admitted below the limit: one largest READ, and replies not
+//   reserved at admission);
+// - received bytes held here: a header (< 28 bytes), one WRITE payload being assembled (<= NBD_REQUEST_BYTES_MAX),
+//   and the backlog, which only holds what arrived after the socket was paused (the transport's chunks).
+//
 // Bad input: a request the spec lets us answer (bad range, length, flags, unknown command) gets an error reply and
 // the connection goes on. A bad request magic or a WRITE payload above NBD_REQUEST_BYTES_MAX leaves no safe way to
 // find the next request: the connection is closed. Either way, device calls already made run to completion and
@@ -24,6 +34,7 @@
 
 import {
   NBD_BLOCK_STATUS_EXTENTS_MAX,
+  NBD_HANDSHAKE_OPTIONS_MAX,
   NBD_INFLIGHT_PER_CONNECTION_MAX,
   NBD_INFLIGHT_WRITE_BYTES_MAX,
   NBD_OUTPUT_QUEUED_BYTES_MAX,
@@ -54,6 +65,9 @@ import {
   NBD_ENOSPC,
   NBD_ENOTSUP,
   NBD_EPERM,
+  NBD_ERROR_MESSAGE_BYTES_MAX,
+  NBD_OPTION_REPLY_HEADER_BYTES,
+  NBD_STRING_BYTES_MAX,
   NBD_META_CONTEXT_BASE_ALLOCATION_ID,
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
@@ -135,6 +149,20 @@ export function nbdErrnoFor(error: unknown): number {
   }
   return NBD_EIO;
 }
+
+/** The largest reply to anything but a READ: a full BLOCK_STATUS, or an error chunk with its message. */
+const NON_READ_REPLY_BYTES_MAX =
+  NBD_STRUCTURED_REPLY_HEADER_BYTES + Math.max(4 + 8 * NBD_BLOCK_STATUS_EXTENTS_MAX, 6 + NBD_ERROR_MESSAGE_BYTES_MAX);
+/** What the handshake may leave queued: each option is answered with a few replies of at most a few strings. */
+const HANDSHAKE_REPLY_BYTES_MAX = NBD_HANDSHAKE_OPTIONS_MAX * 6 * (NBD_OPTION_REPLY_HEADER_BYTES + 8 + 2 * NBD_STRING_BYTES_MAX);
+/** Bound on unsent reply bytes plus the data of READs in flight (see "Bounds" at the top). */
+export const NBD_SESSION_OUTPUT_BYTES_BOUND =
+  NBD_OUTPUT_QUEUED_BYTES_MAX +
+  NBD_REQUEST_BYTES_MAX +
+  NBD_INFLIGHT_PER_CONNECTION_MAX * (NON_READ_REPLY_BYTES_MAX + NBD_STRUCTURED_REPLY_HEADER_BYTES + 8) +
+  HANDSHAKE_REPLY_BYTES_MAX;
+/** Bound on payload bytes of WRITEs in flight (see "Bounds" at the top). */
+export const NBD_SESSION_WRITE_BYTES_BOUND = NBD_INFLIGHT_WRITE_BYTES_MAX + NBD_REQUEST_BYTES_MAX;
 
 /** Shared, never written: NO_HOLE zeroing writes it, and the device may keep it like any write payload. */
 let zeroBuffer: Uint8Array | null = null;
@@ -262,6 +290,49 @@ export class NbdSession {
     this.pause();
     this.dropPartialRequest();
     this.maybeEnded();
+  }
+
+  /** Received bytes held by the session: a partial header, a WRITE payload being assembled, the backlog. */
+  get bufferedBytes(): number {
+    let bytes = this.headerFilled + (this.payloadSlot?.payload?.length ?? 0);
+    for (const chunk of this.backlog) bytes += chunk.length;
+    return bytes;
+  }
+
+  /** Data bytes of READs and payload bytes of WRITEs in flight (what the byte limits count). */
+  get inflightBytes(): { reads: number; writes: number } {
+    return { reads: this.inflightReadBytes, writes: this.inflightWriteBytes };
+  }
+
+  /** "open", "ending" (finishing in-flight requests) or "dead". */
+  get phase(): SessionState {
+    return this.state;
+  }
+
+  /** A WRITE's payload is still being received (or skipped): its slot counts as in flight until it is whole. */
+  get receivingPayload(): boolean {
+    return this.payloadSlot !== null || this.discardSlot !== null;
+  }
+
+  /** The socket is paused by this session (it waits for room, not for bytes). */
+  get readingPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Checks the bounds at the top of this file and the receive state's consistency; throws on the first violation. */
+  checkInvariants(): void {
+    assert(this.inflight >= 0 && this.inflight <= NBD_INFLIGHT_PER_CONNECTION_MAX, "nbd session: requests in flight bounded");
+    assert(this.slotsMade <= NBD_INFLIGHT_PER_CONNECTION_MAX && this.freeSlots.length + this.inflight === this.slotsMade, "nbd session: every slot is free or in flight");
+    assert(this.inflightReadBytes >= 0 && this.inflightWriteBytes >= 0, "nbd session: in-flight byte counts balance");
+    assert(this.inflightWriteBytes < NBD_SESSION_WRITE_BYTES_BOUND, "nbd session: WRITE payload bytes in flight bounded");
+    assert(this.output.queuedBytes + this.inflightReadBytes < NBD_SESSION_OUTPUT_BYTES_BOUND, "nbd session: reply bytes bounded");
+    assert(this.headerFilled < NBD_REQUEST_BYTES, "nbd session: a partial header is less than a header");
+    assert(this.payloadSlot === null || this.payloadFilled < this.payloadSlot.payload!.length, "nbd session: a payload being assembled is not complete");
+    assert(this.payloadSlot === null || this.discardSlot === null, "nbd session: one partial request at a time");
+    assert((this.discardBytes > 0) === (this.discardSlot !== null), "nbd session: bytes to skip belong to a refused WRITE");
+    assert(this.state === "open" || (this.backlog.length === 0 && this.payloadSlot === null && this.headerFilled === 0), "nbd session: an ended session holds no input");
+    assert(this.backlog.length === 0 || this.paused || this.parsing, "nbd session: a backlog only while paused");
+    assert(this.state !== "dead" || this.output.isEmpty, "nbd session: a dead session queues nothing");
   }
 
   // ---- Receive path -----------------------------------------------------------------------------------------
@@ -705,10 +776,16 @@ export class NbdSession {
     this.maybeSettled();
   }
 
-  /** The OutputQueue emptied after a partial write. */
+  /**
+   * The OutputQueue sent bytes (after a drain, or in a flush that may run inside parse() when a batch fills up):
+   * resume reading if the output limit was what held it.
+   */
   private onOutputDrained(): void {
-    if (this.state === "open") this.unblock();
-    else this.maybeEnded();
+    if (this.state === "open") {
+      if (this.paused && !this.parsing) this.unblock();
+    } else {
+      this.maybeEnded();
+    }
   }
 
   private protocolError(reason: string): void {

@@ -3,7 +3,7 @@
 #
 # Plain processes from the Debian packages (no systemd, cephadm or containers), bound to 127.0.0.1 only, all state
 # under one directory: one mon, one OSD, no mgr (RADOS, RBD and radosgw need none), radosgw with a test user and a
-# bucket. Facts behind each setting: /work/shared/ceph/NOTES.md (measured on this kind of machine).
+# bucket. Facts behind each setting: docs/ceph.md (measured on this kind of machine).
 #
 # Usage:
 #   test/ceph/up.sh [up]        start, or reuse a healthy cluster this script started in the same directory

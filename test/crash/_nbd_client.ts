@@ -1,6 +1,6 @@
 // A small pipelining NBD client for the crash harness (folder-private): fixed newstyle handshake with NBD_OPT_GO,
 // then READ / WRITE / FLUSH / TRIM / WRITE_ZEROES / DISC with many requests in flight, matched to simple replies by
-// cookie. Protocol: https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md; codecs from src/nbd/wire.ts.
+// cookie. Protocol: NetworkBlockDevice/nbd doc/proto.md (as src/nbd/ cites it); codecs from src/nbd/wire.ts.
 //
 // When the server dies (SIGKILL), every request still in flight is rejected with NbdClosedError: the harness counts
 // exactly those as unacknowledged.

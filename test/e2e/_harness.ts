@@ -28,7 +28,7 @@ const TCP_PORT_ATTEMPTS_MAX = 8;
 export type Transport = "unix" | "tcp";
 export const TRANSPORTS: Transport[] = ["unix", "tcp"];
 
-/** PATH with the system tools first: another python3 earlier on PATH breaks nbdsh (stack-facts.md). */
+/** PATH with the system tools first: another python3 earlier on PATH breaks nbdsh (docs/platform.md, "NBD clients"). */
 export const TOOL_ENV: Record<string, string> = {
   ...(process.env as Record<string, string>),
   PATH: `/usr/bin:/bin:${process.env.PATH ?? ""}`,

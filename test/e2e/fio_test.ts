@@ -41,7 +41,7 @@ function fioArgs(uri: string, extra: string[]): string[] {
   ];
 }
 
-/** fio prints "fio: connected to NBD server" on stdout around the JSON (stack-facts.md): keep the JSON only. */
+/** fio prints "fio: connected to NBD server" on stdout around the JSON (docs/platform.md, "NBD clients"): keep the JSON only. */
 function parseFioJson(result: RunResult): FioJob[] {
   const json = result.stdout
     .split("\n")
