@@ -1,5 +1,5 @@
 // Invariant checks a simulated world runs after every step (volume_sim_test.ts): the parts' own checks where they
-// have them (ExtentMap.checkInvariants, and Journal/WritePath checkInvariants once those modules grow them), plus the
+// have them (ExtentMap and Journal checkInvariants, and WritePath's once that module grows one), plus the
 // cross-part rules no single part can check: the extent map names only objects the table holds, every object's
 // live-sector count is what the map maps to it, the write path's unflushed batches are in the table, and the journal's
 // persisted tail, live records and head lie in order within one region. A broken rule throws with the step's context.
@@ -14,7 +14,7 @@ import type { WritePath } from "../../src/volume/write_path.ts";
 /** The volume's parts, reached past `private` (the checks read them, never change them). */
 interface VolumeParts {
   state: { map: ExtentMap; objects: ObjectTable };
-  journal: Journal & { checkInvariants?: () => void };
+  journal: Journal;
   writes: WritePath & { checkInvariants?: () => void };
 }
 
@@ -28,7 +28,7 @@ interface JournalInternals {
 export function checkVolumeInvariants(volume: Volume): void {
   const parts = volume as unknown as VolumeParts;
   parts.state.map.checkInvariants();
-  parts.journal.checkInvariants?.();
+  parts.journal.checkInvariants();
   parts.writes.checkInvariants?.();
   checkMapAgainstObjects(parts.state.map, parts.state.objects);
   for (const seq of parts.writes.unflushed.keys()) assert(parts.state.objects.get(seq) !== undefined, `unflushed batch ${seq} is in the object table`);
