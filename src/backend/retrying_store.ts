@@ -45,6 +45,7 @@ import { assert, ConflictError, IOError } from "../errors.ts";
 import type { ObjectStore, ObjectVersion } from "./object_store.ts";
 import { WrappingStore, type StoreOp } from "./wrapping_store.ts";
 import { Semaphore } from "./semaphore.ts";
+import { systemClock, type Clock, type TimerHandle } from "../util/clock.ts";
 
 export interface RetryingStoreOptions {
   /** Retries after the first attempt; "forever" never gives up on a transient error. */
@@ -54,7 +55,9 @@ export interface RetryingStoreOptions {
   /** Per-attempt timeout; 0 disables it. */
   requestTimeoutMs?: number;
   inflightMax?: number;
-  /** Injectable for tests: waits ms milliseconds. */
+  /** Time for backoff sleeps and attempt timeouts (default: real time); simulations pass their virtual clock. */
+  clock?: Clock;
+  /** Injectable for tests: waits ms milliseconds (default: the clock's sleep). */
   sleep?: (ms: number) => Promise<void>;
   /** Injectable for tests: uniform in [0, 1). */
   random?: () => number;
@@ -65,8 +68,6 @@ export interface RetryingStoreOptions {
 export function isTransient(error: unknown): boolean {
   return error instanceof IOError && error.transient;
 }
-
-const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Operations that change a name: their attempts at one name run one after another (see the header). */
 const CHANGING_OPS: ReadonlySet<StoreOp> = new Set<StoreOp>(["put", "delete", "putIfAbsent", "putIfVersion"]);
@@ -95,6 +96,7 @@ export class RetryingStore extends WrappingStore {
   private readonly slots: Semaphore;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly random: () => number;
+  private readonly clock: Clock;
   private readonly log: (message: string) => void;
   private closing = false;
   // Resolves when close() starts: wakes every caller in backoff.
@@ -120,7 +122,8 @@ export class RetryingStore extends WrappingStore {
     this.requestTimeoutMs = options.requestTimeoutMs ?? BACKEND_REQUEST_TIMEOUT_MS;
     assert(this.requestTimeoutMs >= 0, "requestTimeoutMs");
     this.slots = new Semaphore(options.inflightMax ?? BACKEND_REQUESTS_INFLIGHT_MAX);
-    this.sleep = options.sleep ?? realSleep;
+    this.clock = options.clock ?? systemClock;
+    this.sleep = options.sleep ?? ((ms) => this.clock.sleep(ms));
     this.random = options.random ?? Math.random;
     this.log = options.log ?? (() => undefined);
   }
@@ -223,7 +226,7 @@ export class RetryingStore extends WrappingStore {
     }
     let running: Promise<T>;
     await this.slots.acquire();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: TimerHandle | undefined;
     try {
       running = attempt();
     } catch (error) {
@@ -239,16 +242,16 @@ export class RetryingStore extends WrappingStore {
     try {
       if (this.requestTimeoutMs === 0) return await running;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
+        timer = this.clock.setTimer(this.requestTimeoutMs, () => {
           this.timeouts += 1;
           reject(
             new AttemptTimeoutError(`Cannot ${op} object ${name} in ${this.description}: no answer in ${this.requestTimeoutMs} ms`, outcome),
           );
-        }, this.requestTimeoutMs);
+        });
       });
       return await Promise.race([running, timeout]);
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      timer?.cancel();
       this.slots.release();
     }
   }

@@ -46,7 +46,7 @@ import { CorruptionError } from "../errors.ts";
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { Clock, TimerHandle } from "./clock.ts";
+import type { Clock, CrashPoint, TimerHandle } from "./clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
@@ -84,6 +84,8 @@ export interface GarbageCollectorOptions {
   forceCheckpointMs: number;
   /** The checkpoints the durable superblock names at open. */
   checkpoints: number[];
+  /** Simulations only: where a crash may stop the collector (clock.ts). */
+  crashPoint?: CrashPoint;
 }
 
 interface LiveRun {
@@ -321,6 +323,7 @@ export class GarbageCollector {
     }
     const copiesDone = await Promise.allSettled(copies);
     for (const done of copiesDone) if (done.status === "rejected") throw done.reason;
+    await this.options.crashPoint?.("gc.copied");
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
       // Cannot happen while the map only moves LBAs to newer objects; keep the object rather than lose data.
@@ -358,6 +361,7 @@ export class GarbageCollector {
     ready.sort((a, b) => a - b);
     const limits = { countMax: GC_DELETES_INFLIGHT_MAX, weightMax: GC_DELETES_INFLIGHT_MAX, halted: () => this.stopped };
     await forEachBounded(ready.slice(0, deletesMax), limits, () => 1, async (seq) => {
+      await this.options.crashPoint?.("gc.delete");
       await store.delete(objectName(prefix, seq));
       this.retired.delete(seq);
       this.skipUntil.delete(seq);

@@ -9,6 +9,7 @@ import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, newSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
 import type { BackendState } from "./recovery.ts";
+import type { CrashPoint } from "./clock.ts";
 import { FencedError, Lease, type Fence, type LeaseOptions } from "./lease.ts";
 import { decodeVolumeSuperblock, SuperblockStore } from "./superblock_store.ts";
 
@@ -144,6 +145,7 @@ export async function beginLog(
   superblocks: SuperblockStore,
   owner: Pick<VolumeOwner, "epoch" | "previousClean" | "logStarted">,
   log: (line: string) => void,
+  crashPoint?: CrashPoint,
 ): Promise<LogStart> {
   // Whether an unfinished tail is part of the log decides where the log ends: settled before (volume.ts).
   assert(state.unfinished === null, "the unfinished tail is kept or dropped before the log start is planned");
@@ -155,6 +157,7 @@ export async function beginLog(
     skipped: plan.skipped,
   };
   if (JSON.stringify(next) !== JSON.stringify(superblocks.superblock)) await superblocks.write(next);
+  await crashPoint?.("recovery.log-started");
   owner.logStarted?.();
   const prefix = superblocks.prefix;
   if (plan.added !== null) {
@@ -164,7 +167,10 @@ export async function beginLog(
   // Beyond the gap lies inside the range just added; the others lay in ranges already recorded (dropped or not).
   const doomed = [...state.beyondGap, ...state.skippedObjects];
   for (const seq of state.beyondGap) assert(skippedRangeOf(plan.skipped, seq) !== null, `object ${seq} beyond the gap is skipped now`);
-  for (const seq of doomed.sort((a, b) => b - a)) await store.delete(objectName(prefix, seq));
+  for (const seq of doomed.sort((a, b) => b - a)) {
+    await crashPoint?.("recovery.delete-skipped");
+    await store.delete(objectName(prefix, seq));
+  }
   if (doomed.length > 0) log(`recovery: deleted ${doomed.length} object(s) in skipped ranges (beyond a gap, or landed after their writer lost the volume)`);
   return plan;
 }

@@ -35,7 +35,7 @@ import { ReadCache } from "../cache/read_cache.ts";
 import { decodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
 import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../format/journal_record.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
-import { systemClock, type Clock } from "./clock.ts";
+import { systemClock, type Clock, type CrashPoint } from "./clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
@@ -70,6 +70,8 @@ export interface VolumeOptions {
   gcIntervalMs?: number;
   gcForceCheckpointMs?: number;
   clock?: Clock;
+  /** Simulations only: named points in recovery and garbage collection where a crash may stop the world (clock.ts). */
+  crashPoint?: CrashPoint;
   log?: (line: string) => void;
   /**
    * Who owns the volume (ownership.ts): its lease as a fence, its epoch, whether the previous owner left cleanly.
@@ -190,7 +192,8 @@ export class Volume implements BlockDevice {
       previousClean: options.owner?.previousClean ?? true,
       logStarted: options.owner?.logStarted,
     };
-    const logStart = await beginLog(options.store, state, superblocks, owner, log);
+    await options.crashPoint?.("recovery.backend-read");
+    const logStart = await beginLog(options.store, state, superblocks, owner, log, options.crashPoint);
     const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
     const L = state.writerCacheSeqLast;
     const T = superblock.replaySeq;
@@ -226,6 +229,7 @@ export class Volume implements BlockDevice {
     // A new generation, durable before any new record is written (see journal.ts invariants).
     const journal = new Journal(options.cache, options.pool, superblock, start);
     await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(start.tail.position), replaySeq: start.tail.seq });
+    await options.crashPoint?.("recovery.journal-superblock");
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     const readCache = options.readCache
@@ -271,11 +275,13 @@ export class Volume implements BlockDevice {
         if (record.header.type !== JournalRecordType.Data || record.header.seq <= replayAfter) continue;
         await writes.replayRecord(record.header.seq, record.header.extents, record.data, journal.physicalOffset(record.position) + JOURNAL_HEADER_BYTES);
         replayed += 1;
+        await options.crashPoint?.("recovery.replayed-record");
       }
       replayer.close();
       journal.release(replayAfter);
     }
     writes.endReplay();
+    await options.crashPoint?.("recovery.replayed");
     if (needHandover) await writes.writeHandover(journal.sequenceNext - 1);
     const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.unflushed, {
       readJournal,
@@ -315,6 +321,7 @@ export class Volume implements BlockDevice {
         batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
         forceCheckpointMs: options.gcForceCheckpointMs ?? GC_FORCE_CHECKPOINT_MS_DEFAULT,
         checkpoints: writes.persistedCheckpoints,
+        crashPoint: options.crashPoint,
       });
       const collector = gc;
       writes.onCheckpointsPersisted = (checkpoints) => collector.noteCheckpoints(checkpoints);

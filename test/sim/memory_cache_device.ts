@@ -3,11 +3,13 @@
 //   buffers held at completion, as DMA would take them;
 // - writes still in flight when the crash happens are dropped, kept, or torn at a sector boundary, by seed;
 // - powerLoss() additionally drops or tears writes completed since the last fdatasync.
-// Completion order is shuffled by the seeded PRNG, so out-of-order completion is exercised.
+// Completion order is shuffled by the seeded PRNG, so out-of-order completion is exercised. Completions and yields
+// are timers on `clock` (real time unless a simulated world gives its virtual clock, sim_clock.ts).
 
 import { PAGE_BYTES } from "../../src/constants.ts";
 import { IOError, InvalidArgumentError } from "../../src/errors.ts";
 import type { AlignedPool, CacheDevice } from "../../src/cache/cache_device.ts";
+import { systemClock, type Clock } from "../../src/volume/clock.ts";
 import { Prng } from "./prng.ts";
 
 interface PendingWrite {
@@ -53,6 +55,8 @@ export class MemoryCacheDevice implements CacheDevice {
   syncs = 0;
   /** Fail every write after this many (for error-path tests); -1 never. */
   failWritesAfter = -1;
+  /** Where completions are scheduled: a simulated world sets its virtual clock (crash() passes it on). */
+  clock: Clock = systemClock;
 
   constructor(
     readonly sizeBytes: number,
@@ -94,7 +98,7 @@ export class MemoryCacheDevice implements CacheDevice {
   private scheduleCompletion(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setTimeout(() => {
+    this.clock.setTimer(0, () => {
       this.scheduled = false;
       if (this.crashed) return;
       // Complete a random subset, in random order: the device may reorder.
@@ -115,11 +119,11 @@ export class MemoryCacheDevice implements CacheDevice {
         }
       }
       if (this.inFlight.length > 0) this.scheduleCompletion();
-    }, 0);
+    });
   }
 
   private async yieldRandomly(): Promise<void> {
-    if (this.prng.int(4) === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    if (this.prng.int(4) === 0) await this.clock.sleep(0);
   }
 
   async fdatasync(): Promise<void> {
@@ -153,6 +157,8 @@ export class MemoryCacheDevice implements CacheDevice {
     }
     for (const write of this.inFlight) tear(write.offset, gather(write));
     this.inFlight = [];
-    return new MemoryCacheDevice(this.sizeBytes, this.prng, survivor, this.path);
+    const device = new MemoryCacheDevice(this.sizeBytes, this.prng, survivor, this.path);
+    device.clock = this.clock;
+    return device;
   }
 }

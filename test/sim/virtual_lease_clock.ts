@@ -1,10 +1,12 @@
 // A LeaseClock on virtual time: wall and monotonic clocks move only when a test says so. advance() runs the timers
 // that come due, in order, letting the (memory-store) work they start finish; stop() moves time without running
 // anything, as a process stopped with SIGSTOP sees it: when it runs again, every timer is overdue and its monotonic
-// clock has moved on.
+// clock has moved on. It is also the volume's Clock (nowMs is the monotonic time), and run() drives a whole simulated
+// world (sim_clock.ts): every timer of the volume, its collector, the retrying store, the store latency and the cache
+// device fires on this clock, in (time, order) order, so one seed replays the same run.
 
 import type { LeaseClock } from "../../src/volume/lease.ts";
-import type { TimerHandle } from "../../src/volume/clock.ts";
+import type { Clock, TimerHandle } from "../../src/volume/clock.ts";
 
 interface Timer {
   atMs: number;
@@ -18,10 +20,10 @@ export async function settleMicrotasks(): Promise<void> {
   for (let turn = 0; turn < 5; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-export class VirtualLeaseClock implements LeaseClock {
+export class VirtualLeaseClock implements LeaseClock, Clock {
   private wall: number;
   private mono = 10_000;
-  private timers: Timer[] = [];
+  protected timers: Timer[] = [];
   private order = 0;
 
   constructor(wallMs = 1_767_225_600_000) {
@@ -33,6 +35,10 @@ export class VirtualLeaseClock implements LeaseClock {
   }
 
   monotonicMs(): number {
+    return this.mono;
+  }
+
+  nowMs(): number {
     return this.mono;
   }
 
@@ -72,7 +78,7 @@ export class VirtualLeaseClock implements LeaseClock {
     this.wall += ms;
   }
 
-  private moveTo(monoMs: number): void {
+  protected moveTo(monoMs: number): void {
     this.wall += monoMs - this.mono;
     this.mono = monoMs;
   }

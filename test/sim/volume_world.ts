@@ -1,7 +1,16 @@
 // A simulated world for the real volume code: MemoryStore backend, MemoryCacheDevice cache, seeded PRNG.
 // Helpers to create a volume + cache, open, crash and reopen it, and a model of what the volume must contain.
+//
+// A world made with `virtual` runs on virtual time (sim_clock.ts): the volume, its collector, its lease, the retrying
+// store, the store's latency and the cache device all set their timers on world.clock, every random choice (data,
+// latency, faults, crash points, uuids) comes from world.prng, and the test drives it with world.run(promise). Such a
+// world is a function of its seed. Older fixtures without `virtual` still run on real time (immediateClock).
 
 import { v4 as uuidv4 } from "uuid";
+import { FaultyStore } from "../../src/backend/faulty_store.ts";
+import { RetryingStore } from "../../src/backend/retrying_store.ts";
+import { LatencyStore, type Latency } from "./latency_store.ts";
+import { SimClock, WorldStopped } from "./sim_clock.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { computeCacheLayout } from "../../src/cache/cache_layout.ts";
@@ -16,6 +25,7 @@ import { createVolume, takeOwnership } from "../../src/volume/ownership.ts";
 import { fsckVolume, type FsckReport } from "../../src/volume/fsck.ts";
 import { MemoryCacheDevice, MemoryPool } from "./memory_cache_device.ts";
 import { Prng } from "./prng.ts";
+import { assert } from "../../src/errors.ts";
 
 export const PREFIX = "vol";
 
@@ -33,18 +43,52 @@ export interface World {
   lease: Lease | null;
   incarnation: number;
   volume: Volume | null;
+  /** Virtual time (worlds made with `virtual`), else null: real time. */
+  clock: SimClock | null;
+  virtual: VirtualWorld | null;
+  /** The crash point the world stopped at (null: running); the driver recovers it (reopenAfterCrash). */
+  stopped: string | null;
+  /** Crash points that stopped the world so far, by name. */
+  crashes: Map<string, number>;
+  /** Crashes inside recovery since the last open that finished (RECOVERY_CRASHES_MAX: then it runs to the end). */
+  recoveryCrashesInARow: number;
 }
+
+/**
+ * Recovery crashes in a row before one recovery is let finish: a point per replayed record would otherwise stop
+ * nearly every recovery of a long journal (progress is only kept once replayed objects are put), for ever.
+ */
+const RECOVERY_CRASHES_MAX = 2;
+
+/** What a virtual-time world simulates besides the volume: store latency, transient faults, crash points. */
+export interface VirtualWorld {
+  latency: Latency;
+  /** Chance that a backend call of the volume fails transiently (the retrying store retries it). */
+  transientFaultChance: number;
+  /** Chance that a crash point in recovery or garbage collection stops the world. */
+  crashPointChance: number;
+  /** The retrying store's per-attempt timeout, in virtual ms. */
+  requestTimeoutMs: number;
+}
+
+export const VIRTUAL_WORLD: VirtualWorld = {
+  latency: { maxMs: 3, slowChance: 0.002, slowMs: 80 },
+  transientFaultChance: 0.01,
+  crashPointChance: 0.02,
+  requestTimeoutMs: 50,
+};
 
 /** The simulated host: every incarnation runs here, and a previous one is never running any more. */
 const SIM_HOST = { host: "sim", bootId: "5e1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b" };
 
 export async function makeWorld(
   seed: number,
-  options: { volumeBytes?: number; cacheBytes?: number; journalBytes?: number; store?: ObjectStore } = {},
+  options: { volumeBytes?: number; cacheBytes?: number; journalBytes?: number; store?: ObjectStore; virtual?: VirtualWorld } = {},
 ): Promise<World> {
   const prng = new Prng(seed);
   const store = options.store ?? new MemoryStore();
-  const volUuid = uuidv4();
+  const clock = options.virtual ? new SimClock() : null;
+  const volUuid = clock ? prngUuid(prng) : uuidv4();
   const volumeBytes = options.volumeBytes ?? 16 * 1024 * 1024;
   // As `lsvd mkdisk` does: the superblock under the lease, which is then released.
   await createVolume({
@@ -53,20 +97,72 @@ export async function makeWorld(
     volUuid,
     volSectors: volumeBytes / SECTOR_BYTES,
     replace: false,
-    lease: { command: "mkdisk", identity: { ...SIM_HOST, pid: 0, processStartTicks: 1 }, processRuns: () => false },
+    lease: { command: "mkdisk", identity: { ...SIM_HOST, pid: 0, processStartTicks: 1 }, processRuns: () => false, ...(clock ? { clock } : {}) },
   });
   const cacheBytes = options.cacheBytes ?? 40 * 1024 * 1024;
   const device = new MemoryCacheDevice(cacheBytes, prng);
-  formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes);
-  return { prng, store, device, pool: new MemoryPool(), volUuid, volumeBytes, logs: [], fence: null, lease: null, incarnation: 0, volume: null };
+  if (clock) device.clock = clock;
+  formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes, clock ? prng : undefined);
+  return {
+    prng,
+    store,
+    device,
+    pool: new MemoryPool(),
+    volUuid,
+    volumeBytes,
+    logs: [],
+    fence: null,
+    lease: null,
+    incarnation: 0,
+    volume: null,
+    clock,
+    virtual: options.virtual ?? null,
+    stopped: null,
+    crashes: new Map(),
+    recoveryCrashesInARow: 0,
+  };
+}
+
+/** A version 4 uuid drawn from the world's PRNG (uuidv4 would take the machine's randomness). */
+export function prngUuid(prng: Prng): string {
+  const bytes = new Uint8Array(16);
+  prng.fill(bytes);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Buffer.from(bytes).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** Runs a virtual-time world until `promise` settles (sim_clock.ts); throws WorldStopped when a crash point fires. */
+export function runWorld<T>(world: World, promise: Promise<T>): Promise<T> {
+  assert(world.clock !== null, "runWorld needs a world made with `virtual`");
+  return world.clock.run(promise, { stopped: () => world.stopped });
+}
+
+/**
+ * The crash-point hook given to the volume of a virtual world: with the world's chance, the process dies right there
+ * (the store is fenced and the cache device crashes before anything else runs), and the work at that point never goes
+ * on. The driver sees world.stopped, then recovers from what the backend and the cache hold (reopenAfterCrash).
+ */
+function crashPointOf(world: World): (point: string) => Promise<void> | void {
+  const incarnation = world.incarnation;
+  return (point) => {
+    // A process that died makes no progress (its abandoned work must not stop its successor).
+    if (world.incarnation !== incarnation || world.stopped !== null) return new Promise<void>(() => {});
+    if (point.startsWith("recovery.") && world.recoveryCrashesInARow >= RECOVERY_CRASHES_MAX) return;
+    if (!world.prng.chance(world.virtual!.crashPointChance)) return;
+    world.crashes.set(point, (world.crashes.get(point) ?? 0) + 1);
+    stopWorld(world, point);
+    return new Promise<void>(() => {});
+  };
 }
 
 /** Formats the cache; a journalBytes smaller than mkcache allows makes wrap-around and back-pressure frequent. */
-export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq: number, journalBytes?: number): string {
+export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq: number, journalBytes?: number, prng?: Prng): string {
   const layout = journalBytes
     ? { sizeBytes: device.sizeBytes, journalStartBytes: 4096, journalBytes, readCacheStartBytes: 4096 + journalBytes, readCacheBytes: device.sizeBytes - 4096 - journalBytes }
     : computeCacheLayout(device.sizeBytes, 1);
-  const cacheUuid = uuidv4();
+  const cacheUuid = prng ? prngUuid(prng) : uuidv4();
   device.data.set(
     encodeCacheSuperblock({
       cacheUuid,
@@ -100,9 +196,10 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
     processRuns: () => false,
     log: (line) => world.logs.push(line),
+    ...(world.clock ? { clock: world.clock } : {}),
   });
   world.lease = lease;
-  const store = new GuardedStore(world.fence, () => lease.check());
+  const store = world.virtual ? virtualStore(world, lease) : new GuardedStore(world.fence, () => lease.check());
   world.volume = await Volume.open({
     owner,
     store,
@@ -116,9 +213,47 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     // Off unless a test asks (SIM_GC): fixtures that build a journal or a set of objects need them to stay put.
     gc: false,
     log: (line) => world.logs.push(line),
+    ...(world.virtual ? { clock: world.clock!, crashPoint: crashPointOf(world) } : {}),
     ...overrides,
   });
   return world.volume;
+}
+
+/**
+ * The volume's store in a virtual world, as `lsvd serve` stacks it (a retrying store over the lease-guarded store),
+ * over seeded transient faults and latency above the crash fence: a call delayed past a crash never lands.
+ */
+function virtualStore(world: World, lease: Lease): ObjectStore {
+  const virtual = world.virtual!;
+  const delayed = new LatencyStore(world.fence!, world.clock!, world.prng, virtual.latency);
+  const faulty = new FaultyStore(delayed, { seed: world.prng.nextU32() });
+  if (virtual.transientFaultChance > 0) faulty.failWithProbability("any", virtual.transientFaultChance);
+  return new RetryingStore(new GuardedStore(faulty, () => lease.check()), {
+    clock: world.clock!,
+    random: () => world.prng.nextU32() / 2 ** 32,
+    requestTimeoutMs: virtual.requestTimeoutMs,
+    delayMsMin: 1,
+    delayMsMax: 20,
+    log: (line) => world.logs.push(`backend: ${line}`),
+  });
+}
+
+/**
+ * Opens the volume of a virtual world after a crash, again after every crash inside recovery itself (each one stops
+ * the world, which then recovers from what the backend and the cache hold). Returns the open volume.
+ */
+export async function reopenAfterCrash(world: World, overrides: Partial<VolumeOptions> = {}): Promise<Volume> {
+  for (;;) {
+    world.stopped = null;
+    try {
+      const volume = await runWorld(world, openVolume(world, overrides));
+      world.recoveryCrashesInARow = 0;
+      return volume;
+    } catch (error) {
+      if (!(error instanceof WorldStopped)) throw error;
+      world.recoveryCrashesInARow += 1;
+    }
+  }
 }
 
 /**
@@ -190,6 +325,12 @@ export const immediateClock: Clock = {
 /** The process dies: the volume stops, its store calls fail, the cache keeps what the crash model lets it keep. */
 export function crashWorld(world: World, volume: Volume, options: { powerLoss?: boolean } = {}): void {
   volume.abandon();
+  stopWorld(world, "crash", options);
+}
+
+/** The process dies at `point`: its lease and store calls stop, the cache device crashes (power loss if asked). */
+export function stopWorld(world: World, point: string, options: { powerLoss?: boolean } = {}): void {
+  world.stopped = point;
   world.lease?.abandon();
   world.lease = null;
   world.fence?.fence();

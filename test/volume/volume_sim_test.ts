@@ -1,24 +1,20 @@
-// Deterministic simulation of the real volume code (write path, journal, batches, puts, checkpoints, recovery)
-// on a memory backend and a memory cache device that reorders completions and tears in-flight writes at a crash.
-// Each seed is one world; the seed is printed on failure and LSVD_SEED=<n> replays it.
+// Deterministic simulation of the real volume code (write path, journal, batches, puts, checkpoints, recovery,
+// garbage collection) on virtual time: a memory backend with seeded latency and transient faults under the retrying
+// store, and a memory cache device that reorders completions and tears in-flight writes at a crash; crashes between
+// steps and at crash points inside recovery and garbage collection (test/sim/volume_sim.ts). Each seed is one world;
+// a failure prints the command that replays it (LSVD_SEED=<n>).
 
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { seedFromEnv } from "../sim/prng.ts";
-import { crashWorld, immediateClock, makeWorld, openVolume, SIM_GC, VolumeModel, type World } from "../sim/volume_world.ts";
+import { replayCommand, simulate } from "../sim/volume_sim.ts";
+import { immediateClock, makeWorld, openVolume, VolumeModel, type World } from "../sim/volume_world.ts";
 
-const OPS_PER_SEED = 400;
-/** Garbage collection work across the seeds and every incarnation: the sims must exercise it. */
-const gcTotals = { cleaned: 0, deleted: 0 };
-
-function tallyGc(volume: Volume): void {
-  const gc = volume.stats().gc!;
-  gcTotals.cleaned += gc.objectsCleaned;
-  gcTotals.deleted += gc.objectsDeleted;
-}
-const INFLIGHT_MAX = 24;
+const FILE = "test/volume/volume_sim_test.ts";
+/** Garbage collection work and crash points across the seeds: the sims must exercise them. */
+const totals = { cleaned: 0, deleted: 0, crashPoints: new Map<string, number>() };
 
 async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
   const out = new Uint8Array(world.volumeBytes);
@@ -27,128 +23,35 @@ async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
   return out;
 }
 
-async function runWorld(seed: number, options: { crashes: boolean; journalBytes?: number }): Promise<void> {
-  const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes });
-  const { prng } = world;
-  const model = new VolumeModel(world.volumeBytes);
-  const inFlightSectors = new Map<number, number>();
-  let volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
-  let inFlight = new Set<Promise<void>>();
-  let generation = 0;
-  const context = () => `seed ${seed}\n${world.logs.slice(-12).join("\n")}`;
-
-  const track = (offset: number, length: number, delta: number) => {
-    for (let lba = offset / SECTOR_BYTES; lba < (offset + length) / SECTOR_BYTES; lba++) {
-      const count = (inFlightSectors.get(lba) ?? 0) + delta;
-      if (count === 0) inFlightSectors.delete(lba);
-      else inFlightSectors.set(lba, count);
-    }
-  };
-
-  for (let op = 0; op < OPS_PER_SEED; op++) {
-    while (inFlight.size >= INFLIGHT_MAX) await Promise.race(inFlight);
-    const roll = prng.int(100);
-    const sectors = prng.chance(0.7) ? 8 * (1 + prng.int(4)) : 1 + prng.int(200);
-    const lba = prng.int(world.volumeBytes / SECTOR_BYTES - sectors);
-    const offset = lba * SECTOR_BYTES;
-    const length = sectors * SECTOR_BYTES;
-    const myGeneration = generation;
-    if (roll < 70 || roll < 85) {
-      const data = roll < 70 ? new Uint8Array(length) : null;
-      if (data) prng.fill(data);
-      model.apply(offset, data, length);
-      track(offset, length, +1);
-      const fua = prng.chance(0.05);
-      const promise: Promise<void> = (data
-        ? volume.write(offset, data, fua)
-        : prng.chance(0.5)
-          ? volume.trim(offset, length, fua)
-          : volume.writeZeroes(offset, length, fua)
-      ).then(
-        () => {
-          if (myGeneration === generation) track(offset, length, -1);
-          inFlight.delete(promise);
-        },
-        (error) => {
-          inFlight.delete(promise);
-          if (myGeneration === generation) throw error;
-        },
-      );
-      inFlight.add(promise);
-    } else if (roll < 90) {
-      await volume.flush();
-    } else if (roll < 97) {
-      // A read may see a write that is in flight at any moment while it runs, or not see it: the sectors of writes
-      // in flight when it starts are as uncertain as those still in flight when it ends. (Reads of journal-only
-      // batches wait for the device, so writes issued before the read can complete while it is under way.)
-      const inFlightAtStart = [...inFlightSectors.keys()];
-      const actual = await volume.read(offset, length);
-      const saved = new Set(model.uncertain);
-      for (const sector of inFlightAtStart) model.uncertain.add(sector);
-      for (const sector of inFlightSectors.keys()) model.uncertain.add(sector);
-      const problem = model.diff(offset, actual);
-      model.uncertain.clear();
-      for (const sector of saved) model.uncertain.add(sector);
-      if (problem) throw new Error(`read mismatch: ${problem}\n${context()}`);
-    } else if (options.crashes) {
-      // Crash: the process dies; writes in flight may or may not survive.
-      generation += 1;
-      tallyGc(volume);
-      crashWorld(world, volume);
-      const uncertain = new Set(inFlightSectors.keys());
-      inFlightSectors.clear();
-      inFlight = new Set();
-      volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
-      for (const sector of uncertain) model.uncertain.add(sector);
-      const problem = model.diff(0, await readAll(volume, world));
-      if (problem) throw new Error(`after crash: ${problem}\n${context()}`);
-      // Adopt whatever the uncertain sectors hold now; they are certain from here on.
-      for (const sector of uncertain) {
-        const now = await volume.read(sector * SECTOR_BYTES, SECTOR_BYTES);
-        model.bytes.set(now, sector * SECTOR_BYTES);
-      }
-      model.uncertain.clear();
-    } else {
-      await Promise.all(inFlight);
-      tallyGc(volume);
-      await volume.close();
-      volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
-      const problem = model.diff(0, await readAll(volume, world));
-      if (problem) throw new Error(`after clean reopen: ${problem}\n${context()}`);
-    }
-  }
-  await Promise.all(inFlight);
-  const problem = model.diff(0, await readAll(volume, world));
-  if (problem) throw new Error(`at end: ${problem}\n${context()}`);
-  tallyGc(volume);
-  await volume.close();
-  // A clean reopen recovers from the checkpoint written at close, with nothing to replay.
-  volume = await openVolume(world, { clock: immediateClock, ...SIM_GC });
-  expect(volume.recovery.journalRecordsReplayed).toBe(0);
-  const final = model.diff(0, await readAll(volume, world));
-  if (final) throw new Error(`after final reopen: ${final}\n${context()}`);
-  await volume.close();
+async function runSeed(base: number, seed: number, name: string, options: { crashes: boolean; journalBytes?: number }): Promise<void> {
+  const result = await simulate(seed, options, replayCommand(base, FILE, name));
+  totals.cleaned += result.gc.cleaned;
+  totals.deleted += result.gc.deleted;
+  for (const [point, count] of result.crashes) totals.crashPoints.set(point, (totals.crashPoints.get(point) ?? 0) + count);
 }
 
 describe("volume simulation", () => {
   const base = seedFromEnv(1);
-  const seeds = process.env.LSVD_SEED ? [base] : Array.from({ length: 12 }, (_, index) => base + index);
+  const seeds = process.env.LSVD_SEED ? [base] : Array.from({ length: 6 }, (_, index) => base + index);
   for (const seed of seeds) {
     test(`seed ${seed}: random I/O, clean reopens`, async () => {
-      await runWorld(seed, { crashes: false });
-    }, 60_000);
+      await runSeed(seed, seed, "random I/O, clean reopens", { crashes: false });
+    }, 120_000);
     test(`seed ${seed}: random I/O with crashes`, async () => {
-      await runWorld(seed + 1000, { crashes: true });
-    }, 60_000);
+      await runSeed(seed, seed + 1000, "random I/O with crashes", { crashes: true });
+    }, 120_000);
     // A journal of a few batches: it wraps (pad records), fills up (back-pressure) and is released by puts.
     test(`seed ${seed}: small journal, crashes`, async () => {
-      await runWorld(seed + 2000, { crashes: true, journalBytes: 640 * 1024 });
-    }, 60_000);
+      await runSeed(seed, seed + 2000, "small journal, crashes", { crashes: true, journalBytes: 640 * 1024 });
+    }, 120_000);
   }
   if (seeds.length > 1) {
-    test("the seeds cleaned and deleted objects (garbage collection ran against the model)", () => {
-      expect(gcTotals.cleaned).toBeGreaterThan(0);
-      expect(gcTotals.deleted).toBeGreaterThan(0);
+    test("the seeds cleaned and deleted objects and crashed inside recovery and garbage collection", () => {
+      expect(totals.cleaned).toBeGreaterThan(0);
+      expect(totals.deleted).toBeGreaterThan(0);
+      const points = [...totals.crashPoints.keys()];
+      expect(points.some((point) => point.startsWith("recovery."))).toBe(true);
+      expect(points.some((point) => point.startsWith("gc."))).toBe(true);
     });
   }
 });
