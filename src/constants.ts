@@ -230,8 +230,8 @@ assert(BATCH_BYTES_MAX / SECTOR_BYTES <= EXTENT_SECTORS_MAX, "a batch fits one e
 assert(SEALED_OBJECTS_AHEAD_MAX > PUTS_INFLIGHT_MAX + 1, "sealed objects wait for every put slot and a checkpoint");
 assert(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN && BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX, "default batch in range");
 // A journal record carries at most min(JOURNAL_RECORD_DATA_BYTES_MAX, batch size) data bytes: the write path splits
-// writes into pieces that size (write_path.ts), GC copies no more (garbage_collector.ts), and a batch's buffer holds
-// max(batch size, JOURNAL_RECORD_DATA_BYTES_MAX) (batch.ts batchCapacityBytes). At every batch size those pieces must
+// writes into pieces that size (write/record_former.ts), GC copies no more (garbage_collector.ts), and a batch's
+// buffer holds max(batch size, JOURNAL_RECORD_DATA_BYTES_MAX) (batch.ts batchCapacityBytes). At every batch size those pieces must
 // be non-empty whole pages (the journal is page granular), and the buffer must be one aligned buffer.
 assert(BATCH_BYTES_MIN >= PAGE_BYTES && BATCH_BYTES_MIN % PAGE_BYTES === 0 && BATCH_BYTES_MAX % PAGE_BYTES === 0, "batch sizes are whole pages");
 assert(JOURNAL_RECORD_DATA_BYTES_MAX >= PAGE_BYTES && JOURNAL_RECORD_DATA_BYTES_MAX % PAGE_BYTES === 0, "a record's data is whole pages");

@@ -3,7 +3,8 @@
 // Checkpoint invariants:
 // - A checkpoint with seq c describes exactly the objects < c: it is taken synchronously right after object c-1 is
 //   sealed, before any later write can touch the map; and only when object c-1 ends on a write boundary (no client
-//   write has pieces still to come: write_path.ts), since recovery starts from it even when the cache is lost.
+//   write has pieces still to come: write/checkpoint_scheduler.ts), since recovery starts from it even when the cache
+//   is lost.
 // - It becomes the recovery starting point only when the superblock names it, and the superblock is rewritten only
 //   after every object <= c is durable; so a listed checkpoint never refers to an object that may be missing.
 // - Recovery reads only checkpoints the superblock names, and rolls forward from one of them through every later seq

@@ -42,7 +42,7 @@ import {
 } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { CKPT_MAP_ENTRY_BYTES } from "../format/checkpoint_object.ts";
-import { CorruptionError } from "../errors.ts";
+import { assert, CorruptionError } from "../errors.ts";
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -362,6 +362,8 @@ export class GarbageCollector {
     const limits = { countMax: GC_DELETES_INFLIGHT_MAX, weightMax: GC_DELETES_INFLIGHT_MAX, halted: () => this.stopped };
     await forEachBounded(ready.slice(0, deletesMax), limits, () => 1, async (seq) => {
       await this.options.crashPoint?.("gc.delete");
+      const retiredAt = this.retired.get(seq);
+      assert(retiredAt !== undefined && this.checkpointMin >= retiredAt, `object ${seq} is deleted only once retired and a durable superblock names checkpoints newer than its retirement`);
       await store.delete(objectName(prefix, seq));
       this.retired.delete(seq);
       this.skipUntil.delete(seq);

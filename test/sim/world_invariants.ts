@@ -1,8 +1,8 @@
-// Invariant checks a simulated world runs after every step (volume_sim_test.ts): the parts' own checks where they
-// have them (ExtentMap and Journal checkInvariants, and WritePath's once that module grows one), plus the
-// cross-part rules no single part can check: the extent map names only objects the table holds, every object's
-// live-sector count is what the map maps to it, the write path's unflushed batches are in the table, and the journal's
-// persisted tail, live records and head lie in order within one region. A broken rule throws with the step's context.
+// Invariant checks a simulated world runs after every step (volume_sim_test.ts): the parts' own checks (ExtentMap,
+// Journal, and WritePath's, which checks its record former, object pipeline and checkpoint scheduler:
+// src/volume/write/), plus the cross-part rules no single part can check: the extent map names only objects the table
+// holds, every object's live-sector count is what the map maps to it, the write path's unflushed batches are in the
+// table, and the journal's persisted tail, live records and head lie in order within one region. A broken rule throws with the step's context.
 
 import { assert } from "../../src/errors.ts";
 import type { Journal } from "../../src/cache/journal.ts";
@@ -15,7 +15,7 @@ import type { WritePath } from "../../src/volume/write_path.ts";
 interface VolumeParts {
   state: { map: ExtentMap; objects: ObjectTable };
   journal: Journal;
-  writes: WritePath & { checkInvariants?: () => void };
+  writes: WritePath;
 }
 
 interface JournalInternals {
@@ -29,7 +29,7 @@ export function checkVolumeInvariants(volume: Volume): void {
   const parts = volume as unknown as VolumeParts;
   parts.state.map.checkInvariants();
   parts.journal.checkInvariants();
-  parts.writes.checkInvariants?.();
+  parts.writes.checkInvariants();
   checkMapAgainstObjects(parts.state.map, parts.state.objects);
   for (const seq of parts.writes.unflushed.keys()) assert(parts.state.objects.get(seq) !== undefined, `unflushed batch ${seq} is in the object table`);
   checkJournal(parts.journal);

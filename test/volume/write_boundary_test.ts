@@ -1,4 +1,4 @@
-// The write path's write boundaries (src/volume/write_path.ts): objects that end inside a client write carry
+// The write path's write boundaries (src/volume/write/record_former.ts): objects that end inside a client write carry
 // WRITE_CONTINUES, and a long write that an open batch cannot hold whole starts a new object, so a run of such
 // objects never outgrows one write's pieces. Without that rule, a repeating pattern of writes keeps every object
 // ending inside a write, and recovery without the cache would fall back past all of them (no checkpoint either).

@@ -1,0 +1,219 @@
+// The checkpoint scheduler (docs/architecture.md, "Checkpoints"): when a checkpoint is taken (every N objects, when
+// garbage collection or a takeover asks for one, at a clean close), the superblock rewrite that names it once it and
+// every object before it are durable, the deletion of checkpoints no longer named, and the handover object that
+// names this cache as the log's writer.
+//
+// A checkpoint is taken only right after a seal that leaves no batch open and the log on a write boundary (no client
+// write has pieces still to come): recovery starts from it even when the cache is lost. A due one waits for such a
+// seal.
+//
+// Invariants (checkInvariants):
+//   1. lastCheckpointSeq < nextSeq; every checkpoint the superblock names is durable, the list ascending and at most
+//      CHECKPOINTS_KEPT long.
+//   2. The superblock state is "writing" while a rewrite is under way; a failed rewrite stays "failed" (and fails
+//      settle, after one more try) until a later rewrite lands.
+//   3. Retirement before deletion: a checkpoint is deleted only after a durable superblock no longer names it.
+
+import { CHECKPOINTS_KEPT } from "../../constants.ts";
+import { assert } from "../../errors.ts";
+import type { ExtentMap } from "../../map/extent_map.ts";
+import { encodeDataObjectHeader } from "../../format/data_object.ts";
+import { objectName } from "../../format/object_name.ts";
+import type { SuperblockObject } from "../../format/superblock_object.ts";
+import type { ObjectStore } from "../../backend/object_store.ts";
+import type { Batch } from "../batch.ts";
+import { buildCheckpoint, checkpointsUnneeded } from "../checkpoint.ts";
+import { ObjectKind, type ObjectTable } from "../object_table.ts";
+import type { SuperblockStore } from "../superblock_store.ts";
+import { debugChecks } from "./halt.ts";
+import type { ObjectPipeline } from "./object_pipeline.ts";
+import type { WriteStats } from "./stats.ts";
+
+type CheckpointRequest = "none" | "requested";
+type SuperblockState = { kind: "durable" } | { kind: "writing" } | { kind: "failed"; error: unknown };
+
+export interface CheckpointSchedulerOptions {
+  volUuid: string;
+  cacheUuid: string;
+  prefix: string;
+  store: ObjectStore;
+  map: ExtentMap;
+  objects: ObjectTable;
+  superblocks: SuperblockStore;
+  pipeline: ObjectPipeline;
+  log: (line: string) => void;
+  stats: WriteStats;
+  checkpointIntervalObjects: number;
+  checkpointSeq: number;
+  /** The log's writer as recovery found it: what a checkpoint records until this run seals an object. */
+  writerCacheUuid: string;
+  writerCacheSeqLast: number;
+}
+
+export class CheckpointScheduler {
+  private lastCheckpointSeq: number;
+  private request: CheckpointRequest = "none";
+  /** The newest superblock: durable once superblockState is "durable". */
+  private superblock: SuperblockObject;
+  private superblockState: SuperblockState = { kind: "durable" };
+  /** Rewrites run one at a time, in order; the chain itself never rejects (the state records a failure). */
+  private superblockUpdate: Promise<void> = Promise.resolve();
+  /** The cache that wrote the newest sealed object and the newest journal record in it: what a checkpoint records. */
+  private writerCacheUuid: string;
+  private sealedCacheSeqLast: number;
+  /** Called after the superblock naming a new set of checkpoints is durable (garbage collection deletes by it). */
+  onCheckpointsPersisted: ((checkpoints: number[]) => void) | null = null;
+
+  constructor(private readonly options: CheckpointSchedulerOptions) {
+    this.lastCheckpointSeq = options.checkpointSeq;
+    this.superblock = options.superblocks.superblock;
+    this.writerCacheUuid = options.writerCacheUuid;
+    this.sealedCacheSeqLast = options.writerCacheSeqLast;
+  }
+
+  /** The checkpoints the superblock names (durable once onCheckpointsPersisted reported them; at open, as read). */
+  get persistedCheckpoints(): number[] {
+    return this.superblock.checkpoints;
+  }
+
+  /** Garbage collection (or a takeover) asked for a checkpoint: the next seal on a write boundary takes one. */
+  requestCheckpoint(): void {
+    this.request = "requested";
+  }
+
+  /** A batch was sealed: a checkpoint from now on records its cache and newest journal record. */
+  noteSealed(batch: Batch): void {
+    this.sealedCacheSeqLast = batch.cacheSeqLast;
+    this.writerCacheUuid = this.options.cacheUuid;
+  }
+
+  /**
+   * After a seal: queues a checkpoint if one is due (or forced and something is new since the last) and the log is
+   * on a write boundary with no batch open. A due one that cannot be taken now waits for the next such seal.
+   */
+  afterSeal(force: boolean, onBoundary: boolean): void {
+    const pipeline = this.options.pipeline;
+    const sinceCheckpoint = pipeline.sequenceNext - 1 - this.lastCheckpointSeq;
+    if (force && sinceCheckpoint > 0) this.request = "requested";
+    const due = this.request === "requested" || sinceCheckpoint >= this.options.checkpointIntervalObjects;
+    if (due && pipeline.open === null && onBoundary) this.queueCheckpoint();
+    this.afterChange();
+  }
+
+  private queueCheckpoint(): void {
+    this.request = "none";
+    const seq = this.options.pipeline.queueObject(ObjectKind.Checkpoint, (seq) =>
+      buildCheckpoint({
+        volUuid: this.options.volUuid,
+        seq,
+        map: this.options.map,
+        objects: this.options.objects,
+        checkpoints: this.superblock.checkpoints,
+        cacheUuid: this.writerCacheUuid,
+        cacheSeqFirst: 0,
+        cacheSeqLast: this.sealedCacheSeqLast,
+      }),
+    );
+    this.lastCheckpointSeq = seq;
+    this.options.stats.checkpoints += 1;
+  }
+
+  /** Queues an empty DATA object that names this cache as the log's writer (see recovery decision table). */
+  queueHandover(cacheSeqLast: number): number {
+    const { volUuid, cacheUuid, pipeline } = this.options;
+    const header = (seq: number) =>
+      encodeDataObjectHeader(
+        {
+          volUuid,
+          seq,
+          cacheSeq: cacheSeqLast,
+          cacheSeqLast,
+          cacheUuid,
+          objsCleaned: [],
+          extents: [],
+          trims: [],
+          writeContinues: false, // it holds no write: a boundary (handover happens before any write is formed)
+        },
+        new Uint8Array(0),
+      );
+    this.sealedCacheSeqLast = cacheSeqLast;
+    this.writerCacheUuid = cacheUuid;
+    return pipeline.queueObject(ObjectKind.Data, header);
+  }
+
+  /** Object seq is durable: a checkpoint gets named by the superblock (it and every object before it are durable). */
+  onDurable(seq: number): void {
+    if (this.options.objects.get(seq)?.kind !== ObjectKind.Checkpoint) return;
+    const previous = this.superblock.checkpoints;
+    const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);
+    this.superblock = { ...this.superblock, checkpoints, nextSeq: this.options.pipeline.sequenceNext };
+    this.chainRewrite(this.superblock, previous, `checkpoint ${seq}`);
+  }
+
+  private chainRewrite(next: SuperblockObject, previous: number[], why: string): void {
+    this.superblockUpdate = this.superblockUpdate.then(() => this.rewrite(next, previous, why));
+  }
+
+  /** One superblock rewrite, then the deletions it allows. Never rejects: a failure is recorded and logged. */
+  private async rewrite(next: SuperblockObject, previous: number[], why: string): Promise<void> {
+    this.superblockState = { kind: "writing" };
+    try {
+      await this.options.superblocks.write(next);
+    } catch (error) {
+      this.superblockState = { kind: "failed", error };
+      this.options.log(`error: superblock update for ${why} failed: ${String(error)}`);
+      return;
+    }
+    this.superblockState = { kind: "durable" };
+    await this.deleteUnneeded(previous, next.checkpoints);
+    this.onCheckpointsPersisted?.(next.checkpoints);
+    this.afterChange();
+  }
+
+  /**
+   * Checkpoints go only once a superblock that no longer needs them is durable (checkpointsUnneeded). One that
+   * cannot be deleted now stays in the table and is tried again at the next update (or by GC, fsck --repair).
+   */
+  private async deleteUnneeded(previous: number[], named: number[]): Promise<void> {
+    const { store, prefix, objects, log, superblocks } = this.options;
+    for (const old of checkpointsUnneeded(previous, named, objects)) {
+      assert(!superblocks.superblock.checkpoints.includes(old), `checkpoint ${old} is deleted only once the durable superblock no longer names it`);
+      try {
+        await store.delete(objectName(prefix, old));
+        objects.delete(old);
+      } catch (error) {
+        log(`error: cannot delete checkpoint ${objectName(prefix, old)}, no longer needed: ${String(error)}`);
+      }
+    }
+  }
+
+  /**
+   * Resolves when the superblock is up to date. A rewrite that failed is tried once more (with the newest
+   * superblock); if that fails too, the error reaches the caller (settle, close).
+   */
+  async settled(): Promise<void> {
+    await this.superblockUpdate;
+    if (this.superblockState.kind !== "failed") return;
+    this.chainRewrite(this.superblock, this.options.superblocks.superblock.checkpoints, "a retried rewrite");
+    await this.superblockUpdate;
+    if (this.superblockState.kind === "failed") throw this.superblockState.error;
+  }
+
+  private afterChange(): void {
+    if (debugChecks) this.checkInvariants();
+  }
+
+  /** Checks invariants 1-2 from the top of this file (3 is asserted where a checkpoint is deleted). */
+  checkInvariants(): void {
+    const check = (condition: boolean, message: () => string): void => {
+      if (!condition) assert(false, `checkpoint scheduler invariant: ${message()}`);
+    };
+    const { pipeline } = this.options;
+    check(this.lastCheckpointSeq < pipeline.sequenceNext, () => `last checkpoint ${this.lastCheckpointSeq} was allocated (next ${pipeline.sequenceNext})`);
+    const named = this.superblock.checkpoints;
+    check(named.length <= CHECKPOINTS_KEPT, () => `at most ${CHECKPOINTS_KEPT} checkpoints named (${named.length})`);
+    named.forEach((seq, index) => check(index === 0 || seq > named[index - 1]!, () => `named checkpoints ascend (${named.join(",")})`));
+    const durable = pipeline.durableSeq;
+    check(named.every((seq) => seq <= durable), () => `named checkpoints ${named.join(",")} are durable (${durable})`);
+  }
+}

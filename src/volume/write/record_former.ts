@@ -1,0 +1,506 @@
+// The record former (docs/architecture.md, "The write path"): client writes and garbage collection's copies wait in
+// `pending` until the pump forms a journal record from them and the pieces queued with them (group commit); a write
+// is acknowledged when its record and every earlier record are on the cache device (O_DIRECT), and with FUA after an
+// fdatasync that started after that.
+//
+// Forming a record is one synchronous step: take the record's seq, copy the data into the open batch, update the
+// extent map, start the journal write (from the batch's own pages when they are whole pages of device memory, else
+// from a copy). So the batch holds whole records in seq order, and a read issued after a write is acknowledged always
+// finds it.
+//
+// Invariants (checkInvariants):
+//   1. 0 <= pendingFront <= pending.length, and every piece from pendingFront on is queued (the ones before it were
+//      formed into records and dropped).
+//   2. While the write path runs, the pump is "idle" only when nothing is queued (a queued piece always has a pump
+//      run coming); a failure rejects and drops what was queued.
+//   3. While the write path runs and the pump is idle, the log is not inside a client write: a write's pieces are queued together, so none is
+//      left unfinished when the queue is empty (during the journal replay, the boundary is "replaying").
+//   4. Data records are formed in increasing journal seq (pads take the seqs between).
+//
+// Bounds: pending writes are bounded by the NBD layer's per-connection in-flight limit; records in flight by
+// JOURNAL_WRITES_INFLIGHT_MAX.
+
+import { JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
+import { assert } from "../../errors.ts";
+import { Journal } from "../../cache/journal.ts";
+import type { ReadCache } from "../../cache/read_cache.ts";
+import type { JournalExtent } from "../../format/journal_record.ts";
+import type { ExtentMap } from "../../map/extent_map.ts";
+import type { Batch } from "../batch.ts";
+import type { Clock, TimerHandle } from "../clock.ts";
+import type { FlushCoordinator } from "../flush_coordinator.ts";
+import type { Fence } from "../lease.ts";
+import type { ObjectTable } from "../object_table.ts";
+import { debugChecks, type Halt } from "./halt.ts";
+import type { ObjectPipeline } from "./object_pipeline.ts";
+import type { WriteStats } from "./stats.ts";
+
+interface WriteWaiter {
+  piecesLeft: number;
+  fua: boolean;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+interface Piece {
+  lba: number;
+  sectors: number;
+  /** null: TRIM / WRITE_ZEROES. */
+  data: Uint8Array | null;
+  waiter: WriteWaiter;
+  /**
+   * Garbage collection's copy of live data: where the data was read from. The piece only keeps the sectors the map
+   * still points at there when its record is formed (resolveCopy); null for client writes.
+   */
+  copiedFrom: { obj: number; offset: number } | null;
+  /** A GC copy (resolved or not): same bytes as the map already shows, so the read cache keeps its blocks. */
+  isCopy: boolean;
+  /**
+   * Data bytes of the pieces of the same client write that come after this one (they follow it in `pending`): 0 for
+   * a write's last piece, a trim and a copy. A piece with bytesAfter > 0 leaves its write unfinished.
+   */
+  bytesAfter: number;
+}
+
+/** How a record's pieces sit in the client writes they belong to (recordShape). */
+interface RecordShape {
+  /** Its first piece continues a write begun in an earlier record. */
+  continuesWrite: boolean;
+  /** Its last piece leaves a write unfinished (the next record continues it). */
+  endsInsideWrite: boolean;
+  /** A write longer than one piece starts in it: its data bytes plus the record's before it (else 0). */
+  startsLongWriteBytes: number;
+}
+
+/** The pieces pending[pendingFront, end) the next record takes. */
+interface RecordChoice {
+  end: number;
+  dataBytes: number;
+  zeroCount: number;
+}
+
+/** "rerun": writes arrived while the pump ran; it goes round again before going idle. */
+type PumpState = "idle" | "running" | "rerun";
+/** Where the newest record formed (or replayed) ends relative to client writes. */
+type Boundary = "onBoundary" | "insideWrite" | "replaying";
+
+export interface RecordFormerOptions {
+  map: ExtentMap;
+  objects: ObjectTable;
+  journal: Journal;
+  readCache: ReadCache | null;
+  flusher: FlushCoordinator;
+  fence: Fence;
+  clock: Clock;
+  halt: Halt;
+  stats: WriteStats;
+  pipeline: ObjectPipeline;
+  batchBytes: number;
+  batchIdleMs: number;
+  /** Seals the open batch (and takes a checkpoint if one is due): the write path's sealOpen. */
+  seal: () => Promise<void>;
+  /** The log ends inside a client write whose rest the journal replay brings. */
+  logEndsInsideWrite: boolean;
+}
+
+export class RecordFormer {
+  private readonly pending: Piece[] = [];
+  private pendingFront = 0;
+  private pump: PumpState = "idle";
+  private boundary: Boundary;
+  private idleTimer: TimerHandle | null = null;
+  private lastRecordSeq = 0;
+  /** drain() callers, woken whenever the pump goes idle (they check again). */
+  private drainWaiters: Array<() => void> = [];
+
+  constructor(private readonly options: RecordFormerOptions) {
+    this.boundary = options.logEndsInsideWrite ? "replaying" : "onBoundary";
+    options.halt.onFail((error) => this.rejectQueued(error));
+  }
+
+  /** The log ends on a write boundary: no client write has pieces still to come (nor may the replay bring some). */
+  get onBoundary(): boolean {
+    return this.boundary === "onBoundary";
+  }
+
+  /** The pump is running or has pieces to form: a record may be formed at any moment. */
+  get busy(): boolean {
+    return this.pump !== "idle" || this.pendingFront < this.pending.length;
+  }
+
+  /** Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. */
+  write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
+    if (this.options.halt.failed) return Promise.reject(this.options.halt.error);
+    return new Promise<void>((resolve, reject) => {
+      // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
+      const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
+      const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
+      const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
+      const stats = this.options.stats;
+      if (data === null) {
+        this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+        stats.trims += 1;
+      } else {
+        // All pieces are queued in this one step, so a write's pieces are contiguous in `pending` and in the journal.
+        for (let done = 0; done < sectors; done += pieceSectorsMax) {
+          const count = Math.min(pieceSectorsMax, sectors - done);
+          const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
+          const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
+          this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
+        }
+        stats.writes += 1;
+        stats.writeBytes += data.byteLength;
+      }
+      this.schedulePump();
+    });
+  }
+
+  /**
+   * Queues garbage collection's copy of [lba, lba+data/512), read from object `obj` at data-area sector `offset`.
+   * When its record is formed, only the sectors the map still points at (obj, offset) are written: anything a client
+   * wrote meanwhile is newer and wins, because it either formed its record first (so the map moved) or forms it
+   * later (so it is later in the log). Resolves when the copy is journaled (or found to be wholly superseded).
+   */
+  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> {
+    if (this.options.halt.failed) return Promise.reject(this.options.halt.error);
+    const sectors = data.byteLength / SECTOR_BYTES;
+    const bytesMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes);
+    assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
+    return new Promise<void>((resolve, reject) => {
+      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, resolve, reject };
+      this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
+      this.schedulePump();
+    });
+  }
+
+  /**
+   * Replaces the GC copy at pending[index] by the runs of it the map still points at where it was copied from (none,
+   * one, or several). Synchronous, and only the pump changes the map, so the answer holds until the record forms.
+   */
+  private resolveCopy(index: number): void {
+    const piece = this.pending[index]!;
+    const from = piece.copiedFrom!;
+    const runs: Piece[] = [];
+    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, from.offset, (lba, sectors) => {
+      const start = (lba - piece.lba) * SECTOR_BYTES;
+      const data = piece.data!.subarray(start, start + sectors * SECTOR_BYTES);
+      runs.push({ lba, sectors, data, waiter: piece.waiter, copiedFrom: null, isCopy: true, bytesAfter: 0 });
+    });
+    let copied = 0;
+    for (const run of runs) copied += run.sectors;
+    this.options.stats.gcCopiedSectors += copied;
+    this.options.stats.gcSupersededSectors += piece.sectors - copied;
+    this.pending.splice(index, 1, ...runs);
+    piece.waiter.piecesLeft += runs.length - 1;
+    if (piece.waiter.piecesLeft === 0) piece.waiter.resolve();
+  }
+
+  private schedulePump(): void {
+    if (this.pump !== "idle") {
+      this.pump = "rerun";
+      return;
+    }
+    this.pump = "running";
+    // Run after the current turn: writes that arrive in the same turn go into one record (group commit).
+    queueMicrotask(() => void this.runPump());
+  }
+
+  private async runPump(): Promise<void> {
+    try {
+      for (;;) {
+        this.pump = "running";
+        while (this.pendingFront < this.pending.length) {
+          await this.formRecord();
+        }
+        this.compactPending();
+        if (!this.rerunAsked()) break;
+      }
+      assert(this.boundary !== "insideWrite", "a write's pieces are queued together, so none is left unfinished when the queue is empty");
+    } catch (error) {
+      this.options.halt.fail(error);
+    } finally {
+      this.pump = "idle";
+      if (this.pendingFront < this.pending.length && !this.options.halt.failed) this.schedulePump();
+      this.afterChange();
+      this.wakeDrainers();
+    }
+    this.armIdleTimer();
+  }
+
+  /** Writes arrived while the pump ran (schedulePump moved it to "rerun" during an await). */
+  private rerunAsked(): boolean {
+    return this.pump === "rerun";
+  }
+
+  private compactPending(): void {
+    if (this.pendingFront === this.pending.length) {
+      this.pending.length = 0;
+      this.pendingFront = 0;
+    }
+  }
+
+  /** Forms one record from the front of `pending` and starts its journal write. */
+  private async formRecord(): Promise<void> {
+    const choice = this.choosePieces();
+    if (choice === null) return; // only GC copies that every sector of was superseded
+    const { journal, pipeline } = this.options;
+    await this.waitForJournalRoom(choice.dataBytes);
+    // Room in the batch, and a write boundary before a long write that should not share it (sealsBeforeRecord).
+    const shape = this.recordShape(choice.end);
+    const open = pipeline.open;
+    if (open && (!open.fits(choice.dataBytes, choice.zeroCount) || this.sealsBeforeRecord(open, shape, choice.zeroCount))) await this.options.seal();
+    if (!pipeline.open) await pipeline.waitAheadRoom();
+    const batch = pipeline.open ?? pipeline.openNext();
+    if (!journal.canWrite(choice.dataBytes)) return; // space went to a pad or another writer meanwhile: try again
+    this.writeRecord(batch, choice, shape);
+  }
+
+  /** Chooses the pieces: bounded by extents per header, bytes per record, and what one batch can take. */
+  private choosePieces(): RecordChoice | null {
+    const { journal, batchBytes } = this.options;
+    let end = this.pendingFront;
+    let dataBytes = 0;
+    let zeroCount = 0;
+    let clientPiecesAhead = false;
+    while (end < this.pending.length && end - this.pendingFront < JOURNAL_RECORD_EXTENTS_MAX) {
+      if (this.pending[end]!.copiedFrom !== null) {
+        // A copy is checked against the map only once every client write queued before it has reached the map;
+        // copies queued together never overlap (garbage_collector.ts), so copies ahead do not matter.
+        if (clientPiecesAhead) break;
+        this.resolveCopy(end);
+        continue;
+      }
+      const piece = this.pending[end]!;
+      if (!piece.isCopy) clientPiecesAhead = true;
+      const bytes = piece.data ? piece.data.byteLength : 0;
+      if (end > this.pendingFront && (dataBytes + bytes > JOURNAL_RECORD_DATA_BYTES_MAX || dataBytes + bytes > batchBytes)) break;
+      if (Journal.recordBytes(dataBytes + bytes) > journal.recordBytesMax && end > this.pendingFront) break;
+      dataBytes += bytes;
+      if (!piece.data) zeroCount += 1;
+      end += 1;
+    }
+    return end === this.pendingFront ? null : { end, dataBytes, zeroCount };
+  }
+
+  /**
+   * Room in the journal. If space is short and nothing is being put that would release some, the open batch must
+   * go (its records are what fills the journal: tiny writes can fill a journal before their batch fills); otherwise
+   * wait for the puts in flight rather than cut a small object. Re-checked after every wake, since the puts may
+   * complete and still leave the open batch holding the space.
+   */
+  private async waitForJournalRoom(dataBytes: number): Promise<void> {
+    const { journal, pipeline } = this.options;
+    while (!journal.canWrite(dataBytes)) {
+      const open = pipeline.open;
+      if (!journal.hasSpace(dataBytes) && open && !open.isEmpty && pipeline.putsIdle) await this.options.seal();
+      await journal.waitForProgress(dataBytes);
+    }
+  }
+
+  /**
+   * Synchronous, so map, batch and journal agree on the record. The data goes into the batch first; the journal then
+   * writes the record straight from the batch's pages when they are whole pages of device memory (journalView), and
+   * copies the pieces otherwise.
+   */
+  private writeRecord(batch: Batch, choice: RecordChoice, shape: RecordShape): void {
+    const { journal, pipeline } = this.options;
+    const { end, dataBytes } = choice;
+    const extents: JournalExtent[] = [];
+    const pieces: Uint8Array[] = [];
+    const waiters: WriteWaiter[] = [];
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      extents.push({ lba: piece.lba, sectors: piece.sectors, zero: piece.data === null });
+      if (piece.data) pieces.push(piece.data);
+      waiters.push(piece.waiter);
+    }
+    const placed = journal.peekRecord(dataBytes);
+    assert(placed.seq > this.lastRecordSeq, `record ${placed.seq} follows record ${this.lastRecordSeq}`);
+    batch.beginRecord(placed.seq, shape.continuesWrite);
+    const batchStartBytes = batch.dataBytes;
+    let journalOffset = placed.dataOffset;
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset, !piece.isCopy);
+      if (piece.data) journalOffset += piece.data.byteLength;
+      this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
+    }
+    batch.endRecord(shape.endsInsideWrite);
+    this.boundary = shape.endsInsideWrite ? "insideWrite" : "onBoundary";
+    batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
+    const deviceMemory = batch.buffer !== null && pipeline.isDeviceMemory(batch.buffer);
+    const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
+    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes, inPlace);
+    assert(seq === placed.seq && dataOffset === placed.dataOffset, "the record went where it was peeked");
+    this.lastRecordSeq = seq;
+    this.pendingFront = end;
+    this.options.stats.records += 1;
+    written.then(
+      () => this.acknowledge(waiters),
+      (error: unknown) => {
+        for (const waiter of waiters) waiter.reject(error);
+        this.options.halt.fail(error);
+      },
+    );
+    this.afterChange();
+  }
+
+  /** Where the record of pending[pendingFront, end) starts and ends relative to the client writes it holds pieces of. */
+  private recordShape(end: number): RecordShape {
+    const continuesWrite = this.boundary !== "onBoundary";
+    let insideWrite = continuesWrite;
+    let bytesBefore = 0;
+    let startsLongWriteBytes = 0;
+    for (let index = this.pendingFront; index < end; index++) {
+      const piece = this.pending[index]!;
+      const bytes = piece.data ? piece.data.byteLength : 0;
+      if (!insideWrite && piece.bytesAfter > 0) startsLongWriteBytes = bytesBefore + bytes + piece.bytesAfter;
+      insideWrite = piece.bytesAfter > 0;
+      bytesBefore += bytes;
+    }
+    return { continuesWrite, endsInsideWrite: insideWrite, startsLongWriteBytes };
+  }
+
+  /**
+   * Whether the open batch is sealed (on a write boundary) before a record that starts a write longer than a piece:
+   * when the batch cannot hold all of it, and when the batch itself began inside a write. Either way the long write
+   * starts a new object. This bounds the run of objects that end inside a write (the objects recovery drops after
+   * the cache is lost) to the objects holding pieces of one write: every object that ends inside a write W began on
+   * a boundary and took W's start, or began inside W and holds nothing but W's pieces; an object that began inside
+   * W and holds W's end takes no further long write, so it ends on a boundary.
+   */
+  private sealsBeforeRecord(open: Batch, shape: RecordShape, zeroCount: number): boolean {
+    if (open.isEmpty || shape.startsLongWriteBytes === 0) return false;
+    return open.startsInsideWrite || !open.fits(shape.startsLongWriteBytes, zeroCount);
+  }
+
+  /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
+  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number, invalidateReadCache = true): void {
+    const { map, objects } = this.options;
+    if (invalidateReadCache) this.options.readCache?.invalidate(lba, sectors);
+    if (data) {
+      const offset = batch.addData(lba, data, journalOffset);
+      map.update(lba, sectors, batch.seq, offset, objects.displaced);
+      objects.get(batch.seq)!.liveSectors += sectors;
+    } else {
+      batch.addTrim(lba, sectors);
+      map.trim(lba, sectors, objects.displaced);
+    }
+  }
+
+  private acknowledge(waiters: WriteWaiter[]): void {
+    // A holder that was paused past its lease must not acknowledge what it journaled: its successor never sees it.
+    try {
+      this.options.fence.check();
+    } catch (error) {
+      for (const waiter of waiters) waiter.reject(error);
+      this.options.halt.fail(error);
+      return;
+    }
+    let needSync = false;
+    for (const waiter of waiters) {
+      waiter.piecesLeft -= 1;
+      if (waiter.piecesLeft === 0 && waiter.fua) needSync = true;
+    }
+    const finish = () => {
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.resolve();
+    };
+    if (!needSync) return finish();
+    this.options.flusher.sync().then(finish, (error: unknown) => {
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.reject(error);
+    });
+  }
+
+  /** Replays one journal record into the batches (the record is already in the journal). */
+  async replayRecord(seq: number, extents: JournalExtent[], data: Uint8Array, dataOffset: number): Promise<void> {
+    const dataBytes = extents.reduce((sum, extent) => sum + (extent.zero ? 0 : extent.sectors * SECTOR_BYTES), 0);
+    const zeroCount = extents.filter((extent) => extent.zero).length;
+    // Journal records do not say where client writes end, so replayed records count as ending inside one until the
+    // replay is over (endReplay): after the cache is lost, recovery ends the log before them, never inside a write,
+    // and no checkpoint is taken among them.
+    this.boundary = "replaying";
+    const pipeline = this.options.pipeline;
+    if (pipeline.open && !pipeline.open.fits(dataBytes, zeroCount)) await this.options.seal();
+    if (!pipeline.open) await pipeline.waitAheadRoom();
+    const batch = pipeline.open ?? pipeline.openNext();
+    batch.beginRecord(seq, true);
+    batch.endRecord(true);
+    let cursor = 0;
+    for (const extent of extents) {
+      if (extent.zero) {
+        this.applyPiece(batch, extent.lba, extent.sectors, null, 0);
+      } else {
+        const bytes = extent.sectors * SECTOR_BYTES;
+        this.applyPiece(batch, extent.lba, extent.sectors, data.subarray(cursor, cursor + bytes), dataOffset + cursor);
+        cursor += bytes;
+      }
+    }
+    this.lastRecordSeq = Math.max(this.lastRecordSeq, seq);
+  }
+
+  /**
+   * The journal replay is over: what it replayed is the history the volume goes on from (a write it holds only part
+   * of was never acknowledged, and nothing will complete it), so the log ends on a write boundary here.
+   */
+  endReplay(): void {
+    this.boundary = "onBoundary";
+    const open = this.options.pipeline.open;
+    if (open && !open.isEmpty) open.endRecord(false);
+    this.armIdleTimer();
+  }
+
+  /** Seals the open batch after an idle pause (batchIdleMs without a record formed). */
+  private armIdleTimer(): void {
+    const open = this.options.pipeline.open;
+    if (this.idleTimer || !open || open.isEmpty || this.options.halt.failed) return;
+    this.idleTimer = this.options.clock.setTimer(this.options.batchIdleMs, () => {
+      this.idleTimer = null;
+      if (this.busy) return this.armIdleTimer();
+      void this.options.seal().catch((error: unknown) => this.options.halt.fail(error));
+    });
+  }
+
+  cancelIdleTimer(): void {
+    this.idleTimer?.cancel();
+    this.idleTimer = null;
+  }
+
+  /** Waits until every queued write has been journaled (woken by the pump going idle, not by polling). */
+  async drain(): Promise<void> {
+    while (this.busy) {
+      await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+    }
+    await this.options.journal.drain();
+  }
+
+  private wakeDrainers(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** The write path failed: every queued write fails with it. */
+  private rejectQueued(error: unknown): void {
+    for (let index = this.pendingFront; index < this.pending.length; index++) this.pending[index]?.waiter.reject(error);
+    this.pending.length = 0;
+    this.pendingFront = 0;
+    this.wakeDrainers();
+  }
+
+  private afterChange(): void {
+    if (debugChecks) this.checkInvariants();
+  }
+
+  /** Checks invariants 1-3 from the top of this file (4 is asserted where a record is formed). */
+  checkInvariants(): void {
+    const check = (condition: boolean, message: () => string): void => {
+      if (!condition) assert(false, `record former invariant: ${message()}`);
+    };
+    check(this.pendingFront >= 0 && this.pendingFront <= this.pending.length, () => `pendingFront ${this.pendingFront} within the queue (${this.pending.length})`);
+    for (let index = this.pendingFront; index < this.pending.length; index++) check(this.pending[index] !== undefined, () => `queued piece ${index} is there`);
+    if (this.pump === "idle" && !this.options.halt.failed) {
+      check(this.pendingFront === this.pending.length, () => "an idle pump leaves nothing queued");
+      check(this.boundary !== "insideWrite", () => "an idle pump leaves no write unfinished");
+    }
+  }
+}

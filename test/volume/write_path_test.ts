@@ -1,0 +1,96 @@
+// The write path's failures reach the caller, and its waits are woken by events (src/volume/write_path.ts and its
+// parts under src/volume/write/).
+
+import { describe, expect, test } from "bun:test";
+import { FaultyStore } from "../../src/backend/faulty_store.ts";
+import type { Clock } from "../../src/volume/clock.ts";
+import { makeWorld, openVolume, PREFIX, VolumeModel } from "../sim/volume_world.ts";
+
+const BLOCK = 4096;
+
+async function writeBlocks(volume: { write(offset: number, data: Uint8Array, fua: boolean): Promise<void> }, model: VolumeModel, count: number, fill: (data: Uint8Array) => void): Promise<void> {
+  const writes: Promise<void>[] = [];
+  for (let block = 0; block < count; block++) {
+    const data = new Uint8Array(BLOCK);
+    fill(data);
+    model.apply(block * BLOCK, data, BLOCK);
+    writes.push(volume.write(block * BLOCK, data, false));
+  }
+  await Promise.all(writes);
+}
+
+async function superblockCheckpoints(store: FaultyStore): Promise<number[]> {
+  const { decodeVolumeSuperblock } = await import("../../src/volume/superblock_store.ts");
+  return decodeVolumeSuperblock(PREFIX, await store.get(PREFIX)).superblock.checkpoints;
+}
+
+describe("a failed superblock rewrite", () => {
+  test("fails close() (the rewrite and its one retry failed); the next close retries it and succeeds", async () => {
+    const world = await makeWorld(7);
+    const faulty = new FaultyStore(world.store, { seed: 7 });
+    world.store = faulty;
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world);
+    await writeBlocks(volume, model, 32, (data) => world.prng.fill(data));
+    const before = await superblockCheckpoints(faulty);
+    // The close's checkpoint is put; the superblock rewrite naming it fails, and so does settle's retry.
+    faulty.failNext("putIfVersion", 2);
+    await expect(volume.close()).rejects.toThrow();
+    expect(world.logs.some((line) => line.includes("superblock update for checkpoint"))).toBe(true);
+    expect(await superblockCheckpoints(faulty)).toEqual(before);
+    // The store is back: closing again rewrites the superblock, which now names the close's checkpoint.
+    await volume.close();
+    const after = await superblockCheckpoints(faulty);
+    expect(after.length).toBeGreaterThan(0);
+    expect(after).not.toEqual(before);
+  });
+
+  test("that fails once is retried by settle: close() succeeds and the superblock names the checkpoint", async () => {
+    const world = await makeWorld(8);
+    const faulty = new FaultyStore(world.store, { seed: 8 });
+    world.store = faulty;
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world);
+    await writeBlocks(volume, model, 32, (data) => world.prng.fill(data));
+    const before = await superblockCheckpoints(faulty);
+    faulty.failNext("putIfVersion", 1);
+    await volume.close();
+    expect(world.logs.some((line) => line.includes("superblock update for checkpoint"))).toBe(true);
+    expect(await superblockCheckpoints(faulty)).not.toEqual(before);
+  });
+});
+
+describe("draining the write path", () => {
+  test("close() waits for queued writes without sleeping (woken when the pump goes idle)", async () => {
+    const world = await makeWorld(9);
+    const model = new VolumeModel(world.volumeBytes);
+    let sleeps = 0;
+    // A clock that counts sleeps: nothing on this path (no put fails, GC is off) may poll.
+    const clock: Clock = {
+      nowMs: () => Date.now(),
+      setTimer(delayMs, fn) {
+        const timer = setTimeout(fn, delayMs);
+        return { cancel: () => clearTimeout(timer) };
+      },
+      sleep(delayMs) {
+        sleeps += 1;
+        return new Promise((resolve) => setTimeout(resolve, delayMs));
+      },
+    };
+    const volume = await openVolume(world, { clock });
+    // Writes still queued (not yet formed into records) when close() starts draining.
+    const writes: Promise<void>[] = [];
+    for (let block = 0; block < 64; block++) {
+      const data = new Uint8Array(BLOCK);
+      world.prng.fill(data);
+      model.apply(block * BLOCK, data, BLOCK);
+      writes.push(volume.write(block * BLOCK, data, false));
+    }
+    await volume.close();
+    await Promise.all(writes);
+    expect(sleeps).toBe(0);
+    const reopened = await openVolume(world);
+    expect(model.diff(0, await reopened.read(0, 64 * BLOCK))).toBeNull();
+    await reopened.close();
+  });
+});
