@@ -14,7 +14,7 @@ import { objectName, parseObjectName } from "../../src/format/object_name.ts";
 import { encodeSuperblock } from "../../src/format/superblock_object.ts";
 import type { ExtentMap } from "../../src/map/extent_map.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
-import { dropUnfinishedTail, keepUnfinishedTail, readSuperblock, recoverBackend } from "../../src/volume/recovery.ts";
+import { dropUnfinishedTail, keepUnfinishedTail, readSuperblock, recoverBackend } from "../../src/volume/recovery/backend.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
 import { crashWorld, formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, type World } from "../sim/volume_world.ts";
