@@ -204,7 +204,7 @@ interface BackendCheck {
   /** Listed checkpoints to keep; null when the superblock needs no change. */
   checkpointsToKeep: number[] | null;
   state: BackendState | null;
-  /** The log's unfinished tail (recovery.ts), kept in `state`, and the log's writer before it (checkCache). */
+  /** The log's unfinished tail (recovery/backend.ts), kept in `state`, and the log's writer before it (checkCache). */
   unfinished: { tail: UnfinishedTail; writerCacheUuid: string; writerCacheSeqLast: number } | null;
 }
 

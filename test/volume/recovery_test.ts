@@ -64,7 +64,7 @@ test("a lost newest checkpoint is dropped from the superblock; its seq is reused
   await volume.close();
 });
 
-// ---- The roll-forward rule for write boundaries (recovery.ts: "unfinished tail") -----------------------------------
+// ---- The roll-forward rule for write boundaries (recovery/backend.ts: "unfinished tail") -----------------------------------
 
 /** A DATA object of one extent of `sectors` sectors at `lba`, filled with `fill`, flagged as asked. */
 function dataObject(volUuid: string, seq: number, lba: number, sectors: number, fill: number, writeContinues: boolean): Uint8Array {
