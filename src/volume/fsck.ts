@@ -680,8 +680,9 @@ async function checkCache(
   report.tailSeq = superblock.replaySeq;
   report.volumeMatches = superblock.volUuid === state.superblock.volUuid;
   const volUuid = state.superblock.volUuid;
-  if (decideJournalCase(volUuid, state.writerCacheUuid, state.writerCacheSeqLast, superblock).journalCase === "@A") {
-    report.journalCase = "@A";
+  const foreign = decideJournalCase(volUuid, state.writerCacheUuid, state.writerCacheSeqLast, superblock);
+  if (foreign.refuse) {
+    report.journalCase = foreign.journalCase;
     problems.push(problem("cache", null, `cache ${device.path} belongs to volume ${superblock.volUuid}, not ${state.superblock.volUuid} (case @A: the volume refuses to open with it)`));
     return { report, problems, notes };
   }

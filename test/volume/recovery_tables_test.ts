@@ -112,13 +112,13 @@ function cacheSuperblock(replaySeq: number, startSeq: number, volUuid = VOLUME):
 
 describe("decideJournalCase: the journal table on real values (L, T, S)", () => {
   test("each case, and the seq after which records are replayed", () => {
-    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(101, 7))).toEqual({ journalCase: "@B", replayAfter: 100 });
-    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(50, 7))).toEqual({ journalCase: "@B", replayAfter: 100 });
-    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(102, 7))).toEqual({ journalCase: "@C", replayAfter: null });
-    expect(decideJournalCase(VOLUME, NIL_UUID, 0, cacheSuperblock(7, 7))).toEqual({ journalCase: "@D", replayAfter: 6 });
-    expect(decideJournalCase(VOLUME, NIL_UUID, 0, cacheSuperblock(9, 7))).toEqual({ journalCase: "@E", replayAfter: null });
-    expect(decideJournalCase(VOLUME, OTHER_CACHE, 100, cacheSuperblock(101, 7))).toEqual({ journalCase: "@F", replayAfter: null });
-    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(101, 7, OTHER_CACHE))).toEqual({ journalCase: "@A", replayAfter: null });
+    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(101, 7))).toEqual({ journalCase: "@B", replayAfter: 100, refuse: false });
+    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(50, 7))).toEqual({ journalCase: "@B", replayAfter: 100, refuse: false });
+    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(102, 7))).toEqual({ journalCase: "@C", replayAfter: null, refuse: false });
+    expect(decideJournalCase(VOLUME, NIL_UUID, 0, cacheSuperblock(7, 7))).toEqual({ journalCase: "@D", replayAfter: 6, refuse: false });
+    expect(decideJournalCase(VOLUME, NIL_UUID, 0, cacheSuperblock(9, 7))).toEqual({ journalCase: "@E", replayAfter: null, refuse: false });
+    expect(decideJournalCase(VOLUME, OTHER_CACHE, 100, cacheSuperblock(101, 7))).toEqual({ journalCase: "@F", replayAfter: null, refuse: false });
+    expect(decideJournalCase(VOLUME, THIS_CACHE, 100, cacheSuperblock(101, 7, OTHER_CACHE))).toEqual({ journalCase: "@A", replayAfter: null, refuse: true });
   });
 });
 

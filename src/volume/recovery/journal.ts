@@ -35,7 +35,7 @@ export async function readCacheSuperblock(cache: CacheDevice, pool: AlignedPool)
 
 /** Case @A of the journal table: a cache of another volume is refused before anything else is decided. */
 export function refuseForeignCache(cache: CacheDevice, superblock: CacheSuperblock, volUuid: string): void {
-  if (decideJournalCase(volUuid, superblock.cacheUuid, 0, superblock).journalCase !== "@A") return;
+  if (!decideJournalCase(volUuid, superblock.cacheUuid, 0, superblock).refuse) return;
   throw new InvalidArgumentError(
     `Cache ${cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
   );
@@ -51,7 +51,7 @@ export function settleUnfinishedTail(prefix: string, state: BackendState, superb
   const tail = state.unfinished;
   if (!tail) return false;
   const decided = decideJournalCase(state.superblock.volUuid, tail.writerCacheUuid, tail.writerCacheSeqLast, superblock);
-  assert(decided.journalCase !== "@A", "a foreign cache is refused before the tail is settled");
+  assert(!decided.refuse, "a foreign cache is refused before the tail is settled");
   const kept = decided.replayAfter !== null;
   if (kept) keepUnfinishedTail(prefix, state);
   else dropUnfinishedTail(prefix, state);
@@ -78,8 +78,8 @@ export interface JournalPlan {
  */
 export async function planJournal(cache: CacheDevice, pool: AlignedPool, superblock: CacheSuperblock, state: BackendState): Promise<JournalPlan> {
   assert(state.unfinished === null, "the unfinished tail is settled before the journal is planned");
-  const { journalCase, replayAfter } = decideJournalCase(state.superblock.volUuid, state.writerCacheUuid, state.writerCacheSeqLast, superblock);
-  assert(journalCase !== "@A", "a foreign cache is refused before the journal is planned");
+  const { journalCase, replayAfter, refuse } = decideJournalCase(state.superblock.volUuid, state.writerCacheUuid, state.writerCacheSeqLast, superblock);
+  assert(!refuse, "a foreign cache is refused before the journal is planned");
   const L = state.writerCacheSeqLast;
   const T = superblock.replaySeq;
   const walker = new JournalWalker(cache, pool, superblock);

@@ -145,14 +145,14 @@ export type JournalCase = "@A" | "@B" | "@C" | "@D" | "@E" | "@F";
 /**
  * The journal table for a log whose writer is cache `writerCacheUuid` holding journal seqs up to `writerCacheSeqLast`
  * (L), and this cache's superblock: the case, and after which seq records are replayed (null: the journal does not
- * continue the backend's log and is discarded; also for @A, where the volume refuses to open).
+ * continue the backend's log and is discarded), and whether the volume refuses to open with this cache (@A).
  */
 export function decideJournalCase(
   volUuid: string,
   writerCacheUuid: string,
   writerCacheSeqLast: number,
   superblock: CacheSuperblock,
-): { journalCase: JournalCase; replayAfter: number | null } {
+): { journalCase: JournalCase; replayAfter: number | null; refuse: boolean } {
   const L = writerCacheSeqLast;
   const T = superblock.replaySeq;
   const row = JOURNAL_CASES.decide({
@@ -163,7 +163,7 @@ export function decideJournalCase(
     tailAtStart: T === superblock.startSeq,
   });
   const replayAfter = row.decision.replayAfter === "L" ? L : row.decision.replayAfter === "T-1" ? T - 1 : null;
-  return { journalCase: row.label as JournalCase, replayAfter };
+  return { journalCase: row.label as JournalCase, replayAfter, refuse: row.decision.refuse };
 }
 
 // ---- What a DATA object does to the map ------------------------------------------------------------------------------
