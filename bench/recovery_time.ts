@@ -11,8 +11,9 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { FileStore } from "../src/backend/file_store.ts";
 import { openUringDevice } from "../ffi/uring_device.ts";
-import { recoverBackend } from "../src/volume/recovery.ts";
-import { readCacheSuperblock, Volume } from "../src/volume/volume.ts";
+import { recoverBackend } from "../src/volume/recovery/backend.ts";
+import { readCacheSuperblock } from "../src/volume/recovery/journal.ts";
+import { Volume } from "../src/volume/volume.ts";
 import { runLsvd } from "../test/crash/_harness.ts";
 
 const { values } = parseArgs({

@@ -62,7 +62,7 @@ export interface DataObjectHeader {
   trims: { lba: number; sectors: number; beforeIndex: number }[];
   /**
    * Extension flag WRITE_CONTINUES: a client write this object holds a piece of goes on in the next object, so the
-   * object does not end on a write boundary and the log must not end after it once the cache is lost (recovery.ts).
+   * object does not end on a write boundary and the log must not end after it once the cache is lost (volume/recovery/rules.ts, @L6).
    * false on plain v1 objects and on objects whose extension predates the flag.
    */
   writeContinues: boolean;

@@ -49,10 +49,11 @@ import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { leaseName, objectName, parseObjectName } from "../format/object_name.ts";
 import { skippedRangeOf, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
-import { keepUnfinishedTail, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery.ts";
+import { keepUnfinishedTail, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery/backend.ts";
+import { readCacheSuperblock } from "./recovery/journal.ts";
+import { applyDataObject, chooseCheckpointSeq, decideJournalCase, decideLogObject } from "./recovery/rules.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
 import { SuperblockStore } from "./superblock_store.ts";
-import { decideJournalCase, readCacheSuperblock } from "./volume.ts";
 
 export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
 
@@ -203,7 +204,7 @@ interface BackendCheck {
   /** Listed checkpoints to keep; null when the superblock needs no change. */
   checkpointsToKeep: number[] | null;
   state: BackendState | null;
-  /** The log's unfinished tail (recovery.ts), kept in `state`, and the log's writer before it (checkCache). */
+  /** The log's unfinished tail (recovery/backend.ts), kept in `state`, and the log's writer before it (checkCache). */
   unfinished: { tail: UnfinishedTail; writerCacheUuid: string; writerCacheSeqLast: number } | null;
 }
 
@@ -248,9 +249,11 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
 
   // 1. Superblock. Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
   let superblock: SuperblockObject;
+  let listChecksummed: boolean;
   try {
     const decoded = await readSuperblockChecked(store, prefix);
     superblock = decoded.superblock;
+    listChecksummed = decoded.checkpointsChecksummed;
     if (decoded.rewrittenByReference) {
       notes.push("superblock: lsvd-rbd rewrote its checkpoint list in place (leaving the v1 crc stale, as it does); every other byte matches lsvd's CRCs, and each checkpoint the list names must exist and decode. lsvd's next checkpoint rewrites it");
     } else if (!decoded.checkpointsChecksummed) {
@@ -292,20 +295,18 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   report.objects.firstSeq = seqs[0] ?? null;
   report.objects.lastSeq = seqs[seqs.length - 1] ?? null;
 
-  // 3. The checkpoint recovery starts from: the newest listed one that decodes and names itself (as recoverBackend).
-  let startSeq = 0;
-  for (const seq of [...superblock.checkpoints].reverse()) {
-    if (!present.has(seq)) continue;
+  // 3. The checkpoint recovery starts from (the checkpoint table, rules.ts), reading on where recovery refuses.
+  const loads = async (seq: number) => {
+    if (!present.has(seq)) return false;
     try {
       const checkpoint = decodeCheckpoint(await store.get(objectName(prefix, seq)));
-      if (checkpoint.seq === seq && checkpoint.volUuid === volUuid) {
-        startSeq = seq;
-        break;
-      }
+      return checkpoint.seq === seq && checkpoint.volUuid === volUuid;
     } catch (error) {
       if (!(error instanceof CorruptionError || error instanceof NotFoundError)) throw error;
+      return false;
     }
-  }
+  };
+  const startSeq = (await chooseCheckpointSeq(superblock.checkpoints, listChecksummed, loads, { readOnAfterRefusal: true })).seq;
   report.recoveryCheckpointSeq = startSeq;
 
   // 4. Every object, in seq order; the replay map follows along from seq 1 to the log end.
@@ -322,7 +323,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
       const skipped = skippedRangeOf(superblock.skipped, hole);
       if (skipped !== null) hole = skipped.last; // never written: not a hole
       else if (hole <= startSeq) holes.push(hole);
-      else logEnd = hole;
+      else if (endsLog({ present: false, valid: false })) logEnd = hole;
     }
     expected = seq + 1;
     const name = objectName(prefix, seq);
@@ -342,7 +343,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
         // (seq == startSeq: it decoded a moment ago; objects are immutable, so only a concurrent rewrite gets here.)
         problems.push(problem("object", seq, `object ${name} is invalid (${info.error}): data it holds cannot be read back`));
         replayBroken ??= `object ${name} is invalid`;
-      } else if (seq > startSeq && logEnd === null) {
+      } else if (seq > startSeq && logEnd === null && endsLog({ present: true, valid: false })) {
         logEnd = seq;
       }
       continue;
@@ -511,21 +512,15 @@ function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInf
   return info;
 }
 
-/** Applies one (valid) DATA object to a map exactly as its writes happened: trims before the extent they preceded. */
+/** Applies one (valid) DATA object to a map exactly as its writes happened (rules.ts, applyDataObject). */
 function replayDataObject(bytes: Uint8Array, map: ExtentMap): void {
   const common = decodeCommonHeader(bytes);
-  const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
-  let trimIndex = 0;
-  let offset = 0;
-  for (let index = 0; index < header.extents.length; index++) {
-    for (; trimIndex < header.trims.length && header.trims[trimIndex]!.beforeIndex <= index; trimIndex++) {
-      map.trim(header.trims[trimIndex]!.lba, header.trims[trimIndex]!.sectors);
-    }
-    const extent = header.extents[index]!;
-    map.update(extent.lba, extent.sectors, header.seq, offset);
-    offset += extent.sectors;
-  }
-  for (; trimIndex < header.trims.length; trimIndex++) map.trim(header.trims[trimIndex]!.lba, header.trims[trimIndex]!.sectors);
+  applyDataObject(decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES)), map);
+}
+
+/** Whether a seq after the recovery checkpoint, outside skipped ranges, ends the log (the log object table, rules.ts). */
+function endsLog(found: { present: boolean; valid: boolean }): boolean {
+  return decideLogObject({ skipped: false, ...found, checkpoint: false, writeContinues: false }) === "end";
 }
 
 /** Why the checkpoint's map or object table disagrees with the objects before it, or null. */
@@ -684,14 +679,16 @@ async function checkCache(
   report.generation = superblock.generation;
   report.tailSeq = superblock.replaySeq;
   report.volumeMatches = superblock.volUuid === state.superblock.volUuid;
-  if (!report.volumeMatches) {
-    report.journalCase = "@A";
+  const volUuid = state.superblock.volUuid;
+  const foreign = decideJournalCase(volUuid, state.writerCacheUuid, state.writerCacheSeqLast, superblock);
+  if (foreign.refuse) {
+    report.journalCase = foreign.journalCase;
     problems.push(problem("cache", null, `cache ${device.path} belongs to volume ${superblock.volUuid}, not ${state.superblock.volUuid} (case @A: the volume refuses to open with it)`));
     return { report, problems, notes };
   }
   let writer = { uuid: state.writerCacheUuid, seqLast: state.writerCacheSeqLast };
   const unfinished = backend.unfinished;
-  if (unfinished && decideJournalCase(writer.uuid, writer.seqLast, superblock).replayAfter === null) {
+  if (unfinished && decideJournalCase(volUuid, writer.uuid, writer.seqLast, superblock).replayAfter === null) {
     // As Volume.open decides: this journal does not hold the rest of the tail's write, so the log ends before it.
     // Nothing is damaged (the backend is a prefix of whole writes either way), so it is a note, as case @F is.
     const first = unfinished.tail.objects[0]!.seq;
@@ -701,7 +698,7 @@ async function checkCache(
     report.logWriterCacheUuid = writer.uuid;
     report.logJournalSeqLast = writer.seqLast;
   }
-  const { journalCase, replayAfter } = decideJournalCase(writer.uuid, writer.seqLast, superblock);
+  const { journalCase, replayAfter } = decideJournalCase(volUuid, writer.uuid, writer.seqLast, superblock);
   report.journalCase = journalCase;
   const walker = new JournalWalker(device, pool, superblock);
   try {

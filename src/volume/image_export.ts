@@ -1,13 +1,13 @@
 // `lsvd export`: a volume's image read through its map straight from the backend, without a cache and without
-// writing anything (docs/architecture.md, "Import and export"). The map is what recovery builds (recovery.ts reads
-// only); an unfinished tail is left out (no journal continues it: what a new owner without the cache would see).
+// writing anything (docs/architecture.md, "Import and export"). The map is what recovery builds (recovery/backend.ts
+// reads only); an unfinished tail is left out (no journal continues it: what a new owner without the cache would see).
 // Unmapped space and all-zero pages are not written: the target, made sparse by the caller, keeps holes there.
 
 import { PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { assert, InvalidArgumentError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
-import { dropUnfinishedTail, recoverBackend } from "./recovery.ts";
+import { dropUnfinishedTail, recoverBackend } from "./recovery/backend.ts";
 
 /** Ranged reads in flight at once. */
 export const EXPORT_READS_INFLIGHT = 8;

@@ -20,7 +20,7 @@ import type { SuperblockObject } from "../format/superblock_object.ts";
 import { buildCheckpoint, checkpointsUnneeded } from "./checkpoint.ts";
 import { ObjectKind } from "./object_table.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
-import { dropUnfinishedTail, recoverBackend, type BackendState } from "./recovery.ts";
+import { dropUnfinishedTail, recoverBackend, type BackendState } from "./recovery/backend.ts";
 
 /** DATA object puts in flight at once (each holds up to objectBytes of memory). */
 export const IMPORT_PUTS_INFLIGHT = 4;

@@ -8,7 +8,7 @@ import { assert, ConflictError, InvalidArgumentError, NoSpaceError, NotFoundErro
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, newSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
-import type { BackendState } from "./recovery.ts";
+import type { BackendState } from "./recovery/backend.ts";
 import type { CrashPoint } from "./clock.ts";
 import { FencedError, Lease, type Fence, type LeaseOptions } from "./lease.ts";
 import { decodeVolumeSuperblock, SuperblockStore } from "./superblock_store.ts";
@@ -147,7 +147,7 @@ export async function beginLog(
   log: (line: string) => void,
   crashPoint?: CrashPoint,
 ): Promise<LogStart> {
-  // Whether an unfinished tail is part of the log decides where the log ends: settled before (volume.ts).
+  // Whether an unfinished tail is part of the log decides where the log ends: settled before (recovery/journal.ts, settleUnfinishedTail).
   assert(state.unfinished === null, "the unfinished tail is kept or dropped before the log start is planned");
   const plan = planLogStart(state.nextSeq, state.highestSeq, state.superblock, owner.previousClean);
   const next: SuperblockObject = {

@@ -1,21 +1,7 @@
 // A volume: the backend log plus the cache journal, composed, served as a BlockDevice (docs/architecture.md).
-// open() recovers (recovery.ts, then the journal decision table below), close() shuts down cleanly.
-//
-// Journal decision table, after backend recovery found the log's writer cache W and the newest journal seq L it
-// holds (from the last DATA object, or the checkpoint); T = the cache superblock's replaySeq, S = its startSeq:
-//   @A  cache belongs to another volume             -> refuse to open
-//   @B  W == this cache, T <= L+1                   -> replay records with seq > L (all acknowledged writes)
-//   @C  W == this cache, T >  L+1                   -> the backend lost objects the journal no longer holds: the
-//                                                      journal cannot bridge the hole; discard it, hand over
-//   @D  W == nil (no writer yet), T == S            -> replay every record (nothing ever reached the backend)
-//   @E  W == nil, T != S                            -> as @C
-//   @F  W == another cache                          -> the backend went on without this cache: its records are
-//                                                      stale; discard them, hand over
-// "Hand over" = put an empty DATA object naming this cache as writer with L' = the journal's next seq - 1, before
-// serving, so that the next recovery finds case @B. Discarding = tail and head at the same place with a new
-// generation, so no old record can be mistaken for a new one.
+// open() wires the parts: recovery (recovery/: the backend half, then the journal half, decided by the tables in
+// recovery/rules.ts), the write path, the read path and the collector; close() shuts down cleanly.
 
-import { NIL as NIL_UUID } from "uuid";
 import {
   BATCH_BYTES_DEFAULT,
   BATCH_IDLE_MS_DEFAULT,
@@ -26,20 +12,19 @@ import {
   PAGE_BYTES,
   SECTOR_BYTES,
 } from "../constants.ts";
-import { InvalidArgumentError, assert, CorruptionError } from "../errors.ts";
+import { InvalidArgumentError, assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
-import { JournalWalker } from "../cache/journal_replay.ts";
 import { ReadCache } from "../cache/read_cache.ts";
-import { decodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
-import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../format/journal_record.ts";
+import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { systemClock, type Clock, type CrashPoint } from "./clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
-import { dropUnfinishedTail, keepUnfinishedTail, recoverBackend, type BackendState } from "./recovery.ts";
+import { recoverBackend, type BackendState } from "./recovery/backend.ts";
+import { planJournal, readCacheSuperblock, refuseForeignCache, replayJournal, settleUnfinishedTail, type JournalPlan } from "./recovery/journal.ts";
 import { beginLog, LocalFence, type VolumeOwner } from "./ownership.ts";
 import type { Fence } from "./lease.ts";
 import { SuperblockStore } from "./superblock_store.ts";
@@ -94,51 +79,13 @@ export interface RecoveryReport {
   notes: string[];
 }
 
-export async function readCacheSuperblock(cache: CacheDevice, pool: AlignedPool): Promise<CacheSuperblock> {
-  const page = pool.acquire(PAGE_BYTES);
-  try {
-    await cache.read(0, page);
-    try {
-      return decodeCacheSuperblock(page);
-    } catch (error) {
-      if (error instanceof CorruptionError) throw new CorruptionError(`Cache ${cache.path} has no valid lsvd superblock (run 'lsvd mkcache'): ${error.message}`);
-      throw error;
-    }
-  } finally {
-    pool.release(page);
-  }
-}
-
-/**
- * The journal decision table above, as a pure function: which case applies, and after which seq records are replayed
- * (null: the journal does not continue the backend's log and is discarded).
- */
-export function decideJournalCase(
-  writerCacheUuid: string,
-  writerCacheSeqLast: number,
-  superblock: CacheSuperblock,
-): { journalCase: "@B" | "@C" | "@D" | "@E" | "@F"; replayAfter: number | null } {
-  const L = writerCacheSeqLast;
-  const T = superblock.replaySeq;
-  if (writerCacheUuid === superblock.cacheUuid) return T <= L + 1 ? { journalCase: "@B", replayAfter: L } : { journalCase: "@C", replayAfter: null };
-  if (writerCacheUuid === NIL_UUID) {
-    return T === superblock.startSeq ? { journalCase: "@D", replayAfter: T - 1 } : { journalCase: "@E", replayAfter: null };
-  }
-  return { journalCase: "@F", replayAfter: null };
-}
-
-/**
- * Backend objects after the log's last write boundary (recovery.ts, "unfinished tail") stay in the log only when this
- * cache's journal continues the log after the newest of them (a replaying case of the table above, in practice @B):
- * it holds the rest of their write. Otherwise the log ends before them (they are skipped by the new log start).
- */
-async function settleUnfinishedTail(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock): Promise<boolean> {
-  const tail = state.unfinished;
-  if (!tail) return false;
-  const kept = decideJournalCase(tail.writerCacheUuid, tail.writerCacheSeqLast, superblock).replayAfter !== null;
-  if (kept) keepUnfinishedTail(options.prefix, state);
-  else dropUnfinishedTail(options.prefix, state);
-  return kept;
+/** What recovery decided, into the log: the backend half's notes, then the journal's case and replay. */
+function logRecovery(log: (line: string) => void, state: BackendState, plan: JournalPlan, replayed: number): void {
+  for (const note of state.notes) log(`recovery: ${note}`);
+  const journalEnd = replayed === 0 && plan.walkStopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${plan.journalStop}`;
+  log(
+    `recovery: journal case ${plan.journalCase}, ${replayed} record(s) replayed${plan.replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
+  );
 }
 
 export class Volume implements BlockDevice {
@@ -170,23 +117,17 @@ export class Volume implements BlockDevice {
 
   static async open(options: VolumeOptions): Promise<Volume> {
     const log = options.log ?? (() => {});
-    const clock = options.clock ?? systemClock;
     const gcThreshold = options.gcThreshold ?? GC_THRESHOLD_DEFAULT;
     if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
     const fence = options.owner?.fence ?? new LocalFence();
     const superblocks = options.owner?.superblocks ?? (await SuperblockStore.read(options.store, options.prefix, fence));
     const state = await recoverBackend(options.store, options.prefix, { verifyData: true, superblock: superblocks.decoded });
-    const volUuid = state.superblock.volUuid;
     const superblock = await readCacheSuperblock(options.cache, options.pool);
-    if (superblock.volUuid !== volUuid) {
-      throw new InvalidArgumentError(
-        `Cache ${options.cache.path} belongs to volume ${superblock.volUuid}, not ${volUuid}: refusing to use it (format it for this volume with 'lsvd mkcache --force --volume ...')`,
-      );
-    }
+    refuseForeignCache(options.cache, superblock, state.superblock.volUuid);
     // Where the log ends depends on the journal (an unfinished tail it continues is part of the log), and the new
     // log start (which skips, and deletes, everything above the log end) is planned from that end: decided first, so
     // that no object the map points at is ever skipped.
-    const logEndsInsideWrite = await settleUnfinishedTail(options, state, superblock);
+    const logEndsInsideWrite = settleUnfinishedTail(options.prefix, state, superblock);
     const owner = {
       epoch: options.owner?.epoch ?? superblocks.superblock.ownerEpoch,
       previousClean: options.owner?.previousClean ?? true,
@@ -194,95 +135,22 @@ export class Volume implements BlockDevice {
     };
     await options.crashPoint?.("recovery.backend-read");
     const logStart = await beginLog(options.store, state, superblocks, owner, log, options.crashPoint);
-    const { journalCase, replayAfter } = decideJournalCase(state.writerCacheUuid, state.writerCacheSeqLast, superblock);
-    const L = state.writerCacheSeqLast;
-    const T = superblock.replaySeq;
-    const walker = new JournalWalker(options.cache, options.pool, superblock);
-    // Walk first without applying, to find the head; apply in a second pass below (records are re-read), so that
-    // memory stays bounded by one record whatever the journal's size.
-    let head = walker.head;
-    let found = 0;
-    if (replayAfter !== null) {
-      while (await walker.next()) found += 1;
-      head = walker.head;
-    }
-    const journalStop = walker.stopReason ? `${walker.stopReason}${walker.stopDetail ? `: ${walker.stopDetail}` : ""}` : "not walked";
-    walker.close();
-
-    // Where the journal continues. Discarding cases restart at the old tail with its seq; records there are
-    // overwritten or, being of an older generation, never read again.
-    let start;
-    let needHandover = false;
-    if (replayAfter === null) {
-      needHandover = true;
-      const position = Journal.positionOf(superblock, superblock.replayOffsetBytes);
-      const seq = Math.max(T, L + 1);
-      start = { tail: { position, seq }, head: { position, seq }, records: [] };
-    } else if (head.seq <= L + 1) {
-      // Everything the journal holds is already in the backend: continue after L with an empty journal.
-      const seq = Math.max(head.seq, L + 1);
-      start = { tail: { position: head.position, seq }, head: { position: head.position, seq }, records: [] };
-      if (state.writerCacheUuid !== superblock.cacheUuid) needHandover = found > 0 || seq !== superblock.startSeq;
-    } else {
-      start = { tail: walker.tail, head, records: walker.records };
-    }
+    const plan = await planJournal(options.cache, options.pool, superblock, state);
     // A new generation, durable before any new record is written (see journal.ts invariants).
-    const journal = new Journal(options.cache, options.pool, superblock, start);
-    await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(start.tail.position), replaySeq: start.tail.seq });
+    const journal = new Journal(options.cache, options.pool, superblock, plan.start);
+    await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(plan.start.tail.position), replaySeq: plan.start.tail.seq });
     await options.crashPoint?.("recovery.journal-superblock");
-    const flusher = new FlushCoordinator(options.cache);
-    const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
-    const readCache = options.readCache
-      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes)
-      : null;
-    const writes = new WritePath({
-      readCache,
-      readJournal,
-      pool: options.pool,
-      volUuid,
-      cacheUuid: superblock.cacheUuid,
-      prefix: options.prefix,
-      store: options.store,
-      map: state.map,
-      objects: state.objects,
-      journal,
-      flusher,
-      clock,
-      log,
-      superblocks,
-      fence,
-      batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
-      batchIdleMs: options.batchIdleMs ?? BATCH_IDLE_MS_DEFAULT,
-      checkpointIntervalObjects: options.checkpointIntervalObjects ?? CHECKPOINT_INTERVAL_OBJECTS,
-      nextSeq: logStart.nextSeq,
-      checkpointSeq: state.checkpointSeq,
-      writerCacheUuid: state.writerCacheUuid,
-      writerCacheSeqLast: state.writerCacheSeqLast,
-      logEndsInsideWrite,
-      sealedObjectsAheadMax: options.sealedObjectsAheadMax,
-    });
+    const parts = Volume.wireWritePath(options, state, superblock, journal, { superblocks, fence, nextSeq: logStart.nextSeq, logEndsInsideWrite });
+    const { writes, readCache, readJournal } = parts;
 
     // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a
     // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md). When the log ends
     // inside a write (a kept unfinished tail), it waits for the replay to finish that write (sealOpen).
     if (logStart.added !== null) await writes.sealOpen(true);
-    let replayed = 0;
-    if (start.records.length > 0 && replayAfter !== null) {
-      const replayer = new JournalWalker(options.cache, options.pool, superblock);
-      for (;;) {
-        const record = await replayer.next();
-        if (!record || record.header.seq >= head.seq) break;
-        if (record.header.type !== JournalRecordType.Data || record.header.seq <= replayAfter) continue;
-        await writes.replayRecord(record.header.seq, record.header.extents, record.data, journal.physicalOffset(record.position) + JOURNAL_HEADER_BYTES);
-        replayed += 1;
-        await options.crashPoint?.("recovery.replayed-record");
-      }
-      replayer.close();
-      journal.release(replayAfter);
-    }
+    const replayed = await replayJournal(options.cache, options.pool, superblock, plan, journal, writes, options.crashPoint);
     writes.endReplay();
     await options.crashPoint?.("recovery.replayed");
-    if (needHandover) await writes.writeHandover(journal.sequenceNext - 1);
+    if (plan.needHandover) await writes.writeHandover(journal.sequenceNext - 1);
     const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.unflushed, {
       readJournal,
       whenWritten: (seq) => journal.whenWritten(seq),
@@ -294,40 +162,81 @@ export class Volume implements BlockDevice {
       objectsBeyondGapDeleted: state.beyondGap.length,
       logStartSeq: logStart.nextSeq,
       skippedRange: logStart.added,
-      journalCase,
+      journalCase: plan.journalCase,
       journalRecordsReplayed: replayed,
-      journalStop,
+      journalStop: plan.journalStop,
       notes: state.notes,
     };
-    for (const note of state.notes) log(`recovery: ${note}`);
-    const journalEnd = replayed === 0 && walker.stopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${journalStop}`;
-    log(
-      `recovery: journal case ${journalCase}, ${replayed} record(s) replayed${replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
-    );
-    let gc: GarbageCollector | null = null;
-    if ((options.gc ?? true) && !options.readOnly) {
-      gc = new GarbageCollector({
-        store: options.store,
-        prefix: options.prefix,
-        volUuid,
-        map: state.map,
-        objects: state.objects,
-        writer: writes,
-        isPinned: (obj) => reads.isPinned(obj),
-        clock,
-        log,
-        threshold: gcThreshold,
-        intervalMs: options.gcIntervalMs ?? GC_INTERVAL_MS_DEFAULT,
-        batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
-        forceCheckpointMs: options.gcForceCheckpointMs ?? GC_FORCE_CHECKPOINT_MS_DEFAULT,
-        checkpoints: writes.persistedCheckpoints,
-        crashPoint: options.crashPoint,
-      });
-      const collector = gc;
-      writes.onCheckpointsPersisted = (checkpoints) => collector.noteCheckpoints(checkpoints);
-      gc.start();
-    }
-    return new Volume(volUuid, superblock.cacheUuid, options, state, journal, writes, reads, flusher, recovery, gc, fence);
+    logRecovery(log, state, plan, replayed);
+    const gc = Volume.startGc(options, state, writes, reads, gcThreshold);
+    return new Volume(state.superblock.volUuid, superblock.cacheUuid, options, state, journal, writes, reads, parts.flusher, recovery, gc, fence);
+  }
+
+  /** The write path over the recovered map and object table, with the restarted journal. */
+  private static wireWritePath(
+    options: VolumeOptions,
+    state: BackendState,
+    superblock: CacheSuperblock,
+    journal: Journal,
+    start: { superblocks: SuperblockStore; fence: Fence; nextSeq: number; logEndsInsideWrite: boolean },
+  ) {
+    const flusher = new FlushCoordinator(options.cache);
+    const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
+    const readCache = options.readCache
+      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes)
+      : null;
+    const writes = new WritePath({
+      readCache,
+      readJournal,
+      pool: options.pool,
+      volUuid: state.superblock.volUuid,
+      cacheUuid: superblock.cacheUuid,
+      prefix: options.prefix,
+      store: options.store,
+      map: state.map,
+      objects: state.objects,
+      journal,
+      flusher,
+      clock: options.clock ?? systemClock,
+      log: options.log ?? (() => {}),
+      superblocks: start.superblocks,
+      fence: start.fence,
+      batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
+      batchIdleMs: options.batchIdleMs ?? BATCH_IDLE_MS_DEFAULT,
+      checkpointIntervalObjects: options.checkpointIntervalObjects ?? CHECKPOINT_INTERVAL_OBJECTS,
+      nextSeq: start.nextSeq,
+      checkpointSeq: state.checkpointSeq,
+      writerCacheUuid: state.writerCacheUuid,
+      writerCacheSeqLast: state.writerCacheSeqLast,
+      logEndsInsideWrite: start.logEndsInsideWrite,
+      sealedObjectsAheadMax: options.sealedObjectsAheadMax,
+    });
+    return { writes, flusher, readCache, readJournal };
+  }
+
+  /** The garbage collector, started (null: off, or a read-only volume). */
+  private static startGc(options: VolumeOptions, state: BackendState, writes: WritePath, reads: ReadPath, threshold: number): GarbageCollector | null {
+    if (!(options.gc ?? true) || options.readOnly) return null;
+    const gc = new GarbageCollector({
+      store: options.store,
+      prefix: options.prefix,
+      volUuid: state.superblock.volUuid,
+      map: state.map,
+      objects: state.objects,
+      writer: writes,
+      isPinned: (obj) => reads.isPinned(obj),
+      clock: options.clock ?? systemClock,
+      log: options.log ?? (() => {}),
+      threshold,
+      intervalMs: options.gcIntervalMs ?? GC_INTERVAL_MS_DEFAULT,
+      batchBytes: options.batchBytes ?? BATCH_BYTES_DEFAULT,
+      forceCheckpointMs: options.gcForceCheckpointMs ?? GC_FORCE_CHECKPOINT_MS_DEFAULT,
+      checkpoints: writes.persistedCheckpoints,
+      crashPoint: options.crashPoint,
+    });
+    writes.onCheckpointsPersisted = (checkpoints) => gc.noteCheckpoints(checkpoints);
+    gc.start();
+    return gc;
   }
 
   private check(offset: number, length: number, what: string): void {

@@ -142,7 +142,7 @@ describe("Batch data checksum", () => {
 
 describe("Batch write boundary", () => {
   // The sealed object's WRITE_CONTINUES flag is what the batch's newest record said: recovery ends the log only
-  // after an object without it (src/volume/recovery.ts), so a wrong "no" tears a client write after cache loss.
+  // after an object without it (src/volume/recovery/rules.ts, @L6), so a wrong "no" tears a client write after cache loss.
   test("the flag is the newest record's, also for a journal-only batch sealed later; reset clears it", async () => {
     for (const endsInside of [true, false, true]) {
       const batch = newMemoryBatch(5);

@@ -15,7 +15,7 @@ import { decodeSuperblock, encodeSuperblock, newSuperblock, skippedRangeOf, type
 import { fsckRepair, makeWorld } from "../sim/volume_world.ts";
 import { FencedError } from "../../src/volume/lease.ts";
 import { LocalFence, planLogStart, takeOwnership } from "../../src/volume/ownership.ts";
-import { recoverBackend } from "../../src/volume/recovery.ts";
+import { recoverBackend } from "../../src/volume/recovery/backend.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import { SuperblockStore } from "../../src/volume/superblock_store.ts";
 import { VirtualLeaseClock } from "../sim/virtual_lease_clock.ts";

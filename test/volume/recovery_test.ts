@@ -9,12 +9,14 @@ import { randomUUID } from "node:crypto";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
+import { encodeCheckpoint } from "../../src/format/checkpoint_object.ts";
 import { encodeDataObjectHeader } from "../../src/format/data_object.ts";
 import { objectName, parseObjectName } from "../../src/format/object_name.ts";
 import { encodeSuperblock } from "../../src/format/superblock_object.ts";
 import type { ExtentMap } from "../../src/map/extent_map.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
-import { dropUnfinishedTail, keepUnfinishedTail, readSuperblock, recoverBackend } from "../../src/volume/recovery.ts";
+import { ObjectKind } from "../../src/volume/object_table.ts";
+import { dropUnfinishedTail, keepUnfinishedTail, readSuperblock, recoverBackend } from "../../src/volume/recovery/backend.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
 import { crashWorld, formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, type World } from "../sim/volume_world.ts";
@@ -64,7 +66,7 @@ test("a lost newest checkpoint is dropped from the superblock; its seq is reused
   await volume.close();
 });
 
-// ---- The roll-forward rule for write boundaries (recovery.ts: "unfinished tail") -----------------------------------
+// ---- The roll-forward rule for write boundaries (recovery/backend.ts: "unfinished tail") -----------------------------------
 
 /** A DATA object of one extent of `sectors` sectors at `lba`, filled with `fill`, flagged as asked. */
 function dataObject(volUuid: string, seq: number, lba: number, sectors: number, fill: number, writeContinues: boolean): Uint8Array {
@@ -148,6 +150,36 @@ describe("roll-forward ends at the last write boundary", () => {
     const again = await recoverBackend(store, PREFIX, { verifyData: true });
     expect(again.unfinished?.objects.map((object) => object.seq)).toEqual([2, 3, 4]);
     expect(again.nextSeq).toBe(2);
+  });
+
+  test("an invalid object ends the log as a missing one would (@L3): never applied, reported beyond the end", async () => {
+    const { store } = await logOf(["b", "b", "b"]);
+    const damaged = await store.get(objectName(PREFIX, 2));
+    damaged[damaged.byteLength - 1]! ^= 0xff; // a data CRC mismatch
+    await store.put(objectName(PREFIX, 2), damaged);
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
+    expect([state.nextSeq, state.beyondGap, mappedObjects(state.map)]).toEqual([2, [2, 3], [1]]);
+    expect(state.notes.some((note) => note.includes("is invalid") && note.includes("treated as missing"))).toBe(true);
+  });
+
+  test("a CKPT object the superblock does not list counts as present in the roll-forward (@L4)", async () => {
+    const { store, volUuid } = await logOf(["b", null, "b"]);
+    const checkpoint = encodeCheckpoint({
+      volUuid,
+      seq: 2,
+      cacheSeq: 0,
+      checkpoints: [],
+      objects: [{ seq: 1, hdrSectors: 8, dataSectors: 8, liveSectors: 8 }],
+      deferredDeletes: [],
+      mapEntries: new Uint8Array(0),
+      cacheUuid: WRITER_CACHE,
+      cacheSeqLast: 101,
+    });
+    await store.put(objectName(PREFIX, 2), checkpoint);
+    const state = await recoverBackend(store, PREFIX, { verifyData: true });
+    expect([state.checkpointSeq, state.nextSeq, state.beyondGap, mappedObjects(state.map)]).toEqual([0, 4, [], [1, 3]]);
+    expect(state.objects.get(2)?.kind).toBe(ObjectKind.Checkpoint);
+    expect(state.writerCacheSeqLast).toBe(103);
   });
 
   test("a gap ends the log first: held objects before it are the tail, objects beyond it are reported", async () => {

@@ -7,7 +7,7 @@ import { PAGE_BYTES, SECTOR_BYTES } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { Lease } from "../../volume/lease.ts";
 import { createVolume, takeOwnership } from "../../volume/ownership.ts";
-import { readSuperblock } from "../../volume/recovery.ts";
+import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { importImage, type ImportProgress } from "../../volume/image_import.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize, parseSize } from "../../util/size.ts";

@@ -1,36 +1,29 @@
-// Rebuilds the volume's state from the backend: newest valid checkpoint, then roll forward through the DATA objects
-// after it in seq order, stopping at the first gap (docs/architecture.md, "Recovery"). Reads only: what the new owner
-// writes (skipped ranges, the superblock) is decided from what this returns (ownership.ts, planLogStart).
-//
-// Backend decision table (per object seq after the checkpoint):
-//   seq in a skipped range of the superblock  -> not part of the log, whatever is there: continue after the range
-//   object missing                            -> gap: the log ends here
-//   header or data CRC bad, wrong volume      -> treated as missing (never trusted): the log ends here
-//   CKPT object                               -> counts as present (its content is already in what we rolled forward)
-//   DATA object, WRITE_CONTINUES clear        -> applied: trims and extents in their recorded order, after the held
-//                                                objects before it (they end inside a write that this one finishes)
-//   DATA object, WRITE_CONTINUES set          -> held: it ends inside a client write, the rest of which is later
+// The backend half of recovery: rebuilds the volume's state from the backend. The newest usable checkpoint (the
+// checkpoint table), then a roll-forward through the objects after it in seq order, each decided by the log object
+// table (both in rules.ts, shown in docs/architecture.md, "Recovery"), stopping at the first gap. Reads only: what the
+// new owner writes (skipped ranges, the superblock) is decided from what this returns (ownership.ts, planLogStart).
 // Objects beyond the gap are reported, not deleted: the next owner starts above them and records them as skipped, so
 // their names are never written again and a late landing of a stale writer cannot join the log.
 //
 // Objects still held at the gap are the *unfinished tail*: pieces of one client write whose end never reached the
-// backend. Only the cache's journal can finish that write, so the caller decides (volume.ts, with the journal
-// decision table): keepUnfinishedTail when the journal continues the log after the tail's newest object (case @B),
-// dropUnfinishedTail otherwise, which ends the log at the last write boundary (the tail's names are then skipped by
-// the next owner like any object beyond the log end). Either way the image is a prefix of the client writes, not of
-// their pieces: a client write is in the backend whole or not at all.
+// backend. Only the cache's journal can finish that write, so the caller decides (journal.ts, settleUnfinishedTail,
+// with the journal table): keepUnfinishedTail when the journal continues the log after the tail's newest object (case
+// @B), dropUnfinishedTail otherwise, which ends the log at the last write boundary (the tail's names are then skipped
+// by the next owner like any object beyond the log end). Either way the image is a prefix of the client writes, not
+// of their pieces: a client write is in the backend whole or not at all.
 
 import { NIL as NIL_UUID } from "uuid";
-import { CorruptionError, NotFoundError, assert } from "../errors.ts";
-import type { ObjectStore } from "../backend/object_store.ts";
-import { decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } from "../format/checkpoint_object.ts";
-import { decodeDataObjectHeader, verifyDataArea, type DataObjectHeader } from "../format/data_object.ts";
-import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
-import { objectName, parseObjectName } from "../format/object_name.ts";
-import { decodeSuperblockChecked, skippedRangeOf, type DecodedSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
-import { ExtentMap } from "../map/extent_map.ts";
-import { SECTOR_BYTES } from "../constants.ts";
-import { ObjectKind, ObjectTable } from "./object_table.ts";
+import { CorruptionError, NotFoundError, assert } from "../../errors.ts";
+import type { ObjectStore } from "../../backend/object_store.ts";
+import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, unpackCheckpointMapEntry, type CheckpointObject } from "../../format/checkpoint_object.ts";
+import { decodeDataObjectHeader, verifyDataArea, type DataObjectHeader } from "../../format/data_object.ts";
+import { decodeCommonHeader, ObjectType } from "../../format/object_header.ts";
+import { objectName, parseObjectName } from "../../format/object_name.ts";
+import { decodeSuperblockChecked, skippedRangeOf, type DecodedSuperblock, type SuperblockObject } from "../../format/superblock_object.ts";
+import { ExtentMap } from "../../map/extent_map.ts";
+import { SECTOR_BYTES } from "../../constants.ts";
+import { ObjectKind, ObjectTable } from "../object_table.ts";
+import { applyDataObject, chooseCheckpointSeq, decideLogObject } from "./rules.ts";
 
 export interface BackendState {
   superblock: SuperblockObject;
@@ -107,40 +100,12 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const map = new ExtentMap();
   const objects = new ObjectTable();
   const checkpoint = await chooseCheckpoint(store, prefix, decoded, notes);
-  let writerCacheUuid: string = NIL_UUID;
-  let writerCacheSeqLast = 0;
-  if (checkpoint) {
-    for (const info of checkpoint.objects) {
-      objects.add(info.seq, {
-        kind: ObjectKind.Data,
-        hdrSectors: info.hdrSectors,
-        dataSectors: info.dataSectors,
-        liveSectors: info.liveSectors,
-      });
-    }
-    const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
-    const entryCount = checkpoint.mapEntries.byteLength / 16;
-    for (let index = 0; index < entryCount; index++) {
-      const entry = unpackCheckpointMapEntry(view, index);
-      const info = objects.get(entry.obj);
-      if (!info || entry.offsetSectors < info.hdrSectors) {
-        throw new CorruptionError(`Checkpoint ${objectName(prefix, checkpoint.seq)}: map entry ${index} names object ${entry.obj} it does not list`);
-      }
-      map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors - info.hdrSectors);
-    }
-    writerCacheUuid = checkpoint.cacheUuid;
-    writerCacheSeqLast = checkpoint.cacheSeqLast;
-    notes.push(`checkpoint ${objectName(prefix, checkpoint.seq)}: ${entryCount} extents, ${checkpoint.objects.length} objects`);
-  }
+  if (checkpoint) loadCheckpointState(prefix, checkpoint, map, objects, notes);
   const checkpointSeq = checkpoint?.seq ?? 0;
-  if (checkpoint) objects.add(checkpointSeq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
-
   const log = await rollForward(store, prefix, superblock, checkpointSeq + 1, options.verifyData, map, objects, notes);
-  if (log.writer) {
-    writerCacheUuid = log.writer.cacheUuid;
-    writerCacheSeqLast = log.writer.cacheSeqLast;
-  }
+  const writer = log.writer ?? checkpoint;
   const { logEndSeq, nextSeq, rolledForward, unfinished } = log;
+  assert(nextSeq > checkpointSeq && nextSeq <= logEndSeq, "the log ends after its checkpoint, at or before the first seq not read");
 
   // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) stop being
   // listed: the new owner's superblock must never name an object that is not a usable checkpoint.
@@ -149,7 +114,55 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => listed <= checkpointSeq) };
     notes.push(`superblock no longer lists unusable checkpoint(s) ${checkpointsDropped.map((listed) => objectName(prefix, listed)).join(", ")}`);
   }
+  const names = await listBeyondLog(store, prefix, superblock, logEndSeq);
+  // What the next owner deletes must hold nothing the log holds (ownership.ts deletes it once it is skipped).
+  for (const seq of names.beyondGap) assert(objects.get(seq) === undefined, `object ${seq} beyond the log end is not in the log`);
+  if (names.beyondGap.length > 0) {
+    notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${names.beyondGap.length} object(s) beyond it are not part of the volume`);
+  }
+  return {
+    superblock,
+    map,
+    objects,
+    nextSeq,
+    checkpointSeq,
+    writerCacheUuid: writer?.cacheUuid ?? NIL_UUID,
+    writerCacheSeqLast: writer?.cacheSeqLast ?? 0,
+    rolledForward,
+    unfinished,
+    ...names,
+    checkpointsDropped,
+    notes,
+  };
+}
 
+/** The checkpoint's object table and extent map, into `objects` and `map` (both empty). */
+function loadCheckpointState(prefix: string, checkpoint: CheckpointObject, map: ExtentMap, objects: ObjectTable, notes: string[]): void {
+  assert(map.extentCount === 0 && objects.count === 0, "a checkpoint loads into an empty state");
+  for (const info of checkpoint.objects) {
+    objects.add(info.seq, { kind: ObjectKind.Data, hdrSectors: info.hdrSectors, dataSectors: info.dataSectors, liveSectors: info.liveSectors });
+  }
+  const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
+  const entryCount = checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
+  for (let index = 0; index < entryCount; index++) {
+    const entry = unpackCheckpointMapEntry(view, index);
+    const info = objects.get(entry.obj);
+    if (!info || entry.offsetSectors < info.hdrSectors) {
+      throw new CorruptionError(`Checkpoint ${objectName(prefix, checkpoint.seq)}: map entry ${index} names object ${entry.obj} it does not list`);
+    }
+    map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors - info.hdrSectors);
+  }
+  objects.add(checkpoint.seq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+  notes.push(`checkpoint ${objectName(prefix, checkpoint.seq)}: ${entryCount} extents, ${checkpoint.objects.length} objects`);
+}
+
+/** Every object name at or beyond the log end (not skipped), those in skipped ranges, and the highest seq named. */
+async function listBeyondLog(
+  store: ObjectStore,
+  prefix: string,
+  superblock: SuperblockObject,
+  logEndSeq: number,
+): Promise<{ beyondGap: number[]; skippedObjects: number[]; highestSeq: number }> {
   const beyondGap: number[] = [];
   const skippedObjects: number[] = [];
   let highestSeq = 0;
@@ -160,45 +173,31 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     if (skippedRangeOf(superblock.skipped, found) !== null) skippedObjects.push(found);
     else if (found >= logEndSeq) beyondGap.push(found);
   }
-  if (beyondGap.length > 0) {
-    notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${beyondGap.length} object(s) beyond it are not part of the volume`);
-  }
-  return {
-    superblock,
-    map,
-    objects,
-    nextSeq,
-    checkpointSeq,
-    writerCacheUuid,
-    writerCacheSeqLast,
-    rolledForward,
-    unfinished,
-    beyondGap,
-    skippedObjects,
-    highestSeq,
-    checkpointsDropped,
-    notes,
-  };
+  return { beyondGap, skippedObjects, highestSeq };
 }
 
 /**
- * The newest listed checkpoint that loads (null: none). A list no CRC covers (rewritten by lsvd-rbd, or plain v1 with
- * crc 0) is trusted only if every checkpoint it names loads: a damaged entry must not send recovery to an older
- * checkpoint, or to seq 1 (where the log would end at the first hole).
+ * The checkpoint recovery starts from (null: none), by the checkpoint table (rules.ts): a list no CRC covers (rewritten
+ * by lsvd-rbd, or plain v1 with crc 0) is trusted only if every checkpoint it names loads: a damaged entry must not
+ * send recovery to an older checkpoint, or to seq 1 (where the log would end at the first hole).
  */
 async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: DecodedSuperblock, notes: string[]): Promise<CheckpointObject | null> {
   const { superblock, checkpointsChecksummed, rewrittenByReference } = decoded;
-  let checkpoint: CheckpointObject | null = null;
-  for (const seq of [...superblock.checkpoints].reverse()) {
-    const loaded = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
-    if (loaded === null && !checkpointsChecksummed) {
-      throw new CorruptionError(
-        `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, seq)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
-      );
-    }
-    checkpoint ??= loaded;
-    if (checkpoint && checkpointsChecksummed) break;
+  const loaded = new Map<number, CheckpointObject>();
+  const loads = async (seq: number) => {
+    const checkpoint = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
+    if (checkpoint) loaded.set(seq, checkpoint);
+    return checkpoint !== null;
+  };
+  const chosen = await chooseCheckpointSeq(superblock.checkpoints, checkpointsChecksummed, loads);
+  if (chosen.refusedAt !== null) {
+    throw new CorruptionError(
+      `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, chosen.refusedAt)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
+    );
   }
+  if (chosen.seq === 0) return null;
+  const checkpoint = loaded.get(chosen.seq);
+  assert(checkpoint !== undefined && checkpoint.seq === chosen.seq, "the chosen checkpoint is one that loaded");
   return checkpoint;
 }
 
@@ -215,7 +214,7 @@ interface RolledForward {
   unfinished: UnfinishedTail | null;
 }
 
-/** The backend decision table above, from object `from` on: applies objects to `map` and `objects`, holds the rest. */
+/** The log object table (rules.ts) from object `from` on: applies objects to `map` and `objects`, holds the rest. */
 async function rollForward(
   store: ObjectStore,
   prefix: string,
@@ -231,40 +230,58 @@ async function rollForward(
   let writer: DataObjectHeader | null = null;
   /** DATA objects ending inside a client write, since the last write boundary: applied once a boundary follows. */
   let held: UnfinishedTail["objects"] = [];
-  for (;; seq++) {
+  for (; seq <= SEQ_MAX; seq++) {
     const skipped = skippedRangeOf(superblock.skipped, seq);
-    if (skipped !== null) {
-      seq = skipped.last; // the loop's seq++ continues after the range
+    const found = skipped === null ? await readLogObject(store, prefix, seq, superblock.volUuid, verifyData, notes) : NOT_READ;
+    const object = found.object;
+    const action = decideLogObject({
+      skipped: skipped !== null,
+      present: found.present,
+      valid: object !== null,
+      checkpoint: object !== null && object.header === null,
+      writeContinues: object?.header?.writeContinues ?? false,
+    });
+    if (action === "skip-range") {
+      seq = skipped!.last; // the loop's seq++ continues after the range
       continue;
     }
-    if (seq > 0xffffffff) break;
-    const name = objectName(prefix, seq);
-    let bytes: Uint8Array;
-    try {
-      bytes = await store.get(name);
-    } catch (error) {
-      if (error instanceof NotFoundError) break;
-      throw error;
-    }
-    const found = checkLogObject(bytes, seq, superblock.volUuid, verifyData, notes, name);
-    if (!found) break;
-    if (found.header?.writeContinues) {
-      held.push({ seq, header: found.header });
+    if (action === "end") break;
+    assert(object !== null, `object ${seq} is in the log only when it is valid`);
+    if (action === "hold") {
+      held.push({ seq, header: object.header! });
       continue;
     }
-    for (const object of held) applyDataObject(object.header, map, objects);
+    for (const piece of held) applyToState(piece.header, map, objects);
     rolledForward += held.length + 1;
     held = [];
-    if (found.header) {
-      applyDataObject(found.header, map, objects);
-      writer = found.header;
+    if (action === "apply") {
+      applyToState(object.header!, map, objects);
+      writer = object.header;
     } else {
-      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: found.hdrSectors, dataSectors: found.dataSectors, liveSectors: 0 });
+      objects.add(seq, { kind: ObjectKind.Checkpoint, hdrSectors: object.hdrSectors, dataSectors: object.dataSectors, liveSectors: 0 });
     }
   }
   const newest = held[held.length - 1]?.header;
   const unfinished = newest ? { objects: held, writerCacheUuid: newest.cacheUuid, writerCacheSeqLast: newest.cacheSeqLast, logEndSeq: seq } : null;
   return { logEndSeq: seq, nextSeq: held.length > 0 ? held[0]!.seq : seq, rolledForward, writer, unfinished };
+}
+
+/** Seqs are u32: the roll-forward never reads past the last one. */
+const SEQ_MAX = 0xffffffff;
+
+/**
+ * Asserts that `seqs` (ascending) follow one another in the log: every seq between two of them lies in a skipped
+ * range (the pieces of an unfinished write are consecutive objects of the log).
+ */
+function assertFollow(seqs: readonly number[], skipped: SuperblockObject["skipped"], what: string): void {
+  for (let index = 1; index < seqs.length; index++) {
+    assert(seqs[index]! > seqs[index - 1]!, `${what}: seqs ascend`);
+    for (let between = seqs[index - 1]! + 1; between < seqs[index]!; between++) {
+      const range = skippedRangeOf(skipped, between);
+      assert(range !== null, `${what}: seq ${between} between ${seqs[index - 1]} and ${seqs[index]} is in a skipped range`);
+      between = range.last;
+    }
+  }
 }
 
 function describeTail(prefix: string, tail: UnfinishedTail): string {
@@ -280,7 +297,11 @@ function describeTail(prefix: string, tail: UnfinishedTail): string {
 export function keepUnfinishedTail(prefix: string, state: BackendState): void {
   const tail = state.unfinished;
   if (!tail) return;
-  for (const object of tail.objects) applyDataObject(object.header, state.map, state.objects);
+  const seqs = tail.objects.map((object) => object.seq);
+  assert(state.nextSeq === seqs[0], "the log ends right before its unfinished tail");
+  assertFollow(seqs, state.superblock.skipped, "unfinished tail");
+  assert(tail.logEndSeq > seqs[seqs.length - 1]!, "the roll-forward stopped after the tail");
+  for (const object of tail.objects) applyToState(object.header, state.map, state.objects);
   state.nextSeq = tail.logEndSeq;
   state.writerCacheUuid = tail.writerCacheUuid;
   state.writerCacheSeqLast = tail.writerCacheSeqLast;
@@ -298,9 +319,11 @@ export function keepUnfinishedTail(prefix: string, state: BackendState): void {
 export function dropUnfinishedTail(prefix: string, state: BackendState): void {
   const tail = state.unfinished;
   if (!tail) return;
-  assert(state.nextSeq === tail.objects[0]!.seq, "the log ends right before its unfinished tail");
-  state.unfinished = null;
   const seqs = tail.objects.map((object) => object.seq);
+  assert(state.nextSeq === seqs[0], "the log ends right before its unfinished tail");
+  assertFollow(seqs, state.superblock.skipped, "unfinished tail");
+  for (const seq of seqs) assert(state.objects.get(seq) === undefined, `object ${seq} of a dropped tail was never applied`);
+  state.unfinished = null;
   state.beyondGap.push(...seqs);
   state.beyondGap.sort((a, b) => a - b);
   state.notes.push(`${describeTail(prefix, tail)}, whose rest no journal holds: the log ends at ${objectName(prefix, state.nextSeq)}; ${seqs.length} object(s) left beyond it`);
@@ -334,6 +357,26 @@ interface LogObject {
   dataSectors: number;
 }
 
+/** What the roll-forward found at a seq: whether a name exists, and the object if it is valid. */
+interface Found {
+  present: boolean;
+  object: LogObject | null;
+}
+
+const NOT_READ: Found = { present: false, object: null };
+
+async function readLogObject(store: ObjectStore, prefix: string, seq: number, volUuid: string, verifyData: boolean, notes: string[]): Promise<Found> {
+  const name = objectName(prefix, seq);
+  let bytes: Uint8Array;
+  try {
+    bytes = await store.get(name);
+  } catch (error) {
+    if (error instanceof NotFoundError) return NOT_READ;
+    throw error;
+  }
+  return { present: true, object: checkLogObject(bytes, seq, volUuid, verifyData, notes, name) };
+}
+
 /** Decodes and checks object `seq` of the log; null (with a note) when it must be treated as missing. */
 function checkLogObject(bytes: Uint8Array, seq: number, volUuid: string, verifyData: boolean, notes: string[], name: string): LogObject | null {
   try {
@@ -358,20 +401,9 @@ function checkLogObject(bytes: Uint8Array, seq: number, volUuid: string, verifyD
   }
 }
 
-/** Applies a DATA object to the map and the object table: its trims and extents in their recorded order. */
-function applyDataObject(header: DataObjectHeader, map: ExtentMap, objects: ObjectTable): void {
-  const seq = header.seq;
-  objects.add(seq, { kind: ObjectKind.Data, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors, liveSectors: header.dataSectors });
-  let trimIndex = 0;
-  let offset = 0;
-  const trims = header.trims;
-  header.extents.forEach((extent, index) => {
-    while (trimIndex < trims.length && trims[trimIndex]!.beforeIndex <= index) {
-      map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
-      trimIndex += 1;
-    }
-    map.update(extent.lba, extent.sectors, seq, offset, objects.displaced);
-    offset += extent.sectors;
-  });
-  for (; trimIndex < trims.length; trimIndex++) map.trim(trims[trimIndex]!.lba, trims[trimIndex]!.sectors, objects.displaced);
+/** Applies a DATA object to the map (rules.ts, applyDataObject) and adds it to the object table. */
+function applyToState(header: DataObjectHeader, map: ExtentMap, objects: ObjectTable): void {
+  assert(objects.get(header.seq) === undefined, `object ${header.seq} is applied once`);
+  objects.add(header.seq, { kind: ObjectKind.Data, hdrSectors: header.hdrSectors, dataSectors: header.dataSectors, liveSectors: header.dataSectors });
+  applyDataObject(header, map, objects.displaced);
 }
