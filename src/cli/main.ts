@@ -7,6 +7,7 @@ import { LsvdError } from "../errors.ts";
 import { loadIsalCrc32c } from "../../ffi/isal_crc32c.ts";
 import { installCrc32cAccelerator } from "../format/crc32c.ts";
 import { COMMANDS } from "./commands/index.ts";
+import { parseCommandArgs, type Parsed } from "./args.ts";
 
 const VERSION = "0.1.0";
 
@@ -61,8 +62,20 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lsvd: unknown command '${name}' (try 'lsvd --help')\n`);
     return 2;
   }
+  let parsed: Parsed & { help: boolean };
   try {
-    return await command.run(rest);
+    parsed = parseCommandArgs(rest, command.options);
+  } catch (error) {
+    if (!(error instanceof LsvdError)) throw error;
+    process.stderr.write(`lsvd ${name}: ${error.message.replace(/\s*\n\s*/g, " ")}\n`);
+    return command.usageExitCode ?? 1;
+  }
+  if (parsed.help) {
+    writeOut(command.help);
+    return 0;
+  }
+  try {
+    return await command.run(parsed);
   } catch (error) {
     if (error instanceof LsvdError) {
       // One line per error, so scripts can grep it (messages that embed a usage text or a parseArgs hint have several).

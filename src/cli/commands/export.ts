@@ -15,7 +15,7 @@ import { formatSize } from "../../util/size.ts";
 import { writeOut } from "../output.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import { Progress } from "../progress.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd export [--progress] [--force] [--json] VOLUME FILE";
@@ -58,12 +58,7 @@ export const exportCommand: Command = {
   summary: "write a volume's image to a raw, sparse file",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { VOLUME: volume, FILE: file } = namedArguments(parsed, ["VOLUME", "FILE"], USAGE);
     const force = parsed.values.force === true;
     if (existsSync(file!)) {

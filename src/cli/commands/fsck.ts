@@ -11,7 +11,7 @@ import { openUringDevice, type UringDevice } from "../../../ffi/uring_device.ts"
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
 import { formatSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd fsck [--cache CACHE] [--repair] [--json] VOLUME";
@@ -91,15 +91,10 @@ export const fsckCommand: Command = {
   summary: "check a volume (and its cache) for consistency; --repair",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    let parsed;
+  usageExitCode: FSCK_EXIT_OPERATIONAL,
+  async run(parsed) {
     let volume: string;
     try {
-      parsed = parseCommandArgs(argv, OPTIONS);
-      if (parsed.help) {
-        writeOut(HELP);
-        return 0;
-      }
       volume = namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!;
     } catch (error) {
       if (!(error instanceof LsvdError)) throw error;

@@ -7,7 +7,7 @@ import { openVolumeForCommand } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { makeLogger } from "../../util/log.ts";
 import { formatSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, parseCommandArgs, requireVolumeAndCache, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, requireVolumeAndCache, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 import { parseObjectName } from "../../format/object_name.ts";
 
@@ -43,12 +43,7 @@ export const gcCommand: Command = {
   summary: "garbage-collect a volume that is not being served",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
     const gcThreshold = gcThresholdOption(parsed)!;
     const json = parsed.values.json === true;

@@ -14,7 +14,7 @@ import { formatSize, parseSize } from "../../util/size.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { Progress } from "../progress.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 import { checkVolumeSize } from "./mkdisk.ts";
 
@@ -78,12 +78,7 @@ export const importCommand: Command = {
   summary: "write a raw image file into a volume (creating it if needed)",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { FILE: file, VOLUME: volume } = namedArguments(parsed, ["FILE", "VOLUME"], USAGE);
     const objectBytes = objectBytesOption(stringOption(parsed, "object-size")!);
     const fileBytes = await imageSize(file!);

@@ -7,7 +7,7 @@ import { LeaseState } from "../../format/lease_object.ts";
 import { processRuns, thisProcess } from "../../util/process_identity.ts";
 import { describeHolder } from "../../volume/lease.ts";
 import { breakLease, inspectLease, type LeaseAdminContext, type LeaseInspection } from "../../volume/lease_admin.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import { openOwnedBackend } from "../ownership.ts";
 import type { Command } from "./command.ts";
 
@@ -82,12 +82,7 @@ export const lockCommand: Command = {
   summary: "show or break a volume's lease (who owns it)",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { ACTION: action, VOLUME: volume } = namedArguments(parsed, ["ACTION", "VOLUME"], USAGE);
     if (action !== "show" && action !== "break") throw new InvalidArgumentError(`unknown lock action '${action}'. Usage: ${USAGE}`);
     if (action === "show" && parsed.values.force === true) throw new InvalidArgumentError("--force is for 'lsvd lock break'");

@@ -4,7 +4,7 @@ import { openBackendLocation } from "../../backend/backend_uri.ts";
 import { listVolumes } from "../../volume/volume_admin.ts";
 import { formatSize } from "../../util/size.ts";
 import { writeOut } from "../output.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd ls [--json] LOCATION";
@@ -26,12 +26,7 @@ export const lsCommand: Command = {
   summary: "list the volumes in a directory, pool or bucket",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { LOCATION: location } = namedArguments(parsed, ["LOCATION"], USAGE);
     const { store, namePrefix, uriOf } = await openBackendLocation(location!, backendOptionsFrom(parsed));
     try {

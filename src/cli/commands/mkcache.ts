@@ -15,7 +15,7 @@ import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { readCacheSuperblock } from "../../volume/recovery/journal.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, stringOption, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, stringOption, type OptionSpec } from "../args.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
 import { printCacheSuperblock } from "./parse.ts";
@@ -102,12 +102,7 @@ export const mkcacheCommand: Command = {
   summary: "format a cache file or device for a volume",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const [cachePath] = requirePositional(parsed, 1, USAGE);
     if (parsed.values.show === true) {
       const device = await openUringDevice(cachePath!);

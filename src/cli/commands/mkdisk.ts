@@ -8,7 +8,7 @@ import { createVolume } from "../../volume/ownership.ts";
 import { makeLogger } from "../../util/log.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd mkdisk [--size SIZE] [--uuid UUID] [--force] [--json] VOLUME";
@@ -52,12 +52,7 @@ export const mkdiskCommand: Command = {
   summary: "create a volume (its superblock object)",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { VOLUME: volume } = namedArguments(parsed, ["VOLUME"], USAGE);
     const sizeBytes = parseSize(stringOption(parsed, "size")!, "size");
     checkVolumeSize(sizeBytes);

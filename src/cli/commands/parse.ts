@@ -12,7 +12,7 @@ import { decodeLease, LeaseState } from "../../format/lease_object.ts";
 import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { SECTOR_BYTES } from "../../constants.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, parseCommandArgs, requirePositional, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd parse [--json] [--map-limit N] OBJECT";
@@ -176,12 +176,7 @@ export const parseCommand: Command = {
   summary: "print a backend object or a cache superblock",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const [target] = requirePositional(parsed, 1, USAGE);
     const json = parsed.values.json === true;
     const mapLimit = Number(parsed.values["map-limit"]);

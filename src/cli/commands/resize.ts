@@ -6,7 +6,7 @@ import { makeLogger } from "../../util/log.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 import { checkVolumeSize } from "./mkdisk.ts";
 
@@ -31,12 +31,7 @@ export const resizeCommand: Command = {
   summary: "grow a volume",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { VOLUME: volume } = namedArguments(parsed, ["VOLUME"], USAGE);
     const sizeText = stringOption(parsed, "size");
     if (sizeText === undefined) throw new InvalidArgumentError(`--size is required. Usage: ${USAGE}`);

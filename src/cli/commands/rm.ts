@@ -4,7 +4,7 @@ import { removeVolume } from "../../volume/volume_admin.ts";
 import { makeLogger } from "../../util/log.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, parseCommandArgs, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd rm [--json] VOLUME";
@@ -28,12 +28,7 @@ export const rmCommand: Command = {
   summary: "delete a volume and all its objects",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { VOLUME: volume } = namedArguments(parsed, ["VOLUME"], USAGE);
     const durationMs = leaseDurationFrom(parsed);
     const log = makeLogger("lsvd", true); // quiet, like mkdisk: refusals and errors are thrown

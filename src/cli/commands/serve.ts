@@ -12,7 +12,6 @@
 
 import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../../ffi/libc.ts";
-import { writeOut } from "../output.ts";
 import {
   BATCH_BYTES_DEFAULT,
   BATCH_BYTES_MAX,
@@ -39,7 +38,6 @@ import {
   BACKEND_OPTIONS,
   backendOptionsFrom,
   gcThresholdOption,
-  parseCommandArgs,
   requireVolumeAndCache,
   stringOption,
   type OptionSpec,
@@ -259,12 +257,7 @@ export const serveCommand: Command = {
   summary: "serve a volume over NBD (TCP or unix socket)",
   options: OPTIONS,
   help: HELP,
-  async run(argv) {
-    const parsed = parseCommandArgs(argv, OPTIONS);
-    if (parsed.help) {
-      writeOut(HELP);
-      return 0;
-    }
+  async run(parsed) {
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
     const batchBytes = batchSizeOption(parsed);
     const batchIdleMs = positiveIntegerOption(parsed, "batch-idle-ms");
