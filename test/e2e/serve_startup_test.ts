@@ -29,6 +29,7 @@ import {
 } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
+const RECOVERY_DATA_BYTES = 96 * MIB;
 const TEST_TIMEOUT_MS = 180_000;
 const SEED = Number(process.env.LSVD_SEED ?? 0x5e7e);
 
@@ -124,7 +125,9 @@ test(
   async () => {
     const paths = await createVolume("startup-port", { size: "256m", cacheSize: "512m" });
     // Writes that stay in the journal: a backend directory nothing can be created in holds every put back, so the
-    // whole copy is journal records that the next start must replay (and put).
+    // whole copy is journal records that the next start must replay (and put). 96 MiB: the write path lets at most
+    // SEALED_OBJECTS_AHEAD_MAX objects (16 of 8 MiB at the default batch size) run ahead of the backend; more would
+    // wait for puts that cannot land, and the lease (in that backend) would expire under the writes.
     const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--no-gc"] });
     const immutable = await run(["chattr", "+i", paths.backendDir]);
     if (immutable.exitCode !== 0) {
@@ -134,7 +137,7 @@ test(
     }
     let hash: string;
     try {
-      ({ hash } = await writeData(server.uri, 160 * MIB, SEED + 2));
+      ({ hash } = await writeData(server.uri, RECOVERY_DATA_BYTES, SEED + 2));
       await server.kill();
     } finally {
       await runOk(["chattr", "-i", paths.backendDir]);
@@ -163,9 +166,9 @@ test(
     const replayed = /recovery: journal case @\w, (\d+) record\(s\) replayed/.exec(recovered.log);
     expect(Number(replayed?.[1] ?? 0)).toBeGreaterThan(0);
     console.log(
-      `serve_startup_test: busy port refused in ${failedMs.toFixed(0)} ms; start with recovery (${replayed![1]} journal records, 160 MiB) took ${recoveryMs.toFixed(0)} ms`,
+      `serve_startup_test: busy port refused in ${failedMs.toFixed(0)} ms; start with recovery (${replayed![1]} journal records, ${RECOVERY_DATA_BYTES / MIB} MiB) took ${recoveryMs.toFixed(0)} ms`,
     );
-    await expectData(recovered.uri, 160 * MIB, hash);
+    await expectData(recovered.uri, RECOVERY_DATA_BYTES, hash);
     expect((await recovered.stop()).exitCode).toBe(0);
     expect(fileSize(paths.cache)).toBe(512 * MIB);
   },
