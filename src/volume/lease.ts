@@ -136,6 +136,8 @@ export interface LeaseOptions {
   /** mkdisk: the volume need not exist yet. Otherwise a missing superblock is "no volume here", before any lease. */
   volumeMayBeAbsent?: boolean;
   log?: (line: string) => void;
+  /** The cookie of a new holding (default: a random version 4 uuid); the simulator draws it from its seeded PRNG. */
+  newCookie?: () => string;
 }
 
 /** Reads the lease object: absent, undecodable, or a record with its version. */
@@ -247,7 +249,7 @@ export class Lease implements Fence {
         durationMs,
         acquiredAtMs: wallMs,
         renewedAtMs: wallMs,
-        cookie: uuidv4(),
+        cookie: options.newCookie?.() ?? uuidv4(),
         ...identity,
         command: options.command,
         addresses: options.addresses ?? [],

@@ -97,7 +97,7 @@ export async function makeWorld(
     volUuid,
     volSectors: volumeBytes / SECTOR_BYTES,
     replace: false,
-    lease: { command: "mkdisk", identity: { ...SIM_HOST, pid: 0, processStartTicks: 1 }, processRuns: () => false, ...(clock ? { clock } : {}) },
+    lease: { command: "mkdisk", identity: { ...SIM_HOST, pid: 0, processStartTicks: 1 }, processRuns: () => false, ...(clock ? { clock, newCookie: () => prngUuid(prng) } : {}) },
   });
   const cacheBytes = options.cacheBytes ?? 40 * 1024 * 1024;
   const device = new MemoryCacheDevice(cacheBytes, prng);
@@ -196,7 +196,7 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
     identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
     processRuns: () => false,
     log: (line) => world.logs.push(line),
-    ...(world.clock ? { clock: world.clock } : {}),
+    ...(world.clock ? { clock: world.clock, newCookie: () => prngUuid(world.prng) } : {}),
   });
   world.lease = lease;
   const store = world.virtual ? virtualStore(world, lease) : new GuardedStore(world.fence, () => lease.check());
@@ -270,7 +270,14 @@ export async function fsckRepair(world: World): Promise<FsckReport> {
   let lease: Lease | null = null;
   const store = new GuardedStore(world.store, () => lease!.check());
   const taken = await takeOwnership(
-    { store: world.store, prefix: PREFIX, command: "fsck --repair", identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 }, processRuns: () => false },
+    {
+      store: world.store,
+      prefix: PREFIX,
+      command: "fsck --repair",
+      identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
+      processRuns: () => false,
+      ...(world.clock ? { clock: world.clock, newCookie: () => prngUuid(world.prng) } : {}),
+    },
     store,
   );
   lease = taken.lease;
