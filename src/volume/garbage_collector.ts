@@ -46,7 +46,7 @@ import { assert, CorruptionError } from "../errors.ts";
 import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { Clock, CrashPoint, TimerHandle } from "./clock.ts";
+import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";

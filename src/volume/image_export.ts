@@ -7,6 +7,7 @@ import { PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { assert, InvalidArgumentError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
+import { isAllZero } from "../util/zero.ts";
 import { dropUnfinishedTail, recoverBackend } from "./recovery/backend.ts";
 
 /** Ranged reads in flight at once. */
@@ -62,7 +63,6 @@ function piecesOf(map: { forEach(visit: (lba: number, sectors: number, obj: numb
 async function writeNonZero(target: ImageTarget, offset: number, data: Uint8Array): Promise<number> {
   let written = 0;
   let runStart = -1;
-  const zero = Buffer.alloc(PAGE_BYTES);
   const flush = async (end: number) => {
     if (runStart < 0) return;
     await target.write(offset + runStart, data.subarray(runStart, end));
@@ -71,8 +71,7 @@ async function writeNonZero(target: ImageTarget, offset: number, data: Uint8Arra
   };
   for (let at = 0; at < data.byteLength; at += PAGE_BYTES) {
     const page = data.subarray(at, Math.min(at + PAGE_BYTES, data.byteLength));
-    const isZero = Buffer.from(page.buffer, page.byteOffset, page.byteLength).equals(zero.subarray(0, page.byteLength));
-    if (isZero) await flush(at);
+    if (isAllZero(page)) await flush(at);
     else if (runStart < 0) runStart = at;
   }
   await flush(data.byteLength);

@@ -16,6 +16,7 @@ import { assert, IOError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { encodeDataObjectHeader } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
+import { isAllZero } from "../util/zero.ts";
 import type { SuperblockObject } from "../format/superblock_object.ts";
 import { buildCheckpoint, checkpointsUnneeded } from "./checkpoint.ts";
 import { ObjectKind } from "./object_table.ts";
@@ -87,12 +88,6 @@ class PendingObject {
   }
 }
 
-const ZERO_PAGE = new Uint8Array(PAGE_BYTES);
-
-function isZeroPage(page: Uint8Array): boolean {
-  return Buffer.from(page.buffer, page.byteOffset, page.byteLength).equals(ZERO_PAGE);
-}
-
 /** The whole-volume trim that clears what the volume held before, split where a trim's u32 length needs it. */
 function wholeVolumeTrims(volSectors: number): Array<{ lba: number; sectors: number; beforeIndex: number }> {
   const trims = [];
@@ -155,7 +150,7 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
   for await (const { offset, page } of pagesOf(source, options.objectBytes)) {
     counts.bytesRead = offset + page.byteLength;
     if (offset % options.objectBytes === 0) report("data"); // a chunk was read
-    if (isZeroPage(page)) continue;
+    if (isAllZero(page)) continue;
     pending.add(offset / SECTOR_BYTES, page);
     dataBytes += page.byteLength;
     if (pending.full) {

@@ -35,7 +35,7 @@ import { decodeLease, encodeLease, LeaseState, type LeaseRecord } from "../forma
 import { leaseName } from "../format/object_name.ts";
 import { decodeSuperblock } from "../format/superblock_object.ts";
 import { processRuns, thisProcess, type ProcessIdentity } from "../util/process_identity.ts";
-import type { TimerHandle } from "./clock.ts";
+import type { TimerHandle } from "../util/clock.ts";
 
 /** This process may no longer change the volume: its lease was lost or ran out. Never retried. */
 export class FencedError extends ConflictError {}

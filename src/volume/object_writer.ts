@@ -14,7 +14,7 @@ import { assert, ConflictError } from "../errors.ts";
 import { FencedError } from "./lease.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../util/clock.ts";
 
 const PERMANENT_ERROR_RETRY_DELAY_MS = 5000;
 

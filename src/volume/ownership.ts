@@ -9,7 +9,7 @@ import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, newSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
 import type { BackendState } from "./recovery/backend.ts";
-import type { CrashPoint } from "./clock.ts";
+import type { CrashPoint } from "../util/clock.ts";
 import { FencedError, Lease, type Fence, type LeaseOptions } from "./lease.ts";
 import { decodeVolumeSuperblock, SuperblockStore } from "./superblock_store.ts";
 

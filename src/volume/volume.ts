@@ -19,7 +19,7 @@ import { Journal } from "../cache/journal.ts";
 import { ReadCache } from "../cache/read_cache.ts";
 import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
-import { systemClock, type Clock, type CrashPoint } from "./clock.ts";
+import { systemClock, type Clock, type CrashPoint } from "../util/clock.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";

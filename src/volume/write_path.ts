@@ -31,7 +31,7 @@ import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { assert } from "../errors.ts";
 import type { Batch, JournalReader } from "./batch.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../util/clock.ts";
 import type { FlushCoordinator } from "./flush_coordinator.ts";
 import type { ObjectTable } from "./object_table.ts";
 import type { ObjectWriter } from "./object_writer.ts";

@@ -4,7 +4,7 @@
 
 import { WrappingStore, type StoreOp } from "../../src/backend/wrapping_store.ts";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
-import type { Clock } from "../../src/volume/clock.ts";
+import type { Clock } from "../../src/util/clock.ts";
 import type { Prng } from "./prng.ts";
 
 export interface Latency {

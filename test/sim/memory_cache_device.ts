@@ -9,7 +9,7 @@
 import { PAGE_BYTES } from "../../src/constants.ts";
 import { IOError, InvalidArgumentError } from "../../src/errors.ts";
 import type { AlignedPool, CacheDevice } from "../../src/cache/cache_device.ts";
-import { systemClock, type Clock } from "../../src/volume/clock.ts";
+import { systemClock, type Clock } from "../../src/util/clock.ts";
 import { Prng } from "./prng.ts";
 
 interface PendingWrite {

@@ -6,7 +6,7 @@
 // device fires on this clock, in (time, order) order, so one seed replays the same run.
 
 import type { LeaseClock } from "../../src/volume/lease.ts";
-import type { Clock, TimerHandle } from "../../src/volume/clock.ts";
+import type { Clock, TimerHandle } from "../../src/util/clock.ts";
 
 interface Timer {
   atMs: number;

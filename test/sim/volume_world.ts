@@ -17,7 +17,7 @@ import { computeCacheLayout } from "../../src/cache/cache_layout.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import { encodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
 import { Volume, type VolumeOptions } from "../../src/volume/volume.ts";
-import type { Clock } from "../../src/volume/clock.ts";
+import type { Clock } from "../../src/util/clock.ts";
 import { FencedStore } from "./fenced_store.ts";
 import { GuardedStore } from "../../src/backend/guarded_store.ts";
 import type { Lease } from "../../src/volume/lease.ts";

@@ -8,7 +8,7 @@ import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { GuardedStore } from "../../src/backend/guarded_store.ts";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
 import type { CacheDevice } from "../../src/cache/cache_device.ts";
-import type { Clock } from "../../src/volume/clock.ts";
+import type { Clock } from "../../src/util/clock.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
 import { objectName, parseObjectName } from "../../src/format/object_name.ts";
 import { decodeSuperblock, encodeSuperblock, skippedRangeOf } from "../../src/format/superblock_object.ts";

@@ -3,7 +3,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
-import type { Clock } from "../../src/volume/clock.ts";
+import type { Clock } from "../../src/util/clock.ts";
 import { makeWorld, openVolume, PREFIX, VolumeModel } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;

@@ -14,7 +14,7 @@ import { Journal, type JournalStart } from "../../cache/journal.ts";
 import { JournalWalker } from "../../cache/journal_replay.ts";
 import { decodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { JOURNAL_HEADER_BYTES, JournalRecordType, type JournalExtent } from "../../format/journal_record.ts";
-import type { CrashPoint } from "../clock.ts";
+import type { CrashPoint } from "../../util/clock.ts";
 import { dropUnfinishedTail, keepUnfinishedTail, type BackendState } from "./backend.ts";
 import { decideJournalCase, type JournalCase } from "./rules.ts";
 

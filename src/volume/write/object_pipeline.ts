@@ -22,7 +22,7 @@ import type { AlignedPool } from "../../cache/cache_device.ts";
 import type { Journal } from "../../cache/journal.ts";
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { Batch, batchCapacityBytes, batchHeaderRoomBytes, type JournalReader } from "../batch.ts";
-import type { Clock } from "../clock.ts";
+import type { Clock } from "../../util/clock.ts";
 import { ObjectKind, type ObjectTable } from "../object_table.ts";
 import { ObjectWriter } from "../object_writer.ts";
 import { BatchBuffers } from "./batch_buffers.ts";

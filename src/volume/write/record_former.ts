@@ -27,7 +27,7 @@ import type { ReadCache } from "../../cache/read_cache.ts";
 import type { JournalExtent } from "../../format/journal_record.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
 import type { Batch } from "../batch.ts";
-import type { Clock, TimerHandle } from "../clock.ts";
+import type { Clock, TimerHandle } from "../../util/clock.ts";
 import type { FlushCoordinator } from "../flush_coordinator.ts";
 import type { Fence } from "../lease.ts";
 import type { ObjectTable } from "../object_table.ts";
