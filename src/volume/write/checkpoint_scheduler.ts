@@ -25,7 +25,7 @@ import type { Batch } from "../batch.ts";
 import { buildCheckpoint, checkpointsUnneeded } from "../checkpoint.ts";
 import { ObjectKind, type ObjectTable } from "../object_table.ts";
 import type { SuperblockStore } from "../superblock_store.ts";
-import { debugChecks } from "./halt.ts";
+import { debugChecks } from "../../util/debug_checks.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
 import type { WriteStats } from "./stats.ts";
 

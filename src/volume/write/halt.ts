@@ -10,9 +10,6 @@ import { assert } from "../../errors.ts";
 
 export type HaltState = { kind: "running" } | { kind: "failed"; error: unknown };
 
-/** Invariant checks at every state change: under `bun test` (NODE_ENV=test) and with LSVD_DEBUG=1. */
-export const debugChecks = process.env.NODE_ENV === "test" || process.env.LSVD_DEBUG === "1";
-
 export class Halt {
   private current: HaltState = { kind: "running" };
   private readonly signal = Promise.withResolvers<never>();

@@ -26,7 +26,8 @@ import type { Clock } from "../../util/clock.ts";
 import { ObjectKind, type ObjectTable } from "../object_table.ts";
 import { ObjectWriter } from "../object_writer.ts";
 import { BatchBuffers } from "./batch_buffers.ts";
-import { debugChecks, type Halt } from "./halt.ts";
+import { debugChecks } from "../../util/debug_checks.ts";
+import type { Halt } from "./halt.ts";
 
 /** An object waiting for its put: its bytes, or a journal-only batch whose data is read back from the journal first. */
 type Queued = { seq: number; state: "ready"; bytes: Uint8Array } | { seq: number; state: "toBuild"; batch: Batch };

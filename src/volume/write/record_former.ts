@@ -31,7 +31,8 @@ import type { Clock, TimerHandle } from "../../util/clock.ts";
 import type { FlushCoordinator } from "../flush_coordinator.ts";
 import type { Fence } from "../lease.ts";
 import type { ObjectTable } from "../object_table.ts";
-import { debugChecks, type Halt } from "./halt.ts";
+import { debugChecks } from "../../util/debug_checks.ts";
+import type { Halt } from "./halt.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
 import type { WriteStats } from "./stats.ts";
 
