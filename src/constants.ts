@@ -307,6 +307,10 @@ export const LEASE_DURATION_MS_MIN = 1000;
 export const STALE_SEQ_MARGIN = 1024;
 /** Skipped seq ranges a superblock may carry (docs/format.md); a takeover checkpoint keeps the count near 3. */
 export const SKIPPED_RANGES_MAX = 64;
+/** Snapshots a volume may carry (docs/format.md): each pins a checkpoint and every object its map names. */
+export const SNAPSHOTS_MAX = 256;
+/** Clone registrations a volume's superblock may carry (docs/format.md, `clone_ref`): up to ~280 KiB of header. */
+export const CLONE_REFS_MAX = 1024;
 /** Attempts at the superblock rewrite that records a new owner's epoch while a stale holder's last write lands. */
 export const SUPERBLOCK_CAS_ATTEMPTS_MAX = 8;
 

@@ -2,12 +2,15 @@
 // snapshots, plus our extension's next object seq. Spec: docs/format.md, "Superblock object".
 //
 // Layout we write (one 4 KiB header area unless the arrays need more; data_sectors = 0):
-//   0   common header (44)          76  extension block (44)          120  ckpts, clone_info, snaps, skips, zeros
-//   44  super sub-header (32)
+//   0   common header (44)          76  extension block (60)          136  ckpts, clone_info, snaps, skips, snapx,
+//   44  super sub-header (32)                                              clone_refs, zeros
 // Ownership fields (docs/architecture.md, "Ownership and fencing"): owner_epoch, the lease epoch of the owner that
 // wrote this superblock, and the skipped ranges: seqs no owner ever writes (a new ownership starts its log above
 // every name that may exist), sorted, disjoint, each below next_seq. Earlier lsvd versions wrote a 28-byte
-// extension block (next_seq only, arrays from 104): it decodes with ownerEpoch 0 and no skipped ranges.
+// extension block (next_seq only, arrays from 104): it decodes with ownerEpoch 0 and no skipped ranges; and a
+// 44-byte block (arrays from 120): it decodes without snapshot times and clone registrations.
+// Snapshot facts (docs/format.md): each snapshot's creation time (`snapx`) and the clones registered as made from
+// it (`clone_ref`) live in the extension; each names a snapshot the v1 snaps area lists.
 // The decoder also reads reference-written superblocks (no extension: nextSeq = 0), and our own superblocks after the
 // reference (lsvd-rbd) rewrote them in place, which it does at every checkpoint: it reads the superblock, sets
 // ckpts_offset to 76 (the end of its sub-header) and ckpts_len, writes its list of at most 3 checkpoint seqs at 76 and
@@ -16,7 +19,7 @@
 // checksum, so the caller must check what it names (recovery refuses a list naming a checkpoint that is missing or
 // does not decode: checkpointsChecksummed false).
 
-import { PAGE_BYTES, SECTOR_BYTES, SKIPPED_RANGES_MAX, VOLUME_SECTORS_MAX } from "../constants.ts";
+import { CLONE_REFS_MAX, PAGE_BYTES, SECTOR_BYTES, SKIPPED_RANGES_MAX, SNAPSHOTS_MAX, VOLUME_SECTORS_MAX } from "../constants.ts";
 import { CorruptionError, assert } from "../errors.ts";
 import {
   SHORT_NAME_BYTES_MAX,
@@ -40,6 +43,7 @@ import {
   EXT_PREAMBLE_FIELDS,
   EXT_VERSION,
   encodeExtensionPreamble,
+  extensionPlaceOf as sharedExtensionPlaceOf,
   hasExtension,
   sealObjectHeader,
   verifyObjectHeader,
@@ -61,6 +65,23 @@ export interface SuperblockObject {
   ownerEpoch: number;
   /** Extension: seqs first..last (inclusive) that no owner ever writes; ascending, disjoint. */
   skipped: SeqRange[];
+  /** Extension: when snapshots were made, one entry per snapshot seq at most (snapshots made elsewhere have none). */
+  snapshotTimes: SnapshotTime[];
+  /** Extension: clones registered as made from this volume's snapshots (some may be stale: see docs/format.md). */
+  cloneRefs: CloneRef[];
+}
+
+export interface SnapshotTime {
+  seq: number;
+  /** Milliseconds since the Unix epoch. */
+  createdMs: number;
+}
+
+/** A clone made from the snapshot at snapSeq: the clone's vol_uuid and its prefix on the same backend. */
+export interface CloneRef {
+  snapSeq: number;
+  cloneUuid: string;
+  name: string;
 }
 
 /** Object seqs first..last, inclusive. */
@@ -71,7 +92,7 @@ export interface SeqRange {
 
 /** A new volume's superblock: no checkpoint, no owner yet, the log starts at seq 1. */
 export function newSuperblock(volUuid: string, volSectors: number): SuperblockObject {
-  return { volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1, ownerEpoch: 0, skipped: [] };
+  return { volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1, ownerEpoch: 0, skipped: [], snapshotTimes: [], cloneRefs: [] };
 }
 
 /** The range holding seq, or null. */
@@ -105,20 +126,34 @@ const SUPER_EXT = layout(
     ["ownerEpoch", 8], // u64 (from here on: absent in the 28-byte block of earlier versions)
     ["skipsOffset", 4], // seq_range {u32 first, u32 last} entries; len % 8 == 0
     ["skipsLen", 4],
+    ["snapxOffset", 4], // snapx entries {u32 seq, u64 created_ms}; len % 12 == 0 (absent in the 44-byte block)
+    ["snapxLen", 4],
+    ["cloneRefsOffset", 4], // clone_ref entries {u32 snap seq, 16-byte vol_uuid, u8 name_len, name}; fill len
+    ["cloneRefsLen", 4],
   ],
   COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES,
 );
-export const SUPER_EXTENSION_BYTES = 44;
-assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 44 bytes");
+export const SUPER_EXTENSION_BYTES = 60;
+assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 60 bytes");
 const EXT_PLACE: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_BYTES };
+/** The block of the ownership versions: up to the skipped ranges. Decoded, never written. */
+export const SUPER_EXTENSION_V2_BYTES = 44;
+const EXT_PLACE_V2: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_V2_BYTES };
+assert(SUPER_EXT.snapxOffset === EXT_PLACE_V2.offset + SUPER_EXTENSION_V2_BYTES, "the snapshot fields follow the ownership block");
 /** The block earlier lsvd versions wrote: preamble and next_seq. Decoded, never written. */
 export const SUPER_EXTENSION_V1_BYTES = 28;
 const EXT_PLACE_V1: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_V1_BYTES };
 assert(SUPER_EXT.ownerEpoch === EXT_PLACE_V1.offset + SUPER_EXTENSION_V1_BYTES, "the ownership fields follow the earlier block");
-/** Where our variable parts start: 120 (104 in superblocks of earlier versions). */
+/** Every block length ever written, oldest first (extensionPlaceOf). */
+const EXT_PLACES: readonly ExtensionPlace[] = [EXT_PLACE_V1, EXT_PLACE_V2, EXT_PLACE];
+/** Where our variable parts start: 136 (120 or 104 in superblocks of earlier versions). */
 const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
-assert(SUPER_FIXED_BYTES === 120, "superblock fixed part is 120 bytes");
+assert(SUPER_FIXED_BYTES === 136, "superblock fixed part is 136 bytes");
 const SEQ_RANGE_BYTES = 8;
+const SNAPX_BYTES = 12;
+// clone_ref: u32 snap seq, vol_uuid[16], u8 name_len, name (no NUL).
+const CLONE_REF = layout([["snapSeq", 4], ["cloneUuid", 16], ["nameLen", 1]]);
+assert(CLONE_REF.BYTES === 21, "clone_ref is 21 bytes before its name");
 
 /** Where the reference writes its checkpoint list when it rewrites a superblock: right after its sub-header. */
 export const REFERENCE_CKPTS_OFFSET = COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
@@ -150,6 +185,28 @@ function checkSuperblock(s: SuperblockObject): void {
   assert(isSafeU64(s.ownerEpoch), "ownerEpoch is a u64");
   const problem = skippedProblem(s);
   assert(problem === null, `superblock skipped ranges: ${problem}`);
+  const snapProblem = snapshotFactsProblem(s);
+  assert(snapProblem === null, `superblock snapshots: ${snapProblem}`);
+}
+
+/** Why the snapshot list, times and clone registrations are not well formed, or null. Shared by encode and decode. */
+function snapshotFactsProblem(s: SuperblockObject): string | null {
+  if (s.snapshots.length > SNAPSHOTS_MAX) return `${s.snapshots.length} snapshots, more than ${SNAPSHOTS_MAX}`;
+  if (s.cloneRefs.length > CLONE_REFS_MAX) return `${s.cloneRefs.length} clone registrations, more than ${CLONE_REFS_MAX}`;
+  const snapSeqs = new Set(s.snapshots.map((snap) => snap.seq));
+  const timed = new Set<number>();
+  for (const { seq, createdMs } of s.snapshotTimes) {
+    if (!snapSeqs.has(seq)) return `a creation time names seq ${seq}, which no snapshot has`;
+    if (timed.has(seq)) return `two creation times for snapshot seq ${seq}`;
+    if (!isSafeU64(createdMs)) return `creation time ${createdMs} of snapshot seq ${seq} is not a u64`;
+    timed.add(seq);
+  }
+  for (const ref of s.cloneRefs) {
+    if (!snapSeqs.has(ref.snapSeq)) return `clone ${ref.name} is registered on seq ${ref.snapSeq}, which no snapshot has`;
+    if (!isUuid(ref.cloneUuid)) return `clone ${ref.name} has no valid vol_uuid`;
+  }
+  for (const snap of s.snapshots) if (skippedRangeOf(s.skipped, snap.seq) !== null) return `snapshot ${snap.name} (seq ${snap.seq}) lies in a skipped range`;
+  return null;
 }
 
 /** Why the skipped ranges are not well formed (see the file comment), or null. Shared by encode and decode. */
@@ -184,7 +241,12 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
   const snapsLen = snapNames.reduce((sum, name) => sum + SNAP.BYTES + name.byteLength, 0);
   const skipsOffset = snapsOffset + snapsLen;
   const skipsLen = SEQ_RANGE_BYTES * s.skipped.length;
-  const hdrBytes = Math.max(roundUp(skipsOffset + skipsLen, PAGE_BYTES), PAGE_BYTES);
+  const snapxOffset = skipsOffset + skipsLen;
+  const snapxLen = SNAPX_BYTES * s.snapshotTimes.length;
+  const refNames = s.cloneRefs.map((ref) => shortName(ref.name));
+  const cloneRefsOffset = snapxOffset + snapxLen;
+  const cloneRefsLen = refNames.reduce((sum, name) => sum + CLONE_REF.BYTES + name.byteLength, 0);
+  const hdrBytes = Math.max(roundUp(cloneRefsOffset + cloneRefsLen, PAGE_BYTES), PAGE_BYTES);
 
   const header = new Uint8Array(hdrBytes);
   const view = viewOf(header);
@@ -211,6 +273,7 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
     view.setUint32(skipsOffset + SEQ_RANGE_BYTES * i, range.first, true);
     view.setUint32(skipsOffset + SEQ_RANGE_BYTES * i + 4, range.last, true);
   });
+  encodeSnapshotFacts(header, s, { snapxOffset, snapxLen, cloneRefsOffset, cloneRefsLen }, refNames);
 
   s.checkpoints.forEach((seq, i) => view.setUint32(ckptsOffset + 4 * i, seq, true));
   if (s.clone !== null && baseName !== null) {
@@ -232,6 +295,34 @@ export function encodeSuperblock(s: SuperblockObject): Uint8Array {
   return header;
 }
 
+/** The extension's snapshot parts: the pointer pairs, the snapx entries, the clone_ref entries. */
+function encodeSnapshotFacts(
+  header: Uint8Array,
+  s: SuperblockObject,
+  at: { snapxOffset: number; snapxLen: number; cloneRefsOffset: number; cloneRefsLen: number },
+  refNames: Uint8Array[],
+): void {
+  const view = viewOf(header);
+  view.setUint32(SUPER_EXT.snapxOffset, at.snapxOffset, true);
+  view.setUint32(SUPER_EXT.snapxLen, at.snapxLen, true);
+  view.setUint32(SUPER_EXT.cloneRefsOffset, at.cloneRefsOffset, true);
+  view.setUint32(SUPER_EXT.cloneRefsLen, at.cloneRefsLen, true);
+  s.snapshotTimes.forEach((time, i) => {
+    view.setUint32(at.snapxOffset + SNAPX_BYTES * i, time.seq, true);
+    setU64(view, at.snapxOffset + SNAPX_BYTES * i + 4, time.createdMs);
+  });
+  let position = at.cloneRefsOffset;
+  s.cloneRefs.forEach((ref, i) => {
+    const name = refNames[i]!;
+    view.setUint32(position + CLONE_REF.snapSeq, ref.snapSeq, true);
+    setUuid(header, position + CLONE_REF.cloneUuid, ref.cloneUuid);
+    view.setUint8(position + CLONE_REF.nameLen, name.byteLength);
+    header.set(name, position + CLONE_REF.BYTES);
+    position += CLONE_REF.BYTES + name.byteLength;
+  });
+  assert(position === at.cloneRefsOffset + at.cloneRefsLen, "clone registrations fill clone_refs_len");
+}
+
 export interface DecodedSuperblock {
   superblock: SuperblockObject;
   /**
@@ -251,11 +342,11 @@ export function decodeSuperblock(bytes: Uint8Array): SuperblockObject {
 /** decodeSuperblock, and whether a CRC covers the checkpoint list (see DecodedSuperblock). */
 export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
   // Our superblock as the reference left it, in the current layout or in that of earlier versions (whose extension
-  // block was 28 bytes long and whose arrays started at 104): the first whose CRCs verify.
+  // block was 44 or 28 bytes long and whose arrays started at 120 or 104): the first whose CRCs verify.
   let undone: { original: Uint8Array; checkpoints: number[] } | null = null;
   let original: SuperblockObject | null = null;
   let failure: CorruptionError | null = null;
-  for (const place of [EXT_PLACE, EXT_PLACE_V1]) {
+  for (const place of [...EXT_PLACES].reverse()) {
     undone = undoReferenceRewrite(bytes, place);
     if (undone === null) continue;
     try {
@@ -295,7 +386,7 @@ export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
 /**
  * If `bytes` is a superblock we wrote (with its extension block at `place`) whose checkpoint list the reference
  * rewrote in place, returns the superblock as we wrote it (the pointer pair and the overwritten preamble bytes put
- * back, the old list still right after the block: 120, or 104 for earlier versions) and the list the reference wrote;
+ * back, the old list still right after the block: 136, or 120 or 104 for earlier versions) and the list the reference wrote;
  * else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the list replaced it), and a
  * v1 crc that is set but does not match (the reference left ours). Our encoder puts the clone part right after our
  * own list, so clones_offset - (end of the block) was our ckpts_len. The caller then verifies both CRCs of the
@@ -355,7 +446,7 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   const place = extensionPlaceOf(bytes);
   const extended = hasExtension(bytes, place, [ckpts, clones, snaps]);
   verifyObjectHeader(bytes, extended ? place : null, context);
-  const current = extended && place === EXT_PLACE;
+  const blockBytes = extended ? place.bytes : 0;
 
   const lowest = extended ? place.offset + place.bytes : COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES;
   checkSpan(ckpts.offset, ckpts.length, lowest, hdrBytes, context, "ckpts");
@@ -406,20 +497,52 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
 
   const nextSeq = extended ? getU64(view, SUPER_EXT.nextSeq, context, "next_seq") : 0;
   if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
-  const ownerEpoch = current ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
-  const skipped = current ? decodeSkipped(bytes, lowest, hdrBytes) : [];
-  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped };
+  const ownerEpoch = blockBytes >= SUPER_EXTENSION_V2_BYTES ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
+  const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
+  const facts = blockBytes >= SUPER_EXTENSION_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes) : { snapshotTimes: [], cloneRefs: [] };
+  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
   const problem = skippedProblem(result);
   if (problem !== null) throw corrupt(context, `skipped ranges: ${problem}`);
+  const snapProblem = snapshotFactsProblem(result);
+  if (snapProblem !== null) throw corrupt(context, `snapshots: ${snapProblem}`);
   checkSuperblock(result); // pair assertion: whatever decodes would encode again
   return { superblock: result, extended };
 }
 
-/** The extension block's place: the current 44-byte block, or the 28-byte one of earlier versions (by ext_bytes). */
+/** The extension block's place: the current 60-byte block, or the 44- or 28-byte one of earlier versions (by ext_bytes). */
 function extensionPlaceOf(bytes: Uint8Array): ExtensionPlace {
-  const extBytesAt = EXT_PLACE.offset + 8;
-  if (bytes.byteLength < extBytesAt + 4) return EXT_PLACE;
-  return viewOf(bytes).getUint32(extBytesAt, true) === SUPER_EXTENSION_V1_BYTES ? EXT_PLACE_V1 : EXT_PLACE;
+  return sharedExtensionPlaceOf(bytes, EXT_PLACES);
+}
+
+function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number): Pick<SuperblockObject, "snapshotTimes" | "cloneRefs"> {
+  const context = "superblock";
+  const view = viewOf(bytes);
+  const snapx = { offset: view.getUint32(SUPER_EXT.snapxOffset, true), length: view.getUint32(SUPER_EXT.snapxLen, true) };
+  const refs = { offset: view.getUint32(SUPER_EXT.cloneRefsOffset, true), length: view.getUint32(SUPER_EXT.cloneRefsLen, true) };
+  checkSpan(snapx.offset, snapx.length, lowest, hdrBytes, context, "snapx");
+  checkSpan(refs.offset, refs.length, lowest, hdrBytes, context, "clone_refs");
+  if (snapx.length % SNAPX_BYTES !== 0) throw corrupt(context, `snapx_len ${snapx.length} is not a multiple of ${SNAPX_BYTES}`);
+  if (snapx.length / SNAPX_BYTES > SNAPSHOTS_MAX) throw corrupt(context, `${snapx.length / SNAPX_BYTES} snapshot times, more than ${SNAPSHOTS_MAX}`);
+  const snapshotTimes: SnapshotTime[] = [];
+  for (let at = snapx.offset; at < snapx.offset + snapx.length; at += SNAPX_BYTES) {
+    snapshotTimes.push({ seq: view.getUint32(at, true), createdMs: getU64(view, at + 4, context, "created_ms") });
+  }
+  const cloneRefs: CloneRef[] = [];
+  const end = refs.offset + refs.length;
+  for (let at = refs.offset; at < end; ) {
+    if (cloneRefs.length >= CLONE_REFS_MAX) throw corrupt(context, `more than ${CLONE_REFS_MAX} clone registrations`);
+    if (end - at < CLONE_REF.BYTES) throw corrupt(context, "clone_ref runs past clone_refs_len");
+    const nameLen = view.getUint8(at + CLONE_REF.nameLen);
+    const nameStart = at + CLONE_REF.BYTES;
+    if (nameStart + nameLen > end) throw corrupt(context, "clone name runs past clone_refs_len");
+    cloneRefs.push({
+      snapSeq: view.getUint32(at + CLONE_REF.snapSeq, true),
+      cloneUuid: getUuid(bytes, at + CLONE_REF.cloneUuid, context, "clone vol_uuid"),
+      name: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "clone name"),
+    });
+    at = nameStart + nameLen;
+  }
+  return { snapshotTimes, cloneRefs };
 }
 
 function decodeSkipped(bytes: Uint8Array, lowest: number, hdrBytes: number): SeqRange[] {

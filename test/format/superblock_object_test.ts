@@ -3,6 +3,7 @@ import { decodeSuperblock, decodeSuperblockChecked, encodeSuperblock, type Super
 import {
   BASE_UUID,
   ByteBuilder,
+  CACHE_UUID as CLONE_UUID,
   VOL_UUID,
   crc32cBitwise,
   crcWithZeroed,
@@ -28,7 +29,11 @@ const value: SuperblockObject = {
   nextSeq: 12,
   ownerEpoch: 4,
   skipped: [{ first: 10, last: 11 }],
+  snapshotTimes: [{ seq: 3, createdMs: 1_765_000_000_123 }],
+  cloneRefs: [{ snapSeq: 3, cloneUuid: CLONE_UUID, name: "c1" }],
 };
+/** What a superblock of the ownership versions (44-byte block) holds: no snapshot times, no clone registrations. */
+const ownershipValue: SuperblockObject = { ...value, snapshotTimes: [], cloneRefs: [] };
 
 /** A superblock as the v1 reference writes it: sub-header, then the arrays, no extension. */
 function plainV1Superblock(setCrc: boolean): Uint8Array {
@@ -48,8 +53,33 @@ function plainV1Superblock(setCrc: boolean): Uint8Array {
   return bytes;
 }
 
-/** The same superblock in our layout, byte by byte: extension block at 76, arrays from 120. */
+/** The same superblock in our layout, byte by byte: extension block at 76 (60 bytes), arrays from 136. */
 function ourSuperblock(): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
+    .u64(2097152)
+    .u32(136).u32(8)
+    .u32(144).u32(26)
+    .u32(170).u32(9)
+    .ascii("LSVX").u32(1).u32(60).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12)
+    .u64(4).u32(179).u32(8) // owner_epoch, skips
+    .u32(187).u32(12) // snapx
+    .u32(199).u32(23); // clone_refs: 21 + "c1"
+  expect(b.length).toBe(136);
+  b.u32(5).u32(9);
+  b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
+  b.u32(3).u8(4).ascii("snap");
+  b.u32(10).u32(11);
+  b.u32(3).u64(1_765_000_000_123);
+  b.u32(3).uuid(CLONE_UUID).u8(2).ascii("c1");
+  expect(b.length).toBe(222);
+  const bytes = b.padTo(4096).build();
+  resealObject(bytes, EXT_CRC_OFFSET);
+  return bytes;
+}
+
+/** As the ownership versions wrote it: a 44-byte extension block (no snapshot facts), arrays from 120. */
+function ownershipSuperblock(): Uint8Array {
   const b = new ByteBuilder()
     .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
     .u64(2097152)
@@ -94,14 +124,19 @@ describe("superblock object", () => {
   });
 
   test("decodes a plain v1 superblock (no extension): nextSeq defaults to 0, no owner, nothing skipped", () => {
-    const plain = { ...value, nextSeq: 0, ownerEpoch: 0, skipped: [] };
+    const plain = { ...ownershipValue, nextSeq: 0, ownerEpoch: 0, skipped: [] };
     expect(decodeSuperblock(plainV1Superblock(true))).toEqual(plain);
     // v1 says crc 0 means "not set".
     expect(decodeSuperblock(plainV1Superblock(false))).toEqual(plain);
   });
 
+  test("decodes an ownership version's 44-byte extension: no snapshot times, no clone registrations", () => {
+    expect(decodeSuperblock(ownershipSuperblock())).toEqual(ownershipValue);
+    expectEveryFlipDetected(ownershipSuperblock(), decodeSuperblock);
+  });
+
   test("decodes an earlier version's 28-byte extension: no owner epoch, nothing skipped", () => {
-    expect(decodeSuperblock(earlierSuperblock())).toEqual({ ...value, ownerEpoch: 0, skipped: [] });
+    expect(decodeSuperblock(earlierSuperblock())).toEqual({ ...ownershipValue, ownerEpoch: 0, skipped: [] });
     expectEveryFlipDetected(earlierSuperblock(), decodeSuperblock);
   });
 
@@ -118,6 +153,8 @@ describe("superblock object", () => {
         nextSeq: 0,
         ownerEpoch: random.int(2 ** 53),
         skipped: [],
+        snapshotTimes: [],
+        cloneRefs: [],
       };
       // Skipped ranges ascending below next_seq, and no listed checkpoint inside one.
       s.nextSeq = random.int(2) ? 0 : 2 + random.int(2 ** 32 - 2);
@@ -127,6 +164,12 @@ describe("superblock object", () => {
         first = last + 2 + random.int(100_000);
       }
       s.checkpoints = s.checkpoints.filter((seq) => !s.skipped.some((r) => r.first <= seq && seq <= r.last));
+      s.snapshots = s.snapshots.filter((snap) => !s.skipped.some((r) => r.first <= snap.seq && snap.seq <= r.last));
+      const timed = [...new Set(s.snapshots.map((snap) => snap.seq))].filter(() => random.int(2) === 1);
+      s.snapshotTimes = timed.map((seq) => ({ seq, createdMs: random.int(2 ** 53) }));
+      if (s.snapshots.length > 0) {
+        s.cloneRefs = Array.from({ length: random.int(20) }, () => ({ snapSeq: s.snapshots[random.int(s.snapshots.length)]!.seq, cloneUuid: CLONE_UUID, name: name().slice(0, 250) }));
+      }
       const bytes = encodeSuperblock(s);
       expect(bytes.byteLength % 4096).toBe(0);
       expect(decodeSuperblock(bytes)).toEqual(s);
@@ -135,6 +178,7 @@ describe("superblock object", () => {
 
   test("every single-byte corruption is detected", () => {
     expectEveryFlipDetected(ourSuperblock(), decodeSuperblock);
+    expectEveryFlipDetected(encodeSuperblock({ ...value, snapshots: [...value.snapshots, { seq: 4, name: "b" }], snapshotTimes: [...value.snapshotTimes, { seq: 4, createdMs: 7 }] }), decodeSuperblock);
     expectEveryFlipDetected(plainV1Superblock(true), decodeSuperblock);
   });
 
@@ -153,25 +197,38 @@ describe("superblock object", () => {
       ["ckpts length not a multiple of 4", (b) => setU32(b, 56, 6)],
       ["clones length too short", (b) => setU32(b, 64, 10)],
       ["clones length disagrees with name_len", (b) => setU32(b, 64, 27)],
-      ["clone name not NUL-terminated", (b) => (b[128 + 25] = 0x41)],
-      ["snap name runs past snaps_len", (b) => (b[154 + 4] = 200)],
+      ["clone name not NUL-terminated", (b) => (b[144 + 25] = 0x41)],
+      ["snap name runs past snaps_len", (b) => (b[170 + 4] = 200)],
       ["snaps_len cuts an entry", (b) => setU32(b, 68, 3)],
       ["vol_size 0", (b) => b.fill(0, 44, 52)],
       ["vol_size past 2^36", (b) => (b[49] = 1)],
       ["vol_size past 2^53", (b) => (b[51] = 0x80)],
-      ["checkpoint seq 0", (b) => setU32(b, 120, 0)],
-      ["checkpoint in a skipped range", (b) => setU32(b, 124, 10)],
-      ["clone uuid invalid", (b) => (b[128 + 6] = 0)],
-      ["snap name invalid UTF-8", (b) => (b[154 + 5] = 0xff)],
+      ["checkpoint seq 0", (b) => setU32(b, 136, 0)],
+      ["checkpoint in a skipped range", (b) => setU32(b, 140, 10)],
+      ["clone uuid invalid", (b) => (b[144 + 6] = 0)],
+      ["snap name invalid UTF-8", (b) => (b[170 + 5] = 0xff)],
+      ["snapshot in a skipped range", (b) => { setU32(b, 170, 10); setU32(b, 187, 10); setU32(b, 199, 10); }],
       ["next_seq huge", (b) => (b[103] = 0x40)],
       ["owner_epoch past 2^53", (b) => (b[111] = 0x80)],
       ["skips offset past the end", (b) => setU32(b, 112, 0xfffffff0)],
       ["skips inside the extension", (b) => setU32(b, 112, 100)],
       ["skips length not a multiple of 8", (b) => setU32(b, 116, 4)],
-      ["skipped range starting at 0", (b) => setU32(b, 163, 0)],
-      ["skipped range first > last", (b) => setU32(b, 163, 12)],
-      ["skipped range reaching next_seq", (b) => setU32(b, 167, 12)],
-      ["skipped ranges out of order", (b) => { setU32(b, 116, 16); setU32(b, 171, 3); setU32(b, 175, 4); }],
+      ["skipped range starting at 0", (b) => setU32(b, 179, 0)],
+      ["skipped range first > last", (b) => setU32(b, 179, 12)],
+      ["skipped range reaching next_seq", (b) => setU32(b, 183, 12)],
+      ["skipped ranges out of order", (b) => { b.copyWithin(195, 187, 222); setU32(b, 116, 16); setU32(b, 120, 195); setU32(b, 128, 207); setU32(b, 187, 1); setU32(b, 191, 2); }],
+      ["snapx offset past the end", (b) => setU32(b, 120, 0xfffffff0)],
+      ["snapx inside the extension", (b) => setU32(b, 120, 124)],
+      ["snapx length not a multiple of 12", (b) => setU32(b, 124, 8)],
+      ["snapx names a seq no snapshot has", (b) => setU32(b, 187, 4)],
+      ["two times for one snapshot", (b) => { b.copyWithin(211, 199, 222); setU32(b, 124, 24); setU32(b, 128, 211); setU32(b, 199, 3); setU32(b, 203, 5); setU32(b, 207, 0); }],
+      ["created_ms past 2^53", (b) => (b[187 + 11] = 0x80)],
+      ["clone_refs offset past the end", (b) => setU32(b, 128, 0xfffffff0)],
+      ["clone_refs length cuts an entry", (b) => setU32(b, 132, 20)],
+      ["clone name runs past clone_refs_len", (b) => (b[199 + 20] = 3)],
+      ["clone registered on a seq no snapshot has", (b) => setU32(b, 199, 4)],
+      ["clone vol_uuid invalid", (b) => (b[199 + 4 + 6] = 0)],
+      ["clone name invalid UTF-8", (b) => (b[199 + 21] = 0xff)],
       ["extension version 2", (b) => setU32(b, 80, 2)],
       ["extension length wrong", (b) => setU32(b, 84, 32)],
       ["data_sectors not 0", (b) => setU32(b, 36, 8)],
@@ -190,11 +247,16 @@ describe("superblock object", () => {
     expect(() => encodeSuperblock({ ...value, skipped: [{ first: 10, last: 12 }] })).toThrow(); // reaches next_seq
     expect(() => encodeSuperblock({ ...value, skipped: [{ first: 3, last: 4 }, { first: 2, last: 2 }] })).toThrow();
     expect(() => encodeSuperblock({ ...value, skipped: [{ first: 9, last: 9 }] })).toThrow(); // holds checkpoint 9
+    expect(() => encodeSuperblock({ ...value, snapshotTimes: [{ seq: 4, createdMs: 1 }] })).toThrow(); // no snapshot 4
+    expect(() => encodeSuperblock({ ...value, snapshotTimes: [{ seq: 3, createdMs: 1 }, { seq: 3, createdMs: 2 }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, cloneRefs: [{ snapSeq: 4, cloneUuid: CLONE_UUID, name: "c" }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, cloneRefs: [{ snapSeq: 3, cloneUuid: "nope", name: "c" }] })).toThrow();
+    expect(() => encodeSuperblock({ ...value, snapshots: Array.from({ length: 257 }, (_, i) => ({ seq: 100 + i, name: `s${i}` })), snapshotTimes: [], cloneRefs: [] })).toThrow();
     expect(() => encodeSuperblock({ ...value, skipped: Array.from({ length: 65 }, (_, i) => ({ first: 100 + 2 * i, last: 100 + 2 * i })), nextSeq: 0 })).toThrow();
   });
 
   test("grows past one page when the arrays need it", () => {
-    const s = { ...value, snapshots: Array.from({ length: 40 }, (_, i) => ({ seq: i, name: "s".repeat(200) })) };
+    const s = { ...value, snapshots: Array.from({ length: 40 }, (_, i) => ({ seq: 100 + i, name: "s".repeat(200) })), snapshotTimes: [], cloneRefs: [] };
     const bytes = encodeSuperblock(s);
     expect(bytes.byteLength).toBe(12288);
     expect(decodeSuperblock(bytes)).toEqual(s);
@@ -231,10 +293,15 @@ describe("superblock object", () => {
       expect(decodeSuperblockChecked(plainV1Superblock(false)).checkpointsChecksummed).toBe(false);
     });
 
-    test("an earlier version's superblock (28-byte extension) rewritten by it decodes too; ranges above its newest checkpoint go", () => {
+    test("an earlier version's superblock (28- or 44-byte extension) rewritten by it decodes too; ranges above its newest checkpoint go", () => {
+    for (const list of [[20], [20, 21, 22]]) {
+      const decoded = decodeSuperblockChecked(referenceRewrite(ownershipSuperblock(), list));
+      expect(decoded.superblock).toEqual({ ...ownershipValue, checkpoints: list, nextSeq: 0 });
+      expect(decoded.rewrittenByReference).toBe(true);
+    }
       for (const list of [[20], [20, 21, 22]]) {
         const decoded = decodeSuperblockChecked(referenceRewrite(earlierSuperblock(), list));
-        expect(decoded.superblock).toEqual({ ...value, checkpoints: list, nextSeq: 0, ownerEpoch: 0, skipped: [] });
+        expect(decoded.superblock).toEqual({ ...ownershipValue, checkpoints: list, nextSeq: 0, ownerEpoch: 0, skipped: [] });
         expect(decoded.rewrittenByReference).toBe(true);
       }
       // It may have written inside a skipped range it knows nothing of, above its own newest checkpoint.
