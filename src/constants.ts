@@ -88,6 +88,11 @@ export const NBD_BLOCK_STATUS_EXTENTS_MAX = 4096;
  * that a zeroing a client may send as one request is one volume write (whole after cache loss, like a WRITE).
  */
 export const NBD_ZERO_WRITE_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
+/**
+ * Any-size I/O (volume/any_size.ts): writes, trims and zeroings in flight on one volume, at most. The NBD layer lets
+ * each connection have NBD_INFLIGHT_PER_CONNECTION_MAX requests in flight; more would be a bug there.
+ */
+export const ANY_SIZE_INFLIGHT_MAX = NBD_INFLIGHT_PER_CONNECTION_MAX * NBD_CONNECTIONS_MAX;
 /** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 
@@ -249,6 +254,8 @@ assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT
 assert(NBD_NEGOTIATING_MAX < NBD_CONNECTIONS_MAX, "negotiating clients are a fraction of all connections");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.
 assert(NBD_REQUEST_BYTES_MAX <= BATCH_BYTES_MAX, "an NBD write fits one batch");
+// An unaligned write is rewritten as the sectors it touches (volume/any_size.ts): at most two sectors more.
+assert(NBD_REQUEST_BYTES_MAX + 2 * SECTOR_BYTES <= BATCH_BYTES_MAX, "an unaligned NBD write, rounded out to sectors, fits one batch");
 // A queued-output limit below one reply would stop reading for good after a single large READ.
 assert(NBD_OUTPUT_QUEUED_BYTES_MAX > NBD_REQUEST_BYTES_MAX, "one largest reply fits the output limit");
 assert(NBD_INFLIGHT_WRITE_BYTES_MAX >= NBD_REQUEST_BYTES_MAX, "one largest write fits the in-flight write limit");

@@ -13,7 +13,7 @@ export interface BlockStatusExtent {
 export interface BlockDevice {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  /** Smallest I/O the device handles without read-modify-write (>= 512). */
+  /** Granularity of offsets and lengths the device accepts, a power of two (1: any; the device does any read-modify-write). */
   readonly blockSizeMinBytes: number;
   readonly blockSizePreferredBytes: number;
   read(offset: number, length: number): Promise<Uint8Array>;

@@ -118,8 +118,8 @@ export class Handshake {
     private readonly exportInfo: ExportInfo,
     private readonly send: (bytes: Uint8Array) => void,
   ) {
-    // The spec wants both sizes to be powers of two, the minimum at most 64 KiB.
-    assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 512, "minimum block size");
+    // The spec wants both sizes to be powers of two, the minimum at most 64 KiB (1: any offset and length).
+    assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 1, "minimum block size");
     assert(exportInfo.blockSizeMinBytes <= 64 * 1024, "minimum block size is at most 64 KiB");
     assert(isPowerOfTwo(exportInfo.blockSizePreferredBytes), "preferred block size is a power of two");
     assert(exportInfo.blockSizePreferredBytes >= exportInfo.blockSizeMinBytes, "preferred >= minimum");

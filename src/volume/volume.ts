@@ -20,6 +20,7 @@ import { ReadCache } from "../cache/read_cache.ts";
 import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { systemClock, type Clock, type CrashPoint } from "../util/clock.ts";
+import { AnySizeIo } from "./any_size.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
 import { ReadPath } from "./read_path.ts";
@@ -88,13 +89,28 @@ function logRecovery(log: (line: string) => void, state: BackendState, plan: Jou
   );
 }
 
+/** Runs with `skip` bytes cut from the front and the rest cut to `length` bytes (empty runs dropped). */
+function clipRuns(runs: BlockStatusExtent[], skip: number, length: number): BlockStatusExtent[] {
+  const cut: BlockStatusExtent[] = [];
+  let position = 0;
+  for (const run of runs) {
+    const start = Math.max(position, skip);
+    const end = Math.min(position + run.length, skip + length);
+    if (end > start) cut.push({ ...run, length: end - start });
+    position += run.length;
+  }
+  return cut;
+}
+
 export class Volume implements BlockDevice {
   readonly sizeBytes: number;
   /** Read-only towards clients: recovery still completes (replayed writes still reach the backend). */
   readonly readOnly: boolean;
-  readonly blockSizeMinBytes = SECTOR_BYTES;
+  /** Any offset and length (any_size.ts does the read-modify-write of partial sectors). */
+  readonly blockSizeMinBytes = 1;
   readonly blockSizePreferredBytes = PAGE_BYTES;
   private closed = false;
+  private readonly anySize: AnySizeIo;
 
   private constructor(
     readonly volUuid: string,
@@ -112,6 +128,10 @@ export class Volume implements BlockDevice {
   ) {
     this.sizeBytes = state.superblock.volSectors * SECTOR_BYTES;
     this.readOnly = options.readOnly ?? false;
+    this.anySize = new AnySizeIo({
+      readSectors: (lba, sectors) => reads.read(lba, sectors),
+      writeSectors: (lba, sectors, data, fua) => writes.write(lba, sectors, data, fua),
+    });
     fence.onFenced(() => void this.gc?.stop());
   }
 
@@ -239,25 +259,23 @@ export class Volume implements BlockDevice {
     return gc;
   }
 
+  /** Any offset and length inside the volume: any_size.ts rounds them out to sectors. */
   private check(offset: number, length: number, what: string): void {
     if (this.closed) throw new InvalidArgumentError(`${what}: volume is closed`);
     this.fence.check(); // a fenced owner's view may be stale: it answers nothing
-    if (offset % SECTOR_BYTES !== 0 || length % SECTOR_BYTES !== 0) {
-      throw new InvalidArgumentError(`${what} at ${offset}+${length}: not aligned to ${SECTOR_BYTES} bytes`);
-    }
-    if (length <= 0 || offset < 0 || offset + length > this.sizeBytes) {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || length <= 0 || offset < 0 || offset + length > this.sizeBytes) {
       throw new InvalidArgumentError(`${what} at ${offset}+${length}: outside the volume (${this.sizeBytes} bytes)`);
     }
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.check(offset, length, "read");
-    return this.reads.read(offset / SECTOR_BYTES, length / SECTOR_BYTES);
+    return this.anySize.read(offset, length);
   }
 
   async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     this.check(offset, data.byteLength, "write");
-    await this.writes.write(offset / SECTOR_BYTES, data.byteLength / SECTOR_BYTES, data, fua);
+    await this.anySize.write(offset, data, fua);
   }
 
   async flush(): Promise<void> {
@@ -267,21 +285,23 @@ export class Volume implements BlockDevice {
     await this.flusher.sync();
   }
 
+  /** Whole sectors are unmapped; the parts of partial sectors it covers are written as zeroes. */
   async trim(offset: number, length: number, fua: boolean): Promise<void> {
     this.check(offset, length, "trim");
-    await this.writes.write(offset / SECTOR_BYTES, length / SECTOR_BYTES, null, fua);
+    await this.anySize.zero(offset, length, fua);
   }
 
   async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
     // Unmapped space reads as zeroes, so zeroing is a trim: it is journaled and replayed exactly like one.
     this.check(offset, length, "write zeroes");
-    await this.writes.write(offset / SECTOR_BYTES, length / SECTOR_BYTES, null, fua);
+    await this.anySize.zero(offset, length, fua);
   }
 
+  /** Runs over the sectors the range touches, cut to the range (a partial sector reports its sector's state). */
   async blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
     this.check(offset, length, "block status");
-    const lba = offset / SECTOR_BYTES;
-    const sectors = length / SECTOR_BYTES;
+    const lba = Math.floor(offset / SECTOR_BYTES);
+    const sectors = Math.ceil((offset + length) / SECTOR_BYTES) - lba;
     const runs: BlockStatusExtent[] = [];
     let cursor = lba;
     const push = (count: number, hole: boolean) => {
@@ -295,8 +315,9 @@ export class Volume implements BlockDevice {
       cursor = pieceLba + pieceSectors;
     });
     if (cursor < lba + sectors) push(lba + sectors - cursor, true);
-    assert(runs.reduce((sum, run) => sum + run.length, 0) === length, "block status covers the request");
-    return runs;
+    const cut = clipRuns(runs, offset - lba * SECTOR_BYTES, length);
+    assert(cut.reduce((sum, run) => sum + run.length, 0) === length, "block status covers the request");
+    return cut;
   }
 
   async cache(offset: number, length: number): Promise<void> {

@@ -1,0 +1,211 @@
+// Any-size I/O over the sector-granular write and read paths (docs/architecture.md, "Any-size I/O"): reads of any
+// offset and length, writes by read-modify-write of the partial head and tail sectors, and trims and zeroings that
+// write zeroes into the partial parts.
+//
+// Guarantees, and how:
+// - An unaligned write is one sector-aligned write of the sectors it touches (its bytes over the old bytes of the head
+//   and tail sectors), queued as one write: after a crash or the loss of the cache it is there whole or not at all,
+//   like any whole-sector write (write/record_former.ts queues a write's pieces together).
+// - The old bytes of a partial sector must be the newest: an operation that reads a partial sector waits until every
+//   earlier operation touching that sector is acknowledged (then it is in the map, and reads see it), and every later
+//   operation touching a sector it rewrites waits until it is acknowledged (it would otherwise put the stale old bytes
+//   back over them). Operations that share no rewritten sector never wait for each other: whole-sector writes keep
+//   their order of arrival, as before. Waiting is FIFO on an order fixed at arrival (an operation waits only for
+//   earlier ones), so nothing deadlocks.
+// - A trim or zeroing with partial sectors is up to three writes queued in one step (zeroed head sector, trimmed
+//   whole sectors, zeroed tail sector); a crash before it is acknowledged may leave some of them applied, as a
+//   long NO_HOLE zeroing can (nbd/session.ts). Zeroing is idempotent: the client repeats an unacknowledged one.
+//
+// Invariants (checkInvariants):
+//   1. every operation in flight is in `inflight` from its arrival to its completion (or failure), once;
+//   2. `rewriting` holds exactly the operations of `inflight` that rewrite a partial sector;
+//   3. an operation waits only for operations that arrived before it.
+// Bounds: `inflight` holds at most the requests the NBD layer lets be in flight (ANY_SIZE_INFLIGHT_MAX); the copy an
+// unaligned write makes is its length rounded out to sectors (at most NBD_REQUEST_BYTES_MAX + 2 sectors).
+
+import { ANY_SIZE_INFLIGHT_MAX, SECTOR_BYTES } from "../constants.ts";
+import { assert } from "../errors.ts";
+
+/** The sectors [lba, lba+sectors) that bytes [offset, offset+length) touch, and which of them are touched in part. */
+export interface SectorSpan {
+  lba: number;
+  sectors: number;
+  /** Bytes of the first sector before the range (0: the range starts on a sector). */
+  headSkip: number;
+  /** Partial sectors (0, 1 or 2 LBAs, ascending): their bytes outside the range must be kept. */
+  partial: number[];
+}
+
+export function sectorSpan(offset: number, length: number): SectorSpan {
+  assert(Number.isSafeInteger(offset) && offset >= 0, "offset is a safe non-negative integer");
+  assert(Number.isSafeInteger(length) && length > 0, "length is a safe positive integer");
+  const lba = Math.floor(offset / SECTOR_BYTES);
+  const endLba = Math.ceil((offset + length) / SECTOR_BYTES);
+  const headSkip = offset - lba * SECTOR_BYTES;
+  const partial: number[] = [];
+  if (headSkip !== 0) partial.push(lba);
+  // One sector touched in its middle is one partial sector, listed once.
+  if ((offset + length) % SECTOR_BYTES !== 0 && endLba - 1 !== partial[0]) partial.push(endLba - 1);
+  return { lba, sectors: endLba - lba, headSkip, partial };
+}
+
+/** What the volume gives this layer: its sector-granular read and write (data null: trim/zero). */
+export interface SectorIo {
+  readSectors(lba: number, sectors: number): Promise<Uint8Array>;
+  writeSectors(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void>;
+}
+
+/** One write, trim or zeroing from arrival to completion. */
+interface Operation {
+  lba: number;
+  end: number;
+  /** The partial sectors it reads and rewrites (empty for whole-sector operations). */
+  partial: number[];
+  /** Called when it completes: operations that arrived later and waited for it. */
+  waiters: Array<() => void> | null;
+}
+
+function touches(operation: Operation, lba: number): boolean {
+  return lba >= operation.lba && lba < operation.end;
+}
+
+/** The order in which writes that share rewritten sectors take effect (see "Guarantees" at the top). */
+export class RewriteOrder {
+  private readonly inflight = new Set<Operation>();
+  private readonly rewriting = new Set<Operation>();
+  /** Operations that had to wait (tests and stats). */
+  waits = 0;
+
+  get size(): number {
+    return this.inflight.size;
+  }
+
+  /** Admits an operation; resolves when every earlier operation it must follow is done. Call leave() after. */
+  enter(lba: number, sectors: number, partial: number[]): { operation: Operation; ready: Promise<void> | null } {
+    assert(this.inflight.size < ANY_SIZE_INFLIGHT_MAX, "writes in flight are bounded by the NBD layer");
+    const operation: Operation = { lba, end: lba + sectors, partial, waiters: null };
+    // Made only when needed: whole-sector writes with no rewrite in flight (the common case) allocate nothing more.
+    let before: Set<Operation> | null = null;
+    // An earlier operation rewriting a sector this one touches: this one must not land before it is done.
+    for (const earlier of this.rewriting) {
+      if (earlier.partial.some((sector) => touches(operation, sector))) (before ??= new Set()).add(earlier);
+    }
+    // This one rewrites partial sectors: every earlier operation touching them must be visible to its read first.
+    if (partial.length > 0) {
+      for (const earlier of this.inflight) {
+        if (partial.some((sector) => touches(earlier, sector))) (before ??= new Set()).add(earlier);
+      }
+      this.rewriting.add(operation);
+    }
+    this.inflight.add(operation);
+    if (before === null) return { operation, ready: null };
+    const waitFor = before;
+    this.waits += 1;
+    const ready = new Promise<void>((resolve) => {
+      let left = waitFor.size;
+      const done = (): void => {
+        left -= 1;
+        if (left === 0) resolve();
+      };
+      for (const earlier of waitFor) (earlier.waiters ??= []).push(done);
+    });
+    return { operation, ready };
+  }
+
+  leave(operation: Operation): void {
+    assert(this.inflight.delete(operation), "a finished operation was in flight");
+    this.rewriting.delete(operation);
+    const waiters = operation.waiters;
+    operation.waiters = null;
+    if (waiters !== null) for (const wake of waiters) wake();
+  }
+
+  checkInvariants(): void {
+    for (const operation of this.rewriting) assert(this.inflight.has(operation), "a rewriting operation is in flight");
+    for (const operation of this.inflight) {
+      assert(operation.partial.length > 0 === this.rewriting.has(operation), "rewriting holds exactly the partial ones");
+    }
+  }
+}
+
+/** Byte-granular reads, writes, trims and zeroings over a SectorIo (see the top of this file). */
+export class AnySizeIo {
+  readonly order = new RewriteOrder();
+  /** Unaligned operations served (read-modify-write or a sub-sector read). */
+  unalignedWrites = 0;
+  unalignedReads = 0;
+
+  constructor(private readonly io: SectorIo) {}
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const span = sectorSpan(offset, length);
+    const data = await this.io.readSectors(span.lba, span.sectors);
+    if (span.partial.length === 0) return data;
+    this.unalignedReads += 1;
+    return data.subarray(span.headSkip, span.headSkip + length);
+  }
+
+  async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    const span = sectorSpan(offset, data.byteLength);
+    const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
+    try {
+      if (ready !== null) await ready;
+      if (span.partial.length === 0) return await this.io.writeSectors(span.lba, span.sectors, data, fua);
+      this.unalignedWrites += 1;
+      const sectors = await this.oldPartialSectors(span);
+      sectors.set(data, span.headSkip);
+      await this.io.writeSectors(span.lba, span.sectors, sectors, fua);
+    } finally {
+      this.order.leave(operation);
+    }
+  }
+
+  /** Trim (zero: false) or zeroing: whole sectors as the write path's trim, partial ones by writing zeroes. */
+  async zero(offset: number, length: number, fua: boolean): Promise<void> {
+    const span = sectorSpan(offset, length);
+    const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
+    try {
+      if (ready !== null) await ready;
+      if (span.partial.length === 0) return await this.io.writeSectors(span.lba, span.sectors, null, fua);
+      this.unalignedWrites += 1;
+      const sectors = await this.oldPartialSectors(span);
+      sectors.fill(0, span.headSkip, span.headSkip + length);
+      await Promise.all(this.zeroPieces(span, sectors, fua));
+    } finally {
+      this.order.leave(operation);
+    }
+  }
+
+  /**
+   * The span's sectors in a new buffer holding the current bytes of its partial sectors (the rest is left zero: the
+   * caller overwrites it). Two adjacent sectors or one are read in one call.
+   */
+  private async oldPartialSectors(span: SectorSpan): Promise<Uint8Array> {
+    const buffer = new Uint8Array(span.sectors * SECTOR_BYTES);
+    if (span.sectors <= 2) {
+      buffer.set(await this.io.readSectors(span.lba, span.sectors));
+      return buffer;
+    }
+    const reads = span.partial.map(async (lba) => {
+      buffer.set(await this.io.readSectors(lba, 1), (lba - span.lba) * SECTOR_BYTES);
+    });
+    await Promise.all(reads);
+    return buffer;
+  }
+
+  /** The writes of a zeroing with partial sectors, queued in this one synchronous step (see the top). */
+  private zeroPieces(span: SectorSpan, sectors: Uint8Array, fua: boolean): Array<Promise<void>> {
+    const first = span.partial[0] === span.lba ? 1 : 0;
+    const last = span.partial[span.partial.length - 1] === span.lba + span.sectors - 1 ? 1 : 0;
+    const middle = span.sectors - first - last;
+    if (middle <= 0) return [this.io.writeSectors(span.lba, span.sectors, sectors, fua)];
+    const pieces: Array<Promise<void>> = [];
+    if (first === 1) pieces.push(this.io.writeSectors(span.lba, 1, sectors.subarray(0, SECTOR_BYTES), fua));
+    pieces.push(this.io.writeSectors(span.lba + first, middle, null, fua));
+    if (last === 1) {
+      const lba = span.lba + span.sectors - 1;
+      pieces.push(this.io.writeSectors(lba, 1, sectors.subarray((span.sectors - 1) * SECTOR_BYTES), fua));
+    }
+    return pieces;
+  }
+}
