@@ -78,7 +78,7 @@ for (const transport of TRANSPORTS) {
       for (const flag of ["can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_multi_conn", "can_df"]) {
         expect({ flag, value: exported[flag] }).toEqual({ flag, value: true });
       }
-      expect(exported.block_size_minimum).toBe(512);
+      expect(exported.block_size_minimum).toBe(1);
       expect(exported.block_size_preferred).toBe(4096);
       expect(exported.block_size_maximum).toBe(32 * 1024 * 1024);
       expect(exported.contexts).toContain("base:allocation");

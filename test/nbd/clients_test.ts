@@ -146,7 +146,7 @@ for (const transport of ["unix", "tcp"] as const) {
       expect(exported.description).toBe("lsvd test disk");
       expect(exported["export-size"]).toBe(SIZE_BYTES);
       expect(exported.contexts).toEqual(["base:allocation"]);
-      expect(exported.block_size_minimum).toBe(512);
+      expect(exported.block_size_minimum).toBe(1);
       expect(exported.block_size_preferred).toBe(4096);
       expect(exported.block_size_maximum).toBe(NBD_REQUEST_BYTES_MAX);
       for (const flag of ["can_multi_conn", "can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_df"]) {

@@ -2,7 +2,7 @@
 // Unwritten (or trimmed, or zeroed) pages are holes that read as zeroes; blockStatus reports them as hole+zero.
 // Unaligned I/O is handled page by page, as BlockDevice allows. Not the thing under test: kept obviously simple.
 
-import { PAGE_BYTES, SECTOR_BYTES } from "../../src/constants.ts";
+import { PAGE_BYTES } from "../../src/constants.ts";
 import { InvalidArgumentError, assert } from "../../src/errors.ts";
 import type { BlockDevice, BlockStatusExtent } from "../../src/nbd/block_device.ts";
 
@@ -10,7 +10,8 @@ const RESOLVED = Promise.resolve();
 const SLAB_BYTES = 256 * PAGE_BYTES;
 
 export class MemoryBlockDevice implements BlockDevice {
-  readonly blockSizeMinBytes = SECTOR_BYTES;
+  /** Any offset and length, as the volume (the pages make it simple). */
+  readonly blockSizeMinBytes = 1;
   readonly blockSizePreferredBytes = PAGE_BYTES;
   /** Page index -> page contents. */
   readonly pages = new Map<number, Uint8Array>();

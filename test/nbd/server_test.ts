@@ -208,7 +208,7 @@ describe("handshake", () => {
     expect(new TextDecoder().decode(byType.get(NBD_INFO_NAME)!.subarray(2))).toBe("disk");
     expect(new TextDecoder().decode(byType.get(NBD_INFO_DESCRIPTION)!.subarray(2))).toBe("memory test disk");
     const blockSize = byType.get(NBD_INFO_BLOCK_SIZE)!;
-    expect([readU32(blockSize, 2), readU32(blockSize, 6), readU32(blockSize, 10)]).toEqual([512, 4096, NBD_REQUEST_BYTES_MAX]);
+    expect([readU32(blockSize, 2), readU32(blockSize, 6), readU32(blockSize, 10)]).toEqual([1, 4096, NBD_REQUEST_BYTES_MAX]);
     // The empty name selects the default (only) export.
     await client.sendOption(NBD_OPT_GO, encodeInfoRequest({ exportName: "", infoTypes: [] }));
     const go = await client.readOptionReplies();
