@@ -25,6 +25,7 @@
 
 import { ANY_SIZE_INFLIGHT_MAX, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
+import { debugChecks } from "../util/debug_checks.ts";
 
 /** The sectors [lba, lba+sectors) that bytes [offset, offset+length) touch, and which of them are touched in part. */
 export interface SectorSpan {
@@ -57,6 +58,8 @@ export interface SectorIo {
 
 /** One write, trim or zeroing from arrival to completion. */
 interface Operation {
+  /** Arrival number: an operation waits only for lower ones. */
+  arrival: number;
   lba: number;
   end: number;
   /** The partial sectors it reads and rewrites (empty for whole-sector operations). */
@@ -73,6 +76,7 @@ function touches(operation: Operation, lba: number): boolean {
 export class RewriteOrder {
   private readonly inflight = new Set<Operation>();
   private readonly rewriting = new Set<Operation>();
+  private arrivals = 0;
   /** Operations that had to wait (tests and stats). */
   waits = 0;
 
@@ -83,7 +87,7 @@ export class RewriteOrder {
   /** Admits an operation; resolves when every earlier operation it must follow is done. Call leave() after. */
   enter(lba: number, sectors: number, partial: number[]): { operation: Operation; ready: Promise<void> | null } {
     assert(this.inflight.size < ANY_SIZE_INFLIGHT_MAX, "writes in flight are bounded by the NBD layer");
-    const operation: Operation = { lba, end: lba + sectors, partial, waiters: null };
+    const operation: Operation = { arrival: ++this.arrivals, lba, end: lba + sectors, partial, waiters: null };
     // Made only when needed: whole-sector writes with no rewrite in flight (the common case) allocate nothing more.
     let before: Set<Operation> | null = null;
     // An earlier operation rewriting a sector this one touches: this one must not land before it is done.
@@ -98,8 +102,10 @@ export class RewriteOrder {
       this.rewriting.add(operation);
     }
     this.inflight.add(operation);
+    if (debugChecks) this.checkInvariants();
     if (before === null) return { operation, ready: null };
     const waitFor = before;
+    for (const earlier of waitFor) assert(earlier.arrival < operation.arrival, "an operation waits only for earlier ones");
     this.waits += 1;
     const ready = new Promise<void>((resolve) => {
       let left = waitFor.size;
@@ -118,6 +124,7 @@ export class RewriteOrder {
     const waiters = operation.waiters;
     operation.waiters = null;
     if (waiters !== null) for (const wake of waiters) wake();
+    if (debugChecks) this.checkInvariants();
   }
 
   checkInvariants(): void {

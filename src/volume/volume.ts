@@ -363,6 +363,8 @@ export class Volume implements BlockDevice {
       objectsKnown: this.state.objects.count,
       journalUsedBytes: this.journal.usedBytes,
       gc: this.gc ? { ...this.gc.stats, retiredWaiting: this.gc.retiredCount } : null,
+      /** Requests not whole sectors: reads cut from sectors, writes/trims/zeroings read-modify-written, and waits. */
+      anySize: { unalignedReads: this.anySize.unalignedReads, unalignedWrites: this.anySize.unalignedWrites, waits: this.anySize.order.waits },
     };
   }
 

@@ -64,7 +64,7 @@ export const EXPORT: ExportInfo = {
   description: "fuzzed",
   sizeBytes: DEVICE_BYTES,
   readOnly: false,
-  blockSizeMinBytes: 512,
+  blockSizeMinBytes: 1,
   blockSizePreferredBytes: 4096,
 };
 /** Steps after which a run counts as hung (far above any run: a step consumes a chunk, a call or a drain). */
@@ -115,7 +115,7 @@ class FuzzTransport implements Transport {
 class SteppedDevice implements BlockDevice {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  readonly blockSizeMinBytes = 512;
+  readonly blockSizeMinBytes = 1;
   readonly blockSizePreferredBytes = 4096;
   readonly held: Array<() => void> = [];
   calls = 0;

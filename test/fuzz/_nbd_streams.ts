@@ -110,9 +110,13 @@ function request(prng: Prng, structured: boolean, meta: boolean, readOnly: boole
   const type = types[prng.int(types.length)]!;
   if (type === NBD_CMD_FLUSH) return { type, flags: prng.chance(0.2) ? NBD_CMD_FLAG_FUA : 0, offset: 0, length: 0 };
   const sizes = shape === "tiny" ? SIZES.tiny : SIZES.normal;
+  // The export's minimum block size is 1: a third of the requests have an unaligned length, a third an unaligned
+  // offset (sub-sector ones among them).
+  const unalignedLength = prng.chance(0.33);
   const bulkLength = prng.chance(0.5) ? DEVICE_BYTES : 512 * (1 + prng.int(DEVICE_BYTES / 512));
-  const length = shape === "bulk" ? bulkLength : sizes[prng.int(sizes.length)]!;
-  const offset = 512 * prng.int((DEVICE_BYTES - length) / 512 + 1);
+  let length = shape === "bulk" ? bulkLength : sizes[prng.int(sizes.length)]!;
+  if (unalignedLength) length = prng.chance(0.5) ? 1 + prng.int(511) : Math.max(1, length - 1 - prng.int(511));
+  const offset = prng.chance(0.33) ? prng.int(DEVICE_BYTES - length + 1) : 512 * prng.int(Math.floor((DEVICE_BYTES - length) / 512) + 1);
   let flags = prng.chance(0.2) ? NBD_CMD_FLAG_FUA : 0;
   if (type === NBD_CMD_READ && structured && prng.chance(0.3)) flags |= NBD_CMD_FLAG_DF;
   if (type === NBD_CMD_WRITE_ZEROES && prng.chance(0.3)) flags |= NBD_CMD_FLAG_NO_HOLE;
