@@ -68,6 +68,8 @@ interface Operation {
   waiters: Array<() => void> | null;
 }
 
+const NO_PARTIAL: number[] = [];
+
 function touches(operation: Operation, lba: number): boolean {
   return lba >= operation.lba && lba < operation.end;
 }
@@ -91,8 +93,10 @@ export class RewriteOrder {
     // Made only when needed: whole-sector writes with no rewrite in flight (the common case) allocate nothing more.
     let before: Set<Operation> | null = null;
     // An earlier operation rewriting a sector this one touches: this one must not land before it is done.
-    for (const earlier of this.rewriting) {
-      if (earlier.partial.some((sector) => touches(operation, sector))) (before ??= new Set()).add(earlier);
+    if (this.rewriting.size > 0) {
+      for (const earlier of this.rewriting) {
+        if (earlier.partial.some((sector) => touches(operation, sector))) (before ??= new Set()).add(earlier);
+      }
     }
     // This one rewrites partial sectors: every earlier operation touching them must be visible to its read first.
     if (partial.length > 0) {
@@ -153,11 +157,11 @@ export class AnySizeIo {
   }
 
   async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    if (offset % SECTOR_BYTES === 0 && data.byteLength % SECTOR_BYTES === 0) return this.writeWhole(offset / SECTOR_BYTES, data, fua);
     const span = sectorSpan(offset, data.byteLength);
     const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
     try {
       if (ready !== null) await ready;
-      if (span.partial.length === 0) return await this.io.writeSectors(span.lba, span.sectors, data, fua);
       this.unalignedWrites += 1;
       const sectors = await this.oldPartialSectors(span);
       sectors.set(data, span.headSkip);
@@ -167,7 +171,19 @@ export class AnySizeIo {
     }
   }
 
-  /** Trim (zero: false) or zeroing: whole sectors as the write path's trim, partial ones by writing zeroes. */
+  /** The hot path: whole sectors, nothing to read; it still takes its place in the order. */
+  private async writeWhole(lba: number, data: Uint8Array, fua: boolean): Promise<void> {
+    const sectors = data.byteLength / SECTOR_BYTES;
+    const { operation, ready } = this.order.enter(lba, sectors, NO_PARTIAL);
+    try {
+      if (ready !== null) await ready;
+      await this.io.writeSectors(lba, sectors, data, fua);
+    } finally {
+      this.order.leave(operation);
+    }
+  }
+
+  /** Trim or zeroing (one thing here: unmapped space reads as zeroes): whole sectors unmapped, partial ones zeroed. */
   async zero(offset: number, length: number, fua: boolean): Promise<void> {
     const span = sectorSpan(offset, length);
     const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
