@@ -91,6 +91,19 @@ describe("any-size I/O with nbdsh, qemu-io and a byte model", () => {
       ].join("\n");
       const result = await runOk(["nbdsh", "-u", server.uri, "-c", script], { timeoutMs: 60_000 });
       expect(result.stdout).toContain("oversize ok");
+      // The reference client negotiates no structured replies: the same reads as simple replies.
+      const simple = [
+        "import random",
+        "data = bytearray(random.Random(5).randbytes(4 * 1024 * 1024))",
+        "data[3:1048593] = random.Random(6).randbytes(1048590)",
+        "h.set_request_structured_replies(False)",
+        `h.connect_uri(${JSON.stringify(server.uri)})`,
+        "assert not h.get_structured_replies_negotiated()",
+        "assert h.pread(1048590, 1) == data[1:1048591]",
+        "assert h.pread(2097180, 2) == data[2:2097182]",
+        "print('simple ok')",
+      ].join("\n");
+      expect((await runOk(["nbdsh", "-c", simple], { timeoutMs: 60_000 })).stdout).toContain("simple ok");
       expect((await server.stop("SIGTERM")).exitCode).toBe(0);
     },
     TEST_TIMEOUT_MS,
