@@ -93,6 +93,12 @@ export const NBD_ZERO_WRITE_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
  * each connection have NBD_INFLIGHT_PER_CONNECTION_MAX requests in flight; more would be a bug there.
  */
 export const ANY_SIZE_INFLIGHT_MAX = NBD_INFLIGHT_PER_CONNECTION_MAX * NBD_CONNECTIONS_MAX;
+/**
+ * Any-size I/O: an unaligned write up to this long reads all its sectors in one read before it rewrites them; a
+ * longer one reads only its one or two partial sectors. One read of a few KiB from a backend object costs about what
+ * one of 512 bytes does, and two cost two round trips.
+ */
+export const ANY_SIZE_READ_WHOLE_BYTES_MAX = 64 * 1024;
 /** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 

@@ -23,7 +23,7 @@
 // Bounds: `inflight` holds at most the requests the NBD layer lets be in flight (ANY_SIZE_INFLIGHT_MAX); the copy an
 // unaligned write makes is its length rounded out to sectors (at most NBD_REQUEST_BYTES_MAX + 2 sectors).
 
-import { ANY_SIZE_INFLIGHT_MAX, SECTOR_BYTES } from "../constants.ts";
+import { ANY_SIZE_INFLIGHT_MAX, ANY_SIZE_READ_WHOLE_BYTES_MAX, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { debugChecks } from "../util/debug_checks.ts";
 
@@ -52,6 +52,7 @@ export function sectorSpan(offset: number, length: number): SectorSpan {
 
 /** What the volume gives this layer: its sector-granular read and write (data null: trim/zero). */
 export interface SectorIo {
+  /** A new buffer, the caller's to keep and to write into. */
   readSectors(lba: number, sectors: number): Promise<Uint8Array>;
   writeSectors(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void>;
 }
@@ -201,14 +202,15 @@ export class AnySizeIo {
 
   /**
    * The span's sectors in a new buffer holding the current bytes of its partial sectors (the rest is left zero: the
-   * caller overwrites it). Two adjacent sectors or one are read in one call.
+   * caller overwrites it). A span up to ANY_SIZE_READ_WHOLE_BYTES_MAX is read in one call (one backend read where two
+   * would each cost a round trip); a longer one reads its partial sectors alone.
    */
   private async oldPartialSectors(span: SectorSpan): Promise<Uint8Array> {
-    const buffer = new Uint8Array(span.sectors * SECTOR_BYTES);
-    if (span.sectors <= 2) {
-      buffer.set(await this.io.readSectors(span.lba, span.sectors));
-      return buffer;
+    if (span.sectors * SECTOR_BYTES <= ANY_SIZE_READ_WHOLE_BYTES_MAX) {
+      // A fresh buffer from the read path, not shared: the caller may write into it.
+      return this.io.readSectors(span.lba, span.sectors);
     }
+    const buffer = new Uint8Array(span.sectors * SECTOR_BYTES);
     const reads = span.partial.map(async (lba) => {
       buffer.set(await this.io.readSectors(lba, 1), (lba - span.lba) * SECTOR_BYTES);
     });
