@@ -1,7 +1,9 @@
 // A whole NBD connection without a socket, for the NBD stream fuzzer (folder-private): the real Handshake, NbdSession
 // and OutputQueue wired as src/nbd/server.ts's Connection wires them, over a transport and a device whose every
 // choice comes from one seeded PRNG (chunk sizes, partial socket writes, write failures, the order and failures of
-// device completions). One seed = one run: a failure replays exactly.
+// device completions). One seed = one run: a failure replays exactly. (A run may instead be served by a real volume,
+// runStream's `served`: the order its calls are released in is still seeded, but they take real time, so when
+// nothing else can happen the run waits for one to settle.)
 //
 // The run is a loop of steps; each step does one thing (feed a chunk, complete one device call, deliver a socket
 // drain, close the socket after the connection ended) and then lets every microtask run. After each step the
@@ -111,7 +113,10 @@ class FuzzTransport implements Transport {
   }
 }
 
-/** The memory device, with every call held until the run completes it (in a seeded order), or fails it. */
+/**
+ * A device (the memory device, or a real volume), with every call held until the run completes it (in a seeded
+ * order), or fails it. A released call of the volume takes more than a turn: `running` counts those not settled.
+ */
 class SteppedDevice implements BlockDevice {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
@@ -119,9 +124,11 @@ class SteppedDevice implements BlockDevice {
   readonly blockSizePreferredBytes = 4096;
   readonly held: Array<() => void> = [];
   calls = 0;
+  running = 0;
+  private settledWaiters: Array<() => void> = [];
 
   constructor(
-    private readonly inner: MemoryBlockDevice,
+    private readonly inner: BlockDevice,
     private readonly prng: Prng,
     private readonly conditions: Conditions,
   ) {
@@ -134,10 +141,23 @@ class SteppedDevice implements BlockDevice {
     if (this.prng.chance(this.conditions.deviceThrowShare)) throw new IOError("fuzz: the device threw");
     return new Promise<T>((resolve, reject) => {
       this.held.push(() => {
-        if (this.prng.chance(this.conditions.deviceFailShare)) reject(new IOError("fuzz: injected device failure"));
-        else run().then(resolve, reject);
+        if (this.prng.chance(this.conditions.deviceFailShare)) return reject(new IOError("fuzz: injected device failure"));
+        this.running += 1;
+        const done = (): void => {
+          this.running -= 1;
+          for (const wake of this.settledWaiters.splice(0)) wake();
+        };
+        run().then(
+          (value) => (done(), resolve(value)),
+          (error) => (done(), reject(error)),
+        );
       });
     });
+  }
+
+  /** Resolves when a released call settles (call only while `running` > 0). */
+  whenOneSettles(): Promise<void> {
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
   }
 
   /** Completes up to `count` held calls (at least one), chosen at random, in this turn. */
@@ -203,10 +223,11 @@ class FuzzConnection {
     prng: Prng,
     private readonly conditions: Conditions,
     keepSent: boolean,
+    inner: BlockDevice | null,
   ) {
     this.transport = new FuzzTransport(prng, conditions, keepSent);
     this.output = new OutputQueue(this.transport);
-    this.device = new SteppedDevice(new MemoryBlockDevice(DEVICE_BYTES, conditions.readOnly), prng, conditions);
+    this.device = new SteppedDevice(inner ?? new MemoryBlockDevice(DEVICE_BYTES, conditions.readOnly), prng, conditions);
     this.output.onFailed = () => {
       this.session?.onTransportClosed();
       this.endConnection("socket write failed");
@@ -286,8 +307,9 @@ class FuzzConnection {
     let steps = 0;
     this.output.close();
     this.session?.onTransportClosed();
-    while (this.device.held.length > 0) {
-      this.device.complete(1 + prng.int(this.conditions.completionBurstMax));
+    while (this.device.held.length > 0 || this.device.running > 0) {
+      if (this.device.held.length > 0) this.device.complete(1 + prng.int(this.conditions.completionBurstMax));
+      else await this.device.whenOneSettles();
       await settle();
       this.check();
       steps += 1;
@@ -302,10 +324,13 @@ class FuzzConnection {
   }
 }
 
-/** One connection fed `stream` under `conditions`; throws FuzzFinding (or the escaped error) on a violation. */
-export async function runStream(stream: Uint8Array, prng: Prng, conditions: Conditions, keepSent = false): Promise<Outcome> {
+/**
+ * One connection fed `stream` under `conditions`, served by the memory device or by `served` (a real volume, whose
+ * calls take real time); throws FuzzFinding (or the escaped error) on a violation.
+ */
+export async function runStream(stream: Uint8Array, prng: Prng, conditions: Conditions, keepSent = false, served: BlockDevice | null = null): Promise<Outcome> {
   escaped.length = 0;
-  const connection = new FuzzConnection(prng, conditions, keepSent);
+  const connection = new FuzzConnection(prng, conditions, keepSent, served);
   const { transport, device } = connection;
   let cursor = 0;
   let chunkAfterPauseUsed = false;
@@ -336,7 +361,12 @@ export async function runStream(stream: Uint8Array, prng: Prng, conditions: Cond
         else connection.output.onDrain();
       });
     }
-    if (actions.length === 0) break;
+    if (actions.length === 0) {
+      // Nothing to do but wait for a volume call already released (the memory device has none by now).
+      if (device.running === 0) break;
+      await device.whenOneSettles();
+      continue;
+    }
     actions[prng.int(actions.length)]!();
   }
   connection.checkQuiescent();
