@@ -28,6 +28,10 @@
 // once (the lease, the superblock) only ever change with putIfVersion, which a late attempt fails once anyone else
 // wrote; every other name is created once with putIfAbsent and never reused.
 //
+// Outages are told once each way: every retry is logged as it is scheduled, and the first attempt that reaches the
+// store after transient failures (it succeeds, or fails for a reason that is not transient) logs "reachable again
+// after T s, N retries", T from the first failure of the outage.
+//
 // Conditional operations are retried safely: once an attempt of putIfAbsent or putIfVersion failed in a way that may
 // have applied it (any transient error: a lost reply, a timeout), a later ConflictError may be that attempt's own
 // doing. The call then reads the object back: exactly our bytes -> our write landed, the call succeeds with the
@@ -110,6 +114,8 @@ export class RetryingStore extends WrappingStore {
   retries = 0;
   /** Attempts that did not answer within requestTimeoutMs (tests, stats). */
   timeouts = 0;
+  /** The current outage: since when (monotonic ms) and how many retries it took so far; null while reachable. */
+  private outage: { sinceMs: number; retries: number } | null = null;
 
   constructor(inner: ObjectStore, options: RetryingStoreOptions = {}) {
     super(inner);
@@ -156,9 +162,12 @@ export class RetryingStore extends WrappingStore {
       for (let retry = 0; ; retry++) {
         let error: unknown;
         try {
-          return await this.attemptOnce(op, name, attempt);
+          const value = await this.attemptOnce(op, name, attempt);
+          this.reached();
+          return value;
         } catch (caught) {
           error = caught;
+          if (!isTransient(caught)) this.reached();
         }
         const retryable = (failure: unknown) => isTransient(failure) && retry < this.retriesMax && !this.closing;
         if (error instanceof AttemptTimeoutError && changing && retryable(error)) {
@@ -177,6 +186,8 @@ export class RetryingStore extends WrappingStore {
         if (!retryable(error)) throw error;
         const delayMs = this.delayMs(retry);
         this.retries += 1;
+        this.outage ??= { sinceMs: this.clock.nowMs(), retries: 0 };
+        this.outage.retries += 1;
         const limit = this.retriesMax === Number.POSITIVE_INFINITY ? "(retrying forever)" : `of ${this.retriesMax}`;
         this.log(`${op} ${name}: ${(error as Error).message}; retry ${retry + 1} ${limit} in ${Math.round(delayMs)} ms`);
         await Promise.race([this.sleep(delayMs), this.closingSignal]);
@@ -186,6 +197,15 @@ export class RetryingStore extends WrappingStore {
       this.inflightCalls -= 1;
       if (this.inflightCalls === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
+  }
+
+  /** An attempt reached the store: ends the outage, if any, with a line saying how long it lasted. */
+  private reached(): void {
+    if (this.outage === null) return;
+    const seconds = (this.clock.nowMs() - this.outage.sinceMs) / 1000;
+    const retries = this.outage.retries;
+    this.outage = null;
+    this.log(`reachable again after ${seconds.toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"}`);
   }
 
   /**

@@ -8,6 +8,8 @@ import { loadIsalCrc32c } from "../../ffi/isal_crc32c.ts";
 import { installCrc32cAccelerator } from "../format/crc32c.ts";
 import { COMMANDS } from "./commands/index.ts";
 import { parseCommandArgs, type Parsed } from "./args.ts";
+import { applyLogOptions, hasLogOptions } from "./log_options.ts";
+import { makeLogger } from "../util/log.ts";
 
 const VERSION = "0.1.0";
 
@@ -25,13 +27,20 @@ Volumes: /dir/obj, file:///dir/obj, rados://POOL/PREFIX, s3://BUCKET/PREFIX.
 `;
 }
 
-/** Hardware CRC-32C when ISA-L is installed (libisal2); the table loop otherwise. LSVD_CRC32C=table forces the latter. */
-function installNativeCrc32c(): void {
-  if (process.env.LSVD_CRC32C === "table") return;
+/** The one line saying the optional library is missing, by the package that provides it. */
+export function isalMissingNote(reason: string): string {
+  return `note: ISA-L not loaded (install the libisal2 package for hardware CRC-32C, about 10 times faster): ${reason}; using the portable CRC-32C`;
+}
+
+/**
+ * Hardware CRC-32C when ISA-L is installed (libisal2); the table loop otherwise, said once per process (after the
+ * command's --log-level and --log-format apply). LSVD_CRC32C=table forces the table loop, silently.
+ */
+function installNativeCrc32c(): string | null {
+  if (process.env.LSVD_CRC32C === "table") return null;
   const native = loadIsalCrc32c();
-  if (!native.crc32c || !installCrc32cAccelerator(native.crc32c)) {
-    process.stderr.write(`lsvd: note: hardware CRC-32C unavailable (${native.reason || "self-check failed"}); using the portable one\n`);
-  }
+  if (native.crc32c && installCrc32cAccelerator(native.crc32c)) return null;
+  return isalMissingNote(native.reason || "its self-check failed");
 }
 
 /** `lsvd help CMD`: the command's --help. */
@@ -46,7 +55,7 @@ function helpFor(names: string[]): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  installNativeCrc32c();
+  const crc32cNote = installNativeCrc32c();
   const [name, ...rest] = argv;
   if (name === "help" && rest.length > 0) return helpFor(rest);
   if (!name || name === "--help" || name === "-h" || name === "help") {
@@ -75,6 +84,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    if (hasLogOptions(command.options)) applyLogOptions(parsed);
+    if (crc32cNote !== null) makeLogger("lsvd")(crc32cNote);
     return await command.run(parsed);
   } catch (error) {
     if (error instanceof LsvdError) {

@@ -51,7 +51,7 @@ export async function openOwnedBackend(
   // A lease attempt that hangs must not hold a renewal past the holder's deadline: the deadline fences regardless.
   const leaseStore = new RetryingStore(raw, {
     requestTimeoutMs: Math.max(500, Math.floor(leaseDurationMs / LEASE_RENEW_DIVISOR)),
-    log: (line: string) => log(`backend (lease): ${line}`),
+    log: (line: string) => log(`warning: backend (lease): ${line}`),
   });
   let owned: RetryingStore | null = null;
   return {
@@ -59,7 +59,7 @@ export async function openOwnedBackend(
     prefix: backend.prefix,
     uri: backend.uri,
     ownerStore(fence) {
-      owned ??= new RetryingStore(new GuardedStore(raw, () => fence().check()), { log: (line: string) => log(`backend: ${line}`) });
+      owned ??= new RetryingStore(new GuardedStore(raw, () => fence().check()), { log: (line: string) => log(`warning: backend: ${line}`) });
       return owned;
     },
     async close() {

@@ -142,6 +142,14 @@ export interface FsckOptions {
   repair?: boolean;
   /** Required to repair: the lease the caller took (takeOwnership); superblock rewrites go through its store. */
   owner?: VolumeOwner;
+  /** Told what fsck does as it goes (the CLI shows it: in place on a terminal, a line per step otherwise). */
+  progress?: FsckProgress;
+}
+
+/** Where fsck reports its progress: a step begins, or work of `total` (null: not known yet) advanced to `done`. */
+export interface FsckProgress {
+  step(text: string): void;
+  count(done: number, total: number | null, what: string): void;
 }
 
 /** Passes of check-then-repair at most: superblock fix, then truncation, then the final check. */
@@ -157,7 +165,8 @@ export const FSCK_EXIT_OPERATIONAL = 8;
  * operational errors (the store or device failed, no superblock object at all): those are exit code 8.
  */
 export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
-  const first = await checkBackend(options.store, options.prefix);
+  const progress = options.progress;
+  const first = await checkBackend(options.store, options.prefix, progress);
   let current = first;
   const repairs: string[] = [];
   const cleanups: string[] = [];
@@ -168,9 +177,11 @@ export async function fsckVolume(options: FsckOptions): Promise<FsckReport> {
       const done = await repairOnce(options.store, options.prefix, current, owner);
       if (done.length === 0) break;
       for (const step of done) (step.fixesProblem ? repairs : cleanups).push(step.what);
-      current = await checkBackend(options.store, options.prefix);
+      progress?.step(`repaired ${done.length} thing(s); checking again`);
+      current = await checkBackend(options.store, options.prefix, progress);
     }
   }
+  if (options.cache && current.state) progress?.step("checking the cache and its journal");
   const cache = options.cache && current.state ? await checkCache(options.cache.device, options.cache.pool, current, options.prefix) : null;
   if (options.cache && !current.state) current.notes.push("cache not checked: the backend could not be recovered");
   const cacheProblems = cache?.problems ?? [];
@@ -222,7 +233,7 @@ function problem(kind: FsckProblemKind, seq: number | null, message: string): Fs
   return { kind, seq, message, repaired: false };
 }
 
-async function checkBackend(store: ObjectStore, prefix: string): Promise<BackendCheck> {
+async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckProgress): Promise<BackendCheck> {
   const problems: FsckProblem[] = [];
   const notes: string[] = [];
   const report: BackendCheck["report"] = {
@@ -276,6 +287,7 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   const seqs: number[] = [];
   const stray = new BoundedList<string>();
   const skippedSeqs: number[] = [];
+  progress?.step("listing the objects");
   for (const name of await store.list(`${prefix}.`)) {
     const seq = parseObjectName(prefix, name);
     if (name === leaseName(prefix)) continue;
@@ -318,7 +330,10 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   let logEnd: number | null = null;
   const holes = new BoundedList<number>();
   let expected = 1;
+  let checked = 0;
+  progress?.step(`checking ${seqs.length} object(s)`);
   for (const seq of seqs) {
+    progress?.count(checked++, seqs.length, "objects checked");
     for (let hole = expected; hole < seq && logEnd === null; hole++) {
       const skipped = skippedRangeOf(superblock.skipped, hole);
       if (skipped !== null) hole = skipped.last; // never written: not a hole
@@ -412,7 +427,9 @@ async function checkBackend(store: ObjectStore, prefix: string): Promise<Backend
   // 5. The map recovery builds, against the replay from seq 1.
   let state: BackendState;
   try {
-    state = await recoverBackend(store, prefix, { verifyData: true });
+    progress?.count(seqs.length, seqs.length, "objects checked");
+    progress?.step("building the map as recovery does");
+    state = await recoverBackend(store, prefix, { verifyData: true, onRolledForward: (objects) => progress?.count(objects, null, "objects rolled forward") });
   } catch (error) {
     if (!(error instanceof CorruptionError)) throw error;
     problems.push(problem("recovery", null, `recovery fails: ${error.message}`));

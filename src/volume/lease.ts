@@ -71,6 +71,13 @@ export function leaseExpiresAtMs(lease: LeaseRecord): number {
 }
 
 /** The acquisition table above, as a pure function. */
+/** Why a lease could be taken, in plain words for the log (the case code is a debug line). */
+const TAKEN_BECAUSE: Partial<Record<AcquisitionCase, string>> = {
+  "@C": "its holder released it",
+  "@D": "its holder is no longer running",
+  "@E": "its lease expired (its holder stopped renewing it)",
+};
+
 export function decideAcquisition(found: LeaseFound, nowMs: number, liveness: HolderLiveness): Acquisition {
   if (found.kind === "absent") return { case: "@A", action: "take", clean: false };
   if (found.kind === "corrupt") return { case: "@B", action: "refuse" };
@@ -264,8 +271,10 @@ export class Lease implements Fence {
         if (error instanceof ConflictError) throw new LeaseHeldError(`Volume ${prefix}: another process took its lease at the same moment; see 'lsvd lock show'`);
         throw error;
       }
-      const how = previous === null ? "new lease" : `taken over (case ${decision.case}) from ${describeHolder(previous, nowMs)}`;
+      const because = TAKEN_BECAUSE[decision.case] ?? "";
+      const how = previous === null ? "new lease" : `taken over from ${describeHolder(previous, nowMs)}${because ? `: ${because}` : ""}`;
       log(`lease of ${prefix}: epoch ${epoch}, ${how}`);
+      log(`debug: lease of ${prefix}: taken (case ${decision.case})`);
       return new Lease({ store, prefix, clock, log }, record, written, sentAtMs, { case: decision.case, clean: decision.clean, previous });
     }
   }

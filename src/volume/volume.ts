@@ -59,6 +59,8 @@ export interface VolumeOptions {
   /** Simulations only: named points in recovery and garbage collection where a crash may stop the world (clock.ts). */
   crashPoint?: CrashPoint;
   log?: (line: string) => void;
+  /** Recovery's progress, as it goes (serve shows it). */
+  progress?: RecoveryProgress;
   /**
    * Who owns the volume (ownership.ts): its lease as a fence, its epoch, whether the previous owner left cleanly.
    * Without one (tests, tools), the volume runs on a fence that only closes when told to, keeps the superblock's
@@ -80,12 +82,25 @@ export interface RecoveryReport {
   notes: string[];
 }
 
-/** What recovery decided, into the log: the backend half's notes, then the journal's case and replay. */
+/** Recovery's progress: objects rolled forward (total unknown until the log ends), journal records replayed. */
+export type RecoveryProgress = (what: "objects rolled forward" | "journal records walked", done: number, total: number | null) => void;
+
+function counted(count: number, one: string, many: string): string {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+/**
+ * What recovery did, into the log in plain words: the backend half's notes, the objects rolled forward and the records
+ * replayed. The journal case (docs/architecture.md, "Recovery") and where the walk stopped are debug lines.
+ */
 function logRecovery(log: (line: string) => void, state: BackendState, plan: JournalPlan, replayed: number): void {
   for (const note of state.notes) log(`recovery: ${note}`);
+  const from = state.checkpointSeq > 0 ? `after checkpoint ${state.checkpointSeq}` : "from the start of the log";
+  const discarded = plan.replayAfter === null ? "; the journal was discarded: it does not continue the backend log" : "";
+  log(`recovery: rolled forward ${counted(state.rolledForward, "object", "objects")} ${from}; replayed ${counted(replayed, "journal record", "journal records")}${discarded}`);
   const journalEnd = replayed === 0 && plan.walkStopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${plan.journalStop}`;
   log(
-    `recovery: journal case ${plan.journalCase}, ${replayed} record(s) replayed${plan.replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
+    `debug: recovery: journal case ${plan.journalCase}, ${replayed} record(s) replayed${plan.replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
   );
 }
 
@@ -141,7 +156,11 @@ export class Volume implements BlockDevice {
     if (!(gcThreshold >= 0 && gcThreshold < 1)) throw new InvalidArgumentError(`GC threshold ${gcThreshold} is not in [0, 1)`);
     const fence = options.owner?.fence ?? new LocalFence();
     const superblocks = options.owner?.superblocks ?? (await SuperblockStore.read(options.store, options.prefix, fence));
-    const state = await recoverBackend(options.store, options.prefix, { verifyData: true, superblock: superblocks.decoded });
+    const state = await recoverBackend(options.store, options.prefix, {
+      verifyData: true,
+      superblock: superblocks.decoded,
+      onRolledForward: (objects) => options.progress?.("objects rolled forward", objects, null),
+    });
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     refuseForeignCache(options.cache, superblock, state.superblock.volUuid);
     // Where the log ends depends on the journal (an unfinished tail it continues is part of the log), and the new
@@ -167,7 +186,9 @@ export class Volume implements BlockDevice {
     // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md). When the log ends
     // inside a write (a kept unfinished tail), it waits for the replay to finish that write (sealOpen).
     if (logStart.added !== null) await writes.sealOpen(true);
-    const replayed = await replayJournal(options.cache, options.pool, superblock, plan, journal, writes, options.crashPoint);
+    const replayed = await replayJournal(options.cache, options.pool, superblock, plan, journal, writes, options.crashPoint, (walked, total) =>
+      options.progress?.("journal records walked", walked, total),
+    );
     writes.endReplay();
     await options.crashPoint?.("recovery.replayed");
     if (plan.needHandover) await writes.writeHandover(journal.sequenceNext - 1);

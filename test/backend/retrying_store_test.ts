@@ -40,7 +40,8 @@ describe("RetryingStore", () => {
     expect(faulty.calls.put).toBe(4);
     expect(store.retries).toBe(3);
     expect(delays.length).toBe(3);
-    expect(logs.length).toBe(3);
+    expect(logs.length).toBe(4); // three retries, then the line saying the store answers again
+    expect(logs[3]).toStartWith("reachable again after ");
     expect(logs[0]).toContain("obj.1");
     expect(logs[0]).toContain("injected");
     expect(await memory.get("obj.1")).toEqual(new Uint8Array([1, 2, 3]));
@@ -71,6 +72,29 @@ describe("RetryingStore", () => {
     expect(error).toBeInstanceOf(IOError);
     expect((error as IOError).transient).toBe(true);
     expect(faulty.calls.stat).toBe(3);
+  });
+
+  test("an outage ends with one line: how long it lasted (first failure to first answer) and how many retries", async () => {
+    let nowMs = 1_000_000;
+    const clock = {
+      nowMs: () => nowMs,
+      setTimer: () => ({ cancel: () => undefined }),
+      sleep: async (ms: number) => void (nowMs += ms),
+    };
+    const { faulty, store, logs } = setup({ clock, sleep: clock.sleep, random: () => 1, requestTimeoutMs: 0, delayMsMin: 1000, delayMsMax: 8000 });
+    await store.put("obj.1", new Uint8Array([1]));
+    expect(logs).toEqual([]); // no outage, no line
+    faulty.failNext("put", 3);
+    await store.put("obj.2", new Uint8Array([2]));
+    // Delays at random() = 1: 2000, 4000, 8000 ms.
+    expect(logs.slice(3)).toEqual(["reachable again after 14.0 s, 3 retries"]);
+    await store.put("obj.3", new Uint8Array([3]));
+    expect(logs.length).toBe(4); // said once
+    // A permanent failure after transient ones is an answer too: the store is reachable.
+    faulty.failNext("get", 1);
+    faulty.failNext("get", 1, { transient: false });
+    await rejection(store.get("obj.1"));
+    expect(logs.slice(4)).toEqual([expect.stringContaining("retry 1 of"), "reachable again after 2.0 s, 1 retry"]);
   });
 
   test('retriesMax "forever" outlasts a long outage', async () => {

@@ -106,6 +106,8 @@ export class ServerProcess {
         options.batchSize,
         "--batch-idle-ms",
         String(options.batchIdleMs),
+        "--log-level",
+        "debug", // the journal case recovery chose is a debug line
       ],
       { cwd: REPO_ROOT, stdout: log, stderr: log, env: process.env },
     );

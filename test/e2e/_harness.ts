@@ -179,6 +179,14 @@ export interface StopResult {
   log: string;
 }
 
+/**
+ * --log-level debug unless the test chose a level (or --quiet): tests read recovery's journal case, a debug line
+ * (the default lines say what happened in plain words).
+ */
+export function debugLogArgs(extraArgs: string[]): string[] {
+  return extraArgs.some((arg) => arg === "--quiet" || arg.startsWith("--log-level")) ? [] : ["--log-level", "debug"];
+}
+
 /** One `lsvd serve` child process. */
 export class LsvdServer {
   private logText = "";
@@ -210,7 +218,7 @@ export class LsvdServer {
         uri = `nbd://127.0.0.1:${port}`;
       }
       const child = Bun.spawn({
-        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...(options.extraArgs ?? [])],
+        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...(options.extraArgs ?? [])],
         cwd: options.cwd,
         stdin: "ignore",
         stdout: "pipe",

@@ -141,7 +141,7 @@ export class Server {
   static async start(backend: Backend, volumeUri: string, cachePath: string, socketPath: string, extra: string[] = []): Promise<Server> {
     fs.rmSync(socketPath, { force: true });
     const child = Bun.spawn(
-      [...lsvdCommand(), "serve", "--volume", volumeUri, "--cache", cachePath, "--socket", socketPath, ...backend.cliArgs, ...extra],
+      [...lsvdCommand(), "serve", "--volume", volumeUri, "--cache", cachePath, "--socket", socketPath, "--log-level", "debug", ...backend.cliArgs, ...extra],
       { env: { ...process.env, ...backend.cliEnv }, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
     );
     const server = new Server(child, socketPath);

@@ -16,6 +16,7 @@ import { writeOut } from "../output.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import { Progress } from "../progress.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd export [--progress] [--force] [--json] VOLUME FILE";
@@ -25,6 +26,7 @@ const OPTIONS: OptionSpec = {
   json: { type: "boolean" },
   ...VOLUME_OPTIONS,
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 const HELP = `Usage: ${USAGE}
 
@@ -41,6 +43,7 @@ Options:
   --json       print the result as JSON
 ${VOLUME_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 `;
 
 /** Refuses an owned volume unless forced: export reads the backend only. */
@@ -68,7 +71,7 @@ export const exportCommand: Command = {
     const log = makeLogger("lsvd", parsed.values.json === true);
     const progress = new Progress("export", parsed.values.progress === true);
     const opened = await openBackend(volume!, backendOptionsFrom(parsed));
-    const store = new RetryingStore(opened.store, { log: (line: string) => log(`backend: ${line}`) });
+    const store = new RetryingStore(opened.store, { log: (line: string) => log(`warning: backend: ${line}`) });
     const started = Date.now();
     let handle: Awaited<ReturnType<typeof openFile>> | null = null;
     try {

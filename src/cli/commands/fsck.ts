@@ -11,11 +11,14 @@ import { openUringDevice, type UringDevice } from "../../../ffi/uring_device.ts"
 import type { ObjectStore } from "../../backend/object_store.ts";
 import { fsckVolume, FSCK_EXIT_OPERATIONAL, type FsckReport } from "../../volume/fsck.ts";
 import { formatSize } from "../../util/size.ts";
+import { logEnabled } from "../../util/log.ts";
+import { Progress } from "../progress.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd fsck [--cache CACHE] [--repair] [--json] VOLUME";
-const OPTIONS: OptionSpec = { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...LEASE_OPTIONS, ...BACKEND_OPTIONS };
+const OPTIONS: OptionSpec = { cache: { type: "string" }, repair: { type: "boolean" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...LEASE_OPTIONS, ...BACKEND_OPTIONS, ...LOG_OPTIONS };
 const HELP = `Usage: ${USAGE}
 
 Checks VOLUME as recovery reads it: the superblock and every checkpoint it lists, every object's header and data
@@ -38,6 +41,7 @@ Options:
 ${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 
 Exit status: 0 clean, 1 problems found and all repaired, 4 problems left, 8 could not check (operational error, or
 --repair refused because another process owns the volume).
@@ -120,13 +124,16 @@ export const fsckCommand: Command = {
         owner = taken.owner;
       }
       if (cachePath !== undefined) device = await openUringDevice(cachePath);
+      const progress = new Progress("lsvd fsck", !json && logEnabled("info"));
       const report = await fsckVolume({
+        progress,
         store,
         prefix: backend.prefix,
         cache: device ? { device, pool: device.pool } : undefined,
         repair,
         owner,
       });
+      progress.clear();
       await lease?.release();
       lease = null;
       if (json) writeOut(`${JSON.stringify({ volume: backend.uri, ...report }, null, 2)}\n`);

@@ -5,9 +5,11 @@ import { writeOut } from "../output.ts";
 import { GC_THRESHOLD_DEFAULT, SECTOR_BYTES } from "../../constants.ts";
 import { openVolumeForCommand } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
-import { makeLogger } from "../../util/log.ts";
+import { logEnabled, makeLogger } from "../../util/log.ts";
+import { Progress } from "../progress.ts";
 import { formatSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, gcThresholdOption, requireVolumeAndCache, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 import { parseObjectName } from "../../format/object_name.ts";
 
@@ -19,6 +21,7 @@ const OPTIONS: OptionSpec = {
   json: { type: "boolean" },
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 const HELP = `Usage: ${USAGE}
 
@@ -34,6 +37,7 @@ Options:
   --json              print the result as JSON
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 gc takes the volume's lease (see 'lsvd lock show'): a volume being served, or otherwise owned, is refused at once.
 Exit status: 0 done, 1 the volume could not be opened (owned by another process) or collected.
 `;
@@ -59,16 +63,17 @@ export const gcCommand: Command = {
     });
     const countObjects = async () => (await store.list(`${prefix}.`)).filter((name) => parseObjectName(prefix, name) !== null).length;
     const objectsBefore = await countObjects();
-    const progress = process.stderr.isTTY === true && !json;
+    const progress = new Progress("lsvd gc", !json && logEnabled("info"));
+    progress.step(`${objectsBefore} object(s) in the backend; collecting`, { objects: objectsBefore });
     let rounds: number;
     let objectsAfter: number;
     try {
       rounds = await volume.collectGarbageUntilQuiet((round) => {
-        if (!progress) return;
         const gc = volume.stats().gc!;
-        process.stderr.write(`\rlsvd gc: round ${round}: ${gc.objectsCleaned} cleaned, ${gc.objectsDeleted} deleted, ${gc.retiredWaiting} waiting`);
+        const fields = { round, cleaned: gc.objectsCleaned, deleted: gc.objectsDeleted, waiting: gc.retiredWaiting };
+        progress.status(`round ${round}: ${gc.objectsCleaned} object(s) cleaned, ${gc.objectsDeleted} deleted, ${gc.retiredWaiting} waiting for a checkpoint`, fields);
       });
-      if (progress) process.stderr.write("\n");
+      progress.clear();
       await volume.close(); // idempotent: close() below then closes the device and the store
       objectsAfter = await countObjects();
     } finally {

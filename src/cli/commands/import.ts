@@ -15,6 +15,7 @@ import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { Progress } from "../progress.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 import { checkVolumeSize } from "./mkdisk.ts";
 
@@ -27,6 +28,7 @@ const OPTIONS: OptionSpec = {
   ...VOLUME_OPTIONS,
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 const HELP = `Usage: ${USAGE}
 
@@ -44,6 +46,7 @@ Options:
 ${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 `;
 
 const OBJECT_BYTES_MAX = 64 * 1024 * 1024;
@@ -87,8 +90,7 @@ export const importCommand: Command = {
     const durationMs = leaseDurationFrom(parsed);
     // Lease and recovery lines only with --progress (a quiet command otherwise, like mkdisk); a backend that keeps
     // failing (retries) is said either way, so that a slow import does not look like a hang.
-    const logAll = makeLogger("lsvd");
-    const log = parsed.values.progress === true ? logAll : (line: string) => (/^(backend|error)/.test(line) ? logAll(line) : undefined);
+    const log = makeLogger("lsvd", parsed.values.progress !== true);
     const progress = new Progress("import", parsed.values.progress === true);
     const started = Date.now();
     const backend = await openOwnedBackend(volume!, { ...backendOptionsFrom(parsed), createDirectory: true }, log, durationMs);

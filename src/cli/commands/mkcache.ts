@@ -16,6 +16,7 @@ import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { readCacheSuperblock } from "../../volume/recovery/journal.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, stringOption, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
 import { printCacheSuperblock } from "./parse.ts";
@@ -30,6 +31,7 @@ const OPTIONS: OptionSpec = {
   show: { type: "boolean" },
   json: { type: "boolean" },
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 const HELP = `Usage: ${USAGE}
 
@@ -45,6 +47,7 @@ Options:
   --show                print the cache superblock instead of formatting
   --json                with --show: print JSON
 ${BACKEND_HELP}
+${LOG_HELP}
 `;
 
 const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;

@@ -9,6 +9,7 @@ import { makeLogger } from "../../util/log.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend } from "../ownership.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd mkdisk [--size SIZE] [--uuid UUID] [--force] [--json] VOLUME";
@@ -20,6 +21,7 @@ const OPTIONS: OptionSpec = {
   ...VOLUME_OPTIONS,
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 const HELP = `Usage: ${USAGE}
 
@@ -34,6 +36,7 @@ Options:
 ${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 
 The new volume's objects start above every object name that exists at VOLUME, so that nothing written for an
 earlier volume there can ever be taken for part of the new one.

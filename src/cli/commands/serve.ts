@@ -31,7 +31,8 @@ import { IOError, InvalidArgumentError } from "../../errors.ts";
 import { listenNbd, type NbdServer } from "../../nbd/server.ts";
 import { openVolumeForCommand, type OpenedVolume } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
-import { makeLogger, type LogFn } from "../../util/log.ts";
+import { logEnabled, makeLogger, type LogFn } from "../../util/log.ts";
+import { Progress } from "../progress.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import {
   BACKEND_HELP,
@@ -43,6 +44,7 @@ import {
   type OptionSpec,
   type Parsed,
 } from "../args.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
 import type { InheritedListener } from "../../ops/systemd.ts";
@@ -88,9 +90,11 @@ Options:
   --handshake-timeout-ms MS
                          a client must finish negotiating this long after its greeting, or it is
                          disconnected (default ${NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT})
-  --quiet                log nothing but errors
+  --quiet                the same as --log-level warn: only failed requests, backend retries, warnings
+                         and errors
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 ${SERVICE_HELP}
 
 Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
@@ -170,7 +174,8 @@ class LastError {
 
   wrap(log: LogFn, everyLine: boolean): LogFn {
     return (line) => {
-      if (everyLine || line.startsWith("error:")) {
+      // The store's warnings (retries) count, but not its "reachable again" line, which ends an outage.
+      if ((everyLine && line.startsWith("warning:") && !line.includes(": reachable again after ")) || line.startsWith("error:")) {
         this.line = line;
         this.atMs = Date.now();
       }
@@ -180,7 +185,7 @@ class LastError {
 
   describe(): string {
     if (this.line === null) return "";
-    return `; last error ${((Date.now() - this.atMs) / 1000).toFixed(0)} s ago: ${this.line.replace(/^error: /, "")}`;
+    return `; last error ${((Date.now() - this.atMs) / 1000).toFixed(0)} s ago: ${this.line.replace(/^(error|warning): /, "")}`;
   }
 }
 
@@ -250,6 +255,7 @@ const OPTIONS: OptionSpec = {
   "pid-file": { type: "string" },
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
+  ...LOG_OPTIONS,
 };
 
 export const serveCommand: Command = {
@@ -262,8 +268,10 @@ export const serveCommand: Command = {
     const batchBytes = batchSizeOption(parsed);
     const batchIdleMs = positiveIntegerOption(parsed, "batch-idle-ms");
     const gcThreshold = gcThresholdOption(parsed);
-    const log = makeLogger("lsvd", false);
-    const info = parsed.values.quiet === true ? () => {} : log;
+    // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
+    // (info). A line's own prefix ("error: ", "debug: ") overrides its channel (util/log.ts).
+    const log = makeLogger("lsvd", false, "warn");
+    const info = makeLogger("lsvd");
     const lastError = new LastError();
 
     const service = ServeService.begin(
@@ -275,8 +283,9 @@ export const serveCommand: Command = {
     // Ownership of the volume is taken here, between binding and recovery; the lease says where it is served.
     const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
     let opened: OpenedVolume;
+    const progress = new Progress("recovery", logEnabled("info"), process.stderr, info);
     try {
-      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(log, true), holder, {
+      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(info, true), holder, {
         readOnly: parsed.values["read-only"] === true,
         readCache: parsed.values["read-cache"] === true,
         batchBytes,
@@ -284,11 +293,14 @@ export const serveCommand: Command = {
         gc: parsed.values["no-gc"] !== true,
         gcThreshold,
         log: lastError.wrap(info, false),
+        progress: (what, done, total) => progress.count(done, total, what),
       });
     } catch (error) {
+      progress.clear();
       await server.close();
       throw error;
     }
+    progress.clear();
     const { volume, uri } = opened;
     info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
     server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });

@@ -70,6 +70,8 @@ export interface RecoveryOptions {
   verifyData: boolean;
   /** The superblock as its owner read it (SuperblockStore); read from the store when absent. */
   superblock?: DecodedSuperblock;
+  /** Told the count of objects rolled forward so far, after each (progress). */
+  onRolledForward?: (objects: number) => void;
 }
 
 export async function readSuperblock(store: ObjectStore, prefix: string): Promise<SuperblockObject> {
@@ -102,7 +104,7 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
   const checkpoint = await chooseCheckpoint(store, prefix, decoded, notes);
   if (checkpoint) loadCheckpointState(prefix, checkpoint, map, objects, notes);
   const checkpointSeq = checkpoint?.seq ?? 0;
-  const log = await rollForward(store, prefix, superblock, checkpointSeq + 1, options.verifyData, map, objects, notes);
+  const log = await rollForward(store, prefix, superblock, checkpointSeq + 1, options, map, objects, notes);
   const writer = log.writer ?? checkpoint;
   const { logEndSeq, nextSeq, rolledForward, unfinished } = log;
   assert(nextSeq > checkpointSeq && nextSeq <= logEndSeq, "the log ends after its checkpoint, at or before the first seq not read");
@@ -220,7 +222,7 @@ async function rollForward(
   prefix: string,
   superblock: SuperblockObject,
   from: number,
-  verifyData: boolean,
+  options: RecoveryOptions,
   map: ExtentMap,
   objects: ObjectTable,
   notes: string[],
@@ -232,7 +234,7 @@ async function rollForward(
   let held: UnfinishedTail["objects"] = [];
   for (; seq <= SEQ_MAX; seq++) {
     const skipped = skippedRangeOf(superblock.skipped, seq);
-    const found = skipped === null ? await readLogObject(store, prefix, seq, superblock.volUuid, verifyData, notes) : NOT_READ;
+    const found = skipped === null ? await readLogObject(store, prefix, seq, superblock.volUuid, options.verifyData, notes) : NOT_READ;
     const object = found.object;
     const action = decideLogObject({
       skipped: skipped !== null,
@@ -253,6 +255,7 @@ async function rollForward(
     }
     for (const piece of held) applyToState(piece.header, map, objects);
     rolledForward += held.length + 1;
+    options.onRolledForward?.(rolledForward);
     held = [];
     if (action === "apply") {
       applyToState(object.header!, map, objects);

@@ -127,9 +127,13 @@ export async function replayJournal(
   journal: Journal,
   target: ReplayTarget,
   crashPoint?: CrashPoint,
+  onRecord?: (walked: number, total: number) => void,
 ): Promise<number> {
   const { replayAfter, start } = plan;
   if (start.records.length === 0 || replayAfter === null) return 0;
+  /** Records after replayAfter, pads included (progress: walked of total). */
+  const total = start.records.filter((record) => record.seq > replayAfter).length;
+  let walked = 0;
   let replayed = 0;
   let previous: number | null = null;
   const replayer = new JournalWalker(cache, pool, superblock);
@@ -140,6 +144,7 @@ export async function replayJournal(
       const seq = record.header.seq;
       assert(previous === null || seq === previous + 1, `journal records replay in seq order (${seq} after ${previous})`);
       previous = seq;
+      if (seq > replayAfter) onRecord?.(++walked, total);
       if (record.header.type !== JournalRecordType.Data || seq <= replayAfter) continue;
       await target.replayRecord(seq, record.header.extents, record.data, journal.physicalOffset(record.position) + JOURNAL_HEADER_BYTES);
       replayed += 1;
