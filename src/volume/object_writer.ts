@@ -9,6 +9,8 @@
 // "Ownership and fencing"); a conflict means this process lost the volume (FencedError), or the name is taken: by an
 // earlier call of ours that landed after all (its reply lost: the object holds exactly our bytes, so the put is done)
 // or by another writer's object. Then nothing more may be put, and onFatal stops the volume.
+// After puts failed, the first that lands says so once: "backend reachable again after T s, N retries" (T from the
+// first failure of the outage).
 
 import { assert, ConflictError } from "../errors.ts";
 import { FencedError } from "./lease.ts";
@@ -28,6 +30,8 @@ export class ObjectWriter {
   durableSeq: number;
   puts = 0;
   putBytes = 0;
+  /** Puts are failing: since when (clock ms) and how many were retried; null while they land. */
+  private outage: { sinceMs: number; retries: number } | null = null;
 
   constructor(
     private readonly store: ObjectStore,
@@ -75,9 +79,16 @@ export class ObjectWriter {
           return;
         }
         if (error instanceof ConflictError) break;
+        this.outage ??= { sinceMs: this.clock.nowMs(), retries: 0 };
+        this.outage.retries += 1;
         this.log(`error: put of ${name} failed, retrying in ${PERMANENT_ERROR_RETRY_DELAY_MS} ms: ${String(error)}`);
         await this.clock.sleep(PERMANENT_ERROR_RETRY_DELAY_MS);
       }
+    }
+    if (this.outage !== null) {
+      const { sinceMs, retries } = this.outage;
+      this.outage = null;
+      this.log(`warning: backend reachable again after ${((this.clock.nowMs() - sinceMs) / 1000).toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"} (object puts land again)`);
     }
     this.puts += 1;
     this.putBytes += bytes.byteLength;
