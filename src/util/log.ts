@@ -1,6 +1,6 @@
 // Logging: one line per event on stderr, for people (text: timestamp, component, the line) or for programs (json: one
 // object per line with time, level, msg and fields). Levels error < warn < info < debug; a line is written when its
-// level is at or below the configured one (docs/operations.md, "Logs").
+// level is at or below the configured one (docs/architecture.md, "Logs and progress").
 //
 // Call sites pass plain lines to a LogFn. A line's level is its prefix ("error: ", "warning: ", "debug: ") or, without
 // one, the level of the LogFn it was given to (its channel): serve logs failed requests and backend retries on a warn

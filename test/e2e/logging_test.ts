@@ -1,4 +1,4 @@
-// Logs of a real `lsvd serve` and the offline tools (docs/operations.md, "Logs and progress"): --log-format json gives
+// Logs of a real `lsvd serve` and the offline tools (docs/architecture.md, "Logs and progress"): --log-format json gives
 // one parseable object per line with time, level, msg and fields; --log-level warn leaves out what serve does and keeps
 // failed requests; after kill -9 the restart says in plain words what recovery did (the journal case only in debug);
 // a backend outage ends with a "reachable again" line; fsck and gc, not on a terminal, write a line per step.

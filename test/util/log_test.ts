@@ -151,3 +151,12 @@ describe("Progress off a terminal", () => {
     expect(out.text()).toBe("");
   });
 });
+
+describe("a missing optional library", () => {
+  test("ISA-L is named by the package that provides it (said once per process, by main.ts before the command runs)", async () => {
+    const { isalMissingNote } = await import("../../src/cli/main.ts");
+    const note = isalMissingNote("libisal.so.2: cannot open shared object file");
+    expect(note).toStartWith("note: ISA-L not loaded (install the libisal2 package");
+    expect(note).toContain("libisal.so.2: cannot open shared object file");
+  });
+});

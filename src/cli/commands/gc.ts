@@ -54,16 +54,18 @@ export const gcCommand: Command = {
     const log = makeLogger("lsvd", false);
     const started = Date.now();
     const holder = { command: "gc", leaseDurationMs: leaseDurationFrom(parsed) };
+    const progress = new Progress("lsvd gc", !json && logEnabled("info"));
     const { volume, store, prefix, close } = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, holder, {
       gcThreshold,
       // Rounds are driven below, and retired objects get their checkpoints at once.
       gcIntervalMs: 2 ** 31 - 1,
       gcForceCheckpointMs: 0,
       log: json ? () => {} : log,
+      progress: (what, done, total) => progress.count(done, total, `recovery: ${what}`),
     });
+    progress.clear();
     const countObjects = async () => (await store.list(`${prefix}.`)).filter((name) => parseObjectName(prefix, name) !== null).length;
     const objectsBefore = await countObjects();
-    const progress = new Progress("lsvd gc", !json && logEnabled("info"));
     progress.step(`${objectsBefore} object(s) in the backend; collecting`, { objects: objectsBefore });
     let rounds: number;
     let objectsAfter: number;
