@@ -235,7 +235,7 @@ export class GarbageCollector {
     } catch (error) {
       // A failed round leaves everything as it was (nothing is deleted that is not retired): the next one retries.
       this.stats.errors += 1;
-      this.options.log(`gc: round failed, will retry: ${String(error)}`);
+      this.options.log(`warning: gc: round failed, will retry: ${String(error)}`);
     }
     const elapsedMs = Math.max(0, mark.atMs - previous.atMs);
     this.nextDelayMs = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes: this.liveBytes, intervalMs: this.options.intervalMs, boundHit });
@@ -294,7 +294,7 @@ export class GarbageCollector {
     } catch (error) {
       this.skipUntil.set(victim.seq, this.options.clock.nowMs() + GC_VICTIM_RETRY_MS);
       this.stats.errors += 1;
-      this.options.log(`gc: cannot clean ${objectName(this.options.prefix, victim.seq)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
+      this.options.log(`warning: gc: cannot clean ${objectName(this.options.prefix, victim.seq)}, retrying in ${GC_VICTIM_RETRY_MS / 1000} s: ${String(error)}`);
     }
   }
 
@@ -327,7 +327,7 @@ export class GarbageCollector {
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
       // Cannot happen while the map only moves LBAs to newer objects; keep the object rather than lose data.
-      log(`gc: error: ${name} still has ${left} live sector(s) after cleaning; keeping it`);
+      log(`error: gc: ${name} still has ${left} live sector(s) after cleaning; keeping it`);
       this.stats.errors += 1;
       return false;
     }

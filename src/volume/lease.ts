@@ -370,7 +370,7 @@ export class Lease implements Fence {
         return;
       }
       if (this.reason !== null || this.stopped) return;
-      log(`lease of ${prefix}: renewal failed (${error instanceof LsvdError ? error.message : String(error)}); retrying until ${((this.deadlineMs - clock.monotonicMs()) / 1000).toFixed(1)} s from now`);
+      log(`warning: lease of ${prefix}: renewal failed (${error instanceof LsvdError ? error.message : String(error)}); retrying until ${((this.deadlineMs - clock.monotonicMs()) / 1000).toFixed(1)} s from now`);
       this.renewTimer = clock.setTimer(renewRetryMs(this.record.durationMs), () => this.startRenewal());
     }
   }

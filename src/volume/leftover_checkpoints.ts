@@ -75,11 +75,11 @@ export class LeftoverCheckpoints {
     try {
       const header = decodeCommonHeader(await store.getRange(name, 0, COMMON_HEADER_BYTES));
       if (header.type === ObjectType.Checkpoint && header.seq === seq && header.volUuid === volUuid) return true;
-      log(`gc: ${name} is not a checkpoint of this volume that the object table lacks (type ${header.type}, seq ${header.seq}); left alone, see lsvd fsck`);
+      log(`warning: gc: ${name} is not a checkpoint of this volume that the object table lacks (type ${header.type}, seq ${header.seq}); left alone, see lsvd fsck`);
     } catch (error) {
       if (error instanceof NotFoundError) return false; // deleted meanwhile (by the write path)
       if (!(error instanceof CorruptionError)) throw error;
-      log(`gc: ${name} has no valid header (${error.message}); left alone, see lsvd fsck`);
+      log(`warning: gc: ${name} has no valid header (${error.message}); left alone, see lsvd fsck`);
     }
     return false;
   }
