@@ -2,7 +2,7 @@
 // main.ts applies them, before run(), to every command whose option table has them.
 
 import { InvalidArgumentError } from "../errors.ts";
-import { configureLogging, LOG_FORMATS, LOG_LEVELS, parseLogFormat, parseLogLevel, type LogLevel } from "../util/log.ts";
+import { configureLogging, logConfig, LOG_FORMATS, makeLogger, LOG_LEVELS, parseLogFormat, parseLogLevel, type LogLevel } from "../util/log.ts";
 import { stringOption, type OptionSpec, type Parsed } from "./args.ts";
 
 export const LOG_OPTIONS: OptionSpec = {
@@ -37,4 +37,13 @@ export function applyLogOptions(parsed: Parsed): void {
     effective = "warn";
   }
   configureLogging({ level: effective, format });
+}
+
+/**
+ * The one line saying why a command failed ("lsvd CMD: why"): as it is in text, an error line of the log with
+ * --log-format json (so that every line on stderr parses).
+ */
+export function writeCommandError(line: string): void {
+  if (logConfig().format === "json") makeLogger("lsvd")(`error: ${line}`);
+  else process.stderr.write(`${line}\n`);
 }

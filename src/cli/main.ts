@@ -8,7 +8,7 @@ import { loadIsalCrc32c } from "../../ffi/isal_crc32c.ts";
 import { installCrc32cAccelerator } from "../format/crc32c.ts";
 import { COMMANDS } from "./commands/index.ts";
 import { parseCommandArgs, type Parsed } from "./args.ts";
-import { applyLogOptions, hasLogOptions } from "./log_options.ts";
+import { applyLogOptions, hasLogOptions, writeCommandError } from "./log_options.ts";
 import { makeLogger } from "../util/log.ts";
 
 const VERSION = "0.1.0";
@@ -90,10 +90,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof LsvdError) {
       // One line per error, so scripts can grep it (messages that embed a usage text or a parseArgs hint have several).
-      process.stderr.write(`lsvd ${name}: ${error.message.replace(/\s*\n\s*/g, " ")}\n`);
+      writeCommandError(`lsvd ${name}: ${error.message.replace(/\s*\n\s*/g, " ")}`);
       return 1;
     }
-    process.stderr.write(`lsvd ${name}: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+    writeCommandError(`lsvd ${name}: internal error: ${(error as Error)?.stack ?? String(error)}`);
     return 1;
   }
 }

@@ -170,6 +170,17 @@ test(
 
     const quiet = await lsvd(["fsck", "--log-level", "warn", paths.volume]);
     expect({ exitCode: quiet.exitCode, stderr: quiet.stderr }).toEqual({ exitCode: 0, stderr: "" });
+
+    // Refusals and failures: a bad level is named; with json logs the failure line is json too.
+    const loud = await lsvd(["gc", "--log-level", "loud", "--cache", paths.cache, paths.volume]);
+    expect({ exitCode: loud.exitCode, stderr: loud.stderr }).toEqual({ exitCode: 1, stderr: "lsvd gc: Invalid --log-level 'loud': expected one of error, warn, info, debug\n" });
+    const both = await lsvd(["serve", "--quiet", "--log-level", "debug", "--cache", paths.cache, paths.volume]);
+    expect({ exitCode: both.exitCode, stderr: both.stderr }).toEqual({ exitCode: 1, stderr: "lsvd serve: --quiet is --log-level warn; it cannot be given with --log-level debug\n" });
+    const missing = await lsvd(["gc", "--log-format", "json", "--cache", paths.cache, `${paths.volume}-missing`]);
+    expect(missing.exitCode).toBe(1);
+    const failure = jsonLines(missing.stderr);
+    expect(failure.at(-1)!.level).toBe("error");
+    expect(failure.at(-1)!.msg).toStartWith("lsvd gc: ");
   },
   TEST_TIMEOUT_MS,
 );

@@ -14,7 +14,7 @@ import { formatSize } from "../../util/size.ts";
 import { logEnabled } from "../../util/log.ts";
 import { Progress } from "../progress.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec } from "../args.ts";
-import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
+import { LOG_HELP, LOG_OPTIONS, writeCommandError } from "../log_options.ts";
 import type { Command } from "./command.ts";
 
 const USAGE = "lsvd fsck [--cache CACHE] [--repair] [--json] VOLUME";
@@ -143,7 +143,7 @@ export const fsckCommand: Command = {
       // The store or device failed, or there is no volume: nothing was checked.
       const message = error instanceof LsvdError ? error.message : `internal error: ${(error as Error)?.stack ?? String(error)}`;
       if (json) writeOut(`${JSON.stringify({ volume, error: message, exitCode: FSCK_EXIT_OPERATIONAL }, null, 2)}\n`);
-      process.stderr.write(`lsvd fsck: ${message}\n`);
+      writeCommandError(`lsvd fsck: ${message}`);
       return FSCK_EXIT_OPERATIONAL;
     } finally {
       lease?.abandon(); // a repair that failed part way: the lease expires rather than being given back clean
