@@ -160,3 +160,21 @@ describe("a missing optional library", () => {
     expect(note).toContain("libisal.so.2: cannot open shared object file");
   });
 });
+
+describe("Progress on a terminal", () => {
+  test("one line rewritten in place, ended by clear(); with json logs, lines instead", () => {
+    collect("info");
+    let text = "";
+    const tty = { isTTY: true, write: (chunk: string) => ((text += chunk), true) } as unknown as NodeJS.WriteStream;
+    const progress = new Progress("recovery", true, tty);
+    progress.count(5, 5, "journal records walked");
+    progress.status("round 1: 0 object(s) cleaned");
+    progress.clear();
+    expect(text).toBe("\r\x1b[Krecovery: journal records walked: 5 of 5 (100%)\r\x1b[Krecovery: round 1: 0 object(s) cleaned\n");
+    const written = collect("info", "json");
+    text = "";
+    new Progress("recovery", true, tty).count(5, 5, "journal records walked");
+    expect(text).toBe("");
+    expect(JSON.parse(written[0]!).msg).toBe("recovery: journal records walked: 5 of 5 (100%)");
+  });
+});
