@@ -4,7 +4,7 @@
 // Lines that are not drawn in place go through `log` when given (serve: its log lines, timestamped), else to the
 // stream as "label: text"; with --log-format json always through the logger, as info lines with fields.
 
-import { logConfig, makeLogger, type LogFields, type LogFn } from "../util/log.ts";
+import { logConfig, makeLogger, setLineInPlace, type LogFields, type LogFn } from "../util/log.ts";
 import { formatSize } from "../util/size.ts";
 
 const PROGRESS_REDRAW_MS = 200;
@@ -57,14 +57,22 @@ export class Progress {
       this.line(text, fields);
       return;
     }
-    this.stream.write(`\r\x1b[K${this.label}: ${text}`);
-    this.drawn = true;
+    this.draw(text);
   }
 
   /** Ends a line drawn in place, so what follows starts on its own line. */
   clear(): void {
-    if (this.drawn) this.stream.write("\n");
+    if (!this.drawn) return;
     this.drawn = false;
+    setLineInPlace(null);
+    this.stream.write("\n");
+  }
+
+  /** Draws `text` in place; a log line written meanwhile first ends it (util/log.ts). */
+  private draw(text: string): void {
+    this.stream.write(`\r\x1b[K${this.label}: ${text}`);
+    this.drawn = true;
+    setLineInPlace(() => this.clear());
   }
 
   private update(text: string, percent: number | null, finished: boolean, fields: LogFields): void {
@@ -73,8 +81,7 @@ export class Progress {
     if (this.tty) {
       if (now - this.lastDrawMs < PROGRESS_REDRAW_MS && !finished) return;
       this.lastDrawMs = now;
-      this.stream.write(`\r\x1b[K${this.label}: ${text}`);
-      this.drawn = true;
+      this.draw(text);
       return;
     }
     if (percent === null) {

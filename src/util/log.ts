@@ -73,6 +73,13 @@ export function formatLine(component: string, line: string, channel: LogLevel, f
   return `${JSON.stringify({ time: time.toISOString(), level, msg, fields: { component, ...fields } })}\n`;
 }
 
+/** Ends a progress line drawn in place on the terminal (cli/progress.ts), so that a log line starts on its own. */
+let endLineInPlace: (() => void) | null = null;
+
+export function setLineInPlace(end: (() => void) | null): void {
+  endLineInPlace = end;
+}
+
 /**
  * A LogFn for `component` whose unprefixed lines are at level `channel` (info by default). `quiet` makes that
  * channel debug: the lines appear only with --log-level debug (commands whose lease and recovery lines are noise).
@@ -81,6 +88,7 @@ export function makeLogger(component: string, quiet = false, channel: LogLevel =
   const base: LogLevel = quiet ? "debug" : channel;
   return (line: string, fields?: LogFields) => {
     if (!logEnabled(classifyLine(line, base).level)) return;
+    if (endLineInPlace !== null) endLineInPlace();
     config.write(formatLine(component, line, base, fields, config.now()));
   };
 }

@@ -178,3 +178,22 @@ describe("Progress on a terminal", () => {
     expect(JSON.parse(written[0]!).msg).toBe("recovery: journal records walked: 5 of 5 (100%)");
   });
 });
+
+test("a log line written while a progress line is drawn in place starts on a line of its own", () => {
+  let text = "";
+  configureLogging({ level: "info", format: "text", write: (chunk) => void (text += chunk), now: () => TIME });
+  const tty = { isTTY: true, write: (chunk: string) => ((text += chunk), true) } as unknown as NodeJS.WriteStream;
+  const progress = new Progress("recovery", true, tty);
+  progress.count(1, 2, "journal records walked");
+  makeLogger("lsvd")("recovery: starting from checkpoint vol.00000401");
+  progress.count(2, 2, "journal records walked");
+  progress.clear();
+  makeLogger("lsvd")("serving on x");
+  expect(text.split("\n")).toEqual([
+    "\r\x1b[Krecovery: journal records walked: 1 of 2 (50%)",
+    `${TIME.toISOString()} lsvd: recovery: starting from checkpoint vol.00000401`,
+    "\r\x1b[Krecovery: journal records walked: 2 of 2 (100%)",
+    `${TIME.toISOString()} lsvd: serving on x`,
+    "",
+  ]);
+});
