@@ -2,6 +2,7 @@
 // open() wires the parts: recovery (recovery/: the backend half, then the journal half, decided by the tables in
 // recovery/rules.ts), the write path, the read path and the collector; close() shuts down cleanly.
 
+import { objectName } from "../format/object_name.ts";
 import {
   BATCH_BYTES_DEFAULT,
   BATCH_IDLE_MS_DEFAULT,
@@ -93,9 +94,9 @@ function counted(count: number, one: string, many: string): string {
  * What recovery did, into the log in plain words: the backend half's notes, the objects rolled forward and the records
  * replayed. The journal case (docs/architecture.md, "Recovery") and where the walk stopped are debug lines.
  */
-function logRecovery(log: (line: string) => void, state: BackendState, plan: JournalPlan, replayed: number): void {
+function logRecovery(log: (line: string) => void, prefix: string, state: BackendState, plan: JournalPlan, replayed: number): void {
   for (const note of state.notes) log(`recovery: ${note}`);
-  const from = state.checkpointSeq > 0 ? `after checkpoint ${state.checkpointSeq}` : "from the start of the log";
+  const from = state.checkpointSeq > 0 ? `after checkpoint ${objectName(prefix, state.checkpointSeq)}` : "from the start of the log";
   const discarded = plan.replayAfter === null ? "; the journal was discarded: it does not continue the backend log" : "";
   log(`recovery: rolled forward ${counted(state.rolledForward, "object", "objects")} ${from}; replayed ${counted(replayed, "journal record", "journal records")}${discarded}`);
   const journalEnd = replayed === 0 && plan.walkStopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${plan.journalStop}`;
@@ -208,7 +209,7 @@ export class Volume implements BlockDevice {
       journalStop: plan.journalStop,
       notes: state.notes,
     };
-    logRecovery(log, state, plan, replayed);
+    logRecovery(log, options.prefix, state, plan, replayed);
     const gc = Volume.startGc(options, state, writes, reads, gcThreshold);
     return new Volume(state.superblock.volUuid, superblock.cacheUuid, options, state, journal, writes, reads, parts.flusher, recovery, gc, fence);
   }

@@ -102,7 +102,7 @@ test(
     const second = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--log-level", "info"] });
     const { log, exitCode } = await second.stop();
     expect(exitCode).toBe(0);
-    const recovered = /recovery: rolled forward (\d+) objects? (after checkpoint \d+|from the start of the log); replayed (\d+) journal records?\n/.exec(log);
+    const recovered = /recovery: rolled forward (\d+) objects? (after checkpoint \S+\.[0-9a-f]{8}|from the start of the log); replayed (\d+) journal records?\n/.exec(log);
     expect(recovered).not.toBeNull();
     expect(Number(recovered![3])).toBeGreaterThanOrEqual(3);
     expect(log).toMatch(new RegExp(`recovery: journal records walked: (\\d+) of \\1 \\(100%\\)`));

@@ -155,7 +155,7 @@ function loadCheckpointState(prefix: string, checkpoint: CheckpointObject, map: 
     map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors - info.hdrSectors);
   }
   objects.add(checkpoint.seq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
-  notes.push(`starting from checkpoint ${objectName(prefix, checkpoint.seq)} (${entryCount} extents, ${checkpoint.objects.length} objects)`);
+  notes.push(`starting from checkpoint ${objectName(prefix, checkpoint.seq)} (${entryCount} extent(s), ${checkpoint.objects.length} object(s))`);
 }
 
 /** Every object name at or beyond the log end (not skipped), those in skipped ranges, and the highest seq named. */
