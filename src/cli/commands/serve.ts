@@ -189,6 +189,42 @@ class LastError {
   }
 }
 
+/** The volume's settings from the arguments, checked before anything is bound. */
+function volumeSettings(parsed: Parsed) {
+  return {
+    readOnly: parsed.values["read-only"] === true,
+    readCache: parsed.values["read-cache"] === true,
+    batchBytes: batchSizeOption(parsed),
+    batchIdleMs: positiveIntegerOption(parsed, "batch-idle-ms"),
+    gc: parsed.values["no-gc"] !== true,
+    gcThreshold: gcThresholdOption(parsed),
+  };
+}
+
+/**
+ * Step 2: ownership of the volume is taken here, between binding and recovery (the lease says where it is served);
+ * then recovery, showing its progress.
+ */
+async function openServedVolume(
+  parsed: Parsed,
+  target: { volumeUri: string; cachePath: string; settings: ReturnType<typeof volumeSettings> },
+  server: NbdServer,
+  info: LogFn,
+  lastError: LastError,
+): Promise<OpenedVolume> {
+  const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
+  const progress = new Progress("recovery", logEnabled("info"), process.stderr, info);
+  try {
+    return await openVolumeForCommand(target.volumeUri, target.cachePath, backendOptionsFrom(parsed), lastError.wrap(info, true), holder, {
+      ...target.settings,
+      log: lastError.wrap(info, false),
+      progress: (what, done, total) => progress.count(done, total, what),
+    });
+  } finally {
+    progress.clear();
+  }
+}
+
 /** What a waiting shutdown waits for: connections first, then the volume's objects. */
 function shutdownWaitLine(phase: "connections" | "volume", server: NbdServer, opened: OpenedVolume, lastError: LastError): string {
   if (phase === "connections") {
@@ -265,9 +301,7 @@ export const serveCommand: Command = {
   help: HELP,
   async run(parsed) {
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
-    const batchBytes = batchSizeOption(parsed);
-    const batchIdleMs = positiveIntegerOption(parsed, "batch-idle-ms");
-    const gcThreshold = gcThresholdOption(parsed);
+    const settings = volumeSettings(parsed);
     // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
     // (info). A line's own prefix ("error: ", "debug: ") overrides its channel (util/log.ts).
     const log = makeLogger("lsvd", false, "warn");
@@ -280,27 +314,13 @@ export const serveCommand: Command = {
     );
     const server = await bindListeners(parsed, info, log, service.inherited);
     service.recovering(volumeUri);
-    // Ownership of the volume is taken here, between binding and recovery; the lease says where it is served.
-    const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
     let opened: OpenedVolume;
-    const progress = new Progress("recovery", logEnabled("info"), process.stderr, info);
     try {
-      opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), lastError.wrap(info, true), holder, {
-        readOnly: parsed.values["read-only"] === true,
-        readCache: parsed.values["read-cache"] === true,
-        batchBytes,
-        batchIdleMs,
-        gc: parsed.values["no-gc"] !== true,
-        gcThreshold,
-        log: lastError.wrap(info, false),
-        progress: (what, done, total) => progress.count(done, total, what),
-      });
+      opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, info, lastError);
     } catch (error) {
-      progress.clear();
       await server.close();
       throw error;
     }
-    progress.clear();
     const { volume, uri } = opened;
     info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
     server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
