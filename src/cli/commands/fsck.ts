@@ -102,7 +102,7 @@ export const fsckCommand: Command = {
       volume = namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!;
     } catch (error) {
       if (!(error instanceof LsvdError)) throw error;
-      process.stderr.write(`lsvd fsck: ${error.message}\n`);
+      writeCommandError(`lsvd fsck: ${error.message}`);
       return FSCK_EXIT_OPERATIONAL;
     }
     const json = parsed.values.json === true;

@@ -16,6 +16,8 @@ import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { readCacheSuperblock } from "../../volume/recovery/journal.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, stringOption, type OptionSpec } from "../args.ts";
+import { Progress } from "../progress.ts";
+import { logEnabled } from "../../util/log.ts";
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
@@ -61,9 +63,9 @@ const ZERO_WRITES_INFLIGHT_MAX = 8;
 async function zeroJournal(device: Awaited<ReturnType<typeof openUringDevice>>, startBytes: number, bytes: number): Promise<void> {
   const zeros = device.pool.acquire(ZERO_CHUNK_BYTES);
   zeros.fill(0);
-  const progress = process.stderr.isTTY === true;
+  // On a terminal only (a script formatting caches wants no lines), as before.
+  const progress = new Progress("mkcache", process.stderr.isTTY === true && logEnabled("info"));
   let done = 0;
-  let lastReportMs = 0;
   try {
     const inFlight = new Set<Promise<void>>();
     for (let offset = 0; offset < bytes; offset += ZERO_CHUNK_BYTES) {
@@ -74,13 +76,11 @@ async function zeroJournal(device: Awaited<ReturnType<typeof openUringDevice>>, 
       });
       inFlight.add(write);
       if (inFlight.size >= ZERO_WRITES_INFLIGHT_MAX) await Promise.race(inFlight);
-      if (progress && Date.now() - lastReportMs > 250) {
-        lastReportMs = Date.now();
-        process.stderr.write(`\rmkcache: writing the journal region ${Math.floor((done / bytes) * 100)}% of ${formatSize(bytes)}`);
-      }
+      progress.bytes(done, bytes, "writing the journal region");
     }
     await Promise.all(inFlight);
-    if (progress) process.stderr.write(`\rmkcache: writing the journal region 100% of ${formatSize(bytes)}\n`);
+    progress.bytes(bytes, bytes, "writing the journal region");
+    progress.clear();
   } finally {
     device.pool.release(zeros);
   }
