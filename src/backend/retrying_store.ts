@@ -50,6 +50,7 @@ import type { ObjectStore, ObjectVersion } from "./object_store.ts";
 import { WrappingStore, type StoreOp } from "./wrapping_store.ts";
 import { Semaphore } from "./semaphore.ts";
 import { systemClock, type Clock, type TimerHandle } from "../util/clock.ts";
+import type { LogFn } from "../util/log.ts";
 
 export interface RetryingStoreOptions {
   /** Retries after the first attempt; "forever" never gives up on a transient error. */
@@ -66,7 +67,7 @@ export interface RetryingStoreOptions {
   /** Injectable for tests: uniform in [0, 1). */
   random?: () => number;
   /** Called before each retry with a message naming the operation, the error and the delay. */
-  log?: (message: string) => void;
+  log?: LogFn;
 }
 
 export function isTransient(error: unknown): boolean {
@@ -101,7 +102,7 @@ export class RetryingStore extends WrappingStore {
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly random: () => number;
   private readonly clock: Clock;
-  private readonly log: (message: string) => void;
+  private readonly log: LogFn;
   private closing = false;
   // Resolves when close() starts: wakes every caller in backoff.
   private wakeClosing: () => void = () => undefined;
@@ -205,7 +206,7 @@ export class RetryingStore extends WrappingStore {
     const seconds = (this.clock.nowMs() - this.outage.sinceMs) / 1000;
     const retries = this.outage.retries;
     this.outage = null;
-    this.log(`reachable again after ${seconds.toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"}`);
+    this.log(`reachable again after ${seconds.toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"}`, { outageSeconds: Number(seconds.toFixed(1)), retries });
   }
 
   /**

@@ -10,6 +10,7 @@ import type { Lease } from "../volume/lease.ts";
 import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
 import { openOwnedBackend } from "./ownership.ts";
+import type { LogFn } from "../util/log.ts";
 
 export interface OpenedVolume {
   volume: Volume;
@@ -38,7 +39,7 @@ export async function openVolumeForCommand(
   volumeUri: string,
   cachePath: string,
   backendOptions: BackendOptions,
-  log: (line: string) => void,
+  log: LogFn,
   holder: HolderInfo,
   options: Omit<VolumeOptions, "store" | "prefix" | "cache" | "pool" | "owner">,
 ): Promise<OpenedVolume> {

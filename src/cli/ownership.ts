@@ -11,6 +11,7 @@ import { LEASE_DURATION_MS_DEFAULT, LEASE_DURATION_MS_MIN, LEASE_RENEW_DIVISOR }
 import { InvalidArgumentError } from "../errors.ts";
 import { LEASE_DURATION_MS_MAX } from "../format/lease_object.ts";
 import type { Fence } from "../volume/lease.ts";
+import type { LogFn } from "../util/log.ts";
 import { stringOption, type OptionSpec, type Parsed } from "./args.ts";
 
 export const LEASE_OPTIONS: OptionSpec = { "lease-seconds": { type: "string", default: String(LEASE_DURATION_MS_DEFAULT / 1000) } };
@@ -43,7 +44,7 @@ export interface OwnedBackend {
 export async function openOwnedBackend(
   volumeUri: string,
   backendOptions: BackendOptions & { createDirectory?: boolean },
-  log: (line: string) => void,
+  log: LogFn,
   leaseDurationMs: number,
 ): Promise<OwnedBackend> {
   const backend = await openBackend(volumeUri, backendOptions);
@@ -51,7 +52,7 @@ export async function openOwnedBackend(
   // A lease attempt that hangs must not hold a renewal past the holder's deadline: the deadline fences regardless.
   const leaseStore = new RetryingStore(raw, {
     requestTimeoutMs: Math.max(500, Math.floor(leaseDurationMs / LEASE_RENEW_DIVISOR)),
-    log: (line: string) => log(`warning: backend (lease): ${line}`),
+    log: (line, fields) => log(`warning: backend (lease): ${line}`, fields),
   });
   let owned: RetryingStore | null = null;
   return {
@@ -59,7 +60,7 @@ export async function openOwnedBackend(
     prefix: backend.prefix,
     uri: backend.uri,
     ownerStore(fence) {
-      owned ??= new RetryingStore(new GuardedStore(raw, () => fence().check()), { log: (line: string) => log(`warning: backend: ${line}`) });
+      owned ??= new RetryingStore(new GuardedStore(raw, () => fence().check()), { log: (line, fields) => log(`warning: backend: ${line}`, fields) });
       return owned;
     },
     async close() {

@@ -2,6 +2,7 @@
 // open() wires the parts: recovery (recovery/: the backend half, then the journal half, decided by the tables in
 // recovery/rules.ts), the write path, the read path and the collector; close() shuts down cleanly.
 
+import type { LogFn } from "../util/log.ts";
 import { objectName } from "../format/object_name.ts";
 import {
   BATCH_BYTES_DEFAULT,
@@ -59,7 +60,8 @@ export interface VolumeOptions {
   clock?: Clock;
   /** Simulations only: named points in recovery and garbage collection where a crash may stop the world (clock.ts). */
   crashPoint?: CrashPoint;
-  log?: (line: string) => void;
+  /** Where the volume logs (plain lines; a few carry fields for json logs: util/log.ts). */
+  log?: LogFn;
   /** Recovery's progress, as it goes (serve shows it). */
   progress?: RecoveryProgress;
   /**
@@ -94,14 +96,16 @@ function counted(count: number, one: string, many: string): string {
  * What recovery did, into the log in plain words: the backend half's notes, the objects rolled forward and the records
  * replayed. The journal case (docs/architecture.md, "Recovery") and where the walk stopped are debug lines.
  */
-function logRecovery(log: (line: string) => void, prefix: string, state: BackendState, plan: JournalPlan, replayed: number): void {
+function logRecovery(log: LogFn, prefix: string, state: BackendState, plan: JournalPlan, replayed: number): void {
   for (const note of state.notes) log(`recovery: ${note}`);
   const from = state.checkpointSeq > 0 ? `after checkpoint ${objectName(prefix, state.checkpointSeq)}` : "from the start of the log";
   const discarded = plan.replayAfter === null ? "; the journal was discarded: it does not continue the backend log" : "";
-  log(`recovery: rolled forward ${counted(state.rolledForward, "object", "objects")} ${from}; replayed ${counted(replayed, "journal record", "journal records")}${discarded}`);
+  const fields = { objectsRolledForward: state.rolledForward, checkpointSeq: state.checkpointSeq, journalRecordsReplayed: replayed, journalDiscarded: plan.replayAfter === null };
+  log(`recovery: rolled forward ${counted(state.rolledForward, "object", "objects")} ${from}; replayed ${counted(replayed, "journal record", "journal records")}${discarded}`, fields);
   const journalEnd = replayed === 0 && plan.walkStopReason === "no valid header" ? "the journal holds no further record" : `walk stopped: ${plan.journalStop}`;
   log(
     `debug: recovery: journal case ${plan.journalCase}, ${replayed} record(s) replayed${plan.replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
+    { journalCase: plan.journalCase },
   );
 }
 

@@ -16,14 +16,18 @@ function setup(options: RetryingStoreOptions = {}) {
   const faulty = new FaultyStore(memory, { seed: 7 });
   const delays: number[] = [];
   const logs: string[] = [];
+  const fields: unknown[] = [];
   const store = new RetryingStore(faulty, {
     sleep: async (ms) => {
       delays.push(ms);
     },
-    log: (message) => logs.push(message),
+    log: (message, messageFields) => {
+      logs.push(message);
+      if (messageFields !== undefined) fields.push(messageFields);
+    },
     ...options,
   });
-  return { memory, faulty, store, delays, logs };
+  return { memory, faulty, store, delays, logs, fields };
 }
 
 /** Lets pending promise callbacks run (bounded). */
@@ -81,13 +85,14 @@ describe("RetryingStore", () => {
       setTimer: () => ({ cancel: () => undefined }),
       sleep: async (ms: number) => void (nowMs += ms),
     };
-    const { faulty, store, logs } = setup({ clock, sleep: clock.sleep, random: () => 1, requestTimeoutMs: 0, delayMsMin: 1000, delayMsMax: 8000 });
+    const { faulty, store, logs, fields } = setup({ clock, sleep: clock.sleep, random: () => 1, requestTimeoutMs: 0, delayMsMin: 1000, delayMsMax: 8000 });
     await store.put("obj.1", new Uint8Array([1]));
     expect(logs).toEqual([]); // no outage, no line
     faulty.failNext("put", 3);
     await store.put("obj.2", new Uint8Array([2]));
     // Delays at random() = 1: 2000, 4000, 8000 ms.
     expect(logs.slice(3)).toEqual(["reachable again after 14.0 s, 3 retries"]);
+    expect(fields).toEqual([{ outageSeconds: 14, retries: 3 }]); // for json logs
     await store.put("obj.3", new Uint8Array([3]));
     expect(logs.length).toBe(4); // said once
     // A permanent failure after transient ones is an answer too: the store is reachable.

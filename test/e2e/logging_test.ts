@@ -50,7 +50,10 @@ test(
     expect(messages.some((msg) => msg.startsWith("serving on nbd+unix://"))).toBe(true);
     expect(messages.some((msg) => /^stopped after [\d.]+ s: \d+ writes/.test(msg))).toBe(true);
     expect(objects.some((object) => object.level === "debug" && object.msg.startsWith("recovery: journal case @"))).toBe(true);
-    expect(objects.find((object) => object.msg.startsWith("recovery: rolled forward"))!.level).toBe("info");
+    const recovery = objects.find((object) => object.msg.startsWith("recovery: rolled forward"))!;
+    expect(recovery.level).toBe("info");
+    expect(recovery.fields).toEqual({ component: "lsvd", objectsRolledForward: 0, checkpointSeq: 0, journalRecordsReplayed: 0, journalDiscarded: false });
+    expect(objects.find((object) => object.msg.startsWith("recovery: journal case"))!.fields.journalCase).toMatch(/^@[A-F]$/);
   },
   TEST_TIMEOUT_MS,
 );

@@ -173,13 +173,13 @@ class LastError {
   atMs = 0;
 
   wrap(log: LogFn, everyLine: boolean): LogFn {
-    return (line) => {
+    return (line, fields) => {
       // The store's warnings (retries) count, but not its "reachable again" line, which ends an outage.
       if ((everyLine && line.startsWith("warning:") && !line.includes(": reachable again after ")) || line.startsWith("error:")) {
         this.line = line;
         this.atMs = Date.now();
       }
-      log(line);
+      log(line, fields);
     };
   }
 
