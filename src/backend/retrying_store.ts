@@ -66,7 +66,7 @@ export interface RetryingStoreOptions {
   sleep?: (ms: number) => Promise<void>;
   /** Injectable for tests: uniform in [0, 1). */
   random?: () => number;
-  /** Called before each retry with a message naming the operation, the error and the delay. */
+  /** Called before each retry with a message naming the operation, the error and the delay; and once an outage ends. */
   log?: LogFn;
 }
 
@@ -115,7 +115,7 @@ export class RetryingStore extends WrappingStore {
   retries = 0;
   /** Attempts that did not answer within requestTimeoutMs (tests, stats). */
   timeouts = 0;
-  /** The current outage: since when (monotonic ms) and how many retries it took so far; null while reachable. */
+  /** The current outage: since when (the clock's ms) and how many retries it took so far; null while reachable. */
   private outage: { sinceMs: number; retries: number } | null = null;
 
   constructor(inner: ObjectStore, options: RetryingStoreOptions = {}) {

@@ -70,7 +70,6 @@ export function leaseExpiresAtMs(lease: LeaseRecord): number {
   return lease.renewedAtMs + lease.durationMs;
 }
 
-/** The acquisition table above, as a pure function. */
 /** Why a lease could be taken, in plain words for the log (the case code is a debug line). */
 const TAKEN_BECAUSE: Partial<Record<AcquisitionCase, string>> = {
   "@C": "its holder released it",
@@ -78,6 +77,7 @@ const TAKEN_BECAUSE: Partial<Record<AcquisitionCase, string>> = {
   "@E": "its lease expired (its holder stopped renewing it)",
 };
 
+/** The acquisition table above, as a pure function. */
 export function decideAcquisition(found: LeaseFound, nowMs: number, liveness: HolderLiveness): Acquisition {
   if (found.kind === "absent") return { case: "@A", action: "take", clean: false };
   if (found.kind === "corrupt") return { case: "@B", action: "refuse" };
