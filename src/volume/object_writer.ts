@@ -17,6 +17,7 @@ import { FencedError } from "./lease.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import type { Clock } from "../util/clock.ts";
+import type { LogFn } from "../util/log.ts";
 
 const PERMANENT_ERROR_RETRY_DELAY_MS = 5000;
 
@@ -38,7 +39,8 @@ export class ObjectWriter {
     private readonly prefix: string,
     private readonly inFlightMax: number,
     private readonly clock: Clock,
-    private readonly log: (line: string) => void,
+    /** The volume's log; the reachable-again line carries fields (json logs). */
+    private readonly log: LogFn,
     private readonly onDurable: (seq: number) => void,
     durableSeq: number,
     /** A put failed for good (ConflictError): the writer has stopped. */
@@ -88,7 +90,11 @@ export class ObjectWriter {
     if (this.outage !== null) {
       const { sinceMs, retries } = this.outage;
       this.outage = null;
-      this.log(`warning: backend reachable again after ${((this.clock.nowMs() - sinceMs) / 1000).toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"} (object puts land again)`);
+      const seconds = Number(((this.clock.nowMs() - sinceMs) / 1000).toFixed(1));
+      this.log(`warning: backend reachable again after ${seconds.toFixed(1)} s, ${retries} ${retries === 1 ? "retry" : "retries"} (object puts land again)`, {
+        outageSeconds: seconds,
+        retries,
+      });
     }
     this.puts += 1;
     this.putBytes += bytes.byteLength;

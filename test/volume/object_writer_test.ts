@@ -28,7 +28,11 @@ async function putAll(writer: ObjectWriter, seqs: number[]): Promise<void> {
 test("after failed puts, the first landing says the backend is reachable again, once", async () => {
   const faulty = new FaultyStore(new MemoryStore(), { seed: 1 });
   const logs: string[] = [];
-  const writer = new ObjectWriter(faulty, "disk", 1, virtualClock(), (line) => logs.push(line), () => {}, 0);
+  const fields: unknown[] = [];
+  const writer = new ObjectWriter(faulty, "disk", 1, virtualClock(), (line, lineFields) => {
+    logs.push(line);
+    if (lineFields !== undefined) fields.push(lineFields);
+  }, () => {}, 0);
   await putAll(writer, [1]);
   expect(logs).toEqual([]);
   faulty.failNext("putIfAbsent", 3, { transient: false });
@@ -36,5 +40,6 @@ test("after failed puts, the first landing says the backend is reachable again, 
   expect(logs.length).toBe(4);
   expect(logs.slice(0, 3).every((line) => line.startsWith("error: put of disk.00000002 failed, retrying in 5000 ms"))).toBe(true);
   expect(logs[3]).toBe("warning: backend reachable again after 15.0 s, 3 retries (object puts land again)");
+  expect(fields).toEqual([{ outageSeconds: 15, retries: 3 }]);
   expect(writer.durableSeq).toBe(3);
 });
