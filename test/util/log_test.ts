@@ -197,3 +197,18 @@ test("a log line written while a progress line is drawn in place starts on a lin
     "",
   ]);
 });
+
+describe("--log-level, --log-format and serve's --quiet (cli/log_options.ts)", () => {
+  const parsed = (values: Record<string, string | boolean>) => ({ values, positionals: [] });
+
+  test("--quiet is --log-level warn; with another level it is refused; bad values are named", async () => {
+    const { applyLogOptions } = await import("../../src/cli/log_options.ts");
+    applyLogOptions(parsed({ quiet: true }));
+    expect({ warn: logEnabled("warn"), info: logEnabled("info") }).toEqual({ warn: true, info: false });
+    applyLogOptions(parsed({ "log-level": "debug", "log-format": "json" }));
+    expect(logEnabled("debug")).toBe(true);
+    expect(() => applyLogOptions(parsed({ quiet: true, "log-level": "error" }))).toThrow("--quiet is --log-level warn; it cannot be given with --log-level error");
+    expect(() => applyLogOptions(parsed({ "log-level": "loud" }))).toThrow("Invalid --log-level 'loud': expected one of error, warn, info, debug");
+    expect(() => applyLogOptions(parsed({ "log-format": "xml" }))).toThrow("Invalid --log-format 'xml': expected one of text, json");
+  });
+});
