@@ -9,7 +9,7 @@ import { openUringDevice } from "../../ffi/uring_device.ts";
 import type { Lease } from "../volume/lease.ts";
 import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
-import { openOwnedBackend } from "./ownership.ts";
+import { openOwnedBackend, type BackendMeters } from "./ownership.ts";
 import type { LogFn } from "../util/log.ts";
 
 export interface OpenedVolume {
@@ -42,8 +42,9 @@ export async function openVolumeForCommand(
   log: LogFn,
   holder: HolderInfo,
   options: Omit<VolumeOptions, "store" | "prefix" | "cache" | "pool" | "owner">,
+  meters?: BackendMeters,
 ): Promise<OpenedVolume> {
-  const backend = await openOwnedBackend(volumeUri, backendOptions, log, holder.leaseDurationMs);
+  const backend = await openOwnedBackend(volumeUri, backendOptions, log, holder.leaseDurationMs, meters);
   // The owner's store checks the lease before every change; nothing is written through it before the lease is taken.
   let lease: Lease | null = null;
   const store = backend.ownerStore(() => lease!);

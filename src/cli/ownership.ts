@@ -5,6 +5,7 @@
 
 import { openBackend, type BackendOptions } from "../backend/backend_uri.ts";
 import { GuardedStore } from "../backend/guarded_store.ts";
+import { MeteredStore, type StoreMeter } from "../backend/metered_store.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { RetryingStore } from "../backend/retrying_store.ts";
 import { LEASE_DURATION_MS_DEFAULT, LEASE_DURATION_MS_MIN, LEASE_RENEW_DIVISOR } from "../constants.ts";
@@ -41,16 +42,24 @@ export interface OwnedBackend {
   close(): Promise<void>;
 }
 
+/** Where each store's operations are reported (lsvd serve's metrics), every attempt under the retries. */
+export interface BackendMeters {
+  lease: StoreMeter;
+  volume: StoreMeter;
+}
+
 export async function openOwnedBackend(
   volumeUri: string,
   backendOptions: BackendOptions & { createDirectory?: boolean },
   log: LogFn,
   leaseDurationMs: number,
+  meters?: BackendMeters,
 ): Promise<OwnedBackend> {
   const backend = await openBackend(volumeUri, backendOptions);
   const raw: ObjectStore = backend.store;
+  const metered = (meter: StoreMeter | undefined): ObjectStore => (meter === undefined ? raw : new MeteredStore(raw, meter));
   // A lease attempt that hangs must not hold a renewal past the holder's deadline: the deadline fences regardless.
-  const leaseStore = new RetryingStore(raw, {
+  const leaseStore = new RetryingStore(metered(meters?.lease), {
     requestTimeoutMs: Math.max(500, Math.floor(leaseDurationMs / LEASE_RENEW_DIVISOR)),
     log: (line, fields) => log(`warning: backend (lease): ${line}`, fields),
   });
@@ -60,7 +69,7 @@ export async function openOwnedBackend(
     prefix: backend.prefix,
     uri: backend.uri,
     ownerStore(fence) {
-      owned ??= new RetryingStore(new GuardedStore(raw, () => fence().check()), { log: (line, fields) => log(`warning: backend: ${line}`, fields) });
+      owned ??= new RetryingStore(new GuardedStore(metered(meters?.volume), () => fence().check()), { log: (line, fields) => log(`warning: backend: ${line}`, fields) });
       return owned;
     },
     async close() {

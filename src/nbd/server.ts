@@ -31,7 +31,7 @@ import type { BlockDevice } from "./block_device.ts";
 import { Handshake, type ExportInfo } from "./handshake.ts";
 import { LogLimiter } from "./log_limiter.ts";
 import { OutputQueue } from "./output_queue.ts";
-import { NbdSession, newNbdStats, type NbdStats } from "./session.ts";
+import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from "./session.ts";
 
 export interface NbdListenOptions {
   socketPath?: string;
@@ -56,6 +56,8 @@ export interface NbdExportOptions {
   /** Default "". The empty name always selects the export too (the spec's default export). */
   exportName?: string;
   description?: string;
+  /** Told when each request ends (lsvd serve's latency histograms). */
+  requestObserver?: NbdRequestObserver;
 }
 
 export type NbdServerOptions = NbdListenOptions & NbdExportOptions;
@@ -144,6 +146,7 @@ class Connection {
       transport: this.socket,
       output: this.output,
       stats: this.server.counters,
+      observer: this.server.requestObserver,
       logFailure: (kind, line) => this.server.limitedLog(kind, line),
       name: this.name,
       onProtocolError: () => this.end(),
@@ -214,6 +217,7 @@ class Server implements NbdServer {
   /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
   private readonly limiter: LogLimiter;
   readonly handshakeTimeoutMs: number;
+  requestObserver: NbdRequestObserver | null = null;
   private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
@@ -285,6 +289,7 @@ class Server implements NbdServer {
     if (this.closing) return;
     const device = options.device;
     this.device = device;
+    this.requestObserver = options.requestObserver ?? null;
     this.exportInfo = {
       name: options.exportName ?? "",
       description: options.description ?? "",
@@ -387,7 +392,7 @@ class Server implements NbdServer {
  * use and is left alone; a socket nobody answers on (ECONNREFUSED: its server died without removing it) is stale
  * and removed; anything that is not a socket is never touched.
  */
-async function claimUnixSocketPath(path: string): Promise<void> {
+export async function claimUnixSocketPath(path: string): Promise<void> {
   let isSocket: boolean;
   try {
     isSocket = lstatSync(path).isSocket();

@@ -131,6 +131,14 @@ export function newNbdStats(): NbdStats {
   };
 }
 
+/**
+ * Told when a request ends (lsvd serve's latency histograms): the command, seconds from dispatch to reply (-1 for a
+ * request refused before dispatch), and whether it failed. Called on the completion path with plain numbers.
+ */
+export interface NbdRequestObserver {
+  requestDone(command: number, seconds: number, failed: boolean): void;
+}
+
 /** The one place lsvd errors become NBD errno values. */
 export function nbdErrnoFor(error: unknown): number {
   if (error instanceof LsvdError) {
@@ -180,6 +188,9 @@ class RequestSlot {
   /** Set when validation failed: the reply is this errno once the payload (if any) is consumed. */
   errno = 0;
   errorMessage = "";
+  /** performance.now() at dispatch (0: not dispatched); `failed` once an error reply went out (for the observer). */
+  startedMs = 0;
+  failed = false;
 
   readonly onDone = (): void => this.session.completeOk(this);
   readonly onData = (data: Uint8Array): void => this.session.completeRead(this, data);
@@ -196,6 +207,8 @@ export interface NbdSessionOptions {
   /** The connection's queue (the handshake's replies may still be in it: they go out first). */
   output: OutputQueue;
   stats: NbdStats;
+  /** Told when each request ends (optional). */
+  observer?: NbdRequestObserver | null;
   /** Logs a failed request or a protocol error; `kind` groups similar lines for rate limiting (the server's LogLimiter). */
   logFailure: (kind: string, line: string) => void;
   /** Label for log lines (e.g. the peer address). */
@@ -225,6 +238,7 @@ export class NbdSession {
   private readonly baseAllocation: boolean;
   private readonly output: OutputQueue;
   private readonly stats: NbdStats;
+  private readonly observer: NbdRequestObserver | null;
 
   private readonly freeSlots: RequestSlot[] = [];
   private slotsMade = 0;
@@ -256,6 +270,7 @@ export class NbdSession {
     this.structuredReplies = options.negotiated.structuredReplies;
     this.baseAllocation = options.negotiated.baseAllocation;
     this.stats = options.stats;
+    this.observer = options.observer ?? null;
     this.output = options.output;
     this.output.onDrained = () => this.onOutputDrained();
     assert(Number.isSafeInteger(this.sizeBytes) && this.sizeBytes >= 0, "export size is a safe integer");
@@ -539,6 +554,7 @@ export class NbdSession {
     }
     const device = this.device;
     const fua = (slot.flags & NBD_CMD_FLAG_FUA) !== 0;
+    if (this.observer !== null) slot.startedMs = performance.now();
     try {
       switch (slot.type) {
         case NBD_CMD_READ:
@@ -692,6 +708,7 @@ export class NbdSession {
    */
   private replyError(slot: RequestSlot, errno: number, message: string): void {
     assert(errno !== 0, "an error reply carries an error");
+    slot.failed = true;
     const command = commandName(slot.type);
     this.options.logFailure(
       `${command} ${errno}`,
@@ -742,6 +759,11 @@ export class NbdSession {
       this.inflightWriteBytes -= slot.length;
       assert(this.inflightWriteBytes >= 0, "in-flight write bytes balance");
     }
+    if (this.observer !== null && (slot.startedMs !== 0 || slot.failed)) {
+      this.observer.requestDone(slot.type, slot.startedMs === 0 ? -1 : (performance.now() - slot.startedMs) / 1000, slot.failed);
+    }
+    slot.startedMs = 0;
+    slot.failed = false;
     slot.payload = null;
     slot.errorMessage = "";
     this.inflight--;

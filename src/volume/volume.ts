@@ -388,6 +388,8 @@ export class Volume implements BlockDevice {
       mapBytes: this.state.map.bytesUsed(),
       objectsKnown: this.state.objects.count,
       journalUsedBytes: this.journal.usedBytes,
+      journalBytes: this.journal.regionBytes,
+      journalWritesInFlight: this.journal.inFlight,
       gc: this.gc ? { ...this.gc.stats, retiredWaiting: this.gc.retiredCount } : null,
       /** Requests not whole sectors: reads cut from sectors, writes/trims/zeroings read-modify-written, and waits. */
       anySize: { unalignedReads: this.anySize.unalignedReads, unalignedWrites: this.anySize.unalignedWrites, waits: this.anySize.order.waits },
@@ -408,6 +410,24 @@ export class Volume implements BlockDevice {
       bytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
     }
     return { objects, bytes };
+  }
+
+  /**
+   * The objects this volume knows in the backend (data and checkpoints), their bytes, and of their data the part still
+   * live (the map points at it): what garbage collection works on. O(objects): for status and metrics scrapes.
+   */
+  backendUsage(): { objects: number; bytes: number; dataBytes: number; liveBytes: number } {
+    let objects = 0;
+    let sectors = 0;
+    let dataSectors = 0;
+    let liveSectors = 0;
+    this.state.objects.forEach((_seq, info) => {
+      objects += 1;
+      sectors += info.hdrSectors + info.dataSectors;
+      dataSectors += info.dataSectors;
+      liveSectors += info.liveSectors;
+    });
+    return { objects, bytes: sectors * SECTOR_BYTES, dataBytes: dataSectors * SECTOR_BYTES, liveBytes: liveSectors * SECTOR_BYTES };
   }
 
   /** Clean shutdown: drain writes, put everything to the backend with a checkpoint, empty the journal. */

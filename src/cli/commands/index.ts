@@ -13,12 +13,14 @@ import { exportCommand } from "./export.ts";
 import { lsCommand } from "./ls.ts";
 import { rmCommand } from "./rm.ts";
 import { resizeCommand } from "./resize.ts";
+import { statusCommand } from "./status.ts";
 
 export const COMMANDS: Command[] = [
   mkdiskCommand,
   mkcacheCommand,
   parseCommand,
   serveCommand,
+  statusCommand,
   fsckCommand,
   gcCommand,
   lockCommand,

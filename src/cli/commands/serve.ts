@@ -47,6 +47,7 @@ import {
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
+import { MONITOR_HELP, MONITOR_OPTIONS, ServeMonitor } from "../serve_monitor.ts";
 import type { InheritedListener } from "../../ops/systemd.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
@@ -96,6 +97,7 @@ ${LEASE_HELP}
 ${BACKEND_HELP}
 ${LOG_HELP}
 ${SERVICE_HELP}
+${MONITOR_HELP}
 
 Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
 another process owns is refused at once (exit 1), naming the holder (see 'lsvd lock show'). A server that loses the
@@ -209,17 +211,19 @@ async function openServedVolume(
   parsed: Parsed,
   target: { volumeUri: string; cachePath: string; settings: ReturnType<typeof volumeSettings> },
   server: NbdServer,
+  monitor: ServeMonitor,
   info: LogFn,
   lastError: LastError,
 ): Promise<OpenedVolume> {
-  const holder = { command: "serve", addresses: server.addresses.map(absoluteSocket), leaseDurationMs: leaseDurationFrom(parsed) };
+  const addresses = [...server.addresses.map(absoluteSocket), ...monitor.addresses];
+  const holder = { command: "serve", addresses, leaseDurationMs: leaseDurationFrom(parsed) };
   const progress = new Progress("recovery", logEnabled("info"), process.stderr, info);
   try {
     return await openVolumeForCommand(target.volumeUri, target.cachePath, backendOptionsFrom(parsed), lastError.wrap(info, true), holder, {
       ...target.settings,
       log: lastError.wrap(info, false),
       progress: (what, done, total) => progress.count(done, total, what),
-    });
+    }, monitor.meters);
   } finally {
     progress.clear();
   }
@@ -292,6 +296,7 @@ const OPTIONS: OptionSpec = {
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
   ...LOG_OPTIONS,
+  ...MONITOR_OPTIONS,
 };
 
 export const serveCommand: Command = {
@@ -313,17 +318,23 @@ export const serveCommand: Command = {
       log,
     );
     const server = await bindListeners(parsed, info, log, service.inherited);
+    const monitor = await ServeMonitor.open(parsed, volumeUri, cachePath, info, withSocketDirectoryLock).catch(async (error) => {
+      await server.close();
+      throw error;
+    });
     service.recovering(volumeUri);
     let opened: OpenedVolume;
     try {
-      opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, info, lastError);
+      opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
     } catch (error) {
+      monitor.close();
       await server.close();
       throw error;
     }
     const { volume, uri } = opened;
     info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
-    server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}` });
+    server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
+    monitor.serving(server, opened);
     // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
     service.serving(uri, server.addresses);
     for (const address of server.addresses) info(`serving on ${address}`);
@@ -338,7 +349,8 @@ export const serveCommand: Command = {
       });
     const shutDownNow = (why: string) => {
       service.stopping(why);
-      return shutDown(server, opened, lastError, service.statusLog(log));
+      monitor.draining();
+      return shutDown(server, opened, lastError, monitor.waitLog(service.statusLog(log)));
     };
     try {
       await untilSignal(log, info, shutDownNow, onLost);
@@ -351,6 +363,7 @@ export const serveCommand: Command = {
       return 1;
     } finally {
       service.exiting();
+      monitor.close();
     }
     if (lostReason !== null) return 1;
     const stats = volume.stats();
