@@ -3,7 +3,7 @@
 // per connection, so replies come in request order.
 //
 // Bounds, so that a client can neither make the server hold much nor lock operators out:
-// - ADMIN_CONNECTIONS_MAX connections; one more is told "busy" and closed;
+// - ADMIN_CONNECTIONS_MAX connections; one more is told "busy" and closed (once its client sends or after a moment);
 // - a request line of at most ADMIN_REQUEST_BYTES_MAX characters: a longer one is answered "too-long" and its
 //   connection closed (nothing after it can be framed safely);
 // - ADMIN_QUEUED_REQUESTS_MAX requests queued per connection (a client that pipelines more is told "busy", closed);
@@ -21,6 +21,7 @@ export const ADMIN_CONNECTIONS_MAX = 8;
 export const ADMIN_QUEUED_REQUESTS_MAX = 16;
 export const ADMIN_OUTPUT_BYTES_MAX = 1024 * 1024;
 export const ADMIN_IDLE_SECONDS = 60;
+export const ADMIN_REFUSED_LINGER_SECONDS = 2;
 
 /** An op: takes the request's args, returns what goes into "result" (JSON-serialisable); throwing answers "failed". */
 export type AdminHandler = (args: Record<string, unknown>) => unknown;
@@ -170,6 +171,8 @@ export function adminPathFromAddresses(addresses: readonly string[]): string | n
 export async function listenAdmin(path: string, ops: AdminOps, log: (line: string) => void): Promise<AdminServer> {
   await claimUnixSocketPath(path);
   const connections = new Set<AdminConnection>();
+  /** Refused connections waiting for their client to read the "busy" reply. */
+  const lingering = new Set<AdminSocket>();
   let refusedLogged = 0;
   let listener: import("bun").UnixSocketListener<AdminConnection | undefined>;
   try {
@@ -182,7 +185,11 @@ export async function listenAdmin(path: string, ops: AdminOps, log: (line: strin
           if (connections.size >= ADMIN_CONNECTIONS_MAX) {
             if (refusedLogged++ === 0) log(`admin: refusing connections: ${ADMIN_CONNECTIONS_MAX} are open`);
             socket.write(encodeError(null, "busy", `${ADMIN_CONNECTIONS_MAX} admin connections are open; try again`));
-            socket.end();
+            // Closed at once, the client may see a reset before it reads the reply: it is closed when the client
+            // sends (or goes) instead, or after ADMIN_REFUSED_LINGER_SECONDS; at most ADMIN_CONNECTIONS_MAX linger.
+            if (lingering.size >= ADMIN_CONNECTIONS_MAX) return void socket.end();
+            lingering.add(socket);
+            socket.timeout(ADMIN_REFUSED_LINGER_SECONDS);
             return;
           }
           refusedLogged = 0;
@@ -191,7 +198,10 @@ export async function listenAdmin(path: string, ops: AdminOps, log: (line: strin
           connections.add(connection);
           socket.timeout(ADMIN_IDLE_SECONDS);
         },
-        data: (socket, chunk) => socket.data?.onData(chunk),
+        data(socket, chunk) {
+          if (socket.data === undefined) socket.end(); // a refused connection (below): its reply is out
+          else socket.data.onData(chunk);
+        },
         drain: (socket) => socket.data?.onDrain(),
         timeout(socket) {
           if (socket.data === undefined || socket.data.idle) socket.end();
@@ -199,6 +209,7 @@ export async function listenAdmin(path: string, ops: AdminOps, log: (line: strin
         },
         close(socket) {
           if (socket.data !== undefined) connections.delete(socket.data);
+          lingering.delete(socket);
         },
         error: (socket, error) => log(`admin: socket error: ${error.message}`),
       },
@@ -214,6 +225,7 @@ export async function listenAdmin(path: string, ops: AdminOps, log: (line: strin
     close() {
       listener.stop(true);
       connections.clear();
+      lingering.clear();
       try {
         if (lstatSync(path).ino === inode) unlinkSync(path);
       } catch (error) {
