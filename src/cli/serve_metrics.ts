@@ -5,7 +5,7 @@
 
 import type { StoreMeter } from "../backend/metered_store.ts";
 import { STORE_OPS, type StoreOp } from "../backend/wrapping_store.ts";
-import { IOError, LsvdError } from "../errors.ts";
+import { LsvdError } from "../errors.ts";
 import { LATENCY_BUCKETS_SECONDS, MetricsRegistry, type Counter, type Histogram } from "../metrics/registry.ts";
 import {
   NBD_CMD_BLOCK_STATUS,
@@ -51,18 +51,22 @@ const OP_LABEL: Record<StoreOp, string> = {
 const STORES = ["volume", "lease"] as const;
 export type StoreRole = (typeof STORES)[number];
 
-/** Whether a store answers: the last failure (an IOError or corruption; not-found and conflicts are answers). */
+/** Success, or a failure that is the store's answer (not found, a conflict): the store is there. */
+function isAnswer(error: unknown): boolean {
+  return error === null || (error instanceof LsvdError && (error.kind === "NotFound" || error.kind === "Conflict"));
+}
+
+/** Whether the volume's store answers: since when it fails (I/O errors, timeouts, corruption), and the last failure. */
 export class Reachability {
   failingSinceMs: number | null = null;
   lastError: string | null = null;
   lastErrorAtMs = 0;
 
   note(error: unknown): void {
-    if (error === null) {
+    if (isAnswer(error)) {
       this.failingSinceMs = null;
       return;
     }
-    if (error instanceof LsvdError && !(error instanceof IOError) && error.kind !== "Corruption") return;
     this.failingSinceMs ??= Date.now();
     this.lastError = (error as Error)?.message ?? String(error);
     this.lastErrorAtMs = Date.now();
@@ -132,7 +136,7 @@ export class ServeMetrics {
         const series = opIndex.get(op)!;
         this.backendRequests.inc(1, series);
         this.backendSeconds.observe(seconds, series);
-        if (error !== null && !(error instanceof LsvdError && (error.kind === "NotFound" || error.kind === "Conflict"))) this.backendErrors.inc(1, series);
+        if (!isAnswer(error)) this.backendErrors.inc(1, series);
         if (bytesRead > 0) this.backendReadBytes.inc(bytesRead, storeIndex);
         if (bytesWritten > 0) this.backendWrittenBytes.inc(bytesWritten, storeIndex);
         if (role === "volume") this.reachability.note(error);
@@ -184,7 +188,7 @@ export class ServeMetrics {
     gauge("lsvd_journal_used_bytes", "Journal bytes holding records not yet in the backend.", () => stats()?.journalUsedBytes);
     gauge("lsvd_journal_writes_in_flight", "Journal record writes submitted to the cache device and not completed.", () => stats()?.journalWritesInFlight);
     counter("lsvd_journal_records_total", "Journal records written.", () => stats()?.records);
-    counter("lsvd_volume_writes_total", "Writes the volume accepted (client writes and garbage collection copies).", () => stats()?.writes);
+    counter("lsvd_volume_writes_total", "Writes accepted by the volume's write path.", () => stats()?.writes);
     counter("lsvd_volume_trims_total", "Trims and zeroings the volume accepted.", () => stats()?.trims);
     counter("lsvd_write_batches_total", "Batches sealed into backend objects.", () => stats()?.objects);
     counter("lsvd_checkpoints_total", "Checkpoints written.", () => stats()?.checkpoints);

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { COMMANDS } from "../../src/cli/commands/index.ts";
 import type { OptionSpec } from "../../src/cli/args.ts";
 import { parseSize } from "../../src/util/size.ts";
+import { STATUS_EXIT } from "../../src/cli/commands/status.ts";
 import { LsvdServer, TOOL_ENV, cleanupAll, ensureBuilt, lsvd, makeTempDir, run } from "../e2e/_harness.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
@@ -141,10 +142,32 @@ describe("one argument style", () => {
       ["mkcache", "--volume", volume, "--size", "64m", join(blocker, "a", "cache")],
       ["export", volume, join(blocker, "a", "image")],
     ];
-    for (const args of refused) {
+    for (const args of [...refused, ["serve", "--cache", join(dir, "no-cache"), "--socket", join(dir, "refused.sock"), "--admin-socket", join(blocker, "a", "admin.asok"), volume]]) {
       const result = await lsvd(args);
       expect({ args, exitCode: result.exitCode }).toEqual({ args, exitCode: 1 });
       expect(result.stderr).toMatch(new RegExp(`^lsvd ${args[0]}: Cannot create (the )?directory ${join(blocker, "a")}.*ENOTDIR.*\\n$`));
     }
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("status does what its help says", () => {
+  test("exit 3 for a volume nobody serves (VOLUME or --volume); VOLUME and --admin-socket: one of them", async () => {
+    const volume = join(dir, "backend", "vol");
+    const statusHelp = COMMANDS.find((command) => command.name === "status")!.help;
+    expect(statusHelp).toContain(`Exit status: ${STATUS_EXIT.answered} the server answered; ${STATUS_EXIT.notServed} the volume is not served`);
+    for (const args of [["status", volume], ["status", "--volume", volume]]) {
+      const result = await lsvd(args);
+      expect({ args, exitCode: result.exitCode }).toEqual({ args, exitCode: STATUS_EXIT.notServed });
+      expect(result.stderr).toMatch(/^lsvd status: volume file:\/\/\S+ is not served \(its lease is (released|absent)\)\n$/);
+    }
+    const json = await lsvd(["status", "--json", volume]);
+    expect({ exitCode: json.exitCode, served: JSON.parse(json.stdout).served }).toEqual({ exitCode: STATUS_EXIT.notServed, served: false });
+    for (const args of [["status"], ["status", "--admin-socket", join(dir, "a.asok"), volume]]) {
+      const result = await lsvd(args);
+      expect({ args, exitCode: result.exitCode }).toEqual({ args, exitCode: 1 });
+      expect(result.stderr).toContain("expected VOLUME or --admin-socket PATH (one of them). Usage: lsvd status");
+    }
+    const nobody = await lsvd(["status", "--admin-socket", join(dir, "nobody.asok")]);
+    expect({ exitCode: nobody.exitCode, stderr: nobody.stderr }).toEqual({ exitCode: STATUS_EXIT.notServed, stderr: `lsvd status: nothing answers on admin socket ${join(dir, "nobody.asok")} (ENOENT)\n` });
   }, TEST_TIMEOUT_MS);
 });
