@@ -39,8 +39,9 @@ export const MONITOR_HELP = `Watching it (docs/operations.md):
   --admin-socket PATH    answer 'lsvd status' and other admin requests on this unix socket (default:
                          ${ADMIN_SOCKET_DIRECTORY}/ + the volume with every run of other characters than letters, digits, '.',
                          '_' and '-' made one '-' + '.asok'; when that directory cannot be made, none, with a warning).
-                         A PATH where a server answers refuses the start (exit 1), a stale socket is replaced. The
-                         lease records it as admin:unix:PATH, so 'lsvd status VOLUME' finds it
+                         A PATH given here where a server answers refuses the start (exit 1); at the default path,
+                         serve goes on without one (the lease then refuses a second server of the volume); a stale
+                         socket is replaced. The lease records it as admin:unix:PATH: 'lsvd status VOLUME' finds it
   --no-admin-socket      no admin socket
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (off by default; port 0 picks one,
                          recorded in the lease as metrics:URL). HOST must be a loopback address unless
