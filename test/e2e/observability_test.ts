@@ -2,7 +2,8 @@
 // real NBD traffic (nbdsh), and its counters move by exactly the I/O done; `lsvd status` answers through the admin
 // socket found in the volume's lease and through --admin-socket, with the right figures; a volume nobody serves has
 // its own exit code; a live admin socket is never taken over; hostile input on the admin socket gets clear errors
-// while NBD clients and status go on being served; --metrics refuses a non-loopback host unless asked.
+// while NBD clients and status go on being served; status follows a failing backend and a draining shutdown;
+// --metrics refuses a non-loopback host unless asked.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
@@ -10,7 +11,7 @@ import { join } from "node:path";
 import { decodeReply } from "../../src/admin/protocol.ts";
 import { ADMIN_CONNECTIONS_MAX } from "../../src/admin/server.ts";
 import { defaultAdminSocketPath } from "../../src/cli/serve_monitor.ts";
-import { LsvdServer, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, lsvd, runOk, type VolumePaths } from "./_harness.ts";
+import { LsvdServer, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, lsvd, run, runOk, type VolumePaths } from "./_harness.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 
@@ -216,6 +217,41 @@ describe("observability of lsvd serve", () => {
     expect(viaSocket.stderr).toContain(`nothing answers on admin socket ${adminSocket} (ENOENT)`);
   }, TEST_TIMEOUT_MS);
 });
+
+test("status follows the backend failing and the shutdown draining, and says what the drain waits for", async () => {
+  const paths = await createVolume("observe-drain", { size: "64m", cacheSize: "128m" });
+  const adminSocket = join(paths.dir, "admin.asok");
+  const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--no-gc", "--admin-socket", adminSocket, "--batch-idle-ms", "20"] });
+  // The backend becomes unreachable: nothing can be created in its directory, so every put fails.
+  const immutable = await run(["chattr", "+i", paths.backendDir]);
+  if (immutable.exitCode !== 0) {
+    console.log(`observability_test: drain case skipped (chattr +i failed: ${immutable.stderr.trim()})`);
+    expect((await server.stop()).exitCode).toBe(0);
+    return;
+  }
+  try {
+    await nbdsh(server.uri, "h.pwrite(b'd' * 1048576, 0); h.flush()");
+    let status = await statusJson(["--admin-socket", adminSocket]);
+    while (status.json.backend.reachable) status = await statusJson(["--admin-socket", adminSocket]);
+    expect(status.json).toMatchObject({ state: "serving", backend: { reachable: false } });
+    expect(Date.parse(status.json.backend.failingSince)).toBeGreaterThan(Date.parse(status.json.startedAt) - 1);
+    expect(status.json.backend.lastError).toMatch(/EPERM|permission|not permitted/i);
+    const human = await lsvd(["status", "--admin-socket", adminSocket]);
+    expect(human.stdout).toMatch(/^backend: failing since \S+ \(last error: .+\); retrying/m);
+    server.process.kill("SIGTERM");
+    status = await statusJson(["--admin-socket", adminSocket]);
+    while (status.json.state !== "draining" || status.json.waitingFor === null) status = await statusJson(["--admin-socket", adminSocket]);
+    expect(status.json.waitingFor).toMatch(/^waiting for \d+ object\(s\) \([^)]+\) to reach the backend/);
+    expect(status.json.backend.reachable).toBe(false);
+  } finally {
+    await run(["chattr", "-i", paths.backendDir]);
+  }
+  // The backend is back: the shutdown begun above finishes by itself (a second SIGTERM would cut it short).
+  await server.process.exited;
+  const stopped = await server.stop();
+  expect(stopped.exitCode).toBe(0);
+  expect(existsSync(adminSocket)).toBe(false);
+}, TEST_TIMEOUT_MS);
 
 describe("options", () => {
   test("--metrics refuses a non-loopback host unless --metrics-public, and a malformed address", async () => {
