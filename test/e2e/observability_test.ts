@@ -18,7 +18,12 @@ const TEST_TIMEOUT_MS = 120_000;
 beforeAll(async () => {
   await ensureBuilt();
 }, TEST_TIMEOUT_MS);
-afterAll(cleanupAll);
+/** Backend directories made immutable: made mutable again even when a test times out, or cleanup cannot remove them. */
+const immutableDirs: string[] = [];
+afterAll(async () => {
+  for (const dir of immutableDirs) await run(["chattr", "-i", dir]);
+  await cleanupAll();
+});
 
 /** `promtool` from Debian's prometheus package (scripts/install-deps.sh test): the test fails without it. */
 function promtool(): string {
@@ -223,6 +228,7 @@ test("status follows the backend failing and the shutdown draining, and says wha
   const adminSocket = join(paths.dir, "admin.asok");
   const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--no-gc", "--admin-socket", adminSocket, "--batch-idle-ms", "20"] });
   // The backend becomes unreachable: nothing can be created in its directory, so every put fails.
+  immutableDirs.push(paths.backendDir);
   const immutable = await run(["chattr", "+i", paths.backendDir]);
   if (immutable.exitCode !== 0) {
     console.log(`observability_test: drain case skipped (chattr +i failed: ${immutable.stderr.trim()})`);
