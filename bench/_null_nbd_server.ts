@@ -3,10 +3,12 @@
 // Writes, flushes and trims resolve at once; reads return zeroes from one shared buffer.
 //
 // Usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]   (SIGTERM or SIGINT stops it, exit 0)
+// With LSVD_BENCH_METRICS=1, lsvd serve's per-request metrics are recorded too (bench/metrics_overhead.sh).
 
 import { NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../src/constants.ts";
 import type { BlockDevice, BlockStatusExtent } from "../src/nbd/block_device.ts";
 import { startNbdServer } from "../src/nbd/server.ts";
+import { ServeMetrics } from "../src/cli/serve_metrics.ts";
 
 const [socketPath, sizeText = String(1024 ** 3)] = process.argv.slice(2);
 if (socketPath === undefined) {
@@ -50,7 +52,11 @@ class NullDevice implements BlockDevice {
   }
 }
 
-const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)" });
+const metrics =
+  process.env.LSVD_BENCH_METRICS === "1"
+    ? new ServeMetrics({ nbd: () => null, volume: () => null, retries: () => ({ retries: 0, timeouts: 0 }), state: () => "serving", recoverySeconds: () => 0, adminConnections: () => 0 })
+    : null;
+const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)", requestObserver: metrics?.nbdObserver });
 let stopping = false;
 const stop = async (): Promise<void> => {
   if (stopping) return;
