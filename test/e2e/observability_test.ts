@@ -6,7 +6,10 @@
 // --metrics refuses a non-loopback host unless asked.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
+import { v4 as uuidv4 } from "uuid";
+import { encodeLease, LeaseState, type LeaseRecord } from "../../src/format/lease_object.ts";
+import { thisProcess } from "../../src/util/process_identity.ts";
 import { join } from "node:path";
 import { decodeReply } from "../../src/admin/protocol.ts";
 import { ADMIN_CONNECTIONS_MAX } from "../../src/admin/server.ts";
@@ -257,6 +260,29 @@ test("status follows the backend failing and the shutdown draining, and says wha
   const stopped = await server.stop();
   expect(stopped.exitCode).toBe(0);
   expect(existsSync(adminSocket)).toBe(false);
+}, TEST_TIMEOUT_MS);
+
+test("status reads the lease: another host's server (4), no admin socket (4), a holder gone or not serve (3)", async () => {
+  const paths = await createVolume("observe-lease", { size: "64m", cacheSize: "96m" });
+  const here = thisProcess();
+  const now = Date.now();
+  const lease = (fields: Partial<LeaseRecord>): LeaseRecord => ({
+    state: LeaseState.Held, epoch: 7, durationMs: 600_000, acquiredAtMs: now - 1000, renewedAtMs: now, cookie: uuidv4(),
+    host: here.host, bootId: here.bootId, pid: here.pid, processStartTicks: here.processStartTicks, command: "serve", addresses: [], ...fields,
+  });
+  const cases: Array<[string, LeaseRecord, number, string]> = [
+    ["another host", lease({ host: "elsewhere.example", bootId: uuidv4(), addresses: ["admin:unix:/run/lsvd/x.asok"] }), 4, "is served by serve pid 4242 on host elsewhere.example, not on this host: run lsvd status there"],
+    ["no admin socket", lease({ addresses: ["nbd://127.0.0.1:1"] }), 4, `is served by serve pid ${here.pid} on host ${here.host} without an admin socket`],
+    ["holder gone", lease({ processStartTicks: here.processStartTicks + 1, addresses: ["admin:unix:/run/lsvd/x.asok"] }), 3, "is not served: its holder, serve pid"],
+    ["not serve", lease({ command: "gc" }), 3, `is not served: gc pid ${here.pid} on host ${here.host} holds it`],
+  ];
+  for (const [what, record, exitCode, message] of cases) {
+    if (what === "another host") record.pid = 4242;
+    writeFileSync(`${paths.volume}.lease`, encodeLease(record));
+    const result = await statusJson([paths.volume]);
+    expect({ what, exitCode: result.exitCode, served: result.json.served }).toEqual({ what, exitCode, served: false });
+    expect(result.json.reason).toContain(message);
+  }
 }, TEST_TIMEOUT_MS);
 
 describe("options", () => {
