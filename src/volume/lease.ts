@@ -101,7 +101,9 @@ export function holderLiveness(lease: LeaseRecord, local: ProcessIdentity, runs:
 
 /** "serve pid 1234 on host h1 (nbd://...) since 2026-...; renewed 2.0 s ago": for messages and `lsvd lock show`. */
 export function describeHolder(lease: LeaseRecord, nowMs: number): string {
-  const where = lease.addresses.length > 0 ? ` serving ${lease.addresses.join(", ")}` : "";
+  // NBD addresses say where it serves; its admin socket and metrics endpoint (admin:..., metrics:...) are not that.
+  const served = lease.addresses.filter((address) => !/^(admin|metrics):/.test(address));
+  const where = served.length > 0 ? ` serving ${served.join(", ")}` : "";
   const ago = ((nowMs - lease.renewedAtMs) / 1000).toFixed(1);
   return `${lease.command} pid ${lease.pid} on host ${lease.host}${where} since ${new Date(lease.acquiredAtMs).toISOString()} (epoch ${lease.epoch}), lease renewed ${ago} s ago`;
 }

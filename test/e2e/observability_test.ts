@@ -133,6 +133,8 @@ describe("observability of lsvd serve", () => {
   test("lsvd status --json answers through the lease and through --admin-socket, with the right figures", async () => {
     const lock = JSON.parse((await lsvd(["lock", "show", "--json", paths.volume])).stdout);
     expect(lock.holder.addresses).toEqual([server.uri, `admin:unix:${adminSocket}`, `metrics:${metricsUrl(server)}`]);
+    // Messages naming the holder say where it serves NBD; the admin socket and metrics are not that.
+    expect((await lsvd(["lock", "show", paths.volume])).stdout).toContain(`serving ${server.uri} since `);
     const viaLease = await statusJson([paths.volume]);
     const viaSocket = await statusJson(["--admin-socket", adminSocket]);
     for (const { exitCode, json } of [viaLease, viaSocket]) {
