@@ -164,9 +164,9 @@ export class ServeMonitor {
 
   /** `log` that also keeps the line as what a draining server waits for (status shows it). */
   waitLog(log: LogFn): LogFn {
-    return (line) => {
+    return (line, fields) => {
       this.waitingFor = line;
-      log(line);
+      log(line, fields);
     };
   }
 
