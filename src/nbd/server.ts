@@ -215,6 +215,7 @@ class Connection {
     this.server.counters.tlsHandshakeFailures++;
     this.server.limitedLog("tls", `nbd ${this.name}: closing connection: TLS handshake failed: ${error?.message ?? "no reason given"}`);
     this.handshake = null;
+    // Bun has closed the socket already (a no-op then); kept so that no runtime leaves a failed handshake open.
     this.end();
   }
 

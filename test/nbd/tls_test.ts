@@ -232,6 +232,7 @@ describe("clients that do not complete the TLS handshake", () => {
       client.terminate();
     }
     expect(requireServer.stats().tlsHandshakeFailures).toBe(failuresBefore + 1);
+    expect(logs.get(requireServer)!.some((line) => /closing connection: TLS handshake failed: /.test(line))).toBe(true);
   }, TEST_TIMEOUT_MS);
 
   test("silence after STARTTLS: the handshake timeout closes the connection", async () => {
