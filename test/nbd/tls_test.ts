@@ -189,6 +189,18 @@ describe("--tls require", () => {
     }
   }, TEST_TIMEOUT_MS);
 
+  test("a client that hangs up after ERR_TLS_REQD is logged too", async () => {
+    const lines = logs.get(requireServer)!;
+    const before = lines.length;
+    const client = await RawClient.connect({ hostname: "127.0.0.1", port: portOf(requireServer) });
+    await client.greet();
+    await client.sendOption(NBD_OPT_LIST);
+    expect((await client.readOptionReply()).replyType).toBe(NBD_REP_ERR_TLS_REQD);
+    client.end();
+    for (let attempt = 0; attempt < 500 && requireServer.connectionCount() > 0; attempt++) await Bun.sleep(10);
+    expect(lines.slice(before).some((line) => /client did not start TLS, which this server requires: 1 option\(s\) refused/.test(line))).toBe(true);
+  }, TEST_TIMEOUT_MS);
+
   test("a client certificate is required with --tls-verify-peer: from the CA accepted, none or another CA's refused", async () => {
     const failuresBefore = verifyServer.stats().tlsHandshakeFailures;
     expectSuccess(await run(["nbdinfo", nbds(verifyServer, pki.client)]));
