@@ -6,6 +6,9 @@
 #   write   nbdcopy of an image of pseudo-random data onto the volume (MiB/s)
 #   rand4k  fio --ioengine=nbd 4 KiB random reads, QD16, RUNTIME seconds (IOPS)
 # The volume is `lsvd import`ed from that image first, on a file backend in a temp dir on a real disk.
+# With each figure, the server's CPU for it (user + system of the lsvd process, /proc/PID/stat): ms per MiB for the
+# copies, us per request for fio. CPU per unit is the steadier figure on a shared machine: wall-clock rates move with
+# the load, the work a request costs much less.
 # Output: progress on stderr; per-run figures, medians, min..max, and TLS / plain per workload on stdout.
 #
 # Usage: bench/tls_bench.sh
@@ -69,33 +72,36 @@ nbdinfo --size "$tls_uri" >/dev/null || die "no TLS connection: $(tail -5 "$tmp/
 
 now() { python3 -c 'import time; print(time.monotonic())'; }
 mib_per_s() { python3 -c "print(f'{$size_mib / ($2 - $1):.1f}')"; }
+ticks_per_second="$(getconf CLK_TCK)"
+# user + system clock ticks of the server process so far (fields 14 and 15 of /proc/PID/stat, after the comm field).
+server_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$server_pid/stat"; }
+# Server CPU between two tick counts, in ms per MiB copied (argument 3: MiB) or us per request (argument 3: requests).
+cpu_ms_per_mib() { python3 -c "print(f'{($2 - $1) * 1000 / $ticks_per_second / $3:.2f}')"; }
+cpu_us_per_request() { python3 -c "print(f'{($2 - $1) * 1e6 / $ticks_per_second / max($3, 1):.1f}')"; }
 
-run_read() {
-  local start end
+# Prints "MiB/s cpu-ms-per-MiB".
+run_copy() {
+  local start end ticks_before ticks_after
+  ticks_before="$(server_ticks)"
   start="$(now)"
-  nbdcopy "$1" null:
+  nbdcopy "$1" "$2"
   end="$(now)"
-  mib_per_s "$start" "$end"
+  ticks_after="$(server_ticks)"
+  echo "$(mib_per_s "$start" "$end") $(cpu_ms_per_mib "$ticks_before" "$ticks_after" "$size_mib")"
 }
+run_read() { run_copy "$1" null:; }
+run_write() { run_copy "$tmp/image" "$1"; }
 
-run_write() {
-  local start end
-  start="$(now)"
-  nbdcopy "$tmp/image" "$1"
-  end="$(now)"
-  mib_per_s "$start" "$end"
-}
-
+# Prints "IOPS cpu-us-per-request".
 run_rand4k() {
+  local ticks_before ticks_after iops
+  ticks_before="$(server_ticks)"
   fio --name=rand4k --ioengine=nbd --uri="$1" --rw=randread --bs=4k --iodepth=16 --size="${size_mib}m" \
-    --runtime="$runtime" --time_based --output-format=json --output="$tmp/fio.json" 2>"$tmp/fio.err" >&2 &&
-    python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$tmp/fio.json" ||
+    --runtime="$runtime" --time_based --output-format=json --output="$tmp/fio.json" 2>"$tmp/fio.err" >&2 ||
     die "fio failed: $(tail -3 "$tmp/fio.err") $(tail -3 "$tmp/serve.log")"
-}
-
-last() {
-  local values=($1)
-  echo "${values[-1]}"
+  ticks_after="$(server_ticks)"
+  iops="$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$tmp/fio.json")"
+  echo "$iops $(cpu_us_per_request "$ticks_before" "$ticks_after" "$((iops * runtime))")"
 }
 
 declare -A figures
@@ -104,10 +110,19 @@ for run in $(seq 1 "$runs"); do
   for mode in "${order[@]}"; do
     uri="$plain_uri"
     [[ "$mode" == tls ]] && uri="$tls_uri"
-    figures[$mode,read]+="$(run_read "$uri") "
-    figures[$mode,write]+="$(run_write "$uri") "
-    figures[$mode,rand4k]+="$(run_rand4k "$uri") "
-    log "run $run $mode: read $(last "${figures[$mode,read]}") MiB/s, write $(last "${figures[$mode,write]}") MiB/s, rand4k $(last "${figures[$mode,rand4k]}") IOPS"
+    out="$(run_read "$uri")"
+    read -r read_rate read_cpu <<<"$out"
+    out="$(run_write "$uri")"
+    read -r write_rate write_cpu <<<"$out"
+    out="$(run_rand4k "$uri")"
+    read -r iops rand_cpu <<<"$out"
+    figures[$mode,read]+="$read_rate "
+    figures[$mode,read_cpu]+="$read_cpu "
+    figures[$mode,write]+="$write_rate "
+    figures[$mode,write_cpu]+="$write_cpu "
+    figures[$mode,rand4k]+="$iops "
+    figures[$mode,rand4k_cpu]+="$rand_cpu "
+    log "run $run $mode: read $read_rate MiB/s ($read_cpu ms/MiB), write $write_rate MiB/s ($write_cpu ms/MiB), rand4k $iops IOPS ($rand_cpu us/request)"
   done
 done
 kill -TERM "$server_pid"
@@ -124,6 +139,10 @@ print(f"{name:7} {unit:6} plain {' '.join(f'{v:g}' for v in plain)} median {mp:g
 PY
 }
 summary read "MiB/s" "${figures[plain,read]}" "${figures[tls,read]}"
+summary read "ms/MiB" "${figures[plain,read_cpu]}" "${figures[tls,read_cpu]}"
 summary write "MiB/s" "${figures[plain,write]}" "${figures[tls,write]}"
+summary write "ms/MiB" "${figures[plain,write_cpu]}" "${figures[tls,write_cpu]}"
 summary rand4k "IOPS" "${figures[plain,rand4k]}" "${figures[tls,rand4k]}"
+summary rand4k "us/req" "${figures[plain,rand4k_cpu]}" "${figures[tls,rand4k_cpu]}"
+echo "(ms/MiB, us/req: the server process's CPU, user + system)"
 echo "($size_mib MiB volume, file backend in $tmp_parent, fio ${runtime} s QD16, $runs runs per mode alternating, one lsvd serve --tls on)"
