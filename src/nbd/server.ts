@@ -206,9 +206,15 @@ class Connection {
     this.server.limitedLog("tls required", `nbd ${this.name}: client did not start TLS, which this server requires: ${handshake.tlsRefusals} option(s) refused`);
   }
 
-  /** Bun's `handshake` event on the TLS socket: a failed one (bad or missing client certificate, not TLS) ends it. */
+  /**
+   * Bun's `handshake` event on the TLS socket. `success` says the TLS handshake completed, `error` why the peer's
+   * certificate did not verify: with client certificates required (rejectUnauthorized) a completed handshake with an
+   * error (a revoked certificate) is a refusal too. Without them, `error` only says the client sent none. A failed or
+   * refused handshake ends the connection.
+   */
   onTlsHandshake(success: boolean, error: Error | null): void {
-    if (success) {
+    const refused = !success || (this.server.tls!.options.rejectUnauthorized && error !== null);
+    if (!refused) {
       this.server.counters.tlsHandshakes++;
       return;
     }

@@ -5,6 +5,7 @@
 //   client/  ca-cert.pem client-cert.pem client-key.pem           (libnbd tls-certificates=, qemu tls-creds-x509)
 //   anonymous/ ca-cert.pem                                        (a client with no certificate of its own)
 //   stranger/  ca-cert.pem client-cert.pem client-key.pem         (a client certificate from another CA)
+//   revoked/   ca-cert.pem client-cert.pem client-key.pem         (signed by the CA, then revoked: server/ca-crl.pem)
 
 import { mkdirSync, copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ export interface TestPki {
   client: string;
   anonymous: string;
   stranger: string;
+  revoked: string;
 }
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -37,6 +39,18 @@ async function makeLeaf(dir: string, ca: string, name: string, subject: string, 
   );
 }
 
+/** Revokes `certificate` (signed by ca-cert.pem in `dir`) and writes the CA's revocation list, ca-crl.pem. */
+async function revoke(dir: string, certificate: string): Promise<void> {
+  writeFileSync(join(dir, "index.txt"), "");
+  writeFileSync(join(dir, "crlnumber"), "01\n");
+  writeFileSync(
+    join(dir, "ca.cnf"),
+    "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\ncertificate = ca-cert.pem\nprivate_key = ca-key.pem\n",
+  );
+  await openssl(["ca", "-config", "ca.cnf", "-revoke", certificate], dir);
+  await openssl(["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca-crl.pem"], dir);
+}
+
 /** Makes the certificates under `root`; throws (the test fails) when openssl is missing. */
 export async function makeTestPki(root: string): Promise<TestPki> {
   const work = join(root, "work");
@@ -46,9 +60,18 @@ export async function makeTestPki(root: string): Promise<TestPki> {
   await makeLeaf(work, "ca", "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
   await makeLeaf(work, "ca", "client", "/CN=lsvd test client", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
   await makeLeaf(work, "other-ca", "stranger", "/CN=lsvd test stranger", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
-  const pki: TestPki = { server: join(root, "server"), client: join(root, "client"), anonymous: join(root, "anonymous"), stranger: join(root, "stranger") };
+  await makeLeaf(work, "ca", "revoked", "/CN=lsvd test revoked", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+  await revoke(work, "revoked-cert.pem");
+  const pki: TestPki = {
+    server: join(root, "server"),
+    client: join(root, "client"),
+    anonymous: join(root, "anonymous"),
+    stranger: join(root, "stranger"),
+    revoked: join(root, "revoked"),
+  };
   const layout: Array<[string, Record<string, string>]> = [
-    [pki.server, { "ca-cert.pem": "ca-cert.pem", "server-cert.pem": "server-cert.pem", "server-key.pem": "server-key.pem" }],
+    [pki.server, { "ca-cert.pem": "ca-cert.pem", "ca-crl.pem": "ca-crl.pem", "server-cert.pem": "server-cert.pem", "server-key.pem": "server-key.pem" }],
+    [pki.revoked, { "ca-cert.pem": "ca-cert.pem", "client-cert.pem": "revoked-cert.pem", "client-key.pem": "revoked-key.pem" }],
     [pki.client, { "ca-cert.pem": "ca-cert.pem", "client-cert.pem": "client-cert.pem", "client-key.pem": "client-key.pem" }],
     [pki.anonymous, { "ca-cert.pem": "ca-cert.pem" }],
     [pki.stranger, { "ca-cert.pem": "ca-cert.pem", "client-cert.pem": "stranger-cert.pem", "client-key.pem": "stranger-key.pem" }],

@@ -201,12 +201,16 @@ describe("--tls require", () => {
     expect(lines.slice(before).some((line) => /client did not start TLS, which this server requires: 1 option\(s\) refused/.test(line))).toBe(true);
   }, TEST_TIMEOUT_MS);
 
-  test("a client certificate is required with --tls-verify-peer: from the CA accepted, none or another CA's refused", async () => {
+  test("a client certificate is required with --tls-verify-peer: from the CA accepted, none, another CA's or a revoked one refused", async () => {
     const failuresBefore = verifyServer.stats().tlsHandshakeFailures;
+    const handshakesBefore = verifyServer.stats().tlsHandshakes;
     expectSuccess(await run(["nbdinfo", nbds(verifyServer, pki.client)]));
     expect((await run(["nbdinfo", nbds(verifyServer, pki.anonymous)])).exitCode).not.toBe(0);
     expect((await run(["nbdinfo", nbds(verifyServer, pki.stranger)])).exitCode).not.toBe(0);
-    expect(verifyServer.stats().tlsHandshakeFailures).toBe(failuresBefore + 2);
+    expect((await run(["nbdinfo", nbds(verifyServer, pki.revoked)])).exitCode).not.toBe(0);
+    expect(verifyServer.stats().tlsHandshakeFailures).toBe(failuresBefore + 3);
+    expect(verifyServer.stats().tlsHandshakes).toBe(handshakesBefore + 1);
+    expect(logs.get(verifyServer)!.some((line) => /TLS handshake failed: certificate revoked/.test(line))).toBe(true);
     // Without --tls-verify-peer, a client without a certificate of its own is served.
     expectSuccess(await run(["nbdinfo", nbds(requireServer, pki.anonymous)]));
   }, TEST_TIMEOUT_MS);
