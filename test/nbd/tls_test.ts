@@ -173,6 +173,12 @@ describe("--tls require", () => {
     expect(logs.get(requireServer)!.some((line) => /client did not start TLS, which this server requires: \d+ option\(s\) refused/.test(line))).toBe(true);
   }, TEST_TIMEOUT_MS);
 
+  test("over the unix socket too: nbdinfo without TLS fails", async () => {
+    const result = await run(["nbdinfo", `nbd+unix:///?socket=${socketPath}`]);
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain("server replied with error to opt_go request");
+  }, TEST_TIMEOUT_MS);
+
   test("options before STARTTLS get ERR_TLS_REQD; NBD_OPT_EXPORT_NAME hangs up (over the wire)", async () => {
     const client = await RawClient.connect({ hostname: "127.0.0.1", port: portOf(requireServer) });
     try {
