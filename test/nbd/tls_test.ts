@@ -160,6 +160,14 @@ describe("libnbd and qemu clients over TLS", () => {
     expectSuccess(await run(["qemu-img", "convert", ...object, "--image-opts", target, "-O", "raw", output]));
     expect(sha256(readFileSync(output).subarray(0, data.length))).toBe(sha256(data));
   }, TEST_TIMEOUT_MS);
+
+  test("qemu-img over the unix socket (qemu needs tls-hostname there: a socket has no host name to check)", async () => {
+    const object = ["--object", `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.client}`];
+    const image = `driver=nbd,server.type=unix,server.path=${socketPath},tls-creds=tls0,tls-hostname=localhost`;
+    const result = await run(["qemu-img", "info", "--output=json", ...object, "--image-opts", image]);
+    expectSuccess(result);
+    expect(JSON.parse(result.stdout)["virtual-size"]).toBe(SIZE_BYTES);
+  }, TEST_TIMEOUT_MS);
 });
 
 describe("--tls require", () => {
