@@ -61,9 +61,9 @@ let pki: TestPki;
 const servers: NbdServer[] = [];
 const logs = new Map<NbdServer, string[]>();
 
-async function serve(options: Omit<NbdServerOptions, "device">): Promise<NbdServer> {
+async function serve(options: Omit<NbdServerOptions, "device">, device = new MemoryBlockDevice(SIZE_BYTES)): Promise<NbdServer> {
   const lines: string[] = [];
-  const server = await startNbdServer({ device: new MemoryBlockDevice(SIZE_BYTES), log: (line) => lines.push(line), ...options });
+  const server = await startNbdServer({ device, log: (line) => lines.push(line), ...options });
   servers.push(server);
   logs.set(server, lines);
   return server;
@@ -275,6 +275,79 @@ describe("clients that do not complete the TLS handshake", () => {
     }
     expect(impatientServer.stats().handshakeTimeouts).toBe(timeoutsBefore + 1);
     expect(impatientServer.connectionCount()).toBe(0);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("back-pressure over TLS", () => {
+  // A Python client (ssl module) that sends 8 READs of 32 MiB over TLS, says "sent", reads nothing until told to on
+  // stdin, then reads and checks every reply.
+  const CLIENT = `
+import socket, ssl, struct, sys
+port, cafile, count, size = int(sys.argv[1]), sys.argv[2], 8, 32 << 20
+def read(sock, n):
+    buffer = bytearray(n)
+    view, got = memoryview(buffer), 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0: raise EOFError
+        got += k
+    return bytes(buffer)
+s = socket.create_connection(("127.0.0.1", port))
+read(s, 18)
+s.sendall(struct.pack(">I", 3) + b"IHAVEOPT" + struct.pack(">II", 5, 0))
+header = read(s, 20)
+read(s, struct.unpack(">I", header[16:20])[0])
+t = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname="localhost")
+t.sendall(b"IHAVEOPT" + struct.pack(">II", 7, 6) + struct.pack(">IH", 0, 0))
+while True:
+    magic, option, reply, length = struct.unpack(">QIII", read(t, 20))
+    read(t, length)
+    if reply == 1: break
+    assert reply < 2 ** 31, "GO refused"
+t.sendall(b"".join(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, i * size, size) for i in range(count)))
+print("sent", flush=True)
+sys.stdin.readline()
+for i in range(count):
+    magic, error, cookie = struct.unpack(">IIQ", read(t, 16))
+    assert magic == 0x67446698 and error == 0 and cookie == i, (magic, error, cookie)
+    data = read(t, size)
+    assert data[4095] == i + 1 and data[4096] == 0
+print("ok", flush=True)
+`;
+
+  test("a TLS client that does not read its replies: the server stops reading at the output limit", async () => {
+    const count = 8;
+    const size = 32 * 1024 * 1024;
+    const device = new MemoryBlockDevice(count * size);
+    for (let index = 0; index < count; index++) await device.write(index * size, new Uint8Array(4096).fill(index + 1), false);
+    const server = await serve({ listen: { host: "127.0.0.1", port: 0 }, tls: tlsFor("on") }, device);
+    const child = Bun.spawn({
+      cmd: ["python3", "-c", CLIENT, String(portOf(server)), join(pki.client, "ca-cert.pem")],
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: CLIENT_TIMEOUT_MS,
+      killSignal: "SIGKILL",
+    });
+    const reader = child.stdout.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first.trim()).toBe("sent");
+    for (let attempt = 0; attempt < 500 && server.stats().reads < 2; attempt++) await Bun.sleep(10);
+    await Bun.sleep(50);
+    // Two 32 MiB replies fill the 64 MiB output budget; the TLS layer and socket buffers take a little at most.
+    expect(server.stats().reads).toBeGreaterThanOrEqual(2);
+    expect(server.stats().reads).toBeLessThan(4);
+    child.stdin.write("go\n");
+    child.stdin.end();
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    const stderr = await new Response(child.stderr).text();
+    expect({ exit: await child.exited, stdout: rest.trim(), stderr }).toEqual({ exit: 0, stdout: "ok", stderr: "" });
+    expect(server.stats().reads).toBe(count);
   }, TEST_TIMEOUT_MS);
 });
 
