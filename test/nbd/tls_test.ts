@@ -1,8 +1,9 @@
 // NBD over TLS (NBD_OPT_STARTTLS) with real clients: libnbd's nbdinfo, nbdsh and nbdcopy, and qemu-img with
 // tls-creds-x509, over TCP and a unix socket; --tls require refusing plain clients (over the wire and with nbdinfo);
 // --tls on serving both; client certificates verified when asked; a client that sends garbage or nothing instead of
-// a TLS handshake is dropped; TLS below 1.2 refused; the credential checks; and a canary showing that Bun's TLS has
-// no PSK (docs/architecture.md, "TLS"). Certificates are made by openssl in the test (tls_pki.ts).
+// a TLS handshake is dropped; back-pressure over TLS (a client that does not read its replies); TLS below 1.2
+// refused; the credential checks; and a canary showing that Bun's TLS has no PSK (docs/architecture.md, "TLS").
+// Certificates are made by openssl in the test (tls_pki.ts).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
