@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../src/errors.ts";
 import { startNbdServer, type NbdServer, type NbdServerOptions } from "../../src/nbd/server.ts";
-import { loadX509Credentials, tlsServerOptions } from "../../src/nbd/tls_credentials.ts";
+import { certificateValidityWarning, loadX509Credentials, tlsServerOptions } from "../../src/nbd/tls_credentials.ts";
 import {
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
@@ -430,6 +430,15 @@ describe("credentials", () => {
     expect(() => loadX509Credentials(mismatch, false)).toThrow(/KEY_VALUES_MISMATCH/);
     const garbage = credentialsDir("garbage", { "server-cert.pem": join(pki.server, "server-key.pem"), "server-key.pem": join(pki.server, "server-key.pem") });
     expect(() => loadX509Credentials(garbage, false)).toThrow(/server-cert\.pem: not a PEM certificate/);
+  });
+
+  test("a certificate that is expired or not yet valid is a warning; a valid one none", () => {
+    const credentials = loadX509Credentials(pki.server, false);
+    expect(certificateValidityWarning(credentials, Date.now())).toBeNull();
+    const later = credentials.validTo.getTime() + 1000;
+    expect(certificateValidityWarning(credentials, later)).toMatch(/server-cert\.pem expired on .*: clients will refuse it/);
+    const earlier = credentials.validFrom.getTime() - 1000;
+    expect(certificateValidityWarning(credentials, earlier)).toMatch(/server-cert\.pem is not valid before .*: clients will refuse it/);
   });
 
   test("--tls-verify-peer needs ca-cert.pem; without it ca-cert.pem is not read", () => {
