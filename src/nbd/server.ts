@@ -102,6 +102,8 @@ class Connection {
   session: NbdSession | null = null;
   socketClosed = false;
   ending = false;
+  /** "handshaking" from the STARTTLS ACK until the TLS handshake completes: no byte may arrive in the clear then. */
+  tls: "none" | "handshaking" | "established" = "none";
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
@@ -135,6 +137,7 @@ class Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.session !== null) return this.session.feed(chunk);
+    if (this.tls === "handshaking") return this.failTls(`${chunk.length} bytes arrived outside TLS while it was being set up`);
     // Before the greeting a client has nothing to say; whatever it sends is dropped with the connection later.
     if (this.handshake === null || this.ending) return;
     const result = this.handshake.feed(chunk);
@@ -193,11 +196,28 @@ class Connection {
       return;
     }
     const plain = this.socket;
-    const [raw, upgraded] = plain.upgradeTLS<Connection | undefined>({ data: this, tls: tls.options, socket: this.server.tlsHandlers });
+    this.tls = "handshaking";
+    let raw: BunSocket;
+    let upgraded: BunSocket;
+    try {
+      [raw, upgraded] = plain.upgradeTLS<Connection | undefined>({ data: this, tls: tls.options, socket: this.server.tlsHandlers });
+    } catch (error) {
+      return this.failTls(`cannot start TLS: ${(error as Error).message}`);
+    }
+    if (this.ending) return; // the upgrade reported an error (bad credentials): failTls() ended the connection
     plain.data = undefined;
     raw.data = undefined;
     this.socket = upgraded;
     this.output = this.outputFor(upgraded);
+  }
+
+  /** TLS could not be set up (handshake failed or refused, bad credentials, bytes in the clear): count, log, end. */
+  failTls(reason: string): void {
+    if (this.ending || this.socketClosed) return;
+    this.server.counters.tlsHandshakeFailures++;
+    this.server.limitedLog("tls", `nbd ${this.name}: closing connection: TLS handshake failed: ${reason}`);
+    this.handshake = null;
+    this.end();
   }
 
   /** A client that would not start TLS under --tls require is worth a line: it is probably misconfigured. */
@@ -215,14 +235,12 @@ class Connection {
   onTlsHandshake(success: boolean, error: Error | null): void {
     const refused = !success || (this.server.tls!.options.rejectUnauthorized && error !== null);
     if (!refused) {
+      this.tls = "established";
       this.server.counters.tlsHandshakes++;
       return;
     }
-    this.server.counters.tlsHandshakeFailures++;
-    this.server.limitedLog("tls", `nbd ${this.name}: closing connection: TLS handshake failed: ${error?.message ?? "no reason given"}`);
-    this.handshake = null;
-    // Bun has closed the socket already (a no-op then); kept so that no runtime leaves a failed handshake open.
-    this.end();
+    // Bun closes the socket itself after a failed handshake (end() is then a no-op); not after every refusal.
+    this.failTls(error?.message ?? "no reason given");
   }
 
   private onHandshakeTimeout(): void {
@@ -329,7 +347,11 @@ class Server implements NbdServer {
     data: (socket: BunSocket, chunk: Uint8Array) => socket.data?.onData(chunk),
     drain: (socket: BunSocket) => socket.data?.output.onDrain(),
     close: (socket: BunSocket) => socket.data?.onClose(),
-    error: (socket: BunSocket, error: Error) => this.limitedLog("socket error", `nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`),
+    error: (socket: BunSocket, error: Error) => {
+      // An error while TLS is set up (Bun reports unusable credentials here, during upgradeTLS) ends the connection.
+      if (socket.data?.tls === "handshaking") return socket.data.failTls(error.message);
+      this.limitedLog("socket error", `nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`);
+    },
     handshake: (socket: BunSocket, success: boolean, error: Error | null) => socket.data?.onTlsHandshake(success, error),
   };
 

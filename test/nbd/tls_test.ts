@@ -266,6 +266,17 @@ describe("clients that do not complete the TLS handshake", () => {
     expect(logs.get(requireServer)!.some((line) => /closing connection: TLS handshake failed: /.test(line))).toBe(true);
   }, TEST_TIMEOUT_MS);
 
+  test("credentials the TLS library refuses (not checked first, as the CLI does): that client is dropped, the server goes on", async () => {
+    const broken = await serve({
+      listen: { host: "127.0.0.1", port: 0 },
+      tls: { mode: "require", options: { cert: "not a certificate", key: "not a key", requestCert: false, rejectUnauthorized: false } },
+    });
+    expect((await run(["nbdinfo", nbds(broken, pki.client)])).exitCode).not.toBe(0);
+    expect(broken.stats().tlsHandshakeFailures).toBe(1);
+    expect(logs.get(broken)!.some((line) => /TLS handshake failed: cannot start TLS: /.test(line))).toBe(true);
+    expectSuccess(await run(["nbdinfo", nbds(requireServer, pki.client)]));
+  }, TEST_TIMEOUT_MS);
+
   test("silence after STARTTLS: the handshake timeout closes the connection", async () => {
     const timeoutsBefore = impatientServer.stats().handshakeTimeouts;
     const client = await startTls(impatientServer);
