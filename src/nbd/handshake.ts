@@ -5,8 +5,13 @@
 // through the `send` callback, so the whole negotiation is testable without a network.
 //
 // Options served: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST_META_CONTEXT, SET_META_CONTEXT
-// (`base:allocation` only). Every other option (STARTTLS, EXTENDED_HEADERS, unknown numbers) gets ERR_UNSUP and
-// haggling goes on: its payload is skipped thanks to the length in the option header.
+// (`base:allocation` only), and STARTTLS when TLS is on (see TLS_BEFORE_UPGRADE). Every other option
+// (EXTENDED_HEADERS, unknown numbers) gets ERR_UNSUP and haggling goes on: its payload is skipped thanks to the
+// length in the option header.
+//
+// TLS (spec "TLS support"): STARTTLS is answered here with an ACK and the result "starttls"; the caller then upgrades
+// the transport (server.ts) and keeps feeding, now decrypted bytes. The client flags are not sent again; the
+// negotiation state (structured replies, meta contexts) starts over, as the spec asks.
 
 import { NBD_HANDSHAKE_OPTIONS_MAX, NBD_OPTION_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../constants.ts";
 import { CorruptionError, assert } from "../errors.ts";
@@ -39,9 +44,11 @@ import {
   NBD_OPT_LIST,
   NBD_OPT_LIST_META_CONTEXT,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
@@ -81,8 +88,36 @@ export interface Negotiated {
   transmissionFlags: number;
 }
 
+/** `lsvd serve --tls`: off is the spec's NOTLS mode, on is SELECTIVETLS (no export is TLS-only), require FORCEDTLS. */
+export type TlsMode = "off" | "on" | "require";
+
+/** What an option gets while TLS has not been initiated. */
+type TlsGate = "serve" | "upgrade" | "unsupported" | "tlsRequired" | "hangUp";
+
+/**
+ * Before TLS, per mode (spec "TLS support", "Server-side requirements"). FORCEDTLS answers every option but STARTTLS
+ * and ABORT with ERR_TLS_REQD, and hangs up on EXPORT_NAME, which cannot carry an error. Once TLS runs every option is
+ * served as usual, and STARTTLS again is ERR_INVALID.
+ */
+const TLS_BEFORE_UPGRADE: Record<TlsMode, { starttls: TlsGate; abort: TlsGate; exportName: TlsGate; other: TlsGate }> = {
+  off: { starttls: "unsupported", abort: "serve", exportName: "serve", other: "serve" },
+  on: { starttls: "upgrade", abort: "serve", exportName: "serve", other: "serve" },
+  require: { starttls: "upgrade", abort: "serve", exportName: "hangUp", other: "tlsRequired" },
+};
+
+function tlsGate(mode: TlsMode, tlsActive: boolean, option: number): TlsGate {
+  if (tlsActive) return "serve";
+  const row = TLS_BEFORE_UPGRADE[mode];
+  if (option === NBD_OPT_STARTTLS) return row.starttls;
+  if (option === NBD_OPT_ABORT) return row.abort;
+  if (option === NBD_OPT_EXPORT_NAME) return row.exportName;
+  return row.other;
+}
+
 export type HandshakeResult =
   | { kind: "continue" }
+  /** STARTTLS was acknowledged: upgrade the transport to TLS, then feed() what it decrypts. */
+  | { kind: "starttls" }
   /** Hang up: an ABORT (after its ACK), or a client that broke a MUST; `reason` is for the log. */
   | { kind: "close"; reason: string }
   /** Negotiation finished; `leftover` is what the client sent after it (already the transmission phase). */
@@ -113,10 +148,14 @@ export class Handshake {
   private structuredReplies = false;
   private baseAllocation = false;
   private optionCount = 0;
+  private tls = false;
+  /** Options answered ERR_TLS_REQD (or refused by hanging up) because the client had not started TLS. */
+  tlsRefusals = 0;
 
   constructor(
     private readonly exportInfo: ExportInfo,
     private readonly send: (bytes: Uint8Array) => void,
+    private readonly tlsMode: TlsMode = "off",
   ) {
     // The spec wants both sizes to be powers of two, the minimum at most 64 KiB (1: any offset and length).
     assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 1, "minimum block size");
@@ -129,6 +168,11 @@ export class Handshake {
   /** Received bytes not parsed yet: after each feed(), at most one partial option (header + NBD_OPTION_BYTES_MAX). */
   get bufferedBytes(): number {
     return this.buffer.length;
+  }
+
+  /** STARTTLS was acknowledged: everything after it travels over TLS. */
+  get tlsActive(): boolean {
+    return this.tls;
   }
 
   start(): void {
@@ -169,6 +213,14 @@ export class Handshake {
       offset = end;
       const result = this.handleOption(header.option, data);
       if (result.kind === "close") return this.finish(result);
+      if (result.kind === "starttls") {
+        // The client must wait for the ACK before its TLS handshake: plain bytes after STARTTLS break the protocol.
+        if (offset < this.buffer.length) {
+          return this.finish({ kind: "close", reason: `${this.buffer.length - offset} bytes after NBD_OPT_STARTTLS, before its reply` });
+        }
+        this.buffer = new Uint8Array(0);
+        return result;
+      }
       if (result.kind === "transmission") {
         return this.finish({ ...result, leftover: this.buffer.subarray(offset) });
       }
@@ -198,6 +250,14 @@ export class Handshake {
   }
 
   private handleOption(option: number, data: Uint8Array): HandshakeResult {
+    const gate = tlsGate(this.tlsMode, this.tls, option);
+    if (gate === "hangUp" || gate === "tlsRequired") this.tlsRefusals++;
+    if (gate === "hangUp") return { kind: "close", reason: `option ${option} before STARTTLS, and TLS is required` };
+    if (gate === "tlsRequired") {
+      this.replyError(option, NBD_REP_ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first");
+      return { kind: "continue" };
+    }
+    if (option === NBD_OPT_STARTTLS) return this.handleStartTls(gate, data);
     switch (option) {
       case NBD_OPT_EXPORT_NAME:
         return this.handleExportName(data);
@@ -231,10 +291,29 @@ export class Handshake {
         this.handleMetaContext(option, data);
         return { kind: "continue" };
       default:
-        // STARTTLS (we run NOTLS), EXTENDED_HEADERS, and anything unknown: the payload was already skipped.
+        // EXTENDED_HEADERS and anything unknown: the payload was already skipped.
         this.replyError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
         return { kind: "continue" };
     }
+  }
+
+  private handleStartTls(gate: TlsGate, data: Uint8Array): HandshakeResult {
+    if (gate === "unsupported") {
+      this.replyError(NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, "TLS is off on this server");
+    } else if (this.tls) {
+      this.replyError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already active");
+    } else if (data.length !== 0) {
+      this.replyError(NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+    } else {
+      assert(gate === "upgrade", "STARTTLS is upgraded, refused as unsupported, or served after TLS");
+      // Nothing negotiated in the clear survives the upgrade (spec, NBD_OPT_STARTTLS).
+      this.structuredReplies = false;
+      this.baseAllocation = false;
+      this.tls = true;
+      this.reply(NBD_OPT_STARTTLS, NBD_REP_ACK);
+      return { kind: "starttls" };
+    }
+    return { kind: "continue" };
   }
 
   private handleExportName(data: Uint8Array): HandshakeResult {

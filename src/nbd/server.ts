@@ -14,6 +14,11 @@
 // handshake timeout of its greeting. So clients that connect and say nothing cannot lock anyone out (qemu learnt
 // this as CVE-2024-7409 and drops them after 10 s too).
 //
+// TLS (--tls on|require): the handshake answers NBD_OPT_STARTTLS with an ACK; the connection sends it in the clear,
+// then upgrades its socket in place (Bun's socket.upgradeTLS, server side) and goes on negotiating over TLS. The
+// handshake timeout keeps running through the TLS handshake, so a client that stalls or sends garbage there is
+// dropped like one that stalls in the clear. Rules in docs/architecture.md, "TLS".
+//
 // A connection is counted from accept until its socket is closed AND none of its device calls is in flight, so
 // connectionCount() returning to 0 means nothing of it is left, and close() resolves only when the device is no
 // longer being called on anyone's behalf.
@@ -28,10 +33,11 @@ import {
 } from "../constants.ts";
 import { IOError, InvalidArgumentError, assert } from "../errors.ts";
 import type { BlockDevice } from "./block_device.ts";
-import { Handshake, type ExportInfo } from "./handshake.ts";
+import { Handshake, type ExportInfo, type TlsMode } from "./handshake.ts";
 import { LogLimiter } from "./log_limiter.ts";
 import { OutputQueue } from "./output_queue.ts";
 import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from "./session.ts";
+import type { TlsServerOptions } from "./tls_credentials.ts";
 
 export interface NbdListenOptions {
   socketPath?: string;
@@ -49,6 +55,8 @@ export interface NbdListenOptions {
   errorLog?: (line: string) => void;
   /** A client must finish negotiating this long after its greeting (default NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT). */
   handshakeTimeoutMs?: number;
+  /** TLS offered (`on`) or required (`require`) with these credentials; absent: NOTLS, STARTTLS is unsupported. */
+  tls?: { mode: Exclude<TlsMode, "off">; options: TlsServerOptions };
 }
 
 export interface NbdExportOptions {
@@ -68,6 +76,9 @@ export interface NbdServerStats extends NbdStats {
   negotiating: number;
   /** Requests parsed and not yet answered, over all connections. */
   requestsInFlight: number;
+  /** TLS handshakes completed, and failed (bad certificate, not TLS, peer gone). */
+  tlsHandshakes: number;
+  tlsHandshakeFailures: number;
 }
 
 export interface NbdServer {
@@ -86,21 +97,31 @@ type BunSocket = import("bun").Socket<Connection | undefined>;
 type BunListener = import("bun").TCPSocketListener<Connection | undefined> | import("bun").UnixSocketListener<Connection | undefined>;
 
 class Connection {
-  readonly output: OutputQueue;
+  /** Both change once, when STARTTLS upgrades the connection to TLS. */
+  socket: BunSocket;
+  output: OutputQueue;
   handshake: Handshake | null = null;
   session: NbdSession | null = null;
   socketClosed = false;
   ending = false;
+  /** "handshaking" from the STARTTLS ACK until the TLS handshake completes: no byte may arrive in the clear then. */
+  tls: "none" | "handshaking" | "established" = "none";
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly server: Server,
-    readonly socket: BunSocket,
+    socket: BunSocket,
     readonly name: string,
   ) {
-    this.output = new OutputQueue(socket);
+    this.socket = socket;
+    this.output = this.outputFor(socket);
+  }
+
+  private outputFor(socket: BunSocket): OutputQueue {
+    const output = new OutputQueue(socket);
     // A failed write means the peer is gone; Bun gives no close event for a paused socket, so close it ourselves.
-    this.output.onFailed = () => this.onTransportFailed();
+    output.onFailed = () => this.onTransportFailed();
+    return output;
   }
 
   get negotiating(): boolean {
@@ -111,20 +132,27 @@ class Connection {
   greet(exportInfo: ExportInfo): void {
     assert(this.handshake === null && this.session === null, "a connection is greeted once");
     if (this.ending || this.socketClosed) return;
-    this.handshake = new Handshake(exportInfo, (bytes) => this.output.appendCopy(bytes));
+    this.handshake = new Handshake(exportInfo, (bytes) => this.output.appendCopy(bytes), this.server.tls?.mode ?? "off");
     this.handshake.start();
     this.handshakeTimer = setTimeout(() => this.onHandshakeTimeout(), this.server.handshakeTimeoutMs);
   }
 
   onData(chunk: Uint8Array): void {
     if (this.session !== null) return this.session.feed(chunk);
+    // Not seen in tests (Bun hands handshake bytes to the TLS layer, not here): a guard, so that no byte that did not
+    // come through TLS is ever parsed as an option once STARTTLS was acknowledged.
+    if (this.tls === "handshaking") return this.failTls(`${chunk.length} bytes arrived outside TLS while it was being set up`);
     // Before the greeting a client has nothing to say; whatever it sends is dropped with the connection later.
     if (this.handshake === null || this.ending) return;
     const result = this.handshake.feed(chunk);
     if (result.kind === "continue") return;
+    if (result.kind === "starttls") return this.startTls();
+    const handshake = this.handshake;
+    const tls = handshake.tlsActive;
     this.handshake = null;
     this.clearHandshakeTimer();
     if (result.kind === "close") {
+      this.noteTlsRefusals(handshake);
       if (result.reason !== "client sent NBD_OPT_ABORT") {
         this.server.counters.protocolErrors++;
         this.server.limitedLog("handshake", `nbd ${this.name}: closing connection during handshake: ${result.reason}`);
@@ -138,7 +166,7 @@ class Connection {
       return;
     }
     this.server.log(
-      `nbd ${this.name}: connected (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""})`,
+      `nbd ${this.name}: connected (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""}${tls ? ", TLS" : ""})`,
     );
     this.session = new NbdSession({
       device: this.server.device!,
@@ -154,6 +182,69 @@ class Connection {
       onSettled: () => this.maybeGone(),
     });
     if (result.leftover.length > 0) this.session.feed(result.leftover);
+  }
+
+  /**
+   * STARTTLS was acknowledged: the ACK goes out in the clear, then this socket becomes TLS. Bun hands back a new
+   * socket object for the TLS side; the plain one keeps receiving the raw (encrypted) bytes, so it is detached from
+   * this connection and every event comes from the TLS socket from now on.
+   */
+  private startTls(): void {
+    const tls = this.server.tls;
+    assert(tls !== undefined, "STARTTLS is acknowledged only when TLS is on");
+    this.output.flush();
+    if (!this.output.isEmpty) {
+      // A socket that cannot take a few bytes at once is not worth an upgrade in the middle of a reply.
+      this.server.limitedLog("tls", `nbd ${this.name}: closing connection: the STARTTLS reply did not go out at once`);
+      this.handshake = null;
+      this.end();
+      return;
+    }
+    const plain = this.socket;
+    this.tls = "handshaking";
+    let raw: BunSocket;
+    let upgraded: BunSocket;
+    try {
+      [raw, upgraded] = plain.upgradeTLS<Connection | undefined>({ data: this, tls: tls.options, socket: this.server.tlsHandlers });
+    } catch (error) {
+      return this.failTls(`cannot start TLS: ${(error as Error).message}`);
+    }
+    plain.data = undefined;
+    raw.data = undefined;
+    this.socket = upgraded;
+    this.output = this.outputFor(upgraded);
+  }
+
+  /** TLS could not be set up (handshake failed or refused, credentials refused, bytes in the clear): count, log, end. */
+  failTls(reason: string): void {
+    if (this.ending || this.socketClosed) return;
+    this.server.counters.tlsHandshakeFailures++;
+    this.server.limitedLog("tls", `nbd ${this.name}: closing connection: TLS handshake failed: ${reason}`);
+    this.handshake = null;
+    this.end();
+  }
+
+  /** A client that would not start TLS under --tls require is worth a line: it is probably misconfigured. */
+  private noteTlsRefusals(handshake: Handshake): void {
+    if (handshake.tlsRefusals === 0) return;
+    this.server.limitedLog("tls required", `nbd ${this.name}: client did not start TLS, which this server requires: ${handshake.tlsRefusals} option(s) refused`);
+  }
+
+  /**
+   * Bun's `handshake` event on the TLS socket. `success` says the TLS handshake completed, `error` why the peer's
+   * certificate did not verify: with client certificates required (rejectUnauthorized) a completed handshake with an
+   * error (a revoked certificate) is a refusal too. Without them, `error` only says the client sent none. A failed or
+   * refused handshake ends the connection.
+   */
+  onTlsHandshake(success: boolean, error: Error | null): void {
+    const refused = !success || (this.server.tls!.options.rejectUnauthorized && error !== null);
+    if (!refused) {
+      this.tls = "established";
+      this.server.counters.tlsHandshakes++;
+      return;
+    }
+    // Bun closes the socket itself after a failed handshake (end() is then a no-op); not after every refusal.
+    this.failTls(error?.message ?? "no reason given");
   }
 
   private onHandshakeTimeout(): void {
@@ -186,6 +277,7 @@ class Connection {
   }
 
   onClose(): void {
+    if (this.handshake !== null) this.noteTlsRefusals(this.handshake);
     this.socketClosed = true;
     this.clearHandshakeTimer();
     this.output.close();
@@ -211,7 +303,8 @@ class Connection {
 }
 
 class Server implements NbdServer {
-  readonly counters = newNbdStats();
+  readonly counters = { ...newNbdStats(), tlsHandshakes: 0, tlsHandshakeFailures: 0 };
+  readonly tls: NbdListenOptions["tls"];
   readonly log: (line: string) => void;
   private readonly errorLog: (line: string) => void;
   /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
@@ -233,6 +326,7 @@ class Server implements NbdServer {
     this.errorLog = options.errorLog ?? this.log;
     this.limiter = new LogLimiter({ log: this.errorLog, linesPerWindow: NBD_ERROR_LOG_LINES_PER_SECOND, windowMs: 1000 });
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT;
+    this.tls = options.tls;
     assert(Number.isSafeInteger(this.handshakeTimeoutMs) && this.handshakeTimeoutMs > 0, "handshake timeout is a positive integer");
   }
 
@@ -250,16 +344,23 @@ class Server implements NbdServer {
     });
   }
 
+  /** The socket events of every listener (and, but for `open`, of the TLS sockets STARTTLS makes). */
+  readonly handlers = {
+    // Plain Uint8Array chunks: no Buffer wrapper per data event.
+    binaryType: "uint8array" as const,
+    open: (socket: BunSocket) => this.onOpen(socket),
+    data: (socket: BunSocket, chunk: Uint8Array) => socket.data?.onData(chunk),
+    drain: (socket: BunSocket) => socket.data?.output.onDrain(),
+    close: (socket: BunSocket) => socket.data?.onClose(),
+    error: (socket: BunSocket, error: Error) => this.limitedLog("socket error", `nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`),
+    handshake: (socket: BunSocket, success: boolean, error: Error | null) => socket.data?.onTlsHandshake(success, error),
+  };
+
+  /** The TLS side of an upgraded connection: the same events, but its `open` is not a new client. */
+  readonly tlsHandlers = { ...this.handlers, open: () => {} };
+
   async listen(options: NbdListenOptions): Promise<void> {
-    const handlers = {
-      // Plain Uint8Array chunks: no Buffer wrapper per data event.
-      binaryType: "uint8array" as const,
-      open: (socket: BunSocket) => this.onOpen(socket),
-      data: (socket: BunSocket, chunk: Uint8Array) => socket.data?.onData(chunk),
-      drain: (socket: BunSocket) => socket.data?.output.onDrain(),
-      close: (socket: BunSocket) => socket.data?.onClose(),
-      error: (socket: BunSocket, error: Error) => this.limitedLog("socket error", `nbd ${socket.data?.name ?? "?"}: socket error: ${error.message}`),
-    };
+    const handlers = this.handlers;
     if (options.socketPath !== undefined) {
       const path = options.socketPath;
       await claimUnixSocketPath(path);

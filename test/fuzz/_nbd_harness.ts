@@ -250,6 +250,7 @@ class FuzzConnection {
     if (result.kind === "continue") return;
     this.handshake = null;
     if (result.kind === "close") return this.endConnection(`handshake: ${result.reason}`);
+    if (result.kind === "starttls") throw new Error("the fuzz harness negotiates without TLS: STARTTLS is never acknowledged");
     this.sessionRepliesFrom = this.transport.sentBytes + this.output.queuedBytes;
     this.session = new NbdSession({
       device: this.device,

@@ -48,6 +48,7 @@ import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
 import { MONITOR_HELP, MONITOR_OPTIONS, ServeMonitor } from "../serve_monitor.ts";
+import { TLS_HELP, TLS_OPTIONS, tlsFrom } from "../tls_options.ts";
 import type { InheritedListener } from "../../ops/systemd.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
@@ -55,7 +56,7 @@ const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
 /** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
 const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
 
-const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--pid-file PATH] VOLUME";
+const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--tls on|require --tls-certificates DIR] [--pid-file PATH] VOLUME";
 const HELP = `Usage: ${USAGE}
 
 Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen (nor sockets passed by
@@ -93,6 +94,7 @@ Options:
                          disconnected (default ${NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT})
   --quiet                the same as --log-level warn: only failed requests, backend retries, warnings
                          and errors
+${TLS_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
 ${LOG_HELP}
@@ -156,13 +158,14 @@ function absoluteSocket(uri: string): string {
 
 /** Step 1: bind every listener, before anything irreversible happens. */
 async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[]): Promise<NbdServer> {
+  const tls = tlsFrom(parsed, info);
   if (inherited.length > 0) {
-    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms") });
+    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
   }
   const socketPath = stringOption(parsed, "socket");
   const listenText = stringOption(parsed, "listen");
   const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
-  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms") });
+  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
   return socketPath === undefined ? bind() : withSocketDirectoryLock(socketPath, bind);
 }
 
@@ -293,6 +296,7 @@ const OPTIONS: OptionSpec = {
   "handshake-timeout-ms": { type: "string", default: String(NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT) },
   quiet: { type: "boolean" },
   "pid-file": { type: "string" },
+  ...TLS_OPTIONS,
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
   ...LOG_OPTIONS,
