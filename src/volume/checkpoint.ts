@@ -15,6 +15,7 @@ import { CKPT_MAP_ENTRY_BYTES, encodeCheckpoint, packCheckpointMapEntry } from "
 import { assert } from "../errors.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
+import type { SnapshotPins } from "./snapshots.ts";
 
 export interface CheckpointInput {
   volUuid: string;
@@ -31,14 +32,20 @@ export interface CheckpointInput {
  * The CKPT objects the write path deletes once the superblock naming `next` is durable: those `previous` named that
  * `next` does not, and the ones in the object table below the oldest of `next` (rolled forward by recovery after a
  * crash that came before the superblock named them, or whose delete failed). Never one `next` names, never one at or
- * above its oldest (a fallback recovery from that one rolls forward through them), none when `next` is empty.
+ * above its oldest (a fallback recovery from that one rolls forward through them), none when `next` is empty, and
+ * never a snapshot's checkpoint (pins).
  */
-export function checkpointsUnneeded(previous: readonly number[], next: readonly number[], objects: ObjectTable): number[] {
+export function checkpointsUnneeded(
+  previous: readonly number[],
+  next: readonly number[],
+  objects: ObjectTable,
+  pins: Pick<SnapshotPins, "isSnapshotCheckpoint">,
+): number[] {
   if (next.length === 0) return [];
   const oldest = Math.min(...next);
-  const unneeded = new Set(previous.filter((seq) => seq < oldest));
+  const unneeded = new Set(previous.filter((seq) => seq < oldest && !pins.isSnapshotCheckpoint(seq)));
   objects.forEach((seq, info) => {
-    if (info.kind === ObjectKind.Checkpoint && seq < oldest) unneeded.add(seq);
+    if (info.kind === ObjectKind.Checkpoint && seq < oldest && !pins.isSnapshotCheckpoint(seq)) unneeded.add(seq);
   });
   for (const seq of unneeded) assert(!next.includes(seq), `checkpoint ${seq} is still named`);
   return [...unneeded].sort((a, b) => a - b);

@@ -30,6 +30,10 @@
 // Objects deleted leave holes below the checkpoints; fsck reports those as notes, not problems.
 // CKPT objects that earlier runs left behind when killed are deleted by the same rule, below the oldest named
 // checkpoint (leftover_checkpoints.ts), a bounded number per round.
+// Snapshots (snapshots.ts): an object a snapshot's map names is neither cleaned nor retired nor deleted while the
+// snapshot is listed (its live data for the head may still be copied by no one: the snapshot reads the object
+// itself); a snapshot's checkpoint is never a left-over. Once the last snapshot naming an object goes, the next scan
+// retires it if the head holds nothing live in it, or makes it a candidate.
 
 import {
   GC_COPY_BYTES_MAX,
@@ -50,6 +54,7 @@ import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
+import type { SnapshotPins } from "./snapshots.ts";
 
 /** What the collector needs of the write path. */
 export interface GcWriter {
@@ -72,6 +77,8 @@ export interface GarbageCollectorOptions {
   objects: ObjectTable;
   writer: GcWriter;
   isPinned: (obj: number) => boolean;
+  /** What the volume's snapshots pin: never cleaned, retired or deleted. */
+  snapshotPins: SnapshotPins;
   clock: Clock;
   log: (line: string) => void;
   /** Objects whose live share is below this are cleaned; 0 turns cleaning off (dead objects are still deleted). */
@@ -151,7 +158,7 @@ export class GarbageCollector {
     this.mark = this.takeMark();
     this.nextDelayMs = intervalMs;
     const { store, prefix, volUuid, objects, log } = options;
-    this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log });
+    this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log, snapshotPins: options.snapshotPins });
   }
 
   /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
@@ -249,6 +256,7 @@ export class GarbageCollector {
     objects.forEach((seq, info) => {
       if (info.kind !== ObjectKind.Data) return;
       result.liveBytes += info.liveSectors * SECTOR_BYTES;
+      if (this.options.snapshotPins.pinsObject(seq)) return;
       // Only durable objects are in the backend, and only they may be cleaned or retired.
       if (info.dataSectors === 0 || this.retired.has(seq) || seq > writer.durableSeq || writer.unflushed.has(seq)) return;
       if (info.liveSectors === 0) {
@@ -357,7 +365,8 @@ export class GarbageCollector {
   private async deleteRetired(deletesMax: number): Promise<void> {
     const { store, prefix, objects, isPinned, clock, log } = this.options;
     const ready: number[] = [];
-    for (const [seq, retiredAt] of this.retired) if (this.checkpointMin >= retiredAt && !isPinned(seq)) ready.push(seq);
+    const pins = this.options.snapshotPins;
+    for (const [seq, retiredAt] of this.retired) if (this.checkpointMin >= retiredAt && !isPinned(seq) && !pins.pinsObject(seq)) ready.push(seq);
     ready.sort((a, b) => a - b);
     const limits = { countMax: GC_DELETES_INFLIGHT_MAX, weightMax: GC_DELETES_INFLIGHT_MAX, halted: () => this.stopped };
     await forEachBounded(ready.slice(0, deletesMax), limits, () => 1, async (seq) => {

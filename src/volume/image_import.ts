@@ -20,6 +20,7 @@ import { isAllZero } from "../util/zero.ts";
 import type { SuperblockObject } from "../format/superblock_object.ts";
 import { buildCheckpoint, checkpointsUnneeded } from "./checkpoint.ts";
 import { ObjectKind } from "./object_table.ts";
+import { snapshotCheckpointsOf } from "./snapshots.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
 import { dropUnfinishedTail, recoverBackend, type BackendState } from "./recovery/backend.ts";
 
@@ -213,7 +214,7 @@ async function checkpointAndPublish(
   const previous = superblock.checkpoints;
   const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);
   await writeSuperblock({ ...superblock, checkpoints, nextSeq: seq + 1 });
-  for (const old of checkpointsUnneeded(previous, checkpoints, state.objects)) await store.delete(objectName(prefix, old));
+  for (const old of checkpointsUnneeded(previous, checkpoints, state.objects, snapshotCheckpointsOf(superblock))) await store.delete(objectName(prefix, old));
   return seq;
 }
 

@@ -12,7 +12,9 @@
 //   - c is not in the object table (the write path owns those: its own checkpoints and the ones recovery rolled
 //     forward through);
 //   - its header says it is a CKPT object of this volume with seq c (a DATA object under an unknown seq, or anything
-//     foreign, is left alone for fsck to report).
+//     foreign, is left alone for fsck to report);
+//   - it is not a listed snapshot's checkpoint (snapshots.ts: a deleted snapshot's checkpoint goes into the object
+//     table, and the write path deletes it).
 // Candidates come from one listing of the backend at the first round; seqs the run allocates later are in the object
 // table, so one listing finds every left-over.
 
@@ -22,6 +24,7 @@ import { CorruptionError, NotFoundError } from "../errors.ts";
 import { COMMON_HEADER_BYTES, decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import type { ObjectTable } from "./object_table.ts";
+import type { SnapshotPins } from "./snapshots.ts";
 
 export interface LeftoverCheckpointsOptions {
   store: ObjectStore;
@@ -29,6 +32,7 @@ export interface LeftoverCheckpointsOptions {
   volUuid: string;
   objects: ObjectTable;
   log: (line: string) => void;
+  snapshotPins: Pick<SnapshotPins, "isSnapshotCheckpoint">;
 }
 
 export class LeftoverCheckpoints {
@@ -49,7 +53,8 @@ export class LeftoverCheckpoints {
     while (this.candidates.length > 0 && this.candidates[0]! < checkpointMin) {
       if (deleted >= GC_DELETES_PER_ROUND_MIN || stopped()) break;
       const seq = this.candidates[0]!;
-      if (objects.get(seq) === undefined && (await this.isOurCheckpoint(seq))) {
+      const pinned = this.options.snapshotPins.isSnapshotCheckpoint(seq); // a snapshot's: never a left-over
+      if (objects.get(seq) === undefined && !pinned && (await this.isOurCheckpoint(seq))) {
         await store.delete(objectName(prefix, seq));
         deleted += 1;
       }

@@ -33,6 +33,8 @@ import type { Fence } from "./lease.ts";
 import { SuperblockStore } from "./superblock_store.ts";
 import type { SeqRange } from "../format/superblock_object.ts";
 import { WritePath } from "./write_path.ts";
+import { ObjectKind } from "./object_table.ts";
+import { SnapshotPins, findSnapshot, listSnapshots, liveCloneNames, readSnapshotPins, withoutSnapshot, type SnapshotInfo } from "./snapshots.ts";
 
 export interface VolumeOptions {
   store: ObjectStore;
@@ -131,6 +133,8 @@ export class Volume implements BlockDevice {
   readonly blockSizePreferredBytes = PAGE_BYTES;
   private closed = false;
   private readonly anySize: AnySizeIo;
+  /** What the volume's snapshots pin (set once by open). */
+  private snapshotPins = new SnapshotPins();
 
   private constructor(
     readonly volUuid: string,
@@ -166,6 +170,7 @@ export class Volume implements BlockDevice {
       superblock: superblocks.decoded,
       onRolledForward: (objects) => options.progress?.("objects rolled forward", objects, null),
     });
+    const snapshotPins = await readSnapshotPins(options.store, options.prefix, state.superblock);
     const superblock = await readCacheSuperblock(options.cache, options.pool);
     refuseForeignCache(options.cache, superblock, state.superblock.volUuid);
     // Where the log ends depends on the journal (an unfinished tail it continues is part of the log), and the new
@@ -184,7 +189,7 @@ export class Volume implements BlockDevice {
     const journal = new Journal(options.cache, options.pool, superblock, plan.start);
     await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(plan.start.tail.position), replaySeq: plan.start.tail.seq });
     await options.crashPoint?.("recovery.journal-superblock");
-    const parts = Volume.wireWritePath(options, state, superblock, journal, { superblocks, fence, nextSeq: logStart.nextSeq, logEndsInsideWrite });
+    const parts = Volume.wireWritePath(options, state, superblock, journal, { superblocks, fence, nextSeq: logStart.nextSeq, logEndsInsideWrite, snapshotPins });
     const { writes, readCache, readJournal } = parts;
 
     // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a
@@ -214,8 +219,10 @@ export class Volume implements BlockDevice {
       notes: state.notes,
     };
     logRecovery(log, options.prefix, state, plan, replayed);
-    const gc = Volume.startGc(options, state, writes, reads, gcThreshold);
-    return new Volume(state.superblock.volUuid, superblock.cacheUuid, options, state, journal, writes, reads, parts.flusher, recovery, gc, fence);
+    const gc = Volume.startGc(options, state, writes, reads, gcThreshold, snapshotPins);
+    const volume = new Volume(state.superblock.volUuid, superblock.cacheUuid, options, state, journal, writes, reads, parts.flusher, recovery, gc, fence);
+    volume.snapshotPins = snapshotPins;
+    return volume;
   }
 
   /** The write path over the recovered map and object table, with the restarted journal. */
@@ -224,7 +231,7 @@ export class Volume implements BlockDevice {
     state: BackendState,
     superblock: CacheSuperblock,
     journal: Journal,
-    start: { superblocks: SuperblockStore; fence: Fence; nextSeq: number; logEndsInsideWrite: boolean },
+    start: { superblocks: SuperblockStore; fence: Fence; nextSeq: number; logEndsInsideWrite: boolean; snapshotPins: SnapshotPins },
   ) {
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
@@ -256,12 +263,13 @@ export class Volume implements BlockDevice {
       writerCacheSeqLast: state.writerCacheSeqLast,
       logEndsInsideWrite: start.logEndsInsideWrite,
       sealedObjectsAheadMax: options.sealedObjectsAheadMax,
+      snapshotPins: start.snapshotPins,
     });
     return { writes, flusher, readCache, readJournal };
   }
 
   /** The garbage collector, started (null: off, or a read-only volume). */
-  private static startGc(options: VolumeOptions, state: BackendState, writes: WritePath, reads: ReadPath, threshold: number): GarbageCollector | null {
+  private static startGc(options: VolumeOptions, state: BackendState, writes: WritePath, reads: ReadPath, threshold: number, snapshotPins: SnapshotPins): GarbageCollector | null {
     if (!(options.gc ?? true) || options.readOnly) return null;
     const gc = new GarbageCollector({
       store: options.store,
@@ -271,6 +279,7 @@ export class Volume implements BlockDevice {
       objects: state.objects,
       writer: writes,
       isPinned: (obj) => reads.isPinned(obj),
+      snapshotPins,
       clock: options.clock ?? systemClock,
       log: options.log ?? (() => {}),
       threshold,
@@ -348,6 +357,40 @@ export class Volume implements BlockDevice {
 
   async cache(offset: number, length: number): Promise<void> {
     this.check(offset, length, "cache");
+  }
+
+  /** The snapshots the superblock lists (durable ones, and one being made once its rewrite is under way). */
+  snapshots(): SnapshotInfo[] {
+    return listSnapshots(this.writes.superblock);
+  }
+
+  /**
+   * Makes snapshot `name` while serving (docs/architecture.md, "Snapshots"): every write acknowledged before the call
+   * is in it; resolves with its seq once the superblock listing it is durable.
+   */
+  async createSnapshot(name: string): Promise<number> {
+    if (this.closed || this.readOnly) throw new InvalidArgumentError(`snapshot: volume is ${this.closed ? "closed" : "read-only"}`);
+    this.fence.check();
+    return await this.writes.createSnapshot(name);
+  }
+
+  /**
+   * Deletes snapshot `name` while serving: refused while live clones are registered on it. Once the superblock no
+   * longer lists it, what it alone pinned is garbage collection's again, and its checkpoint is deleted by the write
+   * path once it lies below the oldest checkpoint the superblock names.
+   */
+  async deleteSnapshot(name: string): Promise<void> {
+    if (this.closed || this.readOnly) throw new InvalidArgumentError(`snapshot: volume is ${this.closed ? "closed" : "read-only"}`);
+    this.fence.check();
+    const { store, prefix } = this.options;
+    const snap = findSnapshot(this.writes.superblock, prefix, name);
+    const live = await liveCloneNames(store, this.writes.superblock, snap.seq);
+    await this.writes.changeSuperblock((current) => withoutSnapshot(current, prefix, name, live), `deleting snapshot ${name}`);
+    if (this.writes.superblock.snapshots.some((each) => each.seq === snap.seq)) return; // another name for the same checkpoint
+    this.snapshotPins.remove(snap.seq);
+    if (this.state.objects.get(snap.seq) === undefined) {
+      this.state.objects.add(snap.seq, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+    }
   }
 
   /** Runs a garbage collection round now (tests; `lsvd serve` runs them on a timer). */

@@ -42,6 +42,8 @@ import { Halt } from "./write/halt.ts";
 import { ObjectPipeline } from "./write/object_pipeline.ts";
 import { RecordFormer } from "./write/record_former.ts";
 import { newWriteStats } from "./write/stats.ts";
+import type { SuperblockObject } from "../format/superblock_object.ts";
+import type { SnapshotPins } from "./snapshots.ts";
 
 export interface WritePathOptions {
   volUuid: string;
@@ -76,6 +78,8 @@ export interface WritePathOptions {
    * checkpoint until the replay is over (endReplay).
    */
   logEndsInsideWrite: boolean;
+  /** What the volume's snapshots pin (snapshots.ts): never deleted by the write path. */
+  snapshotPins: SnapshotPins;
   /** Objects sealed and not yet durable before a new batch waits (default SEALED_OBJECTS_AHEAD_MAX; tests lower it). */
   sealedObjectsAheadMax?: number;
 }
@@ -95,7 +99,7 @@ export class WritePath {
       onDurable: (seq) => this.scheduler.onDurable(seq),
       onPutFatal: (error) => this.failOwnership(error),
     });
-    this.scheduler = new CheckpointScheduler({ ...options, pipeline: this.pipeline, stats: this.stats });
+    this.scheduler = new CheckpointScheduler({ ...options, pipeline: this.pipeline, stats: this.stats, nowMs: () => options.clock.nowMs() });
     this.former = new RecordFormer({
       ...options,
       halt: this.halt,
@@ -197,6 +201,36 @@ export class WritePath {
     if (this.former.busy) return;
     this.pipeline.discardEmptyOpen();
     void this.sealOpen().catch((error: unknown) => this.halt.fail(error));
+  }
+
+  /**
+   * A snapshot called `name`: every write acknowledged before this call is in it (the queue is drained first), then
+   * a checkpoint at the next seal on a write boundary (now, when no write is being formed); resolves with its seq once
+   * the superblock listing it is durable.
+   */
+  async createSnapshot(name: string): Promise<number> {
+    this.halt.throwIfFailed();
+    await this.former.drain();
+    this.halt.throwIfFailed();
+    const made = this.scheduler.requestSnapshot(name);
+    if (!this.former.busy) {
+      this.pipeline.discardEmptyOpen();
+      await this.sealOpen();
+    }
+    const seq = await this.halt.race(made);
+    await this.waitDurable(seq);
+    return seq;
+  }
+
+  /** Rewrites the superblock with `change` applied (snapshot deletion), in order with checkpoint rewrites. */
+  changeSuperblock(change: (superblock: SuperblockObject) => SuperblockObject, why: string): Promise<void> {
+    this.halt.throwIfFailed();
+    return this.scheduler.changeSuperblock(change, why);
+  }
+
+  /** The superblock as the write path last wrote it (or is writing it). */
+  get superblock(): SuperblockObject {
+    return this.scheduler.currentSuperblock;
   }
 
   /** Resolves when every object up to seq is durable; rejects if the write path fails first. */

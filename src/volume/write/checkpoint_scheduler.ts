@@ -13,9 +13,14 @@
 //   2. The superblock state is "writing" while a rewrite is under way; a failed rewrite stays "failed" (and fails
 //      settle, after one more try) until a later rewrite lands.
 //   3. Retirement before deletion: a checkpoint is deleted only after a durable superblock no longer names it.
+//   4. A snapshot's checkpoint is never deleted while the superblock lists the snapshot (SnapshotPins).
+//
+// Snapshots (docs/architecture.md, "Snapshots"): requestSnapshot asks for a checkpoint at the next seal on a write
+// boundary and pins it and every object its map names right when it is built; the superblock rewrite that names that
+// checkpoint lists the snapshot too (one compare-and-swap), and the request resolves once that rewrite landed.
 
 import { CHECKPOINTS_KEPT } from "../../constants.ts";
-import { assert } from "../../errors.ts";
+import { assert, InvalidArgumentError } from "../../errors.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
 import { encodeDataObjectHeader } from "../../format/data_object.ts";
 import { objectName } from "../../format/object_name.ts";
@@ -28,6 +33,7 @@ import type { SuperblockStore } from "../superblock_store.ts";
 import { debugChecks } from "../../util/debug_checks.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
 import type { WriteStats } from "./stats.ts";
+import { objectsOfMap, withSnapshot, type SnapshotPins } from "../snapshots.ts";
 
 type CheckpointRequest = "none" | "requested";
 type SuperblockState = { kind: "durable" } | { kind: "writing" } | { kind: "failed"; error: unknown };
@@ -48,6 +54,16 @@ export interface CheckpointSchedulerOptions {
   /** The log's writer as recovery found it: what a checkpoint records until this run seals an object. */
   writerCacheUuid: string;
   writerCacheSeqLast: number;
+  /** What the volume's snapshots pin: never deleted here. */
+  snapshotPins: SnapshotPins;
+  /** Snapshot creation times (ms since the Unix epoch). */
+  nowMs: () => number;
+}
+
+interface SnapshotRequest {
+  name: string;
+  resolve: (seq: number) => void;
+  reject: (error: unknown) => void;
 }
 
 export class CheckpointScheduler {
@@ -63,6 +79,10 @@ export class CheckpointScheduler {
   private sealedCacheSeqLast: number;
   /** Called after the superblock naming a new set of checkpoints is durable (garbage collection deletes by it). */
   onCheckpointsPersisted: ((checkpoints: number[]) => void) | null = null;
+  /** Snapshots asked for and not yet given a checkpoint. */
+  private snapshotsWaiting: SnapshotRequest[] = [];
+  /** Checkpoint seq -> the snapshots it becomes once durable. */
+  private readonly snapshotsAt = new Map<number, SnapshotRequest[]>();
 
   constructor(private readonly options: CheckpointSchedulerOptions) {
     this.lastCheckpointSeq = options.checkpointSeq;
@@ -74,6 +94,11 @@ export class CheckpointScheduler {
   /** The checkpoints the superblock names (durable once onCheckpointsPersisted reported them; at open, as read). */
   get persistedCheckpoints(): number[] {
     return this.superblock.checkpoints;
+  }
+
+  /** The newest superblock (durable once settled). */
+  get currentSuperblock(): SuperblockObject {
+    return this.superblock;
   }
 
   /** Garbage collection (or a takeover) asked for a checkpoint: the next seal on a write boundary takes one. */
@@ -100,10 +125,34 @@ export class CheckpointScheduler {
     this.afterChange();
   }
 
+  /**
+   * A snapshot called `name` at the next checkpoint (taken at the next seal on a write boundary): resolves with its
+   * seq once the superblock listing it is durable. The name is checked now and again when it is listed.
+   */
+  requestSnapshot(name: string): Promise<number> {
+    withSnapshot(this.superblock, { name, seq: this.lastCheckpointSeq + 1, createdMs: 0 }); // throws on a bad name
+    const waiting = [...this.snapshotsWaiting, ...[...this.snapshotsAt.values()].flat()];
+    if (waiting.some((each) => each.name === name)) throw new InvalidArgumentError(`a snapshot called '${name}' is being made already`);
+    this.request = "requested";
+    return new Promise((resolve, reject) => this.snapshotsWaiting.push({ name, resolve, reject }));
+  }
+
+  /** Rewrites the superblock with `change` applied (snapshot deletion), after any rewrite under way. */
+  async changeSuperblock(change: (superblock: SuperblockObject) => SuperblockObject, why: string): Promise<void> {
+    await this.superblockUpdate;
+    this.superblock = change(this.superblock);
+    const error = await this.chainRewrite(this.superblock, this.superblock.checkpoints, why);
+    if (error !== null) throw error;
+  }
+
   private queueCheckpoint(): void {
     this.request = "none";
-    const seq = this.options.pipeline.queueObject(ObjectKind.Checkpoint, (seq) =>
-      buildCheckpoint({
+    const snapshots = this.snapshotsWaiting;
+    this.snapshotsWaiting = [];
+    const seq = this.options.pipeline.queueObject(ObjectKind.Checkpoint, (seq) => {
+      // The map as this checkpoint holds it: pinned before anything may clean or delete what it names.
+      if (snapshots.length > 0) this.options.snapshotPins.add(seq, objectsOfMap(this.options.map));
+      return buildCheckpoint({
         volUuid: this.options.volUuid,
         seq,
         map: this.options.map,
@@ -112,8 +161,9 @@ export class CheckpointScheduler {
         cacheUuid: this.writerCacheUuid,
         cacheSeqFirst: 0,
         cacheSeqLast: this.sealedCacheSeqLast,
-      }),
-    );
+      });
+    });
+    if (snapshots.length > 0) this.snapshotsAt.set(seq, snapshots);
     this.lastCheckpointSeq = seq;
     this.options.stats.checkpoints += 1;
   }
@@ -146,28 +196,50 @@ export class CheckpointScheduler {
     if (this.options.objects.get(seq)?.kind !== ObjectKind.Checkpoint) return;
     const previous = this.superblock.checkpoints;
     const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);
-    this.superblock = { ...this.superblock, checkpoints, nextSeq: this.options.pipeline.sequenceNext };
-    this.chainRewrite(this.superblock, previous, `checkpoint ${seq}`);
+    const snapshots = this.snapshotsAt.get(seq) ?? [];
+    this.snapshotsAt.delete(seq);
+    let next: SuperblockObject = { ...this.superblock, checkpoints, nextSeq: this.options.pipeline.sequenceNext };
+    const listed: SnapshotRequest[] = [];
+    for (const request of snapshots) {
+      try {
+        next = withSnapshot(next, { name: request.name, seq, createdMs: this.options.nowMs() });
+        listed.push(request);
+      } catch (error) {
+        request.reject(error); // the name was taken meanwhile, or the most snapshots reached
+      }
+    }
+    if (snapshots.length > 0 && listed.length === 0) this.options.snapshotPins.remove(seq);
+    this.superblock = next;
+    void this.chainRewrite(next, previous, listed.length > 0 ? `snapshot ${listed.map((each) => each.name).join(", ")} (checkpoint ${seq})` : `checkpoint ${seq}`).then((error) => {
+      for (const request of listed) {
+        if (error === null) request.resolve(seq);
+        else request.reject(error);
+      }
+    });
   }
 
-  private chainRewrite(next: SuperblockObject, previous: number[], why: string): void {
-    this.superblockUpdate = this.superblockUpdate.then(() => this.rewrite(next, previous, why));
+  /** Chains a rewrite after the one under way; resolves with its error (null: it landed), never rejects. */
+  private chainRewrite(next: SuperblockObject, previous: number[], why: string): Promise<unknown> {
+    const result = this.superblockUpdate.then(() => this.rewrite(next, previous, why));
+    this.superblockUpdate = result.then(() => {});
+    return result;
   }
 
   /** One superblock rewrite, then the deletions it allows. Never rejects: a failure is recorded and logged. */
-  private async rewrite(next: SuperblockObject, previous: number[], why: string): Promise<void> {
+  private async rewrite(next: SuperblockObject, previous: number[], why: string): Promise<unknown> {
     this.superblockState = { kind: "writing" };
     try {
       await this.options.superblocks.write(next);
     } catch (error) {
       this.superblockState = { kind: "failed", error };
       this.options.log(`error: superblock update for ${why} failed: ${String(error)}`);
-      return;
+      return error;
     }
     this.superblockState = { kind: "durable" };
     await this.deleteUnneeded(previous, next.checkpoints);
     this.onCheckpointsPersisted?.(next.checkpoints);
     this.afterChange();
+    return null;
   }
 
   /**
@@ -176,7 +248,7 @@ export class CheckpointScheduler {
    */
   private async deleteUnneeded(previous: number[], named: number[]): Promise<void> {
     const { store, prefix, objects, log, superblocks } = this.options;
-    for (const old of checkpointsUnneeded(previous, named, objects)) {
+    for (const old of checkpointsUnneeded(previous, named, objects, this.options.snapshotPins)) {
       assert(!superblocks.superblock.checkpoints.includes(old), `checkpoint ${old} is deleted only once the durable superblock no longer names it`);
       try {
         await store.delete(objectName(prefix, old));
