@@ -21,6 +21,9 @@
 //     between the superblock rewrite and their delete, or before a superblock named them; checkpoint.ts). What they
 //     name may be gone, so they are not checked against the objects. An unnamed CKPT object above the oldest named
 //     one is in the seq range a fallback recovery rolls forward through, and must agree with the objects.
+//   Snapshots (docs/architecture.md, "Snapshots"): each snapshot's checkpoint must exist, decode, name its seq and the
+//   volume, and its map must name valid DATA objects and lie inside their data areas (checked like any checkpoint,
+//   against the objects before it); a snapshot's checkpoint is never a left-over, whatever its seq.
 //   4. The map recovery builds (recoverBackend, nothing deleted) must equal the map obtained by replaying every
 //      DATA object from seq 1 to the log end, when object 1 exists: a checkpoint that disagrees with its own log is
 //      corruption no CRC catches.
@@ -55,7 +58,7 @@ import { applyDataObject, chooseCheckpointSeq, decideJournalCase, decideLogObjec
 import { beginLog, type VolumeOwner } from "./ownership.ts";
 import { SuperblockStore } from "./superblock_store.ts";
 
-export type FsckProblemKind = "superblock" | "checkpoint" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
+export type FsckProblemKind = "superblock" | "checkpoint" | "snapshot" | "object" | "gap" | "map" | "recovery" | "cache" | "journal";
 
 export interface FsckProblem {
   kind: FsckProblemKind;
@@ -69,6 +72,8 @@ export interface FsckProblem {
 export interface FsckCheckpointInfo {
   seq: number;
   listed: boolean;
+  /** The snapshots (names) this checkpoint is; empty for others. */
+  snapshots: string[];
   /** Decodes, names itself, its map and object table agree with the objects. */
   usable: boolean;
   mapEntries: number;
@@ -374,6 +379,7 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
       checkpointInfos.set(seq, {
         seq,
         listed: superblock.checkpoints.includes(seq),
+        snapshots: superblock.snapshots.filter((snap) => snap.seq === seq).map((snap) => snap.name),
         usable: error === null,
         mapEntries: checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES,
         error,
@@ -402,10 +408,11 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
       keep.push(seq);
     } else {
       problems.push(problem("checkpoint", seq, `checkpoint ${objectName(prefix, seq)} listed by the superblock is unusable: ${error}`));
-      if (!info) checkpointInfos.set(seq, { seq, listed: true, usable: false, mapEntries: 0, error });
+      if (!info) checkpointInfos.set(seq, { seq, listed: true, snapshots: [], usable: false, mapEntries: 0, error });
     }
   }
   if (keep.length !== superblock.checkpoints.length) result.checkpointsToKeep = keep;
+  checkSnapshots(prefix, superblock, present, infos, checkpointInfos, problems);
   checkUnlistedCheckpoints(prefix, superblock.checkpoints, checkpointInfos, logEnd, result);
   report.checkpoints = [...checkpointInfos.values()].sort((a, b) => a.seq - b.seq);
 
@@ -482,7 +489,7 @@ function checkUnlistedCheckpoints(prefix: string, listed: number[], infos: Map<n
   const oldestListed = listed.length > 0 ? Math.min(...listed) : 0;
   const leftovers = new BoundedList<number>();
   for (const info of [...infos.values()].sort((a, b) => a.seq - b.seq)) {
-    if (info.listed) continue;
+    if (info.listed || info.snapshots.length > 0) continue; // a snapshot's checkpoint is checked by checkSnapshots
     if (info.seq < oldestListed) {
       leftovers.push(info.seq);
     } else if (!info.usable && info.seq < logEnd) {
@@ -496,6 +503,29 @@ function checkUnlistedCheckpoints(prefix: string, listed: number[], infos: Map<n
     result.notes.push(
       `${leftovers.count} checkpoint(s) not named by the superblock and older than the oldest it names (${names}): left-overs of a run killed before deleting them, never read by recovery; garbage collection and --repair delete them`,
     );
+  }
+}
+
+/** Each snapshot's checkpoint: present, valid, a checkpoint, and its map agreeing with the objects it names. */
+function checkSnapshots(
+  prefix: string,
+  superblock: SuperblockObject,
+  present: Set<number>,
+  infos: Map<number, ObjectInfo>,
+  checkpointInfos: Map<number, FsckCheckpointInfo>,
+  problems: FsckProblem[],
+): void {
+  for (const snap of superblock.snapshots) {
+    const objectInfo = infos.get(snap.seq);
+    const info = checkpointInfos.get(snap.seq);
+    let error: string | null = null;
+    if (!present.has(snap.seq)) error = "missing";
+    else if (objectInfo && !objectInfo.valid) error = objectInfo.error;
+    else if (objectInfo && objectInfo.type !== ObjectType.Checkpoint) error = "not a checkpoint object";
+    else if (info && !info.usable) error = info.error;
+    if (error !== null) {
+      problems.push(problem("snapshot", snap.seq, `snapshot '${snap.name}': its checkpoint ${objectName(prefix, snap.seq)} is unusable (${error}): the snapshot cannot be read`));
+    }
   }
 }
 

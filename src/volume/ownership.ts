@@ -4,7 +4,7 @@
 // so that names are never written twice and late landings of an earlier owner are harmless.
 
 import { SKIPPED_RANGES_MAX, STALE_SEQ_MARGIN, SUPERBLOCK_CAS_ATTEMPTS_MAX } from "../constants.ts";
-import { assert, ConflictError, InvalidArgumentError, NoSpaceError, NotFoundError } from "../errors.ts";
+import { assert, ConflictError, CorruptionError, InvalidArgumentError, NoSpaceError, NotFoundError } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, newSuperblock, skippedRangeOf, type SeqRange, type SuperblockObject } from "../format/superblock_object.ts";
@@ -166,6 +166,8 @@ export async function beginLog(
   }
   // Beyond the gap lies inside the range just added; the others lay in ranges already recorded (dropped or not).
   const doomed = [...state.beyondGap, ...state.skippedObjects];
+  const snapshot = state.superblock.snapshots.find((snap) => doomed.includes(snap.seq));
+  if (snapshot) throw new CorruptionError(`Volume ${superblocks.prefix}: snapshot '${snapshot.name}' names ${objectName(superblocks.prefix, snapshot.seq)}, which lies beyond the log end or in a skipped range: refusing to delete it ('lsvd fsck' tells more)`);
   for (const seq of state.beyondGap) assert(skippedRangeOf(plan.skipped, seq) !== null, `object ${seq} beyond the gap is skipped now`);
   for (const seq of doomed.sort((a, b) => b - a)) {
     await crashPoint?.("recovery.delete-skipped");

@@ -7,7 +7,7 @@ import { fsckVolume } from "../../src/volume/fsck.ts";
 import { SnapshotDevice } from "../../src/volume/snapshot_device.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
-import { crashWorld, formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 const MANUAL_GC = { clock: immediateClock, gc: true, gcThreshold: 0.9, gcIntervalMs: 3_600_000, gcForceCheckpointMs: 0, batchIdleMs: 3_600_000 };
@@ -81,6 +81,11 @@ describe("snapshots", () => {
     expect((await fsckVolume({ store: world.store, prefix: PREFIX, repair: false })).problems).toEqual([]);
 
     crashWorld(world, volume);
+    // fsck --repair deletes left-over checkpoints: never a snapshot's.
+    const repaired = await fsckRepair(world);
+    expect(repaired.problems).toEqual([]);
+    expect(repaired.checkpoints.filter((info) => info.snapshots.length > 0).length).toBe(snaps.length);
+    for (const snap of snaps) await expectSnapshot(world, snap.name, snap.model, "after fsck --repair");
     volume = await openVolume(world, MANUAL_GC);
     await expectHead(volume, world, head, "after a crash");
     for (const snap of snaps) await expectSnapshot(world, snap.name, snap.model, "after a crash");
