@@ -114,6 +114,37 @@ describe("snapshots", () => {
     expect((await fsckVolume({ store: world.store, prefix: PREFIX, repair: false })).problems).toEqual([]);
   });
 
+  test("GC neither cleans nor deletes what a snapshot names: copying it would free nothing", async () => {
+    const world = await makeWorld(1403, { volumeBytes: 1024 * 1024 });
+    const head = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world, MANUAL_GC);
+    const blocks = world.volumeBytes / BLOCK;
+    for (let block = 0; block < blocks; block++) {
+      const data = new Uint8Array(BLOCK);
+      world.prng.fill(data);
+      head.apply(block * BLOCK, data, BLOCK);
+      await volume.write(block * BLOCK, data, false);
+    }
+    await volume.createSnapshot("base");
+    const base = copyModel(head);
+    // Every other block again: the snapshot's objects are half dead for the head, and all of them pinned.
+    for (let block = 0; block < blocks; block += 2) {
+      const data = new Uint8Array(BLOCK);
+      world.prng.fill(data);
+      head.apply(block * BLOCK, data, BLOCK);
+      await volume.write(block * BLOCK, data, false);
+    }
+    await collectUntilQuiet(volume);
+    expect(volume.stats().gc!.objectsCleaned).toBe(0);
+    expect(volume.stats().gc!.objectsDeleted).toBe(0);
+    await expectSnapshot(world, "base", base, "after GC");
+    await volume.deleteSnapshot("base");
+    await collectUntilQuiet(volume);
+    expect(volume.stats().gc!.objectsCleaned).toBeGreaterThan(0);
+    await expectHead(volume, world, head, "after the snapshot was deleted and GC");
+    await volume.close();
+  });
+
   test("names are checked: taken, bad characters, unknown on delete", async () => {
     const world = await makeWorld(1402, { volumeBytes: 1024 * 1024 });
     const volume = await openVolume(world, MANUAL_GC);
