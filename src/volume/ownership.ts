@@ -12,6 +12,7 @@ import type { BackendState } from "./recovery/backend.ts";
 import type { CrashPoint } from "../util/clock.ts";
 import { FencedError, Lease, type Fence, type LeaseOptions } from "./lease.ts";
 import { decodeVolumeSuperblock, SuperblockStore } from "./superblock_store.ts";
+import { refuseIfSnapshotsOrClones } from "./snapshots.ts";
 
 /** What a volume needs to know about its owner. */
 export interface VolumeOwner {
@@ -209,6 +210,7 @@ export async function createVolume(options: CreateVolumeOptions): Promise<{ epoc
       const seq = parseObjectName(prefix, name);
       if (seq !== null && seq !== 0) old.push(seq);
     }
+    if (existing !== null) refuseReplacingSnapshots(prefix, existing.data);
     const previousNextSeq = existing === null ? 0 : superblockNextSeq(prefix, existing.data);
     let nextSeq = Math.max(1, ...old.map((seq) => seq + 1), previousNextSeq);
     const anythingBefore = existing !== null || old.length > 0 || lease.taken.previous !== null;
@@ -236,6 +238,18 @@ export async function createVolume(options: CreateVolumeOptions): Promise<{ epoc
     await lease.release();
     throw error;
   }
+}
+
+/** A volume with snapshots or clones is never replaced (one that does not decode may be). */
+function refuseReplacingSnapshots(prefix: string, bytes: Uint8Array): void {
+  let superblock: SuperblockObject;
+  try {
+    superblock = decodeVolumeSuperblock(prefix, bytes).superblock;
+  } catch (error) {
+    if (error instanceof CorruptionError) return;
+    throw error;
+  }
+  refuseIfSnapshotsOrClones(prefix, superblock, "replace");
 }
 
 /** The next_seq of a superblock being replaced (0 if it does not decode: its objects are listed anyway). */

@@ -14,6 +14,8 @@ import { lsCommand } from "./ls.ts";
 import { rmCommand } from "./rm.ts";
 import { resizeCommand } from "./resize.ts";
 import { statusCommand } from "./status.ts";
+import { snapshotCommand } from "./snapshot.ts";
+import { infoCommand } from "./info.ts";
 
 export const COMMANDS: Command[] = [
   mkdiskCommand,
@@ -29,4 +31,6 @@ export const COMMANDS: Command[] = [
   lsCommand,
   rmCommand,
   resizeCommand,
+  snapshotCommand,
+  infoCommand,
 ];

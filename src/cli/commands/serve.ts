@@ -39,6 +39,7 @@ import {
   BACKEND_OPTIONS,
   backendOptionsFrom,
   gcThresholdOption,
+  namedArguments,
   requireVolumeAndCache,
   stringOption,
   type OptionSpec,
@@ -46,6 +47,8 @@ import {
 } from "../args.ts";
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import type { Command } from "./command.ts";
+import { openBackend } from "../../backend/backend_uri.ts";
+import { SnapshotDevice } from "../../volume/snapshot_device.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
 import { MONITOR_HELP, MONITOR_OPTIONS, ServeMonitor } from "../serve_monitor.ts";
 import { TLS_HELP, TLS_OPTIONS, tlsFrom } from "../tls_options.ts";
@@ -56,7 +59,7 @@ const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
 /** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
 const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
 
-const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--tls on|require --tls-certificates DIR] [--pid-file PATH] VOLUME";
+const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--tls on|require --tls-certificates DIR] [--pid-file PATH] VOLUME | lsvd serve --read-only [--socket PATH] [--listen HOST:PORT] VOLUME@SNAP";
 const HELP = `Usage: ${USAGE}
 
 Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen (nor sockets passed by
@@ -100,6 +103,9 @@ ${BACKEND_HELP}
 ${LOG_HELP}
 ${SERVICE_HELP}
 ${MONITOR_HELP}
+
+Snapshots: VOLUME@SNAP with --read-only serves snapshot SNAP of VOLUME (see 'lsvd snapshot'), read from the backend:
+no --cache is needed and no lease is taken, so it may run while another process serves VOLUME itself.
 
 Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
 another process owns is refused at once (exit 1), naming the holder (see 'lsvd lock show'). A server that loses the
@@ -281,6 +287,48 @@ function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Prom
   return stopped.promise;
 }
 
+/** VOLUME@SNAP: the volume and the snapshot's name; null for a plain VOLUME. */
+function snapshotOf(target: string): { volumeUri: string; name: string } | null {
+  const at = target.lastIndexOf("@");
+  if (at < 0 || target.slice(at + 1).includes("/")) return null;
+  return { volumeUri: target.slice(0, at), name: target.slice(at + 1) };
+}
+
+/**
+ * `serve --volume VOLUME@SNAP --read-only`: the snapshot's map over the backend (SnapshotDevice), no cache, no lease;
+ * it may run while the head is served elsewhere. Stops on SIGINT/SIGTERM.
+ */
+async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: string }): Promise<number> {
+  if (parsed.values["read-only"] !== true) throw new InvalidArgumentError(`a snapshot is served read-only: add --read-only. Usage: ${USAGE}`);
+  const log = makeLogger("lsvd", false);
+  const info = parsed.values.quiet === true ? () => {} : log;
+  const backend = await openBackend(target.volumeUri, backendOptionsFrom(parsed));
+  let device: SnapshotDevice;
+  try {
+    device = await SnapshotDevice.open(backend.store, backend.prefix, target.name);
+  } catch (error) {
+    await backend.store.close();
+    throw error;
+  }
+  const service = ServeService.begin({ pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") }, log);
+  const server = await bindListeners(parsed, info, log, service.inherited);
+  const uri = `${backend.uri}@${target.name}`;
+  info(`snapshot ${uri} (seq ${device.snapshot.seq}, ${device.extentCount} extents, ${formatSize(device.sizeBytes)}), read-only, no cache`);
+  server.serve({ device, exportName: stringOption(parsed, "name") ?? "", description: `lsvd snapshot ${uri}` });
+  service.serving(uri, server.addresses);
+  for (const address of server.addresses) info(`serving on ${address}`);
+  try {
+    await untilSignal(log, info, async (why) => {
+      service.stopping(why);
+      await server.close();
+    }, () => {});
+  } finally {
+    service.exiting();
+    await backend.store.close();
+  }
+  return 0;
+}
+
 const OPTIONS: OptionSpec = {
   volume: { type: "string" },
   cache: { type: "string" },
@@ -309,6 +357,8 @@ export const serveCommand: Command = {
   options: OPTIONS,
   help: HELP,
   async run(parsed) {
+    const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
+    if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
     const settings = volumeSettings(parsed);
     // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
