@@ -75,7 +75,7 @@ describe("every command's help against its parser", () => {
     }
     const unknown = await lsvd(["help", "frobnicate"]);
     expect(unknown.exitCode).toBe(2);
-    expect(unknown.stderr).toMatch(/unknown command 'frobnicate' \(commands: mkdisk, .*resize\)/);
+    expect(unknown.stderr).toMatch(/unknown command 'frobnicate' \(commands: mkdisk, .*resize.*\)/);
   }, TEST_TIMEOUT_MS);
 
   test("an unknown option is refused in one line that lists the valid options", async () => {
