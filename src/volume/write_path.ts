@@ -99,7 +99,7 @@ export class WritePath {
       onDurable: (seq) => this.scheduler.onDurable(seq),
       onPutFatal: (error) => this.failOwnership(error),
     });
-    this.scheduler = new CheckpointScheduler({ ...options, pipeline: this.pipeline, stats: this.stats, nowMs: () => options.clock.nowMs() });
+    this.scheduler = new CheckpointScheduler({ ...options, pipeline: this.pipeline, stats: this.stats, nowMs: () => Math.floor(options.clock.nowMs()) });
     this.former = new RecordFormer({
       ...options,
       halt: this.halt,

@@ -11,6 +11,7 @@ import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { WorldStopped } from "./sim_clock.ts";
 import { checkVolumeInvariants } from "./world_invariants.ts";
+import { SnapshotTracker } from "./snapshot_tracker.ts";
 import { makeWorld, openVolume, reopenAfterCrash, runWorld, SIM_GC, stopWorld, VIRTUAL_WORLD, VolumeModel, type World } from "./volume_world.ts";
 
 export interface SimOptions {
@@ -18,6 +19,8 @@ export interface SimOptions {
   crashes: boolean;
   journalBytes?: number;
   steps?: number;
+  /** Snapshot creates and deletes among the steps, every snapshot checked against the model (snapshot_tracker.ts). */
+  snapshots?: boolean;
 }
 
 export interface SimResult {
@@ -28,6 +31,7 @@ export interface SimResult {
   virtualMs: number;
   crashes: Map<string, number>;
   gc: { cleaned: number; deleted: number };
+  snapshots: { created: number; deleted: number; checks: number } | null;
 }
 
 const STEPS_DEFAULT = 400;
@@ -61,13 +65,16 @@ class Simulation {
   generation = 0;
   failure: unknown = null;
   readonly gc = { cleaned: 0, deleted: 0 };
+  readonly snapshots: SnapshotTracker | null;
 
   constructor(
     readonly world: World,
     keepLines: boolean,
+    snapshots: boolean,
   ) {
     this.model = new VolumeModel(world.volumeBytes);
     this.lines = keepLines ? [] : null;
+    this.snapshots = snapshots ? new SnapshotTracker(world) : null;
   }
 
   note(line: string): void {
@@ -103,6 +110,10 @@ class Simulation {
   async step(index: number, crashes: boolean): Promise<void> {
     const { prng } = this.world;
     while (this.inFlight.size >= INFLIGHT_MAX) await this.run(Promise.race(this.inFlight));
+    if (this.snapshots !== null && prng.chance(0.04)) {
+      await this.snapshots.step(this.volume, this.model, this.inFlightSectors.keys(), (promise) => this.run(promise), (line) => this.note(`#${index} ${line}`));
+      return;
+    }
     const roll = prng.int(100);
     const sectors = prng.chance(0.7) ? 8 * (1 + prng.int(4)) : 1 + prng.int(200);
     const offset = prng.int(this.world.volumeBytes / SECTOR_BYTES - sectors) * SECTOR_BYTES;
@@ -187,6 +198,10 @@ class Simulation {
         // Adopt whatever the uncertain sectors hold now; they are certain from here on.
         for (const sector of this.model.uncertain) this.model.bytes.set(all.subarray(sector * SECTOR_BYTES, (sector + 1) * SECTOR_BYTES), sector * SECTOR_BYTES);
         this.model.uncertain.clear();
+        if (this.snapshots !== null) {
+          await this.run(this.snapshots.settle());
+          await this.snapshots.checkAll((promise) => this.run(promise));
+        }
         return;
       } catch (error) {
         if (!(error instanceof WorldStopped)) throw error;
@@ -228,6 +243,7 @@ class Simulation {
     this.note(`end: volume = ${hashOf(all)}`);
     const problem = this.model.diff(0, all);
     if (problem) throw new Error(`at end: ${problem}`);
+    await this.snapshots?.checkAll((promise) => this.run(promise));
     this.tallyGc();
     await this.run(this.volume.close());
     this.volume = await this.run(openVolume(this.world, SIM_GC));
@@ -242,7 +258,7 @@ class Simulation {
 export async function simulate(seed: number, options: SimOptions, replay: string, keepLines = false): Promise<SimResult> {
   const virtual = { ...VIRTUAL_WORLD, crashPointChance: options.crashes ? VIRTUAL_WORLD.crashPointChance : 0 };
   const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
-  const sim = new Simulation(world, keepLines);
+  const sim = new Simulation(world, keepLines, options.snapshots ?? false);
   try {
     sim.volume = await reopenAfterCrash(world, SIM_GC); // a crash point may stop even the first open
     await sim.steps(options.steps ?? STEPS_DEFAULT, options.crashes);
@@ -251,5 +267,6 @@ export async function simulate(seed: number, options: SimOptions, replay: string
     const message = error instanceof Error ? error.message : String(error);
     throw new Error(`seed ${seed} at ${world.clock!.nowMs()} virtual ms: ${message}\nreplay: ${replay}\n${sim.context()}`, { cause: error });
   }
-  return { digest: sim.hash.digest("hex"), lines: sim.lines, virtualMs: world.clock!.nowMs(), crashes: world.crashes, gc: sim.gc };
+  const snapshots = sim.snapshots === null ? null : { created: sim.snapshots.created, deleted: sim.snapshots.deleted, checks: sim.snapshots.checks };
+  return { digest: sim.hash.digest("hex"), lines: sim.lines, virtualMs: world.clock!.nowMs(), crashes: world.crashes, gc: sim.gc, snapshots };
 }
