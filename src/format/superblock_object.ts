@@ -2,13 +2,13 @@
 // snapshots, plus our extension's next object seq. Spec: docs/format.md, "Superblock object".
 //
 // Layout we write (one 4 KiB header area unless the arrays need more; data_sectors = 0):
-//   0   common header (44)          76  extension block (60)          136  ckpts, clone_info, snaps, skips, snapx,
+//   0   common header (44)          76  extension block (68)          144  ckpts, clone_info, snaps, skips, snapx,
 //   44  super sub-header (32)                                              clone_refs, zeros
 // Ownership fields (docs/architecture.md, "Ownership and fencing"): owner_epoch, the lease epoch of the owner that
 // wrote this superblock, and the skipped ranges: seqs no owner ever writes (a new ownership starts its log above
 // every name that may exist), sorted, disjoint, each below next_seq. Earlier lsvd versions wrote a 28-byte
 // extension block (next_seq only, arrays from 104): it decodes with ownerEpoch 0 and no skipped ranges; and a
-// 44-byte block (arrays from 120): it decodes without snapshot times and clone registrations.
+// 44-byte block (arrays from 120): it decodes without snapshot times, clone registrations and rollback seq.
 // Snapshot facts (docs/format.md): each snapshot's creation time (`snapx`) and the clones registered as made from
 // it (`clone_ref`) live in the extension; each names a snapshot the v1 snaps area lists.
 // The decoder also reads reference-written superblocks (no extension: nextSeq = 0), and our own superblocks after the
@@ -69,6 +69,8 @@ export interface SuperblockObject {
   snapshotTimes: SnapshotTime[];
   /** Extension: clones registered as made from this volume's snapshots (some may be stale: see docs/format.md). */
   cloneRefs: CloneRef[];
+  /** Extension: the seq of the newest rollback checkpoint (the content restarts there; fsck); 0: never rolled back. */
+  rollbackSeq: number;
 }
 
 export interface SnapshotTime {
@@ -92,7 +94,7 @@ export interface SeqRange {
 
 /** A new volume's superblock: no checkpoint, no owner yet, the log starts at seq 1. */
 export function newSuperblock(volUuid: string, volSectors: number): SuperblockObject {
-  return { volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1, ownerEpoch: 0, skipped: [], snapshotTimes: [], cloneRefs: [] };
+  return { volUuid, volSectors, checkpoints: [], clone: null, snapshots: [], nextSeq: 1, ownerEpoch: 0, skipped: [], snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
 }
 
 /** The range holding seq, or null. */
@@ -130,11 +132,12 @@ const SUPER_EXT = layout(
     ["snapxLen", 4],
     ["cloneRefsOffset", 4], // clone_ref entries {u32 snap seq, 16-byte vol_uuid, u8 name_len, name}; fill len
     ["cloneRefsLen", 4],
+    ["rollbackSeq", 8], // u64 < next_seq (when next_seq != 0), <= 2^32; 0: never rolled back
   ],
   COMMON_HEADER_BYTES + SUPER_SUBHEADER_BYTES,
 );
-export const SUPER_EXTENSION_BYTES = 60;
-assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 60 bytes");
+export const SUPER_EXTENSION_BYTES = 68;
+assert(SUPER_EXT.BYTES === SUPER_EXTENSION_BYTES, "the superblock extension block is 68 bytes");
 const EXT_PLACE: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_BYTES };
 /** The block of the ownership versions: up to the skipped ranges. Decoded, never written. */
 export const SUPER_EXTENSION_V2_BYTES = 44;
@@ -146,9 +149,9 @@ const EXT_PLACE_V1: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_
 assert(SUPER_EXT.ownerEpoch === EXT_PLACE_V1.offset + SUPER_EXTENSION_V1_BYTES, "the ownership fields follow the earlier block");
 /** Every block length ever written, oldest first (extensionPlaceOf). */
 const EXT_PLACES: readonly ExtensionPlace[] = [EXT_PLACE_V1, EXT_PLACE_V2, EXT_PLACE];
-/** Where our variable parts start: 136 (120 or 104 in superblocks of earlier versions). */
+/** Where our variable parts start: 144 (120 or 104 in superblocks of earlier versions). */
 const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
-assert(SUPER_FIXED_BYTES === 136, "superblock fixed part is 136 bytes");
+assert(SUPER_FIXED_BYTES === 144, "superblock fixed part is 144 bytes");
 const SEQ_RANGE_BYTES = 8;
 const SNAPX_BYTES = 12;
 // clone_ref: u32 snap seq, vol_uuid[16], u8 name_len, name (no NUL).
@@ -206,6 +209,8 @@ function snapshotFactsProblem(s: SuperblockObject): string | null {
     if (!isUuid(ref.cloneUuid)) return `clone ${ref.name} has no valid vol_uuid`;
   }
   for (const snap of s.snapshots) if (skippedRangeOf(s.skipped, snap.seq) !== null) return `snapshot ${snap.name} (seq ${snap.seq}) lies in a skipped range`;
+  if (!(isSafeU64(s.rollbackSeq) && s.rollbackSeq < 2 ** 32)) return `rollback_seq ${s.rollbackSeq} is not a uint32`;
+  if (s.nextSeq !== 0 && s.rollbackSeq >= s.nextSeq) return `rollback_seq ${s.rollbackSeq} is not below next_seq ${s.nextSeq}`;
   return null;
 }
 
@@ -307,6 +312,7 @@ function encodeSnapshotFacts(
   view.setUint32(SUPER_EXT.snapxLen, at.snapxLen, true);
   view.setUint32(SUPER_EXT.cloneRefsOffset, at.cloneRefsOffset, true);
   view.setUint32(SUPER_EXT.cloneRefsLen, at.cloneRefsLen, true);
+  setU64(view, SUPER_EXT.rollbackSeq, s.rollbackSeq);
   s.snapshotTimes.forEach((time, i) => {
     view.setUint32(at.snapxOffset + SNAPX_BYTES * i, time.seq, true);
     setU64(view, at.snapxOffset + SNAPX_BYTES * i + 4, time.createdMs);
@@ -386,7 +392,7 @@ export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
 /**
  * If `bytes` is a superblock we wrote (with its extension block at `place`) whose checkpoint list the reference
  * rewrote in place, returns the superblock as we wrote it (the pointer pair and the overwritten preamble bytes put
- * back, the old list still right after the block: 136, or 120 or 104 for earlier versions) and the list the reference wrote;
+ * back, the old list still right after the block: 144, or 120 or 104 for earlier versions) and the list the reference wrote;
  * else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the list replaced it), and a
  * v1 crc that is set but does not match (the reference left ours). Our encoder puts the clone part right after our
  * own list, so clones_offset - (end of the block) was our ckpts_len. The caller then verifies both CRCs of the
@@ -499,7 +505,7 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
   const ownerEpoch = blockBytes >= SUPER_EXTENSION_V2_BYTES ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
   const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
-  const facts = blockBytes >= SUPER_EXTENSION_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes) : { snapshotTimes: [], cloneRefs: [] };
+  const facts = blockBytes >= SUPER_EXTENSION_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
   const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
   const problem = skippedProblem(result);
   if (problem !== null) throw corrupt(context, `skipped ranges: ${problem}`);
@@ -514,7 +520,7 @@ function extensionPlaceOf(bytes: Uint8Array): ExtensionPlace {
   return sharedExtensionPlaceOf(bytes, EXT_PLACES);
 }
 
-function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number): Pick<SuperblockObject, "snapshotTimes" | "cloneRefs"> {
+function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number): Pick<SuperblockObject, "snapshotTimes" | "cloneRefs" | "rollbackSeq"> {
   const context = "superblock";
   const view = viewOf(bytes);
   const snapx = { offset: view.getUint32(SUPER_EXT.snapxOffset, true), length: view.getUint32(SUPER_EXT.snapxLen, true) };
@@ -542,7 +548,7 @@ function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number
     });
     at = nameStart + nameLen;
   }
-  return { snapshotTimes, cloneRefs };
+  return { snapshotTimes, cloneRefs, rollbackSeq: getU64(view, SUPER_EXT.rollbackSeq, context, "rollback_seq") };
 }
 
 function decodeSkipped(bytes: Uint8Array, lowest: number, hdrBytes: number): SeqRange[] {

@@ -329,7 +329,8 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
   // 4. Every object, in seq order; the replay map follows along from seq 1 to the log end.
   const infos = new Map<number, ObjectInfo>();
   const checkpointInfos = new Map<number, FsckCheckpointInfo>();
-  const replay = new ExtentMap();
+  let replay = new ExtentMap();
+  let rollbackSeen = false;
   const replayPossible = present.has(1);
   let replayBroken: string | null = replayPossible ? null : "object 1 is missing (older objects were removed)";
   let logEnd: number | null = null;
@@ -376,6 +377,13 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
       report.objects.checkpoints += 1;
       const checkpoint = decodeCheckpoint(bytes);
       const error = checkCheckpointAgainstObjects(checkpoint, infos);
+      if (seq === superblock.rollbackSeq && error === null && (logEnd === null || seq < logEnd)) {
+        // The newest rollback (snapshot_admin.ts): the volume's content restarts as this checkpoint's map.
+        replay = mapOfCheckpoint(checkpoint);
+        replayBroken = null;
+        rollbackSeen = true;
+        notes.push(`checkpoint ${name} is the newest rollback: the replay of the DATA objects restarts from its map`);
+      }
       checkpointInfos.set(seq, {
         seq,
         listed: superblock.checkpoints.includes(seq),
@@ -386,6 +394,7 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
       });
     }
   }
+  if (superblock.rollbackSeq > 0 && !rollbackSeen) replayBroken = `the volume was rolled back at seq ${superblock.rollbackSeq}, whose checkpoint is gone since`;
   if (logEnd === null) logEnd = expected;
   for (let range = skippedRangeOf(superblock.skipped, logEnd); range !== null; range = skippedRangeOf(superblock.skipped, logEnd)) logEnd = range.last + 1;
   report.logEndSeq = logEnd;
@@ -560,6 +569,18 @@ function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInf
 }
 
 /** Applies one (valid) DATA object to a map exactly as its writes happened (rules.ts, applyDataObject). */
+/** A checkpoint's map with offsets in the data area, as a replay holds them. */
+function mapOfCheckpoint(checkpoint: CheckpointObject): ExtentMap {
+  const map = new ExtentMap();
+  const headers = new Map(checkpoint.objects.map((entry) => [entry.seq, entry.hdrSectors]));
+  const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
+  for (let index = 0; index < checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES; index++) {
+    const entry = unpackCheckpointMapEntry(view, index);
+    map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors - (headers.get(entry.obj) ?? 0));
+  }
+  return map;
+}
+
 function replayDataObject(bytes: Uint8Array, map: ExtentMap): void {
   const common = decodeCommonHeader(bytes);
   applyDataObject(decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES)), map);

@@ -10,7 +10,8 @@
 // Rollback writes, at the log's next seq, a checkpoint whose map is the snapshot's and whose object table lists every
 // DATA object the head or the snapshot knows (live sectors counted from the new map: what only the old head named
 // becomes garbage). It records a fresh cache identity that no cache has, so no cache's journal continues the log
-// from it (journal case @F: an old cache's records are discarded, never replayed over the rolled-back content).
+// from it (journal case @F: an old cache's records are discarded, never replayed over the rolled-back content). The
+// superblock that names it records its seq as rollback_seq: fsck's replay of the DATA objects restarts there.
 
 import { v4 as uuidv4 } from "uuid";
 import { CHECKPOINTS_KEPT } from "../constants.ts";
@@ -113,7 +114,7 @@ export async function rollbackToSnapshot(options: SnapshotAdminOptions, name: st
     await store.putIfAbsent(objectName(prefix, seq), bytes);
     await options.crashPoint?.("snapshot.rollback-before-superblock");
     const checkpoints = [...current.checkpoints, seq].slice(-CHECKPOINTS_KEPT);
-    await superblocks.write({ ...current, checkpoints, nextSeq: seq + 1 });
+    await superblocks.write({ ...current, checkpoints, nextSeq: seq + 1, rollbackSeq: seq });
     return { seq, snapshotSeq: snap.seq };
   });
 }

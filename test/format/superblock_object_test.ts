@@ -31,9 +31,10 @@ const value: SuperblockObject = {
   skipped: [{ first: 10, last: 11 }],
   snapshotTimes: [{ seq: 3, createdMs: 1_765_000_000_123 }],
   cloneRefs: [{ snapSeq: 3, cloneUuid: CLONE_UUID, name: "c1" }],
+  rollbackSeq: 8,
 };
 /** What a superblock of the ownership versions (44-byte block) holds: no snapshot times, no clone registrations. */
-const ownershipValue: SuperblockObject = { ...value, snapshotTimes: [], cloneRefs: [] };
+const ownershipValue: SuperblockObject = { ...value, snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
 
 /** A superblock as the v1 reference writes it: sub-header, then the arrays, no extension. */
 function plainV1Superblock(setCrc: boolean): Uint8Array {
@@ -53,26 +54,27 @@ function plainV1Superblock(setCrc: boolean): Uint8Array {
   return bytes;
 }
 
-/** The same superblock in our layout, byte by byte: extension block at 76 (60 bytes), arrays from 136. */
+/** The same superblock in our layout, byte by byte: extension block at 76 (68 bytes), arrays from 144. */
 function ourSuperblock(): Uint8Array {
   const b = new ByteBuilder()
     .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
     .u64(2097152)
-    .u32(136).u32(8)
-    .u32(144).u32(26)
-    .u32(170).u32(9)
-    .ascii("LSVX").u32(1).u32(60).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12)
-    .u64(4).u32(179).u32(8) // owner_epoch, skips
-    .u32(187).u32(12) // snapx
-    .u32(199).u32(23); // clone_refs: 21 + "c1"
-  expect(b.length).toBe(136);
+    .u32(144).u32(8)
+    .u32(152).u32(26)
+    .u32(178).u32(9)
+    .ascii("LSVX").u32(1).u32(68).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12)
+    .u64(4).u32(187).u32(8) // owner_epoch, skips
+    .u32(195).u32(12) // snapx
+    .u32(207).u32(23) // clone_refs: 21 + "c1"
+    .u64(8); // rollback_seq
+  expect(b.length).toBe(144);
   b.u32(5).u32(9);
   b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
   b.u32(3).u8(4).ascii("snap");
   b.u32(10).u32(11);
   b.u32(3).u64(1_765_000_000_123);
   b.u32(3).uuid(CLONE_UUID).u8(2).ascii("c1");
-  expect(b.length).toBe(222);
+  expect(b.length).toBe(230);
   const bytes = b.padTo(4096).build();
   resealObject(bytes, EXT_CRC_OFFSET);
   return bytes;
@@ -155,6 +157,7 @@ describe("superblock object", () => {
         skipped: [],
         snapshotTimes: [],
         cloneRefs: [],
+        rollbackSeq: 0,
       };
       // Skipped ranges ascending below next_seq, and no listed checkpoint inside one.
       s.nextSeq = random.int(2) ? 0 : 2 + random.int(2 ** 32 - 2);
@@ -164,6 +167,7 @@ describe("superblock object", () => {
         first = last + 2 + random.int(100_000);
       }
       s.checkpoints = s.checkpoints.filter((seq) => !s.skipped.some((r) => r.first <= seq && seq <= r.last));
+      s.rollbackSeq = s.nextSeq === 0 ? random.int(2 ** 32) : random.int(s.nextSeq);
       s.snapshots = s.snapshots.filter((snap) => !s.skipped.some((r) => r.first <= snap.seq && snap.seq <= r.last));
       const timed = [...new Set(s.snapshots.map((snap) => snap.seq))].filter(() => random.int(2) === 1);
       s.snapshotTimes = timed.map((seq) => ({ seq, createdMs: random.int(2 ** 53) }));
@@ -197,38 +201,40 @@ describe("superblock object", () => {
       ["ckpts length not a multiple of 4", (b) => setU32(b, 56, 6)],
       ["clones length too short", (b) => setU32(b, 64, 10)],
       ["clones length disagrees with name_len", (b) => setU32(b, 64, 27)],
-      ["clone name not NUL-terminated", (b) => (b[144 + 25] = 0x41)],
-      ["snap name runs past snaps_len", (b) => (b[170 + 4] = 200)],
+      ["clone name not NUL-terminated", (b) => (b[152 + 25] = 0x41)],
+      ["snap name runs past snaps_len", (b) => (b[178 + 4] = 200)],
       ["snaps_len cuts an entry", (b) => setU32(b, 68, 3)],
       ["vol_size 0", (b) => b.fill(0, 44, 52)],
       ["vol_size past 2^36", (b) => (b[49] = 1)],
       ["vol_size past 2^53", (b) => (b[51] = 0x80)],
-      ["checkpoint seq 0", (b) => setU32(b, 136, 0)],
-      ["checkpoint in a skipped range", (b) => setU32(b, 140, 10)],
-      ["clone uuid invalid", (b) => (b[144 + 6] = 0)],
-      ["snap name invalid UTF-8", (b) => (b[170 + 5] = 0xff)],
-      ["snapshot in a skipped range", (b) => { setU32(b, 170, 10); setU32(b, 187, 10); setU32(b, 199, 10); }],
+      ["checkpoint seq 0", (b) => setU32(b, 144, 0)],
+      ["checkpoint in a skipped range", (b) => setU32(b, 148, 10)],
+      ["clone uuid invalid", (b) => (b[152 + 6] = 0)],
+      ["snap name invalid UTF-8", (b) => (b[178 + 5] = 0xff)],
+      ["snapshot in a skipped range", (b) => { setU32(b, 178, 10); setU32(b, 195, 10); setU32(b, 207, 10); }],
       ["next_seq huge", (b) => (b[103] = 0x40)],
       ["owner_epoch past 2^53", (b) => (b[111] = 0x80)],
       ["skips offset past the end", (b) => setU32(b, 112, 0xfffffff0)],
       ["skips inside the extension", (b) => setU32(b, 112, 100)],
       ["skips length not a multiple of 8", (b) => setU32(b, 116, 4)],
-      ["skipped range starting at 0", (b) => setU32(b, 179, 0)],
-      ["skipped range first > last", (b) => setU32(b, 179, 12)],
-      ["skipped range reaching next_seq", (b) => setU32(b, 183, 12)],
-      ["skipped ranges out of order", (b) => { b.copyWithin(195, 187, 222); setU32(b, 116, 16); setU32(b, 120, 195); setU32(b, 128, 207); setU32(b, 187, 1); setU32(b, 191, 2); }],
+      ["skipped range starting at 0", (b) => setU32(b, 187, 0)],
+      ["skipped range first > last", (b) => setU32(b, 187, 12)],
+      ["skipped range reaching next_seq", (b) => setU32(b, 191, 12)],
+      ["skipped ranges out of order", (b) => { b.copyWithin(203, 195, 230); setU32(b, 116, 16); setU32(b, 120, 203); setU32(b, 128, 215); setU32(b, 195, 1); setU32(b, 199, 2); }],
       ["snapx offset past the end", (b) => setU32(b, 120, 0xfffffff0)],
       ["snapx inside the extension", (b) => setU32(b, 120, 124)],
       ["snapx length not a multiple of 12", (b) => setU32(b, 124, 8)],
-      ["snapx names a seq no snapshot has", (b) => setU32(b, 187, 4)],
-      ["two times for one snapshot", (b) => { b.copyWithin(211, 199, 222); setU32(b, 124, 24); setU32(b, 128, 211); setU32(b, 199, 3); setU32(b, 203, 5); setU32(b, 207, 0); }],
-      ["created_ms past 2^53", (b) => (b[187 + 11] = 0x80)],
+      ["snapx names a seq no snapshot has", (b) => setU32(b, 195, 4)],
+      ["two times for one snapshot", (b) => { b.copyWithin(219, 207, 230); setU32(b, 124, 24); setU32(b, 128, 219); setU32(b, 207, 3); setU32(b, 211, 5); setU32(b, 215, 0); }],
+      ["created_ms past 2^53", (b) => (b[195 + 11] = 0x80)],
       ["clone_refs offset past the end", (b) => setU32(b, 128, 0xfffffff0)],
       ["clone_refs length cuts an entry", (b) => setU32(b, 132, 20)],
-      ["clone name runs past clone_refs_len", (b) => (b[199 + 20] = 3)],
-      ["clone registered on a seq no snapshot has", (b) => setU32(b, 199, 4)],
-      ["clone vol_uuid invalid", (b) => (b[199 + 4 + 6] = 0)],
-      ["clone name invalid UTF-8", (b) => (b[199 + 21] = 0xff)],
+      ["clone name runs past clone_refs_len", (b) => (b[207 + 20] = 3)],
+      ["clone registered on a seq no snapshot has", (b) => setU32(b, 207, 4)],
+      ["clone vol_uuid invalid", (b) => (b[207 + 4 + 6] = 0)],
+      ["clone name invalid UTF-8", (b) => (b[207 + 21] = 0xff)],
+      ["rollback_seq at next_seq", (b) => setU32(b, 136, 12)],
+      ["rollback_seq past 2^32", (b) => (b[140] = 1)],
       ["extension version 2", (b) => setU32(b, 80, 2)],
       ["extension length wrong", (b) => setU32(b, 84, 32)],
       ["data_sectors not 0", (b) => setU32(b, 36, 8)],

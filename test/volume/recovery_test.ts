@@ -87,7 +87,7 @@ const WRITER_CACHE = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
 async function logOf(flags: Array<"c" | "b" | null>): Promise<{ store: MemoryStore; volUuid: string }> {
   const store = new MemoryStore();
   const volUuid = randomUUID();
-  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: 2048, checkpoints: [], clone: null, snapshots: [], nextSeq: 0, ownerEpoch: 0, skipped: [], snapshotTimes: [], cloneRefs: [] }));
+  await store.put(PREFIX, encodeSuperblock({ volUuid, volSectors: 2048, checkpoints: [], clone: null, snapshots: [], nextSeq: 0, ownerEpoch: 0, skipped: [], snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 }));
   for (const [index, flag] of flags.entries()) {
     const seq = index + 1;
     if (flag !== null) await store.put(objectName(PREFIX, seq), dataObject(volUuid, seq, seq * 8, 8, seq, flag === "c"));
