@@ -141,12 +141,15 @@ describe("offline snapshots", () => {
     await stopCleanly(world, volume);
     await expect(createSnapshotOffline(admin(world), "s")).rejects.toThrow("exists already");
 
-    // Registrations: "c1" has a superblock naming this volume at s (live), "c2" has none (stale).
+    // Registrations: "c1" has a superblock naming this volume at s (live), "c2" one naming another base, "c3" none
+    // (both stale).
     const superblock = decodeSuperblock(await world.store.get(PREFIX));
     const s = superblock.snapshots.find((snap) => snap.name === "s")!;
     const cloneUuid = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
     await world.store.put("c1", encodeSuperblock({ ...newSuperblock(cloneUuid, superblock.volSectors), clone: { baseUuid: superblock.volUuid, lastSeq: s.seq, baseName: PREFIX } }));
-    const registered = { ...superblock, cloneRefs: [{ snapSeq: s.seq, cloneUuid, name: "c1" }, { snapSeq: s.seq, cloneUuid: "11111111-2222-4333-8444-555555555555", name: "c2" }] };
+    const otherUuid = "11111111-2222-4333-8444-555555555555";
+    await world.store.put("c2", encodeSuperblock({ ...newSuperblock(otherUuid, superblock.volSectors), clone: { baseUuid: otherUuid, lastSeq: s.seq, baseName: "other" } }));
+    const registered = { ...superblock, cloneRefs: [{ snapSeq: s.seq, cloneUuid, name: "c1" }, { snapSeq: s.seq, cloneUuid: otherUuid, name: "c2" }, { snapSeq: s.seq, cloneUuid: otherUuid, name: "c3" }] };
     const raw = await world.store.getVersioned(PREFIX);
     await world.store.putIfVersion(PREFIX, encodeSuperblock(registered), raw!.version);
     await expect(deleteSnapshotOffline(admin(world), "s")).rejects.toThrow("clones: c1");
