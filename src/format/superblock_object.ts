@@ -507,15 +507,13 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
   const facts = blockBytes >= SUPER_EXTENSION_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
   const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
-  const problem = skippedProblem(result);
-  if (problem !== null) throw corrupt(context, `skipped ranges: ${problem}`);
-  const snapProblem = snapshotFactsProblem(result);
-  if (snapProblem !== null) throw corrupt(context, `snapshots: ${snapProblem}`);
+  const problem = skippedProblem(result) ?? snapshotFactsProblem(result);
+  if (problem !== null) throw corrupt(context, problem);
   checkSuperblock(result); // pair assertion: whatever decodes would encode again
   return { superblock: result, extended };
 }
 
-/** The extension block's place: the current 60-byte block, or the 44- or 28-byte one of earlier versions (by ext_bytes). */
+/** The extension block's place: the current 68-byte block, or the 44- or 28-byte one of earlier versions (by ext_bytes). */
 function extensionPlaceOf(bytes: Uint8Array): ExtensionPlace {
   return sharedExtensionPlaceOf(bytes, EXT_PLACES);
 }
