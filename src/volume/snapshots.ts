@@ -5,10 +5,10 @@
 
 import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, type CheckpointObject } from "../format/checkpoint_object.ts";
 import { objectName } from "../format/object_name.ts";
-import { decodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
+import { decodeSuperblock, type CloneRef, type SuperblockObject } from "../format/superblock_object.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import { SNAPSHOTS_MAX } from "../constants.ts";
+import { CLONE_REFS_MAX, SNAPSHOTS_MAX } from "../constants.ts";
 import { CorruptionError, InvalidArgumentError, NotFoundError, assert } from "../errors.ts";
 
 /** Why `name` cannot name a snapshot, or null: 1..255 UTF-8 bytes, no '@' or '/' (VOLUME@SNAP), no control characters. */
@@ -207,4 +207,20 @@ export function refuseIfSnapshotsOrClones(prefix: string, superblock: Superblock
   if (snapshots.length === 0 && clones.length === 0) return;
   const parts = [snapshots.length > 0 ? `snapshots ${snapshots.join(", ")}` : "", clones.length > 0 ? `clones ${clones.join(", ")}` : ""].filter((part) => part !== "");
   throw new InvalidArgumentError(`Cannot ${what} volume ${prefix}: it has ${parts.join(" and ")} (delete them first: 'lsvd snapshot delete', 'lsvd rm')`);
+}
+
+/**
+ * The superblock with clone `ref.name` registered on snapshot seq `ref.snapSeq` (a registration of the same name is
+ * replaced: a retried clone creation reuses its name). For `lsvd clone`, before the clone's own superblock is written.
+ */
+export function withCloneRef(superblock: SuperblockObject, ref: CloneRef): SuperblockObject {
+  if (!superblock.snapshots.some((snap) => snap.seq === ref.snapSeq)) throw new InvalidArgumentError(`no snapshot has seq ${ref.snapSeq}`);
+  const others = superblock.cloneRefs.filter((each) => each.name !== ref.name);
+  if (others.length >= CLONE_REFS_MAX) throw new InvalidArgumentError(`the volume has ${CLONE_REFS_MAX} clone registrations, the most it may have`);
+  return { ...superblock, cloneRefs: [...others, ref] };
+}
+
+/** The superblock without the registration of clone `name` (a stale one, or a clone being removed). */
+export function withoutCloneRef(superblock: SuperblockObject, name: string): SuperblockObject {
+  return { ...superblock, cloneRefs: superblock.cloneRefs.filter((ref) => ref.name !== name) };
 }

@@ -2,7 +2,8 @@
 // SnapshotDevice, kept whole by garbage collection, crashes and a lost cache, and freed again when deleted.
 
 import { describe, expect, test } from "bun:test";
-import { decodeSuperblock } from "../../src/format/superblock_object.ts";
+import { decodeSuperblock, encodeSuperblock, newSuperblock } from "../../src/format/superblock_object.ts";
+import { withCloneRef, withoutCloneRef, withoutSnapshot, withSnapshot } from "../../src/volume/snapshots.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import { SnapshotDevice } from "../../src/volume/snapshot_device.ts";
 import type { Volume } from "../../src/volume/volume.ts";
@@ -155,5 +156,30 @@ describe("snapshots", () => {
     await expect(volume.createSnapshot("")).rejects.toThrow("not empty");
     await expect(volume.deleteSnapshot("nope")).rejects.toThrow("no snapshot 'nope'");
     await volume.close();
+  });
+});
+
+describe("snapshot superblock edits", () => {
+  const volUuid = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+  const cloneUuid = "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3";
+
+  test("add and remove snapshots and clone registrations; the rules are kept; the result encodes", () => {
+    let superblock = { ...newSuperblock(volUuid, 2048), nextSeq: 100 };
+    superblock = withSnapshot(superblock, { name: "a", seq: 10, createdMs: 5 });
+    superblock = withSnapshot(superblock, { name: "b", seq: 10, createdMs: 6 }); // a second name for one checkpoint
+    expect(superblock.snapshotTimes).toEqual([{ seq: 10, createdMs: 5 }]);
+    expect(() => withSnapshot(superblock, { name: "a", seq: 20, createdMs: 7 })).toThrow("exists already");
+    expect(() => withCloneRef(superblock, { snapSeq: 11, cloneUuid, name: "c" })).toThrow("no snapshot has seq 11");
+    superblock = withCloneRef(superblock, { snapSeq: 10, cloneUuid, name: "c" });
+    superblock = withCloneRef(superblock, { snapSeq: 10, cloneUuid, name: "c" }); // a retry replaces it
+    expect(superblock.cloneRefs).toHaveLength(1);
+    expect(() => withoutSnapshot(superblock, "vol", "a", ["c"])).toThrow("has clones: c");
+    expect(decodeSuperblock(encodeSuperblock(superblock))).toEqual(superblock);
+    superblock = withoutSnapshot(superblock, "vol", "a", []);
+    expect(superblock.snapshotTimes).toEqual([{ seq: 10, createdMs: 5 }]); // "b" still names seq 10
+    expect(superblock.cloneRefs).toHaveLength(1);
+    superblock = withoutSnapshot(superblock, "vol", "b", []);
+    expect(superblock).toEqual({ ...newSuperblock(volUuid, 2048), nextSeq: 100 });
+    expect(withoutCloneRef(withCloneRef(withSnapshot(superblock, { name: "x", seq: 3, createdMs: 1 }), { snapSeq: 3, cloneUuid, name: "c" }), "c").cloneRefs).toEqual([]);
   });
 });

@@ -127,6 +127,9 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
       `next_seq:       ${superblock.nextSeq}`,
       `owner_epoch:    ${superblock.ownerEpoch}`,
       `skipped:        [${superblock.skipped.map((range) => `${range.first}..${range.last}`).join(", ")}]`,
+      `snapx:          ${JSON.stringify(superblock.snapshotTimes)}`,
+      `clone_refs:     ${JSON.stringify(superblock.cloneRefs)}`,
+      `rollback_seq:   ${superblock.rollbackSeq}`,
     );
     return { text: lines.join("\n"), json: { name, type: "SUPER", ...commonJson, ...superblock } };
   }
