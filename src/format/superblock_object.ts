@@ -8,7 +8,8 @@
 // wrote this superblock, and the skipped ranges: seqs no owner ever writes (a new ownership starts its log above
 // every name that may exist), sorted, disjoint, each below next_seq. Earlier lsvd versions wrote a 28-byte
 // extension block (next_seq only, arrays from 104): it decodes with ownerEpoch 0 and no skipped ranges; and a
-// 44-byte block (arrays from 120): it decodes without snapshot times, clone registrations and rollback seq.
+// 44-byte block (arrays from 120): it decodes without snapshot times, clone registrations and rollback seq; and a
+// 60-byte block (arrays from 136): without rollback seq.
 // Snapshot facts (docs/format.md): each snapshot's creation time (`snapx`) and the clones registered as made from
 // it (`clone_ref`) live in the extension; each names a snapshot the v1 snaps area lists.
 // The decoder also reads reference-written superblocks (no extension: nextSeq = 0), and our own superblocks after the
@@ -147,9 +148,13 @@ assert(SUPER_EXT.snapxOffset === EXT_PLACE_V2.offset + SUPER_EXTENSION_V2_BYTES,
 export const SUPER_EXTENSION_V1_BYTES = 28;
 const EXT_PLACE_V1: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_V1_BYTES };
 assert(SUPER_EXT.ownerEpoch === EXT_PLACE_V1.offset + SUPER_EXTENSION_V1_BYTES, "the ownership fields follow the earlier block");
+/** The block of the first snapshot version: up to the clone registrations, no rollback_seq. Decoded, never written. */
+export const SUPER_EXTENSION_V3_BYTES = 60;
+const EXT_PLACE_V3: ExtensionPlace = { offset: SUPER_EXT.extMagic, bytes: SUPER_EXTENSION_V3_BYTES };
+assert(SUPER_EXT.rollbackSeq === EXT_PLACE_V3.offset + SUPER_EXTENSION_V3_BYTES, "rollback_seq follows the first snapshot block");
 /** Every block length ever written, oldest first (extensionPlaceOf). */
-const EXT_PLACES: readonly ExtensionPlace[] = [EXT_PLACE_V1, EXT_PLACE_V2, EXT_PLACE];
-/** Where our variable parts start: 144 (120 or 104 in superblocks of earlier versions). */
+const EXT_PLACES: readonly ExtensionPlace[] = [EXT_PLACE_V1, EXT_PLACE_V2, EXT_PLACE_V3, EXT_PLACE];
+/** Where our variable parts start: 144 (136, 120 or 104 in superblocks of earlier versions). */
 const SUPER_FIXED_BYTES = EXT_PLACE.offset + EXT_PLACE.bytes;
 assert(SUPER_FIXED_BYTES === 144, "superblock fixed part is 144 bytes");
 const SEQ_RANGE_BYTES = 8;
@@ -392,7 +397,7 @@ export function decodeSuperblockChecked(bytes: Uint8Array): DecodedSuperblock {
 /**
  * If `bytes` is a superblock we wrote (with its extension block at `place`) whose checkpoint list the reference
  * rewrote in place, returns the superblock as we wrote it (the pointer pair and the overwritten preamble bytes put
- * back, the old list still right after the block: 144, or 120 or 104 for earlier versions) and the list the reference wrote;
+ * back, the old list still right after the block: 144, or 136, 120 or 104 for earlier versions) and the list the reference wrote;
  * else null. Recognised by: ckpts_offset 76 with 1..3 entries, no extension magic at 76 (the list replaced it), and a
  * v1 crc that is set but does not match (the reference left ours). Our encoder puts the clone part right after our
  * own list, so clones_offset - (end of the block) was our ckpts_len. The caller then verifies both CRCs of the
@@ -505,7 +510,7 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
   const ownerEpoch = blockBytes >= SUPER_EXTENSION_V2_BYTES ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
   const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
-  const facts = blockBytes >= SUPER_EXTENSION_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
+  const facts = blockBytes >= SUPER_EXTENSION_V3_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes, blockBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
   const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
   const problem = skippedProblem(result) ?? snapshotFactsProblem(result);
   if (problem !== null) throw corrupt(context, problem);
@@ -518,7 +523,7 @@ function extensionPlaceOf(bytes: Uint8Array): ExtensionPlace {
   return sharedExtensionPlaceOf(bytes, EXT_PLACES);
 }
 
-function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number): Pick<SuperblockObject, "snapshotTimes" | "cloneRefs" | "rollbackSeq"> {
+function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number, blockBytes: number): Pick<SuperblockObject, "snapshotTimes" | "cloneRefs" | "rollbackSeq"> {
   const context = "superblock";
   const view = viewOf(bytes);
   const snapx = { offset: view.getUint32(SUPER_EXT.snapxOffset, true), length: view.getUint32(SUPER_EXT.snapxLen, true) };
@@ -546,7 +551,8 @@ function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number
     });
     at = nameStart + nameLen;
   }
-  return { snapshotTimes, cloneRefs, rollbackSeq: getU64(view, SUPER_EXT.rollbackSeq, context, "rollback_seq") };
+  const rollbackSeq = blockBytes >= SUPER_EXTENSION_BYTES ? getU64(view, SUPER_EXT.rollbackSeq, context, "rollback_seq") : 0;
+  return { snapshotTimes, cloneRefs, rollbackSeq };
 }
 
 function decodeSkipped(bytes: Uint8Array, lowest: number, hdrBytes: number): SeqRange[] {

@@ -80,6 +80,30 @@ function ourSuperblock(): Uint8Array {
   return bytes;
 }
 
+/** As the first snapshot version wrote it: a 60-byte block (no rollback_seq), arrays from 136. */
+function firstSnapshotSuperblock(): Uint8Array {
+  const b = new ByteBuilder()
+    .ascii("LSVD").u32(1).uuid(VOL_UUID).u32(1).u32(0).u32(8).u32(0).u32(0)
+    .u64(2097152)
+    .u32(136).u32(8)
+    .u32(144).u32(26)
+    .u32(170).u32(9)
+    .ascii("LSVX").u32(1).u32(60).u32(0).u32(crc32cBitwise(new Uint8Array(0))).u64(12)
+    .u64(4).u32(179).u32(8)
+    .u32(187).u32(12)
+    .u32(199).u32(23);
+  expect(b.length).toBe(136);
+  b.u32(5).u32(9);
+  b.uuid(BASE_UUID).u32(7).u8(4).ascii("base").u8(0);
+  b.u32(3).u8(4).ascii("snap");
+  b.u32(10).u32(11);
+  b.u32(3).u64(1_765_000_000_123);
+  b.u32(3).uuid(CLONE_UUID).u8(2).ascii("c1");
+  const bytes = b.padTo(4096).build();
+  resealObject(bytes, EXT_CRC_OFFSET);
+  return bytes;
+}
+
 /** As the ownership versions wrote it: a 44-byte extension block (no snapshot facts), arrays from 120. */
 function ownershipSuperblock(): Uint8Array {
   const b = new ByteBuilder()
@@ -130,6 +154,12 @@ describe("superblock object", () => {
     expect(decodeSuperblock(plainV1Superblock(true))).toEqual(plain);
     // v1 says crc 0 means "not set".
     expect(decodeSuperblock(plainV1Superblock(false))).toEqual(plain);
+  });
+
+  test("decodes the first snapshot version's 60-byte extension: rollback_seq 0; rewritten by lsvd-rbd too", () => {
+    expect(decodeSuperblock(firstSnapshotSuperblock())).toEqual({ ...value, rollbackSeq: 0 });
+    expectEveryFlipDetected(firstSnapshotSuperblock(), decodeSuperblock);
+    expect(decodeSuperblock(referenceRewrite(firstSnapshotSuperblock(), [20, 21]))).toEqual({ ...value, rollbackSeq: 0, checkpoints: [20, 21], nextSeq: 0 });
   });
 
   test("decodes an ownership version's 44-byte extension: no snapshot times, no clone registrations", () => {
