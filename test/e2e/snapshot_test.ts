@@ -148,6 +148,9 @@ describe("snapshots (real processes)", () => {
       expect((await server.stop()).exitCode).toBe(0);
 
       const before = JSON.parse(await ok(["info", "--json", paths.volume]));
+      // s2's content is gone from the head (rolled back to s1, then written): objects only s2 names hold it.
+      expect(before.snapshots.find((snap: { name: string }) => snap.name === "s2").bytesOnlyItHolds).toBeGreaterThan(0);
+      expect(before.snapshots.map((snap: { created: string | null }) => snap.created !== null)).toEqual([true, true]);
       await ok(["snapshot", "delete", paths.volume, "s1"]);
       await ok(["snapshot", "delete", paths.volume, "s2"]);
       for (let round = 0; round < 2; round++) await ok(["gc", "--cache", paths.cache, "--gc-threshold", "0.9", paths.volume]);
