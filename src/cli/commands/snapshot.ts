@@ -8,6 +8,7 @@ import { createSnapshotOffline, deleteSnapshotOffline, rollbackToSnapshot, type 
 import { listSnapshots } from "../../volume/snapshots.ts";
 import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, namedArguments, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec, type Parsed } from "../args.ts";
 import { openVolumeForCommand } from "../open_volume.ts";
+import type { Volume } from "../../volume/volume.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend, type OwnedBackend } from "../ownership.ts";
 import type { Command } from "./command.ts";
@@ -44,14 +45,21 @@ function adminOptions(backend: OwnedBackend, parsed: Parsed, command: string): S
   return { store: backend.leaseStore, prefix: backend.prefix, command, durationMs: leaseDurationFrom(parsed), log: makeLogger("lsvd", true) };
 }
 
-/** With --cache: the volume opened with its cache (full recovery), closed cleanly; then it is clean for the offline step. */
-async function recoverWithCache(volumeUri: string, parsed: Parsed, action: string): Promise<void> {
-  const cachePath = stringOption(parsed, "cache");
-  if (cachePath === undefined) return;
+/**
+ * With --cache: the volume opened with its cache (full recovery), `during` run on it (if any), and closed cleanly; a
+ * rollback then finds it clean for the offline step. Returns what `during` returned.
+ */
+async function withCache<T>(volumeUri: string, parsed: Parsed, action: string, during: (volume: Volume) => Promise<T>): Promise<T> {
   const log = makeLogger("lsvd", parsed.values.json === true);
   const holder = { command: `snapshot ${action}`, leaseDurationMs: leaseDurationFrom(parsed) };
-  const opened = await openVolumeForCommand(volumeUri, cachePath, backendOptionsFrom(parsed), log, holder, { gc: false, log });
-  await opened.close();
+  const opened = await openVolumeForCommand(volumeUri, stringOption(parsed, "cache")!, backendOptionsFrom(parsed), log, holder, { gc: false, log });
+  let result: T;
+  try {
+    result = await during(opened.volume);
+  } finally {
+    await opened.close();
+  }
+  return result;
 }
 
 async function list(backend: OwnedBackend, json: boolean): Promise<void> {
@@ -69,16 +77,17 @@ async function change(action: string, volumeUri: string, name: string, backend: 
   const json = parsed.values.json === true;
   const options = adminOptions(backend, parsed, `snapshot ${action}`);
   const out = (text: string, result: Record<string, unknown>) => writeOut(json ? `${JSON.stringify({ volume: backend.uri, snapshot: name, ...result })}\n` : `${text}\n`);
+  const cached = stringOption(parsed, "cache") !== undefined;
   if (action === "create") {
-    await recoverWithCache(volumeUri, parsed, action);
-    const { seq } = await createSnapshotOffline(options, name);
+    // With the cache, the snapshot is made as a serving process makes it (a checkpoint at a write boundary).
+    const seq = cached ? await withCache(volumeUri, parsed, action, (volume) => volume.createSnapshot(name)) : (await createSnapshotOffline(options, name)).seq;
     out(`created snapshot ${name} of ${backend.uri} (checkpoint seq ${seq})`, { seq });
   } else if (action === "delete") {
     if (stringOption(parsed, "cache") !== undefined) throw new InvalidArgumentError("--cache is for create and rollback");
     const { seq, checkpointDeleted } = await deleteSnapshotOffline(options, name);
     out(`deleted snapshot ${name} of ${backend.uri} (checkpoint seq ${seq}${checkpointDeleted ? ", deleted" : ", deleted later by gc or fsck --repair"})`, { seq, checkpointDeleted });
   } else {
-    await recoverWithCache(volumeUri, parsed, action);
+    if (cached) await withCache(volumeUri, parsed, action, async () => undefined);
     const { seq, snapshotSeq } = await rollbackToSnapshot(options, name);
     out(`rolled ${backend.uri} back to snapshot ${name} (seq ${snapshotSeq}); its new checkpoint is seq ${seq}`, { seq, snapshotSeq });
   }
