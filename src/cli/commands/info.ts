@@ -44,7 +44,7 @@ export const infoCommand: Command = {
         `backend: ${report.objects} objects, ${formatSize(report.backendBytes)}; live ${formatSize(report.liveBytes)} (${(report.liveShare * 100).toFixed(1)}% of the data bytes)`,
         `checkpoints: ${report.checkpoints.join(", ") || "none"}`,
         report.base === null ? "base: none (not a clone)" : `base: ${report.base.name} (UUID ${report.base.uuid}) at seq ${report.base.lastSeq}`,
-        `snapshots: ${report.snapshots.length === 0 ? "none" : ""}`,
+        `snapshots:${report.snapshots.length === 0 ? " none" : ""}`,
         ...report.snapshots.map(
           (snap) =>
             `  ${snap.name}\tseq ${snap.seq}\t${snap.createdMs === null ? "(time not recorded)" : new Date(snap.createdMs).toISOString()}\tonly it holds ${formatSize(snap.bytesOnlyItHolds)}${snap.clones.length > 0 ? `\tclones: ${snap.clones.join(", ")}` : ""}`,
