@@ -300,8 +300,8 @@ function snapshotOf(target: string): { volumeUri: string; name: string } | null 
  */
 async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: string }): Promise<number> {
   if (parsed.values["read-only"] !== true) throw new InvalidArgumentError(`a snapshot is served read-only: add --read-only. Usage: ${USAGE}`);
-  const log = makeLogger("lsvd", false);
-  const info = parsed.values.quiet === true ? () => {} : log;
+  const log = makeLogger("lsvd", false, "warn");
+  const info = makeLogger("lsvd");
   const backend = await openBackend(target.volumeUri, backendOptionsFrom(parsed));
   let device: SnapshotDevice;
   try {

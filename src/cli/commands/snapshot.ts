@@ -12,9 +12,10 @@ import type { Volume } from "../../volume/volume.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend, type OwnedBackend } from "../ownership.ts";
 import type { Command } from "./command.ts";
+import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 
 const USAGE = "lsvd snapshot create|delete|rollback [--cache CACHE] [--json] VOLUME NAME | lsvd snapshot list [--json] VOLUME";
-const OPTIONS: OptionSpec = { cache: { type: "string" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...LEASE_OPTIONS, ...BACKEND_OPTIONS };
+const OPTIONS: OptionSpec = { cache: { type: "string" }, json: { type: "boolean" }, ...VOLUME_OPTIONS, ...LEASE_OPTIONS, ...BACKEND_OPTIONS, ...LOG_OPTIONS };
 const HELP = `Usage: ${USAGE}
 
 A snapshot is a named, read-only point of a volume: what it held when the snapshot was made. Making one costs one
@@ -36,6 +37,7 @@ Options:
 ${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
+${LOG_HELP}
 NAME: 1 to 255 UTF-8 bytes, without '@', '/' or control characters. create, delete and rollback take the volume's
 lease: a volume being served, or otherwise owned, is refused at once (see 'lsvd lock show').
 Exit status: 0 done, 1 refused or failed.
