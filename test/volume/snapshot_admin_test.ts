@@ -130,6 +130,21 @@ describe("offline snapshots", () => {
     await stopCleanly(world, volume);
   });
 
+  test("fsck reports a snapshot whose checkpoint is missing or damaged", async () => {
+    const { world } = await fixture(1413);
+    const seq = decodeSuperblock(await world.store.get(PREFIX)).snapshots[0]!.seq;
+    expect((await fsckVolume({ store: world.store, prefix: PREFIX, repair: false })).problems).toEqual([]);
+    const bytes = await world.store.get(objectName(PREFIX, seq));
+    const damaged = bytes.slice();
+    damaged[200]! ^= 1;
+    await world.store.put(objectName(PREFIX, seq), damaged);
+    const report = await fsckVolume({ store: world.store, prefix: PREFIX, repair: false });
+    expect(report.problems.filter((found) => found.kind === "snapshot").map((found) => found.seq)).toEqual([seq]);
+    await world.store.delete(objectName(PREFIX, seq));
+    const missing = await fsckVolume({ store: world.store, prefix: PREFIX, repair: false });
+    expect(missing.problems.find((found) => found.kind === "snapshot")?.message).toContain("missing");
+  });
+
   test("refusals: an unclean previous owner without its cache, a taken name, a live clone (a stale registration is ignored)", async () => {
     const { world } = await fixture(1412);
     let volume = await openVolume(world, OPTIONS);
