@@ -22,6 +22,7 @@ import type { OpenedVolume } from "./open_volume.ts";
 import type { BackendMeters } from "./ownership.ts";
 import { prepareParentDirectory } from "./paths.ts";
 import { ServeMetrics } from "./serve_metrics.ts";
+import { registerSnapshotOps } from "./serve_snapshot_ops.ts";
 
 /** Where admin sockets go unless --admin-socket says otherwise (as Ceph's /run/ceph/*.asok). */
 export const ADMIN_SOCKET_DIRECTORY = "/run/lsvd";
@@ -154,6 +155,7 @@ export class ServeMonitor {
   serving(server: NbdServer, opened: OpenedVolume): void {
     this.server = server;
     this.opened = opened;
+    registerSnapshotOps(this.ops, opened.volume);
     this.recoverySeconds = (Date.now() - this.startedMs) / 1000;
     this.enter("serving");
   }

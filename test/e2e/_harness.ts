@@ -187,6 +187,15 @@ export function debugLogArgs(extraArgs: string[]): string[] {
   return extraArgs.some((arg) => arg === "--quiet" || arg.startsWith("--log-level")) ? [] : ["--log-level", "debug"];
 }
 
+/**
+ * An admin socket inside the test's directory unless the test chose one: the default (/run/lsvd) would outlive a
+ * server killed with SIGKILL and is shared by the whole machine.
+ */
+export function adminSocketArgs(dir: string, extraArgs: string[]): string[] {
+  if (extraArgs.some((arg) => arg === "--admin-socket" || arg === "--no-admin-socket")) return [];
+  return ["--admin-socket", join(dir, `admin.${process.pid}.${Math.random().toString(36).slice(2, 8)}`)];
+}
+
 /** One `lsvd serve` child process. */
 export class LsvdServer {
   private logText = "";
@@ -218,7 +227,7 @@ export class LsvdServer {
         uri = `nbd://127.0.0.1:${port}`;
       }
       const child = Bun.spawn({
-        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...(options.extraArgs ?? [])],
+        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...adminSocketArgs(options.dir, options.extraArgs ?? []), ...(options.extraArgs ?? [])],
         cwd: options.cwd,
         stdin: "ignore",
         stdout: "pipe",

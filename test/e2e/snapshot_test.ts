@@ -168,4 +168,39 @@ describe("snapshots (real processes)", () => {
     },
     TEST_TIMEOUT_MS,
   );
+
+  test(
+    "on a served volume, lsvd snapshot create and delete reach the serving process: a snapshot holds every write acknowledged before the command, none started after it returned",
+    async () => {
+      const paths = await createVolume("snapserved", { size: "32m", cacheSize: "128m" });
+      const serveArgs = ["--batch-size", "1m", "--admin-socket", join(paths.dir, "admin.sock")];
+      const model = new Uint8Array(VOLUME_BYTES);
+      const server = await LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: serveArgs });
+      await writeLoad(server, model, 2000, 11, 1);
+      const made = JSON.parse(await ok(["snapshot", "create", "--json", paths.volume, "live1"]));
+      expect(made.seq).toBeGreaterThan(0);
+      expect(made.servedBy).toBe(join(paths.dir, "admin.sock"));
+      const live1 = model.slice();
+      await writeLoad(server, model, 2000, 12, 10_001);
+      await expectSnapshot(paths, "live1", live1, "made by the serving process, head written since");
+      await ok(["snapshot", "create", paths.volume, "live2"]);
+      const live2 = model.slice();
+      // Rollback stays offline: the served volume's lease refuses it.
+      const rollback = await lsvd(["snapshot", "rollback", paths.volume, "live1"]);
+      expect(rollback.exitCode).toBe(1);
+      await server.kill(); // kill -9: the snapshots were durable when the commands returned
+      await expectSnapshot(paths, "live2", live2, "after kill -9 of the server that made it");
+      const again = await LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: serveArgs });
+      expectSame(await readWhole(again), model, "head after kill -9 and restart");
+      await ok(["snapshot", "delete", paths.volume, "live1"]);
+      const listed = JSON.parse(await ok(["snapshot", "list", "--json", paths.volume]));
+      expect(listed.snapshots.map((snap: { name: string }) => snap.name)).toEqual(["live2"]);
+      const duplicate = await lsvd(["snapshot", "create", paths.volume, "live2"]);
+      expect(duplicate.exitCode).toBe(1);
+      expect(duplicate.stderr).toContain("live2");
+      expect((await again.stop()).exitCode).toBe(0);
+      await expectSnapshot(paths, "live2", live2, "after a clean stop");
+    },
+    TEST_TIMEOUT_MS,
+  );
 });

@@ -1,7 +1,8 @@
 // lsvd snapshot create|list|delete|rollback: named, read-only points of a volume's log (docs/architecture.md,
 // "Snapshots"). Offline: the command takes the volume's lease itself; volume/snapshot_admin.ts and volume/snapshots.ts.
 
-import { InvalidArgumentError } from "../../errors.ts";
+import { adminRequest } from "../../admin/client.ts";
+import { IOError, InvalidArgumentError } from "../../errors.ts";
 import { makeLogger } from "../../util/log.ts";
 import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { createSnapshotOffline, deleteSnapshotOffline, rollbackToSnapshot, type SnapshotAdminOptions } from "../../volume/snapshot_admin.ts";
@@ -12,6 +13,8 @@ import type { Volume } from "../../volume/volume.ts";
 import { writeOut } from "../output.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom, openOwnedBackend, type OwnedBackend } from "../ownership.ts";
 import type { Command } from "./command.ts";
+import { servedBy } from "../served_by.ts";
+import { SNAPSHOT_CREATE_OP, SNAPSHOT_DELETE_OP } from "../serve_snapshot_ops.ts";
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 
 const USAGE = "lsvd snapshot create|delete|rollback [--cache CACHE] [--json] VOLUME NAME | lsvd snapshot list [--json] VOLUME";
@@ -22,11 +25,12 @@ A snapshot is a named, read-only point of a volume: what it held when the snapsh
 checkpoint at most (the volume's map, never its data); the snapshot keeps every object it reads from garbage
 collection until it is deleted. Serve one with 'lsvd serve --read-only VOLUME@NAME'.
 
-  create    makes snapshot NAME of VOLUME, which must not be being served. If the volume's previous owner stopped
-            cleanly, its last checkpoint becomes the snapshot (no --cache needed); otherwise writes it acknowledged
+  create    makes snapshot NAME of VOLUME. If a 'lsvd serve' on this host serves VOLUME, that process makes it (over
+            its admin socket, found through the lease): it holds every write acknowledged before the command
+            started. Otherwise the command takes the volume's lease; if the volume's previous owner stopped cleanly, its last checkpoint becomes the snapshot (no --cache needed); otherwise writes it acknowledged
             may be only in its cache's journal: give --cache CACHE (the volume is recovered with it first).
   list      the snapshots: name, seq (its checkpoint object), when made.
-  delete    deletes snapshot NAME; what only it kept is garbage collection's again. Refused while clones of it
+  delete    deletes snapshot NAME (by the serving process if VOLUME is served on this host); what only it kept is garbage collection's again. Refused while clones of it
             exist (the error names them).
   rollback  the volume's content becomes snapshot NAME's (the snapshot stays). Writes made since are gone for
             good, also from the cache's journal. --cache as for create.
@@ -38,8 +42,9 @@ ${VOLUME_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
 ${LOG_HELP}
-NAME: 1 to 255 UTF-8 bytes, without '@', '/' or control characters. create, delete and rollback take the volume's
-lease: a volume being served, or otherwise owned, is refused at once (see 'lsvd lock show').
+NAME: 1 to 255 UTF-8 bytes, without '@', '/' or control characters. rollback, and create or delete of a volume
+nobody serves, take the volume's lease: a volume being served (rollback) or owned by another command is refused at
+once (see 'lsvd lock show'); a volume served on another host is refused with the host's name.
 Exit status: 0 done, 1 refused or failed.
 `;
 
@@ -95,6 +100,23 @@ async function change(action: string, volumeUri: string, name: string, backend: 
   }
 }
 
+/**
+ * create and delete on a served volume: the serving process does it (its admin socket, found through the lease).
+ * Returns false when nobody serves the volume (the caller then takes the lease itself).
+ */
+async function askedServer(parsed: Parsed, action: "create" | "delete", volume: string, name: string): Promise<boolean> {
+  const served = await servedBy(parsed, volume);
+  if (served.kind === "elsewhere") throw new InvalidArgumentError(`${served.reason}: run 'lsvd snapshot ${action}' where it runs`);
+  if (served.kind !== "socket") return false;
+  const reply = await adminRequest(served.path, action === "create" ? SNAPSHOT_CREATE_OP : SNAPSHOT_DELETE_OP, { name });
+  if (!reply.ok) throw new IOError(`the serving process refused: ${reply.error.message}`);
+  const json = parsed.values.json === true;
+  const seq = (reply.result as { seq?: number }).seq;
+  const text = action === "create" ? `created snapshot ${name} of ${volume} (checkpoint seq ${seq}), by the process serving it` : `deleted snapshot ${name} of ${volume}, by the process serving it`;
+  writeOut(json ? `${JSON.stringify({ volume, snapshot: name, ...(reply.result as object), servedBy: served.path })}\n` : `${text}\n`);
+  return true;
+}
+
 export const snapshotCommand: Command = {
   name: "snapshot",
   summary: "create, list, delete or roll back to a volume's snapshots",
@@ -115,6 +137,7 @@ export const snapshotCommand: Command = {
     }
     if (action !== "create" && action !== "delete" && action !== "rollback") throw new InvalidArgumentError(`unknown snapshot action '${action ?? ""}'. Usage: ${USAGE}`);
     const { VOLUME: volume, NAME: name } = namedArguments({ ...parsed, positionals: parsed.positionals.slice(1) }, ["VOLUME", "NAME"], USAGE);
+    if (action !== "rollback" && stringOption(parsed, "cache") === undefined && (await askedServer(parsed, action, volume!, name!))) return 0;
     const backend = await openOwnedBackend(volume!, backendOptionsFrom(parsed), makeLogger("lsvd", true), leaseDurationFrom(parsed));
     try {
       await change(action, volume!, name!, backend, parsed);

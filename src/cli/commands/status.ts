@@ -3,14 +3,11 @@
 // admin:unix:PATH) or given with --admin-socket. Spec: docs/operations.md, "lsvd status".
 
 import { adminRequest } from "../../admin/client.ts";
-import { adminPathFromAddresses } from "../../admin/server.ts";
 import { IOError, InvalidArgumentError, NotFoundError } from "../../errors.ts";
-import { processRuns, thisProcess } from "../../util/process_identity.ts";
 import { formatSize } from "../../util/size.ts";
-import { inspectLease } from "../../volume/lease_admin.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec, type Parsed } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, stringOption, VOLUME_HELP, VOLUME_OPTIONS, type OptionSpec, type Parsed } from "../args.ts";
 import { writeOut } from "../output.ts";
-import { openOwnedBackend } from "../ownership.ts";
+import { servedBy, type ServedBy } from "../served_by.ts";
 import type { Command } from "./command.ts";
 
 /** Exit codes (also in the help): answered, error, not served, served where this host cannot ask. */
@@ -36,25 +33,12 @@ serve or is gone, nothing answers on the admin socket); ${STATUS_EXIT.elsewhere}
 host, or without an admin socket); ${STATUS_EXIT.error} any other error (bad arguments, backend unreachable, a bad answer).
 `;
 
-type Found = { kind: "socket"; path: string } | { kind: "not-served" | "elsewhere"; reason: string };
-
-/** The admin socket of VOLUME's holder, from its lease. */
-async function findSocket(parsed: Parsed, volume: string): Promise<Found> {
-  const backend = await openOwnedBackend(volume, backendOptionsFrom(parsed), () => undefined, 30_000);
-  try {
-    const inspection = await inspectLease(backend.leaseStore, backend.prefix, { nowMs: Date.now(), identity: thisProcess(), processRuns });
-    const lease = inspection.lease;
-    if (inspection.status !== "held" || lease === null) return { kind: "not-served", reason: `volume ${backend.uri} is not served (its lease is ${inspection.status})` };
-    const holder = `${lease.command} pid ${lease.pid} on host ${lease.host}`;
-    if (lease.command !== "serve") return { kind: "not-served", reason: `volume ${backend.uri} is not served: ${holder} holds it` };
-    if (inspection.liveness === "dead") return { kind: "not-served", reason: `volume ${backend.uri} is not served: its holder, ${holder}, is gone` };
-    if (inspection.liveness === "unknown") return { kind: "elsewhere", reason: `volume ${backend.uri} is served by ${holder}, not on this host: run lsvd status there` };
-    const path = adminPathFromAddresses(lease.addresses);
-    if (path === null) return { kind: "elsewhere", reason: `volume ${backend.uri} is served by ${holder} without an admin socket` };
-    return { kind: "socket", path };
-  } finally {
-    await backend.close();
-  }
+/** The admin socket of VOLUME's holder, from its lease (served_by.ts); "owned" by another command is "not served". */
+async function findSocket(parsed: Parsed, volume: string): Promise<ServedBy> {
+  const found = await servedBy(parsed, volume);
+  if (found.kind === "owned") return { kind: "not-served", reason: found.reason };
+  if (found.kind === "elsewhere" && found.reason.endsWith("not on this host")) return { kind: "elsewhere", reason: `${found.reason}: run lsvd status there` };
+  return found;
 }
 
 function percent(part: number, whole: number): string {
@@ -92,7 +76,7 @@ export function describeStatus(status: any): string {
   return `${lines.join("\n")}\n`;
 }
 
-function notServed(json: boolean, kind: "not-served" | "elsewhere", reason: string): number {
+function notServed(json: boolean, kind: "not-served" | "elsewhere" | "owned", reason: string): number {
   if (json) writeOut(`${JSON.stringify({ served: false, reason })}\n`);
   else process.stderr.write(`lsvd status: ${reason}\n`);
   return kind === "not-served" ? STATUS_EXIT.notServed : STATUS_EXIT.elsewhere;
@@ -111,7 +95,7 @@ export const statusCommand: Command = {
     if (count > 1 || (explicit === undefined) === (volume === undefined)) {
       throw new InvalidArgumentError(`expected VOLUME or --admin-socket PATH (one of them). Usage: ${USAGE}`);
     }
-    const found: Found = explicit !== undefined ? { kind: "socket", path: explicit } : await findSocket(parsed, volume!);
+    const found: ServedBy = explicit !== undefined ? { kind: "socket", path: explicit } : await findSocket(parsed, volume!);
     if (found.kind !== "socket") return notServed(json, found.kind, found.reason);
     let reply;
     try {

@@ -1,0 +1,26 @@
+// The admin ops through which `lsvd snapshot create|delete` reach the process serving a volume (docs/operations.md,
+// "Admin socket"; docs/architecture.md, "Snapshots"): the serving process owns the volume, so it makes the snapshot
+// itself, at a write boundary, and answers once the superblock listing it is durable.
+
+import type { AdminOps } from "../admin/server.ts";
+import { InvalidArgumentError } from "../errors.ts";
+import type { Volume } from "../volume/volume.ts";
+
+export const SNAPSHOT_CREATE_OP = "snapshot-create";
+export const SNAPSHOT_DELETE_OP = "snapshot-delete";
+
+function nameArgument(args: Record<string, unknown>): string {
+  const name = args.name;
+  if (typeof name !== "string") throw new InvalidArgumentError("args.name: the snapshot's name, a string");
+  return name;
+}
+
+export function registerSnapshotOps(ops: AdminOps, volume: Volume): void {
+  ops.register(SNAPSHOT_CREATE_OP, "makes snapshot args.name of the served volume; answers {seq} once it is durable", async (args) => {
+    return { seq: await volume.createSnapshot(nameArgument(args)) };
+  });
+  ops.register(SNAPSHOT_DELETE_OP, "deletes snapshot args.name of the served volume (refused while clones of it exist)", async (args) => {
+    await volume.deleteSnapshot(nameArgument(args));
+    return {};
+  });
+}
