@@ -171,6 +171,8 @@ export interface ServeOptions {
   extraArgs?: string[];
   /** Working directory of the server process (default: the test's). */
   cwd?: string;
+  /** Serve's own default admin socket (/run/lsvd/...) instead of one inside `dir` (adminSocketArgs). */
+  defaultAdminSocket?: boolean;
 }
 
 export interface StopResult {
@@ -227,7 +229,7 @@ export class LsvdServer {
         uri = `nbd://127.0.0.1:${port}`;
       }
       const child = Bun.spawn({
-        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...adminSocketArgs(options.dir, options.extraArgs ?? []), ...(options.extraArgs ?? [])],
+        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...(options.defaultAdminSocket === true ? [] : adminSocketArgs(options.dir, options.extraArgs ?? [])), ...(options.extraArgs ?? [])],
         cwd: options.cwd,
         stdin: "ignore",
         stdout: "pipe",

@@ -313,7 +313,7 @@ describe("options", () => {
     const long = defaultAdminSocketPath(`s3://bucket/${"x".repeat(200)}`);
     expect(long.length).toBeLessThan(100);
     expect(long).not.toBe(defaultAdminSocketPath(`s3://bucket/${"x".repeat(199)}y`));
-    const served = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
+    const served = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, defaultAdminSocket: true });
     try {
       const status = await statusJson([paths.volume]);
       expect(status).toMatchObject({ exitCode: 0, json: { served: true, adminSocket: expected, state: "serving" } });
