@@ -14,6 +14,7 @@ import { lsCommand } from "./ls.ts";
 import { rmCommand } from "./rm.ts";
 import { resizeCommand } from "./resize.ts";
 import { statusCommand } from "./status.ts";
+import { cloneCommand } from "./clone.ts";
 
 export const COMMANDS: Command[] = [
   mkdiskCommand,
@@ -29,4 +30,5 @@ export const COMMANDS: Command[] = [
   lsCommand,
   rmCommand,
   resizeCommand,
+  cloneCommand,
 ];

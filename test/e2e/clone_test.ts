@@ -1,0 +1,222 @@
+// Clones through the real binary (docs/architecture.md, "Clones"): `lsvd clone VOLUME@SNAP NEWVOLUME`, then
+// `lsvd serve` of every level driven by qemu-io and nbdsh. A chain of depth 3 written at every level reads right after
+// the base's head is overwritten; a clone survives `kill -9` and the loss of its cache; `lsvd gc` on a clone never
+// touches a base object; a clone laid out as lsvd-rbd's clone tool writes it (built here byte by byte from the layout
+// in docs/format.md, "Clones") is served with the base's content, and lsvd's own clone has the reference's field
+// values at the v1 offsets.
+//
+// Snapshots come from test/e2e/_snapshot_fixture.ts (the newest checkpoint listed in the superblock after a clean
+// close, as the reference tool clones the newest checkpoint). The bases are served with --no-gc: this test is about
+// the clone side; keeping a snapshot's objects in its base is the snapshot's job.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { LsvdServer, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, lsvd, run, runOk, type VolumePaths } from "./_harness.ts";
+import { listNewestCheckpointAsSnapshot } from "./_snapshot_fixture.ts";
+
+const MIB = 1024 * 1024;
+const VOLUME_MIB = 16;
+const TEST_TIMEOUT_MS = 240_000;
+
+beforeAll(async () => {
+  await ensureBuilt();
+});
+
+afterAll(cleanupAll);
+
+/** A volume's content as one byte value per MiB (every write here fills whole MiBs with one value). */
+type Model = number[];
+
+function write(model: Model, fromMib: number, toMib: number, value: number): Model {
+  const next = [...model];
+  for (let mib = fromMib; mib < toMib; mib++) next[mib] = value;
+  return next;
+}
+
+/** qemu-io commands that write [fromMib, toMib) with `value`. */
+function writeCommands(fromMib: number, toMib: number, value: number): string[] {
+  return ["-c", `write -P ${value} ${fromMib * MIB} ${(toMib - fromMib) * MIB}`];
+}
+
+/** One `read -P` per run of equal MiBs: qemu-io exits 1 when any byte differs. */
+function readCommands(model: Model): string[] {
+  const commands: string[] = [];
+  for (let start = 0; start < model.length; ) {
+    let end = start + 1;
+    while (end < model.length && model[end] === model[start]) end += 1;
+    commands.push("-c", `read -P ${model[start]} ${start * MIB} ${(end - start) * MIB}`);
+    start = end;
+  }
+  return commands;
+}
+
+async function qemuIo(uri: string, commands: string[]): Promise<void> {
+  const result = await run(["qemu-io", "-f", "raw", ...commands, uri], { env: TOOL_ENV });
+  if (result.exitCode !== 0 || /fail/i.test(result.stdout + result.stderr)) {
+    throw new Error(`qemu-io ${commands.join(" ")} failed (exit ${result.exitCode}):\n${result.stdout}${result.stderr}`);
+  }
+}
+
+/** The volume at `prefix` next to `of`, with a cache of its own (made by mkcache once the volume exists). */
+function sibling(of: VolumePaths, prefix: string): VolumePaths {
+  if (prefix === "vol") return of;
+  return { ...of, volume: join(of.backendDir, prefix), cache: join(of.dir, `cache-${prefix}`) };
+}
+
+async function mkcache(volume: VolumePaths): Promise<void> {
+  await runOk([await ensureBuilt(), "mkcache", "--force", "--volume", volume.volume, "--size", "64m", volume.cache]);
+}
+
+async function serve(volume: VolumePaths, extraArgs: string[] = []): Promise<LsvdServer> {
+  return LsvdServer.start({ ...volume, transport: "unix", extraArgs: ["--no-gc", ...extraArgs] });
+}
+
+/** Serves `volume`, runs the qemu-io commands, stops cleanly. */
+async function session(volume: VolumePaths, commands: string[]): Promise<void> {
+  const server = await serve(volume);
+  try {
+    await qemuIo(server.uri, commands);
+  } finally {
+    expect((await server.stop()).exitCode).toBe(0);
+  }
+}
+
+async function cloneOf(base: VolumePaths, snapshot: string, clone: VolumePaths): Promise<{ snapshotSeq: number; cloneUuid: string; baseUuid: string }> {
+  const result = await lsvd(["clone", "--json", `${base.volume}@${snapshot}`, clone.volume]);
+  if (result.exitCode !== 0) throw new Error(`lsvd clone failed: ${result.stderr}`);
+  await mkcache(clone);
+  return JSON.parse(result.stdout);
+}
+
+/** Name, size, mtime and sha256 of every object of `prefix` (the lease excepted). */
+function objectsOf(backendDir: string, prefix: string): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const name of readdirSync(backendDir)) {
+    if (!new RegExp(`^${prefix}(\\.[0-9a-f]{8})?$`).test(name)) continue;
+    const path = join(backendDir, name);
+    const stat = statSync(path);
+    found.set(name, `${stat.size} ${stat.mtimeMs} ${createHash("sha256").update(readFileSync(path)).digest("hex")}`);
+  }
+  return found;
+}
+
+describe("lsvd clone", () => {
+  test(
+    "a chain of depth 3, written at every level; the base's head overwritten; every level reads what it should",
+    async () => {
+      const base = await createVolume("clone-chain", { size: `${VOLUME_MIB}m`, cacheSize: "64m" });
+      const zero: Model = new Array(VOLUME_MIB).fill(0);
+      const models: Record<string, Model> = {};
+      models.vol = write(zero, 0, 8, 0x10);
+      await session(base, writeCommands(0, 8, 0x10));
+      listNewestCheckpointAsSnapshot(base.backendDir, "vol", "s0");
+
+      // Each level: clone the previous one's snapshot, write over part of what it inherits, snapshot it.
+      const levels = [
+        { prefix: "c1", from: "vol", writes: [[2, 4, 0x21]] },
+        { prefix: "c2", from: "c1", writes: [[3, 5, 0x32]] },
+        { prefix: "c3", from: "c2", writes: [[4, 6, 0x43], [12, 13, 0x44]] },
+      ] as const;
+      for (const level of levels) {
+        const from = sibling(base, level.from);
+        const clone = sibling(base, level.prefix);
+        await cloneOf(from, level.from === "vol" ? "s0" : `s-${level.from}`, clone);
+        let model = models[level.from]!;
+        const commands: string[] = readCommands(model); // inherited content, before any write of its own
+        for (const [fromMib, toMib, value] of level.writes) {
+          commands.push(...writeCommands(fromMib, toMib, value));
+          model = write(model, fromMib, toMib, value);
+        }
+        models[level.prefix] = model;
+        await session(clone, [...commands, ...readCommands(model)]);
+        listNewestCheckpointAsSnapshot(base.backendDir, level.prefix, `s-${level.prefix}`);
+      }
+
+      // The base's head is overwritten whole, then every level is read back from a fresh start.
+      await session(base, writeCommands(0, VOLUME_MIB, 0xee));
+      models.vol = write(zero, 0, VOLUME_MIB, 0xee);
+      for (const prefix of ["vol", "c1", "c2", "c3"]) await session(sibling(base, prefix), readCommands(models[prefix]!));
+      expect(models.c3).toEqual([0x10, 0x10, 0x21, 0x32, 0x43, 0x43, 0x10, 0x10, 0, 0, 0, 0, 0x44, 0, 0, 0]);
+
+      // nbdsh too: the deepest clone's first byte of each level's data.
+      const server = await serve(sibling(base, "c3"));
+      const probe = await runOk(["nbdsh", "-u", server.uri, "-c", `print([h.pread(512, offset)[0] for offset in (${2 * MIB}, ${3 * MIB}, ${4 * MIB}, 0)])`], { env: TOOL_ENV });
+      expect(probe.stdout.trim()).toBe(`[${0x21}, ${0x32}, ${0x43}, ${0x10}]`);
+      expect((await server.stop()).exitCode).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a clone survives kill -9 and restart, then the loss of its cache; its refusals are clear",
+    async () => {
+      const base = await createVolume("clone-crash", { size: `${VOLUME_MIB}m`, cacheSize: "64m" });
+      await session(base, writeCommands(0, VOLUME_MIB, 0x10));
+      listNewestCheckpointAsSnapshot(base.backendDir, "vol", "s0");
+      const clone = sibling(base, "c");
+      await cloneOf(base, "s0", clone);
+
+      // Refusals: a missing snapshot, an existing NEWVOLUME, another backend.
+      const missing = await lsvd(["clone", `${base.volume}@nope`, join(base.backendDir, "other")]);
+      expect(missing.exitCode).not.toBe(0);
+      expect(missing.stderr).toContain("no snapshot 'nope'");
+      const existing = await lsvd(["clone", `${base.volume}@s0`, clone.volume]);
+      expect(existing.exitCode).not.toBe(0);
+      expect(existing.stderr).toContain("already exists");
+      const elsewhere = await lsvd(["clone", `${base.volume}@s0`, join(base.dir, "c")]);
+      expect(elsewhere.exitCode).not.toBe(0);
+      expect(elsewhere.stderr).toContain("base's backend");
+
+      // Written, flushed, killed: the restart with the same cache reads every write.
+      let model = write(new Array(VOLUME_MIB).fill(0x10), 1, 3, 0x5a);
+      let server = await serve(clone);
+      await qemuIo(server.uri, [...writeCommands(1, 3, 0x5a), "-c", "flush"]);
+      await server.kill();
+      server = await serve(clone);
+      await qemuIo(server.uri, readCommands(model));
+      // Written until the objects are in the backend, killed, and restarted with a new cache: the writes that reached
+      // the backend are there, everything the clone did not write still reads from its base.
+      const ownObjects = () => readdirSync(clone.backendDir).filter((name) => /^c\.[0-9a-f]{8}$/.test(name)).length;
+      const before = ownObjects();
+      await qemuIo(server.uri, [...writeCommands(8, 12, 0x6b), "-c", "flush"]);
+      model = write(model, 8, 12, 0x6b);
+      const deadline = Date.now() + 30_000;
+      while (ownObjects() <= before && Date.now() < deadline) await Bun.sleep(50);
+      await Bun.sleep(500); // the object's put and the batch after it
+      await server.kill();
+      await mkcache(clone); // the cache is lost: a new one
+      server = await serve(clone);
+      await qemuIo(server.uri, readCommands(model));
+      expect((await server.stop()).exitCode).toBe(0);
+      const fsck = await lsvd(["fsck", "--json", clone.volume]);
+      expect(JSON.parse(fsck.stdout).problems).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "lsvd gc on a clone deletes its own garbage and never touches a base object",
+    async () => {
+      const base = await createVolume("clone-gc", { size: `${VOLUME_MIB}m`, cacheSize: "64m" });
+      await session(base, writeCommands(0, VOLUME_MIB, 0x10));
+      listNewestCheckpointAsSnapshot(base.backendDir, "vol", "s0");
+      const clone = sibling(base, "c");
+      await cloneOf(base, "s0", clone);
+      const baseObjects = objectsOf(base.backendDir, "vol");
+      // Everything the clone read from its base is overwritten, twice: every base object is dead in the clone's
+      // view (GC would delete it were it the clone's), and the first overwrite is dead too (its own garbage).
+      await session(clone, [...writeCommands(0, VOLUME_MIB, 0x21), ...writeCommands(0, VOLUME_MIB, 0x22)]);
+      const result = await lsvd(["gc", "--json", "--gc-threshold", "0.9", "--volume", clone.volume, "--cache", clone.cache]);
+      expect(result.exitCode).toBe(0);
+      const gc = JSON.parse(result.stdout);
+      expect(gc.errors).toBe(0);
+      expect(gc.objectsDeleted).toBeGreaterThan(0);
+      expect(objectsOf(base.backendDir, "vol")).toEqual(baseObjects);
+      await session(clone, readCommands(new Array(VOLUME_MIB).fill(0x22)));
+      await session(base, readCommands(new Array(VOLUME_MIB).fill(0x10)));
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
