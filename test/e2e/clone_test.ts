@@ -102,6 +102,59 @@ function objectsOf(backendDir: string, prefix: string): Map<string, string> {
   return found;
 }
 
+const u32 = (bytes: Uint8Array, offset: number) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(offset, true);
+const setU32 = (bytes: Uint8Array, offset: number, value: number) => new DataView(bytes.buffer, bytes.byteOffset).setUint32(offset, value, true);
+const uuidBytes = (text: string) => Buffer.from(text.replaceAll("-", ""), "hex");
+const uuidText = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex").replace(/^(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-");
+
+/** The map part of a CKPT object: map_offset and map_len at 76 and 80 (v1 ckpt sub-header). */
+function mapOf(checkpoint: Uint8Array): Uint8Array {
+  return checkpoint.subarray(u32(checkpoint, 76), u32(checkpoint, 76) + u32(checkpoint, 80));
+}
+
+/**
+ * The two objects lsvd-rbd's clone tool writes for a clone of `baseName` (as it was given the base: here its path)
+ * from checkpoint `seq` (docs/format.md, "Clones"): CKPT `seq + 1` (the base checkpoint's common header and sub-header
+ * copied, its v1 crc included, with seq, vol_uuid, hdr_sectors, cache_seq and the parts changed: ckpts [seq + 1] at
+ * 84, no objects, no deletes, the base map at 88; not padded to a sector), and a plain v1 superblock (crc 0): ckpts
+ * [seq + 1] at 76, clone_info at 80, 4096 bytes.
+ */
+function referenceClone(baseSuperblock: Uint8Array, baseCheckpoint: Uint8Array, seq: number, baseName: string, cloneUuid: string) {
+  const map = mapOf(baseCheckpoint);
+  const checkpoint = new Uint8Array(88 + map.byteLength);
+  checkpoint.set(baseCheckpoint.subarray(0, 84));
+  checkpoint.set(uuidBytes(cloneUuid), 8);
+  setU32(checkpoint, 28, seq + 1);
+  setU32(checkpoint, 32, Math.ceil(checkpoint.byteLength / 512));
+  new DataView(checkpoint.buffer).setBigUint64(44, 0n, true); // cache_seq
+  setU32(checkpoint, 52, 84); // ckpts_offset
+  setU32(checkpoint, 56, 4);
+  setU32(checkpoint, 64, 0); // objs_len (objs_offset left as copied)
+  setU32(checkpoint, 72, 0); // deletes_len
+  setU32(checkpoint, 76, 88); // map_offset
+  setU32(checkpoint, 80, map.byteLength);
+  setU32(checkpoint, 84, seq + 1);
+  checkpoint.set(map, 88);
+  const name = Buffer.from(baseName, "utf8");
+  const superblock = new Uint8Array(4096);
+  superblock.set(Buffer.from("LSVD", "ascii"), 0);
+  setU32(superblock, 4, 1);
+  superblock.set(uuidBytes(cloneUuid), 8);
+  setU32(superblock, 24, 1); // SUPER
+  setU32(superblock, 32, 8); // hdr_sectors; seq, data_sectors and crc 0
+  superblock.set(baseSuperblock.subarray(44, 52), 44); // vol_size
+  setU32(superblock, 52, 76);
+  setU32(superblock, 56, 4);
+  setU32(superblock, 60, 80);
+  setU32(superblock, 64, 21 + name.byteLength + 1);
+  setU32(superblock, 76, seq + 1);
+  superblock.set(baseSuperblock.subarray(8, 24), 80); // clone_info: base vol_uuid
+  setU32(superblock, 96, seq);
+  superblock[100] = name.byteLength;
+  superblock.set(name, 101);
+  return { checkpoint, superblock };
+}
+
 describe("lsvd clone", () => {
   test(
     "a chain of depth 3, written at every level; the base's head overwritten; every level reads what it should",
@@ -216,6 +269,63 @@ describe("lsvd clone", () => {
       expect(objectsOf(base.backendDir, "vol")).toEqual(baseObjects);
       await session(clone, readCommands(new Array(VOLUME_MIB).fill(0x22)));
       await session(base, readCommands(new Array(VOLUME_MIB).fill(0x10)));
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a clone laid out as lsvd-rbd's clone tool writes it is served; lsvd's clone has the reference's field values",
+    async () => {
+      const base = await createVolume("clone-reference", { size: `${VOLUME_MIB}m`, cacheSize: "64m" });
+      await session(base, [...writeCommands(0, 6, 0x10), ...writeCommands(10, 11, 0x11)]);
+      const seq = listNewestCheckpointAsSnapshot(base.backendDir, "vol", "s0");
+      const baseModel = write(write(new Array(VOLUME_MIB).fill(0), 0, 6, 0x10), 10, 11, 0x11);
+      const baseSuperblock = readFileSync(base.volume);
+      const baseCheckpoint = readFileSync(join(base.backendDir, `vol.${seq.toString(16).padStart(8, "0")}`));
+      const objectPath = (prefix: string, objectSeq: number) => join(base.backendDir, `${prefix}.${objectSeq.toString(16).padStart(8, "0")}`);
+
+      // The reference tool's clone: served with the base's content, written, served again.
+      const reference = sibling(base, "ref");
+      const made = referenceClone(baseSuperblock, baseCheckpoint, seq, base.volume, "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b");
+      expect(u32(made.checkpoint, 40)).toBe(u32(baseCheckpoint, 40)); // the stale crc it copied
+      writeFileSync(objectPath("ref", seq + 1), made.checkpoint);
+      writeFileSync(reference.volume, made.superblock);
+      await mkcache(reference);
+      const written = write(baseModel, 2, 3, 0x7e);
+      await session(reference, [...readCommands(baseModel), ...writeCommands(2, 3, 0x7e)]);
+      await session(reference, readCommands(written));
+      const fsck = await lsvd(["fsck", "--json", reference.volume]);
+      expect(JSON.parse(fsck.stdout).problems).toEqual([]);
+
+      // Its checkpoint has no checksum lsvd can verify: one whose map is not the base checkpoint's is refused.
+      const forged = sibling(base, "forged");
+      const bad = referenceClone(baseSuperblock, baseCheckpoint, seq, base.volume, "0a1b2c3d-4e5f-4a6b-bc7d-8e9fa0b1c2d3");
+      bad.checkpoint[88 + 12]! += 8; // map entry 0 now points 8 sectors further into its object: well formed, wrong
+      writeFileSync(objectPath("forged", seq + 1), bad.checkpoint);
+      writeFileSync(forged.volume, bad.superblock);
+      await mkcache(forged);
+      const refused = await lsvd(["serve", "--volume", forged.volume, "--cache", forged.cache, "--socket", join(base.dir, "forged.sock")], { timeoutMs: 20_000 });
+      expect(refused.exitCode).not.toBe(0);
+      expect(refused.stderr).toContain("differs from the base checkpoint");
+
+      // lsvd's own clone, read at the v1 offsets the reference's parse.py reads.
+      const own = sibling(base, "own");
+      const created = await cloneOf(base, "s0", own);
+      const superblock = readFileSync(own.volume);
+      expect(uuidText(superblock.subarray(8, 24))).toBe(created.cloneUuid);
+      expect(superblock.subarray(44, 52)).toEqual(baseSuperblock.subarray(44, 52)); // vol_size
+      const [ckptsOffset, ckptsLen, clonesOffset, clonesLen] = [52, 56, 60, 64].map((at) => u32(superblock, at));
+      expect([ckptsLen, u32(superblock, ckptsOffset!)]).toEqual([4, seq + 1]);
+      expect(clonesLen).toBe(21 + 3 + 1);
+      expect(uuidText(superblock.subarray(clonesOffset!, clonesOffset! + 16))).toBe(created.baseUuid);
+      expect(u32(superblock, clonesOffset! + 16)).toBe(seq); // last_seq
+      expect(superblock[clonesOffset! + 20]).toBe(3);
+      expect(Buffer.from(superblock.subarray(clonesOffset! + 21, clonesOffset! + 25)).toString("latin1")).toBe("vol\0");
+      const ownCheckpoint = readFileSync(objectPath("own", seq + 1));
+      expect([u32(ownCheckpoint, 24), u32(ownCheckpoint, 28)]).toEqual([3, seq + 1]); // CKPT, seq
+      expect(uuidText(ownCheckpoint.subarray(8, 24))).toBe(created.cloneUuid);
+      expect(Buffer.from(mapOf(ownCheckpoint)).equals(Buffer.from(mapOf(baseCheckpoint)))).toBe(true);
+      await session(own, readCommands(baseModel));
     },
     TEST_TIMEOUT_MS,
   );

@@ -28,7 +28,7 @@ export const COMMANDS: Command[] = [
   importCommand,
   exportCommand,
   lsCommand,
+  cloneCommand,
   rmCommand,
   resizeCommand,
-  cloneCommand,
 ];

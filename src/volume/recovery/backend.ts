@@ -206,8 +206,10 @@ async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: Dec
   };
   const chosen = await chooseCheckpointSeq(superblock.checkpoints, checkpointsChecksummed, loads);
   if (chosen.refusedAt !== null) {
+    const name = objectName(prefix, chosen.refusedAt);
+    const reason = notes.find((note) => note.startsWith(`checkpoint ${name} unusable (`))?.slice(`checkpoint ${name} unusable (`.length).replace(/\); trying an older one$/, "");
     throw new CorruptionError(
-      `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, chosen.refusedAt)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
+      `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${name}, which is missing or invalid${reason === undefined ? "" : ` (${reason})`}: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
     );
   }
   if (chosen.seq === 0) return null;
