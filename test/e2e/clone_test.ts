@@ -192,6 +192,11 @@ describe("lsvd clone", () => {
       models.vol = write(zero, 0, VOLUME_MIB, 0xee);
       for (const prefix of ["vol", "c1", "c2", "c3"]) await session(sibling(base, prefix), readCommands(models[prefix]!));
       expect(models.c3).toEqual([0x10, 0x10, 0x21, 0x32, 0x43, 0x43, 0x10, 0x10, 0, 0, 0, 0, 0x44, 0, 0, 0]);
+      // `lsvd export` reads through the chain too.
+      const image = join(base.dir, "c3.raw");
+      await runOk([await ensureBuilt(), "export", sibling(base, "c3").volume, image]);
+      const exported = readFileSync(image);
+      expect(models.c3!.map((_, mib) => exported.subarray(mib * MIB, (mib + 1) * MIB).every((byte) => byte === models.c3![mib]))).toEqual(new Array(VOLUME_MIB).fill(true));
 
       // nbdsh too: the deepest clone's first byte of each level's data.
       const server = await serve(sibling(base, "c3"));
