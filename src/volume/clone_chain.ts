@@ -125,12 +125,12 @@ export class ChainStore implements ObjectStore {
     const resolved = this.chain.resolve(name);
     if (resolved !== name) {
       this.refused += 1;
-      throw new InvalidArgumentError(`${what} ${name} refused: the object belongs to base volume ${resolved} of this clone, which a clone never changes`);
+      throw new InvalidArgumentError(`${what} of ${name} refused: it is object ${resolved} of a base of this clone, which a clone never changes`);
     }
     return name;
   }
 
-  put(name: string, data: Uint8Array): Promise<void> {
+  async put(name: string, data: Uint8Array): Promise<void> {
     return this.inner.put(this.writable(name, "put"), data);
   }
   get(name: string): Promise<Uint8Array> {
@@ -139,7 +139,7 @@ export class ChainStore implements ObjectStore {
   getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
     return this.inner.getRange(this.chain.resolve(name), offset, length);
   }
-  delete(name: string): Promise<void> {
+  async delete(name: string): Promise<void> {
     return this.inner.delete(this.writable(name, "delete"));
   }
   /** The clone's own names only: base objects are never listed as the clone's. */
@@ -152,10 +152,10 @@ export class ChainStore implements ObjectStore {
   getVersioned(name: string): Promise<VersionedObject | null> {
     return this.inner.getVersioned(this.chain.resolve(name));
   }
-  putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
     return this.inner.putIfAbsent(this.writable(name, "put"), data);
   }
-  putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
+  async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
     return this.inner.putIfVersion(this.writable(name, "put"), data, expected);
   }
   async close(): Promise<void> {}
