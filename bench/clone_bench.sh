@@ -7,7 +7,9 @@
 #   2. randwrite  fio 4 KiB random writes, QD32, RUNTIME s, on a fresh clone (of the base below) against a fresh plain
 #                 volume of the same size; fresh caches.
 #   3. randread   fio 4 KiB random reads, QD32, RUNTIME s, of the base's data: through a clone that wrote nothing
-#                 against the base volume itself; fresh caches (cold read cache) for both.
+#                 against the base volume itself; fresh caches (cold read cache) for both. The base is served (and
+#                 closed) between runs, which moves its head checkpoint: reads through a clone read the snapshot's
+#                 map, the base's reads its own (the same data, in the same objects: --no-gc).
 # The base for 2 and 3: SIZE_MIB written sequentially (fio 1 MiB writes, pseudo-random data), closed, its newest
 # checkpoint listed as snapshot "s" (bench/_clone_base.ts snapshot). Every volume is served with --no-gc.
 # Output: progress on stderr; per-run figures, medians and the clone/plain ratios on stdout.
@@ -85,6 +87,11 @@ fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$socket" --size="${siz
   --refill_buffers --output-format=json >/dev/null
 stop_volume
 "$bun" "$here/_clone_base.ts" snapshot "$base/backend" base s
+# Every clone is made now: serving the base later writes checkpoints, and without snapshot pinning (the snapshot
+# half of issue 14) its close would delete the snapshot's checkpoint. A clone needs it only while it is made.
+for run in $(seq 1 "$runs"); do
+  for kind in w r; do "$lsvd" clone "$base/backend/base@s" "$base/backend/$kind$run" >/dev/null; done
+done
 
 declare -a w_plain=() w_clone=() r_plain=() r_clone=()
 write_plain() {
@@ -93,7 +100,6 @@ write_plain() {
   serve_volume "$base" "p$run"; w_plain+=("$(fio_4k randwrite write)"); stop_volume
 }
 write_clone() {
-  "$lsvd" clone "$base/backend/base@s" "$base/backend/w$run" >/dev/null
   "$lsvd" mkcache --force --volume "$base/backend/w$run" --size 512m "$base/cache-w$run" >/dev/null
   serve_volume "$base" "w$run"; w_clone+=("$(fio_4k randwrite write)"); stop_volume
 }
@@ -102,7 +108,6 @@ read_plain() {
   serve_volume "$base" base; r_plain+=("$(fio_4k randread read)"); stop_volume
 }
 read_clone() {
-  "$lsvd" clone "$base/backend/base@s" "$base/backend/r$run" >/dev/null
   "$lsvd" mkcache --force --volume "$base/backend/r$run" --size 512m "$base/cache-r$run" >/dev/null
   serve_volume "$base" "r$run"; r_clone+=("$(fio_4k randread read)"); stop_volume
 }

@@ -9,6 +9,7 @@ import type { SuperblockObject } from "../format/superblock_object.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import { takeOwnership } from "./ownership.ts";
 import { decodeVolumeSuperblock } from "./superblock_store.ts";
+import { basePrefixOf } from "./clone_chain.ts";
 
 /** A superblock larger than this is not looked at by `ls` (superblocks are a few KiB; data objects are MiBs). */
 const SUPERBLOCK_BYTES_LISTED_MAX = 1024 * 1024;
@@ -67,7 +68,7 @@ export async function removeVolume(options: Omit<LeaseOptions, "volumeMayBeAbsen
     const superblock = await store.getVersioned(prefix);
     if (superblock !== null) {
       const volUuid = decodeVolumeSuperblock(prefix, superblock.data).superblock.volUuid;
-      const clones = (await listVolumes(store, "")).filter((volume) => volume.clone?.baseName === prefix && volume.clone.baseUuid === volUuid);
+      const clones = (await listVolumes(store, "")).filter((volume) => volume.clone !== null && basePrefixOf(volume.clone.baseName) === prefix && volume.clone.baseUuid === volUuid);
       if (clones.length > 0) {
         throw new InvalidArgumentError(`Volume ${prefix} has clones (${clones.map((clone) => clone.name).join(", ")}): remove them first`);
       }

@@ -331,6 +331,10 @@ describe("lsvd clone", () => {
       expect(uuidText(ownCheckpoint.subarray(8, 24))).toBe(created.cloneUuid);
       expect(Buffer.from(mapOf(ownCheckpoint)).equals(Buffer.from(mapOf(baseCheckpoint)))).toBe(true);
       await session(own, readCommands(baseModel));
+      // The base cannot be removed while clones name it, the reference tool's (named by its path) included.
+      const rm = await lsvd(["rm", base.volume]);
+      expect(rm.exitCode).not.toBe(0);
+      expect(rm.stderr).toMatch(/has clones \(.*\bref\b.*\)/);
     },
     TEST_TIMEOUT_MS,
   );
