@@ -12,13 +12,15 @@
 //
 // planClone is pure; createClone does the I/O, under the new volume's lease (so no two creations of one name race).
 
-import { CorruptionError, InvalidArgumentError, NotFoundError, assert } from "../errors.ts";
+import { CorruptionError, InvalidArgumentError, NoSpaceError, NotFoundError, assert } from "../errors.ts";
+import { CLONE_REFS_MAX } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { decodeCheckpoint, encodeCheckpoint, type CheckpointObject } from "../format/checkpoint_object.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { NIL_UUID } from "../format/_codec.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
+import { takeOwnership } from "./ownership.ts";
 import { objectsNamedByMap } from "./recovery/clone_checkpoint.ts";
 import { decodeVolumeSuperblock } from "./superblock_store.ts";
 
@@ -89,7 +91,7 @@ export interface CreateCloneResult {
   mapEntries: number;
   /** Objects of an interrupted earlier creation under the new prefix, deleted first. */
   leftoversDeleted: number;
-  /** Whether the base records the clone (registerCloneInBase). */
+  /** The base records the clone (registerCloneInBase): always true once createClone returns. */
   registered: boolean;
 }
 
@@ -113,7 +115,7 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
       lease.check();
       await store.delete(name);
     }
-    const registered = await registerCloneInBase(store, basePrefix, snapshot, { prefix: clonePrefix, volUuid: options.cloneUuid });
+    const registered = await registerCloneInBase(store, basePrefix, snapshot, { prefix: clonePrefix, volUuid: options.cloneUuid }, options.lease);
     lease.check();
     await store.putIfAbsent(objectName(clonePrefix, plan.checkpointSeq), plan.checkpoint);
     lease.check();
@@ -131,17 +133,35 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
 }
 
 /**
- * Records the clone in the base's superblock (the base's clone_refs, docs/format.md): the call site for the base's
- * registration, which needs the superblock extension that lists clones. Until the base's superblock can carry it,
- * nothing is recorded and false is returned; the clone is found by listing the store (`lsvd ls` shows "clone of").
+ * Records the clone in the base's superblock (`clone_ref` {snapshot seq, clone vol_uuid, clone prefix}, docs/format.md),
+ * under the base's lease: refused while the base is served or otherwise owned (the serving process would have to
+ * record it). Registrations under the clone's name are dropped first: the caller holds the clone's lease and no clone
+ * superblock exists under that name, so they are stale (an earlier attempt that crashed before its commit point).
+ * The snapshot must still be listed. Returns true once the registration is durable.
  */
 export async function registerCloneInBase(
-  _store: ObjectStore,
-  _basePrefix: string,
-  _snapshot: { seq: number; name: string },
-  _clone: { prefix: string; volUuid: string },
+  store: ObjectStore,
+  basePrefix: string,
+  snapshot: { seq: number; name: string },
+  clone: { prefix: string; volUuid: string },
+  lease: CreateCloneOptions["lease"],
 ): Promise<boolean> {
-  return false;
+  const taken = await takeOwnership({ ...lease, store, prefix: basePrefix });
+  try {
+    const superblocks = taken.owner.superblocks!;
+    const current = superblocks.superblock;
+    if (!current.snapshots.some((snap) => snap.seq === snapshot.seq && snap.name === snapshot.name)) {
+      throw new NotFoundError(`Volume ${basePrefix} no longer has snapshot '${snapshot.name}'`);
+    }
+    const kept = current.cloneRefs.filter((ref) => ref.name !== clone.prefix);
+    if (kept.length >= CLONE_REFS_MAX) throw new NoSpaceError(`Volume ${basePrefix} already records ${kept.length} clones, the most it can (${CLONE_REFS_MAX})`);
+    await superblocks.write({ ...current, cloneRefs: [...kept, { snapSeq: snapshot.seq, cloneUuid: clone.volUuid, name: clone.prefix }] });
+    await taken.lease.release();
+    return true;
+  } catch (error) {
+    await taken.lease.release();
+    throw error;
+  }
 }
 
 async function readBase(store: ObjectStore, basePrefix: string): Promise<SuperblockObject> {

@@ -15,6 +15,7 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LsvdServer, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, lsvd, run, runOk, type VolumePaths } from "./_harness.ts";
 import { listNewestCheckpointAsSnapshot } from "./_snapshot_fixture.ts";
+import { decodeSuperblock } from "../../src/format/superblock_object.ts";
 
 const MIB = 1024 * 1024;
 const VOLUME_MIB = 16;
@@ -226,6 +227,13 @@ describe("lsvd clone", () => {
       const elsewhere = await lsvd(["clone", `${base.volume}@s0`, join(base.dir, "c")]);
       expect(elsewhere.exitCode).not.toBe(0);
       expect(elsewhere.stderr).toContain("base's backend");
+      // A served base cannot record a clone: refused, naming the holder, and no clone is left behind.
+      const served = await serve(base);
+      const owned = await lsvd(["clone", `${base.volume}@s0`, join(base.backendDir, "c-owned")]);
+      expect((await served.stop()).exitCode).toBe(0);
+      expect(owned.exitCode).not.toBe(0);
+      expect(owned.stderr).toContain("serve pid");
+      expect(readdirSync(base.backendDir).filter((name) => name.startsWith("c-owned") && name !== "c-owned.lease")).toEqual([]);
 
       // Written, flushed, killed: the restart with the same cache reads every write.
       let model = write(new Array(VOLUME_MIB).fill(0x10), 1, 3, 0x5a);
@@ -326,6 +334,8 @@ describe("lsvd clone", () => {
       expect(u32(superblock, clonesOffset! + 16)).toBe(seq); // last_seq
       expect(superblock[clonesOffset! + 20]).toBe(3);
       expect(Buffer.from(superblock.subarray(clonesOffset! + 21, clonesOffset! + 25)).toString("latin1")).toBe("vol\0");
+      // The base records it (lsvd's extension: clone_ref {snapshot seq, clone vol_uuid, clone prefix}).
+      expect(decodeSuperblock(readFileSync(base.volume)).cloneRefs).toEqual([{ snapSeq: seq, cloneUuid: created.cloneUuid, name: "own" }]);
       const ownCheckpoint = readFileSync(objectPath("own", seq + 1));
       expect([u32(ownCheckpoint, 24), u32(ownCheckpoint, 28)]).toEqual([3, seq + 1]); // CKPT, seq
       expect(uuidText(ownCheckpoint.subarray(8, 24))).toBe(created.cloneUuid);

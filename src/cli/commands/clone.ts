@@ -18,14 +18,16 @@ const HELP = `Usage: ${USAGE}
 Creates NEWVOLUME, a writable clone of snapshot SNAP of VOLUME: it reads as the snapshot did, and its writes never
 change VOLUME. Nothing is copied but the snapshot's map (one checkpoint object): the clone reads VOLUME's objects as
 of the snapshot, which VOLUME keeps while the clone exists. NEWVOLUME must be on the same backend as VOLUME (the same
-directory, pool or bucket) and must not exist. VOLUME may be served meanwhile; clones of clones work.
+directory, pool or bucket) and must not exist. The clone is recorded in VOLUME's superblock under VOLUME's lease, so
+VOLUME must not be served meanwhile (the command names its holder). Clones of clones work.
 
 Options:
   --uuid UUID   the new volume's UUID (default: a random one)
   --json        print the result as JSON
 ${LEASE_HELP}
 ${BACKEND_HELP}
-Exit codes: 0 created; 1 refused (no such volume or snapshot, NEWVOLUME exists, another backend) or failed.
+Exit codes: 0 created; 1 refused (no such volume or snapshot, NEWVOLUME exists, another backend, VOLUME owned)
+or failed.
 `;
 
 /** VOLUME@SNAP: the snapshot name follows the last '@'. */
