@@ -9,7 +9,11 @@ import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, packCheckpointMapEntry } from "
 import { NIL_UUID } from "../../src/format/_codec.ts";
 import { encodeSuperblock, newSuperblock, type SuperblockObject } from "../../src/format/superblock_object.ts";
 import { ChainStore, basePrefixOf, loadCloneChain } from "../../src/volume/clone_chain.ts";
-import { planClone } from "../../src/volume/clone_create.ts";
+import { createClone, planClone } from "../../src/volume/clone_create.ts";
+import { recoverBackend } from "../../src/volume/recovery/backend.ts";
+import { WrappingStore, type StoreOp } from "../../src/backend/wrapping_store.ts";
+import { decodeSuperblock } from "../../src/format/superblock_object.ts";
+import { encodeCheckpoint } from "../../src/format/checkpoint_object.ts";
 import { rejection } from "../_support/rejection.ts";
 
 const BASE = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
@@ -88,4 +92,62 @@ describe("clone chain", () => {
     expect(Buffer.from(checkpoint.mapEntries).equals(Buffer.from(mapEntries))).toBe(true);
     expect(checkpoint.objects.map((entry) => entry.seq)).toEqual([3, 7]);
   });
+
+  test("a crash at every write of lsvd clone leaves no clone or a whole one; a retry then makes it, registered once", async () => {
+    const writesOfOneRun = (await cloneWithCrashAt(null)).writes;
+    expect(writesOfOneRun).toBeGreaterThanOrEqual(6); // clone lease, base lease and superblock, CKPT, superblock, releases
+    for (let crashAt = 1; crashAt <= writesOfOneRun; crashAt++) {
+      const { store, failed } = await cloneWithCrashAt(crashAt);
+      const committed = (await store.stat("c")) !== null;
+      if (failed) {
+        expect(committed).toBe(false); // the superblock is the commit point, and nothing follows it but releases
+        await createClone(cloneOptions(store, CLONE_RETRY));
+      }
+      const cloneUuid = committed && !failed ? C1 : CLONE_RETRY;
+      const state = await recoverBackend(store, "c", { verifyData: false });
+      expect([state.superblock.volUuid, state.checkpointSeq, state.nextSeq, state.map.extentCount]).toEqual([cloneUuid, 3, 4, 1]);
+      expect(decodeSuperblock(await store.get("base")).cloneRefs).toEqual([{ snapSeq: 2, cloneUuid, name: "c" }]);
+    }
+  });
 });
+
+const CLONE_RETRY = "2c3d4e5f-6071-4c8d-9e9f-a0b1c2d3e4f5";
+
+function cloneOptions(store: MemoryStore | CrashingStore, cloneUuid: string) {
+  const identity = { host: "h", pid: 4242, processStartTicks: 1, bootId: "3c4d5e6f-7081-4d9e-8fa0-b1c2d3e4f506" };
+  return { store, basePrefix: "base", snapshot: "s", clonePrefix: "c", cloneUuid, lease: { command: "clone", identity, processRuns: () => false } };
+}
+
+/** Every write (put, delete, conditional put) after the first `crashAt - 1` fails: the process died there. */
+class CrashingStore extends WrappingStore {
+  writes = 0;
+  constructor(inner: MemoryStore, private readonly crashAt: number | null) {
+    super(inner);
+  }
+  protected override async call<T>(op: StoreOp, _name: string, forward: () => Promise<T>): Promise<T> {
+    if (op === "put" || op === "delete" || op === "putIfAbsent" || op === "putIfVersion") {
+      this.writes += 1;
+      if (this.crashAt !== null && this.writes >= this.crashAt) throw new Error(`crashed at write ${this.crashAt}`);
+    }
+    return forward();
+  }
+  async close(): Promise<void> {}
+}
+
+/** A base (snapshot "s" = checkpoint 2 mapping 16 sectors of object 1), cloned to "c" with a crash at write crashAt. */
+async function cloneWithCrashAt(crashAt: number | null): Promise<{ store: MemoryStore; failed: boolean; writes: number }> {
+  const store = new MemoryStore();
+  const mapEntries = new Uint8Array(CKPT_MAP_ENTRY_BYTES);
+  packCheckpointMapEntry(new DataView(mapEntries.buffer), 0, 0, 16, 1, 8);
+  const objects = [{ seq: 1, hdrSectors: 8, dataSectors: 16, liveSectors: 16 }];
+  await store.put("base.00000002", encodeCheckpoint({ volUuid: BASE, seq: 2, cacheSeq: 0, checkpoints: [], objects, deferredDeletes: [], mapEntries, cacheUuid: NIL_UUID, cacheSeqLast: 0 }));
+  await store.put("base", encodeSuperblock({ ...newSuperblock(BASE, 2048), checkpoints: [2], snapshots: [{ seq: 2, name: "s" }], nextSeq: 3 }));
+  const crashing = new CrashingStore(store, crashAt);
+  let failed = false;
+  try {
+    await createClone(cloneOptions(crashing as unknown as MemoryStore, C1));
+  } catch {
+    failed = true;
+  }
+  return { store, failed, writes: crashing.writes };
+}
