@@ -15,7 +15,7 @@
 import { CorruptionError, InvalidArgumentError, NoSpaceError, NotFoundError, assert } from "../errors.ts";
 import { CLONE_REFS_MAX } from "../constants.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
-import { decodeCheckpoint, encodeCheckpoint, type CheckpointObject } from "../format/checkpoint_object.ts";
+import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, encodeCheckpoint, type CheckpointObject } from "../format/checkpoint_object.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { NIL_UUID } from "../format/_codec.ts";
@@ -124,7 +124,7 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
     // is left to expire and the clone's first owner starts its log above a margin (ownership.ts).
     if (lease.taken.clean || lease.taken.previous === null) lease.markSettled();
     await lease.release();
-    const mapEntries = baseCheckpoint.mapEntries.byteLength / 16;
+    const mapEntries = baseCheckpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
     return { cloneUuid: options.cloneUuid, baseUuid: base.volUuid, snapshotSeq: snapshot.seq, mapEntries, leftoversDeleted: leftovers.length, registered };
   } catch (error) {
     await lease.release(); // every call above completed: nothing of ours lands late
