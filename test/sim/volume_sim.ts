@@ -11,13 +11,19 @@ import { SECTOR_BYTES } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { WorldStopped } from "./sim_clock.ts";
 import { checkVolumeInvariants } from "./world_invariants.ts";
-import { makeWorld, openVolume, reopenAfterCrash, runWorld, SIM_GC, stopWorld, VIRTUAL_WORLD, VolumeModel, type World } from "./volume_world.ts";
+import { makeCloneWorld, makeWorld, openVolume, PREFIX, reopenAfterCrash, runWorld, SIM_GC, stopWorld, VIRTUAL_WORLD, VolumeModel, type World } from "./volume_world.ts";
 
 export interface SimOptions {
   /** Crashes between steps and at crash points (recovery, garbage collection). */
   crashes: boolean;
   journalBytes?: number;
   steps?: number;
+  /**
+   * The volume simulated is a clone (makeCloneWorld) of a base filled with random data first: it starts as the base's
+   * content, and at the end every object of the base must be exactly as it was (the clone's GC, crashes and
+   * recoveries never change a base).
+   */
+  clone?: boolean;
 }
 
 export interface SimResult {
@@ -238,15 +244,55 @@ class Simulation {
   }
 }
 
+/** Random writes into the (not yet opened) volume of `world`, closed cleanly; returns its content. No crashes. */
+async function fillBase(world: World): Promise<Uint8Array> {
+  const chance = world.virtual!.crashPointChance;
+  world.virtual!.crashPointChance = 0;
+  const model = new VolumeModel(world.volumeBytes);
+  const volume = await runWorld(world, openVolume(world, { gc: false }));
+  for (let index = 0; index < 32; index++) {
+    const length = 8 * (1 + world.prng.int(32)) * SECTOR_BYTES;
+    const offset = world.prng.int((world.volumeBytes - length) / SECTOR_BYTES) * SECTOR_BYTES;
+    const data = new Uint8Array(length);
+    world.prng.fill(data);
+    model.apply(offset, data, length);
+    await runWorld(world, volume.write(offset, data, false));
+  }
+  await runWorld(world, volume.close());
+  world.virtual!.crashPointChance = chance;
+  return model.bytes;
+}
+
+/** Every object of the volume at `prefix` (superblock, seq names, lease) and a digest of its bytes. */
+async function objectsOf(store: World["store"], prefix: string): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const name of await store.list(prefix)) {
+    if (name === prefix || name.startsWith(`${prefix}.`)) found.set(name, hashOf(await store.get(name)));
+  }
+  return found;
+}
+
 /** Runs one seed; a failure's message carries the seed, the replay command (`replay`) and the last log lines. */
 export async function simulate(seed: number, options: SimOptions, replay: string, keepLines = false): Promise<SimResult> {
   const virtual = { ...VIRTUAL_WORLD, crashPointChance: options.crashes ? VIRTUAL_WORLD.crashPointChance : 0 };
-  const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
+  let world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
+  let base: { initial: Uint8Array; objects: Map<string, string>; prefix: string } | null = null;
+  if (options.clone) {
+    const initial = await fillBase(world);
+    world = await makeCloneWorld(world, "clone");
+    base = { initial, objects: await objectsOf(world.store, PREFIX), prefix: PREFIX };
+  }
   const sim = new Simulation(world, keepLines);
+  if (base) sim.model.bytes.set(base.initial);
   try {
     sim.volume = await reopenAfterCrash(world, SIM_GC); // a crash point may stop even the first open
     await sim.steps(options.steps ?? STEPS_DEFAULT, options.crashes);
     await sim.finish();
+    if (base) {
+      const after = await objectsOf(world.store, base.prefix);
+      const changed = [...new Set([...base.objects.keys(), ...after.keys()])].filter((name) => base.objects.get(name) !== after.get(name));
+      if (changed.length > 0) throw new Error(`the clone changed its base: ${changed.join(", ")}`);
+    }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     throw new Error(`seed ${seed} at ${world.clock!.nowMs()} virtual ms: ${message}\nreplay: ${replay}\n${sim.context()}`, { cause: error });
