@@ -24,6 +24,8 @@ export interface SimOptions {
    * recoveries never change a base).
    */
   clone?: boolean;
+  /** With clone: the clone is made of a clone of the base (each filled in turn), and neither base may change. */
+  cloneOfClone?: boolean;
 }
 
 export interface SimResult {
@@ -244,12 +246,18 @@ class Simulation {
   }
 }
 
-/** Random writes into the (not yet opened) volume of `world`, closed cleanly; returns its content. No crashes. */
-async function fillBase(world: World): Promise<Uint8Array> {
+/**
+ * Random writes into the (not yet opened) volume of `world`, whose content is `initial` (null: zeroes), closed
+ * cleanly; checks that it read `initial` first, and returns its content. No crashes.
+ */
+async function fillBase(world: World, initial: Uint8Array | null): Promise<Uint8Array> {
   const chance = world.virtual!.crashPointChance;
   world.virtual!.crashPointChance = 0;
   const model = new VolumeModel(world.volumeBytes);
+  if (initial) model.bytes.set(initial);
   const volume = await runWorld(world, openVolume(world, { gc: false }));
+  const problem = model.diff(0, await runWorld(world, readAll(volume, world.volumeBytes)));
+  if (problem) throw new Error(`${world.prefix} does not read as its base did: ${problem}`);
   for (let index = 0; index < 32; index++) {
     const length = 8 * (1 + world.prng.int(32)) * SECTOR_BYTES;
     const offset = world.prng.int((world.volumeBytes - length) / SECTOR_BYTES) * SECTOR_BYTES;
@@ -276,11 +284,19 @@ async function objectsOf(store: World["store"], prefix: string): Promise<Map<str
 export async function simulate(seed: number, options: SimOptions, replay: string, keepLines = false): Promise<SimResult> {
   const virtual = { ...VIRTUAL_WORLD, crashPointChance: options.crashes ? VIRTUAL_WORLD.crashPointChance : 0 };
   let world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
-  let base: { initial: Uint8Array; objects: Map<string, string>; prefix: string } | null = null;
+  let base: { initial: Uint8Array; objects: Map<string, string>; prefixes: string[] } | null = null;
   if (options.clone) {
-    const initial = await fillBase(world);
+    const prefixes = [PREFIX];
+    let initial = await fillBase(world, null);
+    if (options.cloneOfClone) {
+      world = await makeCloneWorld(world, "middle");
+      prefixes.push(world.prefix);
+      initial = await fillBase(world, initial);
+    }
     world = await makeCloneWorld(world, "clone");
-    base = { initial, objects: await objectsOf(world.store, PREFIX), prefix: PREFIX };
+    const objects = new Map<string, string>();
+    for (const prefix of prefixes) for (const [name, digest] of await objectsOf(world.store, prefix)) objects.set(name, digest);
+    base = { initial, objects, prefixes };
   }
   const sim = new Simulation(world, keepLines);
   if (base) sim.model.bytes.set(base.initial);
@@ -289,7 +305,8 @@ export async function simulate(seed: number, options: SimOptions, replay: string
     await sim.steps(options.steps ?? STEPS_DEFAULT, options.crashes);
     await sim.finish();
     if (base) {
-      const after = await objectsOf(world.store, base.prefix);
+      const after = new Map<string, string>();
+      for (const prefix of base.prefixes) for (const [name, digest] of await objectsOf(world.store, prefix)) after.set(name, digest);
       const changed = [...new Set([...base.objects.keys(), ...after.keys()])].filter((name) => base.objects.get(name) !== after.get(name));
       if (changed.length > 0) throw new Error(`the clone changed its base: ${changed.join(", ")}`);
     }
