@@ -65,7 +65,7 @@ serve_volume() { # $1 volume dir (backend/NAME + cache), $2 NAME
   "$lsvd" serve --no-gc --volume "$dir/backend/$name" --cache "$dir/cache-$name" --socket "$socket" 2>"$dir/serve-$name.log" &
   server_pid=$!
   for _ in $(seq $((start_timeout_s * 10))); do
-    grep -q "serving on" "$dir/serve-$name.log" && return 0
+    grep -qs "serving on" "$dir/serve-$name.log" && return 0
     kill -0 "$server_pid" 2>/dev/null || die "serve exited: $(tail -3 "$dir/serve-$name.log")"
     sleep 0.1
   done
