@@ -19,7 +19,7 @@ import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, encodeCheckpoint, type Checkpoi
 import { objectName, parseObjectName } from "../format/object_name.ts";
 import { encodeSuperblock, type SuperblockObject } from "../format/superblock_object.ts";
 import { NIL_UUID } from "../format/_codec.ts";
-import { Lease, type LeaseOptions } from "./lease.ts";
+import { Lease, LeaseHeldError, type LeaseOptions } from "./lease.ts";
 import { takeOwnership } from "./ownership.ts";
 import { objectsNamedByMap } from "./recovery/clone_checkpoint.ts";
 import { decodeVolumeSuperblock } from "./superblock_store.ts";
@@ -146,7 +146,13 @@ export async function registerCloneInBase(
   clone: { prefix: string; volUuid: string },
   lease: CreateCloneOptions["lease"],
 ): Promise<boolean> {
-  const taken = await takeOwnership({ ...lease, store, prefix: basePrefix });
+  let taken: Awaited<ReturnType<typeof takeOwnership>>;
+  try {
+    taken = await takeOwnership({ ...lease, store, prefix: basePrefix });
+  } catch (error) {
+    if (!(error instanceof LeaseHeldError)) throw error;
+    throw new LeaseHeldError(`Cannot record the clone in its base, which needs the base's lease: ${error.message} (clone it while it is not served)`);
+  }
   try {
     const superblocks = taken.owner.superblocks!;
     const current = superblocks.superblock;

@@ -232,6 +232,7 @@ describe("lsvd clone", () => {
       const owned = await lsvd(["clone", `${base.volume}@s0`, join(base.backendDir, "c-owned")]);
       expect((await served.stop()).exitCode).toBe(0);
       expect(owned.exitCode).not.toBe(0);
+      expect(owned.stderr).toContain("Cannot record the clone in its base");
       expect(owned.stderr).toContain("serve pid");
       expect(readdirSync(base.backendDir).filter((name) => name.startsWith("c-owned") && name !== "c-owned.lease")).toEqual([]);
 
