@@ -332,3 +332,6 @@ assert(STALE_SEQ_MARGIN > PUTS_INFLIGHT_MAX + 1, "the stale-seq margin covers ev
 // Two renewals fit before the local deadline, and the deadline comes before anyone else may take the lease.
 assert(1 - 1 / LEASE_MARGIN_DIVISOR > 2 / LEASE_RENEW_DIVISOR, "two renewals come before the local deadline");
 assert(LEASE_DURATION_MS_DEFAULT >= LEASE_DURATION_MS_MIN, "default lease duration");
+
+/** A clone's chain of bases is at most this deep (clone_chain.ts): a longer one is refused as corrupt. */
+export const CLONE_DEPTH_MAX = 16;

@@ -43,7 +43,7 @@ import {
   type ExtensionPlace,
 } from "./_object_ext.ts";
 import { crc32c } from "./crc32c.ts";
-import { COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, describeObject, encodeCommonHeader } from "./object_header.ts";
+import { COMMON_HEADER, COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, describeObject, encodeCommonHeader } from "./object_header.ts";
 
 /** ckpt_mapentry: u64 packed extent (lba low 36 bits, sectors high 28 bits), u32 obj seq, u32 offset in sectors. */
 const MAP_ENTRY = layout([["extent", 8], ["obj", 4], ["offsetSectors", 4]]);
@@ -296,4 +296,31 @@ export function decodeCheckpoint(bytes: Uint8Array): CheckpointObject {
   };
   checkCheckpoint(result); // pair assertion: whatever decodes would encode again
   return result;
+}
+
+/**
+ * A clone's first checkpoint as lsvd-rbd's clone tool writes it (docs/format.md, "Clones"): a plain v1 CKPT whose
+ * common header was copied from the base checkpoint (so its v1 crc is the base's, stale), no object list, and an
+ * object length that need not be whole sectors. Decoded with the v1 crc ignored and the object zero-padded to
+ * hdr_sectors; null when it carries our extension (then only decodeCheckpoint, with both CRCs, may read it). Nothing
+ * checksums what this returns: the caller must verify it (recovery: its map equals the base checkpoint's).
+ */
+export function decodeUncheckedV1Checkpoint(bytes: Uint8Array): CheckpointObject | null {
+  const common = decodeCommonHeader(bytes);
+  const objectBytes = (common.hdrSectors + common.dataSectors) * SECTOR_BYTES;
+  const context = describeObject(common.type, common.seq);
+  if (bytes.byteLength > objectBytes) throw corrupt(context, `length ${bytes.byteLength}, more than ${objectBytes}`);
+  const copy = new Uint8Array(objectBytes);
+  copy.set(bytes);
+  const view = viewOf(copy);
+  const part = (offsetField: number, lengthField: number) => ({ offset: view.getUint32(offsetField, true), length: view.getUint32(lengthField, true) });
+  const parts = [
+    part(CKPT_SUB.ckptsOffset, CKPT_SUB.ckptsLen),
+    part(CKPT_SUB.objsOffset, CKPT_SUB.objsLen),
+    part(CKPT_SUB.deletesOffset, CKPT_SUB.deletesLen),
+    part(CKPT_SUB.mapOffset, CKPT_SUB.mapLen),
+  ];
+  if (hasExtension(copy.subarray(0, common.hdrSectors * SECTOR_BYTES), EXT_PLACE, parts)) return null;
+  view.setUint32(COMMON_HEADER.crc, 0, true); // 0 = not set: decodeCheckpoint checks everything but the crc
+  return decodeCheckpoint(copy);
 }

@@ -52,7 +52,8 @@ import { decodeCommonHeader, ObjectType } from "../format/object_header.ts";
 import { leaseName, objectName, parseObjectName } from "../format/object_name.ts";
 import { skippedRangeOf, type SuperblockObject } from "../format/superblock_object.ts";
 import { ExtentMap } from "../map/extent_map.ts";
-import { keepUnfinishedTail, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery/backend.ts";
+import { keepUnfinishedTail, loadCheckpoint, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery/backend.ts";
+import { loadCloneChain, type CloneChain } from "./clone_chain.ts";
 import { readCacheSuperblock } from "./recovery/journal.ts";
 import { applyDataObject, chooseCheckpointSeq, decideJournalCase, decideLogObject } from "./recovery/rules.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
@@ -238,7 +239,8 @@ function problem(kind: FsckProblemKind, seq: number | null, message: string): Fs
   return { kind, seq, message, repaired: false };
 }
 
-async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckProgress): Promise<BackendCheck> {
+async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?: FsckProgress): Promise<BackendCheck> {
+  let store = volumeStore;
   const problems: FsckProblem[] = [];
   const notes: string[] = [];
   const report: BackendCheck["report"] = {
@@ -282,6 +284,17 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
     }
     throw error;
   }
+  // A clone reads the objects at or below its base's last_seq from its bases (clone_chain.ts).
+  let chain: CloneChain;
+  try {
+    chain = await loadCloneChain(volumeStore, prefix, superblock);
+  } catch (error) {
+    if (!(error instanceof CorruptionError || error instanceof NotFoundError)) throw error;
+    problems.push(problem("superblock", 0, error.message));
+    return result;
+  }
+  store = chain.wrap(volumeStore);
+  if (chain.isClone) notes.push(`clone: objects up to seq ${chain.floor} are read from its base(s) ${chain.levels.slice(1).map((level) => level.prefix).join(" <- ")}`);
   result.superblock = superblock;
   report.volUuid = superblock.volUuid;
   report.volumeBytes = superblock.volSectors * SECTOR_BYTES;
@@ -313,29 +326,26 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
   report.objects.lastSeq = seqs[seqs.length - 1] ?? null;
 
   // 3. The checkpoint recovery starts from (the checkpoint table, rules.ts), reading on where recovery refuses.
+  const loaded = new Map<number, CheckpointObject>();
   const loads = async (seq: number) => {
     if (!present.has(seq)) return false;
-    try {
-      const checkpoint = decodeCheckpoint(await store.get(objectName(prefix, seq)));
-      return checkpoint.seq === seq && checkpoint.volUuid === volUuid;
-    } catch (error) {
-      if (!(error instanceof CorruptionError || error instanceof NotFoundError)) throw error;
-      return false;
-    }
+    const checkpoint = await loadCheckpoint(store, prefix, seq, superblock, []);
+    if (checkpoint !== null) loaded.set(seq, checkpoint);
+    return checkpoint !== null;
   };
   const startSeq = (await chooseCheckpointSeq(superblock.checkpoints, listChecksummed, loads, { readOnAfterRefusal: true })).seq;
   report.recoveryCheckpointSeq = startSeq;
 
   // 4. Every object, in seq order; the replay map follows along from seq 1 to the log end.
-  const infos = new Map<number, ObjectInfo>();
+  const infos = await checkBaseObjects(store, chain, [...loaded.values()], problems);
   const checkpointInfos = new Map<number, FsckCheckpointInfo>();
   let replay = new ExtentMap();
   let rollbackSeen = false;
   const replayPossible = present.has(1);
-  let replayBroken: string | null = replayPossible ? null : "object 1 is missing (older objects were removed)";
+  let replayBroken: string | null = replayPossible ? null : chain.isClone ? "a clone's log starts above its base's" : "object 1 is missing (older objects were removed)";
   let logEnd: number | null = null;
   const holes = new BoundedList<number>();
-  let expected = 1;
+  let expected = chain.floor + 1;
   let checked = 0;
   progress?.step(`checking ${seqs.length} object(s)`);
   for (const seq of seqs) {
@@ -357,6 +367,9 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
     }
     report.objects.bytes += bytes.byteLength;
     const info = checkObject(bytes, seq, volUuid);
+    // A clone's first checkpoint as lsvd-rbd writes it has no checksum of its own: verified against its base's.
+    const cloneFirst = seq === chain.floor + 1 && chain.isClone ? await loadCheckpoint(store, prefix, seq, superblock, []) : null;
+    if (cloneFirst !== null && !info.valid) Object.assign(info, { valid: true, error: null });
     infos.set(seq, info);
     if (!info.valid) {
       report.objects.invalid += 1;
@@ -375,7 +388,7 @@ async function checkBackend(store: ObjectStore, prefix: string, progress?: FsckP
       if (replayBroken === null && (logEnd === null || seq < logEnd)) replayDataObject(bytes, replay);
     } else {
       report.objects.checkpoints += 1;
-      const checkpoint = decodeCheckpoint(bytes);
+      const checkpoint = cloneFirst ?? decodeCheckpoint(bytes);
       const error = checkCheckpointAgainstObjects(checkpoint, infos);
       if (seq === superblock.rollbackSeq && error === null && (logEnd === null || seq < logEnd)) {
         // The newest rollback (snapshot_admin.ts): the volume's content restarts as this checkpoint's map.
@@ -566,6 +579,32 @@ function checkObject(bytes: Uint8Array, seq: number, volUuid: string): ObjectInf
     info.error = error.message;
   }
   return info;
+}
+
+/**
+ * A clone's base objects that its checkpoints list (through the chain: each must be a valid DATA object of the base
+ * volume that holds it), as infos for the checks of the clone's checkpoints; a missing or invalid one is a problem.
+ */
+async function checkBaseObjects(store: ObjectStore, chain: CloneChain, checkpoints: CheckpointObject[], problems: FsckProblem[]): Promise<Map<number, ObjectInfo>> {
+  const infos = new Map<number, ObjectInfo>();
+  const seqs = new Set<number>();
+  for (const checkpoint of checkpoints) for (const entry of checkpoint.objects) if (entry.seq <= chain.floor) seqs.add(entry.seq);
+  for (const seq of [...seqs].sort((a, b) => a - b)) {
+    const level = chain.levelOf(seq);
+    const name = objectName(level.prefix, seq);
+    let bytes: Uint8Array;
+    try {
+      bytes = await store.get(objectName(chain.levels[0]!.prefix, seq));
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+      problems.push(problem("object", seq, `base object ${name} is missing: data the clone reads from it cannot be read back`));
+      continue;
+    }
+    const info = checkObject(bytes, seq, level.volUuid);
+    if (!info.valid) problems.push(problem("object", seq, `base object ${name} is invalid (${info.error}): data the clone reads from it cannot be read back`));
+    infos.set(seq, info);
+  }
+  return infos;
 }
 
 /** Applies one (valid) DATA object to a map exactly as its writes happened (rules.ts, applyDataObject). */

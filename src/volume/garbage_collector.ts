@@ -79,6 +79,8 @@ export interface GarbageCollectorOptions {
   isPinned: (obj: number) => boolean;
   /** What the volume's snapshots pin: never cleaned, retired or deleted. */
   snapshotPins: SnapshotPins;
+  /** A clone's base's last_seq (0: not a clone): objects at or below it are its bases' and never candidates. */
+  baseLastSeq: number;
   clock: Clock;
   log: (line: string) => void;
   /** Objects whose live share is below this are cleaned; 0 turns cleaning off (dead objects are still deleted). */
@@ -257,6 +259,8 @@ export class GarbageCollector {
       if (info.kind !== ObjectKind.Data) return;
       result.liveBytes += info.liveSectors * SECTOR_BYTES;
       if (this.options.snapshotPins.pinsObject(seq)) return;
+      // A clone's base objects are its base's: never cleaned, retired or deleted here (clone_chain.ts).
+      if (seq <= this.options.baseLastSeq) return;
       // Only durable objects are in the backend, and only they may be cleaned or retired.
       if (info.dataSectors === 0 || this.retired.has(seq) || seq > writer.durableSeq || writer.unflushed.has(seq)) return;
       if (info.liveSectors === 0) {

@@ -4,7 +4,7 @@
 // Unmapped space and all-zero pages are not written: the target, made sparse by the caller, keeps holes there.
 
 import { PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
-import { assert, InvalidArgumentError } from "../errors.ts";
+import { assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
 import { isAllZero } from "../util/zero.ts";
@@ -82,9 +82,6 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
   const { store, prefix } = options;
   const state = await recoverBackend(store, prefix, { verifyData: false });
   dropUnfinishedTail(prefix, state);
-  if (state.superblock.clone !== null) {
-    throw new InvalidArgumentError(`Volume ${prefix} is a clone of ${state.superblock.clone.baseName}: exporting clones is not supported`);
-  }
   const sizeBytes = state.superblock.volSectors * SECTOR_BYTES;
   const pieces = piecesOf(state.map);
   const mappedBytes = pieces.reduce((sum, piece) => sum + piece.sectors * SECTOR_BYTES, 0);
@@ -101,7 +98,7 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       assert(info !== undefined, `the map points at object ${piece.obj}, which the object table holds`);
       objects.add(piece.obj);
       const bytes = piece.sectors * SECTOR_BYTES;
-      const data = await store.getRange(objectName(prefix, piece.obj), (info.hdrSectors + piece.offset) * SECTOR_BYTES, bytes);
+      const data = await state.store.getRange(objectName(prefix, piece.obj), (info.hdrSectors + piece.offset) * SECTOR_BYTES, bytes);
       const written = await writeNonZero(options.target, piece.lba * SECTOR_BYTES, data);
       writtenBytes += written;
       done += bytes;

@@ -8,6 +8,7 @@ import { GETS_INFLIGHT_MAX, NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } fr
 import { CKPT_MAP_ENTRY_BYTES, unpackCheckpointMapEntry } from "../format/checkpoint_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
+import { loadCloneChain } from "./clone_chain.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { InvalidArgumentError, NotSupportedError, assert } from "../errors.ts";
@@ -34,6 +35,8 @@ export class SnapshotDevice implements BlockDevice {
   static async open(store: ObjectStore, prefix: string, name: string): Promise<SnapshotDevice> {
     const superblock = await readSuperblock(store, prefix);
     const snapshot = findSnapshot(superblock, prefix, name);
+    // A clone's snapshot names its bases' objects too: read them through the chain (clone_chain.ts).
+    const chained = (await loadCloneChain(store, prefix, superblock)).wrap(store);
     const checkpoint = await readSnapshotCheckpoint(store, prefix, superblock.volUuid, snapshot.seq);
     const map = new ExtentMap();
     const entries = checkpoint.mapEntries;
@@ -42,7 +45,7 @@ export class SnapshotDevice implements BlockDevice {
       const entry = unpackCheckpointMapEntry(view, index);
       map.update(entry.lba, entry.sectors, entry.obj, entry.offsetSectors);
     }
-    return new SnapshotDevice(store, prefix, snapshot, superblock.volSectors * SECTOR_BYTES, map);
+    return new SnapshotDevice(chained, prefix, snapshot, superblock.volSectors * SECTOR_BYTES, map);
   }
 
   get extentCount(): number {

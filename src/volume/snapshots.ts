@@ -201,9 +201,9 @@ export async function liveCloneNames(store: ObjectStore, superblock: SuperblockO
 }
 
 /** Refuses to delete or replace a volume that has snapshots or registered clones (the error names them). */
-export function refuseIfSnapshotsOrClones(prefix: string, superblock: SuperblockObject, what: string): void {
+export function refuseIfSnapshotsOrClones(prefix: string, superblock: SuperblockObject, what: string, clonesFound: readonly string[] = []): void {
   const snapshots = superblock.snapshots.map((snap) => snap.name);
-  const clones = superblock.cloneRefs.map((ref) => ref.name);
+  const clones = [...new Set([...superblock.cloneRefs.map((ref) => ref.name), ...clonesFound])];
   if (snapshots.length === 0 && clones.length === 0) return;
   const parts = [snapshots.length > 0 ? `snapshots ${snapshots.join(", ")}` : "", clones.length > 0 ? `clones ${clones.join(", ")}` : ""].filter((part) => part !== "");
   throw new InvalidArgumentError(`Cannot ${what} volume ${prefix}: it has ${parts.join(" and ")} (delete them first: 'lsvd snapshot delete', 'lsvd rm')`);

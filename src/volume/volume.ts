@@ -183,7 +183,7 @@ export class Volume implements BlockDevice {
       logStarted: options.owner?.logStarted,
     };
     await options.crashPoint?.("recovery.backend-read");
-    const logStart = await beginLog(options.store, state, superblocks, owner, log, options.crashPoint);
+    const logStart = await beginLog(state.store, state, superblocks, owner, log, options.crashPoint);
     const plan = await planJournal(options.cache, options.pool, superblock, state);
     // A new generation, durable before any new record is written (see journal.ts invariants).
     const journal = new Journal(options.cache, options.pool, superblock, plan.start);
@@ -202,7 +202,7 @@ export class Volume implements BlockDevice {
     writes.endReplay();
     await options.crashPoint?.("recovery.replayed");
     if (plan.needHandover) await writes.writeHandover(journal.sequenceNext - 1);
-    const reads = new ReadPath(options.store, options.prefix, state.map, state.objects, writes.unflushed, {
+    const reads = new ReadPath(state.store, options.prefix, state.map, state.objects, writes.unflushed, {
       readJournal,
       whenWritten: (seq) => journal.whenWritten(seq),
       pool: options.pool,
@@ -245,7 +245,7 @@ export class Volume implements BlockDevice {
       volUuid: state.superblock.volUuid,
       cacheUuid: superblock.cacheUuid,
       prefix: options.prefix,
-      store: options.store,
+      store: state.store,
       map: state.map,
       objects: state.objects,
       journal,
@@ -272,7 +272,7 @@ export class Volume implements BlockDevice {
   private static startGc(options: VolumeOptions, state: BackendState, writes: WritePath, reads: ReadPath, threshold: number, snapshotPins: SnapshotPins): GarbageCollector | null {
     if (!(options.gc ?? true) || options.readOnly) return null;
     const gc = new GarbageCollector({
-      store: options.store,
+      store: state.store,
       prefix: options.prefix,
       volUuid: state.superblock.volUuid,
       map: state.map,
@@ -280,6 +280,7 @@ export class Volume implements BlockDevice {
       writer: writes,
       isPinned: (obj) => reads.isPinned(obj),
       snapshotPins,
+      baseLastSeq: state.chain.floor,
       clock: options.clock ?? systemClock,
       log: options.log ?? (() => {}),
       threshold,

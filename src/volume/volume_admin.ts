@@ -10,6 +10,7 @@ import { Lease, type LeaseOptions } from "./lease.ts";
 import { takeOwnership } from "./ownership.ts";
 import { decodeVolumeSuperblock } from "./superblock_store.ts";
 import { refuseIfSnapshotsOrClones } from "./snapshots.ts";
+import { basePrefixOf } from "./clone_chain.ts";
 
 /** A superblock larger than this is not looked at by `ls` (superblocks are a few KiB; data objects are MiBs). */
 const SUPERBLOCK_BYTES_LISTED_MAX = 1024 * 1024;
@@ -68,12 +69,9 @@ export async function removeVolume(options: Omit<LeaseOptions, "volumeMayBeAbsen
     const superblock = await store.getVersioned(prefix);
     if (superblock !== null) {
       const decoded = decodeVolumeSuperblock(prefix, superblock.data).superblock;
-      refuseIfSnapshotsOrClones(prefix, decoded, "remove");
-      const volUuid = decoded.volUuid;
-      const clones = (await listVolumes(store, "")).filter((volume) => volume.clone?.baseName === prefix && volume.clone.baseUuid === volUuid);
-      if (clones.length > 0) {
-        throw new InvalidArgumentError(`Volume ${prefix} has clones (${clones.map((clone) => clone.name).join(", ")}): remove them first`);
-      }
+      // Clones registered in the superblock, and those found in the same place (the reference tool's register nothing).
+      const clones = (await listVolumes(store, "")).filter((volume) => volume.clone !== null && basePrefixOf(volume.clone.baseName) === prefix && volume.clone.baseUuid === decoded.volUuid);
+      refuseIfSnapshotsOrClones(prefix, decoded, "remove", clones.map((clone) => clone.name));
       lease.check();
       await store.delete(prefix);
     }

@@ -199,7 +199,7 @@ describe("resize, ls, rm", () => {
     writeFileSync(join(backend, "clone1"), encodeSuperblock(clone));
     const refused = await lsvd(["rm", volume]);
     expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toMatch(/Volume vol has clones \(clone1\): remove them first/);
+    expect(refused.stderr).toMatch(/Cannot remove volume vol: it has clones clone1 \(delete them first/);
     expect(existsSync(volume)).toBe(true);
     ok(await lsvd(["rm", join(backend, "clone1")]), "rm clone1");
     expect(ok(await lsvd(["rm", volume]), "rm").stdout).toMatch(/^removed volume file:\/\/\S+: \d+ object\(s\) deleted\n$/);

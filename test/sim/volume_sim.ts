@@ -12,7 +12,7 @@ import type { Volume } from "../../src/volume/volume.ts";
 import { WorldStopped } from "./sim_clock.ts";
 import { checkVolumeInvariants } from "./world_invariants.ts";
 import { SnapshotTracker } from "./snapshot_tracker.ts";
-import { makeWorld, openVolume, reopenAfterCrash, runWorld, SIM_GC, stopWorld, VIRTUAL_WORLD, VolumeModel, type World } from "./volume_world.ts";
+import { makeCloneWorld, makeWorld, openVolume, PREFIX, reopenAfterCrash, runWorld, SIM_GC, stopWorld, VIRTUAL_WORLD, VolumeModel, type World } from "./volume_world.ts";
 
 export interface SimOptions {
   /** Crashes between steps and at crash points (recovery, garbage collection). */
@@ -21,6 +21,14 @@ export interface SimOptions {
   steps?: number;
   /** Snapshot creates and deletes among the steps, every snapshot checked against the model (snapshot_tracker.ts). */
   snapshots?: boolean;
+  /**
+   * The volume simulated is a clone (makeCloneWorld) of a base filled with random data first: it starts as the base's
+   * content, and at the end every object of the base must be exactly as it was (the clone's GC, crashes and
+   * recoveries never change a base).
+   */
+  clone?: boolean;
+  /** With clone: the clone is made of a clone of the base (each filled in turn), and neither base may change. */
+  cloneOfClone?: boolean;
 }
 
 export interface SimResult {
@@ -254,15 +262,70 @@ class Simulation {
   }
 }
 
+/**
+ * Random writes into the (not yet opened) volume of `world`, whose content is `initial` (null: zeroes), closed
+ * cleanly; checks that it read `initial` first, and returns its content. No crashes.
+ */
+async function fillBase(world: World, initial: Uint8Array | null): Promise<Uint8Array> {
+  const chance = world.virtual!.crashPointChance;
+  world.virtual!.crashPointChance = 0;
+  const model = new VolumeModel(world.volumeBytes);
+  if (initial) model.bytes.set(initial);
+  const volume = await runWorld(world, openVolume(world, { gc: false }));
+  const problem = model.diff(0, await runWorld(world, readAll(volume, world.volumeBytes)));
+  if (problem) throw new Error(`${world.prefix} does not read as its base did: ${problem}`);
+  for (let index = 0; index < 32; index++) {
+    const length = 8 * (1 + world.prng.int(32)) * SECTOR_BYTES;
+    const offset = world.prng.int((world.volumeBytes - length) / SECTOR_BYTES) * SECTOR_BYTES;
+    const data = new Uint8Array(length);
+    world.prng.fill(data);
+    model.apply(offset, data, length);
+    await runWorld(world, volume.write(offset, data, false));
+  }
+  await runWorld(world, volume.close());
+  world.virtual!.crashPointChance = chance;
+  return model.bytes;
+}
+
+/** Every object of the volume at `prefix` (superblock, seq names, lease) and a digest of its bytes. */
+async function objectsOf(store: World["store"], prefix: string): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const name of await store.list(prefix)) {
+    if (name === prefix || name.startsWith(`${prefix}.`)) found.set(name, hashOf(await store.get(name)));
+  }
+  return found;
+}
+
 /** Runs one seed; a failure's message carries the seed, the replay command (`replay`) and the last log lines. */
 export async function simulate(seed: number, options: SimOptions, replay: string, keepLines = false): Promise<SimResult> {
   const virtual = { ...VIRTUAL_WORLD, crashPointChance: options.crashes ? VIRTUAL_WORLD.crashPointChance : 0 };
-  const world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
+  let world = await makeWorld(seed, { volumeBytes: 4 * 1024 * 1024, journalBytes: options.journalBytes, virtual });
+  let base: { initial: Uint8Array; objects: Map<string, string>; prefixes: string[] } | null = null;
+  if (options.clone) {
+    const prefixes = [PREFIX];
+    let initial = await fillBase(world, null);
+    if (options.cloneOfClone) {
+      world = await makeCloneWorld(world, "middle");
+      prefixes.push(world.prefix);
+      initial = await fillBase(world, initial);
+    }
+    world = await makeCloneWorld(world, "clone");
+    const objects = new Map<string, string>();
+    for (const prefix of prefixes) for (const [name, digest] of await objectsOf(world.store, prefix)) objects.set(name, digest);
+    base = { initial, objects, prefixes };
+  }
   const sim = new Simulation(world, keepLines, options.snapshots ?? false);
+  if (base) sim.model.bytes.set(base.initial);
   try {
     sim.volume = await reopenAfterCrash(world, SIM_GC); // a crash point may stop even the first open
     await sim.steps(options.steps ?? STEPS_DEFAULT, options.crashes);
     await sim.finish();
+    if (base) {
+      const after = new Map<string, string>();
+      for (const prefix of base.prefixes) for (const [name, digest] of await objectsOf(world.store, prefix)) after.set(name, digest);
+      const changed = [...new Set([...base.objects.keys(), ...after.keys()])].filter((name) => base.objects.get(name) !== after.get(name));
+      if (changed.length > 0) throw new Error(`the clone changed its base: ${changed.join(", ")}`);
+    }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     throw new Error(`seed ${seed} at ${world.clock!.nowMs()} virtual ms: ${message}\nreplay: ${replay}\n${sim.context()}`, { cause: error });

@@ -26,10 +26,14 @@ import { fsckVolume, type FsckReport } from "../../src/volume/fsck.ts";
 import { MemoryCacheDevice, MemoryPool } from "./memory_cache_device.ts";
 import { Prng } from "./prng.ts";
 import { assert } from "../../src/errors.ts";
+import { decodeSuperblock, encodeSuperblock } from "../../src/format/superblock_object.ts";
+import { createClone } from "../../src/volume/clone_create.ts";
 
 export const PREFIX = "vol";
 
 export interface World {
+  /** The volume's prefix in the store: PREFIX, or a clone's (makeCloneWorld). */
+  prefix: string;
   prng: Prng;
   store: ObjectStore;
   device: MemoryCacheDevice;
@@ -104,6 +108,7 @@ export async function makeWorld(
   if (clock) device.clock = clock;
   formatCache(device, volUuid, 1000 + prng.int(1_000_000), options.journalBytes, clock ? prng : undefined);
   return {
+    prefix: PREFIX,
     prng,
     store,
     device,
@@ -117,6 +122,40 @@ export async function makeWorld(
     volume: null,
     clock,
     virtual: options.virtual ?? null,
+    stopped: null,
+    crashes: new Map(),
+    recoveryCrashesInARow: 0,
+  };
+}
+
+/**
+ * A clone of `base` (closed cleanly) at `prefix` in the same store, as `lsvd clone` makes it (clone_create.ts): the
+ * base's newest checkpoint listed as snapshot "s" in its superblock first. The clone's world shares the base's store,
+ * clock and PRNG, and has a cache device of its own; its crashes fence only its own view of the store.
+ */
+export async function makeCloneWorld(base: World, prefix: string): Promise<World> {
+  const bytes = await base.store.get(base.prefix);
+  const superblock = decodeSuperblock(bytes);
+  const seq = superblock.checkpoints[superblock.checkpoints.length - 1]!;
+  await base.store.put(base.prefix, encodeSuperblock({ ...superblock, snapshots: [...superblock.snapshots, { seq, name: "s" }] }));
+  const volUuid = base.clock ? prngUuid(base.prng) : uuidv4();
+  const identity = { ...SIM_HOST, pid: 0, processStartTicks: 1 };
+  const lease = { command: "clone", identity, processRuns: () => false, ...(base.clock ? { clock: base.clock, newCookie: () => prngUuid(base.prng) } : {}) };
+  await runWorld(base, createClone({ store: base.store, basePrefix: base.prefix, snapshot: "s", clonePrefix: prefix, cloneUuid: volUuid, lease }));
+  const device = new MemoryCacheDevice(base.device.sizeBytes, base.prng);
+  if (base.clock) device.clock = base.clock;
+  formatCache(device, volUuid, 1000 + base.prng.int(1_000_000), undefined, base.clock ? base.prng : undefined);
+  return {
+    ...base,
+    prefix,
+    device,
+    volUuid,
+    logs: [],
+    fence: null,
+    lease: null,
+    incarnation: 0,
+    volume: null,
+    virtual: base.virtual ? { ...base.virtual } : null,
     stopped: null,
     crashes: new Map(),
     recoveryCrashesInARow: 0,
@@ -191,7 +230,7 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
   world.incarnation += 1;
   const { lease, owner } = await takeOwnership({
     store: world.fence,
-    prefix: PREFIX,
+    prefix: world.prefix,
     command: "serve",
     identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
     processRuns: () => false,
@@ -203,7 +242,7 @@ export async function openVolume(world: World, overrides: Partial<VolumeOptions>
   world.volume = await Volume.open({
     owner,
     store,
-    prefix: PREFIX,
+    prefix: world.prefix,
     cache: world.device,
     pool: world.pool,
     batchBytes: 64 * 1024,
@@ -272,7 +311,7 @@ export async function fsckRepair(world: World): Promise<FsckReport> {
   const taken = await takeOwnership(
     {
       store: world.store,
-      prefix: PREFIX,
+      prefix: world.prefix,
       command: "fsck --repair",
       identity: { ...SIM_HOST, pid: world.incarnation, processStartTicks: 1 },
       processRuns: () => false,
@@ -281,7 +320,7 @@ export async function fsckRepair(world: World): Promise<FsckReport> {
     store,
   );
   lease = taken.lease;
-  const report = await fsckVolume({ store, prefix: PREFIX, repair: true, owner: taken.owner });
+  const report = await fsckVolume({ store, prefix: world.prefix, repair: true, owner: taken.owner });
   await lease.release();
   return report;
 }

@@ -23,7 +23,7 @@ async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
   return out;
 }
 
-async function runSeed(base: number, seed: number, name: string, options: { crashes: boolean; journalBytes?: number }): Promise<void> {
+async function runSeed(base: number, seed: number, name: string, options: { crashes: boolean; journalBytes?: number; clone?: boolean; cloneOfClone?: boolean }): Promise<void> {
   const result = await simulate(seed, options, replayCommand(base, FILE, name));
   totals.cleaned += result.gc.cleaned;
   totals.deleted += result.gc.deleted;
@@ -39,6 +39,14 @@ describe("volume simulation", () => {
     }, 120_000);
     test(`seed ${seed}: random I/O with crashes`, async () => {
       await runSeed(seed, seed + 1000, "random I/O with crashes", { crashes: true });
+    }, 120_000);
+    // A clone (of a base filled first) under the same load: it reads its base's data until overwritten, its GC
+    // and crashes never change a base object.
+    test(`seed ${seed}: a clone, random I/O with crashes`, async () => {
+      await runSeed(seed, seed + 3000, "a clone, random I/O with crashes", { crashes: true, clone: true });
+    }, 120_000);
+    test(`seed ${seed}: a clone of a clone, random I/O with crashes`, async () => {
+      await runSeed(seed, seed + 4000, "a clone of a clone, random I/O with crashes", { crashes: true, clone: true, cloneOfClone: true });
     }, 120_000);
     // A journal of a few batches: it wraps (pad records), fills up (back-pressure) and is released by puts.
     test(`seed ${seed}: small journal, crashes`, async () => {

@@ -16,6 +16,7 @@ import { resizeCommand } from "./resize.ts";
 import { statusCommand } from "./status.ts";
 import { snapshotCommand } from "./snapshot.ts";
 import { infoCommand } from "./info.ts";
+import { cloneCommand } from "./clone.ts";
 
 export const COMMANDS: Command[] = [
   mkdiskCommand,
@@ -29,6 +30,7 @@ export const COMMANDS: Command[] = [
   importCommand,
   exportCommand,
   lsCommand,
+  cloneCommand,
   rmCommand,
   resizeCommand,
   snapshotCommand,

@@ -24,8 +24,13 @@ import { ExtentMap } from "../../map/extent_map.ts";
 import { SECTOR_BYTES } from "../../constants.ts";
 import { ObjectKind, ObjectTable } from "../object_table.ts";
 import { applyDataObject, chooseCheckpointSeq, decideLogObject } from "./rules.ts";
+import { decodeFirstCloneCheckpoint } from "./clone_checkpoint.ts";
+import { loadCloneChain, type CloneChain } from "../clone_chain.ts";
 
 export interface BackendState {
+  /** The store as the volume sees it: through its chain of bases when it is a clone (clone_chain.ts). */
+  store: ObjectStore;
+  chain: CloneChain;
   superblock: SuperblockObject;
   map: ExtentMap;
   objects: ObjectTable;
@@ -95,13 +100,19 @@ export async function readSuperblockChecked(store: ObjectStore, prefix: string):
   }
 }
 
-export async function recoverBackend(store: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
-  const decoded = options.superblock ?? (await readSuperblockChecked(store, prefix));
+export async function recoverBackend(volumeStore: ObjectStore, prefix: string, options: RecoveryOptions): Promise<BackendState> {
+  const decoded = options.superblock ?? (await readSuperblockChecked(volumeStore, prefix));
   let superblock = decoded.superblock;
+  // A clone reads the objects at or below its base's last_seq through its chain of bases (clone_chain.ts).
+  const chain = await loadCloneChain(volumeStore, prefix, superblock);
+  const store = chain.wrap(volumeStore);
   const notes: string[] = [];
   const map = new ExtentMap();
   const objects = new ObjectTable();
   const checkpoint = await chooseCheckpoint(store, prefix, decoded, notes);
+  if (chain.isClone && (checkpoint === null || checkpoint.seq <= chain.floor)) {
+    throw new CorruptionError(`Clone ${prefix}: no usable checkpoint of its own above its base's last_seq ${chain.floor} (its first one, ${objectName(prefix, chain.floor + 1)}, holds the base's map)`);
+  }
   if (checkpoint) loadCheckpointState(prefix, checkpoint, map, objects, notes);
   const checkpointSeq = checkpoint?.seq ?? 0;
   const log = await rollForward(store, prefix, superblock, checkpointSeq + 1, options, map, objects, notes);
@@ -123,6 +134,8 @@ export async function recoverBackend(store: ObjectStore, prefix: string, options
     notes.push(`log ends at ${objectName(prefix, logEndSeq)} (missing or invalid); ${names.beyondGap.length} object(s) beyond it are not part of the volume`);
   }
   return {
+    store,
+    chain,
     superblock,
     map,
     objects,
@@ -187,14 +200,16 @@ async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: Dec
   const { superblock, checkpointsChecksummed, rewrittenByReference } = decoded;
   const loaded = new Map<number, CheckpointObject>();
   const loads = async (seq: number) => {
-    const checkpoint = await loadCheckpoint(store, prefix, seq, superblock.volUuid, notes);
+    const checkpoint = await loadCheckpoint(store, prefix, seq, superblock, notes);
     if (checkpoint) loaded.set(seq, checkpoint);
     return checkpoint !== null;
   };
   const chosen = await chooseCheckpointSeq(superblock.checkpoints, checkpointsChecksummed, loads);
   if (chosen.refusedAt !== null) {
+    const name = objectName(prefix, chosen.refusedAt);
+    const reason = notes.find((note) => note.startsWith(`checkpoint ${name} unusable (`))?.slice(`checkpoint ${name} unusable (`.length).replace(/\); trying an older one$/, "");
     throw new CorruptionError(
-      `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${objectName(prefix, chosen.refusedAt)}, which is missing or invalid: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
+      `Superblock '${prefix}': its checkpoint list has no checksum (${rewrittenByReference ? "rewritten by lsvd-rbd" : "plain v1, crc not set"}) and names checkpoint ${name}, which is missing or invalid${reason === undefined ? "" : ` (${reason})`}: refusing to guess where the log starts ('lsvd fsck --repair' drops it from the list)`,
     );
   }
   if (chosen.seq === 0) return null;
@@ -332,17 +347,24 @@ export function dropUnfinishedTail(prefix: string, state: BackendState): void {
   state.notes.push(`${describeTail(prefix, tail)}, whose rest no journal holds: the log ends at ${objectName(prefix, state.nextSeq)}; ${seqs.length} object(s) left beyond it`);
 }
 
-async function loadCheckpoint(
+/**
+ * Checkpoint `seq` of the volume, decoded and checked (its seq and volume; a clone's first one as clone_checkpoint.ts
+ * verifies it); null, with a note, when it is missing or invalid. `store` sees the volume through its chain.
+ */
+export async function loadCheckpoint(
   store: ObjectStore,
   prefix: string,
   seq: number,
-  volUuid: string,
+  superblock: SuperblockObject,
   notes: string[],
 ): Promise<CheckpointObject | null> {
   const name = objectName(prefix, seq);
   try {
-    const checkpoint = decodeCheckpoint(await store.get(name));
-    if (checkpoint.seq !== seq || checkpoint.volUuid !== volUuid) throw new CorruptionError("seq or volume UUID does not match its name");
+    const clone = superblock.clone;
+    if (clone !== null && seq <= clone.lastSeq) throw new CorruptionError(`it is at or below the base's last_seq ${clone.lastSeq}`);
+    const bytes = await store.get(name);
+    const checkpoint = clone !== null && seq === clone.lastSeq + 1 ? await decodeFirstCloneCheckpoint(store, prefix, bytes, clone) : decodeCheckpoint(bytes);
+    if (checkpoint.seq !== seq || checkpoint.volUuid !== superblock.volUuid) throw new CorruptionError("seq or volume UUID does not match its name");
     return checkpoint;
   } catch (error) {
     if (error instanceof NotFoundError || error instanceof CorruptionError) {
