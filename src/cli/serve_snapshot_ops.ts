@@ -1,4 +1,4 @@
-// The admin ops through which `lsvd snapshot create|delete` reach the process serving a volume (docs/operations.md,
+// The admin ops through which `lsvd snapshot create|delete` and `lsvd clone` reach the process serving a volume (docs/operations.md,
 // "Admin socket"; docs/architecture.md, "Snapshots"): the serving process owns the volume, so it makes the snapshot
 // itself, at a write boundary, and answers once the superblock listing it is durable.
 
@@ -8,6 +8,16 @@ import type { Volume } from "../volume/volume.ts";
 
 export const SNAPSHOT_CREATE_OP = "snapshot-create";
 export const SNAPSHOT_DELETE_OP = "snapshot-delete";
+export const CLONE_REGISTER_OP = "clone-register";
+
+/** args.clone of clone-register: the clone's prefix and UUID, and the snapshot it is made of. */
+function cloneArguments(args: Record<string, unknown>): { snapshot: { seq: number; name: string }; clone: { prefix: string; volUuid: string } } {
+  const { snapshotSeq, snapshotName, clonePrefix, cloneUuid } = args;
+  if (typeof snapshotSeq !== "number" || !Number.isSafeInteger(snapshotSeq) || typeof snapshotName !== "string" || typeof clonePrefix !== "string" || typeof cloneUuid !== "string") {
+    throw new InvalidArgumentError("args: snapshotSeq (an integer), snapshotName, clonePrefix and cloneUuid (strings)");
+  }
+  return { snapshot: { seq: snapshotSeq, name: snapshotName }, clone: { prefix: clonePrefix, volUuid: cloneUuid } };
+}
 
 function nameArgument(args: Record<string, unknown>): string {
   const name = args.name;
@@ -21,6 +31,11 @@ export function registerSnapshotOps(ops: AdminOps, volume: Volume): void {
   });
   ops.register(SNAPSHOT_DELETE_OP, "deletes snapshot args.name of the served volume (refused while clones of it exist)", async (args) => {
     await volume.deleteSnapshot(nameArgument(args));
+    return {};
+  });
+  ops.register(CLONE_REGISTER_OP, "records a clone of a snapshot in the served volume's superblock (what 'lsvd clone' of a served base asks)", async (args) => {
+    const { snapshot, clone } = cloneArguments(args);
+    await volume.registerClone(snapshot, clone);
     return {};
   });
 }

@@ -83,6 +83,9 @@ export interface CreateCloneOptions {
   cloneUuid: string;
   /** Lease options for the new volume during the creation (command "clone"). */
   lease: Omit<LeaseOptions, "store" | "prefix" | "volumeMayBeAbsent">;
+  /** Records the clone in the base (default registerCloneInBase, under the base's lease; the CLI passes the serving
+   * process's admin op when the base is served). Resolves once the registration is durable. */
+  register?: (snapshot: { seq: number; name: string }, clone: { prefix: string; volUuid: string }) => Promise<void>;
 }
 
 export interface CreateCloneResult {
@@ -116,7 +119,10 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
       lease.check();
       await store.delete(name);
     }
-    const registered = await registerCloneInBase(store, basePrefix, snapshot, { prefix: clonePrefix, volUuid: options.cloneUuid }, options.lease);
+    const cloneRef = { prefix: clonePrefix, volUuid: options.cloneUuid };
+    if (options.register !== undefined) await options.register(snapshot, cloneRef);
+    else await registerCloneInBase(store, basePrefix, snapshot, cloneRef, options.lease);
+    const registered = true;
     lease.check();
     await store.putIfAbsent(objectName(clonePrefix, plan.checkpointSeq), plan.checkpoint);
     lease.check();

@@ -14,7 +14,7 @@ import {
   PAGE_BYTES,
   SECTOR_BYTES,
 } from "../constants.ts";
-import { InvalidArgumentError, assert } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError, assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
@@ -34,7 +34,7 @@ import { SuperblockStore } from "./superblock_store.ts";
 import type { SeqRange } from "../format/superblock_object.ts";
 import { WritePath } from "./write_path.ts";
 import { ObjectKind } from "./object_table.ts";
-import { SnapshotPins, findSnapshot, listSnapshots, liveCloneNames, readSnapshotPins, withoutSnapshot, type SnapshotInfo } from "./snapshots.ts";
+import { SnapshotPins, findSnapshot, listSnapshots, liveCloneNames, readSnapshotPins, withCloneRef, withoutCloneRef, withoutSnapshot, type SnapshotInfo } from "./snapshots.ts";
 
 export interface VolumeOptions {
   store: ObjectStore;
@@ -373,6 +373,22 @@ export class Volume implements BlockDevice {
     if (this.closed || this.readOnly) throw new InvalidArgumentError(`snapshot: volume is ${this.closed ? "closed" : "read-only"}`);
     this.fence.check();
     return await this.writes.createSnapshot(name);
+  }
+
+  /**
+   * Records clone `clone` of snapshot `snapshot` while serving (`lsvd clone` of a served base, over the admin socket):
+   * the superblock rewrite that lists it lands in order with the checkpoint rewrites (clone_create.ts has the rule
+   * offline). A registration under the same clone name is replaced: the caller holds the clone's lease and no clone
+   * superblock exists under that name yet, so it is stale.
+   */
+  async registerClone(snapshot: { seq: number; name: string }, clone: { prefix: string; volUuid: string }): Promise<void> {
+    if (this.closed || this.readOnly) throw new InvalidArgumentError(`clone: volume is ${this.closed ? "closed" : "read-only"}`);
+    this.fence.check();
+    if (!this.writes.superblock.snapshots.some((snap) => snap.seq === snapshot.seq && snap.name === snapshot.name)) throw new NotFoundError(`Volume ${this.options.prefix} no longer has snapshot '${snapshot.name}'`);
+    await this.writes.changeSuperblock(
+      (current) => withCloneRef(withoutCloneRef(current, clone.prefix), { snapSeq: snapshot.seq, cloneUuid: clone.volUuid, name: clone.prefix }),
+      `registering clone ${clone.prefix}`,
+    );
   }
 
   /**

@@ -235,12 +235,22 @@ describe("lsvd clone", () => {
       const elsewhere = await lsvd(["clone", `${base.volume}@s0`, join(base.dir, "c")]);
       expect(elsewhere.exitCode).not.toBe(0);
       expect(elsewhere.stderr).toContain("base's backend");
-      // A served base cannot record a clone: refused, naming the holder, and no clone is left behind.
+      // A served base records the clone itself (over its admin socket, found through the lease): the clone is made
+      // while the base serves, and the base's superblock lists it after the base's clean stop.
       const served = await serve(base);
-      const owned = await lsvd(["clone", `${base.volume}@s0`, join(base.backendDir, "c-owned")]);
+      const whileServed = await lsvd(["clone", "--json", `${base.volume}@s0`, join(base.backendDir, "c-served")]);
       expect((await served.stop()).exitCode).toBe(0);
+      expect(whileServed.exitCode).toBe(0);
+      const baseSuperblock = decodeSuperblock(readFileSync(base.volume));
+      expect(baseSuperblock.cloneRefs.map((ref) => ref.name).sort()).toEqual(["c", "c-served"]);
+      await mkcache(sibling(base, "c-served"));
+      await session(sibling(base, "c-served"), readCommands(new Array(VOLUME_MIB).fill(0x10)));
+      // A base served without an admin socket cannot record a clone: refused, naming the holder, nothing left behind.
+      const unreachable = await serve(base, ["--no-admin-socket"]);
+      const owned = await lsvd(["clone", `${base.volume}@s0`, join(base.backendDir, "c-owned")]);
+      expect((await unreachable.stop()).exitCode).toBe(0);
       expect(owned.exitCode).not.toBe(0);
-      expect(owned.stderr).toContain("Cannot record the clone in its base");
+      expect(owned.stderr).toContain("without an admin socket");
       expect(owned.stderr).toContain("serve pid");
       expect(readdirSync(base.backendDir).filter((name) => name.startsWith("c-owned") && name !== "c-owned.lease")).toEqual([]);
 
