@@ -9,7 +9,9 @@
 //    live data, and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that
 //    into this round's budget.
 // 2. Delete retired objects that are now safe to delete (below), oldest first, as many as the budget allows, a few
-//    at a time.
+//    at a time. The same pass also runs between rounds, whenever the durable superblock names new checkpoints
+//    (noteCheckpoints): a round can spend a while cleaning, and what became deletable meanwhile should not wait for
+//    it. Passes never overlap (one chain), and at most one waits to start.
 // 3. Clean victims, least live first, until their dead bytes reach the budget (their whole size bounded too), a few
 //    at a time: read each whole and check its CRCs, find the runs the map still points at, and queue them as copies
 //    (WritePath.copy), which write only what is still live when their record forms. Once a victim's copies are
@@ -37,6 +39,7 @@
 
 import {
   GC_COPY_BYTES_MAX,
+  GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_INFLIGHT_MAX,
   GC_LOG_INTERVAL_MS,
   GC_READ_INFLIGHT_BYTES_MAX,
@@ -147,6 +150,12 @@ export class GarbageCollector {
   private lastLogMs: number;
   private timer: TimerHandle | null = null;
   private round: Promise<void> | null = null;
+  /** Delete passes run one after another (each takes the objects ready when it starts); the chain never rejects. */
+  private deletes: Promise<void> = Promise.resolve();
+  /** Whether a pass asked for by a checkpoint waits to start (at most one waits). */
+  private deletePassWaiting = false;
+  /** The newest round's delete budget: what a pass between rounds may delete. */
+  private deletesMax = GC_DELETES_PER_ROUND_MIN;
   private stopped = false;
   private readonly leftovers: LeftoverCheckpoints;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
@@ -169,6 +178,8 @@ export class GarbageCollector {
     this.checkpointNamedMax = checkpoints.length > 0 ? Math.max(...checkpoints) : 0;
     this.lastCheckpointMs = this.options.clock.nowMs();
     this.checkpointRequestedMs = null;
+    // Retirees this superblock frees go now, not at the next round (a round may be busy cleaning for a while).
+    this.deleteBetweenRounds();
     // Retirees need CHECKPOINTS_KEPT checkpoints newer than they are: ask for the next one now, not a round later.
     this.maybeForceCheckpoint();
   }
@@ -193,6 +204,7 @@ export class GarbageCollector {
     this.timer?.cancel();
     this.timer = null;
     await this.round;
+    await this.deletes;
   }
 
   /**
@@ -234,7 +246,8 @@ export class GarbageCollector {
       const scan = this.scan();
       this.liveBytes = scan.liveBytes;
       const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...scan });
-      await this.deleteRetired(budget.deletesMax);
+      this.deletesMax = budget.deletesMax;
+      await this.queueDeletePass(budget.deletesMax);
       this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
       const victims = this.chooseVictims(scan.candidates, budget);
       boundHit = victims.boundHit;
@@ -363,6 +376,27 @@ export class GarbageCollector {
       extentOffset += extent.sectors;
     }
     return runs;
+  }
+
+  /** Queues a delete pass behind the one running; the returned promise rejects with the pass's failure. */
+  private queueDeletePass(deletesMax: number): Promise<void> {
+    const pass = this.deletes.then(() => this.deleteRetired(deletesMax));
+    this.deletes = pass.catch(() => {});
+    return pass;
+  }
+
+  /** A delete pass outside a round, unless one already waits to start; a failure is logged (the next round retries). */
+  private deleteBetweenRounds(): void {
+    if (this.deletePassWaiting || this.halted) return;
+    this.deletePassWaiting = true;
+    const pass = this.deletes.then(() => {
+      this.deletePassWaiting = false;
+      return this.halted ? undefined : this.deleteRetired(this.deletesMax);
+    });
+    this.deletes = pass.catch((error: unknown) => {
+      this.stats.errors += 1;
+      this.options.log(`gc: deleting objects no longer needed failed, will retry: ${String(error)}`);
+    });
   }
 
   /** Deletes retired objects that the rule in the header allows, oldest first, at most deletesMax, a few at once. */
