@@ -16,7 +16,8 @@
 //    at a time: read each whole and check its CRCs, find the runs the map still points at, and queue them as copies
 //    (WritePath.copy), which write only what is still live when their record forms. Once a victim's copies are
 //    journaled it holds no live sector, and is retired.
-// 4. Ask for a checkpoint if retirees wait and one is due (gcCheckpointDue); again whenever one is named.
+// 4. Ask for checkpoints if retirees wait and one is due (gcCheckpointDue), CHECKPOINTS_KEPT back to back when what
+//    waits pays for them (gcCheckpointBurst); again whenever the last one asked for is named.
 //
 // Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
 // object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B (both
@@ -55,7 +56,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
-import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
 
@@ -68,8 +69,8 @@ export interface GcWriter {
   readonly failed: unknown;
   /** Sectors GC copies wrote (each displaced the same sector of a victim: garbage the collector made, not clients). */
   readonly stats: { readonly gcCopiedSectors: number };
-  /** A checkpoint now if no write is being formed, else at the next seal. */
-  requestCheckpoint(): void;
+  /** `count` checkpoints back to back, now if no write is being formed, else at the next seal. */
+  requestCheckpoint(count: number): void;
 }
 
 export interface GarbageCollectorOptions {
@@ -427,11 +428,13 @@ export class GarbageCollector {
   }
 
   /**
-   * Asks the write path for a checkpoint when retired objects wait for one and gcCheckpointDue says it is worth it
-   * (or none has come for forceCheckpointMs). One checkpoint in flight at a time, the write path's own included: a
-   * second one queued behind the same puts would free nothing sooner (when puts lag, the write path's own checkpoints
-   * are enough). The next is asked for as soon as one is named (noteCheckpoints); a request not answered within
-   * forceCheckpointMs, or a checkpoint not named within it, does not hold back another.
+   * Asks the write path for checkpoints when retired objects wait for them and gcCheckpointDue says it is worth it
+   * (or none has come for forceCheckpointMs): CHECKPOINTS_KEPT back to back when what waits pays for them all
+   * (gcCheckpointBurst), since that many must be named before anything retired now goes, and back to back their puts
+   * overlap. One request in flight at a time, the write path's own checkpoints included: more queued behind the same
+   * puts would only make the same objects deletable. The next is asked for as soon as the last one is named
+   * (noteCheckpoints); a request not answered within forceCheckpointMs, or a checkpoint not named within it, does not
+   * hold back another.
    */
   private maybeForceCheckpoint(): void {
     const { clock, writer, objects, map, forceCheckpointMs } = this.options;
@@ -449,9 +452,10 @@ export class GarbageCollector {
     const checkpointBytes = (map.extentCount + objects.count) * CKPT_MAP_ENTRY_BYTES;
     const sinceCheckpointMs = nowMs - this.lastCheckpointMs;
     if (!gcCheckpointDue({ waitingBytes, checkpointBytes, liveBytes: this.liveBytes, sinceCheckpointMs, forceCheckpointMs })) return;
+    const count = gcCheckpointBurst({ waitingBytes, checkpointBytes });
     this.checkpointRequestedMs = nowMs;
-    this.stats.forcedCheckpoints += 1;
-    writer.requestCheckpoint();
+    this.stats.forcedCheckpoints += count;
+    writer.requestCheckpoint(count);
   }
 
   /** Whether the log holds a checkpoint the superblock does not name yet (queued, or being put). */
