@@ -9,12 +9,15 @@
 //    live data, and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that
 //    into this round's budget.
 // 2. Delete retired objects that are now safe to delete (below), oldest first, as many as the budget allows, a few
-//    at a time.
+//    at a time. The same pass also runs between rounds, whenever the durable superblock names new checkpoints
+//    (noteCheckpoints): a round can spend a while cleaning, and what became deletable meanwhile should not wait for
+//    it. Passes never overlap (one chain), and at most one waits to start.
 // 3. Clean victims, least live first, until their dead bytes reach the budget (their whole size bounded too), a few
 //    at a time: read each whole and check its CRCs, find the runs the map still points at, and queue them as copies
 //    (WritePath.copy), which write only what is still live when their record forms. Once a victim's copies are
 //    journaled it holds no live sector, and is retired.
-// 4. Ask for a checkpoint if retirees wait and one is due (gcCheckpointDue); again whenever one is named.
+// 4. Ask for checkpoints if retirees wait and one is due (gcCheckpointDue), CHECKPOINTS_KEPT back to back when what
+//    waits pays for them (gcCheckpointBurst); again whenever the last one asked for is named.
 //
 // Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
 // object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B (both
@@ -37,6 +40,7 @@
 
 import {
   GC_COPY_BYTES_MAX,
+  GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_INFLIGHT_MAX,
   GC_LOG_INTERVAL_MS,
   GC_READ_INFLIGHT_BYTES_MAX,
@@ -52,7 +56,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
-import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
 
@@ -65,8 +69,8 @@ export interface GcWriter {
   readonly failed: unknown;
   /** Sectors GC copies wrote (each displaced the same sector of a victim: garbage the collector made, not clients). */
   readonly stats: { readonly gcCopiedSectors: number };
-  /** A checkpoint now if no write is being formed, else at the next seal. */
-  requestCheckpoint(): void;
+  /** `count` checkpoints back to back, now if no write is being formed, else at the next seal. */
+  requestCheckpoint(count: number): void;
 }
 
 export interface GarbageCollectorOptions {
@@ -147,6 +151,12 @@ export class GarbageCollector {
   private lastLogMs: number;
   private timer: TimerHandle | null = null;
   private round: Promise<void> | null = null;
+  /** Delete passes run one after another (each takes the objects ready when it starts); the chain never rejects. */
+  private deletes: Promise<void> = Promise.resolve();
+  /** Whether a pass asked for by a checkpoint waits to start (at most one waits). */
+  private deletePassWaiting = false;
+  /** The newest round's delete budget: what a pass between rounds may delete. */
+  private deletesMax = GC_DELETES_PER_ROUND_MIN;
   private stopped = false;
   private readonly leftovers: LeftoverCheckpoints;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
@@ -169,6 +179,8 @@ export class GarbageCollector {
     this.checkpointNamedMax = checkpoints.length > 0 ? Math.max(...checkpoints) : 0;
     this.lastCheckpointMs = this.options.clock.nowMs();
     this.checkpointRequestedMs = null;
+    // Retirees this superblock frees go now, not at the next round (a round may be busy cleaning for a while).
+    this.deleteBetweenRounds();
     // Retirees need CHECKPOINTS_KEPT checkpoints newer than they are: ask for the next one now, not a round later.
     this.maybeForceCheckpoint();
   }
@@ -193,6 +205,7 @@ export class GarbageCollector {
     this.timer?.cancel();
     this.timer = null;
     await this.round;
+    await this.deletes;
   }
 
   /**
@@ -234,7 +247,8 @@ export class GarbageCollector {
       const scan = this.scan();
       this.liveBytes = scan.liveBytes;
       const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...scan });
-      await this.deleteRetired(budget.deletesMax);
+      this.deletesMax = budget.deletesMax;
+      await this.queueDeletePass(budget.deletesMax);
       this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
       const victims = this.chooseVictims(scan.candidates, budget);
       boundHit = victims.boundHit;
@@ -365,6 +379,27 @@ export class GarbageCollector {
     return runs;
   }
 
+  /** Queues a delete pass behind the one running; the returned promise rejects with the pass's failure. */
+  private queueDeletePass(deletesMax: number): Promise<void> {
+    const pass = this.deletes.then(() => this.deleteRetired(deletesMax));
+    this.deletes = pass.catch(() => {});
+    return pass;
+  }
+
+  /** A delete pass outside a round, unless one already waits to start; a failure is logged (the next round retries). */
+  private deleteBetweenRounds(): void {
+    if (this.deletePassWaiting || this.halted) return;
+    this.deletePassWaiting = true;
+    const pass = this.deletes.then(() => {
+      this.deletePassWaiting = false;
+      return this.halted ? undefined : this.deleteRetired(this.deletesMax);
+    });
+    this.deletes = pass.catch((error: unknown) => {
+      this.stats.errors += 1;
+      this.options.log(`gc: deleting objects no longer needed failed, will retry: ${String(error)}`);
+    });
+  }
+
   /** Deletes retired objects that the rule in the header allows, oldest first, at most deletesMax, a few at once. */
   private async deleteRetired(deletesMax: number): Promise<void> {
     const { store, prefix, objects, isPinned, clock, log } = this.options;
@@ -393,11 +428,13 @@ export class GarbageCollector {
   }
 
   /**
-   * Asks the write path for a checkpoint when retired objects wait for one and gcCheckpointDue says it is worth it
-   * (or none has come for forceCheckpointMs). One checkpoint in flight at a time, the write path's own included: a
-   * second one queued behind the same puts would free nothing sooner (when puts lag, the write path's own checkpoints
-   * are enough). The next is asked for as soon as one is named (noteCheckpoints); a request not answered within
-   * forceCheckpointMs, or a checkpoint not named within it, does not hold back another.
+   * Asks the write path for checkpoints when retired objects wait for them and gcCheckpointDue says it is worth it
+   * (or none has come for forceCheckpointMs): CHECKPOINTS_KEPT back to back when what waits pays for them all
+   * (gcCheckpointBurst), since that many must be named before anything retired now goes, and back to back their puts
+   * overlap. One request in flight at a time, the write path's own checkpoints included: more queued behind the same
+   * puts would only make the same objects deletable. The next is asked for as soon as the last one is named
+   * (noteCheckpoints); a request not answered within forceCheckpointMs, or a checkpoint not named within it, does not
+   * hold back another.
    */
   private maybeForceCheckpoint(): void {
     const { clock, writer, objects, map, forceCheckpointMs } = this.options;
@@ -415,9 +452,10 @@ export class GarbageCollector {
     const checkpointBytes = (map.extentCount + objects.count) * CKPT_MAP_ENTRY_BYTES;
     const sinceCheckpointMs = nowMs - this.lastCheckpointMs;
     if (!gcCheckpointDue({ waitingBytes, checkpointBytes, liveBytes: this.liveBytes, sinceCheckpointMs, forceCheckpointMs })) return;
+    const count = gcCheckpointBurst({ waitingBytes, checkpointBytes });
     this.checkpointRequestedMs = nowMs;
-    this.stats.forcedCheckpoints += 1;
-    writer.requestCheckpoint();
+    this.stats.forcedCheckpoints += count;
+    writer.requestCheckpoint(count);
   }
 
   /** Whether the log holds a checkpoint the superblock does not name yet (queued, or being put). */

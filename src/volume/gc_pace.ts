@@ -11,6 +11,7 @@
 // fast relative to the live data.
 
 import {
+  CHECKPOINTS_KEPT,
   GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
   GC_DELETES_PER_ROUND_MIN,
@@ -102,4 +103,18 @@ export function gcCheckpointDue(input: { waitingBytes: number; checkpointBytes: 
   if (waitingBytes === 0) return false;
   if (sinceCheckpointMs >= forceCheckpointMs) return true;
   return waitingBytes >= Math.max(GC_CHECKPOINT_PAYBACK * checkpointBytes, GC_WAITING_LIVE_SHARE * liveBytes, GC_FORCE_CHECKPOINT_BYTES_MIN);
+}
+
+/**
+ * How many checkpoints to ask for back to back once one is due. A retired object is deleted once CHECKPOINTS_KEPT
+ * checkpoints newer than its retirement are named; asked for one at a time, each waits for the previous one to be
+ * put and named, and what waits sits through all of them in turn. Back to back their puts overlap and only the
+ * superblock rewrites follow one another. All of them when what waits pays for all (GC_CHECKPOINT_PAYBACK times their
+ * size), else one.
+ */
+export function gcCheckpointBurst(input: { waitingBytes: number; checkpointBytes: number }): number {
+  const { waitingBytes, checkpointBytes } = input;
+  checkBytes(waitingBytes, "waiting");
+  checkBytes(checkpointBytes, "checkpoint");
+  return waitingBytes >= GC_CHECKPOINT_PAYBACK * CHECKPOINTS_KEPT * checkpointBytes ? CHECKPOINTS_KEPT : 1;
 }

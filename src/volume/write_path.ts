@@ -195,9 +195,9 @@ export class WritePath {
    * A checkpoint soon, even when the newest object already is one (garbage collection needs checkpoints newer than
    * its retirements): now when no write is being formed (sealing the open batch), else at the next seal.
    */
-  requestCheckpoint(): void {
+  requestCheckpoint(count = 1): void {
     if (this.halt.failed) return;
-    this.scheduler.requestCheckpoint(); // sealOpen takes it whenever no batch is left open
+    this.scheduler.requestCheckpoint(count); // sealOpen takes them whenever no batch is left open
     if (this.former.busy) return;
     this.pipeline.discardEmptyOpen();
     void this.sealOpen().catch((error: unknown) => this.halt.fail(error));

@@ -3,6 +3,7 @@
 
 import { describe, expect, test } from "bun:test";
 import {
+  CHECKPOINTS_KEPT,
   GC_CHECKPOINT_PAYBACK,
   GC_DELETES_PER_ROUND_MAX,
   GC_DELETES_PER_ROUND_MIN,
@@ -17,7 +18,7 @@ import {
   GC_THRESHOLD_DEFAULT,
   GC_WAITING_LIVE_SHARE,
 } from "../../src/constants.ts";
-import { gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcObservation } from "../../src/volume/gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcObservation } from "../../src/volume/gc_pace.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -153,6 +154,34 @@ describe("gcCheckpointDue", () => {
       const checkpointBytes = (liveBytes / 4096) * 16 * 2;
       const waitingBytes = Math.ceil(GC_WAITING_LIVE_SHARE * liveBytes);
       expect(gcCheckpointDue({ waitingBytes, checkpointBytes, liveBytes, sinceCheckpointMs: 0, forceCheckpointMs: 30_000 })).toBe(true);
+    }
+  });
+});
+
+describe("gcCheckpointBurst", () => {
+  test("all CHECKPOINTS_KEPT back to back exactly when what waits pays for all of them, else one", () => {
+    for (const waitingBytes of BYTES)
+      for (const checkpointBytes of BYTES) {
+        const count = gcCheckpointBurst({ waitingBytes, checkpointBytes });
+        // Written out, not the function's formula: the waiting bytes against payback x kept x size, in whole bytes.
+        const paysForAll = waitingBytes / checkpointBytes >= GC_CHECKPOINT_PAYBACK * CHECKPOINTS_KEPT || checkpointBytes === 0;
+        expect({ waitingBytes, checkpointBytes, count }).toEqual({ waitingBytes, checkpointBytes, count: paysForAll ? CHECKPOINTS_KEPT : 1 });
+      }
+    // Around the edge: one byte short asks for one.
+    for (const checkpointBytes of [1, 4 * KIB, 200 * KIB, 64 * MIB]) {
+      const edge = GC_CHECKPOINT_PAYBACK * CHECKPOINTS_KEPT * checkpointBytes;
+      expect([gcCheckpointBurst({ waitingBytes: edge - 1, checkpointBytes }), gcCheckpointBurst({ waitingBytes: edge, checkpointBytes })]).toEqual([1, CHECKPOINTS_KEPT]);
+    }
+  });
+
+  test("more waiting never asks for fewer", () => {
+    for (const checkpointBytes of BYTES) {
+      let previous = 0;
+      for (const waitingBytes of BYTES) {
+        const count = gcCheckpointBurst({ waitingBytes, checkpointBytes });
+        expect(count).toBeGreaterThanOrEqual(previous);
+        previous = count;
+      }
     }
   });
 });

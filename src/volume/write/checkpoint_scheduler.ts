@@ -1,7 +1,7 @@
 // The checkpoint scheduler (docs/architecture.md, "Checkpoints"): when a checkpoint is taken (every N objects, when
-// garbage collection or a takeover asks for one, at a clean close), the superblock rewrite that names it once it and
-// every object before it are durable, the deletion of checkpoints no longer named, and the handover object that
-// names this cache as the log's writer.
+// a takeover asks for one, when garbage collection asks for one or several back to back, at a clean close), the
+// superblock rewrite that names it once it and every object before it are durable, the deletion of checkpoints no
+// longer named, and the handover object that names this cache as the log's writer.
 //
 // A checkpoint is taken only right after a seal that leaves no batch open and the log on a write boundary (no client
 // write has pieces still to come): recovery starts from it even when the cache is lost. A due one waits for such a
@@ -35,7 +35,8 @@ import type { ObjectPipeline } from "./object_pipeline.ts";
 import type { WriteStats } from "./stats.ts";
 import { objectsOfMap, withSnapshot, type SnapshotPins } from "../snapshots.ts";
 
-type CheckpointRequest = "none" | "requested";
+/** Checkpoints asked for (by garbage collection or a takeover) and not yet taken: how many to take back to back. */
+type CheckpointRequest = { kind: "none" } | { kind: "requested"; count: number };
 type SuperblockState = { kind: "durable" } | { kind: "writing" } | { kind: "failed"; error: unknown };
 
 export interface CheckpointSchedulerOptions {
@@ -68,7 +69,7 @@ interface SnapshotRequest {
 
 export class CheckpointScheduler {
   private lastCheckpointSeq: number;
-  private request: CheckpointRequest = "none";
+  private request: CheckpointRequest = { kind: "none" };
   /** The newest superblock: durable once superblockState is "durable". */
   private superblock: SuperblockObject;
   private superblockState: SuperblockState = { kind: "durable" };
@@ -101,9 +102,15 @@ export class CheckpointScheduler {
     return this.superblock;
   }
 
-  /** Garbage collection (or a takeover) asked for a checkpoint: the next seal on a write boundary takes one. */
-  requestCheckpoint(): void {
-    this.request = "requested";
+  /**
+   * Garbage collection (or a takeover) asked for checkpoints: the next seal on a write boundary takes `count` of them
+   * back to back (at most CHECKPOINTS_KEPT: a retired object waits for that many, and back to back their puts overlap
+   * instead of each waiting for the previous one to be named).
+   */
+  requestCheckpoint(count = 1): void {
+    assert(Number.isInteger(count) && count >= 1 && count <= CHECKPOINTS_KEPT, `checkpoints asked for: ${count}`);
+    const asked = this.request.kind === "requested" ? this.request.count : 0;
+    this.request = { kind: "requested", count: Math.max(asked, count) };
   }
 
   /** A batch was sealed: a checkpoint from now on records its cache and newest journal record. */
@@ -119,9 +126,12 @@ export class CheckpointScheduler {
   afterSeal(force: boolean, onBoundary: boolean): void {
     const pipeline = this.options.pipeline;
     const sinceCheckpoint = pipeline.sequenceNext - 1 - this.lastCheckpointSeq;
-    if (force && sinceCheckpoint > 0) this.request = "requested";
-    const due = this.request === "requested" || sinceCheckpoint >= this.options.checkpointIntervalObjects;
-    if (due && pipeline.open === null && onBoundary) this.queueCheckpoint();
+    if (force && sinceCheckpoint > 0 && this.request.kind === "none") this.request = { kind: "requested", count: 1 };
+    const due = this.request.kind === "requested" || sinceCheckpoint >= this.options.checkpointIntervalObjects;
+    if (due && pipeline.open === null && onBoundary) {
+      const count = this.request.kind === "requested" ? this.request.count : 1;
+      for (let taken = 0; taken < count; taken++) this.queueCheckpoint();
+    }
     this.afterChange();
   }
 
@@ -133,7 +143,7 @@ export class CheckpointScheduler {
     withSnapshot(this.superblock, { name, seq: this.lastCheckpointSeq + 1, createdMs: 0 }); // throws on a bad name
     const waiting = [...this.snapshotsWaiting, ...[...this.snapshotsAt.values()].flat()];
     if (waiting.some((each) => each.name === name)) throw new InvalidArgumentError(`a snapshot called '${name}' is being made already`);
-    this.request = "requested";
+    this.requestCheckpoint();
     return new Promise((resolve, reject) => this.snapshotsWaiting.push({ name, resolve, reject }));
   }
 
@@ -146,7 +156,7 @@ export class CheckpointScheduler {
   }
 
   private queueCheckpoint(): void {
-    this.request = "none";
+    this.request = { kind: "none" };
     const snapshots = this.snapshotsWaiting;
     this.snapshotsWaiting = [];
     const seq = this.options.pipeline.queueObject(ObjectKind.Checkpoint, (seq) => {

@@ -14,7 +14,8 @@
 //   4. batchesToBuild counts the queued journal-only batches; an open batch gets a buffer only when none waits.
 //   5. The put loop state is "running" exactly while a startPuts loop is active (at most one).
 //   6. Back-pressure from the backend: a batch opens only while fewer than sealedObjectsAheadMax objects are allocated
-//      and not durable (waitAheadRoom), so at most that many plus the checkpoint a seal may queue are ahead.
+//      and not durable (waitAheadRoom), so at most that many plus the checkpoints a seal may queue (up to
+//      CHECKPOINTS_KEPT back to back, when garbage collection asks for them) are ahead.
 
 import { JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, PUTS_INFLIGHT_MAX, SEALED_OBJECTS_AHEAD_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
