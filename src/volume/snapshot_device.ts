@@ -9,6 +9,7 @@ import { CKPT_MAP_ENTRY_BYTES, unpackCheckpointMapEntry } from "../format/checkp
 import { objectName } from "../format/object_name.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { loadCloneChain } from "./clone_chain.ts";
+import { mapBlockStatus } from "./block_status.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
 import { InvalidArgumentError, NotSupportedError, assert } from "../errors.ts";
@@ -93,21 +94,7 @@ export class SnapshotDevice implements BlockDevice {
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
-    const lba = offset / SECTOR_BYTES;
-    const runs: BlockStatusExtent[] = [];
-    let cursor = lba;
-    const push = (count: number, hole: boolean) => {
-      const last = runs[runs.length - 1];
-      if (last && last.hole === hole) last.length += count * SECTOR_BYTES;
-      else runs.push({ length: count * SECTOR_BYTES, hole, zero: hole });
-    };
-    this.map.lookup(lba, length / SECTOR_BYTES, (pieceLba, pieceSectors) => {
-      if (pieceLba > cursor) push(pieceLba - cursor, true);
-      push(pieceSectors, false);
-      cursor = pieceLba + pieceSectors;
-    });
-    if (cursor < lba + length / SECTOR_BYTES) push(lba + length / SECTOR_BYTES - cursor, true);
-    return runs;
+    return mapBlockStatus(this.map, offset / SECTOR_BYTES, length / SECTOR_BYTES);
   }
 
   async cache(): Promise<void> {}

@@ -31,6 +31,7 @@ import { planJournal, readCacheSuperblock, refuseForeignCache, replayJournal, se
 import { beginLog, LocalFence, type VolumeOwner } from "./ownership.ts";
 import type { Fence } from "./lease.ts";
 import { SuperblockStore } from "./superblock_store.ts";
+import { clipRuns, mapBlockStatus } from "./block_status.ts";
 import type { SeqRange } from "../format/superblock_object.ts";
 import { WritePath } from "./write_path.ts";
 import { ObjectKind } from "./object_table.ts";
@@ -109,19 +110,6 @@ function logRecovery(log: LogFn, prefix: string, state: BackendState, plan: Jour
     `debug: recovery: journal case ${plan.journalCase}, ${replayed} record(s) replayed${plan.replayAfter === null ? " (journal discarded: it does not continue the backend log)" : ""}; ${journalEnd}`,
     { journalCase: plan.journalCase },
   );
-}
-
-/** Runs with `skip` bytes cut from the front and the rest cut to `length` bytes (empty runs dropped). */
-function clipRuns(runs: BlockStatusExtent[], skip: number, length: number): BlockStatusExtent[] {
-  const cut: BlockStatusExtent[] = [];
-  let position = 0;
-  for (const run of runs) {
-    const start = Math.max(position, skip);
-    const end = Math.min(position + run.length, skip + length);
-    if (end > start) cut.push({ ...run, length: end - start });
-    position += run.length;
-  }
-  return cut;
 }
 
 export class Volume implements BlockDevice {
@@ -338,20 +326,7 @@ export class Volume implements BlockDevice {
     this.check(offset, length, "block status");
     const lba = Math.floor(offset / SECTOR_BYTES);
     const sectors = Math.ceil((offset + length) / SECTOR_BYTES) - lba;
-    const runs: BlockStatusExtent[] = [];
-    let cursor = lba;
-    const push = (count: number, hole: boolean) => {
-      const last = runs[runs.length - 1];
-      if (last && last.hole === hole) last.length += count * SECTOR_BYTES;
-      else runs.push({ length: count * SECTOR_BYTES, hole, zero: hole });
-    };
-    this.state.map.lookup(lba, sectors, (pieceLba, pieceSectors) => {
-      if (pieceLba > cursor) push(pieceLba - cursor, true);
-      push(pieceSectors, false);
-      cursor = pieceLba + pieceSectors;
-    });
-    if (cursor < lba + sectors) push(lba + sectors - cursor, true);
-    const cut = clipRuns(runs, offset - lba * SECTOR_BYTES, length);
+    const cut = clipRuns(mapBlockStatus(this.state.map, lba, sectors), offset - lba * SECTOR_BYTES, length);
     assert(cut.reduce((sum, run) => sum + run.length, 0) === length, "block status covers the request");
     return cut;
   }
