@@ -29,6 +29,12 @@ const VOLUME_BYTES = 16 * 1024 * 1024;
 const CACHE_BYTES = 64 * 1024 * 1024;
 const DURATION_MS = 30_000;
 const BOOT = "5e1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+/**
+ * Puts are held until the successor took over: every object sealed after the first held one stays ahead of the
+ * backend. Under load the batch idle timer seals many small objects, so the default limit (16) could make the first
+ * owner's writes wait for puts that are released only after them; this test is about late landings, not back-pressure.
+ */
+const SEALED_AHEAD_UNBOUNDED = 1024;
 
 let env: CephEnv;
 beforeAll(() => {
@@ -55,7 +61,7 @@ async function openAs(backend: Backend, prefix: string, cachePath: string, host:
   );
   lease = taken.lease;
   const device = await openUringDevice(cachePath, { exclusive: true });
-  const volume = await Volume.open({ owner: taken.owner, store, prefix, cache: device, pool: device.pool, batchBytes: 64 * 1024, batchIdleMs: 50, checkpointIntervalObjects: 4, gc: false });
+  const volume = await Volume.open({ owner: taken.owner, store, prefix, cache: device, pool: device.pool, batchBytes: 64 * 1024, batchIdleMs: 50, checkpointIntervalObjects: 4, gc: false, sealedObjectsAheadMax: SEALED_AHEAD_UNBOUNDED });
   return {
     volume,
     lease: taken.lease,
