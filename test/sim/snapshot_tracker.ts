@@ -7,7 +7,7 @@
 import { decodeSuperblock } from "../../src/format/superblock_object.ts";
 import { SnapshotDevice } from "../../src/volume/snapshot_device.ts";
 import type { Volume } from "../../src/volume/volume.ts";
-import { PREFIX, VolumeModel, type World } from "./volume_world.ts";
+import { VolumeModel, type World } from "./volume_world.ts";
 
 const SNAPSHOTS_LIVE_MAX = 4;
 
@@ -56,7 +56,7 @@ export class SnapshotTracker {
 
   /** After a crash: an unsure create or delete is settled by what the superblock lists. */
   async settle(): Promise<void> {
-    const listed = new Set(decodeSuperblock(await this.world.store.get(PREFIX)).snapshots.map((snap) => snap.name));
+    const listed = new Set(decodeSuperblock(await this.world.store.get(this.world.prefix)).snapshots.map((snap) => snap.name));
     for (const [name, tracked] of this.snapshots) {
       if (tracked.unsure === null) {
         if (!listed.has(name)) throw new Error(`snapshot ${name} was made, but the superblock no longer lists it`);
@@ -71,7 +71,7 @@ export class SnapshotTracker {
   /** Every snapshot reads as its model. */
   async checkAll(run: <T>(promise: Promise<T>) => Promise<T>): Promise<void> {
     for (const [name, tracked] of this.snapshots) {
-      const device = await run(SnapshotDevice.open(this.world.store, PREFIX, name));
+      const device = await run(SnapshotDevice.open(this.world.store, this.world.prefix, name));
       for (let offset = 0; offset < this.world.volumeBytes; offset += 1024 * 1024) {
         const problem = tracked.model.diff(offset, await run(device.read(offset, 1024 * 1024)));
         if (problem) throw new Error(`snapshot ${name}: ${problem}`);

@@ -1,6 +1,7 @@
 // Snapshots in the deterministic simulation (test/sim/volume_sim.ts, snapshot_tracker.ts): creates and deletes
 // interleaved with random I/O, garbage collection on its timer, crashes between steps and at crash points; every
-// snapshot the superblock lists is read back and compared with the model after every recovery and at the end. A
+// snapshot the superblock lists is read back and compared with the model after every recovery and at the end; the
+// same on a clone of a clone (its snapshots read through the chain), whose bases must not change. A
 // failure prints the command that replays its seed (LSVD_SEED=<n>).
 
 import { describe, expect, test } from "bun:test";
@@ -20,6 +21,12 @@ describe("snapshot simulation", () => {
       totals.deleted += result.snapshots!.deleted;
       totals.checks += result.snapshots!.checks;
       totals.gcDeleted += result.gc.deleted;
+    }, 120_000);
+    test(`seed ${seed}: snapshots of a clone of a clone among random I/O, GC and crashes; the bases never change`, async () => {
+      const what = "snapshots of a clone of a clone among random I/O, GC and crashes; the bases never change";
+      const result = await simulate(seed + 6000, { crashes: true, snapshots: true, clone: true, cloneOfClone: true, steps: 400 }, replayCommand(seed, FILE, what));
+      totals.created += result.snapshots!.created;
+      totals.checks += result.snapshots!.checks;
     }, 120_000);
   }
   if (seeds.length > 1) {
