@@ -65,6 +65,26 @@ export class ReadPath {
     return { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, inserts: cache?.inserts ?? 0, blocks: cache?.cachedBlocks ?? 0 };
   }
 
+  /**
+   * For the read cache at open: does the map point block (LBA / 8) at exactly `seq` from `offsetSectors` on, with
+   * the object in the backend (not a batch still in the journal)? Only then does a persisted entry still hold the
+   * block's current data (read_cache.ts invariants).
+   */
+  readonly mapsBlockTo = (block: number, seq: number, offsetSectors: number): boolean => {
+    let pieces = 0;
+    let matches = false;
+    this.map.lookup(block * SECTORS_PER_PAGE, SECTORS_PER_PAGE, (_lba, pieceSectors, obj, offset) => {
+      pieces += 1;
+      matches = pieceSectors === SECTORS_PER_PAGE && obj === seq && offset === offsetSectors;
+    });
+    return pieces === 1 && matches && this.objects.get(seq) !== undefined && !this.unflushed.has(seq);
+  };
+
+  /** Clean stop: the read cache's index is persisted whole. */
+  async closeReadCache(): Promise<void> {
+    await this.readCache?.close();
+  }
+
   async read(lba: number, sectors: number): Promise<Uint8Array> {
     const result = new Uint8Array(sectors * SECTOR_BYTES);
     // Taken before the map lookup: data fetched for this read may enter the read cache only if no write or trim
@@ -169,7 +189,7 @@ export class ReadPath {
       // Filling the cache does not hold up the read; a bounded number of fills run at once, the rest are skipped.
       if (cacheable && this.cacheInsertsInFlight < READ_CACHE_INSERTS_INFLIGHT_MAX) {
         this.cacheInsertsInFlight += 1;
-        void cache.insert(fetch.lba / SECTORS_PER_PAGE, bytes, cacheEpoch).finally(() => (this.cacheInsertsInFlight -= 1));
+        void cache.insert(fetch.lba / SECTORS_PER_PAGE, bytes, cacheEpoch, { seq: fetch.obj, offsetSectors: fetch.offsetSectors }).finally(() => (this.cacheInsertsInFlight -= 1));
       }
     } finally {
       this.inFlight -= 1;

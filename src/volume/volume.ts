@@ -195,6 +195,8 @@ export class Volume implements BlockDevice {
       whenWritten: (seq) => journal.whenWritten(seq),
       pool: options.pool,
     }, readCache);
+    const warm = await readCache?.load(reads.mapsBlockTo);
+    if (warm !== undefined) log(`read cache: ${warm.kept} blocks kept from the persisted index, ${warm.dropped} dropped`);
     const recovery: RecoveryReport = {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
@@ -224,7 +226,7 @@ export class Volume implements BlockDevice {
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     const readCache = options.readCache
-      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes)
+      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, state.superblock.volUuid)
       : null;
     const writes = new WritePath({
       readCache,
@@ -476,6 +478,7 @@ export class Volume implements BlockDevice {
     this.journal.release(Number.MAX_SAFE_INTEGER);
     await this.journal.persistTail();
     await this.options.cache.fdatasync();
+    await this.reads.closeReadCache();
   }
 
   /** For tests: stop without flushing anything further, as a crash would (the process keeps running). */
