@@ -116,7 +116,7 @@ describe("read cache persisted index", () => {
       let device = new MemoryCacheDevice(1 << 20, prng);
       const region = 40 * BLOCK; // 39 slots for 24 blocks: eviction happens
       // The model: block -> the object and data the volume's map points at.
-      const model = new Map<number, { seq: number; data: Uint8Array }>();
+      const model = new Map<number, { seq: number; data: Uint8Array<ArrayBuffer> }>();
       let nextSeq = 1;
       let cache = new ReadCache(device, new MemoryPool(), 4096, region, VOL);
       const check = (block: number, seq: number, offset: number) => model.get(block)?.seq === seq && offset === 0;

@@ -85,8 +85,10 @@ Options:
   --name EXPORT          export name (default ""); clients may ask for it or for the default export "",
                          any other name is refused
   --read-only            refuse writes from clients
-  --read-cache           keep blocks read from the backend in the cache's read-cache region (for remote
-                         backends; a local file backend is served faster by the page cache)
+  --read-cache           keep blocks read from the backend, and blocks written once they are in the
+                         backend, in the cache's read-cache region, kept across restarts (the default for
+                         rados:// and s3:// volumes)
+  --no-read-cache        no read cache (the default for a file backend, which the page cache serves)
   --batch-size SIZE      backend object data size (default ${BATCH_BYTES_DEFAULT / 1024 / 1024}m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default ${BATCH_IDLE_MS_DEFAULT})
   --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
@@ -200,11 +202,23 @@ class LastError {
   }
 }
 
+/**
+ * --read-cache / --no-read-cache, else on for a remote backend (every miss is a network round trip) and off for a
+ * file backend (its reads come from the host's page cache).
+ */
+function readCacheOption(parsed: Parsed, volumeUri: string): boolean {
+  const on = parsed.values["read-cache"] === true;
+  const off = parsed.values["no-read-cache"] === true;
+  if (on && off) throw new InvalidArgumentError("--read-cache and --no-read-cache contradict each other: give one");
+  if (on || off) return on;
+  return /^(rados|s3):\/\//.test(volumeUri);
+}
+
 /** The volume's settings from the arguments, checked before anything is bound. */
-function volumeSettings(parsed: Parsed) {
+function volumeSettings(parsed: Parsed, volumeUri: string) {
   return {
     readOnly: parsed.values["read-only"] === true,
-    readCache: parsed.values["read-cache"] === true,
+    readCache: readCacheOption(parsed, volumeUri),
     batchBytes: batchSizeOption(parsed),
     batchIdleMs: positiveIntegerOption(parsed, "batch-idle-ms"),
     gc: parsed.values["no-gc"] !== true,
@@ -337,6 +351,7 @@ const OPTIONS: OptionSpec = {
   name: { type: "string", default: "" },
   "read-only": { type: "boolean" },
   "read-cache": { type: "boolean" },
+  "no-read-cache": { type: "boolean" },
   "batch-size": { type: "string", default: `${BATCH_BYTES_DEFAULT / 1024 / 1024}m` },
   "batch-idle-ms": { type: "string", default: String(BATCH_IDLE_MS_DEFAULT) },
   "gc-threshold": { type: "string", default: String(GC_THRESHOLD_DEFAULT) },
@@ -360,7 +375,7 @@ export const serveCommand: Command = {
     const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
     if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
-    const settings = volumeSettings(parsed);
+    const settings = volumeSettings(parsed, volumeUri);
     // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
     // (info). A line's own prefix ("error: ", "debug: ") overrides its channel (util/log.ts).
     const log = makeLogger("lsvd", false, "warn");
