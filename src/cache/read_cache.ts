@@ -23,6 +23,7 @@ import { PAGE_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { crc32c } from "../format/crc32c.ts";
 import { decodeIndexPage, encodeIndexPage, indexSplit, INDEX_ENTRIES_PER_PAGE, type IndexEntry } from "../format/read_cache_index.ts";
+import type { LogFn } from "../util/log.ts";
 import type { AlignedPool, CacheDevice } from "./cache_device.ts";
 
 /** Where an inserted block came from: the object and the block's offset in its data area. */
@@ -73,6 +74,7 @@ export class ReadCache {
     bytes: number,
     /** Persist the index for this volume (null: memory only). */
     private readonly volUuid: string | null = null,
+    private readonly log: LogFn = () => {},
   ) {
     assert(startBytes % PAGE_BYTES === 0 && bytes % PAGE_BYTES === 0, "read cache region is page aligned");
     const split = volUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
@@ -267,6 +269,7 @@ export class ReadCache {
         this.pool.release(buffer);
       }
       await this.device.fdatasync();
+      this.log(`debug: read cache: index persisted, ${pages.length} page(s), ${this.index.size} blocks indexed`);
     } catch (error) {
       for (const page of pages) this.dirtyPages.add(page);
       throw error;

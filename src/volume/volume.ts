@@ -226,7 +226,7 @@ export class Volume implements BlockDevice {
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     const readCache = options.readCache
-      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, state.superblock.volUuid)
+      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, state.superblock.volUuid, options.log)
       : null;
     const writes = new WritePath({
       readCache,

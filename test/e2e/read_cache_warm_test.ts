@@ -1,0 +1,95 @@
+// The read cache stays warm across a restart, a clean stop and a SIGKILL alike (docs/architecture.md, "The read
+// path"): a working set written and read through NBD is served after the restart with every backend object made
+// unreadable (copied aside and truncated once recovery is done: a kept read handle sees the empty file too), and
+// every byte is what was written.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { LsvdServer, cleanupAll, createVolume, ensureBuilt, runOk } from "./_harness.ts";
+
+const MIB = 1024 * 1024;
+const WORKING_SET_BYTES = 4 * MIB;
+const WORKING_SET_BLOCKS = WORKING_SET_BYTES / 4096;
+const TEST_TIMEOUT_MS = 120_000;
+const PERSIST_WAIT_MS = 30_000;
+
+/** argv: uri mode (write|read) seed. Write: seeded data over the working set. Read: 4 KiB reads, checked. */
+const CLIENT_PY = `
+import random, sys, nbd
+uri, mode, seed, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+data = random.Random(seed).randbytes(size)
+h = nbd.NBD()
+h.connect_uri(uri)
+if mode == "write":
+    h.pwrite(data, 0)
+    h.flush()
+else:
+    order = list(range(0, size, 4096))
+    random.Random(seed + 1).shuffle(order)
+    for offset in order:
+        assert h.pread(4096, offset) == data[offset:offset + 4096], offset
+h.shutdown()
+`;
+
+beforeAll(async () => {
+  await ensureBuilt();
+});
+
+afterAll(async () => {
+  await cleanupAll();
+});
+
+/** Object files of the volume (names PREFIX.SEQ), copied aside and truncated: any backend read of them fails. */
+function makeObjectsUnreadable(backendDir: string, asideDir: string): number {
+  let count = 0;
+  for (const name of readdirSync(backendDir)) {
+    if (!/^vol\.[0-9a-f]+$/.test(name)) continue;
+    copyFileSync(join(backendDir, name), join(asideDir, name));
+    truncateSync(join(backendDir, name), 0);
+    count += 1;
+  }
+  return count;
+}
+
+async function waitForIndexed(server: LsvdServer, blocks: number): Promise<void> {
+  const pattern = new RegExp(`index persisted, \\d+ page\\(s\\), (\\d+) blocks indexed`, "g");
+  const deadline = Date.now() + PERSIST_WAIT_MS;
+  while (Date.now() < deadline) {
+    const counts = [...server.log.matchAll(pattern)].map((match) => Number(match[1]));
+    if (counts.some((count) => count >= blocks)) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`the read cache index never named ${blocks} blocks:\n${server.log}`);
+}
+
+describe("read cache warm across restarts", () => {
+  for (const ending of ["clean stop", "SIGKILL"] as const) {
+    test(`after a ${ending}, the working set is served from the cache with the backend objects unreadable`, async () => {
+      const paths = await createVolume("rcache-warm", { size: "64m", cacheSize: "64m" });
+      const client = join(paths.dir, "client.py");
+      writeFileSync(client, CLIENT_PY);
+      const aside = join(paths.dir, "aside");
+      await runOk(["mkdir", aside]);
+      const serve = () => LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: ["--read-cache", "--no-gc"] });
+      let server = await serve();
+      await runOk(["python3", client, server.uri, "write", "7", String(WORKING_SET_BYTES)]);
+      expect((await server.stop()).exitCode).toBe(0); // everything in the backend, the journal empty
+
+      server = await serve();
+      await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]); // fills from the backend
+      await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]); // fills what was skipped
+      if (ending === "clean stop") expect((await server.stop()).exitCode).toBe(0);
+      else {
+        await waitForIndexed(server, WORKING_SET_BLOCKS);
+        await server.kill();
+      }
+
+      server = await serve();
+      expect(server.log).toMatch(new RegExp(`read cache: ${WORKING_SET_BLOCKS} blocks kept from the persisted index`));
+      expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
+      await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]);
+      await server.kill();
+    }, TEST_TIMEOUT_MS);
+  }
+});
