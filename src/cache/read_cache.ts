@@ -40,6 +40,8 @@ export const INDEX_PAGES_PER_PERSIST_MAX = 64;
 /** A persist round starts this long after the first change it covers (or at once when this many pages are dirty). */
 export const INDEX_PERSIST_DELAY_MS = 1000;
 const INDEX_PERSIST_DIRTY_PAGES = 16;
+/** Bytes of durable batches copied for adoption and not yet in their slots (two full batches). */
+export const ADOPT_BYTES_IN_FLIGHT_MAX = 16 * 1024 * 1024;
 
 export class ReadCache {
   readonly slotCount: number;
@@ -185,13 +187,7 @@ export class ReadCache {
           if (this.slotBlocks[slot] === -2) this.slotBlocks[slot] = -1;
           return;
         }
-        this.slotBlocks[slot] = block;
-        this.slotSeqs[slot] = source.seq;
-        this.slotOffsets[slot] = source.offsetSectors + index * SECTORS_PER_PAGE;
-        this.slotCrcs[slot] = dataCrc;
-        this.referenced[slot] = 1;
-        this.index.set(block, slot);
-        this.markDirty(slot);
+        this.fill(slot, block, { seq: source.seq, offsetSectors: source.offsetSectors + index * SECTORS_PER_PAGE }, dataCrc);
         this.inserts += 1;
       }
     } catch {
@@ -199,6 +195,55 @@ export class ReadCache {
     } finally {
       this.pool.release(page);
     }
+  }
+
+  /** Bytes copied out of durable batches and not yet written to slots: adopt() skips batches beyond the bound. */
+  private adoptBytesInFlight = 0;
+  adopted = 0;
+
+  /**
+   * Write-to-read migration: blocks[i] is at offsets[i] of object seq, whose data is data[i * 4096, +4096) (a copy
+   * the caller made: the batch buffer is reused at once). Each block is indexed after its slot is written, and only
+   * if `isCurrent` still confirms the map points it at (seq, offset) then. Skipped when ADOPT_BYTES_IN_FLIGHT_MAX
+   * bytes are already waiting (the cache is an optimisation: back-pressure would slow the write path).
+   */
+  async adopt(seq: number, blocks: number[], offsets: number[], data: Uint8Array, isCurrent: EntryCheck): Promise<void> {
+    if (!this.enabled || this.adoptBytesInFlight + data.byteLength > ADOPT_BYTES_IN_FLIGHT_MAX) return;
+    this.adoptBytesInFlight += data.byteLength;
+    const page = this.pool.acquire(PAGE_BYTES);
+    try {
+      for (let index = 0; index < blocks.length; index++) {
+        const block = blocks[index]!;
+        if (this.index.has(block)) continue;
+        const slot = this.takeSlot();
+        if (slot < 0) return;
+        page.set(data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES));
+        const dataCrc = crc32c(page);
+        await this.device.write(this.slotsStartBytes + slot * PAGE_BYTES, [page]);
+        if (this.slotBlocks[slot] !== -2) continue;
+        if (this.index.has(block) || !isCurrent(block, seq, offsets[index]!)) {
+          this.slotBlocks[slot] = -1;
+          continue;
+        }
+        this.fill(slot, block, { seq, offsetSectors: offsets[index]! }, dataCrc);
+        this.adopted += 1;
+      }
+    } catch {
+      // A failed cache write only loses the optimisation.
+    } finally {
+      this.pool.release(page);
+      this.adoptBytesInFlight -= data.byteLength;
+    }
+  }
+
+  private fill(slot: number, block: number, source: BlockSource, dataCrc: number): void {
+    this.slotBlocks[slot] = block;
+    this.slotSeqs[slot] = source.seq;
+    this.slotOffsets[slot] = source.offsetSectors;
+    this.slotCrcs[slot] = dataCrc;
+    this.referenced[slot] = 1;
+    this.index.set(block, slot);
+    this.markDirty(slot);
   }
 
   /** Clock replacement; the slot comes back reserved (-2) and with a new generation; -1 if every slot is reserved. */

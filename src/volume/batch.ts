@@ -24,7 +24,7 @@
 //   it is the object's WRITE_CONTINUES flag, so it must never be false while a piece is still to come (recovery
 //   may end the log after an object without it). startsInsideWrite says the first record continued such a write.
 
-import { BATCH_TRIMS_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
+import { BATCH_TRIMS_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { crc32c } from "../format/crc32c.ts";
 import { dataObjectHeaderBytes, encodeDataObjectHeader } from "../format/data_object.ts";
@@ -178,6 +178,18 @@ export class Batch {
   addTrim(lba: number, sectors: number): void {
     assert(this.trims.length < BATCH_TRIMS_MAX, "batch trim overflow");
     this.trims.push({ lba, sectors, beforeIndex: this.extentLbas.length });
+  }
+
+  /** Each whole 4 KiB volume block (LBA / 8) the batch's extents hold, with its offset in the data area. */
+  forEachWholeBlock(visit: (block: number, offsetSectors: number) => void): void {
+    for (let index = 0; index < this.extentLbas.length; index++) {
+      const lba = this.extentLbas[index]!;
+      const end = lba + this.extentSectors[index]!;
+      const dataSector = this.extentDataOffsets[index]! / SECTOR_BYTES;
+      for (let blockLba = Math.ceil(lba / SECTORS_PER_PAGE) * SECTORS_PER_PAGE; blockLba + SECTORS_PER_PAGE <= end; blockLba += SECTORS_PER_PAGE) {
+        visit(blockLba / SECTORS_PER_PAGE, dataSector + blockLba - lba);
+      }
+    }
   }
 
   /** Bytes of the data area at [offsetSectors, +sectors), when the data is in the buffer. */

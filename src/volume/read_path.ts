@@ -70,15 +70,39 @@ export class ReadPath {
    * the object in the backend (not a batch still in the journal)? Only then does a persisted entry still hold the
    * block's current data (read_cache.ts invariants).
    */
-  readonly mapsBlockTo = (block: number, seq: number, offsetSectors: number): boolean => {
+  readonly mapsBlockTo = (block: number, seq: number, offsetSectors: number): boolean =>
+    this.mapPoints(block, seq, offsetSectors) && this.objects.get(seq) !== undefined && !this.unflushed.has(seq);
+
+  private mapPoints(block: number, seq: number, offsetSectors: number): boolean {
     let pieces = 0;
     let matches = false;
     this.map.lookup(block * SECTORS_PER_PAGE, SECTORS_PER_PAGE, (_lba, pieceSectors, obj, offset) => {
       pieces += 1;
       matches = pieceSectors === SECTORS_PER_PAGE && obj === seq && offset === offsetSectors;
     });
-    return pieces === 1 && matches && this.objects.get(seq) !== undefined && !this.unflushed.has(seq);
-  };
+    return pieces === 1 && matches;
+  }
+
+  /**
+   * Write-to-read migration, called as a batch's object becomes durable, before its buffer is reused: the whole
+   * blocks the map still points at in it are copied once (the buffer is not the read-cache region's memory) and
+   * handed to the read cache, which indexes each only if the map still points at it once its slot is written.
+   */
+  adoptDurableBatch(batch: Batch): void {
+    const cache = this.readCache;
+    if (cache === null || !cache.enabled || !batch.dataInBuffer) return;
+    const blocks: number[] = [];
+    const offsets: number[] = [];
+    batch.forEachWholeBlock((block, offsetSectors) => {
+      if (!this.mapPoints(block, batch.seq, offsetSectors)) return;
+      blocks.push(block);
+      offsets.push(offsetSectors);
+    });
+    if (blocks.length === 0) return;
+    const data = new Uint8Array(blocks.length * PAGE_BYTES);
+    for (let index = 0; index < blocks.length; index++) data.set(batch.dataView(offsets[index]!, SECTORS_PER_PAGE), index * PAGE_BYTES);
+    void cache.adopt(batch.seq, blocks, offsets, data, this.mapsBlockTo);
+  }
 
   /** Clean stop: the read cache's index is persisted whole. */
   async closeReadCache(): Promise<void> {

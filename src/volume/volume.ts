@@ -197,6 +197,7 @@ export class Volume implements BlockDevice {
     }, readCache);
     const warm = await readCache?.load(reads.mapsBlockTo);
     if (warm !== undefined) log(`read cache: ${warm.kept} blocks kept from the persisted index, ${warm.dropped} dropped`);
+    parts.adopter.reads = reads; // after the load, which fills slots without taking them
     const recovery: RecoveryReport = {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
@@ -228,8 +229,11 @@ export class Volume implements BlockDevice {
     const readCache = options.readCache
       ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, state.superblock.volUuid, options.log)
       : null;
+    // The read path exists only after the replay: until then durable batches are not adopted.
+    const adopter: { reads: ReadPath | null } = { reads: null };
     const writes = new WritePath({
       readCache,
+      onBatchDurable: (batch) => adopter.reads?.adoptDurableBatch(batch),
       readJournal,
       pool: options.pool,
       volUuid: state.superblock.volUuid,
@@ -255,7 +259,7 @@ export class Volume implements BlockDevice {
       sealedObjectsAheadMax: options.sealedObjectsAheadMax,
       snapshotPins: start.snapshotPins,
     });
-    return { writes, flusher, readCache, readJournal };
+    return { writes, flusher, readCache, readJournal, adopter };
   }
 
   /** The garbage collector, started (null: off, or a read-only volume). */

@@ -82,6 +82,8 @@ export interface WritePathOptions {
   snapshotPins: SnapshotPins;
   /** Objects sealed and not yet durable before a new batch waits (default SEALED_OBJECTS_AHEAD_MAX; tests lower it). */
   sealedObjectsAheadMax?: number;
+  /** A batch whose object just became durable, before its buffer is reused (read-cache migration). */
+  onBatchDurable?: (batch: Batch) => void;
 }
 
 export class WritePath {

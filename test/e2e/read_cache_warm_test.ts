@@ -71,8 +71,9 @@ describe("read cache warm across restarts", () => {
       writeFileSync(client, CLIENT_PY);
       const aside = join(paths.dir, "aside");
       await runOk(["mkdir", aside]);
-      const serve = () => LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: ["--read-cache", "--no-gc"] });
-      let server = await serve();
+      const serve = (cache = "--read-cache") => LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: [cache, "--no-gc"] });
+      // Written without the read cache, so that the entries come from the backend reads of the run that ends below.
+      let server = await serve("--no-read-cache");
       await runOk(["python3", client, server.uri, "write", "7", String(WORKING_SET_BYTES)]);
       expect((await server.stop()).exitCode).toBe(0); // everything in the backend, the journal empty
 
@@ -92,4 +93,20 @@ describe("read cache warm across restarts", () => {
       await server.kill();
     }, TEST_TIMEOUT_MS);
   }
+
+  test("write-to-read migration: blocks written are served from the cache once their objects are durable", async () => {
+    const paths = await createVolume("rcache-migrate", { size: "64m", cacheSize: "64m" });
+    const client = join(paths.dir, "client.py");
+    writeFileSync(client, CLIENT_PY);
+    const aside = join(paths.dir, "aside");
+    await runOk(["mkdir", aside]);
+    const server = await LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: ["--read-cache", "--no-gc", "--batch-idle-ms", "100"] });
+    await runOk(["python3", client, server.uri, "write", "9", String(WORKING_SET_BYTES)]);
+    // Only adoption fills the cache here (nothing was read): the index names the blocks once their object is
+    // durable and its journal records released.
+    await waitForIndexed(server, WORKING_SET_BLOCKS);
+    expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
+    await runOk(["python3", client, server.uri, "read", "9", String(WORKING_SET_BYTES)]);
+    await server.kill();
+  }, TEST_TIMEOUT_MS);
 });

@@ -50,6 +50,8 @@ export interface ObjectPipelineOptions {
   batchBytes: number;
   /** The first seq this run allocates: every seq below it is durable already. */
   nextSeq: number;
+  /** Called with a batch whose object just became durable, before its buffer is reused (read-cache migration). */
+  onBatchDurable?: (batch: Batch) => void;
   /** Called for every object as it becomes durable, in seq order, after its batch is released. */
   onDurable: (seq: number) => void;
   /** A put failed for good (ConflictError or FencedError). */
@@ -253,6 +255,7 @@ export class ObjectPipeline {
     this.durableSeen = seq;
     const batch = this.unflushed.get(seq);
     if (batch) {
+      this.options.onBatchDurable?.(batch);
       const recordSeqLast = batch.cacheSeqLast;
       this.options.journal.release(recordSeqLast);
       this.unflushed.delete(seq);
