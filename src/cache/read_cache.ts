@@ -23,6 +23,7 @@ import { PAGE_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { crc32c } from "../format/crc32c.ts";
 import { decodeIndexPage, encodeIndexPage, indexSplit, INDEX_ENTRIES_PER_PAGE, type IndexEntry } from "../format/read_cache_index.ts";
+import { systemClock, type Clock, type TimerHandle } from "../util/clock.ts";
 import type { LogFn } from "../util/log.ts";
 import type { AlignedPool, CacheDevice } from "./cache_device.ts";
 
@@ -60,7 +61,10 @@ export class ReadCache {
   private readonly dirtyPages = new Set<number>();
   private readonly indexPages: number;
   private readonly slotsStartBytes: number;
-  private persistTimer: ReturnType<typeof setTimeout> | null = null;
+  private persistTimer: TimerHandle | null = null;
+  private readonly volUuid: string | null;
+  private readonly log: LogFn;
+  private readonly clock: Clock;
   private persisting: Promise<void> | null = null;
   private hand = 0;
   /** Bumped by every invalidation: a backend read older than the newest invalidation is not cached. */
@@ -74,12 +78,14 @@ export class ReadCache {
     private readonly pool: AlignedPool,
     private readonly startBytes: number,
     bytes: number,
-    /** Persist the index for this volume (null: memory only). */
-    private readonly volUuid: string | null = null,
-    private readonly log: LogFn = () => {},
+    /** Persist the index for this volume (absent: memory only), with timers on `clock`. */
+    persist?: { volUuid: string; log?: LogFn; clock?: Clock },
   ) {
+    this.volUuid = persist?.volUuid ?? null;
+    this.log = persist?.log ?? (() => {});
+    this.clock = persist?.clock ?? systemClock;
     assert(startBytes % PAGE_BYTES === 0 && bytes % PAGE_BYTES === 0, "read cache region is page aligned");
-    const split = volUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
+    const split = this.volUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
     this.indexPages = split.indexPages;
     this.slotsStartBytes = startBytes + split.indexPages * PAGE_BYTES;
     this.slotCount = split.slots;
@@ -279,7 +285,7 @@ export class ReadCache {
 
   private schedulePersist(delayMs: number): void {
     if (this.persistTimer !== null || this.persisting !== null) return;
-    this.persistTimer = setTimeout(() => {
+    this.persistTimer = this.clock.setTimer(delayMs, () => {
       this.persistTimer = null;
       this.persisting = this.persist()
         .catch(() => undefined) // a failed persist only loses warmth: the pages stay dirty
@@ -287,8 +293,7 @@ export class ReadCache {
           this.persisting = null;
           if (this.dirtyPages.size > 0) this.schedulePersist(INDEX_PERSIST_DELAY_MS);
         });
-    }, delayMs);
-    this.persistTimer.unref?.();
+    });
   }
 
   /**
@@ -369,7 +374,7 @@ export class ReadCache {
 
   /** Clean stop: waits for a round in progress, then persists every dirty page. */
   async close(): Promise<void> {
-    if (this.persistTimer !== null) clearTimeout(this.persistTimer);
+    this.persistTimer?.cancel();
     this.persistTimer = null;
     await this.persisting;
     while (this.dirtyPages.size > 0) await this.persist();

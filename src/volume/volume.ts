@@ -227,7 +227,11 @@ export class Volume implements BlockDevice {
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     const readCache = options.readCache
-      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, state.superblock.volUuid, options.log)
+      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, {
+          volUuid: state.superblock.volUuid,
+          log: options.log,
+          clock: options.clock,
+        })
       : null;
     // The read path exists only after the replay: until then durable batches are not adopted.
     const adopter: { reads: ReadPath | null } = { reads: null };

@@ -80,11 +80,11 @@ describe("read cache persisted index", () => {
   test("entries survive a clean close; a reopen keeps only what the map confirms", async () => {
     const prng = new Prng(11);
     const device = new MemoryCacheDevice(1 << 20, prng);
-    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, VOL);
+    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
     const data = blocks(prng, 4);
     await cache.insert(10, data, cache.currentEpoch, { seq: 7, offsetSectors: 16 });
     await cache.close();
-    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, VOL);
+    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
     // Block 12 now maps elsewhere (a write or GC copy since): dropped; the others name seq 7 at 16 + 8 * i.
     const counts = await again.load((block, seq, offset) => block !== 12 && seq === 7 && offset === 16 + 8 * (block - 10));
     expect(counts).toEqual({ kept: 3, dropped: 1 });
@@ -92,18 +92,18 @@ describe("read cache persisted index", () => {
     expect(await again.read(10, 2, out)).toBe(true);
     expect(out).toEqual(data.subarray(0, 2 * BLOCK));
     expect(await again.read(12, 1, new Uint8Array(BLOCK))).toBe(false);
-    const other = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, OTHER_VOL);
+    const other = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: OTHER_VOL });
     expect(await other.load(() => true)).toEqual({ kept: 0, dropped: 0 }); // another volume's index is not read
   });
 
   test("a slot whose data no longer matches its entry is a miss, never wrong data", async () => {
     const prng = new Prng(12);
     const device = new MemoryCacheDevice(1 << 20, prng);
-    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, VOL);
+    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
     await cache.insert(3, blocks(prng, 1), cache.currentEpoch, { seq: 2, offsetSectors: 0 });
     await cache.close();
     device.data.fill(0xee, 4096 + 2 * BLOCK, 4096 + 3 * BLOCK); // the first data slot (after 2 index pages)
-    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, VOL);
+    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
     expect((await again.load(() => true)).kept).toBe(1);
     expect(await again.read(3, 1, new Uint8Array(BLOCK))).toBe(false);
     expect(again.cachedBlocks).toBe(0);
@@ -118,7 +118,7 @@ describe("read cache persisted index", () => {
       // The model: block -> the object and data the volume's map points at.
       const model = new Map<number, { seq: number; data: Uint8Array<ArrayBuffer> }>();
       let nextSeq = 1;
-      let cache = new ReadCache(device, new MemoryPool(), 4096, region, VOL);
+      let cache = new ReadCache(device, new MemoryPool(), 4096, region, { volUuid: VOL });
       const check = (block: number, seq: number, offset: number) => model.get(block)?.seq === seq && offset === 0;
       let hits = 0;
       let warm = 0;
@@ -145,7 +145,7 @@ describe("read cache persisted index", () => {
           await cache.persist().catch(() => undefined);
         } else if (prng.int(4) === 0) {
           device = device.crash({ powerLoss: prng.int(2) === 0 });
-          cache = new ReadCache(device, new MemoryPool(), 4096, region, VOL);
+          cache = new ReadCache(device, new MemoryPool(), 4096, region, { volUuid: VOL });
           warm += (await cache.load(check)).kept;
         }
       }
