@@ -39,6 +39,8 @@ export interface SimResult {
   virtualMs: number;
   crashes: Map<string, number>;
   gc: { cleaned: number; deleted: number };
+  /** Read-cache blocks the reopens kept from the persisted index (read_cache.ts): reads of them were checked too. */
+  readCacheKept: number;
   snapshots: { created: number; deleted: number; checks: number } | null;
 }
 
@@ -331,5 +333,7 @@ export async function simulate(seed: number, options: SimOptions, replay: string
     throw new Error(`seed ${seed} at ${world.clock!.nowMs()} virtual ms: ${message}\nreplay: ${replay}\n${sim.context()}`, { cause: error });
   }
   const snapshots = sim.snapshots === null ? null : { created: sim.snapshots.created, deleted: sim.snapshots.deleted, checks: sim.snapshots.checks };
-  return { digest: sim.hash.digest("hex"), lines: sim.lines, virtualMs: world.clock!.nowMs(), crashes: world.crashes, gc: sim.gc, snapshots };
+  let readCacheKept = 0;
+  for (const line of world.logs) readCacheKept += Number(/read cache: (\d+) blocks kept/.exec(line)?.[1] ?? 0);
+  return { digest: sim.hash.digest("hex"), lines: sim.lines, virtualMs: world.clock!.nowMs(), crashes: world.crashes, gc: sim.gc, readCacheKept, snapshots };
 }

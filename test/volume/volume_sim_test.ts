@@ -14,7 +14,7 @@ import { immediateClock, makeWorld, openVolume, VolumeModel, type World } from "
 
 const FILE = "test/volume/volume_sim_test.ts";
 /** Garbage collection work and crash points across the seeds: the sims must exercise them. */
-const totals = { cleaned: 0, deleted: 0, crashPoints: new Map<string, number>() };
+const totals = { cleaned: 0, deleted: 0, readCacheKept: 0, crashPoints: new Map<string, number>() };
 
 async function readAll(volume: Volume, world: World): Promise<Uint8Array> {
   const out = new Uint8Array(world.volumeBytes);
@@ -27,6 +27,7 @@ async function runSeed(base: number, seed: number, name: string, options: { cras
   const result = await simulate(seed, options, replayCommand(base, FILE, name));
   totals.cleaned += result.gc.cleaned;
   totals.deleted += result.gc.deleted;
+  totals.readCacheKept += result.readCacheKept;
   for (const [point, count] of result.crashes) totals.crashPoints.set(point, (totals.crashPoints.get(point) ?? 0) + count);
 }
 
@@ -54,9 +55,11 @@ describe("volume simulation", () => {
     }, 120_000);
   }
   if (seeds.length > 1) {
-    test("the seeds cleaned and deleted objects and crashed inside recovery and garbage collection", () => {
+    test("the seeds cleaned and deleted objects, kept read-cache entries across reopens, and crashed inside recovery and garbage collection", () => {
       expect(totals.cleaned).toBeGreaterThan(0);
       expect(totals.deleted).toBeGreaterThan(0);
+      // Reopens after crashes found read-cache entries still current, and the reads after them matched the model.
+      expect(totals.readCacheKept).toBeGreaterThan(0);
       const points = [...totals.crashPoints.keys()];
       expect(points.some((point) => point.startsWith("recovery."))).toBe(true);
       expect(points.some((point) => point.startsWith("gc."))).toBe(true);
