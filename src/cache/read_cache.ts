@@ -3,7 +3,7 @@
 // (docs/architecture.md, "The read path"; region bounds: docs/format.md, "Cache device layout").
 //
 // Read cache invariants:
-// - With a persisted index (docs/format.md, "Read cache index"), every entry names the block, the object seq and
+// - With a persisted index (docs/format.md, "Read cache index page"), every entry names the block, the object seq and
 //   the offset inside that object its data came from, and the CRC-32C of the data. Object names are never written
 //   twice (a new owner starts above every name that exists and skips the rest: docs/architecture.md, "Recovery"),
 //   so (seq, offset) names bytes that never change. At open an entry is kept only if the recovered map points its

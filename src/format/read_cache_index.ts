@@ -1,5 +1,5 @@
 // The read cache's persisted index: the first pages of the cache device's read-cache region, one page per
-// INDEX_ENTRIES_PER_PAGE data slots, each entry naming what its slot holds. Spec: docs/format.md, "Read cache index".
+// INDEX_ENTRIES_PER_PAGE data slots, each entry naming what its slot holds. Spec: docs/format.md, "Read cache index page".
 //
 // Page: magic "LSVR", version, CRC-32C of the page (field zeroed), page number, volume UUID, then entries.
 // Entry (24 bytes, slot = page * INDEX_ENTRIES_PER_PAGE + position): block + 1 (u64; 0: empty slot), object seq
