@@ -137,7 +137,10 @@ export class ReadCache {
    * or when a slot was reused during the read.
    */
   async read(firstBlock: number, count: number, into: Uint8Array): Promise<boolean> {
-    if (this.index.size === 0) return false;
+    if (this.index.size === 0) {
+      this.misses += 1;
+      return false;
+    }
     const slots: number[] = [];
     const generations: number[] = [];
     for (let block = firstBlock; block < firstBlock + count; block++) {
