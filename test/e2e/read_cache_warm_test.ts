@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { LsvdServer, cleanupAll, createVolume, ensureBuilt, runOk } from "./_harness.ts";
+import { LsvdServer, cleanupAll, createVolume, ensureBuilt, lsvd, runOk } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
 const WORKING_SET_BYTES = 4 * MIB;
@@ -108,5 +108,18 @@ describe("read cache warm across restarts", () => {
     expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
     await runOk(["python3", client, server.uri, "read", "9", String(WORKING_SET_BYTES)]);
     await server.kill();
+  }, TEST_TIMEOUT_MS);
+
+  test("a file volume is served without the read cache unless asked; both flags together are refused", async () => {
+    const paths = await createVolume("rcache-flags", { size: "64m", cacheSize: "64m" });
+    const both = await lsvd(["serve", "--volume", paths.volume, "--cache", paths.cache, "--socket", join(paths.dir, "s"), "--read-cache", "--no-read-cache"]);
+    expect(both.exitCode).toBe(1);
+    expect(both.stderr).toContain("--read-cache and --no-read-cache");
+    const plain = await LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir });
+    expect(plain.log).not.toContain("read cache:");
+    await plain.stop();
+    const asked = await LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: ["--read-cache"] });
+    expect(asked.log).toContain("read cache: 0 blocks kept");
+    await asked.stop();
   }, TEST_TIMEOUT_MS);
 });
