@@ -66,6 +66,8 @@ function runOk(args: string[]): string {
 export interface ServerOptions {
   batchSize: string;
   batchIdleMs: number;
+  /** More `lsvd serve` options (e.g. --read-cache). */
+  extraArgs?: string[];
 }
 
 /** Servers this process started and that have not exited: killAllServers() ends them (by pid) on an interrupt. */
@@ -108,6 +110,7 @@ export class ServerProcess {
         String(options.batchIdleMs),
         "--log-level",
         "debug", // the journal case recovery chose is a debug line
+        ...(options.extraArgs ?? []),
       ],
       { cwd: REPO_ROOT, stdout: log, stderr: log, env: process.env },
     );

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Prng } from "../sim/prng.ts";
 import { ensureBuilt, LSVD_BINARY, TOOL_ENV } from "../e2e/_harness.ts";
 import { NbdClient } from "./_nbd_client.ts";
-import { BLOCK_BYTES, CrashEnv, History, checkPrefix, readVolume, runLsvd, runWorkload, WORKLOAD_DEFAULT, type ServerProcess } from "./_harness.ts";
+import { BLOCK_BYTES, CrashEnv, History, checkPrefix, readVolume, runLsvd, runWorkload, WORKLOAD_DEFAULT, type ServerOptions, type ServerProcess } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
 const VOLUME_BYTES = 16 * MIB;
@@ -77,19 +77,32 @@ async function verify(env: CrashEnv, history: History, when: string): Promise<vo
   history.nextRound(Int32Array.from(observed as number[]), check.kMax);
 }
 
+/** The same cycles with the read cache on: it is persisted across every kill, and every read checks it. */
+const READ_CACHE_CYCLES = Number(process.env.LSVD_KILL_CYCLES ?? 8);
+const VARIANTS: Array<{ label: string; cycles: number; server: ServerOptions }> = [
+  { label: "", cycles: CYCLES, server: SERVER },
+  { label: " with the persisted read cache", cycles: READ_CACHE_CYCLES, server: { ...SERVER, extraArgs: ["--read-cache"] } },
+];
+
+/** Read-cache blocks a server kept from the persisted index at its start (0 without the read cache). */
+function keptBlocks(server: ServerProcess): number {
+  return Number(/read cache: (\d+) blocks kept/.exec(server.log())?.[1] ?? 0);
+}
+
 describe("kill -9 cycles with garbage collection", () => {
-  test(`${CYCLES} cycles of random writes and SIGKILL, then lsvd gc: fsck exits 0 after every kill and at the end, the data verifies`, async () => {
+  for (const { label, cycles, server: SERVER } of VARIANTS) test(`${cycles} cycles of random writes and SIGKILL${label}, then lsvd gc: fsck exits 0 after every kill and at the end, the data verifies`, async () => {
     const prng = new Prng(SEED);
     const env = new CrashEnv(VOLUME_BYTES, "72m");
     const history = new History(STAMPED_BYTES / BLOCK_BYTES, 64 * 1024 / BLOCK_BYTES);
-    const seen = { leftoverCheckpoints: 0, beyondLogEnd: 0, acked: 0 };
+    const seen = { leftoverCheckpoints: 0, beyondLogEnd: 0, acked: 0, kept: 0 };
     let server: ServerProcess | null = null;
     let fio: ReturnType<typeof Bun.spawn> | null = null;
     let failed = true;
     try {
-      for (let cycle = 1; cycle <= CYCLES; cycle++) {
+      for (let cycle = 1; cycle <= cycles; cycle++) {
         server = env.start(SERVER);
         await server.waitServing();
+        seen.kept += keptBlocks(server);
         if (cycle > 1) await verify(env, history, `cycle ${cycle}, after the restart`);
         const killDelayMs = KILL_DELAY_MS_MIN + prng.int(KILL_DELAY_MS_MAX - KILL_DELAY_MS_MIN + 1);
         fio = startFio(env.socketPath, killDelayMs);
@@ -122,8 +135,10 @@ describe("kill -9 cycles with garbage collection", () => {
       await verify(env, history, "after lsvd gc");
       expect(await server.stop()).toBe(0);
       expect(fsck(env).code).toBe(0);
-      expect(seen.acked).toBeGreaterThan(CYCLES * 10);
-      console.log(`kill cycles: ${CYCLES}, ops acknowledged ${seen.acked}; fsck after kills saw ${seen.leftoverCheckpoints} left-over checkpoint(s) and ${seen.beyondLogEnd} object(s) beyond the log end (notes); ${gc.stdout.trim()}`);
+      expect(seen.acked).toBeGreaterThan(cycles * 10);
+      // With the read cache, restarts found entries still current: the verify reads went through them.
+      if (SERVER.extraArgs !== undefined) expect(seen.kept).toBeGreaterThan(0);
+      console.log(`kill cycles: ${cycles}${label}, read-cache blocks kept across kills ${seen.kept}, ops acknowledged ${seen.acked}; fsck after kills saw ${seen.leftoverCheckpoints} left-over checkpoint(s) and ${seen.beyondLogEnd} object(s) beyond the log end (notes); ${gc.stdout.trim()}`);
       failed = false;
     } finally {
       fio?.kill("SIGKILL");
