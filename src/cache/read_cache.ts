@@ -66,6 +66,7 @@ export class ReadCache {
   private readonly log: LogFn;
   private readonly clock: Clock;
   private persisting: Promise<void> | null = null;
+  private closed = false;
   private hand = 0;
   /** Bumped by every invalidation: a backend read older than the newest invalidation is not cached. */
   private epoch = 0;
@@ -287,7 +288,7 @@ export class ReadCache {
   }
 
   private schedulePersist(delayMs: number): void {
-    if (this.persistTimer !== null || this.persisting !== null) return;
+    if (this.persistTimer !== null || this.persisting !== null || this.closed) return;
     this.persistTimer = this.clock.setTimer(delayMs, () => {
       this.persistTimer = null;
       this.persisting = this.persist()
@@ -377,6 +378,7 @@ export class ReadCache {
 
   /** Clean stop: waits for a round in progress, then persists every dirty page. */
   async close(): Promise<void> {
+    this.closed = true; // fills that finish later are not persisted: the device may be closed by then
     this.persistTimer?.cancel();
     this.persistTimer = null;
     await this.persisting;
