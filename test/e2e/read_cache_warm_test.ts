@@ -52,15 +52,20 @@ function makeObjectsUnreadable(backendDir: string, asideDir: string): number {
   return count;
 }
 
-async function waitForIndexed(server: LsvdServer, blocks: number): Promise<void> {
-  const pattern = new RegExp(`index persisted, \\d+ page\\(s\\), (\\d+) blocks indexed`, "g");
-  const deadline = Date.now() + PERSIST_WAIT_MS;
+/** True once a persist round's debug line says the index named at least `blocks` blocks (false after the wait). */
+async function waitForIndexed(server: LsvdServer, blocks: number, waitMs = PERSIST_WAIT_MS): Promise<boolean> {
+  const pattern = /index persisted, \d+ page\(s\), (\d+) blocks indexed/g;
+  const deadline = Date.now() + waitMs;
   while (Date.now() < deadline) {
     const counts = [...server.log.matchAll(pattern)].map((match) => Number(match[1]));
-    if (counts.some((count) => count >= blocks)) return;
+    if (counts.some((count) => count >= blocks)) return true;
     await Bun.sleep(50);
   }
-  throw new Error(`the read cache index never named ${blocks} blocks:\n${server.log}`);
+  return false;
+}
+
+async function requireIndexed(server: LsvdServer, blocks: number): Promise<void> {
+  if (!(await waitForIndexed(server, blocks))) throw new Error(`the read cache index never named ${blocks} blocks:\n${server.log}`);
 }
 
 describe("read cache warm across restarts", () => {
@@ -78,11 +83,14 @@ describe("read cache warm across restarts", () => {
       expect((await server.stop()).exitCode).toBe(0); // everything in the backend, the journal empty
 
       server = await serve();
-      await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]); // fills from the backend
-      await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]); // fills what was skipped
+      // Fills from the backend; another pass fills what a bounded fill skipped (at most a few passes).
+      for (let pass = 0; pass < 4; pass++) {
+        await runOk(["python3", client, server.uri, "read", "7", String(WORKING_SET_BYTES)]);
+        if (await waitForIndexed(server, WORKING_SET_BLOCKS, 5_000)) break;
+      }
       if (ending === "clean stop") expect((await server.stop()).exitCode).toBe(0);
       else {
-        await waitForIndexed(server, WORKING_SET_BLOCKS);
+        await requireIndexed(server, WORKING_SET_BLOCKS);
         await server.kill();
       }
 
@@ -104,7 +112,7 @@ describe("read cache warm across restarts", () => {
     await runOk(["python3", client, server.uri, "write", "9", String(WORKING_SET_BYTES)]);
     // Only adoption fills the cache here (nothing was read): the index names the blocks once their object is
     // durable and its journal records released.
-    await waitForIndexed(server, WORKING_SET_BLOCKS);
+    await requireIndexed(server, WORKING_SET_BLOCKS);
     expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
     await runOk(["python3", client, server.uri, "read", "9", String(WORKING_SET_BYTES)]);
     await server.kill();
