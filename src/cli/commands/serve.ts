@@ -206,7 +206,7 @@ class LastError {
  * --read-cache / --no-read-cache, else on for a remote backend (every miss is a network round trip) and off for a
  * file backend (its reads come from the host's page cache).
  */
-function readCacheOption(parsed: Parsed, volumeUri: string): boolean {
+export function readCacheOption(parsed: Parsed, volumeUri: string): boolean {
   const on = parsed.values["read-cache"] === true;
   const off = parsed.values["no-read-cache"] === true;
   if (on && off) throw new InvalidArgumentError("--read-cache and --no-read-cache contradict each other: give one");
