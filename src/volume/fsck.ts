@@ -55,6 +55,7 @@ import { ExtentMap } from "../map/extent_map.ts";
 import { keepUnfinishedTail, loadCheckpoint, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery/backend.ts";
 import { loadCloneChain, type CloneChain } from "./clone_chain.ts";
 import { readCacheSuperblock } from "./recovery/journal.ts";
+import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import { applyDataObject, chooseCheckpointSeq, decideJournalCase, decideLogObject } from "./recovery/rules.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
 import { SuperblockStore } from "./superblock_store.ts";
@@ -834,15 +835,8 @@ async function repairOnce(store: ObjectStore, prefix: string, check: BackendChec
 
 // ---- Cache check -----------------------------------------------------------------------------------------------
 
-async function checkCache(
-  device: CacheDevice,
-  pool: AlignedPool,
-  backend: BackendCheck,
-  prefix: string,
-): Promise<{ report: FsckCacheReport; problems: FsckProblem[]; notes: string[] }> {
-  const problems: FsckProblem[] = [];
-  const notes: string[] = [];
-  const report: FsckCacheReport = {
+function emptyCacheReport(device: CacheDevice, state: BackendState): FsckCacheReport {
+  return {
     path: device.path,
     superblockValid: false,
     cacheUuid: null,
@@ -856,10 +850,44 @@ async function checkCache(
     stopReason: null,
     stopDetail: "",
     journalCase: null,
-    logWriterCacheUuid: backend.state!.writerCacheUuid,
-    logJournalSeqLast: backend.state!.writerCacheSeqLast,
+    logWriterCacheUuid: state.writerCacheUuid,
+    logJournalSeqLast: state.writerCacheSeqLast,
     pendingReplay: 0,
   };
+}
+
+/** Walks the journal from its tail as the next open would, counting its records and those the open replays. */
+async function walkJournal(device: CacheDevice, pool: AlignedPool, superblock: CacheSuperblock, replayAfter: number | null, report: FsckCacheReport): Promise<void> {
+  const walker = new JournalWalker(device, pool, superblock);
+  try {
+    for (;;) {
+      const record = await walker.next();
+      if (!record) break;
+      report.journalRecords += 1;
+      if (record.header.type === JournalRecordType.Pad) {
+        report.journalPadRecords += 1;
+        continue;
+      }
+      report.journalDataRecords += 1;
+      if (replayAfter !== null && record.header.seq > replayAfter) report.pendingReplay += 1;
+    }
+  } finally {
+    walker.close();
+  }
+  report.headSeq = walker.head.seq;
+  report.stopReason = walker.stopReason;
+  report.stopDetail = walker.stopDetail;
+}
+
+async function checkCache(
+  device: CacheDevice,
+  pool: AlignedPool,
+  backend: BackendCheck,
+  prefix: string,
+): Promise<{ report: FsckCacheReport; problems: FsckProblem[]; notes: string[] }> {
+  const problems: FsckProblem[] = [];
+  const notes: string[] = [];
+  const report = emptyCacheReport(device, backend.state!);
   const state = backend.state!;
   let superblock;
   try {
@@ -895,27 +923,9 @@ async function checkCache(
   }
   const { journalCase, replayAfter } = decideJournalCase(volUuid, writer.uuid, writer.seqLast, superblock);
   report.journalCase = journalCase;
-  const walker = new JournalWalker(device, pool, superblock);
-  try {
-    for (;;) {
-      const record = await walker.next();
-      if (!record) break;
-      report.journalRecords += 1;
-      if (record.header.type === JournalRecordType.Pad) {
-        report.journalPadRecords += 1;
-        continue;
-      }
-      report.journalDataRecords += 1;
-      if (replayAfter !== null && record.header.seq > replayAfter) report.pendingReplay += 1;
-    }
-  } finally {
-    walker.close();
-  }
-  report.headSeq = walker.head.seq;
-  report.stopReason = walker.stopReason;
-  report.stopDetail = walker.stopDetail;
+  await walkJournal(device, pool, superblock, replayAfter, report);
   const writerName = writer.uuid === NIL_UUID ? "none yet" : writer.uuid === superblock.cacheUuid ? "this cache" : `cache ${writer.uuid}`;
-  notes.push(`log writer: ${writerName}, newest journal seq in the backend ${writer.seqLast}; journal tail seq ${superblock.replaySeq}, head seq ${walker.head.seq}`);
+  notes.push(`log writer: ${writerName}, newest journal seq in the backend ${writer.seqLast}; journal tail seq ${superblock.replaySeq}, head seq ${report.headSeq}`);
   if (journalCase === "@C" || journalCase === "@E") {
     problems.push(
       problem(
