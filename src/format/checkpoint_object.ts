@@ -41,6 +41,7 @@ import {
   verifyObjectHeader,
   CRC_ABSENT,
   type ExtensionPlace,
+  type VariablePart,
 } from "./_object_ext.ts";
 import { crc32c } from "./crc32c.ts";
 import { COMMON_HEADER, COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, describeObject, encodeCommonHeader } from "./object_header.ts";
@@ -214,14 +215,10 @@ export function decodeCheckpoint(bytes: Uint8Array): CheckpointObject {
   const header = bytes.subarray(0, hdrBytes);
   const view = viewOf(bytes);
 
-  const part = (offsetField: number, lengthField: number) => ({
-    offset: view.getUint32(offsetField, true),
-    length: view.getUint32(lengthField, true),
-  });
-  const ckptsPart = part(CKPT_SUB.ckptsOffset, CKPT_SUB.ckptsLen);
-  const objsPart = part(CKPT_SUB.objsOffset, CKPT_SUB.objsLen);
-  const deletesPart = part(CKPT_SUB.deletesOffset, CKPT_SUB.deletesLen);
-  const mapPart = part(CKPT_SUB.mapOffset, CKPT_SUB.mapLen);
+  const ckptsPart = partAt(view, CKPT_SUB.ckptsOffset, CKPT_SUB.ckptsLen);
+  const objsPart = partAt(view, CKPT_SUB.objsOffset, CKPT_SUB.objsLen);
+  const deletesPart = partAt(view, CKPT_SUB.deletesOffset, CKPT_SUB.deletesLen);
+  const mapPart = partAt(view, CKPT_SUB.mapOffset, CKPT_SUB.mapLen);
   const extended = hasExtension(header, EXT_PLACE, [ckptsPart, objsPart, deletesPart, mapPart]);
   const dataCrc32c = verifyObjectHeader(header, extended ? EXT_PLACE : null, context);
   if (dataCrc32c !== CRC_ABSENT) {
@@ -231,54 +228,12 @@ export function decodeCheckpoint(bytes: Uint8Array): CheckpointObject {
 
   // v1 offsets count from the start of the object, so a part may lie in the data area of a reference checkpoint.
   const lowest = extended ? CKPT_FIXED_BYTES : COMMON_HEADER_BYTES + CKPT_SUBHEADER_BYTES;
-  checkSpan(ckptsPart.offset, ckptsPart.length, lowest, objectBytes, context, "ckpts");
-  checkSpan(objsPart.offset, objsPart.length, lowest, objectBytes, context, "objs");
-  checkSpan(deletesPart.offset, deletesPart.length, lowest, objectBytes, context, "deletes");
-  checkSpan(mapPart.offset, mapPart.length, lowest, objectBytes, context, "map");
-  if (ckptsPart.length % 4 !== 0) throw corrupt(context, `ckpts_len ${ckptsPart.length} is not a multiple of 4`);
-  if (objsPart.length % CKPT_OBJ.BYTES !== 0) throw corrupt(context, `objs_len ${objsPart.length} is not a multiple of 16`);
-  if (deletesPart.length % DELETE.BYTES !== 0) throw corrupt(context, `deletes_len ${deletesPart.length} is not a multiple of 8`);
-  if (mapPart.length % CKPT_MAP_ENTRY_BYTES !== 0) throw corrupt(context, `map_len ${mapPart.length} is not a multiple of 16`);
-
-  const checkpoints: number[] = [];
-  for (let offset = ckptsPart.offset; offset < ckptsPart.offset + ckptsPart.length; offset += 4) {
-    const seq = view.getUint32(offset, true);
-    if (seq === 0) throw corrupt(context, "ckpts names seq 0");
-    checkpoints.push(seq);
-  }
-  const objects: CheckpointObject["objects"] = [];
-  for (let offset = objsPart.offset; offset < objsPart.offset + objsPart.length; offset += CKPT_OBJ.BYTES) {
-    const seq = view.getUint32(offset + CKPT_OBJ.seq, true);
-    if (seq === 0) throw corrupt(context, "objs names seq 0");
-    objects.push({
-      seq,
-      hdrSectors: view.getUint32(offset + CKPT_OBJ.hdrSectors, true),
-      dataSectors: view.getUint32(offset + CKPT_OBJ.dataSectors, true),
-      liveSectors: view.getUint32(offset + CKPT_OBJ.liveSectors, true),
-    });
-  }
-  const deferredDeletes: CheckpointObject["deferredDeletes"] = [];
-  for (let offset = deletesPart.offset; offset < deletesPart.offset + deletesPart.length; offset += DELETE.BYTES) {
-    const seq = view.getUint32(offset + DELETE.seq, true);
-    if (seq === 0) throw corrupt(context, "deletes names seq 0");
-    deferredDeletes.push({ seq, time: view.getUint32(offset + DELETE.time, true) });
-  }
-
+  checkPartSpans({ ckptsPart, objsPart, deletesPart, mapPart }, lowest, objectBytes, context);
+  const checkpoints = decodeCkptSeqs(view, ckptsPart, context);
+  const objects = decodeObjectEntries(view, objsPart, context);
+  const deferredDeletes = decodeDeferredDeletes(view, deletesPart, context);
   const mapEntries = bytes.subarray(mapPart.offset, mapPart.offset + mapPart.length);
-  const mapView = viewOf(mapEntries);
-  const entryCount = mapPart.length / CKPT_MAP_ENTRY_BYTES;
-  for (let index = 0; index < entryCount; index++) {
-    // unpackCheckpointMapEntry inlined (no object per entry): this loop runs once per extent of the volume.
-    const offset = index * CKPT_MAP_ENTRY_BYTES;
-    const high = mapView.getUint32(offset + MAP_ENTRY_EXTENT + 4, true);
-    const sectors = high >>> LBA_HIGH_BITS;
-    const lba = (high & LBA_HIGH_MASK) * LBA_HIGH_MULTIPLIER + mapView.getUint32(offset + MAP_ENTRY_EXTENT, true);
-    const obj = mapView.getUint32(offset + MAP_ENTRY_OBJ, true);
-    const offsetSectors = mapView.getUint32(offset + MAP_ENTRY_OFFSET_SECTORS, true);
-    if (sectors === 0 || lba + sectors > VOLUME_SECTORS_LIMIT || obj === 0 || offsetSectors === 0) {
-      throw corrupt(context, `map entry ${index} (lba ${lba}, ${sectors} sectors, obj ${obj}, offset ${offsetSectors}) is invalid`);
-    }
-  }
+  checkMapEntries(mapEntries, context);
 
   const cacheSeq = getU64(view, CKPT_SUB.cacheSeq, context, "cache_seq");
   const cacheSeqLast = extended ? getU64(view, CKPT_EXT.cacheSeqLast, context, "cache_seq_last") : 0;
@@ -296,6 +251,87 @@ export function decodeCheckpoint(bytes: Uint8Array): CheckpointObject {
   };
   checkCheckpoint(result); // pair assertion: whatever decodes would encode again
   return result;
+}
+
+/** One variable part's place, read from the sub-header's offset and length fields. */
+function partAt(view: DataView, offsetField: number, lengthField: number): VariablePart {
+  return { offset: view.getUint32(offsetField, true), length: view.getUint32(lengthField, true) };
+}
+
+interface CheckpointParts {
+  ckptsPart: VariablePart;
+  objsPart: VariablePart;
+  deletesPart: VariablePart;
+  mapPart: VariablePart;
+}
+
+/** Each part lies inside the object past the fixed header and holds whole entries. */
+function checkPartSpans(parts: CheckpointParts, lowest: number, objectBytes: number, context: string): void {
+  const { ckptsPart, objsPart, deletesPart, mapPart } = parts;
+  checkSpan(ckptsPart.offset, ckptsPart.length, lowest, objectBytes, context, "ckpts");
+  checkSpan(objsPart.offset, objsPart.length, lowest, objectBytes, context, "objs");
+  checkSpan(deletesPart.offset, deletesPart.length, lowest, objectBytes, context, "deletes");
+  checkSpan(mapPart.offset, mapPart.length, lowest, objectBytes, context, "map");
+  if (ckptsPart.length % 4 !== 0) throw corrupt(context, `ckpts_len ${ckptsPart.length} is not a multiple of 4`);
+  if (objsPart.length % CKPT_OBJ.BYTES !== 0) throw corrupt(context, `objs_len ${objsPart.length} is not a multiple of 16`);
+  if (deletesPart.length % DELETE.BYTES !== 0) throw corrupt(context, `deletes_len ${deletesPart.length} is not a multiple of 8`);
+  if (mapPart.length % CKPT_MAP_ENTRY_BYTES !== 0) throw corrupt(context, `map_len ${mapPart.length} is not a multiple of 16`);
+}
+
+/** The ckpts part: u32 seqs of the checkpoints, none of them 0. */
+function decodeCkptSeqs(view: DataView, ckptsPart: VariablePart, context: string): number[] {
+  const checkpoints: number[] = [];
+  for (let offset = ckptsPart.offset; offset < ckptsPart.offset + ckptsPart.length; offset += 4) {
+    const seq = view.getUint32(offset, true);
+    if (seq === 0) throw corrupt(context, "ckpts names seq 0");
+    checkpoints.push(seq);
+  }
+  return checkpoints;
+}
+
+/** The objs part: one entry per live object (seq, header, data and live sectors). */
+function decodeObjectEntries(view: DataView, objsPart: VariablePart, context: string): CheckpointObject["objects"] {
+  const objects: CheckpointObject["objects"] = [];
+  for (let offset = objsPart.offset; offset < objsPart.offset + objsPart.length; offset += CKPT_OBJ.BYTES) {
+    const seq = view.getUint32(offset + CKPT_OBJ.seq, true);
+    if (seq === 0) throw corrupt(context, "objs names seq 0");
+    objects.push({
+      seq,
+      hdrSectors: view.getUint32(offset + CKPT_OBJ.hdrSectors, true),
+      dataSectors: view.getUint32(offset + CKPT_OBJ.dataSectors, true),
+      liveSectors: view.getUint32(offset + CKPT_OBJ.liveSectors, true),
+    });
+  }
+  return objects;
+}
+
+/** The deletes part: objects waiting for deletion, each with the time it was deferred. */
+function decodeDeferredDeletes(view: DataView, deletesPart: VariablePart, context: string): CheckpointObject["deferredDeletes"] {
+  const deferredDeletes: CheckpointObject["deferredDeletes"] = [];
+  for (let offset = deletesPart.offset; offset < deletesPart.offset + deletesPart.length; offset += DELETE.BYTES) {
+    const seq = view.getUint32(offset + DELETE.seq, true);
+    if (seq === 0) throw corrupt(context, "deletes names seq 0");
+    deferredDeletes.push({ seq, time: view.getUint32(offset + DELETE.time, true) });
+  }
+  return deferredDeletes;
+}
+
+/** Every map entry names a non-empty extent inside the volume limit, a real object and a non-zero offset. */
+function checkMapEntries(mapEntries: Uint8Array, context: string): void {
+  const mapView = viewOf(mapEntries);
+  const entryCount = mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
+  for (let index = 0; index < entryCount; index++) {
+    // unpackCheckpointMapEntry inlined (no object per entry): this loop runs once per extent of the volume.
+    const offset = index * CKPT_MAP_ENTRY_BYTES;
+    const high = mapView.getUint32(offset + MAP_ENTRY_EXTENT + 4, true);
+    const sectors = high >>> LBA_HIGH_BITS;
+    const lba = (high & LBA_HIGH_MASK) * LBA_HIGH_MULTIPLIER + mapView.getUint32(offset + MAP_ENTRY_EXTENT, true);
+    const obj = mapView.getUint32(offset + MAP_ENTRY_OBJ, true);
+    const offsetSectors = mapView.getUint32(offset + MAP_ENTRY_OFFSET_SECTORS, true);
+    if (sectors === 0 || lba + sectors > VOLUME_SECTORS_LIMIT || obj === 0 || offsetSectors === 0) {
+      throw corrupt(context, `map entry ${index} (lba ${lba}, ${sectors} sectors, obj ${obj}, offset ${offsetSectors}) is invalid`);
+    }
+  }
 }
 
 /**

@@ -49,6 +49,7 @@ import {
   sealObjectHeader,
   verifyObjectHeader,
   type ExtensionPlace,
+  type VariablePart,
 } from "./_object_ext.ts";
 import { COMMON_HEADER, COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, encodeCommonHeader } from "./object_header.ts";
 
@@ -467,6 +468,24 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
   const volSectors = getU64(view, SUPER_SUB.volSectors, context, "vol_size");
   if (volSectors === 0 || volSectors > VOLUME_SECTORS_MAX) throw corrupt(context, `vol_size ${volSectors} out of range`);
 
+  const checkpoints = decodeCheckpointSeqs(view, ckpts, context);
+  const clone = decodeCloneInfo(bytes, view, clones, context);
+  const snapshots = decodeSnapInfos(bytes, view, snaps, context);
+
+  const nextSeq = extended ? getU64(view, SUPER_EXT.nextSeq, context, "next_seq") : 0;
+  if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
+  const ownerEpoch = blockBytes >= SUPER_EXTENSION_V2_BYTES ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
+  const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
+  const facts = blockBytes >= SUPER_EXTENSION_V3_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes, blockBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
+  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
+  const problem = skippedProblem(result) ?? snapshotFactsProblem(result);
+  if (problem !== null) throw corrupt(context, problem);
+  checkSuperblock(result); // pair assertion: whatever decodes would encode again
+  return { superblock: result, extended };
+}
+
+/** The ckpts part: a list of u32 checkpoint seqs, none of them 0. */
+function decodeCheckpointSeqs(view: DataView, ckpts: VariablePart, context: string): number[] {
   if (ckpts.length % 4 !== 0) throw corrupt(context, `ckpts_len ${ckpts.length} is not a multiple of 4`);
   const checkpoints: number[] = [];
   for (let i = 0; i < ckpts.length / 4; i++) {
@@ -474,23 +493,28 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
     if (seq === 0) throw corrupt(context, "checkpoint seq 0");
     checkpoints.push(seq);
   }
+  return checkpoints;
+}
 
-  let clone: SuperblockObject["clone"] = null;
-  if (clones.length !== 0) {
-    if (clones.length < CLONE.BYTES + 1) throw corrupt(context, `clones_len ${clones.length} too short`);
-    const nameLen = view.getUint8(clones.offset + CLONE.nameLen);
-    if (clones.length !== CLONE.BYTES + nameLen + 1) {
-      throw corrupt(context, `clones_len ${clones.length} does not hold one clone_info with a ${nameLen}-byte name`);
-    }
-    const nameStart = clones.offset + CLONE.BYTES;
-    if (bytes[nameStart + nameLen] !== 0) throw corrupt(context, "clone base name is not NUL-terminated");
-    clone = {
-      baseUuid: getUuid(bytes, clones.offset + CLONE.baseUuid, context, "clone base vol_uuid"),
-      lastSeq: view.getUint32(clones.offset + CLONE.lastSeq, true),
-      baseName: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "clone base name"),
-    };
+/** The clones part: empty, or exactly one clone_info followed by its NUL-terminated base name. */
+function decodeCloneInfo(bytes: Uint8Array, view: DataView, clones: VariablePart, context: string): SuperblockObject["clone"] {
+  if (clones.length === 0) return null;
+  if (clones.length < CLONE.BYTES + 1) throw corrupt(context, `clones_len ${clones.length} too short`);
+  const nameLen = view.getUint8(clones.offset + CLONE.nameLen);
+  if (clones.length !== CLONE.BYTES + nameLen + 1) {
+    throw corrupt(context, `clones_len ${clones.length} does not hold one clone_info with a ${nameLen}-byte name`);
   }
+  const nameStart = clones.offset + CLONE.BYTES;
+  if (bytes[nameStart + nameLen] !== 0) throw corrupt(context, "clone base name is not NUL-terminated");
+  return {
+    baseUuid: getUuid(bytes, clones.offset + CLONE.baseUuid, context, "clone base vol_uuid"),
+    lastSeq: view.getUint32(clones.offset + CLONE.lastSeq, true),
+    baseName: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "clone base name"),
+  };
+}
 
+/** The snaps part: snap_info records back to back, each followed by its name. */
+function decodeSnapInfos(bytes: Uint8Array, view: DataView, snaps: VariablePart, context: string): SuperblockObject["snapshots"] {
   const snapshots: SuperblockObject["snapshots"] = [];
   const snapsEnd = snaps.offset + snaps.length;
   let position = snaps.offset;
@@ -505,17 +529,7 @@ function decodeSuperblockBytes(bytes: Uint8Array): { superblock: SuperblockObjec
     });
     position = nameStart + nameLen;
   }
-
-  const nextSeq = extended ? getU64(view, SUPER_EXT.nextSeq, context, "next_seq") : 0;
-  if (nextSeq > 2 ** 32) throw corrupt(context, `next_seq ${nextSeq} out of range`);
-  const ownerEpoch = blockBytes >= SUPER_EXTENSION_V2_BYTES ? getU64(view, SUPER_EXT.ownerEpoch, context, "owner_epoch") : 0;
-  const skipped = blockBytes >= SUPER_EXTENSION_V2_BYTES ? decodeSkipped(bytes, lowest, hdrBytes) : [];
-  const facts = blockBytes >= SUPER_EXTENSION_V3_BYTES ? decodeSnapshotFacts(bytes, lowest, hdrBytes, blockBytes) : { snapshotTimes: [], cloneRefs: [], rollbackSeq: 0 };
-  const result: SuperblockObject = { volUuid: common.volUuid, volSectors, checkpoints, clone, snapshots, nextSeq, ownerEpoch, skipped, ...facts };
-  const problem = skippedProblem(result) ?? snapshotFactsProblem(result);
-  if (problem !== null) throw corrupt(context, problem);
-  checkSuperblock(result); // pair assertion: whatever decodes would encode again
-  return { superblock: result, extended };
+  return snapshots;
 }
 
 /** The extension block's place: the current 68-byte block, or the 44- or 28-byte one of earlier versions (by ext_bytes). */

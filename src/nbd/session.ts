@@ -171,6 +171,8 @@ export const NBD_SESSION_OUTPUT_BYTES_BOUND =
   HANDSHAKE_REPLY_BYTES_MAX;
 /** Bound on payload bytes of WRITEs in flight (see "Bounds" at the top). */
 export const NBD_SESSION_WRITE_BYTES_BOUND = NBD_INFLIGHT_WRITE_BYTES_MAX + NBD_REQUEST_BYTES_MAX;
+/** What a receive-path step returns instead of an offset when the session stops reading (protocol error, DISC). */
+const PARSE_STOP = -1;
 
 /** Shared, never written: NO_HOLE zeroing writes it, and the device may keep it like any write payload. */
 let zeroBuffer: Uint8Array | null = null;
@@ -369,28 +371,11 @@ export class NbdSession {
     while (offset < end) {
       if (this.state !== "open") return end;
       if (this.payloadSlot !== null) {
-        const slot = this.payloadSlot;
-        const payload = slot.payload!;
-        const take = Math.min(payload.length - this.payloadFilled, end - offset);
-        payload.set(chunk.subarray(offset, offset + take), this.payloadFilled);
-        this.payloadFilled += take;
-        offset += take;
-        if (this.payloadFilled === payload.length) {
-          this.payloadSlot = null;
-          this.payloadFilled = 0;
-          this.dispatch(slot);
-        }
+        offset = this.receivePayload(chunk, offset);
         continue;
       }
       if (this.discardBytes > 0) {
-        const take = Math.min(this.discardBytes, end - offset);
-        this.discardBytes -= take;
-        offset += take;
-        if (this.discardBytes === 0) {
-          const slot = this.discardSlot!;
-          this.discardSlot = null;
-          this.replyError(slot, slot.errno, slot.errorMessage);
-        }
+        offset = this.skipRefusedPayload(chunk, offset);
         continue;
       }
       // A new request starts here: only take it if there is room for it.
@@ -398,66 +383,110 @@ export class NbdSession {
         this.pause();
         return offset;
       }
-      let header: Uint8Array;
-      let at: number;
       if (this.headerFilled > 0 || end - offset < NBD_REQUEST_BYTES) {
-        const take = Math.min(NBD_REQUEST_BYTES - this.headerFilled, end - offset);
-        this.headerBuffer.set(chunk.subarray(offset, offset + take), this.headerFilled);
-        this.headerFilled += take;
-        offset += take;
-        if (this.headerFilled < NBD_REQUEST_BYTES) return offset;
-        this.headerFilled = 0;
-        header = this.headerBuffer;
-        at = 0;
+        offset = this.assembleHeader(chunk, offset);
+        if (this.headerFilled > 0) return offset;
+        offset = this.startRequest(this.headerBuffer, 0, chunk, offset);
       } else {
-        header = chunk;
-        at = offset;
-        offset += NBD_REQUEST_BYTES;
+        offset = this.startRequest(chunk, offset, chunk, offset + NBD_REQUEST_BYTES);
       }
-      if (readU32(header, at) !== NBD_REQUEST_MAGIC) {
-        this.protocolError(`bad request magic 0x${readU32(header, at).toString(16)}`);
-        return end;
-      }
-      const type = readU16(header, at + 6);
-      const length = readU32(header, at + 24);
-      if (type === NBD_CMD_WRITE && length > NBD_REQUEST_BYTES_MAX) {
-        // Skipping up to 4 GiB of payload from a client that ignored the advertised maximum is not worth it.
-        this.protocolError(`WRITE payload of ${length} bytes is above ${NBD_REQUEST_BYTES_MAX}`);
-        return end;
-      }
-      const slot = this.acquireSlot();
-      slot.type = type;
-      slot.flags = readU16(header, at + 4);
-      slot.cookieHigh = readU32(header, at + 8);
-      slot.cookieLow = readU32(header, at + 12);
-      slot.offset = readU64(header, at + 16);
-      slot.length = length;
-      this.validate(slot);
-      if (type === NBD_CMD_DISC) {
-        this.releaseSlot(slot);
-        this.beginEnd();
-        return end;
-      }
-      if (type !== NBD_CMD_WRITE || length === 0) {
-        this.dispatch(slot);
-        continue;
-      }
-      if (slot.errno !== 0) {
-        this.discardBytes = length;
-        this.discardSlot = slot;
-        continue;
-      }
-      this.inflightWriteBytes += length;
-      if (end - offset >= length) {
-        slot.payload = chunk.subarray(offset, offset + length);
-        offset += length;
-        this.dispatch(slot);
-      } else {
-        slot.payload = new Uint8Array(length);
-        this.payloadSlot = slot;
-        this.payloadFilled = 0;
-      }
+      if (offset === PARSE_STOP) return end;
     }
+    return offset;
+  }
+
+  /** Copies bytes of the WRITE payload being assembled; dispatches the WRITE once it is whole. Returns the new offset. */
+  private receivePayload(chunk: Uint8Array, offset: number): number {
+    const slot = this.payloadSlot!;
+    const payload = slot.payload!;
+    const take = Math.min(payload.length - this.payloadFilled, chunk.length - offset);
+    payload.set(chunk.subarray(offset, offset + take), this.payloadFilled);
+    this.payloadFilled += take;
+    if (this.payloadFilled === payload.length) {
+      this.payloadSlot = null;
+      this.payloadFilled = 0;
+      this.dispatch(slot);
+    }
+    return offset + take;
+  }
+
+  /** Skips bytes of a refused WRITE's payload; replies with its error once all are skipped. Returns the new offset. */
+  private skipRefusedPayload(chunk: Uint8Array, offset: number): number {
+    const take = Math.min(this.discardBytes, chunk.length - offset);
+    this.discardBytes -= take;
+    if (this.discardBytes === 0) {
+      const slot = this.discardSlot!;
+      this.discardSlot = null;
+      this.replyError(slot, slot.errno, slot.errorMessage);
+    }
+    return offset + take;
+  }
+
+  /**
+   * Copies header bytes into headerBuffer (a header split across chunks). Returns the new offset; headerFilled is
+   * back to 0 when the header is whole, so headerBuffer holds it.
+   */
+  private assembleHeader(chunk: Uint8Array, offset: number): number {
+    const take = Math.min(NBD_REQUEST_BYTES - this.headerFilled, chunk.length - offset);
+    this.headerBuffer.set(chunk.subarray(offset, offset + take), this.headerFilled);
+    this.headerFilled += take;
+    if (this.headerFilled === NBD_REQUEST_BYTES) this.headerFilled = 0;
+    return offset + take;
+  }
+
+  /**
+   * Takes the request whose header is `header[at..]`; its payload, if any, starts at `chunk[offset]`. Returns the
+   * offset past what it consumed, or PARSE_STOP when the session stops reading (protocol error or DISC).
+   */
+  private startRequest(header: Uint8Array, at: number, chunk: Uint8Array, offset: number): number {
+    if (readU32(header, at) !== NBD_REQUEST_MAGIC) {
+      this.protocolError(`bad request magic 0x${readU32(header, at).toString(16)}`);
+      return PARSE_STOP;
+    }
+    const type = readU16(header, at + 6);
+    const length = readU32(header, at + 24);
+    if (type === NBD_CMD_WRITE && length > NBD_REQUEST_BYTES_MAX) {
+      // Skipping up to 4 GiB of payload from a client that ignored the advertised maximum is not worth it.
+      this.protocolError(`WRITE payload of ${length} bytes is above ${NBD_REQUEST_BYTES_MAX}`);
+      return PARSE_STOP;
+    }
+    const slot = this.acquireSlot();
+    slot.type = type;
+    slot.flags = readU16(header, at + 4);
+    slot.cookieHigh = readU32(header, at + 8);
+    slot.cookieLow = readU32(header, at + 12);
+    slot.offset = readU64(header, at + 16);
+    slot.length = length;
+    this.validate(slot);
+    if (type === NBD_CMD_DISC) {
+      this.releaseSlot(slot);
+      this.beginEnd();
+      return PARSE_STOP;
+    }
+    if (type !== NBD_CMD_WRITE || length === 0) {
+      this.dispatch(slot);
+      return offset;
+    }
+    return this.startWritePayload(slot, chunk, offset);
+  }
+
+  /** A WRITE's payload: skipped if the WRITE is refused, dispatched at once if whole in `chunk`, else assembled. */
+  private startWritePayload(slot: RequestSlot, chunk: Uint8Array, offset: number): number {
+    const length = slot.length;
+    if (slot.errno !== 0) {
+      this.discardBytes = length;
+      this.discardSlot = slot;
+      return offset;
+    }
+    this.inflightWriteBytes += length;
+    if (chunk.length - offset >= length) {
+      slot.payload = chunk.subarray(offset, offset + length);
+      this.dispatch(slot);
+      return offset + length;
+    }
+    slot.payload = new Uint8Array(length);
+    this.payloadSlot = slot;
+    this.payloadFilled = 0;
     return offset;
   }
 

@@ -55,6 +55,7 @@ import { ExtentMap } from "../map/extent_map.ts";
 import { keepUnfinishedTail, loadCheckpoint, readSuperblockChecked, recoverBackend, type BackendState, type UnfinishedTail } from "./recovery/backend.ts";
 import { loadCloneChain, type CloneChain } from "./clone_chain.ts";
 import { readCacheSuperblock } from "./recovery/journal.ts";
+import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import { applyDataObject, chooseCheckpointSeq, decideJournalCase, decideLogObject } from "./recovery/rules.ts";
 import { beginLog, type VolumeOwner } from "./ownership.ts";
 import { SuperblockStore } from "./superblock_store.ts";
@@ -239,10 +240,53 @@ function problem(kind: FsckProblemKind, seq: number | null, message: string): Fs
   return { kind, seq, message, repaired: false };
 }
 
+/** What the phases of checkBackend share: the volume as read so far, and the result they fill in. */
+interface BackendScan {
+  /** The volume's store, wrapped to read a clone's lower objects from its bases. */
+  store: ObjectStore;
+  prefix: string;
+  superblock: SuperblockObject;
+  listChecksummed: boolean;
+  chain: CloneChain;
+  result: BackendCheck;
+  /** Object seqs present, ascending (outside skipped ranges). */
+  seqs: number[];
+  present: Set<number>;
+  /** Checkpoints decoded while choosing the recovery checkpoint. */
+  loaded: Map<number, CheckpointObject>;
+  /** The checkpoint recovery starts from. */
+  startSeq: number;
+  infos: Map<number, ObjectInfo>;
+  checkpointInfos: Map<number, FsckCheckpointInfo>;
+  /** The map of a replay of the DATA objects from seq 1 (or from the newest rollback). */
+  replay: ExtentMap;
+  rollbackSeen: boolean;
+  /** Why the replay cannot be compared with recovery's map; null while it can. */
+  replayBroken: string | null;
+  logEnd: number | null;
+  holes: BoundedList<number>;
+  /** The next seq the object walk expects. */
+  expected: number;
+}
+
 async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?: FsckProgress): Promise<BackendCheck> {
-  let store = volumeStore;
-  const problems: FsckProblem[] = [];
-  const notes: string[] = [];
+  const result = emptyBackendCheck(volumeStore, prefix);
+  const scan = await openBackendScan(volumeStore, prefix, result);
+  if (scan === null) return result;
+  await listObjects(scan, progress);
+  await chooseStartCheckpoint(scan);
+  await checkEveryObject(scan, progress);
+  const logEnd = endTheLog(scan);
+  checkListedCheckpoints(scan, logEnd);
+  checkSnapshots(prefix, scan.superblock, scan.present, scan.infos, scan.checkpointInfos, result.problems);
+  checkUnlistedCheckpoints(prefix, scan.superblock.checkpoints, scan.checkpointInfos, logEnd, result);
+  result.report.checkpoints = [...scan.checkpointInfos.values()].sort((a, b) => a.seq - b.seq);
+  reportBeyondLogEnd(scan, logEnd);
+  await compareWithRecovery(scan, logEnd, progress);
+  return result;
+}
+
+function emptyBackendCheck(store: ObjectStore, prefix: string): BackendCheck {
   const report: BackendCheck["report"] = {
     store: store.description,
     prefix,
@@ -263,13 +307,17 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
     strayNames: [],
     skippedObjects: 0,
   };
-  const result: BackendCheck = { report, problems, notes, superblock: null, checkpointsToKeep: null, state: null, unfinished: null };
+  return { report, problems: [], notes: [], superblock: null, checkpointsToKeep: null, state: null, unfinished: null };
+}
 
-  // 1. Superblock. Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
+/** 1. The superblock and the clone chain; null (with a problem) when either cannot be read. */
+async function openBackendScan(volumeStore: ObjectStore, prefix: string, result: BackendCheck): Promise<BackendScan | null> {
+  const { report, problems, notes } = result;
+  // Missing altogether is "no volume here" (operational, thrown); undecodable is a problem.
   let superblock: SuperblockObject;
   let listChecksummed: boolean;
   try {
-    const decoded = await readSuperblockChecked(store, prefix);
+    const decoded = await readSuperblockChecked(volumeStore, prefix);
     superblock = decoded.superblock;
     listChecksummed = decoded.checkpointsChecksummed;
     if (decoded.rewrittenByReference) {
@@ -280,7 +328,7 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
   } catch (error) {
     if (error instanceof CorruptionError) {
       problems.push(problem("superblock", 0, error.message));
-      return result;
+      return null;
     }
     throw error;
   }
@@ -291,22 +339,29 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
   } catch (error) {
     if (!(error instanceof CorruptionError || error instanceof NotFoundError)) throw error;
     problems.push(problem("superblock", 0, error.message));
-    return result;
+    return null;
   }
-  store = chain.wrap(volumeStore);
+  const store = chain.wrap(volumeStore);
   if (chain.isClone) notes.push(`clone: objects up to seq ${chain.floor} are read from its base(s) ${chain.levels.slice(1).map((level) => level.prefix).join(" <- ")}`);
   result.superblock = superblock;
   report.volUuid = superblock.volUuid;
   report.volumeBytes = superblock.volSectors * SECTOR_BYTES;
   report.superblockCheckpoints = [...superblock.checkpoints];
-  const volUuid = superblock.volUuid;
+  return {
+    store, prefix, superblock, listChecksummed, chain, result,
+    seqs: [], present: new Set(), loaded: new Map(), startSeq: 0, infos: new Map(), checkpointInfos: new Map(),
+    replay: new ExtentMap(), rollbackSeen: false, replayBroken: null, logEnd: null, holes: new BoundedList<number>(), expected: chain.floor + 1,
+  };
+}
 
-  // 2. Which objects exist.
-  const seqs: number[] = [];
+/** 2. Which objects exist: object seqs, seqs in skipped ranges, and names that are not object names. */
+async function listObjects(scan: BackendScan, progress?: FsckProgress): Promise<void> {
+  const { prefix, superblock, seqs } = scan;
+  const { report, notes } = scan.result;
   const stray = new BoundedList<string>();
   const skippedSeqs: number[] = [];
   progress?.step("listing the objects");
-  for (const name of await store.list(`${prefix}.`)) {
+  for (const name of await scan.store.list(`${prefix}.`)) {
     const seq = parseObjectName(prefix, name);
     if (name === leaseName(prefix)) continue;
     if (seq === null || seq === 0) stray.push(name);
@@ -320,102 +375,127 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
   }
   report.strayNames = stray.items;
   if (stray.count > 0) notes.push(`${stray.count} name(s) under '${prefix}.' are not object names (ignored): ${stray.items.slice(0, 5).join(", ")}`);
-  const present = new Set(seqs);
+  scan.present = new Set(seqs);
   report.objects.count = seqs.length;
   report.objects.firstSeq = seqs[0] ?? null;
   report.objects.lastSeq = seqs[seqs.length - 1] ?? null;
+}
 
-  // 3. The checkpoint recovery starts from (the checkpoint table, rules.ts), reading on where recovery refuses.
-  const loaded = new Map<number, CheckpointObject>();
+/** 3. The checkpoint recovery starts from (the checkpoint table, rules.ts), reading on where recovery refuses. */
+async function chooseStartCheckpoint(scan: BackendScan): Promise<void> {
+  const { store, prefix, superblock, present, loaded } = scan;
   const loads = async (seq: number) => {
     if (!present.has(seq)) return false;
     const checkpoint = await loadCheckpoint(store, prefix, seq, superblock, []);
     if (checkpoint !== null) loaded.set(seq, checkpoint);
     return checkpoint !== null;
   };
-  const startSeq = (await chooseCheckpointSeq(superblock.checkpoints, listChecksummed, loads, { readOnAfterRefusal: true })).seq;
-  report.recoveryCheckpointSeq = startSeq;
+  scan.startSeq = (await chooseCheckpointSeq(superblock.checkpoints, scan.listChecksummed, loads, { readOnAfterRefusal: true })).seq;
+  scan.result.report.recoveryCheckpointSeq = scan.startSeq;
+}
 
-  // 4. Every object, in seq order; the replay map follows along from seq 1 to the log end.
-  const infos = await checkBaseObjects(store, chain, [...loaded.values()], problems);
-  const checkpointInfos = new Map<number, FsckCheckpointInfo>();
-  let replay = new ExtentMap();
-  let rollbackSeen = false;
-  const replayPossible = present.has(1);
-  let replayBroken: string | null = replayPossible ? null : chain.isClone ? "a clone's log starts above its base's" : "object 1 is missing (older objects were removed)";
-  let logEnd: number | null = null;
-  const holes = new BoundedList<number>();
-  let expected = chain.floor + 1;
+/** 4. Every object, in seq order; the replay map follows along from seq 1 to the log end. */
+async function checkEveryObject(scan: BackendScan, progress?: FsckProgress): Promise<void> {
+  const { chain, seqs } = scan;
+  scan.infos = await checkBaseObjects(scan.store, chain, [...scan.loaded.values()], scan.result.problems);
+  if (!scan.present.has(1)) scan.replayBroken = chain.isClone ? "a clone's log starts above its base's" : "object 1 is missing (older objects were removed)";
   let checked = 0;
   progress?.step(`checking ${seqs.length} object(s)`);
   for (const seq of seqs) {
     progress?.count(checked++, seqs.length, "objects checked");
-    for (let hole = expected; hole < seq && logEnd === null; hole++) {
-      const skipped = skippedRangeOf(superblock.skipped, hole);
-      if (skipped !== null) hole = skipped.last; // never written: not a hole
-      else if (hole <= startSeq) holes.push(hole);
-      else if (endsLog({ present: false, valid: false })) logEnd = hole;
-    }
-    expected = seq + 1;
-    const name = objectName(prefix, seq);
-    let bytes: Uint8Array;
-    try {
-      bytes = await store.get(name);
-    } catch (error) {
-      if (error instanceof NotFoundError) continue; // deleted while we looked: as if never listed
-      throw error;
-    }
-    report.objects.bytes += bytes.byteLength;
-    const info = checkObject(bytes, seq, volUuid);
-    // A clone's first checkpoint as lsvd-rbd writes it has no checksum of its own: verified against its base's.
-    const cloneFirst = seq === chain.floor + 1 && chain.isClone ? await loadCheckpoint(store, prefix, seq, superblock, []) : null;
-    if (cloneFirst !== null && !info.valid) Object.assign(info, { valid: true, error: null });
-    infos.set(seq, info);
-    if (!info.valid) {
-      report.objects.invalid += 1;
-      if (seq <= startSeq) {
-        // (seq == startSeq: it decoded a moment ago; objects are immutable, so only a concurrent rewrite gets here.)
-        problems.push(problem("object", seq, `object ${name} is invalid (${info.error}): data it holds cannot be read back`));
-        replayBroken ??= `object ${name} is invalid`;
-      } else if (seq > startSeq && logEnd === null && endsLog({ present: true, valid: false })) {
-        logEnd = seq;
-      }
-      continue;
-    }
-    if (info.trailingBytes > 0) notes.push(`object ${name} has ${info.trailingBytes} bytes after its data area (ignored by readers)`);
-    if (info.type === ObjectType.Data) {
-      report.objects.data += 1;
-      if (replayBroken === null && (logEnd === null || seq < logEnd)) replayDataObject(bytes, replay);
-    } else {
-      report.objects.checkpoints += 1;
-      const checkpoint = cloneFirst ?? decodeCheckpoint(bytes);
-      const error = checkCheckpointAgainstObjects(checkpoint, infos);
-      if (seq === superblock.rollbackSeq && error === null && (logEnd === null || seq < logEnd)) {
-        // The newest rollback (snapshot_admin.ts): the volume's content restarts as this checkpoint's map.
-        replay = mapOfCheckpoint(checkpoint);
-        replayBroken = null;
-        rollbackSeen = true;
-        notes.push(`checkpoint ${name} is the newest rollback: the replay of the DATA objects restarts from its map`);
-      }
-      checkpointInfos.set(seq, {
-        seq,
-        listed: superblock.checkpoints.includes(seq),
-        snapshots: superblock.snapshots.filter((snap) => snap.seq === seq).map((snap) => snap.name),
-        usable: error === null,
-        mapEntries: checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES,
-        error,
-      });
-    }
+    noteHolesBefore(scan, seq);
+    scan.expected = seq + 1;
+    await checkOneObject(scan, seq);
   }
-  if (superblock.rollbackSeq > 0 && !rollbackSeen) replayBroken = `the volume was rolled back at seq ${superblock.rollbackSeq}, whose checkpoint is gone since`;
-  if (logEnd === null) logEnd = expected;
+}
+
+/** The seqs missing below `seq`: holes below the start checkpoint, or the log end above it. */
+function noteHolesBefore(scan: BackendScan, seq: number): void {
+  for (let hole = scan.expected; hole < seq && scan.logEnd === null; hole++) {
+    const skipped = skippedRangeOf(scan.superblock.skipped, hole);
+    if (skipped !== null) hole = skipped.last; // never written: not a hole
+    else if (hole <= scan.startSeq) scan.holes.push(hole);
+    else if (endsLog({ present: false, valid: false })) scan.logEnd = hole;
+  }
+}
+
+async function checkOneObject(scan: BackendScan, seq: number): Promise<void> {
+  const { store, prefix, chain, startSeq } = scan;
+  const { report, problems, notes } = scan.result;
+  const name = objectName(prefix, seq);
+  let bytes: Uint8Array;
+  try {
+    bytes = await store.get(name);
+  } catch (error) {
+    if (error instanceof NotFoundError) return; // deleted while we looked: as if never listed
+    throw error;
+  }
+  report.objects.bytes += bytes.byteLength;
+  const info = checkObject(bytes, seq, scan.superblock.volUuid);
+  // A clone's first checkpoint as lsvd-rbd writes it has no checksum of its own: verified against its base's.
+  const cloneFirst = seq === chain.floor + 1 && chain.isClone ? await loadCheckpoint(store, prefix, seq, scan.superblock, []) : null;
+  if (cloneFirst !== null && !info.valid) Object.assign(info, { valid: true, error: null });
+  scan.infos.set(seq, info);
+  if (!info.valid) {
+    report.objects.invalid += 1;
+    if (seq <= startSeq) {
+      // (seq == startSeq: it decoded a moment ago; objects are immutable, so only a concurrent rewrite gets here.)
+      problems.push(problem("object", seq, `object ${name} is invalid (${info.error}): data it holds cannot be read back`));
+      scan.replayBroken ??= `object ${name} is invalid`;
+    } else if (seq > startSeq && scan.logEnd === null && endsLog({ present: true, valid: false })) {
+      scan.logEnd = seq;
+    }
+    return;
+  }
+  if (info.trailingBytes > 0) notes.push(`object ${name} has ${info.trailingBytes} bytes after its data area (ignored by readers)`);
+  if (info.type === ObjectType.Data) {
+    report.objects.data += 1;
+    if (scan.replayBroken === null && (scan.logEnd === null || seq < scan.logEnd)) replayDataObject(bytes, scan.replay);
+  } else {
+    report.objects.checkpoints += 1;
+    checkCheckpointObject(scan, seq, cloneFirst ?? decodeCheckpoint(bytes));
+  }
+}
+
+/** A CKPT object met in the walk: checked against the objects before it; the newest rollback restarts the replay. */
+function checkCheckpointObject(scan: BackendScan, seq: number, checkpoint: CheckpointObject): void {
+  const { superblock } = scan;
+  const error = checkCheckpointAgainstObjects(checkpoint, scan.infos);
+  if (seq === superblock.rollbackSeq && error === null && (scan.logEnd === null || seq < scan.logEnd)) {
+    // The newest rollback (snapshot_admin.ts): the volume's content restarts as this checkpoint's map.
+    scan.replay = mapOfCheckpoint(checkpoint);
+    scan.replayBroken = null;
+    scan.rollbackSeen = true;
+    scan.result.notes.push(`checkpoint ${objectName(scan.prefix, seq)} is the newest rollback: the replay of the DATA objects restarts from its map`);
+  }
+  scan.checkpointInfos.set(seq, {
+    seq,
+    listed: superblock.checkpoints.includes(seq),
+    snapshots: superblock.snapshots.filter((snap) => snap.seq === seq).map((snap) => snap.name),
+    usable: error === null,
+    mapEntries: checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES,
+    error,
+  });
+}
+
+/** Where the log ends (past skipped ranges), and the holes below the start checkpoint. Returns the log end. */
+function endTheLog(scan: BackendScan): number {
+  const { superblock, holes, startSeq } = scan;
+  const { report, notes } = scan.result;
+  if (superblock.rollbackSeq > 0 && !scan.rollbackSeen) scan.replayBroken = `the volume was rolled back at seq ${superblock.rollbackSeq}, whose checkpoint is gone since`;
+  let logEnd = scan.logEnd ?? scan.expected;
   for (let range = skippedRangeOf(superblock.skipped, logEnd); range !== null; range = skippedRangeOf(superblock.skipped, logEnd)) logEnd = range.last + 1;
+  scan.logEnd = logEnd;
   report.logEndSeq = logEnd;
   report.holesBeforeCheckpoint = holes.items;
   report.holesBeforeCheckpointCount = holes.count;
   if (holes.count > 0) notes.push(`${holes.count} seq(s) missing below checkpoint ${startSeq} (dropped checkpoints, or objects no map entry needs): ${holes.items.slice(0, 10).join(", ")}${holes.count > 10 ? ", ..." : ""}`);
+  return logEnd;
+}
 
-  // Checkpoints the superblock lists: each must be present and usable.
+/** Checkpoints the superblock lists: each must be present and usable. */
+function checkListedCheckpoints(scan: BackendScan, logEnd: number): void {
+  const { prefix, superblock, present, infos, checkpointInfos, result } = scan;
   const keep: number[] = [];
   for (const seq of superblock.checkpoints) {
     const info = checkpointInfos.get(seq);
@@ -429,31 +509,36 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
     if (error === null) {
       keep.push(seq);
     } else {
-      problems.push(problem("checkpoint", seq, `checkpoint ${objectName(prefix, seq)} listed by the superblock is unusable: ${error}`));
+      result.problems.push(problem("checkpoint", seq, `checkpoint ${objectName(prefix, seq)} listed by the superblock is unusable: ${error}`));
       if (!info) checkpointInfos.set(seq, { seq, listed: true, snapshots: [], usable: false, mapEntries: 0, error });
     }
   }
   if (keep.length !== superblock.checkpoints.length) result.checkpointsToKeep = keep;
-  checkSnapshots(prefix, superblock, present, infos, checkpointInfos, problems);
-  checkUnlistedCheckpoints(prefix, superblock.checkpoints, checkpointInfos, logEnd, result);
-  report.checkpoints = [...checkpointInfos.values()].sort((a, b) => a.seq - b.seq);
+}
 
-  // Objects at and beyond the log end.
+/** Objects at and beyond the log end: a problem behind an invalid object, left-overs behind a missing one. */
+function reportBeyondLogEnd(scan: BackendScan, logEnd: number): void {
+  const { prefix } = scan;
+  const { report, problems, notes } = scan.result;
   const beyond = new BoundedList<number>();
-  for (const seq of seqs) if (seq >= logEnd) beyond.push(seq);
+  for (const seq of scan.seqs) if (seq >= logEnd) beyond.push(seq);
   report.beyondLogEnd = beyond.items;
   report.beyondLogEndCount = beyond.count;
   const beyondList = `${beyond.items.slice(0, 5).join(", ")}${beyond.count > 5 ? ", ..." : ""}`;
-  if (beyond.count > 0 && present.has(logEnd)) {
-    const why = `object ${objectName(prefix, logEnd)} is invalid (${infos.get(logEnd)?.error ?? "unreadable"})`;
+  if (beyond.count > 0 && scan.present.has(logEnd)) {
+    const why = `object ${objectName(prefix, logEnd)} is invalid (${scan.infos.get(logEnd)?.error ?? "unreadable"})`;
     problems.push(problem("gap", logEnd, `the log ends at seq ${logEnd}: ${why}; ${beyond.count} object(s) at or beyond it (${beyondList}) are not part of the volume and would be deleted by recovery`));
   } else if (beyond.count > 0) {
     notes.push(
       `the log ends at seq ${logEnd} (object ${objectName(prefix, logEnd)} is missing): ${beyond.count} object(s) beyond it (${beyondList}) are left-overs of a run killed while puts were in flight, not part of the volume; the next open deletes them, and so does --repair. (Had no run been killed, object ${logEnd} was lost: check with --cache.)`,
     );
   }
+}
 
-  // 5. The map recovery builds, against the replay from seq 1.
+/** 5. The map recovery builds, against the replay from seq 1. */
+async function compareWithRecovery(scan: BackendScan, logEnd: number, progress?: FsckProgress): Promise<void> {
+  const { store, prefix, seqs, startSeq, result } = scan;
+  const { report, problems, notes } = result;
   let state: BackendState;
   try {
     progress?.count(seqs.length, seqs.length, "objects checked");
@@ -463,7 +548,7 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
     if (!(error instanceof CorruptionError)) throw error;
     problems.push(problem("recovery", null, `recovery fails: ${error.message}`));
     report.map.note = "recovery failed";
-    return result;
+    return;
   }
   result.state = state;
   if (state.unfinished) {
@@ -478,29 +563,33 @@ async function checkBackend(volumeStore: ObjectStore, prefix: string, progress?:
   if (state.nextSeq !== logEnd || state.checkpointSeq !== startSeq) {
     problems.push(problem("recovery", null, `recovery reads the log as checkpoint ${state.checkpointSeq} .. ${state.nextSeq - 1}, fsck as ${startSeq} .. ${logEnd - 1}`));
   }
-  if (replayBroken !== null) {
-    report.map.note = `not compared with a replay from seq 1: ${replayBroken}`;
+  if (scan.replayBroken !== null) {
+    report.map.note = `not compared with a replay from seq 1: ${scan.replayBroken}`;
   } else {
-    report.map.comparedWithReplay = true;
-    // With objects deleted below the checkpoint (garbage collection), the replay may still map sectors whose trim
-    // lay in a deleted object. So when the maps differ and there are holes, the check is one way: every extent
-    // recovery maps must be mapped the same by the replay of the DATA objects left.
-    let difference = compareMaps(state.map, replay);
-    let partial = false;
-    if (difference !== null && holes.count > 0) {
-      partial = true;
-      difference = compareMapsOneWay(state.map, replay);
-    }
-    report.map.equal = difference === null;
-    const what = partial
-      ? "every extent is mapped the same by a replay of the DATA objects left from seq 1 (deleted objects held trims or dead data)"
-      : "equals a replay of every DATA object from seq 1";
-    report.map.note = difference === null ? what : difference;
-    if (difference !== null) {
-      problems.push(problem("map", startSeq, `the map from checkpoint ${startSeq} plus roll-forward differs from a replay of the DATA objects from seq 1: ${difference}`));
-    }
+    compareWithReplay(scan, state.map);
   }
-  return result;
+}
+
+function compareWithReplay(scan: BackendScan, recovered: ExtentMap): void {
+  const { report, problems } = scan.result;
+  report.map.comparedWithReplay = true;
+  // With objects deleted below the checkpoint (garbage collection), the replay may still map sectors whose trim
+  // lay in a deleted object. So when the maps differ and there are holes, the check is one way: every extent
+  // recovery maps must be mapped the same by the replay of the DATA objects left.
+  let difference = compareMaps(recovered, scan.replay);
+  let partial = false;
+  if (difference !== null && scan.holes.count > 0) {
+    partial = true;
+    difference = compareMapsOneWay(recovered, scan.replay);
+  }
+  report.map.equal = difference === null;
+  const what = partial
+    ? "every extent is mapped the same by a replay of the DATA objects left from seq 1 (deleted objects held trims or dead data)"
+    : "equals a replay of every DATA object from seq 1";
+  report.map.note = difference === null ? what : difference;
+  if (difference !== null) {
+    problems.push(problem("map", scan.startSeq, `the map from checkpoint ${scan.startSeq} plus roll-forward differs from a replay of the DATA objects from seq 1: ${difference}`));
+  }
 }
 
 /**
@@ -746,15 +835,8 @@ async function repairOnce(store: ObjectStore, prefix: string, check: BackendChec
 
 // ---- Cache check -----------------------------------------------------------------------------------------------
 
-async function checkCache(
-  device: CacheDevice,
-  pool: AlignedPool,
-  backend: BackendCheck,
-  prefix: string,
-): Promise<{ report: FsckCacheReport; problems: FsckProblem[]; notes: string[] }> {
-  const problems: FsckProblem[] = [];
-  const notes: string[] = [];
-  const report: FsckCacheReport = {
+function emptyCacheReport(device: CacheDevice, state: BackendState): FsckCacheReport {
+  return {
     path: device.path,
     superblockValid: false,
     cacheUuid: null,
@@ -768,10 +850,44 @@ async function checkCache(
     stopReason: null,
     stopDetail: "",
     journalCase: null,
-    logWriterCacheUuid: backend.state!.writerCacheUuid,
-    logJournalSeqLast: backend.state!.writerCacheSeqLast,
+    logWriterCacheUuid: state.writerCacheUuid,
+    logJournalSeqLast: state.writerCacheSeqLast,
     pendingReplay: 0,
   };
+}
+
+/** Walks the journal from its tail as the next open would, counting its records and those the open replays. */
+async function walkJournal(device: CacheDevice, pool: AlignedPool, superblock: CacheSuperblock, replayAfter: number | null, report: FsckCacheReport): Promise<void> {
+  const walker = new JournalWalker(device, pool, superblock);
+  try {
+    for (;;) {
+      const record = await walker.next();
+      if (!record) break;
+      report.journalRecords += 1;
+      if (record.header.type === JournalRecordType.Pad) {
+        report.journalPadRecords += 1;
+        continue;
+      }
+      report.journalDataRecords += 1;
+      if (replayAfter !== null && record.header.seq > replayAfter) report.pendingReplay += 1;
+    }
+  } finally {
+    walker.close();
+  }
+  report.headSeq = walker.head.seq;
+  report.stopReason = walker.stopReason;
+  report.stopDetail = walker.stopDetail;
+}
+
+async function checkCache(
+  device: CacheDevice,
+  pool: AlignedPool,
+  backend: BackendCheck,
+  prefix: string,
+): Promise<{ report: FsckCacheReport; problems: FsckProblem[]; notes: string[] }> {
+  const problems: FsckProblem[] = [];
+  const notes: string[] = [];
+  const report = emptyCacheReport(device, backend.state!);
   const state = backend.state!;
   let superblock;
   try {
@@ -807,27 +923,9 @@ async function checkCache(
   }
   const { journalCase, replayAfter } = decideJournalCase(volUuid, writer.uuid, writer.seqLast, superblock);
   report.journalCase = journalCase;
-  const walker = new JournalWalker(device, pool, superblock);
-  try {
-    for (;;) {
-      const record = await walker.next();
-      if (!record) break;
-      report.journalRecords += 1;
-      if (record.header.type === JournalRecordType.Pad) {
-        report.journalPadRecords += 1;
-        continue;
-      }
-      report.journalDataRecords += 1;
-      if (replayAfter !== null && record.header.seq > replayAfter) report.pendingReplay += 1;
-    }
-  } finally {
-    walker.close();
-  }
-  report.headSeq = walker.head.seq;
-  report.stopReason = walker.stopReason;
-  report.stopDetail = walker.stopDetail;
+  await walkJournal(device, pool, superblock, replayAfter, report);
   const writerName = writer.uuid === NIL_UUID ? "none yet" : writer.uuid === superblock.cacheUuid ? "this cache" : `cache ${writer.uuid}`;
-  notes.push(`log writer: ${writerName}, newest journal seq in the backend ${writer.seqLast}; journal tail seq ${superblock.replaySeq}, head seq ${walker.head.seq}`);
+  notes.push(`log writer: ${writerName}, newest journal seq in the backend ${writer.seqLast}; journal tail seq ${superblock.replaySeq}, head seq ${report.headSeq}`);
   if (journalCase === "@C" || journalCase === "@E") {
     problems.push(
       problem(

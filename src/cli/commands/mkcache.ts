@@ -15,7 +15,7 @@ import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { readCacheSuperblock } from "../../volume/recovery/journal.ts";
 import { formatSize, parseSize } from "../../util/size.ts";
-import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, stringOption, type OptionSpec } from "../args.ts";
+import { BACKEND_HELP, BACKEND_OPTIONS, backendOptionsFrom, requirePositional, stringOption, type OptionSpec, type Parsed } from "../args.ts";
 import { Progress } from "../progress.ts";
 import { logEnabled } from "../../util/log.ts";
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
@@ -100,6 +100,107 @@ async function hasLiveRecords(device: Awaited<ReturnType<typeof openUringDevice>
   }
 }
 
+type CacheDevice = Awaited<ReturnType<typeof openUringDevice>>;
+
+/** `--show`: prints the cache superblock of CACHE. */
+async function showCacheSuperblock(cachePath: string, json: boolean): Promise<void> {
+  const device = await openUringDevice(cachePath);
+  try {
+    printCacheSuperblock(cachePath, await readCacheSuperblock(device, device.pool), json);
+  } finally {
+    await device.close();
+  }
+}
+
+/** The volume's UUID, from --uuid or from the superblock of --volume (exactly one of them). */
+async function volumeUuidFrom(parsed: Parsed): Promise<string> {
+  const volume = stringOption(parsed, "volume");
+  let volUuid = stringOption(parsed, "uuid");
+  if ((volume === undefined) === (volUuid === undefined)) throw new InvalidArgumentError(`give exactly one of --volume or --uuid. Usage: ${USAGE}`);
+  if (volume !== undefined) {
+    const { store, prefix } = await openBackend(volume, backendOptionsFrom(parsed));
+    try {
+      volUuid = (await readSuperblock(store, prefix)).volUuid;
+    } finally {
+      await store.close();
+    }
+  }
+  if (!uuidValidate(volUuid!)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
+  return volUuid!;
+}
+
+/** The size to create CACHE with (undefined when it exists), checked with the fraction before anything is created. */
+function createSizeFor(parsed: Parsed, cachePath: string, exists: boolean, writeFraction: number): number | undefined {
+  const sizeText = stringOption(parsed, "size");
+  if (!exists && sizeText === undefined) throw new InvalidArgumentError(`${cachePath} does not exist: give --size to create it`);
+  const createSizeBytes = exists ? undefined : parseSize(sizeText!, "size");
+  if (createSizeBytes !== undefined && createSizeBytes % PAGE_BYTES !== 0) {
+    throw new InvalidArgumentError(`Invalid size ${sizeText}: not a multiple of 4 KiB`);
+  }
+  // Refuse a bad size or fraction before the file is created: a refused mkcache must not leave a file behind (a
+  // later run would then take that file's size and ignore --size).
+  if (createSizeBytes !== undefined) {
+    computeCacheLayout(createSizeBytes, writeFraction);
+    prepareParentDirectory(cachePath, "cache file");
+  }
+  return createSizeBytes;
+}
+
+/** Refuses to format over a cache whose journal holds records that may not be in the backend yet. */
+async function refuseLiveCache(device: CacheDevice, cachePath: string, volUuid: string): Promise<void> {
+  let old: CacheSuperblock | null = null;
+  try {
+    old = await readCacheSuperblock(device, device.pool);
+  } catch (error) {
+    if (!(error instanceof CorruptionError)) throw error;
+  }
+  if (old && (await hasLiveRecords(device, old))) {
+    const whose = old.volUuid === volUuid ? "this volume" : `another volume (${old.volUuid})`;
+    throw new InvalidArgumentError(
+      `${cachePath} holds a live cache of ${whose} with journal records that may not be in its backend yet; serve that volume once to flush it, or use --force to discard them`,
+    );
+  }
+}
+
+/** Writes a new cache superblock (and zeros the journal's first page, and of a file the whole journal). */
+async function formatCache(device: CacheDevice, volUuid: string, writeFraction: number): Promise<CacheSuperblock> {
+  const layout = computeCacheLayout(device.sizeBytes, writeFraction);
+  const startSeq = randomInt(1, 2 ** 40);
+  const superblock: CacheSuperblock = {
+    cacheUuid: uuidv4(),
+    volUuid,
+    ...layout,
+    startSeq,
+    replayOffsetBytes: layout.journalStartBytes,
+    replaySeq: startSeq,
+    generation: 1,
+  };
+  if (!device.isBlockDevice) await zeroJournal(device, layout.journalStartBytes, layout.journalBytes);
+  const page = device.pool.acquire(PAGE_BYTES);
+  try {
+    page.set(encodeCacheSuperblock(superblock));
+    await device.write(0, [page]);
+    // The first journal page is zero (block devices are not zeroed whole), so no record of a previous format
+    // can be taken for ours.
+    page.fill(0);
+    await device.write(layout.journalStartBytes, [page]);
+    await device.fdatasync();
+  } finally {
+    device.pool.release(page);
+  }
+  return superblock;
+}
+
+function reportFormatted(cachePath: string, superblock: CacheSuperblock, json: boolean): void {
+  if (json) {
+    writeOut(`${JSON.stringify({ cache: cachePath, ...superblock })}\n`);
+  } else {
+    writeOut(
+      `formatted cache ${cachePath} (${formatSize(superblock.sizeBytes)}) for volume ${superblock.volUuid}: journal ${formatSize(superblock.journalBytes)}, read cache ${formatSize(superblock.readCacheBytes)}, cache UUID ${superblock.cacheUuid}\n`,
+    );
+  }
+}
+
 export const mkcacheCommand: Command = {
   name: "mkcache",
   summary: "format a cache file or device for a volume",
@@ -108,88 +209,18 @@ export const mkcacheCommand: Command = {
   async run(parsed) {
     const [cachePath] = requirePositional(parsed, 1, USAGE);
     if (parsed.values.show === true) {
-      const device = await openUringDevice(cachePath!);
-      try {
-        printCacheSuperblock(cachePath!, await readCacheSuperblock(device, device.pool), parsed.values.json === true);
-      } finally {
-        await device.close();
-      }
+      await showCacheSuperblock(cachePath!, parsed.values.json === true);
       return 0;
     }
-    const volume = stringOption(parsed, "volume");
-    let volUuid = stringOption(parsed, "uuid");
-    if ((volume === undefined) === (volUuid === undefined)) throw new InvalidArgumentError(`give exactly one of --volume or --uuid. Usage: ${USAGE}`);
-    if (volume !== undefined) {
-      const { store, prefix } = await openBackend(volume, backendOptionsFrom(parsed));
-      try {
-        volUuid = (await readSuperblock(store, prefix)).volUuid;
-      } finally {
-        await store.close();
-      }
-    }
-    if (!uuidValidate(volUuid!)) throw new InvalidArgumentError(`Invalid UUID '${volUuid}'`);
-    const fractionText = stringOption(parsed, "write-fraction");
-    const writeFraction = Number(fractionText);
-    const sizeText = stringOption(parsed, "size");
+    const volUuid = await volumeUuidFrom(parsed);
+    const writeFraction = Number(stringOption(parsed, "write-fraction"));
     const exists = existsSync(cachePath!);
-    if (!exists && sizeText === undefined) throw new InvalidArgumentError(`${cachePath} does not exist: give --size to create it`);
-    const createSizeBytes = exists ? undefined : parseSize(sizeText!, "size");
-    if (createSizeBytes !== undefined && createSizeBytes % PAGE_BYTES !== 0) {
-      throw new InvalidArgumentError(`Invalid size ${sizeText}: not a multiple of 4 KiB`);
-    }
-    // Refuse a bad size or fraction before the file is created: a refused mkcache must not leave a file behind (a
-    // later run would then take that file's size and ignore --size).
-    if (createSizeBytes !== undefined) {
-      computeCacheLayout(createSizeBytes, writeFraction);
-      prepareParentDirectory(cachePath!, "cache file");
-    }
+    const createSizeBytes = createSizeFor(parsed, cachePath!, exists, writeFraction);
     const device = await openUringDevice(cachePath!, { createSizeBytes, exclusive: true });
     try {
-      if (exists && parsed.values.force !== true) {
-        let old: CacheSuperblock | null = null;
-        try {
-          old = await readCacheSuperblock(device, device.pool);
-        } catch (error) {
-          if (!(error instanceof CorruptionError)) throw error;
-        }
-        if (old && (await hasLiveRecords(device, old))) {
-          const whose = old.volUuid === volUuid ? "this volume" : `another volume (${old.volUuid})`;
-          throw new InvalidArgumentError(
-            `${cachePath} holds a live cache of ${whose} with journal records that may not be in its backend yet; serve that volume once to flush it, or use --force to discard them`,
-          );
-        }
-      }
-      const layout = computeCacheLayout(device.sizeBytes, writeFraction);
-      const startSeq = randomInt(1, 2 ** 40);
-      const superblock: CacheSuperblock = {
-        cacheUuid: uuidv4(),
-        volUuid: volUuid!,
-        ...layout,
-        startSeq,
-        replayOffsetBytes: layout.journalStartBytes,
-        replaySeq: startSeq,
-        generation: 1,
-      };
-      if (!device.isBlockDevice) await zeroJournal(device, layout.journalStartBytes, layout.journalBytes);
-      const page = device.pool.acquire(PAGE_BYTES);
-      try {
-        page.set(encodeCacheSuperblock(superblock));
-        await device.write(0, [page]);
-        // The first journal page is zero (block devices are not zeroed whole), so no record of a previous format
-        // can be taken for ours.
-        page.fill(0);
-        await device.write(layout.journalStartBytes, [page]);
-        await device.fdatasync();
-      } finally {
-        device.pool.release(page);
-      }
-      if (parsed.values.json === true) {
-        writeOut(`${JSON.stringify({ cache: cachePath, ...superblock })}\n`);
-      } else {
-        writeOut(
-          `formatted cache ${cachePath} (${formatSize(layout.sizeBytes)}) for volume ${volUuid}: journal ${formatSize(layout.journalBytes)}, read cache ${formatSize(layout.readCacheBytes)}, cache UUID ${superblock.cacheUuid}\n`,
-        );
-      }
+      if (exists && parsed.values.force !== true) await refuseLiveCache(device, cachePath!, volUuid);
+      const superblock = await formatCache(device, volUuid, writeFraction);
+      reportFormatted(cachePath!, superblock, parsed.values.json === true);
       return 0;
     } finally {
       await device.close();

@@ -100,7 +100,21 @@ export function printCacheSuperblock(name: string, superblock: CacheSuperblock, 
   for (const [key, value] of rows) writeOut(`${`${key}:`.padEnd(16)}${value}\n`);
 }
 
-export function describeObject(name: string, bytes: Uint8Array, mapLimit: number): { text: string; json: unknown } {
+type Described = { text: string; json: unknown };
+type CommonJson = { volUuid: string; seq: number; hdrSectors: number; dataSectors: number };
+
+/** Cuts long lists to `mapLimit` items (0 means all) and says how many were left out. */
+class ListLimit {
+  constructor(private readonly mapLimit: number) {}
+  limited<T>(items: T[]): T[] {
+    return this.mapLimit > 0 ? items.slice(0, this.mapLimit) : items;
+  }
+  more(total: number): string[] {
+    return this.mapLimit > 0 && total > this.mapLimit ? [`  ... ${total - this.mapLimit} more`] : [];
+  }
+}
+
+export function describeObject(name: string, bytes: Uint8Array, mapLimit: number): Described {
   if (bytes.byteLength >= 4 && LEASE_MAGIC_BYTES.every((byte, index) => bytes[index] === byte)) return describeLease(name, bytes);
   const common = decodeCommonHeader(bytes);
   // Every kind's JSON carries the common header fields the text mode prints (seq, n_hdr, n_data).
@@ -115,45 +129,52 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
     `n_hdr:     ${common.hdrSectors}`,
     `n_data:    ${common.dataSectors}`,
   ];
-  const limited = <T>(items: T[]): T[] => (mapLimit > 0 ? items.slice(0, mapLimit) : items);
-  const more = (total: number) => (mapLimit > 0 && total > mapLimit ? [`  ... ${total - mapLimit} more`] : []);
-  if (common.type === ObjectType.Super) {
-    const superblock = decodeSuperblock(bytes);
-    lines.push(
-      `vol_size:       ${superblock.volSectors}`,
-      `ckpts:          [${superblock.checkpoints.join(", ")}]`,
-      `clones:         ${superblock.clone ? JSON.stringify(superblock.clone) : "[]"}`,
-      `snaps:          ${JSON.stringify(superblock.snapshots)}`,
-      `next_seq:       ${superblock.nextSeq}`,
-      `owner_epoch:    ${superblock.ownerEpoch}`,
-      `skipped:        [${superblock.skipped.map((range) => `${range.first}..${range.last}`).join(", ")}]`,
-      `snapx:          ${JSON.stringify(superblock.snapshotTimes)}`,
-      `clone_refs:     ${JSON.stringify(superblock.cloneRefs)}`,
-      `rollback_seq:   ${superblock.rollbackSeq}`,
-    );
-    return { text: lines.join("\n"), json: { name, type: "SUPER", ...commonJson, ...superblock } };
-  }
-  if (common.type === ObjectType.Data) {
-    const header = decodeDataObjectHeader(bytes.subarray(0, common.hdrSectors * SECTOR_BYTES));
-    const dataArea = bytes.subarray(header.hdrSectors * SECTOR_BYTES, (header.hdrSectors + header.dataSectors) * SECTOR_BYTES);
-    if (dataArea.byteLength !== header.dataSectors * SECTOR_BYTES) throw new CorruptionError(`${name} is truncated: its data area is ${dataArea.byteLength} of ${header.dataSectors * SECTOR_BYTES} bytes`);
-    verifyDataArea(header, dataArea);
-    lines.push(
-      `cache_seq:      ${header.cacheSeq}`,
-      `cache_seq_last: ${header.cacheSeqLast}`,
-      `cache_uuid:     ${header.cacheUuid}`,
-      `write_continues: ${header.writeContinues ? "yes (a client write goes on in the next object)" : "no"}`,
-      `data_crc32c:    ${header.dataCrc32c.toString(16).padStart(8, "0")} (OK)`,
-      `objs_cleaned:   ${JSON.stringify(header.objsCleaned)}`,
-      `data_map:       ${header.extents.length} extents (lba len, sectors)`,
-      ...limited(header.extents).map((extent) => `  ${extent.lba} ${extent.sectors}`),
-      ...more(header.extents.length),
-      `trims:          ${header.trims.length}`,
-      ...limited(header.trims).map((trim) => `  ${trim.lba} ${trim.sectors} (before extent ${trim.beforeIndex})`),
-      ...more(header.trims.length),
-    );
-    return { text: lines.join("\n"), json: { name, type: "DATA", ...header } };
-  }
+  const limit = new ListLimit(mapLimit);
+  if (common.type === ObjectType.Super) return describeSuperObject(name, bytes, lines, commonJson);
+  if (common.type === ObjectType.Data) return describeDataObject(name, bytes, common.hdrSectors, lines, limit);
+  return describeCheckpointObject(name, bytes, lines, commonJson, limit);
+}
+
+function describeSuperObject(name: string, bytes: Uint8Array, lines: string[], commonJson: CommonJson): Described {
+  const superblock = decodeSuperblock(bytes);
+  lines.push(
+    `vol_size:       ${superblock.volSectors}`,
+    `ckpts:          [${superblock.checkpoints.join(", ")}]`,
+    `clones:         ${superblock.clone ? JSON.stringify(superblock.clone) : "[]"}`,
+    `snaps:          ${JSON.stringify(superblock.snapshots)}`,
+    `next_seq:       ${superblock.nextSeq}`,
+    `owner_epoch:    ${superblock.ownerEpoch}`,
+    `skipped:        [${superblock.skipped.map((range) => `${range.first}..${range.last}`).join(", ")}]`,
+    `snapx:          ${JSON.stringify(superblock.snapshotTimes)}`,
+    `clone_refs:     ${JSON.stringify(superblock.cloneRefs)}`,
+    `rollback_seq:   ${superblock.rollbackSeq}`,
+  );
+  return { text: lines.join("\n"), json: { name, type: "SUPER", ...commonJson, ...superblock } };
+}
+
+function describeDataObject(name: string, bytes: Uint8Array, hdrSectors: number, lines: string[], limit: ListLimit): Described {
+  const header = decodeDataObjectHeader(bytes.subarray(0, hdrSectors * SECTOR_BYTES));
+  const dataArea = bytes.subarray(header.hdrSectors * SECTOR_BYTES, (header.hdrSectors + header.dataSectors) * SECTOR_BYTES);
+  if (dataArea.byteLength !== header.dataSectors * SECTOR_BYTES) throw new CorruptionError(`${name} is truncated: its data area is ${dataArea.byteLength} of ${header.dataSectors * SECTOR_BYTES} bytes`);
+  verifyDataArea(header, dataArea);
+  lines.push(
+    `cache_seq:      ${header.cacheSeq}`,
+    `cache_seq_last: ${header.cacheSeqLast}`,
+    `cache_uuid:     ${header.cacheUuid}`,
+    `write_continues: ${header.writeContinues ? "yes (a client write goes on in the next object)" : "no"}`,
+    `data_crc32c:    ${header.dataCrc32c.toString(16).padStart(8, "0")} (OK)`,
+    `objs_cleaned:   ${JSON.stringify(header.objsCleaned)}`,
+    `data_map:       ${header.extents.length} extents (lba len, sectors)`,
+    ...limit.limited(header.extents).map((extent) => `  ${extent.lba} ${extent.sectors}`),
+    ...limit.more(header.extents.length),
+    `trims:          ${header.trims.length}`,
+    ...limit.limited(header.trims).map((trim) => `  ${trim.lba} ${trim.sectors} (before extent ${trim.beforeIndex})`),
+    ...limit.more(header.trims.length),
+  );
+  return { text: lines.join("\n"), json: { name, type: "DATA", ...header } };
+}
+
+function describeCheckpointObject(name: string, bytes: Uint8Array, lines: string[], commonJson: CommonJson, limit: ListLimit): Described {
   const checkpoint = decodeCheckpoint(bytes);
   const view = new DataView(checkpoint.mapEntries.buffer, checkpoint.mapEntries.byteOffset, checkpoint.mapEntries.byteLength);
   const count = checkpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
@@ -163,12 +184,12 @@ export function describeObject(name: string, bytes: Uint8Array, mapLimit: number
     `cache_seq_last: ${checkpoint.cacheSeqLast}`,
     `ckpts:          [${checkpoint.checkpoints.join(", ")}]`,
     `objects:        ${checkpoint.objects.length} (seq hdr data live)`,
-    ...limited(checkpoint.objects).map((o) => `  ${o.seq} ${o.hdrSectors} ${o.dataSectors} ${o.liveSectors}`),
-    ...more(checkpoint.objects.length),
+    ...limit.limited(checkpoint.objects).map((o) => `  ${o.seq} ${o.hdrSectors} ${o.dataSectors} ${o.liveSectors}`),
+    ...limit.more(checkpoint.objects.length),
     `deletes:        ${JSON.stringify(checkpoint.deferredDeletes)}`,
     `map:            ${count} entries (lba len obj offset)`,
-    ...limited(entries).map((e) => `  ${e.lba} ${e.sectors} ${e.obj} ${e.offsetSectors}`),
-    ...more(count),
+    ...limit.limited(entries).map((e) => `  ${e.lba} ${e.sectors} ${e.obj} ${e.offsetSectors}`),
+    ...limit.more(count),
   );
   const { mapEntries: _omit, ...rest } = checkpoint;
   return { text: lines.join("\n"), json: { name, type: "CKPT", ...commonJson, ...rest, map: entries } };
