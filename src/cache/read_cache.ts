@@ -187,11 +187,9 @@ export class ReadCache {
       for (let index = 0; index < data.byteLength / PAGE_BYTES; index++) {
         const block = firstBlock + index;
         if (this.index.has(block)) continue;
-        const slot = this.takeSlot();
-        if (slot < 0) return;
-        page.set(data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES));
-        const dataCrc = crc32c(page);
-        await this.device.write(this.slotsStartBytes + slot * PAGE_BYTES, [page]);
+        const written = await this.writeToSlot(page, data, index);
+        if (written === null) return;
+        const { slot, dataCrc } = written;
         // Indexed only if nothing touched the volume meanwhile and nobody took the slot or cached the block.
         if (epoch !== this.epoch || this.slotBlocks[slot] !== -2 || this.index.has(block)) {
           if (this.slotBlocks[slot] === -2) this.slotBlocks[slot] = -1;
@@ -205,6 +203,16 @@ export class ReadCache {
     } finally {
       this.pool.release(page);
     }
+  }
+
+  /** Block `index` of `data` written into a slot taken for it (through `page`): the slot and the block's CRC-32C; null when no slot is free. */
+  private async writeToSlot(page: Uint8Array, data: Uint8Array, index: number): Promise<{ slot: number; dataCrc: number } | null> {
+    const slot = this.takeSlot();
+    if (slot < 0) return null;
+    page.set(data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES));
+    const dataCrc = crc32c(page);
+    await this.device.write(this.slotsStartBytes + slot * PAGE_BYTES, [page]);
+    return { slot, dataCrc };
   }
 
   /** Bytes copied out of durable batches and not yet written to slots: adopt() skips batches beyond the bound. */
@@ -225,11 +233,9 @@ export class ReadCache {
       for (let index = 0; index < blocks.length; index++) {
         const block = blocks[index]!;
         if (this.index.has(block)) continue;
-        const slot = this.takeSlot();
-        if (slot < 0) return;
-        page.set(data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES));
-        const dataCrc = crc32c(page);
-        await this.device.write(this.slotsStartBytes + slot * PAGE_BYTES, [page]);
+        const written = await this.writeToSlot(page, data, index);
+        if (written === null) return;
+        const { slot, dataCrc } = written;
         if (this.slotBlocks[slot] !== -2) continue;
         if (this.index.has(block) || !isCurrent(block, seq, offsets[index]!)) {
           this.slotBlocks[slot] = -1;
