@@ -110,6 +110,8 @@ export class ServerProcess {
         String(options.batchIdleMs),
         "--log-level",
         "debug", // the journal case recovery chose is a debug line
+        "--admin-socket", // in the test's directory: the default (/run/lsvd) outlives a server killed with SIGKILL
+        path.join(env.dir, "admin.sock"),
         ...(options.extraArgs ?? []),
       ],
       { cwd: REPO_ROOT, stdout: log, stderr: log, env: process.env },

@@ -116,6 +116,20 @@ export function lsvd(backend: Backend, args: string[]): Promise<RunResult> {
 }
 
 /** `lsvd serve` on a unix socket, as a child process. */
+/**
+ * An admin socket beside the NBD socket unless the test chose one: serve's default (/run/lsvd) would outlive a
+ * server killed with SIGKILL and is shared by the whole machine.
+ */
+export function adminSocketArgs(socketPath: string, extra: string[]): string[] {
+  if (extra.some((arg) => arg === "--admin-socket" || arg === "--no-admin-socket")) return [];
+  return ["--admin-socket", adminSocketOf(socketPath)];
+}
+
+/** The admin socket Server.start gives a server listening on NBD socket `socketPath`. */
+export function adminSocketOf(socketPath: string): string {
+  return `${socketPath}.admin`;
+}
+
 export class Server {
   private stderrChunks: string[] = [];
   private readonly drained: Promise<void>;
@@ -141,7 +155,7 @@ export class Server {
   static async start(backend: Backend, volumeUri: string, cachePath: string, socketPath: string, extra: string[] = []): Promise<Server> {
     fs.rmSync(socketPath, { force: true });
     const child = Bun.spawn(
-      [...lsvdCommand(), "serve", "--volume", volumeUri, "--cache", cachePath, "--socket", socketPath, "--log-level", "debug", ...backend.cliArgs, ...extra],
+      [...lsvdCommand(), "serve", "--volume", volumeUri, "--cache", cachePath, "--socket", socketPath, "--log-level", "debug", ...adminSocketArgs(socketPath, extra), ...backend.cliArgs, ...extra],
       { env: { ...process.env, ...backend.cliEnv }, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
     );
     const server = new Server(child, socketPath);

@@ -8,7 +8,6 @@
 // cannot start. Every volume has its own prefix and is deleted afterwards.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { defaultAdminSocketPath } from "../../src/cli/serve_monitor.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
@@ -17,6 +16,7 @@ import { type CephEnv, cephUp } from "../backend/_ceph.ts";
 import {
   type Backend,
   type BackendKind,
+  adminSocketOf,
   backendOf,
   deleteVolume,
   firstDifference,
@@ -147,8 +147,8 @@ for (const kind of ["rados", "s3"] as BackendKind[]) {
         expect(refused.stderr, args.join(" ")).toContain(holder);
       }
       const shown = JSON.parse((await lsvd(backend, ["lock", "show", "--json", volumeUri, ...backend.cliArgs])).stdout);
-      // The NBD address, then the admin socket (at its default path: serve was not given one).
-      const addresses = [server!.uri, `admin:unix:${defaultAdminSocketPath(volumeUri)}`];
+      // The NBD address, then the admin socket (the one the harness gives every server).
+      const addresses = [server!.uri, `admin:unix:${adminSocketOf(server!.socketPath)}`];
       expect(shown).toMatchObject({ status: "held", holder: { pid: server!.child.pid, command: "serve", running: "alive", addresses } });
       expect(shown.superblockEpoch).toBe(shown.epoch);
       await expectContents();
