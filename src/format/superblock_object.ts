@@ -513,22 +513,36 @@ function decodeCloneInfo(bytes: Uint8Array, view: DataView, clones: VariablePart
   };
 }
 
+/**
+ * Records back to back in `part`, each `fixedBytes` long with its name's length in the u8 at `nameLenAt`, then the
+ * name: calls `visit` with each record's offset and its decoded name. `what` names the record and the part in errors
+ * ("snap_info runs past snaps_len"); `nameWhat` the name ("snapshot name").
+ */
+function forEachNamedRecord(
+  bytes: Uint8Array,
+  part: VariablePart,
+  layout: { fixedBytes: number; nameLenAt: number; what: string; nameWhat: string; partLen: string },
+  context: string,
+  visit: (at: number, name: string) => void,
+): void {
+  const view = viewOf(bytes);
+  const end = part.offset + part.length;
+  for (let at = part.offset; at < end; ) {
+    if (end - at < layout.fixedBytes) throw corrupt(context, `${layout.what} runs past ${layout.partLen}`);
+    const nameStart = at + layout.fixedBytes;
+    const nameEnd = nameStart + view.getUint8(at + layout.nameLenAt);
+    if (nameEnd > end) throw corrupt(context, `${layout.nameWhat} runs past ${layout.partLen}`);
+    visit(at, decodeUtf8(bytes.subarray(nameStart, nameEnd), context, layout.nameWhat));
+    at = nameEnd;
+  }
+}
+
+const SNAP_RECORD = { fixedBytes: SNAP.BYTES, nameLenAt: SNAP.nameLen, what: "snap_info", nameWhat: "snapshot name", partLen: "snaps_len" };
+
 /** The snaps part: snap_info records back to back, each followed by its name. */
 function decodeSnapInfos(bytes: Uint8Array, view: DataView, snaps: VariablePart, context: string): SuperblockObject["snapshots"] {
   const snapshots: SuperblockObject["snapshots"] = [];
-  const snapsEnd = snaps.offset + snaps.length;
-  let position = snaps.offset;
-  while (snaps.length !== 0 && position < snapsEnd) {
-    if (snapsEnd - position < SNAP.BYTES) throw corrupt(context, "snap_info runs past snaps_len");
-    const nameLen = view.getUint8(position + SNAP.nameLen);
-    const nameStart = position + SNAP.BYTES;
-    if (nameStart + nameLen > snapsEnd) throw corrupt(context, "snapshot name runs past snaps_len");
-    snapshots.push({
-      seq: view.getUint32(position + SNAP.seq, true),
-      name: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "snapshot name"),
-    });
-    position = nameStart + nameLen;
-  }
+  forEachNamedRecord(bytes, snaps, SNAP_RECORD, context, (at, name) => snapshots.push({ seq: view.getUint32(at + SNAP.seq, true), name }));
   return snapshots;
 }
 
@@ -551,20 +565,11 @@ function decodeSnapshotFacts(bytes: Uint8Array, lowest: number, hdrBytes: number
     snapshotTimes.push({ seq: view.getUint32(at, true), createdMs: getU64(view, at + 4, context, "created_ms") });
   }
   const cloneRefs: CloneRef[] = [];
-  const end = refs.offset + refs.length;
-  for (let at = refs.offset; at < end; ) {
+  const record = { fixedBytes: CLONE_REF.BYTES, nameLenAt: CLONE_REF.nameLen, what: "clone_ref", nameWhat: "clone name", partLen: "clone_refs_len" };
+  forEachNamedRecord(bytes, refs, record, context, (at, name) => {
     if (cloneRefs.length >= CLONE_REFS_MAX) throw corrupt(context, `more than ${CLONE_REFS_MAX} clone registrations`);
-    if (end - at < CLONE_REF.BYTES) throw corrupt(context, "clone_ref runs past clone_refs_len");
-    const nameLen = view.getUint8(at + CLONE_REF.nameLen);
-    const nameStart = at + CLONE_REF.BYTES;
-    if (nameStart + nameLen > end) throw corrupt(context, "clone name runs past clone_refs_len");
-    cloneRefs.push({
-      snapSeq: view.getUint32(at + CLONE_REF.snapSeq, true),
-      cloneUuid: getUuid(bytes, at + CLONE_REF.cloneUuid, context, "clone vol_uuid"),
-      name: decodeUtf8(bytes.subarray(nameStart, nameStart + nameLen), context, "clone name"),
-    });
-    at = nameStart + nameLen;
-  }
+    cloneRefs.push({ snapSeq: view.getUint32(at + CLONE_REF.snapSeq, true), cloneUuid: getUuid(bytes, at + CLONE_REF.cloneUuid, context, "clone vol_uuid"), name });
+  });
   const rollbackSeq = blockBytes >= SUPER_EXTENSION_BYTES ? getU64(view, SUPER_EXT.rollbackSeq, context, "rollback_seq") : 0;
   return { snapshotTimes, cloneRefs, rollbackSeq };
 }
