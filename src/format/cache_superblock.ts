@@ -58,6 +58,14 @@ export interface CacheSuperblock {
   generation: number;
 }
 
+/** The regions of a cache device, as a superblock records them. */
+export type CacheRegions = Pick<CacheSuperblock, "sizeBytes" | "journalStartBytes" | "journalBytes" | "readCacheStartBytes" | "readCacheBytes">;
+
+/** A freshly formatted cache's superblock: generation 1, its journal empty and starting at `startSeq`. */
+export function newCacheSuperblock(ids: { cacheUuid: string; volUuid: string }, regions: CacheRegions, startSeq: number): CacheSuperblock {
+  return { ...ids, ...regions, startSeq, replayOffsetBytes: regions.journalStartBytes, replaySeq: startSeq, generation: 1 };
+}
+
 /** Why `s` is not a consistent layout, or null. Shared by encode (assert) and decode (CorruptionError). */
 function layoutProblem(s: CacheSuperblock): string | null {
   const sizes: [string, number][] = [

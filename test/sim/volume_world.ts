@@ -15,7 +15,7 @@ import { MemoryStore } from "../../src/backend/memory_store.ts";
 import type { ObjectStore } from "../../src/backend/object_store.ts";
 import { computeCacheLayout } from "../../src/cache/cache_layout.ts";
 import { SECTOR_BYTES } from "../../src/constants.ts";
-import { encodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
+import { encodeCacheSuperblock, newCacheSuperblock } from "../../src/format/cache_superblock.ts";
 import { Volume, type VolumeOptions } from "../../src/volume/volume.ts";
 import type { Clock } from "../../src/util/clock.ts";
 import { FencedStore } from "./fenced_store.ts";
@@ -202,18 +202,7 @@ export function formatCache(device: MemoryCacheDevice, volUuid: string, startSeq
     ? { sizeBytes: device.sizeBytes, journalStartBytes: 4096, journalBytes, readCacheStartBytes: 4096 + journalBytes, readCacheBytes: device.sizeBytes - 4096 - journalBytes }
     : computeCacheLayout(device.sizeBytes, 1);
   const cacheUuid = prng ? prngUuid(prng) : uuidv4();
-  device.data.set(
-    encodeCacheSuperblock({
-      cacheUuid,
-      volUuid,
-      ...layout,
-      startSeq,
-      replayOffsetBytes: layout.journalStartBytes,
-      replaySeq: startSeq,
-      generation: 1,
-    }),
-    0,
-  );
+  device.data.set(encodeCacheSuperblock(newCacheSuperblock({ cacheUuid, volUuid }, layout, startSeq)), 0);
   device.data.fill(0, layout.journalStartBytes, layout.journalStartBytes + 4096);
   return cacheUuid;
 }

@@ -9,7 +9,7 @@ import { CorruptionError, InvalidArgumentError } from "../../errors.ts";
 import { openBackend } from "../../backend/backend_uri.ts";
 import { computeCacheLayout, WRITE_FRACTION_DEFAULT } from "../../cache/cache_layout.ts";
 import { JournalWalker } from "../../cache/journal_replay.ts";
-import { encodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
+import { encodeCacheSuperblock, newCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { JournalRecordType } from "../../format/journal_record.ts";
 import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery/backend.ts";
@@ -166,15 +166,7 @@ async function refuseLiveCache(device: CacheDevice, cachePath: string, volUuid: 
 async function formatCache(device: CacheDevice, volUuid: string, writeFraction: number): Promise<CacheSuperblock> {
   const layout = computeCacheLayout(device.sizeBytes, writeFraction);
   const startSeq = randomInt(1, 2 ** 40);
-  const superblock: CacheSuperblock = {
-    cacheUuid: uuidv4(),
-    volUuid,
-    ...layout,
-    startSeq,
-    replayOffsetBytes: layout.journalStartBytes,
-    replaySeq: startSeq,
-    generation: 1,
-  };
+  const superblock = newCacheSuperblock({ cacheUuid: uuidv4(), volUuid }, layout, startSeq);
   if (!device.isBlockDevice) await zeroJournal(device, layout.journalStartBytes, layout.journalBytes);
   const page = device.pool.acquire(PAGE_BYTES);
   try {
