@@ -95,8 +95,6 @@ export interface CreateCloneResult {
   mapEntries: number;
   /** Objects of an interrupted earlier creation under the new prefix, deleted first. */
   leftoversDeleted: number;
-  /** The base records the clone (registerCloneInBase): always true once createClone returns. */
-  registered: boolean;
 }
 
 /** Creates the clone (see the file comment); refuses a missing base or snapshot and an existing NEWVOLUME. */
@@ -122,7 +120,6 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
     const cloneRef = { prefix: clonePrefix, volUuid: options.cloneUuid };
     if (options.register !== undefined) await options.register(snapshot, cloneRef);
     else await registerCloneInBase(store, basePrefix, snapshot, cloneRef, options.lease);
-    const registered = true;
     lease.check();
     await store.putIfAbsent(objectName(clonePrefix, plan.checkpointSeq), plan.checkpoint);
     lease.check();
@@ -132,7 +129,7 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
     if (lease.taken.clean || lease.taken.previous === null) lease.markSettled();
     await lease.release();
     const mapEntries = baseCheckpoint.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES;
-    return { cloneUuid: options.cloneUuid, baseUuid: base.volUuid, snapshotSeq: snapshot.seq, mapEntries, leftoversDeleted: leftovers.length, registered };
+    return { cloneUuid: options.cloneUuid, baseUuid: base.volUuid, snapshotSeq: snapshot.seq, mapEntries, leftoversDeleted: leftovers.length };
   } catch (error) {
     await lease.release(); // every call above completed: nothing of ours lands late
     throw error;
@@ -144,7 +141,7 @@ export async function createClone(options: CreateCloneOptions): Promise<CreateCl
  * under the base's lease: refused while the base is served or otherwise owned (the serving process would have to
  * record it). Registrations under the clone's name are dropped first: the caller holds the clone's lease and no clone
  * superblock exists under that name, so they are stale (an earlier attempt that crashed before its commit point).
- * The snapshot must still be listed. Returns true once the registration is durable.
+ * The snapshot must still be listed. Resolves once the registration is durable.
  */
 export async function registerCloneInBase(
   store: ObjectStore,
@@ -152,7 +149,7 @@ export async function registerCloneInBase(
   snapshot: { seq: number; name: string },
   clone: { prefix: string; volUuid: string },
   lease: CreateCloneOptions["lease"],
-): Promise<boolean> {
+): Promise<void> {
   let taken: Awaited<ReturnType<typeof takeOwnership>>;
   try {
     taken = await takeOwnership({ ...lease, store, prefix: basePrefix });
@@ -170,7 +167,6 @@ export async function registerCloneInBase(
     if (kept.length >= CLONE_REFS_MAX) throw new NoSpaceError(`Volume ${basePrefix} already records ${kept.length} clones, the most it can (${CLONE_REFS_MAX})`);
     await superblocks.write({ ...current, cloneRefs: [...kept, { snapSeq: snapshot.seq, cloneUuid: clone.volUuid, name: clone.prefix }] });
     await taken.lease.release();
-    return true;
   } catch (error) {
     await taken.lease.release();
     throw error;
