@@ -12,8 +12,7 @@
 //
 // planClone is pure; createClone does the I/O, under the new volume's lease (so no two creations of one name race).
 
-import { CorruptionError, InvalidArgumentError, NoSpaceError, NotFoundError, assert } from "../errors.ts";
-import { CLONE_REFS_MAX } from "../constants.ts";
+import { CorruptionError, InvalidArgumentError, NotFoundError, assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { CKPT_MAP_ENTRY_BYTES, decodeCheckpoint, encodeCheckpoint, type CheckpointObject } from "../format/checkpoint_object.ts";
 import { objectName, parseObjectName } from "../format/object_name.ts";
@@ -23,6 +22,7 @@ import { Lease, LeaseHeldError, type LeaseOptions } from "./lease.ts";
 import { takeOwnership } from "./ownership.ts";
 import { objectsNamedByMap } from "./recovery/clone_checkpoint.ts";
 import { decodeVolumeSuperblock } from "./superblock_store.ts";
+import { withCloneRef, withoutCloneRef } from "./snapshots.ts";
 
 export interface ClonePlanInput {
   base: SuperblockObject;
@@ -163,9 +163,8 @@ export async function registerCloneInBase(
     if (!current.snapshots.some((snap) => snap.seq === snapshot.seq && snap.name === snapshot.name)) {
       throw new NotFoundError(`Volume ${basePrefix} no longer has snapshot '${snapshot.name}'`);
     }
-    const kept = current.cloneRefs.filter((ref) => ref.name !== clone.prefix);
-    if (kept.length >= CLONE_REFS_MAX) throw new NoSpaceError(`Volume ${basePrefix} already records ${kept.length} clones, the most it can (${CLONE_REFS_MAX})`);
-    await superblocks.write({ ...current, cloneRefs: [...kept, { snapSeq: snapshot.seq, cloneUuid: clone.volUuid, name: clone.prefix }] });
+    const ref = { snapSeq: snapshot.seq, cloneUuid: clone.volUuid, name: clone.prefix };
+    await superblocks.write(withCloneRef(withoutCloneRef(current, clone.prefix), ref));
     await taken.lease.release();
   } catch (error) {
     await taken.lease.release();
