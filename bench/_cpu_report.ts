@@ -12,6 +12,8 @@ interface Run {
   ios: number;
   serverCpuSeconds: number;
   clientCpuUsPerIo: number;
+  /** Peak RSS of the server (VmHWM) at the end of the run, when the script recorded it. */
+  peakRssMiB?: number;
 }
 
 const [resultsPath, date] = process.argv.slice(2);
@@ -35,6 +37,10 @@ interface Row {
   iops: number;
   serverCpuUsPerIo: number;
   clientCpuUsPerIo: number;
+  /** Largest peak RSS over the runs (0 when not recorded). */
+  peakRssMiB: number;
+  /** Server CPU per request of each run, in run order (the noise). */
+  serverCpuUsPerIoRuns: number[];
 }
 const rows: Row[] = [];
 for (const workload of [...new Set(runs.map((run) => run.workload))]) {
@@ -48,11 +54,13 @@ for (const workload of [...new Set(runs.map((run) => run.workload))]) {
       iops: Math.round(median(mine.map((run) => run.iops))),
       serverCpuUsPerIo: round(median(mine.map((run) => (run.serverCpuSeconds * 1e6) / run.ios)), 1),
       clientCpuUsPerIo: round(median(mine.map((run) => run.clientCpuUsPerIo)), 1),
+      peakRssMiB: Math.max(0, ...mine.map((run) => run.peakRssMiB ?? 0)),
+      serverCpuUsPerIoRuns: mine.map((run) => round((run.serverCpuSeconds * 1e6) / run.ios, 1)),
     });
   }
 }
 
-const header = ["workload", "engine", "runs", "IOPS", "server us/req", "fio us/req", "server /nbdkit"];
+const header = ["workload", "engine", "runs", "IOPS", "server us/req", "fio us/req", "server /nbdkit", "peak RSS MiB", "server us/req per run"];
 const table = [header];
 for (const row of rows) {
   const nbdkit = rows.find((other) => other.workload === row.workload && other.engine === "nbdkit");
@@ -66,6 +74,8 @@ for (const row of rows) {
     String(row.serverCpuUsPerIo),
     String(row.clientCpuUsPerIo),
     ratio,
+    String(row.peakRssMiB),
+    row.serverCpuUsPerIoRuns.join(" "),
   ]);
 }
 const widths = header.map((_, column) => Math.max(...table.map((cells) => cells[column]!.length)));

@@ -17,6 +17,11 @@
 #        SIZE_MIB    volume and file size (default 1024)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; tmpfs is refused)
 #        JSON_OUT    also write the JSON line to this file
+#        WORKLOADS   which workloads run (default "randwrite seqwrite")
+#        SEQ_QD      queue depth of the 64 KiB sequential workload (default 32)
+#        ENGINES     which engines run, in turn order (default "lsvd nbdkit null-device"; "lsvd-b" is a second lsvd)
+#        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--nbd-io socket")
+#        LSVD_B_BIN, LSVD_B_SERVE_ARGS  binary (default dist/lsvd) and extra arguments of the lsvd-b engine (A/B runs)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,6 +33,11 @@ runs="${RUNS:-3}"
 size_mib="${SIZE_MIB:-1024}"
 tmp_parent="${TMP_PARENT:-/var/tmp}"
 start_timeout_s=30
+seq_qd="${SEQ_QD:-32}"
+read -r -a engines <<<"${ENGINES:-lsvd nbdkit null-device}"
+read -r -a serve_extra <<<"${LSVD_SERVE_ARGS:-}"
+read -r -a serve_extra_b <<<"${LSVD_B_SERVE_ARGS:-}"
+lsvd_b="${LSVD_B_BIN:-$lsvd}"
 
 log() { echo "$(date +%T) $*" >&2; }
 die() {
@@ -81,10 +91,12 @@ dd if=/dev/zero of="$nbdkit_img" bs=1M count="$size_mib" oflag=direct status=non
 start_server() { # engine
   rm -f "$sock"
   case "$1" in
-    lsvd)
-      "$lsvd" mkdisk --force --size "${size_mib}m" "$volume" >/dev/null
-      "$lsvd" mkcache --force --size "${size_mib}m" --volume "$volume" "$cache" >/dev/null
-      "$lsvd" serve --volume "$volume" --cache "$cache" --socket "$sock" >>"$work/server.log" 2>&1 &
+    lsvd | lsvd-b)
+      local bin="$lsvd" extra=("${serve_extra[@]}")
+      [[ "$1" == lsvd-b ]] && bin="$lsvd_b" extra=("${serve_extra_b[@]}")
+      "$bin" mkdisk --force --size "${size_mib}m" "$volume" >/dev/null
+      "$bin" mkcache --force --size "${size_mib}m" --volume "$volume" "$cache" >/dev/null
+      "$bin" serve --volume "$volume" --cache "$cache" --socket "$sock" "${extra[@]}" >>"$work/server.log" 2>&1 &
       ;;
     nbdkit) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" >>"$work/server.log" 2>&1 & ;;
     null-device) "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;
@@ -106,12 +118,21 @@ stop_server() {
   ((rc == 0 || rc == 143)) || die "server exited with status $rc"
 }
 
+# Peak resident set of the server process (VmHWM, KiB).
+server_peak_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status"; }
+
 # utime + stime of the whole process (fields 14 and 15; the comm field has no spaces for these servers).
 server_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 
 # ---- runs -----------------------------------------------------------------------------------------------------------
-workloads=("randwrite-4k-qd32 randwrite 4k 32" "seqwrite-64k-qd32 write 64k 32")
-engines=(lsvd nbdkit null-device)
+workloads=()
+for name in ${WORKLOADS:-randwrite seqwrite}; do
+  case "$name" in
+    randwrite) workloads+=("randwrite-4k-qd32 randwrite 4k 32") ;;
+    seqwrite) workloads+=("seqwrite-64k-qd$seq_qd write 64k $seq_qd") ;;
+    *) die "unknown workload $name (randwrite, seqwrite)" ;;
+  esac
+done
 for spec in "${workloads[@]}"; do
   read -r workload rw bs qd <<<"$spec"
   for ((run = 1; run <= runs; run++)); do
@@ -126,9 +147,10 @@ for spec in "${workloads[@]}"; do
       wait "$fio_pid" || die "fio failed against $engine (see fio.err)"
       fio_pid=""
       after="$(server_ticks)"
+      peak_kib="$(server_peak_kib)"
       stop_server
       line="$("$bun" "$here/_fio_json.ts" --dir write --set workload="$workload" --set engine="$engine" \
-        --set run="$run" --set serverCpuSeconds="$(((after - before) * 1000 / ticks_per_second))e-3" <"$work/fio.json")"
+        --set run="$run" --set peakRssMiB="$((peak_kib / 1024))" --set serverCpuSeconds="$(((after - before) * 1000 / ticks_per_second))e-3" <"$work/fio.json")"
       echo "$line" >>"$results"
       log "$workload run $run $engine: $line"
     done
