@@ -10,6 +10,15 @@ export interface BlockStatusExtent {
   zero: boolean;
 }
 
+/**
+ * Told once when a write ends: the hot path's form of BlockDevice.write, with no promise per request (the NBD
+ * session's request slots implement it).
+ */
+export interface WriteListener {
+  writeDone(): void;
+  writeFailed(error: unknown): void;
+}
+
 export interface BlockDevice {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
@@ -19,6 +28,11 @@ export interface BlockDevice {
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Resolves when the write is acknowledged-safe (journaled); with fua, also durable. */
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
+  /**
+   * Optional: write() without a promise. Either throws at once (bad arguments; the listener is not told) or tells
+   * `listener` exactly once, maybe before it returns. The same rules as write() otherwise.
+   */
+  writeThen?(offset: number, data: Uint8Array, fua: boolean, listener: WriteListener): void;
   /** Every write acknowledged before flush() was called, on any connection, is durable when it resolves. */
   flush(): Promise<void>;
   trim(offset: number, length: number, fua: boolean): Promise<void>;

@@ -10,7 +10,9 @@
 //   BUFFER it is given (and must not modify it). A payload split across chunks is assembled in a new buffer that
 //   the device may keep too. (A kept view pins its whole chunk, up to a few hundred KiB.)
 // - Each connection has at most NBD_INFLIGHT_PER_CONNECTION_MAX request slots, made once with their completion
-//   callbacks bound: no closure per request. Reaching the limit (or too many unsent reply bytes, or too many WRITE
+//   callbacks bound: no closure per request. A WRITE goes to BlockDevice.writeThen when the device has it, with
+//   its slot as the listener: no promise per WRITE either (the volume's whole-sector writes keep none down to the
+//   journal record). Reaching the limit (or too many unsent reply bytes, or too many WRITE
 //   payload bytes in flight) pauses the socket and keeps the unparsed rest; completions resume it.
 // - Replies are encoded into the OutputQueue batch, which writes once per event-loop turn.
 //
@@ -200,6 +202,15 @@ class RequestSlot {
   readonly onError = (error: unknown): void => this.session.completeError(this, error);
 
   constructor(private readonly session: NbdSession) {}
+
+  /** WriteListener: a WRITE given to BlockDevice.writeThen ended (no promise, no closure per request). */
+  writeDone(): void {
+    this.session.completeOk(this);
+  }
+
+  writeFailed(error: unknown): void {
+    this.session.completeError(this, error);
+  }
 }
 
 export interface NbdSessionOptions {
@@ -594,7 +605,8 @@ export class NbdSession {
         case NBD_CMD_WRITE:
           this.stats.writes++;
           this.stats.bytesWritten += slot.length;
-          device.write(slot.offset, slot.payload!, fua).then(slot.onDone, slot.onError);
+          if (device.writeThen !== undefined) device.writeThen(slot.offset, slot.payload!, fua, slot);
+          else device.write(slot.offset, slot.payload!, fua).then(slot.onDone, slot.onError);
           return;
         case NBD_CMD_FLUSH:
           this.stats.flushes++;

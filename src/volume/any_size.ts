@@ -26,6 +26,7 @@
 import { ANY_SIZE_INFLIGHT_MAX, ANY_SIZE_READ_WHOLE_BYTES_MAX, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { debugChecks } from "../util/debug_checks.ts";
+import type { WriteListener } from "../nbd/block_device.ts";
 
 /** The sectors [lba, lba+sectors) that bytes [offset, offset+length) touch, and which of them are touched in part. */
 export interface SectorSpan {
@@ -55,6 +56,27 @@ export interface SectorIo {
   /** A new buffer, the caller's to keep and to write into. */
   readSectors(lba: number, sectors: number): Promise<Uint8Array>;
   writeSectors(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void>;
+  /** writeSectors without a promise: `listener` is told once. */
+  writeSectorsThen(lba: number, sectors: number, data: Uint8Array, fua: boolean, listener: WriteListener): void;
+}
+
+/** A whole-sector write in the order: leaves it, then tells the caller (one object instead of an async frame). */
+class OrderedWrite implements WriteListener {
+  constructor(
+    private readonly order: RewriteOrder,
+    private readonly operation: Operation,
+    private readonly listener: WriteListener,
+  ) {}
+
+  writeDone(): void {
+    this.order.leave(this.operation);
+    this.listener.writeDone();
+  }
+
+  writeFailed(error: unknown): void {
+    this.order.leave(this.operation);
+    this.listener.writeFailed(error);
+  }
 }
 
 /** One write, trim or zeroing from arrival to completion. */
@@ -172,7 +194,34 @@ export class AnySizeIo {
     }
   }
 
-  /** The hot path: whole sectors, nothing to read; it still takes its place in the order. */
+  /**
+   * write() without a promise: `listener` is told once. Whole sectors that wait for nothing (the hot path) go straight
+   * to writeSectorsThen; the rest take write()'s way.
+   */
+  writeThen(offset: number, data: Uint8Array, fua: boolean, listener: WriteListener): void {
+    if (offset % SECTOR_BYTES !== 0 || data.byteLength % SECTOR_BYTES !== 0) {
+      this.write(offset, data, fua).then(
+        () => listener.writeDone(),
+        (error: unknown) => listener.writeFailed(error),
+      );
+      return;
+    }
+    const lba = offset / SECTOR_BYTES;
+    const sectors = data.byteLength / SECTOR_BYTES;
+    const { operation, ready } = this.order.enter(lba, sectors, NO_PARTIAL);
+    const ordered = new OrderedWrite(this.order, operation, listener);
+    const start = (): void => {
+      try {
+        this.io.writeSectorsThen(lba, sectors, data, fua, ordered);
+      } catch (error) {
+        ordered.writeFailed(error);
+      }
+    };
+    if (ready === null) start();
+    else void ready.then(start);
+  }
+
+  /** The hot path of write(): whole sectors, nothing to read; it still takes its place in the order. */
   private async writeWhole(lba: number, data: Uint8Array, fua: boolean): Promise<void> {
     const sectors = data.byteLength / SECTOR_BYTES;
     const { operation, ready } = this.order.enter(lba, sectors, NO_PARTIAL);

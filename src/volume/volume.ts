@@ -20,7 +20,7 @@ import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
 import { ReadCache } from "../cache/read_cache.ts";
 import type { CacheSuperblock } from "../format/cache_superblock.ts";
-import type { BlockDevice, BlockStatusExtent } from "../nbd/block_device.ts";
+import type { BlockDevice, BlockStatusExtent, WriteListener } from "../nbd/block_device.ts";
 import { systemClock, type Clock, type CrashPoint } from "../util/clock.ts";
 import { AnySizeIo } from "./any_size.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
@@ -143,6 +143,7 @@ export class Volume implements BlockDevice {
     this.anySize = new AnySizeIo({
       readSectors: (lba, sectors) => reads.read(lba, sectors),
       writeSectors: (lba, sectors, data, fua) => writes.write(lba, sectors, data, fua),
+      writeSectorsThen: (lba, sectors, data, fua, listener) => writes.writeThen(lba, sectors, data, fua, listener),
     });
     fence.onFenced(() => void this.gc?.stop());
   }
@@ -310,6 +311,12 @@ export class Volume implements BlockDevice {
   async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     this.check(offset, data.byteLength, "write");
     await this.anySize.write(offset, data, fua);
+  }
+
+  /** write() without a promise (BlockDevice.writeThen): throws at once on bad arguments, else tells `listener` once. */
+  writeThen(offset: number, data: Uint8Array, fua: boolean, listener: WriteListener): void {
+    this.check(offset, data.byteLength, "write");
+    this.anySize.writeThen(offset, data, fua, listener);
   }
 
   async flush(): Promise<void> {

@@ -44,6 +44,7 @@ import { RecordFormer } from "./write/record_former.ts";
 import { newWriteStats } from "./write/stats.ts";
 import type { SuperblockObject } from "../format/superblock_object.ts";
 import type { SnapshotPins } from "./snapshots.ts";
+import type { WriteListener } from "../nbd/block_device.ts";
 
 export interface WritePathOptions {
   volUuid: string;
@@ -135,6 +136,11 @@ export class WritePath {
   /** Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. */
   write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
     return this.former.write(lba, sectors, data, fua);
+  }
+
+  /** write() without a promise: `listener` is told once (RecordFormer.writeThen). */
+  writeThen(lba: number, sectors: number, data: Uint8Array | null, fua: boolean, listener: WriteListener): void {
+    this.former.writeThen(lba, sectors, data, fua, listener);
   }
 
   /** Garbage collection's copy of live data read from object `obj` at `offset` (RecordFormer.copy). */

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NBD_INFLIGHT_PER_CONNECTION_MAX, NBD_INFLIGHT_WRITE_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
 import { IOError, NoSpaceError } from "../../src/errors.ts";
+import type { BlockDevice } from "../../src/nbd/block_device.ts";
 import { startNbdServer, type NbdServer } from "../../src/nbd/server.ts";
 import {
   NBD_CMD_BLOCK_STATUS,
@@ -461,6 +462,34 @@ describe("transmission, simple replies", () => {
       "nbd unix#1: WRITE at 4096 length 512 failed: EIO (Cannot write: disk on fire)",
       "nbd unix#1: WRITE at 8192 length 512 failed: EIO (TypeError: bug)",
     ]);
+  });
+
+  test("a device with writeThen gets every WRITE there: done, failed, done at once, or thrown at once, each gets its reply", async () => {
+    const client = await connect();
+    await client.negotiate();
+    const write = device.write.bind(device);
+    device.write = () => Promise.reject(new Error("write() was called although the device has writeThen"));
+    const offsets: number[] = [];
+    const withListener: BlockDevice = device;
+    withListener.writeThen = (offset, data, fua, listener) => {
+      offsets.push(offset);
+      if (offset === 0) throw new NoSpaceError("Cannot write: full");
+      if (offset === 4096) return void write(offset, data, fua).then(() => listener.writeFailed(new IOError("Cannot write: disk on fire")));
+      if (offset === 8192) return void write(offset, data, fua).then(() => listener.writeDone());
+      void write(offset, data, fua);
+      listener.writeDone(); // before returning: the session must take that too
+    };
+    const expected = [NBD_ENOSPC, NBD_EIO, 0, 0];
+    for (let index = 0; index < expected.length; index++) {
+      await client.request(NBD_CMD_WRITE, index * 4096, 512, { payload: pattern(512, index), cookie: 100 + index });
+      expect(await client.readSimpleReply()).toMatchObject({ error: expected[index]!, cookie: 100 + index });
+    }
+    expect(offsets).toEqual([0, 4096, 8192, 12288]);
+    for (const index of [2, 3]) {
+      await client.request(NBD_CMD_READ, index * 4096, 512, { cookie: index });
+      expect((await client.readSimpleReply(512)).data).toEqual(pattern(512, index));
+    }
+    expect(server.stats().requestsInFlight).toBe(0);
   });
 
   test("refused requests are logged too, and a flood of them is rate-limited with a count of what was left out", async () => {

@@ -5,7 +5,7 @@
 // lost, every unaligned write is whole or absent. LSVD_SEED=<n> replays.
 
 import { describe, expect, test } from "bun:test";
-import { SECTOR_BYTES } from "../../src/constants.ts";
+import { JOURNAL_RECORD_DATA_BYTES_MAX, SECTOR_BYTES } from "../../src/constants.ts";
 import { sectorSpan } from "../../src/volume/any_size.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
@@ -81,6 +81,45 @@ describe("concurrent sub-sector writes", () => {
     expected.set([1, 2, 3], 10);
     expect(Array.from(await volume.read(SECTOR_BYTES, SECTOR_BYTES))).toEqual(Array.from(expected));
     await volume.close();
+  });
+
+  test("writeThen (the NBD hot path) tells its listener once per write and keeps write()'s order; closed: it throws", async () => {
+    const world = await makeWorld(seedFromEnv(43));
+    const volume = await openVolume(world);
+    const told: string[] = [];
+    const settled: Promise<void>[] = [];
+    const writeThen = (name: string, offset: number, data: Uint8Array): void => {
+      let done!: () => void;
+      settled.push(new Promise<void>((resolve) => (done = resolve)));
+      const listener = {
+        writeDone: () => (told.push(`${name} done`), done()),
+        writeFailed: (error: unknown) => (told.push(`${name} failed: ${String(error)}`), done()),
+      };
+      volume.writeThen(offset, data, false, listener);
+    };
+    const whole = new Uint8Array(SECTOR_BYTES).fill(7);
+    // A whole-sector writeThen after a sub-sector write of the same sector waits for it (the order's slow way).
+    writeThen("sub-sector", 10, new Uint8Array([1, 2, 3]));
+    writeThen("whole after it", 0, whole);
+    // A sub-sector write() after a whole-sector writeThen lands on it.
+    writeThen("whole", SECTOR_BYTES, whole);
+    const last = volume.write(SECTOR_BYTES + 10, new Uint8Array([1, 2, 3]), false);
+    // A write longer than a journal record is split into pieces: still one answer.
+    const long = new Uint8Array(JOURNAL_RECORD_DATA_BYTES_MAX + 8 * SECTOR_BYTES);
+    world.prng.fill(long);
+    writeThen("long", 64 * SECTOR_BYTES, long);
+    await Promise.all([...settled, last]);
+    await Promise.resolve();
+    expect(told.sort()).toEqual(["long done", "sub-sector done", "whole after it done", "whole done"]);
+    expect(Array.from(await volume.read(0, SECTOR_BYTES))).toEqual(Array.from(whole));
+    const expected = whole.slice();
+    expected.set([1, 2, 3], 10);
+    expect(Array.from(await volume.read(SECTOR_BYTES, SECTOR_BYTES))).toEqual(Array.from(expected));
+    expect(Buffer.compare(Buffer.from(await volume.read(64 * SECTOR_BYTES, long.length)), Buffer.from(long))).toBe(0);
+    await volume.close();
+    const refused = { writeDone: () => told.push("closed done"), writeFailed: () => told.push("closed failed") };
+    expect(() => volume.writeThen(0, whole, false, refused)).toThrow("volume is closed");
+    expect(told.length).toBe(4);
   });
 });
 

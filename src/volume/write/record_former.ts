@@ -32,6 +32,7 @@ import type { FlushCoordinator } from "../flush_coordinator.ts";
 import type { Fence } from "../lease.ts";
 import type { ObjectTable } from "../object_table.ts";
 import { debugChecks } from "../../util/debug_checks.ts";
+import type { WriteListener } from "../../nbd/block_device.ts";
 import type { Halt } from "./halt.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
 import type { WriteStats } from "./stats.ts";
@@ -39,8 +40,26 @@ import type { WriteStats } from "./stats.ts";
 interface WriteWaiter {
   piecesLeft: number;
   fua: boolean;
-  resolve: () => void;
-  reject: (error: unknown) => void;
+  /** Told once (`settled` then): a write of several pieces may fail on each of them. */
+  listener: WriteListener;
+  settled: boolean;
+}
+
+function settleDone(waiter: WriteWaiter): void {
+  if (waiter.settled) return;
+  waiter.settled = true;
+  waiter.listener.writeDone();
+}
+
+function settleFailed(waiter: WriteWaiter, error: unknown): void {
+  if (waiter.settled) return;
+  waiter.settled = true;
+  waiter.listener.writeFailed(error);
+}
+
+/** A promise's resolve and reject as a listener (the paths that are not hot keep their promises). */
+function promiseListener(resolve: () => void, reject: (error: unknown) => void): WriteListener {
+  return { writeDone: resolve, writeFailed: reject };
 }
 
 interface Piece {
@@ -131,29 +150,32 @@ export class RecordFormer {
 
   /** Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. */
   write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
-    if (this.options.halt.failed) return Promise.reject(this.options.halt.error);
-    return new Promise<void>((resolve, reject) => {
-      // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
-      const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
-      const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
-      const waiter: WriteWaiter = { piecesLeft, fua, resolve, reject };
-      const stats = this.options.stats;
-      if (data === null) {
-        this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
-        stats.trims += 1;
-      } else {
-        // All pieces are queued in this one step, so a write's pieces are contiguous in `pending` and in the journal.
-        for (let done = 0; done < sectors; done += pieceSectorsMax) {
-          const count = Math.min(pieceSectorsMax, sectors - done);
-          const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
-          const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
-          this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
-        }
-        stats.writes += 1;
-        stats.writeBytes += data.byteLength;
+    return new Promise<void>((resolve, reject) => this.writeThen(lba, sectors, data, fua, promiseListener(resolve, reject)));
+  }
+
+  /** write() without a promise: `listener` is told once (maybe at once, when the write path has failed). */
+  writeThen(lba: number, sectors: number, data: Uint8Array | null, fua: boolean, listener: WriteListener): void {
+    if (this.options.halt.failed) return listener.writeFailed(this.options.halt.error);
+    // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
+    const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
+    const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
+    const waiter: WriteWaiter = { piecesLeft, fua, listener, settled: false };
+    const stats = this.options.stats;
+    if (data === null) {
+      this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      stats.trims += 1;
+    } else {
+      // All pieces are queued in this one step, so a write's pieces are contiguous in `pending` and in the journal.
+      for (let done = 0; done < sectors; done += pieceSectorsMax) {
+        const count = Math.min(pieceSectorsMax, sectors - done);
+        const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
+        const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
+        this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
       }
-      this.schedulePump();
-    });
+      stats.writes += 1;
+      stats.writeBytes += data.byteLength;
+    }
+    this.schedulePump();
   }
 
   /**
@@ -168,7 +190,7 @@ export class RecordFormer {
     const bytesMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes);
     assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
     return new Promise<void>((resolve, reject) => {
-      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, resolve, reject };
+      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, listener: promiseListener(resolve, reject), settled: false };
       this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
       this.schedulePump();
     });
@@ -193,7 +215,7 @@ export class RecordFormer {
     this.options.stats.gcSupersededSectors += piece.sectors - copied;
     this.pending.splice(index, 1, ...runs);
     piece.waiter.piecesLeft += runs.length - 1;
-    if (piece.waiter.piecesLeft === 0) piece.waiter.resolve();
+    if (piece.waiter.piecesLeft === 0) settleDone(piece.waiter);
   }
 
   private schedulePump(): void {
@@ -339,7 +361,7 @@ export class RecordFormer {
     written.then(
       () => this.acknowledge(waiters),
       (error: unknown) => {
-        for (const waiter of waiters) waiter.reject(error);
+        for (const waiter of waiters) settleFailed(waiter, error);
         this.options.halt.fail(error);
       },
     );
@@ -394,7 +416,7 @@ export class RecordFormer {
     try {
       this.options.fence.check();
     } catch (error) {
-      for (const waiter of waiters) waiter.reject(error);
+      for (const waiter of waiters) settleFailed(waiter, error);
       this.options.halt.fail(error);
       return;
     }
@@ -404,11 +426,11 @@ export class RecordFormer {
       if (waiter.piecesLeft === 0 && waiter.fua) needSync = true;
     }
     const finish = () => {
-      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.resolve();
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) settleDone(waiter);
     };
     if (!needSync) return finish();
     this.options.flusher.sync().then(finish, (error: unknown) => {
-      for (const waiter of waiters) if (waiter.piecesLeft === 0) waiter.reject(error);
+      for (const waiter of waiters) if (waiter.piecesLeft === 0) settleFailed(waiter, error);
     });
   }
 
@@ -482,7 +504,10 @@ export class RecordFormer {
 
   /** The write path failed: every queued write fails with it. */
   private rejectQueued(error: unknown): void {
-    for (let index = this.pendingFront; index < this.pending.length; index++) this.pending[index]?.waiter.reject(error);
+    for (let index = this.pendingFront; index < this.pending.length; index++) {
+      const piece = this.pending[index];
+      if (piece !== undefined) settleFailed(piece.waiter, error);
+    }
     this.pending.length = 0;
     this.pendingFront = 0;
     this.wakeDrainers();
