@@ -22,6 +22,8 @@
 #        ENGINES     which engines run, in turn order (default "lsvd nbdkit null-device"; "lsvd-b" is a second lsvd)
 #        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--nbd-io socket")
 #        LSVD_B_BIN, LSVD_B_SERVE_ARGS  binary (default dist/lsvd) and extra arguments of the lsvd-b engine (A/B runs)
+#        LSVD_B_BACKEND_PARENT  where lsvd-b's file backend goes (default the temp dir; e.g. /dev/shm: what the
+#                    backend's object writes cost on the cache's disk, lsvd against lsvd-b)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -56,6 +58,8 @@ fstype="$(df --output=fstype "$tmp_parent" | tail -1 | tr -d ' ')"
 ticks_per_second="$(getconf CLK_TCK)"
 
 work="$(mktemp -d "$tmp_parent/lsvd-cpu-bench.XXXXXX")"
+backend_b=""
+if [[ -n "${LSVD_B_BACKEND_PARENT:-}" ]]; then backend_b="$(mktemp -d "$LSVD_B_BACKEND_PARENT/lsvd-cpu-bench-backend.XXXXXX")"; fi
 server_pid=""
 fio_pid=""
 cleanup() {
@@ -71,6 +75,7 @@ cleanup() {
     done
   fi
   rm -rf "$work"
+  [[ -n "$backend_b" ]] && rm -rf "$backend_b"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -78,6 +83,7 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
 volume="$work/backend/vol"
+volume_b="${backend_b:-$work/backend}/vol"
 cache="$work/cache"
 nbdkit_img="$work/nbdkit.img"
 sock="$work/server.sock"
@@ -92,11 +98,11 @@ start_server() { # engine
   rm -f "$sock"
   case "$1" in
     lsvd | lsvd-b)
-      local bin="$lsvd" extra=("${serve_extra[@]}")
-      [[ "$1" == lsvd-b ]] && bin="$lsvd_b" extra=("${serve_extra_b[@]}")
-      "$bin" mkdisk --force --size "${size_mib}m" "$volume" >/dev/null
-      "$bin" mkcache --force --size "${size_mib}m" --volume "$volume" "$cache" >/dev/null
-      "$bin" serve --volume "$volume" --cache "$cache" --socket "$sock" "${extra[@]}" >>"$work/server.log" 2>&1 &
+      local bin="$lsvd" extra=("${serve_extra[@]}") vol="$volume"
+      [[ "$1" == lsvd-b ]] && bin="$lsvd_b" extra=("${serve_extra_b[@]}") vol="$volume_b"
+      "$bin" mkdisk --force --size "${size_mib}m" "$vol" >/dev/null
+      "$bin" mkcache --force --size "${size_mib}m" --volume "$vol" "$cache" >/dev/null
+      "$bin" serve --volume "$vol" --cache "$cache" --socket "$sock" "${extra[@]}" >>"$work/server.log" 2>&1 &
       ;;
     nbdkit) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" >>"$work/server.log" 2>&1 & ;;
     null-device) "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;

@@ -26,7 +26,10 @@ export interface BlockDevice {
   readonly blockSizeMinBytes: number;
   readonly blockSizePreferredBytes: number;
   read(offset: number, length: number): Promise<Uint8Array>;
-  /** Resolves when the write is acknowledged-safe (journaled); with fua, also durable. */
+  /**
+   * Resolves when the write is acknowledged-safe (journaled); with fua, also durable. The device may keep `data` until
+   * then, never modifying it; not after (the NBD session reuses the buffers it assembles payloads in).
+   */
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
   /**
    * Optional: write() without a promise. Either throws at once (bad arguments; the listener is not told) or tells

@@ -6,9 +6,12 @@
 // Hot path choices, and why:
 // - Headers are decoded in place from the chunk Bun hands us; only a header split across two chunks is copied.
 // - A WRITE payload that lies whole in one chunk goes to the device as a subarray view, no copy. Bun gives every
-//   `data` event a fresh buffer, and this session never writes into received memory, so THE DEVICE MAY KEEP THE
-//   BUFFER it is given (and must not modify it). A payload split across chunks is assembled in a new buffer that
-//   the device may keep too. (A kept view pins its whole chunk, up to a few hundred KiB.)
+//   `data` event a fresh buffer, and this session never writes into received memory. A payload split across chunks
+//   is assembled in a buffer of the session's: up to NBD_ASSEMBLY_BUFFER_BYTES in one it reuses once the WRITE is
+//   answered (no fresh 64 KiB allocation, zeroing and page faults per split payload), larger ones in a new buffer.
+//   So THE DEVICE MAY KEEP THE BUFFER it is given UNTIL THE WRITE COMPLETES (and must never modify it); what it
+//   needs after that it copies (the volume copies payloads into its batch when their record forms). (A kept view
+//   pins its whole chunk, up to a few hundred KiB.)
 // - Each connection has at most NBD_INFLIGHT_PER_CONNECTION_MAX request slots, made once with their completion
 //   callbacks bound: no closure per request. A WRITE goes to BlockDevice.writeThen when the device has it, with
 //   its slot as the listener: no promise per WRITE either (the volume's whole-sector writes keep none down to the
@@ -35,6 +38,8 @@
 // their replies are dropped.
 
 import {
+  NBD_ASSEMBLY_BUFFERS_IDLE_MAX,
+  NBD_ASSEMBLY_BUFFER_BYTES,
   NBD_BLOCK_STATUS_EXTENTS_MAX,
   NBD_HANDSHAKE_OPTIONS_MAX,
   NBD_INFLIGHT_PER_CONNECTION_MAX,
@@ -187,8 +192,10 @@ class RequestSlot {
   cookieLow = 0;
   offset = 0;
   length = 0;
-  /** WRITE payload (the device may keep it; the slot only drops its reference). */
+  /** WRITE payload (the device may keep it until the WRITE completes; the slot only drops its reference). */
   payload: Uint8Array | null = null;
+  /** The session's assembly buffer `payload` lies in, given back when the slot is released (null: none). */
+  assembly: Uint8Array | null = null;
   /** Set when validation failed: the reply is this errno once the payload (if any) is consumed. */
   errno = 0;
   errorMessage = "";
@@ -270,6 +277,8 @@ export class NbdSession {
   /** Bytes of a rejected WRITE's payload still to skip; `discardSlot` gets its error reply after. */
   private discardBytes = 0;
   private discardSlot: RequestSlot | null = null;
+  /** Idle assembly buffers (NBD_ASSEMBLY_BUFFER_BYTES each, at most NBD_ASSEMBLY_BUFFERS_IDLE_MAX). */
+  private readonly assemblyBuffers: Uint8Array[] = [];
   /** Chunks (or their unparsed tails) received while reading was blocked; parsed in order later. */
   private backlog: Uint8Array[] = [];
   private paused = false;
@@ -355,6 +364,7 @@ export class NbdSession {
     assert(this.inflightWriteBytes < NBD_SESSION_WRITE_BYTES_BOUND, "nbd session: WRITE payload bytes in flight bounded");
     assert(this.output.queuedBytes + this.inflightReadBytes < NBD_SESSION_OUTPUT_BYTES_BOUND, "nbd session: reply bytes bounded");
     assert(this.headerFilled < NBD_REQUEST_BYTES, "nbd session: a partial header is less than a header");
+    assert(this.assemblyBuffers.length <= NBD_ASSEMBLY_BUFFERS_IDLE_MAX, "nbd session: idle assembly buffers bounded");
     assert(this.payloadSlot === null || this.payloadFilled < this.payloadSlot.payload!.length, "nbd session: a payload being assembled is not complete");
     assert(this.payloadSlot === null || this.discardSlot === null, "nbd session: one partial request at a time");
     assert((this.discardBytes > 0) === (this.discardSlot !== null), "nbd session: bytes to skip belong to a refused WRITE");
@@ -495,7 +505,12 @@ export class NbdSession {
       this.dispatch(slot);
       return offset + length;
     }
-    slot.payload = new Uint8Array(length);
+    if (length <= NBD_ASSEMBLY_BUFFER_BYTES) {
+      slot.assembly = this.assemblyBuffers.pop() ?? new Uint8Array(NBD_ASSEMBLY_BUFFER_BYTES);
+      slot.payload = slot.assembly.subarray(0, length);
+    } else {
+      slot.payload = new Uint8Array(length);
+    }
     this.payloadSlot = slot;
     this.payloadFilled = 0;
     return offset;
@@ -806,6 +821,10 @@ export class NbdSession {
     slot.startedMs = 0;
     slot.failed = false;
     slot.payload = null;
+    if (slot.assembly !== null) {
+      if (this.assemblyBuffers.length < NBD_ASSEMBLY_BUFFERS_IDLE_MAX) this.assemblyBuffers.push(slot.assembly);
+      slot.assembly = null;
+    }
     slot.errorMessage = "";
     this.inflight--;
     this.freeSlots.push(slot);

@@ -20,7 +20,10 @@ export class MemoryBlockDevice implements BlockDevice {
   flushCount = 0;
   fuaCount = 0;
   cacheCount = 0;
-  /** Every write payload the device was given, when `keepPayloads` (checks the "device may keep it" promise). */
+  /**
+   * Every write payload the device was given, with a copy taken when it was given, when `keepPayloads` (checks the
+   * session's promise: a payload does not change until its write completes; a write that sees it change fails).
+   */
   keptPayloads: { data: Uint8Array; copy: Uint8Array }[] = [];
   keepPayloads = false;
   /** When set, every call waits for this promise first (tests of in-flight behaviour). */
@@ -58,9 +61,14 @@ export class MemoryBlockDevice implements BlockDevice {
   }
 
   private async writeSlow(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    const kept = this.keepPayloads ? { data, copy: data.slice() } : null;
+    if (kept !== null) this.keptPayloads.push(kept);
     if (this.gate) await this.gate;
+    // The session promises the payload stays as it was until the write completes: check it did, at the last moment.
+    if (kept !== null && Buffer.compare(Buffer.from(kept.data), Buffer.from(kept.copy)) !== 0) {
+      throw new Error(`the payload of the write at ${offset} changed while the write was in flight`);
+    }
     this.checkRange(offset, data.length);
-    if (this.keepPayloads) this.keptPayloads.push({ data, copy: data.slice() });
     if (fua) this.fuaCount++;
     this.forEachPage(offset, data.length, (page, pageOffset, dataOffset, bytes) => {
       const target = this.pages.get(page) ?? this.newPage(page);

@@ -589,10 +589,11 @@ describe("transmission, simple replies", () => {
     }
   }, 60_000);
 
-  test("write payloads split across chunks arrive whole; the device may keep the buffers it got", async () => {
+  test("write payloads split across chunks arrive whole and unchanged until their writes complete, all in flight at once", async () => {
     const client = await connect();
     await client.negotiate();
     device.keepPayloads = true;
+    const held = gate(device);
     const expected: Uint8Array[] = [];
     const parts: Uint8Array[] = [];
     for (let index = 0; index < 40; index++) {
@@ -603,15 +604,23 @@ describe("transmission, simple replies", () => {
     const stream = new Uint8Array(Buffer.concat(parts));
     // Odd-sized pieces split headers and payloads at every possible place over the run.
     for (let offset = 0; offset < stream.length; offset += 997) await client.send(stream.subarray(offset, offset + 997));
+    // Every WRITE is held by the device while the rest arrive: no assembly buffer may be reused under a held one.
+    await waitFor(() => server.stats().requestsInFlight === 40);
+    held.open();
     for (let index = 0; index < 40; index++) expect((await client.readSimpleReply()).error).toBe(0);
-    // More traffic after, then check the kept buffers were never reused.
+    // Then one after another, so that assembly buffers are reused: each write still gets its own bytes.
     for (let index = 0; index < 40; index++) {
-      await client.request(NBD_CMD_WRITE, index * 8192, 4096, { payload: pattern(4096, index + 200) });
-      await client.readSimpleReply();
+      const payload = pattern(512 * (1 + (index % 9)), index + 300);
+      expected.push(payload);
+      const header = encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * 8192, length: payload.length });
+      const bytes = new Uint8Array(Buffer.concat([header, payload]));
+      await client.send(bytes.subarray(0, 100));
+      await client.send(bytes.subarray(100));
+      expect((await client.readSimpleReply()).error).toBe(0);
     }
-    for (const kept of device.keptPayloads) expect(kept.data).toEqual(kept.copy);
     device.keepPayloads = false;
-    for (let index = 0; index < 40; index++) expect(device.keptPayloads[index]!.copy).toEqual(expected[index]!);
+    expect(device.keptPayloads.length).toBe(80);
+    for (let index = 0; index < 80; index++) expect(device.keptPayloads[index]!.copy).toEqual(expected[index]!);
   });
 
   test("DISC: in-flight requests finish and are answered, then the server closes", async () => {
