@@ -14,6 +14,7 @@ interface Run {
   clientCpuUsPerIo: number;
   /** Peak RSS of the server (VmHWM) at the end of the run, when the script recorded it. */
   peakRssMiB?: number;
+  clatP99Us: number;
 }
 
 const [resultsPath, date] = process.argv.slice(2);
@@ -39,6 +40,8 @@ interface Row {
   clientCpuUsPerIo: number;
   /** Largest peak RSS over the runs (0 when not recorded). */
   peakRssMiB: number;
+  /** fio's 99th percentile completion latency (median over the runs). */
+  clatP99Us: number;
   /** Server CPU per request of each run, in run order (the noise). */
   serverCpuUsPerIoRuns: number[];
 }
@@ -55,12 +58,13 @@ for (const workload of [...new Set(runs.map((run) => run.workload))]) {
       serverCpuUsPerIo: round(median(mine.map((run) => (run.serverCpuSeconds * 1e6) / run.ios)), 1),
       clientCpuUsPerIo: round(median(mine.map((run) => run.clientCpuUsPerIo)), 1),
       peakRssMiB: Math.max(0, ...mine.map((run) => run.peakRssMiB ?? 0)),
+      clatP99Us: Math.round(median(mine.map((run) => run.clatP99Us))),
       serverCpuUsPerIoRuns: mine.map((run) => round((run.serverCpuSeconds * 1e6) / run.ios, 1)),
     });
   }
 }
 
-const header = ["workload", "engine", "runs", "IOPS", "server us/req", "fio us/req", "server /nbdkit", "peak RSS MiB", "server us/req per run"];
+const header = ["workload", "engine", "runs", "IOPS", "server us/req", "fio us/req", "server /nbdkit", "p99 us", "peak RSS MiB", "server us/req per run"];
 const table = [header];
 for (const row of rows) {
   const nbdkit = rows.find((other) => other.workload === row.workload && other.engine === "nbdkit");
@@ -74,6 +78,7 @@ for (const row of rows) {
     String(row.serverCpuUsPerIo),
     String(row.clientCpuUsPerIo),
     ratio,
+    String(row.clatP99Us),
     String(row.peakRssMiB),
     row.serverCpuUsPerIoRuns.join(" "),
   ]);

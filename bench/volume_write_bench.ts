@@ -3,7 +3,8 @@
 // the cost of the volume can be told apart from the NBD layer's.
 //   bun bench/volume_write_bench.ts [--seconds 5] [--qd 32] [--dir /var/tmp] [--backend-dir /dev/shm]
 // --dir holds the cache file; --backend-dir the file backend (default: the same directory); --memory-backend keeps
-// objects in memory, to measure the volume without any backend cost.
+// objects in memory, to measure the volume without any backend cost. --then issues writes through Volume.writeThen
+// (the NBD layer's way: a listener per writer, no promise per write) instead of awaiting Volume.write.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -20,7 +21,7 @@ import { installCrc32cAccelerator } from "../src/format/crc32c.ts";
 import { encodeSuperblock, newSuperblock } from "../src/format/superblock_object.ts";
 import { Volume } from "../src/volume/volume.ts";
 
-const { values } = parseArgs({ options: { seconds: { type: "string" }, qd: { type: "string" }, dir: { type: "string" }, "backend-dir": { type: "string" }, "memory-backend": { type: "boolean" } } });
+const { values } = parseArgs({ options: { seconds: { type: "string" }, qd: { type: "string" }, dir: { type: "string" }, "backend-dir": { type: "string" }, "memory-backend": { type: "boolean" }, then: { type: "boolean" } } });
 const seconds = Number(values.seconds ?? 5);
 const queueDepth = Number(values.qd ?? 32);
 installCrc32cAccelerator(loadIsalCrc32c().crc32c);
@@ -50,7 +51,25 @@ try {
       writes += 1;
     }
   };
-  await Promise.all(Array.from({ length: queueDepth }, worker));
+  const listenedWorkers = (): Promise<void> =>
+    new Promise<void>((finish, fail) => {
+      let running = queueDepth;
+      const issue = (listener: { writeDone(): void; writeFailed(error: unknown): void }): void => {
+        if (performance.now() >= deadline) {
+          running -= 1;
+          if (running === 0) finish();
+          return;
+        }
+        const block = Math.floor(Math.random() * (volumeBytes / 4096));
+        volume.writeThen(block * 4096, data, false, listener);
+      };
+      for (let index = 0; index < queueDepth; index++) {
+        const listener = { writeDone: () => ((writes += 1), issue(listener)), writeFailed: fail };
+        issue(listener);
+      }
+    });
+  if (values.then) await listenedWorkers();
+  else await Promise.all(Array.from({ length: queueDepth }, worker));
   const wallSeconds = (performance.now() - wallStart) / 1000;
   const cpu = process.cpuUsage(cpuStart);
   await volume.close();
@@ -60,6 +79,7 @@ try {
     cpuMicrosecondsPerWrite: +((cpu.user + cpu.system) / writes).toFixed(2),
     userMicrosecondsPerWrite: +(cpu.user / writes).toFixed(2),
     queueDepth,
+    then: Boolean(values.then),
   };
   console.log(JSON.stringify(result));
 } finally {
