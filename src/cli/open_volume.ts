@@ -11,6 +11,7 @@ import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
 import { openOwnedBackend, type BackendMeters } from "./ownership.ts";
 import type { LogFn } from "../util/log.ts";
+import { assert } from "../errors.ts";
 
 export interface OpenedVolume {
   volume: Volume;
@@ -27,6 +28,9 @@ export interface OpenedVolume {
   close(): Promise<void>;
 }
 
+/** What a command chooses of a volume's options (the rest comes from the backend, the lease and the cache). */
+export type OpenOptions = Omit<VolumeOptions, "store" | "prefix" | "cache" | "pool" | "owner">;
+
 export interface HolderInfo {
   /** What takes the lease: "serve", "gc". */
   command: string;
@@ -35,15 +39,27 @@ export interface HolderInfo {
   leaseDurationMs: number;
 }
 
-export async function openVolumeForCommand(
-  volumeUri: string,
-  cachePath: string,
-  backendOptions: BackendOptions,
-  log: LogFn,
-  holder: HolderInfo,
-  options: Omit<VolumeOptions, "store" | "prefix" | "cache" | "pool" | "owner">,
-  meters?: BackendMeters,
-): Promise<OpenedVolume> {
+/**
+ * Resources one process shares among the volumes it serves (lsvd serve --export ...), made once at start-up and
+ * handed to every volume's open. Nothing yet: the shared read-cache device is to be wired here.
+ */
+export interface SharedResources {
+  readCache: null;
+}
+
+export const NO_SHARED_RESOURCES: SharedResources = { readCache: null };
+
+/** A volume whose lease this process holds, not opened yet (serve takes every lease before any recovery). */
+export interface OwnedVolume {
+  uri: string;
+  /** Opens the volume (cache device, recovery); gives the lease back and closes the backend if that fails. */
+  open(cachePath: string, options: OpenOptions, shared: SharedResources): Promise<OpenedVolume>;
+  /** Gives the lease back without opening (a later step of the start failed). */
+  release(): Promise<void>;
+}
+
+/** The backend and the lease: refused at once, naming the holder, when someone else owns the volume. */
+export async function ownVolume(volumeUri: string, backendOptions: BackendOptions, log: LogFn, holder: HolderInfo, meters?: BackendMeters): Promise<OwnedVolume> {
   const backend = await openOwnedBackend(volumeUri, backendOptions, log, holder.leaseDurationMs, meters);
   // The owner's store checks the lease before every change; nothing is written through it before the lease is taken.
   let lease: Lease | null = null;
@@ -63,39 +79,66 @@ export async function openVolumeForCommand(
     throw error;
   }
   lease = taken.lease;
-  let device: Awaited<ReturnType<typeof openUringDevice>>;
-  try {
-    device = await openUringDevice(cachePath, { exclusive: true });
-  } catch (error) {
+  const release = async () => {
     await taken.lease.release();
     await backend.close();
-    throw error;
-  }
-  let volume: Volume;
-  try {
-    volume = await Volume.open({ ...options, owner: taken.owner, store, prefix: backend.prefix, cache: device, pool: device.pool });
-  } catch (error) {
-    // Recovery may have started puts (a journal replay, a handover): the lease expires instead of being released.
-    // The store first: closing it waits for the puts in flight, whose bytes may live in the device's buffer pool.
-    taken.lease.abandon();
-    await backend.close();
-    await device.close();
-    throw error;
-  }
-  const close = async () => {
+  };
+  return { uri: backend.uri, release, open: openOwned };
+
+  // `shared` reaches here so that the shared read cache can be handed to Volume.open once it exists.
+  async function openOwned(cachePath: string, options: OpenOptions, shared: SharedResources): Promise<OpenedVolume> {
+    assert(shared.readCache === null, "no shared read cache yet");
+    let device: Awaited<ReturnType<typeof openUringDevice>>;
     try {
-      await volume.close();
+      device = await openUringDevice(cachePath, { exclusive: true });
     } catch (error) {
-      // Not clean (fenced, or the backend failed): puts may still be in flight, from the device's buffers.
+      await release();
+      throw error;
+    }
+    return openOnDevice(options, device);
+  }
+
+  async function openOnDevice(options: OpenOptions, device: Awaited<ReturnType<typeof openUringDevice>>): Promise<OpenedVolume> {
+    let volume: Volume;
+    try {
+      volume = await Volume.open({ ...options, owner: taken.owner, store, prefix: backend.prefix, cache: device, pool: device.pool });
+    } catch (error) {
+      // Recovery may have started puts (a journal replay, a handover): the lease expires instead of being released.
+      // The store first: closing it waits for the puts in flight, whose bytes may live in the device's buffer pool.
       taken.lease.abandon();
       await backend.close();
       await device.close();
       throw error;
     }
-    await device.close();
-    await store.close();
-    await taken.lease.release();
-    await backend.close();
-  };
-  return { volume, store, lease: taken.lease, uri: backend.uri, prefix: backend.prefix, close };
+    const close = async () => {
+      try {
+        await volume.close();
+      } catch (error) {
+        // Not clean (fenced, or the backend failed): puts may still be in flight, from the device's buffers.
+        taken.lease.abandon();
+        await backend.close();
+        await device.close();
+        throw error;
+      }
+      await device.close();
+      await store.close();
+      await taken.lease.release();
+      await backend.close();
+    };
+    return { volume, store, lease: taken.lease, uri: backend.uri, prefix: backend.prefix, close };
+  }
+}
+
+export async function openVolumeForCommand(
+  volumeUri: string,
+  cachePath: string,
+  backendOptions: BackendOptions,
+  log: LogFn,
+  holder: HolderInfo,
+  options: OpenOptions,
+  meters?: BackendMeters,
+  shared: SharedResources = NO_SHARED_RESOURCES,
+): Promise<OpenedVolume> {
+  const owned = await ownVolume(volumeUri, backendOptions, log, holder, meters);
+  return owned.open(cachePath, options, shared);
 }

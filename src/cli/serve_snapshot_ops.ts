@@ -25,17 +25,21 @@ function nameArgument(args: Record<string, unknown>): string {
   return name;
 }
 
-export function registerSnapshotOps(ops: AdminOps, volume: Volume): void {
-  ops.register(SNAPSHOT_CREATE_OP, "makes snapshot args.name of the served volume; answers {seq} once it is durable", async (args) => {
-    return { seq: await volume.createSnapshot(nameArgument(args)) };
+/**
+ * `volumeFor` finds the served volume a request means (args.volume names it; a process serving one volume may be
+ * asked without it), or throws saying why there is none.
+ */
+export function registerSnapshotOps(ops: AdminOps, volumeFor: (args: Record<string, unknown>) => Volume): void {
+  ops.register(SNAPSHOT_CREATE_OP, "makes snapshot args.name of the served volume (args.volume); answers {seq} once it is durable", async (args) => {
+    return { seq: await volumeFor(args).createSnapshot(nameArgument(args)) };
   });
-  ops.register(SNAPSHOT_DELETE_OP, "deletes snapshot args.name of the served volume (refused while clones of it exist)", async (args) => {
-    await volume.deleteSnapshot(nameArgument(args));
+  ops.register(SNAPSHOT_DELETE_OP, "deletes snapshot args.name of the served volume (args.volume; refused while clones of it exist)", async (args) => {
+    await volumeFor(args).deleteSnapshot(nameArgument(args));
     return {};
   });
   ops.register(CLONE_REGISTER_OP, "records a clone of a snapshot in the served volume's superblock (what 'lsvd clone' of a served base asks)", async (args) => {
     const { snapshot, clone } = cloneArguments(args);
-    await volume.registerClone(snapshot, clone);
+    await volumeFor(args).registerClone(snapshot, clone);
     return {};
   });
 }

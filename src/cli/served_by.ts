@@ -10,7 +10,8 @@ import { openOwnedBackend } from "./ownership.ts";
 
 /** The admin socket of a serving process on this host, or why there is none to ask. */
 export type ServedBy =
-  | { kind: "socket"; path: string }
+  /** `volume`: the volume's URI as parsed, which a process serving several volumes takes in args.volume. */
+  | { kind: "socket"; path: string; volume?: string }
   | { kind: "not-served"; reason: string }
   | { kind: "elsewhere"; reason: string }
   | { kind: "owned"; reason: string };
@@ -28,7 +29,7 @@ export async function servedBy(parsed: Parsed, volume: string): Promise<ServedBy
     if (inspection.liveness === "unknown") return { kind: "elsewhere", reason: `volume ${backend.uri} is served by ${holder}, not on this host` };
     const path = adminPathFromAddresses(lease.addresses);
     if (path === null) return { kind: "elsewhere", reason: `volume ${backend.uri} is served by ${holder} without an admin socket` };
-    return { kind: "socket", path };
+    return { kind: "socket", path, volume: backend.uri };
   } finally {
     await backend.close();
   }

@@ -70,7 +70,10 @@ import {
   readU32,
 } from "./wire.ts";
 
-/** What the server exports (one export; the empty name also selects it, as the spec's "default" export). */
+/**
+ * One export a server offers. A server offers one or several (lsvd serve --export); the empty name selects the
+ * export named "" or, when there is only one, that one (the spec's "default" export): see findExport.
+ */
 export interface ExportInfo {
   name: string;
   description: string;
@@ -121,7 +124,17 @@ export type HandshakeResult =
   /** Hang up: an ABORT (after its ACK), or a client that broke a MUST; `reason` is for the log. */
   | { kind: "close"; reason: string }
   /** Negotiation finished; `leftover` is what the client sent after it (already the transmission phase). */
-  | { kind: "transmission"; negotiated: Negotiated; leftover: Uint8Array };
+  | { kind: "transmission"; negotiated: Negotiated; leftover: Uint8Array; exportName: string };
+
+/**
+ * The export a client's name selects, or null (the spec: unknown names are refused, ERR_UNKNOWN or a hang-up for
+ * EXPORT_NAME). A name matches exactly; "" is the default export: the one named "", else the only one.
+ */
+export function findExport(exports: readonly ExportInfo[], name: string): ExportInfo | null {
+  const exact = exports.find((candidate) => candidate.name === name);
+  if (exact !== undefined) return exact;
+  return name === "" && exports.length === 1 ? exports[0]! : null;
+}
 
 export function transmissionFlagsFor(exportInfo: ExportInfo, structuredReplies: boolean): number {
   let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
@@ -152,17 +165,24 @@ export class Handshake {
   /** Options answered ERR_TLS_REQD (or refused by hanging up) because the client had not started TLS. */
   tlsRefusals = 0;
 
+  private readonly exports: readonly ExportInfo[];
+
   constructor(
-    private readonly exportInfo: ExportInfo,
+    exports: ExportInfo | readonly ExportInfo[],
     private readonly send: (bytes: Uint8Array) => void,
     private readonly tlsMode: TlsMode = "off",
   ) {
-    // The spec wants both sizes to be powers of two, the minimum at most 64 KiB (1: any offset and length).
-    assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 1, "minimum block size");
-    assert(exportInfo.blockSizeMinBytes <= 64 * 1024, "minimum block size is at most 64 KiB");
-    assert(isPowerOfTwo(exportInfo.blockSizePreferredBytes), "preferred block size is a power of two");
-    assert(exportInfo.blockSizePreferredBytes >= exportInfo.blockSizeMinBytes, "preferred >= minimum");
-    assert(exportInfo.blockSizePreferredBytes <= NBD_REQUEST_BYTES_MAX, "preferred <= maximum");
+    this.exports = Array.isArray(exports) ? exports : [exports as ExportInfo];
+    assert(this.exports.length >= 1, "a server offers at least one export");
+    assert(new Set(this.exports.map((info) => info.name)).size === this.exports.length, "export names are unique");
+    for (const exportInfo of this.exports) {
+      // The spec wants both sizes to be powers of two, the minimum at most 64 KiB (1: any offset and length).
+      assert(isPowerOfTwo(exportInfo.blockSizeMinBytes) && exportInfo.blockSizeMinBytes >= 1, "minimum block size");
+      assert(exportInfo.blockSizeMinBytes <= 64 * 1024, "minimum block size is at most 64 KiB");
+      assert(isPowerOfTwo(exportInfo.blockSizePreferredBytes), "preferred block size is a power of two");
+      assert(exportInfo.blockSizePreferredBytes >= exportInfo.blockSizeMinBytes, "preferred >= minimum");
+      assert(exportInfo.blockSizePreferredBytes <= NBD_REQUEST_BYTES_MAX, "preferred <= maximum");
+    }
   }
 
   /** Received bytes not parsed yet: after each feed(), at most one partial option (header + NBD_OPTION_BYTES_MAX). */
@@ -244,10 +264,6 @@ export class Handshake {
     this.reply(option, replyType, encodeString(message));
   }
 
-  /** The spec reserves the empty name for the default export, which is our only one. */
-  private isKnownExport(name: string): boolean {
-    return name === "" || name === this.exportInfo.name;
-  }
 
   private handleOption(option: number, data: Uint8Array): HandshakeResult {
     const gate = tlsGate(this.tlsMode, this.tls, option);
@@ -269,7 +285,7 @@ export class Handshake {
         if (data.length !== 0) {
           this.replyError(option, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
         } else {
-          this.reply(option, NBD_REP_SERVER, encodeRepServer(this.exportInfo.name, this.exportInfo.description));
+          for (const info of this.exports) this.reply(option, NBD_REP_SERVER, encodeRepServer(info.name, info.description));
           this.reply(option, NBD_REP_ACK);
         }
         return { kind: "continue" };
@@ -324,10 +340,11 @@ export class Handshake {
       return { kind: "close", reason: (error as Error).message };
     }
     // EXPORT_NAME cannot return an error: the spec says terminate the session.
-    if (!this.isKnownExport(name)) return { kind: "close", reason: `unknown export name "${name}"` };
-    const negotiated = this.negotiated();
-    this.send(encodeExportNameReply(this.exportInfo.sizeBytes, negotiated.transmissionFlags, this.noZeroes));
-    return { kind: "transmission", negotiated, leftover: new Uint8Array(0) };
+    const info = findExport(this.exports, name);
+    if (info === null) return { kind: "close", reason: `unknown export name "${name}"` };
+    const negotiated = this.negotiated(info);
+    this.send(encodeExportNameReply(info.sizeBytes, negotiated.transmissionFlags, this.noZeroes));
+    return { kind: "transmission", negotiated, leftover: new Uint8Array(0), exportName: info.name };
   }
 
   private handleInfoOrGo(option: number, data: Uint8Array): HandshakeResult {
@@ -339,12 +356,12 @@ export class Handshake {
       this.replyError(option, NBD_REP_ERR_INVALID, error.message);
       return { kind: "continue" };
     }
-    if (!this.isKnownExport(request.exportName)) {
+    const info = findExport(this.exports, request.exportName);
+    if (info === null) {
       this.replyError(option, NBD_REP_ERR_UNKNOWN, `unknown export name "${request.exportName}"`);
       return { kind: "continue" };
     }
-    const negotiated = this.negotiated();
-    const info = this.exportInfo;
+    const negotiated = this.negotiated(info);
     this.reply(option, NBD_REP_INFO, encodeInfoExport(info.sizeBytes, negotiated.transmissionFlags));
     if (request.infoTypes.includes(NBD_INFO_NAME)) {
       this.reply(option, NBD_REP_INFO, encodeInfoString(NBD_INFO_NAME, info.name));
@@ -360,7 +377,7 @@ export class Handshake {
     );
     this.reply(option, NBD_REP_ACK);
     if (option === NBD_OPT_INFO) return { kind: "continue" };
-    return { kind: "transmission", negotiated, leftover: new Uint8Array(0) };
+    return { kind: "transmission", negotiated, leftover: new Uint8Array(0), exportName: info.name };
   }
 
   private handleMetaContext(option: number, data: Uint8Array): void {
@@ -376,7 +393,7 @@ export class Handshake {
       this.replyError(option, NBD_REP_ERR_INVALID, error.message);
       return;
     }
-    if (!this.isKnownExport(request.exportName)) {
+    if (findExport(this.exports, request.exportName) === null) {
       this.replyError(option, NBD_REP_ERR_UNKNOWN, `unknown export name "${request.exportName}"`);
       return;
     }
@@ -402,11 +419,11 @@ export class Handshake {
     this.reply(option, NBD_REP_ACK);
   }
 
-  private negotiated(): Negotiated {
+  private negotiated(info: ExportInfo): Negotiated {
     return {
       structuredReplies: this.structuredReplies,
       baseAllocation: this.baseAllocation,
-      transmissionFlags: transmissionFlagsFor(this.exportInfo, this.structuredReplies),
+      transmissionFlags: transmissionFlagsFor(info, this.structuredReplies),
     };
   }
 }

@@ -9,6 +9,9 @@
 // unix socket path where a server answers is refused, a stale one replaced; a port in use fails) and holds the
 // clients that connect; serve() attaches the device and greets them. startNbdServer() does both.
 //
+// Exports: serve() offers one device; serveExports() several, each under its own name (lsvd serve --export). The
+// handshake picks one per connection (NBD_OPT_LIST lists them all); each export counts its own requests.
+//
 // Limits: NBD_CONNECTIONS_MAX connections at once, of which at most NBD_NEGOTIATING_MAX have not finished
 // negotiating (clients held before serve() count as negotiating); a client must finish negotiating within the
 // handshake timeout of its greeting. So clients that connect and say nothing cannot lock anyone out (qemu learnt
@@ -81,11 +84,23 @@ export interface NbdServerStats extends NbdStats {
   tlsHandshakeFailures: number;
 }
 
+/** One export's share of the figures: its requests, and the connections that chose it. */
+export interface NbdExportStats extends NbdStats {
+  connections: number;
+  requestsInFlight: number;
+}
+
 export interface NbdServer {
   /** One URI per listener: nbd://127.0.0.1:10809 (port resolved when 0 was asked), nbd+unix:///?socket=PATH. */
   readonly addresses: string[];
-  /** Starts serving `device`: clients held since listenNbd() get their greeting now. Once only. */
+  /** The listeners' URIs naming export `name`. */
+  addressesFor(name: string): string[];
+  /** Starts serving `device`: clients held since listenNbd() get their greeting now. Once only (or serveExports). */
   serve(options: NbdExportOptions): void;
+  /** Starts serving several exports, by unique names. Once only (or serve). */
+  serveExports(exports: readonly NbdExportOptions[]): void;
+  /** The figures of export `name` (zeroes before serve). */
+  exportStats(name: string): NbdExportStats;
   /** Connections accepted and not finished (socket open, or device calls still in flight for it). */
   connectionCount(): number;
   /** Stops accepting, lets in-flight requests finish and their replies go out, ends connections. */
@@ -102,6 +117,8 @@ class Connection {
   output: OutputQueue;
   handshake: Handshake | null = null;
   session: NbdSession | null = null;
+  /** The export the handshake chose (set with the session). */
+  exportName: string | null = null;
   socketClosed = false;
   ending = false;
   /** "handshaking" from the STARTTLS ACK until the TLS handshake completes: no byte may arrive in the clear then. */
@@ -129,10 +146,10 @@ class Connection {
   }
 
   /** Sends the greeting (once the server has a device) and starts the handshake clock. */
-  greet(exportInfo: ExportInfo): void {
+  greet(exports: readonly ExportInfo[]): void {
     assert(this.handshake === null && this.session === null, "a connection is greeted once");
     if (this.ending || this.socketClosed) return;
-    this.handshake = new Handshake(exportInfo, (bytes) => this.output.appendCopy(bytes), this.server.tls?.mode ?? "off");
+    this.handshake = new Handshake(exports, (bytes) => this.output.appendCopy(bytes), this.server.tls?.mode ?? "off");
     this.handshake.start();
     this.handshakeTimer = setTimeout(() => this.onHandshakeTimeout(), this.server.handshakeTimeoutMs);
   }
@@ -165,16 +182,18 @@ class Connection {
       this.end();
       return;
     }
+    const served = this.server.exportNamed(result.exportName);
+    this.exportName = result.exportName;
     this.server.log(
-      `nbd ${this.name}: connected (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""}${tls ? ", TLS" : ""})`,
+      `nbd ${this.name}: connected${this.server.exportCount > 1 ? ` to export "${result.exportName}"` : ""} (${result.negotiated.structuredReplies ? "structured" : "simple"} replies${result.negotiated.baseAllocation ? ", base:allocation" : ""}${tls ? ", TLS" : ""})`,
     );
     this.session = new NbdSession({
-      device: this.server.device!,
+      device: served.options.device,
       negotiated: result.negotiated,
       transport: this.socket,
       output: this.output,
-      stats: this.server.counters,
-      observer: this.server.requestObserver,
+      stats: served.counters,
+      observer: served.options.requestObserver ?? null,
       logFailure: (kind, line) => this.server.limitedLog(kind, line),
       name: this.name,
       onProtocolError: () => this.end(),
@@ -302,7 +321,18 @@ class Connection {
   }
 }
 
+/** One export being served: what serve() was given, its handshake facts, its request counters. */
+interface ServedExport {
+  options: NbdExportOptions;
+  info: ExportInfo;
+  counters: NbdStats;
+}
+
+/** The request counters a session bumps (the connection counters are the server's). */
+const REQUEST_STATS = ["reads", "writes", "flushes", "trims", "writeZeroes", "blockStatuses", "caches", "bytesRead", "bytesWritten", "errorReplies", "protocolErrors"] as const;
+
 class Server implements NbdServer {
+  /** The connection counters; the request counters live per export (stats() sums them). */
   readonly counters = { ...newNbdStats(), tlsHandshakes: 0, tlsHandshakeFailures: 0 };
   readonly tls: NbdListenOptions["tls"];
   readonly log: (line: string) => void;
@@ -310,12 +340,11 @@ class Server implements NbdServer {
   /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
   private readonly limiter: LogLimiter;
   readonly handshakeTimeoutMs: number;
-  requestObserver: NbdRequestObserver | null = null;
   private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
-  device: BlockDevice | null = null;
-  private exportInfo: ExportInfo | null = null;
+  private served: Map<string, ServedExport> | null = null;
+  private exportInfos: ExportInfo[] | null = null;
   closing = false;
   private closed: Promise<void> | null = null;
   /** The inode of the socket file we bound: close() unlinks the path only while it is still ours. */
@@ -335,7 +364,10 @@ class Server implements NbdServer {
   }
 
   get addresses(): string[] {
-    const name = this.exportInfo?.name ?? "";
+    return this.addressesFor(this.exportInfos?.length === 1 ? this.exportInfos[0]!.name : "");
+  }
+
+  addressesFor(name: string): string[] {
     const nameSuffix = name === "" ? "" : encodeURIComponent(name);
     return this.listeners.map(({ listener, unixPath, host, port }) => {
       if (unixPath !== null) return `nbd+unix:///${nameSuffix}?socket=${unixPath}`;
@@ -386,20 +418,52 @@ class Server implements NbdServer {
   }
 
   serve(options: NbdExportOptions): void {
-    assert(this.device === null, "serve() is called once");
+    this.serveExports([options]);
+  }
+
+  serveExports(exports: readonly NbdExportOptions[]): void {
+    assert(this.served === null, "serve() is called once");
+    assert(exports.length >= 1, "at least one export");
+    const served = new Map<string, ServedExport>();
+    for (const options of exports) {
+      const device = options.device;
+      const info: ExportInfo = {
+        name: options.exportName ?? "",
+        description: options.description ?? "",
+        sizeBytes: device.sizeBytes,
+        readOnly: device.readOnly,
+        blockSizeMinBytes: device.blockSizeMinBytes,
+        blockSizePreferredBytes: device.blockSizePreferredBytes,
+      };
+      assert(!served.has(info.name), "export names are unique");
+      served.set(info.name, { options, info, counters: newNbdStats() });
+    }
+    this.served = served;
     if (this.closing) return;
-    const device = options.device;
-    this.device = device;
-    this.requestObserver = options.requestObserver ?? null;
-    this.exportInfo = {
-      name: options.exportName ?? "",
-      description: options.description ?? "",
-      sizeBytes: device.sizeBytes,
-      readOnly: device.readOnly,
-      blockSizeMinBytes: device.blockSizeMinBytes,
-      blockSizePreferredBytes: device.blockSizePreferredBytes,
-    };
-    for (const connection of this.connections) connection.greet(this.exportInfo);
+    this.exportInfos = [...served.values()].map(({ info }) => info);
+    for (const connection of this.connections) connection.greet(this.exportInfos);
+  }
+
+  get exportCount(): number {
+    return this.served?.size ?? 0;
+  }
+
+  /** The export a finished handshake chose (it only chooses among those offered). */
+  exportNamed(name: string): ServedExport {
+    const served = this.served?.get(name);
+    assert(served !== undefined, "the handshake chooses an offered export");
+    return served;
+  }
+
+  exportStats(name: string): NbdExportStats {
+    let connections = 0;
+    let requestsInFlight = 0;
+    for (const connection of this.connections) {
+      if (connection.exportName !== name) continue;
+      connections++;
+      requestsInFlight += connection.session?.inflight ?? 0;
+    }
+    return { ...(this.served?.get(name)?.counters ?? newNbdStats()), connections, requestsInFlight };
   }
 
   private onOpen(socket: BunSocket): void {
@@ -424,7 +488,7 @@ class Server implements NbdServer {
     const connection = new Connection(this, socket, name);
     socket.data = connection;
     this.connections.add(connection);
-    if (this.exportInfo !== null) connection.greet(this.exportInfo);
+    if (this.exportInfos !== null) connection.greet(this.exportInfos);
   }
 
   private negotiatingCount(): number {
@@ -446,7 +510,9 @@ class Server implements NbdServer {
   stats(): NbdServerStats {
     let requestsInFlight = 0;
     for (const connection of this.connections) requestsInFlight += connection.session?.inflight ?? 0;
-    return { ...this.counters, connections: this.connections.size, negotiating: this.negotiatingCount(), requestsInFlight };
+    const total = { ...this.counters };
+    for (const { counters } of this.served?.values() ?? []) for (const key of REQUEST_STATS) total[key] += counters[key];
+    return { ...total, connections: this.connections.size, negotiating: this.negotiatingCount(), requestsInFlight };
   }
 
   close(): Promise<void> {

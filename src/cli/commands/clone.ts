@@ -47,7 +47,7 @@ async function registrarOf(parsed: Parsed, volume: string): Promise<CreateCloneO
   if (served.kind === "elsewhere") throw new InvalidArgumentError(`${served.reason}: run 'lsvd clone' where it runs`);
   if (served.kind !== "socket") return undefined;
   return async (snapshot, clone) => {
-    const args = { snapshotSeq: snapshot.seq, snapshotName: snapshot.name, clonePrefix: clone.prefix, cloneUuid: clone.volUuid };
+    const args = { snapshotSeq: snapshot.seq, snapshotName: snapshot.name, clonePrefix: clone.prefix, cloneUuid: clone.volUuid, volume: served.volume };
     const reply = await adminRequest(served.path, CLONE_REGISTER_OP, args);
     if (!reply.ok) throw new IOError(`the process serving ${volume} did not record the clone: ${reply.error.message}`);
   };

@@ -52,14 +52,21 @@ import { SnapshotDevice } from "../../volume/snapshot_device.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
 import { MONITOR_HELP, MONITOR_OPTIONS, ServeMonitor } from "../serve_monitor.ts";
 import { TLS_HELP, TLS_OPTIONS, tlsFrom } from "../tls_options.ts";
-import type { InheritedListener } from "../../ops/systemd.ts";
+import {
+  LastError,
+  SHUTDOWN_REPORT_INTERVAL_MS,
+  absoluteSocket,
+  bindListeners,
+  untilSignal,
+  volumeSettings,
+  withSocketDirectoryLock,
+} from "../serve_start.ts";
 
-/** While a clean shutdown waits, it says what for this often. */
-const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
-/** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
-const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
+import { DAEMON_HELP, DAEMON_OPTIONS, exportSpecsFrom, serveExports } from "../serve_daemon.ts";
 
-const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--tls on|require --tls-certificates DIR] [--pid-file PATH] VOLUME | lsvd serve --read-only [--socket PATH] [--listen HOST:PORT] VOLUME@SNAP";
+export { parseListen, readCacheOption } from "../serve_start.ts";
+
+const USAGE = "lsvd serve --cache CACHE [--socket PATH] [--listen HOST:PORT] [--name EXPORT] [--read-only] [--tls on|require --tls-certificates DIR] [--pid-file PATH] VOLUME | lsvd serve --read-only [--socket PATH] [--listen HOST:PORT] VOLUME@SNAP | lsvd serve (--export NAME=VOLUME,cache=CACHE[,...] ... | --config FILE) [--socket PATH] [--listen HOST:PORT]";
 const HELP = `Usage: ${USAGE}
 
 Serves VOLUME over NBD, journaling writes to CACHE. With neither --socket nor --listen (nor sockets passed by
@@ -105,6 +112,7 @@ ${BACKEND_HELP}
 ${LOG_HELP}
 ${SERVICE_HELP}
 ${MONITOR_HELP}
+${DAEMON_HELP}
 
 Snapshots: VOLUME@SNAP with --read-only serves snapshot SNAP of VOLUME (see 'lsvd snapshot'), read from the backend:
 no --cache is needed and no lease is taken, so it may run while another process serves VOLUME itself.
@@ -114,117 +122,6 @@ another process owns is refused at once (exit 1), naming the holder (see 'lsvd l
 lease (it could not renew it in time, or another process took the volume over) answers every request with an error,
 says so in its log and exits 1.
 `;
-
-export function parseListen(text: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || !(port >= 0 && port <= 65535)) throw new InvalidArgumentError(`Invalid --listen '${text}': expected HOST:PORT`);
-  return { host: (match[1] ?? match[2])!, port };
-}
-
-function positiveIntegerOption(parsed: Parsed, name: string): number | undefined {
-  const text = parsed.values[name];
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!(Number.isSafeInteger(value) && value > 0)) throw new InvalidArgumentError(`Invalid --${name} '${String(text)}': expected a positive integer`);
-  return value;
-}
-
-function batchSizeOption(parsed: Parsed): number | undefined {
-  if (parsed.values["batch-size"] === undefined) return undefined;
-  const batchBytes = parseSize(String(parsed.values["batch-size"]), "batch size");
-  if (batchBytes < BATCH_BYTES_MIN || batchBytes > BATCH_BYTES_MAX || batchBytes % PAGE_BYTES !== 0) {
-    throw new InvalidArgumentError(`Invalid --batch-size: expected a multiple of 4 KiB in ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)}`);
-  }
-  return batchBytes;
-}
-
-/**
- * Runs `bind` holding an exclusive flock on the socket's directory, so that two servers starting at once cannot
- * both find one stale socket, and the second remove the first's fresh one. The lock is held for milliseconds.
- */
-async function withSocketDirectoryLock<T>(socketPath: string, bind: () => Promise<T>): Promise<T> {
-  const directory = dirname(socketPath);
-  const fd = openFile(directory, O_CLOEXEC, 0); // O_RDONLY is 0
-  try {
-    const deadline = Date.now() + SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX;
-    while (!tryLockExclusive(fd, directory)) {
-      if (Date.now() > deadline) throw new IOError(`Cannot listen on ${socketPath}: another process holds the lock on ${directory}`);
-      await Bun.sleep(10);
-    }
-    return await bind();
-  } finally {
-    closeFile(fd, directory);
-  }
-}
-
-/** An NBD URI with its unix socket path made absolute: the lease tells other processes (other directories) where. */
-function absoluteSocket(uri: string): string {
-  const match = /^nbd\+unix:\/\/\/\?socket=(.*)$/.exec(uri);
-  return match === null ? uri : `nbd+unix:///?socket=${resolvePath(match[1]!)}`;
-}
-
-/** Step 1: bind every listener, before anything irreversible happens. */
-async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[]): Promise<NbdServer> {
-  const tls = tlsFrom(parsed, info);
-  if (inherited.length > 0) {
-    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
-  }
-  const socketPath = stringOption(parsed, "socket");
-  const listenText = stringOption(parsed, "listen");
-  const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
-  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
-  return socketPath === undefined ? bind() : withSocketDirectoryLock(socketPath, bind);
-}
-
-/**
- * The last complaint about the backend or the volume: the store's retry reports and the volume's `error:` lines (a
- * put the store gave up on is retried by the volume, which says so). Shutdown reports quote it.
- */
-class LastError {
-  line: string | null = null;
-  atMs = 0;
-
-  wrap(log: LogFn, everyLine: boolean): LogFn {
-    return (line, fields) => {
-      // The store's warnings (retries) count, but not its "reachable again" line, which ends an outage.
-      if ((everyLine && line.startsWith("warning:") && !line.includes(": reachable again after ")) || line.startsWith("error:")) {
-        this.line = line;
-        this.atMs = Date.now();
-      }
-      log(line, fields);
-    };
-  }
-
-  describe(): string {
-    if (this.line === null) return "";
-    return `; last error ${((Date.now() - this.atMs) / 1000).toFixed(0)} s ago: ${this.line.replace(/^(error|warning): /, "")}`;
-  }
-}
-
-/**
- * --read-cache / --no-read-cache; off by default for every backend. Measured on RADOS (bench/RESULTS.md, "Read cache
- * on RADOS"), filling the cache made cold 4 KiB random reads about 0.7x as fast as without it; the default turns on
- * for rados:// and s3:// once filling costs cold reads nothing (docs/architecture.md, "The read path").
- */
-export function readCacheOption(parsed: Parsed, _volumeUri: string): boolean {
-  const on = parsed.values["read-cache"] === true;
-  const off = parsed.values["no-read-cache"] === true;
-  if (on && off) throw new InvalidArgumentError("--read-cache and --no-read-cache contradict each other: give one");
-  return on;
-}
-
-/** The volume's settings from the arguments, checked before anything is bound. */
-function volumeSettings(parsed: Parsed, volumeUri: string) {
-  return {
-    readOnly: parsed.values["read-only"] === true,
-    readCache: readCacheOption(parsed, volumeUri),
-    batchBytes: batchSizeOption(parsed),
-    batchIdleMs: positiveIntegerOption(parsed, "batch-idle-ms"),
-    gc: parsed.values["no-gc"] !== true,
-    gcThreshold: gcThresholdOption(parsed),
-  };
-}
 
 /**
  * Step 2: ownership of the volume is taken here, between binding and recovery (the lease says where it is served);
@@ -275,30 +172,6 @@ async function shutDown(server: NbdServer, opened: OpenedVolume, lastError: Last
   } finally {
     clearInterval(timer);
   }
-}
-
-/**
- * Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. `stopOn` may start the
- * shutdown too (the lease was lost).
- */
-function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
-  const stopped = Promise.withResolvers<void>();
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
-      process.exit(130);
-    }
-    stopping = true;
-    info(`${signal}: shutting down (draining requests, flushing to the backend)`);
-    shutDownNow(signal).then(stopped.resolve, stopped.reject);
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  stopOn((why) => {
-    if (!stopping) stop(why);
-  });
-  return stopped.promise;
 }
 
 /** VOLUME@SNAP: the volume and the snapshot's name; null for a plain VOLUME. */
@@ -364,6 +237,7 @@ const OPTIONS: OptionSpec = {
   ...BACKEND_OPTIONS,
   ...LOG_OPTIONS,
   ...MONITOR_OPTIONS,
+  ...DAEMON_OPTIONS,
 };
 
 export const serveCommand: Command = {
@@ -372,6 +246,8 @@ export const serveCommand: Command = {
   options: OPTIONS,
   help: HELP,
   async run(parsed) {
+    const exportSpecs = exportSpecsFrom(parsed);
+    if (exportSpecs !== null) return await serveExports(parsed, exportSpecs);
     const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
     if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
     const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);

@@ -108,7 +108,7 @@ async function askedServer(parsed: Parsed, action: "create" | "delete", volume: 
   const served = await servedBy(parsed, volume);
   if (served.kind === "elsewhere") throw new InvalidArgumentError(`${served.reason}: run 'lsvd snapshot ${action}' where it runs`);
   if (served.kind !== "socket") return false;
-  const reply = await adminRequest(served.path, action === "create" ? SNAPSHOT_CREATE_OP : SNAPSHOT_DELETE_OP, { name });
+  const reply = await adminRequest(served.path, action === "create" ? SNAPSHOT_CREATE_OP : SNAPSHOT_DELETE_OP, { name, volume: served.volume });
   if (!reply.ok) throw new IOError(`the serving process refused: ${reply.error.message}`);
   const json = parsed.values.json === true;
   const seq = (reply.result as { seq?: number }).seq;

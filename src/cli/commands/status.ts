@@ -20,7 +20,8 @@ const HELP = `Usage: ${USAGE}
 Asks the 'lsvd serve' process serving VOLUME what it is doing: its state (recovering, serving, draining, and while
 draining what it waits for), whether the backend answers (or since when it fails), the volume, its clients, requests
 and bytes served, journal fill, backend objects and live share, garbage collection and read-cache figures. VOLUME's
-lease names the server and its admin socket; the server must run on this host.
+lease names the server and its admin socket; the server must run on this host. A server of several volumes
+(serve --export) answers for VOLUME's export; asked with --admin-socket alone, it lists every export.
 
 Options:
   --json                 print the server's answer as JSON (docs/operations.md lists the fields)
@@ -45,14 +46,29 @@ function percent(part: number, whole: number): string {
   return whole === 0 ? "0%" : `${((100 * part) / whole).toFixed(part === 0 || part === whole ? 0 : 1)}%`;
 }
 
-/** The human form of the status op's result (fields: serve_monitor.ts status()). */
+/** The human form of the status op's result (fields: serve_monitor.ts status()): one volume, or every export. */
 export function describeStatus(status: any): string {
+  const server = [`state: ${status.state} since ${status.stateSince}; pid ${status.pid}, up ${status.uptimeSeconds.toFixed(0)} s${status.recoverySeconds === null ? "" : `, recovery took ${status.recoverySeconds.toFixed(1)} s`}`];
+  if (status.waitingFor) server.push(`  ${status.waitingFor}`);
+  const admin = `admin socket: ${status.adminSocket ?? "none"}; metrics: ${status.metricsUrl ?? "off"}`;
+  if (status.volume !== undefined) {
+    const [volumeLine, ...rest] = describeExport(status);
+    return `${[volumeLine!, ...server, ...rest, admin].join("\n")}\n`;
+  }
+  const exports = (status.exports as any[]).flatMap((exported) => {
+    const [volumeLine, ...rest] = describeExport(exported);
+    return [`export ${exported.name}: ${volumeLine}`, ...rest.map((line) => `  ${line}`)];
+  });
+  return `${[...server, `${status.exports.length} exports:`, ...exports, admin].join("\n")}\n`;
+}
+
+/** One export's lines, its volume first. */
+function describeExport(status: any): string[] {
   const lines: string[] = [];
   const volume = status.volume;
   const size = volume.sizeBytes === null ? "" : ` (${formatSize(volume.sizeBytes)}, UUID ${volume.uuid}${volume.readOnly ? ", read-only" : ""})`;
   lines.push(`volume ${volume.uri}${size} with cache ${volume.cache}`);
-  lines.push(`state: ${status.state} since ${status.stateSince}; pid ${status.pid}, up ${status.uptimeSeconds.toFixed(0)} s${status.recoverySeconds === null ? "" : `, recovery took ${status.recoverySeconds.toFixed(1)} s`}`);
-  if (status.waitingFor) lines.push(`  ${status.waitingFor}`);
+  if (status.lost) lines.push(`LOST: no longer served here: ${status.lost}`);
   const backend = status.backend;
   const reach = backend.reachable ? "reachable" : `failing since ${backend.failingSince} (last error: ${backend.lastError}); retrying`;
   lines.push(`backend: ${reach}; ${backend.retries} retries`);
@@ -72,8 +88,7 @@ export function describeStatus(status: any): string {
   }
   if (status.gc !== null) lines.push(`gc: ${status.gc.rounds} rounds, ${status.gc.objectsCleaned} objects cleaned, ${status.gc.objectsDeleted} deleted, ${formatSize(status.gc.reclaimedBytes)} reclaimed`);
   if (status.readCache !== null) lines.push(`read cache: ${status.readCache.hits} hits, ${status.readCache.misses} misses, ${status.readCache.blocks} blocks`);
-  lines.push(`admin socket: ${status.adminSocket ?? "none"}; metrics: ${status.metricsUrl ?? "off"}`);
-  return `${lines.join("\n")}\n`;
+  return lines;
 }
 
 function notServed(json: boolean, kind: "not-served" | "elsewhere" | "owned", reason: string): number {
@@ -99,7 +114,7 @@ export const statusCommand: Command = {
     if (found.kind !== "socket") return notServed(json, found.kind, found.reason);
     let reply;
     try {
-      reply = await adminRequest(found.path, "status");
+      reply = await adminRequest(found.path, "status", found.volume === undefined ? {} : { volume: found.volume });
     } catch (error) {
       if (error instanceof NotFoundError) return notServed(json, "not-served", `${volume === undefined ? "" : `volume ${volume} is not served: `}${error.message}`);
       throw error;

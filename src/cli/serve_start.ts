@@ -1,0 +1,156 @@
+// What every form of `lsvd serve` does at start-up and shutdown (commands/serve.ts for one volume or a snapshot,
+// serve_daemon.ts for several exports): the options shared by all, binding the listeners (step 1 of the start-up
+// order in commands/serve.ts), the last backend complaint that shutdown reports quote, and the signal handling.
+
+import { dirname, resolve as resolvePath } from "node:path";
+import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
+import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../constants.ts";
+import { IOError, InvalidArgumentError } from "../errors.ts";
+import { listenNbd, type NbdServer } from "../nbd/server.ts";
+import type { InheritedListener } from "../ops/systemd.ts";
+import type { LogFn } from "../util/log.ts";
+import { formatSize, parseSize } from "../util/size.ts";
+import { gcThresholdOption, stringOption, type Parsed } from "./args.ts";
+import { tlsFrom } from "./tls_options.ts";
+
+/** While a clean shutdown waits, it says what for this often. */
+export const SHUTDOWN_REPORT_INTERVAL_MS = 5000;
+/** Another lsvd binding in the same directory holds its lock for milliseconds; give up after this long. */
+const SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX = 10_000;
+
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 0 && port <= 65535)) throw new InvalidArgumentError(`Invalid --listen '${text}': expected HOST:PORT`);
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+export function positiveIntegerOption(parsed: Parsed, name: string): number | undefined {
+  const text = parsed.values[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!(Number.isSafeInteger(value) && value > 0)) throw new InvalidArgumentError(`Invalid --${name} '${String(text)}': expected a positive integer`);
+  return value;
+}
+
+function batchSizeOption(parsed: Parsed): number | undefined {
+  if (parsed.values["batch-size"] === undefined) return undefined;
+  const batchBytes = parseSize(String(parsed.values["batch-size"]), "batch size");
+  if (batchBytes < BATCH_BYTES_MIN || batchBytes > BATCH_BYTES_MAX || batchBytes % PAGE_BYTES !== 0) {
+    throw new InvalidArgumentError(`Invalid --batch-size: expected a multiple of 4 KiB in ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)}`);
+  }
+  return batchBytes;
+}
+
+/**
+ * Runs `bind` holding an exclusive flock on the socket's directory, so that two servers starting at once cannot
+ * both find one stale socket, and the second remove the first's fresh one. The lock is held for milliseconds.
+ */
+export async function withSocketDirectoryLock<T>(socketPath: string, bind: () => Promise<T>): Promise<T> {
+  const directory = dirname(socketPath);
+  const fd = openFile(directory, O_CLOEXEC, 0); // O_RDONLY is 0
+  try {
+    const deadline = Date.now() + SOCKET_DIRECTORY_LOCK_WAIT_MS_MAX;
+    while (!tryLockExclusive(fd, directory)) {
+      if (Date.now() > deadline) throw new IOError(`Cannot listen on ${socketPath}: another process holds the lock on ${directory}`);
+      await Bun.sleep(10);
+    }
+    return await bind();
+  } finally {
+    closeFile(fd, directory);
+  }
+}
+
+/** An NBD URI with its unix socket path made absolute: the lease tells other processes (other directories) where. */
+export function absoluteSocket(uri: string): string {
+  const match = /^nbd\+unix:\/\/\/\?socket=(.*)$/.exec(uri);
+  return match === null ? uri : `nbd+unix:///?socket=${resolvePath(match[1]!)}`;
+}
+
+/** Step 1: bind every listener, before anything irreversible happens. */
+export async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[]): Promise<NbdServer> {
+  const tls = tlsFrom(parsed, info);
+  if (inherited.length > 0) {
+    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
+  }
+  const socketPath = stringOption(parsed, "socket");
+  const listenText = stringOption(parsed, "listen");
+  const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
+  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
+  return socketPath === undefined ? bind() : withSocketDirectoryLock(socketPath, bind);
+}
+
+/**
+ * The last complaint about the backend or the volume: the store's retry reports and the volume's `error:` lines (a
+ * put the store gave up on is retried by the volume, which says so). Shutdown reports quote it.
+ */
+export class LastError {
+  line: string | null = null;
+  atMs = 0;
+
+  wrap(log: LogFn, everyLine: boolean): LogFn {
+    return (line, fields) => {
+      // The store's warnings (retries) count, but not its "reachable again" line, which ends an outage.
+      if ((everyLine && line.startsWith("warning:") && !line.includes(": reachable again after ")) || line.startsWith("error:")) {
+        this.line = line;
+        this.atMs = Date.now();
+      }
+      log(line, fields);
+    };
+  }
+
+  describe(): string {
+    if (this.line === null) return "";
+    return `; last error ${((Date.now() - this.atMs) / 1000).toFixed(0)} s ago: ${this.line.replace(/^(error|warning): /, "")}`;
+  }
+}
+
+/**
+ * --read-cache / --no-read-cache; off by default for every backend. Measured on RADOS (bench/RESULTS.md, "Read cache
+ * on RADOS"), filling the cache made cold 4 KiB random reads about 0.7x as fast as without it; the default turns on
+ * for rados:// and s3:// once filling costs cold reads nothing (docs/architecture.md, "The read path").
+ */
+export function readCacheOption(parsed: Parsed, _volumeUri: string): boolean {
+  const on = parsed.values["read-cache"] === true;
+  const off = parsed.values["no-read-cache"] === true;
+  if (on && off) throw new InvalidArgumentError("--read-cache and --no-read-cache contradict each other: give one");
+  return on;
+}
+
+/** The volume's settings from the arguments, checked before anything is bound. */
+export function volumeSettings(parsed: Parsed, volumeUri: string) {
+  return {
+    readOnly: parsed.values["read-only"] === true,
+    readCache: readCacheOption(parsed, volumeUri),
+    batchBytes: batchSizeOption(parsed),
+    batchIdleMs: positiveIntegerOption(parsed, "batch-idle-ms"),
+    gc: parsed.values["no-gc"] !== true,
+    gcThreshold: gcThresholdOption(parsed),
+  };
+}
+
+
+/**
+ * Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. `stopOn` may start the
+ * shutdown too (the lease was lost).
+ */
+export function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
+  const stopped = Promise.withResolvers<void>();
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log(`${signal} again: exiting without a clean shutdown (the journal keeps every acknowledged write)`);
+      process.exit(130);
+    }
+    stopping = true;
+    info(`${signal}: shutting down (draining requests, flushing to the backend)`);
+    shutDownNow(signal).then(stopped.resolve, stopped.reject);
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  stopOn((why) => {
+    if (!stopping) stop(why);
+  });
+  return stopped.promise;
+}
+
