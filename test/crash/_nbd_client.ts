@@ -78,7 +78,8 @@ export class NbdClient {
   sizeBytes = 0;
   transmissionFlags = 0;
 
-  static async connect(socketPath: string): Promise<NbdClient> {
+  /** Connects and negotiates export `exportName` ("" is the server's default export). */
+  static async connect(socketPath: string, exportName = ""): Promise<NbdClient> {
     const client = new NbdClient();
     client.socket = await Bun.connect({
       unix: socketPath,
@@ -90,7 +91,7 @@ export class NbdClient {
       },
     });
     try {
-      await client.negotiate();
+      await client.negotiate(exportName);
     } catch (error) {
       client.socket.terminate();
       throw error;
@@ -208,13 +209,13 @@ export class NbdClient {
 
   // ---- Handshake -----------------------------------------------------------------------------------------------
 
-  private async negotiate(): Promise<void> {
+  private async negotiate(exportName: string): Promise<void> {
     const greeting = await this.readExact(NBD_GREETING_BYTES);
     if (readU32(greeting, 0) !== 0x4e42444d || readU32(greeting, 8) !== 0x49484156) throw new Error("NBD: not a newstyle server");
     const flags = new Uint8Array(4);
     writeU32(flags, 0, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
     this.send(flags);
-    this.send(encodeOption(NBD_OPT_GO, encodeInfoRequest({ exportName: "", infoTypes: [] })));
+    this.send(encodeOption(NBD_OPT_GO, encodeInfoRequest({ exportName, infoTypes: [] })));
     for (let index = 0; index < OPTION_REPLIES_MAX; index++) {
       const header = await this.readExact(NBD_OPTION_REPLY_HEADER_BYTES);
       const replyType = readU32(header, 12);

@@ -1,0 +1,314 @@
+// One `lsvd serve` process with several exports (--export / --config; docs/architecture.md, "One daemon, many
+// exports"), as real processes with real NBD clients:
+// - three exports, each under its own stamped load (this folder's pipelining client, one connection per export by
+//   name), SIGKILL of the daemon mid-write, restart: every acknowledged op of every export reads back, checked
+//   against each export's history; then a clean stop closes (checkpoints) every export and fsck finds nothing;
+// - one export's backend made unwritable (chattr +i) and its journal filled: its writes wait, while the other two
+//   take writes and flushes and put objects; once the backend is back, everything reads back;
+// - a second daemon claiming a volume the first serves is refused, naming the holder, and gives back the lease of
+//   its other export; config-file errors name the line; NBD_OPT_LIST names every export; status, metrics and
+//   `lsvd snapshot create` reach the right export.
+
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { JOURNAL_RECORD_DATA_BYTES_MAX } from "../../src/constants.ts";
+import { Prng } from "../sim/prng.ts";
+import { BLOCK_BYTES, History, REPO_ROOT, WORKLOAD_DEFAULT, checkPrefix, lsvdArgv, readVolume, runLsvd, runWorkload, stampBlock } from "./_harness.ts";
+import { NbdClient } from "./_nbd_client.ts";
+
+const MIB = 1024 * 1024;
+const VOLUME_BYTES = 64 * MIB;
+const BLOCKS = VOLUME_BYTES / BLOCK_BYTES;
+const BATCH = "1m";
+const PIECE_BLOCKS = Math.min(MIB, JOURNAL_RECORD_DATA_BYTES_MAX) / BLOCK_BYTES;
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 60_000;
+const TEST_TIMEOUT_MS = 240_000;
+/** PATH with the system tools first (nbdinfo, chattr). */
+const TOOL_ENV = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ""}` };
+
+const dirs: string[] = [];
+const daemons = new Set<Daemon>();
+const immutable: string[] = [];
+
+afterAll(async () => {
+  for (const dir of immutable) Bun.spawnSync(["chattr", "-i", dir]);
+  for (const daemon of daemons) await daemon.kill();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Volume {
+  name: string;
+  backendDir: string;
+  volume: string;
+  cache: string;
+}
+
+function makeDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "lsvd-daemon-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function lsvdOk(args: string[]): string {
+  const result = runLsvd(args);
+  if (result.code !== 0) throw new Error(`lsvd ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+  return result.stdout;
+}
+
+/** mkdisk + mkcache for export `name` under `dir`. */
+function makeVolume(dir: string, name: string): Volume {
+  const backendDir = path.join(dir, `b-${name}`);
+  mkdirSync(backendDir);
+  const volume = path.join(backendDir, "vol");
+  const cache = path.join(dir, `cache-${name}`);
+  lsvdOk(["mkdisk", "--size", String(VOLUME_BYTES), volume]);
+  lsvdOk(["mkcache", "--volume", volume, "--size", "40m", cache]);
+  return { name, backendDir, volume, cache };
+}
+
+function exportArgs(volumes: readonly Volume[]): string[] {
+  return volumes.flatMap((v) => ["--export", `${v.name}=${v.volume},cache=${v.cache}`]);
+}
+
+/** One daemon process; its log goes to a file so that it survives SIGKILL. */
+class Daemon {
+  readonly proc: ReturnType<typeof Bun.spawn>;
+  readonly logPath: string;
+  readonly socket: string;
+  readonly admin: string;
+
+  constructor(dir: string, args: string[], tag: string) {
+    this.logPath = path.join(dir, `daemon.${tag}.log`);
+    this.socket = path.join(dir, "sock");
+    this.admin = path.join(dir, "admin.sock");
+    this.proc = Bun.spawn([...lsvdArgv(), "serve", "--socket", this.socket, "--admin-socket", this.admin, "--batch-size", BATCH, "--batch-idle-ms", "50", "--log-level", "debug", ...args], {
+      cwd: REPO_ROOT,
+      stdout: Bun.file(this.logPath),
+      stderr: Bun.file(this.logPath),
+      env: process.env,
+    });
+    daemons.add(this);
+  }
+
+  log(): string {
+    return existsSync(this.logPath) ? readFileSync(this.logPath, "utf8") : "";
+  }
+
+  /** Waits for "serving on"; the exit code instead when it exits first. */
+  async started(): Promise<"serving" | number> {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (this.log().includes("serving on")) return "serving";
+      if (this.proc.exitCode !== null) return this.proc.exitCode;
+      await Bun.sleep(20);
+    }
+    throw new Error(`daemon neither served nor exited:\n${this.log()}`);
+  }
+
+  async serving(): Promise<void> {
+    const outcome = await this.started();
+    if (outcome !== "serving") throw new Error(`daemon exited ${outcome}:\n${this.log()}`);
+  }
+
+  async kill(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGKILL");
+    await this.proc.exited;
+    daemons.delete(this);
+  }
+
+  async stop(): Promise<number> {
+    this.proc.kill("SIGTERM");
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    const code = await this.proc.exited;
+    clearTimeout(timer);
+    daemons.delete(this);
+    return code;
+  }
+}
+
+/** Reads export `name` whole and checks it against its history: every acknowledged op must be there. */
+async function verify(socket: string, name: string, history: History): Promise<void> {
+  const client = await NbdClient.connect(socket, name);
+  const observed = await readVolume(client, BLOCKS);
+  client.disconnect();
+  const check = checkPrefix(history, observed, Math.max(history.maxAcked(), history.flushedBound));
+  if (!check.ok) throw new Error(`export ${name}: ${check.message}`);
+}
+
+function fsckClean(volume: Volume): void {
+  const result = runLsvd(["fsck", "--json", "--cache", volume.cache, volume.volume]);
+  const report = JSON.parse(result.stdout) as { problems: Array<{ kind: string; message: string }> };
+  expect({ name: volume.name, code: result.code, problems: report.problems }).toEqual({ name: volume.name, code: 0, problems: [] });
+}
+
+function objectCount(volume: Volume): number {
+  return readdirSync(volume.backendDir).filter((entry) => /^vol\.[0-9a-f]{8}$/.test(entry)).length;
+}
+
+test("three exports under load, the daemon killed mid-write: every acknowledged write of every export is there after a restart", async () => {
+  const dir = makeDir();
+  const volumes = ["a", "b", "c"].map((name) => makeVolume(dir, name));
+  const histories = volumes.map(() => new History(BLOCKS, PIECE_BLOCKS));
+  let daemon = new Daemon(dir, exportArgs(volumes), "1");
+  await daemon.serving();
+  for (let round = 0; round < 2; round++) {
+    const clients = await Promise.all(volumes.map((v) => NbdClient.connect(daemon.socket, v.name)));
+    const victim = daemon;
+    const killer = Bun.sleep(700 + 300 * round).then(() => victim.kill());
+    const results = await Promise.all(clients.map((client, index) => runWorkload(client, histories[index]!, new Prng(100 * round + index + 1), Date.now() + 30_000)));
+    await killer;
+    for (const client of clients) client.terminate();
+    for (const [index, result] of results.entries()) {
+      expect({ export: volumes[index]!.name, error: result.error?.message ?? null }).toEqual({ export: volumes[index]!.name, error: null });
+      expect(result.acked).toBeGreaterThan(0);
+    }
+    daemon = new Daemon(dir, exportArgs(volumes), `restart${round}`);
+    await daemon.serving();
+    for (const [index, v] of volumes.entries()) await verify(daemon.socket, v.name, histories[index]!);
+    for (const [index, v] of volumes.entries()) {
+      const client = await NbdClient.connect(daemon.socket, v.name);
+      const observed = await readVolume(client, BLOCKS);
+      client.disconnect();
+      histories[index]!.nextRound(Int32Array.from(observed as number[]));
+    }
+  }
+  // A clean stop closes every export (each checkpoints and says so), exit 0; fsck then finds nothing.
+  expect(await daemon.stop()).toBe(0);
+  for (const v of volumes) expect(daemon.log()).toContain(`export ${v.name}: stopped after`);
+  for (const v of volumes) fsckClean(v);
+}, TEST_TIMEOUT_MS);
+
+test("one export's backend unwritable and its journal full: its writes wait, the other exports keep taking writes and putting objects", async () => {
+  const dir = makeDir();
+  const volumes = ["ok1", "stuck", "ok2"].map((name) => makeVolume(dir, name));
+  const [ok1, stuck, ok2] = volumes as [Volume, Volume, Volume];
+  const daemon = new Daemon(dir, exportArgs(volumes), "1");
+  await daemon.serving();
+  const frozen = Bun.spawnSync(["chattr", "+i", stuck.backendDir], { env: TOOL_ENV });
+  if (frozen.exitCode !== 0) {
+    console.log(`daemon_test: fault case skipped (chattr +i failed: ${frozen.stderr.toString().trim()})`);
+    await daemon.stop();
+    return;
+  }
+  immutable.push(stuck.backendDir);
+  const stuckObjects = objectCount(stuck);
+  // 48 MiB of 1 MiB writes into a journal of less than 40 MiB whose records cannot be put: the last ones must wait.
+  const stuckClient = await NbdClient.connect(daemon.socket, stuck.name);
+  const stuckHistory = new History(BLOCKS, PIECE_BLOCKS);
+  const stuckWrites: Array<Promise<void>> = [];
+  for (let index = 0; index < 48; index++) {
+    const op = stuckHistory.add("write", index * 256, 256);
+    const data = new Uint8Array(MIB);
+    for (let block = 0; block < 256; block++) stampBlock(data.subarray(block * BLOCK_BYTES, (block + 1) * BLOCK_BYTES), op.id, op.block + block);
+    stuckWrites.push(stuckClient.write(op.block * BLOCK_BYTES, data).then(() => void (op.acked = true)));
+  }
+  // Meanwhile the others: stamped load with flushes; their objects reach their backends.
+  const okHistories = [new History(BLOCKS, PIECE_BLOCKS), new History(BLOCKS, PIECE_BLOCKS)];
+  const okClients = await Promise.all([ok1, ok2].map((v) => NbdClient.connect(daemon.socket, v.name)));
+  const okObjects = [objectCount(ok1), objectCount(ok2)];
+  const results = await Promise.all(okClients.map((client, index) => runWorkload(client, okHistories[index]!, new Prng(7 + index), Date.now() + 3000, { ...WORKLOAD_DEFAULT, flushFraction: 0.1 })));
+  for (const client of okClients) await client.flush();
+  for (const result of results) {
+    expect(result.error).toBeNull();
+    expect(result.acked).toBeGreaterThan(50);
+  }
+  // Both healthy exports put objects; the stuck one put none and still has writes waiting for journal space.
+  const status = JSON.parse(lsvdOk(["status", "--json", "--admin-socket", daemon.admin])) as { exports: Array<{ name: string; backend: { reachable: boolean }; journal: { usedBytes: number; sizeBytes: number } }> };
+  const byName = new Map(status.exports.map((e) => [e.name, e]));
+  expect(objectCount(ok1)).toBeGreaterThan(okObjects[0]!);
+  expect(objectCount(ok2)).toBeGreaterThan(okObjects[1]!);
+  expect(objectCount(stuck)).toBe(stuckObjects);
+  expect(stuckClient.inFlight).toBeGreaterThan(0);
+  expect(byName.get("stuck")!.backend.reachable).toBe(false);
+  expect(byName.get("ok1")!.backend.reachable).toBe(true);
+  expect(byName.get("ok2")!.backend.reachable).toBe(true);
+  // The backend comes back: the waiting writes complete, and everything reads back after a clean stop and restart.
+  Bun.spawnSync(["chattr", "-i", stuck.backendDir], { env: TOOL_ENV });
+  immutable.splice(immutable.indexOf(stuck.backendDir), 1);
+  await Promise.all(stuckWrites);
+  await stuckClient.flush();
+  stuckClient.disconnect();
+  for (const client of okClients) client.disconnect();
+  expect(await daemon.stop()).toBe(0);
+  const again = new Daemon(dir, exportArgs(volumes), "2");
+  await again.serving();
+  await verify(again.socket, "stuck", stuckHistory);
+  await verify(again.socket, "ok1", okHistories[0]!);
+  await verify(again.socket, "ok2", okHistories[1]!);
+  expect(await again.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
+
+test("a second daemon claiming a served volume is refused, naming the holder, and gives back its other leases", async () => {
+  const dir = makeDir();
+  const [a, b] = [makeVolume(dir, "a"), makeVolume(dir, "b")];
+  const first = new Daemon(dir, exportArgs([a]), "first");
+  await first.serving();
+  const secondDir = makeDir();
+  const second = new Daemon(secondDir, exportArgs([b, a]), "second");
+  expect(await second.started()).toBe(1);
+  expect(second.log()).toMatch(new RegExp(`export a: .*serve pid ${first.proc.pid}`));
+  // b's lease was given back at once: a third daemon takes it without waiting for it to expire.
+  const lock = JSON.parse(lsvdOk(["lock", "show", "--json", b.volume])) as { status: string };
+  expect(lock.status).not.toBe("held");
+  const third = new Daemon(makeDir(), exportArgs([b]), "third");
+  await third.serving();
+  expect(await third.stop()).toBe(0);
+  expect(await first.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
+
+test("config file errors name the line; --export with --cache is refused; nothing is bound", () => {
+  const dir = makeDir();
+  const config = path.join(dir, "exports.conf");
+  writeFileSync(config, "# two volumes\na=/srv/a,cache=/c/a\n\nb=/srv/b,cache=/c/b,read-cache=maybe\n");
+  const bad = runLsvd(["serve", "--socket", path.join(dir, "sock"), "--config", config]);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr).toContain(`${config}:4: export b: read-cache takes on or off, not 'maybe'`);
+  expect(existsSync(path.join(dir, "sock"))).toBe(false);
+  const mixed = runLsvd(["serve", "--socket", path.join(dir, "sock"), "--cache", "/c/x", "--export", "a=/srv/a,cache=/c/a"]);
+  expect(mixed.code).toBe(1);
+  expect(mixed.stderr).toContain("--cache is for serving one volume");
+  const same = runLsvd(["serve", "--socket", path.join(dir, "sock"), "--export", "a=/srv/a,cache=/c/a", "--export", "b=/srv/a,cache=/c/b"]);
+  expect(same.stderr).toContain("exports a and b name the same volume /srv/a");
+});
+
+test("LIST names every export; status, metrics and snapshot create reach the export of the volume named", async () => {
+  const dir = makeDir();
+  // db first: a request that names no export, or names it wrongly, lands on the first one.
+  const volumes = ["db", "web"].map((name) => makeVolume(dir, name));
+  const [db, web] = volumes as [Volume, Volume];
+  const config = path.join(dir, "exports.conf");
+  writeFileSync(config, `# exports\n${volumes.map((v) => `${v.name}=${v.volume},cache=${v.cache}${v.name === "db" ? ",read-only" : ""}`).join("\n")}\n`);
+  const daemon = new Daemon(dir, ["--config", config, "--metrics", "127.0.0.1:0"], "1");
+  await daemon.serving();
+  const list = Bun.spawnSync(["nbdinfo", "--list", "--json", `nbd+unix:///?socket=${daemon.socket}`], { env: TOOL_ENV });
+  expect(list.exitCode).toBe(0);
+  const listed = JSON.parse(list.stdout.toString()) as { exports: Array<{ "export-name": string; is_read_only: boolean }> };
+  expect(listed.exports.map((e) => [e["export-name"], e.is_read_only])).toEqual([["db", true], ["web", false]]);
+  const unknown = Bun.spawnSync(["nbdinfo", `nbd+unix:///nope?socket=${daemon.socket}`], { env: TOOL_ENV });
+  expect(unknown.exitCode).not.toBe(0);
+  // Writes to web only.
+  const client = await NbdClient.connect(daemon.socket, "web");
+  const data = new Uint8Array(64 * 1024).fill(7);
+  for (let index = 0; index < 5; index++) await client.write(index * data.length, data);
+  await client.flush();
+  client.disconnect();
+  const webStatus = JSON.parse(lsvdOk(["status", "--json", web.volume])) as { volume: { uri: string }; requests: { writes: number }; exports: unknown[] };
+  expect(webStatus.volume.uri).toBe(`file://${web.volume}`);
+  expect(webStatus.requests.writes).toBe(5);
+  expect(webStatus.exports.length).toBe(2);
+  const dbStatus = JSON.parse(lsvdOk(["status", "--json", db.volume])) as { requests: { writes: number }; volume: { readOnly: boolean }; metricsUrl: string };
+  expect(dbStatus.requests.writes).toBe(0);
+  expect(dbStatus.volume.readOnly).toBe(true);
+  const metrics = await (await fetch(dbStatus.metricsUrl)).text();
+  expect(metrics).toContain('lsvd_nbd_requests_total{export="web",command="write"} 5');
+  expect(metrics).toContain('lsvd_nbd_requests_total{export="db",command="write"} 0');
+  expect(metrics).toMatch(/lsvd_volume_size_bytes\{export="db"\} 67108864/);
+  // A snapshot of web is made by the daemon, in web's volume and not db's.
+  expect(lsvdOk(["snapshot", "create", web.volume, "s1"])).toContain("by the process serving it");
+  expect(lsvdOk(["snapshot", "list", web.volume])).toContain("s1");
+  expect(lsvdOk(["snapshot", "list", db.volume])).not.toContain("s1");
+  expect(await daemon.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
