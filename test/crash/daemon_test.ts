@@ -185,7 +185,8 @@ test("one export's backend unwritable and its journal full: its writes wait, the
   const dir = makeDir();
   const volumes = ["ok1", "stuck", "ok2"].map((name) => makeVolume(dir, name));
   const [ok1, stuck, ok2] = volumes as [Volume, Volume, Volume];
-  const daemon = new Daemon(dir, exportArgs(volumes), "1");
+  // The lease object lives in the frozen directory too: a long lease keeps this a backend outage, not a lost lease.
+  const daemon = new Daemon(dir, [...exportArgs(volumes), "--lease-seconds", "600"], "1");
   await daemon.serving();
   const frozen = Bun.spawnSync(["chattr", "+i", stuck.backendDir], { env: TOOL_ENV });
   if (frozen.exitCode !== 0) {
@@ -239,6 +240,35 @@ test("one export's backend unwritable and its journal full: its writes wait, the
   await verify(again.socket, "ok1", okHistories[0]!);
   await verify(again.socket, "ok2", okHistories[1]!);
   expect(await again.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
+
+test("one export loses its lease: its requests fail, the other export keeps serving, and the daemon exits 1 at its stop", async () => {
+  const dir = makeDir();
+  const [lost, kept] = [makeVolume(dir, "lost"), makeVolume(dir, "kept")];
+  const daemon = new Daemon(dir, [...exportArgs([lost, kept]), "--lease-seconds", "3"], "1");
+  await daemon.serving();
+  const broken = runLsvd(["lock", "break", "--force", lost.volume]);
+  expect(broken.code).toBe(0);
+  const deadline = Date.now() + 60_000;
+  while (!daemon.log().includes("export lost: this server no longer owns volume") && Date.now() < deadline) await Bun.sleep(50);
+  expect(daemon.log()).toContain("the other exports go on");
+  const block = new Uint8Array(BLOCK_BYTES).fill(1);
+  const lostClient = await NbdClient.connect(daemon.socket, "lost");
+  await expect(lostClient.write(0, block).then(() => lostClient.flush())).rejects.toThrow(/failed with error/);
+  const keptHistory = new History(BLOCKS, PIECE_BLOCKS);
+  const keptClient = await NbdClient.connect(daemon.socket, "kept");
+  const result = await runWorkload(keptClient, keptHistory, new Prng(3), Date.now() + 1500);
+  await keptClient.flush();
+  expect(result.error).toBeNull();
+  expect(result.acked).toBeGreaterThan(20);
+  const status = JSON.parse(lsvdOk(["status", "--json", "--admin-socket", daemon.admin])) as { state: string; exports: Array<{ name: string; lost: string | null }> };
+  expect(status.state).toBe("serving");
+  expect(status.exports.map((e) => [e.name, e.lost !== null])).toEqual([["lost", true], ["kept", false]]);
+  lostClient.terminate();
+  keptClient.disconnect();
+  expect(await daemon.stop()).toBe(1);
+  expect(daemon.log()).toContain("export kept: stopped after");
+  fsckClean(kept);
 }, TEST_TIMEOUT_MS);
 
 test("a second daemon claiming a served volume is refused, naming the holder, and gives back its other leases", async () => {
