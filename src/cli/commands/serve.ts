@@ -10,8 +10,6 @@
 //   3. serve: greet the waiting clients;
 //   4. on SIGINT/SIGTERM: drain connections, close the volume, saying every few seconds what is still awaited.
 
-import { dirname, resolve as resolvePath } from "node:path";
-import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../../ffi/libc.ts";
 import {
   BATCH_BYTES_DEFAULT,
   BATCH_BYTES_MAX,
@@ -24,21 +22,19 @@ import {
   NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
   NBD_NEGOTIATING_MAX,
   NBD_PORT_DEFAULT,
-  PAGE_BYTES,
   SECTOR_BYTES,
 } from "../../constants.ts";
-import { IOError, InvalidArgumentError } from "../../errors.ts";
-import { listenNbd, type NbdServer } from "../../nbd/server.ts";
+import { InvalidArgumentError } from "../../errors.ts";
+import type { NbdServer } from "../../nbd/server.ts";
 import { openVolumeForCommand, type OpenedVolume } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { logEnabled, makeLogger, type LogFn } from "../../util/log.ts";
 import { Progress } from "../progress.ts";
-import { formatSize, parseSize } from "../../util/size.ts";
+import { formatSize } from "../../util/size.ts";
 import {
   BACKEND_HELP,
   BACKEND_OPTIONS,
   backendOptionsFrom,
-  gcThresholdOption,
   namedArguments,
   requireVolumeAndCache,
   stringOption,
@@ -51,7 +47,7 @@ import { openBackend } from "../../backend/backend_uri.ts";
 import { SnapshotDevice } from "../../volume/snapshot_device.ts";
 import { SERVICE_HELP, ServeService } from "../serve_service.ts";
 import { MONITOR_HELP, MONITOR_OPTIONS, ServeMonitor } from "../serve_monitor.ts";
-import { TLS_HELP, TLS_OPTIONS, tlsFrom } from "../tls_options.ts";
+import { TLS_HELP, TLS_OPTIONS } from "../tls_options.ts";
 import {
   LastError,
   SHUTDOWN_REPORT_INTERVAL_MS,
@@ -247,74 +243,78 @@ export const serveCommand: Command = {
   help: HELP,
   async run(parsed) {
     const exportSpecs = exportSpecsFrom(parsed);
-    if (exportSpecs !== null) return await serveExports(parsed, exportSpecs);
-    const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
-    if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
-    const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
-    const settings = volumeSettings(parsed, volumeUri);
-    // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
-    // (info). A line's own prefix ("error: ", "debug: ") overrides its channel (util/log.ts).
-    const log = makeLogger("lsvd", false, "warn");
-    const info = makeLogger("lsvd");
-    const lastError = new LastError();
-
-    const service = ServeService.begin(
-      { pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") },
-      log,
-    );
-    const server = await bindListeners(parsed, info, log, service.inherited);
-    const monitor = await ServeMonitor.open(parsed, volumeUri, cachePath, info, withSocketDirectoryLock).catch(async (error) => {
-      await server.close();
-      throw error;
-    });
-    service.recovering(volumeUri);
-    let opened: OpenedVolume;
-    try {
-      opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
-    } catch (error) {
-      monitor.close();
-      await server.close();
-      throw error;
-    }
-    const { volume, uri } = opened;
-    info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
-    server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
-    monitor.serving(server, opened);
-    // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
-    service.serving(uri, server.addresses);
-    for (const address of server.addresses) info(`serving on ${address}`);
-    const started = Date.now();
-    // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
-    let lostReason: string | null = null;
-    const onLost = (stop: (why: string) => void) =>
-      opened.lease.onFenced((reason) => {
-        lostReason = reason;
-        log(`error: this server no longer owns volume ${uri}: ${reason}. It answers every request with an error, puts nothing more, and exits (acknowledged writes not yet in the backend reach the volume only if it is served again with cache ${cachePath} before anyone else writes it)`);
-        stop("lost ownership");
-      });
-    const shutDownNow = (why: string) => {
-      service.stopping(why);
-      monitor.draining();
-      return shutDown(server, opened, lastError, monitor.waitLog(service.statusLog(log)));
-    };
-    try {
-      await untilSignal(log, info, shutDownNow, onLost);
-    } catch (error) {
-      if (lostReason !== null) {
-        log(`exiting: volume ${uri} was lost (${lostReason})`);
-        return 1;
-      }
-      log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
-      return 1;
-    } finally {
-      service.exiting();
-      monitor.close();
-    }
-    if (lostReason !== null) return 1;
-    const stats = volume.stats();
-    info(
-      `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : ""}`,
-    );
-    return 0;
+    return exportSpecs === null ? await serveVolume(parsed) : await serveExports(parsed, exportSpecs);
   },
 };
+
+/** The single-volume form: VOLUME with --cache, or a snapshot VOLUME@SNAP. */
+async function serveVolume(parsed: Parsed): Promise<number> {
+  const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
+  if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
+  const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
+  const settings = volumeSettings(parsed, volumeUri);
+  // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
+  // (info). A line's own prefix ("error: ", "debug: ") overrides its channel (util/log.ts).
+  const log = makeLogger("lsvd", false, "warn");
+  const info = makeLogger("lsvd");
+  const lastError = new LastError();
+
+  const service = ServeService.begin(
+    { pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") },
+    log,
+  );
+  const server = await bindListeners(parsed, info, log, service.inherited);
+  const monitor = await ServeMonitor.open(parsed, volumeUri, cachePath, info, withSocketDirectoryLock).catch(async (error) => {
+    await server.close();
+    throw error;
+  });
+  service.recovering(volumeUri);
+  let opened: OpenedVolume;
+  try {
+    opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
+  } catch (error) {
+    monitor.close();
+    await server.close();
+    throw error;
+  }
+  const { volume, uri } = opened;
+  info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
+  server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
+  monitor.serving(server, opened);
+  // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
+  service.serving(uri, server.addresses);
+  for (const address of server.addresses) info(`serving on ${address}`);
+  const started = Date.now();
+  // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
+  let lostReason: string | null = null;
+  const onLost = (stop: (why: string) => void) =>
+    opened.lease.onFenced((reason) => {
+      lostReason = reason;
+      log(`error: this server no longer owns volume ${uri}: ${reason}. It answers every request with an error, puts nothing more, and exits (acknowledged writes not yet in the backend reach the volume only if it is served again with cache ${cachePath} before anyone else writes it)`);
+      stop("lost ownership");
+    });
+  const shutDownNow = (why: string) => {
+    service.stopping(why);
+    monitor.draining();
+    return shutDown(server, opened, lastError, monitor.waitLog(service.statusLog(log)));
+  };
+  try {
+    await untilSignal(log, info, shutDownNow, onLost);
+  } catch (error) {
+    if (lostReason !== null) {
+      log(`exiting: volume ${uri} was lost (${lostReason})`);
+      return 1;
+    }
+    log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journal and are replayed on the next start)`);
+    return 1;
+  } finally {
+    service.exiting();
+    monitor.close();
+  }
+  if (lostReason !== null) return 1;
+  const stats = volume.stats();
+  info(
+    `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : ""}`,
+  );
+  return 0;
+}
