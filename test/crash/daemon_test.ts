@@ -281,6 +281,35 @@ test("one export loses its lease: its requests fail, the other export keeps serv
   fsckClean(kept);
 }, TEST_TIMEOUT_MS);
 
+test("read-cache=on|off per export: each volume's own cache file region, on for one export only", async () => {
+  const dir = makeDir();
+  const [cached, uncached] = [makeVolume(dir, "cached"), makeVolume(dir, "uncached")];
+  const args = ["--export", `cached=${cached.volume},cache=${cached.cache},read-cache=on`, "--export", `uncached=${uncached.volume},cache=${uncached.cache},read-cache=off`];
+  const data = new Uint8Array(MIB).fill(9);
+  const first = new Daemon(dir, args, "1");
+  await first.serving();
+  for (const name of ["cached", "uncached"]) {
+    const client = await NbdClient.connect(first.socket, name);
+    await client.write(0, data);
+    await client.flush();
+    client.disconnect();
+  }
+  expect(await first.stop()).toBe(0);
+  // After a clean stop the data is in the backends only: reading it fills the read cache of the export that has one.
+  const second = new Daemon(dir, args, "2");
+  await second.serving();
+  for (const name of ["cached", "uncached"]) {
+    const client = await NbdClient.connect(second.socket, name);
+    expect(Buffer.from(await client.read(0, MIB)).equals(Buffer.from(data))).toBe(true);
+    client.disconnect();
+  }
+  const status = JSON.parse(lsvdOk(["status", "--json", "--admin-socket", second.admin])) as { exports: Array<{ name: string; readCache: { misses: number; blocks: number } }> };
+  const readCache = new Map(status.exports.map((e) => [e.name, e.readCache]));
+  expect(readCache.get("cached")!.blocks).toBeGreaterThan(0);
+  expect(readCache.get("uncached")).toEqual({ hits: 0, misses: 0, blocks: 0 } as never);
+  expect(await second.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
+
 test("a second daemon claiming a served volume is refused, naming the holder, and gives back its other leases", async () => {
   const dir = makeDir();
   const [a, b] = [makeVolume(dir, "a"), makeVolume(dir, "b")];
