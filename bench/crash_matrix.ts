@@ -2,7 +2,8 @@
 // many seeds and kill points, printed as a table. Cases and what each promises: test/crash/_cases.ts.
 //
 //   bun bench/crash_matrix.ts [--seeds N] [--first-seed S] [--rounds R] [--cases intact,wiped,...]
-//                             [--kill-ms MIN-MAX] [--no-fsck] [--verbose]
+//                             [--kill-ms MIN-MAX] [--no-fsck] [--daemon] [--verbose]
+// --daemon serves each volume as the one export of `serve --export` (the daemon form's leases, recovery and close).
 // R kill points per seed (recovery-crash adds 1-3 kills during restart each). Exit 1 if any seed failed; failures are
 // printed with their seed (rerun one: LSVD_SEED=<seed> bun test test/crash, or --first-seed S --seeds 1).
 
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     cases: { type: "string", default: CRASH_CASES.join(",") },
     "kill-ms": { type: "string", default: "100-1200" },
     "no-fsck": { type: "boolean", default: false },
+    daemon: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
   strict: true,
@@ -59,6 +61,7 @@ for (const crashCase of cases) {
       killDelayMsMin: killMin,
       killDelayMsMax: killMax,
       fsck: !values["no-fsck"],
+      daemon: values.daemon === true,
       log: values.verbose ? (line) => console.log(line) : undefined,
     });
     row.seeds += 1;

@@ -53,6 +53,11 @@ export interface CrashCaseOptions {
   fsck: boolean;
   /** Keep the temp dir (for a failure post-mortem). */
   keep?: boolean;
+  /**
+   * Serve the volume the way a daemon of several exports does (`serve --export vol=VOLUME,cache=CACHE`: its leases,
+   * recovery and close), its one export picked by clients as the default export "".
+   */
+  daemon?: boolean;
   log?: (line: string) => void;
 }
 
@@ -136,7 +141,7 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
     rounds: [],
     dir: env.dir,
   };
-  const settings = serverOptions(crashCase, prng);
+  const settings = { ...serverOptions(crashCase, prng), daemonExport: opts.daemon === true ? "vol" : undefined };
   const history = new History(blocks, Math.min(parseSize(settings.batchSize), JOURNAL_RECORD_DATA_BYTES_MAX) / BLOCK_BYTES);
   let server: ServerProcess | null = null;
   let client: NbdClient | null = null;

@@ -68,6 +68,8 @@ export interface ServerOptions {
   batchIdleMs: number;
   /** More `lsvd serve` options (e.g. --read-cache). */
   extraArgs?: string[];
+  /** Serve through the daemon form, `--export NAME=VOLUME,cache=CACHE`, instead of `--volume --cache`. */
+  daemonExport?: string;
 }
 
 /** Servers this process started and that have not exited: killAllServers() ends them (by pid) on an interrupt. */
@@ -98,10 +100,9 @@ export class ServerProcess {
       [
         ...lsvdArgv(),
         "serve",
-        "--volume",
-        env.volumePath,
-        "--cache",
-        env.cachePath,
+        ...(options.daemonExport === undefined
+          ? ["--volume", env.volumePath, "--cache", env.cachePath]
+          : ["--export", `${options.daemonExport}=${env.volumePath},cache=${env.cachePath}`]),
         "--socket",
         env.socketPath,
         "--batch-size",

@@ -28,3 +28,16 @@ describe("crash: real server, SIGKILL, restart", () => {
     }
   }
 });
+
+/** The same cases through the daemon form of serve (one seed each; bench/crash_matrix.ts --daemon runs many). */
+describe("crash: a daemon's export, SIGKILL, restart", () => {
+  const seed = process.env.LSVD_SEED ? Number(process.env.LSVD_SEED) : 1;
+  for (const crashCase of CRASH_CASES) {
+    test(`${crashCase}, seed ${seed}`, async () => {
+      const result = await runCrashCase(crashCase, seed, { rounds: 2, daemon: true });
+      if (result.failure) throw new Error(result.failure);
+      expect(result.killPoints).toBeGreaterThanOrEqual(2);
+      expect(result.opsAcked).toBeGreaterThan(0);
+    }, CASE_TIMEOUT_MS);
+  }
+});
