@@ -152,7 +152,8 @@ async function shutDownAll(server: NbdServer, exports: Served[], log: LogFn): Pr
     for (const served of exports) closing.add(served);
     const outcomes = await Promise.all(exports.map((served) =>
       served.opened.close().then(() => true, (error) => {
-        log(`error: export ${served.spec.name}: close failed: ${String(error)} (acknowledged writes remain in its journal and are replayed on its next start)`);
+        if (served.lost !== null) log(`export ${served.spec.name}: closed without a checkpoint: it lost its volume (${served.lost})`);
+        else log(`error: export ${served.spec.name}: close failed: ${String(error)} (acknowledged writes remain in its journal and are replayed on its next start)`);
         return false;
       }).finally(() => closing.delete(served))));
     return outcomes.every(Boolean);
