@@ -358,6 +358,12 @@ test("LIST names every export; status, metrics and snapshot create reach the exp
   expect(listed.exports.map((e) => [e["export-name"], e.is_read_only])).toEqual([["db", true], ["web", false]]);
   const unknown = Bun.spawnSync(["nbdinfo", `nbd+unix:///nope?socket=${daemon.socket}`], { env: TOOL_ENV });
   expect(unknown.exitCode).not.toBe(0);
+  // qemu-io names the export in its URI (the read-only one opened read-only).
+  const qemu = (uri: string, command: string, ...flags: string[]) => Bun.spawnSync(["qemu-io", ...flags, "-f", "raw", "-c", command, uri], { env: TOOL_ENV });
+  const webUri = `nbd+unix:///web?socket=${daemon.socket}`;
+  expect(qemu(webUri, "write -P 0x5a 1M 64k").exitCode).toBe(0);
+  expect(qemu(webUri, "read -P 0x5a 1M 64k").stdout.toString()).toContain("read 65536/65536 bytes");
+  expect(qemu(`nbd+unix:///db?socket=${daemon.socket}`, "read -P 0 1M 64k", "-r").stdout.toString()).toContain("read 65536/65536 bytes");
   // Writes to web only.
   const client = await NbdClient.connect(daemon.socket, "web");
   const data = new Uint8Array(64 * 1024).fill(7);
@@ -366,13 +372,13 @@ test("LIST names every export; status, metrics and snapshot create reach the exp
   client.disconnect();
   const webStatus = JSON.parse(lsvdOk(["status", "--json", web.volume])) as { volume: { uri: string }; requests: { writes: number }; exports: unknown[] };
   expect(webStatus.volume.uri).toBe(`file://${web.volume}`);
-  expect(webStatus.requests.writes).toBe(5);
+  expect(webStatus.requests.writes).toBe(6);
   expect(webStatus.exports.length).toBe(2);
   const dbStatus = JSON.parse(lsvdOk(["status", "--json", db.volume])) as { requests: { writes: number }; volume: { readOnly: boolean }; metricsUrl: string };
   expect(dbStatus.requests.writes).toBe(0);
   expect(dbStatus.volume.readOnly).toBe(true);
   const metrics = await (await fetch(dbStatus.metricsUrl)).text();
-  expect(metrics).toContain('lsvd_nbd_requests_total{export="web",command="write"} 5');
+  expect(metrics).toContain('lsvd_nbd_requests_total{export="web",command="write"} 6');
   expect(metrics).toContain('lsvd_nbd_requests_total{export="db",command="write"} 0');
   expect(metrics).toMatch(/lsvd_volume_size_bytes\{export="db"\} 67108864/);
   // A snapshot of web is made by the daemon, in web's volume and not db's.
