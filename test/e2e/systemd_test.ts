@@ -246,6 +246,20 @@ describe("unit files", () => {
     expect(service).toMatch(/^Type=notify$/m);
   });
 
+  test("systemd/lsvd-exports@.service (several volumes from a config file) passes systemd-analyze verify; its options exist", async () => {
+    const dir = makeTempDir("sd-exports");
+    const service = readFileSync(join(REPO_ROOT, "systemd/lsvd-exports@.service"), "utf8");
+    expect(service).toContain("ExecStart=/usr/local/bin/lsvd serve --config ");
+    writeFileSync(join(dir, "lsvd-exports@host1.service"), service.replaceAll("/usr/local/bin/lsvd", LSVD_BINARY));
+    const verify = await run(["systemd-analyze", "verify", "--man=no", "lsvd-exports@host1.service"], { cwd: dir });
+    expect(`exit ${verify.exitCode}: ${verify.stderr}${verify.stdout}`).toBe("exit 0: ");
+    const help = (await lsvd(["serve", "--help"])).stdout;
+    for (const line of [/^ExecStart=(.*)$/m.exec(service)![1]!, /^Environment="LSVD_OPTIONS=(.*)"$/m.exec(service)![1]!]) {
+      for (const option of line.match(/--[a-z-]+/g)!) expect(help).toContain(option);
+    }
+    expect(service).toMatch(/^Type=notify$/m);
+  });
+
   test("serve --help documents socket activation, readiness and --pid-file", async () => {
     const help = (await lsvd(["serve", "--help"])).stdout;
     for (const text of ["--pid-file PATH", "LISTEN_FDS", "NOTIFY_SOCKET", "READY=1", "STOPPING=1", "STATUS="]) expect(help).toContain(text);
