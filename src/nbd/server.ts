@@ -101,6 +101,12 @@ export interface NbdServer {
   serveExports(exports: readonly NbdExportOptions[]): void;
   /** The figures of export `name` (zeroes before serve). */
   exportStats(name: string): NbdExportStats;
+  /**
+   * Resolves once no connection of export `name` is left (socket closed, no device call in flight). After close()
+   * began none comes back: a server of several exports closes each export's device as soon as its own clients are
+   * gone, not when every export's are.
+   */
+  exportIdle(name: string): Promise<void>;
   /** Connections accepted and not finished (socket open, or device calls still in flight for it). */
   connectionCount(): number;
   /** Stops accepting, lets in-flight requests finish and their replies go out, ends connections. */
@@ -344,6 +350,8 @@ class Server implements NbdServer {
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
   private served: Map<string, ServedExport> | null = null;
+  /** exportIdle() callers, by export name. */
+  private readonly idleWaiters = new Map<string, Array<() => void>>();
   private exportInfos: ExportInfo[] | null = null;
   closing = false;
   private closed: Promise<void> | null = null;
@@ -497,8 +505,22 @@ class Server implements NbdServer {
     return count;
   }
 
+  exportIdle(name: string): Promise<void> {
+    if (![...this.connections].some((connection) => connection.exportName === name)) return Promise.resolve();
+    const idle = Promise.withResolvers<void>();
+    const waiters = this.idleWaiters.get(name) ?? [];
+    waiters.push(idle.resolve);
+    this.idleWaiters.set(name, waiters);
+    return idle.promise;
+  }
+
   remove(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
+    const name = connection.exportName;
+    if (name !== null && this.idleWaiters.has(name) && ![...this.connections].some((other) => other.exportName === name)) {
+      for (const resolve of this.idleWaiters.get(name)!) resolve();
+      this.idleWaiters.delete(name);
+    }
     if (connection.session !== null) this.log(`nbd ${connection.name}: disconnected`);
     if (this.connections.size === 0) this.connectionsGone?.();
   }
