@@ -396,6 +396,10 @@ test("LIST names every export; status, metrics and snapshot create reach the exp
   const dbStatus = JSON.parse(lsvdOk(["status", "--json", db.volume])) as { requests: { writes: number }; volume: { readOnly: boolean }; metricsUrl: string };
   expect(dbStatus.requests.writes).toBe(0);
   expect(dbStatus.volume.readOnly).toBe(true);
+  const text = lsvdOk(["status", "--admin-socket", daemon.admin]);
+  expect(text).toContain("2 exports:");
+  expect(text).toMatch(new RegExp(`^export web: volume file://${web.volume} \\(64 MiB`, "m"));
+  expect(text).toMatch(/^ {2}requests: 1 reads \(64 KiB\), 6 writes \(384 KiB\)/m);
   const metrics = await (await fetch(dbStatus.metricsUrl)).text();
   expect(metrics).toContain('lsvd_nbd_requests_total{export="web",command="write"} 6');
   expect(metrics).toContain('lsvd_nbd_requests_total{export="db",command="write"} 0');
