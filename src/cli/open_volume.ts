@@ -1,7 +1,8 @@
 // Opening a volume for a command that serves or changes it (serve, gc): the backend, the volume's lease (refused at
 // once, naming the holder, when someone else owns it), the cache device through io_uring, then recovery. Whatever
 // was opened is closed again if a later step fails; the lease is then given back (nothing was written that could
-// land late), or left to expire when the volume may have started writing.
+// land late), or left to expire when the volume may have started writing. ownVolume() stops after the lease (a
+// server of several volumes takes every lease before any recovery); OwnedVolume.open() does the rest.
 
 import type { BackendOptions } from "../backend/backend_uri.ts";
 import type { RetryingStore } from "../backend/retrying_store.ts";
@@ -11,7 +12,6 @@ import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
 import { openOwnedBackend, type BackendMeters } from "./ownership.ts";
 import type { LogFn } from "../util/log.ts";
-import { assert } from "../errors.ts";
 
 export interface OpenedVolume {
   volume: Volume;
@@ -85,9 +85,8 @@ export async function ownVolume(volumeUri: string, backendOptions: BackendOption
   };
   return { uri: backend.uri, release, open: openOwned };
 
-  // `shared` reaches here so that the shared read cache can be handed to Volume.open once it exists.
-  async function openOwned(cachePath: string, options: OpenOptions, shared: SharedResources): Promise<OpenedVolume> {
-    assert(shared.readCache === null, "no shared read cache yet");
+  // `shared` reaches here so that the shared read cache can be handed to Volume.open once it exists (unused yet).
+  async function openOwned(cachePath: string, options: OpenOptions, _shared: SharedResources): Promise<OpenedVolume> {
     let device: Awaited<ReturnType<typeof openUringDevice>>;
     try {
       device = await openUringDevice(cachePath, { exclusive: true });
