@@ -26,7 +26,7 @@ import { NO_SHARED_RESOURCES, ownVolume, type OpenedVolume, type OwnedVolume, ty
 import { leaseDurationFrom } from "./ownership.ts";
 import { Progress } from "./progress.ts";
 import { checkExports, parseExportSpec, readExportConfig, type ExportSpec } from "./serve_exports.ts";
-import { defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
+import { ADMIN_SOCKET_DIRECTORY, defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
 import { ServeService } from "./serve_service.ts";
 import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, untilSignal, volumeSettings, withSocketDirectoryLock } from "./serve_start.ts";
 
@@ -41,7 +41,9 @@ export const DAEMON_HELP = `Several volumes in one process (docs/operations.md, 
                          (letters, digits, '.', '_', '-'), the volume, and its own cache file. Clients pick the
                          export by NAME (NBD_OPT_LIST lists them). --read-only, --read-cache, --no-gc and the
                          batch and lease options apply to every export unless its SPEC says otherwise
-  --config FILE          the exports from FILE: one SPEC per line, '#' comments and blank lines skipped`;
+  --config FILE          the exports from FILE: one SPEC per line, '#' comments and blank lines skipped
+  One admin socket serves every export: without --admin-socket, ${ADMIN_SOCKET_DIRECTORY}/config-<FILE>.asok or
+  ${ADMIN_SOCKET_DIRECTORY}/exports-<NAME+NAME...>.asok; 'lsvd status VOLUME' finds it through VOLUME's lease.`;
 
 /** The exports --export/--config ask for, checked; null for the single-volume form. */
 export function exportSpecsFrom(parsed: Parsed): ExportSpec[] | null {

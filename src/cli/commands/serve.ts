@@ -116,7 +116,8 @@ no --cache is needed and no lease is taken, so it may run while another process 
 Ownership: serve takes the volume's lease first, also with --read-only (recovery writes to the backend); a volume
 another process owns is refused at once (exit 1), naming the holder (see 'lsvd lock show'). A server that loses the
 lease (it could not renew it in time, or another process took the volume over) answers every request with an error,
-says so in its log and exits 1.
+says so in its log and exits 1. With --export/--config, only that export answers errors and the others go on; the
+server exits 1 when stopped (or at once when every export lost its volume).
 `;
 
 /**
