@@ -138,26 +138,34 @@ function closingLine(served: Served): string {
   return `export ${served.spec.name}: waiting for ${objects} object(s) (${formatSize(bytes)}) to reach the backend (durable up to seq ${durableSeq})${served.lastError.describe()}`;
 }
 
-/** Step 4: drain the server, then close every volume side by side; false when one did not close cleanly. */
+/**
+ * Step 4: stop accepting and drain every connection; each export's volume closes as soon as its own connections are
+ * gone (so one export stuck on its backend does not hold the others' checkpoints). False when one did not close
+ * cleanly.
+ */
 async function shutDownAll(server: NbdServer, exports: Served[], log: LogFn): Promise<boolean> {
+  const draining = new Set<Served>(exports);
   const closing = new Set<Served>();
   const timer = setInterval(() => {
-    if (closing.size === 0) {
-      const stats = server.stats();
-      log(`waiting for ${stats.connections} connection(s) to finish ${stats.requestsInFlight} request(s) in flight and take their replies`);
-    } else {
-      for (const served of closing) log(closingLine(served));
+    for (const served of draining) {
+      const stats = server.exportStats(served.spec.name);
+      log(`export ${served.spec.name}: waiting for ${stats.connections} connection(s) to finish ${stats.requestsInFlight} request(s) in flight and take their replies`);
     }
+    for (const served of closing) log(closingLine(served));
   }, SHUTDOWN_REPORT_INTERVAL_MS);
   try {
-    await server.close();
-    for (const served of exports) closing.add(served);
-    const outcomes = await Promise.all(exports.map((served) =>
-      served.opened.close().then(() => true, (error) => {
+    const drained = server.close();
+    const outcomes = await Promise.all(exports.map(async (served) => {
+      await server.exportIdle(served.spec.name);
+      draining.delete(served);
+      closing.add(served);
+      return served.opened.close().then(() => true, (error) => {
         if (served.lost !== null) log(`export ${served.spec.name}: closed without a checkpoint: it lost its volume (${served.lost})`);
         else log(`error: export ${served.spec.name}: close failed: ${String(error)} (acknowledged writes remain in its journal and are replayed on its next start)`);
         return false;
-      }).finally(() => closing.delete(served))));
+      }).finally(() => closing.delete(served));
+    }));
+    await drained;
     return outcomes.every(Boolean);
   } finally {
     clearInterval(timer);
