@@ -43,7 +43,7 @@ export const DAEMON_HELP = `Several volumes in one process (docs/operations.md, 
                          batch and lease options apply to every export unless its SPEC says otherwise
   --config FILE          the exports from FILE: one SPEC per line, '#' comments and blank lines skipped
   One admin socket serves every export: without --admin-socket, ${ADMIN_SOCKET_DIRECTORY}/config-<FILE>.asok or
-  ${ADMIN_SOCKET_DIRECTORY}/exports-<NAME+NAME...>.asok; 'lsvd status VOLUME' finds it through VOLUME's lease.`;
+  ${ADMIN_SOCKET_DIRECTORY}/exports-<NAME-NAME...>.asok; 'lsvd status VOLUME' finds it through VOLUME's lease.`;
 
 /** The exports --export/--config ask for, checked; null for the single-volume form. */
 export function exportSpecsFrom(parsed: Parsed): ExportSpec[] | null {

@@ -66,7 +66,7 @@ export function defaultAdminSocketPath(volumeUri: string): string {
  * export names joined by '+', so that it is stable across restarts and two such servers do not share one.
  */
 export function defaultDaemonAdminSocketPath(source: { configFile: string } | { names: readonly string[] }): string {
-  return socketPathFor("configFile" in source ? `config-${resolvePath(source.configFile)}` : `exports-${source.names.join("+")}`);
+  return socketPathFor("configFile" in source ? `config${resolvePath(source.configFile)}` : `exports-${source.names.join("+")}`);
 }
 
 function socketPathFor(text: string): string {

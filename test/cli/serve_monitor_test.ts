@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adminRequest } from "../../src/admin/client.ts";
-import { defaultAdminSocketPath, ServeMonitor, type SocketLock } from "../../src/cli/serve_monitor.ts";
+import { defaultAdminSocketPath, defaultDaemonAdminSocketPath, ServeMonitor, type SocketLock } from "../../src/cli/serve_monitor.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lsvd-monitor-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,6 +32,29 @@ describe("serve monitor", () => {
     expect(metrics.ok && String(metrics.result)).toContain('lsvd_serve_state{state="draining"} 1');
     monitor.close();
     expect(existsSync(path)).toBe(false);
+  });
+
+  test("several exports: status lists them, or the one args.volume names; admin ops that name none or a stranger are refused", async () => {
+    const path = join(dir, "exports.asok");
+    const exports = [{ name: "web", volumeUri: "/b/web", cachePath: "/c/web" }, { name: "db", volumeUri: "/b/db", cachePath: "/c/db" }];
+    const monitor = await ServeMonitor.openExports({ values: { "admin-socket": path }, positionals: [] }, exports, "/unused", quiet, noLock);
+    const all = await adminRequest(path, "status");
+    expect(all.ok && (all.result as { exports: Array<{ name: string; volume: { uri: string } }> }).exports.map((e) => [e.name, e.volume.uri])).toEqual([["web", "/b/web"], ["db", "/b/db"]]);
+    expect(all.ok && (all.result as { volume?: unknown }).volume).toBeUndefined();
+    const db = await adminRequest(path, "status", { volume: "/b/db" });
+    expect(db).toMatchObject({ ok: true, result: { state: "recovering", volume: { uri: "/b/db", cache: "/c/db" }, lost: null } });
+    const stranger = await adminRequest(path, "status", { volume: "/b/other" });
+    expect(!stranger.ok && stranger.error.message).toContain("volume /b/other is not served by this process (it serves /b/web, /b/db)");
+    const unnamed = await adminRequest(path, "snapshot-create", { name: "s1" });
+    expect(!unnamed.ok && unnamed.error.message).toContain("this process serves 2 volumes: say which in args.volume");
+    const recovering = await adminRequest(path, "snapshot-create", { name: "s1", volume: "/b/web" });
+    expect(!recovering.ok && recovering.error.message).toContain("volume /b/web is still recovering");
+    monitor.close();
+  });
+
+  test("the default admin socket of several exports: after the config file, or the names", () => {
+    expect(defaultDaemonAdminSocketPath({ configFile: "/etc/lsvd/host.exports" })).toBe("/run/lsvd/config-etc-lsvd-host.exports.asok");
+    expect(defaultDaemonAdminSocketPath({ names: ["web", "db"] })).toBe("/run/lsvd/exports-web-db.asok");
   });
 
   test("refused: --admin-socket with --no-admin-socket, a malformed or non-loopback --metrics", async () => {
