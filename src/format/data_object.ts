@@ -228,43 +228,13 @@ export function decodeDataObjectHeader(headerArea: Uint8Array): DataObjectHeader
   if (mapPart.length % DATA_MAP_ENTRY_BYTES !== 0) throw corrupt(context, `data_map_len ${mapPart.length} is not a multiple of 8`);
   if (trimsPart.length % TRIM.BYTES !== 0) throw corrupt(context, `trims_len ${trimsPart.length} is not a multiple of 16`);
 
-  const objsCleaned: DataObjectHeader["objsCleaned"] = [];
-  for (let offset = cleanedPart.offset; offset < cleanedPart.offset + cleanedPart.length; offset += CLEANED.BYTES) {
-    const seq = view.getUint32(offset + CLEANED.seq, true);
-    const wasDeleted = view.getUint32(offset + CLEANED.wasDeleted, true);
-    if (seq === 0) throw corrupt(context, "objs_cleaned names seq 0");
-    if (wasDeleted > 1) throw corrupt(context, `objs_cleaned was_deleted ${wasDeleted} is not 0 or 1`);
-    objsCleaned.push({ seq, wasDeleted: wasDeleted === 1 });
-  }
-
-  const extents: DataObjectHeader["extents"] = [];
-  let sectorsTotal = 0;
-  for (let offset = mapPart.offset; offset < mapPart.offset + mapPart.length; offset += DATA_MAP_ENTRY_BYTES) {
-    const extent = unpackExtent(view, offset);
-    if (extent.sectors === 0) throw corrupt(context, `data_map entry ${extents.length} has length 0`);
-    if (extent.lba + extent.sectors > VOLUME_SECTORS_MAX) throw corrupt(context, `data_map entry ${extents.length} ends past the largest volume`);
-    sectorsTotal += extent.sectors;
-    extents.push(extent);
-  }
+  const objsCleaned = decodeCleaned(view, cleanedPart, context);
+  const extents = decodeExtents(view, mapPart, context);
+  const sectorsTotal = extents.reduce((sum, extent) => sum + extent.sectors, 0);
   if (extended ? sectorsTotal !== common.dataSectors : sectorsTotal > common.dataSectors) {
     throw corrupt(context, `extents hold ${sectorsTotal} sectors, data_sectors is ${common.dataSectors}`);
   }
-
-  const trims: DataObjectHeader["trims"] = [];
-  let previous = 0;
-  for (let offset = trimsPart.offset; offset < trimsPart.offset + trimsPart.length; offset += TRIM.BYTES) {
-    const lba = getU64(view, offset + TRIM.lba, context, "trim lba");
-    const sectors = view.getUint32(offset + TRIM.sectors, true);
-    const beforeIndex = view.getUint32(offset + TRIM.beforeIndex, true);
-    if (sectors === 0 || lba > VOLUME_SECTORS_MAX || lba + sectors > VOLUME_SECTORS_MAX) {
-      throw corrupt(context, `trim ${trims.length} [${lba}, +${sectors}) out of range`);
-    }
-    if (beforeIndex < previous || beforeIndex > extents.length) {
-      throw corrupt(context, `trim ${trims.length} before_index ${beforeIndex} out of order or past the extents`);
-    }
-    previous = beforeIndex;
-    trims.push({ lba, sectors, beforeIndex });
-  }
+  const trims = decodeTrims(view, trimsPart, extents.length, context);
 
   const cacheSeq = getU64(view, DATA_SUB.cacheSeq, context, "cache_seq");
   const cacheSeqLast = extended ? getU64(view, DATA_EXT.cacheSeqLast, context, "cache_seq_last") : 0;
@@ -286,6 +256,54 @@ export function decodeDataObjectHeader(headerArea: Uint8Array): DataObjectHeader
     writeContinues: (flags & DATA_FLAG_WRITE_CONTINUES) !== 0,
     dataCrc32c,
   };
+}
+
+interface HeaderPart {
+  offset: number;
+  length: number;
+}
+
+function decodeCleaned(view: DataView, part: HeaderPart, context: string): DataObjectHeader["objsCleaned"] {
+  const objsCleaned: DataObjectHeader["objsCleaned"] = [];
+  for (let offset = part.offset; offset < part.offset + part.length; offset += CLEANED.BYTES) {
+    const seq = view.getUint32(offset + CLEANED.seq, true);
+    const wasDeleted = view.getUint32(offset + CLEANED.wasDeleted, true);
+    if (seq === 0) throw corrupt(context, "objs_cleaned names seq 0");
+    if (wasDeleted > 1) throw corrupt(context, `objs_cleaned was_deleted ${wasDeleted} is not 0 or 1`);
+    objsCleaned.push({ seq, wasDeleted: wasDeleted === 1 });
+  }
+  return objsCleaned;
+}
+
+function decodeExtents(view: DataView, part: HeaderPart, context: string): DataObjectHeader["extents"] {
+  const extents: DataObjectHeader["extents"] = [];
+  for (let offset = part.offset; offset < part.offset + part.length; offset += DATA_MAP_ENTRY_BYTES) {
+    const extent = unpackExtent(view, offset);
+    if (extent.sectors === 0) throw corrupt(context, `data_map entry ${extents.length} has length 0`);
+    if (extent.lba + extent.sectors > VOLUME_SECTORS_MAX) throw corrupt(context, `data_map entry ${extents.length} ends past the largest volume`);
+    extents.push(extent);
+  }
+  return extents;
+}
+
+/** Trims in order of before_index, each inside the largest volume and pointing at most one past the extents. */
+function decodeTrims(view: DataView, part: HeaderPart, extentCount: number, context: string): DataObjectHeader["trims"] {
+  const trims: DataObjectHeader["trims"] = [];
+  let previous = 0;
+  for (let offset = part.offset; offset < part.offset + part.length; offset += TRIM.BYTES) {
+    const lba = getU64(view, offset + TRIM.lba, context, "trim lba");
+    const sectors = view.getUint32(offset + TRIM.sectors, true);
+    const beforeIndex = view.getUint32(offset + TRIM.beforeIndex, true);
+    if (sectors === 0 || lba > VOLUME_SECTORS_MAX || lba + sectors > VOLUME_SECTORS_MAX) {
+      throw corrupt(context, `trim ${trims.length} [${lba}, +${sectors}) out of range`);
+    }
+    if (beforeIndex < previous || beforeIndex > extentCount) {
+      throw corrupt(context, `trim ${trims.length} before_index ${beforeIndex} out of order or past the extents`);
+    }
+    previous = beforeIndex;
+    trims.push({ lba, sectors, beforeIndex });
+  }
+  return trims;
 }
 
 /** Throws CorruptionError naming the object if `dataArea` is not this object's data area. */

@@ -271,6 +271,10 @@ export class ExtentMap {
   // Result of seek(), kept in fields so lookups do not allocate.
   private seekChunk = 0;
   private seekIndex = 0;
+  /** Scratch results of cutLeftEdge and removeFrom (no allocation per removal). */
+  private cutNextIndex = 0;
+  private cutRemnantStart = -1;
+  private cutRemnantStop = -1;
 
   constructor(options?: { chunkExtentsMax?: number }) {
     const chunkExtentsMax = options?.chunkExtentsMax ?? MAP_CHUNK_EXTENTS_DEFAULT;
@@ -639,41 +643,62 @@ export class ExtentMap {
   private removeRange(lba: number, end: number, displaced: DisplacedCallback | undefined, seeked: boolean): number {
     if (this.chunkCount === 0) return 0;
     if (!seeked) this.seek(lba);
-    let chunk = this.seekChunk;
-    let index = this.seekIndex;
-    let removedSectors = 0;
+    let removedSectors = this.cutLeftEdge(lba, end, displaced);
+    if (this.cutNextIndex < 0) return removedSectors;
     // Outer edges of trimmed extents whose remnant may now merge with its outer neighbour (see sectorsHighWater).
-    let leftRemnantStart = -1;
-    let rightRemnantStop = -1;
-    if (index < 0) {
-      index = 0;
-    } else {
-      const words = this.wordsOf(chunk);
-      const position = this.firstOf(chunk) + index;
-      const start = extentStart(words, position);
-      const stop = start + extentSectors(words, position);
-      if (stop <= lba) {
-        index += 1;
-      } else if (start < lba) {
-        const obj = extentObj(words, position);
-        if (stop > end) {
-          // The range lies inside one extent: keep [start, lba) and [end, stop).
-          removedSectors = end - lba;
-          displaced?.(obj, removedSectors);
-          setExtentSectors(words, position, lba - start);
-          const offset = extentOffset(words, position);
-          this.insertAt(chunk, index + 1, end, stop - end, obj, offset + (end - start));
-          this.mergeRemnants(start, stop);
-          return removedSectors;
-        }
-        removedSectors = stop - lba;
-        displaced?.(obj, removedSectors);
-        setExtentSectors(words, position, lba - start);
-        leftRemnantStart = start;
-        index += 1;
-      }
+    const leftRemnantStart = this.cutRemnantStart;
+    removedSectors += this.removeFrom(this.seekChunk, this.cutNextIndex, end, displaced);
+    const rightRemnantStop = this.cutRemnantStop;
+    if (leftRemnantStart >= 0 || rightRemnantStop >= 0) this.mergeRemnants(leftRemnantStart, rightRemnantStop);
+    return removedSectors;
+  }
+
+  /**
+   * The extent at the seek position, if it straddles lba: keeps its part before lba. Returns the sectors removed.
+   * Sets cutNextIndex to the first index in seekChunk that starts at or after lba, or -1 when the range lay inside
+   * that one extent (then split in two and done), and cutRemnantStart to the trimmed extent's start (or -1).
+   */
+  private cutLeftEdge(lba: number, end: number, displaced: DisplacedCallback | undefined): number {
+    const chunk = this.seekChunk;
+    const index = this.seekIndex;
+    this.cutRemnantStart = -1;
+    this.cutNextIndex = index < 0 ? 0 : index;
+    if (index < 0) return 0;
+    const words = this.wordsOf(chunk);
+    const position = this.firstOf(chunk) + index;
+    const start = extentStart(words, position);
+    const stop = start + extentSectors(words, position);
+    if (stop <= lba) {
+      this.cutNextIndex = index + 1;
+      return 0;
     }
-    // Every extent from (chunk, index) on starts at or after lba.
+    if (start >= lba) return 0;
+    const obj = extentObj(words, position);
+    if (stop > end) {
+      // The range lies inside one extent: keep [start, lba) and [end, stop).
+      const removedSectors = end - lba;
+      displaced?.(obj, removedSectors);
+      setExtentSectors(words, position, lba - start);
+      const offset = extentOffset(words, position);
+      this.insertAt(chunk, index + 1, end, stop - end, obj, offset + (end - start));
+      this.mergeRemnants(start, stop);
+      this.cutNextIndex = -1;
+      return removedSectors;
+    }
+    displaced?.(obj, stop - lba);
+    setExtentSectors(words, position, lba - start);
+    this.cutRemnantStart = start;
+    this.cutNextIndex = index + 1;
+    return stop - lba;
+  }
+
+  /**
+   * Drops or trims every extent from (chunk, index) on (each starts at or after the range's lba) up to end. Returns
+   * the sectors removed; sets cutRemnantStop to the stop of an extent trimmed at end (or -1).
+   */
+  private removeFrom(chunk: number, index: number, end: number, displaced: DisplacedCallback | undefined): number {
+    this.cutRemnantStop = -1;
+    let removedSectors = 0;
     const firstChunk = chunk;
     let lastChunk = chunk;
     let extentsRemoved = 0;
@@ -704,7 +729,7 @@ export class ExtentMap {
           setExtentStart(words, position, end);
           setExtentSectors(words, position, sectors - cut);
           words[(position << 2) + 3] = extentOffset(words, position) + cut;
-          rightRemnantStop = stop;
+          this.cutRemnantStop = stop;
           stoppedInside = true;
           break;
         }
@@ -722,7 +747,6 @@ export class ExtentMap {
     // Only chunks that lost extents can be empty or newly sparse; a new chunk holding one appended extent is
     // sparse on purpose and must not be rebalanced by a trim that removed nothing.
     if (extentsRemoved > 0) this.dropEmptyChunks(firstChunk, lastChunk);
-    if (leftRemnantStart >= 0 || rightRemnantStop >= 0) this.mergeRemnants(leftRemnantStart, rightRemnantStop);
     return removedSectors;
   }
 
