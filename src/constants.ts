@@ -298,8 +298,16 @@ export const BATCH_TRIMS_MAX = 4096;
 /** fsck: lists in its report (holes, objects beyond the log end, stray names) keep this many items, and count all. */
 export const FSCK_REPORT_ITEMS_MAX = 1000;
 
-/** SSD read-cache fills (writes of backend data into the read-cache region) running at once; more are skipped. */
-export const READ_CACHE_INSERTS_INFLIGHT_MAX = 32;
+/**
+ * SSD read-cache fills (docs/architecture.md, "The read path"): blocks read from the backend wait in a queue of at most
+ * this many (4 MiB; more are skipped), and are written in batches of at most READ_CACHE_FILL_BATCH_BLOCKS_MAX, with at
+ * most READ_CACHE_FILL_BATCHES_INFLIGHT_MAX batches written at once.
+ */
+export const READ_CACHE_FILL_BLOCKS_QUEUED_MAX = 1024;
+export const READ_CACHE_FILL_BATCH_BLOCKS_MAX = 256;
+export const READ_CACHE_FILL_BATCHES_INFLIGHT_MAX = 2;
+/** Bytes of durable batches copied for write-to-read migration and not yet in their slots (two full batches). */
+export const READ_CACHE_ADOPT_BYTES_QUEUED_MAX = 16 * 1024 * 1024;
 
 // ---- Ownership and fencing (docs/architecture.md, "Ownership and fencing") ----------------------------------------
 

@@ -1,99 +1,131 @@
-// The SSD read cache: 4 KiB blocks of flushed volume data kept in the cache device's read-cache region, so repeated
-// reads of data that already lives in backend objects are served by the SSD instead of ranged backend reads
-// (docs/architecture.md, "The read path"; region bounds: docs/format.md, "Cache device layout").
+// The SSD read cache: 4 KiB pieces of backend objects kept in slots of a read-cache region (of a volume's cache device,
+// or of a shared read-cache device serving every volume of a process), so repeated reads of data that lives in backend
+// objects are served by the SSD instead of ranged backend reads (docs/architecture.md, "The read path"; region bounds:
+// docs/format.md, "Cache device layout" and "Shared read-cache device").
 //
 // Read cache invariants:
-// - With a persisted index (docs/format.md, "Read cache index page"), every entry names the block, the object seq and
-//   the offset inside that object its data came from, and the CRC-32C of the data. Object names are never written
-//   twice (a new owner starts above every name that exists and skips the rest: docs/architecture.md, "Recovery"),
-//   so (seq, offset) names bytes that never change. At open an entry is kept only if the recovered map points its
-//   block at exactly that (seq, offset); every read of a slot checks the data's CRC. So an entry is dropped, never
-//   wrong, whatever the crash left: a write, trim or GC copy since makes the map point elsewhere.
+// - An entry is keyed by where its 4 KiB lives in the backend: (log, seq, offset) = the uuid of the volume whose log
+//   holds the object, the object's seq, the offset in its data area in sectors; it records the data's CRC-32C. Objects
+//   are immutable and a log never writes a name twice (docs/architecture.md, "The read path", has the proof), so an
+//   entry is never stale: writes, trims, GC copies and rollbacks point the map at other names and need no
+//   invalidation; entries of deleted objects are never looked up again and age out with the clock. A clone's read of
+//   its base resolves to the base's (uuid, seq, offset): clones and their base share entries.
 // - Ordering: a slot's data is written, then (at the next persist) fdatasync, then the index page naming it is
-//   written and synced. An index page never names data that is not on the device (docs/architecture.md).
-// - Without a persisted index (tests) the index lives in memory only and starts empty.
-// - A block is indexed only after its data is on the device, and only if no write or trim touched the volume since
-//   the backend read that produced it (`epoch`); every write and trim removes the blocks it overlaps before it is
-//   acknowledged, so an indexed block always equals what the volume holds.
+//   written and synced (docs/format.md, "Read cache index page"). An index page never names data not on the device.
+//   Every read of a slot checks the data's CRC-32C against the entry: a slot reused after the last persist reads as a
+//   miss after a crash, never as wrong data.
+// - Fills do not wait on the read that produced them: blocks are queued (bounded; more are skipped) and written in
+//   batches, consecutive slots in one vectored write, a bounded number of batches at once. A block is indexed only
+//   after its slot's write resolved.
 // - A slot is reused only after it leaves the index; a reader that raced with the reuse sees the slot's generation
 //   change and falls back to the backend.
-// - Memory is bounded by the region: one index entry and 9 bytes of slot state per 4 KiB block.
+// - Memory is bounded by the region: per 4 KiB slot, 22 bytes of state and one index map entry.
 
-import { PAGE_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
+import {
+  PAGE_BYTES,
+  READ_CACHE_ADOPT_BYTES_QUEUED_MAX,
+  READ_CACHE_FILL_BATCHES_INFLIGHT_MAX,
+  READ_CACHE_FILL_BATCH_BLOCKS_MAX,
+  READ_CACHE_FILL_BLOCKS_QUEUED_MAX,
+  SECTORS_PER_PAGE,
+} from "../constants.ts";
 import { assert } from "../errors.ts";
 import { crc32c } from "../format/crc32c.ts";
-import { decodeIndexPage, encodeIndexPage, indexSplit, INDEX_ENTRIES_PER_PAGE, type IndexEntry } from "../format/read_cache_index.ts";
+import { decodeIndexPage, encodeIndexPage, indexPageVersion, indexSplit, INDEX_ENTRIES_PER_PAGE, type IndexEntry } from "../format/read_cache_index.ts";
 import { systemClock, type Clock, type TimerHandle } from "../util/clock.ts";
 import type { LogFn } from "../util/log.ts";
 import type { AlignedPool, CacheDevice } from "./cache_device.ts";
-
-/** Where an inserted block came from: the object and the block's offset in its data area. */
-export interface BlockSource {
-  seq: number;
-  offsetSectors: number;
-}
-
-/** At open: does the volume's map still point `block` at exactly this object and offset? */
-export type EntryCheck = (block: number, seq: number, offsetSectors: number) => boolean;
 
 /** Index pages written per persist round (bounded writes); more dirty pages wait for the next round. */
 export const INDEX_PAGES_PER_PERSIST_MAX = 64;
 /** A persist round starts this long after the first change it covers (or at once when this many pages are dirty). */
 export const INDEX_PERSIST_DELAY_MS = 1000;
 const INDEX_PERSIST_DIRTY_PAGES = 16;
-/** Bytes of durable batches copied for adoption and not yet in their slots (two full batches). */
-export const ADOPT_BYTES_IN_FLIGHT_MAX = 16 * 1024 * 1024;
+/** Keys: seq * 2^21 + offset (offsets of a 1 GiB data area fit 21 bits; seq is u32): below 2^53. */
+const OFFSET_KEY_SPAN = 2 ** 21;
+const SLOT_EMPTY = -1;
+const SLOT_RESERVED = -2;
+/** Logs (volume uuids) one cache tells apart in memory. */
+const LOGS_MAX = 0x7fff_ffff;
+
+/** A block waiting to be written to a slot. */
+interface QueuedBlock {
+  log: number;
+  seq: number;
+  offsetSectors: number;
+  data: Uint8Array;
+  adopted: boolean;
+}
+
+/** What load() found in the persisted index. */
+export interface LoadCounts {
+  kept: number;
+  dropped: number;
+  /** Pages of an older index format (version 1, keyed by volume block): their slots start empty. */
+  oldFormatPages: number;
+}
 
 export class ReadCache {
   readonly slotCount: number;
-  /** slot -> block number it holds, or -1. */
-  private readonly slotBlocks: Float64Array;
+  /** slot -> log id of the block it holds, SLOT_EMPTY, or SLOT_RESERVED (a fill is writing it). */
+  private readonly slotLogs: Int32Array;
+  private readonly slotSeqs: Uint32Array;
+  private readonly slotOffsets: Uint32Array;
+  private readonly slotCrcs: Uint32Array;
   /** slot -> bumped on every reuse, so readers can tell their slot was taken. */
   private readonly slotGenerations: Uint32Array;
   /** slot -> clock reference bit. */
   private readonly referenced: Uint8Array;
-  /** block number (LBA / 8) -> slot. */
-  private readonly index = new Map<number, number>();
-  /** slot -> source object seq, offset in it, CRC-32C of the data (meaningful while the slot holds a block). */
-  private readonly slotSeqs: Uint32Array;
-  private readonly slotOffsets: Uint32Array;
-  private readonly slotCrcs: Uint32Array;
+  /** log id -> (seq * 2^21 + offset) -> slot. */
+  private readonly index: Array<Map<number, number>> = [];
+  private indexed = 0;
+  private readonly logIds = new Map<string, number>();
+  private readonly logUuids: string[] = [];
   private readonly dirtyPages = new Set<number>();
   private readonly indexPages: number;
   private readonly slotsStartBytes: number;
-  private persistTimer: TimerHandle | null = null;
-  private readonly volUuid: string | null;
+  private readonly cacheUuid: string | null;
   private readonly log: LogFn;
   private readonly clock: Clock;
+  private persistTimer: TimerHandle | null = null;
   private persisting: Promise<void> | null = null;
   private closed = false;
   private hand = 0;
-  /** Bumped by every invalidation: a backend read older than the newest invalidation is not cached. */
-  private epoch = 0;
+  private readonly queue: QueuedBlock[] = [];
+  private queueHead = 0;
+  private fillBlocksQueued = 0;
+  private adoptBytesQueued = 0;
+  private readonly batchesInFlight = new Set<Promise<void>>();
   hits = 0;
   misses = 0;
+  /** Blocks indexed from backend reads, from durable batches; blocks skipped (queue full, no slot, write failed). */
   inserts = 0;
+  adopted = 0;
+  fillsSkipped = 0;
+  /** Fill batches written, and the vectored writes they took (one per run of consecutive slots). */
+  fillBatches = 0;
+  fillWrites = 0;
 
   constructor(
     private readonly device: CacheDevice,
     private readonly pool: AlignedPool,
     private readonly startBytes: number,
     bytes: number,
-    /** Persist the index for this volume (absent: memory only), with timers on `clock`. */
-    persist?: { volUuid: string; log?: LogFn; clock?: Clock },
+    /** Persist the index under this cache's uuid (absent: memory only), with timers on `clock`. */
+    persist?: { cacheUuid: string; log?: LogFn; clock?: Clock },
   ) {
-    this.volUuid = persist?.volUuid ?? null;
+    this.cacheUuid = persist?.cacheUuid ?? null;
     this.log = persist?.log ?? (() => {});
     this.clock = persist?.clock ?? systemClock;
     assert(startBytes % PAGE_BYTES === 0 && bytes % PAGE_BYTES === 0, "read cache region is page aligned");
-    const split = this.volUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
+    const split = this.cacheUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
     this.indexPages = split.indexPages;
     this.slotsStartBytes = startBytes + split.indexPages * PAGE_BYTES;
     this.slotCount = split.slots;
+    this.slotLogs = new Int32Array(this.slotCount).fill(SLOT_EMPTY);
     this.slotSeqs = new Uint32Array(this.slotCount);
     this.slotOffsets = new Uint32Array(this.slotCount);
     this.slotCrcs = new Uint32Array(this.slotCount);
-    this.slotBlocks = new Float64Array(this.slotCount).fill(-1);
     this.slotGenerations = new Uint32Array(this.slotCount);
     this.referenced = new Uint8Array(this.slotCount);
   }
@@ -102,66 +134,57 @@ export class ReadCache {
     return this.slotCount > 0;
   }
 
-  /** For a backend read about to start: pass it to insert() when the data arrives. */
-  get currentEpoch(): number {
-    return this.epoch;
+  get cachedBlocks(): number {
+    return this.indexed;
   }
 
-  /** Removes every cached block overlapping [lba, lba+sectors). Called before a write or trim is acknowledged. */
-  invalidate(lba: number, sectors: number): void {
-    // Bumped even when nothing is indexed: a fill in flight may hold data this write replaces.
-    this.epoch += 1;
-    if (this.index.size === 0) return;
-    const first = Math.floor(lba / SECTORS_PER_PAGE);
-    const last = Math.floor((lba + sectors - 1) / SECTORS_PER_PAGE);
-    if (last - first + 1 > this.index.size) {
-      // A large trim: walking the index is cheaper than walking the range.
-      for (const [block, slot] of this.index) {
-        if (block >= first && block <= last) this.evict(block, slot);
-      }
-      return;
+  /** The small id this cache gives the log of volume `uuid` (registered on first use). */
+  logId(uuid: string): number {
+    let id = this.logIds.get(uuid);
+    if (id === undefined) {
+      assert(this.logUuids.length < LOGS_MAX, "read cache log ids");
+      id = this.logUuids.length;
+      this.logIds.set(uuid, id);
+      this.logUuids.push(uuid);
+      this.index.push(new Map());
     }
-    for (let block = first; block <= last; block++) {
-      const slot = this.index.get(block);
-      if (slot !== undefined) this.evict(block, slot);
-    }
+    return id;
   }
 
-  private evict(block: number, slot: number): void {
-    this.index.delete(block);
-    this.slotBlocks[slot] = -1;
-    this.markDirty(slot);
+  /** Is this piece keyable? Its offset fits the key (always, for objects within OBJECT_DATA_BYTES_MAX). */
+  private static keyOf(seq: number, offsetSectors: number): number {
+    assert(offsetSectors < OFFSET_KEY_SPAN, "read cache offsets fit the key");
+    return seq * OFFSET_KEY_SPAN + offsetSectors;
+  }
+
+  private slotOf(log: number, seq: number, offsetSectors: number): number | undefined {
+    return this.index[log]!.get(ReadCache.keyOf(seq, offsetSectors));
   }
 
   /**
-   * Reads blocks [firstBlock, firstBlock+count) into `into` if every one is cached; false (nothing read) otherwise,
-   * or when a slot was reused during the read.
+   * Reads `count` consecutive 4 KiB blocks of object `seq` of `log` from `offsetSectors` on into `into`, if every one
+   * is cached; false (nothing usable read) otherwise, or when a slot was reused during the read.
    */
-  async read(firstBlock: number, count: number, into: Uint8Array): Promise<boolean> {
-    if (this.index.size === 0) {
-      this.misses += 1;
-      return false;
-    }
+  async read(log: number, seq: number, offsetSectors: number, count: number, into: Uint8Array): Promise<boolean> {
     const slots: number[] = [];
-    const generations: number[] = [];
-    for (let block = firstBlock; block < firstBlock + count; block++) {
-      const slot = this.index.get(block);
+    for (let index = 0; index < count; index++) {
+      const slot = this.indexed === 0 ? undefined : this.slotOf(log, seq, offsetSectors + index * SECTORS_PER_PAGE);
       if (slot === undefined) {
         this.misses += 1;
         return false;
       }
       slots.push(slot);
-      generations.push(this.slotGenerations[slot]!);
     }
+    const generations = slots.map((slot) => this.slotGenerations[slot]!);
     const page = this.pool.acquire(PAGE_BYTES);
     try {
       for (let index = 0; index < slots.length; index++) {
         const slot = slots[index]!;
         await this.device.read(this.slotsStartBytes + slot * PAGE_BYTES, page);
-        if (this.slotGenerations[slot] !== generations[index] || this.slotBlocks[slot] !== firstBlock + index) return false;
+        if (this.slotGenerations[slot] !== generations[index] || this.slotLogs[slot] !== log) return false;
         if (crc32c(page) !== this.slotCrcs[slot]) {
-          // The device lost or tore the block: drop it and read the backend.
-          this.evict(firstBlock + index, slot);
+          // The device lost or tore the block, or a crash left an entry older than its slot: drop it, read the backend.
+          this.evict(slot);
           this.misses += 1;
           return false;
         }
@@ -176,114 +199,159 @@ export class ReadCache {
   }
 
   /**
-   * Caches blocks [firstBlock, +data/4096) read from the backend when epoch was current. Skipped if any write or trim
-   * happened since (it might be newer than this data). Errors are swallowed: the cache is an optimisation.
+   * Offers blocks just read from the backend (whole 4 KiB blocks of object `seq` of `log` from `offsetSectors` on;
+   * `data` is the caller's and is not changed afterwards). Queued, not written here; skipped when the queue is full.
    */
-  async insert(firstBlock: number, data: Uint8Array, epoch: number, source: BlockSource): Promise<void> {
-    if (!this.enabled || epoch !== this.epoch) return;
+  offer(log: number, seq: number, offsetSectors: number, data: Uint8Array): void {
+    if (!this.enabled || this.closed) return;
     assert(data.byteLength % PAGE_BYTES === 0, "whole blocks");
-    const page = this.pool.acquire(PAGE_BYTES);
-    try {
-      for (let index = 0; index < data.byteLength / PAGE_BYTES; index++) {
-        const block = firstBlock + index;
-        if (this.index.has(block)) continue;
-        const written = await this.writeToSlot(page, data, index);
-        if (written === null) return;
-        const { slot, dataCrc } = written;
-        // Indexed only if nothing touched the volume meanwhile and nobody took the slot or cached the block.
-        if (epoch !== this.epoch || this.slotBlocks[slot] !== -2 || this.index.has(block)) {
-          if (this.slotBlocks[slot] === -2) this.slotBlocks[slot] = -1;
-          return;
-        }
-        this.fill(slot, block, { seq: source.seq, offsetSectors: source.offsetSectors + index * SECTORS_PER_PAGE }, dataCrc);
-        this.inserts += 1;
+    for (let index = 0; index < data.byteLength / PAGE_BYTES; index++) {
+      const offset = offsetSectors + index * SECTORS_PER_PAGE;
+      if (this.slotOf(log, seq, offset) !== undefined) continue;
+      if (this.fillBlocksQueued >= READ_CACHE_FILL_BLOCKS_QUEUED_MAX) {
+        this.fillsSkipped += 1;
+        continue;
       }
-    } catch {
-      // A failed cache write only loses the optimisation.
-    } finally {
-      this.pool.release(page);
+      this.fillBlocksQueued += 1;
+      this.queue.push({ log, seq, offsetSectors: offset, data: data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), adopted: false });
     }
+    this.kick();
   }
-
-  /** Block `index` of `data` written into a slot taken for it (through `page`): the slot and the block's CRC-32C; null when no slot is free. */
-  private async writeToSlot(page: Uint8Array, data: Uint8Array, index: number): Promise<{ slot: number; dataCrc: number } | null> {
-    const slot = this.takeSlot();
-    if (slot < 0) return null;
-    page.set(data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES));
-    const dataCrc = crc32c(page);
-    await this.device.write(this.slotsStartBytes + slot * PAGE_BYTES, [page]);
-    return { slot, dataCrc };
-  }
-
-  /** Bytes copied out of durable batches and not yet written to slots: adopt() skips batches beyond the bound. */
-  private adoptBytesInFlight = 0;
-  adopted = 0;
 
   /**
-   * Write-to-read migration: blocks[i] is at offsets[i] of object seq, whose data is data[i * 4096, +4096) (a copy
-   * the caller made: the batch buffer is reused at once). Each block is indexed after its slot is written, and only
-   * if `isCurrent` still confirms the map points it at (seq, offset) then. Skipped when ADOPT_BYTES_IN_FLIGHT_MAX
-   * bytes are already waiting (the cache is an optimisation: back-pressure would slow the write path).
+   * Write-to-read migration: blocks at offsets[i] of object `seq` of `log`, whose data is data[i * 4096, +4096) (a copy
+   * the caller made: the batch buffer is reused at once). Skipped whole when READ_CACHE_ADOPT_BYTES_QUEUED_MAX bytes
+   * already wait (the cache is an optimisation: back-pressure would slow the write path).
    */
-  async adopt(seq: number, blocks: number[], offsets: number[], data: Uint8Array, isCurrent: EntryCheck): Promise<void> {
-    if (!this.enabled || this.adoptBytesInFlight + data.byteLength > ADOPT_BYTES_IN_FLIGHT_MAX) return;
-    this.adoptBytesInFlight += data.byteLength;
-    const page = this.pool.acquire(PAGE_BYTES);
-    try {
-      for (let index = 0; index < blocks.length; index++) {
-        const block = blocks[index]!;
-        if (this.index.has(block)) continue;
-        const written = await this.writeToSlot(page, data, index);
-        if (written === null) return;
-        const { slot, dataCrc } = written;
-        if (this.slotBlocks[slot] !== -2) continue;
-        if (this.index.has(block) || !isCurrent(block, seq, offsets[index]!)) {
-          this.slotBlocks[slot] = -1;
-          continue;
-        }
-        this.fill(slot, block, { seq, offsetSectors: offsets[index]! }, dataCrc);
-        this.adopted += 1;
-      }
-    } catch {
-      // A failed cache write only loses the optimisation.
-    } finally {
-      this.pool.release(page);
-      this.adoptBytesInFlight -= data.byteLength;
+  adopt(log: number, seq: number, offsets: number[], data: Uint8Array): void {
+    if (!this.enabled || this.closed || this.adoptBytesQueued + data.byteLength > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
+    assert(data.byteLength === offsets.length * PAGE_BYTES, "one block per offset");
+    this.adoptBytesQueued += data.byteLength;
+    offsets.forEach((offsetSectors, index) => {
+      this.queue.push({ log, seq, offsetSectors, data: data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), adopted: true });
+    });
+    this.kick();
+  }
+
+  /** Starts fill batches while the queue holds blocks and fewer than the bound are being written. */
+  private kick(): void {
+    while (!this.closed && this.batchesInFlight.size < READ_CACHE_FILL_BATCHES_INFLIGHT_MAX && this.queueHead < this.queue.length) {
+      const batch = this.takeBatch();
+      if (batch.length === 0) continue;
+      const writing: Promise<void> = this.writeBatch(batch).finally(() => {
+        this.batchesInFlight.delete(writing);
+        this.kick();
+      });
+      this.batchesInFlight.add(writing);
     }
   }
 
-  private fill(slot: number, block: number, source: BlockSource, dataCrc: number): void {
-    this.slotBlocks[slot] = block;
-    this.slotSeqs[slot] = source.seq;
-    this.slotOffsets[slot] = source.offsetSectors;
-    this.slotCrcs[slot] = dataCrc;
+  private dequeued(block: QueuedBlock): void {
+    if (block.adopted) this.adoptBytesQueued -= PAGE_BYTES;
+    else this.fillBlocksQueued -= 1;
+  }
+
+  /** Up to READ_CACHE_FILL_BATCH_BLOCKS_MAX queued blocks not cached yet, each with a slot taken for it, by slot. */
+  private takeBatch(): Array<{ block: QueuedBlock; slot: number }> {
+    const batch: Array<{ block: QueuedBlock; slot: number }> = [];
+    const inBatch = new Set<string>();
+    while (batch.length < READ_CACHE_FILL_BATCH_BLOCKS_MAX && this.queueHead < this.queue.length) {
+      const block = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as unknown as QueuedBlock;
+      const name = `${block.log}/${block.seq}/${block.offsetSectors}`;
+      const slot = this.slotOf(block.log, block.seq, block.offsetSectors) !== undefined || inBatch.has(name) ? -1 : this.takeSlot();
+      if (slot < 0) {
+        this.dequeued(block);
+        continue;
+      }
+      inBatch.add(name);
+      batch.push({ block, slot });
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    }
+    return batch.sort((a, b) => a.slot - b.slot);
+  }
+
+  /** Writes a batch: one vectored write per run of consecutive slots, all at once; then indexes what was written. */
+  private async writeBatch(batch: Array<{ block: QueuedBlock; slot: number }>): Promise<void> {
+    const pages = batch.map(() => this.pool.acquire(PAGE_BYTES));
+    const crcs = batch.map(({ block }, index) => {
+      pages[index]!.set(block.data);
+      return crc32c(pages[index]!);
+    });
+    const runs: Array<{ first: number; end: number }> = [];
+    for (let index = 0; index < batch.length; index++) {
+      const last = runs[runs.length - 1];
+      if (last !== undefined && batch[last.end - 1]!.slot + 1 === batch[index]!.slot) last.end += 1;
+      else runs.push({ first: index, end: index + 1 });
+    }
+    const results = await Promise.allSettled(
+      runs.map((run) => this.device.write(this.slotsStartBytes + batch[run.first]!.slot * PAGE_BYTES, pages.slice(run.first, run.end))),
+    );
+    this.fillBatches += 1;
+    this.fillWrites += runs.length;
+    runs.forEach((run, position) => {
+      for (let index = run.first; index < run.end; index++) {
+        const { block, slot } = batch[index]!;
+        this.dequeued(block);
+        this.pool.release(pages[index]!);
+        // Indexed only if written, and if nobody took the slot (close) or cached the block meanwhile.
+        if (results[position]!.status === "fulfilled" && this.slotLogs[slot] === SLOT_RESERVED && this.slotOf(block.log, block.seq, block.offsetSectors) === undefined) {
+          this.fill(slot, { logUuid: this.logUuids[block.log]!, seq: block.seq, offsetSectors: block.offsetSectors, dataCrc: crcs[index]! }, block.log);
+          if (block.adopted) this.adopted += 1;
+          else this.inserts += 1;
+        } else {
+          if (this.slotLogs[slot] === SLOT_RESERVED) this.slotLogs[slot] = SLOT_EMPTY;
+          this.fillsSkipped += 1;
+        }
+      }
+    });
+  }
+
+  private fill(slot: number, entry: IndexEntry, log: number): void {
+    this.slotLogs[slot] = log;
+    this.slotSeqs[slot] = entry.seq;
+    this.slotOffsets[slot] = entry.offsetSectors;
+    this.slotCrcs[slot] = entry.dataCrc;
     this.referenced[slot] = 1;
-    this.index.set(block, slot);
+    this.index[log]!.set(ReadCache.keyOf(entry.seq, entry.offsetSectors), slot);
+    this.indexed += 1;
     this.markDirty(slot);
   }
 
-  /** Clock replacement; the slot comes back reserved (-2) and with a new generation; -1 if every slot is reserved. */
+  private evict(slot: number): void {
+    const log = this.slotLogs[slot]!;
+    assert(log >= 0, "evicting a full slot");
+    this.index[log]!.delete(ReadCache.keyOf(this.slotSeqs[slot]!, this.slotOffsets[slot]!));
+    this.indexed -= 1;
+    this.slotLogs[slot] = SLOT_EMPTY;
+    this.markDirty(slot);
+  }
+
+  /** Clock replacement; the slot comes back reserved and with a new generation; -1 if every slot is reserved. */
   private takeSlot(): number {
     for (let step = 0; step < 2 * this.slotCount + 1; step++) {
       const slot = this.hand;
       this.hand = (this.hand + 1) % this.slotCount;
-      const block = this.slotBlocks[slot]!;
-      if (block === -2) continue; // reserved by an insert in progress
-      if (block >= 0 && this.referenced[slot] === 1) {
+      const log = this.slotLogs[slot]!;
+      if (log === SLOT_RESERVED) continue; // a fill is writing it
+      if (log >= 0 && this.referenced[slot] === 1) {
         this.referenced[slot] = 0;
         continue;
       }
-      if (block >= 0) this.index.delete(block);
-      this.slotBlocks[slot] = -2;
-      if (block >= 0) this.markDirty(slot);
+      if (log >= 0) this.evict(slot);
+      this.slotLogs[slot] = SLOT_RESERVED;
       this.slotGenerations[slot] = (this.slotGenerations[slot]! + 1) >>> 0;
       return slot;
     }
     return -1;
   }
 
-  get cachedBlocks(): number {
-    return this.index.size;
+  /** Resolves once every block queued so far is written and indexed (or skipped). Tests and benchmarks. */
+  async settle(): Promise<void> {
+    while (this.batchesInFlight.size > 0) await Promise.all([...this.batchesInFlight]);
   }
 
   private markDirty(slot: number): void {
@@ -311,12 +379,12 @@ export class ReadCache {
    * fdatasync. A page that fails to be written stays dirty.
    */
   async persist(): Promise<void> {
-    if (this.volUuid === null || this.dirtyPages.size === 0) return;
+    if (this.cacheUuid === null || this.dirtyPages.size === 0) return;
     const pages = [...this.dirtyPages].slice(0, INDEX_PAGES_PER_PERSIST_MAX).sort((a, b) => a - b);
     for (const page of pages) this.dirtyPages.delete(page);
     // Encoded before the first fdatasync: every slot these entries name was written before it was indexed, so the
     // sync makes it durable before its entry is written. Later changes mark their page dirty again.
-    const encoded = pages.map((page) => encodeIndexPage(page, this.volUuid!, this.pageEntries(page)));
+    const encoded = pages.map((page) => encodeIndexPage(page, this.cacheUuid!, this.pageEntries(page)));
     try {
       await this.device.fdatasync();
       const buffer = this.pool.acquire(PAGE_BYTES);
@@ -329,7 +397,7 @@ export class ReadCache {
         this.pool.release(buffer);
       }
       await this.device.fdatasync();
-      this.log(`debug: read cache: index persisted, ${pages.length} page(s), ${this.index.size} blocks indexed`);
+      this.log(`debug: read cache: index persisted, ${pages.length} page(s), ${this.indexed} blocks indexed`);
     } catch (error) {
       for (const page of pages) this.dirtyPages.add(page);
       throw error;
@@ -340,51 +408,73 @@ export class ReadCache {
     const entries: Array<IndexEntry | null> = [];
     const first = page * INDEX_ENTRIES_PER_PAGE;
     for (let slot = first; slot < Math.min(first + INDEX_ENTRIES_PER_PAGE, this.slotCount); slot++) {
-      const block = this.slotBlocks[slot]!;
-      entries.push(block < 0 ? null : { block, seq: this.slotSeqs[slot]!, offsetSectors: this.slotOffsets[slot]!, dataCrc: this.slotCrcs[slot]! });
+      const log = this.slotLogs[slot]!;
+      entries.push(log < 0 ? null : { logUuid: this.logUuids[log]!, seq: this.slotSeqs[slot]!, offsetSectors: this.slotOffsets[slot]!, dataCrc: this.slotCrcs[slot]! });
     }
     return entries;
   }
 
-  /** At open: reads the persisted index and keeps the entries `check` confirms; damaged pages count as empty. */
-  async load(check: EntryCheck): Promise<{ kept: number; dropped: number }> {
-    const counts = { kept: 0, dropped: 0 };
-    if (this.volUuid === null) return counts;
+  /**
+   * At open: reads the persisted index. Every entry of a page that decodes is kept (an entry names immutable bytes:
+   * nothing to check against a map); pages that do not decode (never written, torn, another formatting's, an older
+   * format) leave their slots empty.
+   */
+  async load(): Promise<LoadCounts> {
+    const counts: LoadCounts = { kept: 0, dropped: 0, oldFormatPages: 0 };
+    if (this.cacheUuid === null) return counts;
     const buffer = this.pool.acquire(PAGE_BYTES);
     try {
       for (let page = 0; page < this.indexPages; page++) {
-        await this.device.read(this.startBytes + page * PAGE_BYTES, buffer.subarray(0, PAGE_BYTES));
+        const bytes = buffer.subarray(0, PAGE_BYTES);
+        await this.device.read(this.startBytes + page * PAGE_BYTES, bytes);
         let entries: Array<IndexEntry | null>;
         try {
-          entries = decodeIndexPage(buffer.subarray(0, PAGE_BYTES), page, this.volUuid);
+          entries = decodeIndexPage(bytes, page, this.cacheUuid);
         } catch {
-          continue; // never written, or torn, or another volume's: those slots start empty
-        }
-        entries.forEach((entry, position) => {
-          const slot = page * INDEX_ENTRIES_PER_PAGE + position;
-          if (entry === null || slot >= this.slotCount) return;
-          if (this.index.has(entry.block) || !check(entry.block, entry.seq, entry.offsetSectors)) {
-            counts.dropped += 1;
-            this.dirtyPages.add(page);
-            return;
+          const version = indexPageVersion(bytes);
+          if (version !== null && version < 2) {
+            counts.oldFormatPages += 1;
+            this.dirtyPages.add(page); // rewritten empty in the current format
           }
-          this.slotBlocks[slot] = entry.block;
-          this.slotSeqs[slot] = entry.seq;
-          this.slotOffsets[slot] = entry.offsetSectors;
-          this.slotCrcs[slot] = entry.dataCrc;
-          this.index.set(entry.block, slot);
-          counts.kept += 1;
-        });
+          continue;
+        }
+        this.loadPage(page, entries, counts);
       }
     } finally {
       this.pool.release(buffer);
     }
+    if (this.dirtyPages.size > 0) this.schedulePersist(INDEX_PERSIST_DELAY_MS);
     return counts;
   }
 
-  /** Clean stop: waits for a round in progress, then persists every dirty page. */
+  private loadPage(page: number, entries: Array<IndexEntry | null>, counts: LoadCounts): void {
+    entries.forEach((entry, position) => {
+      const slot = page * INDEX_ENTRIES_PER_PAGE + position;
+      if (entry === null || slot >= this.slotCount) return;
+      const log = this.logId(entry.logUuid);
+      if (entry.offsetSectors >= OFFSET_KEY_SPAN || this.slotOf(log, entry.seq, entry.offsetSectors) !== undefined) {
+        counts.dropped += 1;
+        this.dirtyPages.add(page);
+        return;
+      }
+      this.slotLogs[slot] = log;
+      this.slotSeqs[slot] = entry.seq;
+      this.slotOffsets[slot] = entry.offsetSectors;
+      this.slotCrcs[slot] = entry.dataCrc;
+      this.index[log]!.set(ReadCache.keyOf(entry.seq, entry.offsetSectors), slot);
+      this.indexed += 1;
+      counts.kept += 1;
+    });
+  }
+
+  /** Clean stop: queued fills are dropped, fills being written finish, then every dirty page is persisted. */
   async close(): Promise<void> {
-    this.closed = true; // fills that finish later are not persisted: the device may be closed by then
+    if (this.closed) return;
+    this.closed = true;
+    for (let index = this.queueHead; index < this.queue.length; index++) this.dequeued(this.queue[index]!);
+    this.queue.length = 0;
+    this.queueHead = 0;
+    await this.settle();
     this.persistTimer?.cancel();
     this.persistTimer = null;
     await this.persisting;

@@ -158,3 +158,8 @@ export function decodeCacheSuperblock(page: Uint8Array): CacheSuperblock {
   if (problem !== null) throw corrupt(context, problem);
   return s;
 }
+
+/** Is `page` a volume cache's page 0 (by its magic)? For clear refusals where a shared read-cache device was expected. */
+export function isCacheSuperblockPage(page: Uint8Array): boolean {
+  return page.byteLength >= 4 && viewOf(page).getUint32(CACHE.magic, true) === CACHE_MAGIC;
+}

@@ -3,7 +3,7 @@
 // ranged read of its backend object; unmapped space reads as zeroes (docs/architecture.md, "The read path").
 // Backend reads are bounded by GETS_INFLIGHT_MAX.
 
-import { GETS_INFLIGHT_MAX, PAGE_BYTES, READ_CACHE_INSERTS_INFLIGHT_MAX, SECTOR_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
+import { GETS_INFLIGHT_MAX, PAGE_BYTES, SECTOR_BYTES, SECTORS_PER_PAGE } from "../constants.ts";
 import { assert } from "../errors.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import { objectName } from "../format/object_name.ts";
@@ -12,6 +12,13 @@ import type { AlignedPool } from "../cache/cache_device.ts";
 import type { ReadCache } from "../cache/read_cache.ts";
 import type { Batch, JournalReader } from "./batch.ts";
 import type { ObjectTable } from "./object_table.ts";
+
+/** The read cache a volume reads through (its own region, or a process's shared device) and the log id of each seq. */
+export interface ReadCacheUse {
+  cache: ReadCache;
+  /** The cache's id for the log holding object `seq` of this volume: the base's for seqs a clone reads from its base. */
+  logOf: (seq: number) => number;
+}
 
 interface Fetch {
   /** Byte offset in the result. */
@@ -36,10 +43,12 @@ export class ReadPath {
     private readonly objects: ObjectTable,
     private readonly unflushed: Map<number, Batch>,
     private readonly journal: { readJournal: JournalReader; whenWritten: (seq: number) => Promise<void>; pool: AlignedPool },
-    private readonly readCache: ReadCache | null = null,
+    readonly readCacheUse: ReadCacheUse | null = null,
   ) {}
 
-  private cacheInsertsInFlight = 0;
+  /** This volume's reads of 4 KiB-aligned pieces the read cache served, and those it did not. */
+  private readCacheHits = 0;
+  private readCacheMisses = 0;
   /**
    * Backend objects that reads in flight will fetch from, with a count each. Taken in the same synchronous step as
    * the map lookup, so garbage collection, which deletes only unpinned objects, never removes one under a read.
@@ -60,18 +69,11 @@ export class ReadPath {
     else this.pins.set(obj, count - 1);
   }
 
-  get readCacheStats(): { hits: number; misses: number; inserts: number; blocks: number } {
-    const cache = this.readCache;
-    return { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, inserts: cache?.inserts ?? 0, blocks: cache?.cachedBlocks ?? 0 };
+  /** Hits and misses are this volume's; inserts, adopted and blocks are the cache's (shared by every volume on it). */
+  get readCacheStats(): { hits: number; misses: number; inserts: number; adopted: number; blocks: number } {
+    const cache = this.readCacheUse?.cache;
+    return { hits: this.readCacheHits, misses: this.readCacheMisses, inserts: cache?.inserts ?? 0, adopted: cache?.adopted ?? 0, blocks: cache?.cachedBlocks ?? 0 };
   }
-
-  /**
-   * For the read cache at open: does the map point block (LBA / 8) at exactly `seq` from `offsetSectors` on, with
-   * the object in the backend (not a batch still in the journal)? Only then does a persisted entry still hold the
-   * block's current data (read_cache.ts invariants).
-   */
-  readonly mapsBlockTo = (block: number, seq: number, offsetSectors: number): boolean =>
-    this.mapPoints(block, seq, offsetSectors) && this.objects.get(seq) !== undefined && !this.unflushed.has(seq);
 
   private mapPoints(block: number, seq: number, offsetSectors: number): boolean {
     let pieces = 0;
@@ -85,12 +87,12 @@ export class ReadPath {
 
   /**
    * Write-to-read migration, called as a batch's object becomes durable, before its buffer is reused: the whole
-   * blocks the map still points at in it are copied once (the buffer is not the read-cache region's memory) and
-   * handed to the read cache, which indexes each only if the map still points at it once its slot is written.
+   * blocks the map still points at in it (the others are dead already) are copied once (the buffer is not the
+   * read-cache region's memory) and handed to the read cache under the object's name.
    */
   adoptDurableBatch(batch: Batch): void {
-    const cache = this.readCache;
-    if (cache === null || !cache.enabled || !batch.dataInBuffer) return;
+    const use = this.readCacheUse;
+    if (use === null || !use.cache.enabled || !batch.dataInBuffer) return;
     const blocks: number[] = [];
     const offsets: number[] = [];
     batch.forEachWholeBlock((block, offsetSectors) => {
@@ -101,19 +103,11 @@ export class ReadPath {
     if (blocks.length === 0) return;
     const data = new Uint8Array(blocks.length * PAGE_BYTES);
     for (let index = 0; index < blocks.length; index++) data.set(batch.dataView(offsets[index]!, SECTORS_PER_PAGE), index * PAGE_BYTES);
-    void cache.adopt(batch.seq, blocks, offsets, data, this.mapsBlockTo);
-  }
-
-  /** Clean stop: the read cache's index is persisted whole. */
-  async closeReadCache(): Promise<void> {
-    await this.readCache?.close();
+    use.cache.adopt(use.logOf(batch.seq), batch.seq, offsets, data);
   }
 
   async read(lba: number, sectors: number): Promise<Uint8Array> {
     const result = new Uint8Array(sectors * SECTOR_BYTES);
-    // Taken before the map lookup: data fetched for this read may enter the read cache only if no write or trim
-    // came in between (read_cache.ts invariants).
-    const cacheEpoch = this.readCache?.currentEpoch ?? 0;
     const fetches: Fetch[] = [];
     const journalReads: Array<Promise<void>> = [];
     const pinned: number[] = [];
@@ -143,10 +137,10 @@ export class ReadPath {
       pinned.push(fetch.obj);
     }
     try {
-      if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!, cacheEpoch);
+      if (fetches.length === 1 && journalReads.length === 0) await this.fetch(result, fetches[0]!);
       else if (fetches.length + journalReads.length > 0) {
         // allSettled: the pins go only when every part has stopped, not at the first failure.
-        const parts = await Promise.allSettled([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch, cacheEpoch))]);
+        const parts = await Promise.allSettled([...journalReads, ...fetches.map((fetch) => this.fetch(result, fetch))]);
         for (const part of parts) if (part.status === "rejected") throw part.reason;
       }
     } finally {
@@ -185,36 +179,35 @@ export class ReadPath {
     // If the batch's object became durable meanwhile, its journal space may have been reused under the read: the
     // object is in the backend now, so read it from there instead.
     if (this.unflushed.get(obj) !== batch) {
-      await this.fetch(result, { target, lba: -1, obj, offsetSectors, sectors }, -1);
+      await this.fetch(result, { target, lba: -1, obj, offsetSectors, sectors });
     }
   }
 
-  private async fetch(result: Uint8Array, fetch: Fetch, cacheEpoch: number): Promise<void> {
+  private async fetch(result: Uint8Array, fetch: Fetch): Promise<void> {
     const info = this.objects.get(fetch.obj);
     assert(info !== undefined, `map points at unknown object ${fetch.obj}`);
-    // Whole, aligned 4 KiB blocks go through the SSD read cache.
-    const cache = this.readCache;
-    const cacheable = cache !== null && cache.enabled && fetch.lba >= 0 && fetch.lba % SECTORS_PER_PAGE === 0 && fetch.sectors % SECTORS_PER_PAGE === 0;
+    // Whole, aligned 4 KiB blocks go through the SSD read cache, under the object's name (read_cache.ts).
+    const use = this.readCacheUse;
+    const cacheable = use !== null && use.cache.enabled && fetch.lba >= 0 && fetch.lba % SECTORS_PER_PAGE === 0 && fetch.sectors % SECTORS_PER_PAGE === 0;
     const bytesWanted = fetch.sectors * SECTOR_BYTES;
-    if (cacheable && (await cache.read(fetch.lba / SECTORS_PER_PAGE, fetch.sectors / SECTORS_PER_PAGE, result.subarray(fetch.target, fetch.target + bytesWanted)))) {
-      return;
+    const log = cacheable ? use.logOf(fetch.obj) : -1;
+    if (cacheable) {
+      const into = result.subarray(fetch.target, fetch.target + bytesWanted);
+      if (await use.cache.read(log, fetch.obj, fetch.offsetSectors, fetch.sectors / SECTORS_PER_PAGE, into)) {
+        this.readCacheHits += 1;
+        return;
+      }
+      this.readCacheMisses += 1;
     }
     while (this.inFlight >= GETS_INFLIGHT_MAX) await new Promise<void>((resolve) => this.waiters.push(resolve));
     this.inFlight += 1;
     try {
-      const bytes = await this.store.getRange(
-        objectName(this.prefix, fetch.obj),
-        (info.hdrSectors + fetch.offsetSectors) * SECTOR_BYTES,
-        fetch.sectors * SECTOR_BYTES,
-      );
+      const bytes = await this.store.getRange(objectName(this.prefix, fetch.obj), (info.hdrSectors + fetch.offsetSectors) * SECTOR_BYTES, bytesWanted);
       result.set(bytes, fetch.target);
       this.backendReads += 1;
       this.backendReadBytes += bytes.byteLength;
-      // Filling the cache does not hold up the read; a bounded number of fills run at once, the rest are skipped.
-      if (cacheable && this.cacheInsertsInFlight < READ_CACHE_INSERTS_INFLIGHT_MAX) {
-        this.cacheInsertsInFlight += 1;
-        void cache.insert(fetch.lba / SECTORS_PER_PAGE, bytes, cacheEpoch, { seq: fetch.obj, offsetSectors: fetch.offsetSectors }).finally(() => (this.cacheInsertsInFlight -= 1));
-      }
+      // Queued for a batched fill: the reply does not wait for it (bounded; more are skipped).
+      if (cacheable) use.cache.offer(log, fetch.obj, fetch.offsetSectors, bytes);
     } finally {
       this.inFlight -= 1;
       this.waiters.shift()?.();

@@ -19,13 +19,14 @@ import type { ObjectStore } from "../backend/object_store.ts";
 import type { AlignedPool, CacheDevice } from "../cache/cache_device.ts";
 import { Journal } from "../cache/journal.ts";
 import { ReadCache } from "../cache/read_cache.ts";
+import type { SharedReadCache } from "../cache/shared_read_cache.ts";
 import type { CacheSuperblock } from "../format/cache_superblock.ts";
 import type { BlockDevice, BlockStatusExtent, WriteListener } from "../nbd/block_device.ts";
 import { systemClock, type Clock, type CrashPoint } from "../util/clock.ts";
 import { AnySizeIo } from "./any_size.ts";
 import { FlushCoordinator } from "./flush_coordinator.ts";
 import { GarbageCollector } from "./garbage_collector.ts";
-import { ReadPath } from "./read_path.ts";
+import { ReadPath, type ReadCacheUse } from "./read_path.ts";
 import { recoverBackend, type BackendState } from "./recovery/backend.ts";
 import { planJournal, readCacheSuperblock, refuseForeignCache, replayJournal, settleUnfinishedTail, type JournalPlan } from "./recovery/journal.ts";
 import { beginLog, LocalFence, type VolumeOwner } from "./ownership.ts";
@@ -49,6 +50,11 @@ export interface VolumeOptions {
    * 13.7k with, bench/RESULTS.md).
    */
   readCache?: boolean;
+  /**
+   * A process's shared read-cache device (cache/shared_read_cache.ts), used instead of the cache device's own region;
+   * the caller opens it before and closes it after every volume that uses it.
+   */
+  sharedReadCache?: SharedReadCache;
   batchBytes?: number;
   batchIdleMs?: number;
   checkpointIntervalObjects?: number;
@@ -179,7 +185,7 @@ export class Volume implements BlockDevice {
     await journal.writeSuperblock({ replayOffsetBytes: journal.physicalOffset(plan.start.tail.position), replaySeq: plan.start.tail.seq });
     await options.crashPoint?.("recovery.journal-superblock");
     const parts = Volume.wireWritePath(options, state, superblock, journal, { superblocks, fence, nextSeq: logStart.nextSeq, logEndsInsideWrite, snapshotPins });
-    const { writes, readCache, readJournal } = parts;
+    const { writes, readJournal } = parts;
 
     // A takeover checkpoint right at the new log start: recovery from it never crosses the range just skipped, and a
     // v1 reader, which knows nothing of skipped ranges, starts above it too (docs/architecture.md). When the log ends
@@ -195,10 +201,8 @@ export class Volume implements BlockDevice {
       readJournal,
       whenWritten: (seq) => journal.whenWritten(seq),
       pool: options.pool,
-    }, readCache);
-    const warm = await readCache?.load(reads.mapsBlockTo);
-    if (warm !== undefined) log(`read cache: ${warm.kept} blocks kept from the persisted index, ${warm.dropped} dropped`);
-    parts.adopter.reads = reads; // after the load, which fills slots without taking them
+    }, await Volume.openReadCache(options, state, superblock, log));
+    parts.adopter.reads = reads;
     const recovery: RecoveryReport = {
       checkpointSeq: state.checkpointSeq,
       objectsRolledForward: state.rolledForward,
@@ -227,17 +231,9 @@ export class Volume implements BlockDevice {
   ) {
     const flusher = new FlushCoordinator(options.cache);
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
-    const readCache = options.readCache
-      ? new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, {
-          volUuid: state.superblock.volUuid,
-          log: options.log,
-          clock: options.clock,
-        })
-      : null;
     // The read path exists only after the replay: until then durable batches are not adopted.
     const adopter: { reads: ReadPath | null } = { reads: null };
     const writes = new WritePath({
-      readCache,
       onBatchDurable: (batch) => adopter.reads?.adoptDurableBatch(batch),
       readJournal,
       pool: options.pool,
@@ -264,7 +260,34 @@ export class Volume implements BlockDevice {
       sealedObjectsAheadMax: options.sealedObjectsAheadMax,
       snapshotPins: start.snapshotPins,
     });
-    return { writes, flusher, readCache, readJournal, adopter };
+    return { writes, flusher, readJournal, adopter };
+  }
+
+  /**
+   * The read cache the volume reads through: the process's shared device if given, else, if asked, the cache device's
+   * own region with its persisted index loaded (entries name immutable object bytes: nothing to check against the
+   * map). Object seqs resolve to the log holding them, a base's for what a clone reads from it.
+   */
+  private static async openReadCache(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock, log: LogFn): Promise<ReadCacheUse | null> {
+    let cache: ReadCache;
+    if (options.sharedReadCache !== undefined) {
+      cache = options.sharedReadCache.cache;
+      log(`read cache: shared device ${options.sharedReadCache.device.path}, ${cache.cachedBlocks} blocks held`);
+    } else if (options.readCache === true) {
+      cache = new ReadCache(options.cache, options.pool, superblock.readCacheStartBytes, superblock.readCacheBytes, { cacheUuid: superblock.cacheUuid, log: options.log, clock: options.clock });
+      const warm = await cache.load();
+      const old = warm.oldFormatPages > 0 ? ` (${warm.oldFormatPages} index page(s) of an older format dropped)` : "";
+      log(`read cache: ${warm.kept} blocks kept from the persisted index, ${warm.dropped} dropped${old}`);
+    } else {
+      return null;
+    }
+    const levels = state.chain.levels.map((level) => ({ baseLastSeq: level.baseLastSeq, log: cache.logId(level.volUuid) }));
+    const logOf = (seq: number): number => {
+      let index = 0;
+      while (index + 1 < levels.length && seq <= levels[index]!.baseLastSeq) index += 1;
+      return levels[index]!.log;
+    };
+    return { cache, logOf };
   }
 
   /** The garbage collector, started (null: off, or a read-only volume). */
@@ -493,7 +516,7 @@ export class Volume implements BlockDevice {
     this.journal.release(Number.MAX_SAFE_INTEGER);
     await this.journal.persistTail();
     await this.options.cache.fdatasync();
-    await this.reads.closeReadCache();
+    if (this.options.sharedReadCache === undefined) await this.reads.readCacheUse?.cache.close();
   }
 
   /** For tests: stop without flushing anything further, as a crash would (the process keeps running). */

@@ -25,7 +25,6 @@
 
 import type { AlignedPool } from "../cache/cache_device.ts";
 import type { Journal } from "../cache/journal.ts";
-import type { ReadCache } from "../cache/read_cache.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -54,8 +53,6 @@ export interface WritePathOptions {
   map: ExtentMap;
   objects: ObjectTable;
   journal: Journal;
-  /** Blocks to drop whenever a write or trim lands (null: no read cache). */
-  readCache: ReadCache | null;
   /** Reads the journal back (journal-only batches, before their put). */
   readJournal: JournalReader;
   pool: AlignedPool;

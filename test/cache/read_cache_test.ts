@@ -1,13 +1,19 @@
-// The SSD read cache: exact data back, misses for anything not whole, invalidation by writes, no caching of data a
-// newer write may have replaced, eviction, and a slot reused under a reader.
+// The SSD read cache (src/cache/read_cache.ts): entries keyed by object location (log uuid, seq, offset) read back
+// exactly; another log's same seq is another entry; misses for anything not whole; fills queued and written in
+// batches (consecutive slots in one write), bounded; eviction; a slot reused under a reader; the persisted index.
 
 import { describe, expect, test } from "bun:test";
 import { ReadCache } from "../../src/cache/read_cache.ts";
+import { READ_CACHE_FILL_BLOCKS_QUEUED_MAX } from "../../src/constants.ts";
+import { encodeIndexPage } from "../../src/format/read_cache_index.ts";
 import { MemoryCacheDevice, MemoryPool } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
 
 const BLOCK = 4096;
-const SRC = { seq: 1, offsetSectors: 0 };
+const CACHE = "3a1f3c52-8d0e-4c3a-9a55-1d1f0c3b7e00";
+const OTHER_CACHE = "3a1f3c52-8d0e-4c3a-9a55-1d1f0c3b7eff";
+const VOL = "6c1f3c52-8d0e-4c3a-9a55-1d1f0c3b7e01";
+const OTHER_VOL = "0b7f3c52-8d0e-4c3a-9a55-1d1f0c3b7e02";
 
 function blocks(prng: Prng, count: number): Uint8Array<ArrayBuffer> {
   const data = new Uint8Array(count * BLOCK);
@@ -15,143 +21,172 @@ function blocks(prng: Prng, count: number): Uint8Array<ArrayBuffer> {
   return data;
 }
 
+function memoryCache(seed: number, regionBlocks: number, persist = false) {
+  const prng = new Prng(seed);
+  const device = new MemoryCacheDevice(1 << 22, prng);
+  const cache = new ReadCache(device, new MemoryPool(), 4096, regionBlocks * BLOCK, persist ? { cacheUuid: CACHE } : undefined);
+  return { prng, device, cache };
+}
+
 describe("read cache", () => {
-  test("cached blocks read back exactly; a range with any uncached block is a miss", async () => {
-    const prng = new Prng(1);
-    const cache = new ReadCache(new MemoryCacheDevice(1 << 20, prng), new MemoryPool(), 4096, 64 * BLOCK);
+  test("offered blocks read back exactly under their object's name; another log's same name is a miss", async () => {
+    const { prng, cache } = memoryCache(1, 64);
+    const vol = cache.logId(VOL);
+    const other = cache.logId(OTHER_VOL);
+    expect(cache.logId(VOL)).toBe(vol);
     const data = blocks(prng, 4);
-    await cache.insert(10, data, cache.currentEpoch, SRC);
+    cache.offer(vol, 7, 16, data);
+    await cache.settle();
     const out = new Uint8Array(4 * BLOCK);
-    expect(await cache.read(10, 4, out)).toBe(true);
+    expect(await cache.read(vol, 7, 16, 4, out)).toBe(true);
     expect(out).toEqual(data);
-    expect(await cache.read(9, 2, new Uint8Array(2 * BLOCK))).toBe(false);
-    expect(cache.hits).toBe(1);
+    expect(await cache.read(vol, 7, 24, 1, out.subarray(0, BLOCK))).toBe(true); // the object's second 4 KiB
+    expect(out.subarray(0, BLOCK)).toEqual(data.subarray(BLOCK, 2 * BLOCK));
+    expect(await cache.read(vol, 7, 8, 2, new Uint8Array(2 * BLOCK))).toBe(false); // one block before it is not cached
+    expect(await cache.read(vol, 8, 16, 1, new Uint8Array(BLOCK))).toBe(false);
+    expect(await cache.read(other, 7, 16, 1, new Uint8Array(BLOCK))).toBe(false); // a clone's own seq 7 is not its base's
+    expect(cache.hits).toBe(2);
+    expect(cache.inserts).toBe(4);
   });
 
-  test("a write invalidates overlapping blocks, and data fetched before it is not cached", async () => {
-    const prng = new Prng(2);
-    const cache = new ReadCache(new MemoryCacheDevice(1 << 20, prng), new MemoryPool(), 4096, 64 * BLOCK);
-    await cache.insert(0, blocks(prng, 4), cache.currentEpoch, SRC);
-    cache.invalidate(8 * 2 + 3, 1); // one sector inside block 2
-    expect(await cache.read(0, 2, new Uint8Array(2 * BLOCK))).toBe(true);
-    expect(await cache.read(2, 1, new Uint8Array(BLOCK))).toBe(false);
-    const epochBeforeFetch = cache.currentEpoch;
-    cache.invalidate(1000, 8); // a write lands while the fetch is out
-    await cache.insert(20, blocks(prng, 1), epochBeforeFetch, SRC);
-    expect(await cache.read(20, 1, new Uint8Array(BLOCK))).toBe(false);
-    cache.invalidate(0, 64 * 8 * 8); // a large trim
+  test("fills are batched: blocks offered while a batch is written go out together, consecutive slots in one write", async () => {
+    const { prng, cache } = memoryCache(2, 256);
+    const vol = cache.logId(VOL);
+    const all = blocks(prng, 40);
+    // 40 misses answered in one tick, as at queue depth 32 and more: one offer each.
+    for (let index = 0; index < 40; index++) cache.offer(vol, 3, index * 8, all.subarray(index * BLOCK, (index + 1) * BLOCK));
+    await cache.settle();
+    expect(cache.inserts).toBe(40);
+    // The first two offers start a batch each (two at most in flight); the other 38 wait and go as one more batch.
+    expect(cache.fillBatches).toBe(3);
+    expect(cache.fillWrites).toBe(3);
+    const out = new Uint8Array(40 * BLOCK);
+    expect(await cache.read(vol, 3, 0, 40, out)).toBe(true);
+    expect(out).toEqual(all);
+  });
+
+  test("the fill queue is bounded: blocks beyond it are skipped, not held", async () => {
+    const { prng, device, cache } = memoryCache(3, 4096);
+    const vol = cache.logId(VOL);
+    device.failWritesAfter = device.writes; // every fill write fails: the queue only drains when batches finish
+    const data = blocks(prng, 1);
+    const offered = READ_CACHE_FILL_BLOCKS_QUEUED_MAX + 600;
+    for (let index = 0; index < offered; index++) cache.offer(vol, 1, index * 8, data);
+    expect(cache.fillsSkipped).toBeGreaterThanOrEqual(offered - READ_CACHE_FILL_BLOCKS_QUEUED_MAX - 2);
+    await cache.settle();
     expect(cache.cachedBlocks).toBe(0);
   });
 
   test("the clock evicts when full, and stays within its region", async () => {
-    const prng = new Prng(3);
-    const device = new MemoryCacheDevice(1 << 20, prng);
+    const { prng, device, cache } = memoryCache(4, 8);
+    const vol = cache.logId(VOL);
     const before = device.data.slice(0, 4096);
-    const cache = new ReadCache(device, new MemoryPool(), 4096, 8 * BLOCK);
     const all: Array<Uint8Array<ArrayBuffer>> = [];
-    for (let block = 0; block < 20; block++) {
+    for (let seq = 1; seq <= 20; seq++) {
       const data = blocks(prng, 1);
       all.push(data);
-      await cache.insert(block, data, cache.currentEpoch, SRC);
+      cache.offer(vol, seq, 0, data);
+      await cache.settle();
     }
     expect(cache.cachedBlocks).toBe(8);
-    for (let block = 0; block < 20; block++) {
+    for (let seq = 1; seq <= 20; seq++) {
       const out = new Uint8Array(BLOCK);
-      if (await cache.read(block, 1, out)) expect(out).toEqual(all[block]!);
+      if (await cache.read(vol, seq, 0, 1, out)) expect(out).toEqual(all[seq - 1]!);
     }
     expect(device.data.slice(0, 4096)).toEqual(before); // page 0 (the superblock) untouched
     expect(device.data.subarray(4096 + 8 * BLOCK).every((byte) => byte === 0)).toBe(true);
   });
 
   test("a slot reused while a reader waits on the device is a miss, not wrong data", async () => {
-    const prng = new Prng(4);
-    const cache = new ReadCache(new MemoryCacheDevice(1 << 20, prng), new MemoryPool(), 4096, 1 * BLOCK);
-    await cache.insert(5, blocks(prng, 1), cache.currentEpoch, SRC);
-    const reading = cache.read(5, 1, new Uint8Array(BLOCK));
-    await cache.insert(6, blocks(prng, 1), cache.currentEpoch, SRC); // the only slot goes to block 6
+    const { prng, cache } = memoryCache(5, 1);
+    const vol = cache.logId(VOL);
+    cache.offer(vol, 5, 0, blocks(prng, 1));
+    await cache.settle();
+    const reading = cache.read(vol, 5, 0, 1, new Uint8Array(BLOCK));
+    cache.offer(vol, 6, 0, blocks(prng, 1)); // the only slot goes to object 6
+    await cache.settle();
     expect(await reading).toBe(false);
   });
 });
 
-const VOL = "6c1f3c52-8d0e-4c3a-9a55-1d1f0c3b7e01";
-const OTHER_VOL = "0b7f3c52-8d0e-4c3a-9a55-1d1f0c3b7e02";
-
 describe("read cache persisted index", () => {
-  test("entries survive a clean close; a reopen keeps only what the map confirms", async () => {
-    const prng = new Prng(11);
-    const device = new MemoryCacheDevice(1 << 20, prng);
-    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
+  test("entries survive a clean close whole; another formatting's pages and version 1 pages leave their slots empty", async () => {
+    const { prng, device, cache } = memoryCache(11, 300, true);
     const data = blocks(prng, 4);
-    await cache.insert(10, data, cache.currentEpoch, { seq: 7, offsetSectors: 16 });
+    cache.offer(cache.logId(VOL), 7, 16, data.subarray(0, 2 * BLOCK));
+    cache.offer(cache.logId(OTHER_VOL), 7, 16, data.subarray(2 * BLOCK));
     await cache.close();
-    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
-    // Block 12 now maps elsewhere (a write or GC copy since): dropped; the others name seq 7 at 16 + 8 * i.
-    const counts = await again.load((block, seq, offset) => block !== 12 && seq === 7 && offset === 16 + 8 * (block - 10));
-    expect(counts).toEqual({ kept: 3, dropped: 1 });
+    const again = new ReadCache(device, new MemoryPool(), 4096, 300 * BLOCK, { cacheUuid: CACHE });
+    expect(await again.load()).toEqual({ kept: 4, dropped: 0, oldFormatPages: 0 });
     const out = new Uint8Array(2 * BLOCK);
-    expect(await again.read(10, 2, out)).toBe(true);
+    expect(await again.read(again.logId(OTHER_VOL), 7, 16, 2, out)).toBe(true);
+    expect(out).toEqual(data.subarray(2 * BLOCK));
+    expect(await again.read(again.logId(VOL), 7, 16, 2, out)).toBe(true);
     expect(out).toEqual(data.subarray(0, 2 * BLOCK));
-    expect(await again.read(12, 1, new Uint8Array(BLOCK))).toBe(false);
-    const other = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: OTHER_VOL });
-    expect(await other.load(() => true)).toEqual({ kept: 0, dropped: 0 }); // another volume's index is not read
+    const reformatted = new ReadCache(device, new MemoryPool(), 4096, 300 * BLOCK, { cacheUuid: OTHER_CACHE });
+    expect(await reformatted.load()).toEqual({ kept: 0, dropped: 0, oldFormatPages: 0 });
+    // A version 1 page (entries keyed by volume block) where page 1 of the index is: dropped, and rewritten.
+    const v1 = encodeIndexPage(1, CACHE, []);
+    new DataView(v1.buffer).setUint32(4, 1, true);
+    device.data.set(v1, 4096 + BLOCK);
+    const upgraded = new ReadCache(device, new MemoryPool(), 4096, 300 * BLOCK, { cacheUuid: CACHE });
+    expect(await upgraded.load()).toEqual({ kept: 4, dropped: 0, oldFormatPages: 1 });
+    await upgraded.close();
+    const after = new ReadCache(device, new MemoryPool(), 4096, 300 * BLOCK, { cacheUuid: CACHE });
+    expect(await after.load()).toEqual({ kept: 4, dropped: 0, oldFormatPages: 0 });
   });
 
   test("a slot whose data no longer matches its entry is a miss, never wrong data", async () => {
-    const prng = new Prng(12);
-    const device = new MemoryCacheDevice(1 << 20, prng);
-    const cache = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
-    await cache.insert(3, blocks(prng, 1), cache.currentEpoch, { seq: 2, offsetSectors: 0 });
+    const { prng, device, cache } = memoryCache(12, 200, true);
+    cache.offer(cache.logId(VOL), 2, 0, blocks(prng, 1));
     await cache.close();
     device.data.fill(0xee, 4096 + 2 * BLOCK, 4096 + 3 * BLOCK); // the first data slot (after 2 index pages)
-    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { volUuid: VOL });
-    expect((await again.load(() => true)).kept).toBe(1);
-    expect(await again.read(3, 1, new Uint8Array(BLOCK))).toBe(false);
+    const again = new ReadCache(device, new MemoryPool(), 4096, 200 * BLOCK, { cacheUuid: CACHE });
+    expect((await again.load()).kept).toBe(1);
+    expect(await again.read(again.logId(VOL), 2, 0, 1, new Uint8Array(BLOCK))).toBe(false);
     expect(again.cachedBlocks).toBe(0);
   });
 
-  test("random inserts, overwrites, persists and crashes (power loss too): every hit after a reopen is current", async () => {
-    let warmTotal = 0;
+  test("random fills, reads, persists and crashes (power loss too) over immutable objects: every hit is the object's bytes", async () => {
+    let warmHits = 0;
     for (let seed = 100; seed < 140; seed++) {
       const prng = new Prng(seed);
       let device = new MemoryCacheDevice(1 << 20, prng);
-      const region = 40 * BLOCK; // 39 slots for 24 blocks: eviction happens
-      // The model: block -> the object and data the volume's map points at.
-      const model = new Map<number, { seq: number; data: Uint8Array<ArrayBuffer> }>();
-      let nextSeq = 1;
-      let cache = new ReadCache(device, new MemoryPool(), 4096, region, { volUuid: VOL });
-      const check = (block: number, seq: number, offset: number) => model.get(block)?.seq === seq && offset === 0;
-      let hits = 0;
-      let warm = 0;
+      const region = 40 * BLOCK; // 39 slots for up to 48 pieces: eviction happens
+      // The model: (log, seq) -> the object's 2 blocks, never changed once made (a log never writes a name twice).
+      const objects = new Map<string, Uint8Array<ArrayBuffer>>();
+      const logs = [VOL, OTHER_VOL];
+      let cache = new ReadCache(device, new MemoryPool(), 4096, region, { cacheUuid: CACHE });
+      let sinceCrash = 0;
       for (let step = 0; step < 300; step++) {
-        const block = prng.int(24);
+        const log = logs[prng.int(2)]!;
+        const seq = 1 + prng.int(12);
+        const offset = 8 * prng.int(2);
+        const key = `${log}/${seq}`;
+        if (!objects.has(key)) objects.set(key, blocks(prng, 2));
+        const bytes = objects.get(key)!;
         const choice = prng.int(10);
-        if (choice < 3) {
-          // A write: new data in a new object; the cache loses the block before the write is acknowledged.
-          cache.invalidate(block * 8, 8);
-          model.set(block, { seq: nextSeq++, data: blocks(prng, 1) });
-        } else if (choice < 6) {
-          const current = model.get(block);
-          if (current) {
-            const inserting = cache.insert(block, current.data, cache.currentEpoch, { seq: current.seq, offsetSectors: 0 });
-            if (prng.int(2) === 0) await inserting; // else it is still in flight at the next steps, a crash too
-          }
-        } else if (choice < 8) {
+        if (choice < 4) cache.offer(cache.logId(log), seq, offset, bytes.slice((offset / 8) * BLOCK, (offset / 8 + 1) * BLOCK));
+        else if (choice < 8) {
           const out = new Uint8Array(BLOCK);
-          if (await cache.read(block, 1, out)) {
-            hits += 1;
-            expect(out).toEqual(model.get(block)!.data);
+          if (await cache.read(cache.logId(log), seq, offset, 1, out)) {
+            expect(out).toEqual(bytes.subarray((offset / 8) * BLOCK, (offset / 8 + 1) * BLOCK));
+            if (sinceCrash === 0) warmHits += 1;
           }
         } else if (choice === 8) {
           await cache.persist().catch(() => undefined);
         } else if (prng.int(4) === 0) {
           device = device.crash({ powerLoss: prng.int(2) === 0 });
-          cache = new ReadCache(device, new MemoryPool(), 4096, region, { volUuid: VOL });
-          warm += (await cache.load(check)).kept;
+          cache = new ReadCache(device, new MemoryPool(), 4096, region, { cacheUuid: CACHE });
+          await cache.load();
+          sinceCrash = 0;
+          continue;
+        } else {
+          await Bun.sleep(0); // fill writes complete meanwhile (some: the device completes a random subset)
         }
+        if (choice < 4) sinceCrash += 1;
       }
-      expect(hits).toBeGreaterThan(0);
-      warmTotal += warm;
     }
-    expect(warmTotal).toBeGreaterThan(0); // the crashes left persisted entries that were used
+    expect(warmHits).toBeGreaterThan(0); // hits served from entries that came through a crash
   });
 });

@@ -13,6 +13,7 @@ import type { AlignedPool, CacheDevice } from "../../cache/cache_device.ts";
 import { Journal, type JournalStart } from "../../cache/journal.ts";
 import { JournalWalker } from "../../cache/journal_replay.ts";
 import { decodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
+import { isReadCacheDevicePage } from "../../format/read_cache_superblock.ts";
 import { JOURNAL_HEADER_BYTES, JournalRecordType, type JournalExtent } from "../../format/journal_record.ts";
 import type { CrashPoint } from "../../util/clock.ts";
 import { dropUnfinishedTail, keepUnfinishedTail, type BackendState } from "./backend.ts";
@@ -25,6 +26,9 @@ export async function readCacheSuperblock(cache: CacheDevice, pool: AlignedPool)
     try {
       return decodeCacheSuperblock(page);
     } catch (error) {
+      if (error instanceof CorruptionError && isReadCacheDevicePage(page)) {
+        throw new CorruptionError(`Cache ${cache.path} is a shared read-cache device (lsvd mkcache --read-cache-only), not a volume's cache: give it with --read-cache-device`);
+      }
       if (error instanceof CorruptionError) throw new CorruptionError(`Cache ${cache.path} has no valid lsvd superblock (run 'lsvd mkcache'): ${error.message}`);
       throw error;
     }

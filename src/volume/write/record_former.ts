@@ -23,7 +23,6 @@
 import { JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
 import { Journal } from "../../cache/journal.ts";
-import type { ReadCache } from "../../cache/read_cache.ts";
 import type { JournalExtent } from "../../format/journal_record.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
 import type { Batch } from "../batch.ts";
@@ -108,7 +107,6 @@ export interface RecordFormerOptions {
   map: ExtentMap;
   objects: ObjectTable;
   journal: Journal;
-  readCache: ReadCache | null;
   flusher: FlushCoordinator;
   fence: Fence;
   clock: Clock;
@@ -344,7 +342,7 @@ export class RecordFormer {
     let journalOffset = placed.dataOffset;
     for (let index = this.pendingFront; index < end; index++) {
       const piece = this.pending[index]!;
-      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset, !piece.isCopy);
+      this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset);
       if (piece.data) journalOffset += piece.data.byteLength;
       this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
     }
@@ -398,9 +396,9 @@ export class RecordFormer {
   }
 
   /** Adds one piece to the batch and the map. Shared by live writes and journal replay. */
-  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number, invalidateReadCache = true): void {
+  // No read-cache invalidation: the cache is keyed by object names, which a write never reuses (read_cache.ts).
+  private applyPiece(batch: Batch, lba: number, sectors: number, data: Uint8Array | null, journalOffset: number): void {
     const { map, objects } = this.options;
-    if (invalidateReadCache) this.options.readCache?.invalidate(lba, sectors);
     if (data) {
       const offset = batch.addData(lba, data, journalOffset);
       map.update(lba, sectors, batch.seq, offset, objects.displaced);
