@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { LsvdServer, cleanupAll, createVolume, ensureBuilt, lsvd, runOk } from "./_harness.ts";
+import { LSVD_BINARY as LSVD_BINARY_PATH, LsvdServer, cleanupAll, createVolume, ensureBuilt, lsvd, runOk } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
 const WORKING_SET_BYTES = 4 * MIB;
@@ -115,6 +115,31 @@ describe("read cache warm across restarts", () => {
     await requireIndexed(server, WORKING_SET_BLOCKS);
     expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
     await runOk(["python3", client, server.uri, "read", "9", String(WORKING_SET_BYTES)]);
+    await server.kill();
+  }, TEST_TIMEOUT_MS);
+
+  test("a shared read-cache device (mkcache --read-cache-only): warm after a SIGKILL with the backend objects unreadable; refused as a --cache", async () => {
+    const paths = await createVolume("rcache-shared", { size: "64m", cacheSize: "64m" });
+    const client = join(paths.dir, "client.py");
+    writeFileSync(client, CLIENT_PY);
+    const aside = join(paths.dir, "aside");
+    await runOk(["mkdir", aside]);
+    const shared = join(paths.dir, "shared.rc");
+    expect((await runOk([LSVD_BINARY_PATH, "mkcache", "--read-cache-only", "--size", "32m", shared])).stdout).toContain("formatted shared read-cache device");
+    const asCache = await lsvd(["serve", "--volume", paths.volume, "--cache", shared, "--socket", join(paths.dir, "s")]);
+    expect(asCache.exitCode).not.toBe(0);
+    expect(asCache.stderr).toContain("is a shared read-cache device");
+    const serve = () => LsvdServer.start({ volume: paths.volume, cache: paths.cache, transport: "unix", dir: paths.dir, extraArgs: ["--read-cache-device", shared, "--no-gc", "--batch-idle-ms", "100"] });
+    let server = await serve();
+    expect(server.log).toContain("read cache: shared device");
+    // Written through the server: the blocks enter the shared cache as their objects become durable (adoption).
+    await runOk(["python3", client, server.uri, "write", "11", String(WORKING_SET_BYTES)]);
+    await requireIndexed(server, WORKING_SET_BLOCKS);
+    await server.kill();
+    server = await serve();
+    expect(server.log).toMatch(new RegExp(`read cache device ${shared.replace(/[.]/g, "\\.")}: [^,]+, ${WORKING_SET_BLOCKS} blocks kept`));
+    expect(makeObjectsUnreadable(paths.backendDir, aside)).toBeGreaterThan(0);
+    await runOk(["python3", client, server.uri, "read", "11", String(WORKING_SET_BYTES)]);
     await server.kill();
   }, TEST_TIMEOUT_MS);
 

@@ -141,7 +141,8 @@ export async function makeCloneWorld(base: World, prefix: string): Promise<World
   const volUuid = base.clock ? prngUuid(base.prng) : uuidv4();
   const identity = { ...SIM_HOST, pid: 0, processStartTicks: 1 };
   const lease = { command: "clone", identity, processRuns: () => false, ...(base.clock ? { clock: base.clock, newCookie: () => prngUuid(base.prng) } : {}) };
-  await runWorld(base, createClone({ store: base.store, basePrefix: base.prefix, snapshot: "s", clonePrefix: prefix, cloneUuid: volUuid, lease }));
+  const cloning = createClone({ store: base.store, basePrefix: base.prefix, snapshot: "s", clonePrefix: prefix, cloneUuid: volUuid, lease });
+  await (base.clock ? runWorld(base, cloning) : cloning);
   const device = new MemoryCacheDevice(base.device.sizeBytes, base.prng);
   if (base.clock) device.clock = base.clock;
   formatCache(device, volUuid, 1000 + base.prng.int(1_000_000), undefined, base.clock ? base.prng : undefined);

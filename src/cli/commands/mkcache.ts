@@ -1,4 +1,6 @@
-// lsvd mkcache: format a cache file or block device for a volume (layout: docs/format.md, "Cache device layout").
+// lsvd mkcache: format a cache file or block device for a volume (layout: docs/format.md, "Cache device layout"), or
+// with --read-cache-only a shared read-cache device for every volume of a process (docs/format.md, "Shared read-cache
+// device").
 
 import { writeOut } from "../output.ts";
 import { existsSync } from "node:fs";
@@ -11,6 +13,7 @@ import { computeCacheLayout, WRITE_FRACTION_DEFAULT } from "../../cache/cache_la
 import { JournalWalker } from "../../cache/journal_replay.ts";
 import { encodeCacheSuperblock, newCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
 import { JournalRecordType } from "../../format/journal_record.ts";
+import { decodeReadCacheDeviceSuperblock, encodeReadCacheDeviceSuperblock, isReadCacheDevicePage, readCacheDeviceLayout, type ReadCacheDeviceSuperblock } from "../../format/read_cache_superblock.ts";
 import { openUringDevice } from "../../../ffi/uring_device.ts";
 import { readSuperblock } from "../../volume/recovery/backend.ts";
 import { readCacheSuperblock } from "../../volume/recovery/journal.ts";
@@ -23,13 +26,15 @@ import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
 import { printCacheSuperblock } from "./parse.ts";
 
-const USAGE = "lsvd mkcache (--volume VOLUME | --uuid UUID) [--size SIZE] [--write-fraction F] [--force] CACHE\n       lsvd mkcache --show [--json] CACHE";
+const USAGE =
+  "lsvd mkcache (--volume VOLUME | --uuid UUID) [--size SIZE] [--write-fraction F] [--force] CACHE\n       lsvd mkcache --read-cache-only [--size SIZE] [--force] CACHE\n       lsvd mkcache --show [--json] CACHE";
 const OPTIONS: OptionSpec = {
   volume: { type: "string" },
   uuid: { type: "string" },
   size: { type: "string" },
   "write-fraction": { type: "string", default: String(WRITE_FRACTION_DEFAULT) },
   force: { type: "boolean" },
+  "read-cache-only": { type: "boolean" },
   show: { type: "boolean" },
   json: { type: "boolean" },
   ...BACKEND_OPTIONS,
@@ -38,7 +43,9 @@ const OPTIONS: OptionSpec = {
 const HELP = `Usage: ${USAGE}
 
 Formats CACHE (a file, created with SIZE if missing, or an existing file or block device, whose size is used) as the
-SSD cache of a volume: a superblock page, a write journal region and a read cache region.
+SSD cache of a volume: a superblock page, a write journal region and a read cache region. With --read-cache-only,
+formats CACHE as a shared read-cache device: a superblock page and a read cache region only, which \`lsvd serve
+--read-cache-device\` shares between every volume the process serves.
 
 Options:
   --volume VOLUME       the volume this cache serves (its UUID is read from the superblock)
@@ -46,6 +53,7 @@ Options:
   --size SIZE           size of a new cache file (e.g. 1g); required when CACHE does not exist
   --write-fraction F    share of the cache for the write journal (default 0.5; at least 32 MiB)
   --force               format even if CACHE holds a live cache (unflushed writes are lost)
+  --read-cache-only     format a shared read-cache device (no --volume or --uuid; no journal)
   --show                print the cache superblock instead of formatting
   --json                with --show: print JSON
 ${BACKEND_HELP}
@@ -53,6 +61,8 @@ ${LOG_HELP}
 `;
 
 const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;
+/** The smallest shared read-cache device: page 0, an index page, a slot (anything smaller holds nothing). */
+const READ_CACHE_DEVICE_BYTES_MIN = 1024 * 1024;
 const ZERO_WRITES_INFLIGHT_MAX = 8;
 
 /**
@@ -106,6 +116,18 @@ type CacheDevice = Awaited<ReturnType<typeof openUringDevice>>;
 async function showCacheSuperblock(cachePath: string, json: boolean): Promise<void> {
   const device = await openUringDevice(cachePath);
   try {
+    const page = device.pool.acquire(PAGE_BYTES);
+    try {
+      await device.read(0, page.subarray(0, PAGE_BYTES));
+      if (isReadCacheDevicePage(page.subarray(0, PAGE_BYTES))) {
+        const superblock = decodeReadCacheDeviceSuperblock(page.subarray(0, PAGE_BYTES));
+        if (json) writeOut(`${JSON.stringify({ name: cachePath, kind: "read-cache", ...superblock }, null, 2)}\n`);
+        else writeOut(`name:           ${cachePath}\nkind:           READ-CACHE (shared)\ncache UUID:     ${superblock.cacheUuid}\nsize:           ${superblock.sizeBytes}\nread cache:     ${superblock.readCacheStartBytes}+${superblock.readCacheBytes}\n`);
+        return;
+      }
+    } finally {
+      device.pool.release(page);
+    }
     printCacheSuperblock(cachePath, await readCacheSuperblock(device, device.pool), json);
   } finally {
     await device.close();
@@ -147,7 +169,7 @@ function createSizeFor(parsed: Parsed, cachePath: string, exists: boolean, write
 }
 
 /** Refuses to format over a cache whose journal holds records that may not be in the backend yet. */
-async function refuseLiveCache(device: CacheDevice, cachePath: string, volUuid: string): Promise<void> {
+async function refuseLiveCache(device: CacheDevice, cachePath: string, volUuid: string | null): Promise<void> {
   let old: CacheSuperblock | null = null;
   try {
     old = await readCacheSuperblock(device, device.pool);
@@ -193,6 +215,45 @@ function reportFormatted(cachePath: string, superblock: CacheSuperblock, json: b
   }
 }
 
+/** `--read-cache-only`: page 0 of a shared read-cache device; its index pages start empty (a fresh cache uuid). */
+async function formatReadCacheDevice(device: CacheDevice): Promise<ReadCacheDeviceSuperblock> {
+  const superblock = readCacheDeviceLayout(uuidv4(), device.sizeBytes);
+  const page = device.pool.acquire(PAGE_BYTES);
+  try {
+    page.set(encodeReadCacheDeviceSuperblock(superblock));
+    await device.write(0, [page]);
+    await device.fdatasync();
+  } finally {
+    device.pool.release(page);
+  }
+  return superblock;
+}
+
+async function runReadCacheOnly(parsed: Parsed, cachePath: string): Promise<number> {
+  for (const name of ["volume", "uuid"]) {
+    if (parsed.values[name] !== undefined) throw new InvalidArgumentError(`--${name} does not go with --read-cache-only: a shared read-cache device serves every volume. Usage: ${USAGE}`);
+  }
+  const exists = existsSync(cachePath);
+  const sizeText = stringOption(parsed, "size");
+  if (!exists && sizeText === undefined) throw new InvalidArgumentError(`${cachePath} does not exist: give --size to create it`);
+  const createSizeBytes = exists ? undefined : parseSize(sizeText!, "size");
+  if (createSizeBytes !== undefined && (createSizeBytes % PAGE_BYTES !== 0 || createSizeBytes < READ_CACHE_DEVICE_BYTES_MIN)) {
+    throw new InvalidArgumentError(`Invalid size ${sizeText}: a shared read-cache device is a multiple of 4 KiB and at least ${formatSize(READ_CACHE_DEVICE_BYTES_MIN)}`);
+  }
+  if (createSizeBytes !== undefined) prepareParentDirectory(cachePath, "cache file");
+  const device = await openUringDevice(cachePath, { createSizeBytes, exclusive: true });
+  try {
+    if (device.sizeBytes < READ_CACHE_DEVICE_BYTES_MIN) throw new InvalidArgumentError(`${cachePath} holds ${formatSize(device.sizeBytes)}: a shared read-cache device needs at least ${formatSize(READ_CACHE_DEVICE_BYTES_MIN)}`);
+    if (exists && parsed.values.force !== true) await refuseLiveCache(device, cachePath, null);
+    const superblock = await formatReadCacheDevice(device);
+    if (parsed.values.json === true) writeOut(`${JSON.stringify({ cache: cachePath, kind: "read-cache", ...superblock })}\n`);
+    else writeOut(`formatted shared read-cache device ${cachePath} (${formatSize(superblock.sizeBytes)}): read cache ${formatSize(superblock.readCacheBytes)}, cache UUID ${superblock.cacheUuid}\n`);
+    return 0;
+  } finally {
+    await device.close();
+  }
+}
+
 export const mkcacheCommand: Command = {
   name: "mkcache",
   summary: "format a cache file or device for a volume",
@@ -204,6 +265,7 @@ export const mkcacheCommand: Command = {
       await showCacheSuperblock(cachePath!, parsed.values.json === true);
       return 0;
     }
+    if (parsed.values["read-cache-only"] === true) return await runReadCacheOnly(parsed, cachePath!);
     const volUuid = await volumeUuidFrom(parsed);
     const writeFraction = Number(stringOption(parsed, "write-fraction"));
     const exists = existsSync(cachePath!);

@@ -59,6 +59,10 @@ import {
 } from "../serve_start.ts";
 
 import { DAEMON_HELP, DAEMON_OPTIONS, exportSpecsFrom, serveExports } from "../serve_daemon.ts";
+import { READ_CACHE_DEVICE_HELP, readCacheDeviceOption } from "../read_cache_device.ts";
+import type { VolumeOptions } from "../../volume/volume.ts";
+
+export { readCacheDeviceOption };
 
 export { parseListen, readCacheOption } from "../serve_start.ts";
 
@@ -92,6 +96,7 @@ Options:
                          backend, in the cache's read-cache region, kept across restarts
   --no-read-cache        no read cache (the default, for every backend: see docs/architecture.md,
                          "The read path", for what the cache costs cold reads today)
+${READ_CACHE_DEVICE_HELP}
   --batch-size SIZE      backend object data size (default ${BATCH_BYTES_DEFAULT / 1024 / 1024}m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default ${BATCH_IDLE_MS_DEFAULT})
   --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
@@ -126,7 +131,7 @@ server exits 1 when stopped (or at once when every export lost its volume).
  */
 async function openServedVolume(
   parsed: Parsed,
-  target: { volumeUri: string; cachePath: string; settings: ReturnType<typeof volumeSettings> },
+  target: { volumeUri: string; cachePath: string; settings: ReturnType<typeof volumeSettings> & { sharedReadCache?: VolumeOptions["sharedReadCache"] } },
   server: NbdServer,
   monitor: ServeMonitor,
   info: LogFn,
@@ -222,6 +227,7 @@ const OPTIONS: OptionSpec = {
   "read-only": { type: "boolean" },
   "read-cache": { type: "boolean" },
   "no-read-cache": { type: "boolean" },
+  "read-cache-device": { type: "string" },
   "batch-size": { type: "string", default: `${BATCH_BYTES_DEFAULT / 1024 / 1024}m` },
   "batch-idle-ms": { type: "string", default: String(BATCH_IDLE_MS_DEFAULT) },
   "gc-threshold": { type: "string", default: String(GC_THRESHOLD_DEFAULT) },
@@ -271,9 +277,12 @@ async function serveVolume(parsed: Parsed): Promise<number> {
   });
   service.recovering(volumeUri);
   let opened: OpenedVolume;
+  let sharedReadCache: Awaited<ReturnType<typeof readCacheDeviceOption>> = undefined;
   try {
-    opened = await openServedVolume(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
+    sharedReadCache = await readCacheDeviceOption(parsed, info);
+    opened = await openServedVolume(parsed, { volumeUri, cachePath, settings: { ...settings, sharedReadCache } }, server, monitor, info, lastError);
   } catch (error) {
+    await sharedReadCache?.close();
     monitor.close();
     await server.close();
     throw error;
@@ -311,6 +320,7 @@ async function serveVolume(parsed: Parsed): Promise<number> {
   } finally {
     service.exiting();
     monitor.close();
+    await sharedReadCache?.close().catch(() => undefined); // after the volume: a failure only loses warmth
   }
   if (lostReason !== null) return 1;
   const stats = volume.stats();
