@@ -37,10 +37,13 @@ import type { LogFn } from "../util/log.ts";
 import type { AlignedPool, CacheDevice } from "./cache_device.ts";
 
 /** Index pages written per persist round (bounded writes); more dirty pages wait for the next round. */
-export const INDEX_PAGES_PER_PERSIST_MAX = 64;
-/** A persist round starts this long after the first change it covers (or at once when this many pages are dirty). */
+export const INDEX_PAGES_PER_PERSIST_MAX = 256;
+/**
+ * A persist round starts this long after the first change it covers, and the next one no sooner than this after it
+ * ends: a round's two fdatasyncs also flush the device under the journal's writes, so they are paced, not driven by
+ * the fill rate (what is not persisted yet is only warmth a crash may lose).
+ */
 export const INDEX_PERSIST_DELAY_MS = 1000;
-const INDEX_PERSIST_DIRTY_PAGES = 16;
 /** Keys: seq * 2^21 + offset (offsets of a 1 GiB data area fit 21 bits; seq is u32): below 2^53. */
 const OFFSET_KEY_SPAN = 2 ** 21;
 const SLOT_EMPTY = -1;
@@ -48,13 +51,21 @@ const SLOT_RESERVED = -2;
 /** Logs (volume uuids) one cache tells apart in memory. */
 const LOGS_MAX = 0x7fff_ffff;
 
+/** Durable batch blocks copied once into a page-aligned pool buffer: written to slots straight from it. */
+interface AdoptedCopy {
+  buffer: Uint8Array;
+  /** Blocks of it not settled yet: the buffer goes back to the pool with the last. */
+  blocksLeft: number;
+}
+
 /** A block waiting to be written to a slot. */
 interface QueuedBlock {
   log: number;
   seq: number;
   offsetSectors: number;
+  /** 4 KiB: a page-aligned part of `copy` for adopted blocks, else the backend read's bytes (copied before writing). */
   data: Uint8Array;
-  adopted: boolean;
+  copy: AdoptedCopy | null;
 }
 
 /** What load() found in the persisted index. */
@@ -213,22 +224,32 @@ export class ReadCache {
         continue;
       }
       this.fillBlocksQueued += 1;
-      this.queue.push({ log, seq, offsetSectors: offset, data: data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), adopted: false });
+      this.queue.push({ log, seq, offsetSectors: offset, data: data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), copy: null });
     }
     this.kick();
   }
 
   /**
-   * Write-to-read migration: blocks at offsets[i] of object `seq` of `log`, whose data is data[i * 4096, +4096) (a copy
-   * the caller made: the batch buffer is reused at once). Skipped whole when READ_CACHE_ADOPT_BYTES_QUEUED_MAX bytes
-   * already wait (the cache is an optimisation: back-pressure would slow the write path).
+   * Write-to-read migration: blocks at offsets[i] of object `seq` of `log`. `copyInto(buffer)` copies block i's 4 KiB to
+   * buffer[i * 4096, +4096) (the batch buffer is reused at once): one copy, into a page-aligned buffer of this cache's
+   * pool, from which the slots are written. Skipped whole when READ_CACHE_ADOPT_BYTES_QUEUED_MAX bytes already wait or
+   * the pool has no room (the cache is an optimisation: back-pressure would slow the write path).
    */
-  adopt(log: number, seq: number, offsets: number[], data: Uint8Array): void {
-    if (!this.enabled || this.closed || this.adoptBytesQueued + data.byteLength > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
-    assert(data.byteLength === offsets.length * PAGE_BYTES, "one block per offset");
-    this.adoptBytesQueued += data.byteLength;
+  adopt(log: number, seq: number, offsets: number[], copyInto: (buffer: Uint8Array) => void): void {
+    const bytes = offsets.length * PAGE_BYTES;
+    if (!this.enabled || this.closed || offsets.length === 0 || this.adoptBytesQueued + bytes > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
+    let buffer: Uint8Array;
+    try {
+      buffer = this.pool.acquire(bytes);
+    } catch {
+      this.fillsSkipped += offsets.length;
+      return;
+    }
+    copyInto(buffer.subarray(0, bytes));
+    this.adoptBytesQueued += bytes;
+    const copy: AdoptedCopy = { buffer, blocksLeft: offsets.length };
     offsets.forEach((offsetSectors, index) => {
-      this.queue.push({ log, seq, offsetSectors, data: data.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), adopted: true });
+      this.queue.push({ log, seq, offsetSectors, data: buffer.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), copy });
     });
     this.kick();
   }
@@ -247,24 +268,27 @@ export class ReadCache {
   }
 
   private dequeued(block: QueuedBlock): void {
-    if (block.adopted) this.adoptBytesQueued -= PAGE_BYTES;
-    else this.fillBlocksQueued -= 1;
+    if (block.copy === null) {
+      this.fillBlocksQueued -= 1;
+      return;
+    }
+    this.adoptBytesQueued -= PAGE_BYTES;
+    block.copy.blocksLeft -= 1;
+    if (block.copy.blocksLeft === 0) this.pool.release(block.copy.buffer);
   }
 
   /** Up to READ_CACHE_FILL_BATCH_BLOCKS_MAX queued blocks not cached yet, each with a slot taken for it, by slot. */
   private takeBatch(): Array<{ block: QueuedBlock; slot: number }> {
     const batch: Array<{ block: QueuedBlock; slot: number }> = [];
-    const inBatch = new Set<string>();
     while (batch.length < READ_CACHE_FILL_BATCH_BLOCKS_MAX && this.queueHead < this.queue.length) {
       const block = this.queue[this.queueHead]!;
       this.queue[this.queueHead++] = undefined as unknown as QueuedBlock;
-      const name = `${block.log}/${block.seq}/${block.offsetSectors}`;
-      const slot = this.slotOf(block.log, block.seq, block.offsetSectors) !== undefined || inBatch.has(name) ? -1 : this.takeSlot();
+      // A block twice in one batch (two reads missed it at once) is written twice and indexed once (settleBlock).
+      const slot = this.slotOf(block.log, block.seq, block.offsetSectors) !== undefined ? -1 : this.takeSlot();
       if (slot < 0) {
         this.dequeued(block);
         continue;
       }
-      inBatch.add(name);
       batch.push({ block, slot });
     }
     if (this.queueHead === this.queue.length) {
@@ -274,40 +298,50 @@ export class ReadCache {
     return batch.sort((a, b) => a.slot - b.slot);
   }
 
-  /** Writes a batch: one vectored write per run of consecutive slots, all at once; then indexes what was written. */
+  /**
+   * Writes a batch: one vectored write per run of consecutive slots, all at once; adopted blocks straight from their
+   * aligned copy, backend-read blocks copied into one scratch buffer per run. Then indexes what was written.
+   */
   private async writeBatch(batch: Array<{ block: QueuedBlock; slot: number }>): Promise<void> {
-    const pages = batch.map(() => this.pool.acquire(PAGE_BYTES));
-    const crcs = batch.map(({ block }, index) => {
-      pages[index]!.set(block.data);
-      return crc32c(pages[index]!);
-    });
-    const runs: Array<{ first: number; end: number }> = [];
-    for (let index = 0; index < batch.length; index++) {
-      const last = runs[runs.length - 1];
-      if (last !== undefined && batch[last.end - 1]!.slot + 1 === batch[index]!.slot) last.end += 1;
-      else runs.push({ first: index, end: index + 1 });
+    const runs: Array<{ first: number; end: number; scratch: Uint8Array | null; pages: Uint8Array[] }> = [];
+    for (let first = 0, end = 1; first < batch.length; first = end, end = first + 1) {
+      while (end < batch.length && batch[end - 1]!.slot + 1 === batch[end]!.slot) end += 1;
+      let unaligned = 0;
+      for (let index = first; index < end; index++) if (batch[index]!.block.copy === null) unaligned += 1;
+      const scratch = unaligned > 0 ? this.pool.acquire(unaligned * PAGE_BYTES) : null;
+      const pages: Uint8Array[] = [];
+      for (let index = first, used = 0; index < end; index++) {
+        const block = batch[index]!.block;
+        if (block.copy !== null) pages.push(block.data);
+        else {
+          const page = scratch!.subarray(used * PAGE_BYTES, ++used * PAGE_BYTES);
+          page.set(block.data);
+          pages.push(page);
+        }
+      }
+      runs.push({ first, end, scratch, pages });
     }
-    const results = await Promise.allSettled(
-      runs.map((run) => this.device.write(this.slotsStartBytes + batch[run.first]!.slot * PAGE_BYTES, pages.slice(run.first, run.end))),
-    );
+    const crcs = runs.flatMap((run) => run.pages.map((page) => crc32c(page)));
+    const results = await Promise.allSettled(runs.map((run) => this.device.write(this.slotsStartBytes + batch[run.first]!.slot * PAGE_BYTES, run.pages)));
     this.fillBatches += 1;
     this.fillWrites += runs.length;
     runs.forEach((run, position) => {
-      for (let index = run.first; index < run.end; index++) {
-        const { block, slot } = batch[index]!;
-        this.dequeued(block);
-        this.pool.release(pages[index]!);
-        // Indexed only if written, and if nobody took the slot (close) or cached the block meanwhile.
-        if (results[position]!.status === "fulfilled" && this.slotLogs[slot] === SLOT_RESERVED && this.slotOf(block.log, block.seq, block.offsetSectors) === undefined) {
-          this.fill(slot, { logUuid: this.logUuids[block.log]!, seq: block.seq, offsetSectors: block.offsetSectors, dataCrc: crcs[index]! }, block.log);
-          if (block.adopted) this.adopted += 1;
-          else this.inserts += 1;
-        } else {
-          if (this.slotLogs[slot] === SLOT_RESERVED) this.slotLogs[slot] = SLOT_EMPTY;
-          this.fillsSkipped += 1;
-        }
-      }
+      if (run.scratch !== null) this.pool.release(run.scratch);
+      for (let index = run.first; index < run.end; index++) this.settleBlock(batch[index]!, crcs[index]!, results[position]!.status === "fulfilled");
     });
+  }
+
+  /** A block of a batch whose write ended: indexed if written and if nobody took the slot or cached the block meanwhile. */
+  private settleBlock({ block, slot }: { block: QueuedBlock; slot: number }, dataCrc: number, written: boolean): void {
+    this.dequeued(block);
+    if (written && this.slotLogs[slot] === SLOT_RESERVED && this.slotOf(block.log, block.seq, block.offsetSectors) === undefined) {
+      this.fill(slot, { logUuid: this.logUuids[block.log]!, seq: block.seq, offsetSectors: block.offsetSectors, dataCrc }, block.log);
+      if (block.copy !== null) this.adopted += 1;
+      else this.inserts += 1;
+      return;
+    }
+    if (this.slotLogs[slot] === SLOT_RESERVED) this.slotLogs[slot] = SLOT_EMPTY;
+    this.fillsSkipped += 1;
   }
 
   private fill(slot: number, entry: IndexEntry, log: number): void {
@@ -357,8 +391,7 @@ export class ReadCache {
   private markDirty(slot: number): void {
     if (this.indexPages === 0) return;
     this.dirtyPages.add(Math.floor(slot / INDEX_ENTRIES_PER_PAGE));
-    if (this.dirtyPages.size >= INDEX_PERSIST_DIRTY_PAGES) this.schedulePersist(0);
-    else this.schedulePersist(INDEX_PERSIST_DELAY_MS);
+    this.schedulePersist(INDEX_PERSIST_DELAY_MS);
   }
 
   private schedulePersist(delayMs: number): void {
@@ -375,8 +408,8 @@ export class ReadCache {
   }
 
   /**
-   * One bounded round of up to INDEX_PAGES_PER_PERSIST_MAX index pages: encode them, fdatasync, write them,
-   * fdatasync. A page that fails to be written stays dirty.
+   * One bounded round of up to INDEX_PAGES_PER_PERSIST_MAX index pages: encode them, fdatasync, write them (one
+   * vectored write per run of consecutive pages), fdatasync. A page that fails to be written stays dirty.
    */
   async persist(): Promise<void> {
     if (this.cacheUuid === null || this.dirtyPages.size === 0) return;
@@ -387,20 +420,32 @@ export class ReadCache {
     const encoded = pages.map((page) => encodeIndexPage(page, this.cacheUuid!, this.pageEntries(page)));
     try {
       await this.device.fdatasync();
-      const buffer = this.pool.acquire(PAGE_BYTES);
-      try {
-        for (const [position, page] of pages.entries()) {
-          buffer.set(encoded[position]!);
-          await this.device.write(this.startBytes + page * PAGE_BYTES, [buffer]);
-        }
-      } finally {
-        this.pool.release(buffer);
-      }
+      await this.writePages(pages, encoded);
       await this.device.fdatasync();
       this.log(`debug: read cache: index persisted, ${pages.length} page(s), ${this.indexed} blocks indexed`);
     } catch (error) {
       for (const page of pages) this.dirtyPages.add(page);
       throw error;
+    }
+  }
+
+  /** Writes encoded index pages (sorted page numbers): one vectored write per run of consecutive pages, all at once. */
+  private async writePages(pages: number[], encoded: Uint8Array[]): Promise<void> {
+    const buffers = encoded.map((bytes) => {
+      const buffer = this.pool.acquire(PAGE_BYTES);
+      buffer.set(bytes);
+      return buffer;
+    });
+    try {
+      const writes: Array<Promise<void>> = [];
+      for (let first = 0, end = 1; first < pages.length; first = end, end = first + 1) {
+        while (end < pages.length && pages[end] === pages[end - 1]! + 1) end += 1;
+        writes.push(this.device.write(this.startBytes + pages[first]! * PAGE_BYTES, buffers.slice(first, end)));
+      }
+      const results = await Promise.allSettled(writes);
+      for (const result of results) if (result.status === "rejected") throw result.reason;
+    } finally {
+      for (const buffer of buffers) this.pool.release(buffer);
     }
   }
 

@@ -87,23 +87,24 @@ export class ReadPath {
 
   /**
    * Write-to-read migration, called as a batch's object becomes durable, before its buffer is reused: the whole
-   * blocks the map still points at in it (the others are dead already) are copied once (the buffer is not the
-   * read-cache region's memory) and handed to the read cache under the object's name.
+   * blocks the map still points at in it (the others are dead already) are copied once into an aligned buffer of the
+   * read cache's pool (the batch buffer is not the read-cache region's memory), from which their slots are written,
+   * under the object's name.
    */
   adoptDurableBatch(batch: Batch): void {
     const use = this.readCacheUse;
     if (use === null || !use.cache.enabled || !batch.dataInBuffer) return;
-    const blocks: number[] = [];
     const offsets: number[] = [];
     batch.forEachWholeBlock((block, offsetSectors) => {
-      if (!this.mapPoints(block, batch.seq, offsetSectors)) return;
-      blocks.push(block);
-      offsets.push(offsetSectors);
+      if (this.mapPoints(block, batch.seq, offsetSectors)) offsets.push(offsetSectors);
     });
-    if (blocks.length === 0) return;
-    const data = new Uint8Array(blocks.length * PAGE_BYTES);
-    for (let index = 0; index < blocks.length; index++) data.set(batch.dataView(offsets[index]!, SECTORS_PER_PAGE), index * PAGE_BYTES);
-    use.cache.adopt(use.logOf(batch.seq), batch.seq, offsets, data);
+    // Runs of blocks adjacent in the data area (4 KiB writes appended one after another) are copied at once.
+    use.cache.adopt(use.logOf(batch.seq), batch.seq, offsets, (into) => {
+      for (let first = 0, end = 1; first < offsets.length; first = end, end = first + 1) {
+        while (end < offsets.length && offsets[end] === offsets[end - 1]! + SECTORS_PER_PAGE) end += 1;
+        into.set(batch.dataView(offsets[first]!, (end - first) * SECTORS_PER_PAGE), first * PAGE_BYTES);
+      }
+    });
   }
 
   async read(lba: number, sectors: number): Promise<Uint8Array> {

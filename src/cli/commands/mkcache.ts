@@ -66,11 +66,12 @@ const READ_CACHE_DEVICE_BYTES_MIN = 1024 * 1024;
 const ZERO_WRITES_INFLIGHT_MAX = 8;
 
 /**
- * Writes zeros over the journal region of a cache file. A sparse or fallocated region makes every journal write
- * allocate or convert blocks, which io_uring must hand to a kernel worker thread: measured here, 4 KiB random writes
- * through `lsvd serve` ran ~25% slower on a sparse cache. Block devices need nothing.
+ * Writes zeros over a region of a cache file (the journal, the read cache). A sparse or fallocated region makes every
+ * write there allocate or convert blocks, which io_uring must hand to a kernel worker thread, and every fdatasync
+ * commit that metadata: measured here, 4 KiB random writes through `lsvd serve` ran ~25% slower on a sparse journal,
+ * and read-cache fills into a sparse region slowed cold reads (bench/RESULTS.md). Block devices need nothing.
  */
-async function zeroJournal(device: Awaited<ReturnType<typeof openUringDevice>>, startBytes: number, bytes: number): Promise<void> {
+async function zeroRegion(device: Awaited<ReturnType<typeof openUringDevice>>, startBytes: number, bytes: number, what: string): Promise<void> {
   const zeros = device.pool.acquire(ZERO_CHUNK_BYTES);
   zeros.fill(0);
   // On a terminal only (a script formatting caches wants no lines), as before.
@@ -86,10 +87,10 @@ async function zeroJournal(device: Awaited<ReturnType<typeof openUringDevice>>, 
       });
       inFlight.add(write);
       if (inFlight.size >= ZERO_WRITES_INFLIGHT_MAX) await Promise.race(inFlight);
-      progress.bytes(done, bytes, "writing the journal region");
+      progress.bytes(done, bytes, `writing the ${what} region`);
     }
     await Promise.all(inFlight);
-    progress.bytes(bytes, bytes, "writing the journal region");
+    progress.bytes(bytes, bytes, `writing the ${what} region`);
     progress.clear();
   } finally {
     device.pool.release(zeros);
@@ -189,7 +190,10 @@ async function formatCache(device: CacheDevice, volUuid: string, writeFraction: 
   const layout = computeCacheLayout(device.sizeBytes, writeFraction);
   const startSeq = randomInt(1, 2 ** 40);
   const superblock = newCacheSuperblock({ cacheUuid: uuidv4(), volUuid }, layout, startSeq);
-  if (!device.isBlockDevice) await zeroJournal(device, layout.journalStartBytes, layout.journalBytes);
+  if (!device.isBlockDevice) {
+    await zeroRegion(device, layout.journalStartBytes, layout.journalBytes, "journal");
+    await zeroRegion(device, layout.readCacheStartBytes, layout.readCacheBytes, "read cache");
+  }
   const page = device.pool.acquire(PAGE_BYTES);
   try {
     page.set(encodeCacheSuperblock(superblock));
@@ -218,6 +222,7 @@ function reportFormatted(cachePath: string, superblock: CacheSuperblock, json: b
 /** `--read-cache-only`: page 0 of a shared read-cache device; its index pages start empty (a fresh cache uuid). */
 async function formatReadCacheDevice(device: CacheDevice): Promise<ReadCacheDeviceSuperblock> {
   const superblock = readCacheDeviceLayout(uuidv4(), device.sizeBytes);
+  if (!device.isBlockDevice) await zeroRegion(device, superblock.readCacheStartBytes, superblock.readCacheBytes, "read cache");
   const page = device.pool.acquire(PAGE_BYTES);
   try {
     page.set(encodeReadCacheDeviceSuperblock(superblock));
