@@ -305,6 +305,9 @@ export const FSCK_REPORT_ITEMS_MAX = 1000;
  */
 export const READ_CACHE_FILL_BLOCKS_QUEUED_MAX = 1024;
 export const READ_CACHE_FILL_BATCH_BLOCKS_MAX = 256;
+/** A batch starts once this many blocks wait, or READ_CACHE_FILL_GATHER_MS after the first of fewer. */
+export const READ_CACHE_FILL_BATCH_BLOCKS_MIN = 64;
+export const READ_CACHE_FILL_GATHER_MS = 20;
 export const READ_CACHE_FILL_BATCHES_INFLIGHT_MAX = 2;
 /** Bytes of durable batches copied for write-to-read migration and not yet in their slots (two full batches). */
 export const READ_CACHE_ADOPT_BYTES_QUEUED_MAX = 16 * 1024 * 1024;

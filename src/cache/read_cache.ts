@@ -27,6 +27,8 @@ import {
   READ_CACHE_FILL_BATCHES_INFLIGHT_MAX,
   READ_CACHE_FILL_BATCH_BLOCKS_MAX,
   READ_CACHE_FILL_BLOCKS_QUEUED_MAX,
+  READ_CACHE_FILL_BATCH_BLOCKS_MIN,
+  READ_CACHE_FILL_GATHER_MS,
   SECTORS_PER_PAGE,
 } from "../constants.ts";
 import { assert } from "../errors.ts";
@@ -101,12 +103,14 @@ export class ReadCache {
   private persistTimer: TimerHandle | null = null;
   private persisting: Promise<void> | null = null;
   private closed = false;
+  private closing = false;
   private hand = 0;
   private readonly queue: QueuedBlock[] = [];
   private queueHead = 0;
   private fillBlocksQueued = 0;
   private adoptBytesQueued = 0;
   private readonly batchesInFlight = new Set<Promise<void>>();
+  private gatherTimer: TimerHandle | null = null;
   hits = 0;
   misses = 0;
   /** Blocks indexed from backend reads, from durable batches; blocks skipped (queue full, no slot, write failed). */
@@ -174,7 +178,7 @@ export class ReadCache {
 
   /**
    * Reads `count` consecutive 4 KiB blocks of object `seq` of `log` from `offsetSectors` on into `into`, if every one
-   * is cached; false (nothing usable read) otherwise, or when a slot was reused during the read.
+   * is cached; false (nothing usable read) otherwise, when a slot was reused during the read, or the device failed.
    */
   async read(log: number, seq: number, offsetSectors: number, count: number, into: Uint8Array): Promise<boolean> {
     const slots: number[] = [];
@@ -187,25 +191,45 @@ export class ReadCache {
       slots.push(slot);
     }
     const generations = slots.map((slot) => this.slotGenerations[slot]!);
-    const page = this.pool.acquire(PAGE_BYTES);
+    // Runs of consecutive slots are read with one device read each, all at once.
+    const runs: Array<{ first: number; end: number; buffer: Uint8Array }> = [];
+    for (let first = 0, end = 1; first < slots.length; first = end, end = first + 1) {
+      while (end < slots.length && slots[end] === slots[end - 1]! + 1) end += 1;
+      runs.push({ first, end, buffer: this.pool.acquire((end - first) * PAGE_BYTES) });
+    }
     try {
-      for (let index = 0; index < slots.length; index++) {
-        const slot = slots[index]!;
-        await this.device.read(this.slotsStartBytes + slot * PAGE_BYTES, page);
-        if (this.slotGenerations[slot] !== generations[index] || this.slotLogs[slot] !== log) return false;
-        if (crc32c(page) !== this.slotCrcs[slot]) {
-          // The device lost or tore the block, or a crash left an entry older than its slot: drop it, read the backend.
-          this.evict(slot);
-          this.misses += 1;
-          return false;
+      // allSettled: no buffer goes back to the pool while a read may still land in it.
+      const results = await Promise.allSettled(runs.map((run) => this.device.read(this.slotsStartBytes + slots[run.first]! * PAGE_BYTES, run.buffer.subarray(0, (run.end - run.first) * PAGE_BYTES))));
+      for (const result of results) if (result.status === "rejected") throw result.reason;
+      for (const run of runs) {
+        for (let index = run.first; index < run.end; index++) {
+          const page = run.buffer.subarray((index - run.first) * PAGE_BYTES, (index - run.first + 1) * PAGE_BYTES);
+          if (!this.checkSlot(slots[index]!, generations[index]!, log, page)) return false;
+          into.set(page, index * PAGE_BYTES);
         }
-        this.referenced[slot] = 1;
-        into.set(page, index * PAGE_BYTES);
       }
+    } catch {
+      this.misses += 1; // a failed cache read only loses the optimisation: the backend answers
+      return false;
     } finally {
-      this.pool.release(page);
+      for (const run of runs) this.pool.release(run.buffer);
     }
     this.hits += 1;
+    return true;
+  }
+
+  /**
+   * A slot just read: still the one looked up (not reused meanwhile), and its data what the entry says; a mismatch is
+   * a device that lost or tore the block, or a crash that left an entry older than its slot: the entry goes (a miss).
+   */
+  private checkSlot(slot: number, generation: number, log: number, page: Uint8Array): boolean {
+    if (this.slotGenerations[slot] !== generation || this.slotLogs[slot] !== log) return false;
+    if (crc32c(page) !== this.slotCrcs[slot]) {
+      this.evict(slot);
+      this.misses += 1;
+      return false;
+    }
+    this.referenced[slot] = 1;
     return true;
   }
 
@@ -214,7 +238,7 @@ export class ReadCache {
    * `data` is the caller's and is not changed afterwards). Queued, not written here; skipped when the queue is full.
    */
   offer(log: number, seq: number, offsetSectors: number, data: Uint8Array): void {
-    if (!this.enabled || this.closed) return;
+    if (!this.enabled || this.closing) return;
     assert(data.byteLength % PAGE_BYTES === 0, "whole blocks");
     for (let index = 0; index < data.byteLength / PAGE_BYTES; index++) {
       const offset = offsetSectors + index * SECTORS_PER_PAGE;
@@ -237,7 +261,7 @@ export class ReadCache {
    */
   adopt(log: number, seq: number, offsets: number[], copyInto: (buffer: Uint8Array) => void): void {
     const bytes = offsets.length * PAGE_BYTES;
-    if (!this.enabled || this.closed || offsets.length === 0 || this.adoptBytesQueued + bytes > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
+    if (!this.enabled || this.closing || offsets.length === 0 || this.adoptBytesQueued + bytes > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
     let buffer: Uint8Array;
     try {
       buffer = this.pool.acquire(bytes);
@@ -255,13 +279,28 @@ export class ReadCache {
   }
 
   /** Starts fill batches while the queue holds blocks and fewer than the bound are being written. */
-  private kick(): void {
+  /**
+   * Starts fill batches while the queue holds blocks and fewer than the bound are being written. Fewer than
+   * READ_CACHE_FILL_BATCH_BLOCKS_MIN queued blocks wait up to READ_CACHE_FILL_GATHER_MS for more (misses of a remote
+   * backend arrive spread out: without the wait each would be a write of its own); `now` starts them at once.
+   */
+  private kick(now = false): void {
+    const queued = this.queue.length - this.queueHead;
+    if (!now && queued > 0 && queued < READ_CACHE_FILL_BATCH_BLOCKS_MIN) {
+      this.gatherTimer ??= this.clock.setTimer(READ_CACHE_FILL_GATHER_MS, () => {
+        this.gatherTimer = null;
+        this.kick(true);
+      });
+      return;
+    }
+    this.gatherTimer?.cancel();
+    this.gatherTimer = null;
     while (!this.closed && this.batchesInFlight.size < READ_CACHE_FILL_BATCHES_INFLIGHT_MAX && this.queueHead < this.queue.length) {
       const batch = this.takeBatch();
       if (batch.length === 0) continue;
       const writing: Promise<void> = this.writeBatch(batch).finally(() => {
         this.batchesInFlight.delete(writing);
-        this.kick();
+        this.kick(now);
       });
       this.batchesInFlight.add(writing);
     }
@@ -385,7 +424,11 @@ export class ReadCache {
 
   /** Resolves once every block queued so far is written and indexed (or skipped). Tests and benchmarks. */
   async settle(): Promise<void> {
-    while (this.batchesInFlight.size > 0) await Promise.all([...this.batchesInFlight]);
+    for (;;) {
+      this.kick(true);
+      if (this.batchesInFlight.size === 0) return;
+      await Promise.all([...this.batchesInFlight]);
+    }
   }
 
   private markDirty(slot: number): void {
@@ -512,17 +555,21 @@ export class ReadCache {
     });
   }
 
-  /** Clean stop: queued fills are dropped, fills being written finish, then every dirty page is persisted. */
+  /**
+   * Clean stop: queued fills are written (bounded: READ_CACHE_FILL_BLOCKS_QUEUED_MAX blocks and
+   * READ_CACHE_ADOPT_BYTES_QUEUED_MAX bytes at most), then every dirty page is persisted. Nothing is queued after.
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    for (let index = this.queueHead; index < this.queue.length; index++) this.dequeued(this.queue[index]!);
-    this.queue.length = 0;
-    this.queueHead = 0;
+    if (this.closing) return;
+    this.closing = true;
     await this.settle();
+    this.closed = true;
+    this.gatherTimer?.cancel();
+    this.gatherTimer = null;
     this.persistTimer?.cancel();
     this.persistTimer = null;
     await this.persisting;
     while (this.dirtyPages.size > 0) await this.persist();
   }
+
 }

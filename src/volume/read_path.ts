@@ -70,9 +70,18 @@ export class ReadPath {
   }
 
   /** Hits and misses are this volume's; inserts, adopted and blocks are the cache's (shared by every volume on it). */
-  get readCacheStats(): { hits: number; misses: number; inserts: number; adopted: number; blocks: number } {
+  get readCacheStats() {
     const cache = this.readCacheUse?.cache;
-    return { hits: this.readCacheHits, misses: this.readCacheMisses, inserts: cache?.inserts ?? 0, adopted: cache?.adopted ?? 0, blocks: cache?.cachedBlocks ?? 0 };
+    return {
+      hits: this.readCacheHits,
+      misses: this.readCacheMisses,
+      inserts: cache?.inserts ?? 0,
+      adopted: cache?.adopted ?? 0,
+      skipped: cache?.fillsSkipped ?? 0,
+      fillBatches: cache?.fillBatches ?? 0,
+      fillWrites: cache?.fillWrites ?? 0,
+      blocks: cache?.cachedBlocks ?? 0,
+    };
   }
 
   private mapPoints(block: number, seq: number, offsetSectors: number): boolean {

@@ -52,16 +52,17 @@ describe("read cache", () => {
   test("fills are batched: blocks offered while a batch is written go out together, consecutive slots in one write", async () => {
     const { prng, cache } = memoryCache(2, 256);
     const vol = cache.logId(VOL);
-    const all = blocks(prng, 40);
-    // 40 misses answered in one tick, as at queue depth 32 and more: one offer each.
-    for (let index = 0; index < 40; index++) cache.offer(vol, 3, index * 8, all.subarray(index * BLOCK, (index + 1) * BLOCK));
+    const all = blocks(prng, 72);
+    // 72 misses answered close together, as at queue depth 32 and more: one offer each.
+    for (let index = 0; index < 72; index++) cache.offer(vol, 3, index * 8, all.subarray(index * BLOCK, (index + 1) * BLOCK));
     await cache.settle();
-    expect(cache.inserts).toBe(40);
-    // The first two offers start a batch each (two at most in flight); the other 38 wait and go as one more batch.
-    expect(cache.fillBatches).toBe(3);
-    expect(cache.fillWrites).toBe(3);
-    const out = new Uint8Array(40 * BLOCK);
-    expect(await cache.read(vol, 3, 0, 40, out)).toBe(true);
+    expect(cache.inserts).toBe(72);
+    // The 64th offer starts a batch of 64 (fewer wait up to READ_CACHE_FILL_GATHER_MS for more); the last 8 go as
+    // one more batch (settle starts it at once). Consecutive slots: one write each.
+    expect(cache.fillBatches).toBe(2);
+    expect(cache.fillWrites).toBe(2);
+    const out = new Uint8Array(72 * BLOCK);
+    expect(await cache.read(vol, 3, 0, 72, out)).toBe(true);
     expect(out).toEqual(all);
   });
 
