@@ -311,6 +311,13 @@ export const READ_CACHE_FILL_GATHER_MS = 20;
 export const READ_CACHE_FILL_BATCHES_INFLIGHT_MAX = 2;
 /** Bytes of durable batches copied for write-to-read migration and not yet in their slots (two full batches). */
 export const READ_CACHE_ADOPT_BYTES_QUEUED_MAX = 16 * 1024 * 1024;
+/**
+ * Write-to-read migration's budget: a token bucket of this many bytes a second, holding at most
+ * READ_CACHE_ADOPT_BURST_BYTES. Every adopted byte is written to the cache device a second time (after the journal):
+ * unbounded, sustained random writes paid for it with client IOPS (bench/RESULTS.md). Batches beyond it are skipped.
+ */
+export const READ_CACHE_ADOPT_BYTES_PER_SECOND = 16 * 1024 * 1024;
+export const READ_CACHE_ADOPT_BURST_BYTES = 64 * 1024 * 1024;
 
 // ---- Ownership and fencing (docs/architecture.md, "Ownership and fencing") ----------------------------------------
 

@@ -23,6 +23,8 @@
 
 import {
   PAGE_BYTES,
+  READ_CACHE_ADOPT_BURST_BYTES,
+  READ_CACHE_ADOPT_BYTES_PER_SECOND,
   READ_CACHE_ADOPT_BYTES_QUEUED_MAX,
   READ_CACHE_FILL_BATCHES_INFLIGHT_MAX,
   READ_CACHE_FILL_BATCH_BLOCKS_MAX,
@@ -117,6 +119,10 @@ export class ReadCache {
   inserts = 0;
   adopted = 0;
   fillsSkipped = 0;
+  /** Durable batch blocks not migrated: over the migration budget. */
+  adoptSkipped = 0;
+  private adoptTokens = READ_CACHE_ADOPT_BURST_BYTES;
+  private adoptTokensAtMs: number;
   /** Fill batches written, and the vectored writes they took (one per run of consecutive slots). */
   fillBatches = 0;
   fillWrites = 0;
@@ -132,6 +138,7 @@ export class ReadCache {
     this.cacheUuid = persist?.cacheUuid ?? null;
     this.log = persist?.log ?? (() => {});
     this.clock = persist?.clock ?? systemClock;
+    this.adoptTokensAtMs = this.clock.nowMs();
     assert(startBytes % PAGE_BYTES === 0 && bytes % PAGE_BYTES === 0, "read cache region is page aligned");
     const split = this.cacheUuid === null || bytes === 0 ? { indexPages: 0, slots: bytes / PAGE_BYTES } : indexSplit(bytes / PAGE_BYTES);
     this.indexPages = split.indexPages;
@@ -262,6 +269,10 @@ export class ReadCache {
   adopt(log: number, seq: number, offsets: number[], copyInto: (buffer: Uint8Array) => void): void {
     const bytes = offsets.length * PAGE_BYTES;
     if (!this.enabled || this.closing || offsets.length === 0 || this.adoptBytesQueued + bytes > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
+    if (!this.takeAdoptBudget(bytes)) {
+      this.adoptSkipped += offsets.length;
+      return;
+    }
     let buffer: Uint8Array;
     try {
       buffer = this.pool.acquire(bytes);
@@ -276,6 +287,16 @@ export class ReadCache {
       this.queue.push({ log, seq, offsetSectors, data: buffer.subarray(index * PAGE_BYTES, (index + 1) * PAGE_BYTES), copy });
     });
     this.kick();
+  }
+
+  /** The migration budget's token bucket (READ_CACHE_ADOPT_BYTES_PER_SECOND): takes `bytes` if it holds them. */
+  private takeAdoptBudget(bytes: number): boolean {
+    const now = this.clock.nowMs();
+    this.adoptTokens = Math.min(READ_CACHE_ADOPT_BURST_BYTES, this.adoptTokens + ((now - this.adoptTokensAtMs) * READ_CACHE_ADOPT_BYTES_PER_SECOND) / 1000);
+    this.adoptTokensAtMs = now;
+    if (bytes > this.adoptTokens) return false;
+    this.adoptTokens -= bytes;
+    return true;
   }
 
   /** Starts fill batches while the queue holds blocks and fewer than the bound are being written. */

@@ -78,6 +78,7 @@ export class ReadPath {
       inserts: cache?.inserts ?? 0,
       adopted: cache?.adopted ?? 0,
       skipped: cache?.fillsSkipped ?? 0,
+      adoptSkipped: cache?.adoptSkipped ?? 0,
       fillBatches: cache?.fillBatches ?? 0,
       fillWrites: cache?.fillWrites ?? 0,
       blocks: cache?.cachedBlocks ?? 0,

@@ -94,8 +94,8 @@ Options:
   --read-only            refuse writes from clients
   --read-cache           keep blocks read from the backend, and blocks written once they are in the
                          backend, in the cache's read-cache region, kept across restarts
-  --no-read-cache        no read cache (the default, for every backend: see docs/architecture.md,
-                         "The read path", for what the cache costs cold reads today)
+  --no-read-cache        no read cache (the default for the file backend; rados:// and s3:// volumes
+                         use one unless told: docs/architecture.md, "The read path")
 ${READ_CACHE_DEVICE_HELP}
   --batch-size SIZE      backend object data size (default ${BATCH_BYTES_DEFAULT / 1024 / 1024}m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default ${BATCH_IDLE_MS_DEFAULT})
