@@ -175,6 +175,8 @@ describe("read cache persisted index", () => {
             if (sinceCrash === 0) warmHits += 1;
           }
         } else if (choice === 8) {
+          // Fills gather before they are written (READ_CACHE_FILL_GATHER_MS): sometimes wait for them first.
+          if (prng.int(2) === 0) await cache.settle().catch(() => undefined);
           await cache.persist().catch(() => undefined);
         } else if (prng.int(4) === 0) {
           device = device.crash({ powerLoss: prng.int(2) === 0 });
