@@ -1,8 +1,9 @@
 // One shared read-cache device for every volume of a process (src/cache/shared_read_cache.ts): 4 clones of one base
 // opened in one process read the base's data once from the backend (the entries are keyed by the base's log, so every
 // clone and the base hit them); each clone's and the base's own writes after the clone, which reuse the same seqs in
-// different logs, never read as each other's; and the cache is warm after the process restarts, with every DATA
-// object read refused by the backend.
+// different logs, never read as each other's; the cache is warm after the process restarts, with every DATA
+// object read refused by the backend; and a volume replaced under the same uuid (mkdisk --force) never reads the old
+// log's entries, because its log starts above every name the old one used.
 
 import { describe, expect, test } from "bun:test";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
@@ -13,7 +14,10 @@ import { IOError } from "../../src/errors.ts";
 import { encodeReadCacheDeviceSuperblock, readCacheDeviceLayout } from "../../src/format/read_cache_superblock.ts";
 import { MemoryCacheDevice, MemoryPool } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
-import { makeCloneWorld, makeWorld, openVolume, type World } from "../sim/volume_world.ts";
+import { formatCache, makeCloneWorld, makeWorld, openVolume, type World } from "../sim/volume_world.ts";
+import { createVolume } from "../../src/volume/ownership.ts";
+import { SECTOR_BYTES } from "../../src/constants.ts";
+import { parseObjectName } from "../../src/format/object_name.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 
 const MIB = 1024 * 1024;
@@ -113,6 +117,47 @@ describe("shared read cache", () => {
     for (const each of volumes) await each.close();
     await shared.close();
   }, 120_000);
+
+  test("mkdisk --force over a volume, even under the same uuid, starts its log above the old names: the old log's entries are never served for it", async () => {
+    const world = await makeWorld(24);
+    const prng = new Prng(25);
+    const device = sharedDevice(prng);
+    const shared = await SharedReadCache.open(device, new MemoryPool());
+    const old = new Uint8Array(MIB).fill(0xa1);
+    let volume = await openVolume(world, { readCache: false, sharedReadCache: shared });
+    await volume.write(0, old, false);
+    await volume.close();
+    volume = await openVolume(world, { readCache: false, sharedReadCache: shared });
+    expect(equal(await volume.read(0, MIB), old)).toBe(true);
+    await shared.cache.settle();
+    expect(equal(await volume.read(0, MIB), old)).toBe(true);
+    expect(volume.stats().readCache.hits).toBeGreaterThan(0); // the old log's data is in the shared cache
+    await volume.close();
+    await world.lease!.release(); // the server exited cleanly
+    world.lease = null;
+    // As `lsvd mkdisk --force --uuid <the same uuid>` does (the CLI's lease identity), with a fresh cache for it.
+    const oldSeqs = (await world.store.list(`${world.prefix}.`)).map((name) => parseObjectName(world.prefix, name) ?? 0);
+    const replaced = await createVolume({
+      store: world.store,
+      prefix: world.prefix,
+      volUuid: world.volUuid,
+      volSectors: world.volumeBytes / SECTOR_BYTES,
+      replace: true,
+      lease: { command: "mkdisk", identity: { host: "sim", bootId: "5e1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", pid: 0, processStartTicks: 1 }, processRuns: () => false },
+    });
+    expect(replaced.deleted).toBeGreaterThan(0);
+    expect(replaced.nextSeq).toBeGreaterThan(Math.max(...oldSeqs)); // no name of the old log is written again
+    world.device = new MemoryCacheDevice(world.device.sizeBytes, prng);
+    formatCache(world.device, world.volUuid, 7);
+    const fresh = new Uint8Array(MIB).fill(0xb2);
+    volume = await openVolume(world, { readCache: false, sharedReadCache: shared });
+    await volume.write(0, fresh, false);
+    await volume.close();
+    volume = await openVolume(world, { readCache: false, sharedReadCache: shared });
+    expect(equal(await volume.read(0, MIB), fresh)).toBe(true); // the new log's objects, never the old log's entries
+    await volume.close();
+    await shared.close();
+  });
 
   test("a volume's cache device is refused as a shared read-cache device, with the reason", async () => {
     const world = await makeWorld(23);
