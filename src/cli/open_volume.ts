@@ -10,6 +10,7 @@ import { openUringDevice } from "../../ffi/uring_device.ts";
 import type { Lease } from "../volume/lease.ts";
 import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
+import type { SharedReadCache } from "../cache/shared_read_cache.ts";
 import { openOwnedBackend, type BackendMeters } from "./ownership.ts";
 import type { LogFn } from "../util/log.ts";
 
@@ -41,10 +42,10 @@ export interface HolderInfo {
 
 /**
  * Resources one process shares among the volumes it serves (lsvd serve --export ...), made once at start-up and
- * handed to every volume's open. Nothing yet: the shared read-cache device is to be wired here.
+ * handed to every volume's open: the shared read-cache device (--read-cache-device), or null.
  */
 export interface SharedResources {
-  readCache: null;
+  readCache: SharedReadCache | null;
 }
 
 export const NO_SHARED_RESOURCES: SharedResources = { readCache: null };
@@ -85,8 +86,8 @@ export async function ownVolume(volumeUri: string, backendOptions: BackendOption
   };
   return { uri: backend.uri, release, open: openOwned };
 
-  // `shared` reaches here so that the shared read cache can be handed to Volume.open once it exists (unused yet).
-  async function openOwned(cachePath: string, options: OpenOptions, _shared: SharedResources): Promise<OpenedVolume> {
+  // The shared read-cache device, if any, is used instead of the cache device's own read-cache region.
+  async function openOwned(cachePath: string, options: OpenOptions, shared: SharedResources): Promise<OpenedVolume> {
     let device: Awaited<ReturnType<typeof openUringDevice>>;
     try {
       device = await openUringDevice(cachePath, { exclusive: true });
@@ -94,7 +95,7 @@ export async function ownVolume(volumeUri: string, backendOptions: BackendOption
       await release();
       throw error;
     }
-    return openOnDevice(options, device);
+    return openOnDevice(shared.readCache === null ? options : { ...options, sharedReadCache: shared.readCache }, device);
   }
 
   async function openOnDevice(options: OpenOptions, device: Awaited<ReturnType<typeof openUringDevice>>): Promise<OpenedVolume> {

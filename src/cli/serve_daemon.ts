@@ -119,7 +119,7 @@ async function openVolumes(parsed: Parsed, specs: readonly ExportSpec[], owned: 
       ...settings,
       log: logs.lastErrors[index]!.wrap(logs.info[index]!, false),
       progress: (what, done, total) => progress.count(done, total, `${spec.name}: ${what}`),
-    }, shared);
+    }, spec.readCache === false ? NO_SHARED_RESOURCES : shared); // read-cache=off: not even the shared device
   }));
   progress.clear();
   const failed = settled.findIndex((outcome) => outcome.status === "rejected");

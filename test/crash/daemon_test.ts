@@ -362,6 +362,47 @@ test("read-cache=on|off per export: each volume's own cache file region, on for 
   expect(await second.stop()).toBe(0);
 }, TEST_TIMEOUT_MS);
 
+test("--read-cache-device: one shared read-cache device for every export, kept across a restart; read-cache=off keeps an export off it", async () => {
+  const dir = makeDir();
+  const [a, b, off] = [makeVolume(dir, "a"), makeVolume(dir, "b"), makeVolume(dir, "off")];
+  const shared = path.join(dir, "shared.rc");
+  lsvdOk(["mkcache", "--read-cache-only", "--size", "16m", shared]);
+  const args = ["--read-cache-device", shared, "--export", `a=${a.volume},cache=${a.cache}`, "--export", `b=${b.volume},cache=${b.cache}`, "--export", `off=${off.volume},cache=${off.cache},read-cache=off`];
+  const names = ["a", "b", "off"];
+  const data = names.map((_, index) => new Uint8Array(MIB).fill(index + 1));
+  const first = new Daemon(dir, args, "1");
+  await first.serving();
+  for (const [index, name] of names.entries()) {
+    const client = await NbdClient.connect(first.socket, name);
+    await client.write(0, data[index]!);
+    await client.flush();
+    client.disconnect();
+  }
+  expect(await first.stop()).toBe(0);
+  const readAll = async (daemon: Daemon) => {
+    for (const [index, name] of names.entries()) {
+      const client = await NbdClient.connect(daemon.socket, name);
+      expect(Buffer.from(await client.read(0, MIB)).equals(Buffer.from(data[index]!))).toBe(true);
+      client.disconnect();
+    }
+  };
+  const second = new Daemon(dir, args, "2");
+  await second.serving();
+  await readAll(second);
+  const status = JSON.parse(lsvdOk(["status", "--json", "--admin-socket", second.admin])) as { exports: Array<{ name: string; readCache: { blocks: number } | null }> };
+  const readCache = new Map(status.exports.map((e) => [e.name, e.readCache]));
+  // One device: both exports see the same blocks held (the device's), filled by both; the third has no read cache.
+  expect(readCache.get("a")!.blocks).toBeGreaterThan(0);
+  expect(readCache.get("a")!.blocks).toBe(readCache.get("b")!.blocks);
+  expect(readCache.get("off")).toEqual({ hits: 0, misses: 0, blocks: 0 } as never);
+  expect(await second.stop()).toBe(0);
+  const third = new Daemon(dir, args, "3");
+  await third.serving();
+  expect(third.log()).toMatch(/read cache device .*shared\.rc: [^,]+, [1-9]\d* blocks kept/);
+  await readAll(third);
+  expect(await third.stop()).toBe(0);
+}, TEST_TIMEOUT_MS);
+
 test("a second daemon claiming a served volume is refused, naming the holder, and gives back its other leases", async () => {
   const dir = makeDir();
   const [a, b] = [makeVolume(dir, "a"), makeVolume(dir, "b")];

@@ -250,7 +250,14 @@ export const serveCommand: Command = {
   help: HELP,
   async run(parsed) {
     const exportSpecs = exportSpecsFrom(parsed);
-    return exportSpecs === null ? await serveVolume(parsed) : await serveExports(parsed, exportSpecs);
+    if (exportSpecs === null) return await serveVolume(parsed);
+    // One shared read-cache device for every export (read-cache=off excepted), closed after the last export.
+    const readCache = await readCacheDeviceOption(parsed, makeLogger("lsvd"));
+    try {
+      return await serveExports(parsed, exportSpecs, { readCache: readCache ?? null });
+    } finally {
+      await readCache?.close().catch(() => undefined); // a failure only loses warmth
+    }
   },
 };
 
