@@ -15,6 +15,8 @@ import { ReadCache, type LoadCounts } from "./read_cache.ts";
 
 export class SharedReadCache {
   private closed = false;
+  /** Log uuid -> where that log lives ("store prefix"), for every log a volume of this process reads through it. */
+  private readonly logPlaces = new Map<string, string>();
 
   private constructor(
     readonly device: CacheDevice,
@@ -47,6 +49,21 @@ export class SharedReadCache {
     const cache = new ReadCache(device, pool, superblock.readCacheStartBytes, superblock.readCacheBytes, { cacheUuid: superblock.cacheUuid, ...options });
     const loaded = await cache.load();
     return new SharedReadCache(device, superblock, cache, loaded);
+  }
+
+  /**
+   * A volume about to read through this cache names the logs it reads (its own and its bases') and where each lives.
+   * Entries are keyed by log uuid, so two different logs under one uuid (a byte copy of a volume under another
+   * prefix) must not share it: the first place seen for a uuid keeps it, and a volume naming another place for it
+   * gets a description of the clash (and must not use the cache) instead of null.
+   */
+  claimLogs(logs: ReadonlyArray<{ uuid: string; place: string }>): string | null {
+    for (const { uuid, place } of logs) {
+      const known = this.logPlaces.get(uuid);
+      if (known !== undefined && known !== place) return `log ${uuid} is at ${known} for another volume of this process, not at ${place}`;
+    }
+    for (const { uuid, place } of logs) this.logPlaces.set(uuid, place);
+    return null;
   }
 
   /** After the last volume closed: the index is persisted whole, then the device closes. */

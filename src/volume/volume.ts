@@ -271,6 +271,11 @@ export class Volume implements BlockDevice {
   private static async openReadCache(options: VolumeOptions, state: BackendState, superblock: CacheSuperblock, log: LogFn): Promise<ReadCacheUse | null> {
     let cache: ReadCache;
     if (options.sharedReadCache !== undefined) {
+      const clash = options.sharedReadCache.claimLogs(state.chain.levels.map((level) => ({ uuid: level.volUuid, place: `${state.store.description} ${level.prefix}` })));
+      if (clash !== null) {
+        log(`warning: read cache: not using shared device ${options.sharedReadCache.device.path}: ${clash} (a copy of a volume keeps its uuid)`);
+        return null;
+      }
       cache = options.sharedReadCache.cache;
       log(`read cache: shared device ${options.sharedReadCache.device.path}, ${cache.cachedBlocks} blocks held`);
     } else if (options.readCache === true) {

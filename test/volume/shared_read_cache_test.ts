@@ -159,6 +159,33 @@ describe("shared read cache", () => {
     await shared.close();
   });
 
+  test("a byte copy of a volume under another prefix (same uuid, another log) is kept off the shared cache the original uses", async () => {
+    const original = await makeWorld(26);
+    const prng = new Prng(27);
+    const shared = await SharedReadCache.open(sharedDevice(prng), new MemoryPool());
+    let volume = await openVolume(original, { readCache: false, sharedReadCache: shared });
+    await volume.write(0, new Uint8Array(MIB).fill(0x11), false);
+    await volume.close();
+    await original.lease!.release();
+    original.lease = null;
+    for (const name of await original.store.list(original.prefix)) {
+      if (name === original.prefix || /\.[0-9a-f]{8}$/.test(name)) await original.store.put(`copy${name.slice(original.prefix.length)}`, await original.store.get(name));
+    }
+    const copyDevice = new MemoryCacheDevice(original.device.sizeBytes, prng);
+    formatCache(copyDevice, original.volUuid, 9);
+    const copy: World = { ...original, prefix: "copy", device: copyDevice, logs: [], lease: null, volume: null, incarnation: 0, fence: null };
+    volume = await openVolume(original, { readCache: false, sharedReadCache: shared });
+    const copied = await openVolume(copy, { readCache: false, sharedReadCache: shared });
+    expect(copy.logs.join("\n")).toMatch(/warning: read cache: not using shared device .*is at .* vol for another volume of this process, not at .* copy/);
+    expect(original.logs.join("\n")).not.toContain("warning: read cache");
+    await copied.write(0, new Uint8Array(MIB).fill(0x22), false);
+    expect(equal(await copied.read(0, MIB), new Uint8Array(MIB).fill(0x22))).toBe(true);
+    expect(equal(await volume.read(0, MIB), new Uint8Array(MIB).fill(0x11))).toBe(true);
+    await copied.close();
+    await volume.close();
+    await shared.close();
+  });
+
   test("a volume's cache device is refused as a shared read-cache device, with the reason", async () => {
     const world = await makeWorld(23);
     await expect(SharedReadCache.open(world.device, new MemoryPool())).rejects.toThrow(/is a volume's cache .*mkcache --read-cache-only/);
