@@ -126,6 +126,8 @@ describe("read cache warm across restarts", () => {
     await runOk(["mkdir", aside]);
     const shared = join(paths.dir, "shared.rc");
     expect((await runOk([LSVD_BINARY_PATH, "mkcache", "--read-cache-only", "--size", "32m", shared])).stdout).toContain("formatted shared read-cache device");
+    expect((await runOk([LSVD_BINARY_PATH, "parse", shared])).stdout).toContain("READ-CACHE (shared)");
+    expect((await runOk([LSVD_BINARY_PATH, "mkcache", "--show", shared])).stdout).toContain("READ-CACHE (shared)");
     const asCache = await lsvd(["serve", "--volume", paths.volume, "--cache", shared, "--socket", join(paths.dir, "s")]);
     expect(asCache.exitCode).not.toBe(0);
     expect(asCache.stderr).toContain("is a shared read-cache device");

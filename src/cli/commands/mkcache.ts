@@ -24,7 +24,7 @@ import { logEnabled } from "../../util/log.ts";
 import { LOG_HELP, LOG_OPTIONS } from "../log_options.ts";
 import { prepareParentDirectory } from "../paths.ts";
 import type { Command } from "./command.ts";
-import { printCacheSuperblock } from "./parse.ts";
+import { printCacheSuperblock, printReadCacheDeviceSuperblock } from "./parse.ts";
 
 const USAGE =
   "lsvd mkcache (--volume VOLUME | --uuid UUID) [--size SIZE] [--write-fraction F] [--force] CACHE\n       lsvd mkcache --read-cache-only [--size SIZE] [--force] CACHE\n       lsvd mkcache --show [--json] CACHE";
@@ -121,9 +121,7 @@ async function showCacheSuperblock(cachePath: string, json: boolean): Promise<vo
     try {
       await device.read(0, page.subarray(0, PAGE_BYTES));
       if (isReadCacheDevicePage(page.subarray(0, PAGE_BYTES))) {
-        const superblock = decodeReadCacheDeviceSuperblock(page.subarray(0, PAGE_BYTES));
-        if (json) writeOut(`${JSON.stringify({ name: cachePath, kind: "read-cache", ...superblock }, null, 2)}\n`);
-        else writeOut(`name:           ${cachePath}\nkind:           READ-CACHE (shared)\ncache UUID:     ${superblock.cacheUuid}\nsize:           ${superblock.sizeBytes}\nread cache:     ${superblock.readCacheStartBytes}+${superblock.readCacheBytes}\n`);
+        printReadCacheDeviceSuperblock(cachePath, decodeReadCacheDeviceSuperblock(page.subarray(0, PAGE_BYTES)), json);
         return;
       }
     } finally {

@@ -4,6 +4,7 @@
 import { writeOut } from "../output.ts";
 import { openSync, readSync, closeSync } from "node:fs";
 import { CACHE_SUPERBLOCK_BYTES, decodeCacheSuperblock, type CacheSuperblock } from "../../format/cache_superblock.ts";
+import { decodeReadCacheDeviceSuperblock, isReadCacheDevicePage, type ReadCacheDeviceSuperblock } from "../../format/read_cache_superblock.ts";
 import { decodeCheckpoint, unpackCheckpointMapEntry, CKPT_MAP_ENTRY_BYTES } from "../../format/checkpoint_object.ts";
 import { decodeDataObjectHeader, verifyDataArea } from "../../format/data_object.ts";
 import { decodeCommonHeader, ObjectType } from "../../format/object_header.ts";
@@ -96,6 +97,23 @@ export function printCacheSuperblock(name: string, superblock: CacheSuperblock, 
     ["replay offset", superblock.replayOffsetBytes],
     ["replay seq", superblock.replaySeq],
     ["generation", superblock.generation],
+  ];
+  for (const [key, value] of rows) writeOut(`${`${key}:`.padEnd(16)}${value}\n`);
+}
+
+/** A shared read-cache device's page 0 (`lsvd mkcache --read-cache-only`). */
+export function printReadCacheDeviceSuperblock(name: string, superblock: ReadCacheDeviceSuperblock, json: boolean): void {
+  if (json) {
+    writeOut(`${JSON.stringify({ name, kind: "read-cache", ...superblock }, null, 2)}\n`);
+    return;
+  }
+  const rows: Array<[string, string | number]> = [
+    ["name", name],
+    ["magic", "OK"],
+    ["kind", "READ-CACHE (shared)"],
+    ["cache UUID", superblock.cacheUuid],
+    ["size", superblock.sizeBytes],
+    ["read cache", `${superblock.readCacheStartBytes}+${superblock.readCacheBytes}`],
   ];
   for (const [key, value] of rows) writeOut(`${`${key}:`.padEnd(16)}${value}\n`);
 }
@@ -209,6 +227,15 @@ export const parseCommand: Command = {
     if (isLocalPath(target!)) {
       const path = localPath(target!);
       const first = readLocalPrefix(path, CACHE_SUPERBLOCK_BYTES);
+      if (isReadCacheDevicePage(first)) {
+        try {
+          printReadCacheDeviceSuperblock(path, decodeReadCacheDeviceSuperblock(first), json);
+        } catch (error) {
+          if (error instanceof CorruptionError) throw new CorruptionError(`Cannot parse ${path}: ${error.message}`);
+          throw error;
+        }
+        return 0;
+      }
       if (first.byteLength >= 4 && CACHE_MAGIC.every((byte, index) => first[index] === byte)) {
         try {
           printCacheSuperblock(path, decodeCacheSuperblock(first), json);
