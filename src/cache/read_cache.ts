@@ -200,11 +200,11 @@ export class ReadCache {
     const generations = slots.map((slot) => this.slotGenerations[slot]!);
     // Runs of consecutive slots are read with one device read each, all at once.
     const runs: Array<{ first: number; end: number; buffer: Uint8Array }> = [];
-    for (let first = 0, end = 1; first < slots.length; first = end, end = first + 1) {
-      while (end < slots.length && slots[end] === slots[end - 1]! + 1) end += 1;
-      runs.push({ first, end, buffer: this.pool.acquire((end - first) * PAGE_BYTES) });
-    }
     try {
+      for (let first = 0, end = 1; first < slots.length; first = end, end = first + 1) {
+        while (end < slots.length && slots[end] === slots[end - 1]! + 1) end += 1;
+        runs.push({ first, end, buffer: this.pool.acquire((end - first) * PAGE_BYTES) });
+      }
       // allSettled: no buffer goes back to the pool while a read may still land in it.
       const results = await Promise.allSettled(runs.map((run) => this.device.read(this.slotsStartBytes + slots[run.first]! * PAGE_BYTES, run.buffer.subarray(0, (run.end - run.first) * PAGE_BYTES))));
       for (const result of results) if (result.status === "rejected") throw result.reason;
@@ -319,7 +319,7 @@ export class ReadCache {
     while (!this.closed && this.batchesInFlight.size < READ_CACHE_FILL_BATCHES_INFLIGHT_MAX && this.queueHead < this.queue.length) {
       const batch = this.takeBatch();
       if (batch.length === 0) continue;
-      const writing: Promise<void> = this.writeBatch(batch).finally(() => {
+      const writing: Promise<void> = this.writeBatch(batch).catch((error) => this.log(`warning: read cache: a fill batch failed: ${String(error)}`)).finally(() => {
         this.batchesInFlight.delete(writing);
         this.kick(now);
       });
@@ -364,22 +364,16 @@ export class ReadCache {
    */
   private async writeBatch(batch: Array<{ block: QueuedBlock; slot: number }>): Promise<void> {
     const runs: Array<{ first: number; end: number; scratch: Uint8Array | null; pages: Uint8Array[] }> = [];
-    for (let first = 0, end = 1; first < batch.length; first = end, end = first + 1) {
-      while (end < batch.length && batch[end - 1]!.slot + 1 === batch[end]!.slot) end += 1;
-      let unaligned = 0;
-      for (let index = first; index < end; index++) if (batch[index]!.block.copy === null) unaligned += 1;
-      const scratch = unaligned > 0 ? this.pool.acquire(unaligned * PAGE_BYTES) : null;
-      const pages: Uint8Array[] = [];
-      for (let index = first, used = 0; index < end; index++) {
-        const block = batch[index]!.block;
-        if (block.copy !== null) pages.push(block.data);
-        else {
-          const page = scratch!.subarray(used * PAGE_BYTES, ++used * PAGE_BYTES);
-          page.set(block.data);
-          pages.push(page);
-        }
+    try {
+      for (let first = 0, end = 1; first < batch.length; first = end, end = first + 1) {
+        while (end < batch.length && batch[end - 1]!.slot + 1 === batch[end]!.slot) end += 1;
+        runs.push(this.runPages(batch, first, end));
       }
-      runs.push({ first, end, scratch, pages });
+    } catch {
+      // No buffer for a run (the pool is full or closed): the batch is dropped, its slots freed.
+      for (const run of runs) if (run.scratch !== null) this.pool.release(run.scratch);
+      for (const entry of batch) this.settleBlock(entry, 0, false);
+      return;
     }
     const crcs = runs.flatMap((run) => run.pages.map((page) => crc32c(page)));
     const results = await Promise.allSettled(runs.map((run) => this.device.write(this.slotsStartBytes + batch[run.first]!.slot * PAGE_BYTES, run.pages)));
@@ -389,6 +383,24 @@ export class ReadCache {
       if (run.scratch !== null) this.pool.release(run.scratch);
       for (let index = run.first; index < run.end; index++) this.settleBlock(batch[index]!, crcs[index]!, results[position]!.status === "fulfilled");
     });
+  }
+
+  /** The pages one run of a batch writes: adopted blocks as they are, backend-read blocks copied into one scratch buffer. */
+  private runPages(batch: Array<{ block: QueuedBlock; slot: number }>, first: number, end: number): { first: number; end: number; scratch: Uint8Array | null; pages: Uint8Array[] } {
+    let unaligned = 0;
+    for (let index = first; index < end; index++) if (batch[index]!.block.copy === null) unaligned += 1;
+    const scratch = unaligned > 0 ? this.pool.acquire(unaligned * PAGE_BYTES) : null;
+    const pages: Uint8Array[] = [];
+    for (let index = first, used = 0; index < end; index++) {
+      const block = batch[index]!.block;
+      if (block.copy !== null) pages.push(block.data);
+      else {
+        const page = scratch!.subarray(used * PAGE_BYTES, ++used * PAGE_BYTES);
+        page.set(block.data);
+        pages.push(page);
+      }
+    }
+    return { first, end, scratch, pages };
   }
 
   /** A block of a batch whose write ended: indexed if written and if nobody took the slot or cached the block meanwhile. */

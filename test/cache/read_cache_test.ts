@@ -78,6 +78,30 @@ describe("read cache", () => {
     expect(cache.cachedBlocks).toBe(0);
   });
 
+  test("no buffer for a fill batch (pool full or closed): its blocks are dropped, their slots free again, reads still answer", async () => {
+    const prng = new Prng(6);
+    const pool = new MemoryPool();
+    const cache = new ReadCache(new MemoryCacheDevice(1 << 22, prng), pool, 4096, 4 * BLOCK);
+    const vol = cache.logId(VOL);
+    const acquire = pool.acquire.bind(pool);
+    pool.acquire = () => {
+      throw new Error("test: no buffer");
+    };
+    cache.offer(vol, 1, 0, blocks(prng, 4));
+    await cache.settle();
+    expect(cache.cachedBlocks).toBe(0);
+    expect(cache.fillsSkipped).toBe(4);
+    expect(await cache.read(vol, 1, 0, 1, new Uint8Array(BLOCK))).toBe(false);
+    pool.acquire = acquire;
+    const data = blocks(prng, 4);
+    cache.offer(vol, 2, 0, data); // the 4 slots were given back: all of them are taken again
+    await cache.settle();
+    expect(cache.cachedBlocks).toBe(4);
+    const out = new Uint8Array(4 * BLOCK);
+    expect(await cache.read(vol, 2, 0, 4, out)).toBe(true);
+    expect(out).toEqual(data);
+  });
+
   test("the clock evicts when full, and stays within its region", async () => {
     const { prng, device, cache } = memoryCache(4, 8);
     const vol = cache.logId(VOL);
