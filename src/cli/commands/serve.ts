@@ -26,6 +26,7 @@ import {
 } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { NbdServer } from "../../nbd/server.ts";
+import type { SharedReadCache } from "../../cache/shared_read_cache.ts";
 import { openVolumeForCommand, type OpenedVolume } from "../open_volume.ts";
 import { LEASE_HELP, LEASE_OPTIONS, leaseDurationFrom } from "../ownership.ts";
 import { logEnabled, makeLogger, type LogFn } from "../../util/log.ts";
@@ -283,17 +284,7 @@ async function serveVolume(parsed: Parsed): Promise<number> {
     throw error;
   });
   service.recovering(volumeUri);
-  let opened: OpenedVolume;
-  let sharedReadCache: Awaited<ReturnType<typeof readCacheDeviceOption>> = undefined;
-  try {
-    sharedReadCache = await readCacheDeviceOption(parsed, info);
-    opened = await openServedVolume(parsed, { volumeUri, cachePath, settings: { ...settings, sharedReadCache } }, server, monitor, info, lastError);
-  } catch (error) {
-    await sharedReadCache?.close();
-    monitor.close();
-    await server.close();
-    throw error;
-  }
+  const { opened, sharedReadCache } = await openWithReadCacheDevice(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
   const { volume, uri } = opened;
   info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
   server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
@@ -330,9 +321,35 @@ async function serveVolume(parsed: Parsed): Promise<number> {
     await sharedReadCache?.close().catch(() => undefined); // after the volume: a failure only loses warmth
   }
   if (lostReason !== null) return 1;
-  const stats = volume.stats();
-  info(
-    `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : ""}`,
-  );
+  info(stoppedSummary(volume.stats(), started));
   return 0;
+}
+
+/** Opens the shared read-cache device (when --read-cache-device names one), then the served volume with it; on a
+ * failure closes what start-up opened so far (device, monitor, listeners) before rethrowing. */
+async function openWithReadCacheDevice(
+  parsed: Parsed,
+  target: { volumeUri: string; cachePath: string; settings: ReturnType<typeof volumeSettings> },
+  server: NbdServer,
+  monitor: ServeMonitor,
+  info: LogFn,
+  lastError: LastError,
+): Promise<{ opened: OpenedVolume; sharedReadCache: SharedReadCache | undefined }> {
+  let sharedReadCache: SharedReadCache | undefined = undefined;
+  try {
+    sharedReadCache = await readCacheDeviceOption(parsed, info);
+    const opened = await openServedVolume(parsed, { ...target, settings: { ...target.settings, sharedReadCache } }, server, monitor, info, lastError);
+    return { opened, sharedReadCache };
+  } catch (error) {
+    await sharedReadCache?.close();
+    monitor.close();
+    await server.close();
+    throw error;
+  }
+}
+
+/** The last line of a clean stop: what the volume did while served. */
+function stoppedSummary(stats: ReturnType<OpenedVolume["volume"]["stats"]>, started: number): string {
+  const gc = stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : "";
+  return `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}`;
 }
