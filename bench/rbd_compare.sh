@@ -67,21 +67,13 @@ READ_CACHE=$WORK/read-cache
 SOCKET=$WORK/nbd.sock
 SERVE_PID=
 
-stop_serve() { # SIGTERM (clean: flush to the backend), wait bounded, then SIGKILL
-  [ -n "$SERVE_PID" ] || return 0
-  kill -TERM "$SERVE_PID" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SERVE_PID" 2>/dev/null || true
-  wait "$SERVE_PID" 2>/dev/null || true
-  SERVE_PID=
-}
+source "$REPO/bench/_ceph_bench.sh"
 cleanup() {
   local rc=$?
   stop_serve
   timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" rm "$LSVD_CEPH_RBD_POOL/$IMAGE" >/dev/null 2>&1 || true
-  # The volumes: superblocks TAG and TAGr, objects TAG.%08x and TAGr.%08x.
-  timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "^${TAG}r?(\.[0-9a-f]{8})?$" |
-    while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full "$name" || true; done
+  # The volumes: superblocks TAG and TAGr, objects TAG.%08x and TAGr.%08x, leases TAG.lease and TAGr.lease.
+  remove_rados_objects "^${TAG}r?(\.[0-9a-f]{8}|\.lease)?$"
   if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   [ "${STOP_CLUSTER:-1}" = 1 ] && "$REPO/test/ceph/down.sh"
   exit $rc

@@ -52,20 +52,12 @@ ADMIN=$WORK/admin.sock
 SERVE_PID=
 CEPH_ARGS_LSVD=(--ceph-conf "$CEPH_CONF" --ceph-keyring "$CEPH_KEYRING")
 
-stop_serve() {
-  [ -n "$SERVE_PID" ] || return 0
-  kill -TERM "$SERVE_PID" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SERVE_PID" 2>/dev/null || true
-  wait "$SERVE_PID" 2>/dev/null || true
-  SERVE_PID=
-}
+source "$REPO/bench/_ceph_bench.sh"
 cleanup() {
   local rc=$?
   stop_serve
   timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" rm "$LSVD_CEPH_RBD_POOL/$IMAGE" >/dev/null 2>&1 || true
-  timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "^${TAG}w?(\.[0-9a-f]{8}|\.lease)?$" |
-    while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full "$name" || true; done
+  remove_rados_objects "^${TAG}w?(\.[0-9a-f]{8}|\.lease)?$"
   rm -rf "$WORK"
   [ "${STOP_CLUSTER:-1}" = 1 ] && "$REPO/test/ceph/down.sh"
   exit $rc
