@@ -157,6 +157,13 @@ export const GC_INTERVAL_MS_DEFAULT = 1000;
 export const GC_ROUND_SPEEDUP_MAX = 100;
 export const GC_ROUND_GARBAGE_SHARE = 1 / 16;
 /**
+ * The next round's delay is at most this many times the previous one: a round that saw little or no garbage in a
+ * short window (the client paused for a few ms, or the collector's own copies held the write path) does not put the
+ * next round a whole interval away while clients overwrite the volume several times a second. An idle volume's
+ * rounds slow down to the interval within a second or two.
+ */
+export const GC_ROUND_DELAY_GROWTH_MAX = 2;
+/**
  * GC holds the garbage in the backend's objects (not yet retired) near this share of the live data: a round reclaims
  * (in dead bytes of its victims) what is above it plus what was made since the previous round, and nothing while the
  * garbage stays below it. With the garbage waiting for checkpoints and made between rounds, the backend stays within

@@ -261,7 +261,8 @@ export class GarbageCollector {
       this.options.log(`warning: gc: round failed, will retry: ${String(error)}`);
     }
     const elapsedMs = Math.max(0, mark.atMs - previous.atMs);
-    this.nextDelayMs = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes: this.liveBytes, intervalMs: this.options.intervalMs, boundHit });
+    const previousDelayMs = this.nextDelayMs;
+    this.nextDelayMs = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes: this.liveBytes, intervalMs: this.options.intervalMs, boundHit, previousDelayMs });
   }
 
   /** Retires dead objects; measures garbage and live data, and lists the candidates for cleaning, least live first. */

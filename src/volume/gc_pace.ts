@@ -19,6 +19,7 @@ import {
   GC_FORCE_CHECKPOINT_BYTES_MIN,
   GC_GARBAGE_TARGET_SHARE,
   GC_LIVE_BYTES_FLOOR,
+  GC_ROUND_DELAY_GROWTH_MAX,
   GC_ROUND_GARBAGE_SHARE,
   GC_ROUND_READ_BYTES_MAX,
   GC_ROUND_READ_FACTOR,
@@ -74,18 +75,21 @@ export function gcRoundBudget(seen: GcObservation): GcBudget {
 /**
  * How long until the next round: intervalMs when garbage comes slowly, sooner when the rate seen over the last
  * elapsedMs would make GC_ROUND_GARBAGE_SHARE of the live data garbage before then, never below
- * intervalMs / GC_ROUND_SPEEDUP_MAX; that floor too when the round stopped at its read bound with work left.
+ * intervalMs / GC_ROUND_SPEEDUP_MAX; that floor too when the round stopped at its read bound with work left. Never more
+ * than GC_ROUND_DELAY_GROWTH_MAX times the previous delay (previousDelayMs): one short window with little garbage in
+ * it says little about the rate, and a round a whole interval away is a whole interval of garbage at full speed.
  */
-export function gcNextRoundDelayMs(input: { madeBytes: number; elapsedMs: number; liveBytes: number; intervalMs: number; boundHit: boolean }): number {
-  const { madeBytes, elapsedMs, liveBytes, intervalMs, boundHit } = input;
+export function gcNextRoundDelayMs(input: { madeBytes: number; elapsedMs: number; liveBytes: number; intervalMs: number; boundHit: boolean; previousDelayMs: number }): number {
+  const { madeBytes, elapsedMs, liveBytes, intervalMs, boundHit, previousDelayMs } = input;
   checkBytes(madeBytes, "made");
   checkBytes(liveBytes, "live");
-  assert(elapsedMs >= 0 && intervalMs >= 0, "gc pacing: times are not negative");
+  assert(elapsedMs >= 0 && intervalMs >= 0 && previousDelayMs >= 0, "gc pacing: times are not negative");
   const floor = intervalMs / GC_ROUND_SPEEDUP_MAX;
   if (boundHit) return floor;
-  if (madeBytes === 0) return intervalMs;
+  const grown = Math.max(floor, GC_ROUND_DELAY_GROWTH_MAX * previousDelayMs);
+  if (madeBytes === 0) return Math.min(intervalMs, grown);
   const untilShare = (GC_ROUND_GARBAGE_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) * elapsedMs) / madeBytes;
-  return Math.min(intervalMs, Math.max(floor, untilShare));
+  return Math.min(intervalMs, grown, Math.max(floor, untilShare));
 }
 
 /**

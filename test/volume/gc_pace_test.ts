@@ -11,6 +11,7 @@ import {
   GC_FORCE_CHECKPOINT_BYTES_MIN,
   GC_GARBAGE_TARGET_SHARE,
   GC_LIVE_BYTES_FLOOR,
+  GC_ROUND_DELAY_GROWTH_MAX,
   GC_ROUND_GARBAGE_SHARE,
   GC_ROUND_READ_BYTES_MAX,
   GC_ROUND_READ_FACTOR,
@@ -103,23 +104,28 @@ describe("gcNextRoundDelayMs", () => {
       for (const elapsedMs of TIMES)
         for (const liveBytes of BYTES)
           for (const intervalMs of INTERVALS)
-            for (const boundHit of [false, true]) {
-              const delay = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes, intervalMs, boundHit });
-              const where = JSON.stringify({ madeBytes, elapsedMs, liveBytes, intervalMs, boundHit, delay });
-              const floor = intervalMs / GC_ROUND_SPEEDUP_MAX;
-              if (!(delay >= floor && delay <= intervalMs)) throw new Error(`delay outside [interval/${GC_ROUND_SPEEDUP_MAX}, interval]: ${where}`);
-              if (boundHit && delay !== floor) throw new Error(`a round cut short by its bound is not followed at once: ${where}`);
-              if (!boundHit && madeBytes === 0 && delay !== intervalMs) throw new Error(`no garbage, yet sooner than the interval: ${where}`);
-              // At the rate just seen, the garbage made until the next round stays within the share of the live
-              // data, unless the delay is already at its floor.
-              if (madeBytes > 0 && delay > floor) {
-                const madeUntilNext = (madeBytes * delay) / Math.max(elapsedMs, Number.MIN_VALUE);
-                if (madeUntilNext > GC_ROUND_GARBAGE_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) * (1 + 1e-9)) throw new Error(`garbage outruns the rounds: ${where}`);
+            for (const previousDelayMs of [0, 1, 10, 500, 1000, 3_600_000])
+              for (const boundHit of [false, true]) {
+                const input = { madeBytes, elapsedMs, liveBytes, intervalMs, boundHit, previousDelayMs };
+                const delay = gcNextRoundDelayMs(input);
+                const where = JSON.stringify({ ...input, delay });
+                const floor = intervalMs / GC_ROUND_SPEEDUP_MAX;
+                const grown = Math.max(floor, GC_ROUND_DELAY_GROWTH_MAX * previousDelayMs);
+                if (!(delay >= floor && delay <= intervalMs)) throw new Error(`delay outside [interval/${GC_ROUND_SPEEDUP_MAX}, interval]: ${where}`);
+                if (boundHit && delay !== floor) throw new Error(`a round cut short by its bound is not followed at once: ${where}`);
+                // One quiet window does not push the next round far away: at most GROWTH times the previous delay.
+                if (delay > grown) throw new Error(`the delay grew more than ${GC_ROUND_DELAY_GROWTH_MAX}x the previous one: ${where}`);
+                if (!boundHit && madeBytes === 0 && delay !== Math.min(intervalMs, grown)) throw new Error(`no garbage, yet sooner than the interval allows: ${where}`);
+                // At the rate just seen, the garbage made until the next round stays within the share of the live
+                // data, unless the delay is already at its floor.
+                if (madeBytes > 0 && delay > floor) {
+                  const madeUntilNext = (madeBytes * delay) / Math.max(elapsedMs, Number.MIN_VALUE);
+                  if (madeUntilNext > GC_ROUND_GARBAGE_SHARE * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR) * (1 + 1e-9)) throw new Error(`garbage outruns the rounds: ${where}`);
+                }
+                // Faster garbage never means a later round.
+                const faster = gcNextRoundDelayMs({ ...input, madeBytes: madeBytes * 2 + 1 });
+                if (faster > delay) throw new Error(`more garbage, later round (${faster}): ${where}`);
               }
-              // Faster garbage never means a later round.
-              const faster = gcNextRoundDelayMs({ madeBytes: madeBytes * 2 + 1, elapsedMs, liveBytes, intervalMs, boundHit });
-              if (faster > delay) throw new Error(`more garbage, later round (${faster}): ${where}`);
-            }
   });
 });
 
