@@ -42,8 +42,11 @@ import {
   GC_COPY_BYTES_MAX,
   GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_INFLIGHT_MAX,
+  GC_LIVE_BYTES_FLOOR,
   GC_LOG_INTERVAL_MS,
   GC_READ_INFLIGHT_BYTES_MAX,
+  GC_ROUND_GARBAGE_SHARE,
+  GC_ROUND_SPEEDUP_MAX,
   GC_VICTIM_RETRY_MS,
   GC_VICTIMS_INFLIGHT_MAX,
   SECTOR_BYTES,
@@ -204,6 +207,7 @@ export class GarbageCollector {
     this.stopped = true;
     this.timer?.cancel();
     this.timer = null;
+    this.options.objects.watchDisplaced(null);
     await this.round;
     await this.deletes;
   }
@@ -217,13 +221,39 @@ export class GarbageCollector {
     return this.round;
   }
 
+  /**
+   * Schedules the next round: after nextDelayMs, or sooner, as soon as clients have made GC_ROUND_GARBAGE_SHARE of
+   * the live data into garbage since the last round began (the timer paces by the rate seen in the last window, and
+   * a write path that stalled in that window shows no rate at all). The watch only schedules: it fires inside a map
+   * update.
+   */
   private arm(): void {
     if (this.stopped || this.timer) return;
-    this.timer = this.options.clock.setTimer(this.nextDelayMs, () => {
-      this.timer = null;
-      if (this.halted) return;
-      void this.runRound().finally(() => this.arm());
-    });
+    const { clock, objects, intervalMs } = this.options;
+    const shareSectors = Math.ceil((GC_ROUND_GARBAGE_SHARE * Math.max(this.liveBytes, GC_LIVE_BYTES_FLOOR)) / SECTOR_BYTES);
+    const atSectors = this.mark.displacedSectors + shareSectors;
+    const early = objects.displacedSectors >= atSectors;
+    this.timer = clock.setTimer(early ? intervalMs / GC_ROUND_SPEEDUP_MAX : this.nextDelayMs, () => this.fireRound());
+    if (!early) objects.watchDisplaced({ atSectors, fire: () => this.fireEarly() });
+  }
+
+  /**
+   * The displaced-sectors watch fired: run the round at the next turn instead of at its timer, but never sooner than
+   * intervalMs / GC_ROUND_SPEEDUP_MAX after the previous round began (the floor the timer keeps too).
+   */
+  private fireEarly(): void {
+    if (this.stopped || !this.timer) return;
+    const { clock, intervalMs } = this.options;
+    this.timer.cancel();
+    const floorAtMs = this.mark.atMs + intervalMs / GC_ROUND_SPEEDUP_MAX;
+    this.timer = clock.setTimer(Math.max(0, floorAtMs - clock.nowMs()), () => this.fireRound());
+  }
+
+  private fireRound(): void {
+    this.timer = null;
+    this.options.objects.watchDisplaced(null);
+    if (this.halted) return;
+    void this.runRound().finally(() => this.arm());
   }
 
   private get halted(): boolean {

@@ -31,12 +31,25 @@ export class ObjectTable {
   /** Sectors displaced since the table was made: garbage made, by clients and GC copies alike (GC paces by it). */
   displacedSectors = 0;
 
+  /** One watcher, called once when displacedSectors reaches `atSectors` (garbage collection's early round). */
+  private displacedWatch: { atSectors: number; fire: () => void } | null = null;
+
   /** Called by the extent map for every mapped piece that a write or trim displaces. */
   readonly displaced = (seq: number, sectors: number): void => {
     this.displacedSectors += sectors;
     const info = this.objects.get(seq);
     if (info) info.liveSectors -= sectors;
+    const watch = this.displacedWatch;
+    if (watch !== null && this.displacedSectors >= watch.atSectors) {
+      this.displacedWatch = null;
+      watch.fire(); // called inside a map update: it must only schedule work, not look at the map or the table
+    }
   };
+
+  /** Calls fire once, when displacedSectors reaches atSectors (replacing any earlier watch); null cancels. */
+  watchDisplaced(watch: { atSectors: number; fire: () => void } | null): void {
+    this.displacedWatch = watch;
+  }
 
   get count(): number {
     return this.objects.size;
