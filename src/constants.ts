@@ -172,6 +172,14 @@ export const GC_ROUND_DELAY_GROWTH_MAX = 2;
 export const GC_GARBAGE_TARGET_SHARE = 1 / 2;
 /** Pacing treats a volume as holding at least this much live data (an empty volume would otherwise get no slack). */
 export const GC_LIVE_BYTES_FLOOR = 1024 * 1024;
+/**
+ * Space back-pressure (docs/architecture.md, "Garbage collection", "Space back-pressure"): while the backend's DATA
+ * objects that garbage collection may clean or delete (snapshot-pinned and base objects left out) hold more than
+ * SPACE_HIGH_WATER_RATIO times the live data, and the collector has something it can free, a new client write waits
+ * for the collector's progress, at most SPACE_WAIT_MS_MAX; then it goes, freed or not.
+ */
+export const SPACE_HIGH_WATER_RATIO = 1.8;
+export const SPACE_WAIT_MS_MAX = 200;
 /** Retired objects wait at most this long for a checkpoint before the collector asks for one. */
 export const GC_FORCE_CHECKPOINT_MS_DEFAULT = 30_000;
 /**

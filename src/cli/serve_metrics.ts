@@ -259,6 +259,9 @@ export class ServeMetrics {
     counter("lsvd_gc_objects_deleted_total", "Objects garbage collection deleted.", (stats) => stats.gc?.objectsDeleted);
     counter("lsvd_gc_copied_bytes_total", "Live bytes garbage collection copied into new objects.", (stats) => stats.gcCopiedSectors * SECTOR_BYTES);
     counter("lsvd_gc_reclaimed_bytes_total", "Dead bytes in objects garbage collection cleaned.", (stats) => stats.gc?.reclaimedBytes);
+    counter("lsvd_space_waits_total", "Client writes that waited for garbage collection because the backend was over its space high-water mark.", (stats) => stats.spaceWaits);
+    counter("lsvd_space_waits_timed_out_total", "Of those, writes that went at their bound rather than on the collector's progress.", (stats) => stats.spaceWaitsTimedOut);
+    counter("lsvd_space_wait_seconds_total", "Time client writes spent waiting for space, summed.", (stats) => stats.spaceWaitMs / 1000);
     counter("lsvd_gc_errors_total", "Garbage collection steps that failed (retried in a later round).", (stats) => stats.gc?.errors);
   }
 

@@ -59,9 +59,10 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
-import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcBudget } from "./gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
 import { ObjectKind, type ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
+import type { SpaceSource } from "./write/space_gate.ts";
 
 /** What the collector needs of the write path. */
 export interface GcWriter {
@@ -74,6 +75,8 @@ export interface GcWriter {
   readonly stats: { readonly gcCopiedSectors: number };
   /** `count` checkpoints back to back, now if no write is being formed, else at the next seal. */
   requestCheckpoint(count: number): void;
+  /** Where client writes wait while the backend is over its space high-water mark: the collector is its source. */
+  readonly spaceGate: { attach(source: SpaceSource | null): void; recheck(): void };
 }
 
 export interface GarbageCollectorOptions {
@@ -125,6 +128,8 @@ interface Scan {
   reclaimableBytes: number;
   garbageBytes: number;
   liveBytes: number;
+  /** Header and data bytes of the durable objects the collector may free, retired ones included (space gate). */
+  spaceBytes: number;
 }
 
 /** Counters at the start of a round: the rate of garbage is measured between two of them. */
@@ -135,7 +140,7 @@ interface Mark {
   sequenceNext: number;
 }
 
-export class GarbageCollector {
+export class GarbageCollector implements SpaceSource {
   /** Retired object -> the log's next seq when it was retired. */
   private readonly retired = new Map<number, number>();
   /** Victims whose cleaning failed -> when to try again (at most one entry per object). */
@@ -161,6 +166,15 @@ export class GarbageCollector {
   /** The newest round's delete budget: what a pass between rounds may delete. */
   private deletesMax = GC_DELETES_PER_ROUND_MIN;
   private stopped = false;
+  /**
+   * What the space gate measures: bytes (header and data) of the durable DATA objects this collector may clean or
+   * delete, retired ones included (snapshot-pinned and base objects left out), counted exactly at every scan and
+   * kept up between scans: objects that became durable since are added (up to spaceCountedUpTo), deletes subtracted.
+   */
+  private spaceBytes = 0;
+  private spaceCountedUpTo = 0;
+  /** Dead bytes in the candidates at the last scan: something cleaning can free. */
+  private reclaimableAtScan = 0;
   private readonly leftovers: LeftoverCheckpoints;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
@@ -199,7 +213,32 @@ export class GarbageCollector {
   }
 
   start(): void {
+    const scan = this.scan(false);
+    this.spaceBytes = scan.spaceBytes;
+    this.liveBytes = scan.liveBytes;
+    this.options.writer.spaceGate.attach(this);
     this.arm();
+  }
+
+  /**
+   * For the space gate (space_gate.ts, rule in gc_pace.ts): whether the objects this collector may free stand above
+   * the high-water mark, and whether it has anything it can free. Cheap: only objects that became durable since the
+   * last call are looked at.
+   */
+  spaceState(): { overHighWater: boolean; reclaimable: boolean } {
+    const { writer, objects } = this.options;
+    for (let seq = this.spaceCountedUpTo + 1; seq <= writer.durableSeq; seq++) {
+      const info = objects.get(seq);
+      if (info && info.kind === ObjectKind.Data && this.freeable(seq)) this.spaceBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+    }
+    this.spaceCountedUpTo = Math.max(this.spaceCountedUpTo, writer.durableSeq);
+    const overHighWater = spaceOverHighWater({ spaceBytes: this.spaceBytes, liveBytes: this.liveBytes });
+    return { overHighWater, reclaimable: this.retired.size > 0 || this.reclaimableAtScan > 0 };
+  }
+
+  /** Objects a snapshot pins, and a clone's base objects, are never this collector's to clean, retire or delete. */
+  private freeable(seq: number): boolean {
+    return seq > this.options.baseLastSeq && !this.options.snapshotPins.pinsObject(seq);
   }
 
   /** Stops scheduling rounds and waits for the one running, if any. */
@@ -208,6 +247,7 @@ export class GarbageCollector {
     this.timer?.cancel();
     this.timer = null;
     this.options.objects.watchDisplaced(null);
+    this.options.writer.spaceGate.attach(null);
     await this.round;
     await this.deletes;
   }
@@ -274,8 +314,11 @@ export class GarbageCollector {
     const madeBytes = Math.max(0, madeSectors) * SECTOR_BYTES;
     let boundHit = false;
     try {
-      const scan = this.scan();
+      const scan = this.scan(true);
       this.liveBytes = scan.liveBytes;
+      this.reclaimableAtScan = scan.reclaimableBytes;
+      this.spaceBytes = scan.spaceBytes;
+      this.options.writer.spaceGate.recheck();
       const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...scan });
       this.deletesMax = budget.deletesMax;
       await this.queueDeletePass(budget.deletesMax);
@@ -295,19 +338,24 @@ export class GarbageCollector {
     this.nextDelayMs = gcNextRoundDelayMs({ madeBytes, elapsedMs, liveBytes: this.liveBytes, intervalMs: this.options.intervalMs, boundHit, previousDelayMs });
   }
 
-  /** Retires dead objects; measures garbage and live data, and lists the candidates for cleaning, least live first. */
-  private scan(): Scan {
+  /**
+   * Retires dead objects (unless `retire` is false: start() only measures); measures garbage, live data and the space
+   * gate's bytes, and lists the candidates for cleaning, least live first.
+   */
+  private scan(retire: boolean): Scan {
     const { objects, writer, threshold, clock } = this.options;
-    const result: Scan = { candidates: [], reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0 };
+    const result: Scan = { candidates: [], reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0, spaceBytes: 0 };
     const nowMs = clock.nowMs();
+    this.spaceCountedUpTo = writer.durableSeq;
     objects.forEach((seq, info) => {
       if (info.kind !== ObjectKind.Data) return;
       result.liveBytes += info.liveSectors * SECTOR_BYTES;
-      if (this.options.snapshotPins.pinsObject(seq)) return;
-      // A clone's base objects are its base's: never cleaned, retired or deleted here (clone_chain.ts).
-      if (seq <= this.options.baseLastSeq) return;
+      // A clone's base objects are its base's, and snapshots pin theirs: never cleaned, retired or deleted here.
+      if (!this.freeable(seq)) return;
       // Only durable objects are in the backend, and only they may be cleaned or retired.
-      if (info.dataSectors === 0 || this.retired.has(seq) || seq > writer.durableSeq || writer.unflushed.has(seq)) return;
+      if (seq > writer.durableSeq || writer.unflushed.has(seq)) return;
+      result.spaceBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+      if (info.dataSectors === 0 || this.retired.has(seq) || !retire) return;
       if (info.liveSectors === 0) {
         this.retire(seq);
         return;
@@ -444,9 +492,12 @@ export class GarbageCollector {
       const retiredAt = this.retired.get(seq);
       assert(retiredAt !== undefined && this.checkpointMin >= retiredAt, `object ${seq} is deleted only once retired and a durable superblock names checkpoints newer than its retirement`);
       await store.delete(objectName(prefix, seq));
+      const info = objects.get(seq);
+      if (info && seq <= this.spaceCountedUpTo) this.spaceBytes = Math.max(0, this.spaceBytes - (info.hdrSectors + info.dataSectors) * SECTOR_BYTES);
       this.retired.delete(seq);
       this.skipUntil.delete(seq);
       objects.delete(seq);
+      this.options.writer.spaceGate.recheck();
       this.stats.objectsDeleted += 1;
       this.deletedSinceLog += 1;
     });

@@ -25,6 +25,7 @@ import {
   GC_ROUND_READ_FACTOR,
   GC_ROUND_SPEEDUP_MAX,
   GC_WAITING_LIVE_SHARE,
+  SPACE_HIGH_WATER_RATIO,
 } from "../constants.ts";
 import { assert } from "../errors.ts";
 
@@ -121,4 +122,47 @@ export function gcCheckpointBurst(input: { waitingBytes: number; checkpointBytes
   checkBytes(waitingBytes, "waiting");
   checkBytes(checkpointBytes, "checkpoint");
   return waitingBytes >= GC_CHECKPOINT_PAYBACK * CHECKPOINTS_KEPT * checkpointBytes ? CHECKPOINTS_KEPT : 1;
+}
+
+/** What the space gate knows when a client write arrives, or when a waiting one is looked at again. */
+export interface SpaceGateInput {
+  /** The write path failed or is closing: nothing will free space for this write. */
+  closing: boolean;
+  /** This write has waited SPACE_WAIT_MS_MAX already. */
+  waitedOut: boolean;
+  /** The objects the collector may clean or delete hold more than SPACE_HIGH_WATER_RATIO times the live data. */
+  overHighWater: boolean;
+  /** The collector has something it can free: retired objects, or candidates with dead bytes (snapshot pins excluded). */
+  reclaimable: boolean;
+}
+
+export type SpaceGateAction = "proceed" | "wait";
+
+/**
+ * The space gate's rule, first matching row wins (docs/architecture.md, "Space back-pressure"). A write waits only
+ * while the backend is over its high-water mark with garbage the collector can free, and never longer than
+ * SPACE_WAIT_MS_MAX: so it cannot wait forever on garbage that snapshots pin (left out of the measure and of
+ * `reclaimable`), on a collector that cannot progress, or on a write path that is closing.
+ */
+export const SPACE_GATE_RULES: ReadonlyArray<{ when: Partial<SpaceGateInput>; then: SpaceGateAction; why: string }> = [
+  { when: { closing: true }, then: "proceed", why: "the write path is failing or closing: the write goes on to be written or refused" },
+  { when: { waitedOut: true }, then: "proceed", why: "bounded: a write waits at most SPACE_WAIT_MS_MAX, freed or not" },
+  { when: { overHighWater: false }, then: "proceed", why: "the backend is within its high-water mark" },
+  { when: { reclaimable: false }, then: "proceed", why: "nothing the collector can free: waiting would not bring space" },
+  { when: {}, then: "wait", why: "over the mark with garbage the collector can free: wait for its progress" },
+];
+
+export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
+  for (const rule of SPACE_GATE_RULES) {
+    const matches = (Object.keys(rule.when) as Array<keyof SpaceGateInput>).every((key) => rule.when[key] === input[key]);
+    if (matches) return rule.then;
+  }
+  assert(false, "the space gate's rules end with a row that matches everything");
+}
+
+/** Whether the bytes the collector may free and the live data stand above SPACE_HIGH_WATER_RATIO times the live data. */
+export function spaceOverHighWater(input: { spaceBytes: number; liveBytes: number }): boolean {
+  checkBytes(input.spaceBytes, "space");
+  checkBytes(input.liveBytes, "live");
+  return input.spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(input.liveBytes, GC_LIVE_BYTES_FLOOR);
 }

@@ -60,6 +60,8 @@ export interface VolumeOptions {
   checkpointIntervalObjects?: number;
   /** Objects sealed and not yet durable before writes wait (default SEALED_OBJECTS_AHEAD_MAX; tests lower it). */
   sealedObjectsAheadMax?: number;
+  /** The longest a client write waits for space (default SPACE_WAIT_MS_MAX; tests raise it). */
+  spaceWaitMsMax?: number;
   /** Garbage collection (default on; never on a read-only volume). */
   gc?: boolean;
   /** Clean objects whose live share is below this (default GC_THRESHOLD_DEFAULT; 0: only delete dead objects). */
@@ -258,6 +260,7 @@ export class Volume implements BlockDevice {
       writerCacheSeqLast: state.writerCacheSeqLast,
       logEndsInsideWrite: start.logEndsInsideWrite,
       sealedObjectsAheadMax: options.sealedObjectsAheadMax,
+      spaceWaitMsMax: options.spaceWaitMsMax,
       snapshotPins: start.snapshotPins,
     });
     return { writes, flusher, readJournal, adopter };

@@ -21,13 +21,16 @@
 //
 // Bounds: pending writes are bounded by the NBD layer's per-connection in-flight limit; records in flight by
 // JOURNAL_WRITES_INFLIGHT_MAX; batches in memory by PUTS_INFLIGHT_MAX + 1 buffers; puts by PUTS_INFLIGHT_MAX;
-// objects sealed and not yet durable by SEALED_OBJECTS_AHEAD_MAX (no batch opens beyond it: waitAheadRoom).
+// objects sealed and not yet durable by SEALED_OBJECTS_AHEAD_MAX (no batch opens beyond it: waitAheadRoom); space in
+// the backend by the space gate (write/space_gate.ts: client writes wait, at most SPACE_WAIT_MS_MAX, while the
+// backend is over its high-water mark with garbage the collector can free).
 
 import type { AlignedPool } from "../cache/cache_device.ts";
 import type { Journal } from "../cache/journal.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
+import { SPACE_WAIT_MS_MAX } from "../constants.ts";
 import { assert } from "../errors.ts";
 import type { Batch, JournalReader } from "./batch.ts";
 import type { Clock } from "../util/clock.ts";
@@ -40,6 +43,7 @@ import { CheckpointScheduler } from "./write/checkpoint_scheduler.ts";
 import { Halt } from "./write/halt.ts";
 import { ObjectPipeline } from "./write/object_pipeline.ts";
 import { RecordFormer } from "./write/record_former.ts";
+import { SpaceGate } from "./write/space_gate.ts";
 import { newWriteStats } from "./write/stats.ts";
 import type { SuperblockObject } from "../format/superblock_object.ts";
 import type { SnapshotPins } from "./snapshots.ts";
@@ -82,6 +86,8 @@ export interface WritePathOptions {
   sealedObjectsAheadMax?: number;
   /** A batch whose object just became durable, before its buffer is reused (read-cache migration). */
   onBatchDurable?: (batch: Batch) => void;
+  /** The longest a client write waits at the space gate (default SPACE_WAIT_MS_MAX). */
+  spaceWaitMsMax?: number;
 }
 
 export class WritePath {
@@ -90,9 +96,13 @@ export class WritePath {
   private readonly scheduler: CheckpointScheduler;
   private readonly former: RecordFormer;
   readonly stats = newWriteStats();
+  /** Client writes wait here while the backend is over its space high-water mark; the collector attaches to it. */
+  readonly spaceGate: SpaceGate;
 
   constructor(private readonly options: WritePathOptions) {
     this.halt = new Halt(options.log);
+    this.spaceGate = new SpaceGate(options.clock, options.spaceWaitMsMax ?? SPACE_WAIT_MS_MAX, this.stats);
+    this.halt.onFail(() => this.spaceGate.close());
     this.pipeline = new ObjectPipeline({
       ...options,
       halt: this.halt,
@@ -105,6 +115,7 @@ export class WritePath {
       halt: this.halt,
       stats: this.stats,
       pipeline: this.pipeline,
+      spaceGate: this.spaceGate,
       seal: () => this.sealOpen(),
     });
     options.fence.onFenced((reason) => this.halt.fail(new FencedError(`Volume ${options.prefix}: this process no longer owns it (${reason})`)));
@@ -251,6 +262,7 @@ export class WritePath {
 
   /** Clean shutdown: everything journaled goes to the backend, with a checkpoint, and the superblock names it. */
   async closeClean(): Promise<void> {
+    this.spaceGate.close(); // writes waiting for space go now, and are in what this close puts
     this.former.cancelIdleTimer();
     await this.settle(true);
   }
@@ -261,6 +273,7 @@ export class WritePath {
     this.former.checkInvariants();
     this.pipeline.checkInvariants();
     this.scheduler.checkInvariants();
+    this.spaceGate.checkInvariants();
   }
 
   /** The checkpoints the superblock names (durable once onCheckpointsPersisted reported them; at open, as read). */

@@ -1,5 +1,6 @@
 // Garbage collection pacing (src/volume/gc_pace.ts): the pure functions that turn what the collector saw into what a
-// round may do, checked over grids of inputs from nothing to a terabyte, for the properties the collector relies on.
+// round may do, checked over grids of inputs from nothing to a terabyte, for the properties the collector relies on;
+// and the space gate's rule (spaceGateAction), checked over every combination of its inputs.
 
 import { describe, expect, test } from "bun:test";
 import {
@@ -18,8 +19,9 @@ import {
   GC_ROUND_SPEEDUP_MAX,
   GC_THRESHOLD_DEFAULT,
   GC_WAITING_LIVE_SHARE,
+  SPACE_HIGH_WATER_RATIO,
 } from "../../src/constants.ts";
-import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, type GcObservation } from "../../src/volume/gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, SPACE_GATE_RULES, spaceGateAction, spaceOverHighWater, type GcObservation } from "../../src/volume/gc_pace.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -189,5 +191,49 @@ describe("gcCheckpointBurst", () => {
         previous = count;
       }
     }
+  });
+});
+
+describe("spaceGateAction (the space gate's rule as data)", () => {
+  test("every combination: a write waits only while over the mark with something the collector can free, never past its bound or on close", () => {
+    let waits = 0;
+    for (const closing of [false, true])
+      for (const waitedOut of [false, true])
+        for (const overHighWater of [false, true])
+          for (const reclaimable of [false, true]) {
+            const input = { closing, waitedOut, overHighWater, reclaimable };
+            const expected = !closing && !waitedOut && overHighWater && reclaimable ? "wait" : "proceed";
+            const action = spaceGateAction(input);
+            if (action !== expected) throw new Error(`${JSON.stringify(input)}: ${action}, expected ${expected}`);
+            if (action === "wait") waits += 1;
+            // Bounded: the same write, once it has waited its bound, always goes.
+            expect(spaceGateAction({ ...input, waitedOut: true })).toBe("proceed");
+          }
+    expect(waits).toBe(1);
+  });
+
+  test("every rule is the first to match some input, and the last matches everything", () => {
+    const hit = new Set<number>();
+    for (const closing of [false, true])
+      for (const waitedOut of [false, true])
+        for (const overHighWater of [false, true])
+          for (const reclaimable of [false, true]) {
+            const input = { closing, waitedOut, overHighWater, reclaimable };
+            const index = SPACE_GATE_RULES.findIndex((rule) => Object.entries(rule.when).every(([key, value]) => input[key as keyof typeof input] === value));
+            hit.add(index);
+          }
+    expect([...hit].sort()).toEqual(SPACE_GATE_RULES.map((_, index) => index));
+    expect(Object.keys(SPACE_GATE_RULES.at(-1)!.when)).toEqual([]);
+  });
+
+  test("the high-water mark: over only above SPACE_HIGH_WATER_RATIO times the live data (an empty volume counts as GC_LIVE_BYTES_FLOOR)", () => {
+    for (const liveBytes of BYTES)
+      for (const spaceBytes of BYTES) {
+        const over = spaceOverHighWater({ spaceBytes, liveBytes });
+        expect(over).toBe(spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR));
+      }
+    expect(spaceOverHighWater({ spaceBytes: 2 * MIB, liveBytes: MIB })).toBe(true);
+    expect(spaceOverHighWater({ spaceBytes: MIB + MIB / 2, liveBytes: MIB })).toBe(false);
+    expect(() => spaceOverHighWater({ spaceBytes: -1, liveBytes: MIB })).toThrow();
   });
 });

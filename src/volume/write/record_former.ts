@@ -34,6 +34,7 @@ import { debugChecks } from "../../util/debug_checks.ts";
 import type { WriteListener } from "../../nbd/block_device.ts";
 import type { Halt } from "./halt.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
+import type { SpaceGate } from "./space_gate.ts";
 import type { WriteStats } from "./stats.ts";
 
 interface WriteWaiter {
@@ -113,6 +114,8 @@ export interface RecordFormerOptions {
   halt: Halt;
   stats: WriteStats;
   pipeline: ObjectPipeline;
+  /** Client writes with data wait here while the backend is over its space high-water mark (space_gate.ts). */
+  spaceGate: SpaceGate;
   batchBytes: number;
   batchIdleMs: number;
   /** Seals the open batch (and takes a checkpoint if one is due): the write path's sealOpen. */
@@ -146,13 +149,25 @@ export class RecordFormer {
     return this.pump !== "idle" || this.pendingFront < this.pending.length;
   }
 
-  /** Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. */
+  /**
+   * Queues [lba, lba+data/512) (or a zeroing of sectors when data is null); resolves when acknowledged-safe. Every
+   * client write and trim first passes the space gate (it may wait there, boundedly, for garbage collection); the
+   * gate queues them in the order they came.
+   */
   write(lba: number, sectors: number, data: Uint8Array | null, fua: boolean): Promise<void> {
     return new Promise<void>((resolve, reject) => this.writeThen(lba, sectors, data, fua, promiseListener(resolve, reject)));
   }
 
   /** write() without a promise: `listener` is told once (maybe at once, when the write path has failed). */
   writeThen(lba: number, sectors: number, data: Uint8Array | null, fua: boolean, listener: WriteListener): void {
+    if (this.options.halt.failed) return listener.writeFailed(this.options.halt.error);
+    const gate = this.options.spaceGate;
+    if (gate.admitsNow()) return this.queueWrite(lba, sectors, data, fua, listener);
+    gate.wait(() => this.queueWrite(lba, sectors, data, fua, listener));
+  }
+
+  /** Queues a client write or trim that passed the space gate. */
+  private queueWrite(lba: number, sectors: number, data: Uint8Array | null, fua: boolean, listener: WriteListener): void {
     if (this.options.halt.failed) return listener.writeFailed(this.options.halt.error);
     // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
     const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
