@@ -175,6 +175,8 @@ export class GarbageCollector implements SpaceSource {
   private spaceCountedUpTo = 0;
   /** Dead bytes in the candidates at the last scan: something cleaning can free. */
   private reclaimableAtScan = 0;
+  /** spaceState's answer, one object reused (the gate asks for every client write). */
+  private readonly spaceView = { overHighWater: false, reclaimable: false };
   private readonly leftovers: LeftoverCheckpoints;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
@@ -232,8 +234,9 @@ export class GarbageCollector implements SpaceSource {
       if (info && info.kind === ObjectKind.Data && this.freeable(seq)) this.spaceBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
     }
     this.spaceCountedUpTo = Math.max(this.spaceCountedUpTo, writer.durableSeq);
-    const overHighWater = spaceOverHighWater({ spaceBytes: this.spaceBytes, liveBytes: this.liveBytes });
-    return { overHighWater, reclaimable: this.retired.size > 0 || this.reclaimableAtScan > 0 };
+    this.spaceView.overHighWater = spaceOverHighWater(this.spaceBytes, this.liveBytes);
+    this.spaceView.reclaimable = this.retired.size > 0 || this.reclaimableAtScan > 0;
+    return this.spaceView;
   }
 
   /** Objects a snapshot pins, and a clone's base objects, are never this collector's to clean, retire or delete. */

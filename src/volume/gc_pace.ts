@@ -152,7 +152,7 @@ export const SPACE_GATE_RULES: ReadonlyArray<{ when: Partial<SpaceGateInput>; th
   { when: {}, then: "wait", why: "over the mark with garbage the collector can free: wait for its progress" },
 ];
 
-export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
+function spaceGateRuleAction(input: SpaceGateInput): SpaceGateAction {
   for (const rule of SPACE_GATE_RULES) {
     const matches = (Object.keys(rule.when) as Array<keyof SpaceGateInput>).every((key) => rule.when[key] === input[key]);
     if (matches) return rule.then;
@@ -160,9 +160,23 @@ export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
   assert(false, "the space gate's rules end with a row that matches everything");
 }
 
+/** The rules evaluated once for all 16 inputs (every client write asks: no allocation, no walk of the rows). */
+const SPACE_GATE_LOOKUP: SpaceGateAction[] = Array.from({ length: 16 }, (_, bits) =>
+  spaceGateRuleAction({ closing: (bits & 8) !== 0, waitedOut: (bits & 4) !== 0, overHighWater: (bits & 2) !== 0, reclaimable: (bits & 1) !== 0 }),
+);
+
+/** What SPACE_GATE_RULES say for these inputs. */
+export function spaceGateDecide(closing: boolean, waitedOut: boolean, overHighWater: boolean, reclaimable: boolean): SpaceGateAction {
+  return SPACE_GATE_LOOKUP[(closing ? 8 : 0) | (waitedOut ? 4 : 0) | (overHighWater ? 2 : 0) | (reclaimable ? 1 : 0)]!;
+}
+
+export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
+  return spaceGateDecide(input.closing, input.waitedOut, input.overHighWater, input.reclaimable);
+}
+
 /** Whether the bytes the collector may free and the live data stand above SPACE_HIGH_WATER_RATIO times the live data. */
-export function spaceOverHighWater(input: { spaceBytes: number; liveBytes: number }): boolean {
-  checkBytes(input.spaceBytes, "space");
-  checkBytes(input.liveBytes, "live");
-  return input.spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(input.liveBytes, GC_LIVE_BYTES_FLOOR);
+export function spaceOverHighWater(spaceBytes: number, liveBytes: number): boolean {
+  checkBytes(spaceBytes, "space");
+  checkBytes(liveBytes, "live");
+  return spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
 }

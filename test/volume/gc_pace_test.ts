@@ -229,11 +229,11 @@ describe("spaceGateAction (the space gate's rule as data)", () => {
   test("the high-water mark: over only above SPACE_HIGH_WATER_RATIO times the live data (an empty volume counts as GC_LIVE_BYTES_FLOOR)", () => {
     for (const liveBytes of BYTES)
       for (const spaceBytes of BYTES) {
-        const over = spaceOverHighWater({ spaceBytes, liveBytes });
+        const over = spaceOverHighWater(spaceBytes, liveBytes);
         expect(over).toBe(spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR));
       }
-    expect(spaceOverHighWater({ spaceBytes: 2 * MIB, liveBytes: MIB })).toBe(true);
-    expect(spaceOverHighWater({ spaceBytes: MIB + MIB / 2, liveBytes: MIB })).toBe(false);
-    expect(() => spaceOverHighWater({ spaceBytes: -1, liveBytes: MIB })).toThrow();
+    expect(spaceOverHighWater(2 * MIB, MIB)).toBe(true);
+    expect(spaceOverHighWater(MIB + MIB / 2, MIB)).toBe(false);
+    expect(() => spaceOverHighWater(-1, MIB)).toThrow();
   });
 });

@@ -12,12 +12,12 @@
 
 import { assert } from "../../errors.ts";
 import type { Clock, TimerHandle } from "../../util/clock.ts";
-import { spaceGateAction } from "../gc_pace.ts";
+import { spaceGateDecide } from "../gc_pace.ts";
 import type { WriteStats } from "./stats.ts";
 
-/** What the collector tells the gate: computed on demand, cheaply (GarbageCollector.spaceState). */
+/** What the collector tells the gate: computed on demand, cheaply (GarbageCollector.spaceState); read at once. */
 export interface SpaceSource {
-  spaceState(): { overHighWater: boolean; reclaimable: boolean };
+  spaceState(): { readonly overHighWater: boolean; readonly reclaimable: boolean };
 }
 
 interface Waiter {
@@ -75,9 +75,11 @@ export class SpaceGate {
     this.releaseUpTo(this.waiters.length);
   }
 
+  /** Asked for every client write: no allocation (the source returns the same object each time). */
   private action(waitedOut: boolean): "proceed" | "wait" {
-    const state = this.source?.spaceState() ?? { overHighWater: false, reclaimable: false };
-    return spaceGateAction({ closing: this.closed, waitedOut, ...state });
+    if (this.source === null) return spaceGateDecide(this.closed, waitedOut, false, false);
+    const state = this.source.spaceState();
+    return spaceGateDecide(this.closed, waitedOut, state.overHighWater, state.reclaimable);
   }
 
   /** A waiter's bound ran out: it goes, with every one that came before it (FIFO). */
