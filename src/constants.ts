@@ -164,6 +164,13 @@ export const GC_ROUND_GARBAGE_SHARE = 1 / 16;
  */
 export const GC_ROUND_DELAY_GROWTH_MAX = 2;
 /**
+ * A round also starts, whatever the timer says, once clients have displaced this share of the live data since the
+ * last one began: the timer's rate is a guess from the last window, and a write path that stalled in it showed none.
+ * A safety net, not the pace: at GC_ROUND_GARBAGE_SHARE it ran rounds (and the checkpoints they ask for) about twice
+ * as often, and cost 8 MiB batches about a third of their IOPS (bench/RESULTS.md, "Space back-pressure").
+ */
+export const GC_ROUND_EARLY_SHARE = 1 / 4;
+/**
  * GC holds the garbage in the backend's objects (not yet retired) near this share of the live data: a round reclaims
  * (in dead bytes of its victims) what is above it plus what was made since the previous round, and nothing while the
  * garbage stays below it. With the garbage waiting for checkpoints and made between rounds, the backend stays within

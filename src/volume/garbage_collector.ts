@@ -45,7 +45,7 @@ import {
   GC_LIVE_BYTES_FLOOR,
   GC_LOG_INTERVAL_MS,
   GC_READ_INFLIGHT_BYTES_MAX,
-  GC_ROUND_GARBAGE_SHARE,
+  GC_ROUND_EARLY_SHARE,
   GC_ROUND_SPEEDUP_MAX,
   GC_VICTIM_RETRY_MS,
   GC_VICTIMS_INFLIGHT_MAX,
@@ -265,7 +265,7 @@ export class GarbageCollector implements SpaceSource {
   }
 
   /**
-   * Schedules the next round: after nextDelayMs, or sooner, as soon as clients have made GC_ROUND_GARBAGE_SHARE of
+   * Schedules the next round: after nextDelayMs, or sooner, as soon as clients have made GC_ROUND_EARLY_SHARE of
    * the live data into garbage since the last round began (the timer paces by the rate seen in the last window, and
    * a write path that stalled in that window shows no rate at all). The watch only schedules: it fires inside a map
    * update.
@@ -273,7 +273,7 @@ export class GarbageCollector implements SpaceSource {
   private arm(): void {
     if (this.stopped || this.timer) return;
     const { clock, objects, intervalMs } = this.options;
-    const shareSectors = Math.ceil((GC_ROUND_GARBAGE_SHARE * Math.max(this.liveBytes, GC_LIVE_BYTES_FLOOR)) / SECTOR_BYTES);
+    const shareSectors = Math.ceil((GC_ROUND_EARLY_SHARE * Math.max(this.liveBytes, GC_LIVE_BYTES_FLOOR)) / SECTOR_BYTES);
     const atSectors = this.mark.displacedSectors + shareSectors;
     const early = objects.displacedSectors >= atSectors;
     this.timer = clock.setTimer(early ? intervalMs / GC_ROUND_SPEEDUP_MAX : this.nextDelayMs, () => this.fireRound());
