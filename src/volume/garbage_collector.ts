@@ -3,7 +3,10 @@
 // them. The paper's greedy cleaner: the least-live objects go first.
 //
 // Rounds never overlap. They come every intervalMs when garbage comes slowly and sooner when it comes fast (pacing,
-// volume/gc_pace.ts: the budget of a round is counted in garbage bytes, not in batches). One round:
+// volume/gc_pace.ts: the budget of a round is counted in garbage bytes, not in batches), and at once when clients
+// displaced GC_ROUND_EARLY_SHARE of the live data since the last one began. The collector is also the space gate's
+// source (write/space_gate.ts): it counts the bytes it may free, and rechecks the gate after each scan and delete.
+// One round:
 // 1. Scan the object table: retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned
 //    by an earlier round); measure the garbage clients made since the previous round, the garbage in the backend, the
 //    live data, and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that
