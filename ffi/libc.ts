@@ -10,6 +10,7 @@ import { assert, IOError } from "../src/errors.ts";
 import { koffi } from "./koffi.ts";
 
 // Flag values from <asm-generic/fcntl.h> as used on x86-64 (octal, as the header writes them).
+export const O_RDONLY = 0o0;
 export const O_RDWR = 0o2;
 export const O_CREAT = 0o100;
 export const O_DIRECT = 0o40000;

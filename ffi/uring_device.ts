@@ -21,6 +21,7 @@ import {
   O_CLOEXEC,
   O_CREAT,
   O_DIRECT,
+  O_RDONLY,
   O_RDWR,
   openFile,
   statFile,
@@ -65,6 +66,7 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
     throw error;
   }
   let uring: Uring | undefined;
+  let cachedFd = -1;
   try {
     if (options.exclusive === true && !tryLockExclusive(fd, path)) {
       throw new IOError(`Cache ${path} is in use by another process (an lsvd serve or gc holds its lock): stop that first`, false, { errno: EBUSY });
@@ -79,10 +81,13 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
     }
     const sizeBytes = Math.floor(stat.sizeBytes / PAGE_BYTES) * PAGE_BYTES;
     if (sizeBytes === 0) throw new InvalidArgumentError(`Cannot use ${path} as a cache device: it is smaller than a page`);
+    // The second descriptor, without O_DIRECT, serves readCached() through the page cache.
+    cachedFd = openFile(path, O_RDONLY | O_CLOEXEC, 0);
     uring = Uring.open(queueDepth);
-    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice);
+    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice, cachedFd);
   } catch (error) {
     if (uring !== undefined) await uring.close();
+    if (cachedFd >= 0) closeFile(cachedFd, path);
     closeFile(fd, path);
     throw error;
   }
@@ -101,6 +106,8 @@ export class UringDevice implements CacheDevice {
     readonly pool: AlignedBufferPool,
     /** A block device rather than a regular file (files may be sparse; devices never are). */
     readonly isBlockDevice = false,
+    /** The same file opened without O_DIRECT, for readCached(); -1: readCached() reads like read(). */
+    private readonly cachedFd = -1,
   ) {}
 
   read(offset: number, buffer: Uint8Array): Promise<void> {
@@ -111,6 +118,21 @@ export class UringDevice implements CacheDevice {
     if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
     if (buffer.byteLength === 0) return Promise.resolve();
     return this.uring.read(this.fd, address!, buffer.byteLength, offset, this.path);
+  }
+
+  /**
+   * read() through the page cache (the descriptor opened without O_DIRECT): a page the kernel holds completes inside
+   * the submit, with no device round trip; a page it does not is read from the device (and kept). Same checks as read().
+   */
+  readCached(offset: number, buffer: Uint8Array): Promise<void> {
+    if (this.cachedFd < 0) return this.read(offset, buffer);
+    const refusal = this.checkRange("read", offset, buffer.byteLength);
+    if (refusal !== undefined) return Promise.reject(refusal);
+    const address = alignedAddress(buffer);
+    const addressRefusal = this.checkAddress("read", offset, buffer, address);
+    if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
+    if (buffer.byteLength === 0) return Promise.resolve();
+    return this.uring.read(this.cachedFd, address!, buffer.byteLength, offset, this.path);
   }
 
   write(offset: number, buffers: Uint8Array[]): Promise<void> {
@@ -164,6 +186,7 @@ export class UringDevice implements CacheDevice {
 
   private async drainAndClose(): Promise<void> {
     await this.uring.close();
+    if (this.cachedFd >= 0) closeFile(this.cachedFd, this.path);
     closeFile(this.fd, this.path);
     this.pool.close();
   }

@@ -206,7 +206,7 @@ export class ReadCache {
         runs.push({ first, end, buffer: this.pool.acquire((end - first) * PAGE_BYTES) });
       }
       // allSettled: no buffer goes back to the pool while a read may still land in it.
-      const results = await Promise.allSettled(runs.map((run) => this.device.read(this.slotsStartBytes + slots[run.first]! * PAGE_BYTES, run.buffer.subarray(0, (run.end - run.first) * PAGE_BYTES))));
+      const results = await Promise.allSettled(runs.map((run) => this.device.readCached(this.slotsStartBytes + slots[run.first]! * PAGE_BYTES, run.buffer.subarray(0, (run.end - run.first) * PAGE_BYTES))));
       for (const result of results) if (result.status === "rejected") throw result.reason;
       for (const run of runs) {
         for (let index = run.first; index < run.end; index++) {

@@ -49,6 +49,19 @@ describe("read cache", () => {
     expect(cache.inserts).toBe(4);
   });
 
+  test("hits read their slots through the page cache (readCached), one device read per run of consecutive slots", async () => {
+    const { prng, device, cache } = memoryCache(11, 64);
+    const vol = cache.logId(VOL);
+    const data = blocks(prng, 3);
+    cache.offer(vol, 3, 0, data);
+    await cache.settle();
+    const out = new Uint8Array(3 * BLOCK);
+    const before = device.cachedReads;
+    expect(await cache.read(vol, 3, 0, 3, out)).toBe(true);
+    expect(out).toEqual(data);
+    expect(device.cachedReads - before).toBe(1);
+  });
+
   test("fills are batched: blocks offered while a batch is written go out together, consecutive slots in one write", async () => {
     const { prng, cache } = memoryCache(2, 256);
     const vol = cache.logId(VOL);

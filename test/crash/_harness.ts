@@ -646,6 +646,10 @@ export class FileCacheDevice implements CacheDevice {
     if (read !== buffer.byteLength) throw new IOError(`short read at ${offset}`);
   }
 
+  readCached(offset: number, buffer: Uint8Array): Promise<void> {
+    return this.read(offset, buffer);
+  }
+
   async write(offset: number, buffers: Uint8Array[]): Promise<void> {
     let position = offset;
     for (const buffer of buffers) {

@@ -39,6 +39,15 @@ function fillPattern(buffer: Uint8Array, seed: number): void {
   }
 }
 
+/** Pages of the file the kernel holds in its page cache (fincore(1); mincore(2) underneath). */
+function residentPages(path: string): number {
+  const result = Bun.spawnSync(["fincore", "--bytes", "--noheadings", "--output", "RES", path]);
+  expect(result.exitCode).toBe(0);
+  const bytes = Number(result.stdout.toString().trim());
+  expect(Number.isSafeInteger(bytes)).toBe(true);
+  return bytes / PAGE_BYTES;
+}
+
 async function withDevice(name: string, sizeBytes: number, body: (device: UringDevice) => Promise<void>, queueDepth = 32) {
   const device = await openUringDevice(join(directory, name), { createSizeBytes: sizeBytes, queueDepth });
   try {
@@ -196,6 +205,34 @@ describe("UringDevice I/O", () => {
     expect(bytes[2 * PAGE_BYTES]).toBe(0x5a);
     expect(bytes[3 * PAGE_BYTES - 1]).toBe(0x5a);
     expect(bytes[3 * PAGE_BYTES]).toBe(0);
+  });
+
+  test("readCached goes through the page cache and sees every write that resolved before it; read() does not fill it", async () => {
+    const pages = 64;
+    const path = join(directory, "cached.img");
+    await withDevice("cached.img", pages * PAGE_BYTES, async (device) => {
+      const buffer = device.pool.acquire(8 * PAGE_BYTES);
+      fillPattern(buffer, 7);
+      await device.write(16 * PAGE_BYTES, [buffer]); // O_DIRECT: the written range leaves the page cache
+      const readBack = device.pool.acquire(8 * PAGE_BYTES);
+      await device.read(16 * PAGE_BYTES, readBack);
+      expect(residentPages(path)).toBe(0); // the file is never read but through readCached here
+      await device.readCached(16 * PAGE_BYTES, readBack);
+      expect(Buffer.compare(readBack, buffer)).toBe(0);
+      expect(residentPages(path)).toBe(8); // kept by the kernel: the next readCached needs no device read
+      // An overwrite of cached pages: the next readCached returns the new bytes, not the cached old ones.
+      const again = device.pool.acquire(2 * PAGE_BYTES);
+      fillPattern(again, 8);
+      await device.write(18 * PAGE_BYTES, [again]);
+      await device.readCached(16 * PAGE_BYTES, readBack);
+      expect(Buffer.compare(readBack.subarray(2 * PAGE_BYTES, 4 * PAGE_BYTES), again)).toBe(0);
+      expect(Buffer.compare(readBack.subarray(0, 2 * PAGE_BYTES), buffer.subarray(0, 2 * PAGE_BYTES))).toBe(0);
+      expect(Buffer.compare(readBack.subarray(4 * PAGE_BYTES), buffer.subarray(4 * PAGE_BYTES))).toBe(0);
+      // The same refusals as read().
+      await expect(device.readCached(PAGE_BYTES / 2, readBack)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(device.readCached(pages * PAGE_BYTES, readBack)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(device.readCached(0, new Uint8Array(PAGE_BYTES))).rejects.toBeInstanceOf(InvalidArgumentError);
+    });
   });
 
   test("close waits for ops in flight, then refuses new ones", async () => {

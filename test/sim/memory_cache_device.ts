@@ -80,6 +80,13 @@ export class MemoryCacheDevice implements CacheDevice {
     buffer.set(this.data.subarray(offset, offset + buffer.byteLength));
   }
 
+  /** Counted apart from read(), so tests can tell which path a caller took; the same bytes. */
+  cachedReads = 0;
+  readCached(offset: number, buffer: Uint8Array): Promise<void> {
+    this.cachedReads += 1;
+    return this.read(offset, buffer);
+  }
+
   async write(offset: number, buffers: Uint8Array[]): Promise<void> {
     if (this.crashed) throw new IOError("device crashed");
     const length = buffers.reduce((sum, buffer) => sum + buffer.byteLength, 0);

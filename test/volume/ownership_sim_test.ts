@@ -116,6 +116,9 @@ class HoldingDevice implements CacheDevice {
   read(offset: number, buffer: Uint8Array): Promise<void> {
     return this.inner.read(offset, buffer);
   }
+  readCached(offset: number, buffer: Uint8Array): Promise<void> {
+    return this.inner.readCached(offset, buffer);
+  }
   async write(offset: number, buffers: Uint8Array[]): Promise<void> {
     await this.inner.write(offset, buffers);
     if (this.holding) await new Promise<void>((resolve) => this.held.push(resolve));
