@@ -15,10 +15,10 @@ export interface CacheDevice {
   read(offset: number, buffer: Uint8Array): Promise<void>;
   /**
    * A read like read() through the kernel's page cache, for data read again and again (the read cache's slots): a
-   * block read before is then served from memory, without a device round trip. Coherent with write(): Linux drops the
-   * written range from the page cache after an O_DIRECT write completes, so a readCached() that starts after a write
-   * resolved returns the written data. Not for the journal or anything that must see the medium itself (the index at
-   * open, recovery): those use read().
+   * block read before is then served from memory, without a device round trip. Coherent with write() for reads that do
+   * not race it: Linux drops the written range from the page cache around an O_DIRECT write. A read racing a write may
+   * leave old bytes cached: callers check what they read (the read cache's CRC-32C per slot). Not for the journal or
+   * anything that must see the medium itself (the index at open, recovery): those use read().
    */
   readCached(offset: number, buffer: Uint8Array): Promise<void>;
   /** Vectored write of buffers back to back starting at offset. */

@@ -19,6 +19,8 @@
 //   after its slot's write resolved.
 // - A slot is reused only after it leaves the index; a reader that raced with the reuse sees the slot's generation
 //   change and falls back to the backend.
+// - Hits read slots through the page cache (CacheDevice.readCached); fills write them O_DIRECT, which drops the range
+//   from the page cache. A stale cached page (a read that raced a fill) fails the CRC check: a miss, never wrong data.
 // - Memory is bounded by the region: per 4 KiB slot, 22 bytes of state and one index map entry.
 
 import {
