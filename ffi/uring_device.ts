@@ -111,13 +111,7 @@ export class UringDevice implements CacheDevice {
   ) {}
 
   read(offset: number, buffer: Uint8Array): Promise<void> {
-    const refusal = this.checkRange("read", offset, buffer.byteLength);
-    if (refusal !== undefined) return Promise.reject(refusal);
-    const address = alignedAddress(buffer);
-    const addressRefusal = this.checkAddress("read", offset, buffer, address);
-    if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
-    if (buffer.byteLength === 0) return Promise.resolve();
-    return this.uring.read(this.fd, address!, buffer.byteLength, offset, this.path);
+    return this.readFrom(this.fd, offset, buffer);
   }
 
   /**
@@ -125,14 +119,18 @@ export class UringDevice implements CacheDevice {
    * the submit, with no device round trip; a page it does not is read from the device (and kept). Same checks as read().
    */
   readCached(offset: number, buffer: Uint8Array): Promise<void> {
-    if (this.cachedFd < 0) return this.read(offset, buffer);
+    return this.readFrom(this.cachedFd < 0 ? this.fd : this.cachedFd, offset, buffer);
+  }
+
+  /** One checked read on `fd` (the O_DIRECT descriptor or the page-cache one): the same refusals for both. */
+  private readFrom(fd: number, offset: number, buffer: Uint8Array): Promise<void> {
     const refusal = this.checkRange("read", offset, buffer.byteLength);
     if (refusal !== undefined) return Promise.reject(refusal);
     const address = alignedAddress(buffer);
     const addressRefusal = this.checkAddress("read", offset, buffer, address);
     if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
     if (buffer.byteLength === 0) return Promise.resolve();
-    return this.uring.read(this.cachedFd, address!, buffer.byteLength, offset, this.path);
+    return this.uring.read(fd, address!, buffer.byteLength, offset, this.path);
   }
 
   write(offset: number, buffers: Uint8Array[]): Promise<void> {
