@@ -157,11 +157,16 @@ function objectCount(volume: Volume): number {
   return readdirSync(volume.backendDir).filter((entry) => /^vol\.[0-9a-f]{8}$/.test(entry)).length;
 }
 
-test("three exports under load, the daemon killed mid-write: every acknowledged write of every export is there after a restart", async () => {
+test("three exports on one shared read cache under load, the daemon killed mid-write: every acknowledged write of every export is there after a restart", async () => {
   const dir = makeDir();
   const volumes = ["a", "b", "c"].map((name) => makeVolume(dir, name));
   const histories = volumes.map(() => new History(BLOCKS, PIECE_BLOCKS));
-  let daemon = new Daemon(dir, exportArgs(volumes), "1");
+  // Every export on one shared read-cache device, kept across the kills: reads after each restart may be served from
+  // entries an earlier process persisted, and must still match the history.
+  const shared = path.join(dir, "shared.rc");
+  lsvdOk(["mkcache", "--read-cache-only", "--size", "16m", shared]);
+  const servedArgs = ["--read-cache-device", shared, ...exportArgs(volumes)];
+  let daemon = new Daemon(dir, servedArgs, "1");
   await daemon.serving();
   for (let round = 0; round < 2; round++) {
     const clients = await Promise.all(volumes.map((v) => NbdClient.connect(daemon.socket, v.name)));
@@ -174,7 +179,7 @@ test("three exports under load, the daemon killed mid-write: every acknowledged 
       expect({ export: volumes[index]!.name, error: result.error?.message ?? null }).toEqual({ export: volumes[index]!.name, error: null });
       expect(result.acked).toBeGreaterThan(0);
     }
-    daemon = new Daemon(dir, exportArgs(volumes), `restart${round}`);
+    daemon = new Daemon(dir, servedArgs, `restart${round}`);
     await daemon.serving();
     for (const [index, v] of volumes.entries()) await verify(daemon.socket, v.name, histories[index]!);
     for (const [index, v] of volumes.entries()) {
@@ -184,6 +189,11 @@ test("three exports under load, the daemon killed mid-write: every acknowledged 
       histories[index]!.nextRound(Int32Array.from(observed as number[]));
     }
   }
+  // The verifying reads went through the shared device: it holds blocks (filled by this process or persisted by one
+  // killed before), and some reads were hits, so a stale entry would have shown in verify().
+  const status = JSON.parse(lsvdOk(["status", "--json", "--admin-socket", daemon.admin])) as { exports: Array<{ readCache: { hits: number; blocks: number } }> };
+  expect(status.exports.every((e) => e.readCache.blocks > 0)).toBe(true);
+  expect(status.exports.reduce((sum, e) => sum + e.readCache.hits, 0)).toBeGreaterThan(0);
   // More writes, then a clean stop: it closes every export (each puts its journal and checkpoints), exit 0; fsck
   // finds nothing, and with every cache wiped the backends alone hold every acknowledged write.
   const clients = await Promise.all(volumes.map((v) => NbdClient.connect(daemon.socket, v.name)));
