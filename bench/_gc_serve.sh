@@ -34,7 +34,8 @@ gc_start_fresh() {
   "$lsvd" mkdisk --size "${size_mib}m" "$work/vol/backend/vol" >/dev/null
   "$lsvd" mkcache --volume "$work/vol/backend/vol" --size "${cache_mib}m" "$work/vol/cache" >/dev/null
   socket="$work/vol/nbd.sock"
-  "$lsvd" serve --volume "$work/vol/backend/vol" --cache "$work/vol/cache" --socket "$socket" "$@" 2>"$work/vol/serve.log" &
+  # The admin socket in the work dir, not /run/lsvd: a run killed mid-way leaves nothing behind outside it.
+  "$lsvd" serve --volume "$work/vol/backend/vol" --cache "$work/vol/cache" --socket "$socket" --admin-socket "$work/vol/admin.sock" "$@" 2>"$work/vol/serve.log" &
   server_pid=$!
   for _ in $(seq $((start_timeout_s * 10))); do
     grep -q "serving on" "$work/vol/serve.log" && return 0
