@@ -340,6 +340,13 @@ export const READ_CACHE_ADOPT_BYTES_QUEUED_MAX = 16 * 1024 * 1024;
  */
 export const READ_CACHE_ADOPT_BYTES_PER_SECOND = 16 * 1024 * 1024;
 export const READ_CACHE_ADOPT_BURST_BYTES = 64 * 1024 * 1024;
+/**
+ * Write-to-read migration skips a durable batch while its volume's client writes are busy (src/cache/
+ * migration_rules.ts): more than this many queued and not yet acknowledged, or more than this many bytes a second
+ * written since the volume's previous durable batch. Sustained writes above either pay nothing for migration.
+ */
+export const READ_CACHE_ADOPT_WRITES_IN_FLIGHT_MAX = 4;
+export const READ_CACHE_ADOPT_WRITE_BYTES_PER_SECOND_MAX = 32 * 1024 * 1024;
 
 // ---- Ownership and fencing (docs/architecture.md, "Ownership and fencing") ----------------------------------------
 

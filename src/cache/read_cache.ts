@@ -37,6 +37,7 @@ import {
 } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { crc32c } from "../format/crc32c.ts";
+import { migrationDecision, writesBusy, type MigrationInput, type WriteLoad } from "./migration_rules.ts";
 import { decodeIndexPage, encodeIndexPage, indexPageVersion, indexSplit, INDEX_ENTRIES_PER_PAGE, type IndexEntry } from "../format/read_cache_index.ts";
 import { systemClock, type Clock, type TimerHandle } from "../util/clock.ts";
 import type { LogFn } from "../util/log.ts";
@@ -123,6 +124,8 @@ export class ReadCache {
   fillsSkipped = 0;
   /** Durable batch blocks not migrated: over the migration budget. */
   adoptSkipped = 0;
+  /** Durable batches not migrated because their volume's client writes were busy (migration_rules.ts). */
+  adoptSkippedBusy = 0;
   private adoptTokens = READ_CACHE_ADOPT_BURST_BYTES;
   private adoptTokensAtMs: number;
   /** Fill batches written, and the vectored writes they took (one per run of consecutive slots). */
@@ -263,18 +266,29 @@ export class ReadCache {
   }
 
   /**
-   * Write-to-read migration: blocks at offsets[i] of object `seq` of `log`. `copyInto(buffer)` copies block i's 4 KiB to
-   * buffer[i * 4096, +4096) (the batch buffer is reused at once): one copy, into a page-aligned buffer of this cache's
-   * pool, from which the slots are written. Skipped whole when READ_CACHE_ADOPT_BYTES_QUEUED_MAX bytes already wait or
-   * the pool has no room (the cache is an optimisation: back-pressure would slow the write path).
+   * Write-to-read migration of a durable batch of object `seq` of `log`, if the rules allow (migration_rules.ts):
+   * `load` is its volume's write load; `blocksOf()` lists the data-area offsets of the blocks to
+   * migrate (asked only when the load allows); `copyInto(buffer, offsets)` copies block i's 4 KiB to buffer[i * 4096, +4096)
+   * (the batch buffer is reused at once): one copy, into a page-aligned buffer of this cache's pool, from which the
+   * slots are written. Skipped whole, never waited for (the cache is an optimisation: back-pressure would slow the
+   * write path), also when the pool has no room.
    */
-  adopt(log: number, seq: number, offsets: number[], copyInto: (buffer: Uint8Array) => void): void {
+  adopt(log: number, seq: number, load: WriteLoad, blocksOf: () => number[], copyInto: (buffer: Uint8Array, offsets: number[]) => void): void {
+    if (!this.enabled || this.closing) return;
+    let offsets: number[] = [];
+    const holds = (input: MigrationInput): boolean => {
+      if (input === "writesBusy") return writesBusy(load);
+      if (input === "queueFull") {
+        offsets = blocksOf();
+        return this.adoptBytesQueued + offsets.length * PAGE_BYTES > READ_CACHE_ADOPT_BYTES_QUEUED_MAX;
+      }
+      return !this.adoptBudgetHolds(offsets.length * PAGE_BYTES);
+    };
+    const decision = migrationDecision(holds);
+    if (decision === "skipBusy") this.adoptSkippedBusy += 1;
+    if (decision === "skipBudget") this.adoptSkipped += offsets.length;
+    if (decision !== "migrate" || offsets.length === 0) return;
     const bytes = offsets.length * PAGE_BYTES;
-    if (!this.enabled || this.closing || offsets.length === 0 || this.adoptBytesQueued + bytes > READ_CACHE_ADOPT_BYTES_QUEUED_MAX) return;
-    if (!this.takeAdoptBudget(bytes)) {
-      this.adoptSkipped += offsets.length;
-      return;
-    }
     let buffer: Uint8Array;
     try {
       buffer = this.pool.acquire(bytes);
@@ -282,7 +296,8 @@ export class ReadCache {
       this.fillsSkipped += offsets.length;
       return;
     }
-    copyInto(buffer.subarray(0, bytes));
+    this.adoptTokens -= bytes;
+    copyInto(buffer.subarray(0, bytes), offsets);
     this.adoptBytesQueued += bytes;
     const copy: AdoptedCopy = { buffer, blocksLeft: offsets.length };
     offsets.forEach((offsetSectors, index) => {
@@ -291,14 +306,12 @@ export class ReadCache {
     this.kick();
   }
 
-  /** The migration budget's token bucket (READ_CACHE_ADOPT_BYTES_PER_SECOND): takes `bytes` if it holds them. */
-  private takeAdoptBudget(bytes: number): boolean {
+  /** The migration budget's token bucket (READ_CACHE_ADOPT_BYTES_PER_SECOND), refilled to now: whether it holds `bytes`. */
+  private adoptBudgetHolds(bytes: number): boolean {
     const now = this.clock.nowMs();
     this.adoptTokens = Math.min(READ_CACHE_ADOPT_BURST_BYTES, this.adoptTokens + ((now - this.adoptTokensAtMs) * READ_CACHE_ADOPT_BYTES_PER_SECOND) / 1000);
     this.adoptTokensAtMs = now;
-    if (bytes > this.adoptTokens) return false;
-    this.adoptTokens -= bytes;
-    return true;
+    return bytes <= this.adoptTokens;
   }
 
   /** Starts fill batches while the queue holds blocks and fewer than the bound are being written. */

@@ -10,6 +10,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { AlignedPool } from "../cache/cache_device.ts";
 import type { ReadCache } from "../cache/read_cache.ts";
+import type { WriteLoad } from "../cache/migration_rules.ts";
 import type { Batch, JournalReader } from "./batch.ts";
 import type { ObjectTable } from "./object_table.ts";
 
@@ -79,6 +80,7 @@ export class ReadPath {
       adopted: cache?.adopted ?? 0,
       skipped: cache?.fillsSkipped ?? 0,
       adoptSkipped: cache?.adoptSkipped ?? 0,
+      adoptSkippedBusy: cache?.adoptSkippedBusy ?? 0,
       fillBatches: cache?.fillBatches ?? 0,
       fillWrites: cache?.fillWrites ?? 0,
       blocks: cache?.cachedBlocks ?? 0,
@@ -96,20 +98,24 @@ export class ReadPath {
   }
 
   /**
-   * Write-to-read migration, called as a batch's object becomes durable, before its buffer is reused: the whole
+   * Write-to-read migration, called as a batch's object becomes durable, before its buffer is reused, with the
+   * volume's client write load (the cache skips the batch while it is busy: migration_rules.ts): the whole
    * blocks the map still points at in it (the others are dead already) are copied once into an aligned buffer of the
    * read cache's pool (the batch buffer is not the read-cache region's memory), from which their slots are written,
    * under the object's name.
    */
-  adoptDurableBatch(batch: Batch): void {
+  adoptDurableBatch(batch: Batch, load: WriteLoad): void {
     const use = this.readCacheUse;
     if (use === null || !use.cache.enabled || !batch.dataInBuffer) return;
-    const offsets: number[] = [];
-    batch.forEachWholeBlock((block, offsetSectors) => {
-      if (this.mapPoints(block, batch.seq, offsetSectors)) offsets.push(offsetSectors);
-    });
+    const blocksOf = (): number[] => {
+      const offsets: number[] = [];
+      batch.forEachWholeBlock((block, offsetSectors) => {
+        if (this.mapPoints(block, batch.seq, offsetSectors)) offsets.push(offsetSectors);
+      });
+      return offsets;
+    };
     // Runs of blocks adjacent in the data area (4 KiB writes appended one after another) are copied at once.
-    use.cache.adopt(use.logOf(batch.seq), batch.seq, offsets, (into) => {
+    use.cache.adopt(use.logOf(batch.seq), batch.seq, load, blocksOf, (into, offsets) => {
       for (let first = 0, end = 1; first < offsets.length; first = end, end = first + 1) {
         while (end < offsets.length && offsets[end] === offsets[end - 1]! + SECTORS_PER_PAGE) end += 1;
         into.set(batch.dataView(offsets[first]!, (end - first) * SECTORS_PER_PAGE), first * PAGE_BYTES);

@@ -35,6 +35,7 @@ import { SuperblockStore } from "./superblock_store.ts";
 import { clipRuns, mapBlockStatus } from "./block_status.ts";
 import type { SeqRange } from "../format/superblock_object.ts";
 import { WritePath } from "./write_path.ts";
+import { WriteLoadMeter } from "./write/write_load.ts";
 import { ObjectKind } from "./object_table.ts";
 import { SnapshotPins, findSnapshot, listSnapshots, liveCloneNames, readSnapshotPins, withCloneRef, withoutCloneRef, withoutSnapshot, type SnapshotInfo } from "./snapshots.ts";
 
@@ -235,8 +236,10 @@ export class Volume implements BlockDevice {
     const readJournal = (offset: number, into: Uint8Array) => options.cache.read(offset, into);
     // The read path exists only after the replay: until then durable batches are not adopted.
     const adopter: { reads: ReadPath | null } = { reads: null };
+    const clock = options.clock ?? systemClock;
+    const load = new WriteLoadMeter(clock.nowMs(), 0);
     const writes = new WritePath({
-      onBatchDurable: (batch) => adopter.reads?.adoptDurableBatch(batch),
+      onBatchDurable: (batch) => adopter.reads?.adoptDurableBatch(batch, load.look(clock.nowMs(), writes.stats.writeBytes, writes.clientWritesInFlight)),
       readJournal,
       pool: options.pool,
       volUuid: state.superblock.volUuid,

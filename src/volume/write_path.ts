@@ -151,6 +151,11 @@ export class WritePath {
     this.former.writeThen(lba, sectors, data, fua, listener);
   }
 
+  /** Client writes and trims queued and not yet acknowledged (read-cache migration skips batches while many are). */
+  get clientWritesInFlight(): number {
+    return this.former.clientWritesInFlight;
+  }
+
   /** Garbage collection's copy of live data read from object `obj` at `offset` (RecordFormer.copy). */
   copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> {
     return this.former.copy(lba, data, obj, offset);

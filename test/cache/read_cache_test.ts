@@ -1,10 +1,11 @@
 // The SSD read cache (src/cache/read_cache.ts): entries keyed by object location (log uuid, seq, offset) read back
 // exactly; another log's same seq is another entry; misses for anything not whole; fills queued and written in
-// batches (consecutive slots in one write), bounded; eviction; a slot reused under a reader; the persisted index.
+// batches (consecutive slots in one write), bounded; write-to-read migration gated by write load; eviction; a slot
+// reused under a reader; the persisted index.
 
 import { describe, expect, test } from "bun:test";
 import { ReadCache } from "../../src/cache/read_cache.ts";
-import { READ_CACHE_FILL_BLOCKS_QUEUED_MAX } from "../../src/constants.ts";
+import { READ_CACHE_ADOPT_WRITE_BYTES_PER_SECOND_MAX, READ_CACHE_ADOPT_WRITES_IN_FLIGHT_MAX, READ_CACHE_FILL_BLOCKS_QUEUED_MAX } from "../../src/constants.ts";
 import { encodeIndexPage } from "../../src/format/read_cache_index.ts";
 import { MemoryCacheDevice, MemoryPool } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
@@ -47,6 +48,32 @@ describe("read cache", () => {
     expect(await cache.read(other, 7, 16, 1, new Uint8Array(BLOCK))).toBe(false); // a clone's own seq 7 is not its base's
     expect(cache.hits).toBe(2);
     expect(cache.inserts).toBe(4);
+  });
+
+  test("write-to-read migration: a batch is adopted while few client writes are in flight, skipped unlooked-at while many are", async () => {
+    const { prng, cache } = memoryCache(3, 64);
+    const vol = cache.logId(VOL);
+    const data = blocks(prng, 4);
+    const offsets = [0, 8, 16, 24];
+    let listed = 0;
+    const blocksOf = () => {
+      listed += 1;
+      return offsets;
+    };
+    const copyInto = (into: Uint8Array, which: number[]) => into.set(data.subarray(0, which.length * BLOCK));
+    cache.adopt(vol, 5, { clientWritesInFlight: READ_CACHE_ADOPT_WRITES_IN_FLIGHT_MAX + 1, bytesPerSecond: 0 }, blocksOf, copyInto);
+    await cache.settle();
+    expect(listed).toBe(0); // busy: the batch's blocks are not even listed
+    expect(cache.adoptSkippedBusy).toBe(1);
+    expect(await cache.read(vol, 5, 0, 1, new Uint8Array(BLOCK))).toBe(false);
+    cache.adopt(vol, 6, { clientWritesInFlight: READ_CACHE_ADOPT_WRITES_IN_FLIGHT_MAX, bytesPerSecond: READ_CACHE_ADOPT_WRITE_BYTES_PER_SECOND_MAX }, blocksOf, copyInto);
+    await cache.settle();
+    expect(listed).toBe(1);
+    expect(cache.adoptSkippedBusy).toBe(1);
+    expect(cache.adopted).toBe(4);
+    const out = new Uint8Array(4 * BLOCK);
+    expect(await cache.read(vol, 6, 0, 4, out)).toBe(true);
+    expect(out).toEqual(data);
   });
 
   test("hits read their slots through the page cache (readCached), one device read per run of consecutive slots", async () => {

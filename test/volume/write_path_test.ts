@@ -1,12 +1,14 @@
 // The write path's failures reach the caller, and its waits are woken by events (src/volume/write_path.ts and its
-// parts under src/volume/write/).
+// parts under src/volume/write/); the client write load it reports to read-cache migration.
 
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import type { Clock } from "../../src/util/clock.ts";
+import { WriteLoadMeter } from "../../src/volume/write/write_load.ts";
 import { makeWorld, openVolume, PREFIX, VolumeModel } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
+const MIB = 1024 * 1024;
 
 async function writeBlocks(volume: { write(offset: number, data: Uint8Array, fua: boolean): Promise<void> }, model: VolumeModel, count: number, fill: (data: Uint8Array) => void): Promise<void> {
   const writes: Promise<void>[] = [];
@@ -92,5 +94,33 @@ describe("draining the write path", () => {
     const reopened = await openVolume(world);
     expect(model.diff(0, await reopened.read(0, 64 * BLOCK))).toBeNull();
     await reopened.close();
+  });
+});
+
+describe("the client write load read-cache migration looks at", () => {
+  test("client writes count as in flight from queued until told, then not", async () => {
+    const world = await makeWorld(10);
+    const volume = await openVolume(world);
+    let told = 0;
+    let wake: () => void = () => {};
+    const allTold = new Promise<void>((resolve) => (wake = resolve));
+    const listener = {
+      writeDone: () => ++told === 12 && wake(),
+      writeFailed: (error: unknown) => {
+        throw error;
+      },
+    };
+    for (let block = 0; block < 12; block++) volume.writeThen(block * BLOCK, new Uint8Array(BLOCK).fill(block + 1), false, listener);
+    expect(volume["writes"].clientWritesInFlight).toBe(12);
+    await allTold;
+    expect(volume["writes"].clientWritesInFlight).toBe(0);
+    await volume.close();
+  });
+
+  test("the meter's rate covers the time since its previous look", () => {
+    const meter = new WriteLoadMeter(1000, 0);
+    expect(meter.look(1500, 16 * MIB, 3)).toEqual({ clientWritesInFlight: 3, bytesPerSecond: 32 * MIB });
+    expect(meter.look(3500, 18 * MIB, 0)).toEqual({ clientWritesInFlight: 0, bytesPerSecond: MIB });
+    expect(meter.look(3500, 18 * MIB, 0).bytesPerSecond).toBe(0); // no time passed: nothing written either
   });
 });

@@ -43,17 +43,26 @@ interface WriteWaiter {
   /** Told once (`settled` then): a write of several pieces may fail on each of them. */
   listener: WriteListener;
   settled: boolean;
+  /** A client write's or trim's counter of those not yet told (null for garbage collection's copies). */
+  counter: ClientWritesCounter | null;
+}
+
+/** Client writes and trims queued and not yet told: the write load read-cache migration looks at. */
+interface ClientWritesCounter {
+  inFlight: number;
 }
 
 function settleDone(waiter: WriteWaiter): void {
   if (waiter.settled) return;
   waiter.settled = true;
+  if (waiter.counter !== null) waiter.counter.inFlight -= 1;
   waiter.listener.writeDone();
 }
 
 function settleFailed(waiter: WriteWaiter, error: unknown): void {
   if (waiter.settled) return;
   waiter.settled = true;
+  if (waiter.counter !== null) waiter.counter.inFlight -= 1;
   waiter.listener.writeFailed(error);
 }
 
@@ -133,6 +142,7 @@ export class RecordFormer {
   private lastRecordSeq = 0;
   /** drain() callers, woken whenever the pump goes idle (they check again). */
   private drainWaiters: Array<() => void> = [];
+  private readonly clientWrites: ClientWritesCounter = { inFlight: 0 };
 
   constructor(private readonly options: RecordFormerOptions) {
     this.boundary = options.logEndsInsideWrite ? "replaying" : "onBoundary";
@@ -142,6 +152,11 @@ export class RecordFormer {
   /** The log ends on a write boundary: no client write has pieces still to come (nor may the replay bring some). */
   get onBoundary(): boolean {
     return this.boundary === "onBoundary";
+  }
+
+  /** Client writes and trims queued (past the space gate) and not yet acknowledged or failed. */
+  get clientWritesInFlight(): number {
+    return this.clientWrites.inFlight;
   }
 
   /** The pump is running or has pieces to form: a record may be formed at any moment. */
@@ -172,7 +187,8 @@ export class RecordFormer {
     // A write larger than a journal record or a batch is split; it is acknowledged when all its pieces are.
     const pieceSectorsMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
     const piecesLeft = data === null ? 1 : Math.ceil(sectors / pieceSectorsMax);
-    const waiter: WriteWaiter = { piecesLeft, fua, listener, settled: false };
+    const waiter: WriteWaiter = { piecesLeft, fua, listener, settled: false, counter: this.clientWrites };
+    this.clientWrites.inFlight += 1;
     const stats = this.options.stats;
     if (data === null) {
       this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
@@ -203,7 +219,7 @@ export class RecordFormer {
     const bytesMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes);
     assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
     return new Promise<void>((resolve, reject) => {
-      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, listener: promiseListener(resolve, reject), settled: false };
+      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, listener: promiseListener(resolve, reject), settled: false, counter: null };
       this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
       this.schedulePump();
     });
