@@ -4,7 +4,7 @@
 //
 // The first rule is why sustained writes pay nothing for migration: every migrated byte is written to the cache
 // device a second time, and while many client writes wait for their journal records the device is what they wait
-// on. A burst followed by reads still finds the batches that became durable after it ended warm.
+// on. After a burst, the batches that become durable once the writes have slowed are still migrated.
 
 import { READ_CACHE_ADOPT_WRITE_BYTES_PER_SECOND_MAX, READ_CACHE_ADOPT_WRITES_IN_FLIGHT_MAX } from "../constants.ts";
 
