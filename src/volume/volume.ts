@@ -237,7 +237,7 @@ export class Volume implements BlockDevice {
     // The read path exists only after the replay: until then durable batches are not adopted.
     const adopter: { reads: ReadPath | null } = { reads: null };
     const clock = options.clock ?? systemClock;
-    const load = new WriteLoadMeter(clock.nowMs(), 0);
+    const load = new WriteLoadMeter();
     const writes = new WritePath({
       onBatchDurable: (batch) => adopter.reads?.adoptDurableBatch(batch, load.look(clock.nowMs(), writes.stats.writeBytes, writes.clientWritesInFlight)),
       readJournal,
@@ -250,7 +250,7 @@ export class Volume implements BlockDevice {
       objects: state.objects,
       journal,
       flusher,
-      clock: options.clock ?? systemClock,
+      clock,
       log: options.log ?? (() => {}),
       superblocks: start.superblocks,
       fence: start.fence,

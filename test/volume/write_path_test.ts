@@ -117,10 +117,11 @@ describe("the client write load read-cache migration looks at", () => {
     await volume.close();
   });
 
-  test("the meter's rate covers the time since its previous look", () => {
-    const meter = new WriteLoadMeter(1000, 0);
-    expect(meter.look(1500, 16 * MIB, 3)).toEqual({ clientWritesInFlight: 3, bytesPerSecond: 32 * MIB });
-    expect(meter.look(3500, 18 * MIB, 0)).toEqual({ clientWritesInFlight: 0, bytesPerSecond: MIB });
-    expect(meter.look(3500, 18 * MIB, 0).bytesPerSecond).toBe(0); // no time passed: nothing written either
+  test("the meter's rate covers the time since its previous look; the first look's is 0", () => {
+    const meter = new WriteLoadMeter();
+    expect(meter.look(1000, 64 * MIB, 7)).toEqual({ clientWritesInFlight: 7, bytesPerSecond: 0 });
+    expect(meter.look(1500, 80 * MIB, 3)).toEqual({ clientWritesInFlight: 3, bytesPerSecond: 32 * MIB });
+    expect(meter.look(3500, 82 * MIB, 0)).toEqual({ clientWritesInFlight: 0, bytesPerSecond: MIB });
+    expect(meter.look(3500, 82 * MIB, 0).bytesPerSecond).toBe(0); // no time passed: nothing written either
   });
 });
