@@ -8,6 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { NbdClient } from "../crash/_nbd_client.ts";
 import { cleanupAll, createVolume, LsvdServer, lsvd, type VolumePaths } from "./_harness.ts";
+import { Prng } from "../sim/prng.ts";
 
 const TEST_TIMEOUT_MS = 240_000;
 const VOLUME_BYTES = 32 * 1024 * 1024;
@@ -15,19 +16,6 @@ const BLOCK = 4096;
 const CONNECTIONS = 4;
 
 afterAll(cleanupAll);
-
-/** A deterministic PRNG (xorshift32) for offsets and stamps. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
-}
 
 /** Block `block` stamped with its write number: every 4 KiB write is unique, so a misplaced block is always seen. */
 function stamped(block: number, writeNumber: number): Uint8Array {
@@ -44,14 +32,14 @@ function stamped(block: number, writeNumber: number): Uint8Array {
 async function writeLoad(server: LsvdServer, model: Uint8Array, count: number, seed: number, firstWrite: number): Promise<void> {
   const socket = server.uri.replace("nbd+unix:///?socket=", "");
   const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => NbdClient.connect(socket)));
-  const random = prng(seed);
+  const random = new Prng(seed);
   const blocks = VOLUME_BYTES / BLOCK;
   // Each connection owns the blocks equal to its index modulo CONNECTIONS: writes in flight never overlap, so the
   // model is exact whatever order they complete in.
   await Promise.all(
     clients.map(async (client, index) => {
       for (let i = 0; i < count / CONNECTIONS; i++) {
-        const block = (random() % (blocks / CONNECTIONS)) * CONNECTIONS + index;
+        const block = random.int(blocks / CONNECTIONS) * CONNECTIONS + index;
         const data = stamped(block, firstWrite + i * CONNECTIONS + index);
         model.set(data, block * BLOCK);
         await client.write(block * BLOCK, data);
