@@ -349,6 +349,23 @@ export class VolumeModel {
   }
 }
 
+const MODEL_BLOCK_BYTES = 4096;
+
+/** Writes 4 KiB of the world's random bytes at `block` (no FUA) and applies it to the model. */
+export async function writeBlock(volume: Volume, world: World, model: VolumeModel, block: number): Promise<void> {
+  const data = new Uint8Array(MODEL_BLOCK_BYTES);
+  world.prng.fill(data);
+  model.apply(block * MODEL_BLOCK_BYTES, data, MODEL_BLOCK_BYTES);
+  await volume.write(block * MODEL_BLOCK_BYTES, data, false);
+}
+
+/** `count` writeBlock()s, each at a block of the volume the world's PRNG picks. */
+export async function writeRandomBlocks(volume: Volume, world: World, model: VolumeModel, count: number): Promise<void> {
+  for (let index = 0; index < count; index++) {
+    await writeBlock(volume, world, model, world.prng.int(world.volumeBytes / MODEL_BLOCK_BYTES));
+  }
+}
+
 export const immediateClock: Clock = {
   nowMs: () => Date.now(),
   setTimer(delayMs, fn) {

@@ -9,7 +9,7 @@ import { SECTOR_BYTES } from "../../src/constants.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
-import { crashWorld, formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeBlock } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 /** Rounds only when a test asks (collectGarbage); a checkpoint is forced whenever retirees wait. */
@@ -37,13 +37,6 @@ async function expectModel(volume: Volume, world: World, model: VolumeModel, whe
 
 async function dataObjectCount(store: { list(prefix: string): Promise<string[]> }): Promise<number> {
   return (await store.list(`${PREFIX}.`)).length;
-}
-
-async function writeBlock(volume: Volume, world: World, model: VolumeModel, block: number): Promise<void> {
-  const data = new Uint8Array(BLOCK);
-  world.prng.fill(data);
-  model.apply(block * BLOCK, data, BLOCK);
-  await volume.write(block * BLOCK, data, false);
 }
 
 /** Waits until every object of the log so far is durable (the collector only looks at durable objects). */

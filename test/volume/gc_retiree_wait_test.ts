@@ -10,16 +10,9 @@
 import { describe, expect, test } from "bun:test";
 import { CHECKPOINTS_KEPT } from "../../src/constants.ts";
 import type { Volume } from "../../src/volume/volume.ts";
-import { immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, writeBlock } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
-
-async function writeBlock(volume: Volume, world: World, model: VolumeModel, block: number): Promise<void> {
-  const data = new Uint8Array(BLOCK);
-  world.prng.fill(data);
-  model.apply(block * BLOCK, data, BLOCK);
-  await volume.write(block * BLOCK, data, false);
-}
 
 /** Every object of the log so far durable and the superblock up to date (the collector looks at durable objects). */
 async function settle(volume: Volume): Promise<void> {

@@ -13,9 +13,8 @@ import { objectName, parseObjectName } from "../../src/format/object_name.ts";
 import { decodeSuperblock, encodeSuperblock } from "../../src/format/superblock_object.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
-import { fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeRandomBlocks } from "../sim/volume_world.ts";
 
-const BLOCK = 4096;
 
 /** A memory store that keeps a copy of every CKPT object put, so a test can put one back after it was deleted. */
 class RecordingStore extends MemoryStore {
@@ -28,20 +27,10 @@ class RecordingStore extends MemoryStore {
 
 const OPTIONS = { clock: immediateClock, checkpointIntervalObjects: 2, batchIdleMs: 3_600_000, gcIntervalMs: 3_600_000, gcForceCheckpointMs: 3_600_000 };
 
-async function writeBlocks(volume: Volume, world: World, model: VolumeModel, count: number): Promise<void> {
-  for (let index = 0; index < count; index++) {
-    const block = world.prng.int(world.volumeBytes / BLOCK);
-    const data = new Uint8Array(BLOCK);
-    world.prng.fill(data);
-    model.apply(block * BLOCK, data, BLOCK);
-    await volume.write(block * BLOCK, data, false);
-  }
-}
-
 /** Writes until the write path has taken `count` more checkpoints, then waits until the superblock names them. */
 async function writeCheckpoints(volume: Volume, world: World, model: VolumeModel, count: number): Promise<void> {
   const target = volume.stats().checkpoints + count;
-  for (let tries = 0; tries < 200 && volume.stats().checkpoints < target; tries++) await writeBlocks(volume, world, model, 16);
+  for (let tries = 0; tries < 200 && volume.stats().checkpoints < target; tries++) await writeRandomBlocks(volume, world, model, 16);
   expect(volume.stats().checkpoints).toBeGreaterThanOrEqual(target);
   await (volume as unknown as { writes: { settle(): Promise<void> } }).writes.settle();
 }

@@ -14,7 +14,7 @@ import { ExtentMap } from "../../src/map/extent_map.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import { ByteBuilder, crcWithZeroed, setU32, zlibCrc } from "../format/_helpers.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
-import { formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeRandomBlocks } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 const OPTIONS = { clock: immediateClock, checkpointIntervalObjects: 3 };
@@ -93,16 +93,6 @@ async function referenceOpenWriteClose(world: World, lba: number, data: Uint8Arr
   return checkpointSeq;
 }
 
-async function writeRandom(world: World, model: VolumeModel, volume: Awaited<ReturnType<typeof openVolume>>, count: number): Promise<void> {
-  for (let i = 0; i < count; i++) {
-    const block = world.prng.int(world.volumeBytes / BLOCK);
-    const data = new Uint8Array(BLOCK);
-    world.prng.fill(data);
-    model.apply(block * BLOCK, data, BLOCK);
-    await volume.write(block * BLOCK, data, false);
-  }
-}
-
 async function expectModel(volume: Awaited<ReturnType<typeof openVolume>>, world: World, model: VolumeModel): Promise<void> {
   expect(model.diff(0, await volume.read(0, world.volumeBytes))).toBeNull();
 }
@@ -117,7 +107,7 @@ async function volumeTheReferenceUsed(seed: number): Promise<{ world: World; mod
   const world = await makeWorld(seed, { volumeBytes: 1024 * 1024 });
   const model = new VolumeModel(world.volumeBytes);
   const volume = await openVolume(world, OPTIONS);
-  await writeRandom(world, model, volume, 200);
+  await writeRandomBlocks(volume, world, model, 200);
   await volume.close();
   const data = new Uint8Array(2 * BLOCK).fill(0x5a);
   model.apply(3 * BLOCK, data, data.byteLength);
@@ -140,7 +130,7 @@ describe("a volume lsvd-rbd opened and closed", () => {
 
     let volume = await openVolume(world, OPTIONS);
     await expectModel(volume, world, model);
-    await writeRandom(world, model, volume, 50);
+    await writeRandomBlocks(volume, world, model, 50);
     await volume.close();
     expect(decodeSuperblockChecked(await world.store.get(PREFIX))).toMatchObject({ checkpointsChecksummed: true, rewrittenByReference: false });
     volume = await openVolume(world, OPTIONS);

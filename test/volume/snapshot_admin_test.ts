@@ -9,9 +9,8 @@ import { fsckVolume } from "../../src/volume/fsck.ts";
 import { createSnapshotOffline, deleteSnapshotOffline, rollbackToSnapshot, type SnapshotAdminOptions } from "../../src/volume/snapshot_admin.ts";
 import { SnapshotDevice } from "../../src/volume/snapshot_device.ts";
 import type { Volume } from "../../src/volume/volume.ts";
-import { crashWorld, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeRandomBlocks } from "../sim/volume_world.ts";
 
-const BLOCK = 4096;
 const OPTIONS = { clock: immediateClock, gc: false, batchIdleMs: 3_600_000 };
 
 class Stop extends Error {}
@@ -37,16 +36,6 @@ async function stopCleanly(world: World, volume: Volume): Promise<void> {
   world.lease = null;
 }
 
-async function write(volume: Volume, world: World, model: VolumeModel, count: number): Promise<void> {
-  for (let i = 0; i < count; i++) {
-    const block = world.prng.int(world.volumeBytes / BLOCK);
-    const data = new Uint8Array(BLOCK);
-    world.prng.fill(data);
-    model.apply(block * BLOCK, data, BLOCK);
-    await volume.write(block * BLOCK, data, false);
-  }
-}
-
 async function readAll(device: { read(offset: number, length: number): Promise<Uint8Array> }, bytes: number): Promise<Uint8Array> {
   const out = new Uint8Array(bytes);
   for (let offset = 0; offset < bytes; offset += 256 * 1024) out.set(await device.read(offset, 256 * 1024), offset);
@@ -68,12 +57,12 @@ async function fixture(seed: number): Promise<{ world: World; a: VolumeModel; b:
   const world = await makeWorld(seed, { volumeBytes: 1024 * 1024 });
   const b = new VolumeModel(world.volumeBytes);
   let volume = await openVolume(world, OPTIONS);
-  await write(volume, world, b, 100);
+  await writeRandomBlocks(volume, world, b, 100);
   await stopCleanly(world, volume);
   await createSnapshotOffline(admin(world), "s");
   const a = copy(b);
   volume = await openVolume(world, OPTIONS);
-  await write(volume, world, b, 100);
+  await writeRandomBlocks(volume, world, b, 100);
   await stopCleanly(world, volume);
   return { world, a, b };
 }
@@ -97,7 +86,7 @@ describe("offline snapshots", () => {
       volume = await openVolume(world, OPTIONS);
       expect(volume.recovery.journalRecordsReplayed).toBe(0);
       expect(await matches(volume, world, a)).toBe(true);
-      await write(volume, world, a, 20);
+      await writeRandomBlocks(volume, world, a, 20);
       crashWorld(world, volume);
       volume = await openVolume(world, OPTIONS);
       expect(await matches(volume, world, a)).toBe(true);
@@ -148,7 +137,7 @@ describe("offline snapshots", () => {
   test("refusals: an unclean previous owner without its cache, a taken name, a live clone (a stale registration is ignored)", async () => {
     const { world } = await fixture(1412);
     let volume = await openVolume(world, OPTIONS);
-    await write(volume, world, new VolumeModel(world.volumeBytes), 10);
+    await writeRandomBlocks(volume, world, new VolumeModel(world.volumeBytes), 10);
     crashWorld(world, volume);
     await expect(createSnapshotOffline(admin(world), "u")).rejects.toThrow("--cache");
     await expect(rollbackToSnapshot(admin(world), "s")).rejects.toThrow("--cache");

@@ -8,7 +8,7 @@ import { fsckVolume } from "../../src/volume/fsck.ts";
 import { SnapshotDevice } from "../../src/volume/snapshot_device.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
-import { crashWorld, formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World } from "../sim/volume_world.ts";
+import { crashWorld, formatCache, fsckRepair, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeRandomBlocks } from "../sim/volume_world.ts";
 
 const BLOCK = 4096;
 const MANUAL_GC = { clock: immediateClock, gc: true, gcThreshold: 0.9, gcIntervalMs: 3_600_000, gcForceCheckpointMs: 0, batchIdleMs: 3_600_000 };
@@ -36,17 +36,6 @@ function copyModel(model: VolumeModel): VolumeModel {
   return copy;
 }
 
-async function writeRandom(volume: Volume, world: World, model: VolumeModel, count: number): Promise<void> {
-  const blocks = world.volumeBytes / BLOCK;
-  for (let i = 0; i < count; i++) {
-    const block = world.prng.int(blocks);
-    const data = new Uint8Array(BLOCK);
-    world.prng.fill(data);
-    model.apply(block * BLOCK, data, BLOCK);
-    await volume.write(block * BLOCK, data, false);
-  }
-}
-
 async function backendBytes(world: World): Promise<number> {
   let total = 0;
   for (const name of await world.store.list(`${PREFIX}.`)) total += (await world.store.get(name)).byteLength;
@@ -67,14 +56,14 @@ describe("snapshots", () => {
     const snaps: Array<{ name: string; model: VolumeModel }> = [];
     for (let round = 0; round < 4; round++) {
       // Writes in flight while the snapshot is made: the snapshot holds every write acknowledged before the call.
-      await writeRandom(volume, world, head, 200);
+      await writeRandomBlocks(volume, world, head, 200);
       const name = `s${round}`;
       const seq = await volume.createSnapshot(name);
       snaps.push({ name, model: copyModel(head) });
       expect(volume.snapshots().map((snap) => snap.name)).toContain(name);
       expect(decodeSuperblock(await world.store.get(PREFIX)).snapshots).toContainEqual({ seq, name });
     }
-    await writeRandom(volume, world, head, 300);
+    await writeRandomBlocks(volume, world, head, 300);
     for (const snap of snaps) await expectSnapshot(world, snap.name, snap.model, "after writes");
     await collectUntilQuiet(volume);
     for (const snap of snaps) await expectSnapshot(world, snap.name, snap.model, "after GC");
@@ -149,7 +138,7 @@ describe("snapshots", () => {
   test("names are checked: taken, bad characters, unknown on delete", async () => {
     const world = await makeWorld(1402, { volumeBytes: 1024 * 1024 });
     const volume = await openVolume(world, MANUAL_GC);
-    await writeRandom(volume, world, new VolumeModel(world.volumeBytes), 10);
+    await writeRandomBlocks(volume, world, new VolumeModel(world.volumeBytes), 10);
     await volume.createSnapshot("a");
     await expect(volume.createSnapshot("a")).rejects.toThrow("exists already");
     await expect(volume.createSnapshot("a@b")).rejects.toThrow("'@'");
