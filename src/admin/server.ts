@@ -211,7 +211,7 @@ export async function listenAdmin(path: string, ops: AdminOps, log: (line: strin
           if (socket.data !== undefined) connections.delete(socket.data);
           lingering.delete(socket);
         },
-        error: (socket, error) => log(`admin: socket error: ${error.message}`),
+        error: (_socket, error) => log(`admin: socket error: ${error.message}`),
       },
     });
   } catch (error) {

@@ -45,7 +45,7 @@ import {
   S3_REQUEST_TIMEOUT_MS,
   S3_REQUESTS_INFLIGHT_MAX,
 } from "../constants.ts";
-import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
+import { assert, ConflictError, InvalidArgumentError, IOError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
 import { sha256Hex, signRequest } from "./s3_sigv4.ts";

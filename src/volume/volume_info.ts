@@ -45,7 +45,7 @@ export async function volumeReport(store: ObjectStore, prefix: string): Promise<
   }
   let liveSectors = 0;
   let dataBytes = 0;
-  state.objects.forEach((seq, info) => {
+  state.objects.forEach((_seq, info) => {
     if (info.kind !== ObjectKind.Data) return;
     liveSectors += info.liveSectors;
     dataBytes += info.dataSectors * SECTOR_BYTES;
