@@ -16,7 +16,6 @@
 // export that lost its lease answers errors until the server stops; the server stops by itself only when every
 // export is lost.
 
-import { SECTOR_BYTES } from "../constants.ts";
 import { InvalidArgumentError, LsvdError } from "../errors.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import { logEnabled, makeLogger, type LogFn } from "../util/log.ts";
@@ -28,7 +27,7 @@ import { Progress } from "./progress.ts";
 import { checkExports, parseExportSpec, readExportConfig, type ExportSpec } from "./serve_exports.ts";
 import { ADMIN_SOCKET_DIRECTORY, defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
 import { ServeService } from "./serve_service.ts";
-import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, untilSignal, volumeSettings, withSocketDirectoryLock } from "./serve_start.ts";
+import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
 
 export const DAEMON_OPTIONS: OptionSpec = {
   export: { type: "string", multiple: true },
@@ -130,13 +129,6 @@ async function openVolumes(parsed: Parsed, specs: readonly ExportSpec[], owned: 
   throw aboutExport((settled[failed] as PromiseRejectedResult).reason, specs[failed]!.name);
 }
 
-/** What one export's close waits for. */
-function closingLine(served: Served): string {
-  const { objects, bytes } = served.opened.volume.backendBacklog();
-  const durableSeq = served.opened.volume.stats().durableSeq;
-  if (objects === 0) return `export ${served.spec.name}: closing (superblock update, journal tail)${served.lastError.describe()}`;
-  return `export ${served.spec.name}: waiting for ${objects} object(s) (${formatSize(bytes)}) to reach the backend (durable up to seq ${durableSeq})${served.lastError.describe()}`;
-}
 
 /**
  * Step 4: stop accepting and drain every connection; each export's volume closes as soon as its own connections are
@@ -151,7 +143,7 @@ async function shutDownAll(server: NbdServer, exports: Served[], log: LogFn): Pr
       const stats = server.exportStats(served.spec.name);
       log(`export ${served.spec.name}: waiting for ${stats.connections} connection(s) to finish ${stats.requestsInFlight} request(s) in flight and take their replies`);
     }
-    for (const served of closing) log(closingLine(served));
+    for (const served of closing) log(`export ${served.spec.name}: ${volumeClosingLine(served.opened, served.lastError)}`);
   }, SHUTDOWN_REPORT_INTERVAL_MS);
   try {
     const drained = server.close();
@@ -172,10 +164,6 @@ async function shutDownAll(server: NbdServer, exports: Served[], log: LogFn): Pr
   }
 }
 
-function stopSummary(served: Served, seconds: number): string {
-  const stats = served.opened.volume.stats();
-  return `export ${served.spec.name}: stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads${stats.gc ? `; gc deleted ${stats.gc.objectsDeleted} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied)` : ""}`;
-}
 
 /** Serves every export until SIGINT/SIGTERM (or until every export lost its lease). The exit code. */
 export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: SharedResources = NO_SHARED_RESOURCES): Promise<number> {
@@ -235,7 +223,7 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
     monitor.close();
   }
   const seconds = (Date.now() - started) / 1000;
-  for (const served of exports) if (served.lost === null) info(stopSummary(served, seconds));
+  for (const served of exports) if (served.lost === null) info(`export ${served.spec.name}: ${volumeStopSummary(served.opened.volume.stats(), seconds)}`);
   const lost = exports.filter((served) => served.lost !== null);
   if (lost.length > 0) log(`exiting: ${lost.length} export(s) lost their volume: ${lost.map((served) => served.spec.name).join(", ")}`);
   return clean && lost.length === 0 ? 0 : 1;

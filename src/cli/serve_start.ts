@@ -1,16 +1,18 @@
 // What every form of `lsvd serve` does at start-up and shutdown (commands/serve.ts for one volume or a snapshot,
 // serve_daemon.ts for several exports): the options shared by all, binding the listeners (step 1 of the start-up
-// order in commands/serve.ts), the last backend complaint that shutdown reports quote, and the signal handling.
+// order in commands/serve.ts), the last backend complaint that shutdown reports quote, what a closing or stopped volume reports, and the signal
+// handling.
 
 import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
-import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES } from "../constants.ts";
+import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
 import { IOError, InvalidArgumentError } from "../errors.ts";
 import { listenNbd, type NbdServer } from "../nbd/server.ts";
 import type { InheritedListener } from "../ops/systemd.ts";
 import type { LogFn } from "../util/log.ts";
 import { formatSize, parseSize } from "../util/size.ts";
 import { gcThresholdOption, stringOption, type Parsed } from "./args.ts";
+import type { OpenedVolume } from "./open_volume.ts";
 import { tlsFrom } from "./tls_options.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
@@ -156,3 +158,17 @@ export function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) 
   return stopped.promise;
 }
 
+
+/** What a closing volume still waits for: its objects to reach the backend, or the last steps of its close. */
+export function volumeClosingLine(opened: OpenedVolume, lastError: LastError): string {
+  const { objects, bytes } = opened.volume.backendBacklog();
+  const durableSeq = opened.volume.stats().durableSeq;
+  if (objects === 0) return `waiting for the volume to finish closing (superblock update, journal tail)${lastError.describe()}`;
+  return `waiting for ${objects} object(s) (${formatSize(bytes)}) to reach the backend (durable up to seq ${durableSeq})${lastError.describe()}`;
+}
+
+/** The line a cleanly stopped volume ends with: what it did while served. */
+export function volumeStopSummary(stats: ReturnType<OpenedVolume["volume"]["stats"]>, seconds: number): string {
+  const gc = stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : "";
+  return `stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}`;
+}

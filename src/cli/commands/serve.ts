@@ -22,7 +22,6 @@ import {
   NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
   NBD_NEGOTIATING_MAX,
   NBD_PORT_DEFAULT,
-  SECTOR_BYTES,
 } from "../../constants.ts";
 import { InvalidArgumentError } from "../../errors.ts";
 import type { NbdServer } from "../../nbd/server.ts";
@@ -55,7 +54,9 @@ import {
   absoluteSocket,
   bindListeners,
   untilSignal,
+  volumeClosingLine,
   volumeSettings,
+  volumeStopSummary,
   withSocketDirectoryLock,
 } from "../serve_start.ts";
 
@@ -158,10 +159,7 @@ function shutdownWaitLine(phase: "connections" | "volume", server: NbdServer, op
     const stats = server.stats();
     return `waiting for ${stats.connections} connection(s) to finish ${stats.requestsInFlight} request(s) in flight and take their replies (at most ${NBD_CLOSE_DRAIN_MS_MAX / 1000} s)`;
   }
-  const { objects, bytes } = opened.volume.backendBacklog();
-  const durableSeq = opened.volume.stats().durableSeq;
-  if (objects === 0) return `waiting for the volume to finish closing (superblock update, journal tail)${lastError.describe()}`;
-  return `waiting for ${objects} object(s) (${formatSize(bytes)}) to reach the backend (durable up to seq ${durableSeq})${lastError.describe()}`;
+  return volumeClosingLine(opened, lastError);
 }
 
 /** Step 4: drain the server, close the volume, and say periodically what is still awaited. */
@@ -321,7 +319,7 @@ async function serveVolume(parsed: Parsed): Promise<number> {
     await sharedReadCache?.close().catch(() => undefined); // after the volume: a failure only loses warmth
   }
   if (lostReason !== null) return 1;
-  info(stoppedSummary(volume.stats(), started));
+  info(volumeStopSummary(volume.stats(), (Date.now() - started) / 1000));
   return 0;
 }
 
@@ -346,10 +344,4 @@ async function openWithReadCacheDevice(
     await server.close();
     throw error;
   }
-}
-
-/** The last line of a clean stop: what the volume did while served. */
-function stoppedSummary(stats: ReturnType<OpenedVolume["volume"]["stats"]>, started: number): string {
-  const gc = stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : "";
-  return `stopped after ${((Date.now() - started) / 1000).toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}`;
 }
