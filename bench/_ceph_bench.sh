@@ -1,6 +1,7 @@
 # Sourced by the benches that compare lsvd with RBD on the project's Ceph cluster (rbd_compare.sh,
 # read_cache_rbd.sh), not run. The sourcing script sets CEPH_CONF, CEPH_TIMEOUT_S, LSVD_CEPH_POOL (from the cluster's
 # env file) and SERVE_PID (the running `lsvd serve`, or empty).
+# cpu_per_request.sh sources it too, for ceph_own_cluster_up/down and remove_rados_objects_now (below).
 
 # SIGTERM (clean: flush to the backend), wait bounded, then SIGKILL.
 stop_serve() {
@@ -16,4 +17,32 @@ stop_serve() {
 remove_rados_objects() {
   timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "$1" |
     while read -r name; do timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full "$name" || true; done
+}
+
+# remove_rados_objects_now REGEX: the same as remove_rados_objects, in batches of 64 names per `rados rm` (one
+# process per batch instead of one per object: a bench between runs, with the clock of a shared cluster running).
+remove_rados_objects_now() {
+  timeout 300 rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" ls 2>/dev/null | grep -E "$1" |
+    xargs -r -n 64 timeout "$CEPH_TIMEOUT_S" rados --conf "$CEPH_CONF" -p "$LSVD_CEPH_POOL" rm --force-full || true
+}
+
+# ceph_own_cluster_up REPO: starts a cluster of test/ceph/up.sh in a state directory of its own, made here (so it never
+# reuses a cluster someone else started; free ports are picked by up.sh), and sources its env file: CEPH_CONF,
+# CEPH_KEYRING, LSVD_CEPH_POOL... exported. LSVD_CEPH_DIR names the directory; ceph_own_cluster_down stops it.
+# The caller calls ceph_own_cluster_down from its exit trap, which is safe before, during and after this.
+ceph_own_cluster_up() {
+  LSVD_CEPH_DIR="$(mktemp -d /tmp/lsvd-ceph-bench.XXXXXX)"
+  export LSVD_CEPH_DIR
+  local env_file
+  env_file="$(timeout 900 "$1/test/ceph/up.sh" up | tail -n 1)" || return 1
+  # shellcheck disable=SC1090
+  source "$env_file"
+  export CEPH_CONF CEPH_KEYRING
+}
+
+# Stops the cluster ceph_own_cluster_up started and deletes its directory (test/ceph/down.sh: by pid file and command
+# line only). Nothing to do when none was started.
+ceph_own_cluster_down() {
+  [ -n "${LSVD_CEPH_DIR:-}" ] && [ -d "$LSVD_CEPH_DIR" ] || return 0
+  "$(dirname "${BASH_SOURCE[0]}")/../test/ceph/down.sh" || true
 }
