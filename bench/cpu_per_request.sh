@@ -181,7 +181,7 @@ server_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 # The /proc stat files named, one line each: "tid<TAB>comm<TAB>flags<TAB>utime+stime<TAB>stime". comm is the text between the
 # first "(" and the last ")" (thread names hold spaces: "Bun Pool 0"); a file gone meanwhile is skipped.
 stat_ticks() {
-  cat "$@" 2>/dev/null | awk '{ o = index($0, "("); c = match($0, /\)[^)]*$/); split(substr($0, c + 2), f, " ")
+  { cat "$@" 2>/dev/null || true; } | awk '{ o = index($0, "("); c = match($0, /\)[^)]*$/); split(substr($0, c + 2), f, " ")
          printf "%s\t%s\t%s\t%d\t%d\n", substr($0, 1, o - 2), substr($0, o + 1, c - o - 1), f[7], f[12] + f[13], f[13] }'
 }
 
