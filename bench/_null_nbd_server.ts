@@ -2,7 +2,8 @@
 // tell the cost of the protocol layer and Bun's sockets from the cost of the volume below them.
 // Writes, flushes and trims resolve at once; reads return zeroes from one shared buffer.
 //
-// Usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]   (SIGTERM or SIGINT stops it, exit 0)
+// Usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]   (SIGTERM or SIGINT stops it, exit 0, after one line
+// on stderr: requests per socket read and replies per socket write, NbdStats' batching counters)
 // With LSVD_BENCH_METRICS=1, lsvd serve's per-request metrics are recorded too (bench/metrics_overhead.sh).
 
 import { NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../src/constants.ts";
@@ -62,6 +63,11 @@ const stop = async (): Promise<void> => {
   if (stopping) return;
   stopping = true;
   await server.close();
+  // How well both sides batched: requests per socket read, replies per socket write.
+  const stats = server.stats();
+  const requests = stats.reads + stats.writes + stats.flushes + stats.trims + stats.writeZeroes + stats.blockStatuses + stats.caches;
+  const ratio = (count: number): string => (count === 0 ? "-" : (requests / count).toFixed(1));
+  console.error(`null server: ${requests} requests, ${stats.receives} socket reads (${ratio(stats.receives)} requests each), ${stats.replyWrites} reply writes (${ratio(stats.replyWrites)} replies each)`);
   process.exit(0);
 };
 process.on("SIGTERM", () => void stop());

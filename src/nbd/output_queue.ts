@@ -40,6 +40,8 @@ export class OutputQueue {
   private closed = false;
   queuedBytes = 0;
   private readonly flushBound = () => this.flush();
+  /** Where socket writes are counted (the session's NbdStats; null: not counted, as during the handshake). */
+  counters: { replyWrites: number } | null = null;
 
   /**
    * Called after a flush that took bytes off the queue and is not waiting for a drain: queued bytes went down, so a
@@ -99,6 +101,7 @@ export class OutputQueue {
   private writeOut(): void {
     while (this.pending.length > 0) {
       const segment = this.pending[0]!;
+      if (this.counters !== null) this.counters.replyWrites++;
       const written = this.transport.write(segment);
       if (written < 0) return this.fail();
       this.queuedBytes -= written;
@@ -110,6 +113,7 @@ export class OutputQueue {
       this.pending.shift();
     }
     if (this.stagingUsed === 0) return;
+    if (this.counters !== null) this.counters.replyWrites++;
     const written = this.transport.write(this.staging, 0, this.stagingUsed);
     if (written < 0) return this.fail();
     this.queuedBytes -= written;

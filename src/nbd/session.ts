@@ -117,6 +117,13 @@ export interface NbdStats {
   bytesWritten: number;
   /** Requests answered with an error. */
   errorReplies: number;
+  /**
+   * Socket reads handed to sessions (one per `data` event) and socket writes of their replies (one per batch sent,
+   * plus one per retry after a partial write; a session's first may carry the handshake's last replies): requests /
+   * receives and replies / replyWrites say how well both sides batch.
+   */
+  receives: number;
+  replyWrites: number;
 }
 
 export function newNbdStats(): NbdStats {
@@ -135,6 +142,8 @@ export function newNbdStats(): NbdStats {
     bytesRead: 0,
     bytesWritten: 0,
     errorReplies: 0,
+    receives: 0,
+    replyWrites: 0,
   };
 }
 
@@ -295,12 +304,14 @@ export class NbdSession {
     this.observer = options.observer ?? null;
     this.output = options.output;
     this.output.onDrained = () => this.onOutputDrained();
+    this.output.counters = options.stats;
     assert(Number.isSafeInteger(this.sizeBytes) && this.sizeBytes >= 0, "export size is a safe integer");
   }
 
   /** Bytes from the socket. */
   feed(chunk: Uint8Array): void {
     if (this.state !== "open" || chunk.length === 0) return;
+    this.stats.receives++;
     if (this.backlog.length > 0) {
       this.backlog.push(chunk);
       return;

@@ -37,6 +37,8 @@ test("each connection reaches the device of the export it named; each export cou
   expect((await toA.negotiate({ exportName: "a" })).sizeBytes).toBe(MIB);
   const toB = await RawClient.connect({ unix: socket });
   expect((await toB.negotiate({ exportName: "b" })).sizeBytes).toBe(2 * MIB);
+  // The handshake's last replies may leave in the session's first socket write: count from here.
+  const replyWritesBefore = server!.stats().replyWrites;
   await toB.request(NBD_CMD_WRITE, 4096, 4096, { payload: new Uint8Array(4096).fill(0xb), cookie: 7 });
   expect((await toB.readSimpleReply()).error).toBe(0);
   expect((await b.read(4096, 4096))[0]).toBe(0xb);
@@ -44,6 +46,11 @@ test("each connection reaches the device of the export it named; each export cou
   expect(server!.exportStats("b")).toMatchObject({ writes: 1, bytesWritten: 4096, connections: 1 });
   expect(server!.exportStats("a")).toMatchObject({ writes: 0, connections: 1 });
   expect(server!.stats().writes).toBe(1);
+  // One reply in one socket write; the request came in one read or more (the batching counters, summed per server).
+  expect(server!.stats().replyWrites - replyWritesBefore).toBe(1);
+  expect(server!.exportStats("b").receives).toBeGreaterThanOrEqual(1);
+  expect(server!.exportStats("a").receives).toBe(0);
+  expect(server!.stats().receives).toBe(server!.exportStats("b").receives);
   toA.terminate();
   toB.terminate();
 });
