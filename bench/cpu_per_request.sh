@@ -26,7 +26,7 @@
 #        WORKLOADS   which workloads run (default "randwrite seqwrite")
 #        SEQ_QD      queue depth of the 64 KiB sequential workload (default 32)
 #        ENGINES     which engines run, in turn order (default "lsvd nbdkit null-device"; "lsvd-b" is a second lsvd)
-#        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--nbd-io socket")
+#        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--no-gc")
 #        LSVD_B_BIN, LSVD_B_SERVE_ARGS  binary (default dist/lsvd) and extra arguments of the lsvd-b engine (A/B runs)
 #        LSVD_B_BACKEND_PARENT  where lsvd-b's file backend goes (default the temp dir; e.g. /dev/shm: what the
 #                    backend's object writes cost on the cache's disk, lsvd against lsvd-b)

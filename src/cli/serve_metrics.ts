@@ -225,6 +225,8 @@ export class ServeMetrics {
       ...this.each((e) => e.nbdSnapshot?.bytesRead, { command: "read" }),
       ...this.each((e) => e.nbdSnapshot?.bytesWritten, { command: "write" }),
     ]);
+    registry.collectedCounter("lsvd_nbd_socket_reads_total", "Socket reads handed to NBD sessions (requests per read: how well clients batch).", this.each((e) => e.nbdSnapshot?.receives));
+    registry.collectedCounter("lsvd_nbd_reply_writes_total", "Socket writes of NBD replies (replies per write: how well the server batches).", this.each((e) => e.nbdSnapshot?.replyWrites));
     registry.collectedGauge("lsvd_nbd_connections", "Open NBD connections.", this.each((e) => e.nbdSnapshot?.connections));
     registry.collectedGauge("lsvd_nbd_connections_negotiating", "NBD connections still negotiating.", () => server()?.negotiating ?? 0);
     registry.collectedGauge("lsvd_nbd_requests_in_flight", "NBD requests received and not yet answered.", this.each((e) => e.nbdSnapshot?.requestsInFlight));
