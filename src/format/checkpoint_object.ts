@@ -56,6 +56,25 @@ const MAP_ENTRY_OBJ = MAP_ENTRY.obj;
 const MAP_ENTRY_OFFSET_SECTORS = MAP_ENTRY.offsetSectors;
 const VOLUME_SECTORS_LIMIT = VOLUME_SECTORS_MAX;
 
+/**
+ * ckpt_mapentry read as four u32 words (its index in a Uint32Array over the packed entries, times 4, plus these):
+ * lba bits 0..31; lba bits 32..35 | sectors << 4; obj; offsetSectors. Valid only where words are little-endian
+ * (CKPT_MAP_ENTRY_WORDS_NATIVE); the extent map keeps its extents in exactly these words (ExtentMap.copyExtentWords),
+ * so a checkpoint copies them in bulk and adds each object's header sectors to the offsets.
+ */
+export const CKPT_MAP_ENTRY_WORD = { lbaLow: 0, lbaHighAndSectors: 1, obj: 2, offsetSectors: 3 } as const;
+export const CKPT_MAP_ENTRY_WORDS = 4;
+/** True where a Uint32Array's words are little-endian (x86, arm64): packed map entries can be written as words. */
+export const CKPT_MAP_ENTRY_WORDS_NATIVE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+assert(
+  MAP_ENTRY_EXTENT === 4 * CKPT_MAP_ENTRY_WORD.lbaLow &&
+    MAP_ENTRY_OBJ === 4 * CKPT_MAP_ENTRY_WORD.obj &&
+    MAP_ENTRY_OFFSET_SECTORS === 4 * CKPT_MAP_ENTRY_WORD.offsetSectors &&
+    CKPT_MAP_ENTRY_WORDS * 4 === CKPT_MAP_ENTRY_BYTES &&
+    LBA_HIGH_BITS === 4,
+  "ckpt_mapentry as words: lba low, lba high | sectors << 4, obj, offsetSectors",
+);
+
 export interface CheckpointMapEntry {
   lba: number;
   sectors: number;
@@ -156,12 +175,24 @@ function checkCheckpoint(c: CheckpointObject): void {
 
 /** The whole checkpoint object (data_sectors = 0). */
 export function encodeCheckpoint(c: CheckpointObject): Uint8Array {
-  checkCheckpoint(c);
+  return encodeCheckpointFilling(c, c.mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES, (area) => area.set(c.mapEntries));
+}
+
+/**
+ * encodeCheckpoint with the map entries written in place: `fillMap` gets the object's map area (mapEntryCount
+ * entries, zeroed) and must fill it with packed entries before the header is sealed. Saves a copy of the map (a
+ * checkpoint of a large map is built while writes wait: volume/checkpoint.ts). What fillMap writes is not checked
+ * here (decodeCheckpoint checks every entry).
+ */
+export function encodeCheckpointFilling(c: Omit<CheckpointObject, "mapEntries">, mapEntryCount: number, fillMap: (area: Uint8Array) => void): Uint8Array {
+  assert(Number.isSafeInteger(mapEntryCount) && mapEntryCount >= 0, `map entry count ${mapEntryCount}`);
+  checkCheckpoint({ ...c, mapEntries: new Uint8Array(0) });
+  const mapBytes = mapEntryCount * CKPT_MAP_ENTRY_BYTES;
   const ckptsOffset = CKPT_FIXED_BYTES;
   const objsOffset = ckptsOffset + 4 * c.checkpoints.length;
   const deletesOffset = objsOffset + CKPT_OBJ.BYTES * c.objects.length;
   const mapOffset = deletesOffset + DELETE.BYTES * c.deferredDeletes.length;
-  const hdrBytes = roundUp(mapOffset + c.mapEntries.byteLength, PAGE_BYTES);
+  const hdrBytes = roundUp(mapOffset + mapBytes, PAGE_BYTES);
   assert(hdrBytes <= OBJECT_HEADER_BYTES_MAX, `checkpoint of ${hdrBytes} bytes fits OBJECT_HEADER_BYTES_MAX`);
 
   const header = new Uint8Array(hdrBytes);
@@ -181,7 +212,7 @@ export function encodeCheckpoint(c: CheckpointObject): Uint8Array {
   view.setUint32(CKPT_SUB.deletesOffset, deletesOffset, true);
   view.setUint32(CKPT_SUB.deletesLen, mapOffset - deletesOffset, true);
   view.setUint32(CKPT_SUB.mapOffset, mapOffset, true);
-  view.setUint32(CKPT_SUB.mapLen, c.mapEntries.byteLength, true);
+  view.setUint32(CKPT_SUB.mapLen, mapBytes, true);
   encodeExtensionPreamble(header, EXT_PLACE);
   setU64(view, CKPT_EXT.cacheSeqLast, c.cacheSeqLast);
   setUuid(header, CKPT_EXT.cacheUuid, c.cacheUuid);
@@ -198,7 +229,8 @@ export function encodeCheckpoint(c: CheckpointObject): Uint8Array {
     view.setUint32(deletesOffset + DELETE.BYTES * i + DELETE.seq, d.seq, true);
     view.setUint32(deletesOffset + DELETE.BYTES * i + DELETE.time, d.time, true);
   });
-  header.set(c.mapEntries, mapOffset);
+  const mapArea = header.subarray(mapOffset, mapOffset + mapBytes);
+  fillMap(mapArea);
   sealObjectHeader(header, EXT_PLACE, crc32c(new Uint8Array(0)));
   return header;
 }

@@ -4,6 +4,7 @@ import {
   CKPT_MAP_ENTRY_BYTES,
   decodeCheckpoint,
   encodeCheckpoint,
+  encodeCheckpointFilling,
   packCheckpointMapEntry,
   unpackCheckpointMapEntry,
   type CheckpointObject,
@@ -115,6 +116,21 @@ describe("checkpoint object", () => {
     const plain = { ...value, cacheUuid: NIL_UUID, cacheSeqLast: 0 };
     expect(decodeCheckpoint(plainV1Checkpoint(false))).toEqual(plain);
     expect(decodeCheckpoint(plainV1Checkpoint(true))).toEqual(plain);
+  });
+
+  test("encodeCheckpointFilling writes the same bytes as encodeCheckpoint, the map filled in place", () => {
+    const { mapEntries, ...fields } = value;
+    const areas: number[] = [];
+    const filled = encodeCheckpointFilling(fields, mapEntries.byteLength / CKPT_MAP_ENTRY_BYTES, (area) => {
+      areas.push(area.byteLength);
+      expect(area.every((byte) => byte === 0)).toBe(true);
+      area.set(mapEntries);
+    });
+    expect(areas).toEqual([mapEntries.byteLength]);
+    expect(filled).toEqual(ourCheckpoint());
+    expect(decodeCheckpoint(filled).mapEntries).toEqual(mapEntries);
+    const empty = encodeCheckpointFilling({ ...fields, seq: 0x41 }, 0, (area) => expect(area.byteLength).toBe(0));
+    expect(empty).toEqual(encodeCheckpoint({ ...fields, seq: 0x41, mapEntries: new Uint8Array(0) }));
   });
 
   test("randomized round trips", () => {

@@ -630,3 +630,36 @@ describe("ExtentMap randomized against a per-sector model", () => {
     });
   }
 });
+
+describe("ExtentMap.copyExtentWords", () => {
+  /** The words copyExtentWords writes, decoded back into extents. */
+  function copiedExtents(map: ExtentMap, slack = 0): Extent[] {
+    const words = new Uint32Array(map.extentCount * 4 + slack).fill(0xdeadbeef);
+    expect(map.copyExtentWords(words)).toBe(map.extentCount);
+    for (let at = map.extentCount * 4; at < words.length; at += 1) expect(words[at]).toBe(0xdeadbeef); // nothing past the end
+    return Array.from({ length: map.extentCount }, (_, index) => {
+      const at = index * 4;
+      return [(words[at + 1]! & 0xf) * 2 ** 32 + words[at]!, words[at + 1]! >>> 4, words[at + 2]!, words[at + 3]!] as Extent;
+    });
+  }
+
+  test("every extent in lba order, as forEach visits them, across many chunks and high lbas", () => {
+    for (const chunkExtentsMax of [4, 7, 256]) {
+      const map = new ExtentMap({ chunkExtentsMax });
+      expect(copiedExtents(map)).toEqual([]);
+      for (let i = 0; i < 3000; i += 1) map.update(((i * 7919) % 4001) * 8, 8, 1 + (i % 13), i * 8);
+      map.update(2 ** 35 + 3, 24, 0xffffffff, 0xffffffff - 24);
+      map.update(VOLUME_SECTORS_MAX - 8, 8, 2, 0);
+      map.trim(800, 1600); // leaves chunks partly full
+      map.checkInvariants();
+      expect(copiedExtents(map, 5)).toEqual(extentsOf(map));
+    }
+  });
+
+  test("refuses a destination too small", () => {
+    const map = new ExtentMap();
+    map.update(0, 8, 1, 0);
+    map.update(16, 8, 1, 8);
+    expect(() => map.copyExtentWords(new Uint32Array(7))).toThrow(/words hold 2 extents/);
+  });
+});
