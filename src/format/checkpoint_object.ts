@@ -235,6 +235,17 @@ export function encodeCheckpointFilling(c: Omit<CheckpointObject, "mapEntries">,
   return header;
 }
 
+/**
+ * The packed map entries of a checkpoint this process just encoded, as a view: a checkpoint taken right after it
+ * from the same map copies them instead of building them again. Nothing is checked: bytes read back go through
+ * decodeCheckpoint.
+ */
+export function encodedCheckpointMap(bytes: Uint8Array): Uint8Array {
+  const { offset, length } = partAt(viewOf(bytes), CKPT_SUB.mapOffset, CKPT_SUB.mapLen);
+  assert(offset >= CKPT_FIXED_BYTES && offset + length <= bytes.byteLength, "the map lies inside the checkpoint");
+  return bytes.subarray(offset, offset + length);
+}
+
 /** `bytes` is the whole checkpoint object: exactly (hdr_sectors + data_sectors)*512 bytes. */
 export function decodeCheckpoint(bytes: Uint8Array): CheckpointObject {
   const common = decodeCommonHeader(bytes);

@@ -17,6 +17,7 @@ import {
   CKPT_MAP_ENTRY_WORDS,
   CKPT_MAP_ENTRY_WORDS_NATIVE,
   encodeCheckpointFilling,
+  encodedCheckpointMap,
 } from "../format/checkpoint_object.ts";
 import { assert } from "../errors.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -66,7 +67,11 @@ assert(CKPT_MAP_ENTRY_WORDS_NATIVE, "checkpoints are built on a little-endian ma
  */
 const HEADER_TABLE_SPAN_MAX = 1 << 22;
 
-export function buildCheckpoint(input: CheckpointInput): Uint8Array {
+/**
+ * The CKPT object for `input`. `sameMapAs`: a checkpoint built from the same map in the same turn (garbage collection
+ * asks for several back to back): its map entries are copied, not built again (they differ in seq and objects only).
+ */
+export function buildCheckpoint(input: CheckpointInput, sameMapAs: Uint8Array | null = null): Uint8Array {
   const objects = input.objects
     .entries()
     .filter(([seq, info]) => info.kind === ObjectKind.Data && seq < input.seq)
@@ -81,7 +86,12 @@ export function buildCheckpoint(input: CheckpointInput): Uint8Array {
     cacheUuid: input.cacheUuid,
     cacheSeqLast: input.cacheSeqLast,
   };
-  return encodeCheckpointFilling(fields, input.map.extentCount, (area) => fillMapEntries(input, area));
+  return encodeCheckpointFilling(fields, input.map.extentCount, (area) => {
+    if (sameMapAs === null) return fillMapEntries(input, area);
+    const entries = encodedCheckpointMap(sameMapAs);
+    assert(entries.byteLength === area.byteLength, "a checkpoint copied from another has the same map");
+    area.set(entries);
+  });
 }
 
 /**

@@ -23,8 +23,9 @@ function volumeOver(seqs: number[], writes: number): { map: ExtentMap; objects: 
   return { map, objects };
 }
 
-function build(map: ExtentMap, objects: ObjectTable, seq: number): Uint8Array {
-  return buildCheckpoint({ volUuid: VOL_UUID, seq, map, objects, checkpoints: [3], cacheUuid: CACHE_UUID, cacheSeqFirst: 0, cacheSeqLast: 77 });
+function build(map: ExtentMap, objects: ObjectTable, seq: number, sameMapAs: Uint8Array | null = null): Uint8Array {
+  const input = { volUuid: VOL_UUID, seq, map, objects, checkpoints: [3], cacheUuid: CACHE_UUID, cacheSeqFirst: 0, cacheSeqLast: 77 };
+  return buildCheckpoint(input, sameMapAs);
 }
 
 function entriesOf(bytes: Uint8Array): Entry[] {
@@ -60,6 +61,19 @@ describe("buildCheckpoint", () => {
     const seqs = [2, 5_000_000, 5_000_001];
     const { map, objects } = volumeOver(seqs, 600);
     expect(entriesOf(build(map, objects, 5_000_002))).toEqual(expectedEntries(map, objects));
+  });
+
+  test("back to back from the same map: the later ones copy the first's map entries", () => {
+    const { map, objects } = volumeOver([4, 5, 6], 2000);
+    const first = build(map, objects, 7);
+    objects.add(7, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+    const second = build(map, objects, 8, first);
+    objects.add(8, { kind: ObjectKind.Checkpoint, hdrSectors: 0, dataSectors: 0, liveSectors: 0 });
+    expect(build(map, objects, 9, second)).toEqual(build(map, objects, 9));
+    expect(entriesOf(second)).toEqual(expectedEntries(map, objects));
+    expect(decodeCheckpoint(second).seq).toBe(8);
+    map.update(0, 8, 6, 0, objects.displaced); // one more extent: no longer the same map
+    expect(() => build(map, objects, 9, second)).toThrow(/same map/);
   });
 
   test("an empty map", () => {

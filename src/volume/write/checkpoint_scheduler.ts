@@ -130,7 +130,9 @@ export class CheckpointScheduler {
     const due = this.request.kind === "requested" || sinceCheckpoint >= this.options.checkpointIntervalObjects;
     if (due && pipeline.open === null && onBoundary) {
       const count = this.request.kind === "requested" ? this.request.count : 1;
-      for (let taken = 0; taken < count; taken++) this.queueCheckpoint();
+      // Back to back in this turn, so all hold the same map: the first builds the map entries, the rest copy them.
+      let previous: Uint8Array | null = null;
+      for (let taken = 0; taken < count; taken++) previous = this.queueCheckpoint(previous);
     }
     this.afterChange();
   }
@@ -155,14 +157,16 @@ export class CheckpointScheduler {
     if (error !== null) throw error;
   }
 
-  private queueCheckpoint(): void {
+  /** Queues a checkpoint (map entries copied from `sameMapAs`, one taken in this turn, if given); returns its bytes. */
+  private queueCheckpoint(sameMapAs: Uint8Array | null): Uint8Array {
     this.request = { kind: "none" };
     const snapshots = this.snapshotsWaiting;
     this.snapshotsWaiting = [];
+    let built: Uint8Array = new Uint8Array(0);
     const seq = this.options.pipeline.queueObject(ObjectKind.Checkpoint, (seq) => {
       // The map as this checkpoint holds it: pinned before anything may clean or delete what it names.
       if (snapshots.length > 0) this.options.snapshotPins.add(seq, objectsOfMap(this.options.map));
-      return buildCheckpoint({
+      const input = {
         volUuid: this.options.volUuid,
         seq,
         map: this.options.map,
@@ -171,11 +175,15 @@ export class CheckpointScheduler {
         cacheUuid: this.writerCacheUuid,
         cacheSeqFirst: 0,
         cacheSeqLast: this.sealedCacheSeqLast,
-      });
+      };
+      built = buildCheckpoint(input, sameMapAs);
+      return built;
     });
     if (snapshots.length > 0) this.snapshotsAt.set(seq, snapshots);
     this.lastCheckpointSeq = seq;
     this.options.stats.checkpoints += 1;
+    assert(built.byteLength > 0, "a queued checkpoint was built");
+    return built;
   }
 
   /** Queues an empty DATA object that names this cache as the log's writer (see recovery decision table). */
