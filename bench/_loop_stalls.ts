@@ -25,6 +25,8 @@ import { Batch } from "../src/volume/batch.ts";
 import { ObjectWriter } from "../src/volume/object_writer.ts";
 import { GarbageCollector } from "../src/volume/garbage_collector.ts";
 import { ReadCache } from "../src/cache/read_cache.ts";
+import { FillQueue } from "../src/cache/read_cache_fills.ts";
+import { IndexStore } from "../src/cache/read_cache_index_store.ts";
 import { Journal } from "../src/cache/journal.ts";
 import { FileStore } from "../src/backend/file_store.ts";
 import { ExtentMap } from "../src/map/extent_map.ts";
@@ -65,8 +67,8 @@ const wrapped: Array<[Proto, string, string]> = [
   [GarbageCollector.prototype as unknown as Proto, "spaceState", "gc.spaceState"],
   [ReadCache.prototype as unknown as Proto, "adopt", "readCache.adopt"],
   [ReadCache.prototype as unknown as Proto, "offer", "readCache.offer"],
-  [ReadCache.prototype as unknown as Proto, "writeBatch", "readCache.writeBatch"],
-  [ReadCache.prototype as unknown as Proto, "persist", "readCache.persist"],
+  [FillQueue.prototype as unknown as Proto, "writeBatch", "readCache.fills.writeBatch"],
+  [IndexStore.prototype as unknown as Proto, "persist", "readCache.index.persist"],
   [Journal.prototype as unknown as Proto, "submit", "journal.submit"],
   [Journal.prototype as unknown as Proto, "onWritten", "journal.onWritten"],
   [Journal.prototype as unknown as Proto, "release", "journal.release"],
