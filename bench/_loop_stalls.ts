@@ -44,6 +44,7 @@ const wrapped: Array<[Proto, string, string]> = [
   [Uring.prototype as unknown as Proto, "reap", "uring.reap"],
   [RecordFormer.prototype as unknown as Proto, "formRecord", "record.form"],
   [RecordFormer.prototype as unknown as Proto, "acknowledge", "record.acknowledge"],
+  [RecordFormer.prototype as unknown as Proto, "copy", "record.copy(gc)"],
   [WritePath.prototype as unknown as Proto, "sealOpen", "writePath.sealOpen"],
   [ObjectPipeline.prototype as unknown as Proto, "sealOpen", "pipeline.sealOpen"],
   [ObjectPipeline.prototype as unknown as Proto, "queueObject", "pipeline.queueObject(checkpoint build)"],
