@@ -430,9 +430,9 @@ export class ExtentMap {
 
   /**
    * Every extent in LBA order, copied into `into` as four 32-bit words each, the layout the map keeps them in: lba
-   * bits 0..31; lba bits 32..35 | sectors << 4; obj; offset. One copy per chunk and no call per extent (checkpoints
-   * of large maps: forEach costs ~40 ns per extent, this ~1). `into` holds at least extentCount * 4 words. Returns
-   * how many extents it copied.
+   * bits 0..31; lba bits 32..35 | sectors << 4; obj; offset. One copy per chunk and no call per extent: ~3 ns per
+   * extent at 200k extents, where a checkpoint built through forEach cost ~40. `into` holds at least extentCount * 4
+   * words. Returns how many extents it copied.
    */
   copyExtentWords(into: Uint32Array): number {
     assert(into.length >= this.extents * WORDS_PER_EXTENT, `extent map: ${into.length} words hold ${this.extents} extents`);
