@@ -2,10 +2,11 @@
 // the same jobs bench/uring_vs_fio.sh gives fio, printed as one JSON line.
 //
 // Usage: bun bench/uring_bench.ts --file PATH [--mode randwrite|seqwrite] [--block-bytes N] [--queue-depth N]
-//        [--seconds N] [--size-bytes N]
+//        [--seconds N] [--size-bytes N] [--poll-turns N]
 // randwrite: page-aligned random offsets (uniform, like fio's default random map-less randwrite with norandommap);
 // seqwrite: offsets advance by block-bytes and wrap at size-bytes. Each of queue-depth workers keeps one write in
-// flight, so the device sees queue-depth writes outstanding, as fio's iodepth does.
+// flight, so the device sees queue-depth writes outstanding, as fio's iodepth does. --poll-turns: empty event-loop
+// turns the ring polls its completions for after a submit (default 0, as the cache device under lsvd serve).
 
 import { parseArgs } from "node:util";
 import { PAGE_BYTES } from "../src/constants.ts";
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     "queue-depth": { type: "string", default: "32" },
     seconds: { type: "string", default: "5" },
     "size-bytes": { type: "string", default: String(1024 ** 3) },
+    "poll-turns": { type: "string", default: "0" },
   },
 });
 
@@ -31,7 +33,8 @@ const seconds = Number(values.seconds);
 const sizeBytes = Number(values["size-bytes"]);
 if (blockBytes % PAGE_BYTES !== 0 || sizeBytes % blockBytes !== 0) throw new Error("block and size must be page multiples");
 
-const device = await openUringDevice(values.file, { createSizeBytes: sizeBytes, queueDepth });
+const pollIdleTurns = Number(values["poll-turns"]);
+const device = await openUringDevice(values.file, { createSizeBytes: sizeBytes, queueDepth, pollIdleTurns });
 const blocks = sizeBytes / blockBytes;
 let nextBlock = 0;
 let writes = 0;
@@ -69,6 +72,7 @@ console.log(
     mode,
     blockBytes,
     queueDepth,
+    pollIdleTurns,
     seconds: Number(elapsedSeconds.toFixed(3)),
     writes,
     iops: Math.round(iops),

@@ -3,7 +3,8 @@
 # runs alternating so disk drift hits both alike. Prints each run, then medians and the ratio lsvd/fio per job.
 # The bar: ratio >= 0.9 for 4 KiB random writes at QD32.
 #
-# Usage: bench/uring_vs_fio.sh [FILE] ; env SECONDS_PER_RUN (default 5), RUNS (default 3), SIZE_MIB (default 1024).
+# Usage: bench/uring_vs_fio.sh [FILE] ; env SECONDS_PER_RUN (default 5), RUNS (default 3), SIZE_MIB (default 1024),
+#        POLL_TURNS (uring_bench.ts --poll-turns: default 0, the cache device's setting; 64 polls as before).
 # FILE must be on a filesystem that supports O_DIRECT (not tmpfs); it is filled once with zeros so neither engine
 # pays for block allocation, and left in place for reuse (delete it yourself).
 set -euo pipefail
@@ -34,7 +35,7 @@ fio_run() { # rw bs qd
 
 lsvd_run() { # mode bs qd
   "$bun" "$here/uring_bench.ts" --file "$file" --mode "$1" --block-bytes "$2" --queue-depth "$3" \
-    --seconds "$seconds" --size-bytes "$size_bytes"
+    --seconds "$seconds" --size-bytes "$size_bytes" --poll-turns "${POLL_TURNS:-0}"
 }
 
 results="$(mktemp)"

@@ -10,14 +10,17 @@
 //      that queues many ops submits each URING_SUBMIT_BATCH_SQES as they fill: when completions arrive in bursts
 //      (a virtualised disk completes a whole submitted batch at once) this restarts the device after a few ops
 //      instead of after the whole burst was turned around, which keeps it busy (bench/RESULTS.md).
-//   3. The kernel posts CQEs. After a submit the ring polls its CQ once per event-loop turn (setImmediate: the
-//      loop still serves sockets in between) with eventfd signals switched off (IORING_CQ_EVENTFD_DISABLED), and
-//      keeps polling while completions keep landing; after URING_POLL_IDLE_TURNS empty turns, or with nothing in
-//      flight, it switches the signals back on and waits on the eventfd registered with io_uring_register_eventfd,
-//      which Bun reads on its own epoll (Bun.file(fd).stream()), so waiting never blocks the event loop. Either
-//      way a reap takes every CQE visible (bulk), settles the slots' promises and stores the new CQ head once.
-//      Why poll: a wake through the eventfd costs 15-25 us, paid on every burst of completions; with eventfd
-//      waking alone the layer ran at about half of fio's IOPS (bench/RESULTS.md).
+//   3. The kernel posts CQEs and signals the eventfd registered with io_uring_register_eventfd, which Bun reads on
+//      its own epoll (Bun.file(fd).stream()), so waiting never blocks the event loop; each wake reaps. A reap takes
+//      every CQE visible (bulk), settles the slots' promises and stores the new CQ head once.
+//      Polling (a ring opened with pollIdleTurns > 0): after a submit the ring polls its CQ once per event-loop turn
+//      (setImmediate: the loop still serves sockets in between) with eventfd signals switched off
+//      (IORING_CQ_EVENTFD_DISABLED), and keeps polling while completions keep landing; after pollIdleTurns empty
+//      turns, or with nothing in flight, it switches the signals back on and waits on the eventfd again. Polling
+//      turns the turnaround of completion bursts around faster when the thread has a core to itself (a raw io_uring
+//      loop: bench/uring_vs_fio.sh), but every turn is a zero-timeout epoll: where the thread shares its cores with
+//      the clients (lsvd serve on a small machine) the turns cost more CPU per write than the wakes they save, and
+//      IOPS with it (bench/RESULTS.md), so the cache device does not poll (URING_POLL_IDLE_TURNS).
 //
 // Memory ordering (why plain stores suffice for the SQ, and where Atomics are used):
 // - SQ: with no SQPOLL thread the kernel reads SQEs and the SQ tail only inside io_uring_enter, i.e. on this thread
@@ -29,7 +32,8 @@
 //   x86-64), so the reap right after it sees every CQE posted before the kernel could see the flag clear. The
 //   kernel reads the flag after publishing the tail without a full fence of its own, so a completion racing the
 //   switch could in theory go unsignalled: a backstop timer (URING_BACKSTOP_MS) reaps while ops are in flight
-//   and the ring is not polling, so such a completion is late, never lost.
+//   and the ring is not polling, so such a completion is late, never lost. A ring that never polls never switches
+//   the signals off and keeps the backstop all the same (a wake lost anywhere else is late too, never lost).
 // - CQ: the kernel fills a CQE and then store-releases *cq.ktail, possibly from another CPU. We read the tail with
 //   Atomics.load (allowed on a non-shared Int32/Uint32Array; it keeps the JIT from reordering or caching the load)
 //   before reading entries, and publish the consumed head with Atomics.store after the last entry was read, so the
@@ -179,24 +183,34 @@ export class Uring {
   private closed: Promise<void> | undefined;
   private drained: Resolve | undefined;
   private readonly submitBound = () => this.submitNow();
+  /** Empty turns a polling ring polls before it waits on the eventfd again; 0: it never polls (the header, step 3). */
+  private readonly pollIdleTurns: number;
   /** Polling the CQ once per event-loop turn, eventfd signals off (see the header, step 3). */
   private polling = false;
   private idleTurns = 0;
   private readonly pollBound = () => this.pollTurn();
   private backstopTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly backstopBound = () => this.backstop();
+  /** Reaps woken by the eventfd, and polling turns run: how completions were found (tests and benchmarks read them). */
+  eventfdWakes = 0;
+  pollTurns = 0;
   /** The ring's memory is gone (close finished): nothing may touch its views. */
   private torndown = false;
 
-  /** Sets up a ring with queueDepth slots. Throws NotSupportedError when liburing's layout is not the expected one. */
-  static open(queueDepth: number = URING_QUEUE_DEPTH): Uring {
+  /**
+   * Sets up a ring with queueDepth slots that polls its CQ for up to pollIdleTurns empty event-loop turns after a
+   * submit (0: it waits on the eventfd only). Throws NotSupportedError when liburing's layout is not the expected one.
+   */
+  static open(queueDepth: number = URING_QUEUE_DEPTH, pollIdleTurns: number = URING_POLL_IDLE_TURNS): Uring {
     assert(Number.isSafeInteger(queueDepth) && queueDepth >= 1 && queueDepth <= 4096, "queue depth in 1..4096");
+    assert(Number.isSafeInteger(pollIdleTurns) && pollIdleTurns >= 0, "poll idle turns is a non-negative integer");
     checkHeadersOnce();
-    return new Uring(queueDepth);
+    return new Uring(queueDepth, pollIdleTurns);
   }
 
-  private constructor(queueDepth: number) {
+  private constructor(queueDepth: number, pollIdleTurns: number) {
     this.queueDepth = queueDepth;
+    this.pollIdleTurns = pollIdleTurns;
     this.ringAddress = allocAligned(RING_STRUCT_BYTES, 64);
     const rc = this.lib.queueInit(queueDepth, this.ringAddress);
     if (rc < 0) {
@@ -464,7 +478,8 @@ export class Uring {
       this.breakRing(new IOError(`io_uring_submit failed: ${describeErrno(-rc)}`, false, { errno: -rc }));
       return;
     }
-    if (!this.polling) this.startPolling();
+    if (this.pollIdleTurns === 0) this.armBackstop();
+    else if (!this.polling) this.startPolling();
     // A short submit leaves SQEs in the ring; liburing's next flush resubmits them from the kernel's head.
     if (Atomics.load(this.sqKhead, 0) !== this.sqTail && this.submitRetryTimer === undefined) {
       this.submitScheduled = true;
@@ -476,6 +491,7 @@ export class Uring {
     for (;;) {
       const { done } = await this.wakeReader.read();
       if (done || this.torndown) return;
+      this.eventfdWakes += 1;
       this.reap();
     }
   }
@@ -490,9 +506,10 @@ export class Uring {
   /** One polling turn: reap, then poll again next turn, or hand waiting back to the eventfd. */
   private pollTurn(): void {
     if (this.torndown) return;
+    this.pollTurns += 1;
     if (this.reap() > 0) this.idleTurns = 0;
     else this.idleTurns += 1;
-    if (this.inflight > 0 && this.idleTurns < URING_POLL_IDLE_TURNS) {
+    if (this.inflight > 0 && this.idleTurns < this.pollIdleTurns) {
       setImmediate(this.pollBound);
       return;
     }

@@ -9,7 +9,7 @@
 //
 // sizeBytes is the file or device size rounded down to PAGE_BYTES: a partial last page cannot be read with O_DIRECT.
 
-import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX, URING_QUEUE_DEPTH } from "../src/constants.ts";
+import { PAGE_BYTES, URING_IOVECS_PER_OP_MAX, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH } from "../src/constants.ts";
 import type { CacheDevice } from "../src/cache/cache_device.ts";
 import { InvalidArgumentError, IOError, NotFoundError } from "../src/errors.ts";
 import { AlignedBufferPool, alignedAddress } from "./aligned_pool.ts";
@@ -35,6 +35,8 @@ export interface UringDeviceOptions {
   createSizeBytes?: number;
   /** io_uring slots (ops in flight); default URING_QUEUE_DEPTH. */
   queueDepth?: number;
+  /** Empty event-loop turns the ring polls its completions after a submit; default URING_POLL_IDLE_TURNS (0). */
+  pollIdleTurns?: number;
   /** Bound on the device's aligned buffer pool; default ALIGNED_POOL_BYTES_DEFAULT. */
   poolBytesMax?: number;
   /**
@@ -49,12 +51,15 @@ export interface UringDeviceOptions {
  * NotFoundError when the path does not exist and createSizeBytes is not given.
  */
 export async function openUringDevice(path: string, options: UringDeviceOptions = {}): Promise<UringDevice> {
-  const { createSizeBytes, queueDepth = URING_QUEUE_DEPTH } = options;
+  const { createSizeBytes, queueDepth = URING_QUEUE_DEPTH, pollIdleTurns = URING_POLL_IDLE_TURNS } = options;
   if (createSizeBytes !== undefined && !isPageMultiple(createSizeBytes)) {
     throw new InvalidArgumentError(`Cannot create cache device ${path}: size ${createSizeBytes} is not a positive multiple of ${PAGE_BYTES}`);
   }
   if (!Number.isSafeInteger(queueDepth) || queueDepth < 1 || queueDepth > 4096) {
     throw new InvalidArgumentError(`Cannot open cache device ${path}: queue depth ${queueDepth} is not in 1..4096`);
+  }
+  if (!Number.isSafeInteger(pollIdleTurns) || pollIdleTurns < 0) {
+    throw new InvalidArgumentError(`Cannot open cache device ${path}: poll idle turns ${pollIdleTurns} is not a whole number >= 0`);
   }
   let fd: number;
   try {
@@ -83,7 +88,7 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
     if (sizeBytes === 0) throw new InvalidArgumentError(`Cannot use ${path} as a cache device: it is smaller than a page`);
     // The second descriptor, without O_DIRECT, serves readCached() through the page cache.
     cachedFd = openFile(path, O_RDONLY | O_CLOEXEC, 0);
-    uring = Uring.open(queueDepth);
+    uring = Uring.open(queueDepth, pollIdleTurns);
     return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice, cachedFd);
   } catch (error) {
     if (uring !== undefined) await uring.close();

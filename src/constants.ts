@@ -109,13 +109,15 @@ export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 /** io_uring: submission queue entries per ring; more requests queue in JS and wait. */
 export const URING_QUEUE_DEPTH = 128;
 /**
- * io_uring: event-loop turns (about 1-2 us each) the ring keeps polling its completion queue after the last
- * completion, with eventfd signals off, before it falls back to waking on the eventfd. A wake through the eventfd
- * costs 15-25 us (three reads and two epoll_ctl in Bun's loop); polling reaps completions as they land. Past the
- * budget (a slow fsync, an idle device) it stops burning the core. Measured: polling alone took 4 KiB QD32 writes
- * from 0.54 to 0.65-0.74 of fio; polling without a budget added little more, at twice the CPU (bench/RESULTS.md).
+ * io_uring: event-loop turns (about 1-2 us each) a ring keeps polling its completion queue after the last completion,
+ * with eventfd signals off, before it falls back to waking on the eventfd; 0: it never polls and every burst of
+ * completions is one eventfd wake. Polling reaps completions as they land, which took a raw io_uring loop's 4 KiB
+ * QD32 writes from 0.54 to 0.65-0.74 of fio (bench/uring_vs_fio.sh; `bun bench/uring_bench.ts --poll-turns 64`).
+ * But each turn is a zero-timeout epoll, ~24 turns per request burst under lsvd serve: where the server shares two
+ * cores with its clients, not polling took server CPU per 4 KiB write from 32.4 to 25.2 us and 29.1 to 24.2 us (two
+ * same-run A/Bs, IOPS up 21-23%; bench/RESULTS.md), so the cache device does not poll.
  */
-export const URING_POLL_IDLE_TURNS = 64;
+export const URING_POLL_IDLE_TURNS = 0;
 /**
  * io_uring: a turn's SQEs are submitted in batches of this many as they are written (the rest at the end of the
  * turn). Measured with bench/uring_vs_fio.sh (4 KiB random writes, QD32, ratio to fio in the same script, medians

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PAGE_BYTES } from "../../src/constants.ts";
+import { PAGE_BYTES, URING_POLL_IDLE_TURNS } from "../../src/constants.ts";
 import { IOError } from "../../src/errors.ts";
 import { AlignedBufferPool, alignedAddress } from "../../ffi/aligned_pool.ts";
 import { closeFile, O_CLOEXEC, O_DIRECT, O_RDWR, openFile } from "../../ffi/libc.ts";
@@ -55,27 +55,29 @@ test("write, readv and fsync through the ring", async () => {
   }
 });
 
-test("ops beyond the queue depth wait in JS and all complete", async () => {
-  const pages = 200;
-  const fd = openDirect("waiting.img", pages * PAGE_BYTES);
-  const uring = Uring.open(8);
-  try {
-    const buffers = Array.from({ length: pages }, (_, page) => pool.acquire(PAGE_BYTES).fill(page & 0xff));
-    const writes = buffers.map((buffer, page) => uring.write(fd, addressOf(buffer), PAGE_BYTES, page * PAGE_BYTES, "w"));
-    expect(uring.inflight).toBe(8);
-    expect(uring.waitingCount).toBe(pages - 8);
-    await Promise.all(writes);
-    expect(uring.inflight).toBe(0);
-    expect(uring.waitingCount).toBe(0);
-    const readBack = pool.acquire(pages * PAGE_BYTES);
-    await uring.read(fd, addressOf(readBack), readBack.length, 0, "w");
-    for (let page = 0; page < pages; page++) expect(readBack[page * PAGE_BYTES + 7]).toBe(page & 0xff);
-    for (const buffer of [...buffers, readBack]) pool.release(buffer);
-  } finally {
-    await uring.close();
-    closeFile(fd, "waiting.img");
-  }
-});
+for (const pollIdleTurns of [0, 64]) {
+  test(`ops beyond the queue depth wait in JS and all complete (poll idle turns ${pollIdleTurns})`, async () => {
+    const pages = 200;
+    const fd = openDirect("waiting.img", pages * PAGE_BYTES);
+    const uring = Uring.open(8, pollIdleTurns);
+    try {
+      const buffers = Array.from({ length: pages }, (_, page) => pool.acquire(PAGE_BYTES).fill(page & 0xff));
+      const writes = buffers.map((buffer, page) => uring.write(fd, addressOf(buffer), PAGE_BYTES, page * PAGE_BYTES, "w"));
+      expect(uring.inflight).toBe(8);
+      expect(uring.waitingCount).toBe(pages - 8);
+      await Promise.all(writes);
+      expect(uring.inflight).toBe(0);
+      expect(uring.waitingCount).toBe(0);
+      const readBack = pool.acquire(pages * PAGE_BYTES);
+      await uring.read(fd, addressOf(readBack), readBack.length, 0, "w");
+      for (let page = 0; page < pages; page++) expect(readBack[page * PAGE_BYTES + 7]).toBe(page & 0xff);
+      for (const buffer of [...buffers, readBack]) pool.release(buffer);
+    } finally {
+      await uring.close();
+      closeFile(fd, "waiting.img");
+    }
+  });
+}
 
 test("a bad fd fails with IOError naming the operation, offset and errno", async () => {
   const uring = Uring.open(4);
@@ -121,5 +123,30 @@ test("close drains queued ops, then refuses new ones", async () => {
   } finally {
     pool.release(buffer);
     closeFile(fd, "drain.img");
+  }
+});
+
+test("a ring that does not poll finds completions through its eventfd; a polling ring polls", async () => {
+  expect(URING_POLL_IDLE_TURNS).toBe(0); // the cache device's rings do not poll
+  const fd = openDirect("wakes.img", 16 * PAGE_BYTES);
+  const buffer = pool.acquire(PAGE_BYTES);
+  try {
+    for (const pollIdleTurns of [0, 64]) {
+      const uring = Uring.open(4, pollIdleTurns);
+      try {
+        for (let page = 0; page < 16; page++) await uring.write(fd, addressOf(buffer), PAGE_BYTES, page * PAGE_BYTES, "wakes.img");
+        if (pollIdleTurns === 0) {
+          expect(uring.pollTurns).toBe(0);
+          expect(uring.eventfdWakes).toBeGreaterThan(0);
+        } else {
+          expect(uring.pollTurns).toBeGreaterThan(0);
+        }
+      } finally {
+        await uring.close();
+      }
+    }
+  } finally {
+    pool.release(buffer);
+    closeFile(fd, "wakes.img");
   }
 });
