@@ -194,17 +194,28 @@ export class RecordFormer {
       this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
       stats.trims += 1;
     } else {
-      // All pieces are queued in this one step, so a write's pieces are contiguous in `pending` and in the journal.
-      for (let done = 0; done < sectors; done += pieceSectorsMax) {
-        const count = Math.min(pieceSectorsMax, sectors - done);
-        const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
-        const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
-        this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
-      }
+      this.queuePieces(lba, sectors, data, waiter, pieceSectorsMax);
       stats.writes += 1;
       stats.writeBytes += data.byteLength;
     }
     this.schedulePump();
+  }
+
+  /**
+   * Queues a client write's pieces, all in this one step, so they are contiguous in `pending` and in the journal. A
+   * write of one piece (nearly every write) is queued as it came: no view of it is made.
+   */
+  private queuePieces(lba: number, sectors: number, data: Uint8Array, waiter: WriteWaiter, pieceSectorsMax: number): void {
+    if (sectors <= pieceSectorsMax) {
+      this.pending.push({ lba, sectors, data, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      return;
+    }
+    for (let done = 0; done < sectors; done += pieceSectorsMax) {
+      const count = Math.min(pieceSectorsMax, sectors - done);
+      const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
+      const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
+      this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
+    }
   }
 
   /**
