@@ -66,14 +66,31 @@ function settleFailed(waiter: WriteWaiter, error: unknown): void {
   waiter.listener.writeFailed(error);
 }
 
+/** Tells the writes a written (and, with FUA, synced) record finished. */
+function finishRecord(record: readonly Piece[]): void {
+  for (const piece of record) if (piece.waiter.piecesLeft === 0) settleDone(piece.waiter);
+}
+
+const NO_PIECES: Uint8Array[] = [];
+
+/** A record's data buffers, for a journal write that copies them (the record is not in device memory). */
+function dataOf(record: readonly Piece[]): Uint8Array[] {
+  const pieces: Uint8Array[] = [];
+  for (const piece of record) if (piece.data) pieces.push(piece.data);
+  return pieces;
+}
+
 /** A promise's resolve and reject as a listener (the paths that are not hot keep their promises). */
 function promiseListener(resolve: () => void, reject: (error: unknown) => void): WriteListener {
   return { writeDone: resolve, writeFailed: reject };
 }
 
+/** A piece is also its record's journal extent (JournalExtent: lba, sectors, zero), so a record makes no extent list. */
 interface Piece {
   lba: number;
   sectors: number;
+  /** TRIM / WRITE_ZEROES: data is null. */
+  zero: boolean;
   /** null: TRIM / WRITE_ZEROES. */
   data: Uint8Array | null;
   waiter: WriteWaiter;
@@ -191,7 +208,7 @@ export class RecordFormer {
     this.clientWrites.inFlight += 1;
     const stats = this.options.stats;
     if (data === null) {
-      this.pending.push({ lba, sectors, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      this.pending.push({ lba, sectors, zero: true, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
       stats.trims += 1;
     } else {
       this.queuePieces(lba, sectors, data, waiter, pieceSectorsMax);
@@ -207,14 +224,14 @@ export class RecordFormer {
    */
   private queuePieces(lba: number, sectors: number, data: Uint8Array, waiter: WriteWaiter, pieceSectorsMax: number): void {
     if (sectors <= pieceSectorsMax) {
-      this.pending.push({ lba, sectors, data, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      this.pending.push({ lba, sectors, zero: false, data, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
       return;
     }
     for (let done = 0; done < sectors; done += pieceSectorsMax) {
       const count = Math.min(pieceSectorsMax, sectors - done);
       const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
       const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
-      this.pending.push({ lba: lba + done, sectors: count, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
+      this.pending.push({ lba: lba + done, sectors: count, zero: false, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
     }
   }
 
@@ -231,7 +248,7 @@ export class RecordFormer {
     assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
     return new Promise<void>((resolve, reject) => {
       const waiter: WriteWaiter = { piecesLeft: 1, fua: false, listener: promiseListener(resolve, reject), settled: false, counter: null };
-      this.pending.push({ lba, sectors, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
+      this.pending.push({ lba, sectors, zero: false, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
       this.schedulePump();
     });
   }
@@ -247,7 +264,7 @@ export class RecordFormer {
     this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, from.offset, (lba, sectors) => {
       const start = (lba - piece.lba) * SECTOR_BYTES;
       const data = piece.data!.subarray(start, start + sectors * SECTOR_BYTES);
-      runs.push({ lba, sectors, data, waiter: piece.waiter, copiedFrom: null, isCopy: true, bytesAfter: 0 });
+      runs.push({ lba, sectors, zero: false, data, waiter: piece.waiter, copiedFrom: null, isCopy: true, bytesAfter: 0 });
     });
     let copied = 0;
     for (const run of runs) copied += run.sectors;
@@ -368,15 +385,9 @@ export class RecordFormer {
   private writeRecord(batch: Batch, choice: RecordChoice, shape: RecordShape): void {
     const { journal, pipeline } = this.options;
     const { end, dataBytes } = choice;
-    const extents: JournalExtent[] = [];
-    const pieces: Uint8Array[] = [];
-    const waiters: WriteWaiter[] = [];
-    for (let index = this.pendingFront; index < end; index++) {
-      const piece = this.pending[index]!;
-      extents.push({ lba: piece.lba, sectors: piece.sectors, zero: piece.data === null });
-      if (piece.data) pieces.push(piece.data);
-      waiters.push(piece.waiter);
-    }
+    // The record's pieces: its journal extents, and whose writes to tell when it is written. The record keeps the
+    // client's buffers until then, which the device contract allows (a payload may be kept until its write completes).
+    const record = this.pending.slice(this.pendingFront, end);
     const placed = journal.peekRecord(dataBytes);
     assert(placed.seq > this.lastRecordSeq, `record ${placed.seq} follows record ${this.lastRecordSeq}`);
     batch.beginRecord(placed.seq, shape.continuesWrite);
@@ -386,22 +397,22 @@ export class RecordFormer {
       const piece = this.pending[index]!;
       this.applyPiece(batch, piece.lba, piece.sectors, piece.data, journalOffset);
       if (piece.data) journalOffset += piece.data.byteLength;
-      this.pending[index] = undefined as unknown as Piece; // drop the reference to the client's buffer
+      this.pending[index] = undefined as unknown as Piece; // formed: no longer queued
     }
     batch.endRecord(shape.endsInsideWrite);
     this.boundary = shape.endsInsideWrite ? "insideWrite" : "onBoundary";
     batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
     const deviceMemory = batch.buffer !== null && pipeline.isDeviceMemory(batch.buffer);
     const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
-    const { seq, written, dataOffset } = journal.write(extents, pieces, dataBytes, inPlace);
+    const { seq, written, dataOffset } = journal.write(record, inPlace === null ? dataOf(record) : NO_PIECES, dataBytes, inPlace);
     assert(seq === placed.seq && dataOffset === placed.dataOffset, "the record went where it was peeked");
     this.lastRecordSeq = seq;
     this.pendingFront = end;
     this.options.stats.records += 1;
     written.then(
-      () => this.acknowledge(waiters),
+      () => this.acknowledge(record),
       (error: unknown) => {
-        for (const waiter of waiters) settleFailed(waiter, error);
+        for (const piece of record) settleFailed(piece.waiter, error);
         this.options.halt.fail(error);
       },
     );
@@ -451,27 +462,28 @@ export class RecordFormer {
     }
   }
 
-  private acknowledge(waiters: WriteWaiter[]): void {
+  private acknowledge(record: Piece[]): void {
     // A holder that was paused past its lease must not acknowledge what it journaled: its successor never sees it.
     try {
       this.options.fence.check();
     } catch (error) {
-      for (const waiter of waiters) settleFailed(waiter, error);
+      for (const piece of record) settleFailed(piece.waiter, error);
       this.options.halt.fail(error);
       return;
     }
     let needSync = false;
-    for (const waiter of waiters) {
+    for (const piece of record) {
+      const waiter = piece.waiter;
       waiter.piecesLeft -= 1;
       if (waiter.piecesLeft === 0 && waiter.fua) needSync = true;
     }
-    const finish = () => {
-      for (const waiter of waiters) if (waiter.piecesLeft === 0) settleDone(waiter);
-    };
-    if (!needSync) return finish();
-    this.options.flusher.sync().then(finish, (error: unknown) => {
-      for (const waiter of waiters) if (waiter.piecesLeft === 0) settleFailed(waiter, error);
-    });
+    if (!needSync) return finishRecord(record);
+    this.options.flusher.sync().then(
+      () => finishRecord(record),
+      (error: unknown) => {
+        for (const piece of record) if (piece.waiter.piecesLeft === 0) settleFailed(piece.waiter, error);
+      },
+    );
   }
 
   /** Replays one journal record into the batches (the record is already in the journal). */
