@@ -97,7 +97,7 @@ export function setUuid(bytes: Uint8Array, offset: number, uuid: string): void {
 }
 
 export function isUuid(uuid: string): boolean {
-  return validateUuid(uuid);
+  return uuidBytesCache.has(uuid) || validateUuid(uuid); // cached ones were validated when parsed
 }
 
 const utf8Encoder = new TextEncoder();

@@ -91,7 +91,8 @@ function recordProblem(h: Omit<JournalRecordHeader, "dataCrc32c">): string | nul
   if (h.type === JournalRecordType.Pad) return h.extents.length === 0 ? null : "a pad record has extents";
   if (h.type !== JournalRecordType.Data) return `unknown record type ${h.type}`;
   if (h.extents.length === 0) return "a data record has no extents";
-  for (const [index, extent] of h.extents.entries()) {
+  for (let index = 0; index < h.extents.length; index++) {
+    const extent = h.extents[index]!;
     if (!isU32(extent.sectors) || extent.sectors === 0) return `extent ${index} length ${extent.sectors} out of range`;
     if (!Number.isSafeInteger(extent.lba) || extent.lba < 0 || extent.lba + extent.sectors > VOLUME_SECTORS_MAX) {
       return `extent ${index} [${extent.lba}, +${extent.sectors}) lies outside the largest volume`;
@@ -133,12 +134,13 @@ export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeade
   view.setUint32(RECORD.dataPages, h.dataPages, true);
   view.setUint32(RECORD.extentCount, h.extents.length, true);
   view.setUint32(RECORD.generation, h.generation, true);
-  h.extents.forEach((extent, i) => {
+  for (let i = 0; i < h.extents.length; i++) {
+    const extent = h.extents[i]!;
     const offset = JOURNAL_RECORD_FIXED_BYTES + JOURNAL_EXTENT_BYTES * i;
     setU64(view, offset + EXTENT.lba, extent.lba);
     view.setUint32(offset + EXTENT.sectors, extent.sectors, true);
     view.setUint32(offset + EXTENT.flags, extent.zero ? EXTENT_FLAG_ZERO : 0, true);
-  });
+  }
   view.setUint32(RECORD.headerCrc32c, crc32c(into), true);
 }
 
