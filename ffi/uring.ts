@@ -16,11 +16,11 @@
 //      Polling (a ring opened with pollIdleTurns > 0): after a submit the ring polls its CQ once per event-loop turn
 //      (setImmediate: the loop still serves sockets in between) with eventfd signals switched off
 //      (IORING_CQ_EVENTFD_DISABLED), and keeps polling while completions keep landing; after pollIdleTurns empty
-//      turns, or with nothing in flight, it switches the signals back on and waits on the eventfd again. Polling
-//      turns the turnaround of completion bursts around faster when the thread has a core to itself (a raw io_uring
-//      loop: bench/uring_vs_fio.sh), but every turn is a zero-timeout epoll: where the thread shares its cores with
-//      the clients (lsvd serve on a small machine) the turns cost more CPU per write than the wakes they save, and
-//      IOPS with it (bench/RESULTS.md), so the cache device does not poll (URING_POLL_IDLE_TURNS).
+//      turns, or with nothing in flight, it switches the signals back on and waits on the eventfd again. Polling was
+//      meant to turn bursts of completions around faster than a wake, but every turn is a zero-timeout epoll: where
+//      the thread shares its cores with the clients (lsvd serve on a small machine) the turns cost more CPU per
+//      write than the wakes they save, and IOPS with it, and a raw io_uring loop no longer gains from it either
+//      (figures at URING_POLL_IDLE_TURNS), so the cache device does not poll.
 //
 // Memory ordering (why plain stores suffice for the SQ, and where Atomics are used):
 // - SQ: with no SQPOLL thread the kernel reads SQEs and the SQ tail only inside io_uring_enter, i.e. on this thread

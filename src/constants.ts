@@ -111,11 +111,12 @@ export const URING_QUEUE_DEPTH = 128;
 /**
  * io_uring: event-loop turns (about 1-2 us each) a ring keeps polling its completion queue after the last completion,
  * with eventfd signals off, before it falls back to waking on the eventfd; 0: it never polls and every burst of
- * completions is one eventfd wake. Polling reaps completions as they land, which took a raw io_uring loop's 4 KiB
- * QD32 writes from 0.54 to 0.65-0.74 of fio (bench/uring_vs_fio.sh; `bun bench/uring_bench.ts --poll-turns 64`).
- * But each turn is a zero-timeout epoll, ~24 turns per request burst under lsvd serve: where the server shares two
- * cores with its clients, not polling took server CPU per 4 KiB write from 32.4 to 25.2 us and 29.1 to 24.2 us (two
- * same-run A/Bs, IOPS up 21-23%; bench/RESULTS.md), so the cache device does not poll.
+ * completions is one eventfd wake. Polling once took a raw io_uring loop's 4 KiB QD32 writes from 0.54 to 0.65-0.74
+ * of fio (bench/uring_vs_fio.sh, 2026-12-01); on 2026-12-06 the same script gave 0.92 of fio without polling and 0.79
+ * with 64 turns (`POLL_TURNS`, one script run each, load 3-5). Each turn is a zero-timeout epoll, ~24 turns per
+ * request burst under lsvd serve, and where the server shares two cores with its clients not polling took server
+ * CPU per 4 KiB write from 32.4 to 25.2 us and from 29.1 to 24.2 us (two same-run A/Bs, bench/cpu_per_request.sh),
+ * so the cache device does not poll.
  */
 export const URING_POLL_IDLE_TURNS = 0;
 /**
