@@ -7,10 +7,11 @@
 // displaced GC_ROUND_EARLY_SHARE of the live data since the last one began. The collector is also the space gate's
 // source (write/space_gate.ts): it counts the bytes it may free, and rechecks the gate after each scan and delete.
 // One round:
-// 1. Scan the object table: retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned
-//    by an earlier round); measure the garbage clients made since the previous round, the garbage in the backend, the
-//    live data, and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that
-//    into this round's budget.
+// 1. Settle the accounts (volume/gc_ledger.ts: kept up to date from what changed in the object table, not a scan of
+//    it): retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned by an earlier
+//    round); measure the garbage clients made since the previous round, the garbage in the backend, the live data,
+//    and the candidates: durable DATA objects whose live share is below `threshold`. The pacing turns that into this
+//    round's budget.
 // 2. Delete retired objects that are now safe to delete (below), oldest first, as many as the budget allows, a few
 //    at a time. The same pass also runs between rounds, whenever the durable superblock names new checkpoints
 //    (noteCheckpoints): a round can spend a while cleaning, and what became deletable meanwhile should not wait for
@@ -61,9 +62,11 @@ import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
+import type { Candidate } from "./gc_candidates.ts";
+import { GcLedger } from "./gc_ledger.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
-import { ObjectKind, type ObjectTable } from "./object_table.ts";
+import type { ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
 import type { SpaceSource } from "./write/space_gate.ts";
 
@@ -72,7 +75,6 @@ export interface GcWriter {
   copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void>;
   readonly durableSeq: number;
   readonly sequenceNext: number;
-  readonly unflushed: Map<number, unknown>;
   readonly failed: unknown;
   /** Sectors GC copies wrote (each displaced the same sector of a victim: garbage the collector made, not clients). */
   readonly stats: { readonly gcCopiedSectors: number };
@@ -117,24 +119,6 @@ interface LiveRun {
   offset: number;
 }
 
-interface Candidate {
-  seq: number;
-  share: number;
-  deadBytes: number;
-  /** Header and data: a victim is read whole. */
-  objectBytes: number;
-}
-
-/** What one scan of the object table found (step 1 of a round). */
-interface Scan {
-  candidates: Candidate[];
-  reclaimableBytes: number;
-  garbageBytes: number;
-  liveBytes: number;
-  /** Header and data bytes of the durable objects the collector may free, retired ones included (space gate). */
-  spaceBytes: number;
-}
-
 /** Counters at the start of a round: the rate of garbage is measured between two of them. */
 interface Mark {
   atMs: number;
@@ -155,7 +139,7 @@ export class GarbageCollector implements SpaceSource {
   /** When a checkpoint was asked for that the superblock does not name yet (null: none asked for). */
   private checkpointRequestedMs: number | null = null;
   private mark: Mark;
-  /** Live bytes at the last scan (checkpoint requests between rounds use it). */
+  /** Live bytes at the last settle (checkpoint requests between rounds use it). */
   private liveBytes = 0;
   private nextDelayMs: number;
   private deletedSinceLog = 0;
@@ -170,16 +154,16 @@ export class GarbageCollector implements SpaceSource {
   private deletesMax = GC_DELETES_PER_ROUND_MIN;
   private stopped = false;
   /**
-   * What the space gate measures: bytes (header and data) of the durable DATA objects this collector may clean or
-   * delete, retired ones included (snapshot-pinned and base objects left out), counted exactly at every scan and
-   * kept up between scans: objects that became durable since are added (up to spaceCountedUpTo), deletes subtracted.
+   * The accounts: live data, garbage, candidates, and what the space gate measures (bytes of the durable DATA objects
+   * this collector may clean or delete, retired ones included; snapshot-pinned and base objects left out), settled
+   * every round and kept up between rounds: objects that became durable since are added, deletes subtracted.
    */
-  private spaceBytes = 0;
-  private spaceCountedUpTo = 0;
-  /** Dead bytes in the candidates at the last scan: something cleaning can free. */
+  private readonly ledger: GcLedger;
+  /** Dead bytes in the candidates at the last settle: something cleaning can free. */
   private reclaimableAtScan = 0;
-  /** spaceState's answer, one object reused (the gate asks for every client write). */
+  /** spaceState's answer, one object reused (the gate asks for every client write), and what it was computed from. */
   private readonly spaceView = { overHighWater: false, reclaimable: false };
+  private spaceViewOf = { spaceBytes: -1, liveBytes: -1 };
   private readonly leftovers: LeftoverCheckpoints;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
@@ -193,6 +177,14 @@ export class GarbageCollector implements SpaceSource {
     this.nextDelayMs = intervalMs;
     const { store, prefix, volUuid, objects, log } = options;
     this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log, snapshotPins: options.snapshotPins });
+    this.ledger = new GcLedger({
+      objects,
+      threshold: options.threshold,
+      freeable: (seq) => this.freeable(seq),
+      isRetired: (seq) => this.retired.has(seq),
+      retire: (seq) => this.retire(seq),
+      pinsVersion: () => options.snapshotPins.version,
+    });
   }
 
   /** The durable superblock now names these checkpoints (WritePath.onCheckpointsPersisted). */
@@ -218,9 +210,9 @@ export class GarbageCollector implements SpaceSource {
   }
 
   start(): void {
-    const scan = this.scan(false);
-    this.spaceBytes = scan.spaceBytes;
-    this.liveBytes = scan.liveBytes;
+    const { writer } = this.options;
+    this.ledger.start(writer.durableSeq, false);
+    this.liveBytes = this.ledger.liveBytes(writer.sequenceNext);
     this.options.writer.spaceGate.attach(this);
     this.arm();
   }
@@ -228,16 +220,16 @@ export class GarbageCollector implements SpaceSource {
   /**
    * For the space gate (space_gate.ts, rule in gc_pace.ts): whether the objects this collector may free stand above
    * the high-water mark, and whether it has anything it can free. Cheap: only objects that became durable since the
-   * last call are looked at.
+   * last call are counted, and the rule is evaluated again only when what it reads changed.
    */
   spaceState(): { overHighWater: boolean; reclaimable: boolean } {
-    const { writer, objects } = this.options;
-    for (let seq = this.spaceCountedUpTo + 1; seq <= writer.durableSeq; seq++) {
-      const info = objects.get(seq);
-      if (info && info.kind === ObjectKind.Data && this.freeable(seq)) this.spaceBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+    const { durableSeq } = this.options.writer;
+    if (durableSeq > this.ledger.countedUpTo) this.ledger.countDurable(durableSeq, false);
+    const { spaceBytes } = this.ledger;
+    if (spaceBytes !== this.spaceViewOf.spaceBytes || this.liveBytes !== this.spaceViewOf.liveBytes) {
+      this.spaceView.overHighWater = spaceOverHighWater(spaceBytes, this.liveBytes);
+      this.spaceViewOf = { spaceBytes, liveBytes: this.liveBytes };
     }
-    this.spaceCountedUpTo = Math.max(this.spaceCountedUpTo, writer.durableSeq);
-    this.spaceView.overHighWater = spaceOverHighWater(this.spaceBytes, this.liveBytes);
     this.spaceView.reclaimable = this.retired.size > 0 || this.reclaimableAtScan > 0;
     return this.spaceView;
   }
@@ -254,6 +246,7 @@ export class GarbageCollector implements SpaceSource {
     this.timer = null;
     this.options.objects.watchDisplaced(null);
     this.options.writer.spaceGate.attach(null);
+    this.ledger.stop();
     await this.round;
     await this.deletes;
   }
@@ -319,17 +312,15 @@ export class GarbageCollector implements SpaceSource {
     const madeSectors = mark.displacedSectors - previous.displacedSectors - (mark.copiedSectors - previous.copiedSectors);
     const madeBytes = Math.max(0, madeSectors) * SECTOR_BYTES;
     let boundHit = false;
+    // Outside the try: settling does no I/O, and a debug check that fails in it must not pass for a failed round.
+    const seen = this.settle(mark.atMs);
+    this.options.writer.spaceGate.recheck();
     try {
-      const scan = this.scan(true);
-      this.liveBytes = scan.liveBytes;
-      this.reclaimableAtScan = scan.reclaimableBytes;
-      this.spaceBytes = scan.spaceBytes;
-      this.options.writer.spaceGate.recheck();
-      const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...scan });
+      const budget = gcRoundBudget({ madeBytes, objectsMade: mark.sequenceNext - previous.sequenceNext, drain, ...seen });
       this.deletesMax = budget.deletesMax;
       await this.queueDeletePass(budget.deletesMax);
       this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
-      const victims = this.chooseVictims(scan.candidates, budget);
+      const victims = this.chooseVictims(budget, mark.atMs);
       boundHit = victims.boundHit;
       const limits = { countMax: GC_VICTIMS_INFLIGHT_MAX, weightMax: GC_READ_INFLIGHT_BYTES_MAX, halted: () => this.halted };
       await forEachBounded(victims.chosen, limits, (victim) => victim.objectBytes, (victim) => this.cleanOrSkip(victim));
@@ -345,52 +336,39 @@ export class GarbageCollector implements SpaceSource {
   }
 
   /**
-   * Retires dead objects (unless `retire` is false: start() only measures); measures garbage, live data and the space
-   * gate's bytes, and lists the candidates for cleaning, least live first.
+   * Settles the accounts (retiring dead objects) and returns what pacing needs: the garbage, the live data, and the
+   * dead bytes in the candidates (less those of victims left alone a while after a failure).
    */
-  private scan(retire: boolean): Scan {
-    const { objects, writer, threshold, clock } = this.options;
-    const result: Scan = { candidates: [], reclaimableBytes: 0, garbageBytes: 0, liveBytes: 0, spaceBytes: 0 };
-    const nowMs = clock.nowMs();
-    this.spaceCountedUpTo = writer.durableSeq;
-    objects.forEach((seq, info) => {
-      if (info.kind !== ObjectKind.Data) return;
-      result.liveBytes += info.liveSectors * SECTOR_BYTES;
-      // A clone's base objects are its base's, and snapshots pin theirs: never cleaned, retired or deleted here.
-      if (!this.freeable(seq)) return;
-      // Only durable objects are in the backend, and only they may be cleaned or retired.
-      if (seq > writer.durableSeq || writer.unflushed.has(seq)) return;
-      result.spaceBytes += (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
-      if (info.dataSectors === 0 || this.retired.has(seq) || !retire) return;
-      if (info.liveSectors === 0) {
-        this.retire(seq);
-        return;
-      }
-      const deadBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
-      result.garbageBytes += deadBytes;
-      const share = info.liveSectors / info.dataSectors;
-      const skipUntil = this.skipUntil.get(seq);
-      if ((skipUntil !== undefined && nowMs < skipUntil) || share >= threshold) return;
-      result.candidates.push({ seq, share, deadBytes, objectBytes: (info.hdrSectors + info.dataSectors) * SECTOR_BYTES });
-      result.reclaimableBytes += deadBytes;
-    });
-    result.candidates.sort((a, b) => a.share - b.share || a.seq - b.seq);
-    return result;
+  private settle(nowMs: number): { reclaimableBytes: number; garbageBytes: number; liveBytes: number } {
+    const { writer } = this.options;
+    this.ledger.settle(writer.durableSeq, true);
+    this.liveBytes = this.ledger.liveBytes(writer.sequenceNext);
+    const skipped: number[] = [];
+    for (const [seq, untilMs] of this.skipUntil) if (nowMs < untilMs) skipped.push(seq);
+    this.reclaimableAtScan = this.ledger.reclaimableBytes(skipped);
+    return { reclaimableBytes: this.reclaimableAtScan, garbageBytes: this.ledger.garbageBytes, liveBytes: this.liveBytes };
   }
 
   /** This round's victims: least live first, until their dead bytes reach the budget, or their size its bound. */
-  private chooseVictims(candidates: Candidate[], budget: GcBudget): { chosen: Candidate[]; boundHit: boolean } {
-    const chosen: Candidate[] = [];
+  private chooseVictims(budget: GcBudget, nowMs: number): { chosen: Candidate[]; boundHit: boolean } {
+    if (budget.reclaimBytes <= 0) return { chosen: [], boundHit: false };
     let deadBytes = 0;
     let readBytes = 0;
-    for (const candidate of candidates) {
-      if (deadBytes >= budget.reclaimBytes) break;
-      if (chosen.length > 0 && readBytes + candidate.objectBytes > budget.readBytesMax) return { chosen, boundHit: true };
-      chosen.push(candidate);
+    let taken = 0;
+    let boundHit = false;
+    const skipped = (seq: number): boolean => nowMs < (this.skipUntil.get(seq) ?? 0);
+    const chosen = this.ledger.leastLive(skipped, (candidate) => {
+      if (deadBytes >= budget.reclaimBytes) return false;
+      if (taken > 0 && readBytes + candidate.objectBytes > budget.readBytesMax) {
+        boundHit = true;
+        return false;
+      }
+      taken += 1;
       deadBytes += candidate.deadBytes;
       readBytes += candidate.objectBytes;
-    }
-    return { chosen, boundHit: false };
+      return true;
+    });
+    return { chosen, boundHit };
   }
 
   private retire(seq: number): void {
@@ -444,6 +422,7 @@ export class GarbageCollector implements SpaceSource {
     }
     this.stats.objectsCleaned += 1;
     this.retire(victim);
+    this.ledger.recount(victim);
     return true;
   }
 
@@ -498,11 +477,10 @@ export class GarbageCollector implements SpaceSource {
       const retiredAt = this.retired.get(seq);
       assert(retiredAt !== undefined && this.checkpointMin >= retiredAt, `object ${seq} is deleted only once retired and a durable superblock names checkpoints newer than its retirement`);
       await store.delete(objectName(prefix, seq));
-      const info = objects.get(seq);
-      if (info && seq <= this.spaceCountedUpTo) this.spaceBytes = Math.max(0, this.spaceBytes - (info.hdrSectors + info.dataSectors) * SECTOR_BYTES);
       this.retired.delete(seq);
       this.skipUntil.delete(seq);
       objects.delete(seq);
+      this.ledger.recount(seq);
       this.options.writer.spaceGate.recheck();
       this.stats.objectsDeleted += 1;
       this.deletedSinceLog += 1;
@@ -548,11 +526,8 @@ export class GarbageCollector implements SpaceSource {
 
   /** Whether the log holds a checkpoint the superblock does not name yet (queued, or being put). */
   private unnamedCheckpoint(): boolean {
-    let found = false;
-    this.options.objects.forEach((seq, info) => {
-      if (info.kind === ObjectKind.Checkpoint && seq > this.checkpointNamedMax) found = true;
-    });
-    return found;
+    for (const seq of this.options.objects.checkpoints) if (seq > this.checkpointNamedMax) return true;
+    return false;
   }
 }
 

@@ -14,10 +14,19 @@ export interface ObjectInfo {
 
 export class ObjectTable {
   private readonly objects = new Map<number, ObjectInfo>();
+  /** The CHECKPOINT objects in the table (a few: the kept ones, snapshots', left-overs). */
+  private readonly checkpointSeqs = new Set<number>();
+  /**
+   * Objects whose live sectors went down, or that were added or deleted, since the last takeChanged() (null: nobody
+   * asked). The garbage collector keeps its totals up to date from it instead of scanning the table every round.
+   */
+  private changed: Set<number> | null = null;
 
   add(seq: number, info: ObjectInfo): void {
     assert(!this.objects.has(seq), `object ${seq} added twice`);
     this.objects.set(seq, info);
+    if (info.kind === ObjectKind.Checkpoint) this.checkpointSeqs.add(seq);
+    this.changed?.add(seq);
   }
 
   get(seq: number): ObjectInfo | undefined {
@@ -26,6 +35,26 @@ export class ObjectTable {
 
   delete(seq: number): void {
     this.objects.delete(seq);
+    this.checkpointSeqs.delete(seq);
+    this.changed?.add(seq);
+  }
+
+  /** Starts noting changed objects (see `changed`); stopping forgets them. */
+  noteChanges(on: boolean): void {
+    this.changed = on ? (this.changed ?? new Set()) : null;
+  }
+
+  /** The objects changed since the last call, handed over (the table notes later ones in a new set). */
+  takeChanged(): Set<number> {
+    const changed = this.changed;
+    assert(changed !== null, "changes are taken only while they are noted");
+    this.changed = new Set();
+    return changed;
+  }
+
+  /** The CHECKPOINT objects in the table, in no particular order. */
+  get checkpoints(): ReadonlySet<number> {
+    return this.checkpointSeqs;
   }
 
   /** Sectors displaced since the table was made: garbage made, by clients and GC copies alike (GC paces by it). */
@@ -39,6 +68,7 @@ export class ObjectTable {
     this.displacedSectors += sectors;
     const info = this.objects.get(seq);
     if (info) info.liveSectors -= sectors;
+    this.changed?.add(seq);
     const watch = this.displacedWatch;
     if (watch !== null && this.displacedSectors >= watch.atSectors) {
       this.displacedWatch = null;
@@ -55,7 +85,7 @@ export class ObjectTable {
     return this.objects.size;
   }
 
-  /** Every object, in no particular order (no sort: the collector scans the table every round). */
+  /** Every object, in no particular order (no sort: checkpoints and the collector's checks walk it whole). */
   forEach(visit: (seq: number, info: ObjectInfo) => void): void {
     for (const [seq, info] of this.objects) visit(seq, info);
   }

@@ -88,11 +88,14 @@ export function cloneRefsOf(superblock: SuperblockObject, seq: number): Superblo
 export class SnapshotPins {
   private readonly bySnapshot = new Map<number, Set<number>>();
   private readonly counts = new Map<number, number>();
+  /** Goes up whenever what is pinned changes (the garbage collector recounts then). */
+  version = 0;
 
   /** Pins checkpoint `seq` and the objects `named` (its map's); again for a seq already pinned: nothing changes. */
   add(seq: number, named: Iterable<number>): void {
     if (this.bySnapshot.has(seq)) return;
     const set = new Set(named);
+    this.version += 1;
     this.bySnapshot.set(seq, set);
     for (const obj of set) this.counts.set(obj, (this.counts.get(obj) ?? 0) + 1);
   }
@@ -101,6 +104,7 @@ export class SnapshotPins {
   remove(seq: number): void {
     const set = this.bySnapshot.get(seq);
     if (!set) return;
+    this.version += 1;
     this.bySnapshot.delete(seq);
     for (const obj of set) {
       const count = this.counts.get(obj)!;
