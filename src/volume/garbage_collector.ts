@@ -5,7 +5,7 @@
 // Rounds never overlap. They come every intervalMs when garbage comes slowly and sooner when it comes fast (pacing,
 // volume/gc_pace.ts: the budget of a round is counted in garbage bytes, not in batches), and at once when clients
 // displaced GC_ROUND_EARLY_SHARE of the live data since the last one began. The collector is also the space gate's
-// source (write/space_gate.ts): it counts the bytes it may free, and rechecks the gate after each scan and delete.
+// source (write/space_gate.ts): it counts the bytes it may free, and rechecks the gate after each settle and delete.
 // One round:
 // 1. Settle the accounts (volume/gc_ledger.ts: kept up to date from what changed in the object table, not a scan of
 //    it): retire durable DATA objects with no live sector left (overwritten or trimmed, or cleaned by an earlier
@@ -39,7 +39,7 @@
 // checkpoint (leftover_checkpoints.ts), a bounded number per round.
 // Snapshots (snapshots.ts): an object a snapshot's map names is neither cleaned nor retired nor deleted while the
 // snapshot is listed (its live data for the head may still be copied by no one: the snapshot reads the object
-// itself); a snapshot's checkpoint is never a left-over. Once the last snapshot naming an object goes, the next scan
+// itself); a snapshot's checkpoint is never a left-over. Once the last snapshot naming an object goes, the next settle
 // retires it if the head holds nothing live in it, or makes it a candidate.
 
 import {
@@ -421,8 +421,7 @@ export class GarbageCollector implements SpaceSource {
       return false;
     }
     this.stats.objectsCleaned += 1;
-    this.retire(victim);
-    this.ledger.recount(victim);
+    this.retire(victim); // the copies displaced its last sectors: the next settle counts it again
     return true;
   }
 

@@ -25,7 +25,7 @@ import { SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { debugChecks } from "../util/debug_checks.ts";
 import { CandidateHeap, type Candidate } from "./gc_candidates.ts";
-import { ObjectKind, type ObjectTable } from "./object_table.ts";
+import { ObjectKind, type ObjectInfo, type ObjectTable } from "./object_table.ts";
 
 export interface GcLedgerOptions {
   objects: ObjectTable;
@@ -44,6 +44,8 @@ interface Share {
   liveSectors: number;
   spaceBytes: number;
   garbageBytes: number;
+  /** Its entry in the candidate heap (null: not a candidate). */
+  candidate: Candidate | null;
 }
 
 export class GcLedger {
@@ -152,42 +154,61 @@ export class GcLedger {
 
   /** Takes back what the object gave, and adds what it gives now (the table at the top of this file). */
   private count(seq: number, retire: boolean): void {
-    const { objects, threshold, freeable, isRetired } = this.options;
     const old = this.counted.get(seq);
     if (old !== undefined) {
       this.countedLiveSectors -= old.liveSectors;
       this.spaceBytes -= old.spaceBytes;
       this.garbageBytes -= old.garbageBytes;
+      if (old.candidate !== null) this.candidateDeadBytes -= old.candidate.deadBytes;
     }
-    const wasCandidate = this.candidates.remove(seq);
-    if (wasCandidate !== undefined) this.candidateDeadBytes -= wasCandidate.deadBytes;
-    this.retireDue.delete(seq);
-    const info = objects.get(seq);
+    if (this.retireDue.size > 0) this.retireDue.delete(seq);
+    const info = this.options.objects.get(seq);
     if (info === undefined || info.kind !== ObjectKind.Data) {
-      this.counted.delete(seq);
+      if (old?.candidate) this.candidates.remove(seq);
+      if (old !== undefined) this.counted.delete(seq);
       return;
     }
-    const share: Share = old ?? { liveSectors: 0, spaceBytes: 0, garbageBytes: 0 };
+    const share = old ?? { liveSectors: 0, spaceBytes: 0, garbageBytes: 0, candidate: null };
+    if (old === undefined) this.counted.set(seq, share);
+    this.give(seq, info, share, retire);
+  }
+
+  /** Fills in what a counted DATA object gives now, adds it to the totals, and lists, moves or drops its candidate. */
+  private give(seq: number, info: ObjectInfo, share: Share, retire: boolean): void {
+    const { threshold, freeable, isRetired } = this.options;
     share.liveSectors = info.liveSectors;
     share.spaceBytes = 0;
     share.garbageBytes = 0;
-    this.counted.set(seq, share);
     this.countedLiveSectors += share.liveSectors;
-    if (!freeable(seq)) return;
-    const objectBytes = (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
-    share.spaceBytes = objectBytes;
-    this.spaceBytes += objectBytes;
-    if (info.dataSectors === 0 || isRetired(seq)) return;
-    if (info.liveSectors === 0) {
-      if (retire) this.options.retire(seq);
-      else this.retireDue.add(seq);
+    let liveShare = Infinity; // not a candidate, whatever the threshold
+    if (freeable(seq)) {
+      share.spaceBytes = (info.hdrSectors + info.dataSectors) * SECTOR_BYTES;
+      if (info.dataSectors > 0 && !isRetired(seq)) {
+        if (info.liveSectors === 0) {
+          if (retire) this.options.retire(seq);
+          else this.retireDue.add(seq);
+        } else {
+          share.garbageBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
+          liveShare = info.liveSectors / info.dataSectors;
+        }
+      }
+    }
+    this.spaceBytes += share.spaceBytes;
+    this.garbageBytes += share.garbageBytes;
+    const candidate = share.candidate;
+    if (liveShare >= threshold) {
+      if (candidate !== null) this.candidates.remove(seq);
+      share.candidate = null;
       return;
     }
-    share.garbageBytes = (info.dataSectors - info.liveSectors) * SECTOR_BYTES;
-    this.garbageBytes += share.garbageBytes;
-    const liveShare = info.liveSectors / info.dataSectors;
-    if (liveShare >= threshold) return;
-    this.candidates.set({ seq, share: liveShare, deadBytes: share.garbageBytes, objectBytes });
+    if (candidate === null) {
+      share.candidate = { seq, share: liveShare, deadBytes: share.garbageBytes, objectBytes: share.spaceBytes };
+    } else {
+      candidate.share = liveShare;
+      candidate.deadBytes = share.garbageBytes;
+      candidate.objectBytes = share.spaceBytes;
+    }
+    this.candidates.set(share.candidate!);
     this.candidateDeadBytes += share.garbageBytes;
   }
 

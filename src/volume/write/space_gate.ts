@@ -64,7 +64,7 @@ export class SpaceGate {
     if (this.action(false) === "proceed") this.releaseUpTo(this.waiters.length);
   }
 
-  /** The collector made progress (a scan, a delete): waiting writes go if the rule lets them. */
+  /** The collector made progress (a round settled its accounts, a delete): waiting writes go if the rule lets them. */
   recheck(): void {
     if (this.waiters.length > 0 && this.action(false) === "proceed") this.releaseUpTo(this.waiters.length);
   }
