@@ -478,8 +478,8 @@ export class GarbageCollector implements SpaceSource {
       await store.delete(objectName(prefix, seq));
       this.retired.delete(seq);
       this.skipUntil.delete(seq);
+      this.ledger.forget(seq);
       objects.delete(seq);
-      this.ledger.recount(seq);
       this.options.writer.spaceGate.recheck();
       this.stats.objectsDeleted += 1;
       this.deletedSinceLog += 1;

@@ -1,8 +1,8 @@
 // The garbage collector's accounts (docs/architecture.md, "Garbage collection"): what a round needs to know of the
 // object table (the live data, the garbage, the bytes the space gate measures, the candidates least live first),
 // kept up to date as the table changes instead of scanned whole every round. A round settles only what changed since
-// the previous one: objects that became durable, and objects the table noted (ObjectTable.takeChanged: displaced,
-// added, deleted). So a round with nothing to clean costs O(changes), and choosing k victims O(k log n).
+// the previous one: objects that became durable, and objects the table noted (ObjectTable.takeChanged: displaced or
+// added; takeRemoved: deleted). So a round with nothing to clean costs O(changes), and choosing k victims O(k log n).
 //
 // Each counted object's share of the totals is remembered, so settling it again subtracts what it gave and adds what
 // it gives now. Counted: every DATA object with seq <= countedUpTo (durable: the write path's durableSeq when last
@@ -46,6 +46,8 @@ interface Share {
   garbageBytes: number;
   /** Its entry in the candidate heap (null: not a candidate). */
   candidate: Candidate | null;
+  /** The table's entry for it (the same object while the table holds it: deletes are noted apart, and forgotten). */
+  info: ObjectInfo;
 }
 
 export class GcLedger {
@@ -80,6 +82,7 @@ export class GcLedger {
    * the freeable objects with no live sector left when `retire` (rounds do; between rounds the space gate does not).
    */
   settle(durableSeq: number, retire: boolean): void {
+    for (const seq of this.options.objects.takeRemoved()) this.forget(seq);
     const changed = this.options.objects.takeChanged();
     if (this.options.pinsVersion() !== this.pinsVersionCounted) {
       this.countAll(durableSeq, retire);
@@ -97,9 +100,14 @@ export class GcLedger {
     this.countedUpTo = Math.max(this.countedUpTo, durableSeq);
   }
 
-  /** Counts one object again (after the collector retired or deleted it). */
-  recount(seq: number): void {
-    if (seq <= this.countedUpTo) this.count(seq, false);
+  /** Takes back what a deleted object gave (the collector deleted it; a settle does it for other deletes). */
+  forget(seq: number): void {
+    const old = this.counted.get(seq);
+    if (old === undefined) return;
+    this.takeBack(old);
+    if (old.candidate !== null) this.candidates.remove(seq);
+    this.counted.delete(seq);
+    if (this.retireDue.size > 0) this.retireDue.delete(seq);
   }
 
   /** Live bytes of every DATA object: the counted ones and those above countedUpTo, below sequenceNext. */
@@ -155,22 +163,24 @@ export class GcLedger {
   /** Takes back what the object gave, and adds what it gives now (the table at the top of this file). */
   private count(seq: number, retire: boolean): void {
     const old = this.counted.get(seq);
-    if (old !== undefined) {
-      this.countedLiveSectors -= old.liveSectors;
-      this.spaceBytes -= old.spaceBytes;
-      this.garbageBytes -= old.garbageBytes;
-      if (old.candidate !== null) this.candidateDeadBytes -= old.candidate.deadBytes;
-    }
     if (this.retireDue.size > 0) this.retireDue.delete(seq);
-    const info = this.options.objects.get(seq);
-    if (info === undefined || info.kind !== ObjectKind.Data) {
-      if (old?.candidate) this.candidates.remove(seq);
-      if (old !== undefined) this.counted.delete(seq);
+    if (old !== undefined) {
+      this.takeBack(old);
+      this.give(seq, old.info, old, retire);
       return;
     }
-    const share = old ?? { liveSectors: 0, spaceBytes: 0, garbageBytes: 0, candidate: null };
-    if (old === undefined) this.counted.set(seq, share);
+    const info = this.options.objects.get(seq);
+    if (info === undefined || info.kind !== ObjectKind.Data) return;
+    const share: Share = { liveSectors: 0, spaceBytes: 0, garbageBytes: 0, candidate: null, info };
+    this.counted.set(seq, share);
     this.give(seq, info, share, retire);
+  }
+
+  private takeBack(old: Share): void {
+    this.countedLiveSectors -= old.liveSectors;
+    this.spaceBytes -= old.spaceBytes;
+    this.garbageBytes -= old.garbageBytes;
+    if (old.candidate !== null) this.candidateDeadBytes -= old.candidate.deadBytes;
   }
 
   /** Fills in what a counted DATA object gives now, adds it to the totals, and lists, moves or drops its candidate. */

@@ -17,10 +17,12 @@ export class ObjectTable {
   /** The CHECKPOINT objects in the table (a few: the kept ones, snapshots', left-overs). */
   private readonly checkpointSeqs = new Set<number>();
   /**
-   * Objects whose live sectors went down, or that were added or deleted, since the last takeChanged() (null: nobody
-   * asked). The garbage collector keeps its totals up to date from it instead of scanning the table every round.
+   * Objects whose live sectors went down, or that were added, since the last takeChanged() (null: nobody asked). The
+   * garbage collector keeps its totals up to date from it instead of scanning the table every round.
    */
   private changed: Set<number> | null = null;
+  /** Objects deleted since the last takeRemoved(), noted likewise (null: nobody asked). */
+  private removed: Set<number> | null = null;
 
   add(seq: number, info: ObjectInfo): void {
     assert(!this.objects.has(seq), `object ${seq} added twice`);
@@ -36,19 +38,28 @@ export class ObjectTable {
   delete(seq: number): void {
     this.objects.delete(seq);
     this.checkpointSeqs.delete(seq);
-    this.changed?.add(seq);
+    this.removed?.add(seq);
   }
 
-  /** Starts noting changed objects (see `changed`); stopping forgets them. */
+  /** Starts noting changed and deleted objects (see `changed`, `removed`); stopping forgets them. */
   noteChanges(on: boolean): void {
     this.changed = on ? (this.changed ?? new Set()) : null;
+    this.removed = on ? (this.removed ?? new Set()) : null;
+  }
+
+  /** The objects deleted since the last call, handed over. */
+  takeRemoved(): Set<number> {
+    const removed = this.removed;
+    assert(removed !== null, "deletes are taken only while they are noted");
+    if (removed.size > 0) this.removed = new Set();
+    return removed;
   }
 
   /** The objects changed since the last call, handed over (the table notes later ones in a new set). */
   takeChanged(): Set<number> {
     const changed = this.changed;
     assert(changed !== null, "changes are taken only while they are noted");
-    this.changed = new Set();
+    if (changed.size > 0) this.changed = new Set();
     return changed;
   }
 
