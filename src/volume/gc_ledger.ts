@@ -88,7 +88,8 @@ export class GcLedger {
       this.countAll(durableSeq, retire);
       return;
     }
-    for (const seq of changed) if (seq <= this.countedUpTo) this.count(seq, retire);
+    if (changed.size * 2 > this.counted.size) this.countAgainInOrder(retire);
+    else for (const seq of changed) if (seq <= this.countedUpTo) this.count(seq, retire);
     this.countDurable(durableSeq, retire);
     if (retire) for (const seq of this.retireDue) this.count(seq, true);
     if (debugChecks) this.checkAgainstScan(durableSeq, retire);
@@ -142,6 +143,18 @@ export class GcLedger {
     }
     for (const candidate of popped) this.candidates.set(candidate);
     return taken;
+  }
+
+  /**
+   * Counts every counted object again, in the order they were counted (most of them changed: walking the shares in
+   * memory order costs less than looking each changed one up). A DATA object is never added at or below countedUpTo,
+   * so the changed ones are all among them.
+   */
+  private countAgainInOrder(retire: boolean): void {
+    for (const [seq, share] of this.counted) {
+      this.takeBack(share);
+      this.give(seq, share.info, share, retire);
+    }
   }
 
   private countAll(durableSeq: number, retire: boolean): void {
