@@ -209,6 +209,11 @@ export const GC_ROUND_READ_BYTES_MAX = 256 * 1024 * 1024;
 /** Victims being read and copied at once: at most this many bytes (but always one victim) and this many objects. */
 export const GC_READ_INFLIGHT_BYTES_MAX = 16 * 1024 * 1024;
 export const GC_VICTIMS_INFLIGHT_MAX = 16;
+/**
+ * Victim extents GC copies from per event-loop turn (garbage_collector.ts copyLiveRuns): a victim of 4 KiB random
+ * writes has ~2,000 extents, whose lookups and copies held the loop for 10-35 ms in one turn (bench/loop_stalls.sh).
+ */
+export const GC_CLEAN_SLICE_EXTENTS = 128;
 /** The largest copy GC hands the write path at once (a live run longer than this goes as several). */
 export const GC_COPY_BYTES_MAX = 1024 * 1024;
 /** A victim whose cleaning failed is not tried again for this long. */

@@ -43,6 +43,7 @@
 // retires it if the head holds nothing live in it, or makes it a candidate.
 
 import {
+  GC_CLEAN_SLICE_EXTENTS,
   GC_COPY_BYTES_MAX,
   GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_INFLIGHT_MAX,
@@ -405,13 +406,10 @@ export class GarbageCollector implements SpaceSource {
     }
     const dataStart = header.hdrSectors * SECTOR_BYTES;
     verifyDataArea(header, bytes.subarray(dataStart, dataStart + header.dataSectors * SECTOR_BYTES));
-    const copies: Array<Promise<void>> = [];
-    for (const run of this.liveRuns(victim, header.extents)) {
-      const start = dataStart + run.offset * SECTOR_BYTES;
-      copies.push(writer.copy(run.lba, bytes.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
-    }
+    const copies = await this.copyLiveRuns(victim, header.extents, bytes.subarray(dataStart));
     const copiesDone = await Promise.allSettled(copies);
     for (const done of copiesDone) if (done.status === "rejected") throw done.reason;
+    if (this.halted) return false; // stopped between slices: what was copied stays valid, the victim stays too
     await this.options.crashPoint?.("gc.copied");
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
@@ -425,11 +423,35 @@ export class GarbageCollector implements SpaceSource {
     return true;
   }
 
-  /** The runs of the victim the map still points at, in the victim's data order, each small enough for one copy. */
-  private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>): LiveRun[] {
+  /**
+   * Hands the write path a copy of every run of the victim the map still points at, GC_CLEAN_SLICE_EXTENTS of the
+   * victim's extents per event-loop turn: finding the runs (a map lookup per extent) and forming the copies' records
+   * would otherwise hold the loop for tens of milliseconds per victim, and client requests wait behind it. A copy is
+   * checked against the map when its record forms (record_former.ts), so the map may change between slices.
+   */
+  private async copyLiveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, data: Uint8Array): Promise<Array<Promise<void>>> {
+    const { writer, clock } = this.options;
+    const copies: Array<Promise<void>> = [];
+    let extentOffset = 0;
+    for (let first = 0; first < extents.length && !this.halted; first += GC_CLEAN_SLICE_EXTENTS) {
+      if (first > 0) await clock.sleep(0);
+      const slice = extents.slice(first, first + GC_CLEAN_SLICE_EXTENTS);
+      for (const run of this.liveRuns(victim, slice, extentOffset)) {
+        const start = run.offset * SECTOR_BYTES;
+        copies.push(writer.copy(run.lba, data.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
+      }
+      for (const extent of slice) extentOffset += extent.sectors;
+    }
+    return copies;
+  }
+
+  /**
+   * The runs of `extents` (which start `extentOffset` sectors into the victim's data area) the map still points at,
+   * in the victim's data order, each small enough for one copy.
+   */
+  private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, extentOffset: number): LiveRun[] {
     const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
     const runs: LiveRun[] = [];
-    let extentOffset = 0;
     for (const extent of extents) {
       const base = extentOffset;
       this.options.map.runsMappedTo(extent.lba, extent.sectors, victim, base, (lba, sectors) => {

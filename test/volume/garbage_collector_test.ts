@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
-import { SECTOR_BYTES } from "../../src/constants.ts";
+import { GC_CLEAN_SLICE_EXTENTS, SECTOR_BYTES } from "../../src/constants.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
@@ -105,6 +105,39 @@ describe("garbage collection", () => {
     await expectModel(volume, world, model, "on a new cache");
     await volume.close();
     expect((await fsckVolume({ store: world.store, prefix: PREFIX })).problems).toEqual([]);
+  }, 60_000);
+
+  test("a victim's live runs are copied a slice of its extents per event-loop turn, the data intact", async () => {
+    // Blocks written in a shuffled order: one object with ~1,000 separate extents; 3 in 4 overwritten, so it is a victim.
+    let turn = 0;
+    const clock = { ...immediateClock, sleep: (delayMs: number) => immediateClock.sleep(delayMs).then(() => void (turn += 1)) };
+    const world = await makeWorld(311, { volumeBytes: 4 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024 });
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world, { ...MANUAL_GC, clock, batchBytes: 8 * 1024 * 1024 });
+    const blocks = Array.from({ length: world.volumeBytes / BLOCK }, (_, block) => block);
+    world.prng.shuffle(blocks);
+    for (const block of blocks) await writeBlock(volume, world, model, block);
+    await settle(volume);
+    const [victim] = placeOf(volume, blocks[0]!);
+    world.prng.shuffle(blocks);
+    for (const block of blocks.filter((block) => block % 4 !== 0)) await writeBlock(volume, world, model, block);
+    await settle(volume);
+    const writes = (volume as unknown as { writes: { copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> } }).writes;
+    const copy = writes.copy.bind(writes);
+    const copiesByTurn = new Map<number, number>();
+    writes.copy = (lba, data, obj, offset) => {
+      if (obj === victim) copiesByTurn.set(turn, (copiesByTurn.get(turn) ?? 0) + 1);
+      return copy(lba, data, obj, offset);
+    };
+    await volume.collectGarbage();
+    await settle(volume);
+    expect(volume.stats().gc!.objectsCleaned).toBeGreaterThan(0);
+    const copied = [...copiesByTurn.values()].reduce((sum, count) => sum + count, 0);
+    expect(copied).toBeGreaterThanOrEqual(2 * GC_CLEAN_SLICE_EXTENTS); // 256 live blocks, not adjacent: one run each
+    expect(copiesByTurn.size).toBeGreaterThanOrEqual(Math.ceil(copied / GC_CLEAN_SLICE_EXTENTS));
+    expect(Math.max(...copiesByTurn.values())).toBeLessThanOrEqual(GC_CLEAN_SLICE_EXTENTS);
+    await expectModel(volume, world, model, "after cleaning in slices");
+    await volume.close();
   }, 60_000);
 
   /**
