@@ -7,7 +7,8 @@
 //                   ending on an op boundary: every write wholly present or wholly absent.
 //   wiped-large     As wiped, on a 64 MiB volume with writes up to 32 MiB (the NBD maximum) at 64 KiB, 1 MiB and
 //                   8 MiB batches, so most writes span several objects; the cache file is deleted or zeroed first.
-//   objects-lost    SIGKILL, delete some of the newest backend objects (or one of them, leaving a gap), restart with
+//   objects-lost    SIGKILL, delete some of the newest backend objects a crash can leave missing (or one of them,
+//                   leaving a gap; never one a listed checkpoint vouches for: CrashEnv.losableObjectSeqs), restart with
 //                   the cache: a prefix; and every acknowledged op when recovery says the journal bridged the hole
 //                   (@B/@D), since then it replays every record after the log's end; when it did not, a prefix of
 //                   whole ops.
@@ -204,7 +205,7 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
         cacheLost = true;
         line += `, cache ${how}`;
       } else if (crashCase === "objects-lost") {
-        const seqs = env.objectSeqs();
+        const seqs = env.losableObjectSeqs();
         if (seqs.length > 0) {
           const newest = seqs.slice(-4);
           let doomed: number[];

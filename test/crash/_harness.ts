@@ -23,6 +23,7 @@ import type { CacheDevice } from "../../src/cache/cache_device.ts";
 import { JournalWalker } from "../../src/cache/journal_replay.ts";
 import { decodeCacheSuperblock } from "../../src/format/cache_superblock.ts";
 import { crc32c } from "../../src/format/crc32c.ts";
+import { decodeSuperblock } from "../../src/format/superblock_object.ts";
 import { JOURNAL_HEADER_BYTES, JournalRecordType } from "../../src/format/journal_record.ts";
 import { parseObjectName } from "../../src/format/object_name.ts";
 import { MemoryPool } from "../sim/memory_cache_device.ts";
@@ -211,6 +212,18 @@ export class CrashEnv {
       if (seq !== null) seqs.push(seq);
     }
     return seqs.sort((a, b) => a - b);
+  }
+
+  /**
+   * The objects a crash can leave missing: those above the newest checkpoint the superblock lists, and listed
+   * checkpoints themselves (recovery falls back to an older one). A DATA object below the newest listed checkpoint
+   * cannot be missing after a crash: the superblock lists a checkpoint only once it and every object before it are
+   * durable, so losing one is the backend losing data, which no recovery can mend (the checkpoint's map points into it).
+   */
+  losableObjectSeqs(): number[] {
+    const listed = decodeSuperblock(new Uint8Array(readFileSync(this.volumePath))).checkpoints;
+    const newestListed = Math.max(0, ...listed);
+    return this.objectSeqs().filter((seq) => seq > newestListed || listed.includes(seq));
   }
 
   deleteObject(seq: number): void {

@@ -2,7 +2,10 @@
 // prefix of the history (torn ops, reordered ops, lost acknowledged ops, misplaced or garbled blocks).
 
 import { describe, expect, test } from "bun:test";
-import { BLOCK_BYTES, History, checkPrefix, decodeBlock, stampBlock } from "./_harness.ts";
+import { readFileSync, writeFileSync } from "node:fs";
+import * as path from "node:path";
+import { decodeSuperblock, encodeSuperblock } from "../../src/format/superblock_object.ts";
+import { BLOCK_BYTES, CrashEnv, History, checkPrefix, decodeBlock, stampBlock } from "./_harness.ts";
 
 /** A history on 8 blocks, 2 blocks per piece: w1 [0,4) (2 pieces), t2 [2,3), w3 [4,6), w4 [0,2). */
 function sample(): History {
@@ -101,3 +104,16 @@ describe("crash harness checker", () => {
     expect(other).not.toEqual(block);
   });
 });
+
+test("objects-lost deletes only what a crash can leave missing: objects above the newest listed checkpoint, and listed checkpoints", async () => {
+  const env = new CrashEnv(1024 * 1024, "64m");
+  try {
+    const superblock = decodeSuperblock(new Uint8Array(readFileSync(env.volumePath)));
+    writeFileSync(env.volumePath, encodeSuperblock({ ...superblock, checkpoints: [5, 6, 7], nextSeq: 11 }));
+    for (let seq = 1; seq <= 10; seq++) writeFileSync(path.join(env.backendDir, `vol.${seq.toString(16).padStart(8, "0")}`), "");
+    expect(env.objectSeqs()).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(env.losableObjectSeqs()).toEqual([5, 6, 7, 8, 9, 10]);
+  } finally {
+    await env.cleanup();
+  }
+}, 60_000);
