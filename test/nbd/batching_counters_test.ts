@@ -3,10 +3,11 @@
 // with transports that count their own calls, so the expected figures are exact.
 
 import { expect, test } from "bun:test";
-import type { BlockDevice, BlockStatusExtent, WriteListener } from "../../src/nbd/block_device.ts";
+import type { BlockDevice, WriteListener } from "../../src/nbd/block_device.ts";
 import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
 import { NbdSession, newNbdStats, type NbdStats } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
+import { WritesOnlyDevice } from "./writes_only_device.ts";
 
 /** Takes `budget` bytes per write (all when it is Infinity) and counts its write calls. */
 class CountingTransport implements Transport {
@@ -22,34 +23,12 @@ class CountingTransport implements Transport {
 }
 
 /** Holds every write until the test answers it (through writeThen, as the volume does). */
-class HoldingDevice implements BlockDevice {
-  readonly sizeBytes = 64 * 1024 * 1024;
-  readonly readOnly = false;
-  readonly blockSizeMinBytes = 1;
-  readonly blockSizePreferredBytes = 4096;
+class HoldingDevice extends WritesOnlyDevice {
   readonly held: WriteListener[] = [];
   writeThen(_offset: number, _data: Uint8Array, _fua: boolean, listener: WriteListener): void {
     this.held.push(listener);
   }
   write(): Promise<void> {
-    throw new Error("not used");
-  }
-  read(): Promise<Uint8Array> {
-    throw new Error("not used");
-  }
-  flush(): Promise<void> {
-    throw new Error("not used");
-  }
-  trim(): Promise<void> {
-    throw new Error("not used");
-  }
-  writeZeroes(): Promise<void> {
-    throw new Error("not used");
-  }
-  blockStatus(): Promise<BlockStatusExtent[]> {
-    throw new Error("not used");
-  }
-  cache(): Promise<void> {
     throw new Error("not used");
   }
 }

@@ -4,10 +4,10 @@
 
 import { expect, test } from "bun:test";
 import { NBD_ASSEMBLY_BUFFER_BYTES } from "../../src/constants.ts";
-import type { BlockDevice, BlockStatusExtent } from "../../src/nbd/block_device.ts";
 import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
 import { NbdSession, newNbdStats } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
+import { WritesOnlyDevice } from "./writes_only_device.ts";
 
 /** Takes every byte, never pauses anything. */
 class SinkTransport implements Transport {
@@ -26,32 +26,10 @@ interface HeldWrite {
 }
 
 /** Holds every write (with a copy of its payload as it was given) until the test completes it. */
-class HoldingDevice implements BlockDevice {
-  readonly sizeBytes = 64 * 1024 * 1024;
-  readonly readOnly = false;
-  readonly blockSizeMinBytes = 1;
-  readonly blockSizePreferredBytes = 4096;
+class HoldingDevice extends WritesOnlyDevice {
   readonly held: HeldWrite[] = [];
   write(_offset: number, data: Uint8Array): Promise<void> {
     return new Promise((complete) => this.held.push({ data, copy: data.slice(), complete }));
-  }
-  read(): Promise<Uint8Array> {
-    throw new Error("not used");
-  }
-  flush(): Promise<void> {
-    throw new Error("not used");
-  }
-  trim(): Promise<void> {
-    throw new Error("not used");
-  }
-  writeZeroes(): Promise<void> {
-    throw new Error("not used");
-  }
-  blockStatus(): Promise<BlockStatusExtent[]> {
-    throw new Error("not used");
-  }
-  cache(): Promise<void> {
-    throw new Error("not used");
   }
 }
 
