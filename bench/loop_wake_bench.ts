@@ -11,7 +11,7 @@
 //
 // Usage: bun bench/loop_wake_bench.ts [--wakes N] [--gap-us U] [--runs R]
 
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { dlopen, FFIType } from "bun:ffi";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -394,7 +394,7 @@ export class GarbageCollector implements SpaceSource {
    * valid CRC.
    */
   private async clean(victim: number): Promise<boolean> {
-    const { store, prefix, objects, writer, log } = this.options;
+    const { store, prefix, objects, log } = this.options;
     const info = objects.get(victim);
     if (!info || info.liveSectors === 0) return false;
     const name = objectName(prefix, victim);

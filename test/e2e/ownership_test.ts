@@ -19,7 +19,6 @@ import { encodeLease, LeaseState } from "../../src/format/lease_object.ts";
 import { LsvdServer, cleanupAll, createVolume, ensureBuilt, lsvd, makeTempDir, run, runOk, writeRandomFile, type VolumePaths } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
-const VOLUME_BYTES = 32 * MIB;
 const TEST_TIMEOUT_MS = 180_000;
 const SEED = Number(process.env.LSVD_SEED ?? 0x0e7e);
 

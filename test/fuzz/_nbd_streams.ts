@@ -132,7 +132,6 @@ function request(prng: Prng, structured: boolean, meta: boolean, readOnly: boole
 export function validStream(prng: Prng, readOnly: boolean, shape: StreamShape): ValidStream {
   const parts: Uint8Array[] = [];
   let length = 0;
-  const at = (): number => length;
   const push = (bytes: Uint8Array): void => {
     parts.push(bytes);
     length += bytes.length;

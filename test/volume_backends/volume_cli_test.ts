@@ -105,10 +105,6 @@ for (const kind of ["rados", "s3"] as BackendKind[]) {
       expect(firstDifference(actual, model.bytes)).toBe(-1);
     }
 
-    async function namedCheckpoints(): Promise<number[]> {
-      return decodeSuperblock(await store.get(prefix)).checkpoints;
-    }
-
     // Small batches (64 KiB) put objects while the test writes, not only at shutdown.
     const serve = () => Server.start(backend, volumeUri, cachePath, socketPath, ["--batch-size", "64k"]);
 
