@@ -3,7 +3,8 @@
 //
 // Usage: bun _file_store_racer.ts ROOT BARRIER ID MODE COUNT
 //   Waits for the file BARRIER.go (the parent creates it once every racer wrote BARRIER.ready.ID), then:
-//   create   tries putIfAbsent("slot.<i>", "<ID> <i>") for i = 0..COUNT-1 and reports the slots it won
+//   create   tries putIfAbsent("slot.<i>", "<ID> <i>") for every i in 0..COUNT-1, from i = ID*53 mod COUNT on and
+//            wrapping around, and reports the slots it won
 //   counter  adds 1 to the decimal number in "counter" COUNT times with getVersioned + putIfVersion (retrying on
 //            ConflictError) and reports the values it wrote and the conflicts it met
 // Prints one JSON line on stdout.
@@ -30,7 +31,11 @@ while (!fs.existsSync(`${barrier}.go`)) {
 const encoder = new TextEncoder();
 if (mode === "create") {
   const won: number[] = [];
-  for (let i = 0; i < count; i++) {
+  // Each racer starts at its own place (53 slots apart) and wraps around, so they race where their runs overlap and
+  // one racer the scheduler ran long before the others (a loaded machine) cannot take every name alone.
+  const start = (Number(id) * 53) % count;
+  for (let step = 0; step < count; step++) {
+    const i = (start + step) % count;
     try {
       await store.putIfAbsent(`slot.${i}`, encoder.encode(`${id} ${i}`));
       won.push(i);
