@@ -151,6 +151,31 @@ export function crc32cWithZeroedFields(bytes: Uint8Array, zeroOffsets: readonly 
   return crc32c(bytes.subarray(position), crc);
 }
 
+/** Where a record keeps its magic and version (every on-disk record starts with them), and what they must be. */
+export interface RecordIdentity {
+  magicAt: number;
+  magic: number;
+  versionAt: number;
+  version: number;
+  /** The journal record header's version is a u16; every other record's a u32. */
+  versionBytes?: 2 | 4;
+}
+
+/** The shared first checks of every decoder: the magic, then the version; CorruptionError naming `context` otherwise. */
+export function checkMagicAndVersion(view: DataView, context: string, identity: RecordIdentity): void {
+  const magic = view.getUint32(identity.magicAt, true);
+  if (magic !== identity.magic) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
+  const version = identity.versionBytes === 2 ? view.getUint16(identity.versionAt, true) : view.getUint32(identity.versionAt, true);
+  if (version !== identity.version) throw corrupt(context, `unsupported version ${version}`);
+}
+
+/** The stored CRC-32C at `crcAt` against the bytes' own (that field read as zero); `label` names it in the error. */
+export function checkCrc32c(bytes: Uint8Array, crcAt: number, context: string, label = "CRC32C"): void {
+  const stored = viewOf(bytes).getUint32(crcAt, true);
+  const computed = crc32cWithZeroedFields(bytes, [crcAt]);
+  if (stored !== computed) throw corrupt(context, `bad ${label} (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
+}
+
 export const LBA_HIGH_MULTIPLIER = 2 ** 32;
 /** data_map / ckpt_mapentry: the top LBA_BITS-32 bits of lba sit below the 28-bit length in the high word. */
 export const LBA_HIGH_BITS = LBA_BITS - 32;

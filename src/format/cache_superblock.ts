@@ -12,7 +12,7 @@
 
 import { PAGE_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { corrupt, crc32cWithZeroedFields, getU64, getUuid, isSafeU64, isUuid, layout, setU64, setUuid, viewOf } from "./_codec.ts";
+import { checkCrc32c, checkMagicAndVersion, corrupt, crc32cWithZeroedFields, getU64, getUuid, isSafeU64, isUuid, layout, setU64, setUuid, viewOf } from "./_codec.ts";
 
 export const CACHE_SUPERBLOCK_BYTES = 4096;
 /** "LSVC" as bytes 4c 53 56 43, read as a little-endian u32. */
@@ -128,15 +128,8 @@ export function decodeCacheSuperblock(page: Uint8Array): CacheSuperblock {
     throw corrupt(context, `length ${page.byteLength}, expected ${CACHE_SUPERBLOCK_BYTES}`);
   }
   const view = viewOf(page);
-  const magic = view.getUint32(CACHE.magic, true);
-  if (magic !== CACHE_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint32(CACHE.version, true);
-  if (version !== CACHE_VERSION) throw corrupt(context, `unsupported version ${version}`);
-  const stored = view.getUint32(CACHE.crc32c, true);
-  const computed = crc32cWithZeroedFields(page, [CACHE.crc32c]);
-  if (stored !== computed) {
-    throw corrupt(context, `bad CRC32C (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
-  }
+  checkMagicAndVersion(view, context, { magicAt: CACHE.magic, magic: CACHE_MAGIC, versionAt: CACHE.version, version: CACHE_VERSION });
+  checkCrc32c(page, CACHE.crc32c, context);
   if (view.getUint32(CACHE.reserved, true) !== 0) throw corrupt(context, "reserved field is not zero");
   for (let i = CACHE.BYTES; i < CACHE_SUPERBLOCK_BYTES; i++) {
     if (page[i] !== 0) throw corrupt(context, `byte ${i} after the fields is not zero`);

@@ -13,7 +13,7 @@
 
 import { JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, PAGE_BYTES, SECTOR_BYTES, VOLUME_SECTORS_MAX } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { corrupt, crc32cWithZeroedFields, getU64, getUuid, isSafeU64, isU32, isUuid, layout, roundUp, setU64, setUuid, viewOf } from "./_codec.ts";
+import { checkCrc32c, checkMagicAndVersion, corrupt, getU64, getUuid, isSafeU64, isU32, isUuid, layout, roundUp, setU64, setUuid, viewOf } from "./_codec.ts";
 import { crc32c } from "./crc32c.ts";
 
 export const JOURNAL_HEADER_BYTES = 4096;
@@ -149,15 +149,8 @@ export function decodeJournalHeader(page: Uint8Array): JournalRecordHeader {
   let context = "journal record header";
   if (page.byteLength !== JOURNAL_HEADER_BYTES) throw corrupt(context, `length ${page.byteLength}, expected ${JOURNAL_HEADER_BYTES}`);
   const view = viewOf(page);
-  const magic = view.getUint32(RECORD.magic, true);
-  if (magic !== JOURNAL_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint16(RECORD.version, true);
-  if (version !== JOURNAL_VERSION) throw corrupt(context, `unsupported version ${version}`);
-  const stored = view.getUint32(RECORD.headerCrc32c, true);
-  const computed = crc32cWithZeroedFields(page, [RECORD.headerCrc32c]);
-  if (stored !== computed) {
-    throw corrupt(context, `bad header CRC32C (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
-  }
+  checkMagicAndVersion(view, context, { magicAt: RECORD.magic, magic: JOURNAL_MAGIC, versionAt: RECORD.version, version: JOURNAL_VERSION, versionBytes: 2 });
+  checkCrc32c(page, RECORD.headerCrc32c, context, "header CRC32C");
   const seq = getU64(view, RECORD.seq, context, "seq");
   context = `journal record ${seq}`;
   const type = view.getUint16(RECORD.type, true);

@@ -15,6 +15,8 @@ import { assert } from "../errors.ts";
 import {
   SHORT_NAME_BYTES_MAX,
   corrupt,
+  checkCrc32c,
+  checkMagicAndVersion,
   crc32cWithZeroedFields,
   decodeUtf8,
   encodeUtf8,
@@ -160,15 +162,10 @@ export function decodeLease(bytes: Uint8Array): LeaseRecord {
   if (bytes.byteLength < LEASE_FIXED_BYTES) throw corrupt(context, `length ${bytes.byteLength}, shorter than ${LEASE_FIXED_BYTES}`);
   if (bytes.byteLength > LEASE_RECORD_BYTES_MAX) throw corrupt(context, `length ${bytes.byteLength}, longer than ${LEASE_RECORD_BYTES_MAX}`);
   const view = viewOf(bytes);
-  const magic = view.getUint32(LEASE.magic, true);
-  if (magic !== LEASE_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint32(LEASE.version, true);
-  if (version !== LEASE_VERSION) throw corrupt(context, `unsupported version ${version}`);
+  checkMagicAndVersion(view, context, { magicAt: LEASE.magic, magic: LEASE_MAGIC, versionAt: LEASE.version, version: LEASE_VERSION });
   const recordBytes = view.getUint32(LEASE.recordBytes, true);
   if (recordBytes !== bytes.byteLength) throw corrupt(context, `record_bytes ${recordBytes}, but the object is ${bytes.byteLength} bytes`);
-  const stored = view.getUint32(LEASE.crc32c, true);
-  const computed = crc32cWithZeroedFields(bytes, [LEASE.crc32c]);
-  if (stored !== computed) throw corrupt(context, `bad CRC32C (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
+  checkCrc32c(bytes, LEASE.crc32c, context);
   const state = view.getUint32(LEASE.state, true);
   if (state !== LeaseState.Held && state !== LeaseState.Released && state !== LeaseState.Broken) throw corrupt(context, `unknown state ${state}`);
   const durationMs = view.getUint32(LEASE.durationMs, true);

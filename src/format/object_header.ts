@@ -7,7 +7,7 @@
 
 import { OBJECT_DATA_BYTES_MAX, OBJECT_HEADER_BYTES_MAX, SECTOR_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { corrupt, getUuid, isU32, layout, setUuid, viewOf } from "./_codec.ts";
+import { checkMagicAndVersion, corrupt, getUuid, isU32, layout, setUuid, viewOf } from "./_codec.ts";
 
 export const ObjectType = { Super: 1, Data: 2, Checkpoint: 3 } as const;
 export type ObjectTypeValue = (typeof ObjectType)[keyof typeof ObjectType];
@@ -55,10 +55,7 @@ export function decodeCommonHeader(bytes: Uint8Array): CommonHeader {
     throw corrupt(context, `truncated: ${bytes.byteLength} of ${COMMON_HEADER_BYTES} bytes`);
   }
   const view = viewOf(bytes);
-  const magic = view.getUint32(COMMON_HEADER.magic, true);
-  if (magic !== OBJECT_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint32(COMMON_HEADER.version, true);
-  if (version !== OBJECT_VERSION) throw corrupt(context, `unsupported version ${version}`);
+  checkMagicAndVersion(view, context, { magicAt: COMMON_HEADER.magic, magic: OBJECT_MAGIC, versionAt: COMMON_HEADER.version, version: OBJECT_VERSION });
   const type = view.getUint32(COMMON_HEADER.type, true);
   if (!(type in TYPE_NAMES)) throw corrupt(context, `unknown object type ${type}`);
   const seq = view.getUint32(COMMON_HEADER.seq, true);

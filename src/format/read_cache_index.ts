@@ -11,7 +11,7 @@
 
 import { PAGE_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { corrupt, crc32cWithZeroedFields, getUuid, isU32, isUuid, layout, setUuid, viewOf } from "./_codec.ts";
+import { checkCrc32c, checkMagicAndVersion, corrupt, crc32cWithZeroedFields, getUuid, isU32, isUuid, layout, setUuid, viewOf } from "./_codec.ts";
 
 /** "LSVR" as bytes 4c 53 56 52, read as a little-endian u32. */
 export const READ_CACHE_INDEX_MAGIC = 0x5256534c;
@@ -79,13 +79,8 @@ export function decodeIndexPage(bytes: Uint8Array, page: number, cacheUuid: stri
   const context = `read cache index page ${page}`;
   if (bytes.byteLength !== PAGE_BYTES) throw corrupt(context, `length ${bytes.byteLength}, expected ${PAGE_BYTES}`);
   const view = viewOf(bytes);
-  const magic = view.getUint32(HEADER.magic, true);
-  if (magic !== READ_CACHE_INDEX_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint32(HEADER.version, true);
-  if (version !== READ_CACHE_INDEX_VERSION) throw corrupt(context, `unsupported version ${version}`);
-  const stored = view.getUint32(HEADER.crc32c, true);
-  const computed = crc32cWithZeroedFields(bytes, [HEADER.crc32c]);
-  if (stored !== computed) throw corrupt(context, `bad CRC32C (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
+  checkMagicAndVersion(view, context, { magicAt: HEADER.magic, magic: READ_CACHE_INDEX_MAGIC, versionAt: HEADER.version, version: READ_CACHE_INDEX_VERSION });
+  checkCrc32c(bytes, HEADER.crc32c, context);
   if (view.getUint32(HEADER.page, true) !== page) throw corrupt(context, `holds page ${view.getUint32(HEADER.page, true)}`);
   const owner = getUuid(bytes, HEADER.cacheUuid, context, "cache_uuid");
   if (owner !== cacheUuid) throw corrupt(context, `belongs to cache ${owner}, not ${cacheUuid}`);

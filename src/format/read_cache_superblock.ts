@@ -8,7 +8,7 @@
 
 import { PAGE_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { corrupt, crc32cWithZeroedFields, getU64, getUuid, isSafeU64, isUuid, layout, setU64, setUuid, viewOf } from "./_codec.ts";
+import { checkCrc32c, checkMagicAndVersion, corrupt, crc32cWithZeroedFields, getU64, getUuid, isSafeU64, isUuid, layout, setU64, setUuid, viewOf } from "./_codec.ts";
 
 /** "LSVS" as bytes 4c 53 56 53, read as a little-endian u32. */
 export const READ_CACHE_DEVICE_MAGIC = 0x5356534c;
@@ -75,13 +75,8 @@ export function decodeReadCacheDeviceSuperblock(page: Uint8Array): ReadCacheDevi
   const context = "read-cache device superblock";
   if (page.byteLength !== PAGE_BYTES) throw corrupt(context, `length ${page.byteLength}, expected ${PAGE_BYTES}`);
   const view = viewOf(page);
-  const magic = view.getUint32(FIELDS.magic, true);
-  if (magic !== READ_CACHE_DEVICE_MAGIC) throw corrupt(context, `bad magic 0x${magic.toString(16)}`);
-  const version = view.getUint32(FIELDS.version, true);
-  if (version !== READ_CACHE_DEVICE_VERSION) throw corrupt(context, `unsupported version ${version}`);
-  const stored = view.getUint32(FIELDS.crc32c, true);
-  const computed = crc32cWithZeroedFields(page, [FIELDS.crc32c]);
-  if (stored !== computed) throw corrupt(context, `bad CRC32C (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
+  checkMagicAndVersion(view, context, { magicAt: FIELDS.magic, magic: READ_CACHE_DEVICE_MAGIC, versionAt: FIELDS.version, version: READ_CACHE_DEVICE_VERSION });
+  checkCrc32c(page, FIELDS.crc32c, context);
   if (view.getUint32(FIELDS.reserved, true) !== 0) throw corrupt(context, "reserved field is not zero");
   for (let i = FIELDS.BYTES; i < PAGE_BYTES; i++) if (page[i] !== 0) throw corrupt(context, `byte ${i} after the fields is not zero`);
   const s: ReadCacheDeviceSuperblock = {
