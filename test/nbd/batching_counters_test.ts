@@ -3,11 +3,11 @@
 // with transports that count their own calls, so the expected figures are exact.
 
 import { expect, test } from "bun:test";
-import type { BlockDevice, WriteListener } from "../../src/nbd/block_device.ts";
+import type { WriteListener } from "../../src/nbd/block_device.ts";
 import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
-import { NbdSession, newNbdStats, type NbdStats } from "../../src/nbd/session.ts";
+import { newNbdStats } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
-import { WritesOnlyDevice } from "./writes_only_device.ts";
+import { WritesOnlyDevice, testSession } from "./session_fixtures.ts";
 
 /** Takes `budget` bytes per write (all when it is Infinity) and counts its write calls. */
 class CountingTransport implements Transport {
@@ -33,22 +33,6 @@ class HoldingDevice extends WritesOnlyDevice {
   }
 }
 
-function makeSession(device: BlockDevice, transport: Transport, stats: NbdStats): NbdSession {
-  return new NbdSession({
-    device,
-    negotiated: { structuredReplies: false, baseAllocation: false, transmissionFlags: 0 },
-    transport,
-    output: new OutputQueue(transport),
-    stats,
-    logFailure: () => {},
-    name: "test",
-    onProtocolError: (reason) => {
-      throw new Error(`protocol error: ${reason}`);
-    },
-    onDrainedForEnd: () => {},
-    onSettled: () => {},
-  });
-}
 
 /** `count` 4 KiB WRITEs, back to back, as one stream of bytes. */
 function writeRequests(first: number, count: number): Uint8Array {
@@ -64,7 +48,7 @@ test("a session counts each socket read it is fed and each socket write of its r
   const device = new HoldingDevice();
   const transport = new CountingTransport();
   const stats = newNbdStats();
-  const session = makeSession(device, transport, stats);
+  const session = testSession(device, transport, stats);
   // 12 WRITEs in 3 reads, the second one split inside a payload; an empty read is not a read.
   const stream = writeRequests(0, 12);
   const cuts = [0, 5 * 4124 + 100, 9 * 4124, stream.length];

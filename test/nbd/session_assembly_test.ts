@@ -4,10 +4,10 @@
 
 import { expect, test } from "bun:test";
 import { NBD_ASSEMBLY_BUFFER_BYTES } from "../../src/constants.ts";
-import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
-import { NbdSession, newNbdStats } from "../../src/nbd/session.ts";
+import type { Transport } from "../../src/nbd/output_queue.ts";
+import type { NbdSession } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
-import { WritesOnlyDevice } from "./writes_only_device.ts";
+import { WritesOnlyDevice, testSession } from "./session_fixtures.ts";
 
 /** Takes every byte, never pauses anything. */
 class SinkTransport implements Transport {
@@ -33,23 +33,6 @@ class HoldingDevice extends WritesOnlyDevice {
   }
 }
 
-function makeSession(device: HoldingDevice): NbdSession {
-  const transport = new SinkTransport();
-  return new NbdSession({
-    device,
-    negotiated: { structuredReplies: false, baseAllocation: false, transmissionFlags: 0 },
-    transport,
-    output: new OutputQueue(transport),
-    stats: newNbdStats(),
-    logFailure: () => {},
-    name: "test",
-    onProtocolError: (reason) => {
-      throw new Error(`protocol error: ${reason}`);
-    },
-    onDrainedForEnd: () => {},
-    onSettled: () => {},
-  });
-}
 
 /** Feeds one WRITE in two chunks, split inside its payload, so that the session must assemble it. */
 function feedSplitWrite(session: NbdSession, index: number, payload: Uint8Array): void {
@@ -69,7 +52,7 @@ const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolv
 
 test("split payloads in flight together have their own buffers; answered ones are reused; large ones get a new buffer", async () => {
   const device = new HoldingDevice();
-  const session = makeSession(device);
+  const session = testSession(device, new SinkTransport());
   const lengths = [512, 4096, 65536, NBD_ASSEMBLY_BUFFER_BYTES, 4096, 65536];
   for (let index = 0; index < lengths.length; index++) feedSplitWrite(session, index, payload(lengths[index]!, index));
   expect(device.held.length).toBe(lengths.length);
