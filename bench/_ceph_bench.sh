@@ -1,7 +1,6 @@
-# Sourced by the benches that compare lsvd with RBD on the project's Ceph cluster (rbd_compare.sh,
-# read_cache_rbd.sh), not run. The sourcing script sets CEPH_CONF, CEPH_TIMEOUT_S, LSVD_CEPH_POOL (from the cluster's
-# env file) and SERVE_PID (the running `lsvd serve`, or empty).
-# cpu_per_request.sh sources it too, for ceph_own_cluster_up/down and remove_rados_objects_now (below).
+# Sourced by the benches that run on a Ceph cluster of their own (rbd_compare.sh, read_cache_rbd.sh,
+# cpu_per_request.sh), not run. ceph_own_cluster_up sets CEPH_CONF, LSVD_CEPH_POOL... (from the cluster's env file);
+# the sourcing script sets CEPH_TIMEOUT_S and SERVE_PID (the running `lsvd serve`, or empty).
 
 # SIGTERM (clean: flush to the backend), wait bounded, then SIGKILL.
 stop_serve() {

@@ -24,10 +24,9 @@
 #        RUNTIME=5 RUNS=1 bench/rbd_compare.sh   (quick validation)
 # Environment: RUNTIME (s, default 10), RUNS (3), SIZE (2G: image and volume), PREFILL (512M), CACHE_SIZE (4G),
 #   BENCH_DIR (work directory parent, default /var/tmp: must be a disk, not tmpfs, O_DIRECT), LSVD_BIN (default: build
-#   one from source into the work directory), STOP_CLUSTER (default 1: run test/ceph/down.sh at the end,
-#   because a run fills most of the memstore OSD and a full OSD blocks the next user, the test suite included; 0 keeps
-#   it running), SERVE_ARGS (extra arguments for `lsvd serve`, e.g. "--batch-size 4m": the same object size as the
-#   RBD image's default 4 MiB objects; lsvd's own default is 8 MiB), plus test/ceph/up.sh's LSVD_CEPH_* variables.
+#   one from source into the work directory), SERVE_ARGS (extra arguments for `lsvd serve`, e.g. "--batch-size 4m": the same object size as the
+#   RBD image's default 4 MiB objects; lsvd's own default is 8 MiB). The cluster is the script's own (a fresh state directory, free ports), stopped at the
+#   end: a run fills most of the memstore OSD, and nobody else's cluster is ever used.
 # Output: a table on stdout, then one line `RESULT {json}`; raw fio JSON and logs stay in the work directory only if
 #   KEEP=1. Cleanup (always, also on error or Ctrl-C): lsvd serve stopped, the RBD image and the lsvd volume's objects
 #   deleted, the work directory removed.
@@ -52,10 +51,9 @@ for tool in fio rbd rados ceph python3; do command -v "$tool" >/dev/null || die 
 fio --enghelp=rbd >/dev/null 2>&1 || die "this fio has no rbd engine"
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
 
-ENV_FILE=$(timeout 900 "$REPO/test/ceph/up.sh" up | tail -n 1) || die "test/ceph/up.sh failed"
-# shellcheck disable=SC1090
-source "$ENV_FILE"
-export CEPH_CONF CEPH_KEYRING
+source "$REPO/bench/_ceph_bench.sh"
+trap 'ceph_own_cluster_down' EXIT
+ceph_own_cluster_up "$REPO" || die "test/ceph/up.sh failed"
 
 WORK=$(mktemp -d "$BENCH_DIR/lsvd-rbd-compare.XXXXXX")
 TAG=b$(date +%s)$$
@@ -67,15 +65,15 @@ READ_CACHE=$WORK/read-cache
 SOCKET=$WORK/nbd.sock
 SERVE_PID=
 
-source "$REPO/bench/_ceph_bench.sh"
 cleanup() {
   local rc=$?
+  set +e # every step runs, whatever the one before it did: the cluster is always stopped
   stop_serve
   timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" rm "$LSVD_CEPH_RBD_POOL/$IMAGE" >/dev/null 2>&1 || true
   # The volumes: superblocks TAG and TAGr, objects TAG.%08x and TAGr.%08x, leases TAG.lease and TAGr.lease.
   remove_rados_objects "^${TAG}r?(\.[0-9a-f]{8}|\.lease)?$"
   if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  [ "${STOP_CLUSTER:-1}" = 1 ] && "$REPO/test/ceph/down.sh"
+  ceph_own_cluster_down
   exit $rc
 }
 trap cleanup EXIT
@@ -163,7 +161,7 @@ EOF
   log "$system $workload run $run: $(tail -n 1 "$WORK/runs.jsonl")"
 }
 
-log "cluster: $ENV_FILE ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL SERVE_ARGS=${SERVE_ARGS:-(none)}"
+log "cluster: $LSVD_CEPH_DIR ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL SERVE_ARGS=${SERVE_ARGS:-(none)}"
 timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_CEPH_RBD_POOL/$IMAGE" || die "rbd create failed"
 fresh_volume "$READ_VOLUME" "$READ_CACHE"
 fresh_volume "$VOLUME" "$CACHE"

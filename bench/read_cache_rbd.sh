@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/read_cache_rbd.sh — lsvd's SSD read cache on RADOS against Ceph RBD, on the test cluster (test/ceph/up.sh,
-# memstore by default, its own state directory unless LSVD_CEPH_DIR says otherwise), fio 4 KiB random reads QD32 of a
+# memstore by default, a cluster of its own in a fresh state directory), fio 4 KiB random reads QD32 of a
 # working set (WS) both systems prefilled (1 MiB writes, untimed). Each run, in this order:
 #   rbd       RBD through librbd (fio's rbd engine)
 #   off       lsvd serve --no-read-cache
@@ -15,7 +15,7 @@
 #
 # Usage: bench/read_cache_rbd.sh     Env: RUNTIME (s, default 8), RUNS (3), WS (256M), SIZE (1G: image and volume),
 #   CACHE_SIZE (1G, half of it read cache), PHASES ("read zipf write"), BENCH_DIR (/var/tmp), LSVD_BIN (default: build
-#   one), STOP_CLUSTER (1: test/ceph/down.sh at the end), LSVD_CEPH_DIR (default /tmp/lsvd-ceph-rcbench-$UID).
+#   one). The cluster is the script's own (a fresh state directory, free ports), stopped at the end.
 # Output: one line per run on stderr, a table and `RESULT {json}` on stdout. Cleanup always: servers stopped, the
 #   image and the volumes' objects deleted, the work directory removed.
 set -euo pipefail
@@ -28,7 +28,6 @@ SIZE=${SIZE:-1G}
 CACHE_SIZE=${CACHE_SIZE:-1G}
 PHASES=${PHASES:-read zipf write}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
-export LSVD_CEPH_DIR=${LSVD_CEPH_DIR:-/tmp/lsvd-ceph-rcbench-$UID}
 CEPH_TIMEOUT_S=30
 FIO_SLACK_S=120
 
@@ -36,10 +35,9 @@ log() { echo "[read_cache_rbd] $(date +%T) $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 for tool in fio rbd rados ceph python3 jq; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 
-ENV_FILE=$(timeout 900 "$REPO/test/ceph/up.sh" up | tail -n 1) || die "test/ceph/up.sh failed"
-# shellcheck disable=SC1090
-source "$ENV_FILE"
-export CEPH_CONF CEPH_KEYRING
+source "$REPO/bench/_ceph_bench.sh"
+trap 'ceph_own_cluster_down' EXIT
+ceph_own_cluster_up "$REPO" || die "test/ceph/up.sh failed"
 
 WORK=$(mktemp -d "$BENCH_DIR/lsvd-rc-rbd.XXXXXX")
 TAG=rc$(date +%s)$$
@@ -52,14 +50,14 @@ ADMIN=$WORK/admin.sock
 SERVE_PID=
 CEPH_ARGS_LSVD=(--ceph-conf "$CEPH_CONF" --ceph-keyring "$CEPH_KEYRING")
 
-source "$REPO/bench/_ceph_bench.sh"
 cleanup() {
   local rc=$?
+  set +e # every step runs, whatever the one before it did: the cluster is always stopped
   stop_serve
   timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" rm "$LSVD_CEPH_RBD_POOL/$IMAGE" >/dev/null 2>&1 || true
   remove_rados_objects "^${TAG}w?(\.[0-9a-f]{8}|\.lease)?$"
   rm -rf "$WORK"
-  [ "${STOP_CLUSTER:-1}" = 1 ] && "$REPO/test/ceph/down.sh"
+  ceph_own_cluster_down
   exit $rc
 }
 trap cleanup EXIT
@@ -104,7 +102,7 @@ randread() { fio_iops "$1" --rw=randread --bs=4k --iodepth=32 "--size=$WS" --tim
 hit_rate() { "$LSVD" status --json --admin-socket "$ADMIN" | jq -r '.readCache | if . == null then "null" else (.hits / ((.hits + .misses) | if . == 0 then 1 else . end)) end'; }
 record() { echo "{\"phase\":\"$1\",\"mode\":\"$2\",\"run\":$3,\"iops\":$4,\"hit\":${5:-null}}" >>"$WORK/runs.jsonl"; log "$1 $2 run $3: $4 IOPS${5:+, hit rate $5}"; }
 
-log "cluster $ENV_FILE ($LSVD_CEPH_OBJECTSTORE), work $WORK, RUNTIME=$RUNTIME RUNS=$RUNS WS=$WS SIZE=$SIZE CACHE_SIZE=$CACHE_SIZE PHASES=$PHASES"
+log "cluster $LSVD_CEPH_DIR ($LSVD_CEPH_OBJECTSTORE), work $WORK, RUNTIME=$RUNTIME RUNS=$RUNS WS=$WS SIZE=$SIZE CACHE_SIZE=$CACHE_SIZE PHASES=$PHASES"
 timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_CEPH_RBD_POOL/$IMAGE" || die "rbd create failed"
 fresh_volume "$VOLUME"
 log "prefill $WS of each"
