@@ -92,6 +92,10 @@ export const IORING_OP_WRITEV = 2;
 export const IORING_OP_FSYNC = 3;
 export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
+export const IORING_OP_ACCEPT = 13;
+export const IORING_OP_ASYNC_CANCEL = 14;
+export const IORING_OP_SEND = 26;
+export const IORING_OP_RECV = 27;
 export const IORING_FSYNC_DATASYNC = 1;
 /** Bit of *cq.kflags (kernel 5.8+): while set, the kernel does not signal the registered eventfd. */
 export const IORING_CQ_EVENTFD_DISABLED = 1;
@@ -102,6 +106,10 @@ const OPCODE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [IORING_OP_FSYNC, "IORING_OP_FSYNC"],
   [IORING_OP_READ, "IORING_OP_READ"],
   [IORING_OP_WRITE, "IORING_OP_WRITE"],
+  [IORING_OP_ACCEPT, "IORING_OP_ACCEPT"],
+  [IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"],
+  [IORING_OP_SEND, "IORING_OP_SEND"],
+  [IORING_OP_RECV, "IORING_OP_RECV"],
 ];
 
 export const LIBURING_HEADER_PATH = "/usr/include/liburing.h";

@@ -1,11 +1,14 @@
-// The socket calls systemd integration needs and Bun does not offer (glibc 2.36, x86-64 Linux), bound with koffi:
-// what a descriptor inherited from the service manager is (getsockname, getsockopt SO_ACCEPTCONN/SO_TYPE), and one
-// AF_UNIX datagram to $NOTIFY_SOCKET (Bun and node:dgram have no unix datagram sockets).
-// Spec: man 2 socket / sendto / getsockname / getsockopt, man 7 unix, man 3 sd_notify (its "Notes": the protocol).
+// The socket calls Bun does not offer (glibc 2.36, x86-64 Linux), bound with koffi: what a descriptor inherited from
+// the service manager is (getsockname, getsockopt SO_ACCEPTCONN/SO_TYPE), one AF_UNIX datagram to $NOTIFY_SOCKET
+// (Bun and node:dgram have no unix datagram sockets), and the listening sockets of NBD on io_uring, whose
+// descriptors the ring accepts on, receives and sends through (Bun's sockets do not give theirs away).
+// Spec: man 2 socket / bind / listen / shutdown / sendto / getsockname / getsockopt / setsockopt, man 7 unix / tcp,
+// man 3 sd_notify (its "Notes": the protocol).
 //
 // Socket addresses cross this module as raw bytes; src/ops/socket_address.ts decodes them (pure).
 
 import { assert, IOError } from "../src/errors.ts";
+import { decodeSocketAddress, encodeSocketAddress, type SocketAddress } from "../src/ops/socket_address.ts";
 import { describeErrno } from "./libc.ts";
 import { koffi } from "./koffi.ts";
 
@@ -15,6 +18,12 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_TYPE = 3;
 const SO_ACCEPTCONN = 30;
+const SO_REUSEADDR = 2;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const SHUT_RDWR = 2;
+/** listen(2)'s backlog; the kernel caps it at net.core.somaxconn. */
+const LISTEN_BACKLOG = 511;
 /** No SIGPIPE if the receiver is gone: an error instead. */
 const MSG_NOSIGNAL = 0x4000;
 export const SOCK_STREAM = 1;
@@ -30,6 +39,10 @@ const closeNative = lib.func("int close(int fd)");
 const sendtoNative = lib.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)");
 const getsocknameNative = lib.func("int getsockname(int fd, void *addr, void *addrlen)");
 const getsockoptNative = lib.func("int getsockopt(int fd, int level, int name, void *value, void *valuelen)");
+const setsockoptNative = lib.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t valuelen)");
+const bindNative = lib.func("int bind(int fd, const void *addr, uint32_t addrlen)");
+const listenNative = lib.func("int listen(int fd, int backlog)");
+const shutdownNative = lib.func("int shutdown(int fd, int how)");
 
 function fail(what: string): never {
   const errno = koffi.errno();
@@ -79,4 +92,43 @@ export function sendUnixDatagram(path: string, message: Uint8Array): void {
   } finally {
     closeNative(fd);
   }
+}
+
+/**
+ * A listening stream socket bound to `address` (SO_REUSEADDR for TCP, as Bun's listeners have), and the address it
+ * got (the port the kernel chose for port 0). The caller owns the descriptor (closeSocket). A unix path must be
+ * free: claiming a stale one is the caller's job.
+ */
+export function listenStream(address: SocketAddress): { fd: number; address: SocketAddress } {
+  const where = address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
+  const bytes = encodeSocketAddress(address);
+  const family = new DataView(bytes.buffer).getUint16(0, true);
+  const fd = socketNative(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail(`create a socket for ${where}`);
+  try {
+    if (address.kind === "tcp" && (setsockoptNative(fd, SOL_SOCKET, SO_REUSEADDR, new Int32Array([1]), 4) as number) < 0) fail(`set SO_REUSEADDR on ${where}`);
+    if ((bindNative(fd, bytes, bytes.length) as number) < 0) fail(`listen on ${where}`);
+    if ((listenNative(fd, LISTEN_BACKLOG) as number) < 0) fail(`listen on ${where}`);
+    return { fd, address: decodeSocketAddress(socketNameBytes(fd)) };
+  } catch (error) {
+    closeNative(fd);
+    throw error;
+  }
+}
+
+/** TCP_NODELAY on an accepted TCP socket: replies go out when written, not when the peer's ACK comes. */
+export function setNoDelay(fd: number): void {
+  if ((setsockoptNative(fd, IPPROTO_TCP, TCP_NODELAY, new Int32Array([1]), 4) as number) < 0) fail(`set TCP_NODELAY on descriptor ${fd}`);
+}
+
+/**
+ * shutdown(SHUT_RDWR): a FIN after what is queued, and a receive waiting on the socket returns 0. An error (the peer
+ * already gone: ENOTCONN) is ignored: the socket is being closed either way.
+ */
+export function shutdownSocket(fd: number): void {
+  shutdownNative(fd, SHUT_RDWR);
+}
+
+export function closeSocket(fd: number): void {
+  closeNative(fd);
 }

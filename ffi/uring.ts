@@ -40,8 +40,14 @@
 //   kernel never overwrites a CQE we still read. On x86-64 (TSO) loads are not reordered with loads, nor stores
 //   with earlier loads, so these give acquire/release without fences.
 //
+// Socket ops (accept, recv, send, and the cancel of one of them) have slots of their own, after the file ops'
+// (`socketSlots` when the ring is opened): a recv waits for its peer for as long as the peer likes, so file ops must
+// never wait behind one, nor a socket op behind a full journal. A socket op does not settle a promise: its
+// listener's onSocketOp gets the CQE's result as it is (bytes, a new descriptor, or -errno; a short send is not an
+// error here), and its owner bounds how many it has in flight (NBD on io_uring: src/nbd/uring_socket.ts).
+//
 // Invariants:
-// - inflight (slots taken) <= queueDepth <= SQ entries, and CQ entries = 2 x SQ entries: the SQ never overflows and
+// - inflight (slots taken) <= queueDepth + socketSlots <= SQ entries, and CQ entries = 2 x SQ entries: the SQ never overflows and
 //   the CQ cannot overflow, so no op is ever dropped or has to be retried for lack of ring space.
 // - Every slot taken has exactly one SQE written and exactly one CQE to come; its promise settles exactly once.
 // - A waiting op holds no slot. The waiting FIFO is non-empty only while every slot is taken.
@@ -70,6 +76,10 @@ import {
 } from "./libc.ts";
 import {
   checkHeaderLayout,
+  IORING_OP_ACCEPT,
+  IORING_OP_ASYNC_CANCEL,
+  IORING_OP_RECV,
+  IORING_OP_SEND,
   checkRingLayout,
   CQE_BYTES,
   CqeWord,
@@ -116,6 +126,11 @@ interface WaitingOp {
   readonly reject: Reject;
 }
 
+/** Told the result of a socket op: bytes moved (0: the peer closed), a new descriptor (accept), or -errno. */
+export interface SocketOpListener {
+  onSocketOp(result: number): void;
+}
+
 let headersChecked = false;
 
 function checkHeadersOnce(): void {
@@ -128,6 +143,10 @@ function checkHeadersOnce(): void {
 function operationName(opcode: number, opFlags: number): string {
   if (opcode === IORING_OP_READ || opcode === IORING_OP_READV) return "read";
   if (opcode === IORING_OP_WRITE || opcode === IORING_OP_WRITEV) return "write";
+  if (opcode === IORING_OP_ACCEPT) return "accept";
+  if (opcode === IORING_OP_RECV) return "receive";
+  if (opcode === IORING_OP_SEND) return "send";
+  if (opcode === IORING_OP_ASYNC_CANCEL) return "cancel";
   return opFlags & IORING_FSYNC_DATASYNC ? "fdatasync" : "fsync";
 }
 
@@ -140,7 +159,9 @@ function u32View(address: number, bytes: number): Uint32Array {
  * process) alive: close() it.
  */
 export class Uring {
+  /** Slots of file ops (read, write, fsync); socket ops have `socketSlots` more, after these. */
   readonly queueDepth: number;
+  readonly socketSlots: number;
 
   private readonly lib = liburing();
   private readonly ringAddress: number;
@@ -171,6 +192,10 @@ export class Uring {
   private readonly slotReject: (Reject | undefined)[];
   private readonly freeSlots: Int32Array;
   private freeSlotCount: number;
+  /** Socket ops: their listener per slot (null for a cancel), and the free socket slots. */
+  private readonly slotListener: (SocketOpListener | null)[];
+  private readonly freeSocketSlots: Int32Array;
+  private freeSocketSlotCount: number;
 
   private readonly waiting: (WaitingOp | undefined)[] = [];
   private waitingHead = 0;
@@ -199,28 +224,32 @@ export class Uring {
 
   /**
    * Sets up a ring with queueDepth slots that polls its CQ for up to pollIdleTurns empty event-loop turns after a
-   * submit (0: it waits on the eventfd only). Throws NotSupportedError when liburing's layout is not the expected one.
+   * submit (0: it waits on the eventfd only), with socketSlots more slots for socket ops (0: it does none). Throws
+   * NotSupportedError when liburing's layout is not the expected one.
    */
-  static open(queueDepth: number = URING_QUEUE_DEPTH, pollIdleTurns: number = URING_POLL_IDLE_TURNS): Uring {
+  static open(queueDepth: number = URING_QUEUE_DEPTH, pollIdleTurns: number = URING_POLL_IDLE_TURNS, socketSlots = 0): Uring {
     assert(Number.isSafeInteger(queueDepth) && queueDepth >= 1 && queueDepth <= 4096, "queue depth in 1..4096");
+    assert(Number.isSafeInteger(socketSlots) && socketSlots >= 0 && socketSlots <= 4096, "socket slots in 0..4096");
     assert(Number.isSafeInteger(pollIdleTurns) && pollIdleTurns >= 0, "poll idle turns is a non-negative integer");
     checkHeadersOnce();
-    return new Uring(queueDepth, pollIdleTurns);
+    return new Uring(queueDepth, pollIdleTurns, socketSlots);
   }
 
-  private constructor(queueDepth: number, pollIdleTurns: number) {
+  private constructor(queueDepth: number, pollIdleTurns: number, socketSlots: number) {
     this.queueDepth = queueDepth;
+    this.socketSlots = socketSlots;
     this.pollIdleTurns = pollIdleTurns;
+    const slots = queueDepth + socketSlots;
     this.ringAddress = allocAligned(RING_STRUCT_BYTES, 64);
-    const rc = this.lib.queueInit(queueDepth, this.ringAddress);
+    const rc = this.lib.queueInit(slots, this.ringAddress);
     if (rc < 0) {
       freeAligned(this.ringAddress);
-      throw new IOError(`Cannot set up io_uring with ${queueDepth} entries: ${describeErrno(-rc)}`, false, { errno: -rc });
+      throw new IOError(`Cannot set up io_uring with ${slots} entries: ${describeErrno(-rc)}`, false, { errno: -rc });
     }
     let eventfd = -1;
     try {
       const ring = new DataView(viewMemory(this.ringAddress, RING_STRUCT_BYTES));
-      checkRingLayout(ring, queueDepth, (address) => u32View(address, 4)[0]!);
+      checkRingLayout(ring, slots, (address) => u32View(address, 4)[0]!);
       const pointer = (offset: number) => readPointer(this.ringAddress, offset);
       this.ringWords = new Uint32Array(ring.buffer);
       const sqEntries = ring.getUint32(RingOffset.sqRingEntries, true);
@@ -235,7 +264,7 @@ export class Uring {
       this.cqKhead = u32View(pointer(RingOffset.cqKhead), 4);
       this.cqKflags = u32View(pointer(RingOffset.cqKflags), 4);
       this.cqHead = Atomics.load(this.cqKhead, 0);
-      assert(cqEntries >= queueDepth && sqEntries >= queueDepth, "the rings hold every op in flight");
+      assert(cqEntries >= slots && sqEntries >= slots, "the rings hold every op in flight");
 
       eventfd = openEventfd();
       const registered = this.lib.registerEventfd(this.ringAddress, eventfd);
@@ -252,24 +281,38 @@ export class Uring {
 
     this.iovecAddress = allocAligned(queueDepth * URING_IOVECS_PER_OP_MAX * IOVEC_BYTES, 64);
     this.iovecWords = u32View(this.iovecAddress, queueDepth * URING_IOVECS_PER_OP_MAX * IOVEC_BYTES);
-    this.slotOpcode = new Uint8Array(queueDepth);
-    this.slotOpFlags = new Uint8Array(queueDepth);
-    this.slotOffset = new Float64Array(queueDepth);
-    this.slotBytes = new Float64Array(queueDepth);
-    this.slotLabel = new Array<string>(queueDepth).fill("");
-    this.slotResolve = new Array<Resolve | undefined>(queueDepth).fill(undefined);
-    this.slotReject = new Array<Reject | undefined>(queueDepth).fill(undefined);
+    this.slotOpcode = new Uint8Array(slots);
+    this.slotOpFlags = new Uint8Array(slots);
+    this.slotOffset = new Float64Array(slots);
+    this.slotBytes = new Float64Array(slots);
+    this.slotLabel = new Array<string>(slots).fill("");
+    this.slotResolve = new Array<Resolve | undefined>(slots).fill(undefined);
+    this.slotReject = new Array<Reject | undefined>(slots).fill(undefined);
     this.freeSlots = new Int32Array(queueDepth);
     for (let index = 0; index < queueDepth; index++) this.freeSlots[index] = queueDepth - 1 - index;
     this.freeSlotCount = queueDepth;
+    this.slotListener = new Array<SocketOpListener | null>(slots).fill(null);
+    this.freeSocketSlots = new Int32Array(socketSlots);
+    for (let index = 0; index < socketSlots; index++) this.freeSocketSlots[index] = slots - 1 - index;
+    this.freeSocketSlotCount = socketSlots;
 
     this.wakeReader = Bun.file(this.eventfd).stream().getReader();
     this.reaping = this.reapLoop();
   }
 
-  /** Ops holding a slot (submitted or about to be). */
+  /** Ops holding a slot (submitted or about to be), file and socket ops alike. */
   get inflight(): number {
+    return this.fileInflight + this.socketInflight;
+  }
+
+  /** File ops holding a slot. */
+  get fileInflight(): number {
     return this.queueDepth - this.freeSlotCount;
+  }
+
+  /** Socket ops holding a slot (cancels included). */
+  get socketInflight(): number {
+    return this.socketSlots - this.freeSocketSlotCount;
   }
 
   /** Ops waiting in JS for a slot. */
@@ -303,6 +346,34 @@ export class Uring {
    */
   fsync(fd: number, dataOnly: boolean, label: string): Promise<void> {
     return this.enqueue(IORING_OP_FSYNC, fd, 0, 0, undefined, undefined, 0, dataOnly ? IORING_FSYNC_DATASYNC : 0, label);
+  }
+
+  /**
+   * Starts a socket op in a socket slot and returns the slot (to cancel the op with). `address2` is the SQE's second
+   * address (accept: the address length's), `opFlags` its msg_flags or accept flags. The caller bounds its ops in
+   * flight below socketSlots (a cancel takes a slot too). The listener is called once, from a reap.
+   */
+  socketOp(opcode: number, fd: number, address: number, bytes: number, address2: number, opFlags: number, listener: SocketOpListener | null, label: string): number {
+    const refusal = this.closing ? "io_uring is closed" : this.broken?.message;
+    if (refusal !== undefined) throw new IOError(`Cannot ${operationName(opcode, opFlags)} ${label}: ${refusal}`, false, { errno: EBADF });
+    assert(opcode === IORING_OP_ACCEPT || opcode === IORING_OP_RECV || opcode === IORING_OP_SEND || opcode === IORING_OP_ASYNC_CANCEL, "a socket opcode");
+    assert(this.freeSocketSlotCount > 0, "a socket slot is free (the caller bounds its socket ops)");
+    assert(bytes >= 0 && bytes < TWO_POW_32, "op length fits the SQE's 32-bit len");
+    const slot = this.freeSocketSlots[--this.freeSocketSlotCount]!;
+    this.slotOpcode[slot] = opcode;
+    this.slotOpFlags[slot] = 0;
+    this.slotBytes[slot] = bytes;
+    this.slotLabel[slot] = label;
+    this.slotListener[slot] = listener;
+    this.writeSqe(opcode, fd, address2, address, bytes, opFlags, slot);
+    return slot;
+  }
+
+  /** Asks the kernel to cancel the socket op in `slot` (it then completes with -ECANCELED, or has completed). */
+  cancelSocketOp(slot: number, label: string): void {
+    assert(slot >= this.queueDepth && slot < this.queueDepth + this.socketSlots, "a socket slot");
+    assert(this.slotOpcode[slot] !== IORING_OP_ASYNC_CANCEL, "a cancel is not cancelled");
+    this.socketOp(IORING_OP_ASYNC_CANCEL, -1, slot, 0, 0, 0, null, label);
   }
 
   /**
@@ -430,6 +501,11 @@ export class Uring {
       length = addresses.length;
     }
 
+    this.writeSqe(opcode, fd, offset, address, length, opFlags, slot);
+  }
+
+  /** Writes one SQE at the SQ tail; submits when a batch is full, else at the end of the turn. */
+  private writeSqe(opcode: number, fd: number, offset: number, address: number, length: number, opFlags: number, slot: number): void {
     const words = this.sqeWords;
     const base = (this.sqTail & this.sqMask) * WORDS_PER_SQE;
     words[base + SqeWord.opcodeFlagsIoprio] = opcode;
@@ -471,7 +547,7 @@ export class Uring {
     this.unsubmitted = 0;
     const unconsumed = (this.sqTail - Atomics.load(this.sqKhead, 0)) >>> 0;
     if (unconsumed === 0) return;
-    assert(unconsumed <= this.queueDepth, "SQ holds at most one SQE per slot");
+    assert(unconsumed <= this.queueDepth + this.socketSlots, "SQ holds at most one SQE per slot");
     this.ringWords[RingOffset.sqSqeTail / 4] = this.sqTail;
     const rc = this.lib.submit(this.ringAddress);
     if (rc < 0 && rc !== -EAGAIN && rc !== -EBUSY && rc !== -EINTR) {
@@ -524,11 +600,15 @@ export class Uring {
     if (this.backstopTimer === undefined) this.backstopTimer = setTimeout(this.backstopBound, URING_BACKSTOP_MS);
   }
 
+  /**
+   * Re-armed while file ops are in flight only: a recv waits for its peer as long as the peer likes, and a timer
+   * every URING_BACKSTOP_MS for each idle connection would cost wakes for nothing (each submit still arms it once).
+   */
   private backstop(): void {
     this.backstopTimer = undefined;
     if (this.torndown) return;
     this.reap();
-    if (this.inflight > 0 && !this.polling) this.armBackstop();
+    if (this.fileInflight > 0 && !this.polling) this.armBackstop();
   }
 
   /** Consumes every CQE the kernel has posted, then hands freed slots to waiting ops. Returns how many. */
@@ -542,7 +622,8 @@ export class Uring {
       const slot = words[base + CqeWord.userDataLow]!;
       const result = words[base + CqeWord.result]!;
       head = (head + 1) >>> 0;
-      this.complete(slot, result);
+      if (slot < this.queueDepth) this.complete(slot, result);
+      else this.completeSocketOp(slot, result);
     }
     const reaped = (head - this.cqHead) >>> 0;
     this.cqHead = head;
@@ -562,6 +643,23 @@ export class Uring {
     this.freeSlots[this.freeSlotCount++] = slot;
     if (result === this.slotBytes[slot]) resolve();
     else reject(this.completionError(slot, result));
+  }
+
+  /** A socket op's CQE: free the slot first (the listener may start the next op at once), then tell the listener. */
+  private completeSocketOp(slot: number, result: number): void {
+    assert(slot >= this.queueDepth && slot < this.queueDepth + this.socketSlots, "CQE user_data is a slot index");
+    const listener = this.slotListener[slot]!;
+    this.slotListener[slot] = null;
+    this.freeSocketSlots[this.freeSocketSlotCount++] = slot;
+    if (listener === null) return;
+    try {
+      listener.onSocketOp(result);
+    } catch (error) {
+      // The reap must finish (the CQ head is stored after the loop): the error surfaces on its own, after it.
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
   }
 
   private completionError(slot: number, result: number): IOError {
@@ -602,6 +700,10 @@ export class Uring {
     const kernelHead = Atomics.load(this.sqKhead, 0);
     for (let index = kernelHead; index !== this.sqTail; index = (index + 1) >>> 0) {
       const slot = this.sqeWords[(index & this.sqMask) * WORDS_PER_SQE + SqeWord.userDataLow]!;
+      if (slot >= this.queueDepth) {
+        this.completeSocketOp(slot, -(error.errno ?? EBADF));
+        continue;
+      }
       const reject = this.slotReject[slot]!;
       this.slotResolve[slot] = undefined;
       this.slotReject[slot] = undefined;

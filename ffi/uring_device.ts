@@ -44,6 +44,11 @@ export interface UringDeviceOptions {
    * writing one journal would each overwrite the other's records. serve, gc and mkcache ask for it.
    */
   exclusive?: boolean;
+  /**
+   * A ring shared with others (lsvd serve --nbd-io uring: the NBD sockets' ops and the journal's on one ring): the
+   * device uses it instead of opening its own, waits for its own ops on close, and never closes it.
+   */
+  ring?: Uring;
 }
 
 /**
@@ -88,10 +93,10 @@ export async function openUringDevice(path: string, options: UringDeviceOptions 
     if (sizeBytes === 0) throw new InvalidArgumentError(`Cannot use ${path} as a cache device: it is smaller than a page`);
     // The second descriptor, without O_DIRECT, serves readCached() through the page cache.
     cachedFd = openFile(path, O_RDONLY | O_CLOEXEC, 0);
-    uring = Uring.open(queueDepth, pollIdleTurns);
-    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice, cachedFd);
+    uring = options.ring ?? Uring.open(queueDepth, pollIdleTurns);
+    return new UringDevice(path, fd, sizeBytes, uring, new AlignedBufferPool(options.poolBytesMax), stat.isBlockDevice, cachedFd, options.ring === undefined);
   } catch (error) {
-    if (uring !== undefined) await uring.close();
+    if (uring !== undefined && options.ring === undefined) await uring.close();
     if (cachedFd >= 0) closeFile(cachedFd, path);
     closeFile(fd, path);
     throw error;
@@ -113,7 +118,24 @@ export class UringDevice implements CacheDevice {
     readonly isBlockDevice = false,
     /** The same file opened without O_DIRECT, for readCached(); -1: readCached() reads like read(). */
     private readonly cachedFd = -1,
+    /** False: the ring is shared (UringDeviceOptions.ring), and close() waits for this device's ops only. */
+    private readonly ownsRing = true,
   ) {}
+
+  /** On a shared ring: this device's ops in flight, and close()'s wait for the last one. */
+  private opsInFlight = 0;
+  private opsIdle: (() => void) | undefined;
+  private readonly opDone = () => {
+    if (--this.opsInFlight === 0) this.opsIdle?.();
+  };
+
+  /** Counts `op` while it runs when the ring is shared (an owned ring's close() waits for every op itself). */
+  private tracked(op: Promise<void>): Promise<void> {
+    if (this.ownsRing) return op;
+    this.opsInFlight++;
+    op.then(this.opDone, this.opDone);
+    return op;
+  }
 
   read(offset: number, buffer: Uint8Array): Promise<void> {
     return this.readFrom(this.fd, offset, buffer);
@@ -135,7 +157,7 @@ export class UringDevice implements CacheDevice {
     const addressRefusal = this.checkAddress("read", offset, buffer, address);
     if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
     if (buffer.byteLength === 0) return Promise.resolve();
-    return this.uring.read(fd, address!, buffer.byteLength, offset, this.path);
+    return this.tracked(this.uring.read(fd, address!, buffer.byteLength, offset, this.path));
   }
 
   write(offset: number, buffers: Uint8Array[]): Promise<void> {
@@ -149,7 +171,7 @@ export class UringDevice implements CacheDevice {
       const addressRefusal = this.checkAddress("write", offset, buffer, address);
       if (addressRefusal !== undefined) return Promise.reject(addressRefusal);
       if (bytes === 0) return Promise.resolve();
-      return this.uring.write(this.fd, address!, bytes, offset, this.path);
+      return this.tracked(this.uring.write(this.fd, address!, bytes, offset, this.path));
     }
     const addresses = new Array<number>(buffers.length);
     const lengths = new Array<number>(buffers.length);
@@ -162,14 +184,14 @@ export class UringDevice implements CacheDevice {
       lengths[index] = buffer.byteLength;
     }
     if (bytes === 0) return Promise.resolve();
-    if (buffers.length <= URING_IOVECS_PER_OP_MAX) return this.uring.writev(this.fd, addresses, lengths, offset, this.path);
+    if (buffers.length <= URING_IOVECS_PER_OP_MAX) return this.tracked(this.uring.writev(this.fd, addresses, lengths, offset, this.path));
     // More buffers than one op carries: consecutive ops at consecutive offsets. The write resolves when all have.
     const parts: Promise<void>[] = [];
     let partOffset = offset;
     for (let start = 0; start < buffers.length; start += URING_IOVECS_PER_OP_MAX) {
       const end = Math.min(start + URING_IOVECS_PER_OP_MAX, buffers.length);
       const partLengths = lengths.slice(start, end);
-      parts.push(this.uring.writev(this.fd, addresses.slice(start, end), partLengths, partOffset, this.path));
+      parts.push(this.tracked(this.uring.writev(this.fd, addresses.slice(start, end), partLengths, partOffset, this.path)));
       for (const length of partLengths) partOffset += length;
     }
     return Promise.all(parts).then(() => undefined);
@@ -178,17 +200,18 @@ export class UringDevice implements CacheDevice {
   /** Makes writes that completed before this call durable (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC). */
   fdatasync(): Promise<void> {
     if (this.closing !== undefined) return Promise.reject(this.closedError("fdatasync", undefined));
-    return this.uring.fsync(this.fd, true, this.path);
+    return this.tracked(this.uring.fsync(this.fd, true, this.path));
   }
 
-  /** Refuses new requests, lets queued and in-flight ones finish, then closes the ring, the file and the pool. */
+  /** Refuses new requests, lets queued and in-flight ones finish, then closes the ring (its own), the file and the pool. */
   close(): Promise<void> {
     this.closing ??= this.drainAndClose();
     return this.closing;
   }
 
   private async drainAndClose(): Promise<void> {
-    await this.uring.close();
+    if (this.ownsRing) await this.uring.close();
+    else if (this.opsInFlight > 0) await new Promise<void>((resolve) => (this.opsIdle = resolve));
     if (this.cachedFd >= 0) closeFile(this.cachedFd, this.path);
     closeFile(this.fd, this.path);
     this.pool.close();

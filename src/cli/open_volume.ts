@@ -7,6 +7,7 @@
 import type { BackendOptions } from "../backend/backend_uri.ts";
 import type { RetryingStore } from "../backend/retrying_store.ts";
 import { openUringDevice } from "../../ffi/uring_device.ts";
+import type { Uring } from "../../ffi/uring.ts";
 import type { Lease } from "../volume/lease.ts";
 import { takeOwnership } from "../volume/ownership.ts";
 import { Volume, type VolumeOptions } from "../volume/volume.ts";
@@ -42,13 +43,15 @@ export interface HolderInfo {
 
 /**
  * Resources one process shares among the volumes it serves (lsvd serve --export ...), made once at start-up and
- * handed to every volume's open: the shared read-cache device (--read-cache-device), or null.
+ * handed to every volume's open: the shared read-cache device (--read-cache-device), or null; the ring the NBD
+ * sockets use (--nbd-io uring), which the cache devices use too, or null.
  */
 export interface SharedResources {
   readCache: SharedReadCache | null;
+  ring: Uring | null;
 }
 
-export const NO_SHARED_RESOURCES: SharedResources = { readCache: null };
+export const NO_SHARED_RESOURCES: SharedResources = { readCache: null, ring: null };
 
 /** A volume whose lease this process holds, not opened yet (serve takes every lease before any recovery). */
 export interface OwnedVolume {
@@ -90,7 +93,7 @@ export async function ownVolume(volumeUri: string, backendOptions: BackendOption
   async function openOwned(cachePath: string, options: OpenOptions, shared: SharedResources): Promise<OpenedVolume> {
     let device: Awaited<ReturnType<typeof openUringDevice>>;
     try {
-      device = await openUringDevice(cachePath, { exclusive: true });
+      device = await openUringDevice(cachePath, { exclusive: true, ring: shared.ring ?? undefined });
     } catch (error) {
       await release();
       throw error;

@@ -118,7 +118,7 @@ async function openVolumes(parsed: Parsed, specs: readonly ExportSpec[], owned: 
       ...settings,
       log: logs.lastErrors[index]!.wrap(logs.info[index]!, false),
       progress: (what, done, total) => progress.count(done, total, `${spec.name}: ${what}`),
-    }, spec.readCache === false ? NO_SHARED_RESOURCES : shared); // read-cache=off: not even the shared device
+    }, spec.readCache === false ? { ...shared, readCache: null } : shared); // read-cache=off: not even the shared device
   }));
   progress.clear();
   const failed = settled.findIndex((outcome) => outcome.status === "rejected");
@@ -171,7 +171,7 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
   const info = makeLogger("lsvd");
   const names = specs.map((spec) => spec.name);
   const service = ServeService.begin({ pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") }, log);
-  const server = await bindListeners(parsed, info, log, service.inherited);
+  const server = await bindListeners(parsed, info, log, service.inherited, shared.ring);
   const config = stringOption(parsed, "config");
   const defaultSocket = defaultDaemonAdminSocketPath(config !== undefined ? { configFile: config } : { names });
   const monitor = await ServeMonitor.openExports(parsed, specs, defaultSocket, info, withSocketDirectoryLock).catch(async (error) => {

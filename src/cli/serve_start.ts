@@ -5,13 +5,23 @@
 
 import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
-import { BATCH_BYTES_MAX, BATCH_BYTES_MIN, NBD_PORT_DEFAULT, PAGE_BYTES, SECTOR_BYTES } from "../constants.ts";
+import { Uring } from "../../ffi/uring.ts";
+import {
+  BATCH_BYTES_MAX,
+  BATCH_BYTES_MIN,
+  NBD_PORT_DEFAULT,
+  NBD_URING_SOCKET_SLOTS,
+  PAGE_BYTES,
+  SECTOR_BYTES,
+  URING_POLL_IDLE_TURNS,
+  URING_QUEUE_DEPTH,
+} from "../constants.ts";
 import { IOError, InvalidArgumentError } from "../errors.ts";
 import { listenNbd, type NbdServer } from "../nbd/server.ts";
 import type { InheritedListener } from "../ops/systemd.ts";
 import type { LogFn } from "../util/log.ts";
 import { formatSize, parseSize } from "../util/size.ts";
-import { gcThresholdOption, stringOption, type Parsed } from "./args.ts";
+import { gcThresholdOption, stringOption, type OptionSpec, type Parsed } from "./args.ts";
 import type { OpenedVolume } from "./open_volume.ts";
 import { tlsFrom } from "./tls_options.ts";
 
@@ -69,16 +79,35 @@ export function absoluteSocket(uri: string): string {
   return match === null ? uri : `nbd+unix:///?socket=${resolvePath(match[1]!)}`;
 }
 
-/** Step 1: bind every listener, before anything irreversible happens. */
-export async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[]): Promise<NbdServer> {
+export const NBD_IO_OPTIONS: OptionSpec = { "nbd-io": { type: "string", default: "socket" } };
+
+export const NBD_IO_HELP = `  --nbd-io socket|uring  how NBD bytes move: socket (the default): Bun's sockets; uring: the server's own
+                         sockets, accepted, received and sent as io_uring ops on the ring the journal uses
+                         (one submit and one wake for network and disk; docs/architecture.md, "NBD on
+                         io_uring"). uring offers no TLS`;
+
+/**
+ * --nbd-io: null for socket (Bun's sockets); for uring, the ring the NBD sockets and the served volumes' cache devices
+ * share: URING_QUEUE_DEPTH file slots per volume, NBD_URING_SOCKET_SLOTS socket slots. The caller closes it after
+ * the server and the volumes are closed.
+ */
+export function nbdRingFrom(parsed: Parsed, volumes: number): Uring | null {
+  const mode = stringOption(parsed, "nbd-io") ?? "socket";
+  if (mode === "socket") return null;
+  if (mode !== "uring") throw new InvalidArgumentError(`Invalid --nbd-io '${mode}': expected socket or uring`);
+  if ((parsed.values.tls ?? "off") !== "off") throw new InvalidArgumentError("--nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket");
+  return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+}
+
+/** Step 1: bind every listener, before anything irreversible happens (on `ring` for --nbd-io uring). */
+export async function bindListeners(parsed: Parsed, info: LogFn, log: LogFn, inherited: InheritedListener[], ring: Uring | null = null): Promise<NbdServer> {
   const tls = tlsFrom(parsed, info);
-  if (inherited.length > 0) {
-    return listenNbd({ inherited, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
-  }
+  const common = { log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls, ring: ring ?? undefined };
+  if (inherited.length > 0) return listenNbd({ inherited, ...common });
   const socketPath = stringOption(parsed, "socket");
   const listenText = stringOption(parsed, "listen");
   const listen = listenText ? parseListen(listenText) : socketPath ? undefined : { host: "127.0.0.1", port: NBD_PORT_DEFAULT };
-  const bind = () => listenNbd({ socketPath, listen, log: info, errorLog: log, handshakeTimeoutMs: positiveIntegerOption(parsed, "handshake-timeout-ms"), tls });
+  const bind = () => listenNbd({ socketPath, listen, ...common });
   return socketPath === undefined ? bind() : withSocketDirectoryLock(socketPath, bind);
 }
 

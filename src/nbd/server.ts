@@ -22,6 +22,10 @@
 // handshake timeout keeps running through the TLS handshake, so a client that stalls or sends garbage there is
 // dropped like one that stalls in the clear. Rules in docs/architecture.md, "TLS".
 //
+// NBD on io_uring (`ring` given, lsvd serve --nbd-io uring): the listeners are sockets of our own whose accepts,
+// receives and sends are ops on that ring (uring_socket.ts); everything above the bytes is the same. TLS needs
+// Bun's sockets, so a server with `ring` offers no TLS.
+//
 // A connection is counted from accept until its socket is closed AND none of its device calls is in flight, so
 // connectionCount() returning to 0 means nothing of it is left, and close() resolves only when the device is no
 // longer being called on anyone's behalf.
@@ -33,6 +37,7 @@ import {
   NBD_ERROR_LOG_LINES_PER_SECOND,
   NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
   NBD_NEGOTIATING_MAX,
+  NBD_URING_LISTENERS_MAX,
 } from "../constants.ts";
 import { IOError, InvalidArgumentError, assert } from "../errors.ts";
 import type { BlockDevice } from "./block_device.ts";
@@ -41,6 +46,9 @@ import { LogLimiter } from "./log_limiter.ts";
 import { OutputQueue } from "./output_queue.ts";
 import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from "./session.ts";
 import type { TlsServerOptions } from "./tls_credentials.ts";
+import { UringListener, type UringSocket } from "./uring_socket.ts";
+import { listenStream } from "../../ffi/socket.ts";
+import type { Uring } from "../../ffi/uring.ts";
 
 export interface NbdListenOptions {
   socketPath?: string;
@@ -60,6 +68,11 @@ export interface NbdListenOptions {
   handshakeTimeoutMs?: number;
   /** TLS offered (`on`) or required (`require`) with these credentials; absent: NOTLS, STARTTLS is unsupported. */
   tls?: { mode: Exclude<TlsMode, "off">; options: TlsServerOptions };
+  /**
+   * NBD on io_uring: accept, receive and send as ops on this ring (opened with at least NBD_URING_SOCKET_SLOTS socket
+   * slots, and closed by the caller after close()). Not with `tls`.
+   */
+  ring?: Uring;
 }
 
 export interface NbdExportOptions {
@@ -116,10 +129,12 @@ export interface NbdServer {
 
 type BunSocket = import("bun").Socket<Connection | undefined>;
 type BunListener = import("bun").TCPSocketListener<Connection | undefined> | import("bun").UnixSocketListener<Connection | undefined>;
+/** What a connection writes to and ends: a Bun socket, or one on io_uring. */
+type NbdSocket = BunSocket | UringSocket;
 
 class Connection {
   /** Both change once, when STARTTLS upgrades the connection to TLS. */
-  socket: BunSocket;
+  socket: NbdSocket;
   output: OutputQueue;
   handshake: Handshake | null = null;
   session: NbdSession | null = null;
@@ -133,14 +148,14 @@ class Connection {
 
   constructor(
     readonly server: Server,
-    socket: BunSocket,
+    socket: NbdSocket,
     readonly name: string,
   ) {
     this.socket = socket;
     this.output = this.outputFor(socket);
   }
 
-  private outputFor(socket: BunSocket): OutputQueue {
+  private outputFor(socket: NbdSocket): OutputQueue {
     const output = new OutputQueue(socket);
     // A failed write means the peer is gone; Bun gives no close event for a paused socket, so close it ourselves.
     output.onFailed = () => this.onTransportFailed();
@@ -225,7 +240,8 @@ class Connection {
       this.end();
       return;
     }
-    const plain = this.socket;
+    const plain = this.socket as BunSocket;
+    assert(this.server.ring === undefined, "a server on io_uring offers no TLS");
     this.tls = "handshaking";
     let raw: BunSocket;
     let upgraded: BunSocket;
@@ -346,7 +362,8 @@ class Server implements NbdServer {
   /** Lines clients can cause in bulk go through here (failed requests, refusals, timeouts). */
   private readonly limiter: LogLimiter;
   readonly handshakeTimeoutMs: number;
-  private readonly listeners: Array<{ listener: BunListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
+  readonly ring: Uring | undefined;
+  private readonly listeners: Array<{ listener: BunListener | UringListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
   private served: Map<string, ServedExport> | null = null;
@@ -364,6 +381,8 @@ class Server implements NbdServer {
     this.limiter = new LogLimiter({ log: this.errorLog, linesPerWindow: NBD_ERROR_LOG_LINES_PER_SECOND, windowMs: 1000 });
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT;
     this.tls = options.tls;
+    this.ring = options.ring;
+    if (this.ring !== undefined && this.tls !== undefined) throw new InvalidArgumentError("NBD on io_uring offers no TLS: serve TLS on Bun's sockets");
     assert(Number.isSafeInteger(this.handshakeTimeoutMs) && this.handshakeTimeoutMs > 0, "handshake timeout is a positive integer");
   }
 
@@ -380,7 +399,8 @@ class Server implements NbdServer {
     return this.listeners.map(({ listener, unixPath, host, port }) => {
       if (unixPath !== null) return `nbd+unix:///${nameSuffix}?socket=${unixPath}`;
       const hostPart = host!.includes(":") ? `[${host}]` : host!;
-      return `nbd://${hostPart}:${port ?? (listener as import("bun").TCPSocketListener<Connection | undefined>).port}${nameSuffix === "" ? "" : `/${nameSuffix}`}`;
+      const boundPort = listener instanceof UringListener ? listener.port : (listener as import("bun").TCPSocketListener<Connection | undefined>).port;
+      return `nbd://${hostPart}:${port ?? boundPort}${nameSuffix === "" ? "" : `/${nameSuffix}`}`;
     });
   }
 
@@ -400,6 +420,7 @@ class Server implements NbdServer {
   readonly tlsHandlers = { ...this.handlers, open: () => {} };
 
   async listen(options: NbdListenOptions): Promise<void> {
+    if (this.ring !== undefined) return this.listenOnRing(this.ring, options);
     const handlers = this.handlers;
     if (options.socketPath !== undefined) {
       const path = options.socketPath;
@@ -420,6 +441,31 @@ class Server implements NbdServer {
       // Bun.listen({ fd }) serves a descriptor that is already listening (bun-types lack the overload).
       const listen = Bun.listen as unknown as (options: { fd: number; data: undefined; socket: typeof handlers }) => BunListener;
       const listener = bindOrExplain(`inherited descriptor ${fd} (${where})`, () => listen({ fd, data: undefined, socket: handlers }));
+      if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
+      else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
+    }
+  }
+
+  /** The listeners of NBD on io_uring: bound here (or inherited), accepting through the ring. */
+  private async listenOnRing(ring: Uring, options: NbdListenOptions): Promise<void> {
+    const wanted = (options.socketPath !== undefined ? 1 : 0) + (options.listen !== undefined ? 1 : 0) + (options.inherited ?? []).length;
+    if (wanted > NBD_URING_LISTENERS_MAX) throw new InvalidArgumentError(`NBD on io_uring serves at most ${NBD_URING_LISTENERS_MAX} listeners, not ${wanted}`);
+    const onAccept = (socket: UringSocket, name: string) => this.onUringAccept(socket, name);
+    const log = (line: string) => this.limitedLog("accept", line);
+    if (options.socketPath !== undefined) {
+      const path = options.socketPath;
+      await claimUnixSocketPath(path);
+      const bound = listenStream({ kind: "unix", path });
+      this.listeners.push({ listener: new UringListener(ring, bound.fd, bound.address, onAccept, log), unixPath: path, host: null, port: null, owned: true });
+      this.socketInode = lstatSync(path).ino;
+    }
+    if (options.listen !== undefined) {
+      const { host, port } = options.listen;
+      const bound = listenStream({ kind: "tcp", host, port });
+      this.listeners.push({ listener: new UringListener(ring, bound.fd, bound.address, onAccept, log), unixPath: null, host, port: null, owned: true });
+    }
+    for (const { fd, address } of options.inherited ?? []) {
+      const listener = new UringListener(ring, fd, address, onAccept, log);
       if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
       else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
     }
@@ -474,14 +520,19 @@ class Server implements NbdServer {
     return { ...(this.served?.get(name)?.counters ?? newNbdStats()), connections, requestsInFlight };
   }
 
-  private onOpen(socket: BunSocket): void {
-    const refusal = this.closing
+  /** Why a new connection is refused now, or null. */
+  private refusalNow(): string | null {
+    return this.closing
       ? "the server is closing"
       : this.connections.size >= NBD_CONNECTIONS_MAX
         ? `${NBD_CONNECTIONS_MAX} connections are open`
         : this.negotiatingCount() >= NBD_NEGOTIATING_MAX
           ? `${NBD_NEGOTIATING_MAX} clients are still negotiating`
           : null;
+  }
+
+  private onOpen(socket: BunSocket): void {
+    const refusal = this.refusalNow();
     if (refusal !== null) {
       this.counters.connectionsRefused++;
       this.limiter.line("refused", `nbd: refused a connection: ${refusal}`);
@@ -495,8 +546,27 @@ class Server implements NbdServer {
     socket.setNoDelay?.(true);
     const connection = new Connection(this, socket, name);
     socket.data = connection;
+    this.admit(connection);
+  }
+
+  private admit(connection: Connection): void {
     this.connections.add(connection);
     if (this.exportInfos !== null) connection.greet(this.exportInfos);
+  }
+
+  /** An accept on io_uring: the same rules as onOpen; the socket starts receiving once the connection exists. */
+  private onUringAccept(socket: UringSocket, name: string): void {
+    const refusal = this.refusalNow();
+    if (refusal !== null) {
+      this.counters.connectionsRefused++;
+      this.limiter.line("refused", `nbd: refused a connection: ${refusal}`);
+      socket.terminate();
+      return;
+    }
+    this.counters.connectionsAccepted++;
+    const connection = new Connection(this, socket, name === "" ? `unix#${this.counters.connectionsAccepted}` : name);
+    socket.start({ onData: (chunk) => connection.onData(chunk), onDrain: () => connection.output.onDrain(), onClose: () => connection.onClose() });
+    this.admit(connection);
   }
 
   private negotiatingCount(): number {
@@ -544,7 +614,10 @@ class Server implements NbdServer {
 
   private async closeOnce(): Promise<void> {
     this.closing = true;
-    for (const { listener } of this.listeners) listener.stop(false);
+    for (const { listener } of this.listeners) {
+      if (listener instanceof UringListener) listener.stop();
+      else listener.stop(false);
+    }
     this.unlinkOwnSocket();
     for (const connection of this.connections) connection.beginEnd();
     if (this.connections.size > 0) {

@@ -1,10 +1,10 @@
 // Decodes a struct sockaddr (the bytes getsockname(2) returns) into what a listener is: a unix socket path, or a
-// TCP host and port. Pure: no I/O. Layouts (x86-64 Linux, man 7 unix / ip / ipv6), family as a little-endian u16:
+// TCP host and port; and encodes one for bind(2) (NBD on io_uring binds its own listeners). Pure: no I/O. Layouts (x86-64 Linux, man 7 unix / ip / ipv6), family as a little-endian u16:
 //   AF_UNIX  (1):  sun_path at 2 (NUL-terminated; an abstract name starts with NUL, shown as "@name")
 //   AF_INET  (2):  port (big-endian u16) at 2, address (4 bytes) at 4
 //   AF_INET6 (10): port (big-endian u16) at 2, flowinfo at 4, address (16 bytes) at 8
 
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError, assert } from "../errors.ts";
 
 export const AF_UNIX = 1;
 export const AF_INET = 2;
@@ -45,4 +45,61 @@ export function decodeSocketAddress(bytes: Uint8Array): SocketAddress {
     return { kind: "tcp", host: ipv6Text(bytes.subarray(8, 24)), port: view.getUint16(2, false) };
   }
   throw new InvalidArgumentError(`socket address family ${family} is not unix, IPv4 or IPv6`);
+}
+
+/** struct sockaddr_un's sun_path: 108 bytes, the NUL included. */
+const SUN_PATH_BYTES = 108;
+
+/** The 16 bytes of an IPv6 literal ("::1", "fe80::1:2"), or null if `text` is not one (no embedded IPv4 form). */
+function ipv6Bytes(text: string): Uint8Array | null {
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const groupsOf = (part: string) => (part === "" ? [] : part.split(":"));
+  const head = groupsOf(halves[0]!);
+  const tail = halves.length === 2 ? groupsOf(halves[1]!) : [];
+  const missing = 8 - head.length - tail.length;
+  if ((halves.length === 1 && missing !== 0) || (halves.length === 2 && missing < 1)) return null;
+  const groups = [...head, ...new Array<string>(halves.length === 2 ? missing : 0).fill("0"), ...tail];
+  const bytes = new Uint8Array(16);
+  for (let index = 0; index < 8; index++) {
+    if (!/^[0-9a-f]{1,4}$/i.test(groups[index]!)) return null;
+    const value = parseInt(groups[index]!, 16);
+    bytes[index * 2] = value >> 8;
+    bytes[index * 2 + 1] = value & 0xff;
+  }
+  return bytes;
+}
+
+/** The 4 bytes of a dotted IPv4 literal, or null. */
+function ipv4Bytes(text: string): Uint8Array | null {
+  const parts = text.split(".");
+  if (parts.length !== 4 || !parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255)) return null;
+  return Uint8Array.from(parts.map(Number));
+}
+
+/**
+ * The struct sockaddr bytes of `address`, for bind(2). A TCP host must be an IPv4 or IPv6 literal, or "localhost"
+ * (127.0.0.1): names are not resolved here. Throws InvalidArgumentError otherwise, or for a unix path too long.
+ */
+export function encodeSocketAddress(address: SocketAddress): Uint8Array {
+  if (address.kind === "unix") {
+    const path = new TextEncoder().encode(address.path);
+    if (path.length === 0 || path.length + 1 > SUN_PATH_BYTES) throw new InvalidArgumentError(`unix socket path of ${path.length} bytes: expected 1..${SUN_PATH_BYTES - 1}`);
+    const bytes = new Uint8Array(2 + path.length + 1);
+    new DataView(bytes.buffer).setUint16(0, AF_UNIX, true);
+    bytes.set(path, 2);
+    return bytes;
+  }
+  assert(Number.isSafeInteger(address.port) && address.port >= 0 && address.port <= 65535, "a TCP port");
+  const host = address.host === "localhost" ? "127.0.0.1" : address.host;
+  const v4 = ipv4Bytes(host);
+  const v6 = v4 === null ? ipv6Bytes(host) : null;
+  if (v4 === null && v6 === null) throw new InvalidArgumentError(`'${address.host}' is not an IPv4 or IPv6 address`);
+  const bytes = new Uint8Array(v4 !== null ? INET_BYTES * 2 : INET6_BYTES + 4);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(0, v4 !== null ? AF_INET : AF_INET6, true);
+  view.setUint16(2, address.port, false);
+  if (v4 !== null) bytes.set(v4, 4);
+  else bytes.set(v6!, 8);
+  return bytes;
 }

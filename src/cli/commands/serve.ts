@@ -58,11 +58,15 @@ import {
   volumeSettings,
   volumeStopSummary,
   withSocketDirectoryLock,
+  NBD_IO_HELP,
+  NBD_IO_OPTIONS,
+  nbdRingFrom,
 } from "../serve_start.ts";
 
 import { DAEMON_HELP, DAEMON_OPTIONS, exportSpecsFrom, serveExports } from "../serve_daemon.ts";
 import { READ_CACHE_DEVICE_HELP, readCacheDeviceOption } from "../read_cache_device.ts";
 import type { VolumeOptions } from "../../volume/volume.ts";
+import type { Uring } from "../../../ffi/uring.ts";
 
 export { readCacheDeviceOption };
 
@@ -109,6 +113,7 @@ ${READ_CACHE_DEVICE_HELP}
                          disconnected (default ${NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT})
   --quiet                the same as --log-level warn: only failed requests, backend retries, warnings
                          and errors
+${NBD_IO_HELP}
 ${TLS_HELP}
 ${LEASE_HELP}
 ${BACKEND_HELP}
@@ -138,6 +143,7 @@ async function openServedVolume(
   monitor: ServeMonitor,
   info: LogFn,
   lastError: LastError,
+  ring: Uring | null,
 ): Promise<OpenedVolume> {
   const addresses = [...server.addresses.map(absoluteSocket), ...monitor.addresses];
   const holder = { command: "serve", addresses, leaseDurationMs: leaseDurationFrom(parsed) };
@@ -147,7 +153,7 @@ async function openServedVolume(
       ...target.settings,
       log: lastError.wrap(info, false),
       progress: (what, done, total) => progress.count(done, total, what),
-    }, monitor.meters);
+    }, monitor.meters, { readCache: null, ring });
   } finally {
     progress.clear();
   }
@@ -186,7 +192,7 @@ function snapshotOf(target: string): { volumeUri: string; name: string } | null 
  * `serve --volume VOLUME@SNAP --read-only`: the snapshot's map over the backend (SnapshotDevice), no cache, no lease;
  * it may run while the head is served elsewhere. Stops on SIGINT/SIGTERM.
  */
-async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: string }): Promise<number> {
+async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: string }, ring: Uring | null): Promise<number> {
   if (parsed.values["read-only"] !== true) throw new InvalidArgumentError(`a snapshot is served read-only: add --read-only. Usage: ${USAGE}`);
   const log = makeLogger("lsvd", false, "warn");
   const info = makeLogger("lsvd");
@@ -199,7 +205,7 @@ async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: 
     throw error;
   }
   const service = ServeService.begin({ pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") }, log);
-  const server = await bindListeners(parsed, info, log, service.inherited);
+  const server = await bindListeners(parsed, info, log, service.inherited, ring);
   const uri = `${backend.uri}@${target.name}`;
   info(`snapshot ${uri} (seq ${device.snapshot.seq}, ${device.extentCount} extents, ${formatSize(device.sizeBytes)}), read-only, no cache`);
   server.serve({ device, exportName: stringOption(parsed, "name") ?? "", description: `lsvd snapshot ${uri}` });
@@ -235,6 +241,7 @@ const OPTIONS: OptionSpec = {
   quiet: { type: "boolean" },
   "pid-file": { type: "string" },
   ...TLS_OPTIONS,
+  ...NBD_IO_OPTIONS,
   ...LEASE_OPTIONS,
   ...BACKEND_OPTIONS,
   ...LOG_OPTIONS,
@@ -252,18 +259,31 @@ export const serveCommand: Command = {
     if (exportSpecs === null) return await serveVolume(parsed);
     // One shared read-cache device for every export (read-cache=off excepted), closed after the last export.
     const readCache = await readCacheDeviceOption(parsed, makeLogger("lsvd"));
+    let ring: Uring | null = null;
     try {
-      return await serveExports(parsed, exportSpecs, { readCache: readCache ?? null });
+      ring = nbdRingFrom(parsed, exportSpecs.length);
+      return await serveExports(parsed, exportSpecs, { readCache: readCache ?? null, ring });
     } finally {
       await readCache?.close().catch(() => undefined); // a failure only loses warmth
+      await ring?.close(); // after the server and every volume: none has an op on it left
     }
   },
 };
 
-/** The single-volume form: VOLUME with --cache, or a snapshot VOLUME@SNAP. */
+/** The single-volume form: VOLUME with --cache, or a snapshot VOLUME@SNAP; on the --nbd-io ring if one is asked for. */
 async function serveVolume(parsed: Parsed): Promise<number> {
   const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
-  if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget);
+  const ring = nbdRingFrom(parsed, 1);
+  try {
+    if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget, ring);
+    return await serveHead(parsed, ring);
+  } finally {
+    await ring?.close(); // after the server and the volume: neither has an op on it left
+  }
+}
+
+/** VOLUME with --cache. */
+async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   const { volumeUri, cachePath } = requireVolumeAndCache(parsed, USAGE);
   const settings = volumeSettings(parsed, volumeUri);
   // Two channels: what went wrong or needs an eye (warn: failed requests, backend retries), and what serve does
@@ -276,13 +296,13 @@ async function serveVolume(parsed: Parsed): Promise<number> {
     { pidFile: stringOption(parsed, "pid-file"), socket: stringOption(parsed, "socket"), listen: stringOption(parsed, "listen") },
     log,
   );
-  const server = await bindListeners(parsed, info, log, service.inherited);
+  const server = await bindListeners(parsed, info, log, service.inherited, ring);
   const monitor = await ServeMonitor.open(parsed, volumeUri, cachePath, info, withSocketDirectoryLock).catch(async (error) => {
     await server.close();
     throw error;
   });
   service.recovering(volumeUri);
-  const { opened, sharedReadCache } = await openWithReadCacheDevice(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError);
+  const { opened, sharedReadCache } = await openWithReadCacheDevice(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError, ring);
   const { volume, uri } = opened;
   info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
   server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
@@ -332,11 +352,12 @@ async function openWithReadCacheDevice(
   monitor: ServeMonitor,
   info: LogFn,
   lastError: LastError,
+  ring: Uring | null,
 ): Promise<{ opened: OpenedVolume; sharedReadCache: SharedReadCache | undefined }> {
   let sharedReadCache: SharedReadCache | undefined = undefined;
   try {
     sharedReadCache = await readCacheDeviceOption(parsed, info);
-    const opened = await openServedVolume(parsed, { ...target, settings: { ...target.settings, sharedReadCache } }, server, monitor, info, lastError);
+    const opened = await openServedVolume(parsed, { ...target, settings: { ...target.settings, sharedReadCache } }, server, monitor, info, lastError, ring);
     return { opened, sharedReadCache };
   } catch (error) {
     await sharedReadCache?.close();

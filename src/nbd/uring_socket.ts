@@ -1,0 +1,293 @@
+// NBD transmission on io_uring (lsvd serve --nbd-io uring): listening sockets of our own, whose accepts, receives
+// and sends are ops on the ring the journal uses, so one io_uring_enter per event-loop turn submits network and disk
+// work together and one eventfd wake reaps both. The protocol layer above (Connection, Handshake, NbdSession) is
+// the same as on Bun's sockets; this module only moves bytes. Rules in docs/architecture.md, "NBD on io_uring".
+//
+// One connection's ops: at most one receive and one send in flight (NBD_URING_SOCKET_SLOTS counts two per
+// connection and two per listener: its accept, and the cancel that stops it).
+// - Receive: into the connection's native buffer; each completion's bytes are copied into a fresh Uint8Array, which
+//   the session may keep (a WRITE payload is handed to the device as a view of its chunk, as with Bun's chunks). The
+//   next receive is submitted after the chunk was handled, unless the session paused the connection.
+// - Send: write() copies replies into the filling one of two buffers and returns what fit; while one buffer is
+//   being sent the other fills, so one send carries every reply of a turn. A short send is sent on from where it
+//   stopped. When write() could not take everything, `drain` follows once the sent buffer is free again (Bun's
+//   semantics, which OutputQueue relies on).
+// - Close: end() sends what is queued, then shuts the socket down; terminate() and a peer that hung up (receive
+//   returned 0 or an error) shut it down at once. The descriptor is closed, and `close` told, once no op of the
+//   connection is in flight: the kernel never completes an op on a reused descriptor number.
+
+import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_RECEIVE_BYTES, NBD_URING_SEND_BYTES } from "../constants.ts";
+import { assert } from "../errors.ts";
+import { allocAligned, describeErrno, freeAligned, viewMemory } from "../../ffi/libc.ts";
+import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { closeSocket, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
+import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
+import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
+import type { Transport } from "./output_queue.ts";
+
+/** No SIGPIPE when the peer is gone: the send fails with EPIPE instead. */
+const MSG_NOSIGNAL = 0x4000;
+const SOCK_CLOEXEC = 0o2000000;
+const ECANCELED = 125;
+/** struct sockaddr_storage, and the socklen_t after it, in a listener's accept buffer. */
+const SOCKADDR_STORAGE_BYTES = 128;
+
+/** What a connection's socket tells its owner (the server's Connection). */
+export interface UringSocketEvents {
+  onData(chunk: Uint8Array): void;
+  onDrain(): void;
+  onClose(): void;
+}
+
+/** The send side: a buffer being sent (`sendingBytes` from `sentBytes` on) and one filling (`fillingBytes`). */
+interface SendBuffers {
+  readonly addresses: [number, number];
+  readonly views: [Uint8Array, Uint8Array];
+  /** Index of the filling buffer; the other one is being sent while `sendSlot >= 0`. */
+  filling: 0 | 1;
+  fillingBytes: number;
+  sendingBytes: number;
+  sentBytes: number;
+}
+
+export class UringSocket implements Transport {
+  events: UringSocketEvents | null = null;
+  private readonly receiveAddress: number;
+  private readonly receiveView: Uint8Array;
+  private receiveSlot = -1;
+  private sendSlot = -1;
+  private readonly send: SendBuffers;
+  private paused = false;
+  /** write() could not take everything: tell `drain` once the sent buffer is free. */
+  private owesDrain = false;
+  /** "ending": send what is queued, then shut down; "shut": shut down, waiting for ops; "closed": fd closed. */
+  private state: "open" | "ending" | "shut" | "closed" = "open";
+  private readonly onReceived: SocketOpListener = { onSocketOp: (result) => this.received(result) };
+  private readonly onSent: SocketOpListener = { onSocketOp: (result) => this.sent(result) };
+
+  constructor(
+    private readonly ring: Uring,
+    readonly fd: number,
+    readonly label: string,
+  ) {
+    this.receiveAddress = allocAligned(NBD_URING_RECEIVE_BYTES, 4096);
+    this.receiveView = new Uint8Array(viewMemory(this.receiveAddress, NBD_URING_RECEIVE_BYTES));
+    const first = allocAligned(2 * NBD_URING_SEND_BYTES, 4096);
+    const second = first + NBD_URING_SEND_BYTES;
+    this.send = {
+      addresses: [first, second],
+      views: [new Uint8Array(viewMemory(first, NBD_URING_SEND_BYTES)), new Uint8Array(viewMemory(second, NBD_URING_SEND_BYTES))],
+      filling: 0,
+      fillingBytes: 0,
+      sendingBytes: 0,
+      sentBytes: 0,
+    };
+  }
+
+  /** Starts receiving; events go to `events` from now on. */
+  start(events: UringSocketEvents): void {
+    assert(this.events === null, "a socket is started once");
+    this.events = events;
+    this.armReceive();
+  }
+
+  /** Takes as many of the bytes as the filling buffer holds; -1 once the socket is shutting down. */
+  write(data: Uint8Array, byteOffset = 0, byteLength = data.length - byteOffset): number {
+    if (this.state !== "open") return -1;
+    const send = this.send;
+    const taken = Math.min(byteLength, NBD_URING_SEND_BYTES - send.fillingBytes);
+    send.views[send.filling].set(data.subarray(byteOffset, byteOffset + taken), send.fillingBytes);
+    send.fillingBytes += taken;
+    if (taken < byteLength) this.owesDrain = true;
+    if (this.sendSlot < 0) this.sendFilling();
+    return taken;
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.armReceive();
+  }
+
+  /** Sends what is queued, then shuts the socket down (a FIN after the last reply). */
+  end(): void {
+    if (this.state !== "open") return;
+    this.state = "ending";
+    if (this.sendSlot < 0) this.shutDown();
+  }
+
+  /** Shuts the socket down now; queued replies are dropped. */
+  terminate(): void {
+    if (this.state === "shut" || this.state === "closed") return;
+    this.send.fillingBytes = 0;
+    this.shutDown();
+  }
+
+  private armReceive(): void {
+    if (this.state === "shut" || this.state === "closed" || this.paused || this.receiveSlot >= 0 || this.events === null) return;
+    this.receiveSlot = this.ring.socketOp(IORING_OP_RECV, this.fd, this.receiveAddress, NBD_URING_RECEIVE_BYTES, 0, 0, this.onReceived, this.label);
+  }
+
+  private received(result: number): void {
+    this.receiveSlot = -1;
+    if (result <= 0 || this.state === "shut" || this.state === "closed") {
+      // 0: the peer hung up (or our shutdown woke the receive); < 0: the connection failed. Either way it is over.
+      this.shutDown();
+      return;
+    }
+    this.events!.onData(this.receiveView.slice(0, result));
+    this.armReceive();
+  }
+
+  /** Swaps the buffers and sends the one that filled. */
+  private sendFilling(): void {
+    const send = this.send;
+    if (send.fillingBytes === 0) return;
+    const sending = send.filling;
+    send.filling = sending === 0 ? 1 : 0;
+    send.sendingBytes = send.fillingBytes;
+    send.sentBytes = 0;
+    send.fillingBytes = 0;
+    this.sendRest(sending);
+  }
+
+  private sendRest(sending: 0 | 1): void {
+    const send = this.send;
+    const address = send.addresses[sending] + send.sentBytes;
+    this.sendSlot = this.ring.socketOp(IORING_OP_SEND, this.fd, address, send.sendingBytes - send.sentBytes, 0, MSG_NOSIGNAL, this.onSent, this.label);
+  }
+
+  private sent(result: number): void {
+    this.sendSlot = -1;
+    const send = this.send;
+    if (result <= 0 || this.state === "shut" || this.state === "closed") {
+      // The peer is gone (EPIPE, ECONNRESET), or we are shutting down: nothing more goes out.
+      this.shutDown();
+      return;
+    }
+    send.sentBytes += result;
+    if (send.sentBytes < send.sendingBytes) return this.sendRest(send.filling === 0 ? 1 : 0);
+    send.sendingBytes = 0;
+    // The filling buffer goes out now (or was empty): either way the next one starts empty.
+    this.sendFilling();
+    if (this.owesDrain) this.drain();
+    if (this.state === "ending" && this.sendSlot < 0) this.shutDown();
+  }
+
+  /** The filling buffer has room again: the owner's queue may write the rest. */
+  private drain(): void {
+    this.owesDrain = false;
+    this.events?.onDrain();
+  }
+
+  /** Shuts the socket down (receive returns 0, a send fails); the descriptor closes once no op is in flight. */
+  private shutDown(): void {
+    if (this.state !== "shut" && this.state !== "closed") {
+      this.state = "shut";
+      shutdownSocket(this.fd);
+    }
+    this.closeWhenIdle();
+  }
+
+  private closeWhenIdle(): void {
+    if (this.state !== "shut" || this.receiveSlot >= 0 || this.sendSlot >= 0) return;
+    this.state = "closed";
+    closeSocket(this.fd);
+    freeAligned(this.receiveAddress);
+    freeAligned(this.send.addresses[0]);
+    this.events?.onClose();
+  }
+}
+
+/** Told each accepted connection: its socket (not started yet) and the peer's address for logs ("" on a unix socket). */
+export type AcceptListener = (socket: UringSocket, name: string) => void;
+
+/**
+ * A listening socket whose accepts are ring ops: one accept in flight at a time, the next submitted as soon as one
+ * completes. stop() cancels the accept in flight; the descriptor is closed when it has completed (an inherited one
+ * too: serving it stops there, as Bun's listener.stop() does).
+ */
+export class UringListener {
+  private readonly bufferAddress: number;
+  private readonly addressBytes: Uint8Array;
+  private readonly addressLength: Uint32Array;
+  private acceptSlot = -1;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopping = false;
+  private closed = false;
+  private readonly onAccepted: SocketOpListener = { onSocketOp: (result) => this.accepted(result) };
+
+  constructor(
+    private readonly ring: Uring,
+    readonly fd: number,
+    readonly address: SocketAddress,
+    private readonly onAccept: AcceptListener,
+    private readonly log: (line: string) => void,
+  ) {
+    this.bufferAddress = allocAligned(SOCKADDR_STORAGE_BYTES + 8, 64);
+    this.addressBytes = new Uint8Array(viewMemory(this.bufferAddress, SOCKADDR_STORAGE_BYTES));
+    this.addressLength = new Uint32Array(viewMemory(this.bufferAddress + SOCKADDR_STORAGE_BYTES, 4));
+    this.armAccept();
+  }
+
+  get port(): number | null {
+    return this.address.kind === "tcp" ? this.address.port : null;
+  }
+
+  /** Stops accepting; the descriptor closes once the accept in flight has completed. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.acceptSlot >= 0) this.ring.cancelSocketOp(this.acceptSlot, `accept on ${this.where}`);
+    this.closeWhenIdle();
+  }
+
+  private get where(): string {
+    return this.address.kind === "unix" ? this.address.path : `${this.address.host}:${this.address.port}`;
+  }
+
+  private armAccept(): void {
+    this.retryTimer = undefined;
+    if (this.stopping) return;
+    this.addressLength[0] = SOCKADDR_STORAGE_BYTES;
+    this.acceptSlot = this.ring.socketOp(IORING_OP_ACCEPT, this.fd, this.bufferAddress, 0, this.bufferAddress + SOCKADDR_STORAGE_BYTES, SOCK_CLOEXEC, this.onAccepted, `accept on ${this.where}`);
+  }
+
+  private accepted(result: number): void {
+    this.acceptSlot = -1;
+    if (this.stopping) {
+      if (result >= 0) closeSocket(result);
+      return this.closeWhenIdle();
+    }
+    if (result < 0) {
+      // Out of descriptors or memory, or a connection reset before it was accepted: say so, try again a bit later.
+      if (-result !== ECANCELED) this.log(`nbd: cannot accept on ${this.where}: ${describeErrno(-result)}`);
+      this.retryTimer = setTimeout(() => this.armAccept(), NBD_URING_ACCEPT_RETRY_MS);
+      return;
+    }
+    this.armAccept();
+    this.onAccept(new UringSocket(this.ring, result, `connection ${result}`), this.peerName(result));
+  }
+
+  private peerName(fd: number): string {
+    if (this.address.kind === "unix") return "";
+    try {
+      setNoDelay(fd);
+    } catch {
+      // A peer that reset the connection already: its first receive fails and closes it.
+    }
+    const peer = decodeSocketAddress(this.addressBytes.subarray(0, Math.min(this.addressLength[0]!, SOCKADDR_STORAGE_BYTES)));
+    return peer.kind === "tcp" ? `${peer.host}:${peer.port}` : peer.path;
+  }
+
+  private closeWhenIdle(): void {
+    if (this.closed || this.acceptSlot >= 0) return;
+    this.closed = true;
+    closeSocket(this.fd);
+    freeAligned(this.bufferAddress);
+  }
+}
