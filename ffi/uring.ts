@@ -354,7 +354,8 @@ export class Uring {
    * flight below socketSlots (a cancel takes a slot too). The listener is called once, from a reap.
    */
   socketOp(opcode: number, fd: number, address: number, bytes: number, address2: number, opFlags: number, listener: SocketOpListener | null, label: string): number {
-    const refusal = this.closing ? "io_uring is closed" : this.broken?.message;
+    // A closing ring still takes cancels: close() waits for the ops they end.
+    const refusal = this.closing && opcode !== IORING_OP_ASYNC_CANCEL ? "io_uring is closed" : this.broken?.message;
     if (refusal !== undefined) throw new IOError(`Cannot ${operationName(opcode, opFlags)} ${label}: ${refusal}`, false, { errno: EBADF });
     assert(opcode === IORING_OP_ACCEPT || opcode === IORING_OP_RECV || opcode === IORING_OP_SEND || opcode === IORING_OP_ASYNC_CANCEL, "a socket opcode");
     assert(this.freeSocketSlotCount > 0, "a socket slot is free (the caller bounds its socket ops)");

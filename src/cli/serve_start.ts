@@ -81,10 +81,10 @@ export function absoluteSocket(uri: string): string {
 
 export const NBD_IO_OPTIONS: OptionSpec = { "nbd-io": { type: "string", default: "socket" } };
 
-export const NBD_IO_HELP = `  --nbd-io socket|uring  how NBD bytes move: socket (the default): Bun's sockets; uring: the server's own
-                         sockets, accepted, received and sent as io_uring ops on the ring the journal uses
-                         (one submit and one wake for network and disk; docs/architecture.md, "NBD on
-                         io_uring"). uring offers no TLS`;
+export const NBD_IO_HELP = `  --nbd-io MODE          how NBD bytes move (default socket). socket: Bun's sockets; uring: the server's
+                         own sockets, whose accepts, receives and sends are io_uring ops on the ring the
+                         journal uses: one submit and one wake for network and disk together
+                         (docs/architecture.md, "NBD on io_uring"). uring offers no TLS`;
 
 /**
  * --nbd-io: null for socket (Bun's sockets); for uring, the ring the NBD sockets and the served volumes' cache devices

@@ -1,0 +1,158 @@
+// Tests for ffi/uring.ts's socket ops (accept, receive, send, cancel) on real loopback and unix sockets bound by
+// ffi/socket.ts's listenStream, with Bun's sockets as the peers; and for the socket address encoder they bind with.
+
+import { afterEach, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { allocAligned, freeAligned, viewMemory } from "../../ffi/libc.ts";
+import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { closeSocket, listenStream } from "../../ffi/socket.ts";
+import { Uring, type SocketOpListener } from "../../ffi/uring.ts";
+import { decodeSocketAddress, encodeSocketAddress } from "../../src/ops/socket_address.ts";
+
+const ECANCELED = 125;
+const SOCK_CLOEXEC = 0o2000000;
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A listener that settles a promise with the op's result. */
+function once(): { listener: SocketOpListener; result: Promise<number> } {
+  const settled = Promise.withResolvers<number>();
+  return { listener: { onSocketOp: (result) => settled.resolve(result) }, result: settled.promise };
+}
+
+function nativeBuffer(bytes: number): { address: number; view: Uint8Array } {
+  const address = allocAligned(bytes, 64);
+  cleanups.push(() => freeAligned(address));
+  return { address, view: new Uint8Array(viewMemory(address, bytes)) };
+}
+
+test("accept, receive and send on the ring, over TCP on 127.0.0.1", async () => {
+  const ring = Uring.open(4, 0, 8);
+  cleanups.push(() => ring.close());
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  expect(bound.address.kind).toBe("tcp");
+  const port = (bound.address as { port: number }).port;
+  expect(port).toBeGreaterThan(0);
+
+  const peerAddress = nativeBuffer(136);
+  const accept = once();
+  new Uint32Array(viewMemory(peerAddress.address + 128, 4))[0] = 128; // socklen_t: the room for the address
+  ring.socketOp(IORING_OP_ACCEPT, bound.fd, peerAddress.address, 0, peerAddress.address + 128, SOCK_CLOEXEC, accept.listener, "accept");
+  const received: Uint8Array[] = [];
+  const client = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: (_socket, chunk) => void received.push(new Uint8Array(chunk)) } });
+  cleanups.push(() => void client.end());
+  const fd = await accept.result;
+  expect(fd).toBeGreaterThanOrEqual(0);
+  cleanups.push(() => closeSocket(fd));
+  const peer = decodeSocketAddress(peerAddress.view.subarray(0, new Uint32Array(viewMemory(peerAddress.address + 128, 4))[0]!));
+  expect(peer).toEqual({ kind: "tcp", host: "127.0.0.1", port: client.localPort });
+
+  const incoming = nativeBuffer(4096);
+  const receive = once();
+  ring.socketOp(IORING_OP_RECV, fd, incoming.address, 4096, 0, 0, receive.listener, "receive");
+  client.write("hello ring");
+  const bytes = await receive.result;
+  expect(new TextDecoder().decode(incoming.view.subarray(0, bytes))).toBe("hello ring");
+
+  const outgoing = nativeBuffer(4096);
+  outgoing.view.set(new TextEncoder().encode("hello bun"));
+  const send = once();
+  ring.socketOp(IORING_OP_SEND, fd, outgoing.address, 9, 0, 0, send.listener, "send");
+  expect(await send.result).toBe(9);
+  for (let turn = 0; turn < 200 && received.length === 0; turn++) await Bun.sleep(5);
+  expect(new TextDecoder().decode(received[0])).toBe("hello bun");
+  expect(ring.socketInflight).toBe(0);
+});
+
+test("a receive sees the peer hang up (0), and a cancelled accept completes with ECANCELED", async () => {
+  const directory = mkdtempSync(join(tmpdir(), "lsvd-uring-sockets-"));
+  cleanups.push(() => rmSync(directory, { recursive: true, force: true }));
+  const ring = Uring.open(4, 0, 8);
+  cleanups.push(() => ring.close());
+  const path = join(directory, "s.sock");
+  const bound = listenStream({ kind: "unix", path });
+  cleanups.push(() => closeSocket(bound.fd));
+  expect(bound.address).toEqual({ kind: "unix", path });
+
+  const accept = once();
+  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
+  const client = await Bun.connect({ unix: path, socket: { data: () => {} } });
+  const fd = await accept.result;
+  expect(fd).toBeGreaterThanOrEqual(0);
+  cleanups.push(() => closeSocket(fd));
+  const incoming = nativeBuffer(64);
+  const receive = once();
+  ring.socketOp(IORING_OP_RECV, fd, incoming.address, 64, 0, 0, receive.listener, "receive");
+  client.end();
+  expect(await receive.result).toBe(0);
+
+  const waiting = once();
+  const slot = ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, waiting.listener, "accept");
+  expect(ring.socketInflight).toBe(1);
+  ring.cancelSocketOp(slot, "accept");
+  expect(await waiting.result).toBe(-ECANCELED);
+  for (let turn = 0; turn < 200 && ring.socketInflight > 0; turn++) await Bun.sleep(5);
+  expect(ring.socketInflight).toBe(0);
+});
+
+test("socket slots are apart from file slots; a closing ring refuses socket ops but takes cancels", async () => {
+  const ring = Uring.open(2, 0, 2);
+  expect(ring.queueDepth).toBe(2);
+  expect(ring.socketSlots).toBe(2);
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  const waiting = once();
+  const slot = ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, waiting.listener, "accept");
+  expect(slot).toBeGreaterThanOrEqual(2); // after the file ops' slots
+  expect(ring.fileInflight).toBe(0);
+  expect(ring.socketInflight).toBe(1);
+  const closed = ring.close(); // waits for the accept
+  expect(() => ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, 0, null, "accept")).toThrow(/io_uring is closed/);
+  ring.cancelSocketOp(slot, "accept");
+  expect(await waiting.result).toBe(-ECANCELED);
+  await closed;
+  expect(ring.inflight).toBe(0);
+});
+
+test("a ring with every socket slot taken refuses one more (the caller's bound is wrong)", async () => {
+  const ring = Uring.open(1, 0, 1);
+  cleanups.push(() => ring.close());
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  const accept = once();
+  const slot = ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
+  expect(() => ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, 0, null, "accept")).toThrow(/socket slot/);
+  // A cancel would need a slot too: the accept ends by a client connecting instead.
+  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
+  cleanups.push(() => void client.end());
+  const fd = await accept.result;
+  expect(fd).toBeGreaterThanOrEqual(0);
+  closeSocket(fd);
+  expect(ring.socketInflight).toBe(0);
+  expect(slot).toBe(1);
+});
+
+test("socket addresses: encode for bind, decode back", () => {
+  const cases = [
+    { kind: "tcp" as const, host: "127.0.0.1", port: 10809 },
+    { kind: "tcp" as const, host: "0.0.0.0", port: 0 },
+    { kind: "tcp" as const, host: "::1", port: 65535 },
+    { kind: "tcp" as const, host: "fe80::1:2", port: 1 },
+    { kind: "tcp" as const, host: "2001:db8::", port: 2 },
+    { kind: "unix" as const, path: "/run/lsvd/a.sock" },
+  ];
+  for (const address of cases) expect(decodeSocketAddress(encodeSocketAddress(address))).toEqual(address);
+  expect(decodeSocketAddress(encodeSocketAddress({ kind: "tcp", host: "localhost", port: 7 }))).toEqual({ kind: "tcp", host: "127.0.0.1", port: 7 });
+  for (const host of ["example.org", "1.2.3", "256.1.1.1", "1::2::3", "1:2:3:4:5:6:7:8:9", "::g"]) {
+    expect(() => encodeSocketAddress({ kind: "tcp", host, port: 1 })).toThrow(/not an IPv4 or IPv6 address/);
+  }
+  expect(() => encodeSocketAddress({ kind: "unix", path: "x".repeat(108) })).toThrow(/unix socket path/);
+  expect(encodeSocketAddress({ kind: "tcp", host: "::1", port: 1 }).length).toBe(28); // sizeof(struct sockaddr_in6)
+  expect(encodeSocketAddress({ kind: "tcp", host: "127.0.0.1", port: 1 }).length).toBe(16); // sizeof(struct sockaddr_in)
+});
