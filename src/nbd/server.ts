@@ -614,8 +614,10 @@ class Server implements NbdServer {
 
   private async closeOnce(): Promise<void> {
     this.closing = true;
+    // A listener on io_uring closes its descriptor once its accept and the cancel of it completed: waited for below.
+    const listenersClosed: Promise<void>[] = [];
     for (const { listener } of this.listeners) {
-      if (listener instanceof UringListener) listener.stop();
+      if (listener instanceof UringListener) listenersClosed.push(listener.stop());
       else listener.stop(false);
     }
     this.unlinkOwnSocket();
@@ -634,6 +636,7 @@ class Server implements NbdServer {
       }
     }
     assert(this.connections.size === 0, "every connection is gone after close");
+    await Promise.all(listenersClosed);
     this.limiter.flush();
   }
 

@@ -19,7 +19,7 @@
 import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_RECEIVE_BYTES, NBD_URING_SEND_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { allocAligned, describeErrno, freeAligned, viewMemory } from "../../ffi/libc.ts";
-import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
 import { closeSocket, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
 import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
@@ -207,18 +207,22 @@ export type AcceptListener = (socket: UringSocket, name: string) => void;
 
 /**
  * A listening socket whose accepts are ring ops: one accept in flight at a time, the next submitted as soon as one
- * completes. stop() cancels the accept in flight; the descriptor is closed when it has completed (an inherited one
- * too: serving it stops there, as Bun's listener.stop() does).
+ * completes. stop() cancels the accept in flight; the descriptor is closed when both the accept and its cancel have
+ * completed (an inherited one too: serving it stops there, as Bun's listener.stop() does), and stop()'s promise
+ * resolves then: after it, the listener has no op on the ring and its address is free to bind again.
  */
 export class UringListener {
   private readonly bufferAddress: number;
   private readonly addressBytes: Uint8Array;
   private readonly addressLength: Uint32Array;
   private acceptSlot = -1;
+  private cancelSlot = -1;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private stopping = false;
   private closed = false;
+  private readonly closedSignal = Promise.withResolvers<void>();
   private readonly onAccepted: SocketOpListener = { onSocketOp: (result) => this.accepted(result) };
+  private readonly onCancelled: SocketOpListener = { onSocketOp: () => this.cancelled() };
 
   constructor(
     private readonly ring: Uring,
@@ -237,13 +241,16 @@ export class UringListener {
     return this.address.kind === "tcp" ? this.address.port : null;
   }
 
-  /** Stops accepting; the descriptor closes once the accept in flight has completed. */
-  stop(): void {
-    if (this.stopping) return;
-    this.stopping = true;
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    if (this.acceptSlot >= 0) this.ring.cancelSocketOp(this.acceptSlot, `accept on ${this.where}`);
-    this.closeWhenIdle();
+  /** Stops accepting; resolves once the descriptor is closed (the accept in flight and its cancel completed). */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+      // cancelSocketOp's cancel, with a listener: the descriptor is closed only once the cancel's own slot is free.
+      if (this.acceptSlot >= 0) this.cancelSlot = this.ring.socketOp(IORING_OP_ASYNC_CANCEL, -1, this.acceptSlot, 0, 0, 0, this.onCancelled, `cancel of the accept on ${this.where}`);
+      this.closeWhenIdle();
+    }
+    return this.closedSignal.promise;
   }
 
   private get where(): string {
@@ -284,10 +291,16 @@ export class UringListener {
     return peer.kind === "tcp" ? `${peer.host}:${peer.port}` : peer.path;
   }
 
+  private cancelled(): void {
+    this.cancelSlot = -1;
+    this.closeWhenIdle();
+  }
+
   private closeWhenIdle(): void {
-    if (this.closed || this.acceptSlot >= 0) return;
+    if (this.closed || this.acceptSlot >= 0 || this.cancelSlot >= 0) return;
     this.closed = true;
     closeSocket(this.fd);
     freeAligned(this.bufferAddress);
+    this.closedSignal.resolve();
   }
 }
