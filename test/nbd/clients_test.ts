@@ -2,6 +2,7 @@
 // nbdinfo (--json, --list, --map), qemu-io (odd offsets, pattern checks), nbdcopy (hash round trip),
 // python3-libnbd (structured replies, block status, cache, fast zero, server-side errors) and fio verify.
 // Clients run as child processes (async spawn: the server shares this event loop), each bounded by a timeout.
+// Each runs on both transports, Bun's sockets and io_uring (nbd_io.ts).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
@@ -11,6 +12,7 @@ import { join } from "node:path";
 import { NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
 import { startNbdServer, type NbdServer } from "../../src/nbd/server.ts";
 import { MemoryBlockDevice } from "./memory_block_device.ts";
+import { NBD_IO_KINDS, nbdIoRing } from "./nbd_io.ts";
 
 const SIZE_BYTES = 8 * 1024 * 1024;
 const CLIENT_TIMEOUT_MS = 30_000;
@@ -101,151 +103,157 @@ h.shutdown()
 print("ok")
 `;
 
-for (const transport of ["unix", "tcp"] as const) {
-  describe(`real clients over ${transport}`, () => {
-    let directory: string;
-    let device: MemoryBlockDevice;
-    let server: NbdServer;
-    let uri: string;
-    const logLines: string[] = [];
+const nbdIo = nbdIoRing();
 
-    beforeAll(async () => {
-      directory = mkdtempSync(join(tmpdir(), `lsvd-nbd-clients-${transport}-`));
-      device = new MemoryBlockDevice(SIZE_BYTES);
-      server = await startNbdServer({
-        device,
-        exportName: "disk",
-        description: "lsvd test disk",
-        ...(transport === "unix"
-          ? { socketPath: join(directory, "nbd.sock") }
-          : { listen: { host: "127.0.0.1", port: 0 } }),
-        log: (line) => logLines.push(line),
+for (const io of NBD_IO_KINDS) {
+  for (const transport of ["unix", "tcp"] as const) {
+    describe(`real clients over ${transport}, NBD over ${io}`, () => {
+      let directory: string;
+      let device: MemoryBlockDevice;
+      let server: NbdServer;
+      let uri: string;
+      const logLines: string[] = [];
+
+      beforeAll(async () => {
+        directory = mkdtempSync(join(tmpdir(), `lsvd-nbd-clients-${transport}-${io}-`));
+        device = new MemoryBlockDevice(SIZE_BYTES);
+        server = await startNbdServer({
+          device,
+          exportName: "disk",
+          description: "lsvd test disk",
+          ...(transport === "unix"
+            ? { socketPath: join(directory, "nbd.sock") }
+            : { listen: { host: "127.0.0.1", port: 0 } }),
+          log: (line) => logLines.push(line),
+          ...nbdIo.options(io),
+        });
+        expect(server.addresses.length).toBe(1);
+        uri = server.addresses[0]!;
+        if (transport === "unix") expect(uri).toBe(`nbd+unix:///disk?socket=${join(directory, "nbd.sock")}`);
+        else expect(uri).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/disk$/);
       });
-      expect(server.addresses.length).toBe(1);
-      uri = server.addresses[0]!;
-      if (transport === "unix") expect(uri).toBe(`nbd+unix:///disk?socket=${join(directory, "nbd.sock")}`);
-      else expect(uri).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/disk$/);
-    });
 
-    afterAll(async () => {
-      await server.close();
-      expect(server.connectionCount()).toBe(0);
-      rmSync(directory, { recursive: true, force: true });
-      // Real clients never trip a protocol error.
-      expect(server.stats().protocolErrors).toBe(0);
-    });
+      afterAll(async () => {
+        await server.close();
+        expect(server.connectionCount()).toBe(0);
+        nbdIo.expectIdle();
+        rmSync(directory, { recursive: true, force: true });
+        // Real clients never trip a protocol error.
+        expect(server.stats().protocolErrors).toBe(0);
+      });
 
-    test("nbdinfo --json: size, flags, block sizes", async () => {
-      const result = await run(["nbdinfo", "--json", uri]);
-      expectSuccess(result);
-      const info = JSON.parse(result.stdout);
-      expect(info.protocol).toBe("newstyle-fixed");
-      expect(info.structured).toBe(true);
-      const exported = info.exports[0];
-      expect(exported["export-name"]).toBe("disk");
-      expect(exported.description).toBe("lsvd test disk");
-      expect(exported["export-size"]).toBe(SIZE_BYTES);
-      expect(exported.contexts).toEqual(["base:allocation"]);
-      expect(exported.block_size_minimum).toBe(1);
-      expect(exported.block_size_preferred).toBe(4096);
-      expect(exported.block_size_maximum).toBe(NBD_REQUEST_BYTES_MAX);
-      for (const flag of ["can_multi_conn", "can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_df"]) {
-        expect([flag, exported[flag]]).toEqual([flag, true]);
-      }
-      expect(exported.is_read_only).toBe(false);
-    });
+      test("nbdinfo --json: size, flags, block sizes", async () => {
+        const result = await run(["nbdinfo", "--json", uri]);
+        expectSuccess(result);
+        const info = JSON.parse(result.stdout);
+        expect(info.protocol).toBe("newstyle-fixed");
+        expect(info.structured).toBe(true);
+        const exported = info.exports[0];
+        expect(exported["export-name"]).toBe("disk");
+        expect(exported.description).toBe("lsvd test disk");
+        expect(exported["export-size"]).toBe(SIZE_BYTES);
+        expect(exported.contexts).toEqual(["base:allocation"]);
+        expect(exported.block_size_minimum).toBe(1);
+        expect(exported.block_size_preferred).toBe(4096);
+        expect(exported.block_size_maximum).toBe(NBD_REQUEST_BYTES_MAX);
+        for (const flag of ["can_multi_conn", "can_flush", "can_fua", "can_trim", "can_zero", "can_fast_zero", "can_cache", "can_df"]) {
+          expect([flag, exported[flag]]).toEqual([flag, true]);
+        }
+        expect(exported.is_read_only).toBe(false);
+      });
 
-    test("nbdinfo --list", async () => {
-      const result = await run(["nbdinfo", "--list", "--json", uri]);
-      expectSuccess(result);
-      const info = JSON.parse(result.stdout);
-      expect(info.exports.map((exported: { "export-name": string }) => exported["export-name"])).toEqual(["disk"]);
-    });
+      test("nbdinfo --list", async () => {
+        const result = await run(["nbdinfo", "--list", "--json", uri]);
+        expectSuccess(result);
+        const info = JSON.parse(result.stdout);
+        expect(info.exports.map((exported: { "export-name": string }) => exported["export-name"])).toEqual(["disk"]);
+      });
 
-    test("qemu-io at odd offsets with pattern verification, discard, write -z", async () => {
-      const commands = [
-        "write -P 0xab 1000 3000",
-        "write -P 0xcd 4000 10000",
-        "read -P 0xab 1000 3000",
-        "read -P 0xcd 4000 10000",
-        "read -P 0 0 1000",
-        "write -z 5001 2000",
-        "read -P 0 5001 2000",
-        "read -P 0xcd 4000 1001",
-        "read -P 0xcd 7001 6999",
-        "discard 1048576 65536",
-        "read -P 0 1048576 65536",
-        "aio_write -P 0x11 2097152 4096",
-        "aio_write -P 0x22 2101248 4096",
-        "aio_flush",
-        "read -P 0x11 2097152 4096",
-        "read -P 0x22 2101248 4096",
-      ];
-      const args = ["qemu-io", "-f", "raw", "-d", "unmap"];
-      for (const command of commands) args.push("-c", command);
-      const result = await run([...args, uri]);
-      expectSuccess(result);
-      expect(result.stdout + result.stderr).not.toMatch(/fail|error|mismatch/i);
-      expect(result.stdout.match(/^read /gm)?.length).toBe(9);
-    });
+      test("qemu-io at odd offsets with pattern verification, discard, write -z", async () => {
+        const commands = [
+          "write -P 0xab 1000 3000",
+          "write -P 0xcd 4000 10000",
+          "read -P 0xab 1000 3000",
+          "read -P 0xcd 4000 10000",
+          "read -P 0 0 1000",
+          "write -z 5001 2000",
+          "read -P 0 5001 2000",
+          "read -P 0xcd 4000 1001",
+          "read -P 0xcd 7001 6999",
+          "discard 1048576 65536",
+          "read -P 0 1048576 65536",
+          "aio_write -P 0x11 2097152 4096",
+          "aio_write -P 0x22 2101248 4096",
+          "aio_flush",
+          "read -P 0x11 2097152 4096",
+          "read -P 0x22 2101248 4096",
+        ];
+        const args = ["qemu-io", "-f", "raw", "-d", "unmap"];
+        for (const command of commands) args.push("-c", command);
+        const result = await run([...args, uri]);
+        expectSuccess(result);
+        expect(result.stdout + result.stderr).not.toMatch(/fail|error|mismatch/i);
+        expect(result.stdout.match(/^read /gm)?.length).toBe(9);
+      });
 
-    test("nbdinfo --map shows holes and data", async () => {
-      const data = new Uint8Array(65536).fill(7);
-      await device.write(4 * 1024 * 1024, data, false);
-      const result = await run(["nbdinfo", "--map", "--json", uri]);
-      expectSuccess(result);
-      const map: { offset: number; length: number; type: number }[] = JSON.parse(result.stdout);
-      const at = (offset: number) => map.find((entry) => entry.offset <= offset && offset < entry.offset + entry.length)!;
-      expect(at(4 * 1024 * 1024).type).toBe(0);
-      expect(at(4 * 1024 * 1024 + 65535).type).toBe(0);
-      expect(at(4 * 1024 * 1024 + 65536).type).toBe(3);
-      expect(at(SIZE_BYTES - 1).type).toBe(3);
-      expect(map.reduce((sum, entry) => sum + entry.length, 0)).toBe(SIZE_BYTES);
-    });
+      test("nbdinfo --map shows holes and data", async () => {
+        const data = new Uint8Array(65536).fill(7);
+        await device.write(4 * 1024 * 1024, data, false);
+        const result = await run(["nbdinfo", "--map", "--json", uri]);
+        expectSuccess(result);
+        const map: { offset: number; length: number; type: number }[] = JSON.parse(result.stdout);
+        const at = (offset: number) => map.find((entry) => entry.offset <= offset && offset < entry.offset + entry.length)!;
+        expect(at(4 * 1024 * 1024).type).toBe(0);
+        expect(at(4 * 1024 * 1024 + 65535).type).toBe(0);
+        expect(at(4 * 1024 * 1024 + 65536).type).toBe(3);
+        expect(at(SIZE_BYTES - 1).type).toBe(3);
+        expect(map.reduce((sum, entry) => sum + entry.length, 0)).toBe(SIZE_BYTES);
+      });
 
-    test("nbdcopy a random file in and out: hashes match", async () => {
-      const source = join(directory, "source.bin");
-      const target = join(directory, "target.bin");
-      const content = randomBytes(SIZE_BYTES);
-      writeFileSync(source, content);
-      expectSuccess(await run(["nbdcopy", "--connections=2", "--requests=16", source, uri]));
-      expectSuccess(await run(["nbdcopy", uri, target]));
-      const hash = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
-      expect(hash(readFileSync(target))).toBe(hash(content));
-    });
+      test("nbdcopy a random file in and out: hashes match", async () => {
+        const source = join(directory, "source.bin");
+        const target = join(directory, "target.bin");
+        const content = randomBytes(SIZE_BYTES);
+        writeFileSync(source, content);
+        expectSuccess(await run(["nbdcopy", "--connections=2", "--requests=16", source, uri]));
+        expectSuccess(await run(["nbdcopy", uri, target]));
+        const hash = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+        expect(hash(readFileSync(target))).toBe(hash(content));
+      });
 
-    test("python3-libnbd: structured replies, block status, cache, fast zero, server errors", async () => {
-      // Start from a clean first MiB so the expected extents are exact.
-      await device.writeZeroes(0, 1024 * 1024, false);
-      const script = join(directory, "checks.py");
-      writeFileSync(script, PYTHON_CHECKS);
-      const errorRepliesBefore = server.stats().errorReplies;
-      const result = await run(["/usr/bin/python3", script, uri, String(SIZE_BYTES)]);
-      expectSuccess(result);
-      expect(result.stdout.trim()).toBe("ok");
-      // The three refused requests were refused by the server, not by libnbd.
-      expect(server.stats().errorReplies - errorRepliesBefore).toBe(3);
-    });
+      test("python3-libnbd: structured replies, block status, cache, fast zero, server errors", async () => {
+        // Start from a clean first MiB so the expected extents are exact.
+        await device.writeZeroes(0, 1024 * 1024, false);
+        const script = join(directory, "checks.py");
+        writeFileSync(script, PYTHON_CHECKS);
+        const errorRepliesBefore = server.stats().errorReplies;
+        const result = await run(["/usr/bin/python3", script, uri, String(SIZE_BYTES)]);
+        expectSuccess(result);
+        expect(result.stdout.trim()).toBe("ok");
+        // The three refused requests were refused by the server, not by libnbd.
+        expect(server.stats().errorReplies - errorRepliesBefore).toBe(3);
+      });
 
-    test("fio --ioengine=nbd with crc32c verify", async () => {
-      const result = await run([
-        "fio",
-        "--ioengine=nbd",
-        `--uri=${uri}`,
-        "--name=verify",
-        "--rw=randwrite",
-        "--bs=4k",
-        "--iodepth=16",
-        "--size=4m",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--output-format=json",
-      ]);
-      expectSuccess(result);
-      const report = JSON.parse(result.stdout.slice(result.stdout.indexOf("{")));
-      expect(report.jobs[0].error).toBe(0);
-      expect(report.jobs[0].write.total_ios).toBe(1024);
-      expect(report.jobs[0].read.total_ios).toBe(1024);
+      test("fio --ioengine=nbd with crc32c verify", async () => {
+        const result = await run([
+          "fio",
+          "--ioengine=nbd",
+          `--uri=${uri}`,
+          "--name=verify",
+          "--rw=randwrite",
+          "--bs=4k",
+          "--iodepth=16",
+          "--size=4m",
+          "--verify=crc32c",
+          "--verify_fatal=1",
+          "--output-format=json",
+        ]);
+        expectSuccess(result);
+        const report = JSON.parse(result.stdout.slice(result.stdout.indexOf("{")));
+        expect(report.jobs[0].error).toBe(0);
+        expect(report.jobs[0].write.total_ios).toBe(1024);
+        expect(report.jobs[0].read.total_ios).toBe(1024);
+      });
     });
-  });
+  }
 }

@@ -1,5 +1,6 @@
 // Raw-protocol tests of the NBD server (handshake.ts, session.ts, server.ts together) over real sockets:
-// negotiation, every bad-input case, back-pressure, out-of-order completion, disconnects and clean close().
+// negotiation, every bad-input case, back-pressure, out-of-order completion, disconnects and clean close(). Each test
+// runs on both transports, Bun's sockets and io_uring (nbd_io.ts).
 
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";

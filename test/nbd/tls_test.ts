@@ -7,7 +7,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../src/errors.ts";
@@ -25,6 +25,7 @@ import {
 import { MemoryBlockDevice } from "./memory_block_device.ts";
 import { RawClient } from "./raw_client.ts";
 import { makeTestPki, type TestPki } from "./tls_pki.ts";
+import { nbdIoRing } from "./nbd_io.ts";
 
 const SIZE_BYTES = 16 * 1024 * 1024;
 const CLIENT_TIMEOUT_MS = 60_000;
@@ -60,6 +61,7 @@ function sha256(bytes: Uint8Array): string {
 let directory: string;
 let pki: TestPki;
 const servers: NbdServer[] = [];
+const nbdIo = nbdIoRing();
 const logs = new Map<NbdServer, string[]>();
 
 async function serve(options: Omit<NbdServerOptions, "device">, device = new MemoryBlockDevice(SIZE_BYTES)): Promise<NbdServer> {
@@ -459,5 +461,16 @@ describe("credentials", () => {
     expect(credentials.ca).toBeNull();
     expect(tlsServerOptions(credentials).requestCert).toBe(false);
     expect(credentials.subject).toBe("CN=localhost");
+  });
+});
+
+describe("TLS and NBD on io_uring", () => {
+  test("a server on io_uring is refused TLS with a clear error, before it binds anything", async () => {
+    const uringSocket = join(directory, "uring.sock");
+    const starting = startNbdServer({ device: new MemoryBlockDevice(SIZE_BYTES), socketPath: uringSocket, tls: tlsFor("on"), ...nbdIo.options("uring") });
+    await expect(starting).rejects.toThrow(InvalidArgumentError);
+    await expect(starting).rejects.toThrow("NBD on io_uring offers no TLS: serve TLS on Bun's sockets");
+    expect(existsSync(uringSocket)).toBe(false);
+    nbdIo.expectIdle();
   });
 });
