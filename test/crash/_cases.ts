@@ -59,6 +59,8 @@ export interface CrashCaseOptions {
    * recovery and close), its one export picked by clients as the default export "".
    */
   daemon?: boolean;
+  /** More `lsvd serve` options for every start (e.g. --nbd-io uring). */
+  serverArgs?: string[];
   log?: (line: string) => void;
 }
 
@@ -142,7 +144,7 @@ export async function runCrashCase(crashCase: CrashCase, seed: number, options: 
     rounds: [],
     dir: env.dir,
   };
-  const settings = { ...serverOptions(crashCase, prng), daemonExport: opts.daemon === true ? "vol" : undefined };
+  const settings = { ...serverOptions(crashCase, prng), daemonExport: opts.daemon === true ? "vol" : undefined, extraArgs: opts.serverArgs };
   const history = new History(blocks, Math.min(parseSize(settings.batchSize), JOURNAL_RECORD_DATA_BYTES_MAX) / BLOCK_BYTES);
   let server: ServerProcess | null = null;
   let client: NbdClient | null = null;
