@@ -53,6 +53,7 @@ export const EBADF = koffi.os.errno.EBADF ?? 9;
 export const EINTR = koffi.os.errno.EINTR ?? 4;
 export const EAGAIN = koffi.os.errno.EAGAIN ?? 11;
 export const EBUSY = koffi.os.errno.EBUSY ?? 16;
+export const EINVAL = koffi.os.errno.EINVAL ?? 22;
 
 /** "EIO (errno 5)": the form every error message in this layer uses. */
 export function describeErrno(errno: number): string {

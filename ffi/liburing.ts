@@ -97,6 +97,12 @@ export const IORING_OP_ASYNC_CANCEL = 14;
 export const IORING_OP_SEND = 26;
 export const IORING_OP_RECV = 27;
 export const IORING_FSYNC_DATASYNC = 1;
+/**
+ * io_uring_setup flags (kernel 5.19+): a completion's task work waits for the thread's next kernel entry instead of
+ * interrupting it, and the SQ flags say when some is pending (io_uring_submit then enters with GETEVENTS).
+ */
+export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
+export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
 /** Bit of *cq.kflags (kernel 5.8+): while set, the kernel does not signal the registered eventfd. */
 export const IORING_CQ_EVENTFD_DISABLED = 1;
 
@@ -116,8 +122,8 @@ export const LIBURING_HEADER_PATH = "/usr/include/liburing.h";
 export const KERNEL_HEADER_PATH = "/usr/include/linux/io_uring.h";
 
 export interface Liburing {
-  /** io_uring_queue_init(entries, ring, 0): 0 or -errno. */
-  queueInit(entries: number, ringAddress: number): number;
+  /** io_uring_queue_init(entries, ring, flags): 0 or -errno. */
+  queueInit(entries: number, ringAddress: number, flags: number): number;
   queueExit(ringAddress: number): void;
   /** io_uring_submit: flushes sq.sqe_tail to the kernel and enters once. Returns SQEs consumed or -errno. */
   submit(ringAddress: number): number;
@@ -140,7 +146,7 @@ export function liburing(): Liburing {
   const submit = lib.func("int io_uring_submit(void *ring)");
   const registerEventfd = lib.func("int io_uring_register_eventfd(void *ring, int fd)");
   loaded = {
-    queueInit: (entries, ringAddress) => queueInit(entries, ringAddress, 0) as number,
+    queueInit: (entries, ringAddress, flags) => queueInit(entries, ringAddress, flags) as number,
     queueExit: (ringAddress) => void queueExit(ringAddress),
     submit: (ringAddress) => submit(ringAddress) as number,
     registerEventfd: (ringAddress, fd) => registerEventfd(ringAddress, fd) as number,

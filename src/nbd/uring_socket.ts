@@ -19,7 +19,7 @@
 import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_RECEIVE_BYTES, NBD_URING_SEND_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { allocAligned, describeErrno, freeAligned, viewMemory } from "../../ffi/libc.ts";
-import { IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
 import { closeSocket, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
 import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
@@ -246,8 +246,8 @@ export class UringListener {
     if (!this.stopping) {
       this.stopping = true;
       if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-      // cancelSocketOp's cancel, with a listener: the descriptor is closed only once the cancel's own slot is free.
-      if (this.acceptSlot >= 0) this.cancelSlot = this.ring.socketOp(IORING_OP_ASYNC_CANCEL, -1, this.acceptSlot, 0, 0, 0, this.onCancelled, `cancel of the accept on ${this.where}`);
+      // The descriptor is closed only once the cancel's own slot is free too.
+      if (this.acceptSlot >= 0) this.cancelSlot = this.ring.cancelSocketOp(this.acceptSlot, `accept on ${this.where}`, this.onCancelled);
       this.closeWhenIdle();
     }
     return this.closedSignal.promise;
