@@ -43,6 +43,8 @@ const setsockoptNative = lib.func("int setsockopt(int fd, int level, int name, c
 const bindNative = lib.func("int bind(int fd, const void *addr, uint32_t addrlen)");
 const listenNative = lib.func("int listen(int fd, int backlog)");
 const shutdownNative = lib.func("int shutdown(int fd, int how)");
+const sendNative = lib.func("intptr_t send(int fd, const void *buf, size_t len, int flags)");
+const MSG_DONTWAIT = 0x40;
 
 function fail(what: string): never {
   const errno = koffi.errno();
@@ -127,6 +129,15 @@ export function setNoDelay(fd: number): void {
  */
 export function shutdownSocket(fd: number): void {
   shutdownNative(fd, SHUT_RDWR);
+}
+
+/**
+ * send(2) of `bytes` at native `address` without waiting (MSG_DONTWAIT, and MSG_NOSIGNAL: no SIGPIPE): the bytes
+ * the socket took, or -errno (-EAGAIN: it has no room now).
+ */
+export function sendNow(fd: number, address: number, bytes: number): number {
+  const sent = Number(sendNative(fd, address, bytes, MSG_DONTWAIT | MSG_NOSIGNAL));
+  return sent < 0 ? -koffi.errno() : sent;
 }
 
 export function closeSocket(fd: number): void {

@@ -223,6 +223,12 @@ export class Uring {
   private closed: Promise<void> | undefined;
   private drained: Resolve | undefined;
   private readonly submitBound = () => this.submitNow();
+  /** Socket SQEs wait for the end of the turn (writeSqe). */
+  private socketSubmitScheduled = false;
+  private readonly socketSubmitBound = () => {
+    this.socketSubmitScheduled = false;
+    if (!this.torndown) this.submit();
+  };
   /** Empty turns a polling ring polls before it waits on the eventfd again; 0: it never polls (the header, step 3). */
   private readonly pollIdleTurns: number;
   /** Polling the CQ once per event-loop turn, eventfd signals off (see the header, step 3). */
@@ -381,7 +387,7 @@ export class Uring {
     this.slotBytes[slot] = bytes;
     this.slotLabel[slot] = label;
     this.slotListener[slot] = listener;
-    this.writeSqe(opcode, fd, address2, address, bytes, opFlags, slot);
+    this.writeSqe(opcode, fd, address2, address, bytes, opFlags, slot, false);
     return slot;
   }
 
@@ -520,11 +526,15 @@ export class Uring {
       length = addresses.length;
     }
 
-    this.writeSqe(opcode, fd, offset, address, length, opFlags, slot);
+    this.writeSqe(opcode, fd, offset, address, length, opFlags, slot, true);
   }
 
-  /** Writes one SQE at the SQ tail; submits when a batch is full, else at the end of the turn. */
-  private writeSqe(opcode: number, fd: number, offset: number, address: number, length: number, opFlags: number, slot: number): void {
+  /**
+   * Writes one SQE at the SQ tail. A file op's is submitted when a batch is full, else in a microtask; a socket op's
+   * goes with the turn's next file op submit, or at the end of the turn (setImmediate), so that a turn whose replies
+   * and receives follow journal completions through several microtasks still enters the kernel once.
+   */
+  private writeSqe(opcode: number, fd: number, offset: number, address: number, length: number, opFlags: number, slot: number, fileOp: boolean): void {
     const words = this.sqeWords;
     const base = (this.sqTail & this.sqMask) * WORDS_PER_SQE;
     words[base + SqeWord.opcodeFlagsIoprio] = opcode;
@@ -539,6 +549,13 @@ export class Uring {
     words[base + SqeWord.userDataHigh] = 0;
     for (let word = 10; word < WORDS_PER_SQE; word++) words[base + word] = 0;
     this.sqTail = (this.sqTail + 1) >>> 0;
+    if (!fileOp) {
+      if (!this.submitScheduled && !this.socketSubmitScheduled) {
+        this.socketSubmitScheduled = true;
+        setImmediate(this.socketSubmitBound);
+      }
+      return;
+    }
     this.unsubmitted += 1;
 
     // A full batch goes now, so the device works on it while JS prepares the rest of the turn's ops; the turn's

@@ -8,19 +8,21 @@
 // - Receive: into the connection's native buffer; each completion's bytes are copied into a fresh Uint8Array, which
 //   the session may keep (a WRITE payload is handed to the device as a view of its chunk, as with Bun's chunks). The
 //   next receive is submitted after the chunk was handled, unless the session paused the connection.
-// - Send: write() copies replies into the filling one of two buffers and returns what fit; while one buffer is
-//   being sent the other fills, so one send carries every reply of a turn. A short send is sent on from where it
-//   stopped. When write() could not take everything, `drain` follows once the sent buffer is free again (Bun's
-//   semantics, which OutputQueue relies on).
+// - Send: write() copies replies into the filling one of two buffers and sends it at once with one send(2)
+//   (OutputQueue writes once per turn, so one send carries every reply of a turn). A socket with room takes it whole
+//   and nothing completes later: a send on the ring would cost a completion, and so a wake, per turn. What the socket
+//   did not take goes out as a ring send, which completes when there is room; meanwhile the other buffer fills, and
+//   when write() could not take everything, `drain` follows once a buffer is free again (Bun's semantics, which
+//   OutputQueue relies on).
 // - Close: end() sends what is queued, then shuts the socket down; terminate() and a peer that hung up (receive
 //   returned 0 or an error) shut it down at once. The descriptor is closed, and `close` told, once no op of the
 //   connection is in flight: the kernel never completes an op on a reused descriptor number.
 
 import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_RECEIVE_BYTES, NBD_URING_SEND_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { allocAligned, describeErrno, freeAligned, viewMemory } from "../../ffi/libc.ts";
+import { allocAligned, describeErrno, EAGAIN, freeAligned, viewMemory } from "../../ffi/libc.ts";
 import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
-import { closeSocket, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
+import { closeSocket, sendNow, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
 import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
 import type { Transport } from "./output_queue.ts";
@@ -91,15 +93,25 @@ export class UringSocket implements Transport {
     this.armReceive();
   }
 
-  /** Takes as many of the bytes as the filling buffer holds; -1 once the socket is shutting down. */
+  /**
+   * Takes as many of the bytes as the buffers hold while the socket takes what is sent at once; -1 once the socket is
+   * shutting down (or the peer turned out to be gone).
+   */
   write(data: Uint8Array, byteOffset = 0, byteLength = data.length - byteOffset): number {
     if (this.state !== "open") return -1;
     const send = this.send;
-    const taken = Math.min(byteLength, NBD_URING_SEND_BYTES - send.fillingBytes);
-    send.views[send.filling].set(data.subarray(byteOffset, byteOffset + taken), send.fillingBytes);
-    send.fillingBytes += taken;
+    let taken = 0;
+    while (taken < byteLength && send.fillingBytes < NBD_URING_SEND_BYTES) {
+      const part = Math.min(NBD_URING_SEND_BYTES - send.fillingBytes, byteLength - taken);
+      send.views[send.filling].set(data.subarray(byteOffset + taken, byteOffset + taken + part), send.fillingBytes);
+      send.fillingBytes += part;
+      taken += part;
+      // While the other buffer is on the ring, this one fills; else it goes now (and is free again if it all went).
+      if (this.sendSlot >= 0) break;
+      this.sendFilling();
+      if (this.state !== "open") return -1;
+    }
     if (taken < byteLength) this.owesDrain = true;
-    if (this.sendSlot < 0) this.sendFilling();
     return taken;
   }
 
@@ -142,16 +154,29 @@ export class UringSocket implements Transport {
     this.armReceive();
   }
 
-  /** Swaps the buffers and sends the one that filled. */
+  /**
+   * Swaps the buffers and sends the one that filled: first with one send(2) at once, which a socket with room takes
+   * whole, so no completion (and no wake) follows; what it did not take goes out as a ring op, which completes when
+   * the socket has room.
+   */
   private sendFilling(): void {
     const send = this.send;
-    if (send.fillingBytes === 0) return;
+    if (send.fillingBytes === 0 || this.sendSlot >= 0) return;
     const sending = send.filling;
     send.filling = sending === 0 ? 1 : 0;
     send.sendingBytes = send.fillingBytes;
-    send.sentBytes = 0;
     send.fillingBytes = 0;
-    this.sendRest(sending);
+    const result = sendNow(this.fd, send.addresses[sending], send.sendingBytes);
+    if (result < 0 && result !== -EAGAIN) {
+      // The peer is gone (EPIPE, ECONNRESET). Closed after this turn: the caller is in the middle of a write.
+      this.state = "shut";
+      shutdownSocket(this.fd);
+      queueMicrotask(() => this.closeWhenIdle());
+      return;
+    }
+    send.sentBytes = Math.max(result, 0);
+    if (send.sentBytes === send.sendingBytes) send.sendingBytes = 0;
+    else this.sendRest(sending);
   }
 
   private sendRest(sending: 0 | 1): void {
