@@ -79,7 +79,8 @@ export const SqeWord = {
   opFlags: 7, // u32 rw_flags / fsync_flags
   userDataLow: 8, // u64 user_data
   userDataHigh: 9,
-  // words 10..15: buf_index, personality, file_index, addr3, pad: always zero here.
+  bufferGroup: 10, // u16 buf_index / buf_group | u16 personality << 16
+  // words 11..15: file_index, addr3, pad: always zero here.
 } as const;
 
 /** struct io_uring_cqe: 16 bytes (no IORING_SETUP_CQE32). Word offsets. */
@@ -103,6 +104,14 @@ export const IORING_FSYNC_DATASYNC = 1;
  */
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
+/** SQE flag (byte 1 of word 0): the kernel picks the buffer from the group in the SQE's buf_group (provided buffers). */
+export const IOSQE_BUFFER_SELECT = 1 << 5;
+/** Receive flag (the SQE's ioprio): one receive SQE posts a CQE per chunk until it ends (kernel 6.0+). */
+export const IORING_RECV_MULTISHOT = 1 << 1;
+/** CQE flags: the upper 16 bits hold the id of the provided buffer used; more CQEs of this SQE will follow. */
+export const IORING_CQE_F_BUFFER = 1 << 0;
+export const IORING_CQE_F_MORE = 1 << 1;
+export const IORING_CQE_BUFFER_SHIFT = 16;
 /** Bit of *cq.kflags (kernel 5.8+): while set, the kernel does not signal the registered eventfd. */
 export const IORING_CQ_EVENTFD_DISABLED = 1;
 
@@ -128,6 +137,9 @@ export interface Liburing {
   /** io_uring_submit: flushes sq.sqe_tail to the kernel and enters once. Returns SQEs consumed or -errno. */
   submit(ringAddress: number): number;
   registerEventfd(ringAddress: number, fd: number): number;
+  /** io_uring_register_buf_ring(ring, reg, 0) with reg a struct io_uring_buf_reg in native memory: 0 or -errno. */
+  registerBufRing(ringAddress: number, registrationAddress: number): number;
+  unregisterBufRing(ringAddress: number, groupId: number): number;
 }
 
 let loaded: Liburing | undefined;
@@ -145,11 +157,15 @@ export function liburing(): Liburing {
   const queueExit = lib.func("void io_uring_queue_exit(void *ring)");
   const submit = lib.func("int io_uring_submit(void *ring)");
   const registerEventfd = lib.func("int io_uring_register_eventfd(void *ring, int fd)");
+  const registerBufRing = lib.func("int io_uring_register_buf_ring(void *ring, void *reg, unsigned int flags)");
+  const unregisterBufRing = lib.func("int io_uring_unregister_buf_ring(void *ring, int bgid)");
   loaded = {
     queueInit: (entries, ringAddress, flags) => queueInit(entries, ringAddress, flags) as number,
     queueExit: (ringAddress) => void queueExit(ringAddress),
     submit: (ringAddress) => submit(ringAddress) as number,
     registerEventfd: (ringAddress, fd) => registerEventfd(ringAddress, fd) as number,
+    registerBufRing: (ringAddress, registrationAddress) => registerBufRing(ringAddress, registrationAddress, 0) as number,
+    unregisterBufRing: (ringAddress, groupId) => unregisterBufRing(ringAddress, groupId) as number,
   };
   return loaded;
 }

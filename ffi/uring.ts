@@ -77,7 +77,10 @@ import {
 } from "./libc.ts";
 import {
   checkHeaderLayout,
+  IORING_CQE_F_MORE,
   IORING_OP_ACCEPT,
+  IORING_RECV_MULTISHOT,
+  IOSQE_BUFFER_SELECT,
   IORING_OP_ASYNC_CANCEL,
   IORING_OP_RECV,
   IORING_OP_SEND,
@@ -129,9 +132,12 @@ interface WaitingOp {
   readonly reject: Reject;
 }
 
-/** Told the result of a socket op: bytes moved (0: the peer closed), a new descriptor (accept), or -errno. */
+/**
+ * Told the result of a socket op: bytes moved (0: the peer closed), a new descriptor (accept), or -errno; and the
+ * CQE's flags (a multishot receive: IORING_CQE_F_MORE while it goes on, the provided buffer's id with F_BUFFER).
+ */
 export interface SocketOpListener {
-  onSocketOp(result: number): void;
+  onSocketOp(result: number, flags: number): void;
 }
 
 let headersChecked = false;
@@ -177,6 +183,7 @@ export class Uring {
   /** Slots of file ops (read, write, fsync); socket ops have `socketSlots` more, after these. */
   readonly queueDepth: number;
   readonly socketSlots: number;
+  private bufferGroups = 0;
 
   private readonly lib = liburing();
   private readonly ringAddress: number;
@@ -389,6 +396,34 @@ export class Uring {
     this.slotListener[slot] = listener;
     this.writeSqe(opcode, fd, address2, address, bytes, opFlags, slot, false);
     return slot;
+  }
+
+  /**
+   * A multishot receive on `fd` into buffers the kernel picks from provided-buffer group `bufferGroup`
+   * (ffi/uring_buffers.ts): one CQE per chunk, each with IORING_CQE_F_MORE while the receive goes on; its slot stays
+   * taken until a CQE without F_MORE (the peer closed, an error, a cancel, or no buffer was free: -ENOBUFS).
+   */
+  receiveMultishot(fd: number, bufferGroup: number, listener: SocketOpListener, label: string): number {
+    const slot = this.socketOp(IORING_OP_RECV, fd, 0, 0, 0, 0, listener, label);
+    const base = ((this.sqTail - 1) & this.sqMask) * WORDS_PER_SQE;
+    this.sqeWords[base + SqeWord.opcodeFlagsIoprio] = IORING_OP_RECV | (IOSQE_BUFFER_SELECT << 8) | (IORING_RECV_MULTISHOT << 16);
+    this.sqeWords[base + SqeWord.bufferGroup] = bufferGroup;
+    return slot;
+  }
+
+  /** A provided-buffer group id not yet handed out on this ring. */
+  allocateBufferGroup(): number {
+    assert(this.bufferGroups < 65536, "buffer group ids are u16");
+    return this.bufferGroups++;
+  }
+
+  /** io_uring_register_buf_ring with a struct io_uring_buf_reg at `registrationAddress`: 0 or -errno. */
+  registerBufferRing(registrationAddress: number): number {
+    return this.lib.registerBufRing(this.ringAddress, registrationAddress);
+  }
+
+  unregisterBufferRing(groupId: number): number {
+    return this.lib.unregisterBufRing(this.ringAddress, groupId);
   }
 
   /**
@@ -659,7 +694,7 @@ export class Uring {
       const result = words[base + CqeWord.result]!;
       head = (head + 1) >>> 0;
       if (slot < this.queueDepth) this.complete(slot, result);
-      else this.completeSocketOp(slot, result);
+      else this.completeSocketOp(slot, result, words[base + CqeWord.flags]!);
     }
     const reaped = (head - this.cqHead) >>> 0;
     this.cqHead = head;
@@ -681,15 +716,20 @@ export class Uring {
     else reject(this.completionError(slot, result));
   }
 
-  /** A socket op's CQE: free the slot first (the listener may start the next op at once), then tell the listener. */
-  private completeSocketOp(slot: number, result: number): void {
+  /**
+   * A socket op's CQE: free the slot first, unless more CQEs of a multishot op follow (the listener may start the
+   * next op at once), then tell the listener.
+   */
+  private completeSocketOp(slot: number, result: number, flags: number): void {
     assert(slot >= this.queueDepth && slot < this.queueDepth + this.socketSlots, "CQE user_data is a slot index");
     const listener = this.slotListener[slot]!;
-    this.slotListener[slot] = null;
-    this.freeSocketSlots[this.freeSocketSlotCount++] = slot;
+    if ((flags & IORING_CQE_F_MORE) === 0) {
+      this.slotListener[slot] = null;
+      this.freeSocketSlots[this.freeSocketSlotCount++] = slot;
+    }
     if (listener === null) return;
     try {
-      listener.onSocketOp(result);
+      listener.onSocketOp(result, flags);
     } catch (error) {
       // The reap must finish (the CQ head is stored after the loop): the error surfaces on its own, after it.
       queueMicrotask(() => {
@@ -737,7 +777,7 @@ export class Uring {
     for (let index = kernelHead; index !== this.sqTail; index = (index + 1) >>> 0) {
       const slot = this.sqeWords[(index & this.sqMask) * WORDS_PER_SQE + SqeWord.userDataLow]!;
       if (slot >= this.queueDepth) {
-        this.completeSocketOp(slot, -(error.errno ?? EBADF));
+        this.completeSocketOp(slot, -(error.errno ?? EBADF), 0);
         continue;
       }
       const reject = this.slotReject[slot]!;

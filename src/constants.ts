@@ -105,14 +105,22 @@ export const ANY_SIZE_INFLIGHT_MAX = NBD_INFLIGHT_PER_CONNECTION_MAX * NBD_CONNE
 export const ANY_SIZE_READ_WHOLE_BYTES_MAX = 64 * 1024;
 /** NBD: on close(), how long connections may take to finish in-flight requests and send replies. */
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
-/** NBD on io_uring: bytes one receive may bring (a native buffer per connection; each chunk is copied out of it). */
-export const NBD_URING_RECEIVE_BYTES = 256 * 1024;
+/**
+ * NBD on io_uring: receive buffers the kernel picks from (one group for every connection of the server), and the
+ * bytes of each. A chunk is copied out and its buffer given back in the same reap, so few are out at once; when
+ * none is free a connection's receive ends (-ENOBUFS) and is started again.
+ */
+export const NBD_URING_RECEIVE_BUFFERS = 64;
+export const NBD_URING_RECEIVE_BYTES = 128 * 1024;
 /** NBD on io_uring: bytes of replies one send carries; a connection has two such buffers, one filling, one sent. */
 export const NBD_URING_SEND_BYTES = 128 * 1024;
 /** NBD on io_uring: listeners one server may have (each holds an accept and may need a cancel in flight). */
 export const NBD_URING_LISTENERS_MAX = 8;
-/** NBD on io_uring: socket ops in flight at most: a receive and a send per connection, an accept and a cancel per listener. */
-export const NBD_URING_SOCKET_SLOTS = 2 * NBD_CONNECTIONS_MAX + 2 * NBD_URING_LISTENERS_MAX;
+/**
+ * NBD on io_uring: socket ops in flight at most: a receive, a send and a cancel (of the receive, to pause it) per
+ * connection, an accept and a cancel per listener.
+ */
+export const NBD_URING_SOCKET_SLOTS = 3 * NBD_CONNECTIONS_MAX + 2 * NBD_URING_LISTENERS_MAX;
 /** NBD on io_uring: after an accept failed for want of descriptors or memory, the listener tries again this much later. */
 export const NBD_URING_ACCEPT_RETRY_MS = 100;
 

@@ -38,6 +38,8 @@ import {
   NBD_HANDSHAKE_TIMEOUT_MS_DEFAULT,
   NBD_NEGOTIATING_MAX,
   NBD_URING_LISTENERS_MAX,
+  NBD_URING_RECEIVE_BUFFERS,
+  NBD_URING_RECEIVE_BYTES,
 } from "../constants.ts";
 import { IOError, InvalidArgumentError, assert } from "../errors.ts";
 import type { BlockDevice } from "./block_device.ts";
@@ -49,6 +51,7 @@ import type { TlsServerOptions } from "./tls_credentials.ts";
 import { UringListener, type UringSocket } from "./uring_socket.ts";
 import { listenStream } from "../../ffi/socket.ts";
 import type { Uring } from "../../ffi/uring.ts";
+import { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 
 export interface NbdListenOptions {
   socketPath?: string;
@@ -363,6 +366,8 @@ class Server implements NbdServer {
   private readonly limiter: LogLimiter;
   readonly handshakeTimeoutMs: number;
   readonly ring: Uring | undefined;
+  /** NBD on io_uring: the receive buffers of every connection; given back once the last connection is gone. */
+  private receiveBuffers: ProvidedBuffers | null = null;
   private readonly listeners: Array<{ listener: BunListener | UringListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
@@ -451,21 +456,23 @@ class Server implements NbdServer {
     const wanted = (options.socketPath !== undefined ? 1 : 0) + (options.listen !== undefined ? 1 : 0) + (options.inherited ?? []).length;
     if (wanted > NBD_URING_LISTENERS_MAX) throw new InvalidArgumentError(`NBD on io_uring serves at most ${NBD_URING_LISTENERS_MAX} listeners, not ${wanted}`);
     const onAccept = (socket: UringSocket, name: string) => this.onUringAccept(socket, name);
+    const buffers = new ProvidedBuffers(ring, ring.allocateBufferGroup(), NBD_URING_RECEIVE_BUFFERS, NBD_URING_RECEIVE_BYTES);
+    this.receiveBuffers = buffers;
     const log = (line: string) => this.limitedLog("accept", line);
     if (options.socketPath !== undefined) {
       const path = options.socketPath;
       await claimUnixSocketPath(path);
       const bound = listenStream({ kind: "unix", path });
-      this.listeners.push({ listener: new UringListener(ring, bound.fd, bound.address, onAccept, log), unixPath: path, host: null, port: null, owned: true });
+      this.listeners.push({ listener: new UringListener(ring, buffers, bound.fd, bound.address, onAccept, log), unixPath: path, host: null, port: null, owned: true });
       this.socketInode = lstatSync(path).ino;
     }
     if (options.listen !== undefined) {
       const { host, port } = options.listen;
       const bound = listenStream({ kind: "tcp", host, port });
-      this.listeners.push({ listener: new UringListener(ring, bound.fd, bound.address, onAccept, log), unixPath: null, host, port: null, owned: true });
+      this.listeners.push({ listener: new UringListener(ring, buffers, bound.fd, bound.address, onAccept, log), unixPath: null, host, port: null, owned: true });
     }
     for (const { fd, address } of options.inherited ?? []) {
-      const listener = new UringListener(ring, fd, address, onAccept, log);
+      const listener = new UringListener(ring, buffers, fd, address, onAccept, log);
       if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
       else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
     }
@@ -636,6 +643,8 @@ class Server implements NbdServer {
       }
     }
     assert(this.connections.size === 0, "every connection is gone after close");
+    // No receive is left on the ring: a connection is gone only once its socket's ops completed.
+    this.receiveBuffers?.close();
     await Promise.all(listenersClosed);
     this.limiter.flush();
   }

@@ -18,10 +18,11 @@
 //   returned 0 or an error) shut it down at once. The descriptor is closed, and `close` told, once no op of the
 //   connection is in flight: the kernel never completes an op on a reused descriptor number.
 
-import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_RECEIVE_BYTES, NBD_URING_SEND_BYTES } from "../constants.ts";
+import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_SEND_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { allocAligned, describeErrno, EAGAIN, freeAligned, viewMemory } from "../../ffi/libc.ts";
-import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING_OP_ACCEPT, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import type { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 import { closeSocket, sendNow, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
 import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
@@ -31,6 +32,7 @@ import type { Transport } from "./output_queue.ts";
 const MSG_NOSIGNAL = 0x4000;
 const SOCK_CLOEXEC = 0o2000000;
 const ECANCELED = 125;
+const ENOBUFS = 105;
 /** struct sockaddr_storage, and the socklen_t after it, in a listener's accept buffer. */
 const SOCKADDR_STORAGE_BYTES = 128;
 
@@ -54,9 +56,9 @@ interface SendBuffers {
 
 export class UringSocket implements Transport {
   events: UringSocketEvents | null = null;
-  private readonly receiveAddress: number;
-  private readonly receiveView: Uint8Array;
   private receiveSlot = -1;
+  /** The cancel of the receive (pause), while in flight. */
+  private cancelSlot = -1;
   private sendSlot = -1;
   private readonly send: SendBuffers;
   private paused = false;
@@ -64,16 +66,21 @@ export class UringSocket implements Transport {
   private owesDrain = false;
   /** "ending": send what is queued, then shut down; "shut": shut down, waiting for ops; "closed": fd closed. */
   private state: "open" | "ending" | "shut" | "closed" = "open";
-  private readonly onReceived: SocketOpListener = { onSocketOp: (result) => this.received(result) };
+  private readonly onReceived: SocketOpListener = { onSocketOp: (result, flags) => this.received(result, flags) };
   private readonly onSent: SocketOpListener = { onSocketOp: (result) => this.sent(result) };
+  private readonly onCancelled: SocketOpListener = {
+    onSocketOp: () => {
+      this.cancelSlot = -1;
+      this.closeWhenIdle();
+    },
+  };
 
   constructor(
     private readonly ring: Uring,
+    private readonly buffers: ProvidedBuffers,
     readonly fd: number,
     readonly label: string,
   ) {
-    this.receiveAddress = allocAligned(NBD_URING_RECEIVE_BYTES, 4096);
-    this.receiveView = new Uint8Array(viewMemory(this.receiveAddress, NBD_URING_RECEIVE_BYTES));
     const first = allocAligned(2 * NBD_URING_SEND_BYTES, 4096);
     const second = first + NBD_URING_SEND_BYTES;
     this.send = {
@@ -115,8 +122,14 @@ export class UringSocket implements Transport {
     return taken;
   }
 
+  /**
+   * Stops receiving: a multishot receive goes on by itself, so it is cancelled, and the peer's bytes wait in the
+   * kernel (its window closes) as they do for a paused Bun socket. Chunks posted before the cancel still arrive;
+   * the session keeps them in its backlog, as it keeps what a Bun socket delivers after pause().
+   */
   pause(): void {
     this.paused = true;
+    if (this.receiveSlot >= 0 && this.cancelSlot < 0) this.cancelSlot = this.ring.cancelSocketOp(this.receiveSlot, this.label, this.onCancelled);
   }
 
   resume(): void {
@@ -140,18 +153,31 @@ export class UringSocket implements Transport {
 
   private armReceive(): void {
     if (this.state === "shut" || this.state === "closed" || this.paused || this.receiveSlot >= 0 || this.events === null) return;
-    this.receiveSlot = this.ring.socketOp(IORING_OP_RECV, this.fd, this.receiveAddress, NBD_URING_RECEIVE_BYTES, 0, 0, this.onReceived, this.label);
+    this.receiveSlot = this.ring.receiveMultishot(this.fd, this.buffers.groupId, this.onReceived, this.label);
   }
 
-  private received(result: number): void {
-    this.receiveSlot = -1;
-    if (result <= 0 || this.state === "shut" || this.state === "closed") {
-      // 0: the peer hung up (or our shutdown woke the receive); < 0: the connection failed. Either way it is over.
-      this.shutDown();
+  /** One CQE of the multishot receive: a chunk (copied out, its buffer given back at once), or its end. */
+  private received(result: number, flags: number): void {
+    const more = (flags & IORING_CQE_F_MORE) !== 0;
+    if (!more) this.receiveSlot = -1;
+    if (result > 0) {
+      assert((flags & IORING_CQE_F_BUFFER) !== 0, "a received chunk names its buffer");
+      const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+      const chunk = this.buffers.view(bid, result).slice();
+      this.buffers.recycle(bid);
+      if (this.state === "open" || this.state === "ending") this.events!.onData(chunk);
+      if (!more) this.armReceive();
       return;
     }
-    this.events!.onData(this.receiveView.slice(0, result));
-    this.armReceive();
+    if (more) return;
+    if (result === -ENOBUFS || result === -ECANCELED) {
+      // Every buffer was out for a moment, or pause() cancelled it (and resume() may have come since): go on if allowed.
+      this.armReceive();
+      this.closeWhenIdle();
+      return;
+    }
+    // 0: the peer hung up (or our shutdown ended the receive); < 0: the connection failed. Either way it is over.
+    this.shutDown();
   }
 
   /**
@@ -218,10 +244,9 @@ export class UringSocket implements Transport {
   }
 
   private closeWhenIdle(): void {
-    if (this.state !== "shut" || this.receiveSlot >= 0 || this.sendSlot >= 0) return;
+    if (this.state !== "shut" || this.receiveSlot >= 0 || this.sendSlot >= 0 || this.cancelSlot >= 0) return;
     this.state = "closed";
     closeSocket(this.fd);
-    freeAligned(this.receiveAddress);
     freeAligned(this.send.addresses[0]);
     this.events?.onClose();
   }
@@ -251,6 +276,7 @@ export class UringListener {
 
   constructor(
     private readonly ring: Uring,
+    private readonly buffers: ProvidedBuffers,
     readonly fd: number,
     readonly address: SocketAddress,
     private readonly onAccept: AcceptListener,
@@ -302,7 +328,7 @@ export class UringListener {
       return;
     }
     this.armAccept();
-    this.onAccept(new UringSocket(this.ring, result, `connection ${result}`), this.peerName(result));
+    this.onAccept(new UringSocket(this.ring, this.buffers, result, `connection ${result}`), this.peerName(result));
   }
 
   private peerName(fd: number): string {

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { allocAligned, freeAligned, viewMemory } from "../../ffi/libc.ts";
-import { IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND } from "../../ffi/liburing.ts";
+import { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 import { closeSocket, listenStream } from "../../ffi/socket.ts";
 import { Uring, type SocketOpListener } from "../../ffi/uring.ts";
 import { decodeSocketAddress, encodeSocketAddress } from "../../src/ops/socket_address.ts";
@@ -155,4 +156,47 @@ test("socket addresses: encode for bind, decode back", () => {
   expect(() => encodeSocketAddress({ kind: "unix", path: "x".repeat(108) })).toThrow(/unix socket path/);
   expect(encodeSocketAddress({ kind: "tcp", host: "::1", port: 1 }).length).toBe(28); // sizeof(struct sockaddr_in6)
   expect(encodeSocketAddress({ kind: "tcp", host: "127.0.0.1", port: 1 }).length).toBe(16); // sizeof(struct sockaddr_in)
+});
+
+test("a multishot receive into provided buffers: a CQE per chunk, -ENOBUFS when every buffer is out, then on again", async () => {
+  const ENOBUFS = 105;
+  const ring = Uring.open(2, 0, 4);
+  cleanups.push(() => ring.close());
+  const buffers = new ProvidedBuffers(ring, ring.allocateBufferGroup(), 2, 16);
+  cleanups.push(() => buffers.close());
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  const accept = once();
+  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
+  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
+  const fd = await accept.result;
+  cleanups.push(() => closeSocket(fd));
+
+  // The client's 100 bytes arrive before the receive starts: 2 buffers of 16 take 32 of them, then none is free.
+  const message = new Uint8Array(100).map((_, index) => index);
+  client.write(message);
+  await Bun.sleep(50);
+  const chunks: number[][] = [];
+  const ends: number[] = [];
+  const listener = {
+    onSocketOp: (result: number, flags: number) => {
+      if (result > 0) {
+        expect(flags & IORING_CQE_F_BUFFER).toBe(IORING_CQE_F_BUFFER);
+        const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+        chunks.push([...buffers.view(bid, result)]);
+        buffers.recycle(bid);
+      }
+      if ((flags & IORING_CQE_F_MORE) === 0) ends.push(result);
+    },
+  };
+  for (let attempt = 0; attempt < 20 && chunks.flat().length < 100; attempt++) {
+    const endsBefore = ends.length;
+    ring.receiveMultishot(fd, buffers.groupId, listener, "receive");
+    for (let turn = 0; turn < 200 && ends.length === endsBefore; turn++) await Bun.sleep(2);
+    expect(ends.at(-1)).toBe(-ENOBUFS); // it ran out of buffers (or of data: then it would still be going on)
+    if (chunks.flat().length === 100) break;
+  }
+  expect(chunks.every((chunk) => chunk.length <= 16)).toBe(true);
+  expect(chunks.flat()).toEqual([...message]);
+  client.end();
 });
