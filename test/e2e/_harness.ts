@@ -4,7 +4,7 @@
 // Style: docs/architecture.md ("Testing"); the nbdkit tests/*.sh drive real clients the same way.
 
 import { createCipheriv, createHash } from "node:crypto";
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -163,8 +163,12 @@ export async function createVolume(tag: string, options: { size?: string; cacheS
 // ---- Servers --------------------------------------------------------------------------------------------------
 
 export interface ServeOptions {
-  volume: string;
-  cache: string;
+  /** `--volume` (VOLUME or VOLUME@SNAP); or, with `exports`, none. */
+  volume?: string;
+  /** `--cache`; none for a snapshot, which has no cache device. */
+  cache?: string;
+  /** The daemon form instead of volume and cache: one `--export` each, NAME=VOLUME,cache=CACHE[,...]. */
+  exports?: string[];
   transport: Transport;
   /** Where the unix socket goes (a fresh name inside it). */
   dir: string;
@@ -198,6 +202,16 @@ export function adminSocketArgs(dir: string, extraArgs: string[]): string[] {
   return ["--admin-socket", join(dir, `admin.${process.pid}.${Math.random().toString(36).slice(2, 8)}`)];
 }
 
+/** What serve serves: --volume (and --cache), or the daemon form's --export specs. */
+function servedArgs(options: ServeOptions): string[] {
+  if (options.exports !== undefined) {
+    if (options.volume !== undefined || options.cache !== undefined) throw new Error("ServeOptions: exports, or volume and cache, not both");
+    return options.exports.flatMap((spec) => ["--export", spec]);
+  }
+  if (options.volume === undefined) throw new Error("ServeOptions: no volume and no exports");
+  return ["--volume", options.volume, ...(options.cache === undefined ? [] : ["--cache", options.cache])];
+}
+
 /** One `lsvd serve` child process. */
 export class LsvdServer {
   private logText = "";
@@ -229,7 +243,7 @@ export class LsvdServer {
         uri = `nbd://127.0.0.1:${port}`;
       }
       const child = Bun.spawn({
-        cmd: [binary, "serve", "--volume", options.volume, "--cache", options.cache, ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...(options.defaultAdminSocket === true ? [] : adminSocketArgs(options.dir, options.extraArgs ?? [])), ...(options.extraArgs ?? [])],
+        cmd: [binary, "serve", ...servedArgs(options), ...listenArgs, ...debugLogArgs(options.extraArgs ?? []), ...(options.defaultAdminSocket === true ? [] : adminSocketArgs(options.dir, options.extraArgs ?? [])), ...(options.extraArgs ?? [])],
         cwd: options.cwd,
         stdin: "ignore",
         stdout: "pipe",
@@ -346,4 +360,47 @@ export async function isZeroRange(path: string, start: number, end: number): Pro
 
 export function fileSize(path: string): number {
   return statSync(path).size;
+}
+
+// ---- Listeners ------------------------------------------------------------------------------------------------
+
+/** O_NONBLOCK in /proc/PID/fdinfo's octal flags. */
+const O_NONBLOCK = 0o4000;
+
+/** Inodes of the sockets listening on `port` (TCP, IPv4) or bound to the unix socket `path`. */
+export function listeningInodes(where: { port: number } | { path: string }): Set<string> {
+  const inodes = new Set<string>();
+  if ("path" in where) {
+    for (const line of readFileSync("/proc/net/unix", "utf8").split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[7] === where.path) inodes.add(fields[6]!);
+    }
+    return inodes;
+  }
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    // local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+    if (fields[3] === "0A" && Number.parseInt(fields[1]!.split(":")[1]!, 16) === where.port) inodes.add(fields[9]!);
+  }
+  return inodes;
+}
+
+/** Whether each of the process's descriptors for the listening socket of `uri` is blocking (ours) or not (Bun's). */
+export function listenerBlocking(pid: number, uri: string): boolean[] {
+  const unix = /[?&]socket=([^&]+)/.exec(uri);
+  const inodes = listeningInodes(unix !== null ? { path: unix[1]! } : { port: Number(/:(\d+)/.exec(uri.slice("nbd://".length))![1]) });
+  const blocking: boolean[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (inode === undefined || !inodes.has(inode)) continue;
+    const flags = Number.parseInt(/^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))![1]!, 8);
+    blocking.push((flags & O_NONBLOCK) === 0);
+  }
+  return blocking;
 }

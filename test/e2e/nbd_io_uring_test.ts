@@ -4,20 +4,24 @@
 // own (a blocking socket: Bun's are non-blocking), and SIGTERM stops it cleanly (exit 0, the stop summary); a
 // SIGKILL under writes and a restart, on io_uring again, keep every acknowledged write (the crash harness's intact
 // case, test/crash/_cases.ts: its history model, recovery case, fsck after the kill and after the clean stop).
+// The other serve forms on the ring: the daemon form (two exports, whose cache devices share the ring with the
+// sockets: fio verifies through each at once over one socket, SIGTERM exits 0, both volumes fsck clean) and a
+// snapshot served read-only (no cache device: the ring serves the sockets only; qemu-io reads the patterns back).
+// Socket activation on the ring is in systemd_test.ts.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { runCrashCase } from "../crash/_cases.ts";
-import { LSVD_BINARY, LsvdServer, STOP_SUMMARY_PATTERN, TRANSPORTS, cleanupAll, createVolume, ensureBuilt, lsvd, run } from "./_harness.ts";
+import { LSVD_BINARY, LsvdServer, STOP_SUMMARY_PATTERN, TRANSPORTS, cleanupAll, createVolume, ensureBuilt, listenerBlocking, lsvd, run, runOk } from "./_harness.ts";
 
 const MIB = 1024 * 1024;
 const FIO_BYTES = 16 * MIB;
+/** Each export's share in the daemon form (two at once). */
+const DAEMON_FIO_BYTES = 8 * MIB;
 const FIO_TIMEOUT_MS = 60_000;
 const TEST_TIMEOUT_MS = 120_000;
 const URING = ["--nbd-io", "uring"];
-/** O_NONBLOCK in /proc/PID/fdinfo's octal flags. */
-const O_NONBLOCK = 0o4000;
 
 beforeAll(async () => {
   await ensureBuilt();
@@ -25,50 +29,18 @@ beforeAll(async () => {
 
 afterAll(cleanupAll);
 
-/** Inodes of the sockets listening on `port` (TCP, IPv4) or bound to the unix socket `path`. */
-function listeningInodes(where: { port: number } | { path: string }): Set<string> {
-  const inodes = new Set<string>();
-  if ("path" in where) {
-    for (const line of readFileSync("/proc/net/unix", "utf8").split("\n").slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (fields[7] === where.path) inodes.add(fields[6]!);
-    }
-    return inodes;
-  }
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    // local_address is HEXIP:HEXPORT; state 0A is LISTEN.
-    if (fields[3] === "0A" && Number.parseInt(fields[1]!.split(":")[1]!, 16) === where.port) inodes.add(fields[9]!);
-  }
-  return inodes;
-}
-
-/** Whether each of the process's descriptors for the listening socket of `uri` is blocking (ours) or not (Bun's). */
-function listenerBlocking(pid: number, uri: string): boolean[] {
-  const unix = /[?&]socket=([^&]+)/.exec(uri);
-  const inodes = listeningInodes(unix !== null ? { path: unix[1]! } : { port: Number(/:(\d+)/.exec(uri.slice("nbd://".length))![1]) });
-  const blocking: boolean[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue; // closed meanwhile
-    }
-    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-    if (inode === undefined || !inodes.has(inode)) continue;
-    const flags = Number.parseInt(/^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))![1]!, 8);
-    blocking.push((flags & O_NONBLOCK) === 0);
-  }
-  return blocking;
-}
-
 /** The command's error lines (a note such as ISA-L's missing library may come before them). */
 function errorLines(stderr: string): string[] {
   return stderr.split("\n").filter((line) => line.startsWith("lsvd serve: "));
 }
 
-function fioArgs(uri: string): string[] {
+/** qemu-io COMMANDS on `uri`; throws unless each ran and each read found its pattern. */
+async function runQemuIo(uri: string, commands: string[], flags: string[] = []): Promise<void> {
+  const result = await run(["qemu-io", "-f", "raw", ...flags, uri, ...commands.flatMap((command) => ["-c", command])]);
+  if (result.exitCode !== 0 || /fail|error/i.test(result.stdout + result.stderr)) throw new Error(`qemu-io ${commands.join("; ")}: exit ${result.exitCode}\n${result.stdout}\n${result.stderr}`);
+}
+
+function fioArgs(uri: string, bytes = FIO_BYTES): string[] {
   return [
     "fio",
     "--name=uring",
@@ -76,7 +48,7 @@ function fioArgs(uri: string): string[] {
     `--uri=${uri}`,
     "--rw=randwrite",
     "--bs=4k",
-    `--size=${FIO_BYTES}`,
+    `--size=${bytes}`,
     "--iodepth=32",
     "--verify=crc32c",
     "--verify_fatal=1",
@@ -124,6 +96,59 @@ describe("lsvd serve --nbd-io uring", () => {
       TEST_TIMEOUT_MS,
     );
   }
+
+  test(
+    "the daemon form: two exports share the ring; fio verify through each over one socket; SIGTERM: exit 0; both fsck clean",
+    async () => {
+      const a = await createVolume("uring-daemon-a", { size: "32m", cacheSize: "64m" });
+      const b = await createVolume("uring-daemon-b", { size: "32m", cacheSize: "64m" });
+      const exports = { a, b };
+      const server = await LsvdServer.start({
+        exports: Object.entries(exports).map(([name, paths]) => `${name}=${paths.volume},cache=${paths.cache}`),
+        transport: "unix",
+        dir: a.dir,
+        extraArgs: URING,
+      });
+      expect(listenerBlocking(server.process.pid, server.uri)).toEqual([true]);
+      // Both at once: each export's requests and cache-device ops are on the one ring together.
+      const fios = await Promise.all(
+        Object.keys(exports).map((name) => run(fioArgs(server.uri.replace(":///?", `:///${name}?`), DAEMON_FIO_BYTES), { cwd: a.dir, timeoutMs: FIO_TIMEOUT_MS })),
+      );
+      for (const fio of fios) {
+        if (fio.exitCode !== 0) throw new Error(`fio failed:\n${fio.stdout}\n${fio.stderr}\n${server.log}`);
+        const job = JSON.parse(fio.stdout.slice(fio.stdout.indexOf("{"))).jobs[0];
+        expect([job.error, job.write.io_bytes, job.read.io_bytes]).toEqual([0, DAEMON_FIO_BYTES, DAEMON_FIO_BYTES]);
+      }
+      const stopped = await server.stop("SIGTERM");
+      expect(stopped.exitCode).toBe(0);
+      expect(stopped.log).not.toMatch(/error|internal|assertion/i);
+      for (const paths of Object.values(exports)) {
+        const fsck = await lsvd(["fsck", "--json", "--cache", paths.cache, paths.volume]);
+        expect(fsck.exitCode).toBe(0);
+        expect(JSON.parse(fsck.stdout).problems).toEqual([]);
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a snapshot (VOLUME@SNAP --read-only, no cache device): the ring serves the sockets; it reads back as written",
+    async () => {
+      const paths = await createVolume("uring-snapshot", { size: "16m", cacheSize: "64m" });
+      const head = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
+      await runQemuIo(head.uri, ["write -P 0xa5 0 4M", "write -P 0x5a 4M 1M"]);
+      expect((await head.stop("SIGTERM")).exitCode).toBe(0);
+      await runOk([LSVD_BINARY, "snapshot", "create", paths.volume, "s1"]);
+      const snapshot = await LsvdServer.start({ volume: `${paths.volume}@s1`, transport: "unix", dir: paths.dir, extraArgs: ["--read-only", ...URING] });
+      expect(listenerBlocking(snapshot.process.pid, snapshot.uri)).toEqual([true]);
+      await runQemuIo(snapshot.uri, ["read -P 0xa5 0 4M", "read -P 0x5a 4M 1M", "read -P 0 5M 11M"], ["-r"]);
+      const stopped = await snapshot.stop("SIGTERM");
+      expect(stopped.exitCode).toBe(0);
+      expect(stopped.log).toContain("no cache");
+      expect(stopped.log).not.toMatch(/error|internal|assertion/i);
+    },
+    TEST_TIMEOUT_MS,
+  );
 
   test(
     "SIGKILL under writes, restart on io_uring: every acknowledged write reads back (the crash harness's intact case)",
