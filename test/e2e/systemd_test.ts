@@ -1,6 +1,7 @@
 // `lsvd serve` under systemd's protocols, with the real binary and real clients:
 // - socket activation: systemd-socket-activate (Debian's systemd package) binds a unix socket and a TCP port and
-//   execs serve on the first connection; nbdcopy writes through the unix socket and reads back through TCP;
+//   execs serve on the first connection; nbdcopy writes through the unix socket and reads back through TCP; the
+//   same with --nbd-io uring, the passed descriptors accepted on through the ring (the unix path left in place);
 // - readiness: a unix datagram socket of the test's own (a python3 receiver) is NOTIFY_SOCKET; STATUS=recovering,
 //   then READY=1 naming both addresses, then STOPPING=1 after SIGTERM; no READY=1 when serve cannot serve;
 // - --pid-file: written while serving, removed at exit, refused while it names a live process, stale replaced;
@@ -10,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { LSVD_BINARY, LsvdServer, REPO_ROOT, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, lsvd, makeTempDir, run, runOk, sha256File, writeRandomFile } from "./_harness.ts";
+import { LSVD_BINARY, LsvdServer, REPO_ROOT, TOOL_ENV, cleanupAll, createVolume, ensureBuilt, listenerBlocking, lsvd, makeTempDir, run, runOk, sha256File, writeRandomFile } from "./_harness.ts";
 
 const WAIT_MS = 30_000;
 const TEST_TIMEOUT_MS = 120_000;
@@ -152,6 +153,29 @@ describe("socket activation and readiness", () => {
       // The socket belongs to the service manager (it keeps listening and starts serve again): never unlinked.
       expect(existsSync(unixPath)).toBe(true);
       await receiver.child.exit("SIGTERM");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "--nbd-io uring: the passed sockets are accepted on through the ring; the passed unix socket outlives serve",
+    async () => {
+      const paths = await createVolume("sd-uring", { size: "64m", cacheSize: "64m" });
+      const serveArgs = ["--volume", paths.volume, "--cache", paths.cache, "--admin-socket", join(paths.dir, "admin.sock"), "--nbd-io", "uring"];
+      const { child, unixPath, port } = await activated(paths.dir, serveArgs, {});
+      const unixUri = `nbd+unix:///?socket=${unixPath}`;
+      const tcpUri = `nbd://127.0.0.1:${port}`;
+      const input = join(paths.dir, "in.raw");
+      writeRandomFile(input, DATA_BYTES, 0x5e);
+      await runOk(["nbdcopy", input, unixUri]);
+      // serve accepts on the passed descriptors themselves, through the ring: left blocking (Bun's would not be).
+      expect([listenerBlocking(child.process.pid, unixUri), listenerBlocking(child.process.pid, tcpUri)]).toEqual([[true], [true]]);
+      const output = join(paths.dir, "out.raw");
+      await runOk(["nbdcopy", tcpUri, output]);
+      expect(await sha256File(output, DATA_BYTES)).toBe(await sha256File(input));
+      expect(await child.exit("SIGTERM")).toBe(0);
+      // Not ours to remove: the service manager keeps listening on it.
+      expect(existsSync(unixPath)).toBe(true);
     },
     TEST_TIMEOUT_MS,
   );
