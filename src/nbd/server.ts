@@ -468,7 +468,7 @@ class Server implements NbdServer {
     }
     if (options.listen !== undefined) {
       const { host, port } = options.listen;
-      const bound = listenStream({ kind: "tcp", host, port });
+      const bound = bindOrExplainOnRing(`${host}:${port}`, () => listenStream({ kind: "tcp", host, port }));
       this.listeners.push({ listener: new UringListener(ring, buffers, bound.fd, bound.address, onAccept, log), unixPath: null, host, port: null, owned: true });
     }
     for (const { fd, address } of options.inherited ?? []) {
@@ -711,6 +711,16 @@ function bindOrExplain(where: string, bind: () => BunListener): BunListener {
     const code = (error as NodeJS.ErrnoException)?.code;
     const reason = code === "EADDRINUSE" ? "EADDRINUSE (address in use)" : (code ?? (error as Error)?.message ?? String(error));
     throw new IOError(`Cannot listen on ${where}: ${reason}`);
+  }
+}
+
+/** listenStream with the address in the message: a host name is refused (the ring's listeners bind IP addresses). */
+function bindOrExplainOnRing<T>(where: string, bind: () => T): T {
+  try {
+    return bind();
+  } catch (error) {
+    if (!(error instanceof InvalidArgumentError)) throw error;
+    throw new InvalidArgumentError(`Cannot listen on ${where} with NBD on io_uring: ${error.message} (give an IP address)`);
   }
 }
 

@@ -335,6 +335,14 @@ for (const io of NBD_IO_KINDS) {
           busy.stop(true);
         }
       });
+
+      if (io === "uring") {
+        test("a host name is refused with the address in the message (the ring's listeners bind IP addresses)", async () => {
+          await expect(listenNbd({ listen: { host: "nbd.example.invalid", port: 0 }, ...serverIo })).rejects.toThrow(
+            "Cannot listen on nbd.example.invalid:0 with NBD on io_uring: 'nbd.example.invalid' is not an IPv4 or IPv6 address (give an IP address)",
+          );
+        });
+      }
     });
   });
 }
