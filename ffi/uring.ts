@@ -9,7 +9,8 @@
 //      sq.sqe_tail and calls io_uring_submit once for everything queued meanwhile (one FFI call per batch). A turn
 //      that queues many ops submits each URING_SUBMIT_BATCH_SQES as they fill: when completions arrive in bursts
 //      (a virtualised disk completes a whole submitted batch at once) this restarts the device after a few ops
-//      instead of after the whole burst was turned around, which keeps it busy (bench/RESULTS.md).
+//      instead of after the whole burst was turned around, which keeps it busy (bench/RESULTS.md). A socket op's
+//      SQE (below) goes with the turn's next file submit, or at the end of the turn (setImmediate).
 //   3. The kernel posts CQEs and signals the eventfd registered with io_uring_register_eventfd, which Bun reads on
 //      its own epoll (Bun.file(fd).stream()), so waiting never blocks the event loop; each wake reaps. A reap takes
 //      every CQE visible (bulk), settles the slots' promises and stores the new CQ head once.
