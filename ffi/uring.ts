@@ -48,9 +48,13 @@
 // error here), and its owner bounds how many it has in flight (NBD on io_uring: src/nbd/uring_socket.ts).
 //
 // Invariants:
-// - inflight (slots taken) <= queueDepth + socketSlots <= SQ entries, and CQ entries = 2 x SQ entries: the SQ never overflows and
-//   the CQ cannot overflow, so no op is ever dropped or has to be retried for lack of ring space.
-// - Every slot taken has exactly one SQE written and exactly one CQE to come; its promise settles exactly once.
+// - inflight (slots taken) <= queueDepth + socketSlots <= SQ entries, and CQ entries = 2 x SQ entries: the SQ never
+//   overflows, and the CQ cannot: CQEs not yet reaped number at most one per slot plus one per provided buffer (a
+//   multishot receive's chunks each take a buffer, given back only in a reap; ffi/uring_buffers.ts), fewer than the
+//   CQ's entries for the rings lsvd opens (src/constants.ts asserts it for NBD on io_uring). No op is ever dropped
+//   or has to be retried for lack of ring space.
+// - Every slot taken has exactly one SQE written and at least one CQE to come (one, but for a multishot receive,
+//   whose last CQE is the one without IORING_CQE_F_MORE); a file op's promise settles exactly once.
 // - A waiting op holds no slot. The waiting FIFO is non-empty only while every slot is taken.
 
 import {
@@ -164,8 +168,9 @@ function operationName(opcode: number, opFlags: number): string {
  * io_uring_queue_init with COOP_TASKRUN | TASKRUN_FLAG: a completion's task work (the kernel's side of posting a
  * CQE) runs at this thread's next kernel entry, which every event-loop turn makes (epoll, submits, socket calls),
  * instead of interrupting the thread wherever it is; a sleeping thread is still woken. Measured in serve at 4 KiB
- * QD32: 2-4% less server CPU per write, on Bun's sockets and on NBD on io_uring (bench/RESULTS.md, "NBD on
- * io_uring"). A kernel older than 5.19 refuses the flags (EINVAL): then the ring is set up without them.
+ * QD32: 2-4% less server CPU per write in two A/Bs (Bun's sockets, and NBD on io_uring), no difference in a third
+ * (bench/RESULTS.md, "NBD on io_uring"). A kernel older than 5.19 refuses the flags (EINVAL): then the ring is set
+ * up without them.
  */
 function initRing(lib: ReturnType<typeof liburing>, entries: number, ringAddress: number): number {
   const rc = lib.queueInit(entries, ringAddress, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
@@ -380,7 +385,8 @@ export class Uring {
   /**
    * Starts a socket op in a socket slot and returns the slot (to cancel the op with). `address2` is the SQE's second
    * address (accept: the address length's), `opFlags` its msg_flags or accept flags. The caller bounds its ops in
-   * flight below socketSlots (a cancel takes a slot too). The listener is called once, from a reap.
+   * flight below socketSlots (a cancel takes a slot too). The listener is called from a reap, once per CQE: once,
+   * but for a multishot receive.
    */
   socketOp(opcode: number, fd: number, address: number, bytes: number, address2: number, opFlags: number, listener: SocketOpListener | null, label: string): number {
     // A closing ring still takes cancels: close() waits for the ops they end.
@@ -406,6 +412,7 @@ export class Uring {
    */
   receiveMultishot(fd: number, bufferGroup: number, listener: SocketOpListener, label: string): number {
     const slot = this.socketOp(IORING_OP_RECV, fd, 0, 0, 0, 0, listener, label);
+    // A socket op's SQE is never submitted within the call that wrote it (writeSqe): it can be amended here.
     const base = ((this.sqTail - 1) & this.sqMask) * WORDS_PER_SQE;
     this.sqeWords[base + SqeWord.opcodeFlagsIoprio] = IORING_OP_RECV | (IOSQE_BUFFER_SELECT << 8) | (IORING_RECV_MULTISHOT << 16);
     this.sqeWords[base + SqeWord.bufferGroup] = bufferGroup;

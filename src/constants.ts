@@ -412,3 +412,7 @@ assert(LEASE_DURATION_MS_DEFAULT >= LEASE_DURATION_MS_MIN, "default lease durati
 
 /** A clone's chain of bases is at most this deep (clone_chain.ts): a longer one is refused as corrupt. */
 export const CLONE_DEPTH_MAX = 16;
+assert(
+  NBD_URING_RECEIVE_BUFFERS <= URING_QUEUE_DEPTH + NBD_URING_SOCKET_SLOTS,
+  "the CQ (2 x slots) holds a CQE per slot and one per receive buffer handed out: NBD on io_uring never overflows it",
+);
