@@ -6,7 +6,8 @@
 // Needs Debian's qemu-system-x86, linux-image-cloud-amd64 and busybox-static (`scripts/install-deps.sh test`).
 // Speed (TCG): the initramfs is ours, ~2 MiB (busybox, the kernel's virtio modules, a 10-line init that mounts
 // /dev/vda and switch_roots), not Debian's 16 MiB one with udev: a boot takes about half as long. One vCPU, 128 MiB,
-// -no-reboot, `poweroff -f` right after sync. Every qemu and server started here is killed at cleanup.
+// -no-reboot, `poweroff -f` right after sync. Every qemu and server started here is killed at cleanup. It runs on
+// both NBD transports (--nbd-io socket and uring).
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
@@ -179,17 +180,19 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-test(
-  "a VM boots from an lsvd export, writes, survives kill -9 of the server, boots again and finds its files",
+// Both ways the server moves NBD bytes: Bun's sockets, and its own sockets on io_uring (--nbd-io uring).
+for (const io of ["socket", "uring"] as const) test(
+  `a VM boots from an lsvd export (--nbd-io ${io}), writes, survives kill -9 of the server, boots again and finds its files`,
   async () => {
     const startedMs = Date.now();
-    const paths = await createVolume("vm", { size: VOLUME_SIZE, cacheSize: "128m" });
+    const paths = await createVolume(`vm-${io}`, { size: VOLUME_SIZE, cacheSize: "128m" });
+    const nbdIo = ["--nbd-io", io];
     const image = join(paths.dir, "root.raw");
     await buildRootImage(paths.dir, image);
     const initramfs = join(paths.dir, "initramfs.cpio");
     await buildInitramfs(cloudKernel().version, initramfs);
 
-    const first = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--batch-idle-ms", BATCH_IDLE_MS] });
+    const first = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: ["--batch-idle-ms", BATCH_IDLE_MS, ...nbdIo] });
     const socketPath = first.uri.replace("nbd+unix:///?socket=", "");
     await runOk(["nbdcopy", image, first.uri]);
     const written = await bootOnce(socketPath, initramfs, "write");
@@ -199,7 +202,7 @@ test(
     expect(sums.size).toBe(SMALL_FILES + 1);
     expect((await first.kill()).signalCode).toBe("SIGKILL");
 
-    const second = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
+    const second = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: nbdIo });
     const secondSocket = second.uri.replace("nbd+unix:///?socket=", "");
     const checked = await bootOnce(secondSocket, initramfs, "check");
     const secondBootMs = Date.now();
@@ -218,7 +221,7 @@ test(
       expect(`${name} ${hash}`).toBe(`${name} ${sums.get(name)}`);
     }
     console.log(
-      `vm_boot_test: first boot done at ${((firstBootMs - startedMs) / 1000).toFixed(1)} s, second at ${((secondBootMs - startedMs) / 1000).toFixed(1)} s, all checked at ${((Date.now() - startedMs) / 1000).toFixed(1)} s`,
+      `vm_boot_test (${io}): first boot done at ${((firstBootMs - startedMs) / 1000).toFixed(1)} s, second at ${((secondBootMs - startedMs) / 1000).toFixed(1)} s, all checked at ${((Date.now() - startedMs) / 1000).toFixed(1)} s`,
     );
   },
   TEST_TIMEOUT_MS,
