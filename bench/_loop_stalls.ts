@@ -15,73 +15,12 @@
 // STALL_REPORT_MS its length and the names that took the most of it.
 
 import { openSync, readSync, writeFileSync } from "node:fs";
-import { NbdSession } from "../src/nbd/session.ts";
-import { Uring } from "../ffi/uring.ts";
-import { RecordFormer } from "../src/volume/write/record_former.ts";
-import { ObjectPipeline } from "../src/volume/write/object_pipeline.ts";
-import { CheckpointScheduler } from "../src/volume/write/checkpoint_scheduler.ts";
-import { WritePath } from "../src/volume/write_path.ts";
-import { Batch } from "../src/volume/batch.ts";
-import { ObjectWriter } from "../src/volume/object_writer.ts";
-import { GarbageCollector } from "../src/volume/garbage_collector.ts";
-import { ReadCache } from "../src/cache/read_cache.ts";
-import { FillQueue } from "../src/cache/read_cache_fills.ts";
-import { IndexStore } from "../src/cache/read_cache_index_store.ts";
-import { Journal } from "../src/cache/journal.ts";
-import { FileStore } from "../src/backend/file_store.ts";
-import { ExtentMap } from "../src/map/extent_map.ts";
-import { ObjectTable } from "../src/volume/object_table.ts";
+import { LOOP_STALL_METHODS } from "./_loop_stall_methods.ts";
 
 const TICK_MS = 1;
 const STALL_REPORT_MS = 2;
 const STALLS_KEPT_MAX = 20_000;
 const out = process.env.LSVD_STALLS_OUT;
-
-type Proto = Record<string, unknown>;
-const wrapped: Array<[Proto, string, string]> = [
-  [NbdSession.prototype as unknown as Proto, "feed", "nbd.feed"],
-  [NbdSession.prototype as unknown as Proto, "onDrain", "nbd.onDrain"],
-  [Uring.prototype as unknown as Proto, "reap", "uring.reap"],
-  [RecordFormer.prototype as unknown as Proto, "formRecord", "record.form"],
-  [RecordFormer.prototype as unknown as Proto, "acknowledge", "record.acknowledge"],
-  [RecordFormer.prototype as unknown as Proto, "copy", "record.copy(gc)"],
-  [WritePath.prototype as unknown as Proto, "sealOpen", "writePath.sealOpen"],
-  [ObjectPipeline.prototype as unknown as Proto, "sealOpen", "pipeline.sealOpen"],
-  [ObjectPipeline.prototype as unknown as Proto, "queueObject", "pipeline.queueObject(checkpoint build)"],
-  [ObjectPipeline.prototype as unknown as Proto, "onObjectDurable", "pipeline.onObjectDurable"],
-  [ObjectPipeline.prototype as unknown as Proto, "startPuts", "pipeline.startPuts"],
-  [ObjectPipeline.prototype as unknown as Proto, "openNext", "pipeline.openNext"],
-  [Batch.prototype as unknown as Proto, "seal", "batch.seal(header)"],
-  [Batch.prototype as unknown as Proto, "checksumNewData", "batch.checksumNewData(crc)"],
-  [CheckpointScheduler.prototype as unknown as Proto, "afterSeal", "checkpoint.afterSeal"],
-  [CheckpointScheduler.prototype as unknown as Proto, "onDurable", "checkpoint.onDurable"],
-  [CheckpointScheduler.prototype as unknown as Proto, "rewrite", "checkpoint.rewrite"],
-  [CheckpointScheduler.prototype as unknown as Proto, "deleteUnneeded", "checkpoint.deleteUnneeded"],
-  [ObjectWriter.prototype as unknown as Proto, "start", "objectWriter.start"],
-  [GarbageCollector.prototype as unknown as Proto, "roundBody", "gc.roundBody"],
-  [GarbageCollector.prototype as unknown as Proto, "scan", "gc.scan"],
-  [GarbageCollector.prototype as unknown as Proto, "chooseVictims", "gc.chooseVictims"],
-  [GarbageCollector.prototype as unknown as Proto, "clean", "gc.clean"],
-  [GarbageCollector.prototype as unknown as Proto, "liveRuns", "gc.liveRuns"],
-  [GarbageCollector.prototype as unknown as Proto, "deleteRetired", "gc.deleteRetired"],
-  [GarbageCollector.prototype as unknown as Proto, "noteCheckpoints", "gc.noteCheckpoints"],
-  [GarbageCollector.prototype as unknown as Proto, "spaceState", "gc.spaceState"],
-  [ReadCache.prototype as unknown as Proto, "adopt", "readCache.adopt"],
-  [ReadCache.prototype as unknown as Proto, "offer", "readCache.offer"],
-  [FillQueue.prototype as unknown as Proto, "writeBatch", "readCache.fills.writeBatch"],
-  [IndexStore.prototype as unknown as Proto, "persist", "readCache.index.persist"],
-  [Journal.prototype as unknown as Proto, "submit", "journal.submit"],
-  [Journal.prototype as unknown as Proto, "onWritten", "journal.onWritten"],
-  [Journal.prototype as unknown as Proto, "release", "journal.release"],
-  [Journal.prototype as unknown as Proto, "persistTail", "journal.persistTail"],
-  [FileStore.prototype as unknown as Proto, "putIfAbsent", "fileStore.putIfAbsent"],
-  [FileStore.prototype as unknown as Proto, "delete", "fileStore.delete"],
-  [FileStore.prototype as unknown as Proto, "getRange", "fileStore.getRange"],
-  [ExtentMap.prototype as unknown as Proto, "forEach", "map.forEach"],
-  [ExtentMap.prototype as unknown as Proto, "update", "map.update"],
-  [ObjectTable.prototype as unknown as Proto, "forEach", "objectTable.forEach"],
-  [ObjectTable.prototype as unknown as Proto, "entries", "objectTable.entries"],
-];
 
 /** Self time (ms) per name in the current window; the stack holds the child time of each running wrapped call. */
 let window = new Map<string, number>();
@@ -91,7 +30,7 @@ function charge(name: string, ms: number): void {
   window.set(name, (window.get(name) ?? 0) + ms);
 }
 
-for (const [proto, method, name] of wrapped) {
+for (const [proto, method, name] of LOOP_STALL_METHODS) {
   const original = proto[method];
   if (typeof original !== "function") throw new Error(`loop stalls: ${name} (${method}) is not a method`);
   proto[method] = function (this: unknown, ...args: unknown[]) {
