@@ -12,10 +12,11 @@
 // - Version = object size and XXH3-64 of its bytes ("<size>:<16 hex digits>"), computed from the bytes read or
 //   written. A digest rather than inode+mtime+size: a rename frees the replaced inode, the next temporary file may get
 //   the same inode number, and ext4 timestamps advance once per clock tick, so two different objects written within a
-//   tick could share inode, mtime and size. XXH3 rather than SHA-256: every DATA object is created with putIfAbsent,
-//   which returns its version, and SHA-256 costs ~5 ms of event-loop time per 8 MiB object here against ~0.3 ms
-//   (measured, bun 1.4). Two different contents of one size share a version with probability 2^-64; equal bytes
-//   are one version (as with S3 ETags), which is safe for compare-and-swap because the bytes are the whole state.
+//   tick could share inode, mtime and size. XXH3 rather than SHA-256: SHA-256 costs ~5 ms of event-loop time per
+//   8 MiB object here against ~0.3 ms (measured, bun 1.4). Two different contents of one size share a version with
+//   probability 2^-64; equal bytes are one version (as with S3 ETags), which is safe for compare-and-swap because the
+//   bytes are the whole state. Log objects (data, checkpoints) are created with putIfAbsent(..., versionNeeded
+//   false) and not hashed at all: under load one XXH3 of an 8 MiB object held the loop for 2-3 ms.
 // - putIfAbsent: write and fsync a temporary file as put does (O_DIRECT included), link(2) it to the name (EEXIST
 //   means someone has the name: ConflictError), unlink the temporary name, fsync the directory. link never replaces.
 // - putIfVersion: write and fsync the temporary file, then under the store lock read the current object, compare its
@@ -308,7 +309,7 @@ export class FileStore implements ObjectStore {
     return { data, version: fileObjectVersion(data) };
   }
 
-  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
+  async putIfAbsent(name: string, data: Uint8Array, versionNeeded = true): Promise<ObjectVersion> {
     this.checkOpen();
     checkObjectName(name);
     const temp = await this.writeTemp(name, data);
@@ -329,7 +330,8 @@ export class FileStore implements ObjectStore {
     } catch (error) {
       throw this.ioError("write", name, error);
     }
-    return fileObjectVersion(data);
+    // Hashing an 8 MiB object holds the event loop for ~2.4 ms (bench/RESULTS.md, "NBD on io_uring"): only if asked.
+    return versionNeeded ? fileObjectVersion(data) : "";
   }
 
   async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {

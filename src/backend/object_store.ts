@@ -47,9 +47,11 @@ export interface ObjectStore {
   getVersioned(name: string): Promise<VersionedObject | null>;
   /**
    * Creates `name` only if no object has that name, atomically against every other writer of the store (other
-   * processes and hosts included); throws ConflictError if one exists. Durable when it resolves.
+   * processes and hosts included); throws ConflictError if one exists. Durable when it resolves. `versionNeeded`
+   * false: the caller discards the version (a log object: created once, never compared-and-swapped), so a store
+   * whose version costs work may skip it and resolve with "" (the file store would hash the whole object).
    */
-  putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion>;
+  putIfAbsent(name: string, data: Uint8Array, versionNeeded?: boolean): Promise<ObjectVersion>;
   /**
    * Replaces `name` only if its current version is `expected`, atomically against every other writer; throws
    * ConflictError otherwise (also when the object is absent). Durable when it resolves.

@@ -69,8 +69,8 @@ export abstract class WrappingStore implements ObjectStore {
     return this.call("getVersioned", name, () => this.inner.getVersioned(name));
   }
 
-  putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
-    return this.call("putIfAbsent", name, () => this.inner.putIfAbsent(name, data), data);
+  putIfAbsent(name: string, data: Uint8Array, versionNeeded = true): Promise<ObjectVersion> {
+    return this.call("putIfAbsent", name, () => this.inner.putIfAbsent(name, data, versionNeeded), data);
   }
 
   putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {

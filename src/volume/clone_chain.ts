@@ -152,8 +152,8 @@ export class ChainStore implements ObjectStore {
   getVersioned(name: string): Promise<VersionedObject | null> {
     return this.inner.getVersioned(this.chain.resolve(name));
   }
-  async putIfAbsent(name: string, data: Uint8Array): Promise<ObjectVersion> {
-    return this.inner.putIfAbsent(this.writable(name, "put"), data);
+  async putIfAbsent(name: string, data: Uint8Array, versionNeeded = true): Promise<ObjectVersion> {
+    return this.inner.putIfAbsent(this.writable(name, "put"), data, versionNeeded);
   }
   async putIfVersion(name: string, data: Uint8Array, expected: ObjectVersion): Promise<ObjectVersion> {
     return this.inner.putIfVersion(this.writable(name, "put"), data, expected);

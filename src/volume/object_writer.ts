@@ -70,7 +70,7 @@ export class ObjectWriter {
     const name = objectName(this.prefix, seq);
     for (;;) {
       try {
-        await this.store.putIfAbsent(name, bytes);
+        await this.store.putIfAbsent(name, bytes, false); // log objects are never compared-and-swapped
         break;
       } catch (error) {
         if (this.closed) return;

@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
+import { RetryingStore } from "../../src/backend/retrying_store.ts";
 import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
 import { IOError, NotFoundError } from "../../src/errors.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
@@ -30,6 +31,21 @@ const contractRoot = tempRoot();
 objectStoreContract("FileStore", () => FileStore.open(contractRoot), { manyObjects: 1100 });
 
 describe("FileStore specifics", () => {
+  test("a log object's putIfAbsent (no version wanted) is not hashed: it resolves with \"\", through wrappers too", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "lsvd-file-store-noversion-"));
+    const store = await FileStore.open(root);
+    try {
+      const data = new Uint8Array(8192).fill(7);
+      expect(await store.putIfAbsent("vol.00000001", data, false)).toBe("");
+      expect(await new RetryingStore(store, { log: () => {} }).putIfAbsent("vol.00000002", data, false)).toBe("");
+      expect(await store.putIfAbsent("vol.00000003", data)).toBe((await store.getVersioned("vol.00000003"))!.version);
+      expect((await store.getVersioned("vol.00000001"))!.version).toBe((await store.getVersioned("vol.00000003"))!.version);
+    } finally {
+      await store.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test("put leaves no temporary files behind, only the objects", async () => {
     const root = tempRoot();
     const store = await FileStore.open(root);

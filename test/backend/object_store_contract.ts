@@ -278,6 +278,17 @@ function conditionalContract(
       expect(await store.getVersioned(`${ns}.v.empty`)).toEqual({ data: new Uint8Array(0), version: emptyVersion });
     }, timeoutMs);
 
+    test("putIfAbsent without a version wanted creates the object whole; it resolves with \"\" or the real version", async () => {
+      const store = current();
+      const name = `${ns}.v.log`;
+      const data = pattern(MIB, 31);
+      const version = await store.putIfAbsent(name, data, false);
+      const read = await other.getVersioned(name);
+      expect(Buffer.compare(read!.data, data)).toBe(0);
+      expect(version === "" || version === read!.version).toBe(true);
+      expect(await rejection(other.putIfAbsent(name, pattern(1, 1), false))).toBeInstanceOf(ConflictError);
+    }, timeoutMs);
+
     test("getVersioned reads a large object whole (1 MiB + 1 byte)", async () => {
       const store = current();
       const data = pattern(MIB + 1, 29);
