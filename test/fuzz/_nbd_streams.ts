@@ -43,6 +43,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Prng } from "../sim/prng.ts";
 import { DEVICE_BYTES, EXPORT } from "./_nbd_harness.ts";
+import { mutate } from "./_mutate.ts";
 
 export interface ValidRequest {
   type: number;
@@ -194,6 +195,28 @@ export function mutateField(stream: ValidStream, bytes: Uint8Array, prng: Prng):
   if (target + offset + 4 > bytes.length) return "nothing (field past the end)";
   writeU32(bytes, target + offset, value);
   return `option at ${target} ${name} set to 0x${value.toString(16)}`;
+}
+
+/**
+ * `count` damages to `bytes` (a copy of `stream`'s bytes, or of a recorded stream's): a field (mutateField), a cut,
+ * or bytes flipped and spliced (_mutate.ts). Returns the damaged bytes and what was done, for failure messages.
+ */
+export function damageStream(stream: ValidStream, bytes: Uint8Array, prng: Prng, count: number): { bytes: Uint8Array; damage: string[] } {
+  const damage: string[] = [];
+  for (; count > 0; count--) {
+    if (prng.chance(0.5)) {
+      damage.push(mutateField(stream, bytes, prng));
+    } else if (prng.chance(0.3)) {
+      const at = prng.int(bytes.length + 1);
+      bytes = bytes.slice(0, at);
+      damage.push(`truncated to ${at}`);
+    } else {
+      const mutation = mutate(bytes, prng, bytes.length, null);
+      bytes = mutation.bytes;
+      damage.push(mutation.description);
+    }
+  }
+  return { bytes, damage };
 }
 
 /**

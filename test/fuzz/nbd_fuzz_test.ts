@@ -25,8 +25,7 @@ import { NBD_SESSION_OUTPUT_BYTES_BOUND, NBD_SESSION_WRITE_BYTES_BOUND } from ".
 import { Prng, seedFromEnv } from "../sim/prng.ts";
 import { makeWorld, openVolume } from "../sim/volume_world.ts";
 import { DEVICE_BYTES, runStream, watchEscapes, type Conditions, type Outcome } from "./_nbd_harness.ts";
-import { mutate } from "./_mutate.ts";
-import { COOKIE_HIGH, mutateField, recordedStreams, validStream as makeStream, type ValidStream } from "./_nbd_streams.ts";
+import { COOKIE_HIGH, damageStream, recordedStreams, validStream as makeStream, type ValidStream } from "./_nbd_streams.ts";
 
 const SCALE = Number(process.env.LSVD_FUZZ_SCALE ?? 1);
 const seed = seedFromEnv(1313);
@@ -193,21 +192,7 @@ describe("NBD stream fuzz", () => {
         const recorded = prng.chance(0.33) ? RECORDED[prng.int(RECORDED.length)]!.stream : null;
         if (recorded !== null) conditions.chunkMax = Math.max(conditions.chunkMax, 512);
         const stream = recorded ?? validStream(prng, conditions);
-        let bytes: Uint8Array = stream.bytes.slice();
-        const damage: string[] = [];
-        for (let count = 1 + prng.int(3); count > 0; count--) {
-          if (prng.chance(0.5)) {
-            damage.push(mutateField(stream, bytes, prng));
-          } else if (prng.chance(0.3)) {
-            const at = prng.int(bytes.length + 1);
-            bytes = bytes.slice(0, at);
-            damage.push(`truncated to ${at}`);
-          } else {
-            const mutation = mutate(bytes, prng, bytes.length, null);
-            bytes = mutation.bytes;
-            damage.push(mutation.description);
-          }
-        }
+        const { bytes, damage } = damageStream(stream, stream.bytes.slice(), prng, 1 + prng.int(3));
         try {
           const outcome = await runStream(bytes, prng, conditions);
           const kind = outcome.end.replace(/:.*/, "");

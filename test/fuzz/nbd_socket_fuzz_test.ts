@@ -18,8 +18,7 @@ import { NBD_IO_KINDS, nbdIoRing } from "../nbd/nbd_io.ts";
 import { RawClient } from "../nbd/raw_client.ts";
 import { Prng, seedFromEnv } from "../sim/prng.ts";
 import { DEVICE_BYTES, EXPORT } from "./_nbd_harness.ts";
-import { mutate } from "./_mutate.ts";
-import { mutateField, validStream } from "./_nbd_streams.ts";
+import { damageStream, validStream } from "./_nbd_streams.ts";
 
 const SCALE = Number(process.env.LSVD_FUZZ_SCALE ?? 1);
 const CASES = 200 * SCALE;
@@ -35,21 +34,9 @@ afterAll(() => rmSync(directory, { recursive: true, force: true }));
 function damagedStream(prng: Prng): { bytes: Uint8Array; damage: string[] } {
   const stream = validStream(prng, false, prng.chance(0.5) ? "tiny" : "normal");
   // Long streams are cut (a cut is damage too): what matters here is how bytes arrive, not how many.
-  let bytes: Uint8Array = stream.bytes.slice(0, STREAM_BYTES_MAX);
-  const damage: string[] = stream.bytes.length > STREAM_BYTES_MAX ? [`cut to ${STREAM_BYTES_MAX}`] : [];
-  for (let count = prng.int(4); count > 0; count--) {
-    if (prng.chance(0.5)) damage.push(mutateField(stream, bytes, prng));
-    else if (prng.chance(0.3)) {
-      const at = prng.int(bytes.length + 1);
-      bytes = bytes.slice(0, at);
-      damage.push(`truncated to ${at}`);
-    } else {
-      const mutation = mutate(bytes, prng, bytes.length, null);
-      bytes = mutation.bytes;
-      damage.push(mutation.description);
-    }
-  }
-  return { bytes, damage };
+  const cut = stream.bytes.length > STREAM_BYTES_MAX ? [`cut to ${STREAM_BYTES_MAX}`] : [];
+  const damaged = damageStream(stream, stream.bytes.slice(0, STREAM_BYTES_MAX), prng, prng.int(4));
+  return { bytes: damaged.bytes, damage: [...cut, ...damaged.damage] };
 }
 
 /** Writes `bytes` in random chunks (some pauses between them), then ends, hangs up, or just stops writing. */
