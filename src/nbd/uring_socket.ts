@@ -3,11 +3,12 @@
 // work together and one eventfd wake reaps both. The protocol layer above (Connection, Handshake, NbdSession) is
 // the same as on Bun's sockets; this module only moves bytes. Rules in docs/architecture.md, "NBD on io_uring".
 //
-// One connection's ops: at most one receive and one send in flight (NBD_URING_SOCKET_SLOTS counts two per
-// connection and two per listener: its accept, and the cancel that stops it).
-// - Receive: into the connection's native buffer; each completion's bytes are copied into a fresh Uint8Array, which
-//   the session may keep (a WRITE payload is handed to the device as a view of its chunk, as with Bun's chunks). The
-//   next receive is submitted after the chunk was handled, unless the session paused the connection.
+// One connection's ops: at most one receive, one send and one cancel (of the receive) in flight
+// (NBD_URING_SOCKET_SLOTS counts three per connection, and two per listener: its accept, and the cancel that stops it).
+// - Receive: one multishot receive per connection into the server's provided-buffer ring (ffi/uring_buffers.ts); each
+//   chunk is copied into a fresh Uint8Array, which the session may keep (a WRITE payload is handed to the device as a
+//   view of its chunk, as with Bun's chunks), and its buffer goes back to the ring at once. A receive that ended
+//   (-ENOBUFS: every buffer was out) is started again; pause() cancels it and resume() starts a new one.
 // - Send: write() copies replies into the filling one of two buffers and sends it at once with one send(2)
 //   (OutputQueue writes once per turn, so one send carries every reply of a turn). A socket with room takes it whole
 //   and nothing completes later: a send on the ring would cost a completion, and so a wake, per turn. What the socket
