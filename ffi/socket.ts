@@ -8,7 +8,7 @@
 // Socket addresses cross this module as raw bytes; src/ops/socket_address.ts decodes them (pure).
 
 import { assert, IOError } from "../src/errors.ts";
-import { decodeSocketAddress, encodeSocketAddress, type SocketAddress } from "../src/ops/socket_address.ts";
+import { decodeSocketAddress, describeSocketAddress, encodeSocketAddress, type SocketAddress } from "../src/ops/socket_address.ts";
 import { describeErrno } from "./libc.ts";
 import { koffi } from "./koffi.ts";
 
@@ -102,7 +102,7 @@ export function sendUnixDatagram(path: string, message: Uint8Array): void {
  * free: claiming a stale one is the caller's job.
  */
 export function listenStream(address: SocketAddress): { fd: number; address: SocketAddress } {
-  const where = address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
+  const where = describeSocketAddress(address);
   const bytes = encodeSocketAddress(address);
   const family = new DataView(bytes.buffer).getUint16(0, true);
   const fd = socketNative(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;

@@ -50,6 +50,7 @@ import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from 
 import type { TlsServerOptions } from "./tls_credentials.ts";
 import { UringListener, type UringSocket } from "./uring_socket.ts";
 import { listenStream } from "../../ffi/socket.ts";
+import { describeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
 import type { Uring } from "../../ffi/uring.ts";
 import { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 
@@ -134,6 +135,12 @@ type BunSocket = import("bun").Socket<Connection | undefined>;
 type BunListener = import("bun").TCPSocketListener<Connection | undefined> | import("bun").UnixSocketListener<Connection | undefined>;
 /** What a connection writes to and ends: a Bun socket, or one on io_uring. */
 type NbdSocket = BunSocket | UringSocket;
+/** How a transport binds its listeners (Server.listen): Bun's sockets, or the server's own on io_uring. */
+interface Binder {
+  unix(path: string): BunListener | UringListener;
+  tcp(host: string, port: number): BunListener | UringListener;
+  inherited(fd: number, address: SocketAddress): BunListener | UringListener;
+}
 
 class Connection {
   /** Both change once, when STARTTLS upgrades the connection to TLS. */
@@ -425,57 +432,54 @@ class Server implements NbdServer {
   readonly tlsHandlers = { ...this.handlers, open: () => {} };
 
   async listen(options: NbdListenOptions): Promise<void> {
-    if (this.ring !== undefined) return this.listenOnRing(this.ring, options);
-    const handlers = this.handlers;
+    const bind = this.ring === undefined ? this.bunBinder() : this.ringBinder(this.ring, options);
     if (options.socketPath !== undefined) {
       const path = options.socketPath;
       await claimUnixSocketPath(path);
-      const listener = bindOrExplain(path, () => Bun.listen<Connection | undefined>({ unix: path, data: undefined, socket: handlers }));
-      this.listeners.push({ listener, unixPath: path, host: null, port: null, owned: true });
+      this.listeners.push({ listener: bind.unix(path), unixPath: path, host: null, port: null, owned: true });
       this.socketInode = lstatSync(path).ino;
     }
     if (options.listen !== undefined) {
       const { host, port } = options.listen;
-      const listener = bindOrExplain(`${host}:${port}`, () =>
-        Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers }),
-      );
-      this.listeners.push({ listener, unixPath: null, host, port: null, owned: true });
+      this.listeners.push({ listener: bind.tcp(host, port), unixPath: null, host, port: null, owned: true });
     }
     for (const { fd, address } of options.inherited ?? []) {
-      const where = address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
-      // Bun.listen({ fd }) serves a descriptor that is already listening (bun-types lack the overload).
-      const listen = Bun.listen as unknown as (options: { fd: number; data: undefined; socket: typeof handlers }) => BunListener;
-      const listener = bindOrExplain(`inherited descriptor ${fd} (${where})`, () => listen({ fd, data: undefined, socket: handlers }));
+      const listener = bind.inherited(fd, address);
       if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
       else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
     }
   }
 
-  /** The listeners of NBD on io_uring: bound here (or inherited), accepting through the ring. */
-  private async listenOnRing(ring: Uring, options: NbdListenOptions): Promise<void> {
+  /** Listeners on Bun's sockets: Bun.listen, whose `open` event admits each connection (onOpen). */
+  private bunBinder(): Binder {
+    const handlers = this.handlers;
+    // Bun.listen({ fd }) serves a descriptor that is already listening (bun-types lack the overload).
+    const listenFd = Bun.listen as unknown as (options: { fd: number; data: undefined; socket: typeof handlers }) => BunListener;
+    return {
+      unix: (path) => bindOrExplain(path, () => Bun.listen<Connection | undefined>({ unix: path, data: undefined, socket: handlers })),
+      tcp: (host, port) => bindOrExplain(`${host}:${port}`, () => Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers })),
+      inherited: (fd, address) => bindOrExplain(`inherited descriptor ${fd} (${describeSocketAddress(address)})`, () => listenFd({ fd, data: undefined, socket: handlers })),
+    };
+  }
+
+  /** Listeners of NBD on io_uring: bound here (or inherited), accepting through the ring; one receive-buffer ring. */
+  private ringBinder(ring: Uring, options: NbdListenOptions): Binder {
     const wanted = (options.socketPath !== undefined ? 1 : 0) + (options.listen !== undefined ? 1 : 0) + (options.inherited ?? []).length;
     if (wanted > NBD_URING_LISTENERS_MAX) throw new InvalidArgumentError(`NBD on io_uring serves at most ${NBD_URING_LISTENERS_MAX} listeners, not ${wanted}`);
     const onAccept = (socket: UringSocket, name: string) => this.onUringAccept(socket, name);
     const buffers = new ProvidedBuffers(ring, ring.allocateBufferGroup(), NBD_URING_RECEIVE_BUFFERS, NBD_URING_RECEIVE_BYTES);
     this.receiveBuffers = buffers;
     const log = (line: string) => this.limitedLog("accept", line);
-    if (options.socketPath !== undefined) {
-      const path = options.socketPath;
-      await claimUnixSocketPath(path);
-      const bound = listenStream({ kind: "unix", path });
-      this.listeners.push({ listener: new UringListener(ring, buffers, bound.fd, bound.address, onAccept, log), unixPath: path, host: null, port: null, owned: true });
-      this.socketInode = lstatSync(path).ino;
-    }
-    if (options.listen !== undefined) {
-      const { host, port } = options.listen;
-      const bound = bindOrExplainOnRing(`${host}:${port}`, () => listenStream({ kind: "tcp", host, port }));
-      this.listeners.push({ listener: new UringListener(ring, buffers, bound.fd, bound.address, onAccept, log), unixPath: null, host, port: null, owned: true });
-    }
-    for (const { fd, address } of options.inherited ?? []) {
-      const listener = new UringListener(ring, buffers, fd, address, onAccept, log);
-      if (address.kind === "unix") this.listeners.push({ listener, unixPath: address.path, host: null, port: null, owned: false });
-      else this.listeners.push({ listener, unixPath: null, host: address.host, port: address.port, owned: false });
-    }
+    const accepting = (fd: number, address: SocketAddress) => new UringListener(ring, buffers, fd, address, onAccept, log);
+    const bound = (address: SocketAddress) => {
+      const socket = bindOrExplainOnRing(address, () => listenStream(address));
+      return accepting(socket.fd, socket.address);
+    };
+    return {
+      unix: (path) => bound({ kind: "unix", path }),
+      tcp: (host, port) => bound({ kind: "tcp", host, port }),
+      inherited: accepting,
+    };
   }
 
   serve(options: NbdExportOptions): void {
@@ -714,13 +718,17 @@ function bindOrExplain(where: string, bind: () => BunListener): BunListener {
   }
 }
 
-/** listenStream with the address in the message: a host name is refused (the ring's listeners bind IP addresses). */
-function bindOrExplainOnRing<T>(where: string, bind: () => T): T {
+/**
+ * listenStream with the address in the message of a refusal: a TCP host name (the ring's listeners bind IP
+ * addresses), a unix path too long.
+ */
+function bindOrExplainOnRing<T>(address: SocketAddress, bind: () => T): T {
   try {
     return bind();
   } catch (error) {
     if (!(error instanceof InvalidArgumentError)) throw error;
-    throw new InvalidArgumentError(`Cannot listen on ${where} with NBD on io_uring: ${error.message} (give an IP address)`);
+    const hint = address.kind === "tcp" ? " (give an IP address)" : "";
+    throw new InvalidArgumentError(`Cannot listen on ${describeSocketAddress(address)} with NBD on io_uring: ${error.message}${hint}`);
   }
 }
 

@@ -26,7 +26,7 @@ import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING
 import type { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 import { closeSocket, sendNow, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
-import { decodeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
+import { decodeSocketAddress, describeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
 import type { Transport } from "./output_queue.ts";
 
 /** No SIGPIPE when the peer is gone: the send fails with EPIPE instead. */
@@ -306,7 +306,7 @@ export class UringListener {
   }
 
   private get where(): string {
-    return this.address.kind === "unix" ? this.address.path : `${this.address.host}:${this.address.port}`;
+    return describeSocketAddress(this.address);
   }
 
   private armAccept(): void {

@@ -30,6 +30,11 @@ function unixPath(bytes: Uint8Array): string {
   return new TextDecoder().decode(end < 0 ? path : path.subarray(0, end));
 }
 
+/** How an address reads in messages: the unix path, or HOST:PORT. */
+export function describeSocketAddress(address: SocketAddress): string {
+  return address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
+}
+
 /** The address in `bytes`; throws InvalidArgumentError for a family other than unix, IPv4 and IPv6, or a short one. */
 export function decodeSocketAddress(bytes: Uint8Array): SocketAddress {
   if (bytes.length < 2) throw new InvalidArgumentError(`socket address of ${bytes.length} bytes: too short for a family`);
