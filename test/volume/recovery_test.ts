@@ -66,6 +66,32 @@ test("a lost newest checkpoint is dropped from the superblock; its seq is reused
   await volume.close();
 });
 
+test("an older listed checkpoint the backend lost is dropped too; a clean close leaves fsck clean", async () => {
+  const world = await makeWorld(13, { volumeBytes: 4 * MIB });
+  const data = new Uint8Array(MIB);
+  new Prng(14).fill(data);
+  for (let session = 0; session < 3; session++) {
+    const volume = await openVolume(world, { clock: immediateClock });
+    await volume.write(session * MIB, data, false);
+    await volume.close();
+  }
+  const listed = (await readSuperblock(world.store, PREFIX)).checkpoints;
+  expect(listed.length).toBeGreaterThanOrEqual(2);
+  const lost = listed.at(-2)!;
+  await world.store.delete(objectName(PREFIX, lost));
+
+  const volume = await openVolume(world, { clock: immediateClock });
+  const now = (await readSuperblock(world.store, PREFIX)).checkpoints;
+  expect(now).not.toContain(lost);
+  expect(now).toContain(listed.at(-1)!);
+  expect(world.logs.some((line) => line.includes(`no longer lists unusable checkpoint(s) ${objectName(PREFIX, lost)}`))).toBe(true);
+  for (let session = 0; session < 3; session++) expect(await volume.read(session * MIB, MIB)).toEqual(data);
+  await volume.close();
+  const report = await fsckVolume({ store: world.store, prefix: PREFIX });
+  expect(report.problems).toEqual([]);
+  expect(report.exitCode).toBe(0);
+});
+
 // ---- The roll-forward rule for write boundaries (recovery/backend.ts: "unfinished tail") -----------------------------------
 
 /** A DATA object of one extent of `sectors` sectors at `lba`, filled with `fill`, flagged as asked. */

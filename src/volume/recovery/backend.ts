@@ -120,11 +120,12 @@ export async function recoverBackend(volumeStore: ObjectStore, prefix: string, o
   const { logEndSeq, nextSeq, rolledForward, unfinished } = log;
   assert(nextSeq > checkpointSeq && nextSeq <= logEndSeq, "the log ends after its checkpoint, at or before the first seq not read");
 
-  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged) stop being
-  // listed: the new owner's superblock must never name an object that is not a usable checkpoint.
-  const checkpointsDropped = superblock.checkpoints.filter((listed) => listed > checkpointSeq);
+  // Checkpoints the superblock lists but recovery could not use (lost with the newest objects, or damaged), and older
+  // ones the backend no longer holds, stop being listed: the new owner's superblock must never name an object that is
+  // not a usable checkpoint.
+  const checkpointsDropped = await unusableListedCheckpoints(store, prefix, superblock.checkpoints, checkpointSeq);
   if (checkpointsDropped.length > 0) {
-    superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => listed <= checkpointSeq) };
+    superblock = { ...superblock, checkpoints: superblock.checkpoints.filter((listed) => !checkpointsDropped.includes(listed)) };
     notes.push(`superblock no longer lists unusable checkpoint(s) ${checkpointsDropped.map((listed) => objectName(prefix, listed)).join(", ")}`);
   }
   const names = await listBeyondLog(store, prefix, superblock, logEndSeq);
@@ -216,6 +217,20 @@ async function chooseCheckpoint(store: ObjectStore, prefix: string, decoded: Dec
   const checkpoint = loaded.get(chosen.seq);
   assert(checkpoint !== undefined && checkpoint.seq === chosen.seq, "the chosen checkpoint is one that loaded");
   return checkpoint;
+}
+
+/**
+ * The listed checkpoints the next superblock must not name: those after the one recovery started from (it could not
+ * use them), and older ones that are missing (one stat each: they are the fallback should the newest become unusable,
+ * and a missing one is no fallback at all).
+ */
+async function unusableListedCheckpoints(store: ObjectStore, prefix: string, listed: readonly number[], checkpointSeq: number): Promise<number[]> {
+  const unusable: number[] = [];
+  for (const seq of listed) {
+    if (seq > checkpointSeq) unusable.push(seq);
+    else if (seq < checkpointSeq && (await store.stat(objectName(prefix, seq))) === null) unusable.push(seq);
+  }
+  return unusable;
 }
 
 /** What the roll-forward found: where the log ends, where it ends on a write boundary, and the tail between. */
