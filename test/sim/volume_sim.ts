@@ -159,7 +159,8 @@ class Simulation {
       },
       (error: unknown) => {
         this.inFlight.delete(done);
-        if (generation === this.generation) this.failure ??= new Error(`#${index} ${kind} ${offset}+${length} failed: ${String(error)}`);
+        // A request of a process that died (the world stopped, recover() not yet begun) fails with it: not a failure.
+        if (generation === this.generation && this.world.stopped === null) this.failure ??= new Error(`#${index} ${kind} ${offset}+${length} failed: ${String(error)}`);
       },
     );
     this.inFlight.add(done);

@@ -331,9 +331,13 @@ async function runCacheLossSeed(seed: number, base: number, name: string): Promi
   }
   world.virtual!.crashPointChance = 0;
   await runWorld(world, volume.close());
-  // The backend kept some of the writes and the lost cache took others (else the check above proves little).
-  expect({ someWhole: whole > 0, someAbsent: absent > 0 }).toEqual({ someWhole: true, someAbsent: true });
+  cacheLossTotals.whole += whole;
+  cacheLossTotals.absent += absent;
+  expect(whole).toBeGreaterThan(0);
 }
+
+/** Writes found whole and absent after the cache losses, summed over the seeds (one seed may lose none). */
+const cacheLossTotals = { whole: 0, absent: 0 };
 
 describe("byte-model simulation with cache loss", () => {
   const base = seedFromEnv(1700);
@@ -341,5 +345,12 @@ describe("byte-model simulation with cache loss", () => {
   for (const seed of seeds) {
     const name = `unaligned writes sharing sectors, then the cache is lost: each write whole or absent (seed ${seed})`;
     test(name, async () => runCacheLossSeed(seed, base, name), 60_000);
+  }
+  if (seeds.length > 1) {
+    // The backend kept some of the writes and the lost caches took others (else the checks above prove little).
+    test("the seeds found writes whole and writes absent after losing the cache", () => {
+      expect(cacheLossTotals.whole).toBeGreaterThan(0);
+      expect(cacheLossTotals.absent).toBeGreaterThan(0);
+    });
   }
 });
