@@ -10,7 +10,7 @@
 // acquire, sees the entry before the tail). Buffer `bid` is at bufferAddress + bid * bufferBytes.
 //
 // Invariants: every buffer is either in the ring (the kernel may fill it) or handed out by one CQE and not yet
-// recycled; the owner copies a chunk out and recycles its buffer in the same reap, so few are ever out at once.
+// recycled; the owner copies what it keeps of a chunk and recycles its buffer in the same reap, so few are ever out at once.
 
 import { assert, IOError } from "../src/errors.ts";
 import { allocAligned, describeErrno, freeAligned, viewMemory } from "./libc.ts";

@@ -57,10 +57,13 @@ export const FILE_STORE_LOCK_WAIT_MS_MAX = 10_000;
 export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;
 /** NBD: requests in flight per connection before the server stops reading from the socket. */
 export const NBD_INFLIGHT_PER_CONNECTION_MAX = 128;
-/** NBD: WRITE payloads split across received chunks and at most this large are assembled in reused buffers. */
+/** NBD: WRITE payloads at most this large are kept in reused buffers (the largest payload size class). */
 export const NBD_ASSEMBLY_BUFFER_BYTES = 128 * 1024;
-/** NBD: idle assembly buffers a connection keeps for reuse (the rest are left to the garbage collector). */
-export const NBD_ASSEMBLY_BUFFERS_IDLE_MAX = 16;
+/**
+ * NBD: idle bytes a connection keeps per payload size class (nbd/payload_buffers.ts) for reuse; the rest are left to the
+ * garbage collector.
+ */
+export const NBD_PAYLOAD_IDLE_BYTES_PER_CLASS = 1024 * 1024;
 /** NBD: option payloads larger than this close the connection (hostile handshake). */
 export const NBD_OPTION_BYTES_MAX = 64 * 1024;
 /** NBD: connections at once (negotiating or established); more are refused (closed at accept). */

@@ -185,8 +185,11 @@ class Connection {
     this.handshakeTimer = setTimeout(() => this.onHandshakeTimeout(), this.server.handshakeTimeoutMs);
   }
 
-  onData(chunk: Uint8Array): void {
-    if (this.session !== null) return this.session.feed(chunk);
+  /** Bytes from the socket; `transient`: `chunk` is valid only during this call (NbdSession.feed). */
+  onData(chunk: Uint8Array, transient = false): void {
+    if (this.session !== null) return this.session.feed(chunk, transient);
+    // The handshake keeps what it has not parsed (and hands the rest over as `leftover`): give it a chunk of its own.
+    if (transient) chunk = chunk.slice();
     // Not seen in tests (Bun hands handshake bytes to the TLS layer, not here): a guard, so that no byte that did not
     // come through TLS is ever parsed as an option once STARTTLS was acknowledged.
     if (this.tls === "handshaking") return this.failTls(`${chunk.length} bytes arrived outside TLS while it was being set up`);
@@ -576,7 +579,7 @@ class Server implements NbdServer {
     }
     this.counters.connectionsAccepted++;
     const connection = new Connection(this, socket, name === "" ? `unix#${this.counters.connectionsAccepted}` : name);
-    socket.start({ onData: (chunk) => connection.onData(chunk), onDrain: () => connection.output.onDrain(), onClose: () => connection.onClose() });
+    socket.start({ onData: (chunk) => connection.onData(chunk, true), onDrain: () => connection.output.onDrain(), onClose: () => connection.onClose() });
     this.admit(connection);
   }
 

@@ -5,10 +5,11 @@
 //
 // Hot path choices, and why:
 // - Headers are decoded in place from the chunk Bun hands us; only a header split across two chunks is copied.
-// - A WRITE payload that lies whole in one chunk goes to the device as a subarray view, no copy. Bun gives every
-//   `data` event a fresh buffer, and this session never writes into received memory. A payload split across chunks
-//   is assembled in a buffer of the session's: up to NBD_ASSEMBLY_BUFFER_BYTES in one it reuses once the WRITE is
-//   answered (no fresh 64 KiB allocation, zeroing and page faults per split payload), larger ones in a new buffer.
+// - A WRITE payload that lies whole in one chunk Bun hands us goes to the device as a subarray view, no copy: Bun
+//   gives every `data` event a fresh buffer, and this session never writes into received memory. A payload split
+//   across chunks, or in a transient chunk (io_uring's receive buffers, valid only while feed() runs), is copied into
+//   a buffer of the session's (payload_buffers.ts: size classes up to NBD_ASSEMBLY_BUFFER_BYTES, reused once the WRITE
+//   is answered, so no allocation, zeroing or page faults per payload; larger ones in a new buffer).
 //   So THE DEVICE MAY KEEP THE BUFFER it is given UNTIL THE WRITE COMPLETES (and must never modify it); what it
 //   needs after that it copies (the volume copies payloads into its batch when their record forms). (A kept view
 //   pins its whole chunk, up to a few hundred KiB.)
@@ -38,8 +39,6 @@
 // their replies are dropped.
 
 import {
-  NBD_ASSEMBLY_BUFFERS_IDLE_MAX,
-  NBD_ASSEMBLY_BUFFER_BYTES,
   NBD_BLOCK_STATUS_EXTENTS_MAX,
   NBD_HANDSHAKE_OPTIONS_MAX,
   NBD_INFLIGHT_PER_CONNECTION_MAX,
@@ -52,6 +51,7 @@ import { LsvdError, assert } from "../errors.ts";
 import type { BlockDevice, BlockStatusExtent } from "./block_device.ts";
 import type { Negotiated } from "./handshake.ts";
 import type { OutputQueue, Transport } from "./output_queue.ts";
+import { PayloadBuffers } from "./payload_buffers.ts";
 import {
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_CACHE,
@@ -203,8 +203,8 @@ class RequestSlot {
   length = 0;
   /** WRITE payload (the device may keep it until the WRITE completes; the slot only drops its reference). */
   payload: Uint8Array | null = null;
-  /** The session's assembly buffer `payload` lies in, given back when the slot is released (null: none). */
-  assembly: Uint8Array | null = null;
+  /** The session's pooled buffer `payload` lies in, given back when the slot is released (null: none). */
+  pooled: Uint8Array | null = null;
   /** Set when validation failed: the reply is this errno once the payload (if any) is consumed. */
   errno = 0;
   errorMessage = "";
@@ -286,8 +286,10 @@ export class NbdSession {
   /** Bytes of a rejected WRITE's payload still to skip; `discardSlot` gets its error reply after. */
   private discardBytes = 0;
   private discardSlot: RequestSlot | null = null;
-  /** Idle assembly buffers (NBD_ASSEMBLY_BUFFER_BYTES each, at most NBD_ASSEMBLY_BUFFERS_IDLE_MAX). */
-  private readonly assemblyBuffers: Uint8Array[] = [];
+  /** Reused buffers for payloads that are assembled or copied out of a transient chunk. */
+  private readonly payloadBuffers = new PayloadBuffers();
+  /** The chunk being parsed is only valid during feed() (a transport's receive buffer): keep nothing of it. */
+  private chunkTransient = false;
   /** Chunks (or their unparsed tails) received while reading was blocked; parsed in order later. */
   private backlog: Uint8Array[] = [];
   private paused = false;
@@ -308,16 +310,24 @@ export class NbdSession {
     assert(Number.isSafeInteger(this.sizeBytes) && this.sizeBytes >= 0, "export size is a safe integer");
   }
 
-  /** Bytes from the socket. */
-  feed(chunk: Uint8Array): void {
+  /**
+   * Bytes from the socket. `transient`: the chunk is the transport's receive buffer, valid only during this call, so
+   * what the session keeps of it (payloads, the unparsed rest) is copied; else the session may keep views of it.
+   */
+  feed(chunk: Uint8Array, transient = false): void {
     if (this.state !== "open" || chunk.length === 0) return;
     this.stats.receives++;
     if (this.backlog.length > 0) {
-      this.backlog.push(chunk);
+      this.backlog.push(transient ? chunk.slice() : chunk);
       return;
     }
-    const consumed = this.parse(chunk, 0);
-    if (consumed < chunk.length && this.state === "open") this.backlog.push(chunk.subarray(consumed));
+    this.chunkTransient = transient;
+    try {
+      const consumed = this.parse(chunk, 0);
+      if (consumed < chunk.length && this.state === "open") this.backlog.push(transient ? chunk.slice(consumed) : chunk.subarray(consumed));
+    } finally {
+      this.chunkTransient = false;
+    }
   }
 
   /** Socket `drain`. */
@@ -375,7 +385,7 @@ export class NbdSession {
     assert(this.inflightWriteBytes < NBD_SESSION_WRITE_BYTES_BOUND, "nbd session: WRITE payload bytes in flight bounded");
     assert(this.output.queuedBytes + this.inflightReadBytes < NBD_SESSION_OUTPUT_BYTES_BOUND, "nbd session: reply bytes bounded");
     assert(this.headerFilled < NBD_REQUEST_BYTES, "nbd session: a partial header is less than a header");
-    assert(this.assemblyBuffers.length <= NBD_ASSEMBLY_BUFFERS_IDLE_MAX, "nbd session: idle assembly buffers bounded");
+    assert(this.payloadBuffers.idleBytes <= PayloadBuffers.IDLE_BYTES_MAX, "nbd session: idle payload buffers bounded");
     assert(this.payloadSlot === null || this.payloadFilled < this.payloadSlot.payload!.length, "nbd session: a payload being assembled is not complete");
     assert(this.payloadSlot === null || this.discardSlot === null, "nbd session: one partial request at a time");
     assert((this.discardBytes > 0) === (this.discardSlot !== null), "nbd session: bytes to skip belong to a refused WRITE");
@@ -502,7 +512,10 @@ export class NbdSession {
     return this.startWritePayload(slot, chunk, offset);
   }
 
-  /** A WRITE's payload: skipped if the WRITE is refused, dispatched at once if whole in `chunk`, else assembled. */
+  /**
+   * A WRITE's payload: skipped if the WRITE is refused; dispatched at once if whole in `chunk` (a view of it, or a
+   * pooled copy when the chunk is transient); else assembled in a pooled buffer.
+   */
   private startWritePayload(slot: RequestSlot, chunk: Uint8Array, offset: number): number {
     const length = slot.length;
     if (slot.errno !== 0) {
@@ -511,16 +524,19 @@ export class NbdSession {
       return offset;
     }
     this.inflightWriteBytes += length;
-    if (chunk.length - offset >= length) {
+    const whole = chunk.length - offset >= length;
+    if (whole && !this.chunkTransient) {
       slot.payload = chunk.subarray(offset, offset + length);
       this.dispatch(slot);
       return offset + length;
     }
-    if (length <= NBD_ASSEMBLY_BUFFER_BYTES) {
-      slot.assembly = this.assemblyBuffers.pop() ?? new Uint8Array(NBD_ASSEMBLY_BUFFER_BYTES);
-      slot.payload = slot.assembly.subarray(0, length);
-    } else {
-      slot.payload = new Uint8Array(length);
+    const buffer = this.payloadBuffers.take(length);
+    slot.pooled = buffer;
+    slot.payload = buffer.byteLength === length ? buffer : buffer.subarray(0, length);
+    if (whole) {
+      slot.payload.set(chunk.subarray(offset, offset + length));
+      this.dispatch(slot);
+      return offset + length;
     }
     this.payloadSlot = slot;
     this.payloadFilled = 0;
@@ -832,9 +848,9 @@ export class NbdSession {
     slot.startedMs = 0;
     slot.failed = false;
     slot.payload = null;
-    if (slot.assembly !== null) {
-      if (this.assemblyBuffers.length < NBD_ASSEMBLY_BUFFERS_IDLE_MAX) this.assemblyBuffers.push(slot.assembly);
-      slot.assembly = null;
+    if (slot.pooled !== null) {
+      this.payloadBuffers.give(slot.pooled);
+      slot.pooled = null;
     }
     slot.errorMessage = "";
     this.inflight--;

@@ -6,9 +6,10 @@
 // One connection's ops: at most one receive, one send and one cancel (of the receive) in flight
 // (NBD_URING_SOCKET_SLOTS counts three per connection, and two per listener: its accept, and the cancel that stops it).
 // - Receive: one multishot receive per connection into the server's provided-buffer ring (ffi/uring_buffers.ts); each
-//   chunk is copied into a fresh Uint8Array, which the session may keep (a WRITE payload is handed to the device as a
-//   view of its chunk, as with Bun's chunks), and its buffer goes back to the ring at once. A receive that ended
-//   (-ENOBUFS: every buffer was out) is started again; pause() cancels it and resume() starts a new one.
+//   chunk is handed to the owner as a view of its buffer, valid only during the call (the session parses it in
+//   place and copies what it keeps: payloads, an unparsed rest), and the buffer goes back to the ring then. A
+//   receive that ended (-ENOBUFS: every buffer was out) is started again; pause() cancels it and resume() starts a
+//   new one.
 // - Send: write() copies replies into the filling one of two buffers and sends it at once with one send(2)
 //   (OutputQueue writes once per turn, so one send carries every reply of a turn). A socket with room takes it whole
 //   and nothing completes later: a send on the ring would cost a completion, and so a wake, per turn. What the socket
@@ -39,6 +40,7 @@ const SOCKADDR_STORAGE_BYTES = 128;
 
 /** What a connection's socket tells its owner (the server's Connection). */
 export interface UringSocketEvents {
+  /** `chunk` is a view of a receive buffer, valid only during the call: the owner copies what it keeps. */
   onData(chunk: Uint8Array): void;
   onDrain(): void;
   onClose(): void;
@@ -157,16 +159,21 @@ export class UringSocket implements Transport {
     this.receiveSlot = this.ring.receiveMultishot(this.fd, this.buffers.groupId, this.onReceived, this.label);
   }
 
-  /** One CQE of the multishot receive: a chunk (copied out, its buffer given back at once), or its end. */
+  /**
+   * One CQE of the multishot receive: a chunk (handed over as a view of its buffer, which is given back once the
+   * owner returns: it copies what it keeps), or its end.
+   */
   private received(result: number, flags: number): void {
     const more = (flags & IORING_CQE_F_MORE) !== 0;
     if (!more) this.receiveSlot = -1;
     if (result > 0) {
       assert((flags & IORING_CQE_F_BUFFER) !== 0, "a received chunk names its buffer");
       const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
-      const chunk = this.buffers.view(bid, result).slice();
-      this.buffers.recycle(bid);
-      if (this.state === "open" || this.state === "ending") this.events!.onData(chunk);
+      try {
+        if (this.state === "open" || this.state === "ending") this.events!.onData(this.buffers.view(bid, result));
+      } finally {
+        this.buffers.recycle(bid);
+      }
       if (!more) this.armReceive();
       return;
     }

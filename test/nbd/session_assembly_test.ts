@@ -1,9 +1,11 @@
-// WRITE payloads split across received chunks (src/nbd/session.ts): they are assembled in buffers the session reuses,
-// and a buffer is reused only once the WRITE it held is answered. Chunks are fed by hand, so every payload here is
-// split, and the device holds every write until the test completes it.
+// WRITE payloads the session must copy (src/nbd/session.ts, nbd/payload_buffers.ts): split across received chunks, or
+// in a transient chunk (io_uring's receive buffers, reused once feed() returns). They land in buffers the session
+// reuses by size class, and a buffer is reused only once the WRITE it held is answered. Chunks are fed by hand, and
+// the device holds every write until the test completes it.
 
 import { expect, test } from "bun:test";
-import { NBD_ASSEMBLY_BUFFER_BYTES } from "../../src/constants.ts";
+import { NBD_ASSEMBLY_BUFFER_BYTES, NBD_INFLIGHT_PER_CONNECTION_MAX } from "../../src/constants.ts";
+import { PAYLOAD_CLASS_BYTES, PayloadBuffers, payloadClassOf } from "../../src/nbd/payload_buffers.ts";
 import type { Transport } from "../../src/nbd/output_queue.ts";
 import type { NbdSession } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
@@ -68,9 +70,10 @@ test("split payloads in flight together have their own buffers; answered ones ar
   for (const write of device.held.splice(0)) write.complete();
   await settle();
   expect(session.inflight).toBe(0);
-  for (let index = 0; index < 3; index++) feedSplitWrite(session, 10 + index, payload(8192, 10 + index));
+  // Three payloads of the 4 KiB class: the three 4 KiB-class buffers given back (512, 4096, 4096 bytes).
+  for (let index = 0; index < 3; index++) feedSplitWrite(session, 10 + index, payload(4000 + index, 10 + index));
   for (const write of device.held) expect(buffersInUse.has(write.data.buffer)).toBe(true);
-  for (let index = 0; index < 3; index++) expect(device.held[index]!.copy).toEqual(payload(8192, 10 + index));
+  for (let index = 0; index < 3; index++) expect(device.held[index]!.copy).toEqual(payload(4000 + index, 10 + index));
 
   // Above NBD_ASSEMBLY_BUFFER_BYTES: a buffer of its own, never one of the reused ones.
   feedSplitWrite(session, 20, payload(NBD_ASSEMBLY_BUFFER_BYTES + 512, 20));
@@ -81,4 +84,74 @@ test("split payloads in flight together have their own buffers; answered ones ar
   await settle();
   session.checkInvariants();
   expect(session.inflight).toBe(0);
+});
+
+/** Takes nothing while `full`: the session pauses and keeps the unparsed rest of a chunk in its backlog. */
+class PausingTransport extends SinkTransport {
+  paused = false;
+  override pause(): void {
+    this.paused = true;
+  }
+  override resume(): void {
+    this.paused = false;
+  }
+}
+
+test("a transient chunk (a reused receive buffer): payloads whole in it, split across it and the backlog are copies", async () => {
+  const device = new HoldingDevice();
+  const transport = new PausingTransport();
+  const session = testSession(device, transport);
+  // More WRITEs than the session takes at once, back to back in one chunk, the last one split into the next chunk:
+  // the rest waits in the backlog.
+  const count = NBD_INFLIGHT_PER_CONNECTION_MAX + 4;
+  const parts: Uint8Array[] = [];
+  for (let index = 0; index < count; index++) {
+    parts.push(encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * 4096, length: 4096 }));
+    parts.push(payload(4096, index));
+  }
+  const stream = new Uint8Array(Buffer.concat(parts));
+  const cut = stream.length - 1000;
+  const receiveBuffer = new Uint8Array(stream.length);
+  const feedTransient = (bytes: Uint8Array): void => {
+    receiveBuffer.set(bytes);
+    session.feed(receiveBuffer.subarray(0, bytes.length), true);
+    receiveBuffer.fill(0xee); // the transport reuses its buffer at once
+  };
+  feedTransient(stream.subarray(0, cut));
+  expect(transport.paused).toBe(true);
+  expect(device.held.length).toBe(NBD_INFLIGHT_PER_CONNECTION_MAX);
+  feedTransient(stream.subarray(cut));
+  // Answer what the device holds, a few rounds, until every WRITE came through. Each payload the device holds must
+  // still be what the client sent when it is answered, long after the receive buffer was overwritten.
+  let answered = 0;
+  for (let round = 0; round < 4 && answered < count; round++) {
+    for (const write of device.held.splice(0)) {
+      expect(write.data).toEqual(payload(4096, answered));
+      answered += 1;
+      write.complete();
+    }
+    await settle();
+  }
+  expect(answered).toBe(count);
+  session.checkInvariants();
+  expect(session.inflight).toBe(0);
+});
+
+test("payload size classes: 4 KiB doubling to the assembly size; idle buffers bounded per class and in all", () => {
+  expect(PAYLOAD_CLASS_BYTES[0]).toBe(4096);
+  expect(PAYLOAD_CLASS_BYTES.at(-1)).toBe(NBD_ASSEMBLY_BUFFER_BYTES);
+  expect([1, 4096, 4097, 8192, 65536, 65537, NBD_ASSEMBLY_BUFFER_BYTES].map(payloadClassOf)).toEqual([0, 0, 1, 1, 4, 5, 5]);
+  expect(payloadClassOf(NBD_ASSEMBLY_BUFFER_BYTES + 1)).toBe(-1);
+  const buffers = new PayloadBuffers();
+  const taken = Array.from({ length: 2 * NBD_INFLIGHT_PER_CONNECTION_MAX }, () => buffers.take(NBD_ASSEMBLY_BUFFER_BYTES));
+  for (const buffer of taken) buffers.give(buffer);
+  for (const bytes of PAYLOAD_CLASS_BYTES) {
+    const more = Array.from({ length: 2 * NBD_INFLIGHT_PER_CONNECTION_MAX }, () => buffers.take(bytes));
+    for (const buffer of more) buffers.give(buffer);
+  }
+  expect(buffers.idleBytes).toBe(PayloadBuffers.IDLE_BYTES_MAX);
+  expect(PayloadBuffers.IDLE_BYTES_MAX).toBeLessThanOrEqual(6 * 1024 * 1024);
+  // A buffer above every class is never kept.
+  buffers.give(buffers.take(NBD_ASSEMBLY_BUFFER_BYTES + 1));
+  expect(buffers.idleBytes).toBe(PayloadBuffers.IDLE_BYTES_MAX);
 });
