@@ -3,6 +3,7 @@
 // order in commands/serve.ts), the last backend complaint that shutdown reports quote, what a closing or stopped volume reports, and the signal
 // handling.
 
+import { release } from "node:os";
 import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
 import { Uring } from "../../ffi/uring.ts";
@@ -18,6 +19,7 @@ import {
 } from "../constants.ts";
 import { IOError, InvalidArgumentError } from "../errors.ts";
 import { listenNbd, type NbdServer } from "../nbd/server.ts";
+import { isIpLiteral } from "../ops/socket_address.ts";
 import type { InheritedListener } from "../ops/systemd.ts";
 import type { LogFn } from "../util/log.ts";
 import { formatSize, parseSize } from "../util/size.ts";
@@ -79,24 +81,53 @@ export function absoluteSocket(uri: string): string {
   return match === null ? uri : `nbd+unix:///?socket=${resolvePath(match[1]!)}`;
 }
 
-export const NBD_IO_OPTIONS: OptionSpec = { "nbd-io": { type: "string", default: "socket" } };
+/** The kernel NBD on io_uring needs: provided-buffer rings (5.19) and multishot receives (6.0). */
+const NBD_URING_KERNEL_MIN = [6, 0] as const;
 
-export const NBD_IO_HELP = `  --nbd-io MODE          how NBD bytes move (default socket). socket: Bun's sockets; uring: the server's
-                         own sockets, whose accepts, receives and sends are io_uring ops on the ring the
-                         journal uses: one submit and one wake for network and disk together
-                         (docs/architecture.md, "NBD on io_uring"). uring offers no TLS`;
+export const NBD_IO_OPTIONS: OptionSpec = { "nbd-io": { type: "string", default: "auto" } };
+
+export const NBD_IO_HELP = `  --nbd-io MODE          how NBD bytes move (default auto). uring: the server's own sockets, whose accepts,
+                         receives and sends are io_uring ops on the ring the journal uses: one submit and
+                         one wake for network and disk together (docs/architecture.md, "NBD on io_uring");
+                         no TLS, --listen takes IP addresses. socket: Bun's sockets. auto: uring on Linux
+                         ${NBD_URING_KERNEL_MIN.join(".")} or later without --tls and with IP addresses, else socket (it says why)`;
 
 /**
- * --nbd-io: null for socket (Bun's sockets); for uring, the ring the NBD sockets and the served volumes' cache devices
- * share: URING_QUEUE_DEPTH file slots per volume, NBD_URING_SOCKET_SLOTS socket slots. The caller closes it after
- * the server and the volumes are closed.
+ * Why `--nbd-io auto` serves on Bun's sockets (null: it can use the ring): TLS asked for, a --listen host name, or a
+ * kernel older than NBD_URING_KERNEL_MIN.
  */
-export function nbdRingFrom(parsed: Parsed, volumes: number): Uring | null {
-  const mode = stringOption(parsed, "nbd-io") ?? "socket";
+export function nbdRingUnfit(parsed: Parsed, kernelRelease: string = release()): string | null {
+  if ((parsed.values.tls ?? "off") !== "off") return "--tls is on, and only Bun's sockets offer TLS";
+  const listenText = stringOption(parsed, "listen");
+  if (listenText !== undefined && !isIpLiteral(parseListen(listenText).host)) return `--listen names a host (${listenText}), not an IP address`;
+  const [major, minor] = kernelRelease.split(".").map((part) => Number.parseInt(part, 10));
+  const [majorMin, minorMin] = NBD_URING_KERNEL_MIN;
+  if (!(major! > majorMin || (major === majorMin && minor! >= minorMin))) return `kernel ${kernelRelease} is older than ${majorMin}.${minorMin}`;
+  return null;
+}
+
+/**
+ * --nbd-io: null for Bun's sockets; for the ring, the one the NBD sockets and the served volumes' cache devices share:
+ * URING_QUEUE_DEPTH file slots per volume, NBD_URING_SOCKET_SLOTS socket slots. The caller closes it after the server
+ * and the volumes are closed. `auto` falls back to sockets, saying why in one line, where the ring cannot serve.
+ */
+export function nbdRingFrom(parsed: Parsed, volumes: number, info: LogFn): Uring | null {
+  const mode = stringOption(parsed, "nbd-io") ?? "auto";
   if (mode === "socket") return null;
-  if (mode !== "uring") throw new InvalidArgumentError(`Invalid --nbd-io '${mode}': expected socket or uring`);
-  if ((parsed.values.tls ?? "off") !== "off") throw new InvalidArgumentError("--nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket");
-  return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+  if (mode !== "uring" && mode !== "auto") throw new InvalidArgumentError(`Invalid --nbd-io '${mode}': expected auto, socket or uring`);
+  if (mode === "uring" && (parsed.values.tls ?? "off") !== "off") throw new InvalidArgumentError("--nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket");
+  const unfit = mode === "auto" ? nbdRingUnfit(parsed) : null;
+  if (unfit !== null) {
+    info(`NBD on Bun's sockets (--nbd-io auto): ${unfit}`);
+    return null;
+  }
+  try {
+    return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+  } catch (error) {
+    if (mode === "uring" || !(error instanceof IOError)) throw error;
+    info(`NBD on Bun's sockets (--nbd-io auto): ${error.message}`);
+    return null;
+  }
 }
 
 /** Step 1: bind every listener, before anything irreversible happens (on `ring` for --nbd-io uring). */

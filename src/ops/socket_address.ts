@@ -56,6 +56,12 @@ export function decodeSocketAddress(bytes: Uint8Array): SocketAddress {
 const SUN_PATH_BYTES = 108;
 
 /** The 16 bytes of an IPv6 literal ("::1", "fe80::1:2"), or null if `text` is not one (no embedded IPv4 form). */
+/** An IPv4 or IPv6 literal (what lsvd's own listeners bind; a host name needs a resolver, which Bun's sockets have). */
+export function isIpLiteral(host: string): boolean {
+  const literal = host === "localhost" ? "127.0.0.1" : host;
+  return ipv4Bytes(literal) !== null || ipv6Bytes(literal) !== null;
+}
+
 function ipv6Bytes(text: string): Uint8Array | null {
   const halves = text.split("::");
   if (halves.length > 2) return null;

@@ -66,7 +66,7 @@ describe("lsvd serve --nbd-io uring", () => {
     expect(errorLines(tls.stderr)).toEqual(["lsvd serve: --nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket"]);
     const bogus = await lsvd([...serve, "--nbd-io", "bogus"]);
     expect(bogus.exitCode).toBe(1);
-    expect(errorLines(bogus.stderr)).toEqual(["lsvd serve: Invalid --nbd-io 'bogus': expected socket or uring"]);
+    expect(errorLines(bogus.stderr)).toEqual(["lsvd serve: Invalid --nbd-io 'bogus': expected auto, socket or uring"]);
     expect(existsSync(socket)).toBe(false);
     // Nothing was owned either: the volume serves at once.
     const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir, extraArgs: URING });

@@ -261,7 +261,7 @@ export const serveCommand: Command = {
     const readCache = await readCacheDeviceOption(parsed, makeLogger("lsvd"));
     let ring: Uring | null = null;
     try {
-      ring = nbdRingFrom(parsed, exportSpecs.length);
+      ring = nbdRingFrom(parsed, exportSpecs.length, makeLogger("lsvd"));
       return await serveExports(parsed, exportSpecs, { readCache: readCache ?? null, ring });
     } finally {
       await readCache?.close().catch(() => undefined); // a failure only loses warmth
@@ -273,7 +273,7 @@ export const serveCommand: Command = {
 /** The single-volume form: VOLUME with --cache, or a snapshot VOLUME@SNAP; on the --nbd-io ring if one is asked for. */
 async function serveVolume(parsed: Parsed): Promise<number> {
   const snapshotTarget = snapshotOf(namedArguments(parsed, ["VOLUME"], USAGE).VOLUME!);
-  const ring = nbdRingFrom(parsed, 1);
+  const ring = nbdRingFrom(parsed, 1, makeLogger("lsvd"));
   try {
     if (snapshotTarget !== null) return await serveSnapshot(parsed, snapshotTarget, ring);
     return await serveHead(parsed, ring);
