@@ -46,9 +46,13 @@ const shutdownNative = lib.func("int shutdown(int fd, int how)");
 const sendNative = lib.func("intptr_t send(int fd, const void *buf, size_t len, int flags)");
 const MSG_DONTWAIT = 0x40;
 
+const EADDRINUSE = koffi.os.errno.EADDRINUSE ?? 98;
+
+/** A port or path in use, in the words Bun's sockets use (the message is the same whichever transport binds). */
 function fail(what: string): never {
   const errno = koffi.errno();
-  throw new IOError(`Cannot ${what}: ${describeErrno(errno)}`, false, { errno });
+  const reason = errno === EADDRINUSE ? "EADDRINUSE (address in use)" : describeErrno(errno);
+  throw new IOError(`Cannot ${what}: ${reason}`, false, { errno });
 }
 
 /** getsockname(2): the raw address bytes (sockaddr_storage cut to the length the kernel reports). */

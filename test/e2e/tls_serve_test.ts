@@ -34,6 +34,8 @@ describe("lsvd serve --tls require", () => {
     writeRandomFile(input, DATA_BYTES, 16);
     let server = await LsvdServer.start({ ...paths, transport: "tcp", extraArgs: tlsArgs });
     expect(server.log).toMatch(/TLS required: certificate CN=localhost from /);
+    // The default --nbd-io auto serves TLS on Bun's sockets, and says so.
+    expect(server.log).toContain("NBD on Bun's sockets (--nbd-io auto): --tls is on, and only Bun's sockets offer TLS");
     expect((await run(["nbdcopy", input, nbds(server, pki.client)])).exitCode).toBe(0);
     const plain = await run(["nbdinfo", server.uri.replace("127.0.0.1", "localhost")]);
     expect(plain.exitCode).not.toBe(0);
