@@ -109,7 +109,8 @@ export function nbdRingUnfit(parsed: Parsed, kernelRelease: string = release()):
 /**
  * --nbd-io: null for Bun's sockets; for the ring, the one the NBD sockets and the served volumes' cache devices share:
  * URING_QUEUE_DEPTH file slots per volume, NBD_URING_SOCKET_SLOTS socket slots. The caller closes it after the server
- * and the volumes are closed. `auto` falls back to sockets, saying why in one line, where the ring cannot serve.
+ * and the volumes are closed. One line says which serves; `auto` falls back to sockets, saying why, where the ring
+ * cannot serve.
  */
 export function nbdRingFrom(parsed: Parsed, volumes: number, info: LogFn): Uring | null {
   const mode = stringOption(parsed, "nbd-io") ?? "auto";
@@ -122,7 +123,9 @@ export function nbdRingFrom(parsed: Parsed, volumes: number, info: LogFn): Uring
     return null;
   }
   try {
-    return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+    const ring = Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+    info(`NBD on io_uring (--nbd-io ${mode})`);
+    return ring;
   } catch (error) {
     if (mode === "uring" || !(error instanceof IOError)) throw error;
     info(`NBD on Bun's sockets (--nbd-io auto): ${error.message}`);
