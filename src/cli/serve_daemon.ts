@@ -27,7 +27,7 @@ import { Progress } from "./progress.ts";
 import { checkExports, parseExportSpec, readExportConfig, type ExportSpec } from "./serve_exports.ts";
 import { ADMIN_SOCKET_DIRECTORY, defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
 import { ServeService } from "./serve_service.ts";
-import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
+import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, logServing, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
 
 export const DAEMON_OPTIONS: OptionSpec = {
   export: { type: "string", multiple: true },
@@ -199,7 +199,7 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
   })));
   monitor.serving(server, opened);
   service.serving(names.join(", "), server.addresses);
-  for (const address of server.addresses) info(`serving on ${address} (exports ${names.join(", ")})`);
+  logServing(info, parsed, shared.ring, server.addresses, ` (exports ${names.join(", ")})`);
   const started = Date.now();
   const onLost = (stop: (why: string) => void) => exports.forEach((served, index) =>
     served.opened.lease.onFenced((reason) => {

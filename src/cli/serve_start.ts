@@ -109,28 +109,38 @@ export function nbdRingUnfit(parsed: Parsed, kernelRelease: string = release()):
 /**
  * --nbd-io: null for Bun's sockets; for the ring, the one the NBD sockets and the served volumes' cache devices share:
  * URING_QUEUE_DEPTH file slots per volume, NBD_URING_SOCKET_SLOTS socket slots. The caller closes it after the server
- * and the volumes are closed. One line says which serves; `auto` falls back to sockets, saying why, where the ring
- * cannot serve.
+ * and the volumes are closed. `auto` falls back to sockets where the ring cannot serve; logServing says which served.
  */
 export function nbdRingFrom(parsed: Parsed, volumes: number, info: LogFn): Uring | null {
-  const mode = stringOption(parsed, "nbd-io") ?? "auto";
+  const mode = nbdIoMode(parsed);
   if (mode === "socket") return null;
-  if (mode !== "uring" && mode !== "auto") throw new InvalidArgumentError(`Invalid --nbd-io '${mode}': expected auto, socket or uring`);
   if (mode === "uring" && (parsed.values.tls ?? "off") !== "off") throw new InvalidArgumentError("--nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket");
-  const unfit = mode === "auto" ? nbdRingUnfit(parsed) : null;
-  if (unfit !== null) {
-    info(`NBD on Bun's sockets (--nbd-io auto): ${unfit}`);
-    return null;
-  }
+  if (mode === "auto" && nbdRingUnfit(parsed) !== null) return null;
   try {
-    const ring = Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
-    info(`NBD on io_uring (--nbd-io ${mode})`);
-    return ring;
+    return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
   } catch (error) {
     if (mode === "uring" || !(error instanceof IOError)) throw error;
     info(`NBD on Bun's sockets (--nbd-io auto): ${error.message}`);
     return null;
   }
+}
+
+function nbdIoMode(parsed: Parsed): "auto" | "socket" | "uring" {
+  const mode = stringOption(parsed, "nbd-io") ?? "auto";
+  if (mode !== "auto" && mode !== "socket" && mode !== "uring") throw new InvalidArgumentError(`Invalid --nbd-io '${mode}': expected auto, socket or uring`);
+  return mode;
+}
+
+/**
+ * The "serving on" lines, after one saying how NBD bytes move when --nbd-io chose (on the ring, or on Bun's sockets
+ * and why), once the server serves: a start that is refused prints its error alone.
+ */
+export function logServing(info: LogFn, parsed: Parsed, ring: Uring | null, addresses: readonly string[], suffix = ""): void {
+  const mode = nbdIoMode(parsed);
+  const unfit = mode === "auto" && ring === null ? nbdRingUnfit(parsed) : null;
+  if (ring !== null) info(`NBD on io_uring (--nbd-io ${mode})`);
+  else if (unfit !== null) info(`NBD on Bun's sockets (--nbd-io auto): ${unfit}`);
+  for (const address of addresses) info(`serving on ${address}${suffix}`);
 }
 
 /** Step 1: bind every listener, before anything irreversible happens (on `ring` for --nbd-io uring). */

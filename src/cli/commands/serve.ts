@@ -60,6 +60,7 @@ import {
   withSocketDirectoryLock,
   NBD_IO_HELP,
   NBD_IO_OPTIONS,
+  logServing,
   nbdRingFrom,
 } from "../serve_start.ts";
 
@@ -210,7 +211,7 @@ async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: 
   info(`snapshot ${uri} (seq ${device.snapshot.seq}, ${device.extentCount} extents, ${formatSize(device.sizeBytes)}), read-only, no cache`);
   server.serve({ device, exportName: stringOption(parsed, "name") ?? "", description: `lsvd snapshot ${uri}` });
   service.serving(uri, server.addresses);
-  for (const address of server.addresses) info(`serving on ${address}`);
+  logServing(info, parsed, ring, server.addresses);
   try {
     await untilSignal(log, info, async (why) => {
       service.stopping(why);
@@ -309,7 +310,7 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   monitor.serving(server, opened);
   // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
   service.serving(uri, server.addresses);
-  for (const address of server.addresses) info(`serving on ${address}`);
+  logServing(info, parsed, ring, server.addresses);
   const started = Date.now();
   // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
   let lostReason: string | null = null;
