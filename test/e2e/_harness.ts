@@ -367,13 +367,14 @@ export function fileSize(path: string): number {
 /** O_NONBLOCK in /proc/PID/fdinfo's octal flags. */
 const O_NONBLOCK = 0o4000;
 
-/** Inodes of the sockets listening on `port` (TCP, IPv4) or bound to the unix socket `path`. */
+/** Inodes of the sockets listening on `port` (TCP, IPv4) or on the unix socket `path` (not its accepted connections). */
 export function listeningInodes(where: { port: number } | { path: string }): Set<string> {
   const inodes = new Set<string>();
   if ("path" in where) {
     for (const line of readFileSync("/proc/net/unix", "utf8").split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
-      if (fields[7] === where.path) inodes.add(fields[6]!);
+      // Flags 00010000 (__SO_ACCEPTCON): the listener. An accepted connection shows the same path until it closes.
+      if (fields[7] === where.path && (Number.parseInt(fields[3]!, 16) & 0x10000) !== 0) inodes.add(fields[6]!);
     }
     return inodes;
   }
