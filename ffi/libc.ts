@@ -54,6 +54,9 @@ export const EINTR = koffi.os.errno.EINTR ?? 4;
 export const EAGAIN = koffi.os.errno.EAGAIN ?? 11;
 export const EBUSY = koffi.os.errno.EBUSY ?? 16;
 export const EINVAL = koffi.os.errno.EINVAL ?? 22;
+export const ENOBUFS = koffi.os.errno.ENOBUFS ?? 105;
+export const ECANCELED = koffi.os.errno.ECANCELED ?? 125;
+export const EADDRINUSE = koffi.os.errno.EADDRINUSE ?? 98;
 
 /** "EIO (errno 5)": the form every error message in this layer uses. */
 export function describeErrno(errno: number): string {

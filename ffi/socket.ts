@@ -8,13 +8,13 @@
 // Socket addresses cross this module as raw bytes; src/ops/socket_address.ts decodes them (pure).
 
 import { assert, IOError } from "../src/errors.ts";
-import { decodeSocketAddress, describeSocketAddress, encodeSocketAddress, type SocketAddress } from "../src/ops/socket_address.ts";
-import { describeErrno } from "./libc.ts";
+import { ADDRESS_IN_USE, decodeSocketAddress, describeSocketAddress, encodeSocketAddress, type SocketAddress } from "../src/ops/socket_address.ts";
+import { describeErrno, EADDRINUSE } from "./libc.ts";
 import { koffi } from "./koffi.ts";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
+export const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_TYPE = 3;
 const SO_ACCEPTCONN = 30;
@@ -25,10 +25,10 @@ const SHUT_RDWR = 2;
 /** listen(2)'s backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 511;
 /** No SIGPIPE if the receiver is gone: an error instead. */
-const MSG_NOSIGNAL = 0x4000;
+export const MSG_NOSIGNAL = 0x4000;
 export const SOCK_STREAM = 1;
 /** struct sockaddr_storage: large enough for every family. */
-const SOCKADDR_STORAGE_BYTES = 128;
+export const SOCKADDR_STORAGE_BYTES = 128;
 /** struct sockaddr_un: sun_family (u16) then sun_path[108]. */
 const SUN_PATH_OFFSET = 2;
 const SUN_PATH_BYTES = 108;
@@ -46,12 +46,10 @@ const shutdownNative = lib.func("int shutdown(int fd, int how)");
 const sendNative = lib.func("intptr_t send(int fd, const void *buf, size_t len, int flags)");
 const MSG_DONTWAIT = 0x40;
 
-const EADDRINUSE = koffi.os.errno.EADDRINUSE ?? 98;
-
-/** A port or path in use, in the words Bun's sockets use (the message is the same whichever transport binds). */
+/** A port or path in use says so as Bun's sockets do (ADDRESS_IN_USE). */
 function fail(what: string): never {
   const errno = koffi.errno();
-  const reason = errno === EADDRINUSE ? "EADDRINUSE (address in use)" : describeErrno(errno);
+  const reason = errno === EADDRINUSE ? ADDRESS_IN_USE : describeErrno(errno);
   throw new IOError(`Cannot ${what}: ${reason}`, false, { errno });
 }
 

@@ -50,7 +50,7 @@ import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from 
 import type { TlsServerOptions } from "./tls_credentials.ts";
 import { UringListener, type UringSocket } from "./uring_socket.ts";
 import { listenStream } from "../../ffi/socket.ts";
-import { describeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
+import { ADDRESS_IN_USE, describeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
 import type { Uring } from "../../ffi/uring.ts";
 import { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
 
@@ -716,7 +716,7 @@ function bindOrExplain(where: string, bind: () => BunListener): BunListener {
     return bind();
   } catch (error) {
     const code = (error as NodeJS.ErrnoException)?.code;
-    const reason = code === "EADDRINUSE" ? "EADDRINUSE (address in use)" : (code ?? (error as Error)?.message ?? String(error));
+    const reason = code === "EADDRINUSE" ? ADDRESS_IN_USE : (code ?? (error as Error)?.message ?? String(error));
     throw new IOError(`Cannot listen on ${where}: ${reason}`);
   }
 }

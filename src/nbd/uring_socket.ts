@@ -22,21 +22,14 @@
 
 import { NBD_URING_ACCEPT_RETRY_MS, NBD_URING_SEND_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
-import { allocAligned, describeErrno, EAGAIN, freeAligned, viewMemory } from "../../ffi/libc.ts";
+import { allocAligned, describeErrno, EAGAIN, ECANCELED, ENOBUFS, freeAligned, viewMemory } from "../../ffi/libc.ts";
 import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING_OP_ACCEPT, IORING_OP_SEND } from "../../ffi/liburing.ts";
 import type { ProvidedBuffers } from "../../ffi/uring_buffers.ts";
-import { closeSocket, sendNow, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
+import { closeSocket, MSG_NOSIGNAL, SOCK_CLOEXEC, SOCKADDR_STORAGE_BYTES, sendNow, setNoDelay, shutdownSocket } from "../../ffi/socket.ts";
 import type { SocketOpListener, Uring } from "../../ffi/uring.ts";
 import { decodeSocketAddress, describeSocketAddress, type SocketAddress } from "../ops/socket_address.ts";
 import type { Transport } from "./output_queue.ts";
 
-/** No SIGPIPE when the peer is gone: the send fails with EPIPE instead. */
-const MSG_NOSIGNAL = 0x4000;
-const SOCK_CLOEXEC = 0o2000000;
-const ECANCELED = 125;
-const ENOBUFS = 105;
-/** struct sockaddr_storage, and the socklen_t after it, in a listener's accept buffer. */
-const SOCKADDR_STORAGE_BYTES = 128;
 
 /** What a connection's socket tells its owner (the server's Connection). */
 export interface UringSocketEvents {
@@ -290,7 +283,7 @@ export class UringListener {
     private readonly onAccept: AcceptListener,
     private readonly log: (line: string) => void,
   ) {
-    this.bufferAddress = allocAligned(SOCKADDR_STORAGE_BYTES + 8, 64);
+    this.bufferAddress = allocAligned(SOCKADDR_STORAGE_BYTES + 8, 64); // the peer address, then its socklen_t
     this.addressBytes = new Uint8Array(viewMemory(this.bufferAddress, SOCKADDR_STORAGE_BYTES));
     this.addressLength = new Uint32Array(viewMemory(this.bufferAddress + SOCKADDR_STORAGE_BYTES, 4));
     this.armAccept();

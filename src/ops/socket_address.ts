@@ -31,6 +31,9 @@ function unixPath(bytes: Uint8Array): string {
 }
 
 /** How an address reads in messages: the unix path, or HOST:PORT. */
+/** An address in use, in the words Bun's sockets use: the message is the same whichever transport binds. */
+export const ADDRESS_IN_USE = "EADDRINUSE (address in use)";
+
 export function describeSocketAddress(address: SocketAddress): string {
   return address.kind === "unix" ? address.path : `${address.host}:${address.port}`;
 }
