@@ -19,6 +19,9 @@
 #
 # Usage: bench/cpu_per_request.sh
 # Env:   RUNTIME     seconds per run (default 6)
+#        WARMUP      seconds of the same fio job against each fresh server before its measured run (default 0):
+#                    the measured run then sees a server whose JIT has compiled the hot path and whose volume, GC and
+#                    checkpoints are under way (steady state) instead of its first seconds. Every engine gets it.
 #        RUNS        runs per engine and workload (default 3)
 #        SIZE_MIB    volume and file size (default 1024)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; tmpfs is refused)
@@ -42,6 +45,7 @@ root="$(cd "$here/.." && pwd)"
 bun="$root/node_modules/.bin/bun"
 lsvd="${LSVD_BIN:-$root/dist/lsvd}"
 runtime="${RUNTIME:-6}"
+warmup="${WARMUP:-0}"
 runs="${RUNS:-3}"
 size_mib="${SIZE_MIB:-1024}"
 tmp_parent="${TMP_PARENT:-/var/tmp}"
@@ -75,6 +79,7 @@ if [[ "$backend_a $backend_b_kind" == *rados* ]]; then
   CEPH_TIMEOUT_S=30
 fi
 [[ "$runtime" =~ ^[0-9]+$ && "$runtime" -ge 1 ]] || die "RUNTIME must be a whole number of seconds >= 1"
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds"
 [[ "$runs" =~ ^[0-9]+$ && "$runs" -ge 1 ]] || die "RUNS must be >= 1"
 [[ "$size_mib" =~ ^[0-9]+$ && "$size_mib" -ge 64 ]] || die "SIZE_MIB must be >= 64"
 fstype="$(df --output=fstype "$tmp_parent" | tail -1 | tr -d ' ')"
@@ -121,7 +126,7 @@ sock="$work/server.sock"
 results="$work/results.jsonl"
 mkdir -p "$work/backend"
 : >"$results"
-log "temp dir $work ($fstype); ${runtime}s per run, $runs run(s), ${size_mib} MiB; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+log "temp dir $work ($fstype); ${runtime}s per run after ${warmup}s of warm-up, $runs run(s), ${size_mib} MiB; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((uses_rados)); then
   ceph_own_cluster_up "$root" || die "the Ceph cluster did not start"
   log "Ceph cluster in $LSVD_CEPH_DIR ($LSVD_CEPH_OBJECTSTORE), pool $LSVD_CEPH_POOL"
@@ -238,6 +243,11 @@ for spec in "${workloads[@]}"; do
     for ((turn = 0; turn < ${#engines[@]}; turn++)); do
       engine="${engines[$(((turn + run - 1) % ${#engines[@]}))]}"
       start_server "$engine"
+      if ((warmup > 0)); then
+        fio --thread --name=warmup --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" --bs="$bs" --iodepth="$qd" \
+          --size="${size_mib}m" --time_based --runtime="$warmup" --norandommap --randrepeat=0 >/dev/null 2>"$work/fio.err" ||
+          die "the warm-up fio failed against $engine (see fio.err)"
+      fi
       : >"$work/threads.txt"
       stat_ticks /proc/"$server_pid"/task/*/stat >"$work/threads-before.txt"
       outside_before="$(outside_ticks "$work/kthreads-before.txt")"
@@ -263,7 +273,7 @@ for spec in "${workloads[@]}"; do
         "$pid" "$((after - before))" "$ticks_per_second" "0 $outside_before" \
         "$(kernel_thread_growth "$work/kthreads-before.txt" "$work/kthreads-after.txt") $outside_after")"
       line="$("$bun" "$here/_fio_json.ts" --dir write --set workload="$workload" --set engine="$engine" \
-        --set backend="$(backend_of "$engine")" --set run="$run" --set peakRssMiB="$((peak_kib / 1024))" \
+        --set backend="$(backend_of "$engine")" --set run="$run" --set warmupS="$warmup" --set peakRssMiB="$((peak_kib / 1024))" \
         --set serverCpuSeconds="$(((after - before) * 1000 / ticks_per_second))e-3" --set cpu="$threads" <"$work/fio.json")"
       echo "$line" >>"$results"
       log "$workload run $run $engine: $line"
