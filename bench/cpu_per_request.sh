@@ -228,6 +228,12 @@ outside_ticks() { # FILE
   echo "$(machine_ticks) $(ceph_ticks)"
 }
 
+# The workload's fio job ($rw $bs $qd) against the running server, for SECONDS; more fio options after.
+fio_job() { # NAME SECONDS [OPTION...]
+  fio --thread --name="$1" --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" --bs="$bs" --iodepth="$qd" \
+    --size="${size_mib}m" --time_based --runtime="$2" --norandommap --randrepeat=0 "${@:3}"
+}
+
 # ---- runs -----------------------------------------------------------------------------------------------------------
 workloads=()
 for name in ${WORKLOADS:-randwrite seqwrite}; do
@@ -244,9 +250,7 @@ for spec in "${workloads[@]}"; do
       engine="${engines[$(((turn + run - 1) % ${#engines[@]}))]}"
       start_server "$engine"
       if ((warmup > 0)); then
-        fio --thread --name=warmup --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" --bs="$bs" --iodepth="$qd" \
-          --size="${size_mib}m" --time_based --runtime="$warmup" --norandommap --randrepeat=0 >/dev/null 2>"$work/fio.err" ||
-          die "the warm-up fio failed against $engine (see fio.err)"
+        fio_job warmup "$warmup" >/dev/null 2>"$work/fio.err" || die "the warm-up fio failed against $engine (see fio.err)"
       fi
       : >"$work/threads.txt"
       stat_ticks /proc/"$server_pid"/task/*/stat >"$work/threads-before.txt"
@@ -254,9 +258,7 @@ for spec in "${workloads[@]}"; do
       before="$(server_ticks)"
       sample_threads "$work/threads.txt" &
       sampler_pid=$!
-      fio --thread --output-format=json --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" \
-        --bs="$bs" --iodepth="$qd" --size="${size_mib}m" --time_based --runtime="$runtime" --norandommap \
-        --randrepeat=0 >"$work/fio.json" 2>"$work/fio.err" &
+      fio_job bench "$runtime" --output-format=json >"$work/fio.json" 2>"$work/fio.err" &
       fio_pid=$!
       wait "$fio_pid" || die "fio failed against $engine (see fio.err)"
       fio_pid=""
