@@ -7,7 +7,8 @@
 #                                     qemu-system-x86 + linux-image-cloud-amd64 + busybox-static for the VM boot
 #                                     test, systemd (systemd-socket-activate, systemd-analyze) for the systemd tests,
 #                                     prometheus (promtool checks the metrics a live server serves),
-#                                     openssl (certificates for the TLS tests)
+#                                     openssl (certificates for the TLS tests), util-linux-extra (fincore: what
+#                                     the file backend's reads leave in the page cache)
 # Then `npm ci` (JS packages from the committed lockfile). Needs root for apt-get.
 set -euo pipefail
 profile=${1:-runtime}
@@ -16,7 +17,8 @@ runtime_pkgs=(liburing2 libisal2 libstdc++6 ca-certificates)
 demo_pkgs=(libnbd-bin fio)
 test_pkgs=(libnbd-bin python3-libnbd nbdkit qemu-utils fio liburing-dev curl procps
            ceph-mon ceph-osd ceph-common radosgw librados2 librbd1
-           qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs systemd prometheus openssl)
+           qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs systemd prometheus openssl
+           util-linux-extra)
 
 case "$profile" in
   runtime) pkgs=("${runtime_pkgs[@]}") ;;

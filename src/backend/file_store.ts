@@ -32,7 +32,7 @@ import { promisify } from "node:util";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { closeFile, O_CLOEXEC, O_CREAT, O_RDWR, openFile, tryLockExclusive } from "../../ffi/libc.ts";
-import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
+import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
@@ -188,7 +188,7 @@ export class FileStore implements ObjectStore {
    * is written through the page cache instead, so alignment decides speed, never correctness. Returns false when
    * it wrote nothing.
    *
-   * The object goes out in writes of FILE_STORE_DIRECT_WRITE_BYTES_MAX, one at a time: one 8 MiB O_DIRECT write
+   * The object goes out in writes of FILE_STORE_DIRECT_IO_BYTES_MAX, one at a time: one 8 MiB O_DIRECT write
    * queues all of its bios on the device at once, and when the store shares the disk with the cache (the demo, the
    * benchmarks) every journal write behind them waits the whole 8 MiB out, which showed as 4-6 ms p99 write latency.
    */
@@ -204,7 +204,7 @@ export class FileStore implements ObjectStore {
     }
     let refused = false;
     try {
-      await writeAllAndSync(handle, data, FILE_STORE_DIRECT_WRITE_BYTES_MAX);
+      await writeAllAndSync(handle, data, FILE_STORE_DIRECT_IO_BYTES_MAX);
     } catch (error) {
       if (errorCode(error) !== "EINVAL") throw error;
       refused = true; // this buffer is not aligned: the caller writes the file again through the page cache
@@ -219,10 +219,50 @@ export class FileStore implements ObjectStore {
     this.checkOpen();
     checkObjectName(name);
     try {
+      const direct = await this.readDirect(this.pathOf(name));
+      if (direct !== null) return direct;
       const buffer = await fs.readFile(this.pathOf(name));
       return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     } catch (error) {
       throw this.ioError("read", name, error);
+    }
+  }
+
+  /**
+   * The whole of `file` read with O_DIRECT in FILE_STORE_DIRECT_IO_BYTES_MAX pieces, one after another, or null
+   * when it is smaller than one piece (the page cache serves those) or the kernel refuses O_DIRECT (the file system,
+   * or a buffer Bun did not allocate page-aligned: alignment decides speed, never correctness, as in writeDirect).
+   * Garbage collection reads whole 8 MiB victims while clients write: a buffered read of one let readahead queue
+   * 8 MiB of reads on the device, and with the store on the cache's disk every journal write waited behind them
+   * (p99 of 4 KiB writes 4.6 against 3.6 ms in pieces; bench/RESULTS.md). The buffer is rounded up to whole pages
+   * (O_DIRECT reads whole blocks; the last piece stops at the end of the file).
+   */
+  private async readDirect(file: string): Promise<Uint8Array | null> {
+    if (!this.directIo) return null;
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, constants.O_RDONLY | constants.O_DIRECT);
+    } catch (error) {
+      if (errorCode(error) !== "EINVAL") throw error;
+      this.directIo = false;
+      return null;
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size < FILE_STORE_DIRECT_IO_BYTES_MAX) return null;
+      const buffer = new Uint8Array(Math.ceil(size / DIRECT_IO_ALIGN_BYTES) * DIRECT_IO_ALIGN_BYTES);
+      let done = 0;
+      while (done < size) {
+        const { bytesRead } = await handle.read(buffer, done, Math.min(FILE_STORE_DIRECT_IO_BYTES_MAX, buffer.length - done), done);
+        if (bytesRead === 0) throw new IOError(`${file}: ${size} bytes by fstat, but the file ends at ${done}`);
+        done += bytesRead;
+      }
+      return buffer.subarray(0, size);
+    } catch (error) {
+      if (errorCode(error) === "EINVAL") return null;
+      throw error;
+    } finally {
+      await handle.close();
     }
   }
 

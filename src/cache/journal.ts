@@ -179,12 +179,16 @@ export class Journal {
   /** True when a record of dataBytes can be written now without waiting for space or a write slot. */
   canWrite(dataBytes: number): boolean {
     if (this.failure) return true; // let write() throw the failure
-    // A record that needs a Pad first takes two write slots (docs/architecture.md: at most the maximum in flight).
-    const recordBytes = Journal.recordBytes(dataBytes);
-    const writes = this.padBytesBefore(recordBytes) > 0 ? 2 : 1;
-    if (this.writesInFlight + writes > JOURNAL_WRITES_INFLIGHT_MAX) return false;
-    const needed = this.bytesNeeded(recordBytes);
+    if (!this.hasWriteSlot(dataBytes)) return false;
+    const needed = this.bytesNeeded(Journal.recordBytes(dataBytes));
     return this.head + needed - this.persistedTail <= this.regionBytes;
+  }
+
+  /** True when fewer than the maximum record writes are in flight, counting the Pad the record may need first. */
+  hasWriteSlot(dataBytes: number): boolean {
+    // A record that needs a Pad first takes two write slots (docs/architecture.md: at most the maximum in flight).
+    const writes = this.padBytesBefore(Journal.recordBytes(dataBytes)) > 0 ? 2 : 1;
+    return this.writesInFlight + writes <= JOURNAL_WRITES_INFLIGHT_MAX;
   }
 
   /** True when the region has room for the record once released space is persisted (ignores write slots). */

@@ -265,6 +265,12 @@ export class ServeMetrics {
     counter("lsvd_space_waits_timed_out_total", "Of those, writes that went at their bound rather than on the collector's progress.", (stats) => stats.spaceWaitsTimedOut);
     counter("lsvd_space_wait_seconds_total", "Time client writes spent waiting for space, summed.", (stats) => stats.spaceWaitMs / 1000);
     counter("lsvd_gc_errors_total", "Garbage collection steps that failed (retried in a later round).", (stats) => stats.gc?.errors);
+    counter("lsvd_journal_slot_waits_total", "Journal records held back because the most record writes were in flight.", (stats) => stats.journalSlotWaits);
+    counter("lsvd_journal_slot_wait_seconds_total", "Time those records waited, summed.", (stats) => stats.journalSlotWaitMs / 1000);
+    counter("lsvd_journal_space_waits_total", "Journal records held back for journal space (records not yet in the backend, or a tail not yet persisted).", (stats) => stats.journalSpaceWaits);
+    counter("lsvd_journal_space_wait_seconds_total", "Time those records waited, summed.", (stats) => stats.journalSpaceWaitMs / 1000);
+    counter("lsvd_backend_ahead_waits_total", "Times new writes waited to open a batch because the most objects were not yet durable in the backend.", (stats) => stats.aheadWaits);
+    counter("lsvd_backend_ahead_wait_seconds_total", "Time those waits took, summed.", (stats) => stats.aheadWaitMs / 1000);
   }
 
   private declareBackend(): void {

@@ -25,6 +25,7 @@ import type { LogFn } from "../util/log.ts";
 import { formatSize, parseSize } from "../util/size.ts";
 import { gcThresholdOption, stringOption, type OptionSpec, type Parsed } from "./args.ts";
 import type { OpenedVolume } from "./open_volume.ts";
+import type { WriteStats } from "../volume/write/stats.ts";
 import { tlsFrom } from "./tls_options.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
@@ -243,5 +244,19 @@ export function volumeClosingLine(opened: OpenedVolume, lastError: LastError): s
 /** The line a cleanly stopped volume ends with: what it did while served. */
 export function volumeStopSummary(stats: ReturnType<OpenedVolume["volume"]["stats"]>, seconds: number): string {
   const gc = stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : "";
-  return `stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}`;
+  return `stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}${writeWaitsPhrase(stats)}`;
+}
+
+/** Where the write path held writes back while served, how often and how long in all ("" if it never did). */
+function writeWaitsPhrase(stats: WriteStats): string {
+  const waits: Array<[string, number, number]> = [
+    ["client writes waited for backend space", stats.spaceWaits, stats.spaceWaitMs],
+    ["records waited for a journal write slot", stats.journalSlotWaits, stats.journalSlotWaitMs],
+    ["records waited for journal space", stats.journalSpaceWaits, stats.journalSpaceWaitMs],
+    ["batches waited for objects ahead of the backend", stats.aheadWaits, stats.aheadWaitMs],
+  ];
+  return waits
+    .filter(([, count]) => count > 0)
+    .map(([what, count, ms]) => `; ${count} ${what} (${(ms / 1000).toFixed(2)} s in all)`)
+    .join("");
 }

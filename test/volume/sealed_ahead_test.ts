@@ -91,10 +91,16 @@ describe("objects sealed ahead of the backend", () => {
     expect(acked).toBeLessThanOrEqual(AHEAD_MAX);
     expect(acked).toBeGreaterThan(0);
     expect(aheadMax).toBeLessThanOrEqual(AHEAD_MAX + 1);
+    expect(volume.stats().aheadWaits).toBe(0); // counted when a wait ends
 
     gated.release();
     await Promise.all(writes);
     expect(acked).toBe(WRITES);
+    // The pump waited at the bound (at least the wait the gate held it in), and never for the roomy journal.
+    const stats = volume.stats();
+    expect(stats.aheadWaits).toBeGreaterThan(0);
+    expect(stats.aheadWaitMs).toBeGreaterThan(0);
+    expect(stats.journalSpaceWaits).toBe(0);
     expect(aheadMax).toBeLessThanOrEqual(AHEAD_MAX + 1);
     for (let offset = 0; offset < world.volumeBytes; offset += WRITE_BYTES) {
       expect(model.diff(offset, await volume.read(offset, WRITE_BYTES))).toBeNull();

@@ -98,9 +98,16 @@ async function outageWorld(seed: number, crashDuringOutage: boolean): Promise<vo
     // Adopt what the unacknowledged blocks hold now.
     for (const block of pending.keys()) model.bytes.set(await volume.read(block * BLOCK, BLOCK), block * BLOCK);
   } else {
+    const atStall = volume.stats(); // the stalled record's wait is counted when it ends
     faulty.setOutage(false);
     await Promise.all(inFlight);
     expect(pending.size).toBe(0);
+    // The writes that stalled waited for journal space (the bound on objects ahead is lifted here), and the wait
+    // lasted about as long as the stall the loop above saw.
+    const stats = volume.stats();
+    expect(stats.journalSpaceWaits).toBeGreaterThan(atStall.journalSpaceWaits);
+    expect(stats.journalSpaceWaitMs - atStall.journalSpaceWaitMs).toBeGreaterThan(250);
+    expect(stats.aheadWaits).toBe(0);
     await verifyAll(volume, world, model, "after the outage");
   }
   await volume.close();

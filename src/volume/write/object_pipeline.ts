@@ -128,6 +128,11 @@ export class ObjectPipeline {
    * so new writes wait (in the record former's queue, then in the NBD layer) until puts complete. Only the pump (or
    * the journal replay) waits, one at a time; onObjectDurable wakes it, a failure ends the wait.
    */
+  /** A batch may open now: fewer than the bound are sealed and not yet durable. */
+  get hasAheadRoom(): boolean {
+    return this.objectsAhead < this.sealedObjectsAheadMax;
+  }
+
   async waitAheadRoom(): Promise<void> {
     while (this.objectsAhead >= this.sealedObjectsAheadMax) {
       assert(this.aheadRoomWaiter === null, "one pump waits for room ahead of the backend");

@@ -329,7 +329,7 @@ export class RecordFormer {
     const shape = this.recordShape(choice.end);
     const open = pipeline.open;
     if (open && (!open.fits(choice.dataBytes, choice.zeroCount) || this.sealsBeforeRecord(open, shape, choice.zeroCount))) await this.options.seal();
-    if (!pipeline.open) await pipeline.waitAheadRoom();
+    if (!pipeline.open) await this.waitAheadRoom();
     const batch = pipeline.open ?? pipeline.openNext();
     if (!journal.canWrite(choice.dataBytes)) return; // space went to a pad or another writer meanwhile: try again
     this.writeRecord(batch, choice, shape);
@@ -369,12 +369,33 @@ export class RecordFormer {
    * complete and still leave the open batch holding the space.
    */
   private async waitForJournalRoom(dataBytes: number): Promise<void> {
-    const { journal, pipeline } = this.options;
+    const { journal, pipeline, stats } = this.options;
+    if (journal.canWrite(dataBytes)) return;
+    const slotsFull = !journal.hasWriteSlot(dataBytes);
+    const since = performance.now();
     while (!journal.canWrite(dataBytes)) {
       const open = pipeline.open;
       if (!journal.hasSpace(dataBytes) && open && !open.isEmpty && pipeline.putsIdle) await this.options.seal();
       await journal.waitForProgress(dataBytes);
     }
+    const waitedMs = performance.now() - since;
+    if (slotsFull) {
+      stats.journalSlotWaits += 1;
+      stats.journalSlotWaitMs += waitedMs;
+    } else {
+      stats.journalSpaceWaits += 1;
+      stats.journalSpaceWaitMs += waitedMs;
+    }
+  }
+
+  /** Room to open a batch (objects ahead of the backend below their bound), counted in stats when it had to wait. */
+  private async waitAheadRoom(): Promise<void> {
+    const { pipeline, stats } = this.options;
+    if (pipeline.hasAheadRoom) return;
+    const since = performance.now();
+    await pipeline.waitAheadRoom();
+    stats.aheadWaits += 1;
+    stats.aheadWaitMs += performance.now() - since;
   }
 
   /**
@@ -496,7 +517,7 @@ export class RecordFormer {
     this.boundary = "replaying";
     const pipeline = this.options.pipeline;
     if (pipeline.open && !pipeline.open.fits(dataBytes, zeroCount)) await this.options.seal();
-    if (!pipeline.open) await pipeline.waitAheadRoom();
+    if (!pipeline.open) await this.waitAheadRoom();
     const batch = pipeline.open ?? pipeline.openNext();
     batch.beginRecord(seq, true);
     batch.endRecord(true);
