@@ -234,8 +234,8 @@ export class FileStore implements ObjectStore {
    * or a buffer Bun did not allocate page-aligned: alignment decides speed, never correctness, as in writeDirect).
    * Garbage collection reads whole 8 MiB victims while clients write: a buffered read of one let readahead queue
    * 8 MiB of reads on the device, and with the store on the cache's disk every journal write waited behind them
-   * (p99 of 4 KiB writes 4.6 against 3.6 ms in pieces; bench/RESULTS.md). The buffer is rounded up to whole pages
-   * (O_DIRECT reads whole blocks; the last piece stops at the end of the file).
+   * (p99 of 4 KiB writes at steady state 5.3 ms, against 4.2 read in pieces; bench/RESULTS.md). The buffer is
+   * rounded up to whole pages (O_DIRECT reads whole blocks; the last piece stops at the end of the file).
    */
   private async readDirect(file: string): Promise<Uint8Array | null> {
     if (!this.directIo) return null;
