@@ -20,47 +20,37 @@
 # Needs root (tracepoints), perf (Debian: linux-perf), fio, nbdinfo.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bun="$root/node_modules/.bin/bun"
+bench_name=device_latency
+tmp_parent="${TMP_PARENT:-/var/tmp}"
+# shellcheck source=bench/_gc_serve.sh
+source "$(cd "$(dirname "$0")" && pwd)/_gc_serve.sh" # here, root, bun, lsvd, log, die, the serve helpers
 runs="${RUNS:-1}"
 runtime="${RUNTIME:-14}"
 trace_from="${TRACE_FROM:-6}"
 trace_seconds="${TRACE_SECONDS:-6}"
 size_mib="${SIZE_MIB:-1024}"
-tmp_parent="${TMP_PARENT:-/var/tmp}"
-lsvd="${LSVD_BIN:-$root/dist/lsvd}"
 read -r -a serve_extra <<<"${SERVE_ARGS:-}"
 
-die() {
-  echo "device_latency: $*" >&2
-  exit 1
-}
-for tool in fio nbdinfo perf; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+for tool in nbdinfo perf; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 [[ -x "$bun" ]] || die "bun not found at $bun (npm ci in $root)"
-[[ -x "$lsvd" ]] || die "no lsvd binary at $lsvd (npm run build, or set LSVD_BIN)"
 for number in "$runs" "$runtime" "$trace_from" "$trace_seconds" "$size_mib"; do
   [[ "$number" =~ ^[0-9]+$ && "$number" -ge 1 ]] || die "RUNS, RUNTIME, TRACE_FROM, TRACE_SECONDS and SIZE_MIB are whole numbers >= 1"
 done
 ((trace_from + trace_seconds <= runtime)) || die "TRACE_FROM + TRACE_SECONDS must end within RUNTIME"
-fstype="$(df --output=fstype "$tmp_parent" | tail -1 | tr -d ' ')"
-[[ "$fstype" != tmpfs && "$fstype" != ramfs ]] || die "$tmp_parent is $fstype: put TMP_PARENT on a real disk"
-# The disk's device number as the block tracepoints name it (a partition's requests are its disk's).
-majmin="$(stat -c '%Hd:%Ld' "$tmp_parent")"
-[[ -e "/sys/dev/block/$majmin/partition" ]] && majmin="$(cat "/sys/dev/block/$majmin/../dev")"
-dev="${majmin/:/,}"
-
-work="$(mktemp -d "$tmp_parent/lsvd-device-latency.XXXXXX")"
-server_pid=""
+gc_make_workdir
 cleanup() {
   local rc=$?
   set +e
   [[ -n "$server_pid" ]] && { kill -KILL "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; }
-  ((rc != 0)) && [[ -s "$work/server.log" ]] && tail -n 15 "$work/server.log" >&2
+  ((rc != 0)) && [[ -s "$work/vol/serve.log" ]] && tail -n 15 "$work/vol/serve.log" >&2
   rm -rf "$work"
   exit "$rc"
 }
 trap cleanup EXIT
+# The disk's device number as the block tracepoints name it (a partition's requests are its disk's).
+majmin="$(stat -c '%Hd:%Ld' "$tmp_parent")"
+[[ -e "/sys/dev/block/$majmin/partition" ]] && majmin="$(cat "/sys/dev/block/$majmin/../dev")"
+dev="${majmin/:/,}"
 
 # Traces the disk for TRACE_SECONDS from now and prints the report, labelled with the phase and run.
 trace_report() {
@@ -84,32 +74,19 @@ phase_alone() {
 }
 
 phase_lsvd() {
-  local run=$1 sock="$work/server.sock"
-  rm -rf "$work/backend" "$work/cache"
-  "$lsvd" mkdisk --force --size "${size_mib}m" "$work/backend/vol" >/dev/null
-  "$lsvd" mkcache --force --size "${size_mib}m" --volume "$work/backend/vol" "$work/cache" >/dev/null
-  "$lsvd" serve --volume "$work/backend/vol" --cache "$work/cache" --socket "$sock" "${serve_extra[@]}" >"$work/server.log" 2>&1 &
-  server_pid=$!
-  local deadline=$((SECONDS + 30))
-  while ! nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null || die "serve exited before serving"
-    ((SECONDS < deadline)) || die "serve did not start within 30 s"
-    sleep 0.1
-  done
-  fio --thread --output-format=json --name=lsvd --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw=randwrite \
-    --bs=4k --iodepth=32 --size="${size_mib}m" --time_based --runtime="$runtime" --norandommap --randrepeat=0 \
-    >"$work/fio.json" 2>"$work/fio.err" &
+  local run=$1
+  gc_start_fresh "$size_mib" "${serve_extra[@]}"
+  gc_fio_nbd --thread --rw=randwrite --bs=4k --iodepth=32 --time_based --runtime="$runtime" --norandommap \
+    --randrepeat=0 >"$work/fio.json" 2>"$work/fio.err" &
   local fio_pid=$!
   sleep "$trace_from"
   trace_report lsvd "$run"
   wait "$fio_pid" || die "fio failed: $(tail -n 3 "$work/fio.err")"
   "$bun" "$here/_fio_json.ts" --dir write --set workload=randwrite-4k-qd32 --set "run=$run" <"$work/fio.json"
-  kill -TERM "$server_pid"
-  wait "$server_pid" || true
-  server_pid=""
+  gc_stop_server
 }
 
-echo "$(date +%T) disk $dev under $work ($fstype); $runs run(s); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+log "disk $dev under $work; $runs run(s); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((run = 1; run <= runs; run++)); do
   phase_alone "$run"
   phase_lsvd "$run"

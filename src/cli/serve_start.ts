@@ -23,9 +23,9 @@ import { isIpLiteral } from "../ops/socket_address.ts";
 import type { InheritedListener } from "../ops/systemd.ts";
 import type { LogFn } from "../util/log.ts";
 import { formatSize, parseSize } from "../util/size.ts";
+import type { WriteStats } from "../volume/write/stats.ts";
 import { gcThresholdOption, stringOption, type OptionSpec, type Parsed } from "./args.ts";
 import type { OpenedVolume } from "./open_volume.ts";
-import type { WriteStats } from "../volume/write/stats.ts";
 import { tlsFrom } from "./tls_options.ts";
 
 /** While a clean shutdown waits, it says what for this often. */
