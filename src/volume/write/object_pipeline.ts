@@ -123,16 +123,16 @@ export class ObjectPipeline {
     return this.nextSeq - 1 - this.writer.durableSeq;
   }
 
+  /** A batch may open now: fewer than sealedObjectsAheadMax objects are sealed and not yet durable. */
+  get hasAheadRoom(): boolean {
+    return this.objectsAhead < this.sealedObjectsAheadMax;
+  }
+
   /**
    * Back-pressure from the backend: no batch opens while sealedObjectsAheadMax objects are sealed and not durable,
    * so new writes wait (in the record former's queue, then in the NBD layer) until puts complete. Only the pump (or
    * the journal replay) waits, one at a time; onObjectDurable wakes it, a failure ends the wait.
    */
-  /** A batch may open now: fewer than the bound are sealed and not yet durable. */
-  get hasAheadRoom(): boolean {
-    return this.objectsAhead < this.sealedObjectsAheadMax;
-  }
-
   async waitAheadRoom(): Promise<void> {
     while (this.objectsAhead >= this.sealedObjectsAheadMax) {
       assert(this.aheadRoomWaiter === null, "one pump waits for room ahead of the backend");

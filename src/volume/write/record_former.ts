@@ -366,7 +366,8 @@ export class RecordFormer {
    * Room in the journal. If space is short and nothing is being put that would release some, the open batch must
    * go (its records are what fills the journal: tiny writes can fill a journal before their batch fills); otherwise
    * wait for the puts in flight rather than cut a small object. Re-checked after every wake, since the puts may
-   * complete and still leave the open batch holding the space.
+   * complete and still leave the open batch holding the space. A wait is counted in stats by what stopped the record
+   * first: every write slot taken, or no space.
    */
   private async waitForJournalRoom(dataBytes: number): Promise<void> {
     const { journal, pipeline, stats } = this.options;
