@@ -7,6 +7,7 @@
 // Usage: perf script -i FILE -F time,event,trace | bun bench/_device_latency_report.ts --dev 254,0 [--set phase=x]
 
 import { parseArgs } from "node:util";
+import { parseSetLabels } from "./_set_labels.ts";
 
 const { values } = parseArgs({ options: { dev: { type: "string" }, set: { type: "string", multiple: true, default: [] } } });
 const dev = values.dev;
@@ -50,11 +51,7 @@ const rows = [...latencies.entries()]
     const ms = (fraction: number) => Number(percentile(sorted, fraction).toFixed(3));
     return { kind, requests: sorted.length, p50Ms: ms(0.5), p90Ms: ms(0.9), p99Ms: ms(0.99), p999Ms: ms(0.999), maxMs: ms(1) };
   });
-const labels: Record<string, unknown> = {};
-for (const pair of values.set as string[]) {
-  const at = pair.indexOf("=");
-  labels[pair.slice(0, at)] = pair.slice(at + 1);
-}
+const labels = parseSetLabels(values.set as string[]);
 const phase = String(labels.phase ?? "");
 console.log(`${"phase".padEnd(10)} ${"requests".padEnd(20)} ${"count".padStart(7)} ${"p50 ms".padStart(8)} ${"p90 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"p99.9 ms".padStart(9)} ${"max ms".padStart(8)}`);
 for (const row of rows) {

@@ -7,6 +7,7 @@
 // "fio: ..." notes around it, so only the text from the first "{" line to the last "}" line is parsed.
 
 import { parseArgs } from "node:util";
+import { parseSetLabels } from "./_set_labels.ts";
 
 interface FioDirection {
   total_ios: number;
@@ -43,19 +44,7 @@ const percentileUs = (key: string): number | null => {
   return ns === undefined ? null : Math.round(ns / 100) / 10;
 };
 
-const result: Record<string, unknown> = {};
-for (const pair of values.set) {
-  const equals = pair.indexOf("=");
-  if (equals <= 0) throw new Error(`--set wants key=value, not '${pair}'`);
-  const text = pair.slice(equals + 1);
-  let value: unknown = text;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    // not JSON: keep the string
-  }
-  result[pair.slice(0, equals)] = value;
-}
+const result: Record<string, unknown> = parseSetLabels(values.set);
 result.iops = Math.round(side.iops);
 result.mibPerSecond = Math.round((side.bw / 1024) * 10) / 10;
 result.ioBytes = side.io_bytes;

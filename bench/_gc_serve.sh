@@ -1,5 +1,6 @@
-# Sourced by the garbage collection benches (gc_bench.sh, gc_pace_bench.sh), not run: one fresh volume at a time
-# served by `lsvd serve` on a unix socket in a temp dir on a real disk, driven with fio's nbd engine.
+# Sourced by the benches that serve one fresh volume at a time (gc_bench.sh, gc_pace_bench.sh, clone_bench.sh,
+# device_latency.sh), not run: served by `lsvd serve` on a unix socket in a temp dir on a real disk, driven with
+# fio's nbd engine.
 # The sourcing script sets, before it sources this: bench_name (for messages) and tmp_parent; and before calling
 # these: lsvd (the binary), size_mib, work (from gc_make_workdir). Sets socket and server_pid.
 # Env:   LSVD_BIN  the lsvd binary to run (default: this checkout's dist/lsvd)
@@ -24,6 +25,17 @@ gc_make_workdir() {
   [[ -x "$lsvd" ]] || die "$lsvd is missing: run 'npm run build' in $root first"
   [[ "$(stat -f -c %T "$tmp_parent")" != tmpfs ]] || die "$tmp_parent is tmpfs: O_DIRECT needs a real disk"
   work="$(mktemp -d "$tmp_parent/lsvd-$bench_name.XXXXXX")"
+}
+
+# The EXIT trap of a script with nothing else to stop (`trap gc_cleanup EXIT` after gc_make_workdir): kills a server
+# still running, shows the end of its log when the script failed, removes the work dir, keeps the exit status.
+gc_cleanup() {
+  local rc=$?
+  set +e
+  [[ -n "$server_pid" ]] && { kill -KILL "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; }
+  ((rc != 0)) && [[ -s "$work/vol/serve.log" ]] && tail -n 15 "$work/vol/serve.log" >&2
+  rm -rf "$work"
+  exit "$rc"
 }
 
 # Starts `lsvd serve` on a fresh size_mib volume with a cache of $1 MiB and serve options $2...; waits until it serves.

@@ -32,11 +32,7 @@ size_mib="${SIZE_MIB:-256}"
 extents_list="${EXTENTS:-1000 10000 100000 1000000}"
 
 gc_make_workdir
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap gc_cleanup EXIT
 median() { python3 -c 'import sys; v=sorted(float(x) for x in sys.argv[1:]); print(f"{v[len(v)//2]:.3f}")' "$@"; }
 ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.3f}")' "$1" "$2"; }
 now() { python3 -c 'import time; print(time.monotonic())'; }

@@ -38,15 +38,7 @@ for number in "$runs" "$runtime" "$trace_from" "$trace_seconds" "$size_mib"; do
 done
 ((trace_from + trace_seconds <= runtime)) || die "TRACE_FROM + TRACE_SECONDS must end within RUNTIME"
 gc_make_workdir
-cleanup() {
-  local rc=$?
-  set +e
-  [[ -n "$server_pid" ]] && { kill -KILL "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; }
-  ((rc != 0)) && [[ -s "$work/vol/serve.log" ]] && tail -n 15 "$work/vol/serve.log" >&2
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap gc_cleanup EXIT
 # The disk's device number as the block tracepoints name it (a partition's requests are its disk's).
 majmin="$(stat -c '%Hd:%Ld' "$tmp_parent")"
 [[ -e "/sys/dev/block/$majmin/partition" ]] && majmin="$(cat "/sys/dev/block/$majmin/../dev")"

@@ -30,11 +30,7 @@ source "$(dirname "$0")/_gc_serve.sh"
 [[ "$runs" =~ ^[0-9]+$ && "$runs" -ge 1 ]] || die "RUNS must be >= 1"
 [[ "$size_mib" =~ ^[0-9]+$ && "$size_mib" -ge 64 ]] || die "SIZE_MIB must be >= 64"
 gc_make_workdir
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap gc_cleanup EXIT
 results="$work/results.jsonl"
 : >"$results"
 

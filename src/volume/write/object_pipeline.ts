@@ -134,7 +134,7 @@ export class ObjectPipeline {
    * the journal replay) waits, one at a time; onObjectDurable wakes it, a failure ends the wait.
    */
   async waitAheadRoom(): Promise<void> {
-    while (this.objectsAhead >= this.sealedObjectsAheadMax) {
+    while (!this.hasAheadRoom) {
       assert(this.aheadRoomWaiter === null, "one pump waits for room ahead of the backend");
       const room = new Promise<void>((resolve) => (this.aheadRoomWaiter = resolve));
       try {
