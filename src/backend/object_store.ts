@@ -33,8 +33,12 @@ export interface ObjectStore {
    * and the new one is durable when the promise resolves.
    */
   put(name: string, data: Uint8Array): Promise<void>;
-  /** Whole object. Throws NotFoundError if absent. */
-  get(name: string): Promise<Uint8Array>;
+  /**
+   * Whole object. Throws NotFoundError if absent. `into`: a buffer the caller lends for the bytes; a store may read
+   * them into it (when they fit) and return a view of its start, or ignore it and return a new buffer. Either way
+   * the caller must not reuse `into` while it still needs the result.
+   */
+  get(name: string, into?: Uint8Array): Promise<Uint8Array>;
   /** Bytes [offset, offset+length). Throws NotFoundError if absent, CorruptionError if the object is shorter. */
   getRange(name: string, offset: number, length: number): Promise<Uint8Array>;
   /** Idempotent: deleting an absent object succeeds. */

@@ -20,7 +20,9 @@
 // later call's write to the name can be overtaken by an earlier attempt still travelling, and a later plain put or
 // delete of a name always lands after the earlier one. The wait is bounded by the inner store's own bound on an
 // operation: RadosStore's librados op timeout, S3Store's request timeout (it aborts its fetch); a FileStore's are
-// local system calls. Reads are not ordered: a late read changes nothing.
+// local system calls. Reads are not ordered: a late read changes nothing in the store. But a read into a buffer the
+// caller lent (get's `into`) writes the caller's memory, so its timed-out attempt is waited for the same way, even
+// when no retry is left or the store is closing: once the call ends, nothing writes that buffer.
 //
 // What a store cannot promise and this rule therefore cannot either: that a request the inner store gave up on
 // (librados ETIMEDOUT, an aborted HTTP request) does not still reach the server later. Writes that could then do harm
@@ -153,7 +155,7 @@ export class RetryingStore extends WrappingStore {
     return this.delayMsMin + this.random() * (ceiling - this.delayMsMin);
   }
 
-  protected override async call<T>(op: StoreOp, name: string, attempt: () => Promise<T>, data?: Uint8Array): Promise<T> {
+  protected override async call<T>(op: StoreOp, name: string, attempt: () => Promise<T>, data?: Uint8Array, lent?: Uint8Array): Promise<T> {
     assert(!this.closing, `${this.description} used after close`);
     const changing = CHANGING_OPS.has(op);
     this.inflightCalls += 1;
@@ -171,7 +173,13 @@ export class RetryingStore extends WrappingStore {
           if (!isTransient(caught)) this.reached();
         }
         const retryable = (failure: unknown) => isTransient(failure) && retry < this.retriesMax && !this.closing;
-        if (error instanceof AttemptTimeoutError && changing && retryable(error)) {
+        if (error instanceof AttemptTimeoutError && lent !== undefined) {
+          // Into the caller's memory: never left running (see the header), whatever comes next.
+          this.log(`${op} ${name}: ${error.message}; waiting for that attempt to end (it reads into the caller's buffer)`);
+          const outcome = (await error.outcome) as Outcome<T>;
+          if (outcome.ok) return outcome.value;
+          error = outcome.error;
+        } else if (error instanceof AttemptTimeoutError && changing && retryable(error)) {
           // Not abandoned: wait for it and take its outcome (see the header).
           this.log(`${op} ${name}: ${error.message}; waiting for that attempt to end before trying again`);
           const outcome = await Promise.race([error.outcome as Promise<Outcome<T>>, this.closingSignal.then(() => undefined)]);

@@ -35,9 +35,10 @@ export abstract class WrappingStore implements ObjectStore {
 
   /**
    * Runs `forward` (the inner store's operation) with this wrapper's behaviour around it. `data`: the bytes a put,
-   * putIfAbsent or putIfVersion writes.
+   * putIfAbsent or putIfVersion writes. `lent`: the buffer a get was lent (its `into`): `forward` may write into the
+   * caller's memory, so no attempt of it may still run once the call has ended.
    */
-  protected abstract call<T>(op: StoreOp, name: string, forward: () => Promise<T>, data?: Uint8Array): Promise<T>;
+  protected abstract call<T>(op: StoreOp, name: string, forward: () => Promise<T>, data?: Uint8Array, lent?: Uint8Array): Promise<T>;
 
   abstract close(): Promise<void>;
 
@@ -45,8 +46,8 @@ export abstract class WrappingStore implements ObjectStore {
     return this.call("put", name, () => this.inner.put(name, data), data);
   }
 
-  get(name: string): Promise<Uint8Array> {
-    return this.call("get", name, () => this.inner.get(name));
+  get(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    return this.call("get", name, () => this.inner.get(name, into), undefined, into);
   }
 
   getRange(name: string, offset: number, length: number): Promise<Uint8Array> {

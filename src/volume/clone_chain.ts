@@ -133,8 +133,8 @@ export class ChainStore implements ObjectStore {
   async put(name: string, data: Uint8Array): Promise<void> {
     return this.inner.put(this.writable(name, "put"), data);
   }
-  get(name: string): Promise<Uint8Array> {
-    return this.inner.get(this.chain.resolve(name));
+  get(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    return this.inner.get(this.chain.resolve(name), into);
   }
   getRange(name: string, offset: number, length: number): Promise<Uint8Array> {
     return this.inner.getRange(this.chain.resolve(name), offset, length);

@@ -64,6 +64,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import type { Candidate } from "./gc_candidates.ts";
+import { GC_BUFFER_GRAIN_BYTES, VictimBuffers } from "./gc_buffers.ts";
 import { GcLedger } from "./gc_ledger.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
@@ -166,6 +167,8 @@ export class GarbageCollector implements SpaceSource {
   private readonly spaceView = { overHighWater: false, reclaimable: false };
   private spaceViewOf = { spaceBytes: -1, liveBytes: -1 };
   private readonly leftovers: LeftoverCheckpoints;
+  /** What victims are read into: as many idle as the round reads at once (one victim may exceed the bound alone). */
+  private readonly victimBuffers: VictimBuffers;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
   constructor(private readonly options: GarbageCollectorOptions) {
@@ -176,6 +179,7 @@ export class GarbageCollector implements SpaceSource {
     this.lastLogMs = clock.nowMs();
     this.mark = this.takeMark();
     this.nextDelayMs = intervalMs;
+    this.victimBuffers = new VictimBuffers(GC_READ_INFLIGHT_BYTES_MAX + options.batchBytes + GC_BUFFER_GRAIN_BYTES);
     const { store, prefix, volUuid, objects, log } = options;
     this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log, snapshotPins: options.snapshotPins });
     this.ledger = new GcLedger({
@@ -323,6 +327,7 @@ export class GarbageCollector implements SpaceSource {
       this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
       const victims = this.chooseVictims(budget, mark.atMs);
       boundHit = victims.boundHit;
+      if (victims.chosen.length === 0) this.victimBuffers.clear();
       const limits = { countMax: GC_VICTIMS_INFLIGHT_MAX, weightMax: GC_READ_INFLIGHT_BYTES_MAX, halted: () => this.halted };
       await forEachBounded(victims.chosen, limits, (victim) => victim.objectBytes, (victim) => this.cleanOrSkip(victim));
       this.maybeForceCheckpoint();
@@ -394,22 +399,12 @@ export class GarbageCollector implements SpaceSource {
    * valid CRC.
    */
   private async clean(victim: number): Promise<boolean> {
-    const { store, prefix, objects, log } = this.options;
+    const { objects, log } = this.options;
     const info = objects.get(victim);
     if (!info || info.liveSectors === 0) return false;
-    const name = objectName(prefix, victim);
-    const bytes = await store.get(name);
-    this.stats.bytesRead += bytes.byteLength;
-    const header = decodeDataObjectHeader(bytes);
-    if (header.seq !== victim || header.hdrSectors !== info.hdrSectors || header.dataSectors !== info.dataSectors) {
-      throw new CorruptionError(`${name} is not the object the volume wrote under that name (seq ${header.seq}, ${header.hdrSectors}+${header.dataSectors} sectors)`);
-    }
-    const dataStart = header.hdrSectors * SECTOR_BYTES;
-    verifyDataArea(header, bytes.subarray(dataStart, dataStart + header.dataSectors * SECTOR_BYTES));
-    const copies = await this.copyLiveRuns(victim, header.extents, bytes.subarray(dataStart));
-    const copiesDone = await Promise.allSettled(copies);
-    for (const done of copiesDone) if (done.status === "rejected") throw done.reason;
-    if (this.halted) return false; // stopped between slices: what was copied stays valid, the victim stays too
+    const name = objectName(this.options.prefix, victim);
+    const copied = await this.copyVictim(victim, name, info);
+    if (!copied || this.halted) return false; // stopped between slices: what was copied stays valid, the victim stays too
     await this.options.crashPoint?.("gc.copied");
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
@@ -424,14 +419,42 @@ export class GarbageCollector implements SpaceSource {
   }
 
   /**
+   * Reads the victim whole into a reused buffer, checks it is the object the table knows and its data CRC, and
+   * copies its live runs; resolves when every copy has settled (throws the first failure). The buffer goes back only
+   * then: until a copy's journal write completes, the write path holds a view of it.
+   */
+  private async copyVictim(victim: number, name: string, info: { hdrSectors: number; dataSectors: number }): Promise<boolean> {
+    const buffer = this.victimBuffers.take((info.hdrSectors + info.dataSectors) * SECTOR_BYTES);
+    const copies: Array<Promise<void>> = [];
+    let settled: Array<PromiseSettledResult<void>> = [];
+    try {
+      const bytes = await this.options.store.get(name, buffer);
+      this.stats.bytesRead += bytes.byteLength;
+      const header = decodeDataObjectHeader(bytes);
+      if (header.seq !== victim || header.hdrSectors !== info.hdrSectors || header.dataSectors !== info.dataSectors) {
+        throw new CorruptionError(`${name} is not the object the volume wrote under that name (seq ${header.seq}, ${header.hdrSectors}+${header.dataSectors} sectors)`);
+      }
+      const dataStart = header.hdrSectors * SECTOR_BYTES;
+      verifyDataArea(header, bytes.subarray(dataStart, dataStart + header.dataSectors * SECTOR_BYTES));
+      await this.copyLiveRuns(victim, header.extents, bytes.subarray(dataStart), copies);
+    } finally {
+      // Settled before the buffer goes back, also when queuing them failed part way.
+      settled = await Promise.allSettled(copies);
+      this.victimBuffers.give(buffer);
+    }
+    for (const done of settled) if (done.status === "rejected") throw done.reason;
+    return true;
+  }
+
+  /**
    * Hands the write path a copy of every run of the victim the map still points at, GC_CLEAN_SLICE_EXTENTS of the
    * victim's extents per event-loop turn: finding the runs (a map lookup per extent) and forming the copies' records
    * would otherwise hold the loop for tens of milliseconds per victim, and client requests wait behind it. A copy is
-   * checked against the map when its record forms (record_former.ts), so the map may change between slices.
+   * checked against the map when its record forms (record_former.ts), so the map may change between slices. Each
+   * copy's promise goes into `copies` as it is queued, so a failure part way still leaves the caller every one.
    */
-  private async copyLiveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, data: Uint8Array): Promise<Array<Promise<void>>> {
+  private async copyLiveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, data: Uint8Array, copies: Array<Promise<void>>): Promise<void> {
     const { writer, clock } = this.options;
-    const copies: Array<Promise<void>> = [];
     let extentOffset = 0;
     for (let first = 0; first < extents.length && !this.halted; first += GC_CLEAN_SLICE_EXTENTS) {
       if (first > 0) await clock.sleep(0);
@@ -442,7 +465,6 @@ export class GarbageCollector implements SpaceSource {
       }
       for (const extent of slice) extentOffset += extent.sectors;
     }
-    return copies;
   }
 
   /**

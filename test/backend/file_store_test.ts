@@ -131,6 +131,29 @@ describe("FileStore specifics", () => {
     expect(residentBytes(path.join(root, "obj.small"))).toBe(small.byteLength);
   });
 
+  // Garbage collection lends the same buffer from victim to victim: a large object is read into it (so the store's
+  // threads fault in no fresh pages), a small one and one larger than the buffer get a new buffer.
+  test("a large object is read into a lent buffer that holds it in whole pages; others get a new buffer", async () => {
+    const root = fs.mkdtempSync(path.join("/var/tmp", "lsvd-file-store-into-"));
+    roots.push(root);
+    const store = await FileStore.open(root);
+    const large = pattern(2 * FILE_STORE_DIRECT_IO_BYTES_MAX + 512, 5);
+    const small = pattern(64 * 1024, 6);
+    await store.put("obj.large", large);
+    await store.put("obj.small", small);
+    const lent = new Uint8Array(3 * FILE_STORE_DIRECT_IO_BYTES_MAX);
+    const read = await store.get("obj.large", lent);
+    expect({ shared: read.buffer === lent.buffer, same: Buffer.from(read).equals(Buffer.from(large)) }).toEqual({ shared: true, same: true });
+    const again = await store.get("obj.large", lent); // a second read into the same buffer
+    expect({ shared: again.buffer === lent.buffer, same: Buffer.from(again).equals(Buffer.from(large)) }).toEqual({ shared: true, same: true });
+    const smallRead = await store.get("obj.small", lent);
+    expect({ shared: smallRead.buffer === lent.buffer, same: Buffer.from(smallRead).equals(Buffer.from(small)) }).toEqual({ shared: false, same: true });
+    // Holds the bytes but not whole pages of them (O_DIRECT reads whole blocks): a new buffer.
+    const exact = new Uint8Array(large.byteLength);
+    const exactRead = await store.get("obj.large", exact);
+    expect({ shared: exactRead.buffer === exact.buffer, same: Buffer.from(exactRead).equals(Buffer.from(large)) }).toEqual({ shared: false, same: true });
+  });
+
   test("a temporary file left by a crash is ignored by list and does not disturb the object", async () => {
     const root = tempRoot();
     const store = await FileStore.open(root);

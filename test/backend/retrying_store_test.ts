@@ -343,6 +343,36 @@ describe("RetryingStore: nothing late can land", () => {
     expect(faulty.calls.getVersioned).toBe(0);
   });
 
+  // Garbage collection lends one buffer from victim to victim: a read still travelling after its call ended would
+  // write an old victim's bytes over the next one's.
+  test("a get into a lent buffer held past its timeout is waited for, not retried over, even with no retry left", async () => {
+    for (const retriesMax of ["forever", 0] as const) {
+      const { faulty, store, memory, logs } = setup({ requestTimeoutMs: 20, retriesMax });
+      await memory.put("obj", bytes(5));
+      faulty.holdNext("get", 1);
+      const lent = new Uint8Array(64);
+      let ended = false;
+      const reading = store.get("obj", lent).finally(() => (ended = true));
+      await settleLong(() => store.timeouts === 1 && logs.some((line) => line.includes("reads into the caller's buffer")));
+      expect({ retriesMax, attempts: faulty.calls.get, ended }).toEqual({ retriesMax, attempts: 1, ended: false });
+      await faulty.releaseHeld();
+      expect(await reading).toEqual(bytes(5));
+      expect(faulty.calls.get).toBe(1); // the held attempt answered: no second one
+    }
+  });
+
+  test("a get into a lent buffer whose held attempt fails after its timeout is retried only then", async () => {
+    const { faulty, store, memory } = lateSetup();
+    await memory.put("obj", bytes(6));
+    faulty.holdNext("get", 1);
+    const reading = store.get("obj", new Uint8Array(64));
+    await settleLong(() => store.timeouts === 1);
+    expect(store.retries).toBe(0);
+    await faulty.releaseHeld({ fail: true });
+    expect(await reading).toEqual(bytes(6));
+    expect({ retries: store.retries, attempts: faulty.calls.get }).toEqual({ retries: 1, attempts: 2 });
+  });
+
   test("close() ends a call waiting for its held attempt", async () => {
     const { faulty, store } = lateSetup();
     faulty.holdNext("put", 1);

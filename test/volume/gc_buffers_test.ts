@@ -1,0 +1,54 @@
+// VictimBuffers (src/volume/gc_buffers.ts): what garbage collection reads victims into, lent and given back.
+import { describe, expect, test } from "bun:test";
+import { GC_BUFFER_GRAIN_BYTES, GC_BUFFER_POISON, VictimBuffers } from "../../src/volume/gc_buffers.ts";
+
+const GRAIN = GC_BUFFER_GRAIN_BYTES;
+
+describe("VictimBuffers", () => {
+  test("a buffer given back is lent again to a victim it holds, not to a larger one", () => {
+    const buffers = new VictimBuffers(4 * GRAIN);
+    const first = buffers.take(GRAIN + 4096);
+    expect(first.byteLength).toBe(2 * GRAIN); // whole grains
+    expect(buffers.lentCount).toBe(1);
+    buffers.give(first);
+    expect(buffers.lentCount).toBe(0);
+    expect(buffers.idleBytes).toBe(2 * GRAIN);
+    expect(buffers.take(2 * GRAIN)).toBe(first);
+    const larger = buffers.take(2 * GRAIN + 1);
+    expect(larger).not.toBe(first);
+    expect(larger.byteLength).toBe(3 * GRAIN);
+  });
+
+  test("two victims in flight get two buffers", () => {
+    const buffers = new VictimBuffers(4 * GRAIN);
+    const a = buffers.take(GRAIN);
+    const b = buffers.take(GRAIN);
+    expect(a).not.toBe(b);
+    expect(buffers.lentCount).toBe(2);
+  });
+
+  test("idle buffers stay within their byte bound; clear frees them", () => {
+    const buffers = new VictimBuffers(3 * GRAIN);
+    const lent = [buffers.take(GRAIN), buffers.take(GRAIN), buffers.take(2 * GRAIN)];
+    for (const buffer of lent) buffers.give(buffer);
+    expect(buffers.idleBytes).toBe(2 * GRAIN); // the third would pass the bound: dropped
+    buffers.clear();
+    expect(buffers.idleBytes).toBe(0);
+  });
+
+  test("under debug checks a buffer given back is poisoned, so a copy still reading it would show", () => {
+    const buffers = new VictimBuffers(GRAIN);
+    const buffer = buffers.take(4096);
+    buffer.fill(1);
+    buffers.give(buffer);
+    expect(buffer.every((byte) => byte === GC_BUFFER_POISON)).toBe(true); // bun test runs with debug checks
+  });
+
+  test("giving back a buffer that was not lent (or twice) is a bug, caught", () => {
+    const buffers = new VictimBuffers(GRAIN);
+    const buffer = buffers.take(4096);
+    buffers.give(buffer);
+    expect(() => buffers.give(buffer)).toThrow(/was lent/);
+    expect(() => buffers.give(new Uint8Array(GRAIN))).toThrow(/was lent/);
+  });
+});
