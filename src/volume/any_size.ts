@@ -17,10 +17,11 @@
 //   long NO_HOLE zeroing can (nbd/session.ts). Zeroing is idempotent: the client repeats an unacknowledged one.
 //
 // Invariants (checkInvariants):
-//   1. every operation in flight is in `inflight` from its arrival to its completion (or failure), once;
-//   2. `rewriting` holds exactly the operations of `inflight` that rewrite a partial sector;
+//   1. every operation in flight is in the list of operations in flight (RewriteOrder.first..last, in arrival order)
+//      from its arrival to its completion (or failure), once;
+//   2. `rewriting` holds exactly the operations of that list that rewrite a partial sector;
 //   3. an operation waits only for operations that arrived before it.
-// Bounds: `inflight` holds at most the requests the NBD layer lets be in flight (ANY_SIZE_INFLIGHT_MAX); the copy an
+// Bounds: the list holds at most the requests the NBD layer lets be in flight (ANY_SIZE_INFLIGHT_MAX); the copy an
 // unaligned write makes is its length rounded out to sectors (at most NBD_REQUEST_BYTES_MAX + 2 sectors).
 
 import { ANY_SIZE_INFLIGHT_MAX, ANY_SIZE_READ_WHOLE_BYTES_MAX, SECTOR_BYTES } from "../constants.ts";
@@ -60,35 +61,41 @@ export interface SectorIo {
   writeSectorsThen(lba: number, sectors: number, data: Uint8Array, fua: boolean, listener: WriteListener): void;
 }
 
-/** A whole-sector write in the order: leaves it, then tells the caller (one object instead of an async frame). */
-class OrderedWrite implements WriteListener {
+/**
+ * One write, trim or zeroing from arrival to completion: a node of RewriteOrder's list of operations in flight (no
+ * set to hash into per write). A whole-sector write started by writeThen is also its own listener (writeDone leaves
+ * the order, then tells the caller): one object per write.
+ */
+class Operation implements WriteListener {
+  /** The neighbours in RewriteOrder's list of operations in flight, in arrival order. */
+  prev: Operation | null = null;
+  next: Operation | null = null;
+  /** Called when it completes: operations that arrived later and waited for it. */
+  waiters: Array<() => void> | null = null;
+  /** Resolves when every earlier operation it must follow is done; null when it follows none. */
+  ready: Promise<void> | null = null;
+  /** Told after the operation left the order (writeThen's writes). */
+  listener: WriteListener | null = null;
+
   constructor(
-    private readonly order: RewriteOrder,
-    private readonly operation: Operation,
-    private readonly listener: WriteListener,
+    readonly order: RewriteOrder,
+    /** Arrival number: an operation waits only for lower ones. */
+    readonly arrival: number,
+    readonly lba: number,
+    readonly end: number,
+    /** The partial sectors it reads and rewrites (empty for whole-sector operations). */
+    readonly partial: number[],
   ) {}
 
   writeDone(): void {
-    this.order.leave(this.operation);
-    this.listener.writeDone();
+    this.order.leave(this);
+    this.listener!.writeDone();
   }
 
   writeFailed(error: unknown): void {
-    this.order.leave(this.operation);
-    this.listener.writeFailed(error);
+    this.order.leave(this);
+    this.listener!.writeFailed(error);
   }
-}
-
-/** One write, trim or zeroing from arrival to completion. */
-interface Operation {
-  /** Arrival number: an operation waits only for lower ones. */
-  arrival: number;
-  lba: number;
-  end: number;
-  /** The partial sectors it reads and rewrites (empty for whole-sector operations). */
-  partial: number[];
-  /** Called when it completes: operations that arrived later and waited for it. */
-  waiters: Array<() => void> | null;
 }
 
 const NO_PARTIAL: number[] = [];
@@ -99,20 +106,23 @@ function touches(operation: Operation, lba: number): boolean {
 
 /** The order in which writes that share rewritten sectors take effect (see "Guarantees" at the top). */
 export class RewriteOrder {
-  private readonly inflight = new Set<Operation>();
+  /** Operations in flight, oldest first (a doubly linked list through Operation.prev/next). */
+  private first: Operation | null = null;
+  private last: Operation | null = null;
+  private count = 0;
   private readonly rewriting = new Set<Operation>();
   private arrivals = 0;
   /** Operations that had to wait (tests and stats). */
   waits = 0;
 
   get size(): number {
-    return this.inflight.size;
+    return this.count;
   }
 
-  /** Admits an operation; resolves when every earlier operation it must follow is done. Call leave() after. */
-  enter(lba: number, sectors: number, partial: number[]): { operation: Operation; ready: Promise<void> | null } {
-    assert(this.inflight.size < ANY_SIZE_INFLIGHT_MAX, "writes in flight are bounded by the NBD layer");
-    const operation: Operation = { arrival: ++this.arrivals, lba, end: lba + sectors, partial, waiters: null };
+  /** Admits an operation; its `ready` resolves when every earlier operation it must follow is done. Call leave() after. */
+  enter(lba: number, sectors: number, partial: number[]): Operation {
+    assert(this.count < ANY_SIZE_INFLIGHT_MAX, "writes in flight are bounded by the NBD layer");
+    const operation = new Operation(this, ++this.arrivals, lba, lba + sectors, partial);
     // Made only when needed: whole-sector writes with no rewrite in flight (the common case) allocate nothing more.
     let before: Set<Operation> | null = null;
     // An earlier operation rewriting a sector this one touches: this one must not land before it is done.
@@ -123,30 +133,19 @@ export class RewriteOrder {
     }
     // This one rewrites partial sectors: every earlier operation touching them must be visible to its read first.
     if (partial.length > 0) {
-      for (const earlier of this.inflight) {
+      for (let earlier = this.first; earlier !== null; earlier = earlier.next) {
         if (partial.some((sector) => touches(earlier, sector))) (before ??= new Set()).add(earlier);
       }
       this.rewriting.add(operation);
     }
-    this.inflight.add(operation);
+    this.append(operation);
     if (debugChecks) this.checkInvariants();
-    if (before === null) return { operation, ready: null };
-    const waitFor = before;
-    for (const earlier of waitFor) assert(earlier.arrival < operation.arrival, "an operation waits only for earlier ones");
-    this.waits += 1;
-    const ready = new Promise<void>((resolve) => {
-      let left = waitFor.size;
-      const done = (): void => {
-        left -= 1;
-        if (left === 0) resolve();
-      };
-      for (const earlier of waitFor) (earlier.waiters ??= []).push(done);
-    });
-    return { operation, ready };
+    if (before !== null) operation.ready = this.waitFor(operation, before);
+    return operation;
   }
 
   leave(operation: Operation): void {
-    assert(this.inflight.delete(operation), "a finished operation was in flight");
+    this.unlink(operation);
     this.rewriting.delete(operation);
     const waiters = operation.waiters;
     operation.waiters = null;
@@ -154,11 +153,49 @@ export class RewriteOrder {
     if (debugChecks) this.checkInvariants();
   }
 
+  private waitFor(operation: Operation, before: Set<Operation>): Promise<void> {
+    for (const earlier of before) assert(earlier.arrival < operation.arrival, "an operation waits only for earlier ones");
+    this.waits += 1;
+    return new Promise<void>((resolve) => {
+      let left = before.size;
+      const done = (): void => {
+        left -= 1;
+        if (left === 0) resolve();
+      };
+      for (const earlier of before) (earlier.waiters ??= []).push(done);
+    });
+  }
+
+  private append(operation: Operation): void {
+    operation.prev = this.last;
+    if (this.last !== null) this.last.next = operation;
+    else this.first = operation;
+    this.last = operation;
+    this.count += 1;
+  }
+
+  private unlink(operation: Operation): void {
+    assert(operation.prev !== null || this.first === operation, "a finished operation was in flight");
+    if (operation.prev !== null) operation.prev.next = operation.next;
+    else this.first = operation.next;
+    if (operation.next !== null) operation.next.prev = operation.prev;
+    else this.last = operation.prev;
+    operation.prev = null;
+    operation.next = null;
+    this.count -= 1;
+  }
+
   checkInvariants(): void {
-    for (const operation of this.rewriting) assert(this.inflight.has(operation), "a rewriting operation is in flight");
-    for (const operation of this.inflight) {
+    let counted = 0;
+    let previous: Operation | null = null;
+    for (let operation = this.first; operation !== null; operation = operation.next) {
+      assert(operation.prev === previous && (previous === null || previous.arrival < operation.arrival), "the list of operations in flight is linked in arrival order");
       assert(operation.partial.length > 0 === this.rewriting.has(operation), "rewriting holds exactly the partial ones");
+      previous = operation;
+      counted += 1;
     }
+    assert(previous === this.last && counted === this.count, "the list's ends and count agree");
+    assert(this.rewriting.size <= this.count, "every rewriting operation is in flight");
   }
 }
 
@@ -182,9 +219,9 @@ export class AnySizeIo {
   async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     if (offset % SECTOR_BYTES === 0 && data.byteLength % SECTOR_BYTES === 0) return this.writeWhole(offset / SECTOR_BYTES, data, fua);
     const span = sectorSpan(offset, data.byteLength);
-    const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
+    const operation = this.order.enter(span.lba, span.sectors, span.partial);
     try {
-      if (ready !== null) await ready;
+      if (operation.ready !== null) await operation.ready;
       this.unalignedWrites += 1;
       const sectors = await this.oldPartialSectors(span);
       sectors.set(data, span.headSkip);
@@ -208,25 +245,27 @@ export class AnySizeIo {
     }
     const lba = offset / SECTOR_BYTES;
     const sectors = data.byteLength / SECTOR_BYTES;
-    const { operation, ready } = this.order.enter(lba, sectors, NO_PARTIAL);
-    const ordered = new OrderedWrite(this.order, operation, listener);
-    const start = (): void => {
-      try {
-        this.io.writeSectorsThen(lba, sectors, data, fua, ordered);
-      } catch (error) {
-        ordered.writeFailed(error);
-      }
-    };
-    if (ready === null) start();
-    else void ready.then(start);
+    const operation = this.order.enter(lba, sectors, NO_PARTIAL);
+    operation.listener = listener;
+    if (operation.ready === null) return this.startOrdered(operation, data, fua);
+    void operation.ready.then(() => this.startOrdered(operation, data, fua));
+  }
+
+  /** Starts a whole-sector write that took its place in the order; the operation leaves it when told the outcome. */
+  private startOrdered(operation: Operation, data: Uint8Array, fua: boolean): void {
+    try {
+      this.io.writeSectorsThen(operation.lba, operation.end - operation.lba, data, fua, operation);
+    } catch (error) {
+      operation.writeFailed(error);
+    }
   }
 
   /** The hot path of write(): whole sectors, nothing to read; it still takes its place in the order. */
   private async writeWhole(lba: number, data: Uint8Array, fua: boolean): Promise<void> {
     const sectors = data.byteLength / SECTOR_BYTES;
-    const { operation, ready } = this.order.enter(lba, sectors, NO_PARTIAL);
+    const operation = this.order.enter(lba, sectors, NO_PARTIAL);
     try {
-      if (ready !== null) await ready;
+      if (operation.ready !== null) await operation.ready;
       await this.io.writeSectors(lba, sectors, data, fua);
     } finally {
       this.order.leave(operation);
@@ -236,9 +275,9 @@ export class AnySizeIo {
   /** Trim or zeroing (one thing here: unmapped space reads as zeroes): whole sectors unmapped, partial ones zeroed. */
   async zero(offset: number, length: number, fua: boolean): Promise<void> {
     const span = sectorSpan(offset, length);
-    const { operation, ready } = this.order.enter(span.lba, span.sectors, span.partial);
+    const operation = this.order.enter(span.lba, span.sectors, span.partial);
     try {
-      if (ready !== null) await ready;
+      if (operation.ready !== null) await operation.ready;
       if (span.partial.length === 0) return await this.io.writeSectors(span.lba, span.sectors, null, fua);
       this.unalignedWrites += 1;
       const sectors = await this.oldPartialSectors(span);
