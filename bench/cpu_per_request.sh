@@ -4,6 +4,9 @@
 # next to fio's own CPU per request, with IOPS:
 #   lsvd         dist/lsvd serve: cache file and file backend in one temp dir on a real disk; a fresh volume per run
 #   nbdkit       nbdkit file on a preallocated file on the same disk (its writes land in the page cache)
+#   nbdkit-nocache  the same with cache=none: nbdkit pushes each write's pages to the disk (sync_file_range) and
+#                evicts them, a window behind, so its writes reach the device as lsvd's journal writes do (yet
+#                still acknowledged before they get there, and never flushed unless the client asks)
 #   null-device  lsvd's own NBD layer (src/nbd/) over a device that does nothing (bench/_null_nbd_server.ts, by bun)
 # lsvd minus null-device is what the volume below the protocol costs (journal, map, batches, puts); null-device against
 # nbdkit compares the protocol layers. On a machine where client and server share the cores, server CPU per request is
@@ -28,7 +31,8 @@
 #        JSON_OUT    also write the JSON line to this file
 #        WORKLOADS   which workloads run (default "randwrite seqwrite")
 #        SEQ_QD      queue depth of the 64 KiB sequential workload (default 32)
-#        ENGINES     which engines run, in turn order (default "lsvd nbdkit null-device"; "lsvd-b" is a second lsvd)
+#        ENGINES     which engines run, in turn order (default "lsvd nbdkit null-device"; "lsvd-b" is a second lsvd,
+#                    "nbdkit-nocache" nbdkit with cache=none)
 #        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--no-gc")
 #        LSVD_B_BIN, LSVD_B_SERVE_ARGS  binary (default dist/lsvd) and extra arguments of the lsvd-b engine (A/B runs)
 #        LSVD_B_BACKEND_PARENT  where lsvd-b's file backend goes (default the temp dir; e.g. /dev/shm: what the
@@ -69,6 +73,9 @@ for tool in fio nbdkit nbdinfo; do command -v "$tool" >/dev/null || die "$tool i
 [[ -x "$bun" ]] || die "bun not found at $bun (npm ci in $root)"
 [[ -x "$lsvd" ]] || die "$lsvd is missing: run 'npm run build' in $root first"
 [[ -x "$lsvd_b" ]] || die "$lsvd_b (LSVD_B_BIN) is missing"
+for engine in "${engines[@]}"; do
+  case "$engine" in lsvd | lsvd-b | nbdkit | nbdkit-nocache | null-device) ;; *) die "unknown engine $engine (ENGINES: lsvd lsvd-b nbdkit nbdkit-nocache null-device)" ;; esac
+done
 for kind in "$backend_a" "$backend_b_kind"; do [[ "$kind" == file || "$kind" == rados ]] || die "a backend is file or rados, not $kind"; done
 uses_rados=0
 if [[ "$backend_a $backend_b_kind" == *rados* ]]; then
@@ -151,6 +158,7 @@ start_server() { # engine
       "$bin" serve --volume "$vol" --cache "$cache" --socket "$sock" "${ceph[@]}" "${extra[@]}" >>"$work/server.log" 2>&1 &
       ;;
     nbdkit) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" >>"$work/server.log" 2>&1 & ;;
+    nbdkit-nocache) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" cache=none >>"$work/server.log" 2>&1 & ;;
     null-device) "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;
   esac
   server_pid=$!
