@@ -263,9 +263,19 @@ export class RadosPool {
     check("rados_aio_write_full", rv);
   }
 
-  /** Up to `length` bytes at `offset`; fewer if the object ends first. */
-  async read(oid: string, offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * Up to `length` bytes at `offset`; fewer if the object ends first. `into` (at least `length` bytes): read straight
+   * into it, as writeFull writes from the caller's buffer, and return a view of its start; else a new buffer.
+   */
+  async read(oid: string, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     assert(Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(length) && length >= 0, "read range");
+    if (into !== undefined && length > 0) {
+      assert(into.byteLength >= length, "a buffer read into holds the length asked for");
+      const rv = await this.aio("rados_aio_read", (completion) => loaded().rados_aio_read(this.ioctx, oid, completion, into, length, offset));
+      check("rados_aio_read", rv);
+      assert(rv <= length, "rados_aio_read returned more bytes than asked for");
+      return into.subarray(0, rv);
+    }
     // koffi cannot allocate zero bytes; a zero-length read still proves the object exists.
     const native = koffi.alloc("uint8_t", Math.max(length, 1));
     try {

@@ -123,7 +123,8 @@ export class RadosStore implements ObjectStore {
     }
   }
 
-  async get(name: string): Promise<Uint8Array> {
+  /** `into` is read into when it holds the size asked for (the object's size and one byte more: see the header). */
+  async get(name: string, into?: Uint8Array): Promise<Uint8Array> {
     checkObjectName(name);
     // Why the sizes: see the header ("get = ...").
     let askBytes = 0;
@@ -132,7 +133,8 @@ export class RadosStore implements ObjectStore {
       try {
         if (attempt === 0) askBytes = (await this.slots.run(() => this.pool.stat(name))).sizeBytes + 1;
         const ask = askBytes;
-        data = await this.slots.run(() => this.pool.read(name, 0, ask));
+        const lent = into !== undefined && into.byteLength >= ask ? into : undefined;
+        data = await this.slots.run(() => this.pool.read(name, 0, ask, lent));
       } catch (error) {
         throw this.objectError("read", name, error);
       }
