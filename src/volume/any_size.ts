@@ -187,15 +187,17 @@ export class RewriteOrder {
 
   checkInvariants(): void {
     let counted = 0;
+    let partialCounted = 0;
     let previous: Operation | null = null;
     for (let operation = this.first; operation !== null; operation = operation.next) {
       assert(operation.prev === previous && (previous === null || previous.arrival < operation.arrival), "the list of operations in flight is linked in arrival order");
       assert(operation.partial.length > 0 === this.rewriting.has(operation), "rewriting holds exactly the partial ones");
+      if (operation.partial.length > 0) partialCounted += 1;
       previous = operation;
       counted += 1;
     }
     assert(previous === this.last && counted === this.count, "the list's ends and count agree");
-    assert(this.rewriting.size <= this.count, "every rewriting operation is in flight");
+    assert(this.rewriting.size === partialCounted, "every rewriting operation is in flight");
   }
 }
 

@@ -403,8 +403,8 @@ export class GarbageCollector implements SpaceSource {
     const info = objects.get(victim);
     if (!info || info.liveSectors === 0) return false;
     const name = objectName(this.options.prefix, victim);
-    const copied = await this.copyVictim(victim, name, info);
-    if (!copied || this.halted) return false; // stopped between slices: what was copied stays valid, the victim stays too
+    await this.copyVictim(victim, name, info);
+    if (this.halted) return false; // stopped between slices: what was copied stays valid, the victim stays too
     await this.options.crashPoint?.("gc.copied");
     const left = objects.get(victim)?.liveSectors ?? 0;
     if (left !== 0) {
@@ -423,7 +423,7 @@ export class GarbageCollector implements SpaceSource {
    * copies its live runs; resolves when every copy has settled (throws the first failure). The buffer goes back only
    * then: until a copy's journal write completes, the write path holds a view of it.
    */
-  private async copyVictim(victim: number, name: string, info: { hdrSectors: number; dataSectors: number }): Promise<boolean> {
+  private async copyVictim(victim: number, name: string, info: { hdrSectors: number; dataSectors: number }): Promise<void> {
     const buffer = this.victimBuffers.take((info.hdrSectors + info.dataSectors) * SECTOR_BYTES);
     const copies: Array<Promise<void>> = [];
     let settled: Array<PromiseSettledResult<void>> = [];
@@ -443,7 +443,6 @@ export class GarbageCollector implements SpaceSource {
       this.victimBuffers.give(buffer);
     }
     for (const done of settled) if (done.status === "rejected") throw done.reason;
-    return true;
   }
 
   /**

@@ -16,7 +16,7 @@ export const GC_BUFFER_POISON = 0xa5;
 
 export class VictimBuffers {
   private readonly idle: Uint8Array[] = [];
-  private lent = new Set<Uint8Array>();
+  private readonly lent = new Set<Uint8Array>();
 
   /** idleBytesMax: idle buffers beyond this are dropped when given back. */
   constructor(private readonly idleBytesMax: number) {
