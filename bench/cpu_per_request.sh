@@ -73,8 +73,9 @@ for tool in fio nbdkit nbdinfo; do command -v "$tool" >/dev/null || die "$tool i
 [[ -x "$bun" ]] || die "bun not found at $bun (npm ci in $root)"
 [[ -x "$lsvd" ]] || die "$lsvd is missing: run 'npm run build' in $root first"
 [[ -x "$lsvd_b" ]] || die "$lsvd_b (LSVD_B_BIN) is missing"
+known_engines="lsvd lsvd-b nbdkit nbdkit-nocache null-device" # the ones start_server knows
 for engine in "${engines[@]}"; do
-  case "$engine" in lsvd | lsvd-b | nbdkit | nbdkit-nocache | null-device) ;; *) die "unknown engine $engine (ENGINES: lsvd lsvd-b nbdkit nbdkit-nocache null-device)" ;; esac
+  [[ " $known_engines " == *" $engine "* ]] || die "unknown engine $engine (ENGINES: $known_engines)"
 done
 for kind in "$backend_a" "$backend_b_kind"; do [[ "$kind" == file || "$kind" == rados ]] || die "a backend is file or rados, not $kind"; done
 uses_rados=0

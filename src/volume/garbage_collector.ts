@@ -68,7 +68,7 @@ import { GC_BUFFER_GRAIN_BYTES, VictimBuffers } from "./gc_buffers.ts";
 import { GcLedger } from "./gc_ledger.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
-import type { ObjectTable } from "./object_table.ts";
+import type { ObjectInfo, ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
 import type { SpaceSource } from "./write/space_gate.ts";
 
@@ -423,7 +423,7 @@ export class GarbageCollector implements SpaceSource {
    * copies its live runs; resolves when every copy has settled (throws the first failure). The buffer goes back only
    * then: until a copy's journal write completes, the write path holds a view of it.
    */
-  private async copyVictim(victim: number, name: string, info: { hdrSectors: number; dataSectors: number }): Promise<void> {
+  private async copyVictim(victim: number, name: string, info: Pick<ObjectInfo, "hdrSectors" | "dataSectors">): Promise<void> {
     const buffer = this.victimBuffers.take((info.hdrSectors + info.dataSectors) * SECTOR_BYTES);
     const copies: Array<Promise<void>> = [];
     let settled: Array<PromiseSettledResult<void>> = [];
