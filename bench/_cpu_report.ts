@@ -136,8 +136,10 @@ interface Row {
   peakRssMiB: number;
   /** fio's 99th percentile completion latency (median over the runs). */
   clatP99Us: number;
-  /** Server CPU per request of each run, in run order (the noise). */
+  /** Server CPU per request, IOPS and fio's p99 of each run, in run order (the noise). */
   serverCpuUsPerIoRuns: number[];
+  iopsRuns: number[];
+  clatP99UsRuns: number[];
   /** Medians of each thread kind's CPU per request (--threads), and of each run (by kind, run order). */
   threadUsPerIo?: Record<string, number>;
   threadUsPerIoRuns?: Record<string, number[]>;
@@ -176,6 +178,8 @@ for (const workload of [...new Set(runs.map((run) => run.workload))]) {
       peakRssMiB: Math.max(0, ...mine.map((run) => run.peakRssMiB ?? 0)),
       clatP99Us: Math.round(median(mine.map((run) => run.clatP99Us))),
       serverCpuUsPerIoRuns: mine.map((run) => round((run.serverCpuSeconds * 1e6) / run.ios, 1)),
+      iopsRuns: mine.map((run) => Math.round(run.iops)),
+      clatP99UsRuns: mine.map((run) => Math.round(run.clatP99Us)),
       ...split(mine),
     });
   }

@@ -11,12 +11,18 @@
 # fio completed: what one client write costs the cluster. For lsvd, each write run is a fresh `lsvd serve`, stopped
 # with SIGTERM after fio: the count includes the objects put during the run AND the final flush on shutdown.
 # Volumes: lsvd's random reads use a volume of their own (TAGr), prefilled once. Every lsvd WRITE run starts on a fresh
-# volume (TAG) and that volume's objects are deleted after its counters are read. lsvd has no garbage collection
-# yet, so without this the memstore OSD keeps every object each run wrote, and a memstore OSD gets slower as it fills:
-# measured here, lsvd 4 KiB random write runs back to back cost the OSD 4.1, 12.6, 23.8, then 27.2 us of CPU per client
-# write (OSD RSS 5.3 -> 8.6 GB) and fell from 43,680 to 28,878 IOPS; after deleting the old objects, 4.2 us and 41,191.
-# That slowdown also hit the RBD run that followed each lsvd run. Deleting the garbage is what GC would do in a
-# long-running deployment, minus GC's own cost (rewriting live data), which a 6-10 s run on a fresh volume never pays.
+# volume (TAG) and that volume's objects are deleted after its counters are read: a 6-10 s run never lives long
+# enough for garbage collection to free them, so without this the memstore OSD keeps every object each run wrote,
+# and a memstore OSD gets slower as it fills: measured here (before lsvd had GC), lsvd 4 KiB random write runs back
+# to back cost the OSD 4.1, 12.6, 23.8, then 27.2 us of CPU per client write (OSD RSS 5.3 -> 8.6 GB) and fell from
+# 43,680 to 28,878 IOPS; after deleting the old objects, 4.2 us and 41,191. That slowdown also hit the RBD run that
+# followed each lsvd run. Deleting them is what GC does in a long-running deployment, minus GC's own cost
+# (rewriting live data), which a run on a fresh volume never pays.
+# The OSD: memstore by default (objects in RAM: every new object costs the OSD page faults and zeroing, which lsvd,
+# whose objects are all new, pays and RBD's overwrites do not; bench/RESULTS.md). LSVD_CEPH_OBJECTSTORE=bluestore
+# puts them in a sparse file in the cluster's state directory (under /tmp: here the disk the lsvd cache is on), as
+# a real OSD keeps them on its disk; LSVD_CEPH_BLUESTORE_MEDIA=ssd or hdd picks BlueStore's profile (test/ceph/up.sh;
+# a virtio disk says "rotational", so hdd by default).
 # (`rados df` / `ceph osd pool stats` need a mgr, which the test cluster does not run: they report nothing.)
 # The OSD counters are cluster-wide: anything else using the cluster during a run is counted too.
 #
@@ -161,7 +167,9 @@ EOF
   log "$system $workload run $run: $(tail -n 1 "$WORK/runs.jsonl")"
 }
 
-log "cluster: $LSVD_CEPH_DIR ($LSVD_CEPH_OBJECTSTORE); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL SERVE_ARGS=${SERVE_ARGS:-(none)}"
+STORE_LABEL=$LSVD_CEPH_OBJECTSTORE
+[ "$LSVD_CEPH_OBJECTSTORE" = bluestore ] && STORE_LABEL="bluestore ($LSVD_CEPH_BLUESTORE_MEDIA profile)"
+log "cluster: $LSVD_CEPH_DIR ($STORE_LABEL); work: $WORK; RUNTIME=$RUNTIME RUNS=$RUNS SIZE=$SIZE PREFILL=$PREFILL SERVE_ARGS=${SERVE_ARGS:-(none)}"
 timeout "$CEPH_TIMEOUT_S" rbd --conf "$CEPH_CONF" create --size "$SIZE" "$LSVD_CEPH_RBD_POOL/$IMAGE" || die "rbd create failed"
 fresh_volume "$READ_VOLUME" "$READ_CACHE"
 fresh_volume "$VOLUME" "$CACHE"
@@ -182,7 +190,7 @@ for workload in randwrite randread seqwrite; do
   done
 done
 
-python3 - "$WORK/runs.jsonl" "$RUNTIME" "$RUNS" "$LSVD_CEPH_OBJECTSTORE" "$SERVE_ARGS" <<'EOF'
+python3 - "$WORK/runs.jsonl" "$RUNTIME" "$RUNS" "$STORE_LABEL" "$SERVE_ARGS" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 runtime, runs, store = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

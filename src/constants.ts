@@ -42,11 +42,15 @@ export const GETS_INFLIGHT_MAX = 64;
 /** File backend: idle read handles kept open between ranged reads of objects (least recently used out first). */
 export const FILE_STORE_READ_HANDLES_MAX = 256;
 /**
- * File backend: bytes per O_DIRECT write(2) or read(2) of a whole object, one after another, so the cache's journal
- * writes on a shared disk queue behind at most this much (file_store.ts, writeDirect and readDirect). Whole objects
- * smaller than this are read through the page cache.
+ * File backend: bytes per O_DIRECT write(2) of a whole object, one after another, so the cache's journal writes on a
+ * shared disk queue behind at most this much (file_store.ts, writeDirect). Whole objects smaller than this are read
+ * through the page cache; larger ones with O_DIRECT, FILE_STORE_DIRECT_READ_BYTES_MAX at a time (readDirect).
+ * Measured against 1 MiB for both (bench/RESULTS.md, "Object I/O in smaller pieces"): 4 KiB random writes at steady
+ * state did more IOPS at a lower p99; writes of 256 KiB did too, but cost 64 KiB sequential writes ~10% more CPU
+ * (every piece is a round trip through Bun's thread pool), and reads below 256 KiB gained nothing more.
  */
-export const FILE_STORE_DIRECT_IO_BYTES_MAX = 1024 * 1024;
+export const FILE_STORE_DIRECT_IO_BYTES_MAX = 512 * 1024;
+export const FILE_STORE_DIRECT_READ_BYTES_MAX = 256 * 1024;
 /**
  * File backend: a name-changing step (rename, unlink, compare-and-rename) waits at most this long for the store's
  * lock file held by another process (a holder that is killed releases it; one that is stopped holds it), then fails
@@ -312,6 +316,7 @@ assert(GC_DELETES_RATE_FACTOR > 1 && GC_DELETES_PER_ROUND_MIN <= GC_DELETES_PER_
 assert(GC_DELETES_INFLIGHT_MAX + GC_VICTIMS_INFLIGHT_MAX <= BACKEND_REQUESTS_INFLIGHT_MAX - PUTS_INFLIGHT_MAX, "gc leaves backend slots");
 // Every O_DIRECT write of an object but the last starts and ends on a page.
 assert(FILE_STORE_DIRECT_IO_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_IO_BYTES_MAX > 0, "object writes and reads are whole pages");
+assert(FILE_STORE_DIRECT_READ_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_READ_BYTES_MAX > 0, "object read pieces are whole pages");
 // Established clients always keep some slots: negotiating ones cannot take them all.
 assert(NBD_NEGOTIATING_MAX < NBD_CONNECTIONS_MAX, "negotiating clients are a fraction of all connections");
 // The largest NBD write must fit in a batch, so a write never straddles the capacity check of two batches.

@@ -32,7 +32,7 @@ import { promisify } from "node:util";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { closeFile, O_CLOEXEC, O_CREAT, O_RDWR, openFile, tryLockExclusive } from "../../ffi/libc.ts";
-import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
+import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
@@ -240,9 +240,9 @@ export class FileStore implements ObjectStore {
   }
 
   /**
-   * The whole of `file` read with O_DIRECT in FILE_STORE_DIRECT_IO_BYTES_MAX pieces, one after another, or null
+   * The whole of `file` read with O_DIRECT in FILE_STORE_DIRECT_READ_BYTES_MAX pieces, one after another, or null
    * when the kernel refuses O_DIRECT (the file system, or a buffer Bun did not allocate page-aligned: alignment
-   * decides speed, never correctness, as in writeDirect). get() reads objects of at least one piece this way:
+   * decides speed, never correctness, as in writeDirect). get() reads objects of at least one write piece this way:
    * garbage collection reads whole 8 MiB victims while clients write, a buffered read of one let readahead queue
    * 8 MiB of reads on the device, and with the store on the cache's disk every journal write waited behind them
    * (p99 of 4 KiB writes at steady state 5.3 ms, against 4.2 read in pieces; bench/RESULTS.md). The buffer is
@@ -264,7 +264,7 @@ export class FileStore implements ObjectStore {
       const buffer = into !== undefined && into.byteLength >= rounded ? into : new Uint8Array(rounded);
       let done = 0;
       while (done < size) {
-        const { bytesRead } = await handle.read(buffer, done, Math.min(FILE_STORE_DIRECT_IO_BYTES_MAX, buffer.length - done), done);
+        const { bytesRead } = await handle.read(buffer, done, Math.min(FILE_STORE_DIRECT_READ_BYTES_MAX, buffer.length - done), done);
         if (bytesRead === 0) throw new IOError(`${file}: ${size} bytes by fstat, but the file ends at ${done}`);
         done += bytesRead;
       }

@@ -6,7 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
 import { RetryingStore } from "../../src/backend/retrying_store.ts";
-import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
+import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
 import { IOError, NotFoundError } from "../../src/errors.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
 
@@ -100,8 +100,9 @@ describe("FileStore specifics", () => {
       const root = fs.mkdtempSync(path.join(parent, "lsvd-file-store-read-"));
       roots.push(root);
       const store = await FileStore.open(root);
-      const piece = FILE_STORE_DIRECT_IO_BYTES_MAX;
-      const sizes = [piece - 512, piece, piece + 512, 3 * piece - 4096, 8 * piece + 3 * 4096];
+      const piece = FILE_STORE_DIRECT_IO_BYTES_MAX; // the smallest object read O_DIRECT
+      const readPiece = FILE_STORE_DIRECT_READ_BYTES_MAX; // what each O_DIRECT read asks for
+      const sizes = [piece - 512, piece, piece + 512, piece + readPiece - 4096, 3 * piece - 4096, 8 * piece + 3 * 4096];
       for (const [index, size] of sizes.entries()) {
         const data = pattern(size, index + 1);
         await store.put(`obj.${index}`, data);
