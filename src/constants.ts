@@ -47,7 +47,7 @@ export const FILE_STORE_READ_HANDLES_MAX = 256;
  * through the page cache; larger ones with O_DIRECT, FILE_STORE_DIRECT_READ_BYTES_MAX at a time (readDirect).
  * Measured against 1 MiB for both (bench/RESULTS.md, "Object I/O in smaller pieces"): 4 KiB random writes at steady
  * state did more IOPS at a lower p99; writes of 256 KiB did too, but cost 64 KiB sequential writes ~10% more CPU
- * (every piece is a round trip through Bun's thread pool), and reads below 256 KiB gained nothing more.
+ * (every piece is a round trip through Bun's thread pool), and pieces of 128 KiB gained 4 KiB writes nothing more.
  */
 export const FILE_STORE_DIRECT_IO_BYTES_MAX = 512 * 1024;
 export const FILE_STORE_DIRECT_READ_BYTES_MAX = 256 * 1024;
