@@ -49,7 +49,7 @@ export const FILE_STORE_READ_HANDLES_MAX = 256;
  * state did more IOPS at a lower p99; writes of 256 KiB did too, but cost 64 KiB sequential writes ~10% more CPU
  * (every piece is a round trip through Bun's thread pool), and pieces of 128 KiB gained 4 KiB writes nothing more.
  */
-export const FILE_STORE_DIRECT_IO_BYTES_MAX = 512 * 1024;
+export const FILE_STORE_DIRECT_WRITE_BYTES_MAX = 512 * 1024;
 export const FILE_STORE_DIRECT_READ_BYTES_MAX = 256 * 1024;
 /**
  * File backend: a name-changing step (rename, unlink, compare-and-rename) waits at most this long for the store's
@@ -315,7 +315,7 @@ assert(GC_DELETES_RATE_FACTOR > 1 && GC_DELETES_PER_ROUND_MIN <= GC_DELETES_PER_
 // A round's deletes, reads and copies go through one RetryingStore: they must leave room for the write path.
 assert(GC_DELETES_INFLIGHT_MAX + GC_VICTIMS_INFLIGHT_MAX <= BACKEND_REQUESTS_INFLIGHT_MAX - PUTS_INFLIGHT_MAX, "gc leaves backend slots");
 // Every O_DIRECT write of an object but the last starts and ends on a page.
-assert(FILE_STORE_DIRECT_IO_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_IO_BYTES_MAX > 0, "object writes and reads are whole pages");
+assert(FILE_STORE_DIRECT_WRITE_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_WRITE_BYTES_MAX > 0, "object write pieces are whole pages");
 assert(FILE_STORE_DIRECT_READ_BYTES_MAX % PAGE_BYTES === 0 && FILE_STORE_DIRECT_READ_BYTES_MAX > 0, "object read pieces are whole pages");
 // Established clients always keep some slots: negotiating ones cannot take them all.
 assert(NBD_NEGOTIATING_MAX < NBD_CONNECTIONS_MAX, "negotiating clients are a fraction of all connections");

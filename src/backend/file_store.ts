@@ -32,7 +32,7 @@ import { promisify } from "node:util";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { closeFile, O_CLOEXEC, O_CREAT, O_RDWR, openFile, tryLockExclusive } from "../../ffi/libc.ts";
-import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
+import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
@@ -193,7 +193,7 @@ export class FileStore implements ObjectStore {
    * is written through the page cache instead, so alignment decides speed, never correctness. Returns false when
    * it wrote nothing.
    *
-   * The object goes out in writes of FILE_STORE_DIRECT_IO_BYTES_MAX, one at a time: one 8 MiB O_DIRECT write
+   * The object goes out in writes of FILE_STORE_DIRECT_WRITE_BYTES_MAX, one at a time: one 8 MiB O_DIRECT write
    * queues all of its bios on the device at once, and when the store shares the disk with the cache (the demo, the
    * benchmarks) every journal write behind them waits the whole 8 MiB out, which showed as 4-6 ms p99 write latency.
    */
@@ -209,7 +209,7 @@ export class FileStore implements ObjectStore {
     }
     let refused = false;
     try {
-      await writeAllAndSync(handle, data, FILE_STORE_DIRECT_IO_BYTES_MAX);
+      await writeAllAndSync(handle, data, FILE_STORE_DIRECT_WRITE_BYTES_MAX);
     } catch (error) {
       if (errorCode(error) !== "EINVAL") throw error;
       refused = true; // this buffer is not aligned: the caller writes the file again through the page cache
@@ -229,7 +229,7 @@ export class FileStore implements ObjectStore {
       const handle = await fs.open(file, "r");
       try {
         const { size } = await handle.stat();
-        if (size < FILE_STORE_DIRECT_IO_BYTES_MAX || !this.directIo) return bytesOf(await handle.readFile());
+        if (size < FILE_STORE_DIRECT_WRITE_BYTES_MAX || !this.directIo) return bytesOf(await handle.readFile());
       } finally {
         await handle.close();
       }

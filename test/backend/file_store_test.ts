@@ -6,7 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { FileStore } from "../../src/backend/file_store.ts";
 import { RetryingStore } from "../../src/backend/retrying_store.ts";
-import { FILE_STORE_DIRECT_IO_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
+import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_READ_HANDLES_MAX } from "../../src/constants.ts";
 import { IOError, NotFoundError } from "../../src/errors.ts";
 import { objectStoreContract, pattern } from "./object_store_contract.ts";
 
@@ -81,7 +81,7 @@ describe("FileStore specifics", () => {
       const cases: Array<[string, Uint8Array]> = [
         ["obj.aligned", backing.subarray(4096, 4096 + 8 * 1024 * 1024)], // whole pages at a page offset
         // Not a multiple of the O_DIRECT write size: the last write is a short one.
-        ["obj.chunks", backing.subarray(4096, 4096 + 2 * FILE_STORE_DIRECT_IO_BYTES_MAX + 5 * 4096)],
+        ["obj.chunks", backing.subarray(4096, 4096 + 2 * FILE_STORE_DIRECT_WRITE_BYTES_MAX + 5 * 4096)],
         ["obj.misaligned", backing.subarray(1, 1 + 64 * 1024)], // whole pages at an odd address: EINVAL, then buffered
         ["obj.sectors", backing.subarray(4096, 4096 + 3 * 512)], // not whole pages: buffered
         ["obj.empty", new Uint8Array(0)],
@@ -92,15 +92,16 @@ describe("FileStore specifics", () => {
     });
   }
 
-  // Whole objects of at least one O_DIRECT piece are read with O_DIRECT, in pieces, past the page cache (GC's victim
-  // reads must not queue 8 MiB of readahead ahead of the journal); smaller ones through the page cache. Sizes that
-  // are not whole pages end in a short last piece; files another tool wrote (dirty in the page cache) read back too.
+  // Whole objects of at least one O_DIRECT write piece are read with O_DIRECT, in read pieces, past the page cache
+  // (GC's victim reads must not queue 8 MiB of readahead ahead of the journal); smaller ones through the page cache.
+  // Sizes that are not whole pages end in a short last piece; files another tool wrote (dirty in the page cache) read
+  // back too.
   for (const [where, parent] of [["a disk file system", "/var/tmp"], ["tmpfs", "/dev/shm"]] as const) {
     test(`whole-object reads of every size read back what was written, on ${where}`, async () => {
       const root = fs.mkdtempSync(path.join(parent, "lsvd-file-store-read-"));
       roots.push(root);
       const store = await FileStore.open(root);
-      const piece = FILE_STORE_DIRECT_IO_BYTES_MAX; // the smallest object read O_DIRECT
+      const piece = FILE_STORE_DIRECT_WRITE_BYTES_MAX; // the smallest object read O_DIRECT
       const readPiece = FILE_STORE_DIRECT_READ_BYTES_MAX; // what each O_DIRECT read asks for
       const sizes = [piece - 512, piece, piece + 512, piece + readPiece - 4096, 3 * piece - 4096, 8 * piece + 3 * 4096];
       for (const [index, size] of sizes.entries()) {
@@ -120,7 +121,7 @@ describe("FileStore specifics", () => {
     const root = fs.mkdtempSync(path.join("/var/tmp", "lsvd-file-store-read-"));
     roots.push(root);
     const store = await FileStore.open(root);
-    const large = pattern(4 * FILE_STORE_DIRECT_IO_BYTES_MAX, 3);
+    const large = pattern(4 * FILE_STORE_DIRECT_WRITE_BYTES_MAX, 3);
     const small = pattern(64 * 1024, 4);
     await store.put("obj.large", large);
     await store.put("obj.small", small);
@@ -138,11 +139,11 @@ describe("FileStore specifics", () => {
     const root = fs.mkdtempSync(path.join("/var/tmp", "lsvd-file-store-into-"));
     roots.push(root);
     const store = await FileStore.open(root);
-    const large = pattern(2 * FILE_STORE_DIRECT_IO_BYTES_MAX + 512, 5);
+    const large = pattern(2 * FILE_STORE_DIRECT_WRITE_BYTES_MAX + 512, 5);
     const small = pattern(64 * 1024, 6);
     await store.put("obj.large", large);
     await store.put("obj.small", small);
-    const lent = new Uint8Array(3 * FILE_STORE_DIRECT_IO_BYTES_MAX);
+    const lent = new Uint8Array(3 * FILE_STORE_DIRECT_WRITE_BYTES_MAX);
     const read = await store.get("obj.large", lent);
     expect({ shared: read.buffer === lent.buffer, same: Buffer.from(read).equals(Buffer.from(large)) }).toEqual({ shared: true, same: true });
     const again = await store.get("obj.large", lent); // a second read into the same buffer
