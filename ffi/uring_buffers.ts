@@ -9,8 +9,14 @@
 // at tail & mask and then storing tail + 1 (x86-64 keeps stores in order: the kernel, which loads the tail with
 // acquire, sees the entry before the tail). Buffer `bid` is at bufferAddress + bid * bufferBytes.
 //
-// Invariants: every buffer is either in the ring (the kernel may fill it) or handed out by one CQE and not yet
-// recycled; the owner copies what it keeps of a chunk and recycles its buffer in the same reap, so few are ever out at once.
+// Holds: a buffer handed out by a CQE is out of the ring while anyone holds it. The receiver holds it while it handles
+// the CQE; a WRITE whose payload lies whole in it may keep it (keep) until the WRITE completes, so the payload is
+// copied once, into the batch, instead of twice. The last give() puts the buffer back in the ring. keep() refuses
+// once more than `keptBuffersMax` buffers are out, so the ring always has room to receive into (the caller copies
+// instead).
+//
+// Invariants (checkInvariants): every buffer is either in the ring (the kernel may fill it, holds 0) or out (holds
+// >= 1); buffersOut counts the buffers out.
 
 import { assert, IOError } from "../src/errors.ts";
 import { allocAligned, describeErrno, freeAligned, viewMemory } from "./libc.ts";
@@ -30,6 +36,11 @@ export class ProvidedBuffers {
   private readonly mask: number;
   private tail = 0;
   private registered = false;
+  /** Holds per buffer id: 0 while it is in the ring. */
+  private readonly holds: Uint32Array;
+  private buffersOut = 0;
+  /** keep() takes no buffer beyond this many out: the rest stay for receiving. */
+  readonly keptBuffersMax: number;
 
   /** Registers `entries` buffers of `bufferBytes` each as group `groupId` of `ring`. Throws IOError if refused. */
   constructor(
@@ -41,6 +52,8 @@ export class ProvidedBuffers {
     assert(entries >= 1 && entries <= 32768 && (entries & (entries - 1)) === 0, "entries: a power of two up to 32768");
     assert(Number.isSafeInteger(bufferBytes) && bufferBytes > 0 && bufferBytes < TWO_POW_32, "buffer size fits u32");
     this.mask = entries - 1;
+    this.holds = new Uint32Array(entries);
+    this.keptBuffersMax = Math.max(1, entries - Math.ceil(entries / 4));
     this.ringMemory = allocAligned(entries * BUF_BYTES, PAGE_BYTES);
     this.bufferMemory = allocAligned(entries * bufferBytes, PAGE_BYTES);
     this.words = new Uint32Array(viewMemory(this.ringMemory, entries * BUF_BYTES));
@@ -70,23 +83,55 @@ export class ProvidedBuffers {
     }
   }
 
-  /** The bytes of buffer `bid` a CQE reported (`length` of them). Valid until the buffer is recycled. */
+  /** The bytes of buffer `bid` a CQE reported (`length` of them). Valid until its last hold is given back. */
   view(bid: number, length: number): Uint8Array {
     assert(bid >= 0 && bid < this.entries && length >= 0 && length <= this.bufferBytes, "a filled buffer");
     const start = bid * this.bufferBytes;
     return this.bufferBytesView.subarray(start, start + length);
   }
 
-  /** Gives buffer `bid` back to the kernel. */
-  recycle(bid: number): void {
-    assert(bid >= 0 && bid < this.entries, "a buffer id");
+  /** A CQE handed buffer `bid` out: its receiver holds it until give(bid). */
+  take(bid: number): void {
+    assert(bid >= 0 && bid < this.entries && this.holds[bid] === 0, "a buffer the ring handed out");
+    this.holds[bid] = 1;
+    this.buffersOut++;
+  }
+
+  /** One more hold on buffer `bid` (which is out), or false when keeping it would leave too few to receive into. */
+  keep(bid: number): boolean {
+    const holds = this.holds[bid]!;
+    assert(holds >= 1, "keep a buffer that is out");
+    if (holds === 1 && this.buffersOut > this.keptBuffersMax) return false;
+    this.holds[bid] = holds + 1;
+    return true;
+  }
+
+  /** Ends one hold on buffer `bid`; the last one gives it back to the kernel. */
+  give(bid: number): void {
+    const holds = this.holds[bid]!;
+    assert(holds >= 1, "give a buffer that is out");
+    this.holds[bid] = holds - 1;
+    if (holds > 1) return;
+    this.buffersOut--;
     this.add(bid);
     this.publishTail();
+  }
+
+  /** Buffers out of the ring now (held by a receiver or a kept payload). */
+  get heldBuffers(): number {
+    return this.buffersOut;
+  }
+
+  checkInvariants(): void {
+    let out = 0;
+    for (let bid = 0; bid < this.entries; bid++) if (this.holds[bid]! > 0) out++;
+    assert(out === this.buffersOut && out <= this.entries, "provided buffers: buffersOut counts the buffers held");
   }
 
   /** Unregisters the group and frees its memory: no receive may use the group any more (the owner's job). */
   close(): void {
     if (!this.registered) return;
+    assert(this.buffersOut === 0, "provided buffers: none is held when the group closes");
     this.registered = false;
     this.ring.unregisterBufferRing(this.groupId);
     this.freeMemory();

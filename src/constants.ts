@@ -115,8 +115,9 @@ export const ANY_SIZE_READ_WHOLE_BYTES_MAX = 64 * 1024;
 export const NBD_CLOSE_DRAIN_MS_MAX = 30_000;
 /**
  * NBD on io_uring: receive buffers the kernel picks from (one group for every connection of the server), and the
- * bytes of each. The session copies what it keeps of a chunk and the buffer goes back in the same reap, so few are out
- * at once; when none is free a connection's receive ends (-ENOBUFS) and is started again.
+ * bytes of each. A buffer goes back in the same reap unless a WRITE whose payload lies whole in it keeps it until the
+ * WRITE completes; keeping stops at three quarters of them out (ffi/uring_buffers.ts). When none is free a
+ * connection's receive ends (-ENOBUFS) and is started again.
  */
 export const NBD_URING_RECEIVE_BUFFERS = 64;
 export const NBD_URING_RECEIVE_BYTES = 128 * 1024;

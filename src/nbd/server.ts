@@ -46,7 +46,7 @@ import type { BlockDevice } from "./block_device.ts";
 import { Handshake, type ExportInfo, type TlsMode } from "./handshake.ts";
 import { LogLimiter } from "./log_limiter.ts";
 import { OutputQueue } from "./output_queue.ts";
-import { NbdSession, newNbdStats, type NbdRequestObserver, type NbdStats } from "./session.ts";
+import { NbdSession, newNbdStats, type ChunkKeeper, type NbdRequestObserver, type NbdStats } from "./session.ts";
 import type { TlsServerOptions } from "./tls_credentials.ts";
 import { UringListener, type UringSocket } from "./uring_socket.ts";
 import { listenStream } from "../../ffi/socket.ts";
@@ -185,9 +185,9 @@ class Connection {
     this.handshakeTimer = setTimeout(() => this.onHandshakeTimeout(), this.server.handshakeTimeoutMs);
   }
 
-  /** Bytes from the socket; `transient`: `chunk` is valid only during this call (NbdSession.feed). */
-  onData(chunk: Uint8Array, transient = false): void {
-    if (this.session !== null) return this.session.feed(chunk, transient);
+  /** Bytes from the socket; `transient`: `chunk` is valid only during this call, unless kept (NbdSession.feed). */
+  onData(chunk: Uint8Array, transient = false, chunkId = -1): void {
+    if (this.session !== null) return this.session.feed(chunk, transient, chunkId);
     // The handshake keeps what it has not parsed (and hands the rest over as `leftover`): give it a chunk of its own.
     if (transient) chunk = chunk.slice();
     // Not seen in tests (Bun hands handshake bytes to the TLS layer, not here): a guard, so that no byte that did not
@@ -233,6 +233,7 @@ class Connection {
       onProtocolError: () => this.end(),
       onDrainedForEnd: () => this.end(),
       onSettled: () => this.maybeGone(),
+      chunkKeeper: this.server.chunkKeeper,
     });
     if (result.leftover.length > 0) this.session.feed(result.leftover);
   }
@@ -378,6 +379,11 @@ class Server implements NbdServer {
   readonly ring: Uring | undefined;
   /** NBD on io_uring: the receive buffers of every connection; given back once the last connection is gone. */
   private receiveBuffers: ProvidedBuffers | null = null;
+
+  /** What lets sessions on io_uring keep a receive buffer for a WRITE's payload (null: not on io_uring). */
+  get chunkKeeper(): ChunkKeeper | null {
+    return this.receiveBuffers;
+  }
   private readonly listeners: Array<{ listener: BunListener | UringListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
@@ -579,7 +585,7 @@ class Server implements NbdServer {
     }
     this.counters.connectionsAccepted++;
     const connection = new Connection(this, socket, name === "" ? `unix#${this.counters.connectionsAccepted}` : name);
-    socket.start({ onData: (chunk) => connection.onData(chunk, true), onDrain: () => connection.output.onDrain(), onClose: () => connection.onClose() });
+    socket.start({ onData: (chunk, bufferId) => connection.onData(chunk, true, bufferId), onDrain: () => connection.output.onDrain(), onClose: () => connection.onClose() });
     this.admit(connection);
   }
 

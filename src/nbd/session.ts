@@ -6,8 +6,10 @@
 // Hot path choices, and why:
 // - Headers are decoded in place from the chunk Bun hands us; only a header split across two chunks is copied.
 // - A WRITE payload that lies whole in one chunk Bun hands us goes to the device as a subarray view, no copy: Bun
-//   gives every `data` event a fresh buffer, and this session never writes into received memory. A payload split
-//   across chunks, or in a transient chunk (io_uring's receive buffers, valid only while feed() runs), is copied into
+//   gives every `data` event a fresh buffer, and this session never writes into received memory. In a transient
+//   chunk (io_uring's receive buffers, valid only while feed() runs) it is a view too when the transport lets the
+//   session keep the chunk's buffer until the WRITE completes (ChunkKeeper: bounded, so the ring keeps buffers to
+//   receive into). A payload split across chunks, or in a transient chunk that cannot be kept, is copied into
 //   a buffer of the session's (payload_buffers.ts: size classes up to NBD_ASSEMBLY_BUFFER_BYTES, reused once the WRITE
 //   is answered, so no allocation, zeroing or page faults per payload; larger ones in a new buffer).
 //   So THE DEVICE MAY KEEP THE BUFFER it is given UNTIL THE WRITE COMPLETES (and must never modify it); what it
@@ -205,6 +207,8 @@ class RequestSlot {
   payload: Uint8Array | null = null;
   /** The session's pooled buffer `payload` lies in, given back when the slot is released (null: none). */
   pooled: Uint8Array | null = null;
+  /** The transport's receive buffer `payload` lies in (ChunkKeeper), given back when the slot is released (-1: none). */
+  keptChunk = -1;
   /** Set when validation failed: the reply is this errno once the payload (if any) is consumed. */
   errno = 0;
   errorMessage = "";
@@ -229,6 +233,16 @@ class RequestSlot {
   }
 }
 
+/**
+ * A transport whose transient chunks a session may keep past feed(): NBD on io_uring's receive buffers
+ * (ffi/uring_buffers.ts ProvidedBuffers). The ids are the ones feed() was given.
+ */
+export interface ChunkKeeper {
+  /** Keeps chunk `chunkId`'s buffer until give(chunkId); false when the transport needs it back (then copy). */
+  keep(chunkId: number): boolean;
+  give(chunkId: number): void;
+}
+
 export interface NbdSessionOptions {
   device: BlockDevice;
   negotiated: Negotiated;
@@ -248,6 +262,8 @@ export interface NbdSessionOptions {
   onDrainedForEnd: () => void;
   /** Called once, when the session is dead and no device call is in flight any more (nothing refers to it). */
   onSettled: () => void;
+  /** Lets WRITE payloads keep transient chunks (optional: without it they are copied). */
+  chunkKeeper?: ChunkKeeper | null;
 }
 
 type SessionState =
@@ -288,8 +304,11 @@ export class NbdSession {
   private discardSlot: RequestSlot | null = null;
   /** Reused buffers for payloads that are assembled or copied out of a transient chunk. */
   private readonly payloadBuffers = new PayloadBuffers();
-  /** The chunk being parsed is only valid during feed() (a transport's receive buffer): keep nothing of it. */
+  /** The chunk being parsed is only valid during feed() (a transport's receive buffer): keep nothing of it ... */
   private chunkTransient = false;
+  /** ... unless chunkKeeper keeps it: its id (-1: the chunk cannot be kept). */
+  private chunkId = -1;
+  private readonly chunkKeeper: ChunkKeeper | null;
   /** Chunks (or their unparsed tails) received while reading was blocked; parsed in order later. */
   private backlog: Uint8Array[] = [];
   private paused = false;
@@ -304,6 +323,7 @@ export class NbdSession {
     this.baseAllocation = options.negotiated.baseAllocation;
     this.stats = options.stats;
     this.observer = options.observer ?? null;
+    this.chunkKeeper = options.chunkKeeper ?? null;
     this.output = options.output;
     this.output.onDrained = () => this.onOutputDrained();
     this.output.counters = options.stats;
@@ -312,9 +332,10 @@ export class NbdSession {
 
   /**
    * Bytes from the socket. `transient`: the chunk is the transport's receive buffer, valid only during this call, so
-   * what the session keeps of it (payloads, the unparsed rest) is copied; else the session may keep views of it.
+   * what the session keeps of it (payloads, the unparsed rest) is copied, unless chunkKeeper keeps chunk `chunkId`
+   * for a payload; else the session may keep views of it.
    */
-  feed(chunk: Uint8Array, transient = false): void {
+  feed(chunk: Uint8Array, transient = false, chunkId = -1): void {
     if (this.state !== "open" || chunk.length === 0) return;
     this.stats.receives++;
     if (this.backlog.length > 0) {
@@ -322,11 +343,13 @@ export class NbdSession {
       return;
     }
     this.chunkTransient = transient;
+    this.chunkId = transient && this.chunkKeeper !== null ? chunkId : -1;
     try {
       const consumed = this.parse(chunk, 0);
       if (consumed < chunk.length && this.state === "open") this.backlog.push(transient ? chunk.slice(consumed) : chunk.subarray(consumed));
     } finally {
       this.chunkTransient = false;
+      this.chunkId = -1;
     }
   }
 
@@ -513,8 +536,8 @@ export class NbdSession {
   }
 
   /**
-   * A WRITE's payload: skipped if the WRITE is refused; dispatched at once if whole in `chunk` (a view of it, or a
-   * pooled copy when the chunk is transient); else assembled in a pooled buffer.
+   * A WRITE's payload: skipped if the WRITE is refused; dispatched at once if whole in `chunk` (a view of it, also
+   * of a transient chunk that chunkKeeper keeps; else a pooled copy); else assembled in a pooled buffer.
    */
   private startWritePayload(slot: RequestSlot, chunk: Uint8Array, offset: number): number {
     const length = slot.length;
@@ -525,7 +548,7 @@ export class NbdSession {
     }
     this.inflightWriteBytes += length;
     const whole = chunk.length - offset >= length;
-    if (whole && !this.chunkTransient) {
+    if (whole && (!this.chunkTransient || this.keepChunk(slot))) {
       slot.payload = chunk.subarray(offset, offset + length);
       this.dispatch(slot);
       return offset + length;
@@ -541,6 +564,13 @@ export class NbdSession {
     this.payloadSlot = slot;
     this.payloadFilled = 0;
     return offset;
+  }
+
+  /** Whether the transient chunk being parsed is kept for `slot`'s payload (until the slot is released). */
+  private keepChunk(slot: RequestSlot): boolean {
+    if (this.chunkId < 0 || !this.chunkKeeper!.keep(this.chunkId)) return false;
+    slot.keptChunk = this.chunkId;
+    return true;
   }
 
   /**
@@ -851,6 +881,10 @@ export class NbdSession {
     if (slot.pooled !== null) {
       this.payloadBuffers.give(slot.pooled);
       slot.pooled = null;
+    }
+    if (slot.keptChunk >= 0) {
+      this.chunkKeeper!.give(slot.keptChunk);
+      slot.keptChunk = -1;
     }
     slot.errorMessage = "";
     this.inflight--;

@@ -7,7 +7,8 @@
 // (NBD_URING_SOCKET_SLOTS counts three per connection, and two per listener: its accept, and the cancel that stops it).
 // - Receive: one multishot receive per connection into the server's provided-buffer ring (ffi/uring_buffers.ts); each
 //   chunk is handed to the owner as a view of its buffer, valid only during the call (the session parses it in
-//   place and copies what it keeps: payloads, an unparsed rest), and the buffer goes back to the ring then. A
+//   place and copies what it keeps: an unparsed rest, payloads split across chunks), and the buffer goes back to
+//   the ring then, unless a WRITE whose payload lies whole in it keeps it until that WRITE completes. A
 //   receive that ended (-ENOBUFS: every buffer was out) is started again; pause() cancels it and resume() starts a
 //   new one.
 // - Send: write() copies replies into the filling one of two buffers and sends it at once with one send(2)
@@ -33,8 +34,11 @@ import type { Transport } from "./output_queue.ts";
 
 /** What a connection's socket tells its owner (the server's Connection). */
 export interface UringSocketEvents {
-  /** `chunk` is a view of a receive buffer, valid only during the call: the owner copies what it keeps. */
-  onData(chunk: Uint8Array): void;
+  /**
+   * `chunk` is a view of receive buffer `bufferId`, valid only during the call unless the owner keeps the buffer
+   * (`ProvidedBuffers.keep`, then `give` when done): else it copies what it keeps.
+   */
+  onData(chunk: Uint8Array, bufferId: number): void;
   onDrain(): void;
   onClose(): void;
 }
@@ -162,10 +166,11 @@ export class UringSocket implements Transport {
     if (result > 0) {
       assert((flags & IORING_CQE_F_BUFFER) !== 0, "a received chunk names its buffer");
       const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+      this.buffers.take(bid);
       try {
-        if (this.state === "open" || this.state === "ending") this.events!.onData(this.buffers.view(bid, result));
+        if (this.state === "open" || this.state === "ending") this.events!.onData(this.buffers.view(bid, result), bid);
       } finally {
-        this.buffers.recycle(bid);
+        this.buffers.give(bid);
       }
       if (!more) this.armReceive();
       return;

@@ -158,6 +158,70 @@ test("socket addresses: encode for bind, decode back", () => {
   expect(encodeSocketAddress({ kind: "tcp", host: "127.0.0.1", port: 1 }).length).toBe(16); // sizeof(struct sockaddr_in)
 });
 
+test("a kept provided buffer stays out of the ring, unread by the kernel, until its last hold is given back", async () => {
+  const ENOBUFS = 105;
+  const ring = Uring.open(2, 0, 4);
+  cleanups.push(() => ring.close());
+  const buffers = new ProvidedBuffers(ring, ring.allocateBufferGroup(), 2, 16);
+  let kept = -1;
+  cleanups.push(() => {
+    if (buffers.heldBuffers > 0) buffers.give(kept); // the test failed with the buffer still kept
+    buffers.close();
+  });
+  expect(buffers.keptBuffersMax).toBe(1);
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  const accept = once();
+  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
+  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
+  const fd = await accept.result;
+  cleanups.push(() => closeSocket(fd));
+
+  // 40 bytes wait before the receive starts: the first CQE's buffer is kept, the second's cannot be (two out > 1).
+  const message = new Uint8Array(40).map((_, index) => index + 1);
+  client.write(message);
+  await Bun.sleep(50);
+  const seen: Array<{ bid: number; bytes: number[] }> = [];
+  const ends: number[] = [];
+  const listener = {
+    onSocketOp: (result: number, flags: number) => {
+      if (result > 0) {
+        const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+        buffers.take(bid);
+        seen.push({ bid, bytes: [...buffers.view(bid, result)] });
+        if (kept < 0) {
+          expect(buffers.keep(bid)).toBe(true);
+          kept = bid;
+        } else {
+          expect(buffers.keep(bid)).toBe(false);
+        }
+        buffers.give(bid);
+        buffers.checkInvariants();
+      }
+      if ((flags & IORING_CQE_F_MORE) === 0) ends.push(result);
+    },
+  };
+  const receiveUntilEnd = async (): Promise<void> => {
+    const endsBefore = ends.length;
+    ring.receiveMultishot(fd, buffers.groupId, listener, "receive");
+    for (let turn = 0; turn < 200 && ends.length === endsBefore; turn++) await Bun.sleep(2);
+  };
+  await receiveUntilEnd();
+  expect(ends.at(-1)).toBe(-ENOBUFS);
+  expect(seen.map((chunk) => chunk.bytes.length)).toEqual([16, 16]);
+  expect(buffers.heldBuffers).toBe(1);
+  // Only the other buffer is in the ring: the rest arrives in it, and the kept one still holds the first 16 bytes.
+  client.end();
+  for (let attempt = 0; attempt < 20 && ends.at(-1) !== 0; attempt++) await receiveUntilEnd();
+  expect(ends.at(-1)).toBe(0);
+  expect(seen.slice(2).every((chunk) => chunk.bid !== kept)).toBe(true);
+  expect(seen.flatMap((chunk) => chunk.bytes)).toEqual([...message]);
+  expect([...buffers.view(kept, 16)]).toEqual([...message.subarray(0, 16)]);
+  buffers.give(kept);
+  expect(buffers.heldBuffers).toBe(0);
+  buffers.checkInvariants();
+});
+
 test("a multishot receive into provided buffers: a CQE per chunk, -ENOBUFS when every buffer is out, then on again", async () => {
   const ENOBUFS = 105;
   const ring = Uring.open(2, 0, 4);
@@ -183,8 +247,9 @@ test("a multishot receive into provided buffers: a CQE per chunk, -ENOBUFS when 
       if (result > 0) {
         expect(flags & IORING_CQE_F_BUFFER).toBe(IORING_CQE_F_BUFFER);
         const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+        buffers.take(bid);
         chunks.push([...buffers.view(bid, result)]);
-        buffers.recycle(bid);
+        buffers.give(bid);
       }
       if ((flags & IORING_CQE_F_MORE) === 0) ends.push(result);
     },

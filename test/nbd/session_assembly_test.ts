@@ -7,7 +7,7 @@ import { expect, test } from "bun:test";
 import { NBD_ASSEMBLY_BUFFER_BYTES, NBD_INFLIGHT_PER_CONNECTION_MAX } from "../../src/constants.ts";
 import { PAYLOAD_CLASS_BYTES, PayloadBuffers, payloadClassOf } from "../../src/nbd/payload_buffers.ts";
 import type { Transport } from "../../src/nbd/output_queue.ts";
-import type { NbdSession } from "../../src/nbd/session.ts";
+import { newNbdStats, type ChunkKeeper, type NbdSession } from "../../src/nbd/session.ts";
 import { NBD_CMD_WRITE, encodeRequestHeader } from "../../src/nbd/wire.ts";
 import { WritesOnlyDevice, testSession } from "./session_fixtures.ts";
 
@@ -154,4 +154,80 @@ test("payload size classes: 4 KiB doubling to the assembly size; idle buffers bo
   // A buffer above every class is never kept.
   buffers.give(buffers.take(NBD_ASSEMBLY_BUFFER_BYTES + 1));
   expect(buffers.idleBytes).toBe(PayloadBuffers.IDLE_BYTES_MAX);
+});
+
+/**
+ * Receive buffers a session may keep, with the ring's rule (ffi/uring_buffers.ts): a buffer is out while anyone holds
+ * it, and keep() refuses a buffer not yet kept once more than `keptMax` are out.
+ */
+class TestKeeper implements ChunkKeeper {
+  readonly holds = new Map<number, number>();
+  constructor(private readonly keptMax: number) {}
+  receive(id: number): void {
+    expect(this.holds.has(id)).toBe(false);
+    this.holds.set(id, 1);
+  }
+  keep(id: number): boolean {
+    const holds = this.holds.get(id)!;
+    expect(holds).toBeGreaterThanOrEqual(1);
+    if (holds === 1 && this.holds.size > this.keptMax) return false;
+    this.holds.set(id, holds + 1);
+    return true;
+  }
+  give(id: number): void {
+    const holds = this.holds.get(id)!;
+    expect(holds).toBeGreaterThanOrEqual(1);
+    if (holds === 1) this.holds.delete(id);
+    else this.holds.set(id, holds - 1);
+  }
+}
+
+test("a transient chunk the transport lets the session keep: whole payloads are views of it until answered", async () => {
+  const device = new HoldingDevice();
+  const keeper = new TestKeeper(2);
+  const session = testSession(device, new SinkTransport(), newNbdStats(), keeper);
+  const writeAt = (index: number, length: number): Uint8Array[] => [
+    encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * 65536, length }),
+    payload(length, index),
+  ];
+  // Buffer 7: two whole WRITEs and the head of a third, split into buffer 8 (that one is assembled, not kept).
+  const first = Buffer.concat([...writeAt(0, 4096), ...writeAt(1, 65536), ...writeAt(2, 8192)]);
+  const cut = first.length - 5000;
+  const buffers = new Map<number, Uint8Array>();
+  const feedBuffer = (id: number, bytes: Uint8Array): void => {
+    const buffer = new Uint8Array(bytes);
+    buffers.set(id, buffer);
+    keeper.receive(id);
+    session.feed(buffer, true, id);
+    keeper.give(id);
+  };
+  feedBuffer(7, first.subarray(0, cut));
+  feedBuffer(8, first.subarray(cut));
+  expect(device.held.length).toBe(3);
+  expect(device.held[0]!.data.buffer).toBe(buffers.get(7)!.buffer);
+  expect(device.held[1]!.data.buffer).toBe(buffers.get(7)!.buffer);
+  expect(device.held[2]!.data.buffer).not.toBe(buffers.get(7)!.buffer);
+  expect(device.held[2]!.data.buffer).not.toBe(buffers.get(8)!.buffer);
+  for (let index = 0; index < 3; index++) expect(device.held[index]!.copy).toEqual(payload(device.held[index]!.data.length, index));
+  expect([...keeper.holds]).toEqual([[7, 2]]); // buffer 8 went back when feed() returned
+
+  // Two more buffers out: keep() refuses a fourth buffer (3 out > keptMax 2), so its payload is a copy.
+  feedBuffer(9, Buffer.concat(writeAt(3, 4096)));
+  keeper.receive(20); // a buffer out elsewhere (another connection's receive)
+  feedBuffer(10, Buffer.concat(writeAt(4, 4096)));
+  keeper.give(20);
+  expect(device.held[3]!.data.buffer).toBe(buffers.get(9)!.buffer);
+  expect(device.held[4]!.data.buffer).not.toBe(buffers.get(10)!.buffer);
+  expect(device.held[4]!.copy).toEqual(payload(4096, 4));
+  expect([...keeper.holds.keys()].sort()).toEqual([7, 9]);
+
+  // Answering gives each kept buffer back once its last WRITE is answered.
+  device.held[0]!.complete();
+  await settle();
+  expect(keeper.holds.get(7)).toBe(1);
+  for (const write of device.held.splice(0)) write.complete();
+  await settle();
+  expect(keeper.holds.size).toBe(0);
+  session.checkInvariants();
+  expect(session.inflight).toBe(0);
 });

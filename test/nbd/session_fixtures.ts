@@ -4,7 +4,7 @@
 
 import type { BlockDevice, BlockStatusExtent } from "../../src/nbd/block_device.ts";
 import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
-import { NbdSession, newNbdStats, type NbdStats } from "../../src/nbd/session.ts";
+import { NbdSession, newNbdStats, type ChunkKeeper, type NbdStats } from "../../src/nbd/session.ts";
 
 export abstract class WritesOnlyDevice implements BlockDevice {
   readonly sizeBytes = 64 * 1024 * 1024;
@@ -33,8 +33,9 @@ export abstract class WritesOnlyDevice implements BlockDevice {
 }
 
 /** A session over `device` and `transport`, simple replies, counting into `stats`; a protocol error throws. */
-export function testSession(device: BlockDevice, transport: Transport, stats: NbdStats = newNbdStats()): NbdSession {
+export function testSession(device: BlockDevice, transport: Transport, stats: NbdStats = newNbdStats(), chunkKeeper: ChunkKeeper | null = null): NbdSession {
   return new NbdSession({
+    chunkKeeper,
     device,
     negotiated: { structuredReplies: false, baseAllocation: false, transmissionFlags: 0 },
     transport,
