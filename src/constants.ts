@@ -309,6 +309,9 @@ assert(BATCH_BYTES_MIN >= PAGE_BYTES && BATCH_BYTES_MIN % PAGE_BYTES === 0 && BA
 assert(JOURNAL_RECORD_DATA_BYTES_MAX >= PAGE_BYTES && JOURNAL_RECORD_DATA_BYTES_MAX % PAGE_BYTES === 0, "a record's data is whole pages");
 assert(Math.max(BATCH_BYTES_MAX, JOURNAL_RECORD_DATA_BYTES_MAX) <= ALIGNED_BUFFER_BYTES_MAX, "a batch buffer holds the largest record");
 assert(GC_COPY_BYTES_MAX <= JOURNAL_RECORD_DATA_BYTES_MAX, "one GC copy fits a journal record");
+// A record that needs a Pad before it takes two write slots at once (cache/journal.ts hasWriteSlot): with one slot it
+// would wait forever at the journal's first wrap (a build with 1 hung under 4 KiB writes within seconds).
+assert(JOURNAL_WRITES_INFLIGHT_MAX >= 2, "a Pad and its record fit the journal writes in flight");
 // GC pacing: the backlog share is a share, a round may always read at least one largest object, deletes keep up.
 assert(GC_GARBAGE_TARGET_SHARE > 0 && GC_GARBAGE_TARGET_SHARE < 1 && GC_ROUND_GARBAGE_SHARE > 0 && GC_ROUND_GARBAGE_SHARE <= 1 && GC_WAITING_LIVE_SHARE > 0, "gc shares");
 assert(GC_ROUND_READ_BYTES_MAX >= BATCH_BYTES_MAX && GC_READ_INFLIGHT_BYTES_MAX <= GC_ROUND_READ_BYTES_MAX, "a gc round reads a whole batch");
