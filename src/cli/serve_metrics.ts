@@ -226,6 +226,7 @@ export class ServeMetrics {
       ...this.each((e) => e.nbdSnapshot?.bytesWritten, { command: "write" }),
     ]);
     registry.collectedCounter("lsvd_nbd_socket_reads_total", "Socket reads handed to NBD sessions (requests per read: how well clients batch).", this.each((e) => e.nbdSnapshot?.receives));
+    registry.collectedCounter("lsvd_nbd_write_payload_copies_total", "NBD WRITE payloads copied into a payload buffer before the volume got them (split across socket reads, or not kept in their receive buffer).", this.each((e) => e.nbdSnapshot?.payloadCopies));
     registry.collectedCounter("lsvd_nbd_reply_writes_total", "Socket writes of NBD replies (replies per write: how well the server batches).", this.each((e) => e.nbdSnapshot?.replyWrites));
     registry.collectedGauge("lsvd_nbd_connections", "Open NBD connections.", this.each((e) => e.nbdSnapshot?.connections));
     registry.collectedGauge("lsvd_nbd_connections_negotiating", "NBD connections still negotiating.", () => server()?.negotiating ?? 0);

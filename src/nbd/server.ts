@@ -365,7 +365,7 @@ interface ServedExport {
 }
 
 /** The request counters a session bumps (the connection counters are the server's). */
-const REQUEST_STATS = ["reads", "writes", "flushes", "trims", "writeZeroes", "blockStatuses", "caches", "bytesRead", "bytesWritten", "errorReplies", "protocolErrors", "receives", "replyWrites"] as const;
+const REQUEST_STATS = ["reads", "writes", "flushes", "trims", "writeZeroes", "blockStatuses", "caches", "bytesRead", "bytesWritten", "errorReplies", "protocolErrors", "receives", "replyWrites", "payloadCopies"] as const;
 
 class Server implements NbdServer {
   /** The connection counters; the request counters live per export (stats() sums them). */

@@ -126,6 +126,11 @@ export interface NbdStats {
    */
   receives: number;
   replyWrites: number;
+  /**
+   * WRITE payloads copied into the session's payload buffers: split across received chunks, or in a transient chunk
+   * the transport could not let the session keep (a payload in the backlog, itself a copy, is not counted again).
+   */
+  payloadCopies: number;
 }
 
 export function newNbdStats(): NbdStats {
@@ -146,6 +151,7 @@ export function newNbdStats(): NbdStats {
     errorReplies: 0,
     receives: 0,
     replyWrites: 0,
+    payloadCopies: 0,
   };
 }
 
@@ -553,6 +559,7 @@ export class NbdSession {
       this.dispatch(slot);
       return offset + length;
     }
+    this.stats.payloadCopies++;
     const buffer = this.payloadBuffers.take(length);
     slot.pooled = buffer;
     slot.payload = buffer.byteLength === length ? buffer : buffer.subarray(0, length);

@@ -100,7 +100,8 @@ class PausingTransport extends SinkTransport {
 test("a transient chunk (a reused receive buffer): payloads whole in it, split across it and the backlog are copies", async () => {
   const device = new HoldingDevice();
   const transport = new PausingTransport();
-  const session = testSession(device, transport);
+  const stats = newNbdStats();
+  const session = testSession(device, transport, stats);
   // More WRITEs than the session takes at once, back to back in one chunk, the last one split into the next chunk:
   // the rest waits in the backlog.
   const count = NBD_INFLIGHT_PER_CONNECTION_MAX + 4;
@@ -133,6 +134,9 @@ test("a transient chunk (a reused receive buffer): payloads whole in it, split a
     await settle();
   }
   expect(answered).toBe(count);
+  // Into payload buffers: those parsed from the transient chunk and the split one; the rest lay whole in the
+  // backlog, which is the session's own copy of the chunk's rest.
+  expect(stats.payloadCopies).toBe(NBD_INFLIGHT_PER_CONNECTION_MAX + 1);
   session.checkInvariants();
   expect(session.inflight).toBe(0);
 });
@@ -185,7 +189,8 @@ class TestKeeper implements ChunkKeeper {
 test("a transient chunk the transport lets the session keep: whole payloads are views of it until answered", async () => {
   const device = new HoldingDevice();
   const keeper = new TestKeeper(2);
-  const session = testSession(device, new SinkTransport(), newNbdStats(), keeper);
+  const stats = newNbdStats();
+  const session = testSession(device, new SinkTransport(), stats, keeper);
   const writeAt = (index: number, length: number): Uint8Array[] => [
     encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * 65536, length }),
     payload(length, index),
@@ -210,6 +215,7 @@ test("a transient chunk the transport lets the session keep: whole payloads are 
   expect(device.held[2]!.data.buffer).not.toBe(buffers.get(8)!.buffer);
   for (let index = 0; index < 3; index++) expect(device.held[index]!.copy).toEqual(payload(device.held[index]!.data.length, index));
   expect([...keeper.holds]).toEqual([[7, 2]]); // buffer 8 went back when feed() returned
+  expect(stats.payloadCopies).toBe(1);
 
   // Two more buffers out: keep() refuses a fourth buffer (3 out > keptMax 2), so its payload is a copy.
   feedBuffer(9, Buffer.concat(writeAt(3, 4096)));
@@ -219,6 +225,7 @@ test("a transient chunk the transport lets the session keep: whole payloads are 
   expect(device.held[3]!.data.buffer).toBe(buffers.get(9)!.buffer);
   expect(device.held[4]!.data.buffer).not.toBe(buffers.get(10)!.buffer);
   expect(device.held[4]!.copy).toEqual(payload(4096, 4));
+  expect(stats.payloadCopies).toBe(2);
   expect([...keeper.holds.keys()].sort()).toEqual([7, 9]);
 
   // Answering gives each kept buffer back once its last WRITE is answered.
