@@ -158,6 +158,18 @@ test("socket addresses: encode for bind, decode back", () => {
   expect(encodeSocketAddress({ kind: "tcp", host: "127.0.0.1", port: 1 }).length).toBe(16); // sizeof(struct sockaddr_in)
 });
 
+/** A TCP connection on 127.0.0.1 accepted through `ring`: the Bun client and the accepted descriptor. */
+async function acceptedOnRing(ring: Uring): Promise<{ client: Awaited<ReturnType<typeof Bun.connect>>; fd: number }> {
+  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
+  cleanups.push(() => closeSocket(bound.fd));
+  const accept = once();
+  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
+  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
+  const fd = await accept.result;
+  cleanups.push(() => closeSocket(fd));
+  return { client, fd };
+}
+
 test("a kept provided buffer stays out of the ring, unread by the kernel, until its last hold is given back", async () => {
   const ENOBUFS = 105;
   const ring = Uring.open(2, 0, 4);
@@ -169,13 +181,7 @@ test("a kept provided buffer stays out of the ring, unread by the kernel, until 
     buffers.close();
   });
   expect(buffers.keptBuffersMax).toBe(1);
-  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
-  cleanups.push(() => closeSocket(bound.fd));
-  const accept = once();
-  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
-  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
-  const fd = await accept.result;
-  cleanups.push(() => closeSocket(fd));
+  const { client, fd } = await acceptedOnRing(ring);
 
   // 40 bytes wait before the receive starts: the first CQE's buffer is kept, the second's cannot be (two out > 1).
   const message = new Uint8Array(40).map((_, index) => index + 1);
@@ -228,13 +234,7 @@ test("a multishot receive into provided buffers: a CQE per chunk, -ENOBUFS when 
   cleanups.push(() => ring.close());
   const buffers = new ProvidedBuffers(ring, ring.allocateBufferGroup(), 2, 16);
   cleanups.push(() => buffers.close());
-  const bound = listenStream({ kind: "tcp", host: "127.0.0.1", port: 0 });
-  cleanups.push(() => closeSocket(bound.fd));
-  const accept = once();
-  ring.socketOp(IORING_OP_ACCEPT, bound.fd, 0, 0, 0, SOCK_CLOEXEC, accept.listener, "accept");
-  const client = await Bun.connect({ hostname: "127.0.0.1", port: (bound.address as { port: number }).port, socket: { data: () => {} } });
-  const fd = await accept.result;
-  cleanups.push(() => closeSocket(fd));
+  const { client, fd } = await acceptedOnRing(ring);
 
   // The client's 100 bytes arrive before the receive starts: 2 buffers of 16 take 32 of them, then none is free.
   const message = new Uint8Array(100).map((_, index) => index);
