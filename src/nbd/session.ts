@@ -9,7 +9,8 @@
 //   gives every `data` event a fresh buffer, and this session never writes into received memory. In a transient
 //   chunk (io_uring's receive buffers, valid only while feed() runs) it is a view too when the transport lets the
 //   session keep the chunk's buffer until the WRITE completes (ChunkKeeper: bounded, so the ring keeps buffers to
-//   receive into). A payload split across chunks, or in a transient chunk that cannot be kept, is copied into
+//   receive into). A payload that starts a chunk (its header ended the one before) counts as whole in it. A payload
+//   split across chunks, or in a transient chunk that cannot be kept, is copied into
 //   a buffer of the session's (payload_buffers.ts: size classes up to NBD_ASSEMBLY_BUFFER_BYTES, reused once the WRITE
 //   is answered, so no allocation, zeroing or page faults per payload; larger ones in a new buffer).
 //   So THE DEVICE MAY KEEP THE BUFFER it is given UNTIL THE WRITE COMPLETES (and must never modify it); what it
@@ -302,7 +303,10 @@ export class NbdSession {
   /** A request header split across chunks is gathered here. */
   private readonly headerBuffer = new Uint8Array(NBD_REQUEST_BYTES);
   private headerFilled = 0;
-  /** A WRITE whose payload spans chunks: the buffer being filled and how much of it is. */
+  /**
+   * A WRITE whose payload spans chunks: the buffer being filled (none yet while no byte of it came) and how much of
+   * it is.
+   */
   private payloadSlot: RequestSlot | null = null;
   private payloadFilled = 0;
   /** Bytes of a rejected WRITE's payload still to skip; `discardSlot` gets its error reply after. */
@@ -415,7 +419,8 @@ export class NbdSession {
     assert(this.output.queuedBytes + this.inflightReadBytes < NBD_SESSION_OUTPUT_BYTES_BOUND, "nbd session: reply bytes bounded");
     assert(this.headerFilled < NBD_REQUEST_BYTES, "nbd session: a partial header is less than a header");
     assert(this.payloadBuffers.idleBytes <= PayloadBuffers.IDLE_BYTES_MAX, "nbd session: idle payload buffers bounded");
-    assert(this.payloadSlot === null || this.payloadFilled < this.payloadSlot.payload!.length, "nbd session: a payload being assembled is not complete");
+    const assembling = this.payloadSlot?.payload ?? null;
+    assert(this.payloadSlot === null || (assembling === null ? this.payloadFilled === 0 : this.payloadFilled < assembling.length), "nbd session: a payload being assembled is not complete");
     assert(this.payloadSlot === null || this.discardSlot === null, "nbd session: one partial request at a time");
     assert((this.discardBytes > 0) === (this.discardSlot !== null), "nbd session: bytes to skip belong to a refused WRITE");
     assert(this.state === "open" || (this.backlog.length === 0 && this.payloadSlot === null && this.headerFilled === 0), "nbd session: an ended session holds no input");
@@ -469,7 +474,12 @@ export class NbdSession {
   /** Copies bytes of the WRITE payload being assembled; dispatches the WRITE once it is whole. Returns the new offset. */
   private receivePayload(chunk: Uint8Array, offset: number): number {
     const slot = this.payloadSlot!;
-    const payload = slot.payload!;
+    if (slot.payload === null) {
+      // None of it had come: take it from this chunk as if it had followed its header here.
+      this.payloadSlot = null;
+      return this.takePayload(slot, chunk, offset);
+    }
+    const payload = slot.payload;
     const take = Math.min(payload.length - this.payloadFilled, chunk.length - offset);
     payload.set(chunk.subarray(offset, offset + take), this.payloadFilled);
     this.payloadFilled += take;
@@ -541,10 +551,7 @@ export class NbdSession {
     return this.startWritePayload(slot, chunk, offset);
   }
 
-  /**
-   * A WRITE's payload: skipped if the WRITE is refused; dispatched at once if whole in `chunk` (a view of it, also
-   * of a transient chunk that chunkKeeper keeps; else a pooled copy); else assembled in a pooled buffer.
-   */
+  /** A WRITE's payload: skipped if the WRITE is refused; else taken from `chunk` on (takePayload). */
   private startWritePayload(slot: RequestSlot, chunk: Uint8Array, offset: number): number {
     const length = slot.length;
     if (slot.errno !== 0) {
@@ -553,6 +560,22 @@ export class NbdSession {
       return offset;
     }
     this.inflightWriteBytes += length;
+    if (offset === chunk.length) {
+      // The header ended the chunk. Clients often send a large payload on its own, so it may come whole in the next
+      // chunk: wait for it (payloadSlot with no payload yet) rather than start a copy.
+      this.payloadSlot = slot;
+      this.payloadFilled = 0;
+      return offset;
+    }
+    return this.takePayload(slot, chunk, offset);
+  }
+
+  /**
+   * The payload of `slot` from `chunk[offset..]`: dispatched at once if whole there (a view of it, also of a
+   * transient chunk that chunkKeeper keeps; else a pooled copy); else assembled in a pooled buffer from here on.
+   */
+  private takePayload(slot: RequestSlot, chunk: Uint8Array, offset: number): number {
+    const length = slot.length;
     const whole = chunk.length - offset >= length;
     if (whole && (!this.chunkTransient || this.keepChunk(slot))) {
       slot.payload = chunk.subarray(offset, offset + length);

@@ -10,12 +10,16 @@
 // session's bounds are checked (NbdSession.checkInvariants, plus the bytes it buffers). The stream ends when nothing
 // can happen any more: then the connection must be closed, or the session (or handshake) open and waiting for bytes
 // with reading not paused. A peer hang-up follows, and the session must settle (no call in flight, nothing queued).
+// Chunks may come as NBD on io_uring hands them over (Conditions.transientChunks): receive buffers the session may keep
+// for a WRITE's payload (FuzzKeeper, modelled on ffi/uring_buffers.ts), whose bytes are overwritten the moment their
+// last hold ends, as the kernel would; every payload must still be what it was when the device uses it, and every
+// buffer must be given back once the session settled.
 
 import { IOError } from "../../src/errors.ts";
 import type { BlockDevice, BlockStatusExtent } from "../../src/nbd/block_device.ts";
 import { Handshake, type ExportInfo } from "../../src/nbd/handshake.ts";
 import { OutputQueue, type Transport } from "../../src/nbd/output_queue.ts";
-import { NBD_SESSION_OUTPUT_BYTES_BOUND, NbdSession, newNbdStats, type NbdStats } from "../../src/nbd/session.ts";
+import { NBD_SESSION_OUTPUT_BYTES_BOUND, NbdSession, newNbdStats, type ChunkKeeper, type NbdStats } from "../../src/nbd/session.ts";
 import { NBD_OPTION_BYTES_MAX, NBD_REQUEST_BYTES_MAX } from "../../src/constants.ts";
 import { NBD_OPTION_HEADER_BYTES } from "../../src/nbd/wire.ts";
 import { MemoryBlockDevice } from "../nbd/memory_block_device.ts";
@@ -41,6 +45,10 @@ export interface Conditions {
   /** Let one more chunk arrive after the session paused reading (data already in flight on a real socket). */
   chunkAfterPause: boolean;
   readOnly: boolean;
+  /** Chunks are receive buffers valid only during feed() unless kept (NBD on io_uring); else fresh buffers (Bun). */
+  transientChunks: boolean;
+  /** Share of keep() calls the keeper refuses (a ring with too few buffers left to receive into). */
+  keepRefuseShare: number;
 }
 
 export interface Outcome {
@@ -114,6 +122,50 @@ class FuzzTransport implements Transport {
 }
 
 /**
+ * Receive buffers as ffi/uring_buffers.ts hands them out: the receiver holds a buffer while feed() runs, the session
+ * may keep it for payloads, and when the last hold ends the buffer goes back "to the kernel": its bytes are inverted,
+ * so a payload read after that no longer matches what was received.
+ */
+class FuzzKeeper implements ChunkKeeper {
+  private readonly holds = new Map<number, { count: number; buffer: Uint8Array }>();
+  private nextId = 0;
+
+  constructor(
+    private readonly prng: Prng,
+    private readonly conditions: Conditions,
+  ) {}
+
+  /** A receive buffer holding `bytes` (a copy), held by the receiver until give(id). */
+  receive(bytes: Uint8Array): { id: number; buffer: Uint8Array } {
+    const id = this.nextId++;
+    const buffer = bytes.slice();
+    this.holds.set(id, { count: 1, buffer });
+    return { id, buffer };
+  }
+
+  keep(id: number): boolean {
+    const held = this.holds.get(id);
+    if (held === undefined) throw new FuzzFinding(`keep of receive buffer ${id}, which is back in the ring`);
+    if (this.prng.chance(this.conditions.keepRefuseShare)) return false;
+    held.count += 1;
+    return true;
+  }
+
+  give(id: number): void {
+    const held = this.holds.get(id);
+    if (held === undefined) throw new FuzzFinding(`give of receive buffer ${id}, which is back in the ring`);
+    held.count -= 1;
+    if (held.count > 0) return;
+    this.holds.delete(id);
+    for (let index = 0; index < held.buffer.length; index++) held.buffer[index] = ~held.buffer[index]! & 0xff;
+  }
+
+  get buffersOut(): number {
+    return this.holds.size;
+  }
+}
+
+/**
  * A device (the memory device, or a real volume), with every call held until the run completes it (in a seeded
  * order), or fails it. A released call of the volume takes more than a turn: `running` counts those not settled.
  */
@@ -172,7 +224,12 @@ class SteppedDevice implements BlockDevice {
     return this.hold(() => this.inner.read(offset, length));
   }
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
-    return this.hold(() => this.inner.write(offset, data, fua));
+    // The session may hand over a view of a receive buffer it keeps: it must hold the received bytes until now.
+    const received = data.slice();
+    return this.hold(() => {
+      if (!Buffer.from(data).equals(received)) throw new FuzzFinding(`the payload of a WRITE at ${offset} changed before the device used it`);
+      return this.inner.write(offset, data, fua);
+    });
   }
   flush(): Promise<void> {
     return this.hold(() => this.inner.flush());
@@ -210,6 +267,7 @@ class FuzzConnection {
   readonly output: OutputQueue;
   readonly stats: NbdStats = newNbdStats();
   readonly device: SteppedDevice;
+  readonly keeper: FuzzKeeper;
   handshake: Handshake | null;
   session: NbdSession | null = null;
   sessionRepliesFrom = -1;
@@ -226,6 +284,7 @@ class FuzzConnection {
     inner: BlockDevice | null,
   ) {
     this.transport = new FuzzTransport(prng, conditions, keepSent);
+    this.keeper = new FuzzKeeper(prng, conditions);
     this.output = new OutputQueue(this.transport);
     this.device = new SteppedDevice(inner ?? new MemoryBlockDevice(DEVICE_BYTES, conditions.readOnly), prng, conditions);
     this.output.onFailed = () => {
@@ -243,8 +302,20 @@ class FuzzConnection {
     this.transport.end();
   }
 
-  onData(chunk: Uint8Array): void {
-    if (this.session !== null) return this.session.feed(chunk);
+  /** Bytes received: a fresh buffer, or (transientChunks) a receive buffer held only while this runs, unless kept. */
+  receive(bytes: Uint8Array): void {
+    if (!this.conditions.transientChunks) return this.onData(bytes.slice(), false, -1);
+    const { id, buffer } = this.keeper.receive(bytes);
+    try {
+      this.onData(buffer, true, id);
+    } finally {
+      this.keeper.give(id);
+    }
+  }
+
+  private onData(chunk: Uint8Array, transient: boolean, chunkId: number): void {
+    if (this.session !== null) return this.session.feed(chunk, transient, chunkId);
+    if (transient) chunk = chunk.slice(); // the handshake keeps what it has not parsed, as server.ts's Connection
     if (this.handshake === null || this.end !== null) return;
     const result = this.handshake.feed(chunk);
     if (result.kind === "continue") return;
@@ -263,6 +334,7 @@ class FuzzConnection {
       onProtocolError: (reason) => this.endConnection(`protocol error: ${reason}`),
       onDrainedForEnd: () => this.endConnection("disconnected"),
       onSettled: () => void (this.settledCount += 1),
+      chunkKeeper: this.conditions.transientChunks ? this.keeper : null,
     });
     if (result.leftover.length > 0) this.session.feed(result.leftover);
   }
@@ -321,6 +393,7 @@ class FuzzConnection {
     if (session !== null && (!session.isSettled || this.settledCount !== 1 || session.inflight !== 0)) {
       throw new FuzzFinding(`not settled after the socket closed: settled ${this.settledCount} times, ${session.inflight} in flight`);
     }
+    if (this.keeper.buffersOut !== 0) throw new FuzzFinding(`${this.keeper.buffersOut} receive buffers still kept after the session settled`);
     return steps;
   }
 }
@@ -348,8 +421,9 @@ export async function runStream(stream: Uint8Array, prng: Prng, conditions: Cond
       actions.push(() => {
         if (transport.paused) chunkAfterPauseUsed = true;
         const length = 1 + prng.int(Math.min(conditions.chunkMax, stream.length - cursor));
-        // A fresh buffer per chunk, as Bun gives every data event (the session may keep views of it).
-        connection.onData(stream.slice(cursor, cursor + length));
+        // A fresh buffer per chunk, as Bun gives every data event (the session may keep views of it), or a receive
+        // buffer as on io_uring.
+        connection.receive(stream.subarray(cursor, cursor + length));
         cursor += length;
       });
     }

@@ -3,7 +3,9 @@
 // writes and device calls completing (or failing) in a random order. Whatever the bytes, nothing throws out of the
 // session, every run ends in a bounded number of steps with the connection closed or the session waiting for bytes,
 // and the session's bounds hold after every step (requests in flight, WRITE bytes, reply bytes, buffered input).
-// Valid streams also get exactly one reply per request, and DISC ends the connection. A third of the requests have
+// Valid streams also get exactly one reply per request, and DISC ends the connection. Half the runs receive as NBD on
+// io_uring does (transient receive buffers that WRITE payloads may keep, overwritten once given back): every payload
+// is intact when the device uses it, and every buffer is given back once the session settled. A third of the requests have
 // unaligned offsets or lengths (the export's minimum block size is 1); some valid streams are served by a real volume
 // (test/sim's memory backend and cache device) instead of the memory device, so its any-size I/O answers them all.
 // LSVD_SEED=<n> changes the seed, LSVD_FUZZ_SCALE=<k> multiplies the case counts; a failure prints the command that
@@ -50,6 +52,8 @@ function calm(prng: Prng): Conditions {
     deviceThrowShare: 0,
     chunkAfterPause: prng.chance(0.5),
     readOnly: prng.chance(0.15),
+    transientChunks: prng.chance(0.5),
+    keepRefuseShare: prng.chance(0.5) ? 0 : 0.3,
   };
 }
 

@@ -238,3 +238,37 @@ test("a transient chunk the transport lets the session keep: whole payloads are 
   session.checkInvariants();
   expect(session.inflight).toBe(0);
 });
+
+test("a payload that starts a chunk (its header ended the one before) is whole in it: kept, not copied", async () => {
+  const device = new HoldingDevice();
+  const keeper = new TestKeeper(8);
+  const stats = newNbdStats();
+  const session = testSession(device, new SinkTransport(), stats, keeper);
+  const feedBuffer = (id: number, bytes: Uint8Array): Uint8Array => {
+    const buffer = new Uint8Array(bytes);
+    keeper.receive(id);
+    session.feed(buffer, true, id);
+    keeper.give(id);
+    return buffer;
+  };
+  const header = (index: number, length: number): Uint8Array =>
+    encodeRequestHeader({ flags: 0, type: NBD_CMD_WRITE, cookieHigh: 0, cookieLow: index, offset: index * 65536, length });
+  // Header alone, then the payload whole in the next chunk, followed by the next request's header.
+  feedBuffer(1, header(0, 65536));
+  expect(device.held.length).toBe(0);
+  const second = feedBuffer(2, Buffer.concat([payload(65536, 0), header(1, 8192)]));
+  expect(device.held.length).toBe(1);
+  expect(device.held[0]!.data.buffer).toBe(second.buffer);
+  // That header's payload comes in two chunks: assembled, one copy.
+  feedBuffer(3, payload(8192, 1).subarray(0, 5000));
+  feedBuffer(4, payload(8192, 1).subarray(5000));
+  expect(device.held.length).toBe(2);
+  expect(device.held[1]!.copy).toEqual(payload(8192, 1));
+  expect(stats.payloadCopies).toBe(1);
+  expect([...keeper.holds]).toEqual([[2, 1]]); // the kept payload's hold
+  session.checkInvariants();
+  for (const write of device.held.splice(0)) write.complete();
+  await settle();
+  expect(keeper.holds.size).toBe(0);
+  expect(session.inflight).toBe(0);
+});
