@@ -380,10 +380,6 @@ class Server implements NbdServer {
   /** NBD on io_uring: the receive buffers of every connection; given back once the last connection is gone. */
   private receiveBuffers: ProvidedBuffers | null = null;
 
-  /** What lets sessions on io_uring keep a receive buffer for a WRITE's payload (null: not on io_uring). */
-  get chunkKeeper(): ChunkKeeper | null {
-    return this.receiveBuffers;
-  }
   private readonly listeners: Array<{ listener: BunListener | UringListener; unixPath: string | null; host: string | null; port: number | null; owned: boolean }> = [];
   private readonly connections = new Set<Connection>();
   private connectionsGone: (() => void) | null = null;
@@ -469,6 +465,11 @@ class Server implements NbdServer {
       tcp: (host, port) => bindOrExplain(`${host}:${port}`, () => Bun.listen<Connection | undefined>({ hostname: host, port, data: undefined, socket: handlers })),
       inherited: (fd, address) => bindOrExplain(`inherited descriptor ${fd} (${describeSocketAddress(address)})`, () => listenFd({ fd, data: undefined, socket: handlers })),
     };
+  }
+
+  /** What lets sessions on io_uring keep a receive buffer for a WRITE's payload (null: not on io_uring). */
+  get chunkKeeper(): ChunkKeeper | null {
+    return this.receiveBuffers;
   }
 
   /** Listeners of NBD on io_uring: bound here (or inherited), accepting through the ring; one receive-buffer ring. */

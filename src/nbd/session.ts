@@ -129,7 +129,7 @@ export interface NbdStats {
   replyWrites: number;
   /**
    * WRITE payloads copied into the session's payload buffers: split across received chunks, or in a transient chunk
-   * the transport could not let the session keep (a payload in the backlog, itself a copy, is not counted again).
+   * the transport could not let the session keep (a payload taken whole from the backlog is not counted).
    */
   payloadCopies: number;
 }
