@@ -26,6 +26,8 @@ const BUF_BYTES = 16;
 const BUF_REG_BYTES = 40;
 const PAGE_BYTES = 4096;
 const TWO_POW_32 = 4294967296;
+/** Share of the buffers keep() leaves for receiving: with 64 buffers, 16 stay in the ring however many are kept. */
+const RECEIVING_SHARE_MIN = 1 / 4;
 
 export class ProvidedBuffers {
   private readonly ringMemory: number;
@@ -53,7 +55,7 @@ export class ProvidedBuffers {
     assert(Number.isSafeInteger(bufferBytes) && bufferBytes > 0 && bufferBytes < TWO_POW_32, "buffer size fits u32");
     this.mask = entries - 1;
     this.holds = new Uint32Array(entries);
-    this.keptBuffersMax = Math.max(1, entries - Math.ceil(entries / 4));
+    this.keptBuffersMax = Math.max(1, entries - Math.ceil(entries * RECEIVING_SHARE_MIN));
     this.ringMemory = allocAligned(entries * BUF_BYTES, PAGE_BYTES);
     this.bufferMemory = allocAligned(entries * bufferBytes, PAGE_BYTES);
     this.words = new Uint32Array(viewMemory(this.ringMemory, entries * BUF_BYTES));
