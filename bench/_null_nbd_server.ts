@@ -5,11 +5,13 @@
 // Usage: bun bench/_null_nbd_server.ts SOCKET_PATH [SIZE_BYTES]   (SIGTERM or SIGINT stops it, exit 0, after one line
 // on stderr: requests per socket read and replies per socket write, NbdStats' batching counters)
 // With LSVD_BENCH_METRICS=1, lsvd serve's per-request metrics are recorded too (bench/metrics_overhead.sh).
+// With LSVD_BENCH_NBD_IO=uring, NBD runs on io_uring as in lsvd serve (--nbd-io uring), else on Bun's sockets.
 
-import { NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../src/constants.ts";
+import { NBD_REQUEST_BYTES_MAX, NBD_URING_SOCKET_SLOTS, PAGE_BYTES, SECTOR_BYTES, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH } from "../src/constants.ts";
 import type { BlockDevice, BlockStatusExtent } from "../src/nbd/block_device.ts";
 import { startNbdServer } from "../src/nbd/server.ts";
 import { ServeMetrics } from "../src/cli/serve_metrics.ts";
+import { Uring } from "../ffi/uring.ts";
 
 const [socketPath, sizeText = String(1024 ** 3)] = process.argv.slice(2);
 if (socketPath === undefined) {
@@ -57,12 +59,14 @@ const metrics =
   process.env.LSVD_BENCH_METRICS === "1"
     ? new ServeMetrics({ nbd: () => null, volume: () => null, retries: () => ({ retries: 0, timeouts: 0 }), state: () => "serving", recoverySeconds: () => 0, adminConnections: () => 0 })
     : null;
-const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)", requestObserver: metrics?.nbdObserver });
+const ring = process.env.LSVD_BENCH_NBD_IO === "uring" ? Uring.open(URING_QUEUE_DEPTH, URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS) : undefined;
+const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)", requestObserver: metrics?.nbdObserver, ring });
 let stopping = false;
 const stop = async (): Promise<void> => {
   if (stopping) return;
   stopping = true;
   await server.close();
+  await ring?.close();
   // How well both sides batched: requests per socket read, replies per socket write.
   const stats = server.stats();
   const requests = stats.reads + stats.writes + stats.flushes + stats.trims + stats.writeZeroes + stats.blockStatuses + stats.caches;

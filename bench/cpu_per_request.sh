@@ -7,7 +7,8 @@
 #   nbdkit-nocache  the same with cache=none: nbdkit pushes each write's pages to the disk (sync_file_range) and
 #                evicts them, a window behind, so its writes reach the device as lsvd's journal writes do (yet
 #                still acknowledged before they get there, and never flushed unless the client asks)
-#   null-device  lsvd's own NBD layer (src/nbd/) over a device that does nothing (bench/_null_nbd_server.ts, by bun)
+#   null-device  lsvd's own NBD layer (src/nbd/) over a device that does nothing (bench/_null_nbd_server.ts, by bun),
+#                on io_uring as `lsvd serve` by default (NULL_NBD_IO)
 # lsvd minus null-device is what the volume below the protocol costs (journal, map, batches, puts); null-device against
 # nbdkit compares the protocol layers. On a machine where client and server share the cores, server CPU per request is
 # what bounds IOPS, which is why the data-path bench's ratios follow it.
@@ -38,6 +39,8 @@
 #        LSVD_B_BACKEND_PARENT  where lsvd-b's file backend goes (default the temp dir; e.g. /dev/shm: what the
 #                    backend's object writes cost on the cache's disk, lsvd against lsvd-b)
 #        LSVD_BIN    the lsvd engine's binary (default dist/lsvd)
+#        NULL_NBD_IO uring (default, as lsvd serve's --nbd-io auto here) or socket (Bun's sockets): the null-device's
+#                    transport
 #        LSVD_BACKEND, LSVD_B_BACKEND  file (default) or rados: the volume in a pool of a single-node Ceph this script
 #                    starts itself (test/ceph/up.sh in a fresh state directory, memstore OSD, free ports) and stops on
 #                    exit, also on failure; never one it did not start. A fresh volume per run, its objects deleted
@@ -160,7 +163,7 @@ start_server() { # engine
       ;;
     nbdkit) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" >>"$work/server.log" 2>&1 & ;;
     nbdkit-nocache) nbdkit --exit-with-parent -U "$sock" -f file "$nbdkit_img" cache=none >>"$work/server.log" 2>&1 & ;;
-    null-device) "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;
+    null-device) LSVD_BENCH_NBD_IO="${NULL_NBD_IO:-uring}" "$bun" "$here/_null_nbd_server.ts" "$sock" "$((size_mib * 1024 * 1024))" >>"$work/server.log" 2>&1 & ;;
   esac
   server_pid=$!
   local deadline=$((SECONDS + start_timeout_s))
