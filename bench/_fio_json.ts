@@ -14,7 +14,7 @@ interface FioDirection {
   iops: number;
   bw: number; // KiB/s
   io_bytes: number;
-  clat_ns?: { percentile?: Record<string, number> };
+  clat_ns?: { percentile?: Record<string, number>; max?: number };
   lat_ns?: { mean: number };
 }
 
@@ -55,4 +55,6 @@ result.clientCpuUsPerIo =
 result.latMeanUs = side.lat_ns === undefined ? null : Math.round(side.lat_ns.mean / 100) / 10;
 result.clatP50Us = percentileUs("50.000000");
 result.clatP99Us = percentileUs("99.000000");
+result.clatP999Us = percentileUs("99.900000");
+result.clatMaxUs = side.clat_ns?.max === undefined ? null : Math.round(side.clat_ns.max / 100) / 10;
 console.log(JSON.stringify(result));

@@ -22,6 +22,10 @@
 #        CACHE_MIB  cache size (default 256; the write journal is half of it)
 #        TMP_PARENT  where the temp dir goes (default /var/tmp; refused if tmpfs)
 #        VARIANTS  binaries to compare, alternated run by run: "NAME=PATH ..." (default "current=" LSVD_BIN or dist/lsvd)
+#        SERVE_ARGS  more `lsvd serve` arguments for every run (e.g. "--gc-threshold 0.3")
+#        FILL      "seq" (default): fill the volume with 1 MiB writes first; "none": the random writes start on a fresh
+#                  volume and fill it themselves (a new disk written at random; the ratios count the whole volume as
+#                  live, so they read low until it is full)
 set -euo pipefail
 
 bench_name=gc-pace
@@ -72,11 +76,12 @@ sample_backend() {
 one_run() {
   local variant="$1" mode="$2" batch="$3" run="$4"
   lsvd="${variant#*=}"
-  log "${variant%%=*}: batch $batch, $mode, run $run: fill ${size_mib} MiB, then ${runtime} s of 4 KiB random writes"
+  log "${variant%%=*}: batch $batch, $mode, run $run: fill ${size_mib} MiB (${FILL:-seq}), then ${runtime} s of 4 KiB random writes"
   local extra=(--batch-size "$batch")
   if [[ "$mode" == no-gc ]]; then extra+=(--no-gc); fi
+  if [[ -n "${SERVE_ARGS:-}" ]]; then read -r -a more <<<"$SERVE_ARGS" && extra+=("${more[@]}"); fi
   gc_start_fresh "$cache_mib" "${extra[@]}"
-  gc_fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null
+  if [[ "${FILL:-seq}" == seq ]]; then gc_fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null; fi
   local samples="$work/vol/samples"
   : >"$samples"
   sample_backend "$samples" &
@@ -99,8 +104,12 @@ live = int(size_mib) << 20
 series = [(int(ms) / 1000, int(b) / live) for ms, b in (line.split() for line in open(samples) if line.strip())]
 warm = [r for t, r in series if t >= int(warmup_s)] or [series[-1][1]]
 m = re.search(r"gc cleaned (\d+) objects \(([\d.]+ \w+) copied\) and deleted (\d+)", stopline)
+waits = re.search(r"(\d+) client writes waited for backend space \(([\d.]+) s in all\)", stopline)
+fio = json.loads(fio)
 print(json.dumps({
-    "variant": variant, "mode": mode, "batch": batch, "run": int(run), "gc_log": gclog.splitlines(), "iops": json.loads(fio)["iops"],
+    "variant": variant, "mode": mode, "batch": batch, "run": int(run), "gc_log": gclog.splitlines(), "iops": fio["iops"],
+    "clat_p99_us": fio["clatP99Us"], "clat_p999_us": fio["clatP999Us"], "clat_max_us": fio["clatMaxUs"],
+    "space_waits": int(waits.group(1)) if waits else 0, "space_wait_s": float(waits.group(2)) if waits else 0.0,
     "ratio_max": max(warm), "ratio_median": statistics.median(warm), "ratio_last": warm[-1],
     "ratio_after_stop": int(after) / live, "series": [[round(t), round(r, 3)] for t, r in series],
     "gc_cleaned": int(m.group(1)) if m else 0, "gc_copied": m.group(2) if m else "0 B", "gc_deleted": int(m.group(3)) if m else 0,
@@ -117,12 +126,13 @@ for run in $(seq "$runs"); do
   done
 done
 
-python3 - "$results" "$runtime" "$runs" "$size_mib" "$warmup_s" "$cache_mib" "${rate_iops:-0}" <<'PY'
+python3 - "$results" "$runtime" "$runs" "$size_mib" "$warmup_s" "$cache_mib" "${rate_iops:-0}" "${FILL:-seq}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-runtime, runs, size_mib, warmup_s, cache_mib, rate_iops = (int(v) for v in sys.argv[2:])
+runtime, runs, size_mib, warmup_s, cache_mib, rate_iops = (int(v) for v in sys.argv[2:8])
+fill = sys.argv[8]
 rate = f" capped at {rate_iops} IOPS" if rate_iops else ""
-print(f"4 KiB random writes QD32{rate} for {runtime} s over a filled {size_mib} MiB volume ({cache_mib} MiB cache), file backend")
+print(f"4 KiB random writes QD32{rate} for {runtime} s over a {size_mib} MiB volume (fill: {fill}) ({cache_mib} MiB cache), file backend")
 print("backend bytes / live bytes")
 print(f"after {warmup_s} s; medians of {runs} (min-max over runs in brackets)")
 print(f"{'batch':6} {'variant/mode':20} {'IOPS':>22} {'ratio max':>20} {'ratio median':>20} {'ratio last':>10}")
@@ -145,5 +155,17 @@ for batch in dict.fromkeys(r["batch"] for r in rows):
             pairs = [g["iops"] / n["iops"] for g in same for n in same if g["run"] == n["run"] and g["mode"] == "gc" and n["mode"] == "no-gc"]
             modes["iops_ratio_gc_over_nogc"] = modes["gc"]["iops"] / modes["no-gc"]["iops"]
             print(f"{batch:6} {variant}: client IOPS with GC / without: {modes['iops_ratio_gc_over_nogc']:.3f} (pairs {min(pairs):.2f}-{max(pairs):.2f})")
+print("client latency (p99.9, max) and writes that waited for backend space (count, seconds in all), medians")
+print(f"{'batch':6} {'variant/mode':20} {'p99.9 ms':>10} {'max ms':>10} {'space waits':>12} {'wait s':>10} {'IOPS / ' + variants[0]:>14}")
+for batch in dict.fromkeys(r["batch"] for r in rows):
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        base = [r["iops"] for r in rows if r["batch"] == batch and r["mode"] == mode and r["variant"] == variants[0]]
+        for variant in variants:
+            got = [r for r in rows if r["batch"] == batch and r["mode"] == mode and r["variant"] == variant]
+            if not got or not base:
+                continue
+            med = lambda key: statistics.median((r.get(key) or 0) for r in got)
+            ratio = statistics.median(r["iops"] for r in got) / statistics.median(base)
+            print(f"{batch:6} {variant + '/' + mode:20} {med('clat_p999_us') / 1000:10.2f} {med('clat_max_us') / 1000:10.1f} {med('space_waits'):12.0f} {med('space_wait_s'):10.1f} {ratio:14.2f}")
 print("RESULT " + json.dumps({"runtime_s": runtime, "runs": runs, "size_mib": size_mib, "warmup_s": warmup_s, "cache_mib": cache_mib, "rate_iops": rate_iops, "summary": summary, "rows": rows}))
 PY
