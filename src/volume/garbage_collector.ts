@@ -232,7 +232,7 @@ export class GarbageCollector implements SpaceSource {
     if (durableSeq > this.ledger.countedUpTo) this.ledger.countDurable(durableSeq, false);
     const { spaceBytes } = this.ledger;
     if (spaceBytes !== this.spaceViewOf.spaceBytes || this.liveBytes !== this.spaceViewOf.liveBytes) {
-      this.spaceView.overHighWater = spaceOverHighWater(spaceBytes, this.liveBytes);
+      this.spaceView.overHighWater = spaceOverHighWater(spaceBytes, this.liveBytes, this.options.threshold);
       this.spaceViewOf = { spaceBytes, liveBytes: this.liveBytes };
     }
     this.spaceView.reclaimable = this.retired.size > 0 || this.reclaimableAtScan > 0;

@@ -26,6 +26,7 @@ import {
   GC_ROUND_SPEEDUP_MAX,
   GC_WAITING_LIVE_SHARE,
   SPACE_HIGH_WATER_RATIO,
+  SPACE_HIGH_WATER_THRESHOLD_SHARE,
 } from "../constants.ts";
 import { assert } from "../errors.ts";
 
@@ -130,7 +131,7 @@ export interface SpaceGateInput {
   closing: boolean;
   /** This write has waited SPACE_WAIT_MS_MAX already. */
   waitedOut: boolean;
-  /** The objects the collector may clean or delete hold more than SPACE_HIGH_WATER_RATIO times the live data. */
+  /** The objects the collector may clean or delete hold more than spaceHighWaterRatio(threshold) times the live data. */
   overHighWater: boolean;
   /** The collector has something it can free: retired objects, or candidates with dead bytes (snapshot pins excluded). */
   reclaimable: boolean;
@@ -174,9 +175,20 @@ export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
   return spaceGateDecide(input.closing, input.waitedOut, input.overHighWater, input.reclaimable);
 }
 
-/** Whether the bytes the collector may free and the live data stand above SPACE_HIGH_WATER_RATIO times the live data. */
-export function spaceOverHighWater(spaceBytes: number, liveBytes: number): boolean {
+/**
+ * The high-water mark, in times the live data, for a collector that cleans objects less than `threshold` live:
+ * SPACE_HIGH_WATER_RATIO, or more where the threshold cannot hold that (SPACE_HIGH_WATER_THRESHOLD_SHARE); none (Infinity)
+ * at threshold 0, where only objects with nothing live are ever freed.
+ */
+export function spaceHighWaterRatio(threshold: number): number {
+  assert(threshold >= 0 && threshold < 1, `a GC threshold in [0, 1), not ${threshold}`);
+  if (threshold === 0) return Infinity;
+  return Math.max(SPACE_HIGH_WATER_RATIO, SPACE_HIGH_WATER_THRESHOLD_SHARE / threshold);
+}
+
+/** Whether the bytes the collector may free stand above spaceHighWaterRatio(threshold) times the live data. */
+export function spaceOverHighWater(spaceBytes: number, liveBytes: number, threshold: number): boolean {
   checkBytes(spaceBytes, "space");
   checkBytes(liveBytes, "live");
-  return spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
+  return spaceBytes > spaceHighWaterRatio(threshold) * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR);
 }

@@ -20,8 +20,9 @@ import {
   GC_THRESHOLD_DEFAULT,
   GC_WAITING_LIVE_SHARE,
   SPACE_HIGH_WATER_RATIO,
+  SPACE_HIGH_WATER_THRESHOLD_SHARE,
 } from "../../src/constants.ts";
-import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, SPACE_GATE_RULES, spaceGateAction, spaceOverHighWater, type GcObservation } from "../../src/volume/gc_pace.ts";
+import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, SPACE_GATE_RULES, spaceGateAction, spaceHighWaterRatio, spaceOverHighWater, type GcObservation } from "../../src/volume/gc_pace.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -226,14 +227,39 @@ describe("spaceGateAction (the space gate's rule as data)", () => {
     expect(Object.keys(SPACE_GATE_RULES.at(-1)!.when)).toEqual([]);
   });
 
-  test("the high-water mark: over only above SPACE_HIGH_WATER_RATIO times the live data (an empty volume counts as GC_LIVE_BYTES_FLOOR)", () => {
+  test("the high-water mark: over only above SPACE_HIGH_WATER_RATIO times the live data (an empty volume counts as GC_LIVE_BYTES_FLOOR) at the default threshold", () => {
     for (const liveBytes of BYTES)
       for (const spaceBytes of BYTES) {
-        const over = spaceOverHighWater(spaceBytes, liveBytes);
+        const over = spaceOverHighWater(spaceBytes, liveBytes, GC_THRESHOLD_DEFAULT);
         expect(over).toBe(spaceBytes > SPACE_HIGH_WATER_RATIO * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR));
       }
-    expect(spaceOverHighWater(2 * MIB, MIB)).toBe(true);
-    expect(spaceOverHighWater(MIB + MIB / 2, MIB)).toBe(false);
-    expect(() => spaceOverHighWater(-1, MIB)).toThrow();
+    expect(spaceOverHighWater(2 * MIB, MIB, GC_THRESHOLD_DEFAULT)).toBe(true);
+    expect(spaceOverHighWater(MIB + MIB / 2, MIB, GC_THRESHOLD_DEFAULT)).toBe(false);
+    expect(() => spaceOverHighWater(-1, MIB, GC_THRESHOLD_DEFAULT)).toThrow();
+  });
+
+  test("the mark rises for thresholds the fixed ratio does not fit: never below SPACE_HIGH_WATER_RATIO, none at 0", () => {
+    expect(spaceHighWaterRatio(GC_THRESHOLD_DEFAULT)).toBe(SPACE_HIGH_WATER_RATIO);
+    expect(spaceHighWaterRatio(0)).toBe(Infinity);
+    expect(spaceHighWaterRatio(0.3)).toBeCloseTo(3, 12);
+    let previous = Infinity;
+    for (let step = 0; step < 100; step++) {
+      const threshold = step / 100;
+      const ratio = spaceHighWaterRatio(threshold);
+      // The fixed ratio, or the share of the worst case 1/threshold the collector can be held to, whichever is more.
+      expect(ratio).toBe(threshold === 0 ? Infinity : Math.max(SPACE_HIGH_WATER_RATIO, SPACE_HIGH_WATER_THRESHOLD_SHARE / threshold));
+      expect(ratio).toBeGreaterThanOrEqual(SPACE_HIGH_WATER_RATIO);
+      expect(ratio).toBeLessThanOrEqual(previous); // a higher threshold never raises the mark
+      previous = ratio;
+      for (const liveBytes of BYTES)
+        for (const spaceBytes of BYTES) {
+          expect(spaceOverHighWater(spaceBytes, liveBytes, threshold)).toBe(spaceBytes > ratio * Math.max(liveBytes, GC_LIVE_BYTES_FLOOR));
+        }
+    }
+    // Twice the live data is over the default's mark, not over that of a collector told to clean below 0.3.
+    expect(spaceOverHighWater(2 * GIB, GIB, 0.3)).toBe(false);
+    expect(spaceOverHighWater(2 * GIB, GIB, 0)).toBe(false);
+    expect(() => spaceHighWaterRatio(1)).toThrow();
+    expect(() => spaceHighWaterRatio(-0.1)).toThrow();
   });
 });

@@ -101,4 +101,31 @@ describe("space back-pressure", () => {
     if (problem) throw new Error(`data after the waits: ${problem}`);
     await volume.close();
   });
+
+  test("the mark follows --gc-threshold: twice the live data is over it at the default, not for a collector told to clean below 0.3", async () => {
+    const overAt = async (gcThreshold: number): Promise<{ over: boolean; ratio: number }> => {
+      const world = await makeWorld(702, { volumeBytes: 4 * 1024 * 1024 });
+      const model = new VolumeModel(world.volumeBytes);
+      const volume = await openVolume(world, { ...OPTIONS, gcThreshold });
+      for (let offset = 0; offset < world.volumeBytes; offset += CHUNK) await writeAt(volume, world, model, offset, CHUNK);
+      await settle(volume);
+      await volume.collectGarbage(); // counts the live data (the whole volume from now on); nothing to clean
+      // Every other block twice: the first objects stay half live (a candidate for neither threshold), the second
+      // ones die whole. The backend holds about twice the live data, and no round has run to free any of it.
+      for (let pass = 0; pass < 2; pass++) for (let block = 0; block < world.volumeBytes / BLOCK; block += 2) await writeAt(volume, world, model, block * BLOCK, BLOCK);
+      await settle(volume);
+      const collector = (volume as unknown as { gc: { spaceState(): { overHighWater: boolean }; ledger: { spaceBytes: number } } }).gc;
+      const over = collector.spaceState().overHighWater;
+      const ratio = collector.ledger.spaceBytes / world.volumeBytes;
+      const problem = model.diff(0, await volume.read(0, world.volumeBytes));
+      if (problem) throw new Error(`data: ${problem}`);
+      await volume.close();
+      return { over, ratio };
+    };
+    const atDefault = await overAt(0.5);
+    expect(atDefault.ratio).toBeGreaterThan(1.8);
+    expect(atDefault.ratio).toBeLessThan(3);
+    expect(atDefault.over).toBe(true);
+    expect((await overAt(0.3)).over).toBe(false);
+  });
 });
