@@ -107,7 +107,9 @@ ${READ_CACHE_DEVICE_HELP}
   --batch-size SIZE      backend object data size (default ${BATCH_BYTES_DEFAULT / 1024 / 1024}m, ${formatSize(BATCH_BYTES_MIN)}..${formatSize(BATCH_BYTES_MAX)})
   --batch-idle-ms MS     put a partial batch after this long without writes (default ${BATCH_IDLE_MS_DEFAULT})
   --gc-threshold F       garbage collection copies the live data of objects whose live share is below F
-                         (default ${GC_THRESHOLD_DEFAULT}; 0: only delete objects with no live data left)
+                         (default ${GC_THRESHOLD_DEFAULT}; 0: only delete objects with no live data left). A lower F
+                         copies less and lets the backend hold more: writes wait for space only while it
+                         holds over 1.8x the live data (0.9/F x for F below 0.5; never for F = 0)
   --no-gc                no garbage collection: objects are never deleted
   --handshake-timeout-ms MS
                          a client must finish negotiating this long after its greeting, or it is
