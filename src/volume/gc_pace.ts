@@ -131,7 +131,7 @@ export interface SpaceGateInput {
   closing: boolean;
   /** This write has waited SPACE_WAIT_MS_MAX already. */
   waitedOut: boolean;
-  /** The objects the collector may clean or delete hold more than spaceHighWaterRatio(threshold) times the live data. */
+  /** The objects the collector may clean or delete hold more than spaceHighWaterRatio(threshold) x the live data. */
   overHighWater: boolean;
   /** The collector has something it can free: retired objects, or candidates with dead bytes (snapshot pins excluded). */
   reclaimable: boolean;
@@ -177,8 +177,8 @@ export function spaceGateAction(input: SpaceGateInput): SpaceGateAction {
 
 /**
  * The high-water mark, in times the live data, for a collector that cleans objects less than `threshold` live:
- * SPACE_HIGH_WATER_RATIO, or more where the threshold cannot hold that (SPACE_HIGH_WATER_THRESHOLD_SHARE); none (Infinity)
- * at threshold 0, where only objects with nothing live are ever freed.
+ * SPACE_HIGH_WATER_RATIO, or more where the threshold cannot hold that (SPACE_HIGH_WATER_THRESHOLD_SHARE / threshold);
+ * none (Infinity) at threshold 0, where only objects with nothing live are ever freed.
  */
 export function spaceHighWaterRatio(threshold: number): number {
   assert(threshold >= 0 && threshold < 1, `a GC threshold in [0, 1), not ${threshold}`);

@@ -1,7 +1,8 @@
 // Space back-pressure on the real volume code (sim world: memory store, memory cache device), with the collector's
 // rounds driven by hand and a space wait bound of an hour, so that a write released at all was released by the
 // collector's progress, never by its bound: garbage that a snapshot pins never makes a write wait, and garbage the
-// collector can free makes writes wait only until its rounds free it, while the snapshot still pins its objects.
+// collector can free makes writes wait only until its rounds free it, while the snapshot still pins its objects. The
+// mark follows --gc-threshold: a collector told to clean only objects less than 0.3 live is not held to 1.8x.
 // Nothing here depends on timing (docs/architecture.md, "Space back-pressure").
 
 import { describe, expect, test } from "bun:test";
