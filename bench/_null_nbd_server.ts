@@ -7,11 +7,11 @@
 // With LSVD_BENCH_METRICS=1, lsvd serve's per-request metrics are recorded too (bench/metrics_overhead.sh).
 // With LSVD_BENCH_NBD_IO=uring, NBD runs on io_uring as in lsvd serve (--nbd-io uring), else on Bun's sockets.
 
-import { NBD_REQUEST_BYTES_MAX, NBD_URING_SOCKET_SLOTS, PAGE_BYTES, SECTOR_BYTES, URING_POLL_IDLE_TURNS, URING_QUEUE_DEPTH } from "../src/constants.ts";
+import { NBD_REQUEST_BYTES_MAX, PAGE_BYTES, SECTOR_BYTES } from "../src/constants.ts";
 import type { BlockDevice, BlockStatusExtent } from "../src/nbd/block_device.ts";
 import { startNbdServer } from "../src/nbd/server.ts";
 import { ServeMetrics } from "../src/cli/serve_metrics.ts";
-import { Uring } from "../ffi/uring.ts";
+import { openNbdRing } from "../src/cli/serve_start.ts";
 
 const [socketPath, sizeText = String(1024 ** 3)] = process.argv.slice(2);
 if (socketPath === undefined) {
@@ -59,7 +59,7 @@ const metrics =
   process.env.LSVD_BENCH_METRICS === "1"
     ? new ServeMetrics({ nbd: () => null, volume: () => null, retries: () => ({ retries: 0, timeouts: 0 }), state: () => "serving", recoverySeconds: () => 0, adminConnections: () => 0 })
     : null;
-const ring = process.env.LSVD_BENCH_NBD_IO === "uring" ? Uring.open(URING_QUEUE_DEPTH, URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS) : undefined;
+const ring = process.env.LSVD_BENCH_NBD_IO === "uring" ? openNbdRing(0) : undefined;
 const server = await startNbdServer({ device: new NullDevice(), socketPath, description: "null device (bench)", requestObserver: metrics?.nbdObserver, ring });
 let stopping = false;
 const stop = async (): Promise<void> => {

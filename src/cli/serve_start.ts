@@ -118,12 +118,17 @@ export function nbdRingFrom(parsed: Parsed, volumes: number, info: LogFn): Uring
   if (mode === "uring" && (parsed.values.tls ?? "off") !== "off") throw new InvalidArgumentError("--nbd-io uring offers no TLS: leave --tls off, or serve TLS with --nbd-io socket");
   if (mode === "auto" && nbdRingUnfit(parsed) !== null) return null;
   try {
-    return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
+    return openNbdRing(volumes);
   } catch (error) {
     if (mode === "uring" || !(error instanceof IOError)) throw error;
     info(`NBD on Bun's sockets (--nbd-io auto): ${error.message}`);
     return null;
   }
+}
+
+/** The ring NBD on io_uring and `volumes` cache devices share (also the bench's null device's, with 0 volumes). */
+export function openNbdRing(volumes: number): Uring {
+  return Uring.open(Math.min(4096, URING_QUEUE_DEPTH * Math.max(1, volumes)), URING_POLL_IDLE_TURNS, NBD_URING_SOCKET_SLOTS);
 }
 
 function nbdIoMode(parsed: Parsed): "auto" | "socket" | "uring" {
