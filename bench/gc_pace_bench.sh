@@ -39,6 +39,8 @@ modes="${MODES:-gc no-gc}"
 rate_iops="${RATE_IOPS:-}"
 cache_mib="${CACHE_MIB:-256}"
 tmp_parent="${TMP_PARENT:-/var/tmp}"
+fill="${FILL:-seq}"
+read -r -a serve_args <<<"${SERVE_ARGS:-}"
 source "$(dirname "$0")/_gc_serve.sh"
 variants="${VARIANTS:-current=$lsvd}"
 
@@ -49,6 +51,7 @@ variants="${VARIANTS:-current=$lsvd}"
 [[ "$warmup_s" =~ ^[0-9]+$ && "$warmup_s" -lt "$runtime" ]] || die "WARMUP_S must be below RUNTIME"
 [[ -z "$rate_iops" || "$rate_iops" =~ ^[0-9]+$ ]] || die "RATE_IOPS must be a whole number"
 [[ "$cache_mib" =~ ^[0-9]+$ && "$cache_mib" -ge 64 ]] || die "CACHE_MIB must be >= 64"
+[[ "$fill" == seq || "$fill" == none ]] || die "FILL must be seq or none"
 for variant in $variants; do
   [[ "$variant" == *=* && -x "${variant#*=}" ]] || die "VARIANTS: '$variant' is not NAME=an executable lsvd"
 done
@@ -76,12 +79,11 @@ sample_backend() {
 one_run() {
   local variant="$1" mode="$2" batch="$3" run="$4"
   lsvd="${variant#*=}"
-  log "${variant%%=*}: batch $batch, $mode, run $run: fill ${size_mib} MiB (${FILL:-seq}), then ${runtime} s of 4 KiB random writes"
-  local extra=(--batch-size "$batch")
+  log "${variant%%=*}: batch $batch, $mode, run $run: fill ${size_mib} MiB ($fill), then ${runtime} s of 4 KiB random writes"
+  local extra=(--batch-size "$batch" "${serve_args[@]}")
   if [[ "$mode" == no-gc ]]; then extra+=(--no-gc); fi
-  if [[ -n "${SERVE_ARGS:-}" ]]; then read -r -a more <<<"$SERVE_ARGS" && extra+=("${more[@]}"); fi
   gc_start_fresh "$cache_mib" "${extra[@]}"
-  if [[ "${FILL:-seq}" == seq ]]; then gc_fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null; fi
+  if [[ "$fill" == seq ]]; then gc_fio_nbd --rw=write --bs=1m --iodepth=8 >/dev/null; fi
   local samples="$work/vol/samples"
   : >"$samples"
   sample_backend "$samples" &
@@ -126,7 +128,7 @@ for run in $(seq "$runs"); do
   done
 done
 
-python3 - "$results" "$runtime" "$runs" "$size_mib" "$warmup_s" "$cache_mib" "${rate_iops:-0}" "${FILL:-seq}" <<'PY'
+python3 - "$results" "$runtime" "$runs" "$size_mib" "$warmup_s" "$cache_mib" "${rate_iops:-0}" "$fill" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 runtime, runs, size_mib, warmup_s, cache_mib, rate_iops = (int(v) for v in sys.argv[2:8])
