@@ -249,11 +249,11 @@ export const GC_ROUND_READ_BYTES_MAX = 256 * 1024 * 1024;
 export const GC_READ_INFLIGHT_BYTES_MAX = 16 * 1024 * 1024;
 export const GC_VICTIMS_INFLIGHT_MAX = 16;
 /**
- * Victim extents GC copies from per event-loop turn (garbage_collector.ts copyLiveRuns): a victim of 4 KiB random
+ * Victim extents GC copies from per event-loop turn (garbage_collector.ts queueCopies): a victim of 4 KiB random
  * writes has ~2,000 extents, whose lookups and copies held the loop for 10-35 ms in one turn (bench/loop_stalls.sh).
  */
 export const GC_CLEAN_SLICE_EXTENTS = 128;
-/** The largest copy GC hands the write path at once (a live run longer than this goes as several). */
+/** The largest copy GC hands the write path at once (an extent longer than this goes as several: copyExtents). */
 export const GC_COPY_BYTES_MAX = 1024 * 1024;
 /** A victim whose cleaning failed is not tried again for this long. */
 export const GC_VICTIM_RETRY_MS = 60_000;

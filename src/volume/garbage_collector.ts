@@ -17,16 +17,15 @@
 //    (noteCheckpoints): a round can spend a while cleaning, and what became deletable meanwhile should not wait for
 //    it. Passes never overlap (one chain), and at most one waits to start.
 // 3. Clean victims, least live first, until their dead bytes reach the budget (their whole size bounded too), a few
-//    at a time: read each whole and check its CRCs, find the runs the map still points at, and queue them as copies
-//    (WritePath.copy), which write only what is still live when their record forms. Once a victim's copies are
+//    at a time: read each whole and check its CRCs, and queue its extents as copies (WritePath.copyExtents), which
+//    write only what the map still points at in the victim when their record forms. Once a victim's copies are
 //    journaled it holds no live sector, and is retired.
 // 4. Ask for checkpoints if retirees wait and one is due (gcCheckpointDue), CHECKPOINTS_KEPT back to back when what
 //    waits pays for them (gcCheckpointBurst); again whenever the last one asked for is named.
 //
-// Why copies queued at once never overlap (WritePath.copy relies on it): the map only ever moves an LBA to a newer
-// object, never back to an older one, so an LBA the map pointed into victim A cannot later point into victim B (both
-// durable, older than every object a copy goes to); and a round waits for all its copies before the next round looks
-// at the map again.
+// Why copies queued at once never write a sector twice (WritePath.copyExtents relies on it): a copy keeps only the
+// sectors the map points at in its victim when its record forms, and each sector has one place in the map; once a
+// copy's record forms, the map points that sector at the new object, so any other copy of it finds it superseded.
 //
 // When a retired object may be deleted. Retiring object V when the log's next seq is R: every checkpoint that the
 // durable superblock names has seq >= R (so V < R <= each of them), and no read in flight will fetch from V
@@ -44,7 +43,6 @@
 
 import {
   GC_CLEAN_SLICE_EXTENTS,
-  GC_COPY_BYTES_MAX,
   GC_DELETES_PER_ROUND_MIN,
   GC_DELETES_INFLIGHT_MAX,
   GC_LIVE_BYTES_FLOOR,
@@ -70,11 +68,12 @@ import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
 import type { ObjectInfo, ObjectTable } from "./object_table.ts";
 import type { SnapshotPins } from "./snapshots.ts";
+import type { CopySource } from "./write/record_former.ts";
 import type { SpaceSource } from "./write/space_gate.ts";
 
 /** What the collector needs of the write path. */
 export interface GcWriter {
-  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void>;
+  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void>;
   readonly durableSeq: number;
   readonly sequenceNext: number;
   readonly failed: unknown;
@@ -112,13 +111,6 @@ export interface GarbageCollectorOptions {
   checkpoints: number[];
   /** Simulations only: where a crash may stop the collector (clock.ts). */
   crashPoint?: CrashPoint;
-}
-
-interface LiveRun {
-  lba: number;
-  sectors: number;
-  /** Sectors from the start of the victim's data area. */
-  offset: number;
 }
 
 /** Counters at the start of a round: the rate of garbage is measured between two of them. */
@@ -436,7 +428,7 @@ export class GarbageCollector implements SpaceSource {
       }
       const dataStart = header.hdrSectors * SECTOR_BYTES;
       verifyDataArea(header, bytes.subarray(dataStart, dataStart + header.dataSectors * SECTOR_BYTES));
-      await this.copyLiveRuns(victim, header.extents, bytes.subarray(dataStart), copies);
+      await this.queueCopies(victim, header.extents, bytes.subarray(dataStart), copies);
     } finally {
       // Settled before the buffer goes back, also when queuing them failed part way.
       settled = await Promise.allSettled(copies);
@@ -446,43 +438,22 @@ export class GarbageCollector implements SpaceSource {
   }
 
   /**
-   * Hands the write path a copy of every run of the victim the map still points at, GC_CLEAN_SLICE_EXTENTS of the
-   * victim's extents per event-loop turn: finding the runs (a map lookup per extent) and forming the copies' records
-   * would otherwise hold the loop for tens of milliseconds per victim, and client requests wait behind it. A copy is
-   * checked against the map when its record forms (record_former.ts), so the map may change between slices. Each
-   * copy's promise goes into `copies` as it is queued, so a failure part way still leaves the caller every one.
+   * Hands the write path the victim's extents to copy, GC_CLEAN_SLICE_EXTENTS of them per event-loop turn: checking
+   * each against the map (one lookup per extent, when its copy's record forms: record_former.ts) and forming the
+   * copies' records would otherwise hold the loop for tens of milliseconds per victim, and client requests wait
+   * behind it. Only what the map still points at in the victim is copied, so the map may change between slices.
+   * Each slice's promise goes into `copies` as it is queued, so a failure part way still leaves the caller every one.
    */
-  private async copyLiveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, data: Uint8Array, copies: Array<Promise<void>>): Promise<void> {
+  private async queueCopies(victim: number, extents: Array<{ lba: number; sectors: number }>, area: Uint8Array, copies: Array<Promise<void>>): Promise<void> {
     const { writer, clock } = this.options;
+    const source: CopySource = { obj: victim, area };
     let extentOffset = 0;
     for (let first = 0; first < extents.length && !this.halted; first += GC_CLEAN_SLICE_EXTENTS) {
       if (first > 0) await clock.sleep(0);
       const slice = extents.slice(first, first + GC_CLEAN_SLICE_EXTENTS);
-      for (const run of this.liveRuns(victim, slice, extentOffset)) {
-        const start = run.offset * SECTOR_BYTES;
-        copies.push(writer.copy(run.lba, data.subarray(start, start + run.sectors * SECTOR_BYTES), victim, run.offset));
-      }
+      copies.push(writer.copyExtents(source, slice, extentOffset));
       for (const extent of slice) extentOffset += extent.sectors;
     }
-  }
-
-  /**
-   * The runs of `extents` (which start `extentOffset` sectors into the victim's data area) the map still points at,
-   * in the victim's data order, each small enough for one copy.
-   */
-  private liveRuns(victim: number, extents: Array<{ lba: number; sectors: number }>, extentOffset: number): LiveRun[] {
-    const runSectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
-    const runs: LiveRun[] = [];
-    for (const extent of extents) {
-      const base = extentOffset;
-      this.options.map.runsMappedTo(extent.lba, extent.sectors, victim, base, (lba, sectors) => {
-        for (let done = 0; done < sectors; done += runSectorsMax) {
-          runs.push({ lba: lba + done, sectors: Math.min(runSectorsMax, sectors - done), offset: base + (lba - extent.lba) + done });
-        }
-      });
-      extentOffset += extent.sectors;
-    }
-    return runs;
   }
 
   /** Queues a delete pass behind the one running; the returned promise rejects with the pass's failure. */

@@ -42,7 +42,7 @@ import type { SuperblockStore } from "./superblock_store.ts";
 import { CheckpointScheduler } from "./write/checkpoint_scheduler.ts";
 import { Halt } from "./write/halt.ts";
 import { ObjectPipeline } from "./write/object_pipeline.ts";
-import { RecordFormer } from "./write/record_former.ts";
+import { RecordFormer, type CopySource } from "./write/record_former.ts";
 import { SpaceGate } from "./write/space_gate.ts";
 import { newWriteStats } from "./write/stats.ts";
 import type { SuperblockObject } from "../format/superblock_object.ts";
@@ -156,9 +156,9 @@ export class WritePath {
     return this.former.clientWritesInFlight;
   }
 
-  /** Garbage collection's copy of live data read from object `obj` at `offset` (RecordFormer.copy). */
-  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> {
-    return this.former.copy(lba, data, obj, offset);
+  /** Garbage collection's copy of what is still live of a slice of a victim's extents (RecordFormer.copyExtents). */
+  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void> {
+    return this.former.copyExtents(source, extents, firstOffset);
   }
 
   /** Replays one journal record into the batches (the record is already in the journal). */

@@ -8,6 +8,7 @@ import { MemoryStore } from "../../src/backend/memory_store.ts";
 import { GC_CLEAN_SLICE_EXTENTS, SECTOR_BYTES } from "../../src/constants.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
+import type { WritePath } from "../../src/volume/write_path.ts";
 import { MemoryCacheDevice } from "../sim/memory_cache_device.ts";
 import { crashWorld, formatCache, immediateClock, makeWorld, openVolume, PREFIX, VolumeModel, type World, writeBlock } from "../sim/volume_world.ts";
 
@@ -107,7 +108,7 @@ describe("garbage collection", () => {
     expect((await fsckVolume({ store: world.store, prefix: PREFIX })).problems).toEqual([]);
   }, 60_000);
 
-  test("a victim's live runs are copied a slice of its extents per event-loop turn, the data intact", async () => {
+  test("a victim's extents are handed over a slice per event-loop turn, each looked up once, the data intact", async () => {
     // Blocks written in a shuffled order: one object with ~1,000 separate extents; 3 in 4 overwritten, so it is a victim.
     let turn = 0;
     const clock = { ...immediateClock, sleep: (delayMs: number) => immediateClock.sleep(delayMs).then(() => void (turn += 1)) };
@@ -122,18 +123,28 @@ describe("garbage collection", () => {
     world.prng.shuffle(blocks);
     for (const block of blocks.filter((block) => block % 4 !== 0)) await writeBlock(volume, world, model, block);
     await settle(volume);
-    const writes = (volume as unknown as { writes: { copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> } }).writes;
-    const copy = writes.copy.bind(writes);
+    const writes = (volume as unknown as { writes: Pick<WritePath, "copyExtents"> }).writes;
+    const copyExtents = writes.copyExtents.bind(writes);
     const copiesByTurn = new Map<number, number>();
-    writes.copy = (lba, data, obj, offset) => {
-      if (obj === victim) copiesByTurn.set(turn, (copiesByTurn.get(turn) ?? 0) + 1);
-      return copy(lba, data, obj, offset);
+    writes.copyExtents = (source, extents, firstOffset) => {
+      if (source.obj === victim) copiesByTurn.set(turn, (copiesByTurn.get(turn) ?? 0) + extents.length);
+      return copyExtents(source, extents, firstOffset);
+    };
+    // Each extent handed over is looked up once, when its copy's record forms; the collector looks nothing up itself.
+    const map = (volume as unknown as { state: { map: { lookup: (...args: unknown[]) => void } } }).state.map;
+    const lookup = map.lookup.bind(map);
+    let lookups = 0;
+    map.lookup = (...args: unknown[]) => {
+      lookups += 1;
+      lookup(...args);
     };
     await volume.collectGarbage();
+    map.lookup = lookup;
     await settle(volume);
     expect(volume.stats().gc!.objectsCleaned).toBeGreaterThan(0);
     const copied = [...copiesByTurn.values()].reduce((sum, count) => sum + count, 0);
-    expect(copied).toBeGreaterThanOrEqual(2 * GC_CLEAN_SLICE_EXTENTS); // 256 live blocks, not adjacent: one run each
+    expect(lookups).toBe(copied);
+    expect(copied).toBeGreaterThanOrEqual(4 * GC_CLEAN_SLICE_EXTENTS); // 1,024 blocks not adjacent: an extent each
     expect(copiesByTurn.size).toBeGreaterThanOrEqual(Math.ceil(copied / GC_CLEAN_SLICE_EXTENTS));
     expect(Math.max(...copiesByTurn.values())).toBeLessThanOrEqual(GC_CLEAN_SLICE_EXTENTS);
     await expectModel(volume, world, model, "after cleaning in slices");
@@ -150,12 +161,14 @@ describe("garbage collection", () => {
     const volume = await openVolume(world, MANUAL_GC);
     for (let index = 0; index < 16; index++) await writeBlock(volume, world, model, index);
     await settle(volume);
-    const writes = (volume as unknown as { writes: { copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> } }).writes;
+    const writes = (volume as unknown as { writes: Pick<WritePath, "copyExtents"> }).writes;
     const [obj, offset] = placeOf(volume, block);
     const old = await volume.read(block * BLOCK, BLOCK);
     const fresh = new Uint8Array(BLOCK).fill(0xab);
     model.apply(block * BLOCK, fresh, BLOCK);
-    const copy = () => writes.copy((block * BLOCK) / SECTOR_BYTES, old, obj, offset);
+    const area = new Uint8Array(offset * SECTOR_BYTES + BLOCK);
+    area.set(old, offset * SECTOR_BYTES);
+    const copy = () => writes.copyExtents({ obj, area }, [{ lba: (block * BLOCK) / SECTOR_BYTES, sectors: BLOCK / SECTOR_BYTES }], offset);
     const client = () => volume.write(block * BLOCK, fresh, false);
     await Promise.all(copyFirst ? [copy(), client()] : [client(), copy()]);
     return { world, model, volume };

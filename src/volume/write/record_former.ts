@@ -20,7 +20,7 @@
 // Bounds: pending writes are bounded by the NBD layer's per-connection in-flight limit; records in flight by
 // JOURNAL_WRITES_INFLIGHT_MAX.
 
-import { JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
+import { GC_COPY_BYTES_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
 import { Journal } from "../../cache/journal.ts";
 import type { JournalExtent } from "../../format/journal_record.ts";
@@ -85,20 +85,29 @@ function promiseListener(resolve: () => void, reject: (error: unknown) => void):
   return { writeDone: resolve, writeFailed: reject };
 }
 
+/** Where garbage collection read the extents it copies: one victim's whole data area. */
+export interface CopySource {
+  obj: number;
+  /** The victim's data area (sector 0 is its first data sector). */
+  area: Uint8Array;
+}
+
 /** A piece is also its record's journal extent (JournalExtent: lba, sectors, zero), so a record makes no extent list. */
 interface Piece {
   lba: number;
   sectors: number;
   /** TRIM / WRITE_ZEROES: data is null. */
   zero: boolean;
-  /** null: TRIM / WRITE_ZEROES. */
+  /** null: TRIM / WRITE_ZEROES, and a GC copy not resolved yet. */
   data: Uint8Array | null;
   waiter: WriteWaiter;
   /**
-   * Garbage collection's copy of live data: where the data was read from. The piece only keeps the sectors the map
-   * still points at there when its record is formed (resolveCopy); null for client writes.
+   * A GC copy not resolved yet: the victim it is copied from, at area sector `copyOffset`. When its record is formed
+   * the piece keeps only the sectors the map still points at there (resolveCopy), and this becomes null; null for
+   * client writes.
    */
-  copiedFrom: { obj: number; offset: number } | null;
+  copiedFrom: CopySource | null;
+  copyOffset: number;
   /** A GC copy (resolved or not): same bytes as the map already shows, so the read cache keeps its blocks. */
   isCopy: boolean;
   /**
@@ -208,7 +217,7 @@ export class RecordFormer {
     this.clientWrites.inFlight += 1;
     const stats = this.options.stats;
     if (data === null) {
-      this.pending.push({ lba, sectors, zero: true, data: null, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      this.pending.push({ lba, sectors, zero: true, data: null, waiter, copiedFrom: null, copyOffset: 0, isCopy: false, bytesAfter: 0 });
       stats.trims += 1;
     } else {
       this.queuePieces(lba, sectors, data, waiter, pieceSectorsMax);
@@ -224,54 +233,86 @@ export class RecordFormer {
    */
   private queuePieces(lba: number, sectors: number, data: Uint8Array, waiter: WriteWaiter, pieceSectorsMax: number): void {
     if (sectors <= pieceSectorsMax) {
-      this.pending.push({ lba, sectors, zero: false, data, waiter, copiedFrom: null, isCopy: false, bytesAfter: 0 });
+      this.pending.push({ lba, sectors, zero: false, data, waiter, copiedFrom: null, copyOffset: 0, isCopy: false, bytesAfter: 0 });
       return;
     }
     for (let done = 0; done < sectors; done += pieceSectorsMax) {
       const count = Math.min(pieceSectorsMax, sectors - done);
       const piece = data.subarray(done * SECTOR_BYTES, (done + count) * SECTOR_BYTES);
       const bytesAfter = (sectors - done - count) * SECTOR_BYTES;
-      this.pending.push({ lba: lba + done, sectors: count, zero: false, data: piece, waiter, copiedFrom: null, isCopy: false, bytesAfter });
+      this.pending.push({ lba: lba + done, sectors: count, zero: false, data: piece, waiter, copiedFrom: null, copyOffset: 0, isCopy: false, bytesAfter });
     }
   }
 
   /**
-   * Queues garbage collection's copy of [lba, lba+data/512), read from object `obj` at data-area sector `offset`.
-   * When its record is formed, only the sectors the map still points at (obj, offset) are written: anything a client
-   * wrote meanwhile is newer and wins, because it either formed its record first (so the map moved) or forms it
-   * later (so it is later in the log). Resolves when the copy is journaled (or found to be wholly superseded).
+   * Queues garbage collection's copy of every extent of `extents`, which lie one after another in `source.area` from
+   * sector `firstOffset` on (a slice of the victim's extents, in its data order; an extent longer than
+   * GC_COPY_BYTES_MAX goes as several copies). When a copy's record is formed, only the sectors the map still points
+   * at in the victim are written: anything a client wrote meanwhile is newer and wins, because it either formed its
+   * record first (so the map moved) or forms it later (so it is later in the log); an extent already dead costs that
+   * one lookup. Resolves when every copy is journaled or found wholly superseded.
    */
-  copy(lba: number, data: Uint8Array, obj: number, offset: number): Promise<void> {
+  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void> {
     if (this.options.halt.failed) return Promise.reject(this.options.halt.error);
-    const sectors = data.byteLength / SECTOR_BYTES;
-    const bytesMax = Math.min(JOURNAL_RECORD_DATA_BYTES_MAX, this.options.batchBytes);
-    assert(Number.isInteger(sectors) && sectors > 0 && data.byteLength <= bytesMax, "a GC copy is whole sectors and fits a record and a batch");
+    const copySectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
     return new Promise<void>((resolve, reject) => {
-      const waiter: WriteWaiter = { piecesLeft: 1, fua: false, listener: promiseListener(resolve, reject), settled: false, counter: null };
-      this.pending.push({ lba, sectors, zero: false, data, waiter, copiedFrom: { obj, offset }, isCopy: true, bytesAfter: 0 });
-      this.schedulePump();
+      const waiter: WriteWaiter = { piecesLeft: 0, fua: false, listener: promiseListener(resolve, reject), settled: false, counter: null };
+      let offset = firstOffset;
+      for (const extent of extents) {
+        for (let done = 0; done < extent.sectors; done += copySectorsMax) {
+          const sectors = Math.min(copySectorsMax, extent.sectors - done);
+          this.pending.push({ lba: extent.lba + done, sectors, zero: false, data: null, waiter, copiedFrom: source, copyOffset: offset + done, isCopy: true, bytesAfter: 0 });
+          waiter.piecesLeft += 1;
+        }
+        offset += extent.sectors;
+      }
+      assert((offset - firstOffset) * SECTOR_BYTES <= source.area.byteLength, "GC copies lie inside the victim's data area");
+      if (waiter.piecesLeft === 0) settleDone(waiter);
+      else this.schedulePump();
     });
   }
 
   /**
-   * Replaces the GC copy at pending[index] by the runs of it the map still points at where it was copied from (none,
-   * one, or several). Synchronous, and only the pump changes the map, so the answer holds until the record forms.
+   * Resolves the GC copy at pending[index] to the runs of it the map still points at where it was copied from: the
+   * whole piece (it is kept, with its data), none (it is dropped), or several (it is replaced by them). Synchronous,
+   * and only the pump changes the map, so the answer holds until the record forms. Returns whether it dropped the
+   * piece, which moves the pieces already chosen for the record (pending[pendingFront, index)) up by one.
    */
-  private resolveCopy(index: number): void {
+  private resolveCopy(index: number): boolean {
     const piece = this.pending[index]!;
     const from = piece.copiedFrom!;
-    const runs: Piece[] = [];
-    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, from.offset, (lba, sectors) => {
-      const start = (lba - piece.lba) * SECTOR_BYTES;
-      const data = piece.data!.subarray(start, start + sectors * SECTOR_BYTES);
-      runs.push({ lba, sectors, zero: false, data, waiter: piece.waiter, copiedFrom: null, isCopy: true, bytesAfter: 0 });
-    });
+    const runs: Array<{ lba: number; sectors: number }> = [];
+    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, piece.copyOffset, (lba, sectors) => void runs.push({ lba, sectors }));
     let copied = 0;
     for (const run of runs) copied += run.sectors;
     this.options.stats.gcCopiedSectors += copied;
     this.options.stats.gcSupersededSectors += piece.sectors - copied;
-    this.pending.splice(index, 1, ...runs);
-    piece.waiter.piecesLeft += runs.length - 1;
+    const areaAt = (lba: number, sectors: number): Uint8Array => {
+      const start = (piece.copyOffset + lba - piece.lba) * SECTOR_BYTES;
+      return from.area.subarray(start, start + sectors * SECTOR_BYTES);
+    };
+    if (runs.length === 0) {
+      this.dropResolved(index);
+      return true;
+    }
+    piece.copiedFrom = null;
+    if (copied === piece.sectors) {
+      piece.data = areaAt(piece.lba, piece.sectors);
+      return false;
+    }
+    const pieces = runs.map((run): Piece => ({ ...piece, lba: run.lba, sectors: run.sectors, data: areaAt(run.lba, run.sectors) }));
+    this.pending.splice(index, 1, ...pieces);
+    piece.waiter.piecesLeft += pieces.length - 1;
+    return false;
+  }
+
+  /** Drops the GC copy at pending[index], found wholly superseded (resolveCopy). */
+  private dropResolved(index: number): void {
+    const piece = this.pending[index]!;
+    for (let at = index; at > this.pendingFront; at--) this.pending[at] = this.pending[at - 1]!;
+    this.pending[this.pendingFront] = undefined as unknown as Piece; // dropped: no longer queued
+    this.pendingFront += 1;
+    piece.waiter.piecesLeft -= 1;
     if (piece.waiter.piecesLeft === 0) settleDone(piece.waiter);
   }
 
@@ -345,9 +386,9 @@ export class RecordFormer {
     while (end < this.pending.length && end - this.pendingFront < JOURNAL_RECORD_EXTENTS_MAX) {
       if (this.pending[end]!.copiedFrom !== null) {
         // A copy is checked against the map only once every client write queued before it has reached the map;
-        // copies queued together never overlap (garbage_collector.ts), so copies ahead do not matter.
+        // copies ahead do not matter: what copies resolve to never overlaps (each sector has one place in the map).
         if (clientPiecesAhead) break;
-        this.resolveCopy(end);
+        if (this.resolveCopy(end)) end += 1; // dropped: the pieces chosen so far moved up by one (dropResolved)
         continue;
       }
       const piece = this.pending[end]!;

@@ -4,7 +4,9 @@
 // (record_former.ts) held a record back, how often and for how long in all (ms, fractional): journalSlot*, every
 // record write allowed in flight was; journalSpace*, the journal had no room; ahead*, a new batch could not open
 // while SEALED_OBJECTS_AHEAD_MAX objects were not yet durable. Timed with performance.now(): read by people and
-// metrics, never by a decision, so a simulation replays the same whatever they hold.
+// metrics, never by a decision, so a simulation replays the same whatever they hold. gcCopiedSectors: sectors of
+// victims' extents GC copied (still live when the copy formed its record); gcSupersededSectors: the rest of the
+// extents it handed over (dead by then: overwritten, trimmed, or rewritten later in the same victim).
 
 export function newWriteStats() {
   return { writes: 0, writeBytes: 0, trims: 0, records: 0, objects: 0, objectsEndingInsideWrite: 0, checkpoints: 0, gcCopiedSectors: 0, gcSupersededSectors: 0, spaceWaits: 0, spaceWaitsTimedOut: 0, spaceWaitMs: 0, journalSlotWaits: 0, journalSlotWaitMs: 0, journalSpaceWaits: 0, journalSpaceWaitMs: 0, aheadWaits: 0, aheadWaitMs: 0 };
