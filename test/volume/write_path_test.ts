@@ -3,6 +3,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
+import { JOURNAL_WRITES_INFLIGHT_MAX } from "../../src/constants.ts";
 import type { Clock } from "../../src/util/clock.ts";
 import { WriteLoadMeter } from "../../src/volume/write/write_load.ts";
 import { makeWorld, openVolume, PREFIX, VolumeModel } from "../sim/volume_world.ts";
@@ -94,6 +95,47 @@ describe("draining the write path", () => {
     const reopened = await openVolume(world);
     expect(model.diff(0, await reopened.read(0, 64 * BLOCK))).toBeNull();
     await reopened.close();
+  });
+});
+
+describe("group commit", () => {
+  test("writes that arrive while every journal write slot is taken join one record when a slot frees", async () => {
+    const world = await makeWorld(11);
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world);
+    // The device holds every write until released, so the slots stay taken.
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const write = world.device.write.bind(world.device);
+    world.device.write = async (offset, buffers) => {
+      await released;
+      return write(offset, buffers);
+    };
+    const records = () => volume.stats().records;
+    const before = records();
+    const writes: Promise<void>[] = [];
+    const writeBlock = (block: number) => {
+      const data = new Uint8Array(BLOCK).fill(block + 1);
+      model.apply(block * BLOCK, data, BLOCK);
+      writes.push(volume.write(block * BLOCK, data, false));
+    };
+    // One write per event-loop turn: a record each, until every slot is taken.
+    for (let block = 0; block < JOURNAL_WRITES_INFLIGHT_MAX; block++) {
+      writeBlock(block);
+      await Bun.sleep(0);
+    }
+    expect(records() - before).toBe(JOURNAL_WRITES_INFLIGHT_MAX);
+    // Four more, each in a turn of its own, while no slot is free: none forms a record yet.
+    for (let block = JOURNAL_WRITES_INFLIGHT_MAX; block < JOURNAL_WRITES_INFLIGHT_MAX + 4; block++) {
+      writeBlock(block);
+      await Bun.sleep(0);
+    }
+    expect(records() - before).toBe(JOURNAL_WRITES_INFLIGHT_MAX);
+    release();
+    await Promise.all(writes);
+    expect(records() - before).toBe(JOURNAL_WRITES_INFLIGHT_MAX + 1);
+    expect(model.diff(0, await volume.read(0, (JOURNAL_WRITES_INFLIGHT_MAX + 4) * BLOCK))).toBeNull();
+    await volume.close();
   });
 });
 

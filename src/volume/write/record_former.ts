@@ -362,6 +362,7 @@ export class RecordFormer {
 
   /** Forms one record from the front of `pending` and starts its journal write. */
   private async formRecord(): Promise<void> {
+    await this.waitForWriteSlot();
     const choice = this.choosePieces();
     if (choice === null) return; // only GC copies that every sector of was superseded
     const { journal, pipeline } = this.options;
@@ -401,6 +402,19 @@ export class RecordFormer {
       end += 1;
     }
     return end === this.pendingFront ? null : { end, dataBytes, zeroCount };
+  }
+
+  /**
+   * Group commit: while every journal write slot is taken, the pieces that arrive meanwhile join the next record, so
+   * it is chosen only once a slot is free (a wait counted in stats like waitForJournalRoom's).
+   */
+  private async waitForWriteSlot(): Promise<void> {
+    const { journal, stats } = this.options;
+    if (journal.hasWriteSlot(0)) return;
+    const since = performance.now();
+    while (!journal.hasWriteSlot(0)) await journal.waitForProgress(0);
+    stats.journalSlotWaits += 1;
+    stats.journalSlotWaitMs += performance.now() - since;
   }
 
   /**
