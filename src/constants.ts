@@ -273,6 +273,11 @@ export const GC_LOG_INTERVAL_MS = 10_000;
 export const CHECKPOINT_INTERVAL_OBJECTS = 64;
 /** The superblock keeps the newest this-many checkpoints. */
 export const CHECKPOINTS_KEPT = 3;
+/**
+ * Idle buffers the checkpoint scheduler keeps to build the next checkpoints in (reused_buffers.ts): room for a burst of
+ * CHECKPOINTS_KEPT checkpoints of maps up to ~650k extents (16 bytes each); larger ones are built in fresh memory.
+ */
+export const CHECKPOINT_BUFFERS_IDLE_BYTES_MAX = 32 * 1024 * 1024;
 
 /** Backend retry policy for transient errors. */
 export const BACKEND_RETRIES_MAX = 8;

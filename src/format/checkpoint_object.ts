@@ -182,9 +182,15 @@ export function encodeCheckpoint(c: CheckpointObject): Uint8Array {
  * encodeCheckpoint with the map entries written in place: `fillMap` gets the object's map area (mapEntryCount
  * entries, zeroed) and must fill it with packed entries before the header is sealed. Saves a copy of the map (a
  * checkpoint of a large map is built while writes wait: volume/checkpoint.ts). What fillMap writes is not checked
- * here (decodeCheckpoint checks every entry).
+ * here (decodeCheckpoint checks every entry). `allocate` lends the memory the object is built in (at least the bytes
+ * asked for; its contents are overwritten): the returned view starts at its first byte.
  */
-export function encodeCheckpointFilling(c: Omit<CheckpointObject, "mapEntries">, mapEntryCount: number, fillMap: (area: Uint8Array) => void): Uint8Array {
+export function encodeCheckpointFilling(
+  c: Omit<CheckpointObject, "mapEntries">,
+  mapEntryCount: number,
+  fillMap: (area: Uint8Array) => void,
+  allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
+): Uint8Array {
   assert(Number.isSafeInteger(mapEntryCount) && mapEntryCount >= 0, `map entry count ${mapEntryCount}`);
   checkCheckpoint({ ...c, mapEntries: new Uint8Array(0) });
   const mapBytes = mapEntryCount * CKPT_MAP_ENTRY_BYTES;
@@ -195,7 +201,9 @@ export function encodeCheckpointFilling(c: Omit<CheckpointObject, "mapEntries">,
   const hdrBytes = roundUp(mapOffset + mapBytes, PAGE_BYTES);
   assert(hdrBytes <= OBJECT_HEADER_BYTES_MAX, `checkpoint of ${hdrBytes} bytes fits OBJECT_HEADER_BYTES_MAX`);
 
-  const header = new Uint8Array(hdrBytes);
+  const memory = allocate(hdrBytes);
+  assert(memory.byteLength >= hdrBytes, `checkpoint memory holds ${hdrBytes} bytes`);
+  const header = memory.subarray(0, hdrBytes).fill(0);
   const view = viewOf(header);
   encodeCommonHeader(header, {
     volUuid: c.volUuid,

@@ -70,8 +70,9 @@ const HEADER_TABLE_SPAN_MAX = 1 << 22;
 /**
  * The CKPT object for `input`. `sameMapAs`: a checkpoint built from the same map in the same turn (garbage collection
  * asks for several back to back): its map entries are copied, not built again (they differ in seq and objects only).
+ * `allocate`: where the object is built (encodeCheckpointFilling), a fresh buffer by default.
  */
-export function buildCheckpoint(input: CheckpointInput, sameMapAs: Uint8Array | null = null): Uint8Array {
+export function buildCheckpoint(input: CheckpointInput, sameMapAs: Uint8Array | null = null, allocate?: (bytes: number) => Uint8Array): Uint8Array {
   const objects = input.objects
     .entries()
     .filter(([seq, info]) => info.kind === ObjectKind.Data && seq < input.seq)
@@ -86,12 +87,13 @@ export function buildCheckpoint(input: CheckpointInput, sameMapAs: Uint8Array | 
     cacheUuid: input.cacheUuid,
     cacheSeqLast: input.cacheSeqLast,
   };
-  return encodeCheckpointFilling(fields, input.map.extentCount, (area) => {
+  const fillMap = (area: Uint8Array): void => {
     if (sameMapAs === null) return fillMapEntries(input, area);
     const entries = encodedCheckpointMap(sameMapAs);
     assert(entries.byteLength === area.byteLength, "a checkpoint copied from another has the same map");
     area.set(entries);
-  });
+  };
+  return encodeCheckpointFilling(fields, input.map.extentCount, fillMap, allocate);
 }
 
 /**

@@ -62,7 +62,7 @@ import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
 import type { Candidate } from "./gc_candidates.ts";
-import { GC_BUFFER_GRAIN_BYTES, VictimBuffers } from "./gc_buffers.ts";
+import { REUSED_BUFFER_GRAIN_BYTES, ReusedBuffers } from "./reused_buffers.ts";
 import { GcLedger } from "./gc_ledger.ts";
 import { LeftoverCheckpoints } from "./leftover_checkpoints.ts";
 import { gcCheckpointBurst, gcCheckpointDue, gcNextRoundDelayMs, gcRoundBudget, spaceOverHighWater, type GcBudget } from "./gc_pace.ts";
@@ -160,7 +160,7 @@ export class GarbageCollector implements SpaceSource {
   private spaceViewOf = { spaceBytes: -1, liveBytes: -1 };
   private readonly leftovers: LeftoverCheckpoints;
   /** What victims are read into: as many idle as the round reads at once (one victim may exceed the bound alone). */
-  private readonly victimBuffers: VictimBuffers;
+  private readonly victimBuffers: ReusedBuffers;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
   constructor(private readonly options: GarbageCollectorOptions) {
@@ -171,7 +171,7 @@ export class GarbageCollector implements SpaceSource {
     this.lastLogMs = clock.nowMs();
     this.mark = this.takeMark();
     this.nextDelayMs = intervalMs;
-    this.victimBuffers = new VictimBuffers(GC_READ_INFLIGHT_BYTES_MAX + options.batchBytes + GC_BUFFER_GRAIN_BYTES);
+    this.victimBuffers = new ReusedBuffers(GC_READ_INFLIGHT_BYTES_MAX + options.batchBytes + REUSED_BUFFER_GRAIN_BYTES);
     const { store, prefix, volUuid, objects, log } = options;
     this.leftovers = new LeftoverCheckpoints({ store, prefix, volUuid, objects, log, snapshotPins: options.snapshotPins });
     this.ledger = new GcLedger({

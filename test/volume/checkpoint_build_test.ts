@@ -76,6 +76,20 @@ describe("buildCheckpoint", () => {
     expect(() => build(map, objects, 9, second)).toThrow(/same map/);
   });
 
+  test("built in lent memory that held other bytes: the same object as in fresh memory, at the memory's start", () => {
+    const { map, objects } = volumeOver([4, 5, 6], 600);
+    const fresh = build(map, objects, 10);
+    const lent = new Uint8Array(fresh.byteLength + 8192).fill(0xa5);
+    const input = { volUuid: VOL_UUID, seq: 10, map, objects, checkpoints: [3], cacheUuid: CACHE_UUID, cacheSeqFirst: 0, cacheSeqLast: 77 };
+    const built = buildCheckpoint(input, null, (bytes) => {
+      expect(bytes).toBe(fresh.byteLength);
+      return lent;
+    });
+    expect(built.buffer).toBe(lent.buffer);
+    expect(built.byteOffset).toBe(0);
+    expect(built).toEqual(fresh);
+  });
+
   test("an empty map", () => {
     const { map, objects } = volumeOver([4], 0);
     expect(entriesOf(build(map, objects, 5))).toEqual([]);

@@ -139,6 +139,35 @@ describe("group commit", () => {
   });
 });
 
+describe("checkpoint memory", () => {
+  test("a checkpoint is built in the memory of one that became durable before it", async () => {
+    const world = await makeWorld(12);
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world);
+    const writes = volume["writes"];
+    const scheduler = writes["scheduler"];
+    const buffers = scheduler["checkpointBuffers"];
+    const checkpointAfterWrites = async (fill: number) => {
+      await writeBlocks(volume, model, 64, (data) => data.fill(fill));
+      const before = volume.stats().checkpoints;
+      writes.requestCheckpoint(1);
+      for (let tries = 0; tries < 2000 && (volume.stats().checkpoints === before || buffers.lentCount > 0); tries++) await Bun.sleep(1);
+      expect(volume.stats().checkpoints).toBe(before + 1);
+      expect(buffers.lentCount).toBe(0); // durable: given back
+    };
+    await checkpointAfterWrites(1);
+    const idle = buffers.idleBytes;
+    expect(idle).toBeGreaterThan(0);
+    await checkpointAfterWrites(2);
+    expect(buffers.idleBytes).toBe(idle); // the same buffer, taken and given back: no new one
+    expect(model.diff(0, await volume.read(0, 64 * BLOCK))).toBeNull();
+    await volume.close();
+    const reopened = await openVolume(world);
+    expect(model.diff(0, await reopened.read(0, 64 * BLOCK))).toBeNull();
+    await reopened.close();
+  });
+});
+
 describe("the client write load read-cache migration looks at", () => {
   test("client writes count as in flight from queued until told, then not", async () => {
     const world = await makeWorld(10);

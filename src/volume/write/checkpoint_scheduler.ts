@@ -19,7 +19,7 @@
 // boundary and pins it and every object its map names right when it is built; the superblock rewrite that names that
 // checkpoint lists the snapshot too (one compare-and-swap), and the request resolves once that rewrite landed.
 
-import { CHECKPOINTS_KEPT } from "../../constants.ts";
+import { CHECKPOINT_BUFFERS_IDLE_BYTES_MAX, CHECKPOINTS_KEPT } from "../../constants.ts";
 import { assert, InvalidArgumentError } from "../../errors.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
 import { encodeDataObjectHeader } from "../../format/data_object.ts";
@@ -29,6 +29,7 @@ import type { ObjectStore } from "../../backend/object_store.ts";
 import type { Batch } from "../batch.ts";
 import { buildCheckpoint, checkpointsUnneeded } from "../checkpoint.ts";
 import { ObjectKind, type ObjectTable } from "../object_table.ts";
+import { ReusedBuffers } from "../reused_buffers.ts";
 import type { SuperblockStore } from "../superblock_store.ts";
 import { debugChecks } from "../../util/debug_checks.ts";
 import type { ObjectPipeline } from "./object_pipeline.ts";
@@ -84,6 +85,12 @@ export class CheckpointScheduler {
   private snapshotsWaiting: SnapshotRequest[] = [];
   /** Checkpoint seq -> the snapshots it becomes once durable. */
   private readonly snapshotsAt = new Map<number, SnapshotRequest[]>();
+  /**
+   * What checkpoints are built in, reused (reused_buffers.ts: fresh memory costs a page fault per 4 KiB while writes
+   * wait), and which one each checkpoint not yet durable holds: it goes back once its put is done (onDurable).
+   */
+  private readonly checkpointBuffers = new ReusedBuffers(CHECKPOINT_BUFFERS_IDLE_BYTES_MAX);
+  private readonly checkpointBufferOf = new Map<number, Uint8Array>();
 
   constructor(private readonly options: CheckpointSchedulerOptions) {
     this.lastCheckpointSeq = options.checkpointSeq;
@@ -176,7 +183,11 @@ export class CheckpointScheduler {
         cacheSeqFirst: 0,
         cacheSeqLast: this.sealedCacheSeqLast,
       };
-      built = buildCheckpoint(input, sameMapAs);
+      built = buildCheckpoint(input, sameMapAs, (bytes) => {
+        const buffer = this.checkpointBuffers.take(bytes);
+        this.checkpointBufferOf.set(seq, buffer);
+        return buffer;
+      });
       return built;
     });
     if (snapshots.length > 0) this.snapshotsAt.set(seq, snapshots);
@@ -211,6 +222,11 @@ export class CheckpointScheduler {
 
   /** Object seq is durable: a checkpoint gets named by the superblock (it and every object before it are durable). */
   onDurable(seq: number): void {
+    const buffer = this.checkpointBufferOf.get(seq);
+    if (buffer !== undefined) {
+      this.checkpointBufferOf.delete(seq); // its put is done, and checkpoints copy each other's map only in one turn
+      this.checkpointBuffers.give(buffer);
+    }
     if (this.options.objects.get(seq)?.kind !== ObjectKind.Checkpoint) return;
     const previous = this.superblock.checkpoints;
     const checkpoints = [...previous, seq].slice(-CHECKPOINTS_KEPT);

@@ -1,12 +1,12 @@
-// VictimBuffers (src/volume/gc_buffers.ts): what garbage collection reads victims into, lent and given back.
+// ReusedBuffers (src/volume/reused_buffers.ts): buffers lent and given back (GC victims, checkpoints).
 import { describe, expect, test } from "bun:test";
-import { GC_BUFFER_GRAIN_BYTES, GC_BUFFER_POISON, VictimBuffers } from "../../src/volume/gc_buffers.ts";
+import { REUSED_BUFFER_GRAIN_BYTES, REUSED_BUFFER_POISON, ReusedBuffers } from "../../src/volume/reused_buffers.ts";
 
-const GRAIN = GC_BUFFER_GRAIN_BYTES;
+const GRAIN = REUSED_BUFFER_GRAIN_BYTES;
 
-describe("VictimBuffers", () => {
+describe("ReusedBuffers", () => {
   test("a buffer given back is lent again to a victim it holds, not to a larger one", () => {
-    const buffers = new VictimBuffers(4 * GRAIN);
+    const buffers = new ReusedBuffers(4 * GRAIN);
     const first = buffers.take(GRAIN + 4096);
     expect(first.byteLength).toBe(2 * GRAIN); // whole grains
     expect(buffers.lentCount).toBe(1);
@@ -20,7 +20,7 @@ describe("VictimBuffers", () => {
   });
 
   test("two victims in flight get two buffers", () => {
-    const buffers = new VictimBuffers(4 * GRAIN);
+    const buffers = new ReusedBuffers(4 * GRAIN);
     const a = buffers.take(GRAIN);
     const b = buffers.take(GRAIN);
     expect(a).not.toBe(b);
@@ -28,7 +28,7 @@ describe("VictimBuffers", () => {
   });
 
   test("idle buffers stay within their byte bound; clear frees them", () => {
-    const buffers = new VictimBuffers(3 * GRAIN);
+    const buffers = new ReusedBuffers(3 * GRAIN);
     const lent = [buffers.take(GRAIN), buffers.take(GRAIN), buffers.take(2 * GRAIN)];
     for (const buffer of lent) buffers.give(buffer);
     expect(buffers.idleBytes).toBe(2 * GRAIN); // the third would pass the bound: dropped
@@ -37,15 +37,15 @@ describe("VictimBuffers", () => {
   });
 
   test("under debug checks a buffer given back is poisoned, so a copy still reading it would show", () => {
-    const buffers = new VictimBuffers(GRAIN);
+    const buffers = new ReusedBuffers(GRAIN);
     const buffer = buffers.take(4096);
     buffer.fill(1);
     buffers.give(buffer);
-    expect(buffer.every((byte) => byte === GC_BUFFER_POISON)).toBe(true); // bun test runs with debug checks
+    expect(buffer.every((byte) => byte === REUSED_BUFFER_POISON)).toBe(true); // bun test runs with debug checks
   });
 
   test("giving back a buffer that was not lent (or twice) is a bug, caught", () => {
-    const buffers = new VictimBuffers(GRAIN);
+    const buffers = new ReusedBuffers(GRAIN);
     const buffer = buffers.take(4096);
     buffers.give(buffer);
     expect(() => buffers.give(buffer)).toThrow(/was lent/);

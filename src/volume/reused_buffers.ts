@@ -1,0 +1,59 @@
+// Buffers reused from one use to the next: the ones garbage collection reads its victims into, and the ones
+// checkpoints are built in (write/checkpoint_scheduler.ts). Fresh memory costs a page fault per 4 KiB page (the kernel
+// zeroes each one first): a fresh 8 MiB buffer per victim cost the store's threads that and counted as JavaScriptCore
+// allocation, which brings its full collections sooner (bench/RESULTS.md, "Victim buffers reused"); a fresh 4 MiB
+// checkpoint held the event loop ~15 ms in page faults on a PVM guest (bench/RESULTS.md, stop 14).
+//
+// A buffer is lent from take() until give(): the collector gives a victim's back only once every copy it queued from
+// it has settled (the write path holds views of it until the copy's journal write completes), the checkpoint
+// scheduler a checkpoint's once the object is durable. Idle buffers are bounded in bytes; clear() frees them (a GC
+// round with no victim: an idle volume keeps no read buffers).
+
+import { assert } from "../errors.ts";
+import { debugChecks } from "../util/debug_checks.ts";
+
+/** Buffers are sized in these steps, so uses of nearly the same size share them. */
+export const REUSED_BUFFER_GRAIN_BYTES = 1024 * 1024;
+/** What a buffer is filled with when given back under debug checks: a copy read after that shows it. */
+export const REUSED_BUFFER_POISON = 0xa5;
+
+export class ReusedBuffers {
+  private readonly idle: Uint8Array[] = [];
+  private readonly lent = new Set<Uint8Array>();
+
+  /** idleBytesMax: idle buffers beyond this are dropped when given back. */
+  constructor(private readonly idleBytesMax: number) {
+    assert(Number.isSafeInteger(idleBytesMax) && idleBytesMax >= 0, "idle bound is a byte count");
+  }
+
+  get idleBytes(): number {
+    let bytes = 0;
+    for (const buffer of this.idle) bytes += buffer.byteLength;
+    return bytes;
+  }
+
+  get lentCount(): number {
+    return this.lent.size;
+  }
+
+  /** A buffer of at least `bytes`: an idle one if one is large enough, else a new one of whole grains. */
+  take(bytes: number): Uint8Array {
+    assert(Number.isSafeInteger(bytes) && bytes > 0, "a buffer taken has bytes");
+    const index = this.idle.findIndex((buffer) => buffer.byteLength >= bytes);
+    const buffer = index >= 0 ? this.idle.splice(index, 1)[0]! : new Uint8Array(Math.ceil(bytes / REUSED_BUFFER_GRAIN_BYTES) * REUSED_BUFFER_GRAIN_BYTES);
+    this.lent.add(buffer);
+    return buffer;
+  }
+
+  /** Gives back a buffer take() lent: nothing may read or write it after this. */
+  give(buffer: Uint8Array): void {
+    assert(this.lent.delete(buffer), "a buffer given back was lent");
+    if (debugChecks) buffer.fill(REUSED_BUFFER_POISON);
+    if (this.idleBytes + buffer.byteLength <= this.idleBytesMax) this.idle.push(buffer);
+  }
+
+  /** Frees the idle buffers (lent ones are given back as usual). */
+  clear(): void {
+    this.idle.length = 0;
+  }
+}
