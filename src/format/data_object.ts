@@ -44,6 +44,12 @@ import {
 import { crc32c } from "./crc32c.ts";
 import { COMMON_HEADER_BYTES, ObjectType, decodeCommonHeader, describeObject, encodeCommonHeader } from "./object_header.ts";
 
+/** One entry of a DATA object's data_map: its data lies in the data area right after the previous entry's. */
+export interface DataExtent {
+  lba: number;
+  sectors: number;
+}
+
 export interface DataObjectHeader {
   volUuid: string;
   seq: number;
@@ -57,7 +63,7 @@ export interface DataObjectHeader {
   cacheUuid: string;
   objsCleaned: { seq: number; wasDeleted: boolean }[];
   /** v1 data_map: the data lies back to back in this order. */
-  extents: { lba: number; sectors: number }[];
+  extents: DataExtent[];
   /** Extension: apply this trim before extents[beforeIndex] (beforeIndex === extents.length: after all). */
   trims: { lba: number; sectors: number; beforeIndex: number }[];
   /**

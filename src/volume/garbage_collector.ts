@@ -57,7 +57,7 @@ import {
 import type { ObjectStore } from "../backend/object_store.ts";
 import { CKPT_MAP_ENTRY_BYTES } from "../format/checkpoint_object.ts";
 import { assert, CorruptionError } from "../errors.ts";
-import { decodeDataObjectHeader, verifyDataArea } from "../format/data_object.ts";
+import { decodeDataObjectHeader, verifyDataArea, type DataExtent } from "../format/data_object.ts";
 import { objectName } from "../format/object_name.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { Clock, CrashPoint, TimerHandle } from "../util/clock.ts";
@@ -73,7 +73,7 @@ import type { SpaceSource } from "./write/space_gate.ts";
 
 /** What the collector needs of the write path. */
 export interface GcWriter {
-  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void>;
+  copyExtents(source: CopySource, extents: readonly DataExtent[], firstOffset: number): Promise<void>;
   readonly durableSeq: number;
   readonly sequenceNext: number;
   readonly failed: unknown;
@@ -444,7 +444,7 @@ export class GarbageCollector implements SpaceSource {
    * behind it. Only what the map still points at in the victim is copied, so the map may change between slices.
    * Each slice's promise goes into `copies` as it is queued, so a failure part way still leaves the caller every one.
    */
-  private async queueCopies(victim: number, extents: Array<{ lba: number; sectors: number }>, area: Uint8Array, copies: Array<Promise<void>>): Promise<void> {
+  private async queueCopies(victim: number, extents: DataExtent[], area: Uint8Array, copies: Array<Promise<void>>): Promise<void> {
     const { writer, clock } = this.options;
     const source: CopySource = { obj: victim, area };
     let extentOffset = 0;

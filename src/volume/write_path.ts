@@ -27,6 +27,7 @@
 
 import type { AlignedPool } from "../cache/cache_device.ts";
 import type { Journal } from "../cache/journal.ts";
+import type { DataExtent } from "../format/data_object.ts";
 import type { JournalExtent } from "../format/journal_record.ts";
 import type { ObjectStore } from "../backend/object_store.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -157,7 +158,7 @@ export class WritePath {
   }
 
   /** Garbage collection's copy of what is still live of a slice of a victim's extents (RecordFormer.copyExtents). */
-  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void> {
+  copyExtents(source: CopySource, extents: readonly DataExtent[], firstOffset: number): Promise<void> {
     return this.former.copyExtents(source, extents, firstOffset);
   }
 

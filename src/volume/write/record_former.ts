@@ -23,6 +23,7 @@
 import { GC_COPY_BYTES_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
 import { Journal } from "../../cache/journal.ts";
+import type { DataExtent } from "../../format/data_object.ts";
 import type { JournalExtent } from "../../format/journal_record.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
 import type { Batch } from "../batch.ts";
@@ -252,7 +253,7 @@ export class RecordFormer {
    * record first (so the map moved) or forms it later (so it is later in the log); an extent already dead costs that
    * one lookup. Resolves when every copy is journaled or found wholly superseded.
    */
-  copyExtents(source: CopySource, extents: ReadonlyArray<{ lba: number; sectors: number }>, firstOffset: number): Promise<void> {
+  copyExtents(source: CopySource, extents: readonly DataExtent[], firstOffset: number): Promise<void> {
     if (this.options.halt.failed) return Promise.reject(this.options.halt.error);
     const copySectorsMax = Math.min(GC_COPY_BYTES_MAX, this.options.batchBytes) / SECTOR_BYTES;
     return new Promise<void>((resolve, reject) => {
