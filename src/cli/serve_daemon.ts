@@ -198,8 +198,6 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
     device: volume, exportName: spec.name, description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserverFor(index),
   })));
   monitor.serving(server, opened);
-  service.serving(names.join(", "), server.addresses);
-  logServing(info, parsed, shared.ring, server.addresses, ` (exports ${names.join(", ")})`);
   const started = Date.now();
   const onLost = (stop: (why: string) => void) => exports.forEach((served, index) =>
     served.opened.lease.onFenced((reason) => {
@@ -209,12 +207,16 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
       if (exports.every((other) => other.lost !== null)) stop("every export lost its volume");
     }));
   let clean = false;
+  // Signal handlers before the "serving on" lines: whoever waits for those may signal at once (untilSignal).
+  const stopped = untilSignal(log, info, async (why) => {
+    service.stopping(why);
+    monitor.draining();
+    clean = await shutDownAll(server, exports, monitor.waitLog(service.statusLog(log)));
+  }, onLost);
+  service.serving(names.join(", "), server.addresses);
+  logServing(info, parsed, shared.ring, server.addresses, ` (exports ${names.join(", ")})`);
   try {
-    await untilSignal(log, info, async (why) => {
-      service.stopping(why);
-      monitor.draining();
-      clean = await shutDownAll(server, exports, monitor.waitLog(service.statusLog(log)));
-    }, onLost);
+    await stopped;
   } catch (error) {
     log(`error: shutdown failed: ${String(error)} (acknowledged writes remain in the journals and are replayed on the next start)`);
     return 1;

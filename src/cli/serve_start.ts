@@ -215,7 +215,8 @@ export function volumeSettings(parsed: Parsed, volumeUri: string) {
 
 /**
  * Resolves on the first SIGINT/SIGTERM (after the clean shutdown); a second one exits at once. `stopOn` may start the
- * shutdown too (the lease was lost).
+ * shutdown too (the lease was lost). Call it before announcing "serving on": until the handlers are installed a
+ * SIGTERM kills the process outright, and whoever waits for that line may signal at once (a test did, once).
  */
 export function untilSignal(log: LogFn, info: LogFn, shutDownNow: (why: string) => Promise<void>, stopOn: (stop: (why: string) => void) => void): Promise<void> {
   const stopped = Promise.withResolvers<void>();

@@ -212,13 +212,15 @@ async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: 
   const uri = `${backend.uri}@${target.name}`;
   info(`snapshot ${uri} (seq ${device.snapshot.seq}, ${device.extentCount} extents, ${formatSize(device.sizeBytes)}), read-only, no cache`);
   server.serve({ device, exportName: stringOption(parsed, "name") ?? "", description: `lsvd snapshot ${uri}` });
+  // Signal handlers before the "serving on" lines: whoever waits for those may signal at once (untilSignal).
+  const stopped = untilSignal(log, info, async (why) => {
+    service.stopping(why);
+    await server.close();
+  }, () => {});
   service.serving(uri, server.addresses);
   logServing(info, parsed, ring, server.addresses);
   try {
-    await untilSignal(log, info, async (why) => {
-      service.stopping(why);
-      await server.close();
-    }, () => {});
+    await stopped;
   } finally {
     service.exiting();
     await backend.store.close();
@@ -310,9 +312,6 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
   server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
   monitor.serving(server, opened);
-  // Pid file and READY=1 before the "serving on" lines, so that whoever waits for those finds both done.
-  service.serving(uri, server.addresses);
-  logServing(info, parsed, ring, server.addresses);
   const started = Date.now();
   // Losing the volume is final: every request fails from then on (the volume checks the lease), so the server goes.
   let lostReason: string | null = null;
@@ -327,8 +326,13 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
     monitor.draining();
     return shutDown(server, opened, lastError, monitor.waitLog(service.statusLog(log)));
   };
+  // Signal handlers first (untilSignal), then the pid file and READY=1, then the "serving on" lines, so that whoever
+  // waits for those finds all of it done and may signal at once.
+  const stopped = untilSignal(log, info, shutDownNow, onLost);
+  service.serving(uri, server.addresses);
+  logServing(info, parsed, ring, server.addresses);
   try {
-    await untilSignal(log, info, shutDownNow, onLost);
+    await stopped;
   } catch (error) {
     if (lostReason !== null) {
       log(`exiting: volume ${uri} was lost (${lostReason})`);
