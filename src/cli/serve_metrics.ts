@@ -270,8 +270,9 @@ export class ServeMetrics {
     counter("lsvd_journal_slot_wait_seconds_total", "Time those records waited, summed.", (stats) => stats.journalSlotWaitMs / 1000);
     counter("lsvd_journal_space_waits_total", "Journal records held back for journal space (records not yet in the backend, or a tail not yet persisted).", (stats) => stats.journalSpaceWaits);
     counter("lsvd_journal_space_wait_seconds_total", "Time those records waited, summed.", (stats) => stats.journalSpaceWaitMs / 1000);
-    counter("lsvd_backend_ahead_waits_total", "Times new writes waited to open a batch because the most objects were not yet durable in the backend.", (stats) => stats.aheadWaits);
+    counter("lsvd_backend_ahead_waits_total", "Times new writes waited to open a batch because the most objects were not yet durable in the backend, or (under sustained load) for a batch buffer.", (stats) => stats.aheadWaits);
     counter("lsvd_backend_ahead_wait_seconds_total", "Time those waits took, summed.", (stats) => stats.aheadWaitMs / 1000);
+    counter("lsvd_objects_read_back_total", "Objects whose data was read back from the journal before their put (journal-only batches, which absorb bursts).", (stats) => stats.objectsReadBack);
   }
 
   private declareBackend(): void {

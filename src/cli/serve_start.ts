@@ -250,7 +250,7 @@ export function volumeClosingLine(opened: OpenedVolume, lastError: LastError): s
 /** The line a cleanly stopped volume ends with: what it did while served. */
 export function volumeStopSummary(stats: ReturnType<OpenedVolume["volume"]["stats"]>, seconds: number): string {
   const gc = stats.gc ? `; gc cleaned ${stats.gc.objectsCleaned} objects (${formatSize(stats.gcCopiedSectors * SECTOR_BYTES)} copied) and deleted ${stats.gc.objectsDeleted}` : "";
-  return `stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}${writeWaitsPhrase(stats)}`;
+  return `stopped after ${seconds.toFixed(1)} s: ${stats.writes} writes (${formatSize(stats.writeBytes)}), ${stats.trims} trims/zeroes, ${stats.records} journal records, ${stats.objects} objects put (${formatSize(stats.putBytes)}, ${stats.objectsReadBack} read back from the journal first), ${stats.checkpoints} checkpoints, ${stats.backendReads} backend reads, ${stats.extents} extents${gc}${writeWaitsPhrase(stats)}`;
 }
 
 /** Where the write path held writes back while served, how often and how long in all ("" if it never did). */

@@ -466,6 +466,8 @@ export class Volume implements BlockDevice {
       /** Every object up to this seq is durable in the backend (the log's durable prefix). */
       durableSeq: this.writes.durableSeq,
       putBytes: this.writes.objectWriter.putBytes,
+      /** Objects whose data was read back from the journal before their put (journal-only batches). */
+      objectsReadBack: this.writes.objectsReadBack,
       backendReads: this.reads.backendReads,
       readCache: this.reads.readCacheStats,
       backendReadBytes: this.reads.backendReadBytes,

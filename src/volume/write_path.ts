@@ -300,6 +300,11 @@ export class WritePath {
     return this.pipeline.durableSeq;
   }
 
+  /** Journal-only batches read back from the journal before their put (ObjectPipeline.readBackCount). */
+  get objectsReadBack(): number {
+    return this.pipeline.readBackCount;
+  }
+
   get failed(): unknown {
     return this.halt.error;
   }

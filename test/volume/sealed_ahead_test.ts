@@ -48,6 +48,13 @@ class GatedStore extends WrappingStore {
     for (const wake of this.held.splice(0)) wake();
   }
 
+  /** Lets the oldest held put through (a backend that completes one put at a time); false if none is held. */
+  releaseOne(): boolean {
+    const wake = this.held.shift();
+    wake?.();
+    return wake !== undefined;
+  }
+
   /** Resolves once `count` puts are held at the gate. */
   async heldAtLeast(count: number): Promise<void> {
     while (this.held.length < count) await new Promise<void>((resolve) => (this.heldWaiter = resolve));
@@ -102,6 +109,61 @@ describe("objects sealed ahead of the backend", () => {
     expect(stats.aheadWaitMs).toBeGreaterThan(0);
     expect(stats.journalSpaceWaits).toBe(0);
     expect(aheadMax).toBeLessThanOrEqual(AHEAD_MAX + 1);
+    for (let offset = 0; offset < world.volumeBytes; offset += WRITE_BYTES) {
+      expect(model.diff(offset, await volume.read(offset, WRITE_BYTES))).toBeNull();
+    }
+    await volume.close();
+  });
+
+  test("under load the backend cannot keep up with, only the burst's journal-only batches are read back", async () => {
+    const world = await makeWorld(8, { volumeBytes: 8 * 1024 * 1024, journalBytes: 16 * 1024 * 1024 });
+    const gated = new GatedStore(world.store);
+    world.store = gated;
+    const volume: Volume = await openVolume(world, { clock: immediateClock, sealedObjectsAheadMax: AHEAD_MAX, batchIdleMs: 1 });
+    const model = new VolumeModel(world.volumeBytes);
+    let acked = 0;
+    const writeAll = (count: number, first: number): Array<Promise<void>> =>
+      Array.from({ length: count }, (_, index) => {
+        const data = new Uint8Array(WRITE_BYTES);
+        world.prng.fill(data);
+        const offset = ((first + index) * WRITE_BYTES) % world.volumeBytes;
+        model.apply(offset, data, WRITE_BYTES);
+        return volume.write(offset, data, false).then(() => void (acked += 1));
+      });
+    const settle = async (turns: number) => {
+      for (let turn = 0; turn < turns; turn++) await immediateClock.sleep(2);
+    };
+
+    // A burst the backend does not take: batch buffers (PUTS_INFLIGHT_MAX + 1), then journal-only ones up to the bound.
+    gated.shut();
+    const writes = writeAll(WRITES, 0);
+    await gated.heldAtLeast(PUTS_INFLIGHT_MAX);
+    await settle(50);
+    const burstJournalOnlyMax = AHEAD_MAX + 1 - (PUTS_INFLIGHT_MAX + 1);
+    // Then the backend completes one put at a time while writes keep coming: sustained overload.
+    for (let step = 0; step < 10_000 && acked < WRITES; step++) {
+      gated.releaseOne();
+      await settle(5);
+    }
+    expect(acked).toBe(WRITES);
+    gated.release();
+    await Promise.all(writes);
+    for (let step = 0; step < 1000 && volume.backendBacklog().objects > 0; step++) await settle(1);
+    expect(volume.backendBacklog().objects).toBe(0);
+    // Without the allowance being spent at the bound, every object after the burst would have been read back.
+    const readBack = volume.stats().objectsReadBack;
+    expect(readBack).toBeGreaterThan(0);
+    expect(readBack).toBeLessThanOrEqual(burstJournalOnlyMax);
+
+    // The backend caught up, so the allowance is back: the next burst is absorbed by journal-only batches again.
+    gated.shut();
+    const second = writeAll(WRITES / 4, WRITES);
+    await gated.heldAtLeast(PUTS_INFLIGHT_MAX);
+    await settle(50);
+    gated.release();
+    await Promise.all(second);
+    for (let step = 0; step < 1000 && volume.backendBacklog().objects > 0; step++) await settle(1);
+    expect(volume.stats().objectsReadBack).toBeGreaterThan(readBack);
     for (let offset = 0; offset < world.volumeBytes; offset += WRITE_BYTES) {
       expect(model.diff(offset, await volume.read(offset, WRITE_BYTES))).toBeNull();
     }

@@ -37,6 +37,11 @@ export class BatchBuffers {
     return null;
   }
 
+  /** A buffer is free, or one more may be allocated: tryAcquire would not return null. */
+  get hasFree(): boolean {
+    return this.free.length > 0 || this.allocated < this.countMax;
+  }
+
   isDeviceMemory(buffer: Uint8Array): boolean {
     return this.deviceMemory.has(buffer);
   }

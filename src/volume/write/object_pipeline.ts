@@ -16,6 +16,16 @@
 //   6. Back-pressure from the backend: a batch opens only while fewer than sealedObjectsAheadMax objects are allocated
 //      and not durable (waitAheadRoom), so at most that many plus the checkpoints a seal may queue (up to
 //      CHECKPOINTS_KEPT back to back, when garbage collection asks for them) are ahead.
+//   7. While the burst allowance is spent (journalOnlyAllowed false), a batch opens only in memory: no new journal-only
+//      batch is made, so once the queued ones are built no object's data is read back from the journal.
+//
+// The burst allowance. Journal-only batches absorb a burst (or an outage) that outruns the backend, at the price of
+// reading their data back from the journal before the put: a second pass over the cache device, and CPU. Once one
+// waits to be built, every newer batch is journal-only too (buffers go to the oldest first), so under load the
+// backend cannot keep up with for good, every object would pay that price. So the allowance is spent when a batch
+// has to wait at the bound on objects ahead (the backlog filled up: not a burst), and rearmed when the backend has
+// caught up (at most one object ahead besides the open batch). While it is spent, the pump waits for a free buffer as
+// it waits for room ahead: the writes wait either way, and now nothing is read twice (bench/RESULTS.md, stop 15).
 
 import { JOURNAL_RECORD_DATA_BYTES_MAX, PAGE_BYTES, PUTS_INFLIGHT_MAX, SEALED_OBJECTS_AHEAD_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
@@ -79,6 +89,10 @@ export class ObjectPipeline {
   /** The record former (or the journal replay) waits here for room ahead of the backend; onObjectDurable wakes it. */
   private aheadRoomWaiter: (() => void) | null = null;
   private readonly sealedObjectsAheadMax: number;
+  /** The burst allowance (see the file comment): a batch may open journal-only when no buffer is free. */
+  private journalOnlyAllowed = true;
+  /** Journal-only batches built (read back from the journal) before their put, since open. */
+  private batchesReadBack = 0;
 
   constructor(private readonly options: ObjectPipelineOptions) {
     this.sealedObjectsAheadMax = options.sealedObjectsAheadMax ?? SEALED_OBJECTS_AHEAD_MAX;
@@ -123,18 +137,29 @@ export class ObjectPipeline {
     return this.nextSeq - 1 - this.writer.durableSeq;
   }
 
-  /** A batch may open now: fewer than sealedObjectsAheadMax objects are sealed and not yet durable. */
+  /**
+   * A batch may open now: fewer than sealedObjectsAheadMax objects are sealed and not yet durable, and either the
+   * burst allowance lets it open journal-only or it gets a buffer (none free while a journal-only batch waits).
+   */
   get hasAheadRoom(): boolean {
-    return this.objectsAhead < this.sealedObjectsAheadMax;
+    if (this.objectsAhead >= this.sealedObjectsAheadMax) return false;
+    return this.journalOnlyAllowed || (this.batchesToBuild === 0 && this.buffers.hasFree);
+  }
+
+  /** Journal-only batches read back from the journal before their put, since open. */
+  get readBackCount(): number {
+    return this.batchesReadBack;
   }
 
   /**
-   * Back-pressure from the backend: no batch opens while sealedObjectsAheadMax objects are sealed and not durable,
-   * so new writes wait (in the record former's queue, then in the NBD layer) until puts complete. Only the pump (or
-   * the journal replay) waits, one at a time; onObjectDurable wakes it, a failure ends the wait.
+   * Back-pressure from the backend: no batch opens while sealedObjectsAheadMax objects are sealed and not durable
+   * (which spends the burst allowance), or, while it is spent, until a buffer is free; so new writes wait (in the
+   * record former's queue, then in the NBD layer) until puts complete. Only the pump (or the journal replay) waits,
+   * one at a time; a durable object, a freed buffer or a finished build wakes it, a failure ends the wait.
    */
   async waitAheadRoom(): Promise<void> {
     while (!this.hasAheadRoom) {
+      if (this.objectsAhead >= this.sealedObjectsAheadMax) this.journalOnlyAllowed = false;
       assert(this.aheadRoomWaiter === null, "one pump waits for room ahead of the backend");
       const room = new Promise<void>((resolve) => (this.aheadRoomWaiter = resolve));
       try {
@@ -158,6 +183,7 @@ export class ObjectPipeline {
     assert(this.objectsAhead < this.sealedObjectsAheadMax, "a batch opens only with room ahead of the backend");
     const batch = new Batch(this.options.batchBytes);
     const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
+    assert(buffer !== null || this.journalOnlyAllowed, "a batch opens journal-only only with the burst allowance");
     const seq = this.nextSeq++;
     batch.open(seq, buffer);
     this.openBatch = batch;
@@ -231,10 +257,14 @@ export class ObjectPipeline {
         if (!this.writer.hasSlot) await this.writer.waitForSlot();
         const next = this.sealedQueue[0]!;
         const bytes = next.state === "ready" ? next.bytes : await this.buildJournalBatch(next.batch);
-        if (next.state === "toBuild") this.batchesToBuild -= 1;
         this.sealedQueue.shift();
         this.lastStarted = next.seq;
         this.writer.start(next.seq, bytes);
+        if (next.state === "toBuild") {
+          this.batchesToBuild -= 1;
+          this.batchesReadBack += 1;
+          this.wakeAheadRoomWaiter();
+        }
         this.afterChange();
       }
     } finally {
@@ -268,7 +298,9 @@ export class ObjectPipeline {
       if (buffer) this.recycleBuffer(buffer, recordSeqLast);
     }
     this.options.onDurable(seq);
-    if (this.aheadRoomWaiter !== null && this.objectsAhead < this.sealedObjectsAheadMax) this.aheadRoomWaiter();
+    // The backend has caught up: at most one object ahead besides the open batch. A new burst may be absorbed.
+    if (this.objectsAhead - (this.openBatch === null ? 0 : 1) <= 1) this.journalOnlyAllowed = true;
+    this.wakeAheadRoomWaiter();
     const waiters = this.durableWaiters.get(seq);
     if (waiters) {
       this.durableWaiters.delete(seq);
@@ -286,11 +318,21 @@ export class ObjectPipeline {
    */
   private recycleBuffer(buffer: Uint8Array, recordSeqLast: number): void {
     const journal = this.options.journal;
-    if (recordSeqLast === 0 || journal.isWritten(recordSeqLast)) return this.buffers.release(buffer);
+    if (recordSeqLast === 0 || journal.isWritten(recordSeqLast)) return this.releaseBuffer(buffer);
     journal.whenWritten(recordSeqLast).then(
-      () => this.buffers.release(buffer),
+      () => this.releaseBuffer(buffer),
       () => undefined,
     );
+  }
+
+  private releaseBuffer(buffer: Uint8Array): void {
+    this.buffers.release(buffer);
+    this.wakeAheadRoomWaiter();
+  }
+
+  /** Wakes the pump waiting in waitAheadRoom if a batch may open now (it checks again before it opens one). */
+  private wakeAheadRoomWaiter(): void {
+    if (this.aheadRoomWaiter !== null && this.hasAheadRoom) this.aheadRoomWaiter();
   }
 
   /** Resolves when every object up to seq is durable; rejects if the write path fails first. */
@@ -313,7 +355,7 @@ export class ObjectPipeline {
     if (debugChecks) this.checkInvariants();
   }
 
-  /** Checks invariants 1-5 from the top of this file; throws on the first violation. */
+  /** Checks invariants 1-5 and 7 from the top of this file; throws on the first violation. */
   checkInvariants(): void {
     const check = (condition: boolean, message: () => string): void => {
       if (!condition) assert(false, `object pipeline invariant: ${message()}`);
@@ -329,6 +371,8 @@ export class ObjectPipeline {
     for (const seq of this.unflushed.keys()) check(seq > durable && seq < this.nextSeq, () => `unflushed batch ${seq} not durable (${durable}) and allocated`);
     const toBuild = this.sealedQueue.filter((entry) => entry.state === "toBuild").length;
     check(this.batchesToBuild === toBuild, () => `batchesToBuild ${this.batchesToBuild} counts the queued journal-only batches (${toBuild})`);
+    const openInMemory = this.openBatch === null || this.openBatch.dataInBuffer;
+    check(this.journalOnlyAllowed || openInMemory, () => `the open batch ${this.openBatch?.seq} is journal-only with the burst allowance spent`);
     this.buffers.checkInvariants();
   }
 }

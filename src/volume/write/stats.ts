@@ -3,7 +3,8 @@
 // their bound rather than on the collector's progress; spaceWaitMs: their waits, summed. Where the record former
 // (record_former.ts) held a record back, how often and for how long in all (ms, fractional): journalSlot*, every
 // record write allowed in flight was; journalSpace*, the journal had no room; ahead*, a new batch could not open
-// while SEALED_OBJECTS_AHEAD_MAX objects were not yet durable. Timed with performance.now(): read by people and
+// while SEALED_OBJECTS_AHEAD_MAX objects were not yet durable, or (the burst allowance spent: object_pipeline.ts) no
+// batch buffer was free. Timed with performance.now(): read by people and
 // metrics, never by a decision, so a simulation replays the same whatever they hold. gcCopiedSectors: sectors of
 // victims' extents GC copied (still live when the copy formed its record); gcSupersededSectors: the rest of the
 // extents it handed over (dead by then: overwritten, trimmed, or rewritten later in the same victim).
