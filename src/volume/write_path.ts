@@ -300,9 +300,9 @@ export class WritePath {
     return this.pipeline.durableSeq;
   }
 
-  /** Journal-only batches read back from the journal before their put (ObjectPipeline.readBackCount). */
+  /** Journal-only batches read back from the journal before their put (ObjectPipeline.objectsReadBack). */
   get objectsReadBack(): number {
-    return this.pipeline.readBackCount;
+    return this.pipeline.objectsReadBack;
   }
 
   get failed(): unknown {

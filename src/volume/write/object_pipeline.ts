@@ -147,7 +147,7 @@ export class ObjectPipeline {
   }
 
   /** Journal-only batches read back from the journal before their put, since open. */
-  get readBackCount(): number {
+  get objectsReadBack(): number {
     return this.batchesReadBack;
   }
 
