@@ -143,7 +143,12 @@ export class ObjectPipeline {
    */
   get hasAheadRoom(): boolean {
     if (this.objectsAhead >= this.sealedObjectsAheadMax) return false;
-    return this.journalOnlyAllowed || (this.batchesToBuild === 0 && this.buffers.hasFree);
+    return this.journalOnlyAllowed || this.nextBatchInMemory;
+  }
+
+  /** The next batch would get a buffer: one is free and no journal-only batch waits for one (older ones go first). */
+  private get nextBatchInMemory(): boolean {
+    return this.batchesToBuild === 0 && this.buffers.hasFree;
   }
 
   /** Journal-only batches read back from the journal before their put, since open. */
@@ -182,7 +187,7 @@ export class ObjectPipeline {
     assert(this.openBatch === null, "one open batch at a time");
     assert(this.objectsAhead < this.sealedObjectsAheadMax, "a batch opens only with room ahead of the backend");
     const batch = new Batch(this.options.batchBytes);
-    const buffer = this.batchesToBuild === 0 ? this.buffers.tryAcquire() : null;
+    const buffer = this.nextBatchInMemory ? this.buffers.tryAcquire() : null;
     assert(buffer !== null || this.journalOnlyAllowed, "a batch opens journal-only only with the burst allowance");
     const seq = this.nextSeq++;
     batch.open(seq, buffer);
