@@ -42,7 +42,21 @@ interface RecordSlot {
   seq: number;
   written: boolean;
   buffer: Uint8Array | null;
-  waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }>;
+  waiters: RecordListener[];
+}
+
+/** Told once whether a record (and every record before it) reached the device. */
+export interface RecordListener {
+  recordWritten(): void;
+  recordFailed(error: unknown): void;
+}
+
+/** A reported record's waiters: none are added once it is reported (whenWritten and drain resolve at once then). */
+const NO_WAITERS = Object.freeze([]) as unknown as RecordListener[];
+
+/** A promise's resolve and reject as a record listener. */
+function promiseListener(resolve: () => void, reject: (error: unknown) => void): RecordListener {
+  return { recordWritten: resolve, recordFailed: reject };
 }
 
 export interface JournalStart {
@@ -70,6 +84,8 @@ export class Journal {
   private releasedSeq = 0;
   private writesInFlight = 0;
   private spaceWaiters: Array<() => void> = [];
+  /** The waiters of the records one completion reported, told once the journal's state is updated (reused). */
+  private readonly toTell: RecordListener[] = [];
   private superblockWrite: Promise<void> | null = null;
   private failure: unknown = null;
 
@@ -253,6 +269,23 @@ export class Journal {
     dataBytes: number,
     dataInPlace: Uint8Array | null = null,
   ): { seq: number; written: Promise<void>; dataOffset: number } {
+    const slot = this.startRecord(extents, pieces, dataBytes, dataInPlace);
+    const written = new Promise<void>((resolve, reject) => slot.waiters.push(promiseListener(resolve, reject)));
+    return { seq: slot.seq, written, dataOffset: this.physicalOffset(slot.position) + JOURNAL_HEADER_BYTES };
+  }
+
+  /**
+   * write() for the hot path: `listener` is told when the record and every earlier one are on the device, with no
+   * promise made per record. Returns the record's seq; its data lies where peekRecord said.
+   */
+  writeThen(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number, dataInPlace: Uint8Array | null, listener: RecordListener): number {
+    const slot = this.startRecord(extents, pieces, dataBytes, dataInPlace);
+    slot.waiters.push(listener);
+    return slot.seq;
+  }
+
+  /** Encodes a record and starts its write; its slot takes the waiters. */
+  private startRecord(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number, dataInPlace: Uint8Array | null): RecordSlot {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
     const recordBytes = Journal.recordBytes(dataBytes);
@@ -292,9 +325,7 @@ export class Journal {
       },
       [data],
     );
-    const slot = this.submit(seq, owned, recordBytes, dataInPlace === null ? [owned] : [header, dataInPlace]);
-    const written = new Promise<void>((resolve, reject) => slot.waiters.push({ resolve, reject }));
-    return { seq, written, dataOffset: this.physicalOffset(slot.position) + JOURNAL_HEADER_BYTES };
+    return this.submit(seq, owned, recordBytes, dataInPlace === null ? [owned] : [header, dataInPlace]);
   }
 
   /** True when record seq and every record before it are on the device (or were released long ago). */
@@ -315,9 +346,9 @@ export class Journal {
     if (this.failure) return Promise.reject(this.failure);
     const index = this.liveIndexOf(seq);
     if (index < 0) return Promise.resolve();
-    assert(index < this.slots.length && this.slots[index]!.seq === seq, `record ${seq} is in the journal`);
+    if (index >= this.slots.length || this.slots[index]!.seq !== seq) assert(false, `record ${seq} is in the journal`);
     if (index < this.reportedEnd) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => this.slots[index]!.waiters.push({ resolve, reject }));
+    return new Promise<void>((resolve, reject) => this.slots[index]!.waiters.push(promiseListener(resolve, reject)));
   }
 
   private writePad(padBytes: number): void {
@@ -360,18 +391,23 @@ export class Journal {
     slot.written = true;
     if (slot.buffer) this.pool.release(slot.buffer);
     slot.buffer = null;
-    // Report completions in seq order: a record counts as written only when all before it are.
+    // Report completions in seq order: a record counts as written only when all before it are. The waiters are told
+    // once the journal's own state is updated (they may look at it).
+    assert(this.toTell.length === 0, "journal: completions are reported one at a time");
     while (this.reportedEnd < this.slots.length) {
       const candidate = this.slots[this.reportedEnd]!;
       if (!candidate.written) break;
       this.reportedEnd += 1;
       if (candidate.waiters.length > 0) {
-        for (const waiter of candidate.waiters) waiter.resolve();
-        candidate.waiters = [];
+        for (const waiter of candidate.waiters) this.toTell.push(waiter);
+        candidate.waiters = NO_WAITERS;
       }
     }
     this.checkOrder();
     this.advanceTail();
+    const toTell = this.toTell;
+    for (let index = 0; index < toTell.length; index++) toTell[index]!.recordWritten();
+    toTell.length = 0;
   }
 
   private fail(error: unknown): void {
@@ -379,8 +415,8 @@ export class Journal {
     this.failure ??= error;
     for (let index = this.slotsFront; index < this.slots.length; index++) {
       const slot = this.slots[index]!;
-      for (const waiter of slot.waiters) waiter.reject(this.failure);
-      slot.waiters = [];
+      for (const waiter of slot.waiters) waiter.recordFailed(this.failure);
+      slot.waiters = NO_WAITERS;
     }
     this.wakeSpaceWaiters();
   }
@@ -460,9 +496,10 @@ export class Journal {
 
   /** Resolves when every record written so far is on the device (not yet durable: see fdatasync). */
   async drain(): Promise<void> {
+    if (this.failure) throw this.failure;
     const last = this.slots[this.slots.length - 1];
     if (!last || this.reportedEnd === this.slots.length) return;
-    await new Promise<void>((resolve, reject) => last.waiters.push({ resolve, reject }));
+    await new Promise<void>((resolve, reject) => last.waiters.push(promiseListener(resolve, reject)));
   }
 
   get inFlight(): number {

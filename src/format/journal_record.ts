@@ -112,7 +112,7 @@ export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeade
   assert(into.byteLength === JOURNAL_HEADER_BYTES, "journal header buffer is one page");
   assert(isUuid(h.volUuid) && isUuid(h.cacheUuid), "volUuid and cacheUuid are UUIDs");
   const problem = recordProblem(h);
-  assert(problem === null, `journal record ${h.seq}: ${problem}`);
+  if (problem !== null) assert(false, `journal record ${h.seq}: ${problem}`);
   let dataCrc32c = 0;
   if (h.type === JournalRecordType.Data) {
     let bytes = 0;
@@ -120,7 +120,7 @@ export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeade
       dataCrc32c = crc32c(buffer, dataCrc32c);
       bytes += buffer.byteLength;
     }
-    assert(bytes === h.dataPages * PAGE_BYTES, `data buffers hold ${bytes} bytes = dataPages*${PAGE_BYTES}`);
+    if (bytes !== h.dataPages * PAGE_BYTES) assert(false, `data buffers hold ${bytes} bytes = dataPages*${PAGE_BYTES}`);
   }
   into.fill(0);
   const view = viewOf(into);

@@ -73,6 +73,17 @@ assert(MAP_CHUNK_EXTENTS_MAX * WORDS_PER_EXTENT * 4 <= SEGMENT_BYTES_TARGET, "a 
 
 export type DisplacedCallback = (obj: number, sectors: number) => void;
 export type ExtentVisitor = (lba: number, sectors: number, obj: number, offset: number) => void;
+export type RunVisitor = (lba: number, sectors: number) => void;
+
+/** runsMappedTo's state: the object and offset a run must continue, the run so far, and whom to tell (null: none). */
+interface RunScan {
+  obj: number;
+  /** The copy's offset minus its lba: a piece continues the copy when its offset is its lba plus this. */
+  offsetMinusLba: number;
+  lba: number;
+  sectors: number;
+  visit: RunVisitor | null;
+}
 
 // Extent helpers take the extent's absolute position in its segment: chunk slot * chunkExtentsMax + index.
 
@@ -271,6 +282,20 @@ export class ExtentMap {
   // Result of seek(), kept in fields so lookups do not allocate.
   private seekChunk = 0;
   private seekIndex = 0;
+  /** runsMappedTo's run in progress, so a call allocates nothing: the run it extends and whom to tell. */
+  private readonly runScan: RunScan = { obj: 0, offsetMinusLba: 0, lba: -1, sectors: 0, visit: null };
+  /** lookup's visitor for runsMappedTo: extends the run, or tells the one before and starts the next. */
+  private readonly extendRun: ExtentVisitor = (pieceLba, pieceSectors, pieceObj, pieceOffset) => {
+    const scan = this.runScan;
+    if (pieceObj !== scan.obj || pieceOffset !== pieceLba + scan.offsetMinusLba) return;
+    if (scan.sectors > 0 && scan.lba + scan.sectors === pieceLba) {
+      scan.sectors += pieceSectors;
+      return;
+    }
+    if (scan.sectors > 0) scan.visit!(scan.lba, scan.sectors);
+    scan.lba = pieceLba;
+    scan.sectors = pieceSectors;
+  };
   /** Scratch results of cutLeftEdge and removeFrom (no allocation per removal). */
   private cutNextIndex = 0;
   private cutRemnantStart = -1;
@@ -395,20 +420,20 @@ export class ExtentMap {
    * `offset + (run's lba - lba)`: what of a copy of that range taken from obj at offset is still current. In LBA
    * order; adjacent pieces that continue each other in obj form one run. visit must not modify the map.
    */
-  runsMappedTo(lba: number, sectors: number, obj: number, offset: number, visit: (lba: number, sectors: number) => void): void {
-    let runLba = -1;
-    let runSectors = 0;
-    this.lookup(lba, sectors, (pieceLba, pieceSectors, pieceObj, pieceOffset) => {
-      if (pieceObj !== obj || pieceOffset !== offset + (pieceLba - lba)) return;
-      if (runSectors > 0 && runLba + runSectors === pieceLba) {
-        runSectors += pieceSectors;
-        return;
-      }
-      if (runSectors > 0) visit(runLba, runSectors);
-      runLba = pieceLba;
-      runSectors = pieceSectors;
-    });
-    if (runSectors > 0) visit(runLba, runSectors);
+  runsMappedTo(lba: number, sectors: number, obj: number, offset: number, visit: RunVisitor): void {
+    const scan = this.runScan;
+    assert(scan.visit === null, "extent map: runsMappedTo's visit does not scan runs again");
+    scan.obj = obj;
+    scan.offsetMinusLba = offset - lba;
+    scan.lba = -1;
+    scan.sectors = 0;
+    scan.visit = visit;
+    try {
+      this.lookup(lba, sectors, this.extendRun);
+      if (scan.sectors > 0) visit(scan.lba, scan.sectors);
+    } finally {
+      scan.visit = null;
+    }
   }
 
   /** All extents in LBA order (for checkpoints). visit must not modify the map. */

@@ -86,6 +86,30 @@ describe("journal", () => {
     expect(pool.outstanding).toBe(0);
   });
 
+  test("writeThen tells its listener once, in seq order, with the journal's state already updated; a failed write tells every waiter", async () => {
+    const { device, journal } = freshJournal(2);
+    const told: string[] = [];
+    const listenerFor = (seq: number) => ({
+      recordWritten: () => void told.push(`${seq} written ${journal.isWritten(seq)}`),
+      recordFailed: (error: unknown) => void told.push(`${seq} failed ${(error as Error).message.includes("injected")}`),
+    });
+    for (let index = 0; index < 4; index++) {
+      const { seq } = journal.peekRecord(PAGE);
+      expect(journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, listenerFor(seq))).toBe(seq);
+    }
+    await journal.drain();
+    // The device completes in random order; each record is told once, in seq order, and is written when told.
+    expect(told).toEqual(["500 written true", "501 written true", "502 written true", "503 written true"]);
+    told.length = 0;
+    device.failWritesAfter = 0;
+    for (let index = 0; index < 2; index++) {
+      const { seq } = journal.peekRecord(PAGE);
+      journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, listenerFor(seq));
+    }
+    await expect(journal.drain()).rejects.toThrow("injected");
+    expect(told).toEqual(["504 failed true", "505 failed true"]);
+  });
+
   test("a record that does not fit before the end of the region follows a pad; the walk follows both", async () => {
     const { device, pool, journal } = freshJournal(2);
     // 3-page records (header + 2 data pages) into a 64-page region: the 22nd does not fit at page 63.

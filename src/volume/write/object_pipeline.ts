@@ -291,7 +291,7 @@ export class ObjectPipeline {
   }
 
   private onObjectDurable(seq: number): void {
-    assert(seq === this.durableSeen + 1 && seq <= this.lastStarted, `object ${seq} durable in seq order, after its put started`);
+    if (seq !== this.durableSeen + 1 || seq > this.lastStarted) assert(false, `object ${seq} durable in seq order, after its put started`);
     this.durableSeen = seq;
     const batch = this.unflushed.get(seq);
     if (batch) {

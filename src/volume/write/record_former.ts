@@ -22,7 +22,7 @@
 
 import { GC_COPY_BYTES_MAX, JOURNAL_RECORD_DATA_BYTES_MAX, JOURNAL_RECORD_EXTENTS_MAX, SECTOR_BYTES } from "../../constants.ts";
 import { assert } from "../../errors.ts";
-import { Journal } from "../../cache/journal.ts";
+import { Journal, type RecordListener } from "../../cache/journal.ts";
 import type { DataExtent } from "../../format/data_object.ts";
 import type { JournalExtent } from "../../format/journal_record.ts";
 import type { ExtentMap } from "../../map/extent_map.ts";
@@ -79,6 +79,34 @@ function dataOf(record: readonly Piece[]): Uint8Array[] {
   const pieces: Uint8Array[] = [];
   for (const piece of record) if (piece.data) pieces.push(piece.data);
   return pieces;
+}
+
+/** Sectors [lba, lba+sectors) of GC copy `piece`, in the victim's data area it was read into. */
+function copiedBytes(piece: Piece, from: CopySource, lba: number, sectors: number): Uint8Array {
+  const start = (piece.copyOffset + lba - piece.lba) * SECTOR_BYTES;
+  return from.area.subarray(start, start + sectors * SECTOR_BYTES);
+}
+
+/** How a formed record's journal write ended, for the record former to act on (RecordFormer.outcome). */
+interface RecordOutcome {
+  written(record: Piece[]): void;
+  failed(record: Piece[], error: unknown): void;
+}
+
+/** A formed record, listening for its journal write: one object per record, where a promise chain took several. */
+class FormedRecord implements RecordListener {
+  constructor(
+    private readonly outcome: RecordOutcome,
+    private readonly pieces: Piece[],
+  ) {}
+
+  recordWritten(): void {
+    this.outcome.written(this.pieces);
+  }
+
+  recordFailed(error: unknown): void {
+    this.outcome.failed(this.pieces, error);
+  }
 }
 
 /** A promise's resolve and reject as a listener (the paths that are not hot keep their promises). */
@@ -170,6 +198,15 @@ export class RecordFormer {
   /** drain() callers, woken whenever the pump goes idle (they check again). */
   private drainWaiters: Array<() => void> = [];
   private readonly clientWrites: ClientWritesCounter = { inFlight: 0 };
+  /** The runs resolveCopy finds, as (lba, sectors) pairs: reused, so resolving a GC copy allocates no list or closure. */
+  private readonly copyRuns: number[] = [];
+  private readonly noteCopyRun = (lba: number, sectors: number): void => void this.copyRuns.push(lba, sectors);
+  /** What each formed record tells when its journal write ends (made once: no promise or closure per record). */
+  private readonly outcome: RecordOutcome = {
+    written: (record) => this.acknowledge(record),
+    // The journal tells this inside its own failure handling: the write path stops after that, not during it.
+    failed: (record, error) => queueMicrotask(() => this.failRecord(record, error)),
+  };
 
   constructor(private readonly options: RecordFormerOptions) {
     this.boundary = options.logEndsInsideWrite ? "replaying" : "onBoundary";
@@ -282,26 +319,28 @@ export class RecordFormer {
   private resolveCopy(index: number): boolean {
     const piece = this.pending[index]!;
     const from = piece.copiedFrom!;
-    const runs: Array<{ lba: number; sectors: number }> = [];
-    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, piece.copyOffset, (lba, sectors) => void runs.push({ lba, sectors }));
+    const runs = this.copyRuns;
+    runs.length = 0;
+    this.options.map.runsMappedTo(piece.lba, piece.sectors, from.obj, piece.copyOffset, this.noteCopyRun);
     let copied = 0;
-    for (const run of runs) copied += run.sectors;
+    for (let at = 1; at < runs.length; at += 2) copied += runs[at]!;
     this.options.stats.gcCopiedSectors += copied;
     this.options.stats.gcSupersededSectors += piece.sectors - copied;
-    const areaAt = (lba: number, sectors: number): Uint8Array => {
-      const start = (piece.copyOffset + lba - piece.lba) * SECTOR_BYTES;
-      return from.area.subarray(start, start + sectors * SECTOR_BYTES);
-    };
     if (runs.length === 0) {
       this.dropResolved(index);
       return true;
     }
     piece.copiedFrom = null;
     if (copied === piece.sectors) {
-      piece.data = areaAt(piece.lba, piece.sectors);
+      piece.data = copiedBytes(piece, from, piece.lba, piece.sectors);
       return false;
     }
-    const pieces = runs.map((run): Piece => ({ ...piece, lba: run.lba, sectors: run.sectors, data: areaAt(run.lba, run.sectors) }));
+    const pieces: Piece[] = [];
+    for (let at = 0; at < runs.length; at += 2) {
+      const lba = runs[at]!;
+      const sectors = runs[at + 1]!;
+      pieces.push({ ...piece, lba, sectors, data: copiedBytes(piece, from, lba, sectors) });
+    }
     this.pending.splice(index, 1, ...pieces);
     piece.waiter.piecesLeft += pieces.length - 1;
     return false;
@@ -363,16 +402,17 @@ export class RecordFormer {
 
   /** Forms one record from the front of `pending` and starts its journal write. */
   private async formRecord(): Promise<void> {
-    await this.waitForWriteSlot();
+    const { journal, pipeline } = this.options;
+    // Each wait is awaited only when it has to wait: an await costs a promise and a microtask turn per record.
+    if (!journal.hasWriteSlot(0)) await this.waitForWriteSlot();
     const choice = this.choosePieces();
     if (choice === null) return; // only GC copies that every sector of was superseded
-    const { journal, pipeline } = this.options;
-    await this.waitForJournalRoom(choice.dataBytes);
+    if (!journal.canWrite(choice.dataBytes)) await this.waitForJournalRoom(choice.dataBytes);
     // Room in the batch, and a write boundary before a long write that should not share it (sealsBeforeRecord).
     const shape = this.recordShape(choice.end);
     const open = pipeline.open;
     if (open && (!open.fits(choice.dataBytes, choice.zeroCount) || this.sealsBeforeRecord(open, shape, choice.zeroCount))) await this.options.seal();
-    if (!pipeline.open) await this.waitAheadRoom();
+    if (!pipeline.open && !pipeline.hasAheadRoom) await this.waitAheadRoom();
     const batch = pipeline.open ?? pipeline.openNext();
     if (!journal.canWrite(choice.dataBytes)) return; // space went to a pad or another writer meanwhile: try again
     this.writeRecord(batch, choice, shape);
@@ -467,7 +507,7 @@ export class RecordFormer {
     // client's buffers until then, which the device contract allows (a payload may be kept until its write completes).
     const record = this.pending.slice(this.pendingFront, end);
     const placed = journal.peekRecord(dataBytes);
-    assert(placed.seq > this.lastRecordSeq, `record ${placed.seq} follows record ${this.lastRecordSeq}`);
+    if (placed.seq <= this.lastRecordSeq) assert(false, `record ${placed.seq} follows record ${this.lastRecordSeq}`);
     batch.beginRecord(placed.seq, shape.continuesWrite);
     const batchStartBytes = batch.dataBytes;
     let journalOffset = placed.dataOffset;
@@ -482,18 +522,13 @@ export class RecordFormer {
     batch.checksumNewData(); // one checksum call per record, not one long one when the batch is sealed
     const deviceMemory = batch.buffer !== null && pipeline.isDeviceMemory(batch.buffer);
     const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
-    const { seq, written, dataOffset } = journal.write(record, inPlace === null ? dataOf(record) : NO_PIECES, dataBytes, inPlace);
-    assert(seq === placed.seq && dataOffset === placed.dataOffset, "the record went where it was peeked");
+    const listener = new FormedRecord(this.outcome, record);
+    const seq = journal.writeThen(record, inPlace === null ? dataOf(record) : NO_PIECES, dataBytes, inPlace, listener);
+    // The same seq means the same pad decision, so the data went to the offset peeked too.
+    assert(seq === placed.seq, "the record went where it was peeked");
     this.lastRecordSeq = seq;
     this.pendingFront = end;
     this.options.stats.records += 1;
-    written.then(
-      () => this.acknowledge(record),
-      (error: unknown) => {
-        for (const piece of record) settleFailed(piece.waiter, error);
-        this.options.halt.fail(error);
-      },
-    );
     this.afterChange();
   }
 
@@ -540,14 +575,18 @@ export class RecordFormer {
     }
   }
 
+  /** A record's journal write failed, or it may not be acknowledged: its writes fail, and so does the write path. */
+  private failRecord(record: Piece[], error: unknown): void {
+    for (const piece of record) settleFailed(piece.waiter, error);
+    this.options.halt.fail(error);
+  }
+
   private acknowledge(record: Piece[]): void {
     // A holder that was paused past its lease must not acknowledge what it journaled: its successor never sees it.
     try {
       this.options.fence.check();
     } catch (error) {
-      for (const piece of record) settleFailed(piece.waiter, error);
-      this.options.halt.fail(error);
-      return;
+      return this.failRecord(record, error);
     }
     let needSync = false;
     for (const piece of record) {
