@@ -249,6 +249,12 @@ export const GC_ROUND_READ_BYTES_MAX = 256 * 1024 * 1024;
 export const GC_READ_INFLIGHT_BYTES_MAX = 16 * 1024 * 1024;
 export const GC_VICTIMS_INFLIGHT_MAX = 16;
 /**
+ * GC keeps the buffers it reads victims into (at most what it reads at once, volume/reused_buffers.ts) until its rounds
+ * have found no victim for this long. Under steady load, rounds with and without victims alternate; freeing the buffers
+ * at every round without one made the next victim take fresh memory, a page fault per 4 KiB page.
+ */
+export const GC_READ_BUFFERS_IDLE_MS = 30_000;
+/**
  * Victim extents GC copies from per event-loop turn (garbage_collector.ts queueCopies): a victim of 4 KiB random
  * writes has ~2,000 extents, whose lookups and copies held the loop for 10-35 ms in one turn (bench/loop_stalls.sh).
  */

@@ -47,6 +47,7 @@ import {
   GC_DELETES_INFLIGHT_MAX,
   GC_LIVE_BYTES_FLOOR,
   GC_LOG_INTERVAL_MS,
+  GC_READ_BUFFERS_IDLE_MS,
   GC_READ_INFLIGHT_BYTES_MAX,
   GC_ROUND_EARLY_SHARE,
   GC_ROUND_SPEEDUP_MAX,
@@ -161,6 +162,8 @@ export class GarbageCollector implements SpaceSource {
   private readonly leftovers: LeftoverCheckpoints;
   /** What victims are read into: as many idle as the round reads at once (one victim may exceed the bound alone). */
   private readonly victimBuffers: ReusedBuffers;
+  /** When a round last chose a victim (or the collector started): the read buffers go GC_READ_BUFFERS_IDLE_MS after. */
+  private lastVictimMs: number;
   stats = { rounds: 0, objectsCleaned: 0, objectsDeleted: 0, leftoverCheckpointsDeleted: 0, bytesRead: 0, reclaimedBytes: 0, forcedCheckpoints: 0, errors: 0 };
 
   constructor(private readonly options: GarbageCollectorOptions) {
@@ -169,6 +172,7 @@ export class GarbageCollector implements SpaceSource {
     this.checkpointNamedMax = checkpoints.length > 0 ? Math.max(...checkpoints) : 0;
     this.lastCheckpointMs = clock.nowMs();
     this.lastLogMs = clock.nowMs();
+    this.lastVictimMs = clock.nowMs();
     this.mark = this.takeMark();
     this.nextDelayMs = intervalMs;
     this.victimBuffers = new ReusedBuffers(GC_READ_INFLIGHT_BYTES_MAX + options.batchBytes + REUSED_BUFFER_GRAIN_BYTES);
@@ -319,7 +323,7 @@ export class GarbageCollector implements SpaceSource {
       this.stats.leftoverCheckpointsDeleted += await this.leftovers.collect(this.checkpointMin, mark.sequenceNext, () => this.stopped);
       const victims = this.chooseVictims(budget, mark.atMs);
       boundHit = victims.boundHit;
-      if (victims.chosen.length === 0) this.victimBuffers.clear();
+      this.keepOrFreeReadBuffers(victims.chosen.length > 0, mark.atMs);
       const limits = { countMax: GC_VICTIMS_INFLIGHT_MAX, weightMax: GC_READ_INFLIGHT_BYTES_MAX, halted: () => this.halted };
       await forEachBounded(victims.chosen, limits, (victim) => victim.objectBytes, (victim) => this.cleanOrSkip(victim));
       this.maybeForceCheckpoint();
@@ -454,6 +458,17 @@ export class GarbageCollector implements SpaceSource {
       copies.push(writer.copyExtents(source, slice, extentOffset));
       for (const extent of slice) extentOffset += extent.sectors;
     }
+  }
+
+  /** Idle read buffers for the victims: kept while rounds keep finding victims, freed once they stop for a while. */
+  private keepOrFreeReadBuffers(victimChosen: boolean, nowMs: number): void {
+    if (victimChosen) this.lastVictimMs = nowMs;
+    else if (nowMs - this.lastVictimMs >= GC_READ_BUFFERS_IDLE_MS) this.victimBuffers.clear();
+  }
+
+  /** Idle bytes of the victims' read buffers (tests). */
+  get idleReadBufferBytes(): number {
+    return this.victimBuffers.idleBytes;
   }
 
   /** Queues a delete pass behind the one running; the returned promise rejects with the pass's failure. */

@@ -6,8 +6,8 @@
 //
 // A buffer is lent from take() until give(): the collector gives a victim's back only once every copy it queued from
 // it has settled (the write path holds views of it until the copy's journal write completes), the checkpoint
-// scheduler a checkpoint's once the object is durable. Idle buffers are bounded in bytes; clear() frees them (a GC
-// round with no victim: an idle volume keeps no read buffers).
+// scheduler a checkpoint's once the object is durable. Idle buffers are bounded in bytes; clear() frees them (GC, once
+// its rounds have found no victim for GC_READ_BUFFERS_IDLE_MS: an idle volume keeps no read buffers).
 
 import { assert } from "../errors.ts";
 import { debugChecks } from "../util/debug_checks.ts";
@@ -36,20 +36,35 @@ export class ReusedBuffers {
     return this.lent.size;
   }
 
-  /** A buffer of at least `bytes`: an idle one if one is large enough, else a new one of whole grains. */
+  /** A buffer of at least `bytes`: the smallest idle one large enough, else a new one of whole grains. */
   take(bytes: number): Uint8Array {
     assert(Number.isSafeInteger(bytes) && bytes > 0, "a buffer taken has bytes");
-    const index = this.idle.findIndex((buffer) => buffer.byteLength >= bytes);
+    let index = -1;
+    for (let at = 0; at < this.idle.length; at++) {
+      const size = this.idle[at]!.byteLength;
+      if (size >= bytes && (index < 0 || size < this.idle[index]!.byteLength)) index = at;
+    }
     const buffer = index >= 0 ? this.idle.splice(index, 1)[0]! : new Uint8Array(Math.ceil(bytes / REUSED_BUFFER_GRAIN_BYTES) * REUSED_BUFFER_GRAIN_BYTES);
     this.lent.add(buffer);
     return buffer;
   }
 
-  /** Gives back a buffer take() lent: nothing may read or write it after this. */
+  /**
+   * Gives back a buffer take() lent: nothing may read or write it after this. Beyond the bound, the smallest idle
+   * buffers go first (maybe this one; one larger than the bound goes at once): a large buffer serves any use a small
+   * one does, so keeping small ones in its place would make every larger use take fresh memory.
+   */
   give(buffer: Uint8Array): void {
     assert(this.lent.delete(buffer), "a buffer given back was lent");
     if (debugChecks) buffer.fill(REUSED_BUFFER_POISON);
-    if (this.idleBytes + buffer.byteLength <= this.idleBytesMax) this.idle.push(buffer);
+    if (buffer.byteLength > this.idleBytesMax) return; // it would leave nothing else
+    this.idle.push(buffer);
+    let idleBytes = this.idleBytes;
+    while (idleBytes > this.idleBytesMax) {
+      let smallest = 0;
+      for (let at = 1; at < this.idle.length; at++) if (this.idle[at]!.byteLength < this.idle[smallest]!.byteLength) smallest = at;
+      idleBytes -= this.idle.splice(smallest, 1)[0]!.byteLength;
+    }
   }
 
   /** Frees the idle buffers (lent ones are given back as usual). */

@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { FaultyStore } from "../../src/backend/faulty_store.ts";
 import { MemoryStore } from "../../src/backend/memory_store.ts";
-import { GC_CLEAN_SLICE_EXTENTS, SECTOR_BYTES } from "../../src/constants.ts";
+import { GC_CLEAN_SLICE_EXTENTS, GC_READ_BUFFERS_IDLE_MS, SECTOR_BYTES } from "../../src/constants.ts";
 import { fsckVolume } from "../../src/volume/fsck.ts";
 import type { Volume } from "../../src/volume/volume.ts";
 import type { WritePath } from "../../src/volume/write_path.ts";
@@ -260,6 +260,32 @@ describe("garbage collection", () => {
     await expectModel(volume, world, model, "after rounds around a damaged object");
     await volume.close();
   }, 30_000);
+
+  test("victims' read buffers stay across rounds without a victim, and go once none has come for a while", async () => {
+    let skewMs = 0;
+    const clock = { ...immediateClock, nowMs: () => Date.now() + skewMs };
+    const world = await makeWorld(317, { volumeBytes: 4 * 1024 * 1024 });
+    const model = new VolumeModel(world.volumeBytes);
+    const volume = await openVolume(world, { ...MANUAL_GC, clock });
+    const blocks = world.volumeBytes / BLOCK;
+    for (let block = 0; block < blocks; block++) await writeBlock(volume, world, model, block);
+    for (let block = 0; block < blocks; block += 2) await writeBlock(volume, world, model, block);
+    for (let block = 1; block < blocks; block += 4) await writeBlock(volume, world, model, block);
+    await settle(volume);
+    const gc = (volume as unknown as { gc: { idleReadBufferBytes: number } }).gc;
+    await collectUntilQuiet(volume); // victims cleaned, then rounds that find none
+    expect(volume.stats().gc!.objectsCleaned).toBeGreaterThan(0);
+    const kept = gc.idleReadBufferBytes;
+    expect(kept).toBeGreaterThan(0);
+    skewMs = GC_READ_BUFFERS_IDLE_MS / 2;
+    await volume.collectGarbage();
+    expect(gc.idleReadBufferBytes).toBe(kept);
+    skewMs = GC_READ_BUFFERS_IDLE_MS + 1_000;
+    await volume.collectGarbage();
+    expect(gc.idleReadBufferBytes).toBe(0);
+    await expectModel(volume, world, model, "after the buffers went");
+    await volume.close();
+  });
 
   test("no deletes before the superblock names a checkpoint newer than the retirement", async () => {
     const world = await makeWorld(305, { volumeBytes: 1024 * 1024 });

@@ -27,13 +27,30 @@ describe("ReusedBuffers", () => {
     expect(buffers.lentCount).toBe(2);
   });
 
-  test("idle buffers stay within their byte bound; clear frees them", () => {
+  test("idle buffers stay within their byte bound, the smallest dropped first; clear frees them", () => {
     const buffers = new ReusedBuffers(3 * GRAIN);
-    const lent = [buffers.take(GRAIN), buffers.take(GRAIN), buffers.take(2 * GRAIN)];
-    for (const buffer of lent) buffers.give(buffer);
-    expect(buffers.idleBytes).toBe(2 * GRAIN); // the third would pass the bound: dropped
+    const [small, alsoSmall, large] = [buffers.take(GRAIN), buffers.take(GRAIN), buffers.take(2 * GRAIN)];
+    for (const buffer of [small!, alsoSmall!, large!]) buffers.give(buffer);
+    expect(buffers.idleBytes).toBe(3 * GRAIN); // one small one went, so the large one stays
+    expect(buffers.take(2 * GRAIN)).toBe(large!); // a large use again: no fresh memory
+    const smallAgain = buffers.take(GRAIN);
+    expect([small, alsoSmall]).toContain(smallAgain);
+    buffers.give(large!);
+    buffers.give(smallAgain);
+    const tooLarge = buffers.take(4 * GRAIN); // larger than the bound: given back, it is the one dropped
+    buffers.give(tooLarge);
+    expect(buffers.idleBytes).toBe(3 * GRAIN);
     buffers.clear();
     expect(buffers.idleBytes).toBe(0);
+  });
+
+  test("a use takes the smallest idle buffer that holds it", () => {
+    const buffers = new ReusedBuffers(8 * GRAIN);
+    const [large, middle, small] = [buffers.take(4 * GRAIN), buffers.take(2 * GRAIN), buffers.take(GRAIN)];
+    for (const buffer of [large!, middle!, small!]) buffers.give(buffer);
+    expect(buffers.take(GRAIN + 1)).toBe(middle!);
+    expect(buffers.take(1)).toBe(small!);
+    expect(buffers.take(1)).toBe(large!);
   });
 
   test("under debug checks a buffer given back is poisoned, so a copy still reading it would show", () => {
