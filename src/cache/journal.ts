@@ -406,8 +406,11 @@ export class Journal {
     this.checkOrder();
     this.advanceTail();
     const toTell = this.toTell;
-    for (let index = 0; index < toTell.length; index++) toTell[index]!.recordWritten();
-    toTell.length = 0;
+    try {
+      for (let index = 0; index < toTell.length; index++) toTell[index]!.recordWritten();
+    } finally {
+      toTell.length = 0;
+    }
   }
 
   private fail(error: unknown): void {
