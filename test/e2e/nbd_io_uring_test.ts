@@ -52,6 +52,7 @@ function fioArgs(uri: string, bytes = FIO_BYTES): string[] {
     "--iodepth=32",
     "--verify=crc32c",
     "--verify_fatal=1",
+    "--verify_state_save=0", // no local-uring-0-verify.state left in the working directory
     "--output-format=json",
   ];
 }

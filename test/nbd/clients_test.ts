@@ -246,6 +246,7 @@ for (const io of NBD_IO_KINDS) {
           "--size=4m",
           "--verify=crc32c",
           "--verify_fatal=1",
+          "--verify_state_save=0", // no local-verify-0-verify.state left in the working directory
           "--output-format=json",
         ]);
         expectSuccess(result);
