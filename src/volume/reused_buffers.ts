@@ -39,11 +39,7 @@ export class ReusedBuffers {
   /** A buffer of at least `bytes`: the smallest idle one large enough, else a new one of whole grains. */
   take(bytes: number): Uint8Array {
     assert(Number.isSafeInteger(bytes) && bytes > 0, "a buffer taken has bytes");
-    let index = -1;
-    for (let at = 0; at < this.idle.length; at++) {
-      const size = this.idle[at]!.byteLength;
-      if (size >= bytes && (index < 0 || size < this.idle[index]!.byteLength)) index = at;
-    }
+    const index = this.smallestIdleOf(bytes);
     const buffer = index >= 0 ? this.idle.splice(index, 1)[0]! : new Uint8Array(Math.ceil(bytes / REUSED_BUFFER_GRAIN_BYTES) * REUSED_BUFFER_GRAIN_BYTES);
     this.lent.add(buffer);
     return buffer;
@@ -60,11 +56,17 @@ export class ReusedBuffers {
     if (buffer.byteLength > this.idleBytesMax) return; // it would leave nothing else
     this.idle.push(buffer);
     let idleBytes = this.idleBytes;
-    while (idleBytes > this.idleBytesMax) {
-      let smallest = 0;
-      for (let at = 1; at < this.idle.length; at++) if (this.idle[at]!.byteLength < this.idle[smallest]!.byteLength) smallest = at;
-      idleBytes -= this.idle.splice(smallest, 1)[0]!.byteLength;
+    while (idleBytes > this.idleBytesMax) idleBytes -= this.idle.splice(this.smallestIdleOf(0), 1)[0]!.byteLength;
+  }
+
+  /** Index of the smallest idle buffer of at least `bytes`, or -1 when none is that large. */
+  private smallestIdleOf(bytes: number): number {
+    let index = -1;
+    for (let at = 0; at < this.idle.length; at++) {
+      const size = this.idle[at]!.byteLength;
+      if (size >= bytes && (index < 0 || size < this.idle[index]!.byteLength)) index = at;
     }
+    return index;
   }
 
   /** Frees the idle buffers (lent ones are given back as usual). */
