@@ -4,7 +4,10 @@
 // Atomic, durable put: write a temporary file in the same directory, fsync it, rename it over the name, fsync the
 // directory. rename(2) within a directory replaces the name atomically, so a reader (or a restart after a crash)
 // sees the old object or the new one, never a mix; the two fsyncs make the data and then the name durable before
-// put resolves. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
+// put resolves. Directory fsyncs are coalesced (util/coalesced_sync.ts) on one descriptor the store keeps open:
+// each caller waits for a sync that started after its rename, link or unlink, and the callers of one moment (a
+// round of GC deletes, puts in flight together) share it. Each is a device flush, which journal writes on a shared
+// disk queue behind. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
 // a crash left behind never shows up in a listing and never collides with an object.
 //
 // Conditional operations (atomic against every process on the host; the directory must be local: flock(2) over NFS
@@ -27,13 +30,14 @@
 //   other as two processes do. Inside one store a FIFO semaphore queues callers, so only other processes are polled
 //   for (LOCK_NB with backoff, bounded by FILE_STORE_LOCK_WAIT_MS_MAX: the event loop never blocks in flock).
 
-import { constants, fstat, open as openFd, read as readFd } from "node:fs";
+import { constants, fstat, fsync, open as openFd, read as readFd } from "node:fs";
 import { promisify } from "node:util";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { closeFile, O_CLOEXEC, O_CREAT, O_RDWR, openFile, tryLockExclusive } from "../../ffi/libc.ts";
 import { FILE_STORE_DIRECT_WRITE_BYTES_MAX, FILE_STORE_DIRECT_READ_BYTES_MAX, FILE_STORE_LOCK_WAIT_MS_MAX, FILE_STORE_READ_HANDLES_MAX } from "../constants.ts";
 import { assert, ConflictError, InvalidArgumentError, IOError, LsvdError, NotFoundError } from "../errors.ts";
+import { CoalescedSync } from "../util/coalesced_sync.ts";
 import { checkListPrefix, checkObjectName, checkRange, shortObjectError, sortNames } from "./_object_name.ts";
 import type { ObjectStat, ObjectStore, ObjectVersion, VersionedObject } from "./object_store.ts";
 import { ReadHandleCache } from "./read_handle_cache.ts";
@@ -41,6 +45,7 @@ import { Semaphore } from "./semaphore.ts";
 
 const openAsync = promisify(openFd);
 const fstatAsync = promisify(fstat);
+const fsyncAsync = promisify(fsync);
 /** pread(2) on a descriptor: resolves to the bytes read (0 at the end of the file). */
 function readAsync(fd: number, buffer: Uint8Array, at: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -110,6 +115,16 @@ async function writeBuffered(temp: string, data: Uint8Array): Promise<void> {
   }
 }
 
+/** One fsync of a directory through a descriptor of its own (a store that closed while a name change finished). */
+async function syncDirectoryAt(root: string): Promise<void> {
+  const directory = await fs.open(root, "r");
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
+}
+
 export class FileStore implements ObjectStore {
   readonly description: string;
   private tempCounter = 0;
@@ -120,6 +135,10 @@ export class FileStore implements ObjectStore {
   private readonly readHandles = new ReadHandleCache(FILE_STORE_READ_HANDLES_MAX, (name) => openAsync(this.pathOf(name), "r"));
   /** Callers of this store queue here for the store lock; other processes are met at the flock. */
   private readonly lockQueue = new Semaphore(1);
+  /** The directory's descriptor, opened at the first sync and kept until close. */
+  private directory: Promise<number> | null = null;
+  /** fsyncs of the directory, coalesced (see the header). */
+  private readonly directorySync = new CoalescedSync(() => this.syncDirectoryOnce());
 
   /** Use FileStore.open to check (or create) the directory first. */
   constructor(
@@ -428,6 +447,13 @@ export class FileStore implements ObjectStore {
   async close(): Promise<void> {
     this.closed = true;
     this.readHandles.close();
+    await this.directorySync.idle();
+    await this.closeDirectory();
+  }
+
+  /** Directory fsyncs that completed (each covering every name change before it started). */
+  get directorySyncs(): number {
+    return this.directorySync.syncs;
   }
 
   /** Object files held open for reads (idle or in use). */
@@ -472,14 +498,30 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  private async syncDirectory(): Promise<void> {
-    const directory = await fs.open(this.root, "r");
+  /** Makes every name change this store finished before the call durable (see the header). */
+  private syncDirectory(): Promise<void> {
+    return this.directorySync.sync();
+  }
+
+  private async syncDirectoryOnce(): Promise<void> {
+    if (this.closed) return await syncDirectoryAt(this.root);
+    this.directory ??= openAsync(this.root, constants.O_RDONLY | constants.O_DIRECTORY | O_CLOEXEC);
     try {
-      await directory.sync();
-    } finally {
-      await directory.close();
+      await fsyncAsync(await this.directory);
+    } catch (error) {
+      // A descriptor that failed (or never opened) is not trusted for the next sync.
+      await this.closeDirectory();
+      throw error;
     }
   }
+
+  private async closeDirectory(): Promise<void> {
+    const directory = this.directory;
+    this.directory = null;
+    const fd = await directory?.catch(() => -1);
+    if (fd !== undefined && fd >= 0) closeFile(fd, this.root);
+  }
+
 
   /** ENOENT of the object itself is NotFound; anything else is an IOError naming the object and the reason. */
   private ioError(verb: string, name: string, error: unknown): Error {
