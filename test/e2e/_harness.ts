@@ -177,6 +177,8 @@ export interface ServeOptions {
   cwd?: string;
   /** Serve's own default admin socket (/run/lsvd/...) instead of one inside `dir` (adminSocketArgs). */
   defaultAdminSocket?: boolean;
+  /** The server's environment (default TOOL_ENV). */
+  env?: Record<string, string>;
 }
 
 export interface StopResult {
@@ -248,7 +250,7 @@ export class LsvdServer {
         stdin: "ignore",
         stdout: "pipe",
         stderr: "pipe",
-        env: TOOL_ENV,
+        env: options.env ?? TOOL_ENV,
       });
       const server = new LsvdServer(child, uri);
       const outcome = await server.waitFor(/serving on /, SERVER_START_TIMEOUT_MS);
