@@ -5,9 +5,8 @@
 // directory. rename(2) within a directory replaces the name atomically, so a reader (or a restart after a crash)
 // sees the old object or the new one, never a mix; the two fsyncs make the data and then the name durable before
 // put resolves. Directory fsyncs are coalesced (util/coalesced_sync.ts) on one descriptor the store keeps open:
-// each caller waits for a sync that started after its rename, link or unlink, and the callers of one moment (a
-// round of GC deletes, puts in flight together) share it. Each is a device flush, which journal writes on a shared
-// disk queue behind. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
+// each caller waits for a sync that started after its rename, link or unlink, and callers whose name changes finish
+// while one runs share the next. Each is a device flush, which journal writes on a shared disk queue behind. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
 // a crash left behind never shows up in a listing and never collides with an object.
 //
 // Conditional operations (atomic against every process on the host; the directory must be local: flock(2) over NFS
@@ -451,10 +450,6 @@ export class FileStore implements ObjectStore {
     await this.closeDirectory();
   }
 
-  /** Directory fsyncs that completed (each covering every name change before it started). */
-  get directorySyncs(): number {
-    return this.directorySync.syncs;
-  }
 
   /** Object files held open for reads (idle or in use). */
   get readHandlesOpen(): number {
@@ -521,7 +516,6 @@ export class FileStore implements ObjectStore {
     const fd = await directory?.catch(() => -1);
     if (fd !== undefined && fd >= 0) closeFile(fd, this.root);
   }
-
 
   /** ENOENT of the object itself is NotFound; anything else is an IOError naming the object and the reason. */
   private ioError(verb: string, name: string, error: unknown): Error {

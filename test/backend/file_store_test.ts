@@ -399,6 +399,26 @@ describe("FileStore read handles", () => {
     expect(store.readHandlesOpen).toBe(0);
   });
 
+  test("the directory's descriptor is opened by the first put, kept for every later sync, and closed with the store", async () => {
+    const root = tempRoot();
+    const directoryFds = () => fs.readdirSync("/proc/self/fd").filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === root;
+      } catch {
+        return false;
+      }
+    }).length;
+    const store = await FileStore.open(root);
+    expect(directoryFds()).toBe(0);
+    // Puts and deletes at once: every one resolves, durable, over one kept descriptor.
+    await Promise.all(Array.from({ length: 16 }, (_, i) => store.put(`obj.${i}`, pattern(4096, i))));
+    await Promise.all(Array.from({ length: 8 }, (_, i) => store.delete(`obj.${i}`)));
+    expect(directoryFds()).toBe(1);
+    expect((await store.list("obj.")).length).toBe(8);
+    await store.close();
+    expect(directoryFds()).toBe(0);
+  });
+
   test("a failed open keeps nothing: the object put afterwards reads back", async () => {
     const store = await FileStore.open(tempRoot());
     await expect(store.getRange("obj.late", 0, 8)).rejects.toBeInstanceOf(NotFoundError);
