@@ -1,5 +1,5 @@
 // The few libc calls the cache-I/O layer needs (glibc 2.36, x86-64 Linux), bound with koffi.
-// Spec: man 2 open / fstat / ftruncate / eventfd / execve / fcntl / ioctl_blk(BLKGETSIZE64), man 3 posix_memalign.
+// Spec: man 2 open / fstat / ftruncate / eventfd / ioctl_blk(BLKGETSIZE64), man 3 posix_memalign.
 //
 // Every wrapper checks the return value and throws IOError carrying errno and a message naming what was being done
 // ("Cannot open /dev/sdb: EACCES (errno 13)"); callers turn ENOENT into NotFoundError where that means something.
@@ -41,8 +41,6 @@ const flockNative = lib.func("int flock(int fd, int operation)");
 const posixMemalignNative = lib.func("int posix_memalign(_Out_ void **memptr, size_t alignment, size_t size)");
 const freeNative = lib.func("void free(void *ptr)");
 const memsetNative = lib.func("void *memset(void *ptr, int value, size_t bytes)");
-const execveNative = lib.func("int execve(const char *path, const char **argv, const char **envp)");
-const fcntlNative = lib.func("int fcntl(int fd, int command, int argument)");
 
 // errno number -> name ("EIO"), from koffi's table of this platform's errno values.
 const errnoNames = new Map<number, string>();
@@ -118,27 +116,6 @@ export function tryLockExclusive(fd: number, what: string): boolean {
   const errno = koffi.errno();
   if (errno === EAGAIN) return false;
   return fail(`lock ${what}`);
-}
-
-/** fcntl(2) commands and the one descriptor flag. */
-const F_GETFD = 1;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
-
-/** Clears FD_CLOEXEC on a descriptor, so that it outlives an execve (a socket the service manager passed). */
-export function keepAcrossExec(fd: number, what: string): void {
-  const flags = fcntlNative(fd, F_GETFD, 0) as number;
-  if (flags < 0) fail(`read the flags of ${what}`);
-  if ((flags & FD_CLOEXEC) !== 0 && (fcntlNative(fd, F_SETFD, flags & ~FD_CLOEXEC) as number) < 0) fail(`keep ${what} across exec`);
-}
-
-/**
- * execve(2) of this process's own executable (/proc/self/exe) with `argv` and `env` ("NAME=value"): the process goes
- * on as the new image, with its pid and every descriptor not marked O_CLOEXEC. Returns only by throwing.
- */
-export function execSelf(argv: string[], env: string[]): never {
-  execveNative("/proc/self/exe", [...argv, null], [...env, null]);
-  fail("re-execute /proc/self/exe");
 }
 
 /** eventfd(2) with EFD_CLOEXEC|EFD_NONBLOCK: Bun's file reader only polls descriptors that do not block. */

@@ -10,7 +10,6 @@ import { COMMANDS } from "./commands/index.ts";
 import { parseCommandArgs, type Parsed } from "./args.ts";
 import { applyLogOptions, hasLogOptions, writeCommandError } from "./log_options.ts";
 import { makeLogger } from "../util/log.ts";
-import { reexecForServing } from "../ops/allocator_purge.ts";
 
 const VERSION = "0.1.0";
 
@@ -85,10 +84,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const allocatorNote = command.longRunning ? reexecForServing() : null;
     if (hasLogOptions(command.options)) applyLogOptions(parsed);
     if (crc32cNote !== null) makeLogger("lsvd")(crc32cNote);
-    if (allocatorNote !== null) makeLogger("lsvd")(allocatorNote);
     return await command.run(parsed);
   } catch (error) {
     if (error instanceof LsvdError) {

@@ -177,8 +177,6 @@ export interface ServeOptions {
   cwd?: string;
   /** Serve's own default admin socket (/run/lsvd/...) instead of one inside `dir` (adminSocketArgs). */
   defaultAdminSocket?: boolean;
-  /** The server's environment (default TOOL_ENV). */
-  env?: Record<string, string>;
 }
 
 export interface StopResult {
@@ -250,7 +248,7 @@ export class LsvdServer {
         stdin: "ignore",
         stdout: "pipe",
         stderr: "pipe",
-        env: options.env ?? TOOL_ENV,
+        env: TOOL_ENV,
       });
       const server = new LsvdServer(child, uri);
       const outcome = await server.waitFor(/serving on /, SERVER_START_TIMEOUT_MS);

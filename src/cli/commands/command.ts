@@ -13,10 +13,5 @@ export interface Command {
   help: string;
   /** The exit code for arguments the parser refuses (default 1; fsck's is 8, as fsck(8)'s). */
   usageExitCode?: number;
-  /**
-   * A long-running server: main.ts starts it with the allocator tuned for serving (ops/allocator_purge.ts),
-   * re-executing the process first when the environment lacks that setting, before anything is logged or opened.
-   */
-  longRunning?: boolean;
   run(parsed: Parsed): Promise<number>;
 }
