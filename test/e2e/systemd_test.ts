@@ -268,6 +268,8 @@ describe("unit files", () => {
     const execStart = /^ExecStart=(.*)$/m.exec(service)![1]!;
     for (const option of execStart.match(/--[a-z-]+/g)!) expect(help).toContain(option);
     expect(service).toMatch(/^Type=notify$/m);
+    // The allocator's purge off (docs/operations.md), before the EnvironmentFile, which may override it.
+    expect(service).toMatch(/^Environment=MIMALLOC_PURGE_DELAY=-1\nEnvironmentFile=/m);
   });
 
   test("systemd/lsvd-exports@.service (several volumes from a config file) passes systemd-analyze verify; its options exist", async () => {
@@ -282,6 +284,7 @@ describe("unit files", () => {
       for (const option of line.match(/--[a-z-]+/g)!) expect(help).toContain(option);
     }
     expect(service).toMatch(/^Type=notify$/m);
+    expect(service).toMatch(/^Environment=MIMALLOC_PURGE_DELAY=-1\nEnvironment="LSVD_OPTIONS=/m);
   });
 
   test("serve --help documents socket activation, readiness and --pid-file", async () => {
