@@ -6,8 +6,9 @@
 // sees the old object or the new one, never a mix; the two fsyncs make the data and then the name durable before
 // put resolves. Directory fsyncs are coalesced (util/coalesced_sync.ts) on one descriptor the store keeps open:
 // each caller waits for a sync that started after its rename, link or unlink, and callers whose name changes finish
-// while one runs share the next. Each is a device flush, which journal writes on a shared disk queue behind. Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file
-// a crash left behind never shows up in a listing and never collides with an object.
+// while one runs share the next. Each is a device flush, which journal writes on a shared disk queue behind.
+// Temporary files start with '.', which object names may not (_object_name.ts), so a temporary file a crash left
+// behind never shows up in a listing and never collides with an object.
 //
 // Conditional operations (atomic against every process on the host; the directory must be local: flock(2) over NFS
 // is not this guarantee):
@@ -114,13 +115,18 @@ async function writeBuffered(temp: string, data: Uint8Array): Promise<void> {
   }
 }
 
+/** A descriptor of the store's directory, for fsyncs of its names. */
+function openDirectory(root: string): Promise<number> {
+  return openAsync(root, constants.O_RDONLY | constants.O_DIRECTORY | O_CLOEXEC);
+}
+
 /** One fsync of a directory through a descriptor of its own (a store that closed while a name change finished). */
 async function syncDirectoryAt(root: string): Promise<void> {
-  const directory = await fs.open(root, "r");
+  const fd = await openDirectory(root);
   try {
-    await directory.sync();
+    await fsyncAsync(fd);
   } finally {
-    await directory.close();
+    closeFile(fd, root);
   }
 }
 
@@ -500,7 +506,7 @@ export class FileStore implements ObjectStore {
 
   private async syncDirectoryOnce(): Promise<void> {
     if (this.closed) return await syncDirectoryAt(this.root);
-    this.directory ??= openAsync(this.root, constants.O_RDONLY | constants.O_DIRECTORY | O_CLOEXEC);
+    this.directory ??= openDirectory(this.root);
     try {
       await fsyncAsync(await this.directory);
     } catch (error) {
