@@ -6,6 +6,7 @@
 import { release } from "node:os";
 import { dirname, resolve as resolvePath } from "node:path";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
+import { keepFreedMemory, PURGE_DELAY_VARIABLE } from "../../ffi/mimalloc_options.ts";
 import { Uring } from "../../ffi/uring.ts";
 import {
   BATCH_BYTES_MAX,
@@ -147,6 +148,21 @@ export function logServing(info: LogFn, parsed: Parsed, ring: Uring | null, addr
   if (ring !== null) info(`NBD on io_uring (--nbd-io ${mode})`);
   else if (unfit !== null) info(`NBD on Bun's sockets (--nbd-io auto): ${unfit}`);
   for (const address of addresses) info(`serving on ${address}${suffix}`);
+}
+
+/**
+ * Step 0: the allocator keeps freed memory for reuse instead of returning it to the kernel after a delay
+ * (ffi/mimalloc_options.ts; docs/platform.md, "The allocator's purge"); one line says how that was settled.
+ */
+export function keepAllocatorMemory(info: LogFn): void {
+  const outcome = keepFreedMemory();
+  if (outcome.state === "off") {
+    info(`allocator: freed memory kept for reuse (mimalloc's purge delay ${outcome.previousMs} ms -> never; ${PURGE_DELAY_VARIABLE} in the environment overrides)`);
+  } else if (outcome.state === "environment") {
+    info(`allocator: ${PURGE_DELAY_VARIABLE}=${outcome.value} from the environment`);
+  } else {
+    info(`warning: allocator: freed memory is given back to the kernel (${outcome.reason}), which costs CPU per write; ${PURGE_DELAY_VARIABLE}=-1 in the environment keeps it`);
+  }
 }
 
 /** Step 1: bind every listener, before anything irreversible happens (on `ring` for --nbd-io uring). */

@@ -3,6 +3,7 @@
 // - a second server on a live server's socket is refused (exit 1), leaves it alone, and runs no recovery; the first
 //   keeps serving its data;
 // - a stale socket (its server was killed with SIGKILL) is replaced, and the volume's acknowledged writes are there;
+// - serve keeps freed memory for reuse (the allocator's purge off), and says so;
 // - a port in use fails at once: recovery did not run (no recovery line, the cache and the backend unchanged
 //   byte for byte), and it returns long before a big recovery would (both times are printed, not asserted);
 // - two servers started at the same instant on one stale socket path: exactly one serves (the window is narrow, so
@@ -12,6 +13,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
+import { purgeDelayOf } from "../../ffi/mimalloc_options.ts";
 import { join } from "node:path";
 import {
   LsvdServer,
@@ -116,6 +118,18 @@ test(
     await expectData(`nbd+unix:///?socket=${socket}`, 8 * MIB, hash);
     expect((await server.stop()).exitCode).toBe(0);
     expect(existsSync(socket)).toBe(false);
+  },
+  TEST_TIMEOUT_MS,
+);
+
+test(
+  "serve keeps freed memory for reuse: the log says so, and the server's allocator never purges",
+  async () => {
+    const paths = await createVolume("startup-allocator", { size: "64m", cacheSize: "64m" });
+    const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
+    expect(server.log).toMatch(/allocator: freed memory kept for reuse \(mimalloc's purge delay \d+ ms -> never;/);
+    expect(purgeDelayOf(server.process.pid)).toBe(-1n);
+    expect((await server.stop()).exitCode).toBe(0);
   },
   TEST_TIMEOUT_MS,
 );

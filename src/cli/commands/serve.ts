@@ -60,6 +60,7 @@ import {
   withSocketDirectoryLock,
   NBD_IO_HELP,
   NBD_IO_OPTIONS,
+  keepAllocatorMemory,
   logServing,
   nbdRingFrom,
 } from "../serve_start.ts";
@@ -260,6 +261,7 @@ export const serveCommand: Command = {
   options: OPTIONS,
   help: HELP,
   async run(parsed) {
+    keepAllocatorMemory(makeLogger("lsvd"));
     const exportSpecs = exportSpecsFrom(parsed);
     if (exportSpecs === null) return await serveVolume(parsed);
     // One shared read-cache device for every export (read-cache=off excepted), closed after the last export.
