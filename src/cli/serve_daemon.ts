@@ -27,7 +27,7 @@ import { Progress } from "./progress.ts";
 import { checkExports, parseExportSpec, readExportConfig, type ExportSpec } from "./serve_exports.ts";
 import { ADMIN_SOCKET_DIRECTORY, defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
 import { ServeService } from "./serve_service.ts";
-import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, logServing, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
+import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, keepAllocatorMemory, logServing, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
 
 export const DAEMON_OPTIONS: OptionSpec = {
   export: { type: "string", multiple: true },
@@ -214,6 +214,7 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
     clean = await shutDownAll(server, exports, monitor.waitLog(service.statusLog(log)));
   }, onLost);
   service.serving(names.join(", "), server.addresses);
+  keepAllocatorMemory(info);
   logServing(info, parsed, shared.ring, server.addresses, ` (exports ${names.join(", ")})`);
   try {
     await stopped;

@@ -151,8 +151,9 @@ export function logServing(info: LogFn, parsed: Parsed, ring: Uring | null, addr
 }
 
 /**
- * Step 0: the allocator keeps freed memory for reuse instead of returning it to the kernel after a delay
- * (ffi/mimalloc_options.ts; docs/platform.md, "The allocator's purge"); one line says how that was settled.
+ * Once the server is about to serve (a start that is refused prints its error alone): the allocator keeps freed
+ * memory for reuse instead of returning it to the kernel after a delay (ffi/mimalloc_options.ts; docs/platform.md,
+ * "The allocator's purge"), and one line says how that was settled.
  */
 export function keepAllocatorMemory(info: LogFn): void {
   const outcome = keepFreedMemory();

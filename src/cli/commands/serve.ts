@@ -219,6 +219,7 @@ async function serveSnapshot(parsed: Parsed, target: { volumeUri: string; name: 
     await server.close();
   }, () => {});
   service.serving(uri, server.addresses);
+  keepAllocatorMemory(info);
   logServing(info, parsed, ring, server.addresses);
   try {
     await stopped;
@@ -261,7 +262,6 @@ export const serveCommand: Command = {
   options: OPTIONS,
   help: HELP,
   async run(parsed) {
-    keepAllocatorMemory(makeLogger("lsvd"));
     const exportSpecs = exportSpecsFrom(parsed);
     if (exportSpecs === null) return await serveVolume(parsed);
     // One shared read-cache device for every export (read-cache=off excepted), closed after the last export.
@@ -332,6 +332,7 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   // waits for those finds all of it done and may signal at once.
   const stopped = untilSignal(log, info, shutDownNow, onLost);
   service.serving(uri, server.addresses);
+  keepAllocatorMemory(info);
   logServing(info, parsed, ring, server.addresses);
   try {
     await stopped;
