@@ -29,8 +29,8 @@ interface Mapping {
 }
 
 /** Turns the purge off unless the environment sets it; says what it did (never throws). */
-export function keepFreedMemory(environment: Record<string, string | undefined> = process.env): PurgeOutcome {
-  const preset = environment[PURGE_DELAY_VARIABLE];
+export function keepFreedMemory(): PurgeOutcome {
+  const preset = process.env[PURGE_DELAY_VARIABLE];
   if (preset !== undefined) return { state: "environment", value: preset };
   if (process.platform !== "linux") return { state: "unchanged", reason: `no /proc/self/mem on ${process.platform}` };
   let memory = -1;
@@ -74,7 +74,7 @@ function locatePurgeDelay(memory: number, proc = "/proc/self"): OptionLookup {
 }
 
 /** /proc/PID/maps lines: "start-end perms offset dev inode [path]" (the path may hold spaces). */
-export function parseMappings(text: string): Mapping[] {
+function parseMappings(text: string): Mapping[] {
   const mappings: Mapping[] = [];
   for (const line of text.split("\n")) {
     const match = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
