@@ -27,6 +27,7 @@ import { Progress } from "./progress.ts";
 import { checkExports, parseExportSpec, readExportConfig, type ExportSpec } from "./serve_exports.ts";
 import { ADMIN_SOCKET_DIRECTORY, defaultDaemonAdminSocketPath, ServeMonitor } from "./serve_monitor.ts";
 import { ServeService } from "./serve_service.ts";
+import { sharedDiskNote } from "./backend_placement.ts";
 import { LastError, SHUTDOWN_REPORT_INTERVAL_MS, absoluteSocket, bindListeners, keepAllocatorMemory, logServing, untilSignal, volumeClosingLine, volumeSettings, volumeStopSummary, withSocketDirectoryLock } from "./serve_start.ts";
 
 export const DAEMON_OPTIONS: OptionSpec = {
@@ -193,6 +194,8 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
   const exports: Served[] = specs.map((spec, index) => ({ spec, opened: opened[index]!, lastError: lastErrors[index]!, lost: null }));
   for (const { spec, opened: { volume, uri } } of exports) {
     info(`export ${spec.name}: volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}${volume.readOnly ? ", read-only" : ""}) with cache ${spec.cachePath}`);
+    const placement = volume.readOnly ? null : sharedDiskNote(spec.volumeUri, spec.cachePath);
+    if (placement !== null) info(`export ${spec.name}: ${placement}`);
   }
   server.serveExports(exports.map(({ spec, opened: { volume, uri } }, index) => ({
     device: volume, exportName: spec.name, description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserverFor(index),

@@ -13,6 +13,7 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { sharedDiskNote } from "../../src/cli/backend_placement.ts";
 import { JOURNAL_RECORD_DATA_BYTES_MAX } from "../../src/constants.ts";
 import { Prng } from "../sim/prng.ts";
 import { BLOCK_BYTES, History, REPO_ROOT, WORKLOAD_DEFAULT, checkPrefix, lsvdArgv, readVolume, runLsvd, runWorkload, stampBlock } from "./_harness.ts";
@@ -485,6 +486,11 @@ test("LIST names every export; status, metrics and snapshot create reach the exp
   writeFileSync(config, `# exports\n${volumes.map((v) => `${v.name}=${v.volume},cache=${v.cache}${v.name === "db" ? ",read-only" : ""}`).join("\n")}\n`);
   const daemon = new Daemon(dir, ["--config", config, "--metrics", "127.0.0.1:0"], "1");
   await daemon.serving();
+  // The writable export, its backend on its cache's disk, gets the placement note; the read-only one puts nothing.
+  const note = sharedDiskNote(web.volume, web.cache);
+  expect(note, "this suite's temp dir is on a disk (as on every machine it runs on)").not.toBeNull();
+  expect(daemon.log()).toContain(`export web: ${note}`);
+  expect(daemon.log()).not.toContain("export db: note:");
   const list = Bun.spawnSync(["nbdinfo", "--list", "--json", `nbd+unix:///?socket=${daemon.socket}`], { env: TOOL_ENV });
   expect(list.exitCode).toBe(0);
   const listed = JSON.parse(list.stdout.toString()) as { exports: Array<{ "export-name": string; is_read_only: boolean }> };

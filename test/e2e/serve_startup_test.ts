@@ -4,6 +4,8 @@
 //   keeps serving its data;
 // - a stale socket (its server was killed with SIGKILL) is replaced, and the volume's acknowledged writes are there;
 // - serve keeps freed memory for reuse (the allocator's purge off), and says so;
+// - serve notes a backend directory on its cache's disk (where each put's flushes hold the journal's writes up), and
+//   says nothing of a backend elsewhere (tmpfs);
 // - a port in use fails at once: recovery did not run (no recovery line, the cache and the backend unchanged
 //   byte for byte), and it returns long before a big recovery would (both times are printed, not asserted);
 // - two servers started at the same instant on one stale socket path: exactly one serves (the window is narrow, so
@@ -11,7 +13,8 @@
 //   process holds the socket directory's lock).
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { sharedDiskNote } from "../../src/cli/backend_placement.ts";
 import { closeFile, openFile, O_CLOEXEC, tryLockExclusive } from "../../ffi/libc.ts";
 import { purgeDelayOf } from "../../ffi/mimalloc_options.ts";
 import { join } from "node:path";
@@ -130,6 +133,34 @@ test(
     expect(server.log).toMatch(/allocator: freed memory kept for reuse \(mimalloc's purge delay \d+ ms -> never;/);
     expect(purgeDelayOf(server.process.pid)).toBe(-1n);
     expect((await server.stop()).exitCode).toBe(0);
+  },
+  TEST_TIMEOUT_MS,
+);
+
+test(
+  "serve notes a backend directory on its cache's disk, and says nothing of one elsewhere",
+  async () => {
+    const paths = await createVolume("startup-placement", { size: "64m", cacheSize: "64m" });
+    const note = sharedDiskNote(paths.volume, paths.cache);
+    expect(note, "this suite's temp dir is on a disk (as on every machine it runs on)").not.toBeNull();
+    const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
+    expect(server.log).toContain(note!);
+    expect((await server.stop()).exitCode).toBe(0);
+
+    // tmpfs is no disk: the same cache with a backend there gets no note.
+    const elsewhere = mkdtempSync("/dev/shm/lsvd-e2e-placement-");
+    try {
+      const volume = join(elsewhere, "vol");
+      const cache = join(paths.dir, "cache-elsewhere");
+      expect((await lsvd(["mkdisk", "--size", "64m", volume])).exitCode).toBe(0);
+      expect((await lsvd(["mkcache", "--volume", volume, "--size", "64m", cache])).exitCode).toBe(0);
+      const apart = await LsvdServer.start({ volume, cache, transport: "unix", dir: paths.dir });
+      expect(apart.log).toContain(`with cache ${cache}`);
+      expect(apart.log).not.toContain("note: the backend directory");
+      expect((await apart.stop()).exitCode).toBe(0);
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
   },
   TEST_TIMEOUT_MS,
 );

@@ -69,6 +69,7 @@ import { DAEMON_HELP, DAEMON_OPTIONS, exportSpecsFrom, serveExports } from "../s
 import { READ_CACHE_DEVICE_HELP, readCacheDeviceOption } from "../read_cache_device.ts";
 import type { VolumeOptions } from "../../volume/volume.ts";
 import type { Uring } from "../../../ffi/uring.ts";
+import { sharedDiskNote } from "../backend_placement.ts";
 
 export { readCacheDeviceOption };
 
@@ -312,6 +313,8 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   const { opened, sharedReadCache } = await openWithReadCacheDevice(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError, ring);
   const { volume, uri } = opened;
   info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
+  const placement = volume.readOnly ? null : sharedDiskNote(volumeUri, cachePath);
+  if (placement !== null) info(placement);
   server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
   monitor.serving(server, opened);
   const started = Date.now();
