@@ -36,6 +36,8 @@
 #                    "nbdkit-nocache" nbdkit with cache=none)
 #        LSVD_SERVE_ARGS    extra arguments for the lsvd engine's `lsvd serve` (e.g. "--no-gc")
 #        LSVD_B_BIN, LSVD_B_SERVE_ARGS  binary (default dist/lsvd) and extra arguments of the lsvd-b engine (A/B runs)
+#        LSVD_BACKEND_PARENT    where the lsvd engine's file backend goes (default the temp dir; e.g. /dev/shm: the
+#                    backend off the cache's disk, so no object put's fsync flushes the disk under the journal's writes)
 #        LSVD_B_BACKEND_PARENT  where lsvd-b's file backend goes (default the temp dir; e.g. /dev/shm: what the
 #                    backend's object writes cost on the cache's disk, lsvd against lsvd-b)
 #        LSVD_BIN    the lsvd engine's binary (default dist/lsvd)
@@ -98,6 +100,8 @@ fstype="$(df --output=fstype "$tmp_parent" | tail -1 | tr -d ' ')"
 ticks_per_second="$(getconf CLK_TCK)"
 
 work="$(mktemp -d "$tmp_parent/lsvd-cpu-bench.XXXXXX")"
+backend_a_dir=""
+if [[ -n "${LSVD_BACKEND_PARENT:-}" ]]; then backend_a_dir="$(mktemp -d "$LSVD_BACKEND_PARENT/lsvd-cpu-bench-backend.XXXXXX")"; fi
 backend_b=""
 if [[ -n "${LSVD_B_BACKEND_PARENT:-}" ]]; then backend_b="$(mktemp -d "$LSVD_B_BACKEND_PARENT/lsvd-cpu-bench-backend.XXXXXX")"; fi
 server_pid=""
@@ -122,6 +126,7 @@ cleanup() {
     done
   fi
   rm -rf "$work"
+  [[ -n "$backend_a_dir" ]] && rm -rf "$backend_a_dir"
   [[ -n "$backend_b" ]] && rm -rf "$backend_b"
   exit "$rc"
 }
@@ -129,7 +134,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
-volume="$work/backend/vol"
+volume="${backend_a_dir:-$work/backend}/vol"
 volume_b="${backend_b:-$work/backend}/vol"
 cache="$work/cache"
 nbdkit_img="$work/nbdkit.img"
