@@ -41,10 +41,12 @@ function cacheDevice(cachePath: string): number {
 }
 
 /**
- * The note `lsvd serve` logs when `volumeUri` is a directory backend on the disk `cachePath` is on; null otherwise
- * (another backend, another disk, or something that could not be looked at: the note is advice, never a failure).
+ * The note `lsvd serve` logs when `volumeUri`, served writable, is a directory backend on the disk `cachePath` is on;
+ * null otherwise (read-only: it puts nothing; another backend, another disk, or something that could not be looked
+ * at: the note is advice, never a failure).
  */
-export function sharedDiskNote(volumeUri: string, cachePath: string, sysfsBlock = "/sys/dev/block"): string | null {
+export function sharedDiskNote(volumeUri: string, cachePath: string, readOnly: boolean, sysfsBlock = "/sys/dev/block"): string | null {
+  if (readOnly) return null;
   const backend = parseBackendUri(volumeUri);
   if (backend.scheme !== "file") return null;
   let backendDisk: string | null;

@@ -194,7 +194,7 @@ export async function serveExports(parsed: Parsed, specs: ExportSpec[], shared: 
   const exports: Served[] = specs.map((spec, index) => ({ spec, opened: opened[index]!, lastError: lastErrors[index]!, lost: null }));
   for (const { spec, opened: { volume, uri } } of exports) {
     info(`export ${spec.name}: volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}${volume.readOnly ? ", read-only" : ""}) with cache ${spec.cachePath}`);
-    const placement = volume.readOnly ? null : sharedDiskNote(spec.volumeUri, spec.cachePath);
+    const placement = sharedDiskNote(spec.volumeUri, spec.cachePath, volume.readOnly);
     if (placement !== null) info(`export ${spec.name}: ${placement}`);
   }
   server.serveExports(exports.map(({ spec, opened: { volume, uri } }, index) => ({

@@ -27,7 +27,7 @@ function fakeSysfs(name: string, links: Array<{ dev: string; path: string; parti
 
 test("device numbers split as glibc's gnu_dev_major and gnu_dev_minor do", () => {
   expect(deviceNumbers(0xfe00)).toEqual({ major: 254, minor: 0 });
-  expect(deviceNumbers(0x110301)).toEqual({ major: 259, minor: 257 }); // a minor above 255: its high bits sit at 20..31
+  expect(deviceNumbers(0x110301)).toEqual({ major: 259, minor: 257 }); // a minor above 255: its bits above the low 8 sit at dev bits 20 and up
   expect(deviceNumbers(0x0803)).toEqual({ major: 8, minor: 3 });
   expect(deviceNumbers(2 ** 32 * 0x12345 + 0xabcdef01)).toEqual({ major: 0x12def, minor: 0x345abc01 });
   expect(deviceNumbers(0)).toEqual({ major: 0, minor: 0 });
@@ -47,7 +47,7 @@ test("a partition is taken to its disk, a whole disk is itself, and a device sys
   expect(diskOf(0, 42, block)).toBeNull(); // tmpfs, overlay: anonymous devices
 });
 
-test("the note is logged for a directory backend on the cache's disk, and for nothing else", () => {
+test("the note is logged for a writable directory backend on the cache's disk, and for nothing else", () => {
   const here = join(work, "volume");
   mkdirSync(here);
   const cache = join(here, "cache");
@@ -56,20 +56,22 @@ test("the note is logged for a directory backend on the cache's disk, and for no
   const onDisk = fakeSysfs("here-is-a-partition", [{ dev: `${major}:${minor}`, path: "pci/virtio/block/vdz/vdz1", partition: true }]);
   const volume = join(here, "vol");
 
-  const note = sharedDiskNote(volume, cache, onDisk);
+  const note = sharedDiskNote(volume, cache, false, onDisk);
   expect(note).toBe(
     `note: the backend directory ${here} and the cache ${cache} are on one disk (vdz): every object put ends with ` +
       `flushes of that disk, and journal writes wait behind them (tail latency of small writes; docs/operations.md, ` +
       `"Where the backend directory goes")`,
   );
-  expect(sharedDiskNote(`file://${volume}`, cache, onDisk)).toBe(note);
+  expect(sharedDiskNote(`file://${volume}`, cache, false, onDisk)).toBe(note);
   // Another disk, or none: no note.
-  expect(sharedDiskNote(volume, cache, fakeSysfs("nothing-known", []))).toBeNull();
-  expect(sharedDiskNote(volume, cache, fakeSysfs("another-disk", [{ dev: `${major}:${minor + 1}`, path: "pci/virtio/block/vdy" }]))).toBeNull();
+  expect(sharedDiskNote(volume, cache, false, fakeSysfs("nothing-known", []))).toBeNull();
+  expect(sharedDiskNote(volume, cache, false, fakeSysfs("another-disk", [{ dev: `${major}:${minor + 1}`, path: "pci/virtio/block/vdy" }]))).toBeNull();
+  // A read-only volume puts nothing: no note.
+  expect(sharedDiskNote(volume, cache, true, onDisk)).toBeNull();
   // Other backends never: their puts flush no local disk.
-  expect(sharedDiskNote("rados://pool/vol", cache, onDisk)).toBeNull();
-  expect(sharedDiskNote("s3://bucket/vol", cache, onDisk)).toBeNull();
+  expect(sharedDiskNote("rados://pool/vol", cache, false, onDisk)).toBeNull();
+  expect(sharedDiskNote("s3://bucket/vol", cache, false, onDisk)).toBeNull();
   // What cannot be looked at is no reason to fail a start: no note.
-  expect(sharedDiskNote(join(work, "missing", "vol"), cache, onDisk)).toBeNull();
-  expect(sharedDiskNote(volume, join(work, "missing-cache"), onDisk)).toBeNull();
+  expect(sharedDiskNote(join(work, "missing", "vol"), cache, false, onDisk)).toBeNull();
+  expect(sharedDiskNote(volume, join(work, "missing-cache"), false, onDisk)).toBeNull();
 });

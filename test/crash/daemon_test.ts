@@ -487,7 +487,7 @@ test("LIST names every export; status, metrics and snapshot create reach the exp
   const daemon = new Daemon(dir, ["--config", config, "--metrics", "127.0.0.1:0"], "1");
   await daemon.serving();
   // The writable export, its backend on its cache's disk, gets the placement note; the read-only one puts nothing.
-  const note = sharedDiskNote(web.volume, web.cache);
+  const note = sharedDiskNote(web.volume, web.cache, false);
   expect(note, "this suite's temp dir is on a disk (as on every machine it runs on)").not.toBeNull();
   expect(daemon.log()).toContain(`export web: ${note}`);
   expect(daemon.log()).not.toContain("export db: note:");

@@ -141,7 +141,7 @@ test(
   "serve notes a backend directory on its cache's disk, and says nothing of one elsewhere",
   async () => {
     const paths = await createVolume("startup-placement", { size: "64m", cacheSize: "64m" });
-    const note = sharedDiskNote(paths.volume, paths.cache);
+    const note = sharedDiskNote(paths.volume, paths.cache, false);
     expect(note, "this suite's temp dir is on a disk (as on every machine it runs on)").not.toBeNull();
     const server = await LsvdServer.start({ ...paths, transport: "unix", dir: paths.dir });
     expect(server.log).toContain(note!);

@@ -313,7 +313,7 @@ async function serveHead(parsed: Parsed, ring: Uring | null): Promise<number> {
   const { opened, sharedReadCache } = await openWithReadCacheDevice(parsed, { volumeUri, cachePath, settings }, server, monitor, info, lastError, ring);
   const { volume, uri } = opened;
   info(`volume ${uri} (${formatSize(volume.sizeBytes)}, UUID ${volume.volUuid}) with cache ${cachePath}`);
-  const placement = volume.readOnly ? null : sharedDiskNote(volumeUri, cachePath);
+  const placement = sharedDiskNote(volumeUri, cachePath, volume.readOnly);
   if (placement !== null) info(placement);
   server.serve({ device: volume, exportName: stringOption(parsed, "name") ?? "", description: `lsvd volume ${uri}`, requestObserver: monitor.nbdObserver });
   monitor.serving(server, opened);
