@@ -22,6 +22,8 @@
 import { JOURNAL_WRITES_INFLIGHT_MAX, PAGE_BYTES } from "../constants.ts";
 import { assert } from "../errors.ts";
 import { encodeCacheSuperblock, type CacheSuperblock } from "../format/cache_superblock.ts";
+import { crc32c } from "../format/crc32c.ts";
+import { debugChecks } from "../util/debug_checks.ts";
 import {
   encodeJournalHeader,
   JOURNAL_HEADER_BYTES,
@@ -278,16 +280,32 @@ export class Journal {
    * write() for the hot path: `listener` is told when the record and every earlier one are on the device, with no
    * promise made per record. Returns the record's seq; its data lies where peekRecord said.
    */
-  writeThen(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number, dataInPlace: Uint8Array | null, listener: RecordListener): number {
-    const slot = this.startRecord(extents, pieces, dataBytes, dataInPlace);
+  writeThen(
+    extents: JournalExtent[],
+    pieces: Uint8Array[],
+    dataBytes: number,
+    dataInPlace: Uint8Array | null,
+    inPlaceCrc32c: number | null,
+    listener: RecordListener,
+  ): number {
+    const slot = this.startRecord(extents, pieces, dataBytes, dataInPlace, inPlaceCrc32c);
     slot.waiters.push(listener);
     return slot.seq;
   }
 
   /** Encodes a record and starts its write; its slot takes the waiters. */
-  private startRecord(extents: JournalExtent[], pieces: Uint8Array[], dataBytes: number, dataInPlace: Uint8Array | null): RecordSlot {
+  private startRecord(
+    extents: JournalExtent[],
+    pieces: Uint8Array[],
+    dataBytes: number,
+    dataInPlace: Uint8Array | null,
+    inPlaceCrc32c: number | null = null,
+  ): RecordSlot {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
+    if (debugChecks && dataInPlace !== null && inPlaceCrc32c !== null && crc32c(dataInPlace) !== inPlaceCrc32c) {
+      assert(false, `journal: in-place data's crc32c given as ${inPlaceCrc32c}, not ${crc32c(dataInPlace)}`);
+    }
     const recordBytes = Journal.recordBytes(dataBytes);
     const padBytes = this.padBytesBefore(recordBytes);
     if (padBytes > 0) this.writePad(padBytes);
@@ -324,6 +342,7 @@ export class Journal {
         extents,
       },
       [data],
+      dataInPlace === null ? null : inPlaceCrc32c,
     );
     return this.submit(seq, owned, recordBytes, dataInPlace === null ? [owned] : [header, dataInPlace]);
   }

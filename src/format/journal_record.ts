@@ -106,9 +106,15 @@ function recordProblem(h: Omit<JournalRecordHeader, "dataCrc32c">): string | nul
 
 /**
  * Fills `into` (one 4096-byte page) with the header of a record whose data pages are `data` (buffers back to back,
- * dataPages*4096 bytes in total; ignored for Pad records).
+ * dataPages*4096 bytes in total; ignored for Pad records). `knownDataCrc32c`, when the caller has it (the batch
+ * checksummed the same bytes: volume/batch.ts), is used instead of reading the data again.
  */
-export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeader, "dataCrc32c">, data: Uint8Array[]): void {
+export function encodeJournalHeader(
+  into: Uint8Array,
+  h: Omit<JournalRecordHeader, "dataCrc32c">,
+  data: Uint8Array[],
+  knownDataCrc32c: number | null = null,
+): void {
   assert(into.byteLength === JOURNAL_HEADER_BYTES, "journal header buffer is one page");
   assert(isUuid(h.volUuid) && isUuid(h.cacheUuid), "volUuid and cacheUuid are UUIDs");
   const problem = recordProblem(h);
@@ -117,9 +123,10 @@ export function encodeJournalHeader(into: Uint8Array, h: Omit<JournalRecordHeade
   if (h.type === JournalRecordType.Data) {
     let bytes = 0;
     for (const buffer of data) {
-      dataCrc32c = crc32c(buffer, dataCrc32c);
+      if (knownDataCrc32c === null) dataCrc32c = crc32c(buffer, dataCrc32c);
       bytes += buffer.byteLength;
     }
+    if (knownDataCrc32c !== null) dataCrc32c = knownDataCrc32c;
     if (bytes !== h.dataPages * PAGE_BYTES) assert(false, `data buffers hold ${bytes} bytes = dataPages*${PAGE_BYTES}`);
   }
   into.fill(0);

@@ -8,7 +8,8 @@ import { v4 as uuidv4 } from "uuid";
 import { Journal } from "../../src/cache/journal.ts";
 import { JournalWalker } from "../../src/cache/journal_replay.ts";
 import { decodeCacheSuperblock, encodeCacheSuperblock, type CacheSuperblock } from "../../src/format/cache_superblock.ts";
-import { JournalRecordType } from "../../src/format/journal_record.ts";
+import { crc32c } from "../../src/format/crc32c.ts";
+import { decodeJournalHeader, JournalRecordType } from "../../src/format/journal_record.ts";
 import { MemoryCacheDevice, MemoryPool } from "../sim/memory_cache_device.ts";
 import { Prng } from "../sim/prng.ts";
 
@@ -95,7 +96,7 @@ describe("journal", () => {
     });
     for (let index = 0; index < 4; index++) {
       const { seq } = journal.peekRecord(PAGE);
-      expect(journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, listenerFor(seq))).toBe(seq);
+      expect(journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, null, listenerFor(seq))).toBe(seq);
     }
     await journal.drain();
     // The device completes in random order; each record is told once, in seq order, and is written when told.
@@ -104,7 +105,7 @@ describe("journal", () => {
     device.failWritesAfter = 0;
     for (let index = 0; index < 2; index++) {
       const { seq } = journal.peekRecord(PAGE);
-      journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, listenerFor(seq));
+      journal.writeThen([{ lba: index * 8, sectors: 8, zero: false }], [page(index)], PAGE, null, null, listenerFor(seq));
     }
     await expect(journal.drain()).rejects.toThrow("injected");
     expect(told).toEqual(["504 failed true", "505 failed true"]);
@@ -155,6 +156,25 @@ describe("journal", () => {
     const { seqs } = await walk(device, pool);
     expect(seqs).toEqual([inPlace.seq - 1, inPlace.seq]);
     expect(pool.outstanding).toBe(0); // the header page went back to the pool; the caller's pages were never the pool's
+  });
+
+  test("an in-place record takes its data's checksum from the caller; a wrong one is refused before anything is written", async () => {
+    const { device, pool, journal } = freshJournal(6);
+    const data = new Uint8Array(3 * PAGE).map((_, index) => (index * 13) & 0xff);
+    const extents = [{ lba: 8, sectors: 24, zero: false }];
+    const told: string[] = [];
+    const listener = { recordWritten: () => void told.push("written"), recordFailed: () => void told.push("failed") };
+    const head = journal.peekRecord(3 * PAGE);
+    expect(() => journal.writeThen(extents, [], 3 * PAGE, data, crc32c(data) ^ 1, listener)).toThrow(/crc32c given/);
+    expect(journal.peekRecord(3 * PAGE)).toEqual(head); // nothing was written or taken
+    const seq = journal.writeThen(extents, [], 3 * PAGE, data, crc32c(data), listener);
+    expect(seq).toBe(head.seq);
+    await journal.whenWritten(seq);
+    expect(told).toEqual(["written"]);
+    const headerPage = device.data.subarray(head.dataOffset - PAGE, head.dataOffset);
+    expect(decodeJournalHeader(headerPage).dataCrc32c).toBe(crc32c(data));
+    const { seqs } = await walk(device, pool);
+    expect(seqs).toEqual([seq]);
   });
 
   test("the walk stops at torn data, and at a stale record of an older generation after a reused seq", async () => {

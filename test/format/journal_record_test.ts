@@ -91,6 +91,16 @@ describe("journal records", () => {
     verifyJournalData(decoded, DATA);
   });
 
+  test("a data checksum the caller already has is written as given, the data is not read for it, and the length still counts", () => {
+    const page = new Uint8Array(4096);
+    encodeJournalHeader(page, header, [DATA], crc32cBitwise(DATA));
+    expect<Uint8Array>(page).toEqual(handMadeData());
+    // Not recomputed: a different value goes in as given (the journal's debug check is what catches a wrong one).
+    encodeJournalHeader(page, header, [DATA], 0x1234abcd);
+    expect(decodeJournalHeader(page).dataCrc32c).toBe(0x1234abcd);
+    expect(() => encodeJournalHeader(page, header, [DATA.subarray(0, 4096)], crc32cBitwise(DATA))).toThrow(/dataPages/);
+  });
+
   test("pad records", () => {
     const pad = { type: JournalRecordType.Pad, seq: SEQ + 1, volUuid: VOL_UUID, cacheUuid: CACHE_UUID, generation: GENERATION, dataPages: 37, extents: [] };
     const page = new Uint8Array(4096);

@@ -106,6 +106,30 @@ describe("Batch data checksum", () => {
     expect(header.dataCrc32c).toBe(crc32c(expected));
   });
 
+  test("checksumNewData hands back the checksum of just the bytes it took when they are the record's", () => {
+    const random = seededRandom("batch checksum per record").next;
+    const batch = newMemoryBatch(5);
+    const add = (seq: number, sectors: number): Uint8Array => {
+      batch.beginRecord(seq, false);
+      const data = randomBytes(random, sectors * SECTOR);
+      batch.addData(seq * 64, data, PAGE * seq);
+      batch.endRecord(false);
+      return data;
+    };
+    expect(batch.checksumNewData(0)).toBeNull(); // nothing added yet
+    const first = add(1, 8);
+    expect(batch.checksumNewData(0)).toBe(crc32c(first));
+    expect(batch.checksumNewData(first.byteLength)).toBeNull(); // nothing new
+    const second = add(2, 24);
+    expect(batch.checksumNewData(first.byteLength)).toBe(crc32c(second));
+    const third = add(3, 3);
+    const fourth = add(4, 16);
+    // Two records since the last call: the bytes taken are not the fourth record's alone.
+    expect(batch.checksumNewData(first.byteLength + second.byteLength + third.byteLength)).toBeNull();
+    const { header } = verifySealed(batch.seal(identity).object);
+    expect(header.dataCrc32c).toBe(crc32c(Buffer.concat([first, second, third, fourth])));
+  });
+
   test("a journal-only batch is checksummed when built and sealed", async () => {
     const random = seededRandom("batch checksum journal-only").next;
     const journal = randomBytes(random, 64 * PAGE);
