@@ -18,7 +18,7 @@
 import { ALIGNED_BUFFER_BYTES_MAX, ALIGNED_POOL_BYTES_DEFAULT, PAGE_BYTES } from "../src/constants.ts";
 import type { AlignedPool } from "../src/cache/cache_device.ts";
 import { assert, InvalidArgumentError, NoSpaceError } from "../src/errors.ts";
-import { allocAligned, freeAligned, viewMemory } from "./libc.ts";
+import { allocAligned, freeAligned, HUGE_PAGE_BYTES, viewMemory } from "./libc.ts";
 
 const SIZE_CLASS_COUNT = Math.log2(ALIGNED_BUFFER_BYTES_MAX / PAGE_BYTES) + 1;
 assert(Number.isInteger(SIZE_CLASS_COUNT), "ALIGNED_BUFFER_BYTES_MAX is PAGE_BYTES times a power of two");
@@ -155,7 +155,10 @@ export class AlignedBufferPool implements AlignedPool {
   }
 
   private allocateBytes(sizeClass: number, bytes: number): Allocation {
-    const address = allocAligned(bytes, PAGE_BYTES);
+    // Buffers of a huge page or more (batches, large records) start on one and ask for huge pages: O_DIRECT pins
+    // the pages of every transfer (get_user_pages), once per 4 KiB page but once per huge page where one backs them.
+    const huge = bytes >= HUGE_PAGE_BYTES;
+    const address = allocAligned(bytes, huge ? HUGE_PAGE_BYTES : PAGE_BYTES, huge);
     const allocation: Allocation = { pool: this, address, sizeClass, bytes, arrayBuffer: viewMemory(address, bytes), inUse: false };
     allocations.set(allocation.arrayBuffer, allocation);
     this.live.add(allocation);

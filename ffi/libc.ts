@@ -1,5 +1,5 @@
 // The few libc calls the cache-I/O layer needs (glibc 2.36, x86-64 Linux), bound with koffi.
-// Spec: man 2 open / fstat / ftruncate / eventfd / ioctl_blk(BLKGETSIZE64), man 3 posix_memalign.
+// Spec: man 2 open / fstat / ftruncate / eventfd / ioctl_blk(BLKGETSIZE64) / madvise, man 3 posix_memalign.
 //
 // Every wrapper checks the return value and throws IOError carrying errno and a message naming what was being done
 // ("Cannot open /dev/sdb: EACCES (errno 13)"); callers turn ENOENT into NotFoundError where that means something.
@@ -29,6 +29,10 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const S_IFREG = 0o100000;
 export const S_IFBLK = 0o060000;
+/** madvise(2) advice: back the range with transparent huge pages where the kernel can. */
+const MADV_HUGEPAGE = 14;
+/** The size of a PMD-mapped transparent huge page with 4 KiB base pages (x86-64, and arm64 with 4 KiB pages). */
+export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
 
 const lib = koffi.load("libc.so.6");
 const openNative = lib.func("int open(const char *path, int flags, uint32_t mode)");
@@ -41,6 +45,7 @@ const flockNative = lib.func("int flock(int fd, int operation)");
 const posixMemalignNative = lib.func("int posix_memalign(_Out_ void **memptr, size_t alignment, size_t size)");
 const freeNative = lib.func("void free(void *ptr)");
 const memsetNative = lib.func("void *memset(void *ptr, int value, size_t bytes)");
+const madviseNative = lib.func("int madvise(void *addr, size_t length, int advice)");
 
 // errno number -> name ("EIO"), from koffi's table of this platform's errno values.
 const errnoNames = new Map<number, string>();
@@ -125,15 +130,23 @@ export function openEventfd(): number {
   return fd;
 }
 
-/** posix_memalign(3), zero-filled (ring structures must start zeroed; data buffers need not, but it is cheap once). */
-export function allocAligned(bytes: number, alignment: number): number {
+/**
+ * posix_memalign(3), zero-filled (ring structures must start zeroed; data buffers need not, but it is cheap once).
+ * With `hugePages`, the whole huge pages of the range are advised MADV_HUGEPAGE before the first touch, so the
+ * kernel may back them with transparent huge pages (alignment must then be HUGE_PAGE_BYTES). Advice only: a kernel
+ * without them (or with them off) leaves base pages, and nothing fails.
+ */
+export function allocAligned(bytes: number, alignment: number, hugePages = false): number {
   assert(Number.isSafeInteger(bytes) && bytes > 0, "allocation size is positive");
+  assert(!hugePages || alignment % HUGE_PAGE_BYTES === 0, "huge pages need huge-page alignment");
   const out: unknown[] = [null];
   const rc = posixMemalignNative(out, alignment, bytes) as number;
   // posix_memalign returns the error number instead of setting errno.
   if (rc !== 0) throw new IOError(`Cannot allocate ${bytes} bytes aligned to ${alignment}: ${describeErrno(rc)}`, false, { errno: rc });
   const address = Number(out[0] as bigint);
   assert(address !== 0 && address % alignment === 0, "posix_memalign returned an aligned pointer");
+  const hugeBytes = hugePages ? Math.floor(bytes / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : 0;
+  if (hugeBytes > 0) madviseNative(address, hugeBytes, MADV_HUGEPAGE); // the tail stays in base pages
   memsetNative(address, 0, bytes);
   return address;
 }

@@ -1,9 +1,11 @@
-// Tests for ffi/aligned_pool.ts: alignment, reuse by size class, the bound, and freeing on close.
+// Tests for ffi/aligned_pool.ts: alignment, reuse by size class, the bound, freeing on close, and huge-page advice.
 
 import { expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { PAGE_BYTES } from "../../src/constants.ts";
 import { InvalidArgumentError, NoSpaceError } from "../../src/errors.ts";
 import { AlignedBufferPool, alignedAddress, copyToAligned } from "../../ffi/aligned_pool.ts";
+import { HUGE_PAGE_BYTES } from "../../ffi/libc.ts";
 
 test("buffers are page-aligned, page-rounded, and have native addresses", () => {
   const pool = new AlignedBufferPool(1024 * 1024);
@@ -85,5 +87,46 @@ test("copyToAligned copies ordinary bytes into a zero-padded pool buffer", () =>
   expect([...copy.subarray(0, 4)]).toEqual([1, 2, 3, 0]);
   expect(alignedAddress(copy)).toBeDefined();
   pool.release(copy);
+  pool.close();
+});
+
+/** The /proc/self/smaps entry of the mapping holding `address`: its range, its VmFlags and its AnonHugePages kB. */
+function mappingOf(address: number): { start: number; end: number; flags: string[]; anonHugeKb: number } {
+  const lines = readFileSync("/proc/self/smaps", "utf8").split("\n");
+  for (let index = 0; index < lines.length; index++) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(lines[index]!);
+    if (range === null) continue;
+    const [start, end] = [Number.parseInt(range[1]!, 16), Number.parseInt(range[2]!, 16)];
+    if (address < start || address >= end) continue;
+    let flags: string[] = [];
+    let anonHugeKb = 0;
+    for (let at = index + 1; at < lines.length && !/^[0-9a-f]+-/.test(lines[at]!); at++) {
+      if (lines[at]!.startsWith("VmFlags:")) flags = lines[at]!.slice("VmFlags:".length).trim().split(/\s+/);
+      const huge = /^AnonHugePages:\s+(\d+) kB/.exec(lines[at]!);
+      if (huge !== null) anonHugeKb = Number(huge[1]);
+    }
+    return { start, end, flags, anonHugeKb };
+  }
+  throw new Error(`no mapping holds ${address.toString(16)}`);
+}
+
+test("buffers of a huge page or more (after rounding to their size class) start on one and are advised MADV_HUGEPAGE; smaller ones are not", () => {
+  const pool = new AlignedBufferPool(64 * 1024 * 1024);
+  const exact = pool.acquireExact(8 * 1024 * 1024 + 300 * 1024)!; // a batch buffer: 8 MiB of data and header room
+  const classed = pool.acquire(4 * 1024 * 1024);
+  const small = pool.acquire(HUGE_PAGE_BYTES / 2); // its size class is half a huge page
+  for (const buffer of [exact, classed]) {
+    const address = alignedAddress(buffer)!;
+    expect(address % HUGE_PAGE_BYTES).toBe(0);
+    // The advice covers the whole huge pages of the buffer (the kernel splits the mapping where it ends), not its tail.
+    const head = mappingOf(address);
+    expect(head.flags).toContain("hg");
+    expect(head.start).toBeLessThanOrEqual(address);
+    const hugeEnd = address + Math.floor(buffer.byteLength / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
+    expect(head.end).toBeGreaterThanOrEqual(hugeEnd);
+    if (hugeEnd < address + buffer.byteLength) expect(mappingOf(hugeEnd).flags).not.toContain("hg");
+    buffer.fill(0x5a); // usable end to end
+  }
+  expect(mappingOf(alignedAddress(small)!).flags).not.toContain("hg");
   pool.close();
 });
