@@ -7,6 +7,10 @@
 // (alignedAddress). Buffers that are not pool memory have no address and are refused by uring_device.ts;
 // copyToAligned is the slow-path helper for callers holding ordinary Uint8Arrays.
 //
+// Buffers of 2 MiB or more (after rounding to their size class) start on a 2 MiB boundary with their whole huge
+// pages advised MADV_HUGEPAGE (libc.ts, allocAligned): O_DIRECT pins every transfer's pages, and on a huge page it
+// pins 2 MiB at once (docs/platform.md, "Huge pages for O_DIRECT buffers").
+//
 // Invariants:
 // - bytesAllocated = sum of the class sizes of all live allocations (in use + cached) <= bytesMax.
 // - A buffer is in exactly one state: in use (handed out, not released), cached (in its class free list), or freed
