@@ -303,6 +303,7 @@ export class Journal {
   ): RecordSlot {
     if (this.failure) throw this.failure;
     assert(this.canWrite(dataBytes), "journal write without space");
+    assert(inPlaceCrc32c === null || dataInPlace !== null, "a data checksum is given only with in-place data");
     if (debugChecks && dataInPlace !== null && inPlaceCrc32c !== null && crc32c(dataInPlace) !== inPlaceCrc32c) {
       assert(false, `journal: in-place data's crc32c given as ${inPlaceCrc32c}, not ${crc32c(dataInPlace)}`);
     }
@@ -342,7 +343,7 @@ export class Journal {
         extents,
       },
       [data],
-      dataInPlace === null ? null : inPlaceCrc32c,
+      inPlaceCrc32c,
     );
     return this.submit(seq, owned, recordBytes, dataInPlace === null ? [owned] : [header, dataInPlace]);
   }

@@ -170,16 +170,17 @@ export class Batch {
    *
    * The added bytes are checksummed on their own and combined into the running checksum (crc32cCombine), so a
    * journal record whose data is exactly those bytes takes their checksum from here instead of reading them again.
-   * Returns it when the added bytes began at `recordStartBytes`, else null (nothing added, or more than the record).
+   * Returns it when the added bytes are exactly the record's, [recordStartBytes, recordStartBytes + recordBytes),
+   * else null (nothing added, or not that range).
    */
-  checksumNewData(recordStartBytes = -1): number | null {
+  checksumNewData(recordStartBytes = -1, recordBytes = 0): number | null {
     if (!this.dataInBuffer || this.buffer === null || this.dataCrcBytes === this.dataBytes) return null;
     const fromBytes = this.dataCrcBytes;
     const added = this.buffer.subarray(this.headerRoomBytes + fromBytes, this.headerRoomBytes + this.dataBytes);
     const addedCrc = crc32c(added);
     this.dataCrc = crc32cCombine(this.dataCrc, addedCrc, added.byteLength);
     this.dataCrcBytes = this.dataBytes;
-    return fromBytes === recordStartBytes ? addedCrc : null;
+    return fromBytes === recordStartBytes && added.byteLength === recordBytes ? addedCrc : null;
   }
 
   addTrim(lba: number, sectors: number): void {

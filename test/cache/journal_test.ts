@@ -167,6 +167,8 @@ describe("journal", () => {
     const head = journal.peekRecord(3 * PAGE);
     expect(() => journal.writeThen(extents, [], 3 * PAGE, data, crc32c(data) ^ 1, listener)).toThrow(/crc32c given/);
     expect(journal.peekRecord(3 * PAGE)).toEqual(head); // nothing was written or taken
+    expect(() => journal.writeThen(extents, [data], 3 * PAGE, null, crc32c(data), listener)).toThrow(/only with in-place data/);
+    expect(journal.peekRecord(3 * PAGE)).toEqual(head);
     const seq = journal.writeThen(extents, [], 3 * PAGE, data, crc32c(data), listener);
     expect(seq).toBe(head.seq);
     await journal.whenWritten(seq);

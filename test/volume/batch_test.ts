@@ -116,18 +116,21 @@ describe("Batch data checksum", () => {
       batch.endRecord(false);
       return data;
     };
-    expect(batch.checksumNewData(0)).toBeNull(); // nothing added yet
+    expect(batch.checksumNewData(0, 0)).toBeNull(); // nothing added yet
     const first = add(1, 8);
-    expect(batch.checksumNewData(0)).toBe(crc32c(first));
-    expect(batch.checksumNewData(first.byteLength)).toBeNull(); // nothing new
+    expect(batch.checksumNewData(0, first.byteLength)).toBe(crc32c(first));
+    expect(batch.checksumNewData(first.byteLength, 0)).toBeNull(); // nothing new
     const second = add(2, 24);
-    expect(batch.checksumNewData(first.byteLength)).toBe(crc32c(second));
+    expect(batch.checksumNewData(first.byteLength, second.byteLength)).toBe(crc32c(second));
     const third = add(3, 3);
     const fourth = add(4, 16);
     // Two records since the last call: the bytes taken are not the fourth record's alone.
-    expect(batch.checksumNewData(first.byteLength + second.byteLength + third.byteLength)).toBeNull();
+    expect(batch.checksumNewData(first.byteLength + second.byteLength + third.byteLength, fourth.byteLength)).toBeNull();
+    const fifth = add(5, 8);
+    // Starting where the record starts but longer than it said: not the record's bytes either.
+    expect(batch.checksumNewData(first.byteLength + second.byteLength + third.byteLength + fourth.byteLength, 8)).toBeNull();
     const { header } = verifySealed(batch.seal(identity).object);
-    expect(header.dataCrc32c).toBe(crc32c(Buffer.concat([first, second, third, fourth])));
+    expect(header.dataCrc32c).toBe(crc32c(Buffer.concat([first, second, third, fourth, fifth])));
   });
 
   test("a journal-only batch is checksummed when built and sealed", async () => {

@@ -521,10 +521,10 @@ export class RecordFormer {
     this.boundary = shape.endsInsideWrite ? "insideWrite" : "onBoundary";
     // One checksum call per record, not one long one when the batch is sealed; a record written in place takes
     // the checksum of its data from it (the same bytes).
-    const addedCrc = batch.checksumNewData(batchStartBytes);
+    const addedCrc = batch.checksumNewData(batchStartBytes, dataBytes);
     const deviceMemory = batch.buffer !== null && pipeline.isDeviceMemory(batch.buffer);
     const inPlace = deviceMemory ? batch.journalView(batchStartBytes, dataBytes) : null;
-    const inPlaceCrc = inPlace !== null && batch.dataBytes - batchStartBytes === dataBytes ? addedCrc : null;
+    const inPlaceCrc = inPlace !== null ? addedCrc : null;
     const listener = new FormedRecord(this.outcome, record);
     const seq = journal.writeThen(record, inPlace === null ? dataOf(record) : NO_PIECES, dataBytes, inPlace, inPlaceCrc, listener);
     // The same seq means the same pad decision, so the data went to the offset peeked too.
